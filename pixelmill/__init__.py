@@ -1,0 +1,1 @@
+"""pixelmill: the shared contract between producer and worker (settings, ledger, storage, queue)."""

@@ -1,0 +1,5 @@
+"""`python -m pixelmill` runs the CLI."""
+
+from pixelmill.cli import main
+
+main()

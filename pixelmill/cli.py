@@ -1,0 +1,288 @@
+"""The `pixelmill` command. Heavy modules are imported inside each command, so `pixelmill submit` and
+`pixelmill status` never load torch."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from pixelmill import logs
+from pixelmill.settings import SettingsError, get_settings
+
+app = typer.Typer(help="Batch image generation: submit catalogues, run GPU workers, track jobs.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+db_app = typer.Typer(help="Ledger database.", no_args_is_help=True)
+model_app = typer.Typer(help="Models.", no_args_is_help=True)
+broker_app = typer.Typer(help="The embedded Redis broker (used when PIXELMILL_BROKER_URL is unset).",
+                         no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(model_app, name="model")
+app.add_typer(broker_app, name="broker")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _ledger():  # type: ignore[no-untyped-def]
+    from pixelmill.db import Ledger
+
+    return Ledger(get_settings())
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False) -> None:
+    logs.configure(logging.INFO if verbose else logging.WARNING)
+
+
+@app.command()
+def submit(
+    catalogue: Annotated[Path, typer.Argument(help="Catalogue .csv or .jsonl, one product per row.")],
+    template: Annotated[Optional[str], typer.Option(help="Prompt template, e.g. 'studio photo of {title}'. "
+                                                    "Without it, rows need a `prompt` column.")] = None,
+    negative: Annotated[str, typer.Option(help="Negative prompt.")] = "",
+    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT, multiples of 8.")] = "512x512",
+    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 30,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.5,
+    images_per_item: Annotated[int, typer.Option(help="Variants per row.")] = 1,
+    seed: Annotated[int, typer.Option(help="Job seed; item seeds derive from it, the key and the variant.")] = 0,
+    model: Annotated[Optional[str], typer.Option(help="Diffusers model directory or id "
+                                                 "[default: PIXELMILL_MODEL, else the tiny model].")] = None,
+    key: Annotated[str, typer.Option(help="Column holding the item key.")] = "id",
+    name: Annotated[Optional[str], typer.Option(help="Job name.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and preview; write nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Validate a catalogue and queue its items. Nothing is written if any row is bad."""
+    from producer.catalogue import CatalogueError, Defaults, UsageError, parse_size
+    from producer.submit import plan, resolve_model, split_done, submit as do_submit
+
+    settings = get_settings()
+    try:
+        width, height = parse_size(size)
+        defaults = Defaults(template=template, negative=negative, width=width, height=height, steps=steps,
+                            guidance=guidance, images_per_item=images_per_item, key_column=key)
+    except (UsageError, ValueError) as exc:
+        fail(str(exc))
+    model_id = resolve_model(model or settings.default_model)
+    try:
+        planned = plan(catalogue, defaults, seed=seed, model=model_id)
+    except CatalogueError as exc:
+        fail(f"{len(exc.problems)} problem(s) in {catalogue}; nothing was submitted:\n{exc}")
+    except (UsageError, OSError) as exc:
+        fail(str(exc))
+    if not Path(model_id).exists() and (model_id.startswith(("/", ".", "~")) or "/" not in model_id):
+        fail(f"model {model_id!r} is neither a local directory nor a hub id; "
+             f"create the demo model with `pixelmill model tiny {model_id}`")
+    ledger = _ledger()
+    if dry_run:
+        split = split_done(ledger, planned)
+        if as_json:
+            print(json.dumps({"dry_run": True, "rows": planned.rows, "items": len(split.items),
+                              "skipped": len(split.skipped),
+                              "prompts": [i.prompt for i in planned.items[:5]]}))
+            return
+        for item in planned.items[:5]:
+            out.print(f"[dim]{item.key}#{item.variant}[/] {item.prompt}", highlight=False)
+        out.print(f"{planned.rows} rows → {len(split.items)} items to generate, {len(split.skipped)} already "
+                  f"done (dry run: nothing written)")
+        return
+    job_params = {"source": str(catalogue.resolve()), "template": template, "negative": negative,
+                  "size": f"{width}x{height}", "steps": steps, "guidance": guidance,
+                  "images_per_item": images_per_item, "seed": seed, "key": key}
+    result = do_submit(settings, ledger, planned, name=name, model=model_id, job_params=job_params)
+    if as_json:
+        print(json.dumps(result.as_dict()))
+    else:
+        out.print(f"job {result.job} ({result.name}): {result.items} items queued in {result.messages} "
+                  f"messages, {result.skipped} skipped (already done)")
+
+
+@app.command()
+def status(
+    job: Annotated[int, typer.Argument(help="Job id.")],
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Show a progress bar until the job ends.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.")] = 1.0,
+) -> None:
+    """Counts per state, images/s and ETA for one job."""
+    from producer.status import UnknownJob, job_status
+
+    ledger = _ledger()
+    try:
+        with ledger.session() as session:
+            current = job_status(session, job)
+    except UnknownJob as exc:
+        fail(str(exc))
+    if watch and not current.finished:
+        current = watch_job(ledger, job, interval)
+    if as_json:
+        print(json.dumps(current.as_dict()))
+    else:
+        out.print(_status_table([current]))
+
+
+def watch_job(ledger: Any, job: int, interval: float = 1.0, timeout: float | None = None,
+              alive: Any = None) -> Any:
+    """Rich progress bar over the ledger until the job has nothing left to do (or `alive()` turns false)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from producer.status import job_status
+
+    started = time.monotonic()
+    with Progress(TextColumn("job {task.fields[job]}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err, transient=False) as bar:
+        task = bar.add_task("", total=None, job=job, detail="")
+        while True:
+            with ledger.session() as session:
+                current = job_status(session, job)
+            done = current.succeeded + current.blocked + current.failed
+            rate = f"{current.images_per_s:.2f} img/s" if current.images_per_s else "starting"
+            eta = f" ETA {current.eta_s:.0f}s" if current.eta_s else ""
+            bar.update(task, total=current.total, completed=done,
+                       detail=f"{rate}{eta} · running {current.running} · failed {current.failed}")
+            if current.finished:
+                return current
+            if timeout is not None and time.monotonic() - started > timeout:
+                return current
+            if alive is not None and not alive():
+                return current
+            time.sleep(interval)
+
+
+def _status_table(rows: list[Any]) -> Table:
+    table = Table("job", "name", "total", "pending", "queued", "running", "succeeded", "blocked", "failed",
+                  "skipped", "img/s", "ETA s")
+    for s in rows:
+        table.add_row(str(s.job), s.name, *(str(v) for v in (s.total, s.pending, s.queued, s.running,
+                                                              s.succeeded, s.blocked, s.failed, s.skipped)),
+                      f"{s.images_per_s:.2f}" if s.images_per_s else "-",
+                      f"{s.eta_s:.0f}" if s.eta_s and not s.finished else "-")
+    return table
+
+
+@app.command()
+def jobs(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+         limit: Annotated[int, typer.Option(help="Most recent N jobs.")] = 50) -> None:
+    """List jobs, newest first."""
+    from producer.status import list_jobs
+
+    with _ledger().session() as session:
+        rows = list_jobs(session, limit)
+    if as_json:
+        print(json.dumps([r.as_dict() for r in rows]))
+    else:
+        out.print(_status_table(rows))
+
+
+@app.command()
+def worker(
+    hostname: Annotated[str, typer.Option("--hostname", "-n", help="Celery node name; keep it stable "
+                                          "across restarts so a restarted worker reclaims its items.")]
+    = "pixelmill@%h",
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+) -> None:
+    """Run a worker: one prefork process, the model loaded once after the fork."""
+    from pixelmill.queue import QUEUE
+    from worker.app import app as celery_app
+
+    celery_app.worker_main(["worker", f"--loglevel={loglevel}", f"--hostname={hostname}", "--pool=prefork",
+                            "--concurrency=1", f"--queues={QUEUE}", "--without-gossip", "--without-mingle"])
+
+
+@app.command()
+def reconcile(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
+    """Re-publish items whose lease expired or whose message was lost (workers also do this periodically)."""
+    from dataclasses import asdict
+
+    from pixelmill.queue import make_celery
+    from worker.reconciler import reconcile as run
+
+    settings = get_settings()
+    report = run(_ledger(), make_celery(settings), settings)
+    if as_json:
+        print(json.dumps(asdict(report)))
+    else:
+        out.print(f"re-queued {report.requeued} items in {report.messages} messages; failed {report.failed}")
+
+
+@app.command()
+def demo(
+    catalogue: Annotated[Optional[Path], typer.Option(help="Catalogue [default: examples/catalogue.csv].")]
+    = None,
+    size: Annotated[str, typer.Option(help="Image size.")] = "128x128",
+    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 10,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 540,
+) -> None:
+    """From nothing: build the tiny model, start a worker, submit the sample catalogue, report, stop."""
+    from pixelmill.demo import run_demo
+
+    code = run_demo(get_settings(), catalogue=catalogue, size=size, steps=steps, timeout=timeout, console=out,
+                    progress=watch_job)
+    raise typer.Exit(code)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Migrate the ledger database to the latest schema."""
+    from pixelmill.db import make_engine, upgrade
+
+    engine = make_engine(get_settings())
+    upgrade(engine, revision)
+    out.print(f"ledger at {engine.url.render_as_string(hide_password=True)} upgraded to {revision}")
+
+
+@model_app.command("tiny")
+def model_tiny(directory: Annotated[Path, typer.Argument(help="Where to write the pipeline.")],
+               seed: Annotated[int, typer.Option(help="Weight seed.")] = 0) -> None:
+    """Write a small random-weight Stable Diffusion pipeline (diffusers format) for demos and tests."""
+    from worker.engine.tiny import build_tiny_pipeline
+
+    path = build_tiny_pipeline(directory, seed=seed)
+    out.print(f"tiny Stable Diffusion pipeline written to {path}")
+
+
+@broker_app.command("start")
+def broker_start() -> None:
+    """Start the embedded Redis (processes also start it on first use)."""
+    from pixelmill.broker import EmbeddedRedis
+
+    out.print(EmbeddedRedis(get_settings().data_path).ensure_running())
+
+
+@broker_app.command("stop")
+def broker_stop() -> None:
+    """Stop the embedded Redis; queued messages persist in its append-only file."""
+    from pixelmill.broker import EmbeddedRedis
+
+    stopped = EmbeddedRedis(get_settings().data_path).stop()
+    out.print("stopped" if stopped else "not running")
+
+
+@broker_app.command("status")
+def broker_status() -> None:
+    from pixelmill.broker import EmbeddedRedis
+
+    broker = EmbeddedRedis(get_settings().data_path)
+    out.print(f"{broker.url}: {'running' if broker.is_running() else 'not running'}")
+
+
+def main() -> None:
+    try:
+        app()
+    except SettingsError as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False)
+        sys.exit(2)

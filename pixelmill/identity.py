@@ -1,0 +1,39 @@
+"""Deterministic identities: an item's seed, its content hash and its object key.
+
+Everything here is a pure function of the item's own fields, so a resubmission, a redelivered message or
+a second worker computes the same values and lands on the same row and the same object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+from urllib.parse import quote
+
+SEED_BITS = 63  # fits a signed BIGINT and torch.Generator.manual_seed
+
+
+def derive_seed(job_seed: int, item_key: str, variant: int) -> int:
+    """Seed of one item variant: independent of row order, batch neighbours and the job's id."""
+    digest = hashlib.sha256(f"{job_seed}\x00{item_key}\x00{variant}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & ((1 << SEED_BITS) - 1)
+
+
+def content_hash(*, prompt: str, negative: str, width: int, height: int, steps: int, guidance: float,
+                 seed: int, model: str) -> str:
+    """Hash of everything that determines the image; equal hashes mean the work is already done."""
+    canonical: dict[str, Any] = {
+        "prompt": prompt, "negative": negative, "width": width, "height": height,
+        "steps": steps, "guidance": float(guidance), "seed": seed, "model": model,
+    }
+    payload = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def object_key(job_id: int, item_key: str, variant: int, ext: str) -> str:
+    """`jobs/<job>/<item key>/<variant>.<ext>`; the item key is percent-encoded so any SKU is one safe segment."""
+    segment = quote(item_key, safe="-_.~")
+    if segment.strip(".") == "":  # "." and ".." would climb directories in a filesystem store
+        segment = segment.replace(".", "%2E")
+    return f"jobs/{job_id}/{segment}/{variant}.{ext}"

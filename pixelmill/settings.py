@@ -1,0 +1,97 @@
+"""Configuration from `PIXELMILL_*` environment variables and an optional `.env` file.
+
+Only URLs change between the embedded defaults and production: an unset database, broker or storage URL
+means the small local thing under the data directory.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "PIXELMILL_"
+
+
+class SettingsError(RuntimeError):
+    """A setting is invalid; the message names the environment variable to fix."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("pixelmill-data")
+    database_url: str | None = None  # default: sqlite:///<data_dir>/pixelmill.db (WAL)
+    broker_url: str | None = None  # default: embedded Redis on a unix socket in the data dir
+    storage_url: str | None = None  # default: file://<data_dir>/images
+
+    model: str | None = None  # diffusers directory or hub id for submit without --model; default: the tiny model
+    batch_size: int = Field(4, ge=1, le=64)  # items per message = one GPU batch
+    image_format: Literal["png", "webp", "jpeg"] = "png"
+    image_quality: int = Field(95, ge=1, le=100)  # webp/jpeg only
+
+    max_attempts: int = Field(3, ge=1, le=100)
+    lease_seconds: int = Field(900, ge=5)  # must exceed task_time_limit: a running batch never looks lost
+    task_soft_time_limit: int = Field(540, ge=1)
+    task_time_limit: int = Field(600, ge=2)
+    visibility_timeout: int = Field(3600, ge=10)  # Redis redelivers unacked messages after this
+    reconcile_interval: float = Field(30.0, gt=0)
+    requeue_after: int = Field(120, ge=1)  # pending items, and queued items whose queue is empty, after this
+    queued_timeout: int = Field(6 * 3600, ge=1)  # queued items are re-published after this regardless
+
+    sqlite_busy_timeout: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _limits_fit_the_lease(self) -> "Settings":
+        if self.task_soft_time_limit >= self.task_time_limit:
+            raise ValueError("PIXELMILL_TASK_SOFT_TIME_LIMIT must be below PIXELMILL_TASK_TIME_LIMIT")
+        if self.lease_seconds <= self.task_time_limit:
+            raise ValueError("PIXELMILL_LEASE_SECONDS must exceed PIXELMILL_TASK_TIME_LIMIT, "
+                             "or a batch still running would be handed to another worker")
+        if self.visibility_timeout <= self.lease_seconds:
+            raise ValueError("PIXELMILL_VISIBILITY_TIMEOUT must exceed PIXELMILL_LEASE_SECONDS")
+        return self
+
+    @property
+    def data_path(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_path / 'pixelmill.db'}"
+
+    @property
+    def tiny_model_path(self) -> Path:
+        return self.data_path / "models" / "tiny"
+
+    @property
+    def default_model(self) -> str:
+        return self.model or str(self.tiny_model_path)
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url is None
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or (self.data_path / "images").as_uri()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning pydantic's report into one line per bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = ENV_PREFIX + "_".join(str(p) for p in err["loc"]).upper() if err["loc"] else "settings"
+            lines.append(f"{name}: {err['msg']}" + (f" (got {err['input']!r})" if err["loc"] else ""))
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,138 @@
+"""Submit a catalogue: validate everything, write the job and its items in one transaction, then publish.
+
+Order matters for safety. Validation and the broker check come first, so bad input or a dead broker
+leaves nothing behind. Items are committed as `pending` before any message exists; a producer that dies
+while publishing leaves pending items, which the reconciler publishes later. Nothing is lost either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from pixelmill.db import Ledger
+from pixelmill.identity import content_hash, derive_seed
+from pixelmill.ledger import ACTIVE, Item, Job, State, utcnow
+from pixelmill.queue import make_celery, plan_chunks, publish
+from pixelmill.settings import Settings
+from producer.catalogue import Defaults, read_catalogue
+
+log = logging.getLogger(__name__)
+
+_IN_BATCH = 500  # ids per IN (...) clause
+_MARK_EVERY = 2000  # items marked queued per UPDATE while publishing
+
+
+@dataclass(frozen=True)
+class PlannedItem:
+    key: str
+    variant: int
+    prompt: str
+    negative: str
+    params: dict[str, Any]
+    seed: int
+    content_hash: str
+
+
+@dataclass
+class Plan:
+    source: str
+    rows: int
+    items: list[PlannedItem]
+    skipped: list[PlannedItem] = field(default_factory=list)
+
+
+@dataclass
+class Submission:
+    job: int
+    name: str
+    rows: int
+    items: int  # new work queued
+    skipped: int  # already succeeded or already in progress elsewhere
+    messages: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"job": self.job, "name": self.name, "rows": self.rows, "items": self.items,
+                "skipped": self.skipped, "messages": self.messages}
+
+
+def resolve_model(model: str) -> str:
+    """A local directory is recorded by absolute path (workers may start elsewhere); a hub id as given."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
+
+
+def plan(path: Path, defaults: Defaults, *, seed: int, model: str) -> Plan:
+    rows = read_catalogue(path, defaults)  # raises CatalogueError before anything is written
+    items = []
+    for row in rows:
+        params = {"width": row.width, "height": row.height, "steps": row.steps, "guidance": row.guidance}
+        for variant in range(row.images_per_item):
+            item_seed = row.seed + variant if row.seed is not None else derive_seed(seed, row.key, variant)
+            items.append(PlannedItem(
+                key=row.key, variant=variant, prompt=row.prompt, negative=row.negative, params=params,
+                seed=item_seed, content_hash=content_hash(prompt=row.prompt, negative=row.negative,
+                                                          seed=item_seed, model=model, **params)))
+    return Plan(source=str(path), rows=len(rows), items=items)
+
+
+def split_done(ledger: Ledger, planned: Plan) -> Plan:
+    """Move items whose identical work already succeeded (or is under way) into `skipped`."""
+    hashes = [item.content_hash for item in planned.items]
+    known: set[str] = set()
+    with ledger.session() as session:
+        for batch in _batches(hashes, _IN_BATCH):
+            known.update(session.scalars(
+                select(Item.content_hash).where(Item.content_hash.in_(batch),
+                                                Item.state.in_([State.succeeded, *ACTIVE]))))
+    fresh = [item for item in planned.items if item.content_hash not in known]
+    skipped = [item for item in planned.items if item.content_hash in known]
+    return Plan(source=planned.source, rows=planned.rows, items=fresh, skipped=skipped)
+
+
+def submit(settings: Settings, ledger: Ledger, planned: Plan, *, name: str | None, model: str,
+           job_params: dict[str, Any]) -> Submission:
+    app = make_celery(settings)
+    with app.connection_for_write() as conn:  # fail now, before writing, if the broker is unreachable
+        conn.ensure_connection(max_retries=3)
+    planned = split_done(ledger, planned)
+    name = name or f"{Path(planned.source).stem}-{datetime.now():%Y%m%d-%H%M%S}"
+    now = utcnow()
+    with ledger.session() as session:
+        job = Job(name=name, model=model, params=job_params,
+                  counts={"rows": planned.rows, "items": len(planned.items), "skipped": len(planned.skipped)})
+        session.add(job)
+        session.flush()
+        job_id = job.id
+        ids: list[int] = []
+        for batch in _batches(planned.items, _IN_BATCH):
+            ids += session.scalars(
+                insert(Item).returning(Item.id, sort_by_parameter_order=True),
+                [{"job_id": job_id, "item_key": it.key, "variant": it.variant, "prompt": it.prompt,
+                  "negative": it.negative, "params": it.params, "seed": it.seed,
+                  "content_hash": it.content_hash, "state": State.pending, "attempts": 0, "created": now}
+                 for it in batch]).all()
+    chunks = plan_chunks(((i, job_id, it.params) for i, it in zip(ids, planned.items, strict=True)),
+                         settings.batch_size)
+    messages = 0
+    for group in _batches(chunks, max(1, _MARK_EVERY // settings.batch_size)):
+        messages += publish(app, group)
+        with ledger.session() as session:
+            session.execute(update(Item)
+                            .where(Item.id.in_([i for c in group for i in c.items]), Item.state == State.pending)
+                            .values(state=State.queued, queued_at=utcnow()))
+    log.info("submitted", extra={"job": job_id, "items": len(ids), "skipped": len(planned.skipped),
+                                 "messages": messages})
+    return Submission(job=job_id, name=name, rows=planned.rows, items=len(ids), skipped=len(planned.skipped),
+                      messages=messages)
+
+
+def _batches(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(seq), size):
+        yield seq[start:start + size]

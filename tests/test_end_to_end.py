@@ -1,0 +1,172 @@
+"""End to end on the embedded defaults: real `pixelmill` CLI processes, a real worker process, the embedded
+Redis, the SQLite ledger, local storage and the tiny model. Nothing is mocked."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from conftest import Env, finished, sha256_of, write_catalogue
+from pixelmill.db import Ledger
+from pixelmill.ledger import Image, Item, State
+from pixelmill.queue import Chunk, make_celery, publish, queue_depth
+
+pytestmark = pytest.mark.e2e
+
+
+def ledger_rows(ledger: Ledger, job: int) -> list[tuple[Item, Image | None]]:
+    with ledger.session() as session:
+        rows = session.execute(select(Item, Image).outerjoin(Image, Image.item_id == Item.id)
+                               .where(Item.job_id == job).order_by(Item.id)).all()
+        return [(item, image) for item, image in rows]
+
+
+def assert_exactly_once(env: Env, job: int, expected: int) -> list[tuple[Item, Image | None]]:
+    """Every item succeeded once: one image row each, one file each whose sha256 matches, nothing else."""
+    ledger = env.ledger()
+    rows = ledger_rows(ledger, job)
+    assert len(rows) == expected
+    assert {item.state for item, _ in rows} == {State.succeeded}
+    keys = set()
+    for item, image in rows:
+        assert image is not None, f"item {item.item_key} succeeded without an image row"
+        path = env.data_dir / "images" / image.storage_key
+        assert image.storage_key == f"jobs/{job}/{item.item_key}/{item.variant}.png"
+        assert sha256_of(path) == image.sha256
+        assert path.stat().st_size == image.bytes
+        keys.add(path)
+    with ledger.session() as session:
+        assert session.scalar(select(func.count()).select_from(Image)
+                              .join(Item).where(Item.job_id == job)) == expected
+    job_files = [p for p in env.images() if p.is_relative_to(env.data_dir / "images" / "jobs" / str(job))]
+    assert sorted(job_files) == sorted(keys), "stray or temporary files in storage"
+    ledger.close()
+    return rows
+
+
+def test_catalogue_end_to_end_then_resubmit_skips(env: Env, tmp_path: Path) -> None:
+    catalogue = write_catalogue(tmp_path / "catalogue.csv", 16)
+    env.start_worker()
+    first = env.submit(catalogue)
+    assert first["items"] == 16 and first["skipped"] == 0 and first["messages"] == 4  # batch size 4
+
+    counts = env.wait_for(first["job"], finished)
+    assert counts["succeeded"] == 16, counts
+    rows = assert_exactly_once(env, first["job"], 16)
+    assert all(item.attempts == 1 for item, _ in rows)
+    assert {image.engine_id for _, image in rows} == {"torch-fp32-cpu"}
+
+    status = json.loads(env.cli("status", str(first["job"]), "--json").stdout)
+    assert {k: status[k] for k in ("job", "total", "pending", "queued", "running", "succeeded", "blocked",
+                                   "failed")} == {"job": first["job"], "total": 16, "pending": 0, "queued": 0,
+                                                  "running": 0, "succeeded": 16, "blocked": 0, "failed": 0}
+
+    files_before = {p: sha256_of(p) for p in env.images()}
+    again = env.submit(catalogue)
+    assert again["items"] == 0 and again["skipped"] == 16
+    time.sleep(2)  # give a (wrongly) queued duplicate the chance to run
+    assert {p: sha256_of(p) for p in env.images()} == files_before
+    with env.ledger().session() as session:
+        assert session.scalar(select(func.count()).select_from(Image)) == 16
+
+    # A changed row is new work; the unchanged ones are still skipped.
+    changed = write_catalogue(tmp_path / "changed.csv", 16)
+    changed.write_text(changed.read_text().replace("ceramic mug model 3,", "stoneware mug model 3,"))
+    third = env.submit(changed)
+    assert third["items"] == 1 and third["skipped"] == 15
+    assert env.wait_for(third["job"], finished)["succeeded"] == 1
+
+
+def test_duplicate_delivery_makes_one_row_and_one_file(env: Env, tmp_path: Path) -> None:
+    catalogue = write_catalogue(tmp_path / "catalogue.csv", 16)
+    first = env.submit(catalogue)  # no worker yet: the messages wait in the broker
+    settings = env.settings()
+    app = make_celery(settings)
+    ledger = env.ledger()
+    with ledger.session() as session:
+        ids = session.scalars(select(Item.id).where(Item.job_id == first["job"]).order_by(Item.id)).all()
+    assert queue_depth(app) == 4
+    # Deliver every chunk a second time, and one of them a third time in a different shape.
+    assert publish(app, [Chunk(first["job"], tuple(ids[i:i + 4])) for i in range(0, 16, 4)]) == 4
+    publish(app, [Chunk(first["job"], tuple(ids[2:6]))])
+    assert queue_depth(app) == 9
+
+    env.start_worker()
+    env.wait_for(first["job"], finished)
+    deadline = time.monotonic() + 60
+    while queue_depth(app) and time.monotonic() < deadline:  # let the duplicates be consumed too
+        time.sleep(0.2)
+    time.sleep(1.5)
+    assert queue_depth(app) == 0
+    rows = assert_exactly_once(env, first["job"], 16)
+    assert all(item.attempts == 1 for item, _ in rows), "a duplicate message re-ran a finished item"
+
+
+def test_sigkill_mid_job_loses_and_duplicates_nothing(env: Env, tmp_path: Path) -> None:
+    catalogue = write_catalogue(tmp_path / "catalogue.csv", 16)
+    slow = {"PIXELMILL_BATCH_SIZE": "2"}
+    env.vars.update(slow)
+    worker = env.start_worker()
+    job = env.submit(catalogue, "--steps", "30")["job"]
+
+    # Kill while an item is being generated and some are already done.
+    ledger = env.ledger()
+    deadline = time.monotonic() + 180
+    victims: list[int] = []
+    while not victims:
+        assert time.monotonic() < deadline, env.worker_logs()[-4000:]
+        with ledger.session() as session:
+            done = session.scalar(select(func.count()).where(Item.job_id == job, Item.state == State.succeeded))
+            running = session.scalars(select(Item.id).where(Item.job_id == job, Item.state == State.running)).all()
+        if done >= 2 and running:
+            victims = list(running)
+        else:
+            time.sleep(0.05)
+    env.kill(worker, signal.SIGKILL)
+    assert worker.returncode == -signal.SIGKILL
+    with ledger.session() as session:
+        states = dict(session.execute(select(Item.id, Item.state).where(Item.job_id == job)).all())
+    assert any(states[i] == State.running for i in victims), "the kill came too late to interrupt an item"
+    assert sum(s == State.succeeded for s in states.values()) < 16
+
+    env.start_worker()  # same node name: it reclaims what its dead predecessor held
+    counts = env.wait_for(job, finished)
+    assert counts["succeeded"] == 16, counts
+    rows = assert_exactly_once(env, job, 16)
+    interrupted = [item for item, _ in rows if item.id in victims and states[item.id] == State.running]
+    assert interrupted and all(item.attempts == 2 for item in interrupted)
+    ledger.close()
+
+
+def test_bad_catalogue_touches_neither_ledger_nor_queue(env: Env, tmp_path: Path) -> None:
+    good = write_catalogue(tmp_path / "good.csv", 4)
+    first = env.submit(good)  # gives the ledger and the queue some state to compare against
+    app = make_celery(env.settings())
+    depth = queue_depth(app)
+    assert depth == 1
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sku,title,color\nA-1,mug,red\nA-2,,blue\nA-3,cup,green\n")
+    proc = env.cli("submit", str(bad), "--template", "photo of {title}, {color}", "--key", "sku", check=False)
+    assert proc.returncode == 2
+    assert f"{bad}:3: field 'title'" in proc.stderr
+    assert "nothing was submitted" in proc.stderr
+
+    with env.ledger().session() as session:
+        assert session.scalar(select(func.count()).select_from(Item)) == 4
+        assert session.scalar(select(func.max(Item.job_id))) == first["job"]
+    assert queue_depth(app) == depth
+
+
+def test_producer_does_not_import_the_gpu_stack() -> None:
+    code = ("import sys, producer, producer.catalogue, producer.submit, producer.status, pixelmill.cli; "
+            "bad = {'torch', 'diffusers', 'transformers'} & set(sys.modules); assert not bad, bad")
+    import subprocess
+
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,1 @@
+"""The pixelmill worker: Celery tasks that turn queued jobs into images."""

@@ -1,0 +1,88 @@
+"""The Celery app of a pixelmill worker: `celery -A worker.app worker` or `pixelmill worker`.
+
+One prefork child per GPU. The parent never imports torch: the child builds its ledger engine, storage
+client and model after the fork, on its first task. The reconciler runs in the parent on the worker's
+own timer (a bootstep), so every worker keeps the ledger and the queue in agreement.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import bootsteps, signals
+
+from pixelmill import logs
+from pixelmill.db import Ledger
+from pixelmill.queue import TASK_GENERATE, Chunk, make_celery
+from pixelmill.settings import get_settings
+from pixelmill.storage import open_storage
+from worker.process import Context, process_chunk
+from worker.reconciler import reconcile
+
+log = logging.getLogger(__name__)
+
+settings = get_settings()
+app = make_celery(settings, main="pixelmill.worker")
+
+_context: Context | None = None
+_parent_ledger: Ledger | None = None
+
+
+def context(node: str) -> Context:
+    global _context
+    if _context is None:
+        _context = Context(settings=settings, ledger=Ledger(settings), node=node, app=app,
+                           storage=open_storage(settings.resolved_storage_url))
+    return _context
+
+
+@app.task(name=TASK_GENERATE, bind=True)
+def generate(self: Any, message: dict[str, Any]) -> None:
+    """Generate one chunk; raises only for malformed messages (which are then dropped, not retried)."""
+    process_chunk(context(self.request.hostname), Chunk.from_message(message))
+
+
+@signals.setup_logging.connect
+def _setup_logging(loglevel: Any = None, **_: Any) -> None:
+    logs.configure(loglevel or logging.INFO)
+
+
+@signals.worker_process_init.connect
+def _after_fork(**_: Any) -> None:
+    global _context
+    if _parent_ledger is not None:
+        _parent_ledger.dispose_after_fork()  # the parent's pooled connections are not ours to use
+    _context = None
+
+
+class Reconciler(bootsteps.StartStopStep):
+    """Runs the reconciler at start (recovering what a previous run of this node held) and then every
+    PIXELMILL_RECONCILE_INTERVAL seconds."""
+
+    requires = {"celery.worker.components:Timer", "celery.worker.components:Pool"}
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.tref: Any = None
+
+    def start(self, worker: Any) -> None:
+        global _parent_ledger
+        _parent_ledger = _parent_ledger or Ledger(settings)
+        self.node = worker.hostname
+        self.tick()
+        self.tref = worker.timer.call_repeatedly(settings.reconcile_interval, self.tick, priority=10)
+
+    def stop(self, worker: Any) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+
+    def tick(self) -> None:
+        assert _parent_ledger is not None
+        try:
+            reconcile(_parent_ledger, app, settings, node=self.node)
+        except Exception:
+            log.exception("reconcile failed; will try again", extra={"node": self.node})
+
+
+app.steps["worker"].add(Reconciler)

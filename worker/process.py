@@ -1,0 +1,188 @@
+"""One chunk message, end to end: claim → generate as one batch → encode → store → record.
+
+Storage is written before the ledger says succeeded, and both writes are idempotent (deterministic key,
+unique image row), so a crash anywhere in between is repaired by simply running the chunk again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import traceback
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import Celery
+from celery.exceptions import SoftTimeLimitExceeded
+
+from pixelmill.db import Ledger
+from pixelmill.identity import object_key
+from pixelmill.ledger import Item, Job
+from pixelmill.queue import Chunk, plan_chunks, publish
+from pixelmill.settings import Settings
+from pixelmill.storage import Storage
+from worker import claims
+from worker.encode import CONTENT_TYPES, EXTENSIONS, encode
+from worker.engine import Engine, Request, load_engine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    """What a worker process holds for its lifetime (built after fork)."""
+
+    settings: Settings
+    ledger: Ledger
+    storage: Storage
+    app: Celery
+    node: str
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A claimed item detached from its session."""
+
+    id: int
+    key: str
+    variant: int
+    prompt: str
+    negative: str
+    seed: int
+    params: dict[str, Any]
+
+
+@dataclass
+class Outcome:
+    succeeded: list[int] = field(default_factory=list)
+    retried: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    skipped: int = 0
+
+
+def process_chunk(ctx: Context, chunk: Chunk) -> Outcome:
+    settings = ctx.settings
+    with ctx.ledger.session() as session:
+        job = session.get(Job, chunk.job)
+        if job is None:
+            log.warning("chunk for unknown job dropped", extra={"job": chunk.job})
+            return Outcome(skipped=len(chunk.items))
+        model = job.model
+    try:  # before claiming, so model loading never eats into a lease
+        engine: Engine | None = load_engine(model)
+        load_error = None
+    except Exception:
+        engine, load_error = None, f"loading model {model!r} failed:\n" + traceback.format_exc(limit=5)
+
+    with ctx.ledger.session() as session:
+        items = claims.claim(session, chunk.job, chunk.items, node=ctx.node,
+                             lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts)
+        specs = [_spec(item) for item in items]
+    outcome = Outcome(skipped=len(chunk.items) - len(specs))
+    if not specs:
+        log.info("chunk already done or held elsewhere", extra={"job": chunk.job, "items": len(chunk.items)})
+        return outcome
+
+    done: dict[int, dict[str, Any]] = {}
+    errors: dict[int, str] = {}
+    if load_error is not None or engine is None:  # still claimed, so attempts bound the retries
+        errors = {spec.id: load_error or "no engine" for spec in specs}
+        specs_to_run: list[Spec] = []
+    else:
+        specs_to_run = specs
+    try:
+        groups: dict[str, list[Spec]] = defaultdict(list)
+        for spec in specs_to_run:
+            groups[repr(sorted(spec.params.items()))].append(spec)
+        for group in groups.values():
+            assert engine is not None
+            for spec, image, timings, error in _generate(engine, group):
+                if error is not None:
+                    errors[spec.id] = error
+                    continue
+                try:
+                    done[spec.id] = _store(ctx, chunk.job, model, engine, spec, image, timings)
+                except Exception:
+                    errors[spec.id] = "storing the image failed:\n" + traceback.format_exc(limit=5)
+    except SoftTimeLimitExceeded:
+        for spec in specs:
+            if spec.id not in done:
+                errors.setdefault(spec.id, f"batch exceeded PIXELMILL_TASK_SOFT_TIME_LIMIT "
+                                           f"({settings.task_soft_time_limit} s)")
+
+    retry: list[tuple[int, int, dict[str, Any]]] = []
+    with ctx.ledger.session() as session:
+        for item_id, image in done.items():
+            claims.record_success(session, item_id, image)
+            outcome.succeeded.append(item_id)
+        for spec in specs:
+            if spec.id in errors:
+                if claims.record_failure(session, spec.id, errors[spec.id], max_attempts=settings.max_attempts):
+                    retry.append((spec.id, chunk.job, spec.params))
+                    outcome.retried.append(spec.id)
+                else:
+                    outcome.failed.append(spec.id)
+    if retry:  # were it lost here, the reconciler would publish them again
+        publish(ctx.app, plan_chunks(retry, settings.batch_size))
+    for item_id in outcome.retried + outcome.failed:
+        log.warning("item failed", extra={"job": chunk.job, "item": item_id,
+                                          "retry": item_id in outcome.retried,
+                                          "error": errors[item_id].strip().splitlines()[-1][:300]})
+    log.info("chunk finished", extra={"job": chunk.job, "succeeded": len(outcome.succeeded),
+                                      "retried": len(outcome.retried), "failed": len(outcome.failed),
+                                      "skipped": outcome.skipped,
+                                      "engine": engine.engine_id if engine else "-"})
+    return outcome
+
+
+def _spec(item: Item) -> Spec:
+    return Spec(id=item.id, key=item.item_key, variant=item.variant, prompt=item.prompt,
+                negative=item.negative, seed=item.seed, params=dict(item.params))
+
+
+def _generate(engine: Engine, specs: list[Spec]):  # type: ignore[no-untyped-def]
+    """Yield (spec, image, timings, error); a failing batch is retried item by item to isolate the culprit."""
+    p = specs[0].params
+    request = Request(prompts=[s.prompt for s in specs], negatives=[s.negative for s in specs],
+                      seeds=[s.seed for s in specs], width=p["width"], height=p["height"],
+                      steps=p["steps"], guidance=p["guidance"])
+    try:
+        result = engine.generate(request)
+    except SoftTimeLimitExceeded:
+        raise
+    except Exception:
+        if len(specs) == 1:
+            yield specs[0], None, None, "generation failed:\n" + traceback.format_exc(limit=5)
+            return
+        log.warning("batch failed; generating its items one by one", extra={"items": len(specs)})
+        for spec in specs:
+            yield from _generate(engine, [spec])
+        return
+    timings = {**result.timings, "batch": len(specs)}
+    for spec, image in zip(specs, result.images, strict=True):
+        yield spec, image, timings, None
+
+
+def _store(ctx: Context, job_id: int, model: str, engine: Engine, spec: Spec, image: Any,
+           timings: dict[str, Any]) -> dict[str, Any]:
+    settings = ctx.settings
+    fmt = settings.image_format
+    p = spec.params
+    metadata = {
+        "prompt": spec.prompt, "negative_prompt": spec.negative, "seed": str(spec.seed), "model": model,
+        "steps": str(p["steps"]), "guidance": str(p["guidance"]), "size": f"{p['width']}x{p['height']}",
+        "job": str(job_id), "item": spec.key, "variant": str(spec.variant), "engine": engine.engine_id,
+    }
+    started = time.perf_counter()
+    data = encode(image, fmt, metadata, quality=settings.image_quality)
+    encoded = time.perf_counter()
+    key = object_key(job_id, spec.key, spec.variant, EXTENSIONS[fmt])
+    ctx.storage.put(key, data, CONTENT_TYPES[fmt])
+    stored = time.perf_counter()
+    return {
+        "storage_key": key, "sha256": hashlib.sha256(data).hexdigest(), "width": image.width,
+        "height": image.height, "bytes": len(data), "format": fmt, "engine_id": engine.engine_id,
+        "timings": {**timings, "encode": round(encoded - started, 6), "store": round(stored - encoded, 6)},
+    }
