@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -68,7 +69,8 @@ def submit(
 ) -> None:
     """Validate a catalogue and queue its items. Nothing is written if any row is bad."""
     from producer.catalogue import CatalogueError, Defaults, UsageError, parse_size
-    from producer.submit import plan, resolve_model, split_done, submit as do_submit
+    from producer.submit import plan, resolve_model, split_done
+    from producer.submit import submit as do_submit
 
     settings = get_settings()
     try:
@@ -132,7 +134,7 @@ def status(
     if as_json:
         print(json.dumps(current.as_dict()))
     else:
-        out.print(_status_table([current]))
+        out.print(_status_detail(current))
 
 
 def watch_job(ledger: Any, job: int, interval: float = 1.0, timeout: float | None = None,
@@ -164,13 +166,25 @@ def watch_job(ledger: Any, job: int, interval: float = 1.0, timeout: float | Non
 
 
 def _status_table(rows: list[Any]) -> Table:
-    table = Table("job", "name", "total", "pending", "queued", "running", "succeeded", "blocked", "failed",
-                  "skipped", "img/s", "ETA s")
+    table = Table("job", "name", "total", "pend", "queue", "run", "ok", "block", "fail", "skip", "img/s",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
     for s in rows:
         table.add_row(str(s.job), s.name, *(str(v) for v in (s.total, s.pending, s.queued, s.running,
                                                               s.succeeded, s.blocked, s.failed, s.skipped)),
-                      f"{s.images_per_s:.2f}" if s.images_per_s else "-",
-                      f"{s.eta_s:.0f}" if s.eta_s and not s.finished else "-")
+                      f"{s.images_per_s:.2f}" if s.images_per_s else "-")
+    return table
+
+
+def _status_detail(s: Any) -> Table:
+    table = Table(show_header=False, box=box.SIMPLE, pad_edge=False)
+    eta = f"{s.eta_s:.0f} s" if s.eta_s and not s.finished else "-"
+    rate = f"{s.images_per_s:.2f}" if s.images_per_s else "-"
+    for key, value in [("job", f"{s.job} ({s.name})"), ("model", s.model), ("created", s.created),
+                       ("total", s.total), ("pending", s.pending), ("queued", s.queued), ("running", s.running),
+                       ("succeeded", s.succeeded), ("blocked", s.blocked), ("failed", s.failed),
+                       ("skipped at submit", s.skipped), ("images/s", rate), ("ETA", eta),
+                       ("finished", "yes" if s.finished else "no")]:
+        table.add_row(key, str(value))
     return table
 
 

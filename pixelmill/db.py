@@ -110,7 +110,7 @@ def ensure_schema(engine: Engine, settings: Settings) -> None:
         return
     if engine.dialect.name != "sqlite":
         raise RuntimeError(
-            f"the database at PIXELMILL_DATABASE_URL is not at the current schema; run `pixelmill db upgrade`")
+            "the database at PIXELMILL_DATABASE_URL is not at the current schema; run `pixelmill db upgrade`")
     lock_path = settings.data_path / ".migrate.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as lock:

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (JSON, BigInteger, DateTime, Enum, ForeignKey, Index, Integer, MetaData,
-                        String, Text, TypeDecorator, UniqueConstraint)
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -25,7 +37,7 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -39,16 +51,16 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the ledger; use pixelmill.ledger.utcnow()")
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value
 
 
-class State(str, enum.Enum):
+class State(enum.StrEnum):
     pending = "pending"  # in the ledger, not yet handed to the broker
     queued = "queued"  # a message carrying it was published
     running = "running"  # claimed by a worker until lease_expires
@@ -81,7 +93,7 @@ class Job(Base):
     # Counted at submission; live per-state counts come from items.
     counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
-    items: Mapped[list["Item"]] = relationship(back_populates="job", passive_deletes=True)
+    items: Mapped[list[Item]] = relationship(back_populates="job", passive_deletes=True)
 
 
 class Item(Base):
@@ -116,7 +128,7 @@ class Item(Base):
     finished_at: Mapped[datetime | None]
 
     job: Mapped[Job] = relationship(back_populates="items")
-    image: Mapped["Image | None"] = relationship(back_populates="item", passive_deletes=True)
+    image: Mapped[Image | None] = relationship(back_populates="item", passive_deletes=True)
 
 
 class Image(Base):

@@ -30,7 +30,7 @@ class Chunk:
         return {"v": MESSAGE_VERSION, "job": self.job, "items": list(self.items)}
 
     @classmethod
-    def from_message(cls, body: Any) -> "Chunk":
+    def from_message(cls, body: Any) -> Chunk:
         if not isinstance(body, dict) or body.get("v") != MESSAGE_VERSION:
             raise ValueError(f"not a pixelmill v{MESSAGE_VERSION} chunk message: {body!r:.200}")
         job, items = body.get("job"), body.get("items")

@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     sqlite_busy_timeout: float = Field(30.0, gt=0)
 
     @model_validator(mode="after")
-    def _limits_fit_the_lease(self) -> "Settings":
+    def _limits_fit_the_lease(self) -> Settings:
         if self.task_soft_time_limit >= self.task_time_limit:
             raise ValueError("PIXELMILL_TASK_SOFT_TIME_LIMIT must be below PIXELMILL_TASK_TIME_LIMIT")
         if self.lease_seconds <= self.task_time_limit:

@@ -9,7 +9,15 @@ import pytest
 
 from pixelmill.identity import SEED_BITS, content_hash, derive_seed, object_key
 from producer.catalogue import (
-    CatalogueError, Defaults, Problem, Row, UsageError, parse_size, read_catalogue, render, template_fields,
+    CatalogueError,
+    Defaults,
+    Problem,
+    Row,
+    UsageError,
+    parse_size,
+    read_catalogue,
+    render,
+    template_fields,
 )
 
 TEMPLATE = "studio photo of {title}, {color}, white background"

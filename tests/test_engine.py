@@ -37,11 +37,6 @@ def pixels(image) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny") / "model", seed=0)
-
-
-@pytest.fixture(scope="module")
 def engine(tiny_model):
     return load_engine(str(tiny_model))
 

@@ -1,0 +1,171 @@
+"""The shared contract: settings, message format, chunk planning, storage, encoding, schema, planning."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image as PILImage
+from sqlalchemy import create_engine
+
+from conftest import write_catalogue
+from pixelmill.db import make_engine, upgrade
+from pixelmill.ledger import Base
+from pixelmill.queue import Chunk, plan_chunks
+from pixelmill.settings import Settings, SettingsError, load_settings
+from pixelmill.storage import LocalStorage, open_storage
+from producer.catalogue import Defaults
+from producer.submit import plan
+from worker.encode import encode
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- settings -----------------------------------------------------------------------------------------
+
+def test_defaults_are_the_embedded_ones(tmp_path: Path) -> None:
+    s = Settings(data_dir=tmp_path)
+    assert s.resolved_database_url == f"sqlite:///{tmp_path.resolve()}/pixelmill.db"
+    assert s.resolved_storage_url == (tmp_path.resolve() / "images").as_uri()
+    assert s.embedded_broker and s.default_model == str(tmp_path.resolve() / "models" / "tiny")
+
+
+def test_bad_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIXELMILL_BATCH_SIZE", "lots")
+    with pytest.raises(SettingsError, match="PIXELMILL_BATCH_SIZE"):
+        load_settings()
+    monkeypatch.delenv("PIXELMILL_BATCH_SIZE")
+    monkeypatch.setenv("PIXELMILL_LEASE_SECONDS", "100")
+    with pytest.raises(SettingsError, match="PIXELMILL_LEASE_SECONDS must exceed PIXELMILL_TASK_TIME_LIMIT"):
+        load_settings()
+
+
+def test_cli_reports_a_bad_setting_by_name(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pixelmill", "jobs"], capture_output=True, text=True,
+                          env={"PIXELMILL_IMAGE_FORMAT": "gif", "PIXELMILL_DATA_DIR": str(tmp_path),
+                               "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2
+    assert "PIXELMILL_IMAGE_FORMAT" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --- messages and chunks ------------------------------------------------------------------------------
+
+def test_chunk_message_round_trip_is_plain_json() -> None:
+    chunk = Chunk(job=7, items=(1, 2, 3))
+    body = json.loads(json.dumps(chunk.to_message()))
+    assert body == {"v": 1, "job": 7, "items": [1, 2, 3]}
+    assert Chunk.from_message(body) == chunk
+
+
+@pytest.mark.parametrize("body", [None, [], {"v": 2, "job": 1, "items": [1]}, {"v": 1, "job": "1", "items": [1]},
+                                  {"v": 1, "job": 1, "items": []}, {"v": 1, "job": 1, "items": ["x"]}])
+def test_malformed_messages_are_rejected(body: object) -> None:
+    with pytest.raises(ValueError):
+        Chunk.from_message(body)
+
+
+def test_chunks_share_job_and_pipeline_params() -> None:
+    a = {"width": 512, "height": 512, "steps": 30, "guidance": 7.5}
+    b = {**a, "width": 768}
+    items = [(i, 1, a) for i in range(5)] + [(10, 1, b), (11, 2, a)]
+    chunks = plan_chunks(items, 2)
+    assert chunks == [Chunk(1, (0, 1)), Chunk(1, (2, 3)), Chunk(1, (4,)), Chunk(1, (10,)), Chunk(2, (11,))]
+
+
+# --- planning (seeds, variants, hashes) ---------------------------------------------------------------
+
+def test_plan_is_deterministic_and_per_row_seeds_win(tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text("sku,title,seed,images_per_item\nA,mug,,2\nB,cup,42,2\n")
+    defaults = Defaults(template="photo of {title}", key_column="sku")
+    one = plan(path, defaults, seed=0, model="m")
+    assert [(i.key, i.variant) for i in one.items] == [("A", 0), ("A", 1), ("B", 0), ("B", 1)]
+    assert [i.seed for i in one.items][2:] == [42, 43]
+    assert one.items[0].seed != one.items[1].seed
+    two = plan(path, defaults, seed=0, model="m")
+    assert [i.content_hash for i in one.items] == [i.content_hash for i in two.items]
+    other_seed = plan(path, defaults, seed=1, model="m")
+    assert other_seed.items[0].seed != one.items[0].seed and other_seed.items[2].seed == 42
+    other_model = plan(path, defaults, seed=0, model="n")
+    assert all(a.content_hash != b.content_hash for a, b in zip(one.items, other_model.items))
+
+
+def test_seeds_do_not_depend_on_row_order(tmp_path: Path) -> None:
+    forward = write_catalogue(tmp_path / "f.csv", 6)
+    lines = forward.read_text().splitlines()
+    backward = tmp_path / "b.csv"
+    backward.write_text("\n".join([lines[0], *reversed(lines[1:])]) + "\n")
+    defaults = Defaults(template="{title}", key_column="sku")
+    seeds_f = {i.key: i.seed for i in plan(forward, defaults, seed=3, model="m").items}
+    seeds_b = {i.key: i.seed for i in plan(backward, defaults, seed=3, model="m").items}
+    assert seeds_f == seeds_b and len(set(seeds_f.values())) == 6
+
+
+# --- storage ------------------------------------------------------------------------------------------
+
+def test_local_storage_writes_atomically_and_stays_inside_its_root(tmp_path: Path) -> None:
+    store = open_storage((tmp_path / "images").as_uri())
+    assert isinstance(store, LocalStorage)
+    store.put("jobs/1/A/0.png", b"first", "image/png")
+    store.put("jobs/1/A/0.png", b"second", "image/png")
+    assert store.get("jobs/1/A/0.png") == b"second" and store.exists("jobs/1/A/0.png")
+    assert [p.name for p in (tmp_path / "images" / "jobs" / "1" / "A").iterdir()] == ["0.png"]
+    with pytest.raises(ValueError, match="escapes"):
+        store.put("../outside.png", b"x", "image/png")
+    with pytest.raises(ValueError, match="PIXELMILL_STORAGE_URL"):
+        open_storage("ftp://example/images")
+
+
+# --- encoding -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["png", "webp", "jpeg"])
+def test_images_carry_their_generation_params(fmt: str) -> None:
+    image = PILImage.new("RGB", (16, 24), (200, 30, 30))
+    meta = {"prompt": "studio photo of a Café mug", "seed": "12345", "model": "/models/tiny", "steps": "30"}
+    data = encode(image, fmt, meta)
+    loaded = PILImage.open(io.BytesIO(data))
+    assert loaded.format == {"png": "PNG", "webp": "WEBP", "jpeg": "JPEG"}[fmt] and loaded.size == (16, 24)
+    if fmt == "png":
+        assert {k: loaded.text[k] for k in meta} == meta
+    else:
+        assert json.loads(loaded.getexif()[0x010E]) == meta
+    assert encode(image, fmt, meta) == data  # deterministic bytes: a re-run writes the same object
+
+
+# --- schema -------------------------------------------------------------------------------------------
+
+def test_migrations_build_exactly_the_orm_schema(tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    engine = make_engine(Settings(data_dir=tmp_path))
+    upgrade(engine)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_ledger_migrates_itself_on_first_use(tmp_path: Path) -> None:
+    from pixelmill.db import Ledger, table_names
+
+    ledger = Ledger(Settings(data_dir=tmp_path))
+    assert {"jobs", "items", "images", "alembic_version"} <= table_names(ledger.engine)
+    mode = create_engine(f"sqlite:///{tmp_path / 'pixelmill.db'}").connect().exec_driver_sql(
+        "PRAGMA journal_mode").scalar()
+    assert mode == "wal"
+
+
+# --- README and CI agree ------------------------------------------------------------------------------
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", readme, re.S)
+    assert block, "README must open with a bash block holding the two commands"
+    commands = [line for line in block.group(1).splitlines() if line and not line.startswith("#")]
+    assert len(commands) == 2 and commands[0].endswith("pixelmill demo")
+    assert commands[1] in (ROOT / ".ci" / "run").read_text()

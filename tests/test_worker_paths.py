@@ -1,0 +1,148 @@
+"""The worker's chunk processing and the reconciler, run in this process against the real ledger, the
+embedded Redis, local storage and the tiny model (no worker process, so each path is driven precisely)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from conftest import Env, write_catalogue
+from pixelmill.ledger import Image, Item, Job, State, utcnow
+from pixelmill.queue import QUEUE, Chunk, make_celery, queue_depth
+from pixelmill.storage import open_storage
+from worker.claims import holder_is_dead
+from worker.process import Context, process_chunk
+from worker.reconciler import reconcile
+
+
+@pytest.fixture
+def ctx(env: Env) -> Context:
+    settings = env.settings(max_attempts=2)
+    return Context(settings=settings, ledger=env.ledger(), storage=open_storage(settings.resolved_storage_url),
+                   app=make_celery(settings), node="test@host")
+
+
+def submitted(env: Env, tmp_path: Path, rows: int) -> tuple[int, list[int]]:
+    job = env.submit(write_catalogue(tmp_path / "c.csv", rows))["job"]
+    with env.ledger().session() as session:
+        ids = session.scalars(select(Item.id).where(Item.job_id == job).order_by(Item.id)).all()
+    return job, list(ids)
+
+
+def drain(ctx: Context) -> None:
+    with ctx.app.connection_for_write() as conn:
+        conn.default_channel.queue_purge(QUEUE)
+
+
+def items(ctx: Context, ids: list[int]) -> dict[int, Item]:
+    with ctx.ledger.session() as session:
+        return {i.id: i for i in session.scalars(select(Item).where(Item.id.in_(ids)))}
+
+
+def test_one_failing_item_does_not_fail_its_neighbours(env: Env, ctx: Context, tmp_path: Path) -> None:
+    job, ids = submitted(env, tmp_path, 4)
+    drain(ctx)
+    # A regular file where SKU-002's directory must go: its write fails, the others' do not.
+    blocker = env.data_dir / "images" / "jobs" / str(job) / "SKU-002"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("in the way")
+
+    outcome = process_chunk(ctx, Chunk(job, tuple(ids)))
+    assert len(outcome.succeeded) == 3 and outcome.retried == [ids[2]] and not outcome.failed
+    rows = items(ctx, ids)
+    assert rows[ids[2]].state == State.queued and rows[ids[2]].attempts == 1
+    assert "storing the image failed" in rows[ids[2]].error
+    assert all(rows[i].state == State.succeeded for i in ids if i != ids[2])
+    assert queue_depth(ctx.app) == 1  # the retry went out as its own message
+
+    outcome = process_chunk(ctx, Chunk(job, tuple(ids)))  # second and last attempt (max_attempts=2)
+    assert outcome.failed == [ids[2]] and outcome.skipped == 3
+    rows = items(ctx, ids)
+    assert rows[ids[2]].state == State.failed and rows[ids[2]].attempts == 2
+    assert queue_depth(ctx.app) == 1  # no third message
+
+    outcome = process_chunk(ctx, Chunk(job, tuple(ids)))
+    assert outcome.skipped == 4 and not outcome.succeeded
+    with ctx.ledger.session() as session:
+        assert len(session.scalars(select(Image).join(Item).where(Item.job_id == job)).all()) == 3
+
+
+def test_a_model_that_will_not_load_uses_up_attempts(env: Env, ctx: Context, tmp_path: Path) -> None:
+    job, ids = submitted(env, tmp_path, 2)
+    with ctx.ledger.session() as session:
+        session.execute(update(Job).where(Job.id == job).values(model=str(tmp_path / "no-such-model")))
+    for _ in range(2):
+        process_chunk(ctx, Chunk(job, tuple(ids)))
+    rows = items(ctx, ids)
+    assert {r.state for r in rows.values()} == {State.failed}
+    assert all("loading model" in r.error for r in rows.values())
+
+
+def test_reconciler_requeues_expired_leases_and_gives_up_after_max_attempts(
+        env: Env, ctx: Context, tmp_path: Path) -> None:
+    job, ids = submitted(env, tmp_path, 3)
+    drain(ctx)
+    past = utcnow() - timedelta(seconds=5)
+    with ctx.ledger.session() as session:
+        session.execute(update(Item).where(Item.id.in_(ids[:2])).values(
+            state=State.running, lease_expires=past, worker="gone@elsewhere:1", attempts=1))
+        session.execute(update(Item).where(Item.id == ids[1]).values(attempts=2))  # = max_attempts
+        session.execute(update(Item).where(Item.id == ids[2]).values(
+            state=State.running, lease_expires=utcnow() + timedelta(minutes=5), worker="alive@elsewhere:1",
+            attempts=1))
+    report = reconcile(ctx.ledger, ctx.app, ctx.settings)
+    assert (report.requeued, report.failed, report.messages) == (1, 1, 1)
+    rows = items(ctx, ids)
+    assert rows[ids[0]].state == State.queued and "worker lost" in rows[ids[0]].error
+    assert rows[ids[1]].state == State.failed
+    assert rows[ids[2]].state == State.running  # its lease is still good
+    assert queue_depth(ctx.app) == 1
+
+
+def test_reconciler_reclaims_items_of_a_dead_process_on_this_node(env: Env, ctx: Context, tmp_path: Path) -> None:
+    job, ids = submitted(env, tmp_path, 2)
+    drain(ctx)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead_pid = int(dead.stdout)
+    lease = utcnow() + timedelta(minutes=5)
+    with ctx.ledger.session() as session:
+        session.execute(update(Item).where(Item.id == ids[0]).values(
+            state=State.running, lease_expires=lease, worker=f"{ctx.node}:{dead_pid}", attempts=1))
+        session.execute(update(Item).where(Item.id == ids[1]).values(
+            state=State.running, lease_expires=lease, worker=f"other@host:{dead_pid}", attempts=1))
+    assert holder_is_dead(f"{ctx.node}:{dead_pid}", ctx.node)
+    assert not holder_is_dead(f"{ctx.node}:{os.getppid()}", ctx.node)
+    report = reconcile(ctx.ledger, ctx.app, ctx.settings, node=ctx.node)
+    assert report.requeued == 1
+    rows = items(ctx, ids)
+    assert rows[ids[0]].state == State.queued
+    assert rows[ids[1]].state == State.running  # another node's item: only its lease can free it
+
+
+def test_reconciler_publishes_lost_queued_and_stranded_pending_items(
+        env: Env, ctx: Context, tmp_path: Path) -> None:
+    job, ids = submitted(env, tmp_path, 3)
+    long_ago = utcnow() - timedelta(seconds=ctx.settings.requeue_after + 5)
+    with ctx.ledger.session() as session:
+        session.execute(update(Item).where(Item.id.in_(ids)).values(queued_at=long_ago))
+        session.execute(update(Item).where(Item.id == ids[2]).values(state=State.pending, created=long_ago))
+    # Messages still in the queue: queued items are presumed on their way; only the stranded pending one goes.
+    assert queue_depth(ctx.app) == 1
+    assert reconcile(ctx.ledger, ctx.app, ctx.settings).requeued == 1
+    assert items(ctx, ids)[ids[2]].state == State.queued
+
+    drain(ctx)  # the broker lost everything
+    with ctx.ledger.session() as session:
+        session.execute(update(Item).where(Item.id.in_(ids)).values(queued_at=long_ago))
+    report = reconcile(ctx.ledger, ctx.app, ctx.settings)
+    assert report.requeued == 3 and queue_depth(ctx.app) == report.messages == 1
+    # The re-published message completes the job.
+    outcome = process_chunk(ctx, Chunk(job, tuple(ids)))
+    assert sorted(outcome.succeeded) == ids
