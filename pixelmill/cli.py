@@ -44,6 +44,17 @@ def _ledger():  # type: ignore[no-untyped-def]
     return Ledger(get_settings())
 
 
+def _existing_ledger():  # type: ignore[no-untyped-def]
+    """The ledger if it exists at the current schema, else None; creates nothing."""
+    from pixelmill.db import Ledger, schema_is_current
+
+    settings = get_settings()
+    if settings.database_url is None and not (settings.data_path / "pixelmill.db").exists():
+        return None
+    ledger = Ledger(settings, migrate=False)
+    return ledger if schema_is_current(ledger.engine) else None
+
+
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False) -> None:
     logs.configure(logging.INFO if verbose else logging.WARNING)
@@ -61,7 +72,7 @@ def submit(
     images_per_item: Annotated[int, typer.Option(help="Variants per row.")] = 1,
     seed: Annotated[int, typer.Option(help="Job seed; item seeds derive from it, the key and the variant.")] = 0,
     model: Annotated[Optional[str], typer.Option(help="Diffusers model directory or id "
-                                                 "[default: PIXELMILL_MODEL, else the tiny model].")] = None,
+                                                 "(default: PIXELMILL_MODEL, else the tiny model).")] = None,
     key: Annotated[str, typer.Option(help="Column holding the item key.")] = "id",
     name: Annotated[Optional[str], typer.Option(help="Job name.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and preview; write nothing.")] = False,
@@ -87,11 +98,14 @@ def submit(
     except (UsageError, OSError) as exc:
         fail(str(exc))
     if not Path(model_id).exists() and (model_id.startswith(("/", ".", "~")) or "/" not in model_id):
-        fail(f"model {model_id!r} is neither a local directory nor a hub id; "
-             f"create the demo model with `pixelmill model tiny {model_id}`")
-    ledger = _ledger()
-    if dry_run:
-        split = split_done(ledger, planned)
+        problem = (f"model {model_id!r} is neither a local directory nor a hub id; "
+                   f"create the demo model with `pixelmill model tiny {model_id}`")
+        if not dry_run:
+            fail(problem)
+        err.print(f"warning: {problem}", highlight=False, markup=False)
+    if dry_run:  # reads the ledger if there is one, and writes nothing anywhere
+        existing = _existing_ledger()
+        split = split_done(existing, planned) if existing else planned
         if as_json:
             print(json.dumps({"dry_run": True, "rows": planned.rows, "items": len(split.items),
                               "skipped": len(split.skipped),
@@ -102,10 +116,7 @@ def submit(
         out.print(f"{planned.rows} rows → {len(split.items)} items to generate, {len(split.skipped)} already "
                   f"done (dry run: nothing written)")
         return
-    job_params = {"source": str(catalogue.resolve()), "template": template, "negative": negative,
-                  "size": f"{width}x{height}", "steps": steps, "guidance": guidance,
-                  "images_per_item": images_per_item, "seed": seed, "key": key}
-    result = do_submit(settings, ledger, planned, name=name, model=model_id, job_params=job_params)
+    result = do_submit(settings, _ledger(), planned, name=name)
     if as_json:
         print(json.dumps(result.as_dict()))
     else:
@@ -125,7 +136,7 @@ def status(
 
     ledger = _ledger()
     try:
-        with ledger.session() as session:
+        with ledger.session(readonly=True) as session:
             current = job_status(session, job)
     except UnknownJob as exc:
         fail(str(exc))
@@ -149,7 +160,7 @@ def watch_job(ledger: Any, job: int, interval: float = 1.0, timeout: float | Non
                   TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err, transient=False) as bar:
         task = bar.add_task("", total=None, job=job, detail="")
         while True:
-            with ledger.session() as session:
+            with ledger.session(readonly=True) as session:
                 current = job_status(session, job)
             done = current.succeeded + current.blocked + current.failed
             rate = f"{current.images_per_s:.2f} img/s" if current.images_per_s else "starting"
@@ -194,7 +205,7 @@ def jobs(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list
     """List jobs, newest first."""
     from producer.status import list_jobs
 
-    with _ledger().session() as session:
+    with _ledger().session(readonly=True) as session:
         rows = list_jobs(session, limit)
     if as_json:
         print(json.dumps([r.as_dict() for r in rows]))
@@ -210,6 +221,11 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
 ) -> None:
     """Run a worker: one prefork process, the model loaded once after the fork."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "diffusers", "transformers") if importlib.util.find_spec(m) is None]
+    if missing:
+        fail(f"a worker needs {', '.join(missing)}: pip install 'pixelmill[worker]' (torch first, for your CUDA)")
     from pixelmill.queue import QUEUE
     from worker.app import app as celery_app
 
@@ -235,7 +251,7 @@ def reconcile(as_json: Annotated[bool, typer.Option("--json", help="Print one JS
 
 @app.command()
 def demo(
-    catalogue: Annotated[Optional[Path], typer.Option(help="Catalogue [default: examples/catalogue.csv].")]
+    catalogue: Annotated[Optional[Path], typer.Option(help="Catalogue (default: examples/catalogue.csv).")]
     = None,
     size: Annotated[str, typer.Option(help="Image size.")] = "128x128",
     steps: Annotated[int, typer.Option(help="Denoising steps.")] = 10,
@@ -288,6 +304,7 @@ def broker_stop() -> None:
 
 @broker_app.command("status")
 def broker_status() -> None:
+    """Whether the embedded Redis answers on its socket."""
     from pixelmill.broker import EmbeddedRedis
 
     broker = EmbeddedRedis(get_settings().data_path)
@@ -298,5 +315,5 @@ def main() -> None:
     try:
         app()
     except SettingsError as exc:
-        err.print(f"error: {exc}", highlight=False, markup=False)
+        err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)

@@ -1,8 +1,9 @@
 """Engines and sessions for the ledger, on SQLite (embedded) and PostgreSQL alike.
 
-SQLite runs in WAL mode with a busy timeout, and every transaction starts with BEGIN IMMEDIATE: a
-transaction that will write takes the lock up front instead of failing half-way with "database is locked"
-when two processes (producer, worker, reconciler) write at once.
+SQLite runs in WAL mode with a busy timeout, and every writing transaction starts with BEGIN IMMEDIATE: it
+takes the lock up front instead of failing half-way with "database is locked" when two processes
+(producer, worker, reconciler) write at once. Read-only sessions use a plain BEGIN, so `status --watch`
+never queues behind the workers for a lock it does not need.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pixelmill.settings import Settings
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+_READONLY = "pixelmill_readonly"
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -51,7 +53,7 @@ def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_READONLY) else "BEGIN IMMEDIATE")
 
 
 class Ledger:
@@ -61,13 +63,14 @@ class Ledger:
         self.settings = settings
         self.engine = make_engine(settings)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.readers = sessionmaker(self.engine.execution_options(**{_READONLY: True}), expire_on_commit=False)
         if migrate:
             ensure_schema(self.engine, settings)
 
     @contextlib.contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(self, *, readonly: bool = False) -> Iterator[Session]:
         """A transaction: committed on success, rolled back on any error."""
-        with self.sessions.begin() as session:
+        with (self.readers if readonly else self.sessions).begin() as session:
             yield session
 
     def dispose_after_fork(self) -> None:

@@ -55,8 +55,7 @@ def run_demo(settings: Settings, *, catalogue: Path | None, size: str, steps: in
         defaults = Defaults(template=TEMPLATE, negative=NEGATIVE, width=width, height=height, steps=steps,
                             guidance=7.5, key_column="sku")
         planned = plan(catalogue, defaults, seed=0, model=str(model))
-        result = submit(settings, ledger, planned, name="demo", model=str(model),
-                        job_params={"source": str(catalogue), "template": TEMPLATE, "size": size, "steps": steps})
+        result = submit(settings, ledger, planned, name="demo")
         console.print(f"job {result.job}: {result.items} items queued, {result.skipped} already done")
         final = progress(ledger, result.job, 0.5, timeout - (time.monotonic() - started),
                          lambda: worker.poll() is None)
@@ -71,7 +70,8 @@ def run_demo(settings: Settings, *, catalogue: Path | None, size: str, steps: in
     if final.images_per_s:
         console.print(f"throughput {final.images_per_s:.2f} images/s on this machine "
                       f"({size}, {steps} steps, tiny model)")
-    console.print(f"images under {images}/jobs/{final.job}/ · ledger {settings.resolved_database_url}")
+    where = f"{images}/jobs/{final.job}/" if final.total else f"{images}/jobs/ (from earlier jobs)"
+    console.print(f"images under {where} · ledger {settings.resolved_database_url}")
     console.print(f"took {time.monotonic() - started:.0f} s")
     return 0 if final.finished and final.failed == 0 else 1
 

@@ -1,7 +1,8 @@
 """Where images go: one small interface, chosen by PIXELMILL_STORAGE_URL.
 
-Keys are deterministic, and a put replaces the object whole, so writing the same item twice leaves one
-object with the same bytes.
+Keys are deterministic and objects are created once: the first complete write of a key wins and later
+writes of it change nothing, so the sha256 recorded in the ledger always describes the stored bytes, even
+when two workers (say, on different GPU models) both finish the same item.
 """
 
 from __future__ import annotations
@@ -16,14 +17,18 @@ from urllib.parse import unquote, urlparse
 class Storage(Protocol):
     url: str
 
-    def put(self, key: str, data: bytes, content_type: str) -> None: ...
+    def create(self, key: str, data: bytes, content_type: str) -> bool:
+        """Store `data` under `key` unless an object is there already; True if this call created it."""
+        ...
+
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def locate(self, key: str) -> str: ...
 
 
 class LocalStorage:
-    """A directory; writes are atomic (temp file, fsync, rename) so a crash never leaves half an image."""
+    """A directory. Objects appear whole (temp file, fsync, hard link), so a crash never leaves half an
+    image, and a link never replaces an existing file."""
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -35,7 +40,7 @@ class LocalStorage:
             raise ValueError(f"storage key escapes the storage root: {key!r}")
         return path
 
-    def put(self, key: str, data: bytes, content_type: str) -> None:
+    def create(self, key: str, data: bytes, content_type: str) -> bool:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
@@ -44,15 +49,18 @@ class LocalStorage:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+        finally:
             Path(tmp).unlink(missing_ok=True)
-            raise
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
-            os.fsync(dir_fd)  # the rename itself must survive a power cut
+            os.fsync(dir_fd)  # the new directory entry must survive a power cut
         finally:
             os.close(dir_fd)
+        return True
 
     def get(self, key: str) -> bytes:
         return self._path(key).read_bytes()

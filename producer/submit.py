@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 
 from pixelmill.db import Ledger
-from pixelmill.identity import content_hash, derive_seed
+from pixelmill.identity import SEED_BITS, content_hash, derive_seed
 from pixelmill.ledger import ACTIVE, Item, Job, State, utcnow
 from pixelmill.queue import make_celery, plan_chunks, publish
 from pixelmill.settings import Settings
@@ -43,9 +43,16 @@ class PlannedItem:
 @dataclass
 class Plan:
     source: str
+    defaults: Defaults
+    seed: int
+    model: str
     rows: int
     items: list[PlannedItem]
     skipped: list[PlannedItem] = field(default_factory=list)
+
+    def job_params(self) -> dict[str, Any]:
+        """What the job records about how it was asked for (per-row overrides live on the items)."""
+        return {"source": self.source, **asdict(self.defaults), "seed": self.seed}
 
 
 @dataclass
@@ -74,30 +81,30 @@ def plan(path: Path, defaults: Defaults, *, seed: int, model: str) -> Plan:
     for row in rows:
         params = {"width": row.width, "height": row.height, "steps": row.steps, "guidance": row.guidance}
         for variant in range(row.images_per_item):
-            item_seed = row.seed + variant if row.seed is not None else derive_seed(seed, row.key, variant)
+            item_seed = ((row.seed + variant) % (1 << SEED_BITS) if row.seed is not None
+                         else derive_seed(seed, row.key, variant))
             items.append(PlannedItem(
                 key=row.key, variant=variant, prompt=row.prompt, negative=row.negative, params=params,
                 seed=item_seed, content_hash=content_hash(prompt=row.prompt, negative=row.negative,
                                                           seed=item_seed, model=model, **params)))
-    return Plan(source=str(path), rows=len(rows), items=items)
+    return Plan(source=str(path.resolve()), defaults=defaults, seed=seed, model=model, rows=len(rows), items=items)
 
 
 def split_done(ledger: Ledger, planned: Plan) -> Plan:
     """Move items whose identical work already succeeded (or is under way) into `skipped`."""
     hashes = [item.content_hash for item in planned.items]
     known: set[str] = set()
-    with ledger.session() as session:
+    with ledger.session(readonly=True) as session:
         for batch in _batches(hashes, _IN_BATCH):
             known.update(session.scalars(
                 select(Item.content_hash).where(Item.content_hash.in_(batch),
                                                 Item.state.in_([State.succeeded, *ACTIVE]))))
     fresh = [item for item in planned.items if item.content_hash not in known]
     skipped = [item for item in planned.items if item.content_hash in known]
-    return Plan(source=planned.source, rows=planned.rows, items=fresh, skipped=skipped)
+    return replace(planned, items=fresh, skipped=skipped)
 
 
-def submit(settings: Settings, ledger: Ledger, planned: Plan, *, name: str | None, model: str,
-           job_params: dict[str, Any]) -> Submission:
+def submit(settings: Settings, ledger: Ledger, planned: Plan, *, name: str | None = None) -> Submission:
     app = make_celery(settings)
     with app.connection_for_write() as conn:  # fail now, before writing, if the broker is unreachable
         conn.ensure_connection(max_retries=3)
@@ -105,7 +112,7 @@ def submit(settings: Settings, ledger: Ledger, planned: Plan, *, name: str | Non
     name = name or f"{Path(planned.source).stem}-{datetime.now():%Y%m%d-%H%M%S}"
     now = utcnow()
     with ledger.session() as session:
-        job = Job(name=name, model=model, params=job_params,
+        job = Job(name=name, model=planned.model, params=planned.job_params(),
                   counts={"rows": planned.rows, "items": len(planned.items), "skipped": len(planned.skipped)})
         session.add(job)
         session.flush()

@@ -91,6 +91,9 @@ def test_plan_is_deterministic_and_per_row_seeds_win(tmp_path: Path) -> None:
     assert [i.content_hash for i in one.items] == [i.content_hash for i in two.items]
     other_seed = plan(path, defaults, seed=1, model="m")
     assert other_seed.items[0].seed != one.items[0].seed and other_seed.items[2].seed == 42
+    top = tmp_path / "top.csv"
+    top.write_text(f"sku,title,seed,images_per_item\nT,mug,{2**63 - 1},2\n")
+    assert [i.seed for i in plan(top, defaults, seed=0, model="m").items] == [2**63 - 1, 0]  # wraps, fits BIGINT
     other_model = plan(path, defaults, seed=0, model="n")
     assert all(a.content_hash != b.content_hash for a, b in zip(one.items, other_model.items))
 
@@ -108,15 +111,15 @@ def test_seeds_do_not_depend_on_row_order(tmp_path: Path) -> None:
 
 # --- storage ------------------------------------------------------------------------------------------
 
-def test_local_storage_writes_atomically_and_stays_inside_its_root(tmp_path: Path) -> None:
+def test_local_storage_creates_each_object_once_and_stays_inside_its_root(tmp_path: Path) -> None:
     store = open_storage((tmp_path / "images").as_uri())
     assert isinstance(store, LocalStorage)
-    store.put("jobs/1/A/0.png", b"first", "image/png")
-    store.put("jobs/1/A/0.png", b"second", "image/png")
-    assert store.get("jobs/1/A/0.png") == b"second" and store.exists("jobs/1/A/0.png")
-    assert [p.name for p in (tmp_path / "images" / "jobs" / "1" / "A").iterdir()] == ["0.png"]
+    assert store.create("jobs/1/A/0.png", b"first", "image/png") is True
+    assert store.create("jobs/1/A/0.png", b"second", "image/png") is False  # the first complete write wins
+    assert store.get("jobs/1/A/0.png") == b"first" and store.exists("jobs/1/A/0.png")
+    assert [p.name for p in (tmp_path / "images" / "jobs" / "1" / "A").iterdir()] == ["0.png"]  # no temp files
     with pytest.raises(ValueError, match="escapes"):
-        store.put("../outside.png", b"x", "image/png")
+        store.create("../outside.png", b"x", "image/png")
     with pytest.raises(ValueError, match="PIXELMILL_STORAGE_URL"):
         open_storage("ftp://example/images")
 
@@ -169,3 +172,23 @@ def test_ci_runs_the_readme_test_command() -> None:
     commands = [line for line in block.group(1).splitlines() if line and not line.startswith("#")]
     assert len(commands) == 2 and commands[0].endswith("pixelmill demo")
     assert commands[1] in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readers_do_not_take_the_write_lock(tmp_path: Path) -> None:
+    """A read-only session runs while a writer holds the SQLite lock; a second writer has to wait."""
+    import sqlalchemy.exc
+    from sqlalchemy import select
+
+    from pixelmill.db import Ledger
+    from pixelmill.ledger import Job
+
+    settings = Settings(data_dir=tmp_path, sqlite_busy_timeout=0.2)
+    writer, other = Ledger(settings), Ledger(settings)
+    with writer.session() as held:
+        held.add(Job(name="j", model="m"))
+        held.flush()  # the write lock is now held until this block ends
+        with other.session(readonly=True) as reader:
+            assert reader.scalars(select(Job)).all() == []  # committed state only
+        with pytest.raises(sqlalchemy.exc.OperationalError, match="locked"):
+            with other.session() as second:
+                second.add(Job(name="k", model="m"))

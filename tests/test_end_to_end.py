@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from conftest import Env, finished, sha256_of, write_catalogue
 from pixelmill.db import Ledger
 from pixelmill.ledger import Image, Item, State
-from pixelmill.queue import Chunk, make_celery, publish, queue_depth
+from pixelmill.queue import TASK_GENERATE, Chunk, make_celery, publish, queue_depth
 
 pytestmark = pytest.mark.e2e
 
@@ -170,3 +170,40 @@ def test_producer_does_not_import_the_gpu_stack() -> None:
     import subprocess
 
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_batch_over_the_soft_time_limit_is_retried_then_failed(env: Env, tmp_path: Path) -> None:
+    """Celery's soft time limit interrupts a real prefork child mid-batch; attempts bound the retries."""
+    env.start_worker(PIXELMILL_MAX_ATTEMPTS="2")
+    warm_up = env.submit(write_catalogue(tmp_path / "warm.csv", 1))["job"]
+    env.wait_for(warm_up, finished)  # the model is loaded now; only generation is left to time out
+    app = make_celery(env.settings())
+    replies = app.control.time_limit(TASK_GENERATE, soft=1, hard=25, reply=True, timeout=5)
+    assert replies and all(r[node].get("ok") for r in replies for node in r), replies
+
+    catalogue = write_catalogue(tmp_path / "catalogue.csv", 2, start=100)
+    job = env.submit(catalogue, "--steps", "200", "--size", "128x128")["job"]  # ≫ 1 s on any CPU
+    counts = env.wait_for(job, finished, timeout=240)
+    assert counts["failed"] == 2, counts
+    rows = ledger_rows(env.ledger(), job)
+    assert all(item.attempts == 2 and "PIXELMILL_TASK_SOFT_TIME_LIMIT" in item.error for item, _ in rows), \
+        [(item.attempts, item.error) for item, _ in rows]
+    assert all(image is None for _, image in rows)
+    assert not (env.data_dir / "images" / "jobs" / str(job)).exists()
+
+
+def test_dry_run_writes_nothing_and_watch_follows_a_job(env: Env, tmp_path: Path) -> None:
+    catalogue = write_catalogue(tmp_path / "catalogue.csv", 6)
+    proc = env.cli("submit", str(catalogue), "--template", "studio photo of {title}, {color}", "--key", "sku",
+                   "--images-per-item", "2", "--dry-run")
+    assert "studio photo of ceramic mug model 0, red" in proc.stdout
+    assert "6 rows → 12 items to generate" in proc.stdout
+    assert list(env.data_dir.iterdir()) == []  # no ledger, no broker, no images
+
+    env.start_worker()
+    job = env.submit(catalogue)["job"]
+    watched = env.cli("status", str(job), "--watch", "--json", "--interval", "0.2")
+    final = json.loads(watched.stdout)
+    assert final["finished"] and final["succeeded"] == 6 and final["total"] == 6
+    listed = json.loads(env.cli("jobs", "--json").stdout)
+    assert [j["job"] for j in listed] == [job]

@@ -146,3 +146,28 @@ def test_reconciler_publishes_lost_queued_and_stranded_pending_items(
     # The re-published message completes the job.
     outcome = process_chunk(ctx, Chunk(job, tuple(ids)))
     assert sorted(outcome.succeeded) == ids
+
+
+def test_an_object_stored_by_an_earlier_attempt_is_what_the_ledger_records(
+        env: Env, ctx: Context, tmp_path: Path) -> None:
+    """A worker that stored an image and died before recording it (or a finisher on another GPU) leaves an
+    object behind; the next attempt keeps that object and records its sha256, so ledger and storage agree."""
+    import hashlib
+
+    from PIL import Image as PILImage
+
+    from pixelmill.identity import object_key
+    from worker.encode import encode
+
+    job, ids = submitted(env, tmp_path, 2)
+    drain(ctx)
+    key = object_key(job, "SKU-000", 0, "png")
+    earlier = encode(PILImage.new("RGB", (64, 64), (1, 2, 3)), "png", {"attempt": "earlier"})
+    assert ctx.storage.create(key, earlier, "image/png")
+
+    outcome = process_chunk(ctx, Chunk(job, tuple(ids)))
+    assert sorted(outcome.succeeded) == ids
+    with ctx.ledger.session() as session:
+        image = session.scalars(select(Image).where(Image.item_id == ids[0])).one()
+    assert ctx.storage.get(key) == earlier
+    assert (image.sha256, image.bytes) == (hashlib.sha256(earlier).hexdigest(), len(earlier))

@@ -70,11 +70,14 @@ def process_chunk(ctx: Context, chunk: Chunk) -> Outcome:
             log.warning("chunk for unknown job dropped", extra={"job": chunk.job})
             return Outcome(skipped=len(chunk.items))
         model = job.model
+    engine: Engine | None = None
     try:  # before claiming, so model loading never eats into a lease
-        engine: Engine | None = load_engine(model)
-        load_error = None
+        engine, load_error = load_engine(model), None
+    except SoftTimeLimitExceeded:
+        load_error = (f"loading model {model!r} took longer than PIXELMILL_TASK_SOFT_TIME_LIMIT "
+                      f"({settings.task_soft_time_limit} s), which must cover a worker's first load")
     except Exception:
-        engine, load_error = None, f"loading model {model!r} failed:\n" + traceback.format_exc(limit=5)
+        load_error = f"loading model {model!r} failed:\n" + traceback.format_exc(limit=5)
 
     with ctx.ledger.session() as session:
         items = claims.claim(session, chunk.job, chunk.items, node=ctx.node,
@@ -86,15 +89,11 @@ def process_chunk(ctx: Context, chunk: Chunk) -> Outcome:
         return outcome
 
     done: dict[int, dict[str, Any]] = {}
-    errors: dict[int, str] = {}
-    if load_error is not None or engine is None:  # still claimed, so attempts bound the retries
-        errors = {spec.id: load_error or "no engine" for spec in specs}
-        specs_to_run: list[Spec] = []
-    else:
-        specs_to_run = specs
+    # Claimed even when the model did not load, so attempts bound the retries of a broken model.
+    errors: dict[int, str] = {spec.id: load_error for spec in specs} if load_error else {}
     try:
         groups: dict[str, list[Spec]] = defaultdict(list)
-        for spec in specs_to_run:
+        for spec in specs if engine is not None else []:
             groups[repr(sorted(spec.params.items()))].append(spec)
         for group in groups.values():
             assert engine is not None
@@ -179,7 +178,10 @@ def _store(ctx: Context, job_id: int, model: str, engine: Engine, spec: Spec, im
     data = encode(image, fmt, metadata, quality=settings.image_quality)
     encoded = time.perf_counter()
     key = object_key(job_id, spec.key, spec.variant, EXTENSIONS[fmt])
-    ctx.storage.put(key, data, CONTENT_TYPES[fmt])
+    if not ctx.storage.create(key, data, CONTENT_TYPES[fmt]):
+        # An earlier attempt stored this item (then died before recording it): record what is stored.
+        data = ctx.storage.get(key)
+        log.info("object already stored; recording it", extra={"job": job_id, "key": key})
     stored = time.perf_counter()
     return {
         "storage_key": key, "sha256": hashlib.sha256(data).hexdigest(), "width": image.width,
