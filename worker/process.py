@@ -103,6 +103,8 @@ def process_chunk(ctx: Context, chunk: Chunk) -> Outcome:
                     continue
                 try:
                     done[spec.id] = _store(ctx, chunk.job, model, engine, spec, image, timings)
+                except SoftTimeLimitExceeded:
+                    raise
                 except Exception:
                     errors[spec.id] = "storing the image failed:\n" + traceback.format_exc(limit=5)
     except SoftTimeLimitExceeded:
