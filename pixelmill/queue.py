@@ -40,11 +40,16 @@ class Chunk:
         return cls(job=job, items=tuple(items))
 
 
+def params_key(params: dict[str, Any]) -> str:
+    """Items whose params share this key can run in one pipeline call."""
+    return json.dumps(params, sort_keys=True)
+
+
 def plan_chunks(items: Iterable[tuple[int, int, dict[str, Any]]], size: int) -> list[Chunk]:
     """Cut `(item id, job id, params)` into GPU batches: one batch shares a job and its pipeline params."""
     groups: dict[tuple[int, str], list[int]] = defaultdict(list)
     for item_id, job_id, params in items:
-        groups[(job_id, json.dumps(params, sort_keys=True))].append(item_id)
+        groups[(job_id, params_key(params))].append(item_id)
     return [Chunk(job=job_id, items=tuple(ids[i:i + size]))
             for (job_id, _), ids in groups.items() for i in range(0, len(ids), size)]
 

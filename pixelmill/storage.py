@@ -23,7 +23,6 @@ class Storage(Protocol):
 
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
-    def locate(self, key: str) -> str: ...
 
 
 class LocalStorage:
@@ -67,9 +66,6 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
-
-    def locate(self, key: str) -> str:
-        return str(self._path(key))
 
 
 def open_storage(url: str) -> Storage:

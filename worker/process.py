@@ -20,7 +20,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from pixelmill.db import Ledger
 from pixelmill.identity import object_key
 from pixelmill.ledger import Item, Job
-from pixelmill.queue import Chunk, plan_chunks, publish
+from pixelmill.queue import Chunk, params_key, plan_chunks, publish
 from pixelmill.settings import Settings
 from pixelmill.storage import Storage
 from worker import claims
@@ -88,30 +88,10 @@ def process_chunk(ctx: Context, chunk: Chunk) -> Outcome:
         log.info("chunk already done or held elsewhere", extra={"job": chunk.job, "items": len(chunk.items)})
         return outcome
 
-    done: dict[int, dict[str, Any]] = {}
-    # Claimed even when the model did not load, so attempts bound the retries of a broken model.
-    errors: dict[int, str] = {spec.id: load_error for spec in specs} if load_error else {}
-    try:
-        groups: dict[str, list[Spec]] = defaultdict(list)
-        for spec in specs if engine is not None else []:
-            groups[repr(sorted(spec.params.items()))].append(spec)
-        for group in groups.values():
-            assert engine is not None
-            for spec, image, timings, error in _generate(engine, group):
-                if error is not None:
-                    errors[spec.id] = error
-                    continue
-                try:
-                    done[spec.id] = _store(ctx, chunk.job, model, engine, spec, image, timings)
-                except SoftTimeLimitExceeded:
-                    raise
-                except Exception:
-                    errors[spec.id] = "storing the image failed:\n" + traceback.format_exc(limit=5)
-    except SoftTimeLimitExceeded:
-        for spec in specs:
-            if spec.id not in done:
-                errors.setdefault(spec.id, f"batch exceeded PIXELMILL_TASK_SOFT_TIME_LIMIT "
-                                           f"({settings.task_soft_time_limit} s)")
+    if engine is None:  # claimed all the same, so attempts bound the retries of a broken model
+        done, errors = {}, {spec.id: load_error or "no engine" for spec in specs}
+    else:
+        done, errors = _produce(ctx, chunk.job, model, engine, specs)
 
     retry: list[tuple[int, int, dict[str, Any]]] = []
     with ctx.ledger.session() as session:
@@ -136,6 +116,35 @@ def process_chunk(ctx: Context, chunk: Chunk) -> Outcome:
                                       "skipped": outcome.skipped,
                                       "engine": engine.engine_id if engine else "-"})
     return outcome
+
+
+def _produce(ctx: Context, job_id: int, model: str, engine: Engine,
+             specs: list[Spec]) -> tuple[dict[int, dict[str, Any]], dict[int, str]]:
+    """Generate and store each batch; returns image rows and error texts by item id. A soft time limit
+    ends the chunk: whatever is not stored by then counts as a failed attempt."""
+    done: dict[int, dict[str, Any]] = {}
+    errors: dict[int, str] = {}
+    groups: dict[str, list[Spec]] = defaultdict(list)
+    for spec in specs:  # a chunk is planned homogeneous; a hand-made message may not be
+        groups[params_key(spec.params)].append(spec)
+    try:
+        for group in groups.values():
+            for spec, image, timings, error in _generate(engine, group):
+                if error is not None:
+                    errors[spec.id] = error
+                    continue
+                try:
+                    done[spec.id] = _store(ctx, job_id, model, engine, spec, image, timings)
+                except SoftTimeLimitExceeded:
+                    raise
+                except Exception:
+                    errors[spec.id] = "storing the image failed:\n" + traceback.format_exc(limit=5)
+    except SoftTimeLimitExceeded:
+        limit = ctx.settings.task_soft_time_limit
+        for spec in specs:
+            if spec.id not in done:
+                errors.setdefault(spec.id, f"batch exceeded PIXELMILL_TASK_SOFT_TIME_LIMIT ({limit} s)")
+    return done, errors
 
 
 def _spec(item: Item) -> Spec:
