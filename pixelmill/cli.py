@@ -79,8 +79,9 @@ def submit(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Validate a catalogue and queue its items. Nothing is written if any row is bad."""
+    from pixelmill.identity import resolve_model
     from producer.catalogue import CatalogueError, Defaults, UsageError, parse_size
-    from producer.submit import plan, resolve_model, split_done
+    from producer.submit import plan, split_done
     from producer.submit import submit as do_submit
 
     settings = get_settings()
@@ -215,22 +216,96 @@ def jobs(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list
 
 @app.command()
 def worker(
+    model: Annotated[Optional[str], typer.Option(help="Model this worker loads and whose queue it consumes "
+                                                 "(default: PIXELMILL_MODEL, else the tiny model).")] = None,
+    gpus: Annotated[Optional[str], typer.Option(help="'all' or indices like 0,1,3: one worker process per "
+                                                "GPU, pinned with CUDA_VISIBLE_DEVICES, named gpu<N>@host.")]
+    = None,
     hostname: Annotated[str, typer.Option("--hostname", "-n", help="Celery node name; keep it stable "
                                           "across restarts so a restarted worker reclaims its items.")]
     = "pixelmill@%h",
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
 ) -> None:
-    """Run a worker: one prefork process, the model loaded once after the fork."""
+    """Run a worker: one prefork process that loads its model once, after the fork."""
     import importlib.util
+    import os
 
     missing = [m for m in ("torch", "diffusers", "transformers") if importlib.util.find_spec(m) is None]
     if missing:
         fail(f"a worker needs {', '.join(missing)}: pip install 'pixelmill[worker]' (torch first, for your CUDA)")
-    from pixelmill.queue import QUEUE
+    if model is not None:  # children (and worker.app) read it from the environment
+        os.environ["PIXELMILL_MODEL"] = model
+        get_settings.cache_clear()
+    settings = get_settings()
+    if gpus is not None:
+        from worker.gpus import GpuError, Supervisor, discover_gpus, select_gpus, worker_command
+
+        try:
+            selected = select_gpus(gpus, discover_gpus())
+        except GpuError as exc:
+            fail(str(exc))
+        raise typer.Exit(Supervisor(selected, lambda gpu: worker_command(gpu, loglevel=loglevel)).run())
+
+    from pixelmill.identity import resolve_model
+    from pixelmill.queue import queue_for
     from worker.app import app as celery_app
 
+    queue = queue_for(resolve_model(settings.default_model))
     celery_app.worker_main(["worker", f"--loglevel={loglevel}", f"--hostname={hostname}", "--pool=prefork",
-                            "--concurrency=1", f"--queues={QUEUE}", "--without-gossip", "--without-mingle"])
+                            "--concurrency=1", f"--queues={queue}", "--without-gossip", "--without-mingle"])
+
+
+@app.command()
+def ping(node: Annotated[Optional[str], typer.Option(help="Worker node name (%h: this host's name); "
+                                                     "default: any worker.")] = None,
+         timeout: Annotated[float, typer.Option(help="Seconds to wait for replies.")] = 5.0) -> None:
+    """Ask workers to answer through the broker; exits 1 if none does (a container health check)."""
+    from celery.utils.nodenames import host_format
+
+    from pixelmill.queue import make_celery
+
+    destination = [host_format(node)] if node else None
+    replies = make_celery(get_settings()).control.ping(destination=destination, timeout=timeout)
+    if not replies:
+        fail(f"no answer from {destination[0] if destination else 'any worker'} within {timeout:g} s", 1)
+    for reply in replies:
+        out.print(*reply, highlight=False)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def flower(ctx: typer.Context,
+           address: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
+           port: Annotated[int, typer.Option(help="Listen port.")] = 5555) -> None:
+    """Celery's Flower UI on the configured broker; further options go to Flower (e.g. --basic-auth)."""
+    import importlib.util
+
+    if importlib.util.find_spec("flower") is None:
+        fail("Flower is not installed: pip install 'pixelmill[flower]'")
+    from pixelmill.queue import make_celery
+
+    celery_app = make_celery(get_settings(), main="pixelmill.flower")
+    celery_app.start(["flower", f"--address={address}", f"--port={port}", *ctx.args])
+
+
+@app.command()
+def url(job: Annotated[int, typer.Argument(help="Job id.")],
+        item: Annotated[str, typer.Argument(help="Item key (the catalogue's key column).")],
+        variant: Annotated[int, typer.Option(help="Variant number.")] = 0,
+        expires: Annotated[Optional[int], typer.Option(help="Seconds a presigned URL stays valid "
+                                                       "(default: PIXELMILL_S3_PRESIGN_EXPIRES).")] = None) -> None:
+    """Print a URL for one stored image: presigned on S3, a file URI locally."""
+    from sqlalchemy import select
+
+    from pixelmill.ledger import Image, Item
+    from pixelmill.storage import open_storage
+
+    settings = get_settings()
+    with _ledger().session(readonly=True) as session:
+        key = session.scalar(select(Image.storage_key).join(Item).where(
+            Item.job_id == job, Item.item_key == item, Item.variant == variant))
+    if key is None:
+        fail(f"no stored image for job {job}, item {item!r}, variant {variant}")
+    print(open_storage(settings).locate(key, expires or settings.s3_presign_expires))
 
 
 @app.command()

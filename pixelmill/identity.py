@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 SEED_BITS = 63  # fits a signed BIGINT and torch.Generator.manual_seed
+
+
+def resolve_model(model: str) -> str:
+    """A model's identity: a local directory by absolute path (workers may start elsewhere), a hub id as
+    given. Jobs record it, and it names the model's queue."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
 
 
 def derive_seed(job_seed: int, item_key: str, variant: int) -> int:

@@ -2,11 +2,15 @@
 
 A message is one GPU batch: `{"v": 1, "job": <job id>, "items": [<item id>, ...]}`, JSON only. It carries
 ids, not prompts: the ledger holds the truth, so a stale or duplicated message can do no harm.
+
+Each model has its own queue (`queue_for`), so a worker consumes only the work for the model it has loaded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -14,11 +18,22 @@ from typing import Any
 
 from celery import Celery
 
+from pixelmill.identity import resolve_model
 from pixelmill.settings import Settings
 
 TASK_GENERATE = "pixelmill.generate"
-QUEUE = "pixelmill"
+QUEUE_PREFIX = "pixelmill"
 MESSAGE_VERSION = 1
+
+
+def queue_for(model: str) -> str:
+    """The queue of one model: readable, and unique per model id (a path or a hub id)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", model.rstrip("/").rsplit("/", 1)[-1]).strip("-.")[:40] or "model"
+    return f"{QUEUE_PREFIX}.{name}.{hashlib.sha256(model.encode()).hexdigest()[:10]}"
+
+
+def is_amqp(url: str) -> bool:
+    return url.split("://", 1)[0] in ("amqp", "amqps", "pyamqp")
 
 
 @dataclass(frozen=True)
@@ -64,12 +79,23 @@ def broker_url(settings: Settings) -> str:
 
 
 def make_celery(settings: Settings, *, main: str = "pixelmill") -> Celery:
+    url = broker_url(settings)
+    if is_amqp(url):
+        # Quorum queues are replicated and survive a broker node; publisher confirms mean a publish returns
+        # only once the broker has the message. Its consumer_timeout is checked in settings.
+        transport: dict[str, Any] = {"confirm_publish": True}
+        queue_type = "quorum"
+    else:
+        # Redis redelivers an unacked message after the visibility timeout: keep it above the longest batch.
+        transport = {"visibility_timeout": settings.visibility_timeout}
+        queue_type = "classic"
     app = Celery(main, set_as_current=False)
     app.conf.update(
-        broker_url=broker_url(settings),
+        broker_url=url,
         broker_connection_retry_on_startup=True,
-        # Redis redelivers an unacked message after the visibility timeout: keep it above the longest batch.
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_transport_options=transport,
+        task_default_queue_type=queue_type,
+        task_create_missing_queue_type=queue_type,
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],  # a pickled message is rejected, never executed
@@ -83,25 +109,25 @@ def make_celery(settings: Settings, *, main: str = "pixelmill") -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=True,
         task_soft_time_limit=settings.task_soft_time_limit,
         task_time_limit=settings.task_time_limit,
-        task_default_queue=QUEUE,
-        task_routes={TASK_GENERATE: {"queue": QUEUE}},
+        task_default_queue=queue_for(resolve_model(settings.default_model)),
         worker_hijack_root_logger=False,
+        worker_proc_alive_timeout=settings.model_load_timeout,  # a child loads its model before it is "up"
         enable_utc=True,
     )
     return app
 
 
-def publish(app: Celery, chunks: Iterable[Chunk]) -> int:
+def publish(app: Celery, chunks: Iterable[Chunk], queue: str) -> int:
     """Send chunks over one pooled connection (per-message connections are an order of magnitude slower)."""
     sent = 0
     with app.producer_or_acquire() as producer:
         for chunk in chunks:
-            app.send_task(TASK_GENERATE, args=[chunk.to_message()], queue=QUEUE, producer=producer)
+            app.send_task(TASK_GENERATE, args=[chunk.to_message()], queue=queue, producer=producer)
             sent += 1
     return sent
 
 
-def queue_depth(app: Celery, queue: str = QUEUE) -> int:
+def queue_depth(app: Celery, queue: str) -> int:
     """Messages waiting in the broker (not counting ones a worker already holds)."""
     from kombu.exceptions import ChannelError
 

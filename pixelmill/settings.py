@@ -44,6 +44,21 @@ class Settings(BaseSettings):
 
     sqlite_busy_timeout: float = Field(30.0, gt=0)
 
+    # RabbitMQ cancels a consumer that holds a message longer than its server-side `consumer_timeout`
+    # (30 min by default) and redelivers the message. Set this to the broker's value: a batch must end first.
+    rabbitmq_consumer_timeout: int = Field(1800, ge=10)
+    model_load_timeout: float = Field(600.0, gt=0)  # a worker child may take this long to load its model
+
+    # S3-compatible storage (PIXELMILL_STORAGE_URL=s3://bucket/prefix). Credentials come from boto3's
+    # standard chain (AWS_ACCESS_KEY_ID…, profiles, instance roles) and are never logged.
+    s3_endpoint_url: str | None = None  # e.g. http://minio:9000, https://<account>.r2.cloudflarestorage.com
+    s3_region: str | None = None  # R2: "auto"; MinIO: any, e.g. us-east-1
+    s3_addressing_style: Literal["auto", "path", "virtual"] | None = None  # default: path with an endpoint URL
+    s3_max_attempts: int = Field(6, ge=1, le=20)  # boto3 "standard" retry mode, first try included
+    s3_conditional_writes: bool = True  # If-None-Match: * (AWS, MinIO, R2); off: HEAD before PUT (older Ceph)
+    s3_presign_expires: int = Field(3600, ge=1, le=7 * 24 * 3600)
+    upload_threads: int = Field(4, ge=1, le=64)  # encode + upload off the GPU's path; also the pool size
+
     @model_validator(mode="after")
     def _limits_fit_the_lease(self) -> Settings:
         if self.task_soft_time_limit >= self.task_time_limit:
@@ -53,6 +68,10 @@ class Settings(BaseSettings):
                              "or a batch still running would be handed to another worker")
         if self.visibility_timeout <= self.lease_seconds:
             raise ValueError("PIXELMILL_VISIBILITY_TIMEOUT must exceed PIXELMILL_LEASE_SECONDS")
+        if self.broker_url and self.broker_url.startswith(("amqp", "pyamqp")) \
+                and self.rabbitmq_consumer_timeout <= self.task_time_limit:
+            raise ValueError("PIXELMILL_RABBITMQ_CONSUMER_TIMEOUT (the broker's consumer_timeout) must exceed "
+                             "PIXELMILL_TASK_TIME_LIMIT, or RabbitMQ redelivers batches still running")
         return self
 
     @property

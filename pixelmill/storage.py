@@ -7,11 +7,20 @@ when two workers (say, on different GPU models) both finish the same item.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlparse
+
+if TYPE_CHECKING:
+    from pixelmill.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class Storage(Protocol):
@@ -23,6 +32,11 @@ class Storage(Protocol):
 
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
+    def keys(self, prefix: str = "") -> Iterator[str]: ...
+
+    def locate(self, key: str, expires: int) -> str:
+        """A URL a person can open: a presigned GET on S3, a file URI locally."""
+        ...
 
 
 class LocalStorage:
@@ -67,11 +81,108 @@ class LocalStorage:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        for path in sorted(self.root.rglob("*")):
+            key = path.relative_to(self.root).as_posix()
+            if path.is_file() and key.startswith(prefix):
+                yield key
 
-def open_storage(url: str) -> Storage:
+    def locate(self, key: str, expires: int) -> str:
+        return self._path(key).as_uri()
+
+
+class S3Storage:
+    """A bucket and prefix on any S3-compatible store (AWS, MinIO, R2, Ceph).
+
+    Settings chosen for stores that are not AWS: "standard" retries with bounded attempts, checksums only
+    when an operation requires them plus an explicit Content-MD5 (the CRC32 default of newer botocore is
+    rejected by several of them), path-style addressing with an endpoint URL. Objects are created with
+    If-None-Match: * where the store supports it, so the first complete upload of a key wins; the sha256 of
+    the bytes travels as object metadata."""
+
+    def __init__(self, bucket: str, prefix: str, settings: Settings) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self.conditional = settings.s3_conditional_writes
+        style = settings.s3_addressing_style or ("path" if settings.s3_endpoint_url else "auto")
+        config = Config(
+            region_name=settings.s3_region,
+            retries={"mode": "standard", "max_attempts": settings.s3_max_attempts},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            s3={"addressing_style": style},
+            signature_version="s3v4",  # presigned URLs too: R2 and recent MinIO/Ceph accept only SigV4
+            max_pool_connections=settings.upload_threads + 2,  # the upload threads, plus reads beside them
+            connect_timeout=10,
+            read_timeout=60,
+        )
+        # A session per storage: boto3's default session is not safe to share between threads.
+        self.client = boto3.session.Session().client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
+
+    def _key(self, key: str) -> str:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"storage key escapes the storage prefix: {key!r}")
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def create(self, key: str, data: bytes, content_type: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        full = self._key(key)
+        if not self.conditional and self.exists(key):
+            return False
+        extra: dict[str, Any] = {"IfNoneMatch": "*"} if self.conditional else {}
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=full, Body=data, ContentType=content_type,
+                ContentMD5=base64.b64encode(hashlib.md5(data).digest()).decode(),  # noqa: S324 (integrity, not security)
+                Metadata={"sha256": hashlib.sha256(data).hexdigest()}, **extra)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                return False  # already there (perhaps our own earlier try whose reply was lost)
+            raise
+        return True
+
+    def get(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return False
+            raise
+        return True
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        base = f"{self.prefix}/" if self.prefix else ""
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base + prefix)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                yield obj["Key"][len(base):]
+
+    def locate(self, key: str, expires: int) -> str:
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires)
+
+
+def open_storage(settings: Settings) -> Storage:
+    url = settings.resolved_storage_url
     parsed = urlparse(url)
     if parsed.scheme == "file":
         return LocalStorage(Path(unquote(parsed.path)))
     if parsed.scheme == "":
         return LocalStorage(Path(url))
-    raise ValueError(f"PIXELMILL_STORAGE_URL: unsupported scheme {parsed.scheme!r} in {url!r} (use file://)")
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise ValueError(f"PIXELMILL_STORAGE_URL: no bucket in {url!r} (use s3://bucket/prefix)")
+        return S3Storage(parsed.netloc, unquote(parsed.path), settings)
+    raise ValueError(f"PIXELMILL_STORAGE_URL: unsupported scheme {parsed.scheme!r} in {url!r} "
+                     "(use file:///path or s3://bucket/prefix)")

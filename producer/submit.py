@@ -19,7 +19,7 @@ from sqlalchemy import insert, select, update
 from pixelmill.db import Ledger
 from pixelmill.identity import SEED_BITS, content_hash, derive_seed
 from pixelmill.ledger import ACTIVE, Item, Job, State, utcnow
-from pixelmill.queue import make_celery, plan_chunks, publish
+from pixelmill.queue import make_celery, plan_chunks, publish, queue_for
 from pixelmill.settings import Settings
 from producer.catalogue import Defaults, read_catalogue
 
@@ -67,12 +67,6 @@ class Submission:
     def as_dict(self) -> dict[str, Any]:
         return {"job": self.job, "name": self.name, "rows": self.rows, "items": self.items,
                 "skipped": self.skipped, "messages": self.messages}
-
-
-def resolve_model(model: str) -> str:
-    """A local directory is recorded by absolute path (workers may start elsewhere); a hub id as given."""
-    path = Path(model).expanduser()
-    return str(path.resolve()) if path.exists() else model
 
 
 def plan(path: Path, defaults: Defaults, *, seed: int, model: str) -> Plan:
@@ -129,7 +123,7 @@ def submit(settings: Settings, ledger: Ledger, planned: Plan, *, name: str | Non
                          settings.batch_size)
     messages = 0
     for group in _batches(chunks, max(1, _MARK_EVERY // settings.batch_size)):
-        messages += publish(app, group)
+        messages += publish(app, group, queue_for(planned.model))
         with ledger.session() as session:
             session.execute(update(Item)
                             .where(Item.id.in_([i for c in group for i in c.items]), Item.state == State.pending)

@@ -1,7 +1,8 @@
-"""Fixtures that start the real things: the embedded Redis, the SQLite ledger, `pixelmill worker` processes.
+"""Fixtures that start the real things: the embedded Redis, the SQLite ledger, `pixelmill worker` processes,
+and (for the production combinations) PostgreSQL, a Redis server, RabbitMQ and an S3-compatible server.
 
-Each test gets its own data dir (so its own broker and ledger), and short timings so recovery paths run in
-seconds rather than the production minutes.
+Each test gets its own data dir, ledger database, queues and bucket, and short timings so recovery paths
+run in seconds rather than the production minutes. Servers are started once per session, on loopback.
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import servers  # tests/servers.py: real server processes for the production combinations
 
 from pixelmill.broker import EmbeddedRedis
-from pixelmill.db import Ledger
+from pixelmill.db import Ledger, make_engine, upgrade
+from pixelmill.identity import resolve_model
+from pixelmill.queue import make_celery, queue_for
 from pixelmill.settings import Settings
+from pixelmill.storage import Storage, open_storage
 
 FAST_TIMINGS = {
     "PIXELMILL_TASK_SOFT_TIME_LIMIT": "20",
@@ -42,21 +47,33 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class Env:
-    """A pixelmill installation in one data dir: its environment, settings, CLI and workers."""
+    """A pixelmill installation in one data dir: its environment, settings, CLI and workers. `backend`
+    holds the PIXELMILL_* URLs of the servers it uses; empty means the embedded defaults."""
 
-    def __init__(self, data_dir: Path, model: Path) -> None:
+    def __init__(self, data_dir: Path, model: Path, backend: dict[str, str] | None = None,
+                 name: str = "embedded") -> None:
         self.data_dir = data_dir
         self.model = model
-        self.vars = {**os.environ, **FAST_TIMINGS, "PIXELMILL_DATA_DIR": str(data_dir),
+        self.name = name
+        self.backend = dict(backend or {})
+        self.vars = {**os.environ, **FAST_TIMINGS, **self.backend, "PIXELMILL_DATA_DIR": str(data_dir),
                      "PIXELMILL_MODEL": str(model), "PYTHONUNBUFFERED": "1"}
         self.workers: list[subprocess.Popen[bytes]] = []
 
     def settings(self, **overrides: Any) -> Settings:
-        values = {k.removeprefix("PIXELMILL_").lower(): v for k, v in FAST_TIMINGS.items()}
+        values = {k.removeprefix("PIXELMILL_").lower(): v for k, v in {**FAST_TIMINGS, **self.backend}.items()
+                  if k.startswith("PIXELMILL_")}
         return Settings(data_dir=self.data_dir, model=str(self.model), **{**values, **overrides})
 
     def ledger(self) -> Ledger:
         return Ledger(self.settings())
+
+    def storage(self) -> Storage:
+        return open_storage(self.settings())
+
+    @property
+    def queue(self) -> str:
+        return queue_for(resolve_model(str(self.model)))
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run([sys.executable, "-m", "pixelmill", *args], env=self.vars, text=True,
@@ -70,9 +87,9 @@ class Env:
                         "--key", "sku", "--size", "64x64", "--steps", "4", "--json", *args)
         return json.loads(proc.stdout)
 
-    def start_worker(self, **env: str) -> subprocess.Popen[bytes]:
+    def start_worker(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
         log = open(self.data_dir / f"worker-{len(self.workers)}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "pixelmill", "worker", "--loglevel", "INFO"],
+        proc = subprocess.Popen([sys.executable, "-m", "pixelmill", "worker", "--loglevel", "INFO", *args],
                                 env={**self.vars, **env}, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         self.workers.append(proc)
@@ -105,11 +122,27 @@ class Env:
         root = self.data_dir / "images"
         return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
+    def objects(self) -> dict[str, str]:
+        """sha256 of every stored object, by key, whatever the storage."""
+        storage = self.storage()
+        return {key: hashlib.sha256(storage.get(key)).hexdigest() for key in storage.keys()}
+
     def close(self) -> None:
         for proc in self.workers:
             if proc.poll() is None:
                 self.kill(proc, signal.SIGKILL)
-        EmbeddedRedis(self.data_dir).stop()
+        if "PIXELMILL_BROKER_URL" in self.backend:  # a shared server: leave nothing for the next test
+            app = make_celery(self.settings())
+            with app.connection_for_write() as conn:
+                try:
+                    conn.default_channel.queue_delete(self.queue)
+                except Exception:  # noqa: BLE001 (never declared)
+                    pass
+        else:
+            EmbeddedRedis(self.data_dir).stop()
+
+
+
 
 
 def job_counts(ledger: Ledger, job: int) -> dict[str, int]:
@@ -128,6 +161,88 @@ def finished(counts: dict[str, int]) -> bool:
 def env(tmp_path: Path, tiny_model: Path) -> Iterator[Env]:
     installation = Env(tmp_path / "data", tiny_model)
     installation.data_dir.mkdir()
+    yield installation
+    installation.close()
+
+
+class Servers:
+    """Real servers on loopback, each started on first use and stopped at the end of the session."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.running: dict[str, Any] = {}
+        self.serial = 0
+
+    def get(self, kind: str) -> Any:
+        if kind not in self.running:
+            cls, unavailable = {"postgres": (servers.Postgres, servers.postgres_skip_reason),
+                                "redis": (servers.RedisServer, servers.redis_skip_reason),
+                                "rabbitmq": (servers.RabbitMQ, servers.rabbitmq_skip_reason),
+                                "s3": (servers.MotoS3, servers.moto_skip_reason)}[kind]
+            reason = unavailable()
+            if reason:
+                pytest.skip(f"{kind}: {reason}")
+            server = cls(self.root / kind)
+            server.start()
+            self.running[kind] = server
+        return self.running[kind]
+
+    def next_name(self, prefix: str) -> str:
+        self.serial += 1
+        return f"{prefix}{os.getpid()}x{self.serial}"
+
+    def backend(self, combo: str) -> dict[str, str]:
+        """Fresh database, broker database/queues and bucket for one test on a combination of servers."""
+        database, broker, storage = combo.split("-")
+        values: dict[str, str] = {}
+        if database == "pg":
+            pg = self.get("postgres")
+            values["PIXELMILL_DATABASE_URL"] = pg.create_database(self.next_name("pm"))
+        if broker == "redis":
+            redis_server = self.get("redis")
+            redis_server.flushall()
+            values["PIXELMILL_BROKER_URL"] = redis_server.url
+        elif broker == "rabbitmq":
+            values["PIXELMILL_BROKER_URL"] = self.get("rabbitmq").url
+        if storage == "s3":
+            s3 = self.get("s3")
+            bucket = self.next_name("pm")
+            s3.create_bucket(bucket)
+            values.update({"PIXELMILL_STORAGE_URL": f"s3://{bucket}/images", "PIXELMILL_S3_ENDPOINT_URL": s3.url,
+                           "PIXELMILL_S3_REGION": "us-east-1", **S3_CREDENTIALS})
+        return values
+
+    def close(self) -> None:
+        for server in reversed(list(self.running.values())):
+            server.stop()
+
+
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "pixelmill-test", "AWS_SECRET_ACCESS_KEY": "pixelmill-test-secret"}
+
+# The end-to-end suite runs on each: the embedded defaults and two production combinations.
+COMBOS = ["embedded", "pg-redis-s3", "sqlite-rabbitmq-local"]
+
+
+@pytest.fixture(scope="session")
+def test_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    for key, value in S3_CREDENTIALS.items():  # boto3's standard chain, in this process as in the workers
+        os.environ.setdefault(key, value)
+    running = Servers(tmp_path_factory.mktemp("servers"))
+    yield running
+    running.close()
+
+
+@pytest.fixture(params=COMBOS)
+def any_env(request: pytest.FixtureRequest, tmp_path: Path, tiny_model: Path) -> Iterator[Env]:
+    """An installation on one combination of ledger, broker and storage."""
+    combo = request.param
+    backend = {} if combo == "embedded" else request.getfixturevalue("test_servers").backend(combo)
+    installation = Env(tmp_path / "data", tiny_model, backend, name=combo)
+    installation.data_dir.mkdir()
+    if "PIXELMILL_DATABASE_URL" in backend:  # a server database is migrated on purpose, as in production
+        engine = make_engine(installation.settings())
+        upgrade(engine)
+        engine.dispose()
     yield installation
     installation.close()
 

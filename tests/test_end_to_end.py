@@ -1,8 +1,11 @@
-"""End to end on the embedded defaults: real `pixelmill` CLI processes, a real worker process, the embedded
-Redis, the SQLite ledger, local storage and the tiny model. Nothing is mocked."""
+"""End to end: real `pixelmill` CLI processes, real worker processes and the tiny model. The core tests run on
+every combination in `COMBOS`: the embedded defaults (SQLite, embedded Redis, a local directory),
+PostgreSQL + a Redis server + S3 (moto_server over HTTP), and SQLite + RabbitMQ + a local directory. Nothing
+is mocked."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import sys
@@ -12,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from conftest import Env, finished, sha256_of, write_catalogue
+from conftest import COMBOS, Env, finished, write_catalogue
 from pixelmill.db import Ledger
 from pixelmill.ledger import Image, Item, State
 from pixelmill.queue import TASK_GENERATE, Chunk, make_celery, publish, queue_depth
@@ -28,29 +31,40 @@ def ledger_rows(ledger: Ledger, job: int) -> list[tuple[Item, Image | None]]:
 
 
 def assert_exactly_once(env: Env, job: int, expected: int) -> list[tuple[Item, Image | None]]:
-    """Every item succeeded once: one image row each, one file each whose sha256 matches, nothing else."""
+    """Every item succeeded once: one image row each, one object each whose sha256 and size match, and
+    nothing else under the job's prefix."""
     ledger = env.ledger()
     rows = ledger_rows(ledger, job)
     assert len(rows) == expected
     assert {item.state for item, _ in rows} == {State.succeeded}
+    storage = env.storage()
     keys = set()
     for item, image in rows:
         assert image is not None, f"item {item.item_key} succeeded without an image row"
-        path = env.data_dir / "images" / image.storage_key
         assert image.storage_key == f"jobs/{job}/{item.item_key}/{item.variant}.png"
-        assert sha256_of(path) == image.sha256
-        assert path.stat().st_size == image.bytes
-        keys.add(path)
+        data = storage.get(image.storage_key)
+        assert hashlib.sha256(data).hexdigest() == image.sha256 and len(data) == image.bytes
+        keys.add(image.storage_key)
     with ledger.session() as session:
         assert session.scalar(select(func.count()).select_from(Image)
                               .join(Item).where(Item.job_id == job)) == expected
-    job_files = [p for p in env.images() if p.is_relative_to(env.data_dir / "images" / "jobs" / str(job))]
-    assert sorted(job_files) == sorted(keys), "stray or temporary files in storage"
+    assert sorted(storage.keys(f"jobs/{job}/")) == sorted(keys), "stray or temporary objects in storage"
     ledger.close()
     return rows
 
 
-def test_catalogue_end_to_end_then_resubmit_skips(env: Env, tmp_path: Path) -> None:
+def ledger_snapshot(env: Env, job: int) -> list[tuple[object, ...]]:
+    """What must come out the same whatever the servers: identities, prompts, seeds, states, object bytes."""
+    return [(item.item_key, item.variant, item.prompt, item.seed, item.content_hash, item.state.value,
+             item.attempts, image.storage_key if image else None, image.sha256 if image else None)
+            for item, image in ledger_rows(env.ledger(), job)]
+
+
+FINAL_LEDGERS: dict[str, list[tuple[object, ...]]] = {}
+
+
+def test_catalogue_end_to_end_then_resubmit_skips(any_env: Env, tmp_path: Path) -> None:
+    env = any_env
     catalogue = write_catalogue(tmp_path / "catalogue.csv", 16)
     env.start_worker()
     first = env.submit(catalogue)
@@ -67,11 +81,13 @@ def test_catalogue_end_to_end_then_resubmit_skips(env: Env, tmp_path: Path) -> N
                                    "failed")} == {"job": first["job"], "total": 16, "pending": 0, "queued": 0,
                                                   "running": 0, "succeeded": 16, "blocked": 0, "failed": 0}
 
-    files_before = {p: sha256_of(p) for p in env.images()}
+    FINAL_LEDGERS[env.name] = ledger_snapshot(env, first["job"])
+
+    objects_before = env.objects()
     again = env.submit(catalogue)
     assert again["items"] == 0 and again["skipped"] == 16
     time.sleep(2)  # give a (wrongly) queued duplicate the chance to run
-    assert {p: sha256_of(p) for p in env.images()} == files_before
+    assert env.objects() == objects_before
     with env.ledger().session() as session:
         assert session.scalar(select(func.count()).select_from(Image)) == 16
 
@@ -83,7 +99,18 @@ def test_catalogue_end_to_end_then_resubmit_skips(env: Env, tmp_path: Path) -> N
     assert env.wait_for(third["job"], finished)["succeeded"] == 1
 
 
-def test_duplicate_delivery_makes_one_row_and_one_file(env: Env, tmp_path: Path) -> None:
+def test_every_combination_reaches_the_same_final_ledger() -> None:
+    """Runs after the parametrised end-to-end test above (pytest keeps file order)."""
+    if len(FINAL_LEDGERS) < 2:
+        pytest.skip(f"only {sorted(FINAL_LEDGERS)} ran; nothing to compare")
+    reference = FINAL_LEDGERS[COMBOS[0]] if COMBOS[0] in FINAL_LEDGERS else next(iter(FINAL_LEDGERS.values()))
+    assert len(reference) == 16
+    for name, snapshot in FINAL_LEDGERS.items():
+        assert snapshot == reference, f"{name} ended with a different ledger"
+
+
+def test_duplicate_delivery_makes_one_row_and_one_file(any_env: Env, tmp_path: Path) -> None:
+    env = any_env
     catalogue = write_catalogue(tmp_path / "catalogue.csv", 16)
     first = env.submit(catalogue)  # no worker yet: the messages wait in the broker
     settings = env.settings()
@@ -91,24 +118,25 @@ def test_duplicate_delivery_makes_one_row_and_one_file(env: Env, tmp_path: Path)
     ledger = env.ledger()
     with ledger.session() as session:
         ids = session.scalars(select(Item.id).where(Item.job_id == first["job"]).order_by(Item.id)).all()
-    assert queue_depth(app) == 4
+    assert queue_depth(app, env.queue) == 4
     # Deliver every chunk a second time, and one of them a third time in a different shape.
-    assert publish(app, [Chunk(first["job"], tuple(ids[i:i + 4])) for i in range(0, 16, 4)]) == 4
-    publish(app, [Chunk(first["job"], tuple(ids[2:6]))])
-    assert queue_depth(app) == 9
+    assert publish(app, [Chunk(first["job"], tuple(ids[i:i + 4])) for i in range(0, 16, 4)], env.queue) == 4
+    publish(app, [Chunk(first["job"], tuple(ids[2:6]))], env.queue)
+    assert queue_depth(app, env.queue) == 9
 
     env.start_worker()
     env.wait_for(first["job"], finished)
     deadline = time.monotonic() + 60
-    while queue_depth(app) and time.monotonic() < deadline:  # let the duplicates be consumed too
+    while queue_depth(app, env.queue) and time.monotonic() < deadline:  # let the duplicates be consumed too
         time.sleep(0.2)
     time.sleep(1.5)
-    assert queue_depth(app) == 0
+    assert queue_depth(app, env.queue) == 0
     rows = assert_exactly_once(env, first["job"], 16)
     assert all(item.attempts == 1 for item, _ in rows), "a duplicate message re-ran a finished item"
 
 
-def test_sigkill_mid_job_loses_and_duplicates_nothing(env: Env, tmp_path: Path) -> None:
+def test_sigkill_mid_job_loses_and_duplicates_nothing(any_env: Env, tmp_path: Path) -> None:
+    env = any_env
     catalogue = write_catalogue(tmp_path / "catalogue.csv", 16)
     slow = {"PIXELMILL_BATCH_SIZE": "2"}
     env.vars.update(slow)
@@ -148,7 +176,7 @@ def test_bad_catalogue_touches_neither_ledger_nor_queue(env: Env, tmp_path: Path
     good = write_catalogue(tmp_path / "good.csv", 4)
     first = env.submit(good)  # gives the ledger and the queue some state to compare against
     app = make_celery(env.settings())
-    depth = queue_depth(app)
+    depth = queue_depth(app, env.queue)
     assert depth == 1
 
     bad = tmp_path / "bad.csv"
@@ -161,7 +189,7 @@ def test_bad_catalogue_touches_neither_ledger_nor_queue(env: Env, tmp_path: Path
     with env.ledger().session() as session:
         assert session.scalar(select(func.count()).select_from(Item)) == 4
         assert session.scalar(select(func.max(Item.job_id))) == first["job"]
-    assert queue_depth(app) == depth
+    assert queue_depth(app, env.queue) == depth
 
 
 def test_producer_does_not_import_the_gpu_stack() -> None:

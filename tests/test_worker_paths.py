@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,19 +14,27 @@ import pytest
 from sqlalchemy import select, update
 
 from conftest import Env, write_catalogue
+from pixelmill.identity import resolve_model
 from pixelmill.ledger import Image, Item, Job, State, utcnow
-from pixelmill.queue import QUEUE, Chunk, make_celery, queue_depth
+from pixelmill.queue import Chunk, make_celery, queue_depth, queue_for
 from pixelmill.storage import open_storage
 from worker.claims import holder_is_dead
-from worker.process import Context, process_chunk
+from worker.process import Context, Outcome, process_chunk
 from worker.reconciler import reconcile
 
 
 @pytest.fixture
-def ctx(env: Env) -> Context:
+def ctx(env: Env) -> Iterator[Context]:
     settings = env.settings(max_attempts=2)
-    return Context(settings=settings, ledger=env.ledger(), storage=open_storage(settings.resolved_storage_url),
-                   app=make_celery(settings), node="test@host")
+    context = Context(settings=settings, ledger=env.ledger(), storage=open_storage(settings),
+                      app=make_celery(settings), node="test@host")
+    yield context
+    context.close()
+
+
+def run(ctx: Context, chunk: Chunk) -> Outcome:
+    """Process a chunk and wait until its objects are stored and its outcome recorded."""
+    return process_chunk(ctx, chunk).result(timeout=120)
 
 
 def submitted(env: Env, tmp_path: Path, rows: int) -> tuple[int, list[int]]:
@@ -37,7 +46,15 @@ def submitted(env: Env, tmp_path: Path, rows: int) -> tuple[int, list[int]]:
 
 def drain(ctx: Context) -> None:
     with ctx.app.connection_for_write() as conn:
-        conn.default_channel.queue_purge(QUEUE)
+        conn.default_channel.queue_purge(depth_queue(ctx))
+
+
+def depth_queue(ctx: Context) -> str:
+    return queue_for(resolve_model(ctx.settings.default_model))
+
+
+def depth(ctx: Context) -> int:
+    return queue_depth(ctx.app, depth_queue(ctx))
 
 
 def items(ctx: Context, ids: list[int]) -> dict[int, Item]:
@@ -53,21 +70,21 @@ def test_one_failing_item_does_not_fail_its_neighbours(env: Env, ctx: Context, t
     blocker.parent.mkdir(parents=True)
     blocker.write_text("in the way")
 
-    outcome = process_chunk(ctx, Chunk(job, tuple(ids)))
+    outcome = run(ctx, Chunk(job, tuple(ids)))
     assert len(outcome.succeeded) == 3 and outcome.retried == [ids[2]] and not outcome.failed
     rows = items(ctx, ids)
     assert rows[ids[2]].state == State.queued and rows[ids[2]].attempts == 1
     assert "storing the image failed" in rows[ids[2]].error
     assert all(rows[i].state == State.succeeded for i in ids if i != ids[2])
-    assert queue_depth(ctx.app) == 1  # the retry went out as its own message
+    assert depth(ctx) == 1  # the retry went out as its own message
 
-    outcome = process_chunk(ctx, Chunk(job, tuple(ids)))  # second and last attempt (max_attempts=2)
+    outcome = run(ctx, Chunk(job, tuple(ids)))  # second and last attempt (max_attempts=2)
     assert outcome.failed == [ids[2]] and outcome.skipped == 3
     rows = items(ctx, ids)
     assert rows[ids[2]].state == State.failed and rows[ids[2]].attempts == 2
-    assert queue_depth(ctx.app) == 1  # no third message
+    assert depth(ctx) == 1  # no third message
 
-    outcome = process_chunk(ctx, Chunk(job, tuple(ids)))
+    outcome = run(ctx, Chunk(job, tuple(ids)))
     assert outcome.skipped == 4 and not outcome.succeeded
     with ctx.ledger.session() as session:
         assert len(session.scalars(select(Image).join(Item).where(Item.job_id == job)).all()) == 3
@@ -78,7 +95,7 @@ def test_a_model_that_will_not_load_uses_up_attempts(env: Env, ctx: Context, tmp
     with ctx.ledger.session() as session:
         session.execute(update(Job).where(Job.id == job).values(model=str(tmp_path / "no-such-model")))
     for _ in range(2):
-        process_chunk(ctx, Chunk(job, tuple(ids)))
+        run(ctx, Chunk(job, tuple(ids)))
     rows = items(ctx, ids)
     assert {r.state for r in rows.values()} == {State.failed}
     assert all("loading model" in r.error for r in rows.values())
@@ -102,7 +119,7 @@ def test_reconciler_requeues_expired_leases_and_gives_up_after_max_attempts(
     assert rows[ids[0]].state == State.queued and "worker lost" in rows[ids[0]].error
     assert rows[ids[1]].state == State.failed
     assert rows[ids[2]].state == State.running  # its lease is still good
-    assert queue_depth(ctx.app) == 1
+    assert depth(ctx) == 1
 
 
 def test_reconciler_reclaims_items_of_a_dead_process_on_this_node(env: Env, ctx: Context, tmp_path: Path) -> None:
@@ -134,7 +151,7 @@ def test_reconciler_publishes_lost_queued_and_stranded_pending_items(
         session.execute(update(Item).where(Item.id.in_(ids)).values(queued_at=long_ago))
         session.execute(update(Item).where(Item.id == ids[2]).values(state=State.pending, created=long_ago))
     # Messages still in the queue: queued items are presumed on their way; only the stranded pending one goes.
-    assert queue_depth(ctx.app) == 1
+    assert depth(ctx) == 1
     assert reconcile(ctx.ledger, ctx.app, ctx.settings).requeued == 1
     assert items(ctx, ids)[ids[2]].state == State.queued
 
@@ -142,9 +159,9 @@ def test_reconciler_publishes_lost_queued_and_stranded_pending_items(
     with ctx.ledger.session() as session:
         session.execute(update(Item).where(Item.id.in_(ids)).values(queued_at=long_ago))
     report = reconcile(ctx.ledger, ctx.app, ctx.settings)
-    assert report.requeued == 3 and queue_depth(ctx.app) == report.messages == 1
+    assert report.requeued == 3 and depth(ctx) == report.messages == 1
     # The re-published message completes the job.
-    outcome = process_chunk(ctx, Chunk(job, tuple(ids)))
+    outcome = run(ctx, Chunk(job, tuple(ids)))
     assert sorted(outcome.succeeded) == ids
 
 
@@ -165,7 +182,7 @@ def test_an_object_stored_by_an_earlier_attempt_is_what_the_ledger_records(
     earlier = encode(PILImage.new("RGB", (64, 64), (1, 2, 3)), "png", {"attempt": "earlier"})
     assert ctx.storage.create(key, earlier, "image/png")
 
-    outcome = process_chunk(ctx, Chunk(job, tuple(ids)))
+    outcome = run(ctx, Chunk(job, tuple(ids)))
     assert sorted(outcome.succeeded) == ids
     with ctx.ledger.session() as session:
         image = session.scalars(select(Image).where(Image.item_id == ids[0])).one()

@@ -1,8 +1,9 @@
-"""The Celery app of a pixelmill worker: `celery -A worker.app worker` or `pixelmill worker`.
+"""The Celery app of a pixelmill worker: `pixelmill worker` (or `celery -A worker.app worker -Q <queue>`).
 
-One prefork child per GPU. The parent never imports torch: the child builds its ledger engine, storage
-client and model after the fork, on its first task. The reconciler runs in the parent on the worker's
-own timer (a bootstep), so every worker keeps the ledger and the queue in agreement.
+One prefork child per GPU. The parent never imports torch: the child loads the worker's model (PIXELMILL_MODEL,
+whose queue it consumes) right after the fork, and builds its ledger engine and storage client there too.
+The reconciler runs in the parent on the worker's own timer (a bootstep), so every worker keeps the ledger
+and the queue in agreement.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from celery import bootsteps, signals
 
 from pixelmill import logs
 from pixelmill.db import Ledger
+from pixelmill.identity import resolve_model
 from pixelmill.queue import TASK_GENERATE, Chunk, make_celery
 from pixelmill.settings import get_settings
 from pixelmill.storage import open_storage
+from worker.engine import load_engine
 from worker.process import Context, process_chunk
 from worker.reconciler import reconcile
 
@@ -33,13 +36,14 @@ def context(node: str) -> Context:
     global _context
     if _context is None:
         _context = Context(settings=settings, ledger=Ledger(settings), node=node, app=app,
-                           storage=open_storage(settings.resolved_storage_url))
+                           storage=open_storage(settings))
     return _context
 
 
 @app.task(name=TASK_GENERATE, bind=True)
 def generate(self: Any, message: dict[str, Any]) -> None:
-    """Generate one chunk; raises only for malformed messages (which are then dropped, not retried)."""
+    """Generate one chunk and hand it to the upload threads; raises only for malformed messages (which are
+    then dropped, not retried). The ledger, not the message, tracks the chunk until it is recorded."""
     process_chunk(context(self.request.hostname), Chunk.from_message(message))
 
 
@@ -54,6 +58,19 @@ def _after_fork(**_: Any) -> None:
     if _parent_ledger is not None:
         _parent_ledger.dispose_after_fork()  # the parent's pooled connections are not ours to use
     _context = None
+    model = resolve_model(settings.default_model)
+    try:  # now, not inside the first task's time limit (PIXELMILL_MODEL_LOAD_TIMEOUT bounds it)
+        engine = load_engine(model)
+        log.info("model loaded", extra={"model": model, "engine": engine.engine_id})
+    except Exception:  # tasks will try again and record the error on their items
+        log.exception("loading the worker's model failed", extra={"model": model})
+
+
+@signals.worker_process_shutdown.connect
+def _before_exit(**_: Any) -> None:
+    """A warm shutdown lets the last chunks finish storing and recording before the child exits."""
+    if _context is not None:
+        _context.close()
 
 
 class Reconciler(bootsteps.StartStopStep):

@@ -7,7 +7,7 @@ killed child, a restarted worker) is reclaimed at once instead of waiting for it
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -23,7 +23,8 @@ def holder_name(node: str) -> str:
 
 
 def holder_is_dead(holder: str | None, node: str) -> bool:
-    """True when `holder` was a process on this node that is gone (or is this process: its task ended)."""
+    """True when `holder` was a process on this node that is gone, or is this process (whose earlier task
+    ended; `claim` excludes the items this process is still storing)."""
     if not holder:
         return False
     name, _, pid_text = holder.rpartition(":")
@@ -42,8 +43,9 @@ def holder_is_dead(holder: str | None, node: str) -> bool:
 
 
 def claim(session: Session, job_id: int, item_ids: Sequence[int], *, node: str, lease_seconds: int,
-          max_attempts: int) -> list[Item]:
-    """Take the chunk's unfinished, unheld items; items past max_attempts are failed instead."""
+          max_attempts: int, busy: Collection[int] = ()) -> list[Item]:
+    """Take the chunk's unfinished, unheld items; items past max_attempts are failed instead. `busy`: items
+    this process still holds (being stored)."""
     now = utcnow()
     rows = session.scalars(
         select(Item)
@@ -54,7 +56,7 @@ def claim(session: Session, job_id: int, item_ids: Sequence[int], *, node: str, 
     claimed = []
     for item in rows:
         held = item.state == State.running and item.lease_expires is not None and item.lease_expires > now
-        if held and not holder_is_dead(item.worker, node):
+        if held and (item.id in busy or not holder_is_dead(item.worker, node)):
             continue  # another live worker has it: this message is a duplicate
         if item.attempts >= max_attempts:
             item.state, item.finished_at, item.lease_expires = State.failed, now, None

@@ -1,4 +1,4 @@
-"""One chunk message, end to end: claim → generate as one batch → encode → store → record.
+"""One chunk message, end to end: claim → generate as one batch → (upload threads) encode → store → record.
 
 Storage is written before the ledger says succeeded, and both writes are idempotent (deterministic key,
 unique image row), so a crash anywhere in between is repaired by simply running the chunk again.
@@ -6,11 +6,14 @@ unique image row), so a crash anywhere in between is repaired by simply running 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
 import traceback
 from collections import defaultdict
+from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +23,13 @@ from celery.exceptions import SoftTimeLimitExceeded
 from pixelmill.db import Ledger
 from pixelmill.identity import object_key
 from pixelmill.ledger import Item, Job
-from pixelmill.queue import Chunk, params_key, plan_chunks, publish
+from pixelmill.queue import Chunk, params_key, plan_chunks, publish, queue_for
 from pixelmill.settings import Settings
 from pixelmill.storage import Storage
 from worker import claims
 from worker.encode import CONTENT_TYPES, EXTENSIONS, encode
 from worker.engine import Engine, Request, load_engine
+from worker.uploads import Uploads
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,14 @@ class Context:
     storage: Storage
     app: Celery
     node: str
+    uploads: Uploads = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.uploads = Uploads(self.settings.upload_threads)
+
+    def close(self) -> None:
+        self.uploads.close()
+        self.ledger.close()
 
 
 @dataclass(frozen=True)
@@ -62,13 +74,15 @@ class Outcome:
     skipped: int = 0
 
 
-def process_chunk(ctx: Context, chunk: Chunk) -> Outcome:
+def process_chunk(ctx: Context, chunk: Chunk) -> Future[Outcome]:
+    """Generate a chunk and hand its images to the upload threads. The returned future completes once every
+    object is stored and the ledger records the outcome; the GPU is free for the next chunk before that."""
     settings = ctx.settings
     with ctx.ledger.session() as session:
         job = session.get(Job, chunk.job)
         if job is None:
             log.warning("chunk for unknown job dropped", extra={"job": chunk.job})
-            return Outcome(skipped=len(chunk.items))
+            return _completed(Outcome(skipped=len(chunk.items)))
         model = job.model
     engine: Engine | None = None
     try:  # before claiming, so model loading never eats into a lease
@@ -79,20 +93,65 @@ def process_chunk(ctx: Context, chunk: Chunk) -> Outcome:
     except Exception:
         load_error = f"loading model {model!r} failed:\n" + traceback.format_exc(limit=5)
 
-    with ctx.ledger.session() as session:
-        items = claims.claim(session, chunk.job, chunk.items, node=ctx.node,
-                             lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts)
-        specs = [_spec(item) for item in items]
-    outcome = Outcome(skipped=len(chunk.items) - len(specs))
+    ctx.uploads.begin()  # waits while earlier chunks are still being stored
+    try:
+        with ctx.ledger.session() as session:
+            items = claims.claim(session, chunk.job, chunk.items, node=ctx.node, busy=ctx.uploads.busy(),
+                                 lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts)
+            specs = [_spec(item) for item in items]
+    except BaseException:
+        ctx.uploads.abandon()
+        raise
     if not specs:
+        ctx.uploads.abandon()
         log.info("chunk already done or held elsewhere", extra={"job": chunk.job, "items": len(chunk.items)})
-        return outcome
+        return _completed(Outcome(skipped=len(chunk.items)))
 
+    errors: dict[int, str] = {}
+    stores: dict[int, Future[dict[str, Any]]] = {}
     if engine is None:  # claimed all the same, so attempts bound the retries of a broken model
-        done, errors = {}, {spec.id: load_error or "no engine" for spec in specs}
+        errors = {spec.id: load_error or "no engine" for spec in specs}
     else:
-        done, errors = _produce(ctx, chunk.job, model, engine, specs)
+        _produce(ctx, chunk.job, model, engine, specs, stores, errors)
+    record = functools.partial(_record, ctx, chunk, model, specs, errors,
+                               engine.engine_id if engine else "-", len(chunk.items) - len(specs))
+    return ctx.uploads.finish([spec.id for spec in specs], stores, record)
 
+
+def _produce(ctx: Context, job_id: int, model: str, engine: Engine, specs: list[Spec],
+             stores: dict[int, Future[dict[str, Any]]], errors: dict[int, str]) -> None:
+    """Generate each batch and hand every image to an upload thread as soon as it exists. A soft time limit
+    ends generation: items without an image by then count as a failed attempt."""
+    groups: dict[str, list[Spec]] = defaultdict(list)
+    for spec in specs:  # a chunk is planned homogeneous; a hand-made message may not be
+        groups[params_key(spec.params)].append(spec)
+    try:
+        for group in groups.values():
+            for spec, image, timings, error in _generate(engine, group):
+                if error is not None:
+                    errors[spec.id] = error
+                else:
+                    stores[spec.id] = ctx.uploads.store(
+                        functools.partial(_store, ctx, job_id, model, engine, spec, image, timings))
+    except SoftTimeLimitExceeded:
+        limit = ctx.settings.task_soft_time_limit
+        for spec in specs:
+            if spec.id not in stores:
+                errors.setdefault(spec.id, f"batch exceeded PIXELMILL_TASK_SOFT_TIME_LIMIT ({limit} s)")
+
+
+def _record(ctx: Context, chunk: Chunk, model: str, specs: list[Spec], errors: dict[int, str], engine_id: str,
+            skipped: int, stores: Mapping[int, Future[dict[str, Any]]]) -> Outcome:
+    """On the recorder thread, once every store has finished: successes, failures, retries."""
+    settings = ctx.settings
+    done: dict[int, dict[str, Any]] = {}
+    for item_id, future in stores.items():
+        try:
+            done[item_id] = future.result()
+        except Exception as exc:
+            errors[item_id] = "storing the image failed:\n" + "".join(
+                traceback.format_exception(exc, limit=5))
+    outcome = Outcome(skipped=skipped)
     retry: list[tuple[int, int, dict[str, Any]]] = []
     with ctx.ledger.session() as session:
         for item_id, image in done.items():
@@ -106,45 +165,21 @@ def process_chunk(ctx: Context, chunk: Chunk) -> Outcome:
                 else:
                     outcome.failed.append(spec.id)
     if retry:  # were it lost here, the reconciler would publish them again
-        publish(ctx.app, plan_chunks(retry, settings.batch_size))
+        publish(ctx.app, plan_chunks(retry, settings.batch_size), queue_for(model))
     for item_id in outcome.retried + outcome.failed:
         log.warning("item failed", extra={"job": chunk.job, "item": item_id,
                                           "retry": item_id in outcome.retried,
                                           "error": errors[item_id].strip().splitlines()[-1][:300]})
     log.info("chunk finished", extra={"job": chunk.job, "succeeded": len(outcome.succeeded),
                                       "retried": len(outcome.retried), "failed": len(outcome.failed),
-                                      "skipped": outcome.skipped,
-                                      "engine": engine.engine_id if engine else "-"})
+                                      "skipped": outcome.skipped, "engine": engine_id})
     return outcome
 
 
-def _produce(ctx: Context, job_id: int, model: str, engine: Engine,
-             specs: list[Spec]) -> tuple[dict[int, dict[str, Any]], dict[int, str]]:
-    """Generate and store each batch; returns image rows and error texts by item id. A soft time limit
-    ends the chunk: whatever is not stored by then counts as a failed attempt."""
-    done: dict[int, dict[str, Any]] = {}
-    errors: dict[int, str] = {}
-    groups: dict[str, list[Spec]] = defaultdict(list)
-    for spec in specs:  # a chunk is planned homogeneous; a hand-made message may not be
-        groups[params_key(spec.params)].append(spec)
-    try:
-        for group in groups.values():
-            for spec, image, timings, error in _generate(engine, group):
-                if error is not None:
-                    errors[spec.id] = error
-                    continue
-                try:
-                    done[spec.id] = _store(ctx, job_id, model, engine, spec, image, timings)
-                except SoftTimeLimitExceeded:
-                    raise
-                except Exception:
-                    errors[spec.id] = "storing the image failed:\n" + traceback.format_exc(limit=5)
-    except SoftTimeLimitExceeded:
-        limit = ctx.settings.task_soft_time_limit
-        for spec in specs:
-            if spec.id not in done:
-                errors.setdefault(spec.id, f"batch exceeded PIXELMILL_TASK_SOFT_TIME_LIMIT ({limit} s)")
-    return done, errors
+def _completed(outcome: Outcome) -> Future[Outcome]:
+    future: Future[Outcome] = Future()
+    future.set_result(outcome)
+    return future
 
 
 def _spec(item: Item) -> Spec:
