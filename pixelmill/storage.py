@@ -110,7 +110,7 @@ class S3Storage:
         style = settings.s3_addressing_style or ("path" if settings.s3_endpoint_url else "auto")
         config = Config(
             region_name=settings.s3_region,
-            retries={"mode": "standard", "max_attempts": settings.s3_max_attempts},
+            retries={"mode": "standard", "total_max_attempts": settings.s3_max_attempts},  # first try included
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             s3={"addressing_style": style},

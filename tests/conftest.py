@@ -180,6 +180,8 @@ class Servers:
                                 "rabbitmq": (servers.RabbitMQ, servers.rabbitmq_skip_reason),
                                 "s3": (servers.MotoS3, servers.moto_skip_reason)}[kind]
             reason = unavailable()
+            if reason and os.environ.get("REQUIRE_TEST_SERVERS"):  # .ci/run sets it: no silent skips in CI
+                pytest.fail(f"{kind} is required (REQUIRE_TEST_SERVERS is set) but {reason}")
             if reason:
                 pytest.skip(f"{kind}: {reason}")
             server = cls(self.root / kind)

@@ -17,15 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
-
 import servers
+from sqlalchemy import select
+from test_end_to_end import assert_exactly_once
+
 from conftest import S3_CREDENTIALS, Env, Servers, finished, write_catalogue
 from pixelmill.ledger import Item
-from pixelmill.queue import make_celery
+from pixelmill.queue import make_celery, queue_depth, queue_for
 from pixelmill.settings import Settings
 from pixelmill.storage import S3Storage, open_storage
-from test_end_to_end import assert_exactly_once
 
 pytestmark = pytest.mark.e2e
 HOST = socket.gethostname()
@@ -63,7 +63,7 @@ def test_s3_store_that_rejects_the_first_two_puts_still_ends_with_every_item_onc
 
     storage = env.storage()
     assert isinstance(storage, S3Storage)
-    for item, image in rows:
+    for _item, image in rows:
         assert image is not None
         key = f"{storage.prefix}/{image.storage_key}"
         assert proxy.rejections(storage.bucket, key) == 2 and proxy.attempts(storage.bucket, key) == 3
@@ -264,3 +264,45 @@ def test_settings_name_the_variable_for_a_consumer_timeout_below_the_time_limit(
     with pytest.raises(SettingsError, match="PIXELMILL_RABBITMQ_CONSUMER_TIMEOUT"):
         load_settings(data_dir=tmp_path, broker_url="amqp://guest@localhost//", rabbitmq_consumer_timeout=300)
     load_settings(data_dir=tmp_path, broker_url="redis://localhost/0", rabbitmq_consumer_timeout=300)
+
+
+# --- RabbitMQ -------------------------------------------------------------------------------------------
+
+def test_rabbitmq_queues_are_quorum_queues_named_by_model(test_servers: Servers, tmp_path: Path,
+                                                          tiny_model: Path) -> None:
+    rabbit = test_servers.get("rabbitmq")
+    env = Env(tmp_path / "data", tiny_model, test_servers.backend("sqlite-rabbitmq-local"), name="rabbit")
+    env.data_dir.mkdir()
+    try:
+        submitted = env.submit(write_catalogue(tmp_path / "catalogue.csv", 8))
+        assert submitted["messages"] == 2
+        assert queue_depth(make_celery(env.settings()), env.queue) == 2  # confirmed, so already counted
+        listing = rabbit.ctl("list_queues", "name", "type", "--no-table-headers").stdout
+        queues = dict(line.split()[:2] for line in listing.splitlines() if line.strip())
+        assert queues[env.queue] == "quorum", listing
+        assert env.queue.startswith("pixelmill.tiny.")
+    finally:
+        env.close()
+
+
+# --- queues routed by model -----------------------------------------------------------------------------
+
+def test_a_worker_consumes_only_the_queue_of_its_model(env: Env, tmp_path: Path) -> None:
+    from worker.engine.tiny import build_tiny_pipeline
+
+    other = build_tiny_pipeline(tmp_path / "other-model", seed=1)
+    env.start_worker()  # serves env.model
+    job = env.submit(write_catalogue(tmp_path / "catalogue.csv", 4), "--model", str(other))["job"]
+    app = make_celery(env.settings())
+    other_queue = queue_for(str(other.resolve()))
+    assert other_queue != env.queue
+    time.sleep(8)  # the worker is up (and reconciling) but must not touch another model's work
+    with env.ledger().session() as session:
+        states = set(session.scalars(select(Item.state).where(Item.job_id == job)))
+    assert {s.value for s in states} == {"queued"} and queue_depth(app, other_queue) == 1
+
+    env.start_worker("--model", str(other), "--hostname", "other@%h")
+    assert env.wait_for(job, finished)["succeeded"] == 4
+    with env.ledger().session() as session:
+        holders = set(session.scalars(select(Item.worker).where(Item.job_id == job)))
+    assert {holder.split("@")[0] for holder in holders} == {"other"}
