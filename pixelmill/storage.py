@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from pixelmill.settings import Settings
 
 log = logging.getLogger(__name__)
+
+_CONFLICT_RETRIES = 5  # 409 answers to a conditional PUT while a concurrent upload of the key finishes
 
 
 class Storage(Protocol):
@@ -134,18 +137,23 @@ class S3Storage:
         if not self.conditional and self.exists(key):
             return False
         extra: dict[str, Any] = {"IfNoneMatch": "*"} if self.conditional else {}
-        try:
-            self.client.put_object(
-                Bucket=self.bucket, Key=full, Body=data, ContentType=content_type,
-                ContentMD5=base64.b64encode(hashlib.md5(data).digest()).decode(),  # noqa: S324 (integrity, not security)
-                Metadata={"sha256": hashlib.sha256(data).hexdigest()}, **extra)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
-                return False  # already there (perhaps our own earlier try whose reply was lost)
-            raise
-        return True
+        for attempt in range(_CONFLICT_RETRIES + 1):
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=full, Body=data, ContentType=content_type,
+                    ContentMD5=base64.b64encode(hashlib.md5(data).digest()).decode(),  # integrity, not security
+                    Metadata={"sha256": hashlib.sha256(data).hexdigest()}, **extra)
+                return True
+            except ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if status == 412:
+                    return False  # already there (perhaps our own earlier try whose reply was lost)
+                if status != 409 or attempt == _CONFLICT_RETRIES:
+                    raise
+                # 409 ConditionalRequestConflict: another upload of this key is in progress; its outcome
+                # decides (AWS asks clients to retry).
+                time.sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")
 
     def get(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()

@@ -57,7 +57,10 @@ class Env:
         self.name = name
         self.backend = dict(backend or {})
         self.vars = {**os.environ, **FAST_TIMINGS, **self.backend, "PIXELMILL_DATA_DIR": str(data_dir),
-                     "PIXELMILL_MODEL": str(model), "PYTHONUNBUFFERED": "1"}
+                     "PIXELMILL_MODEL": str(model), "PYTHONUNBUFFERED": "1",
+                     # Several workers share 2 cores in CI: OpenMP threads spinning in each of them would
+                     # slow all of them down by orders of magnitude.
+                     "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         self.workers: list[subprocess.Popen[bytes]] = []
 
     def settings(self, **overrides: Any) -> Settings:

@@ -209,7 +209,9 @@ def test_worker_per_gpu_pins_each_process_restarts_the_dead_and_stops_gracefully
     env.start_worker()  # whatever was handed back is done by a fresh worker, exactly once
     assert env.wait_for(job, finished)["succeeded"] == 30
     rows = assert_exactly_once(env, job, 30)
-    assert all(item.attempts == 1 for item, _ in rows), "a graceful stop interrupted an item"
+    assert all(item.attempts == 1 for item, _ in rows), (
+        "a graceful stop interrupted an item", [(item.item_key, item.attempts, item.error, item.worker)
+                                                for item, _ in rows if item.attempts != 1], env.worker_logs()[-6000:])
     ledger.close()
 
 

@@ -55,8 +55,10 @@ def claim(session: Session, job_id: int, item_ids: Sequence[int], *, node: str, 
     ).all()
     claimed = []
     for item in rows:
+        if item.id in busy:
+            continue  # this process is still storing it
         held = item.state == State.running and item.lease_expires is not None and item.lease_expires > now
-        if held and (item.id in busy or not holder_is_dead(item.worker, node)):
+        if held and not holder_is_dead(item.worker, node):
             continue  # another live worker has it: this message is a duplicate
         if item.attempts >= max_attempts:
             item.state, item.finished_at, item.lease_expires = State.failed, now, None
@@ -71,6 +73,15 @@ def claim(session: Session, job_id: int, item_ids: Sequence[int], *, node: str, 
     return claimed
 
 
+def renew_lease(session: Session, item_ids: Sequence[int], *, node: str, lease_seconds: int) -> None:
+    """Extend the lease of items this process still holds (handed to the upload threads)."""
+    if item_ids:
+        session.execute(update(Item)
+                        .where(Item.id.in_(item_ids), Item.state == State.running,
+                               Item.worker == holder_name(node))
+                        .values(lease_expires=utcnow() + timedelta(seconds=lease_seconds)))
+
+
 def record_success(session: Session, item_id: int, image: dict[str, Any]) -> None:
     """Idempotent: a second finish of the same item adds no image row and changes nothing."""
     insert_ignore(session, Image.__table__, [{"item_id": item_id, "created": utcnow(), **image}], ["item_id"])
@@ -81,10 +92,11 @@ def record_success(session: Session, item_id: int, image: dict[str, Any]) -> Non
     )
 
 
-def record_failure(session: Session, item_id: int, error: str, *, max_attempts: int) -> bool:
-    """Mark one item's failure; True if it should be published again (attempts left)."""
+def record_failure(session: Session, item_id: int, error: str, *, node: str, max_attempts: int) -> bool:
+    """Mark one item's failure; True if it should be published again (attempts left). An item another
+    process has claimed since (after our lease ran out) is theirs to finish."""
     item = session.get(Item, item_id)
-    if item is None or item.state != State.running:
+    if item is None or item.state != State.running or item.worker != holder_name(node):
         return False
     now = utcnow()
     item.error = error[-4000:]

@@ -2,9 +2,10 @@
 
 The supervisor never touches CUDA (discovery asks `nvidia-smi`), so nothing is initialised before the
 children start. Each child is an ordinary `pixelmill worker` with a stable node name (`gpu<N>@host`), so a
-restarted child reclaims the items its predecessor held. SIGTERM/SIGINT are forwarded once to every child
-(Celery's warm shutdown: finish the current batch, hand the rest back to the broker); a child that dies
-otherwise is restarted, with a growing delay if it keeps dying.
+restarted child reclaims the items its predecessor held. SIGTERM/SIGINT are forwarded to every child
+(Celery's warm shutdown: finish the current batch, hand the rest back to the broker; a second signal is
+forwarded too, which Celery takes as a cold shutdown); a child that dies otherwise is restarted, with a
+growing delay if it keeps dying.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class Supervisor:
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     children: list[Child] = field(init=False)
     stopping: bool = field(init=False, default=False)
+    stop_signal: int | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.children = [Child(gpu) for gpu in self.gpus]
@@ -93,16 +95,23 @@ class Supervisor:
     def _start(self, child: Child) -> None:
         env = {**self.env, "CUDA_VISIBLE_DEVICES": child.gpu, "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
                "PIXELMILL_GPU": child.gpu}
+        # Share the CPU cores between the workers (torch would give each of them all of them, and OpenMP
+        # threads spinning in several processes at once slow every one of them down); an explicit setting wins.
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(self.children))))
         env.pop(FAKE_GPUS_ENV, None)
         # Its own session: a terminal's Ctrl-C reaches only the supervisor, which forwards it exactly once
         # (a second SIGINT would mean a cold shutdown to Celery).
+        if self.stopping:
+            return
         child.proc = subprocess.Popen(self.command(child.gpu), env=env, start_new_session=True,
                                       preexec_fn=_die_with_parent)
         child.started = time.monotonic()
         log.info("worker started", extra={"gpu": child.gpu, "pid": child.proc.pid, "restarts": child.restarts})
+        if self.stopping and self.stop_signal is not None:  # the signal came while it was starting
+            child.proc.send_signal(self.stop_signal)
 
     def _forward(self, signum: int, _frame: Any = None) -> None:
-        self.stopping = True
+        self.stopping, self.stop_signal = True, signum
         for child in self.children:
             if child.proc is not None and child.proc.poll() is None:
                 child.proc.send_signal(signum)

@@ -49,7 +49,7 @@ class Context:
         self.uploads = Uploads(self.settings.upload_threads)
 
     def close(self) -> None:
-        self.uploads.close()
+        self.uploads.close(timeout=self.settings.task_time_limit)
         self.ledger.close()
 
 
@@ -93,29 +93,29 @@ def process_chunk(ctx: Context, chunk: Chunk) -> Future[Outcome]:
     except Exception:
         load_error = f"loading model {model!r} failed:\n" + traceback.format_exc(limit=5)
 
-    ctx.uploads.begin()  # waits while earlier chunks are still being stored
+    slot = ctx.uploads.begin()  # waits while earlier chunks are still being stored
     try:
         with ctx.ledger.session() as session:
             items = claims.claim(session, chunk.job, chunk.items, node=ctx.node, busy=ctx.uploads.busy(),
                                  lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts)
             specs = [_spec(item) for item in items]
-    except BaseException:
-        ctx.uploads.abandon()
-        raise
-    if not specs:
-        ctx.uploads.abandon()
-        log.info("chunk already done or held elsewhere", extra={"job": chunk.job, "items": len(chunk.items)})
-        return _completed(Outcome(skipped=len(chunk.items)))
+        if not specs:
+            log.info("chunk already done or held elsewhere", extra={"job": chunk.job, "items": len(chunk.items)})
+            return _completed(Outcome(skipped=len(chunk.items)))
 
-    errors: dict[int, str] = {}
-    stores: dict[int, Future[dict[str, Any]]] = {}
-    if engine is None:  # claimed all the same, so attempts bound the retries of a broken model
-        errors = {spec.id: load_error or "no engine" for spec in specs}
-    else:
-        _produce(ctx, chunk.job, model, engine, specs, stores, errors)
-    record = functools.partial(_record, ctx, chunk, model, specs, errors,
-                               engine.engine_id if engine else "-", len(chunk.items) - len(specs))
-    return ctx.uploads.finish([spec.id for spec in specs], stores, record)
+        errors: dict[int, str] = {}
+        stores: dict[int, Future[dict[str, Any]]] = {}
+        if engine is None:  # claimed all the same, so attempts bound the retries of a broken model
+            errors = {spec.id: load_error or "no engine" for spec in specs}
+        else:
+            _produce(ctx, chunk.job, model, engine, specs, stores, errors)
+            with ctx.ledger.session() as session:  # storing gets a full lease, whatever generation took
+                claims.renew_lease(session, list(stores), node=ctx.node, lease_seconds=settings.lease_seconds)
+        record = functools.partial(_record, ctx, chunk, model, specs, errors,
+                                   engine.engine_id if engine else "-", len(chunk.items) - len(specs))
+        return ctx.uploads.finish(slot, [spec.id for spec in specs], stores, record)
+    finally:
+        slot.release()  # a no-op once `finish` has handed the slot to the recorder
 
 
 def _produce(ctx: Context, job_id: int, model: str, engine: Engine, specs: list[Spec],
@@ -138,6 +138,11 @@ def _produce(ctx: Context, job_id: int, model: str, engine: Engine, specs: list[
         for spec in specs:
             if spec.id not in stores:
                 errors.setdefault(spec.id, f"batch exceeded PIXELMILL_TASK_SOFT_TIME_LIMIT ({limit} s)")
+    except Exception:  # whatever broke, every claimed item still gets an outcome recorded
+        error = "generation failed:\n" + traceback.format_exc(limit=5)
+        for spec in specs:
+            if spec.id not in stores:
+                errors.setdefault(spec.id, error)
 
 
 def _record(ctx: Context, chunk: Chunk, model: str, specs: list[Spec], errors: dict[int, str], engine_id: str,
@@ -159,7 +164,8 @@ def _record(ctx: Context, chunk: Chunk, model: str, specs: list[Spec], errors: d
             outcome.succeeded.append(item_id)
         for spec in specs:
             if spec.id in errors:
-                if claims.record_failure(session, spec.id, errors[spec.id], max_attempts=settings.max_attempts):
+                if claims.record_failure(session, spec.id, errors[spec.id], node=ctx.node,
+                                         max_attempts=settings.max_attempts):
                     retry.append((spec.id, chunk.job, spec.params))
                     outcome.retried.append(spec.id)
                 else:

@@ -19,6 +19,29 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class Slot:
+    """One chunk's place in the pipeline: released exactly once, by the task (`release`) or by the recorder."""
+
+    def __init__(self, semaphore: threading.BoundedSemaphore) -> None:
+        self._semaphore = semaphore
+        self._lock = threading.Lock()
+        self._owned = True  # by the task until `finish` hands it to the recorder
+
+    def release(self) -> None:
+        with self._lock:
+            if self._owned:
+                self._owned = False
+                self._semaphore.release()
+
+    def hand_over(self) -> bool:
+        """Transfer the slot to the recorder; False if it was already given back."""
+        with self._lock:
+            if not self._owned:
+                return False
+            self._owned = False
+            return True
+
+
 class Uploads:
     def __init__(self, threads: int, *, ahead: int = 2) -> None:
         self._store = ThreadPoolExecutor(threads, thread_name_prefix="pixelmill-upload")
@@ -28,13 +51,11 @@ class Uploads:
         self._busy: dict[int, int] = {}  # item id -> chunks holding it (a duplicate message may overlap)
         self._lock = threading.Lock()
 
-    def begin(self) -> None:
-        """Take a slot for one chunk; blocks while `ahead` chunks are still being stored."""
+    def begin(self) -> Slot:
+        """Take a slot for one chunk; blocks while `ahead` chunks are still being stored. The caller must
+        pass it to `finish` or give it back with `Slot.release` (safe to call after `finish` too)."""
         self._slots.acquire()
-
-    def abandon(self) -> None:
-        """Give the slot back for a chunk that ends without calling `finish`."""
-        self._slots.release()
+        return Slot(self._slots)
 
     def store(self, fn: Callable[[], T]) -> Future[T]:
         return self._store.submit(fn)
@@ -44,7 +65,7 @@ class Uploads:
         with self._lock:
             return set(self._busy)
 
-    def finish(self, items: Collection[int], stores: Mapping[int, Future[Any]],
+    def finish(self, slot: Slot, items: Collection[int], stores: Mapping[int, Future[Any]],
                record: Callable[[Mapping[int, Future[Any]]], T]) -> Future[T]:
         """Run `record(stores)` on the recorder thread once every store is done, then free the chunk's slot."""
 
@@ -61,6 +82,8 @@ class Uploads:
                 self._slots.release()
 
         with self._lock:
+            if not slot.hand_over():
+                raise RuntimeError("chunk slot was already released")
             for item in items:
                 self._busy[item] = self._busy.get(item, 0) + 1
             future = self._record.submit(run)
@@ -81,7 +104,11 @@ class Uploads:
             pending = set(self._pending)
         return not wait(pending, timeout=timeout).not_done
 
-    def close(self) -> None:
-        self.drain()
-        self._store.shutdown(wait=True)
-        self._record.shutdown(wait=True)
+    def close(self, timeout: float | None = None) -> None:
+        """Drain (at most `timeout` seconds), then stop the threads; what is left is recovered by the
+        reconciler like the work of a killed process."""
+        drained = self.drain(timeout)
+        if not drained:
+            log.warning("uploads still pending at exit; their items will be re-queued", extra={"timeout": timeout})
+        self._store.shutdown(wait=drained, cancel_futures=not drained)
+        self._record.shutdown(wait=drained, cancel_futures=not drained)
