@@ -237,6 +237,10 @@ def worker(
         os.environ["PIXELMILL_MODEL"] = model
         get_settings.cache_clear()
     settings = get_settings()
+    try:  # refuse to start on a ledger at an older schema (the embedded SQLite one migrates itself here)
+        _ledger().close()
+    except RuntimeError as exc:
+        fail(str(exc))
     if gpus is not None:
         from worker.gpus import GpuError, Supervisor, discover_gpus, select_gpus, worker_command
 

@@ -308,3 +308,22 @@ def test_a_worker_consumes_only_the_queue_of_its_model(env: Env, tmp_path: Path)
     with env.ledger().session() as session:
         holders = set(session.scalars(select(Item.worker).where(Item.job_id == job)))
     assert {holder.split("@")[0] for holder in holders} == {"other"}
+
+
+def test_a_worker_refuses_a_server_database_that_was_not_upgraded(test_servers: Servers, tmp_path: Path,
+                                                                  tiny_model: Path) -> None:
+    url = test_servers.get("postgres").create_database(test_servers.next_name("stale"))
+    env = Env(tmp_path / "data", tiny_model, {"PIXELMILL_DATABASE_URL": url}, name="stale")
+    env.data_dir.mkdir()
+    try:
+        for args in (["worker"], ["worker", "--gpus", "all"]):
+            proc = subprocess.run([sys.executable, "-m", "pixelmill", *args], capture_output=True, text=True,
+                                  env={**env.vars, "PIXELMILL_FAKE_GPUS": "0,1"}, timeout=120)
+            assert proc.returncode == 2 and "run `pixelmill db upgrade`" in proc.stderr, proc.stderr
+        env.cli("db", "upgrade")
+        worker = env.start_worker()
+        deadline = time.monotonic() + 60
+        while f"pixelmill@{HOST}" not in nodes_answering(env):
+            assert worker.poll() is None and time.monotonic() < deadline, env.worker_logs()[-3000:]
+    finally:
+        env.close()
