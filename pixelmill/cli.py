@@ -93,10 +93,11 @@ def submit(
         fail(str(exc))
     model_id = resolve_model(model or settings.default_model)
     try:
-        planned = plan(catalogue, defaults, seed=seed, model=model_id)
+        blocklists = [s.strip() for s in settings.prompt_blocklists.split(",") if s.strip()]
+        planned = plan(catalogue, defaults, seed=seed, model=model_id, blocklists=blocklists)
     except CatalogueError as exc:
         fail(f"{len(exc.problems)} problem(s) in {catalogue}; nothing was submitted:\n{exc}")
-    except (UsageError, OSError) as exc:
+    except (UsageError, OSError) as exc:  # a missing block list included
         fail(str(exc))
     if not Path(model_id).exists() and (model_id.startswith(("/", ".", "~")) or "/" not in model_id):
         problem = (f"model {model_id!r} is neither a local directory nor a hub id; "
@@ -108,21 +109,24 @@ def submit(
         existing = _existing_ledger()
         split = split_done(existing, planned) if existing else planned
         if as_json:
-            print(json.dumps({"dry_run": True, "rows": planned.rows, "items": len(split.items),
-                              "skipped": len(split.skipped),
+            print(json.dumps({"dry_run": True, "rows": planned.rows, "items": len(split.items) - len(split.blocked),
+                              "skipped": len(split.skipped), "blocked": len(split.blocked),
                               "prompts": [i.prompt for i in planned.items[:5]]}))
             return
         for item in planned.items[:5]:
             out.print(f"[dim]{item.key}#{item.variant}[/] {item.prompt}", highlight=False)
-        out.print(f"{planned.rows} rows → {len(split.items)} items to generate, {len(split.skipped)} already "
-                  f"done (dry run: nothing written)")
+        out.print(f"{planned.rows} rows → {len(split.items) - len(split.blocked)} items to generate, "
+                  f"{len(split.skipped)} already done, {len(split.blocked)} blocked by the prompt filter "
+                  f"(dry run: nothing written)")
+        for item in split.blocked[:5]:
+            out.print(f"[dim]blocked {item.key}#{item.variant}[/] {item.blocked}", highlight=False)
         return
     result = do_submit(settings, _ledger(), planned, name=name)
     if as_json:
         print(json.dumps(result.as_dict()))
     else:
         out.print(f"job {result.job} ({result.name}): {result.items} items queued in {result.messages} "
-                  f"messages, {result.skipped} skipped (already done)")
+                  f"messages, {result.skipped} skipped (already done), {result.blocked} blocked by the prompt filter")
 
 
 @app.command()

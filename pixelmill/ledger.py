@@ -122,6 +122,8 @@ class Item(Base):
     lease_expires: Mapped[datetime | None]
     worker: Mapped[str | None] = mapped_column(String(200))
     error: Mapped[str | None] = mapped_column(Text)
+    # Why an item is `blocked`: {"stage": "prompt", "category": ..., "term": ...}.
+    block_reason: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created: Mapped[datetime] = mapped_column(default=utcnow)
     queued_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
 
     sqlite_busy_timeout: float = Field(30.0, gt=0)
 
+    # Prompt filter: comma-separated sources, each `builtin` (pixelmill/blocklists), a list file (category =
+    # file name) or a directory of *.txt lists. Add yours after `builtin`, or leave it out to replace it.
+    # Empty turns the prompt filter off (recorded on the job).
+    prompt_blocklists: str = "builtin"
+
     # RabbitMQ cancels a consumer that holds a message longer than its server-side `consumer_timeout`
     # (30 min by default) and redelivers the message. Set this to the broker's value: a batch must end first.
     rabbitmq_consumer_timeout: int = Field(1800, ge=10)

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
+from pixelmill import promptfilter
 from pixelmill.db import Ledger
 from pixelmill.identity import SEED_BITS, content_hash, derive_seed
 from pixelmill.ledger import ACTIVE, Item, Job, State, utcnow
@@ -38,6 +39,7 @@ class PlannedItem:
     params: dict[str, Any]
     seed: int
     content_hash: str
+    blocked: dict[str, str] | None = None  # the prompt filter's reason: never generated
 
 
 @dataclass
@@ -49,10 +51,16 @@ class Plan:
     rows: int
     items: list[PlannedItem]
     skipped: list[PlannedItem] = field(default_factory=list)
+    prompt_filter: list[str] = field(default_factory=list)  # its list sources; empty: no prompt filter
+
+    @property
+    def blocked(self) -> list[PlannedItem]:
+        return [item for item in self.items if item.blocked]
 
     def job_params(self) -> dict[str, Any]:
         """What the job records about how it was asked for (per-row overrides live on the items)."""
-        return {"source": self.source, **asdict(self.defaults), "seed": self.seed}
+        return {"source": self.source, **asdict(self.defaults), "seed": self.seed,
+                "prompt_filter": self.prompt_filter}
 
 
 @dataclass
@@ -63,25 +71,31 @@ class Submission:
     items: int  # new work queued
     skipped: int  # already succeeded or already in progress elsewhere
     messages: int
+    blocked: int = 0  # refused by the prompt filter (in the ledger as `blocked`, never queued)
 
     def as_dict(self) -> dict[str, Any]:
         return {"job": self.job, "name": self.name, "rows": self.rows, "items": self.items,
-                "skipped": self.skipped, "messages": self.messages}
+                "skipped": self.skipped, "blocked": self.blocked, "messages": self.messages}
 
 
-def plan(path: Path, defaults: Defaults, *, seed: int, model: str) -> Plan:
+def plan(path: Path, defaults: Defaults, *, seed: int, model: str, blocklists: Sequence[str] = ()) -> Plan:
+    """Read and validate a catalogue into items; prompts the filter of `blocklists` refuses are marked."""
     rows = read_catalogue(path, defaults)  # raises CatalogueError before anything is written
+    prompt_filter = promptfilter.load(tuple(blocklists)) if blocklists else None
     items = []
     for row in rows:
         params = {"width": row.width, "height": row.height, "steps": row.steps, "guidance": row.guidance}
         for variant in range(row.images_per_item):
             item_seed = ((row.seed + variant) % (1 << SEED_BITS) if row.seed is not None
                          else derive_seed(seed, row.key, variant))
+            found = prompt_filter.check(row.prompt) if prompt_filter else None
             items.append(PlannedItem(
                 key=row.key, variant=variant, prompt=row.prompt, negative=row.negative, params=params,
                 seed=item_seed, content_hash=content_hash(prompt=row.prompt, negative=row.negative,
-                                                          seed=item_seed, model=model, **params)))
-    return Plan(source=str(path.resolve()), defaults=defaults, seed=seed, model=model, rows=len(rows), items=items)
+                                                          seed=item_seed, model=model, **params),
+                blocked=found.as_dict() if found else None))
+    return Plan(source=str(path.resolve()), defaults=defaults, seed=seed, model=model, rows=len(rows), items=items,
+                prompt_filter=list(blocklists))
 
 
 def split_done(ledger: Ledger, planned: Plan) -> Plan:
@@ -107,7 +121,8 @@ def submit(settings: Settings, ledger: Ledger, planned: Plan, *, name: str | Non
     now = utcnow()
     with ledger.session() as session:
         job = Job(name=name, model=planned.model, params=planned.job_params(),
-                  counts={"rows": planned.rows, "items": len(planned.items), "skipped": len(planned.skipped)})
+                  counts={"rows": planned.rows, "items": len(planned.items), "skipped": len(planned.skipped),
+                          "blocked": len(planned.blocked)})
         session.add(job)
         session.flush()
         job_id = job.id
@@ -117,10 +132,12 @@ def submit(settings: Settings, ledger: Ledger, planned: Plan, *, name: str | Non
                 insert(Item).returning(Item.id, sort_by_parameter_order=True),
                 [{"job_id": job_id, "item_key": it.key, "variant": it.variant, "prompt": it.prompt,
                   "negative": it.negative, "params": it.params, "seed": it.seed,
-                  "content_hash": it.content_hash, "state": State.pending, "attempts": 0, "created": now}
+                  "content_hash": it.content_hash, "attempts": 0, "created": now,
+                  **({"state": State.blocked, "block_reason": it.blocked, "finished_at": now} if it.blocked
+                     else {"state": State.pending, "block_reason": None, "finished_at": None})}
                  for it in batch]).all()
-    chunks = plan_chunks(((i, job_id, it.params) for i, it in zip(ids, planned.items, strict=True)),
-                         settings.batch_size)
+    chunks = plan_chunks(((i, job_id, it.params) for i, it in zip(ids, planned.items, strict=True)
+                          if not it.blocked), settings.batch_size)
     messages = 0
     for group in _batches(chunks, max(1, _MARK_EVERY // settings.batch_size)):
         messages += publish(app, group, queue_for(planned.model))
@@ -128,10 +145,11 @@ def submit(settings: Settings, ledger: Ledger, planned: Plan, *, name: str | Non
             session.execute(update(Item)
                             .where(Item.id.in_([i for c in group for i in c.items]), Item.state == State.pending)
                             .values(state=State.queued, queued_at=utcnow()))
-    log.info("submitted", extra={"job": job_id, "items": len(ids), "skipped": len(planned.skipped),
-                                 "messages": messages})
-    return Submission(job=job_id, name=name, rows=planned.rows, items=len(ids), skipped=len(planned.skipped),
-                      messages=messages)
+    blocked = len(planned.blocked)
+    log.info("submitted", extra={"job": job_id, "items": len(ids) - blocked, "skipped": len(planned.skipped),
+                                 "blocked": blocked, "messages": messages})
+    return Submission(job=job_id, name=name, rows=planned.rows, items=len(ids) - blocked,
+                      skipped=len(planned.skipped), messages=messages, blocked=blocked)
 
 
 def _batches(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
