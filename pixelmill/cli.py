@@ -197,7 +197,10 @@ def _status_detail(s: Any) -> Table:
     rate = f"{s.images_per_s:.2f}" if s.images_per_s else "-"
     for key, value in [("job", f"{s.job} ({s.name})"), ("model", s.model), ("created", s.created),
                        ("total", s.total), ("pending", s.pending), ("queued", s.queued), ("running", s.running),
-                       ("succeeded", s.succeeded), ("blocked", s.blocked), ("failed", s.failed),
+                       ("succeeded", s.succeeded),
+                       ("blocked", f"{s.blocked}" + (f" ({', '.join(f'{k} {v}' for k, v in s.blocked_by.items())})"
+                                                     if s.blocked_by else "")),
+                       ("failed", s.failed),
                        ("skipped at submit", s.skipped), ("images/s", rate), ("ETA", eta),
                        ("finished", "yes" if s.finished else "no")]:
         table.add_row(key, str(value))

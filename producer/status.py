@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +29,7 @@ class JobStatus:
     skipped: int  # items of the catalogue that were already done when it was submitted
     images_per_s: float | None
     eta_s: float | None
+    blocked_by: dict[str, int] = field(default_factory=dict)  # "<stage>:<category>" -> items
 
     @property
     def remaining(self) -> int:
@@ -56,6 +58,10 @@ def job_status(session: Session, job_id: int) -> JobStatus:
     first_start, last_finish = session.execute(
         select(func.min(Item.started_at), func.max(Item.finished_at))
         .where(Item.job_id == job_id, Item.state == State.succeeded)).one()
+    blocked_by = Counter(
+        f"{reason.get('stage', '?')}:{reason.get('category', '?')}" if reason else "unknown"
+        for reason in session.scalars(select(Item.block_reason).where(Item.job_id == job_id,
+                                                                      Item.state == State.blocked)))
     rate = eta = None
     done = counts[State.succeeded]
     remaining = counts[State.pending] + counts[State.queued] + counts[State.running]
@@ -69,6 +75,7 @@ def job_status(session: Session, job_id: int) -> JobStatus:
         job=job.id, name=job.name, created=job.created.isoformat(timespec="seconds"), model=job.model,
         total=sum(counts.values()), skipped=int(job.counts.get("skipped", 0)),
         images_per_s=round(rate, 3) if rate else None, eta_s=round(eta, 1) if eta is not None else None,
+        blocked_by=dict(sorted(blocked_by.items())),
         **{state.value: counts[state] for state in State})
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -83,7 +84,9 @@ def test_blocked_rows_end_blocked_with_their_reason_and_are_never_queued(env: En
     assert blocked.block_reason == {"stage": "prompt", "category": "sexual", "term": "nude"}
     assert {i.state for k, i in items.items() if k != "SKU-002"} == {State.queued}
     status = json.loads(env.cli("status", str(submitted["job"]), "--json").stdout)
-    assert status["blocked"] == 1
+    assert status["blocked"] == 1 and status["blocked_by"] == {"prompt:sexual": 1}
+    detail = env.cli("status", str(submitted["job"])).stdout
+    assert re.search(r"blocked\s+1 \(prompt:sexual 1\)", detail), detail
 
     # With the filter turned off (empty setting), the same prompt is queued, and the job records that.
     env.vars["PIXELMILL_PROMPT_BLOCKLISTS"] = ""
