@@ -121,7 +121,12 @@ def submit(
         for item in split.blocked[:5]:
             out.print(f"[dim]blocked {item.key}#{item.variant}[/] {item.blocked}", highlight=False)
         return
-    result = do_submit(settings, _ledger(), planned, name=name)
+    from kombu.exceptions import OperationalError
+
+    try:
+        result = do_submit(settings, _ledger(), planned, name=name)
+    except OperationalError as exc:  # checked before anything is written
+        fail(f"cannot reach the broker (PIXELMILL_BROKER_URL); nothing was submitted: {exc}")
     if as_json:
         print(json.dumps(result.as_dict()))
     else:

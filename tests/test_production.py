@@ -327,3 +327,42 @@ def test_a_worker_refuses_a_server_database_that_was_not_upgraded(test_servers: 
             assert worker.poll() is None and time.monotonic() < deadline, env.worker_logs()[-3000:]
     finally:
         env.close()
+
+
+# --- Redis over TLS ------------------------------------------------------------------------------------
+
+def test_rediss_broker_with_certificate_verification(tmp_path: Path, tiny_model: Path) -> None:
+    """`rediss://…?ssl_cert_reqs=required&ssl_ca_certs=CA` end to end; a broker whose certificate does not
+    verify stops `submit` before anything is written."""
+    if servers.redis_skip_reason():
+        pytest.skip(servers.redis_skip_reason())
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    for name in ("server", "other"):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-keyout", str(certs / f"{name}.key"), "-out", str(certs / f"{name}.pem"),
+                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                       check=True, capture_output=True)
+    tls_port = servers.free_port()
+    redis_tls = servers.RedisServer(tmp_path / "redis", extra_args=[
+        "--tls-port", str(tls_port), "--tls-cert-file", str(certs / "server.pem"),
+        "--tls-key-file", str(certs / "server.key"), "--tls-auth-clients", "no"])
+    redis_tls.start()
+    url = f"rediss://127.0.0.1:{tls_port}/0?ssl_cert_reqs=required&ssl_ca_certs="
+    env = Env(tmp_path / "data", tiny_model, {"PIXELMILL_BROKER_URL": url + str(certs / "other.pem")}, name="tls")
+    env.data_dir.mkdir()
+    try:
+        catalogue = write_catalogue(tmp_path / "catalogue.csv", 4)
+        refused = env.cli("submit", str(catalogue), "--template", "{title}", "--key", "sku", check=False)
+        assert refused.returncode == 2 and "cannot reach the broker" in refused.stderr, refused.stderr
+        with env.ledger().session() as session:
+            assert session.scalar(select(Item.id).limit(1)) is None
+
+        env.backend["PIXELMILL_BROKER_URL"] = env.vars["PIXELMILL_BROKER_URL"] = url + str(certs / "server.pem")
+        env.start_worker()
+        job = env.submit(catalogue)["job"]
+        assert env.wait_for(job, finished)["succeeded"] == 4
+        assert_exactly_once(env, job, 4)
+    finally:
+        env.close()
+        redis_tls.stop()
