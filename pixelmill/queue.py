@@ -19,7 +19,7 @@ from typing import Any
 from celery import Celery
 
 from pixelmill.identity import resolve_model
-from pixelmill.settings import Settings
+from pixelmill.settings import Settings, is_amqp
 
 TASK_GENERATE = "pixelmill.generate"
 QUEUE_PREFIX = "pixelmill"
@@ -30,10 +30,6 @@ def queue_for(model: str) -> str:
     """The queue of one model: readable, and unique per model id (a path or a hub id)."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", model.rstrip("/").rsplit("/", 1)[-1]).strip("-.")[:40] or "model"
     return f"{QUEUE_PREFIX}.{name}.{hashlib.sha256(model.encode()).hexdigest()[:10]}"
-
-
-def is_amqp(url: str) -> bool:
-    return url.split("://", 1)[0] in ("amqp", "amqps", "pyamqp")
 
 
 @dataclass(frozen=True)

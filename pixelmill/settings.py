@@ -16,6 +16,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ENV_PREFIX = "PIXELMILL_"
 
 
+def is_amqp(url: str) -> bool:
+    """A RabbitMQ (AMQP) broker URL, as opposed to Redis."""
+    return url.split("://", 1)[0] in ("amqp", "amqps", "pyamqp")
+
+
 class SettingsError(RuntimeError):
     """A setting is invalid; the message names the environment variable to fix."""
 
@@ -73,7 +78,7 @@ class Settings(BaseSettings):
                              "or a batch still running would be handed to another worker")
         if self.visibility_timeout <= self.lease_seconds:
             raise ValueError("PIXELMILL_VISIBILITY_TIMEOUT must exceed PIXELMILL_LEASE_SECONDS")
-        if self.broker_url and self.broker_url.startswith(("amqp", "pyamqp")) \
+        if self.broker_url and is_amqp(self.broker_url) \
                 and self.rabbitmq_consumer_timeout <= self.task_time_limit:
             raise ValueError("PIXELMILL_RABBITMQ_CONSUMER_TIMEOUT (the broker's consumer_timeout) must exceed "
                              "PIXELMILL_TASK_TIME_LIMIT, or RabbitMQ redelivers batches still running")

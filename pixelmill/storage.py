@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import logging
 import os
 import tempfile
 import time
@@ -20,8 +19,6 @@ from urllib.parse import unquote, urlparse
 
 if TYPE_CHECKING:
     from pixelmill.settings import Settings
-
-log = logging.getLogger(__name__)
 
 _CONFLICT_RETRIES = 5  # 409 answers to a conditional PUT while a concurrent upload of the key finishes
 

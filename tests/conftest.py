@@ -178,11 +178,9 @@ class Servers:
 
     def get(self, kind: str) -> Any:
         if kind not in self.running:
-            cls, unavailable = {"postgres": (servers.Postgres, servers.postgres_skip_reason),
-                                "redis": (servers.RedisServer, servers.redis_skip_reason),
-                                "rabbitmq": (servers.RabbitMQ, servers.rabbitmq_skip_reason),
-                                "s3": (servers.MotoS3, servers.moto_skip_reason)}[kind]
-            reason = unavailable()
+            cls = {"postgres": servers.Postgres, "redis": servers.RedisServer, "rabbitmq": servers.RabbitMQ,
+                   "s3": servers.MotoS3}[kind]
+            reason = servers.unavailable(kind)
             if reason and os.environ.get("REQUIRE_TEST_SERVERS"):  # .ci/run sets it: no silent skips in CI
                 pytest.fail(f"{kind} is required (REQUIRE_TEST_SERVERS is set) but {reason}")
             if reason:

@@ -208,6 +208,20 @@ class _Server:
             time.sleep(delay)
             delay = min(delay * 1.5, 0.2)
 
+    def _start_on_free_port(self, argv: Callable[[int], list[str]], ready: Callable[[], bool],
+                            env: dict | None = None) -> None:
+        """Start on a random free port; another process may grab it first, so try up to three ports."""
+        for attempt in range(3):
+            self.port = free_port()
+            self.proc = self._popen(argv(self.port), env=env, log=self.log_path)
+            try:
+                self._wait_until(ready)
+                return
+            except ServerError:
+                if attempt == 2 or "in use" not in self.log_tail():
+                    raise
+                _stop_process(self.proc)
+
     def _popen(self, argv: list[str], env: dict | None = None, log: Path | None = None) -> subprocess.Popen:
         out = open(log or os.devnull, "ab")
         try:
@@ -478,25 +492,15 @@ class RedisServer(_Server):
         if self.binary is None:
             raise ServerError(redis_skip_reason() or "redis-server not found")
         self.log_path = self.tmpdir / "redis.log"
-        for attempt in range(3):
-            self.port = free_port()
-            argv = [
-                self.binary,
-                "--bind", HOST, "--port", str(self.port),
-                "--daemonize", "no", "--save", "", "--appendonly", "no",
-                "--maxmemory-policy", "noeviction",
-                "--dir", str(self.tmpdir), "--logfile", "",  # log to stdout, which goes to log_path
-                "--unixsocket", "", "--protected-mode", "yes",
-                *self.extra_args,
-            ]
-            self.proc = self._popen(argv, log=self.log_path)
-            try:
-                self._wait_until(self.ping)
-                return
-            except ServerError:
-                if attempt == 2 or "Address already in use" not in self.log_tail():
-                    raise
-                _stop_process(self.proc)
+        self._start_on_free_port(lambda port: [
+            self.binary,
+            "--bind", HOST, "--port", str(port),
+            "--daemonize", "no", "--save", "", "--appendonly", "no",
+            "--maxmemory-policy", "noeviction",
+            "--dir", str(self.tmpdir), "--logfile", "",  # log to stdout, which goes to log_path
+            "--unixsocket", "", "--protected-mode", "yes",
+            *self.extra_args,
+        ], self.ping)
 
 
 # =====================================================================================================
@@ -707,16 +711,7 @@ class MotoS3(_Server):
         self.log_path = self.tmpdir / "moto.log"
         env = dict(os.environ, AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key,
                    AWS_DEFAULT_REGION=self.region)
-        for attempt in range(3):
-            self.port = free_port()
-            self.proc = self._popen([self.binary, "-H", HOST, "-p", str(self.port)], env=env, log=self.log_path)
-            try:
-                self._wait_until(self._http_ready)
-                return
-            except ServerError:
-                if attempt == 2 or "in use" not in self.log_tail():
-                    raise
-                _stop_process(self.proc)
+        self._start_on_free_port(lambda port: [self.binary, "-H", HOST, "-p", str(port)], self._http_ready, env=env)
 
     def client(self, endpoint_url: str | None = None, **config_kwargs):
         """A boto3 S3 client for this server (or for endpoint_url, e.g. a FaultyS3Proxy in front of it).
