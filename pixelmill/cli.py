@@ -75,10 +75,16 @@ def submit(
                                                  "(default: PIXELMILL_MODEL, else the tiny model).")] = None,
     key: Annotated[str, typer.Option(help="Column holding the item key.")] = "id",
     name: Annotated[Optional[str], typer.Option(help="Job name.")] = None,
+    gate: Annotated[Optional[str], typer.Option(help="Quality gate, e.g. 'clip_score>=28,sharpness>=50' "
+                                                "(default: PIXELMILL_GATE).")] = None,
+    gate_attempts: Annotated[Optional[int], typer.Option(help="Re-roll an image below the gate with the next "
+                                                         "seed, up to N candidates in all.")] = None,
+    best_of: Annotated[Optional[int], typer.Option(help="Make N candidates per item and keep the best.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and preview; write nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Validate a catalogue and queue its items. Nothing is written if any row is bad."""
+    from pixelmill.checks import ChecksError, resolve_checks
     from pixelmill.identity import resolve_model
     from producer.catalogue import CatalogueError, Defaults, UsageError, parse_size
     from producer.submit import plan, split_done
@@ -93,8 +99,12 @@ def submit(
         fail(str(exc))
     model_id = resolve_model(model or settings.default_model)
     try:
+        checks = resolve_checks(settings, gate=gate, gate_attempts=gate_attempts, best_of=best_of)
+    except ChecksError as exc:
+        fail(f"{exc}; nothing was submitted")
+    try:
         blocklists = [s.strip() for s in settings.prompt_blocklists.split(",") if s.strip()]
-        planned = plan(catalogue, defaults, seed=seed, model=model_id, blocklists=blocklists)
+        planned = plan(catalogue, defaults, seed=seed, model=model_id, blocklists=blocklists, checks=checks)
     except CatalogueError as exc:
         fail(f"{len(exc.problems)} problem(s) in {catalogue}; nothing was submitted:\n{exc}")
     except (UsageError, OSError) as exc:  # a missing block list included
@@ -206,6 +216,11 @@ def _status_detail(s: Any) -> Table:
                        ("blocked", f"{s.blocked}" + (f" ({', '.join(f'{k} {v}' for k, v in s.blocked_by.items())})"
                                                      if s.blocked_by else "")),
                        ("failed", s.failed),
+                       ("image checker", "none (unchecked, as configured)" if s.image_checker == "none"
+                        else s.image_checker or "-"),
+                       ("quality gate", s.gate or "-"),
+                       *((f"  {name}", f"median {d['median']:.4g} · p10 {d['p10']:.4g} · p90 {d['p90']:.4g} "
+                          f"(n={d['n']})") for name, d in s.scores.items()),
                        ("skipped at submit", s.skipped), ("images/s", rate), ("ETA", eta),
                        ("finished", "yes" if s.finished else "no")]:
         table.add_row(key, str(value))
@@ -304,6 +319,56 @@ def flower(ctx: typer.Context,
 
 
 @app.command()
+def review(
+    target: Annotated[str, typer.Argument(metavar="JOB | approve", help="A job id to list its blocked items, "
+                                          "or `approve`.")],
+    item: Annotated[Optional[int], typer.Argument(metavar="[ITEM]", help="With approve: the item id to publish "
+                                                  "(as listed).")] = None,
+    by: Annotated[Optional[str], typer.Option(help="Who approves (default: the login name).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """`review JOB` lists blocked items with reasons; `review approve ITEM` publishes a false positive."""
+    from producer.review import ReviewError, approve, blocked_items
+
+    ledger = _ledger()
+    try:
+        if target == "approve":
+            if item is None:
+                fail("review approve needs an ITEM id; `pixelmill review JOB` lists them")
+            import getpass
+
+            from pixelmill.storage import open_storage
+
+            who = by or getpass.getuser()
+            with ledger.session() as session:
+                key = approve(session, open_storage(get_settings()), item, by=who)
+            if as_json:
+                print(json.dumps({"item": item, "published": key, "approved_by": who}))
+            else:
+                out.print(f"item {item} approved by {who}: published at {key}", highlight=False)
+            return
+        if not target.isdigit() or item is not None:
+            fail(f"usage: pixelmill review JOB | pixelmill review approve ITEM (got {target!r})")
+        with ledger.session(readonly=True) as session:
+            rows = blocked_items(session, int(target))
+    except ReviewError as exc:
+        fail(str(exc))
+    if as_json:
+        print(json.dumps([row.as_dict() for row in rows]))
+        return
+    table = Table("item", "key", "stage", "reason", "quarantined", "prompt", box=box.SIMPLE_HEAD, pad_edge=False)
+    for row in rows:
+        reason = row.reason
+        why = (f"{reason.get('category')}: {reason.get('term')}" if row.stage == "prompt"
+               else f"{reason.get('checker')}: " + ", ".join(
+                   f"{c} {row.safety['scores'][c]:+.3f}" if row.safety else c for c in reason.get("flagged", [])))
+        table.add_row(str(row.item), f"{row.key}#{row.variant}", row.stage, why, row.quarantined or "-",
+                      row.prompt[:60])
+    out.print(table)
+    out.print(f"{len(rows)} blocked; publish a false positive with `pixelmill review approve ITEM`")
+
+
+@app.command()
 def url(job: Annotated[int, typer.Argument(help="Job id.")],
         item: Annotated[str, typer.Argument(help="Item key (the catalogue's key column).")],
         variant: Annotated[int, typer.Option(help="Variant number.")] = 0,
@@ -374,6 +439,16 @@ def model_tiny(directory: Annotated[Path, typer.Argument(help="Where to write th
 
     path = build_tiny_pipeline(directory, seed=seed)
     out.print(f"tiny Stable Diffusion pipeline written to {path}")
+
+
+@model_app.command("tiny-judges")
+def model_tiny_judges(directory: Annotated[Path, typer.Argument(help="Where to write the models.")],
+                      seed: Annotated[int, typer.Option(help="Weight seed.")] = 0) -> None:
+    """Write a tiny random safety checker, CLIP model and aesthetic head for demos and tests."""
+    from worker.tiny_judges import build_tiny_judges
+
+    for setting, path in build_tiny_judges(directory, seed=seed).items():
+        out.print(f"PIXELMILL_{setting.upper()}={path}", highlight=False)
 
 
 @broker_app.command("start")

@@ -27,6 +27,7 @@ NEGATIVE = "blurry, text, watermark"
 def run_demo(settings: Settings, *, catalogue: Path | None, size: str, steps: int, timeout: float,
              console: Console, progress: Callable[..., Any]) -> int:
     from pixelmill.broker import EmbeddedRedis
+    from pixelmill.checks import resolve_checks
     from pixelmill.db import Ledger
     from producer.catalogue import Defaults, parse_size
     from producer.submit import plan, submit
@@ -41,6 +42,7 @@ def run_demo(settings: Settings, *, catalogue: Path | None, size: str, steps: in
         console.print(f"building the tiny model in {model} …")
         subprocess.run([sys.executable, "-m", "pixelmill", "model", "tiny", str(model)], check=True)
 
+    settings, checks_env = _demo_checks(settings, console)
     broker = EmbeddedRedis(settings.data_path)
     started_broker = settings.embedded_broker and not broker.is_running()
     ledger = Ledger(settings)
@@ -48,13 +50,14 @@ def run_demo(settings: Settings, *, catalogue: Path | None, size: str, steps: in
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log_file:
         worker = subprocess.Popen([sys.executable, "-m", "pixelmill", "worker", "--loglevel", "INFO"],
-                                  stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+                                  stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                                  env={**os.environ, **checks_env})
     console.print(f"worker started (pid {worker.pid}, log {log_path})")
     try:
         width, height = parse_size(size)
         defaults = Defaults(template=TEMPLATE, negative=NEGATIVE, width=width, height=height, steps=steps,
                             guidance=7.5, key_column="sku")
-        planned = plan(catalogue, defaults, seed=0, model=str(model))
+        planned = plan(catalogue, defaults, seed=0, model=str(model), checks=resolve_checks(settings))
         result = submit(settings, ledger, planned, name="demo")
         console.print(f"job {result.job}: {result.items} items queued, {result.skipped} already done")
         final = progress(ledger, result.job, 0.5, timeout - (time.monotonic() - started),
@@ -74,6 +77,22 @@ def run_demo(settings: Settings, *, catalogue: Path | None, size: str, steps: in
     console.print(f"images under {where} · ledger {settings.resolved_database_url}")
     console.print(f"took {time.monotonic() - started:.0f} s")
     return 0 if final.finished and final.failed == 0 else 1
+
+
+def _demo_checks(settings: Settings, console: Console) -> tuple[Settings, dict[str, str]]:
+    """Without a configured image checker, judge with the tiny random checker and scorers, built like the
+    tiny model: real code paths, meaningless scores. Returns the settings and the env for the worker."""
+    if settings.image_checker is not None:
+        return settings, {}
+    judges = settings.data_path / "models" / "tiny-judges"
+    paths = {"image_checker": judges / "checker", "clip_model": judges / "clip",
+             "aesthetic_head": judges / "aesthetic.safetensors"}
+    if not all(path.exists() for path in paths.values()):
+        console.print(f"building the tiny checker and scorers in {judges} …")
+        subprocess.run([sys.executable, "-m", "pixelmill", "model", "tiny-judges", str(judges)], check=True)
+    values = {name: str(path) for name, path in paths.items()}
+    return (settings.model_copy(update=values),
+            {f"PIXELMILL_{name.upper()}": value for name, value in values.items()})
 
 
 def _stop(worker: subprocess.Popen[bytes], console: Console) -> None:

@@ -131,6 +131,7 @@ class Item(Base):
 
     job: Mapped[Job] = relationship(back_populates="items")
     image: Mapped[Image | None] = relationship(back_populates="item", passive_deletes=True)
+    candidates: Mapped[list[Candidate]] = relationship(back_populates="item", passive_deletes=True)
 
 
 class Image(Base):
@@ -146,6 +147,34 @@ class Image(Base):
     format: Mapped[str] = mapped_column(String(16))
     engine_id: Mapped[str] = mapped_column(String(200))
     timings: Mapped[dict[str, Any]] = mapped_column(default=dict)  # seconds per stage, batch size
+    # The kept candidate's quality scores ({"clip_score": 31.2, "sharpness": 412.0, ...}) and the image checker's
+    # per-concept scores and decision (None: the job ran without an image checker).
+    scores: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    safety: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    candidate: Mapped[int] = mapped_column(Integer, default=0)  # which of the item's candidates was kept
+    # "public" (under jobs/) or "quarantine" (a blocked image under the quarantine prefix, awaiting review).
+    visibility: Mapped[str] = mapped_column(String(16), default="public")
+    approved_by: Mapped[str | None] = mapped_column(String(200))  # who published a blocked image, and when
+    approved_at: Mapped[datetime | None]
     created: Mapped[datetime] = mapped_column(default=utcnow)
 
     item: Mapped[Item] = relationship(back_populates="image")
+
+
+class Candidate(Base):
+    """Every image generated for an item (its seed, then re-rolls or best-of-n) and how it was judged."""
+
+    __tablename__ = "candidates"
+    __table_args__ = (UniqueConstraint("item_id", "candidate"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    candidate: Mapped[int] = mapped_column(Integer)  # 0: the item's own seed; n: seed + n
+    seed: Mapped[int] = mapped_column(BigInteger)
+    outcome: Mapped[str] = mapped_column(String(16))  # kept | rejected | blocked
+    scores: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    safety: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    engine_id: Mapped[str] = mapped_column(String(200))
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+
+    item: Mapped[Item] = relationship(back_populates="candidates")

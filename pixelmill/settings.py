@@ -69,6 +69,19 @@ class Settings(BaseSettings):
     s3_presign_expires: int = Field(3600, ge=1, le=7 * 24 * 3600)
     upload_threads: int = Field(4, ge=1, le=64)  # encode + upload off the GPU's path; also the pool size
 
+    # Image checks (recorded on each job at submit). The image checker is a directory of diffusers
+    # StableDiffusionSafetyChecker weights (its preprocessor_config.json beside them or in ../feature_extractor),
+    # `nudenet` (the AGPL-3.0 `pixelmill[nudenet]` extra), or `none`: running unchecked must be said explicitly.
+    image_checker: str | None = None
+    safety_shift: float = Field(0.0, ge=-1.0, le=1.0)  # added to each concept threshold; negative: stricter
+    quarantine: str = "quarantine"  # key prefix for blocked images (never under jobs/), or `none`: not kept
+    clip_model: str | None = None  # transformers CLIPModel directory: clip_score, shared with the checker
+    aesthetic_head: str | None = None  # LAION aesthetic MLP weights (.pth/.safetensors) over CLIP embeddings
+    gate: str = ""  # default quality gate, e.g. "clip_score>=28,sharpness>=50"; empty: none
+    gate_mode: Literal["reroll", "best_of"] = "reroll"
+    gate_attempts: int = Field(1, ge=1, le=16)  # candidates per item at most (reroll) or exactly (best_of)
+    gate_rank: str | None = None  # score that orders candidates; default: the gate's first score
+
     @model_validator(mode="after")
     def _limits_fit_the_lease(self) -> Settings:
         if self.task_soft_time_limit >= self.task_time_limit:
@@ -82,6 +95,10 @@ class Settings(BaseSettings):
                 and self.rabbitmq_consumer_timeout <= self.task_time_limit:
             raise ValueError("PIXELMILL_RABBITMQ_CONSUMER_TIMEOUT (the broker's consumer_timeout) must exceed "
                              "PIXELMILL_TASK_TIME_LIMIT, or RabbitMQ redelivers batches still running")
+        quarantine = self.quarantine.strip("/")
+        if quarantine != "none" and (not quarantine or quarantine.split("/")[0] in ("jobs", "..", ".")):
+            raise ValueError("PIXELMILL_QUARANTINE must be a key prefix outside jobs/ (the public images), "
+                             "or `none`")
         return self
 
     @property

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 _CONFLICT_RETRIES = 5  # 409 answers to a conditional PUT while a concurrent upload of the key finishes
 
 
+CONTENT_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
+
+
 class Storage(Protocol):
     url: str
 
@@ -176,6 +179,14 @@ class S3Storage:
     def locate(self, key: str, expires: int) -> str:
         return self.client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires)
+
+
+def create_or_get(storage: Storage, key: str, data: bytes, content_type: str) -> bytes:
+    """Store `data` at `key` once; if an earlier attempt stored it (and died before recording it), return the
+    bytes already there, which are what gets recorded."""
+    if not storage.create(key, data, content_type):
+        data = storage.get(key)
+    return data
 
 
 def open_storage(settings: Settings) -> Storage:

@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from pixelmill.ledger import Item, Job, State, utcnow
+from pixelmill.checks import Checks
+from pixelmill.ledger import Image, Item, Job, State, utcnow
 
 
 @dataclass
@@ -30,6 +31,10 @@ class JobStatus:
     images_per_s: float | None
     eta_s: float | None
     blocked_by: dict[str, int] = field(default_factory=dict)  # "<stage>:<category>" -> items
+    # score -> {"n", "median", "p10", "p90"} over the job's succeeded images
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    image_checker: str | None = None  # the job's checker; "none" when it ran unchecked on purpose
+    gate: str | None = None  # e.g. "clip_score>=28 (reroll, up to 3 candidates)"
 
     @property
     def remaining(self) -> int:
@@ -62,6 +67,10 @@ def job_status(session: Session, job_id: int) -> JobStatus:
         f"{reason.get('stage', '?')}:{reason.get('category', '?')}" if reason else "unknown"
         for reason in session.scalars(select(Item.block_reason).where(Item.job_id == job_id,
                                                                       Item.state == State.blocked)))
+    checks = Checks.from_json(job.params.get("checks"))
+    gate = (f"{','.join(map(str, checks.gate))} ({checks.gate_mode.replace('_', '-')}, "
+            f"{'up to ' if checks.gate_mode == 'reroll' else ''}{checks.gate_n} candidates)"
+            if checks.gate or checks.gate_n > 1 else None)
     rate = eta = None
     done = counts[State.succeeded]
     remaining = counts[State.pending] + counts[State.queued] + counts[State.running]
@@ -75,10 +84,31 @@ def job_status(session: Session, job_id: int) -> JobStatus:
         job=job.id, name=job.name, created=job.created.isoformat(timespec="seconds"), model=job.model,
         total=sum(counts.values()), skipped=int(job.counts.get("skipped", 0)),
         images_per_s=round(rate, 3) if rate else None, eta_s=round(eta, 1) if eta is not None else None,
-        blocked_by=dict(sorted(blocked_by.items())),
+        blocked_by=dict(sorted(blocked_by.items())), scores=score_distributions(session, job_id),
+        image_checker=checks.image_checker, gate=gate,
         **{state.value: counts[state] for state in State})
 
 
 def list_jobs(session: Session, limit: int = 50) -> list[JobStatus]:
     ids = session.scalars(select(Job.id).order_by(Job.id.desc()).limit(limit)).all()
     return [job_status(session, job_id) for job_id in ids]
+
+
+def score_distributions(session: Session, job_id: int) -> dict[str, dict[str, float]]:
+    """Median, p10 and p90 of every score over the job's succeeded images."""
+    values: dict[str, list[float]] = {}
+    for scores in session.scalars(select(Image.scores).join(Item, Item.id == Image.item_id)
+                                  .where(Item.job_id == job_id, Item.state == State.succeeded)):
+        for name, value in (scores or {}).items():
+            values.setdefault(name, []).append(float(value))
+    return {name: {"n": len(v), "median": percentile(v, 50), "p10": percentile(v, 10), "p90": percentile(v, 90)}
+            for name, v in sorted(values.items())}
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default), without numpy on the producer."""
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return round(ordered[low] + (ordered[high] - ordered[low]) * (pos - low), 4)

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 
 from pixelmill import promptfilter
+from pixelmill.checks import Checks
 from pixelmill.db import Ledger
 from pixelmill.identity import SEED_BITS, content_hash, derive_seed
 from pixelmill.ledger import ACTIVE, Item, Job, State, utcnow
@@ -52,6 +53,7 @@ class Plan:
     items: list[PlannedItem]
     skipped: list[PlannedItem] = field(default_factory=list)
     prompt_filter: list[str] = field(default_factory=list)  # its list sources; empty: no prompt filter
+    checks: Checks | None = None  # what every image is judged by after generation
 
     @property
     def blocked(self) -> list[PlannedItem]:
@@ -60,7 +62,7 @@ class Plan:
     def job_params(self) -> dict[str, Any]:
         """What the job records about how it was asked for (per-row overrides live on the items)."""
         return {"source": self.source, **asdict(self.defaults), "seed": self.seed,
-                "prompt_filter": self.prompt_filter}
+                "prompt_filter": self.prompt_filter, "checks": self.checks.as_json() if self.checks else None}
 
 
 @dataclass
@@ -78,7 +80,8 @@ class Submission:
                 "skipped": self.skipped, "blocked": self.blocked, "messages": self.messages}
 
 
-def plan(path: Path, defaults: Defaults, *, seed: int, model: str, blocklists: Sequence[str] = ()) -> Plan:
+def plan(path: Path, defaults: Defaults, *, seed: int, model: str, blocklists: Sequence[str] = (),
+         checks: Checks | None = None) -> Plan:
     """Read and validate a catalogue into items; prompts the filter of `blocklists` refuses are marked."""
     rows = read_catalogue(path, defaults)  # raises CatalogueError before anything is written
     prompt_filter = promptfilter.load(tuple(blocklists)) if blocklists else None
@@ -95,7 +98,7 @@ def plan(path: Path, defaults: Defaults, *, seed: int, model: str, blocklists: S
                                                           seed=item_seed, model=model, **params),
                 blocked=found.as_dict() if found else None))
     return Plan(source=str(path.resolve()), defaults=defaults, seed=seed, model=model, rows=len(rows), items=items,
-                prompt_filter=list(blocklists))
+                prompt_filter=list(blocklists), checks=checks)
 
 
 def split_done(ledger: Ledger, planned: Plan) -> Plan:

@@ -41,21 +41,33 @@ FAST_TIMINGS = {
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny pipeline, with the tiny checker, CLIP and aesthetic head beside it in `../judges`."""
     from worker.engine.tiny import build_tiny_pipeline
+    from worker.tiny_judges import build_tiny_judges
 
-    return build_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny", seed=0)
+    root = tmp_path_factory.mktemp("models")
+    build_tiny_judges(root / "judges", seed=0)
+    return build_tiny_pipeline(root / "tiny", seed=0)
+
+
+def tiny_checks(model: Path) -> dict[str, str]:
+    """Settings that judge every image with the tiny checker and scorers built beside `model`."""
+    judges = model.parent / "judges"
+    return {"PIXELMILL_IMAGE_CHECKER": str(judges / "checker"), "PIXELMILL_CLIP_MODEL": str(judges / "clip"),
+            "PIXELMILL_AESTHETIC_HEAD": str(judges / "aesthetic.safetensors")}
 
 
 class Env:
     """A pixelmill installation in one data dir: its environment, settings, CLI and workers. `backend`
-    holds the PIXELMILL_* URLs of the servers it uses; empty means the embedded defaults."""
+    holds the PIXELMILL_* URLs of the servers it uses (none: the embedded defaults), and every image is judged
+    by the tiny checker and scorers (`tiny_checks`) unless a test overrides those settings."""
 
     def __init__(self, data_dir: Path, model: Path, backend: dict[str, str] | None = None,
                  name: str = "embedded") -> None:
         self.data_dir = data_dir
         self.model = model
         self.name = name
-        self.backend = dict(backend or {})
+        self.backend = {**tiny_checks(model), **(backend or {})}
         self.vars = {**os.environ, **FAST_TIMINGS, **self.backend, "PIXELMILL_DATA_DIR": str(data_dir),
                      "PIXELMILL_MODEL": str(model), "PYTHONUNBUFFERED": "1",
                      # Several workers share 2 cores in CI: OpenMP threads spinning in each of them would

@@ -22,6 +22,9 @@ from pixelmill.queue import TASK_GENERATE, Chunk, make_celery, publish, queue_de
 
 pytestmark = pytest.mark.e2e
 
+# Every score the tiny checks produce: technical ones always, clip_score and aesthetic from the tiny models.
+SCORES = {"sharpness", "exposure", "clipped_dark", "clipped_light", "white_background", "clip_score", "aesthetic"}
+
 
 def ledger_rows(ledger: Ledger, job: int) -> list[tuple[Item, Image | None]]:
     with ledger.session() as session:
@@ -44,6 +47,8 @@ def assert_exactly_once(env: Env, job: int, expected: int) -> list[tuple[Item, I
         assert image.storage_key == f"jobs/{job}/{item.item_key}/{item.variant}.png"
         data = storage.get(image.storage_key)
         assert hashlib.sha256(data).hexdigest() == image.sha256 and len(data) == image.bytes
+        assert image.visibility == "public" and set(image.scores) == SCORES, image.scores
+        assert image.safety is not None and image.safety["blocked"] is False and len(image.safety["scores"]) == 20
         keys.add(image.storage_key)
     with ledger.session() as session:
         assert session.scalar(select(func.count()).select_from(Image)
@@ -54,9 +59,12 @@ def assert_exactly_once(env: Env, job: int, expected: int) -> list[tuple[Item, I
 
 
 def ledger_snapshot(env: Env, job: int) -> list[tuple[object, ...]]:
-    """What must come out the same whatever the servers: identities, prompts, seeds, states, object bytes."""
+    """What must come out the same whatever the servers: identities, prompts, seeds, states, object bytes and
+    every score."""
     return [(item.item_key, item.variant, item.prompt, item.seed, item.content_hash, item.state.value,
-             item.attempts, image.storage_key if image else None, image.sha256 if image else None)
+             item.attempts, image.storage_key if image else None, image.sha256 if image else None,
+             json.dumps(image.scores, sort_keys=True) if image else None,
+             json.dumps(image.safety, sort_keys=True) if image else None)
             for item, image in ledger_rows(env.ledger(), job)]
 
 
@@ -80,6 +88,9 @@ def test_catalogue_end_to_end_then_resubmit_skips(any_env: Env, tmp_path: Path) 
     assert {k: status[k] for k in ("job", "total", "pending", "queued", "running", "succeeded", "blocked",
                                    "failed")} == {"job": first["job"], "total": 16, "pending": 0, "queued": 0,
                                                   "running": 0, "succeeded": 16, "blocked": 0, "failed": 0}
+    assert set(status["scores"]) == SCORES and all(d["n"] == 16 for d in status["scores"].values())
+    assert all(d["p10"] <= d["median"] <= d["p90"] for d in status["scores"].values())
+    assert status["image_checker"] == env.backend["PIXELMILL_IMAGE_CHECKER"]
 
     FINAL_LEDGERS[env.name] = ledger_snapshot(env, first["job"])
 

@@ -64,6 +64,23 @@ def _after_fork(**_: Any) -> None:
         log.info("model loaded", extra={"model": model, "engine": engine.engine_id})
     except Exception:  # tasks will try again and record the error on their items
         log.exception("loading the worker's model failed", extra={"model": model})
+    _preload_checks()
+
+
+def _preload_checks() -> None:
+    """Load the checker and scorers this worker's settings name; jobs carry their own, loaded on first use."""
+    from pixelmill.checks import ChecksError, resolve_checks
+
+    try:
+        checks = resolve_checks(settings)
+    except ChecksError:
+        return  # nothing (valid) configured here: each job's checks load with its first chunk
+    try:
+        from worker.judge import load_judge
+
+        load_judge(checks)
+    except Exception:
+        log.exception("loading the image checks failed", extra={"checker": checks.image_checker})
 
 
 @signals.worker_process_shutdown.connect

@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from pixelmill.db import insert_ignore
-from pixelmill.ledger import ACTIVE, Image, Item, State, utcnow
+from pixelmill.ledger import ACTIVE, Candidate, Image, Item, State, utcnow
 
 
 def holder_name(node: str) -> str:
@@ -82,13 +82,21 @@ def renew_lease(session: Session, item_ids: Sequence[int], *, node: str, lease_s
                         .values(lease_expires=utcnow() + timedelta(seconds=lease_seconds)))
 
 
-def record_success(session: Session, item_id: int, image: dict[str, Any]) -> None:
-    """Idempotent: a second finish of the same item adds no image row and changes nothing."""
-    insert_ignore(session, Image.__table__, [{"item_id": item_id, "created": utcnow(), **image}], ["item_id"])
+def record_finish(session: Session, item_id: int, image: dict[str, Any] | None, candidates: Sequence[dict[str, Any]],
+                  *, blocked: dict[str, Any] | None = None) -> None:
+    """Succeeded, or blocked with its reason when `blocked` is given (`image`: its quarantined copy, or None).
+
+    Idempotent: a second finish of the same item adds no image or candidate row and changes nothing."""
+    now = utcnow()
+    if image is not None:
+        insert_ignore(session, Image.__table__, [{"item_id": item_id, "created": now, **image}], ["item_id"])
+    insert_ignore(session, Candidate.__table__, [{"item_id": item_id, "created": now, **c} for c in candidates],
+                  ["item_id", "candidate"])
+    state = {"state": State.blocked, "block_reason": blocked} if blocked else {"state": State.succeeded}
     session.execute(
         update(Item)
         .where(Item.id == item_id, Item.state.not_in([State.succeeded, State.blocked]))
-        .values(state=State.succeeded, finished_at=utcnow(), lease_expires=None, error=None)
+        .values(**state, finished_at=now, lease_expires=None, error=None)
     )
 
 

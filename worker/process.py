@@ -1,7 +1,9 @@
-"""One chunk message, end to end: claim → generate as one batch → (upload threads) encode → store → record.
+"""One chunk message, end to end: claim → generate as one batch → judge → (upload threads) encode → store → record.
 
 Storage is written before the ledger says succeeded, and both writes are idempotent (deterministic key,
-unique image row), so a crash anywhere in between is repaired by simply running the chunk again.
+unique image and candidate rows), so a crash anywhere in between is repaired by simply running the chunk again.
+Judging (safety check and scores) runs batched on one judge thread, so without a quality gate it overlaps the
+next batch's generation; a gate needs the scores before it can re-roll, so gated chunks wait for them.
 """
 
 from __future__ import annotations
@@ -12,22 +14,23 @@ import logging
 import time
 import traceback
 from collections import defaultdict
-from collections.abc import Mapping
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 
+from pixelmill.checks import Candidate, Checks, candidate_seed
 from pixelmill.db import Ledger
 from pixelmill.identity import object_key
 from pixelmill.ledger import Item, Job
 from pixelmill.queue import Chunk, params_key, plan_chunks, publish, queue_for
 from pixelmill.settings import Settings
-from pixelmill.storage import Storage
+from pixelmill.storage import CONTENT_TYPES, Storage, create_or_get
 from worker import claims
-from worker.encode import CONTENT_TYPES, EXTENSIONS, encode
+from worker.encode import EXTENSIONS, encode
 from worker.engine import Engine, Request, load_engine
 from worker.uploads import Uploads
 
@@ -44,12 +47,15 @@ class Context:
     app: Celery
     node: str
     uploads: Uploads = field(init=False)
+    judging: ThreadPoolExecutor = field(init=False)  # one thread: the judge's models run one batch at a time
 
     def __post_init__(self) -> None:
         self.uploads = Uploads(self.settings.upload_threads)
+        self.judging = ThreadPoolExecutor(1, thread_name_prefix="pixelmill-judge")
 
     def close(self) -> None:
         self.uploads.close(timeout=self.settings.task_time_limit)
+        self.judging.shutdown(wait=False, cancel_futures=True)
         self.ledger.close()
 
 
@@ -69,6 +75,7 @@ class Spec:
 @dataclass
 class Outcome:
     succeeded: list[int] = field(default_factory=list)
+    blocked: list[int] = field(default_factory=list)
     retried: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
     skipped: int = 0
@@ -83,15 +90,21 @@ def process_chunk(ctx: Context, chunk: Chunk) -> Future[Outcome]:
         if job is None:
             log.warning("chunk for unknown job dropped", extra={"job": chunk.job})
             return _completed(Outcome(skipped=len(chunk.items)))
-        model = job.model
+        model, checks = job.model, Checks.from_json(job.params.get("checks"))
     engine: Engine | None = None
+    judge: Any = None
     try:  # before claiming, so model loading never eats into a lease
         engine, load_error = load_engine(model), None
+        from worker.judge import load_judge  # imports torch: only ever after fork
+
+        judge = load_judge(checks)
     except SoftTimeLimitExceeded:
-        load_error = (f"loading model {model!r} took longer than PIXELMILL_TASK_SOFT_TIME_LIMIT "
-                      f"({settings.task_soft_time_limit} s), which must cover a worker's first load")
+        engine, load_error = None, (f"loading model {model!r} or the job's checks took longer than "
+                                    f"PIXELMILL_TASK_SOFT_TIME_LIMIT ({settings.task_soft_time_limit} s), "
+                                    "which must cover a worker's first load")
     except Exception:
-        load_error = f"loading model {model!r} failed:\n" + traceback.format_exc(limit=5)
+        what = f"model {model!r}" if engine is None else "the job's checker/scorer models"
+        engine, load_error = None, f"loading {what} failed:\n" + traceback.format_exc(limit=5)
 
     slot = ctx.uploads.begin()  # waits while earlier chunks are still being stored
     try:
@@ -108,7 +121,7 @@ def process_chunk(ctx: Context, chunk: Chunk) -> Future[Outcome]:
         if engine is None:  # claimed all the same, so attempts bound the retries of a broken model
             errors = {spec.id: load_error or "no engine" for spec in specs}
         else:
-            _produce(ctx, chunk.job, model, engine, specs, stores, errors)
+            _produce(ctx, chunk.job, model, engine, judge, checks, specs, stores, errors)
             with ctx.ledger.session() as session:  # storing gets a full lease, whatever generation took
                 claims.renew_lease(session, list(stores), node=ctx.node, lease_seconds=settings.lease_seconds)
         record = functools.partial(_record, ctx, chunk, model, specs, errors,
@@ -118,21 +131,35 @@ def process_chunk(ctx: Context, chunk: Chunk) -> Future[Outcome]:
         slot.release()  # a no-op once `finish` has handed the slot to the recorder
 
 
-def _produce(ctx: Context, job_id: int, model: str, engine: Engine, specs: list[Spec],
+Judged = tuple[list[Candidate], dict[str, Any]]  # an item's candidates, and its batch's timings
+
+
+def _produce(ctx: Context, job_id: int, model: str, engine: Engine, judge: Any, checks: Checks, specs: list[Spec],
              stores: dict[int, Future[dict[str, Any]]], errors: dict[int, str]) -> None:
-    """Generate each batch and hand every image to an upload thread as soon as it exists. A soft time limit
-    ends generation: items without an image by then count as a failed attempt."""
+    """Generate and judge each batch, and hand every item to an upload thread. A soft time limit ends
+    generation: items without an image by then count as a failed attempt."""
     groups: dict[str, list[Spec]] = defaultdict(list)
     for spec in specs:  # a chunk is planned homogeneous; a hand-made message may not be
         groups[params_key(spec.params)].append(spec)
+    store = functools.partial(_store, ctx, job_id, model, engine, checks)
     try:
         for group in groups.values():
+            if checks.gate_n > 1:
+                for spec, judged in _gated(ctx, engine, judge, checks, group, errors):
+                    stores[spec.id] = ctx.uploads.store(functools.partial(store, spec, lambda j=judged: j))
+                continue
+            made = []
             for spec, image, timings, error in _generate(engine, group):
                 if error is not None:
                     errors[spec.id] = error
                 else:
-                    stores[spec.id] = ctx.uploads.store(
-                        functools.partial(_store, ctx, job_id, model, engine, spec, image, timings))
+                    made.append((spec, image, timings))
+            if not made:
+                continue
+            verdicts = ctx.judging.submit(_judge, judge, [m[1] for m in made], [m[0].prompt for m in made])
+            for i, (spec, image, timings) in enumerate(made):
+                stores[spec.id] = ctx.uploads.store(functools.partial(
+                    store, spec, functools.partial(_first, verdicts, i, spec, image, timings)))
     except SoftTimeLimitExceeded:
         limit = ctx.settings.task_soft_time_limit
         for spec in specs:
@@ -143,6 +170,60 @@ def _produce(ctx: Context, job_id: int, model: str, engine: Engine, specs: list[
         for spec in specs:
             if spec.id not in stores:
                 errors.setdefault(spec.id, error)
+
+
+def _gated(ctx: Context, engine: Engine, judge: Any, checks: Checks, group: list[Spec],
+           errors: dict[int, str]) -> list[tuple[Spec, Judged]]:
+    """Candidates n = 0, 1, … with seeds seed + n, judged after each round: re-roll mode stops an item at its
+    first candidate that passes the gate (and is not blocked), best-of-n always makes n."""
+    found: dict[int, list[Candidate]] = {spec.id: [] for spec in group}
+    timings: dict[str, Any] = {}
+    pending = list(group)
+    for n in range(checks.gate_n):
+        made = []
+        rolled = [replace(spec, seed=candidate_seed(spec.seed, n)) for spec in pending]
+        for spec, image, batch_timings, error in _generate(engine, rolled):
+            if error is None:
+                made.append((spec, image))
+                timings = batch_timings
+            elif not found[spec.id]:
+                errors[spec.id] = error
+        if made:
+            verdicts, seconds = ctx.judging.submit(_judge, judge, [image for _, image in made],
+                                                   [spec.prompt for spec, _ in made]).result()
+            timings = {**timings, "judge": round(timings.get("judge", 0.0) + seconds, 6)}
+            for (spec, image), (scores, safety) in zip(made, verdicts, strict=True):
+                found[spec.id].append(Candidate(n=n, seed=spec.seed, scores=scores, safety=safety, image=image))
+        if checks.gate_mode == "reroll":
+            pending = [spec for spec in pending if found[spec.id] and not _passes(checks, found[spec.id][-1])]
+        if not pending:
+            break
+    judged = []
+    for spec in group:
+        if found[spec.id]:
+            errors.pop(spec.id, None)  # a later candidate made up for a failed one
+            judged.append((spec, (found[spec.id], {**timings, "candidates": len(found[spec.id])})))
+    return judged
+
+
+def _passes(checks: Checks, candidate: Candidate) -> bool:
+    return not candidate.blocked and checks.passes(candidate.scores)
+
+
+def _judge(judge: Any, images: list[Any], prompts: list[str]) -> tuple[list[Any], float]:
+    """On the judge thread: one batched call, timed."""
+    started = time.perf_counter()
+    verdicts = judge(images, prompts)
+    return verdicts, time.perf_counter() - started
+
+
+def _first(verdicts: Future[tuple[list[Any], float]], i: int, spec: Spec, image: Any,
+           timings: dict[str, Any]) -> Judged:
+    """The single candidate of an ungated item, once its batch is judged."""
+    judged, seconds = verdicts.result()
+    scores, safety = judged[i]
+    return ([Candidate(n=0, seed=spec.seed, scores=scores, safety=safety, image=image)],
+            {**timings, "judge": round(seconds, 6)})
 
 
 def _record(ctx: Context, chunk: Chunk, model: str, specs: list[Spec], errors: dict[int, str], engine_id: str,
@@ -159,9 +240,9 @@ def _record(ctx: Context, chunk: Chunk, model: str, specs: list[Spec], errors: d
     outcome = Outcome(skipped=skipped)
     retry: list[tuple[int, int, dict[str, Any]]] = []
     with ctx.ledger.session() as session:
-        for item_id, image in done.items():
-            claims.record_success(session, item_id, image)
-            outcome.succeeded.append(item_id)
+        for item_id, finish in done.items():
+            claims.record_finish(session, item_id, finish["image"], finish["candidates"], blocked=finish["blocked"])
+            (outcome.blocked if finish["blocked"] else outcome.succeeded).append(item_id)
         for spec in specs:
             if spec.id in errors:
                 if claims.record_failure(session, spec.id, errors[spec.id], node=ctx.node,
@@ -177,6 +258,7 @@ def _record(ctx: Context, chunk: Chunk, model: str, specs: list[Spec], errors: d
                                           "retry": item_id in outcome.retried,
                                           "error": errors[item_id].strip().splitlines()[-1][:300]})
     log.info("chunk finished", extra={"job": chunk.job, "succeeded": len(outcome.succeeded),
+                                      "blocked": len(outcome.blocked),
                                       "retried": len(outcome.retried), "failed": len(outcome.failed),
                                       "skipped": outcome.skipped, "engine": engine_id})
     return outcome
@@ -216,27 +298,38 @@ def _generate(engine: Engine, specs: list[Spec]):  # type: ignore[no-untyped-def
         yield spec, image, timings, None
 
 
-def _store(ctx: Context, job_id: int, model: str, engine: Engine, spec: Spec, image: Any,
-           timings: dict[str, Any]) -> dict[str, Any]:
+def _store(ctx: Context, job_id: int, model: str, engine: Engine, checks: Checks, spec: Spec,
+           judged: Callable[[], Judged]) -> dict[str, Any]:
+    """Keep the best candidate: a public object, or (blocked) a quarantined one or none; rows for the ledger."""
     settings = ctx.settings
+    candidates, timings = judged()
+    kept = checks.best(candidates)
     fmt = settings.image_format
     p = spec.params
     metadata = {
-        "prompt": spec.prompt, "negative_prompt": spec.negative, "seed": str(spec.seed), "model": model,
+        "prompt": spec.prompt, "negative_prompt": spec.negative, "seed": str(kept.seed), "model": model,
         "steps": str(p["steps"]), "guidance": str(p["guidance"]), "size": f"{p['width']}x{p['height']}",
         "job": str(job_id), "item": spec.key, "variant": str(spec.variant), "engine": engine.engine_id,
+        "candidate": str(kept.n),
     }
+    rows = [{"candidate": c.n, "seed": c.seed, "scores": c.scores, "safety": c.safety, "engine_id": engine.engine_id,
+             "outcome": "blocked" if c.blocked else "kept" if c is kept else "rejected"} for c in candidates]
+    public = object_key(job_id, spec.key, spec.variant, EXTENSIONS[fmt])
+    key = checks.quarantine_key(public) if kept.blocked else public
+    blocked = ({"stage": "image", "category": "nsfw", "checker": kept.safety["checker"],
+                "flagged": kept.safety["flagged"], "quarantined": key} if kept.blocked else None)
+    if key is None:  # blocked, and PIXELMILL_QUARANTINE=none: the image is not kept anywhere
+        return {"image": None, "candidates": rows, "blocked": blocked}
     started = time.perf_counter()
-    data = encode(image, fmt, metadata, quality=settings.image_quality)
+    data = encode(kept.image, fmt, metadata, quality=settings.image_quality)
     encoded = time.perf_counter()
-    key = object_key(job_id, spec.key, spec.variant, EXTENSIONS[fmt])
-    if not ctx.storage.create(key, data, CONTENT_TYPES[fmt]):
-        # An earlier attempt stored this item (then died before recording it): record what is stored.
-        data = ctx.storage.get(key)
-        log.info("object already stored; recording it", extra={"job": job_id, "key": key})
+    data = create_or_get(ctx.storage, key, data, CONTENT_TYPES[fmt])
     stored = time.perf_counter()
-    return {
-        "storage_key": key, "sha256": hashlib.sha256(data).hexdigest(), "width": image.width,
-        "height": image.height, "bytes": len(data), "format": fmt, "engine_id": engine.engine_id,
+    image = {
+        "storage_key": key, "sha256": hashlib.sha256(data).hexdigest(), "width": kept.image.width,
+        "height": kept.image.height, "bytes": len(data), "format": fmt, "engine_id": engine.engine_id,
         "timings": {**timings, "encode": round(encoded - started, 6), "store": round(stored - encoded, 6)},
+        "scores": kept.scores, "safety": kept.safety, "candidate": kept.n,
+        "visibility": "quarantine" if kept.blocked else "public",
     }
+    return {"image": image, "candidates": rows, "blocked": blocked}

@@ -1,0 +1,74 @@
+"""Human review of blocked items: list them with their reasons, publish a false positive on purpose."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pixelmill.checks import Checks
+from pixelmill.ledger import Image, Item, Job, State, utcnow
+from pixelmill.storage import CONTENT_TYPES, Storage, create_or_get
+
+
+class ReviewError(RuntimeError):
+    """The item cannot be approved; the message says why."""
+
+
+@dataclass
+class Blocked:
+    item: int
+    key: str
+    variant: int
+    prompt: str
+    stage: str  # "prompt" (never generated) or "image" (the checker flagged it)
+    reason: dict[str, Any]
+    safety: dict[str, Any] | None  # the image checker's per-concept scores
+    scores: dict[str, Any] | None
+    quarantined: str | None  # storage key of the blocked image, if kept
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def blocked_items(session: Session, job_id: int) -> list[Blocked]:
+    if session.get(Job, job_id) is None:
+        raise ReviewError(f"no job {job_id}; `pixelmill jobs` lists them")
+    rows = session.execute(
+        select(Item, Image).outerjoin(Image, Image.item_id == Item.id)
+        .where(Item.job_id == job_id, Item.state == State.blocked).order_by(Item.id))
+    return [Blocked(item=item.id, key=item.item_key, variant=item.variant, prompt=item.prompt,
+                    stage=(item.block_reason or {}).get("stage", "?"), reason=item.block_reason or {},
+                    safety=image.safety if image else None, scores=image.scores if image else None,
+                    quarantined=image.storage_key if image and image.visibility == "quarantine" else None)
+            for item, image in rows]
+
+
+def approve(session: Session, storage: Storage, item_id: int, *, by: str) -> str:
+    """Publish a blocked image: copy it from quarantine to its public key, mark the item succeeded and record
+    who approved it and when. Returns the public key."""
+    item = session.get(Item, item_id, with_for_update=True)
+    if item is None:
+        raise ReviewError(f"no item {item_id}; `pixelmill review JOB` lists blocked items with their ids")
+    if item.state != State.blocked:
+        raise ReviewError(f"item {item_id} is {item.state.value}, not blocked")
+    reason = item.block_reason or {}
+    if reason.get("stage") != "image":
+        raise ReviewError(f"item {item_id} was blocked by the prompt filter and never generated; "
+                          "change the prompt or the block lists and submit it again")
+    image = session.scalars(select(Image).where(Image.item_id == item_id)).one_or_none()
+    if image is None or image.visibility != "quarantine":
+        raise ReviewError(f"item {item_id}'s image was not kept (its job ran with PIXELMILL_QUARANTINE=none); "
+                          "submit it again to regenerate it")
+    prefix = Checks.from_json(item.job.params.get("checks")).quarantine.strip("/") + "/"
+    public = image.storage_key.removeprefix(prefix)
+    data = create_or_get(storage, public, storage.get(image.storage_key), CONTENT_TYPES[image.format])
+    now = utcnow()
+    image.storage_key, image.visibility, image.approved_by, image.approved_at = public, "public", by, now
+    image.sha256, image.bytes = hashlib.sha256(data).hexdigest(), len(data)
+    item.state, item.error = State.succeeded, None
+    item.block_reason = {**reason, "approved_by": by, "approved_at": now.isoformat(timespec="seconds")}
+    return public
