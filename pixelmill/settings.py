@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     s3_presign_expires: int = Field(3600, ge=1, le=7 * 24 * 3600)
     upload_threads: int = Field(4, ge=1, le=64)  # encode + upload off the GPU's path; also the pool size
 
+    # Diffusion engines (worker/engine): which one a worker runs, where TensorRT builds are shared, torch options.
+    engine: Literal["auto", "torch", "tensorrt"] = "auto"  # auto: TensorRT if the cache has a build, else torch
+    engine_cache: Path | None = None  # default: <data_dir>/engines; may be shared storage for every worker
+    torch_dtype: Literal["fp16", "bf16"] = "fp16"  # on CUDA; CPU always runs fp32
+    torch_compile: bool = False  # torch.compile the UNet (and VAE decoder): slower start, faster batches
+    torch_quant: Literal["none", "int8", "fp8"] = "none"  # torchao on the UNet; fp8 needs CUDA compute 8.9+
+
     @model_validator(mode="after")
     def _limits_fit_the_lease(self) -> Settings:
         if self.task_soft_time_limit >= self.task_time_limit:
@@ -99,6 +106,10 @@ class Settings(BaseSettings):
     @property
     def default_model(self) -> str:
         return self.model or str(self.tiny_model_path)
+
+    @property
+    def engine_cache_path(self) -> Path:
+        return (self.engine_cache or self.data_path / "engines").expanduser().resolve()
 
     @property
     def embedded_broker(self) -> bool:

@@ -86,7 +86,7 @@ def process_chunk(ctx: Context, chunk: Chunk) -> Future[Outcome]:
         model = job.model
     engine: Engine | None = None
     try:  # before claiming, so model loading never eats into a lease
-        engine, load_error = load_engine(model), None
+        engine, load_error = load_engine(model, settings), None
     except SoftTimeLimitExceeded:
         load_error = (f"loading model {model!r} took longer than PIXELMILL_TASK_SOFT_TIME_LIMIT "
                       f"({settings.task_soft_time_limit} s), which must cover a worker's first load")
@@ -127,12 +127,12 @@ def _produce(ctx: Context, job_id: int, model: str, engine: Engine, specs: list[
         groups[params_key(spec.params)].append(spec)
     try:
         for group in groups.values():
-            for spec, image, timings, error in _generate(engine, group):
+            for spec, image, timings, engine_id, error in _generate(engine, group):
                 if error is not None:
                     errors[spec.id] = error
                 else:
                     stores[spec.id] = ctx.uploads.store(
-                        functools.partial(_store, ctx, job_id, model, engine, spec, image, timings))
+                        functools.partial(_store, ctx, job_id, model, engine_id, spec, image, timings))
     except SoftTimeLimitExceeded:
         limit = ctx.settings.task_soft_time_limit
         for spec in specs:
@@ -194,7 +194,8 @@ def _spec(item: Item) -> Spec:
 
 
 def _generate(engine: Engine, specs: list[Spec]):  # type: ignore[no-untyped-def]
-    """Yield (spec, image, timings, error); a failing batch is retried item by item to isolate the culprit."""
+    """Yield (spec, image, timings, engine id, error); a failing batch is retried item by item to isolate the
+    culprit."""
     p = specs[0].params
     request = Request(prompts=[s.prompt for s in specs], negatives=[s.negative for s in specs],
                       seeds=[s.seed for s in specs], width=p["width"], height=p["height"],
@@ -205,18 +206,19 @@ def _generate(engine: Engine, specs: list[Spec]):  # type: ignore[no-untyped-def
         raise
     except Exception:
         if len(specs) == 1:
-            yield specs[0], None, None, "generation failed:\n" + traceback.format_exc(limit=5)
+            yield specs[0], None, None, None, "generation failed:\n" + traceback.format_exc(limit=5)
             return
         log.warning("batch failed; generating its items one by one", extra={"items": len(specs)})
         for spec in specs:
             yield from _generate(engine, [spec])
         return
     timings = {**result.timings, "batch": len(specs)}
+    engine_id = result.engine_id or engine.engine_id
     for spec, image in zip(specs, result.images, strict=True):
-        yield spec, image, timings, None
+        yield spec, image, timings, engine_id, None
 
 
-def _store(ctx: Context, job_id: int, model: str, engine: Engine, spec: Spec, image: Any,
+def _store(ctx: Context, job_id: int, model: str, engine_id: str, spec: Spec, image: Any,
            timings: dict[str, Any]) -> dict[str, Any]:
     settings = ctx.settings
     fmt = settings.image_format
@@ -224,7 +226,7 @@ def _store(ctx: Context, job_id: int, model: str, engine: Engine, spec: Spec, im
     metadata = {
         "prompt": spec.prompt, "negative_prompt": spec.negative, "seed": str(spec.seed), "model": model,
         "steps": str(p["steps"]), "guidance": str(p["guidance"]), "size": f"{p['width']}x{p['height']}",
-        "job": str(job_id), "item": spec.key, "variant": str(spec.variant), "engine": engine.engine_id,
+        "job": str(job_id), "item": spec.key, "variant": str(spec.variant), "engine": engine_id,
     }
     started = time.perf_counter()
     data = encode(image, fmt, metadata, quality=settings.image_quality)
@@ -237,6 +239,6 @@ def _store(ctx: Context, job_id: int, model: str, engine: Engine, spec: Spec, im
     stored = time.perf_counter()
     return {
         "storage_key": key, "sha256": hashlib.sha256(data).hexdigest(), "width": image.width,
-        "height": image.height, "bytes": len(data), "format": fmt, "engine_id": engine.engine_id,
+        "height": image.height, "bytes": len(data), "format": fmt, "engine_id": engine_id,
         "timings": {**timings, "encode": round(encoded - started, 6), "store": round(stored - encoded, 6)},
     }
