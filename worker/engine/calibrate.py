@@ -20,46 +20,15 @@ activations seen are those of actual sampling. The quantised UNet is then export
 from __future__ import annotations
 
 import logging
-import re
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
+from .recipe import QUANT_LEVELS, is_sensitive, quantised_layers  # noqa: F401 (re-exported)
+
 log = logging.getLogger(__name__)
-
-# Module-name fragments kept in high precision (diffusers UNet2DConditionModel naming).
-SENSITIVE = re.compile(
-    r"(^|\.)(time_embedding|time_emb_proj|conv_in|conv_out|conv_shortcut|proj_in|proj_out|add_embedding|"
-    r"class_embedding|norm_out)(\.|$)"
-)
-QUANT_LEVELS = (1.0, 2.0, 2.5, 3.0)
-
-
-def is_sensitive(name: str) -> bool:
-    return SENSITIVE.search(name) is not None
-
-
-def _linear_wanted(name: str, level: float) -> bool:
-    if level >= 3:
-        return True
-    if level >= 2 and ".ff.net." in f".{name}.":
-        return True
-    return level >= 2.5 and re.search(r"\.to_(q|k|v|qkv|kv)$", name) is not None
-
-
-def quantised_layers(unet: torch.nn.Module, level: float = 2.5) -> list[str]:
-    """Names of the Conv2d/Linear modules the recipe quantises at ``level``."""
-    if level not in QUANT_LEVELS:
-        raise ValueError(f"quant_level must be one of {QUANT_LEVELS}, got {level}")
-    names = []
-    for name, module in unet.named_modules():
-        if is_sensitive(name):
-            continue
-        if isinstance(module, torch.nn.Conv2d) or (isinstance(module, torch.nn.Linear) and _linear_wanted(name, level)):
-            names.append(name)
-    return names
 
 
 try:  # modelopt is an optional dependency (pixelmill[gpu], and dev for the tests)

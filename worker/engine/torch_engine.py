@@ -184,7 +184,7 @@ def quantise_unet(unet: torch.nn.Module, quant: str) -> None:
     """
     from torchao.quantization import quantize_
 
-    from .calibrate import is_sensitive
+    from .recipe import is_sensitive
 
     if quant == "int8":
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig
