@@ -29,7 +29,7 @@ class TorchEngine:
     """
 
     def __init__(self, model: str, device: str | None = None, *, dtype: str = "fp16", compile: bool = False,
-                 quant: str = "none"):
+                 quant: str = "none", pipeline: DiffusionPipeline | None = None):
         self.model = model
         self.device = torch.device(device or default_device())
         cuda = self.device.type == "cuda"
@@ -39,8 +39,9 @@ class TorchEngine:
             raise ValueError("PIXELMILL_TORCH_QUANT=fp8 needs a CUDA GPU of compute capability 8.9 or later")
         self.dtype = DTYPES[dtype] if cuda else torch.float32
         precision = {v: k for k, v in DTYPES.items()}[self.dtype]
-        self.pipe = self._load(model, self.dtype)
-        self.pipe.to(self.device)
+        # ``pipeline``: an already built one (the benchmark's random-weight models), else loaded from ``model``.
+        self.pipe = pipeline if pipeline is not None else self._load(model, self.dtype)
+        self.pipe.to(self.device, self.dtype)
         self.pipe.set_progress_bar_config(disable=True)
         # SD 1.x/2.x split cleanly into timed stages; others (e.g. SDXL) run as one call.
         self.split_stages = isinstance(self.pipe, StableDiffusionPipeline)
