@@ -354,6 +354,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--models-dir", default=None, help="saved models for the trt-* variants")
     parser.add_argument("--engine-cache", default=None, help="engine cache for the trt-* variants")
+    parser.add_argument("--save-models", type=Path, default=None,
+                        help="write the random-weight models (diffusers format) to DIR/<model> and stop: "
+                             "the input of `pixelmill engine build` for the trt-* variants")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="writes engine.md and engine.json")
     args = parser.parse_args(argv)
     cpu = args.device == "cpu"  # the reduced form: tiny model, tiny size, few steps
@@ -370,6 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.device == "cpu":
         torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.save_models is not None:
+        dtype = torch.float16 if args.device == "cuda" else torch.float32
+        for model in args.models:
+            build_pipeline(model, args.device, dtype).save_pretrained(args.save_models / model)
+            print(f"{model} written to {args.save_models / model}")
+        return 0
     report = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "engine.json").write_text(json.dumps(report, indent=2))
