@@ -145,3 +145,15 @@ def test_worker_with_engine_tensorrt_records_why_items_failed(env: Env, tmp_path
         errors = session.scalars(select(Item.error).where(Item.job_id == job)).all()
     assert all("PIXELMILL_ENGINE=tensorrt, but TensorRT does not import" in e for e in errors), errors
     assert env.images() == []
+
+
+@pytest.mark.skipif(tensorrt_version() is not None, reason="TensorRT imports here")
+def test_tensorrt_modules_import_without_tensorrt_and_refuse_clearly(tiny_model, tmp_path):
+    """The build and runtime modules are import-guarded: importing them works, using them says what is missing."""
+    from worker.engine.trt_build import TensorRTMissing, build_engine
+    from worker.engine.trt_runtime import TensorRTEngine
+
+    with pytest.raises(TensorRTMissing, match="TensorRT does not import"):
+        TensorRTEngine(str(tiny_model), [manifest()], EngineCache(tmp_path))
+    with pytest.raises(TensorRTMissing, match="TensorRT does not import"):
+        build_engine(tmp_path / "unet.onnx", tmp_path / "unet.plan", {})

@@ -83,22 +83,21 @@ def build(model: str, *, precision: str, width: int, height: int, batch_min: int
           alpha: float = 1.0, percentile: float = 1.0, onnx_only: bool = False, work_dir: Path | None = None,
           device: str | None = None) -> BuildResult:
     """Run every step that can run here; see the module docstring."""
-    from diffusers import AutoPipelineForText2Image
-
     from . import default_device
     from .select import gpu_arch, tensorrt_version
+    from .torch_engine import TorchEngine
     from .trt_build import TensorRTMissing, build_engine, import_tensorrt, profile_shapes
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     device = device or default_device()
-    cuda = device == "cuda"
+    cuda = device == "cuda"  # on CPU everything runs, and is exported, in fp32
     if not onnx_only and (tensorrt_version() is None or not cuda):
         # Still calibrate and export: the ONNX files are what a TensorRT host builds from, and on CPU this is
         # the part of the recipe that can be run and tested.
         log.warning("TensorRT or CUDA missing: the build stops after the ONNX export")
     dtype = torch.float16 if cuda else torch.float32
-    pipe = AutoPipelineForText2Image.from_pretrained(model, torch_dtype=dtype)
+    pipe = TorchEngine._load(model, dtype)  # the same loading as the torch engine (no safety checker)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     if precision in ("int8", "fp8"):

@@ -103,8 +103,7 @@ class TensorRTEngine:
         # Prefer INT8, then FP8, then FP16 builds where several cover a shape.
         order = {"int8": 0, "fp8": 1, "fp16": 2}
         self.builds = sorted(manifests, key=lambda m: (order.get(m.key.precision, 9), m.key.batch_max))
-        first = self.builds[0]
-        self.engine_id = f"trt-{first.key.precision}-{first.key.gpu}-{first.short_id}"
+        self.engine_id = self.build_id(self.builds[0])
         self._modules: dict[tuple[str, str], TrtModule] = {}
         self._dirs = {m.key.digest(): cache.directory(m.key) for m in self.builds}
         # Tokenizers, scheduler and configs only: no torch weights of the networks TensorRT runs.
@@ -123,6 +122,10 @@ class TensorRTEngine:
         self.image_processor = VaeImageProcessor(vae_scale_factor=2 ** (len(self.vae_config["block_out_channels"]) - 1))
         self.sdxl = self.unet_config.get("addition_embed_type") == "text_time"
         self._fallback: Any = None
+
+    @staticmethod
+    def build_id(manifest: Manifest) -> str:
+        return f"trt-{manifest.key.precision}-{manifest.key.gpu}-{manifest.short_id}"
 
     def __repr__(self) -> str:
         return f"TensorRTEngine(model={self.model!r}, engine_id={self.engine_id!r})"
@@ -208,7 +211,9 @@ class TensorRTEngine:
         pil = self.image_processor.postprocess(images, output_type="pil")
         t_decode = clock.lap()
         timings = {"text": t_text, "denoise": t_denoise, "decode": t_decode, "total": t_text + t_denoise + t_decode}
-        return Result(images=[image.convert("RGB") for image in pil], timings=timings)
+        build_id = self.build_id(build)
+        return Result(images=[image.convert("RGB") for image in pil], timings=timings,
+                      engine_id=None if build_id == self.engine_id else build_id)
 
 
 class _Clock:
