@@ -72,9 +72,12 @@ def export_all(pipe, out: Path, *, width: int, height: int, opset: int, dtype: t
         if encoder is not None:
             export_text_encoder(encoder, out / f"{name}.onnx", penultimate=sdxl, opset=opset, device=device)
             components[name] = {"onnx": f"{name}.onnx", "penultimate": sdxl}
-    export_vae_decoder(pipe.vae, out / "vae_decoder.onnx", latent_height=spec.latent_height,
-                       latent_width=spec.latent_width, opset=opset, dtype=pipe.vae.dtype, device=device)
-    components["vae_decoder"] = {"onnx": "vae_decoder.onnx"}
+    vae = pipe.vae
+    if getattr(vae.config, "force_upcast", False):  # SDXL's VAE overflows in fp16: diffusers decodes it in fp32
+        vae = vae.to(torch.float32)
+    export_vae_decoder(vae, out / "vae_decoder.onnx", latent_height=spec.latent_height,
+                       latent_width=spec.latent_width, opset=opset, dtype=vae.dtype, device=device)
+    components["vae_decoder"] = {"onnx": "vae_decoder.onnx", "precision": str(vae.dtype).removeprefix("torch.")}
     return components
 
 
@@ -143,8 +146,7 @@ def build(model: str, *, precision: str, width: int, height: int, batch_min: int
         shutil.copy2(out / component["onnx"], staging / component["onnx"])
         build_engine(out / component["onnx"], staging / f"{name}.plan", shapes)
         component["plan"] = f"{name}.plan"
-        component["precision"] = precision if name == "unet" else str(pipe.vae.dtype if name == "vae_decoder"
-                                                                        else dtype).removeprefix("torch.")
+        component.setdefault("precision", precision if name == "unet" else str(dtype).removeprefix("torch."))
     manifest = Manifest(key=key, model=model, components=components, calibration_hash=calib,
                         calibration_prompts=len(prompts) if calib else 0, calibration_steps=steps if calib else 0,
                         quant_level=level if calib else None,
