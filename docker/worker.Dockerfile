@@ -60,11 +60,12 @@ RUN PIP_CONSTRAINT="" python3 -m pip wheel --no-deps --wheel-dir /tmp/dist . \
  && python3 -c "import torch, tensorrt, diffusers, transformers, pixelmill.cli; \
 print('torch', torch.__version__, 'cuda', torch.version.cuda, 'tensorrt', tensorrt.__version__)"
 
-# A non-root user. /data (PIXELMILL_DATA_DIR) and the Hugging Face cache are created here, owned by that user, so that named
+# A non-root user. /data (PIXELMILL_DATA_DIR), /engines (PIXELMILL_ENGINE_CACHE) and the Hugging Face cache
+# are created here, owned by that user, so that named
 # volumes mounted there start out writable for it.
 RUN useradd --create-home --uid 10001 --user-group --shell /bin/bash pixelmill \
- && mkdir -p /data /models /home/pixelmill/.cache/huggingface \
- && chown -R pixelmill:pixelmill /data /home/pixelmill/.cache
+ && mkdir -p /data /models /engines /home/pixelmill/.cache/huggingface \
+ && chown -R pixelmill:pixelmill /data /engines /home/pixelmill/.cache
 
 ENV PIP_CONSTRAINT=/opt/pixelmill/constraints.txt \
     PIXELMILL_DATA_DIR=/data

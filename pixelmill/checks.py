@@ -137,6 +137,7 @@ class Candidate:
     scores: dict[str, float]
     safety: dict[str, Any] | None  # the checker's per-concept scores and decision; None when unchecked
     image: Any = field(default=None, repr=False)
+    engine_id: str = ""  # the engine that made it (a TensorRT engine hands shapes it lacks to torch)
 
     @property
     def blocked(self) -> bool:

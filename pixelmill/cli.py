@@ -25,9 +25,11 @@ db_app = typer.Typer(help="Ledger database.", no_args_is_help=True)
 model_app = typer.Typer(help="Models.", no_args_is_help=True)
 broker_app = typer.Typer(help="The embedded Redis broker (used when PIXELMILL_BROKER_URL is unset).",
                          no_args_is_help=True)
+engine_app = typer.Typer(help="Diffusion engines: TensorRT builds in the engine cache.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(model_app, name="model")
 app.add_typer(broker_app, name="broker")
+app.add_typer(engine_app, name="engine")
 
 out = Console()
 err = Console(stderr=True)
@@ -252,6 +254,9 @@ def worker(
                                           "across restarts so a restarted worker reclaims its items.")]
     = "pixelmill@%h",
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+    engine: Annotated[Optional[str], typer.Option(help="auto|torch|tensorrt (default: PIXELMILL_ENGINE, auto): "
+                                                  "auto runs TensorRT when the engine cache has a build for "
+                                                  "this model and GPU, else torch.")] = None,
 ) -> None:
     """Run a worker: one prefork process that loads its model once, after the fork."""
     import importlib.util
@@ -260,9 +265,13 @@ def worker(
     missing = [m for m in ("torch", "diffusers", "transformers") if importlib.util.find_spec(m) is None]
     if missing:
         fail(f"a worker needs {', '.join(missing)}: pip install 'pixelmill[worker]' (torch first, for your CUDA)")
-    if model is not None:  # children (and worker.app) read it from the environment
-        os.environ["PIXELMILL_MODEL"] = model
-        get_settings.cache_clear()
+    if engine is not None and engine not in ("auto", "torch", "tensorrt"):
+        fail(f"--engine must be auto, torch or tensorrt, got {engine!r}")
+    # Children (worker.app, and the per-GPU workers of --gpus) read these from the environment.
+    for variable, value in (("PIXELMILL_MODEL", model), ("PIXELMILL_ENGINE", engine)):
+        if value is not None:
+            os.environ[variable] = value
+            get_settings.cache_clear()
     settings = get_settings()
     try:  # refuse to start on a ledger at an older schema (the embedded SQLite one migrates itself here)
         _ledger().close()
@@ -449,6 +458,65 @@ def model_tiny_judges(directory: Annotated[Path, typer.Argument(help="Where to w
 
     for setting, path in build_tiny_judges(directory, seed=seed).items():
         out.print(f"PIXELMILL_{setting.upper()}={path}", highlight=False)
+
+
+@engine_app.command("build")
+def engine_build(
+    model: Annotated[Optional[str], typer.Option(help="Diffusers model directory (default: PIXELMILL_MODEL, else "
+                                                 "the tiny model).")] = None,
+    precision: Annotated[str, typer.Option(help="UNet precision: int8 (calibrated), fp8 (Hopper/Ada) or fp16.")]
+    = "int8",
+    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT the engines are built for (static).")] = "512x512",
+    batch: Annotated[str, typer.Option(help="Images per request the engines accept, MIN-MAX.")] = "1-16",
+    calib_prompts: Annotated[Optional[Path], typer.Option(help="Calibration prompts, one per line (int8/fp8; "
+                                                         "NVIDIA uses 512-1024 for SD1.5, 32-64 for SDXL).")] = None,
+    steps: Annotated[int, typer.Option(help="Denoising steps during calibration: the ones you serve.")] = 30,
+    guidance: Annotated[float, typer.Option(help="Guidance scale during calibration.")] = 7.5,
+    quant_level: Annotated[float, typer.Option(help="INT8 linears: 1 none, 2 feed-forward, 2.5 + q/k/v, 3 all.")]
+    = 2.5,
+    alpha: Annotated[float, typer.Option(help="SmoothQuant alpha (NVIDIA: 1.0 SD1.5, 0.8 SDXL).")] = 1.0,
+    onnx_only: Annotated[bool, typer.Option("--onnx-only", help="Stop after the ONNX export.")] = False,
+    onnx_dir: Annotated[Optional[Path], typer.Option("--out", help="Directory for the ONNX files "
+                                                     "(default: beside the engines in the cache).")] = None,
+) -> None:
+    """Calibrate, export ONNX, build TensorRT engines and store them in PIXELMILL_ENGINE_CACHE.
+
+    Without TensorRT or a GPU the build stops after the ONNX export and exits with code 3."""
+    from worker.engine.build import build, parse_batches, parse_size, read_prompts
+    from worker.engine.cache import EngineCache
+    from worker.engine.trt_build import TensorRTMissing
+
+    settings = get_settings()
+    try:
+        width, height = parse_size(size)
+        batch_min, batch_max = parse_batches(batch)
+    except ValueError as exc:
+        fail(str(exc))
+    prompts: list[str] = []
+    if precision in ("int8", "fp8"):
+        if calib_prompts is None:
+            fail(f"--precision {precision} needs --calib-prompts FILE (real prompts, one per line)")
+        prompts = read_prompts(calib_prompts)
+        if not prompts:
+            fail(f"{calib_prompts} has no prompts")
+    model_path = model or settings.default_model
+    started = time.monotonic()
+    try:
+        result = build(model_path, precision=precision, width=width, height=height, batch_min=batch_min,
+                       batch_max=batch_max, prompts=prompts, cache=EngineCache(settings.engine_cache_path),
+                       steps=steps, guidance=guidance, level=quant_level, alpha=alpha, onnx_only=onnx_only,
+                       work_dir=onnx_dir)
+    except TensorRTMissing as exc:
+        fail(str(exc), 3)
+    except ValueError as exc:
+        fail(str(exc))
+    took = time.monotonic() - started
+    if result.manifest is None:
+        out.print(f"ONNX ({precision}) written to {result.onnx_dir} in {took:.1f} s", highlight=False)
+    else:
+        key = result.manifest.key
+        out.print(f"engines {result.manifest.short_id} ({precision}, {size}, batch {batch}, {key.gpu}, "
+                  f"TensorRT {key.trt_version}) written to {result.final_dir} in {took:.1f} s", highlight=False)
 
 
 @broker_app.command("start")

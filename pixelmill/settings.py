@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     gate_mode: Literal["reroll", "best_of"] = "reroll"
     gate_attempts: int = Field(1, ge=1, le=16)  # candidates per item at most (reroll) or exactly (best_of)
     gate_rank: str | None = None  # score that orders candidates; default: the gate's first score
+    # Diffusion engines (worker/engine): which one a worker runs, where TensorRT builds are shared, torch options.
+    engine: Literal["auto", "torch", "tensorrt"] = "auto"  # auto: TensorRT if the cache has a build, else torch
+    engine_cache: Path | None = None  # default: <data_dir>/engines; may be shared storage for every worker
+    torch_dtype: Literal["fp16", "bf16"] = "fp16"  # on CUDA; CPU always runs fp32
+    torch_compile: bool = False  # torch.compile the UNet (and VAE decoder): slower start, faster batches
+    torch_quant: Literal["none", "int8", "fp8"] = "none"  # torchao on the UNet; fp8 needs CUDA compute 8.9+
 
     @model_validator(mode="after")
     def _limits_fit_the_lease(self) -> Settings:
@@ -116,6 +122,10 @@ class Settings(BaseSettings):
     @property
     def default_model(self) -> str:
         return self.model or str(self.tiny_model_path)
+
+    @property
+    def engine_cache_path(self) -> Path:
+        return (self.engine_cache or self.data_path / "engines").expanduser().resolve()
 
     @property
     def embedded_broker(self) -> bool:

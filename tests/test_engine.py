@@ -154,3 +154,32 @@ def test_load_engine_caches_one_model_per_process(engine, tiny_model, tmp_path):
     assert isinstance(replacement, TorchEngine) and replacement is not engine
     assert load_engine(str(copy)) is replacement
     assert load_engine(str(tiny_model)) is not engine  # the first was dropped, so it loads afresh
+
+
+def test_torch_engine_options_on_cpu(engine, tiny_model):
+    """Fused QKV is always applied; torchao INT8 (Linear layers) runs on CPU too and shows in the engine id;
+    FP8 needs a Hopper/Ada GPU and is refused here with the reason; CPU stays fp32 whatever the dtype setting."""
+    fused = {type(p).__name__ for p in engine.pipe.unet.attn_processors.values()}
+    assert all(name.startswith("Fused") for name in fused), fused
+    with pytest.raises(ValueError, match="fp8"):
+        TorchEngine(str(tiny_model), device="cpu", quant="fp8")
+    int8 = TorchEngine(str(tiny_model), device="cpu", quant="int8", dtype="bf16")
+    assert int8.engine_id == "torch-fp32-cpu+int8"
+    request = make_request(2)
+    quantised, plain = int8.generate(request), engine.generate(request)
+    assert [im.size for im in quantised.images] == [(64, 64)] * 2
+    # INT8 linears change the images a little, not completely (same seeds, same prompts).
+    diff = np.mean([np.abs(pixels(a) - pixels(b)).mean() for a, b in zip(quantised.images, plain.images)])
+    assert 0 < diff < 32, diff
+
+
+def test_load_engine_follows_the_engine_setting(tiny_model, tmp_path):
+    from pixelmill.settings import Settings
+    from worker.engine.select import EngineUnavailable, tensorrt_version
+
+    if tensorrt_version() is not None:
+        pytest.skip("TensorRT imports here")
+    copy = shutil.copytree(tiny_model, tmp_path / "model")
+    with pytest.raises(EngineUnavailable, match="TensorRT does not import"):
+        load_engine(str(copy), Settings(data_dir=tmp_path, engine="tensorrt"))
+    assert load_engine(str(copy), Settings(data_dir=tmp_path, engine="auto")).engine_id == "torch-fp32-cpu"

@@ -60,7 +60,7 @@ def _after_fork(**_: Any) -> None:
     _context = None
     model = resolve_model(settings.default_model)
     try:  # now, not inside the first task's time limit (PIXELMILL_MODEL_LOAD_TIMEOUT bounds it)
-        engine = load_engine(model)
+        engine = load_engine(model, settings)
         log.info("model loaded", extra={"model": model, "engine": engine.engine_id})
     except Exception:  # tasks will try again and record the error on their items
         log.exception("loading the worker's model failed", extra={"model": model})

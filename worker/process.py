@@ -94,7 +94,7 @@ def process_chunk(ctx: Context, chunk: Chunk) -> Future[Outcome]:
     engine: Engine | None = None
     judge: Any = None
     try:  # before claiming, so model loading never eats into a lease
-        engine, load_error = load_engine(model), None
+        engine, load_error = load_engine(model, settings), None
         from worker.judge import load_judge  # imports torch: only ever after fork
 
         judge = load_judge(checks)
@@ -141,7 +141,7 @@ def _produce(ctx: Context, job_id: int, model: str, engine: Engine, judge: Any, 
     groups: dict[str, list[Spec]] = defaultdict(list)
     for spec in specs:  # a chunk is planned homogeneous; a hand-made message may not be
         groups[params_key(spec.params)].append(spec)
-    store = functools.partial(_store, ctx, job_id, model, engine, checks)
+    store = functools.partial(_store, ctx, job_id, model, checks)
     try:
         for group in groups.values():
             if checks.gate_n > 1:
@@ -149,17 +149,17 @@ def _produce(ctx: Context, job_id: int, model: str, engine: Engine, judge: Any, 
                     stores[spec.id] = ctx.uploads.store(functools.partial(store, spec, lambda j=judged: j))
                 continue
             made = []
-            for spec, image, timings, error in _generate(engine, group):
+            for spec, image, timings, engine_id, error in _generate(engine, group):
                 if error is not None:
                     errors[spec.id] = error
                 else:
-                    made.append((spec, image, timings))
+                    made.append((spec, image, timings, engine_id))
             if not made:
                 continue
             verdicts = ctx.judging.submit(_judge, judge, [m[1] for m in made], [m[0].prompt for m in made])
-            for i, (spec, image, timings) in enumerate(made):
+            for i, (spec, image, timings, engine_id) in enumerate(made):
                 stores[spec.id] = ctx.uploads.store(functools.partial(
-                    store, spec, functools.partial(_first, verdicts, i, spec, image, timings)))
+                    store, spec, functools.partial(_first, verdicts, i, spec, image, timings, engine_id)))
     except SoftTimeLimitExceeded:
         limit = ctx.settings.task_soft_time_limit
         for spec in specs:
@@ -182,18 +182,19 @@ def _gated(ctx: Context, engine: Engine, judge: Any, checks: Checks, group: list
     for n in range(checks.gate_n):
         made = []
         rolled = [replace(spec, seed=candidate_seed(spec.seed, n)) for spec in pending]
-        for spec, image, batch_timings, error in _generate(engine, rolled):
+        for spec, image, batch_timings, engine_id, error in _generate(engine, rolled):
             if error is None:
-                made.append((spec, image))
+                made.append((spec, image, engine_id))
                 timings = batch_timings
             elif not found[spec.id]:
                 errors[spec.id] = error
         if made:
-            verdicts, seconds = ctx.judging.submit(_judge, judge, [image for _, image in made],
-                                                   [spec.prompt for spec, _ in made]).result()
+            verdicts, seconds = ctx.judging.submit(_judge, judge, [image for _, image, _ in made],
+                                                   [spec.prompt for spec, _, _ in made]).result()
             timings = {**timings, "judge": round(timings.get("judge", 0.0) + seconds, 6)}
-            for (spec, image), (scores, safety) in zip(made, verdicts, strict=True):
-                found[spec.id].append(Candidate(n=n, seed=spec.seed, scores=scores, safety=safety, image=image))
+            for (spec, image, engine_id), (scores, safety) in zip(made, verdicts, strict=True):
+                found[spec.id].append(Candidate(n=n, seed=spec.seed, scores=scores, safety=safety, image=image,
+                                                engine_id=engine_id))
         if checks.gate_mode == "reroll":
             pending = [spec for spec in pending if found[spec.id] and not _passes(checks, found[spec.id][-1])]
         if not pending:
@@ -218,11 +219,11 @@ def _judge(judge: Any, images: list[Any], prompts: list[str]) -> tuple[list[Any]
 
 
 def _first(verdicts: Future[tuple[list[Any], float]], i: int, spec: Spec, image: Any,
-           timings: dict[str, Any]) -> Judged:
+           timings: dict[str, Any], engine_id: str) -> Judged:
     """The single candidate of an ungated item, once its batch is judged."""
     judged, seconds = verdicts.result()
     scores, safety = judged[i]
-    return ([Candidate(n=0, seed=spec.seed, scores=scores, safety=safety, image=image)],
+    return ([Candidate(n=0, seed=spec.seed, scores=scores, safety=safety, image=image, engine_id=engine_id)],
             {**timings, "judge": round(seconds, 6)})
 
 
@@ -276,7 +277,8 @@ def _spec(item: Item) -> Spec:
 
 
 def _generate(engine: Engine, specs: list[Spec]):  # type: ignore[no-untyped-def]
-    """Yield (spec, image, timings, error); a failing batch is retried item by item to isolate the culprit."""
+    """Yield (spec, image, timings, engine id, error); a failing batch is retried item by item to isolate the
+    culprit."""
     p = specs[0].params
     request = Request(prompts=[s.prompt for s in specs], negatives=[s.negative for s in specs],
                       seeds=[s.seed for s in specs], width=p["width"], height=p["height"],
@@ -287,18 +289,19 @@ def _generate(engine: Engine, specs: list[Spec]):  # type: ignore[no-untyped-def
         raise
     except Exception:
         if len(specs) == 1:
-            yield specs[0], None, None, "generation failed:\n" + traceback.format_exc(limit=5)
+            yield specs[0], None, None, None, "generation failed:\n" + traceback.format_exc(limit=5)
             return
         log.warning("batch failed; generating its items one by one", extra={"items": len(specs)})
         for spec in specs:
             yield from _generate(engine, [spec])
         return
     timings = {**result.timings, "batch": len(specs)}
+    engine_id = result.engine_id or engine.engine_id
     for spec, image in zip(specs, result.images, strict=True):
-        yield spec, image, timings, None
+        yield spec, image, timings, engine_id, None
 
 
-def _store(ctx: Context, job_id: int, model: str, engine: Engine, checks: Checks, spec: Spec,
+def _store(ctx: Context, job_id: int, model: str, checks: Checks, spec: Spec,
            judged: Callable[[], Judged]) -> dict[str, Any]:
     """Keep the best candidate: a public object, or (blocked) a quarantined one or none; rows for the ledger."""
     settings = ctx.settings
@@ -309,10 +312,10 @@ def _store(ctx: Context, job_id: int, model: str, engine: Engine, checks: Checks
     metadata = {
         "prompt": spec.prompt, "negative_prompt": spec.negative, "seed": str(kept.seed), "model": model,
         "steps": str(p["steps"]), "guidance": str(p["guidance"]), "size": f"{p['width']}x{p['height']}",
-        "job": str(job_id), "item": spec.key, "variant": str(spec.variant), "engine": engine.engine_id,
+        "job": str(job_id), "item": spec.key, "variant": str(spec.variant), "engine": kept.engine_id,
         "candidate": str(kept.n),
     }
-    rows = [{"candidate": c.n, "seed": c.seed, "scores": c.scores, "safety": c.safety, "engine_id": engine.engine_id,
+    rows = [{"candidate": c.n, "seed": c.seed, "scores": c.scores, "safety": c.safety, "engine_id": c.engine_id,
              "outcome": "blocked" if c.blocked else "kept" if c is kept else "rejected"} for c in candidates]
     public = object_key(job_id, spec.key, spec.variant, EXTENSIONS[fmt])
     key = checks.quarantine_key(public) if kept.blocked else public
@@ -327,7 +330,7 @@ def _store(ctx: Context, job_id: int, model: str, engine: Engine, checks: Checks
     stored = time.perf_counter()
     image = {
         "storage_key": key, "sha256": hashlib.sha256(data).hexdigest(), "width": kept.image.width,
-        "height": kept.image.height, "bytes": len(data), "format": fmt, "engine_id": engine.engine_id,
+        "height": kept.image.height, "bytes": len(data), "format": fmt, "engine_id": kept.engine_id,
         "timings": {**timings, "encode": round(encoded - started, 6), "store": round(stored - encoded, 6)},
         "scores": kept.scores, "safety": kept.safety, "candidate": kept.n,
         "visibility": "quarantine" if kept.blocked else "public",

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     import PIL.Image
 
+    from pixelmill.settings import Settings
+
 __all__ = ["Engine", "Request", "Result", "default_device", "load_engine"]
 
 MAX_SEED = 2**63  # seeds are stored as signed 64-bit integers in the ledger
@@ -66,10 +68,15 @@ class Request:
 
 @dataclass
 class Result:
-    """Images in request order (RGB) and seconds spent per stage, always including ``total``."""
+    """Images in request order (RGB) and seconds spent per stage, always including ``total``.
+
+    ``engine_id`` names what actually generated them when that differs from the engine's own id (a TensorRT
+    engine hands a shape it was not built for to its torch pipeline); None means ``Engine.engine_id``.
+    """
 
     images: list[PIL.Image.Image]
     timings: dict[str, float]
+    engine_id: str | None = None
 
 
 class Engine(Protocol):
@@ -92,12 +99,12 @@ _lock = threading.Lock()
 _engine: Engine | None = None
 
 
-def load_engine(model: str) -> Engine:
+def load_engine(model: str, settings: Settings | None = None) -> Engine:
     """Return the process's engine for ``model``, loading it on first use.
 
     Exactly one model stays loaded per process: asking for another model drops the cached one
     before loading, so two pipelines never share the GPU. Called from a prefork child, this loads
-    after the fork.
+    after the fork. Which engine (torch or TensorRT) follows ``settings.engine``; see ``select.py``.
     """
     global _engine
     with _lock:
@@ -106,9 +113,13 @@ def load_engine(model: str) -> Engine:
         if _engine is not None:
             _engine = None
             _release_memory()
-        from .torch_engine import TorchEngine
+        if settings is None:
+            from pixelmill.settings import get_settings
 
-        _engine = TorchEngine(model, device=default_device())
+            settings = get_settings()
+        from .select import open_engine
+
+        _engine = open_engine(model, settings, device=default_device())
         return _engine
 
 

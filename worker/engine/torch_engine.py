@@ -14,23 +14,47 @@ from diffusers import AutoPipelineForText2Image, DiffusionPipeline, StableDiffus
 
 from . import Request, Result, default_device
 
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
 
 class TorchEngine:
     """Runs a diffusers text-to-image pipeline loaded from a local directory or a hub id.
 
     Loading goes through ``AutoPipelineForText2Image.from_pretrained``, the same call a real
     Stable Diffusion or SDXL checkpoint uses, so the tiny CI model and production checkpoints share
-    every code path. fp16 on CUDA (halves memory and uses tensor cores), fp32 on CPU (CPU fp16 is
-    slow and poorly supported).
+    every code path. fp16 (or bf16) on CUDA, fp32 on CPU (CPU half precision is slow and poorly
+    supported). On CUDA: SDPA attention (diffusers' default on torch 2), channels_last UNet and VAE,
+    fused QKV projections, and optionally ``torch.compile`` and torchao INT8/FP8 quantisation of the UNet.
+    The engine id names every option applied, e.g. ``torch-fp16-cuda+int8+compile``.
     """
 
-    def __init__(self, model: str, device: str | None = None):
+    def __init__(self, model: str, device: str | None = None, *, dtype: str = "fp16", compile: bool = False,
+                 quant: str = "none", pipeline: DiffusionPipeline | None = None):
         self.model = model
         self.device = torch.device(device or default_device())
-        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        precision = {torch.float16: "fp16", torch.float32: "fp32"}[self.dtype]
-        self.engine_id = f"torch-{precision}-{self.device.type}"
+        cuda = self.device.type == "cuda"
+        if quant not in ("none", "int8", "fp8"):
+            raise ValueError(f"torch quantisation must be none, int8 or fp8, got {quant!r}")
+        if quant == "fp8" and not (cuda and torch.cuda.get_device_capability(self.device) >= (8, 9)):
+            raise ValueError("PIXELMILL_TORCH_QUANT=fp8 needs a CUDA GPU of compute capability 8.9 or later")
+        self.dtype = DTYPES[dtype] if cuda else torch.float32
+        precision = {v: k for k, v in DTYPES.items()}[self.dtype]
+        # ``pipeline``: an already built one (the benchmark's random-weight models), else loaded from ``model``.
+        self.pipe = pipeline if pipeline is not None else self._load(model, self.dtype)
+        self.pipe.to(self.device, self.dtype)
+        self.pipe.set_progress_bar_config(disable=True)
+        # SD 1.x/2.x split cleanly into timed stages; others (e.g. SDXL) run as one call.
+        self.split_stages = isinstance(self.pipe, StableDiffusionPipeline)
+        options = optimise(self.pipe, cuda=cuda, compile=compile, quant=quant)
+        self.engine_id = "+".join([f"torch-{precision}-{self.device.type}", *options])
 
+    @classmethod
+    def from_settings(cls, model: str, settings, device: str | None = None) -> TorchEngine:  # noqa: ANN001
+        return cls(model, device=device, dtype=settings.torch_dtype, compile=settings.torch_compile,
+                   quant=settings.torch_quant)
+
+    @staticmethod
+    def _load(model: str, dtype: torch.dtype) -> DiffusionPipeline:
         kwargs = {}
         # The NSFW checker would blank images and needs a second model; the service does not use it.
         # Only pipelines that declare the component accept the override.
@@ -41,14 +65,7 @@ class TorchEngine:
             # do not accept; torch_dtype works in all of them, so keep it and mute the rename notice.
             warnings.filterwarnings("ignore", message="`torch_dtype` is deprecated", category=FutureWarning)
             # from_pretrained returns modules in eval mode already.
-            self.pipe = AutoPipelineForText2Image.from_pretrained(model, torch_dtype=self.dtype, **kwargs)
-        self.pipe.to(self.device)
-        self.pipe.set_progress_bar_config(disable=True)
-        # SD 1.x/2.x split cleanly into timed stages; others (e.g. SDXL) run as one call.
-        self.split_stages = isinstance(self.pipe, StableDiffusionPipeline)
-        if self.device.type == "cuda" and getattr(self.pipe, "unet", None) is not None:
-            # NHWC lets cuDNN pick its fastest fp16 convolution kernels.
-            self.pipe.unet.to(memory_format=torch.channels_last)
+            return AutoPipelineForText2Image.from_pretrained(model, torch_dtype=dtype, **kwargs)
 
     def __repr__(self) -> str:
         return f"TorchEngine(model={self.model!r}, engine_id={self.engine_id!r})"
@@ -129,3 +146,59 @@ class TorchEngine:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
+
+
+def optimise(pipe: DiffusionPipeline, *, cuda: bool, compile: bool = False, quant: str = "none") -> list[str]:
+    """Apply the torch-side speed-ups to ``pipe`` in place; return the names of the optional ones applied.
+
+    Order matters: QKV fusion before quantisation (one int8 GEMM instead of three), quantisation before
+    compilation (the compiled graph must see the quantised modules). Fusion changes float summation order
+    only, so it is always on; it is not in the engine id.
+    """
+    unet = getattr(pipe, "unet", None)
+    applied: list[str] = []
+    if unet is not None and hasattr(unet, "fuse_qkv_projections"):
+        unet.fuse_qkv_projections()
+    if cuda:
+        # NHWC lets cuDNN pick its fastest half-precision convolution kernels.
+        for module in (unet, getattr(pipe, "vae", None)):
+            if module is not None:
+                module.to(memory_format=torch.channels_last)
+    if quant != "none" and unet is not None:
+        quantise_unet(unet, quant)
+        applied.append(quant)
+    if compile and unet is not None:
+        # max-autotune-no-cudagraphs: the CUDA graphs of "max-autotune" would pin one batch size per graph
+        # and keep their memory; fullgraph: fail loudly on a graph break instead of running half compiled.
+        mode = "max-autotune-no-cudagraphs" if cuda else "default"
+        pipe.unet = torch.compile(unet, mode=mode, fullgraph=True)
+        applied.append("compile")
+    return applied
+
+
+def quantise_unet(unet: torch.nn.Module, quant: str) -> None:
+    """torchao: INT8 dynamic activations x INT8 weights, or FP8 (e4m3, per-row scales) on Hopper/Ada.
+
+    Only Linear layers are converted (torchao's configs target Linear): in an SD UNet that is attention
+    and feed-forward, about half of its FLOPs; convolutions stay in half precision. The first/last layers and
+    the time embedding are left alone, as in NVIDIA's INT8 recipe (see calibrate.py).
+    """
+    from torchao.quantization import quantize_
+
+    from .recipe import is_sensitive
+
+    if quant == "int8":
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig
+
+        config = Int8DynamicActivationInt8WeightConfig()
+    elif quant == "fp8":
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
+
+        config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+    else:
+        raise ValueError(f"unknown quantisation {quant!r}")
+
+    def wanted(module: torch.nn.Module, name: str) -> bool:
+        return isinstance(module, torch.nn.Linear) and not is_sensitive(name)
+
+    quantize_(unet, config, filter_fn=wanted)

@@ -1,0 +1,156 @@
+"""`pixelmill engine build`: calibrate -> ONNX export -> TensorRT build -> manifest in the engine cache.
+
+Each step runs where it can: calibration and export run on CPU too (that is what CI tests, on the tiny
+model); the TensorRT build needs TensorRT and a GPU, and without them the build stops after the export
+with :class:`~worker.engine.trt_build.TensorRTMissing`, leaving the ONNX files for a later build.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from .cache import EngineCache, EngineKey, Manifest, calibration_hash, model_fingerprint
+from .onnx_export import UNetSpec, export_text_encoder, export_unet, export_vae_decoder
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("int8", "fp8", "fp16")
+
+
+@dataclass
+class BuildResult:
+    onnx_dir: Path
+    manifest: Manifest | None  # None: stopped after the export
+    final_dir: Path | None = None
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    width, _, height = text.lower().partition("x")
+    return int(width), int(height)
+
+
+def parse_batches(text: str) -> tuple[int, int]:
+    low, _, high = text.partition("-")
+    low_i, high_i = int(low), int(high or low)
+    if not 1 <= low_i <= high_i:
+        raise ValueError(f"batch range must be like 1-16, got {text!r}")
+    return low_i, high_i
+
+
+def read_prompts(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in ("torch", "diffusers", "nvidia-modelopt", "onnx", "tensorrt"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def export_all(pipe, out: Path, *, width: int, height: int, opset: int, dtype: torch.dtype,  # noqa: ANN001
+               device: str) -> dict[str, dict]:
+    """ONNX of every network the runtime needs; returns the manifest's component table (without plans)."""
+    components: dict[str, dict] = {}
+    spec = UNetSpec.of(pipe.unet, height, width)
+    export_unet(pipe.unet, spec, out / "unet.onnx", opset=opset, dtype=dtype, device=device)
+    components["unet"] = {"onnx": "unet.onnx", "inputs": spec.input_names, "spec": spec.__dict__}
+    sdxl = getattr(pipe, "text_encoder_2", None) is not None
+    for name in ("text_encoder", "text_encoder_2"):
+        encoder = getattr(pipe, name, None)
+        if encoder is not None:
+            export_text_encoder(encoder, out / f"{name}.onnx", penultimate=sdxl, opset=opset, device=device)
+            components[name] = {"onnx": f"{name}.onnx", "penultimate": sdxl}
+    vae = pipe.vae
+    if getattr(vae.config, "force_upcast", False):  # SDXL's VAE overflows in fp16: diffusers decodes it in fp32
+        vae = vae.to(torch.float32)
+    export_vae_decoder(vae, out / "vae_decoder.onnx", latent_height=spec.latent_height,
+                       latent_width=spec.latent_width, opset=opset, dtype=vae.dtype, device=device)
+    components["vae_decoder"] = {"onnx": "vae_decoder.onnx", "precision": str(vae.dtype).removeprefix("torch.")}
+    return components
+
+
+def build(model: str, *, precision: str, width: int, height: int, batch_min: int, batch_max: int,
+          prompts: list[str], cache: EngineCache, steps: int = 30, guidance: float = 7.5, level: float = 2.5,
+          alpha: float = 1.0, percentile: float = 1.0, onnx_only: bool = False, work_dir: Path | None = None,
+          device: str | None = None) -> BuildResult:
+    """Run every step that can run here; see the module docstring."""
+    from . import default_device
+    from .select import gpu_arch, tensorrt_version
+    from .torch_engine import TorchEngine
+    from .trt_build import TensorRTMissing, build_engine, import_tensorrt, profile_shapes
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    device = device or default_device()
+    cuda = device == "cuda"  # on CPU everything runs, and is exported, in fp32
+    if not onnx_only and (tensorrt_version() is None or not cuda):
+        # Still calibrate and export: the ONNX files are what a TensorRT host builds from, and on CPU this is
+        # the part of the recipe that can be run and tested.
+        log.warning("TensorRT or CUDA missing: the build stops after the ONNX export")
+    dtype = torch.float16 if cuda else torch.float32
+    pipe = TorchEngine._load(model, dtype)  # the same loading as the torch engine (no safety checker)
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    if precision in ("int8", "fp8"):
+        from .calibrate import quantise
+
+        quantise(pipe, prompts, precision=precision, steps=steps, guidance=guidance, width=width, height=height,
+                 level=level, alpha=alpha, percentile=percentile)
+
+    fingerprint = model_fingerprint(model)
+    out = work_dir or cache.root / fingerprint[:16] / f"onnx-{precision}-{width}x{height}"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    opset = 19 if precision == "fp8" else 17
+    components = export_all(pipe, out, width=width, height=height, opset=opset, dtype=dtype, device=device)
+    calib = calibration_hash(prompts) if precision != "fp16" else None
+    (out / "export.json").write_text(json.dumps({
+        "model": model, "model_hash": fingerprint, "precision": precision, "width": width, "height": height,
+        "calibration_hash": calib, "calibration_prompts": len(prompts), "steps": steps, "components": components,
+        "versions": _versions()}, indent=2), encoding="utf-8")
+    if onnx_only:
+        return BuildResult(out, None)
+    trt_version, arch = tensorrt_version(), gpu_arch(device)
+    if trt_version is None or arch is None:
+        raise TensorRTMissing(f"ONNX written to {out}; the TensorRT build needs TensorRT and a CUDA GPU "
+                              f"(TensorRT {'found' if trt_version else 'missing'}, "
+                              f"CUDA {'found' if arch else 'missing'})")
+    import_tensorrt()
+
+    key = EngineKey(fingerprint, precision, width, height, batch_min, batch_max, arch, trt_version)
+    staging = cache.staging(key)
+    spec = UNetSpec(**components["unet"]["spec"])
+    # Classifier-free guidance doubles the UNet and text-encoder batch; guidance-free models use the batch as is.
+    low, high = batch_min, 2 * batch_max
+    unet_shapes = {b: spec.shapes(b) for b in (low, high)}
+    text_shapes = {b: {"input_ids": (b, spec.context_len)} for b in (low, high)}
+    vae_shapes = {b: {"latent": (b, spec.latent_channels, spec.latent_height, spec.latent_width)}
+                  for b in (batch_min, batch_max)}
+    for name, component in components.items():
+        shapes = {"unet": profile_shapes(unet_shapes, low, high, high),
+                  "vae_decoder": profile_shapes(vae_shapes, batch_min, batch_max, batch_max)
+                  }.get(name) or profile_shapes(text_shapes, low, high, high)
+        shutil.copy2(out / component["onnx"], staging / component["onnx"])
+        build_engine(out / component["onnx"], staging / f"{name}.plan", shapes)
+        component["plan"] = f"{name}.plan"
+        component.setdefault("precision", precision if name == "unet" else str(dtype).removeprefix("torch."))
+    manifest = Manifest(key=key, model=model, components=components, calibration_hash=calib,
+                        calibration_prompts=len(prompts) if calib else 0, calibration_steps=steps if calib else 0,
+                        quant_level=level if calib else None,
+                        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                        tool_versions=_versions())
+    final = cache.commit(staging, manifest)
+    return BuildResult(out, manifest, final)
