@@ -482,7 +482,8 @@ def engine_build(
     """Calibrate, export ONNX, build TensorRT engines and store them in PIXELMILL_ENGINE_CACHE.
 
     Without TensorRT or a GPU the build stops after the ONNX export and exits with code 3."""
-    from worker.engine.build import build, parse_batches, parse_size, read_prompts
+    from producer.catalogue import parse_size
+    from worker.engine.build import build, parse_batches, read_prompts
     from worker.engine.cache import EngineCache
     from worker.engine.trt_build import TensorRTMissing
 

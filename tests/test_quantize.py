@@ -23,8 +23,9 @@ onnx = pytest.importorskip("onnx", reason="onnx is in the dev extra")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is in the dev extra")
 pytest.importorskip("modelopt.torch.quantization", reason="nvidia-modelopt is in the dev extra")
 
-from worker.engine.calibrate import is_sensitive, quantise, quantised_layers  # noqa: E402
+from worker.engine.calibrate import quantise  # noqa: E402
 from worker.engine.onnx_export import UNetSpec, export_unet  # noqa: E402
+from worker.engine.recipe import is_sensitive, quantised_layers  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 INT8_BOUND = 0.1

@@ -32,17 +32,11 @@ class BuildResult:
     final_dir: Path | None = None
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    width, _, height = text.lower().partition("x")
-    return int(width), int(height)
-
-
 def parse_batches(text: str) -> tuple[int, int]:
     low, _, high = text.partition("-")
-    low_i, high_i = int(low), int(high or low)
-    if not 1 <= low_i <= high_i:
-        raise ValueError(f"batch range must be like 1-16, got {text!r}")
-    return low_i, high_i
+    if not (low.isdigit() and (high or low).isdigit()) or not 1 <= int(low) <= int(high or low):
+        raise ValueError(f"--batch must be MIN-MAX with 1 <= MIN <= MAX, e.g. 1-16, got {text!r}")
+    return int(low), int(high or low)
 
 
 def read_prompts(path: Path) -> list[str]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from .recipe import QUANT_LEVELS, is_sensitive, quantised_layers  # noqa: F401 (re-exported)
+from .recipe import quantised_layers
 
 log = logging.getLogger(__name__)
 
