@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from pixelmill.ledger import Base
+from pixelmill.schema import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -13,7 +13,7 @@ target_metadata = Base.metadata
 def _engine():
     engine = config.attributes.get("connection_engine")
     if engine is None:
-        from pixelmill.db import make_engine
+        from pixelmill.ledger import make_engine
         from pixelmill.settings import get_settings
 
         engine = make_engine(get_settings())

@@ -11,10 +11,11 @@ import math
 import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pixelmill.identity import offset_seed
 from pixelmill.settings import Settings
 
 NONE = "none"
@@ -101,17 +102,22 @@ class Checks:
     def quarantine_key(self, public_key: str) -> str | None:
         return None if self.quarantine == NONE else f"{self.quarantine.strip('/')}/{public_key}"
 
-    def best(self, candidates: Sequence[Candidate]) -> Candidate:
-        """The candidate to keep: not blocked before blocked, passing the gate before failing it, then more
-        thresholds met, then the higher ranking score, then the earlier candidate."""
+    def passes_all(self, verdict: Verdict) -> bool:
+        """Not blocked and above every threshold: a re-roll stops here."""
+        return not verdict.blocked and self.passes(verdict.scores)
+
+    def best(self, verdicts: Sequence[Verdict]) -> int:
+        """Which candidate to keep (its index): not blocked before blocked, passing the gate before failing it,
+        then more thresholds met, then the higher ranking score, then the earlier candidate."""
         rank = self.ranking_score
 
-        def key(c: Candidate) -> tuple[Any, ...]:
-            met = sum(t.holds(c.scores) for t in self.gate)
-            value = c.scores.get(rank, -math.inf) if rank else 0.0
-            return (not c.blocked, met == len(self.gate), met, value, -c.n)
+        def key(index: int) -> tuple[Any, ...]:
+            verdict = verdicts[index]
+            met = sum(t.holds(verdict.scores) for t in self.gate)
+            value = verdict.scores.get(rank, -math.inf) if rank else 0.0
+            return (not verdict.blocked, met == len(self.gate), met, value, -index)
 
-        return max(candidates, key=key)
+        return max(range(len(verdicts)), key=key)
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -128,25 +134,48 @@ class Checks:
         return cls(**fields)
 
 
-@dataclass
-class Candidate:
-    """One generated image of an item and how it was judged; every candidate is recorded."""
+@dataclass(frozen=True)
+class Safety:
+    """An image checker's decision on one image, with every per-concept (or per-class) score it computed."""
 
-    n: int  # 0 for the item's own seed, k for its k-th re-roll
-    seed: int
+    checker: str
+    blocked: bool
+    flagged: tuple[str, ...]
     scores: dict[str, float]
-    safety: dict[str, Any] | None  # the checker's per-concept scores and decision; None when unchecked
-    image: Any = field(default=None, repr=False)
-    engine_id: str = ""  # the engine that made it (a TensorRT engine hands shapes it lacks to torch)
+    shift: float | None = None  # the SD checker: added to every concept threshold
+    threshold: float | None = None  # NudeNet: the confidence that flags a class
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"checker": self.checker, "blocked": self.blocked, "flagged": list(self.flagged),
+                                "scores": dict(self.scores)}
+        if self.shift is not None:
+            data["shift"] = self.shift
+        if self.threshold is not None:
+            data["threshold"] = self.threshold
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Safety:
+        return cls(checker=str(data.get("checker", "?")), blocked=bool(data.get("blocked")),
+                   flagged=tuple(data.get("flagged", ())), scores=dict(data.get("scores", {})),
+                   shift=data.get("shift"), threshold=data.get("threshold"))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How one image was judged: its quality scores and, when the job has an image checker, its safety."""
+
+    scores: dict[str, float]
+    safety: Safety | None = None
 
     @property
     def blocked(self) -> bool:
-        return bool(self.safety and self.safety.get("blocked"))
+        return self.safety is not None and self.safety.blocked
 
 
 def candidate_seed(seed: int, n: int) -> int:
     """The n-th candidate's seed: the item's own seed, then the next ones."""
-    return (seed + n) % (1 << 63)
+    return offset_seed(seed, n)
 
 
 def resolve_checks(settings: Settings, *, gate: str | None = None, gate_attempts: int | None = None,

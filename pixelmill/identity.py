@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from pixelmill.params import GenerationParams
+
 SEED_BITS = 63  # fits a signed BIGINT and torch.Generator.manual_seed
+SEED_LIMIT = 1 << SEED_BITS  # every seed is in range(SEED_LIMIT)
 
 
 def resolve_model(model: str) -> str:
@@ -25,15 +28,19 @@ def resolve_model(model: str) -> str:
 def derive_seed(job_seed: int, item_key: str, variant: int) -> int:
     """Seed of one item variant: independent of row order, batch neighbours and the job's id."""
     digest = hashlib.sha256(f"{job_seed}\x00{item_key}\x00{variant}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") & ((1 << SEED_BITS) - 1)
+    return int.from_bytes(digest[:8], "big") & (SEED_LIMIT - 1)
 
 
-def content_hash(*, prompt: str, negative: str, width: int, height: int, steps: int, guidance: float,
-                 seed: int, model: str) -> str:
+def offset_seed(seed: int, offset: int) -> int:
+    """`seed + offset`, wrapped into the seed range: a row's variant v, or an item's candidate n."""
+    return (seed + offset) % SEED_LIMIT
+
+
+def content_hash(*, prompt: str, negative: str, params: GenerationParams, seed: int, model: str) -> str:
     """Hash of everything that determines the image; equal hashes mean the work is already done."""
     canonical: dict[str, Any] = {
-        "prompt": prompt, "negative": negative, "width": width, "height": height,
-        "steps": steps, "guidance": float(guidance), "seed": seed, "model": model,
+        "prompt": prompt, "negative": negative, "width": params.width, "height": params.height,
+        "steps": params.steps, "guidance": float(params.guidance), "seed": seed, "model": model,
     }
     payload = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()

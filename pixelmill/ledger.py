@@ -1,180 +1,142 @@
-"""The ledger of record: jobs, items and images. The broker only delivers; these rows say what is true."""
+"""Engines and sessions for the ledger, on SQLite (embedded) and PostgreSQL alike.
+
+SQLite runs in WAL mode with a busy timeout, and every writing transaction starts with BEGIN IMMEDIATE: it
+takes the lock up front instead of failing half-way with "database is locked" when two processes
+(producer, worker, reconciler) write at once. Read-only sessions use a plain BEGIN, so `status --watch`
+never queues behind the workers for a lock it does not need.
+"""
 
 from __future__ import annotations
 
-import enum
-from datetime import UTC, datetime
+import contextlib
+import fcntl
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    DateTime,
-    Enum,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Text,
-    TypeDecorator,
-    UniqueConstraint,
-)
-from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.schema import Table
 
-# Named constraints so Alembic (and SQLite batch mode) can address them on every dialect.
-NAMING = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+from pixelmill.settings import Settings
 
-# SQLite only autoincrements INTEGER primary keys; BIGINT elsewhere.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+_READONLY = "pixelmill_readonly"
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+def make_engine(settings: Settings) -> Engine:
+    url = settings.resolved_database_url
+    if url.startswith("sqlite"):
+        if settings.database_url is None:
+            settings.data_path.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": settings.sqlite_busy_timeout})
+        _configure_sqlite(engine, settings.sqlite_busy_timeout)
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    return engine
 
 
-class UTCDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC timestamps on every dialect (SQLite stores them naive, in UTC)."""
+def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" hook below emit BEGIN itself
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+        cur.close()
 
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the ledger; use pixelmill.ledger.utcnow()")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_READONLY) else "BEGIN IMMEDIATE")
 
 
-class State(enum.StrEnum):
-    pending = "pending"  # in the ledger, not yet handed to the broker
-    queued = "queued"  # a message carrying it was published
-    running = "running"  # claimed by a worker until lease_expires
-    succeeded = "succeeded"
-    blocked = "blocked"  # refused by a content filter; never retried
-    failed = "failed"  # gave up after max_attempts
+class Ledger:
+    """One engine and session factory per process; workers rebuild it after fork."""
 
-    @property
-    def finished(self) -> bool:
-        return self in FINISHED
+    def __init__(self, settings: Settings, *, migrate: bool = True) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.readers = sessionmaker(self.engine.execution_options(**{_READONLY: True}), expire_on_commit=False)
+        if migrate:
+            ensure_schema(self.engine, settings)
 
+    @contextlib.contextmanager
+    def session(self, *, readonly: bool = False) -> Iterator[Session]:
+        """A transaction: committed on success, rolled back on any error."""
+        with (self.readers if readonly else self.sessions).begin() as session:
+            yield session
 
-FINISHED = frozenset({State.succeeded, State.blocked, State.failed})
-ACTIVE = frozenset({State.pending, State.queued, State.running})
+    def dispose_after_fork(self) -> None:
+        # Connections inherited from the parent belong to the parent; never use them in the child.
+        self.engine.dispose(close=False)
 
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
-
-
-class Job(Base):
-    __tablename__ = "jobs"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(200))
-    created: Mapped[datetime] = mapped_column(default=utcnow)
-    model: Mapped[str] = mapped_column(String(1000))
-    params: Mapped[dict[str, Any]] = mapped_column(default=dict)  # template, defaults, source file, seed
-    # Counted at submission; live per-state counts come from items.
-    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
-
-    items: Mapped[list[Item]] = relationship(back_populates="job", passive_deletes=True)
+    def close(self) -> None:
+        self.engine.dispose()
 
 
-class Item(Base):
-    __tablename__ = "items"
-    __table_args__ = (
-        UniqueConstraint("job_id", "item_key", "variant"),
-        Index("ix_items_job_id_state", "job_id", "state"),
-        Index("ix_items_state_lease_expires", "state", "lease_expires"),
-        Index("ix_items_content_hash", "content_hash"),
-        Index("ix_items_state_queued_at", "state", "queued_at"),
-    )
+def alembic_config(engine: Engine | None = None) -> Any:
+    from alembic.config import Config
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
-    item_key: Mapped[str] = mapped_column(String(200))
-    variant: Mapped[int] = mapped_column(Integer, default=0)
-    prompt: Mapped[str] = mapped_column(Text)
-    negative: Mapped[str] = mapped_column(Text, default="")
-    params: Mapped[dict[str, Any]] = mapped_column(default=dict)  # width, height, steps, guidance
-    seed: Mapped[int] = mapped_column(BigInteger)
-    content_hash: Mapped[str] = mapped_column(String(64))
-    state: Mapped[State] = mapped_column(
-        Enum(State, name="item_state", native_enum=False, length=16, validate_strings=True),
-        default=State.pending)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    lease_expires: Mapped[datetime | None]
-    worker: Mapped[str | None] = mapped_column(String(200))
-    error: Mapped[str | None] = mapped_column(Text)
-    # Why an item is `blocked`: {"stage": "prompt", "category": ..., "term": ...}.
-    block_reason: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    created: Mapped[datetime] = mapped_column(default=utcnow)
-    queued_at: Mapped[datetime | None]
-    started_at: Mapped[datetime | None]
-    finished_at: Mapped[datetime | None]
-
-    job: Mapped[Job] = relationship(back_populates="items")
-    image: Mapped[Image | None] = relationship(back_populates="item", passive_deletes=True)
-    candidates: Mapped[list[Candidate]] = relationship(back_populates="item", passive_deletes=True)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if engine is not None:
+        cfg.attributes["connection_engine"] = engine
+    return cfg
 
 
-class Image(Base):
-    __tablename__ = "images"
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    from alembic import command
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), unique=True)
-    storage_key: Mapped[str] = mapped_column(String(1024))
-    sha256: Mapped[str] = mapped_column(String(64))
-    width: Mapped[int] = mapped_column(Integer)
-    height: Mapped[int] = mapped_column(Integer)
-    bytes: Mapped[int] = mapped_column(BigInteger)
-    format: Mapped[str] = mapped_column(String(16))
-    engine_id: Mapped[str] = mapped_column(String(200))
-    timings: Mapped[dict[str, Any]] = mapped_column(default=dict)  # seconds per stage, batch size
-    # The kept candidate's quality scores ({"clip_score": 31.2, "sharpness": 412.0, ...}) and the image checker's
-    # per-concept scores and decision (None: the job ran without an image checker).
-    scores: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    safety: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    candidate: Mapped[int] = mapped_column(Integer, default=0)  # which of the item's candidates was kept
-    # "public" (under jobs/) or "quarantine" (a blocked image under the quarantine prefix, awaiting review).
-    visibility: Mapped[str] = mapped_column(String(16), default="public")
-    approved_by: Mapped[str | None] = mapped_column(String(200))  # who published a blocked image, and when
-    approved_at: Mapped[datetime | None]
-    created: Mapped[datetime] = mapped_column(default=utcnow)
-
-    item: Mapped[Item] = relationship(back_populates="image")
+    command.upgrade(alembic_config(engine), revision)
 
 
-class Candidate(Base):
-    """Every image generated for an item (its seed, then re-rolls or best-of-n) and how it was judged."""
+def schema_is_current(engine: Engine) -> bool:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
 
-    __tablename__ = "candidates"
-    __table_args__ = (UniqueConstraint("item_id", "candidate"),)
+    heads = set(ScriptDirectory.from_config(alembic_config()).get_heads())
+    with engine.connect() as conn:
+        current = set(MigrationContext.configure(conn).get_current_heads())
+    return current == heads
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
-    candidate: Mapped[int] = mapped_column(Integer)  # 0: the item's own seed; n: seed + n
-    seed: Mapped[int] = mapped_column(BigInteger)
-    outcome: Mapped[str] = mapped_column(String(16))  # kept | rejected | blocked
-    scores: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    safety: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    engine_id: Mapped[str] = mapped_column(String(200))
-    created: Mapped[datetime] = mapped_column(default=utcnow)
 
-    item: Mapped[Item] = relationship(back_populates="candidates")
+def ensure_schema(engine: Engine, settings: Settings) -> None:
+    """Migrate the embedded SQLite ledger on first use; a server database must be migrated on purpose."""
+    if schema_is_current(engine):
+        return
+    if engine.dialect.name != "sqlite":
+        raise RuntimeError(
+            "the database at PIXELMILL_DATABASE_URL is not at the current schema; run `pixelmill db upgrade`")
+    lock_path = settings.data_path / ".migrate.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # several processes may start on a fresh data dir at once
+        if not schema_is_current(engine):
+            log.info("migrating ledger", extra={"url": engine.url.render_as_string(hide_password=True)})
+            upgrade(engine)
+
+
+def insert_ignore(session: Session, table: Table, rows: Sequence[dict[str, Any]],
+                  conflict: Sequence[str]) -> int:
+    """INSERT … ON CONFLICT DO NOTHING: the idempotent write every finish and resubmission relies on."""
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=list(conflict))
+    elif dialect == "postgresql":
+        stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=list(conflict))
+    else:
+        raise NotImplementedError(f"no idempotent insert for the {dialect} dialect")
+    return session.execute(stmt, list(rows)).rowcount or 0
+
+
+def table_names(engine: Engine) -> set[str]:
+    return set(inspect(engine).get_table_names())

@@ -9,7 +9,6 @@ Each model has its own queue (`queue_for`), so a worker consumes only the work f
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -19,6 +18,7 @@ from typing import Any
 from celery import Celery
 
 from pixelmill.identity import resolve_model
+from pixelmill.params import GenerationParams
 from pixelmill.settings import Settings, is_amqp
 
 TASK_GENERATE = "pixelmill.generate"
@@ -51,18 +51,30 @@ class Chunk:
         return cls(job=job, items=tuple(items))
 
 
-def params_key(params: dict[str, Any]) -> str:
-    """Items whose params share this key can run in one pipeline call."""
-    return json.dumps(params, sort_keys=True)
+@dataclass(frozen=True)
+class QueuedItem:
+    """An item to publish: chunks group items of one job that share generation parameters."""
+
+    item: int
+    job: int
+    params: GenerationParams
 
 
-def plan_chunks(items: Iterable[tuple[int, int, dict[str, Any]]], size: int) -> list[Chunk]:
-    """Cut `(item id, job id, params)` into GPU batches: one batch shares a job and its pipeline params."""
-    groups: dict[tuple[int, str], list[int]] = defaultdict(list)
-    for item_id, job_id, params in items:
-        groups[(job_id, params_key(params))].append(item_id)
+def plan_chunks(items: Iterable[QueuedItem], size: int) -> list[Chunk]:
+    """Cut items into GPU batches: one batch shares a job and its pipeline params."""
+    groups: dict[tuple[int, GenerationParams], list[int]] = defaultdict(list)
+    for queued in items:
+        groups[(queued.job, queued.params)].append(queued.item)
     return [Chunk(job=job_id, items=tuple(ids[i:i + size]))
             for (job_id, _), ids in groups.items() for i in range(0, len(ids), size)]
+
+
+def publish_items(app: Celery, items: Iterable[QueuedItem], model: str, batch_size: int) -> list[Chunk]:
+    """The one way items reach a worker: cut them into chunks and publish those on the model's queue.
+    Returns the chunks sent (the caller marks their items queued, where they were pending)."""
+    chunks = plan_chunks(items, batch_size)
+    publish(app, chunks, queue_for(model))
+    return chunks
 
 
 def broker_url(settings: Settings) -> str:

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pixelmill.params import EngineName, ImageFormatName
+
 ENV_PREFIX = "PIXELMILL_"
 
 
@@ -35,7 +37,7 @@ class Settings(BaseSettings):
 
     model: str | None = None  # diffusers directory or hub id for submit without --model; default: the tiny model
     batch_size: int = Field(4, ge=1, le=64)  # items per message = one GPU batch
-    image_format: Literal["png", "webp", "jpeg"] = "png"
+    image_format: ImageFormatName = "png"
     image_quality: int = Field(95, ge=1, le=100)  # webp/jpeg only
 
     max_attempts: int = Field(3, ge=1, le=100)
@@ -82,7 +84,7 @@ class Settings(BaseSettings):
     gate_attempts: int = Field(1, ge=1, le=16)  # candidates per item at most (reroll) or exactly (best_of)
     gate_rank: str | None = None  # score that orders candidates; default: the gate's first score
     # Diffusion engines (worker/engine): which one a worker runs, where TensorRT builds are shared, torch options.
-    engine: Literal["auto", "torch", "tensorrt"] = "auto"  # auto: TensorRT if the cache has a build, else torch
+    engine: EngineName = "auto"  # auto: TensorRT if the cache has a build, else torch
     engine_cache: Path | None = None  # default: <data_dir>/engines; may be shared storage for every worker
     torch_dtype: Literal["fp16", "bf16"] = "fp16"  # on CUDA; CPU always runs fp32
     torch_compile: bool = False  # torch.compile the UNet (and VAE decoder): slower start, faster batches

@@ -23,9 +23,6 @@ if TYPE_CHECKING:
 _CONFLICT_RETRIES = 5  # 409 answers to a conditional PUT while a concurrent upload of the key finishes
 
 
-CONTENT_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
-
-
 class Storage(Protocol):
     url: str
 

@@ -23,12 +23,14 @@ from dataclasses import field as dc_field
 from pathlib import Path
 from typing import TypeVar
 
+from pixelmill.identity import SEED_LIMIT
+from pixelmill.params import parse_size
+
 T = TypeVar("T")
 MAX_LISTED = 50
 MAX_KEY_LENGTH = 200
-MAX_SEED = 2**63 - 1
+MAX_SEED = SEED_LIMIT - 1
 
-_SIZE_RE = re.compile(r"\s*(\d+)\s*[xX]\s*(\d+)\s*")
 _UINT_RE = re.compile(r"\s*\d+\s*")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -119,18 +121,6 @@ class Row:
 
 # ---------------------------------------------------------------------------------------------------------
 # Values
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """`"512x512"` -> (512, 512). Both sides multiples of 8 in 64..2048, which every engine can render."""
-    match = _SIZE_RE.fullmatch(text)
-    if not match:
-        raise ValueError(f"size must look like WIDTHxHEIGHT, e.g. 512x512, got {text!r}")
-    width, height = int(match[1]), int(match[2])
-    for side, value in (("width", width), ("height", height)):
-        if not (64 <= value <= 2048 and value % 8 == 0):
-            raise ValueError(f"{side} {value} must be a multiple of 8 from 64 to 2048 (got {text!r})")
-    return width, height
 
 
 def _parse_int(text: str, low: int, high: int) -> int:

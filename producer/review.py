@@ -9,9 +9,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from pixelmill import transitions
 from pixelmill.checks import Checks
-from pixelmill.ledger import Image, Item, Job, State, utcnow
-from pixelmill.storage import CONTENT_TYPES, Storage, create_or_get
+from pixelmill.params import IMAGE_FORMATS
+from pixelmill.schema import Image, Item, Job, State
+from pixelmill.storage import Storage, create_or_get
 
 
 class ReviewError(RuntimeError):
@@ -65,10 +67,7 @@ def approve(session: Session, storage: Storage, item_id: int, *, by: str) -> str
                           "submit it again to regenerate it")
     prefix = Checks.from_json(item.job.params.get("checks")).quarantine.strip("/") + "/"
     public = image.storage_key.removeprefix(prefix)
-    data = create_or_get(storage, public, storage.get(image.storage_key), CONTENT_TYPES[image.format])
-    now = utcnow()
-    image.storage_key, image.visibility, image.approved_by, image.approved_at = public, "public", by, now
-    image.sha256, image.bytes = hashlib.sha256(data).hexdigest(), len(data)
-    item.state, item.error = State.succeeded, None
-    item.block_reason = {**reason, "approved_by": by, "approved_at": now.isoformat(timespec="seconds")}
+    data = create_or_get(storage, public, storage.get(image.storage_key), IMAGE_FORMATS[image.format].content_type)
+    transitions.approve(session, item, image, public_key=public, sha256=hashlib.sha256(data).hexdigest(),
+                        size=len(data), by=by)
     return public

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pixelmill.checks import Checks
-from pixelmill.ledger import Image, Item, Job, State, utcnow
+from pixelmill.schema import Image, Item, Job, State, utcnow
 
 
 @dataclass

@@ -14,33 +14,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
 
-from pixelmill import promptfilter
+from pixelmill import promptfilter, transitions
 from pixelmill.checks import Checks
-from pixelmill.db import Ledger
-from pixelmill.identity import SEED_BITS, content_hash, derive_seed
-from pixelmill.ledger import ACTIVE, Item, Job, State, utcnow
-from pixelmill.queue import make_celery, plan_chunks, publish, queue_for
+from pixelmill.identity import content_hash, derive_seed, offset_seed
+from pixelmill.ledger import Ledger
+from pixelmill.params import GenerationParams
+from pixelmill.queue import QueuedItem, make_celery, publish_items
+from pixelmill.schema import ACTIVE, Item, Job, State
 from pixelmill.settings import Settings
+from pixelmill.transitions import NewItem
 from producer.catalogue import Defaults, read_catalogue
 
 log = logging.getLogger(__name__)
 
 _IN_BATCH = 500  # ids per IN (...) clause
-_MARK_EVERY = 2000  # items marked queued per UPDATE while publishing
-
-
-@dataclass(frozen=True)
-class PlannedItem:
-    key: str
-    variant: int
-    prompt: str
-    negative: str
-    params: dict[str, Any]
-    seed: int
-    content_hash: str
-    blocked: dict[str, str] | None = None  # the prompt filter's reason: never generated
+_MARK_EVERY = 2000  # items published, then marked queued in one UPDATE
 
 
 @dataclass
@@ -50,13 +40,13 @@ class Plan:
     seed: int
     model: str
     rows: int
-    items: list[PlannedItem]
-    skipped: list[PlannedItem] = field(default_factory=list)
+    items: list[NewItem]
+    skipped: list[NewItem] = field(default_factory=list)
     prompt_filter: list[str] = field(default_factory=list)  # its list sources; empty: no prompt filter
     checks: Checks | None = None  # what every image is judged by after generation
 
     @property
-    def blocked(self) -> list[PlannedItem]:
+    def blocked(self) -> list[NewItem]:
         return [item for item in self.items if item.blocked]
 
     def job_params(self) -> dict[str, Any]:
@@ -87,15 +77,14 @@ def plan(path: Path, defaults: Defaults, *, seed: int, model: str, blocklists: S
     prompt_filter = promptfilter.load(tuple(blocklists)) if blocklists else None
     items = []
     for row in rows:
-        params = {"width": row.width, "height": row.height, "steps": row.steps, "guidance": row.guidance}
+        params = GenerationParams(width=row.width, height=row.height, steps=row.steps, guidance=row.guidance)
+        found = prompt_filter.check(row.prompt) if prompt_filter else None
         for variant in range(row.images_per_item):
-            item_seed = ((row.seed + variant) % (1 << SEED_BITS) if row.seed is not None
-                         else derive_seed(seed, row.key, variant))
-            found = prompt_filter.check(row.prompt) if prompt_filter else None
-            items.append(PlannedItem(
+            item_seed = offset_seed(row.seed, variant) if row.seed is not None else derive_seed(seed, row.key, variant)
+            items.append(NewItem(
                 key=row.key, variant=variant, prompt=row.prompt, negative=row.negative, params=params,
-                seed=item_seed, content_hash=content_hash(prompt=row.prompt, negative=row.negative,
-                                                          seed=item_seed, model=model, **params),
+                seed=item_seed, content_hash=content_hash(prompt=row.prompt, negative=row.negative, params=params,
+                                                          seed=item_seed, model=model),
                 blocked=found.as_dict() if found else None))
     return Plan(source=str(path.resolve()), defaults=defaults, seed=seed, model=model, rows=len(rows), items=items,
                 prompt_filter=list(blocklists), checks=checks)
@@ -121,7 +110,6 @@ def submit(settings: Settings, ledger: Ledger, planned: Plan, *, name: str | Non
         conn.ensure_connection(max_retries=3)
     planned = split_done(ledger, planned)
     name = name or f"{Path(planned.source).stem}-{datetime.now():%Y%m%d-%H%M%S}"
-    now = utcnow()
     with ledger.session() as session:
         job = Job(name=name, model=planned.model, params=planned.job_params(),
                   counts={"rows": planned.rows, "items": len(planned.items), "skipped": len(planned.skipped),
@@ -129,25 +117,15 @@ def submit(settings: Settings, ledger: Ledger, planned: Plan, *, name: str | Non
         session.add(job)
         session.flush()
         job_id = job.id
-        ids: list[int] = []
-        for batch in _batches(planned.items, _IN_BATCH):
-            ids += session.scalars(
-                insert(Item).returning(Item.id, sort_by_parameter_order=True),
-                [{"job_id": job_id, "item_key": it.key, "variant": it.variant, "prompt": it.prompt,
-                  "negative": it.negative, "params": it.params, "seed": it.seed,
-                  "content_hash": it.content_hash, "attempts": 0, "created": now,
-                  **({"state": State.blocked, "block_reason": it.blocked, "finished_at": now} if it.blocked
-                     else {"state": State.pending, "block_reason": None, "finished_at": None})}
-                 for it in batch]).all()
-    chunks = plan_chunks(((i, job_id, it.params) for i, it in zip(ids, planned.items, strict=True)
-                          if not it.blocked), settings.batch_size)
+        ids = transitions.add_items(session, job_id, planned.items)
+    outstanding = [QueuedItem(item=i, job=job_id, params=it.params)
+                   for i, it in zip(ids, planned.items, strict=True) if not it.blocked]
     messages = 0
-    for group in _batches(chunks, max(1, _MARK_EVERY // settings.batch_size)):
-        messages += publish(app, group, queue_for(planned.model))
+    for group in _batches(outstanding, _MARK_EVERY):  # marked queued group by group as they go out
+        chunks = publish_items(app, group, planned.model, settings.batch_size)
+        messages += len(chunks)
         with ledger.session() as session:
-            session.execute(update(Item)
-                            .where(Item.id.in_([i for c in group for i in c.items]), Item.state == State.pending)
-                            .values(state=State.queued, queued_at=utcnow()))
+            transitions.mark_queued(session, [q.item for q in group])
     blocked = len(planned.blocked)
     log.info("submitted", extra={"job": job_id, "items": len(ids) - blocked, "skipped": len(planned.skipped),
                                  "blocked": blocked, "messages": messages})

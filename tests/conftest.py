@@ -23,8 +23,8 @@ import pytest
 import servers  # tests/servers.py: real server processes for the production combinations
 
 from pixelmill.broker import EmbeddedRedis
-from pixelmill.db import Ledger, make_engine, upgrade
 from pixelmill.identity import resolve_model
+from pixelmill.ledger import Ledger, make_engine, upgrade
 from pixelmill.queue import make_celery, queue_for
 from pixelmill.settings import Settings
 from pixelmill.storage import Storage, open_storage

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pixelmill.identity import SEED_BITS, content_hash, derive_seed, object_key
+from pixelmill.identity import SEED_BITS, derive_seed, object_key
+from pixelmill.identity import content_hash as identity_hash
+from pixelmill.params import GenerationParams
 from producer.catalogue import (
     CatalogueError,
     Defaults,
@@ -363,6 +365,12 @@ def test_derive_seed_fits_63_bits():
 
 
 HASH_FIELDS = dict(prompt="a mug", negative="", width=512, height=512, steps=30, guidance=7.5, seed=1, model="m")
+
+
+def content_hash(**fields):
+    """The identity's hash over flat fields, the generation parameters gathered into their typed value."""
+    params = GenerationParams(**{name: fields.pop(name) for name in ("width", "height", "steps", "guidance")})
+    return identity_hash(params=params, **fields)
 
 
 def test_content_hash_stable_across_order():

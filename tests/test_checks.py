@@ -16,9 +16,18 @@ from PIL import ImageFilter
 from sqlalchemy import select
 
 from conftest import Env, finished, tiny_checks, write_catalogue
-from pixelmill.checks import Candidate, Checks, ChecksError, Threshold, candidate_seed, parse_gate, resolve_checks
-from pixelmill.ledger import Candidate as CandidateRow
-from pixelmill.ledger import Image, Item, State
+from pixelmill.checks import (
+    Checks,
+    ChecksError,
+    Safety,
+    Threshold,
+    Verdict,
+    candidate_seed,
+    parse_gate,
+    resolve_checks,
+)
+from pixelmill.schema import Candidate as CandidateRow
+from pixelmill.schema import Image, Item, State
 from pixelmill.settings import Settings
 from producer.status import percentile
 from worker.quality import technical_scores
@@ -64,15 +73,15 @@ def test_checks_must_be_configured_explicitly(tmp_path: Path, tiny_model: Path) 
 def test_best_candidate_prefers_unblocked_then_passing_then_rank() -> None:
     checks = Checks(image_checker="none", gate=(Threshold("clip_score", ">=", 25.0), Threshold("sharpness", ">=", 10)))
 
-    def cand(n: int, clip: float, sharp: float, blocked: bool = False) -> Candidate:
-        return Candidate(n=n, seed=n, scores={"clip_score": clip, "sharpness": sharp},
-                         safety={"blocked": blocked, "flagged": [], "checker": "t"})
+    def cand(n: int, clip: float, sharp: float, blocked: bool = False) -> Verdict:
+        return Verdict(scores={"clip_score": clip, "sharpness": sharp},
+                       safety=Safety(blocked=blocked, flagged=(), checker="t", scores={}))
 
-    assert checks.best([cand(0, 40, 50, blocked=True), cand(1, 20, 5)]).n == 1  # unblocked beats everything
-    assert checks.best([cand(0, 24, 50), cand(1, 26, 11)]).n == 1  # passing beats a higher-ranked failure
-    assert checks.best([cand(0, 30, 50), cand(1, 35, 11)]).n == 1  # both pass: higher clip_score
-    assert checks.best([cand(0, 20, 50), cand(1, 24, 5)]).n == 0  # neither passes: more thresholds met
-    assert checks.best([cand(0, 30, 50), cand(1, 30, 50)]).n == 0  # a tie keeps the earlier candidate
+    assert checks.best([cand(0, 40, 50, blocked=True), cand(1, 20, 5)]) == 1  # unblocked beats everything
+    assert checks.best([cand(0, 24, 50), cand(1, 26, 11)]) == 1  # passing beats a higher-ranked failure
+    assert checks.best([cand(0, 30, 50), cand(1, 35, 11)]) == 1  # both pass: higher clip_score
+    assert checks.best([cand(0, 20, 50), cand(1, 24, 5)]) == 0  # neither passes: more thresholds met
+    assert checks.best([cand(0, 30, 50), cand(1, 30, 50)]) == 0  # a tie keeps the earlier candidate
     assert candidate_seed(2**63 - 1, 1) == 0 and candidate_seed(7, 2) == 9
 
 
@@ -126,12 +135,12 @@ def test_concept_scores_match_diffusers_safety_checker(tiny_model: Path, tmp_pat
 
     ours = Judge(Checks(image_checker=str(edited)), device="cpu")(images, ["x"] * len(images))
     _, theirs = checker(clip_input=pixels, images=np.zeros((len(images), 8, 8, 3)))
-    flagged = [verdict["blocked"] for _, verdict in ours]
+    flagged = [verdict.blocked for verdict in ours]
     assert flagged == [bool(t) for t in theirs] and any(flagged) and not all(flagged)
     thresholds = checker.concept_embeds_weights.detach()
-    for (_, verdict), image_cosines in zip(ours, cosines):
+    for verdict, image_cosines in zip(ours, cosines):
         for j in range(17):
-            assert verdict["scores"][f"concept_{j}"] == pytest.approx(float(image_cosines[j] - thresholds[j]),
+            assert verdict.safety.scores[f"concept_{j}"] == pytest.approx(float(image_cosines[j] - thresholds[j]),
                                                                        abs=2e-4)
 
 
@@ -153,10 +162,10 @@ def test_one_clip_forward_serves_checker_and_scores(tiny_model: Path, tmp_path: 
     judged = shared(images, ["studio photo of a red mug"] * 3)
     assert len(calls) == 1
     reference = separate(images, ["x"] * 3)
-    for (scores, verdict), (_, expected) in zip(judged, reference):
-        assert {"clip_score", "aesthetic", "sharpness"} <= set(scores)
-        assert verdict["flagged"] == expected["flagged"]
-        assert verdict["scores"] == pytest.approx(expected["scores"], abs=2e-4)
+    for verdict, expected in zip(judged, reference):
+        assert {"clip_score", "aesthetic", "sharpness"} <= set(verdict.scores)
+        assert verdict.safety.flagged == expected.safety.flagged
+        assert verdict.safety.scores == pytest.approx(expected.safety.scores, abs=2e-4)
 
 
 def test_aesthetic_head_loads_laion_state_dict_layout(tmp_path: Path) -> None:

@@ -14,9 +14,10 @@ from PIL import Image as PILImage
 from sqlalchemy import create_engine
 
 from conftest import write_catalogue
-from pixelmill.db import make_engine, upgrade
-from pixelmill.ledger import Base
-from pixelmill.queue import Chunk, plan_chunks
+from pixelmill.ledger import make_engine, upgrade
+from pixelmill.params import GenerationParams
+from pixelmill.queue import Chunk, QueuedItem, plan_chunks
+from pixelmill.schema import Base
 from pixelmill.settings import Settings, SettingsError, load_settings
 from pixelmill.storage import LocalStorage, open_storage
 from producer.catalogue import Defaults
@@ -70,9 +71,9 @@ def test_malformed_messages_are_rejected(body: object) -> None:
 
 
 def test_chunks_share_job_and_pipeline_params() -> None:
-    a = {"width": 512, "height": 512, "steps": 30, "guidance": 7.5}
-    b = {**a, "width": 768}
-    items = [(i, 1, a) for i in range(5)] + [(10, 1, b), (11, 2, a)]
+    a = GenerationParams(width=512, height=512, steps=30, guidance=7.5)
+    b = GenerationParams(width=768, height=512, steps=30, guidance=7.5)
+    items = [QueuedItem(i, 1, a) for i in range(5)] + [QueuedItem(10, 1, b), QueuedItem(11, 2, a)]
     chunks = plan_chunks(items, 2)
     assert chunks == [Chunk(1, (0, 1)), Chunk(1, (2, 3)), Chunk(1, (4,)), Chunk(1, (10,)), Chunk(2, (11,))]
 
@@ -164,7 +165,7 @@ def test_migrations_build_exactly_the_orm_schema(database: str, tmp_path: Path,
 
 
 def test_ledger_migrates_itself_on_first_use(tmp_path: Path) -> None:
-    from pixelmill.db import Ledger, table_names
+    from pixelmill.ledger import Ledger, table_names
 
     ledger = Ledger(Settings(data_dir=tmp_path))
     assert {"jobs", "items", "images", "alembic_version"} <= table_names(ledger.engine)
@@ -189,8 +190,8 @@ def test_readers_do_not_take_the_write_lock(tmp_path: Path) -> None:
     import sqlalchemy.exc
     from sqlalchemy import select
 
-    from pixelmill.db import Ledger
-    from pixelmill.ledger import Job
+    from pixelmill.ledger import Ledger
+    from pixelmill.schema import Job
 
     settings = Settings(data_dir=tmp_path, sqlite_busy_timeout=0.2)
     writer, other = Ledger(settings), Ledger(settings)

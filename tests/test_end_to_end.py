@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import COMBOS, Env, finished, write_catalogue
-from pixelmill.db import Ledger
-from pixelmill.ledger import Image, Item, State
+from pixelmill.ledger import Ledger
 from pixelmill.queue import TASK_GENERATE, Chunk, make_celery, publish, queue_depth
+from pixelmill.schema import Image, Item, State
 
 pytestmark = pytest.mark.e2e
 

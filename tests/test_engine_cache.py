@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from conftest import Env, finished, write_catalogue
-from pixelmill.ledger import Item
+from pixelmill.schema import Item
 from pixelmill.settings import Settings
 from worker.engine.cache import EngineCache, EngineKey, Manifest, model_fingerprint
 from worker.engine.select import EngineUnavailable, choose, tensorrt_version

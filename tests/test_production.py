@@ -22,8 +22,8 @@ from sqlalchemy import select
 from test_end_to_end import assert_exactly_once
 
 from conftest import S3_CREDENTIALS, Env, Servers, finished, write_catalogue
-from pixelmill.ledger import Item
 from pixelmill.queue import make_celery, queue_depth, queue_for
+from pixelmill.schema import Item
 from pixelmill.settings import Settings
 from pixelmill.storage import S3Storage, open_storage
 

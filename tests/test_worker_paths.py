@@ -15,11 +15,11 @@ from sqlalchemy import select, update
 
 from conftest import Env, write_catalogue
 from pixelmill.identity import resolve_model
-from pixelmill.ledger import Image, Item, Job, State, utcnow
 from pixelmill.queue import Chunk, make_celery, queue_depth, queue_for
+from pixelmill.schema import Image, Item, Job, State, utcnow
 from pixelmill.storage import open_storage
-from worker.claims import holder_is_dead
-from worker.process import Context, Outcome, process_chunk
+from pixelmill.transitions import reclaimable
+from worker.chunk import ChunkOutcome, Context, run_chunk
 from worker.reconciler import reconcile
 
 
@@ -32,9 +32,9 @@ def ctx(env: Env) -> Iterator[Context]:
     context.close()
 
 
-def run(ctx: Context, chunk: Chunk) -> Outcome:
+def run(ctx: Context, chunk: Chunk) -> ChunkOutcome:
     """Process a chunk and wait until its objects are stored and its outcome recorded."""
-    return process_chunk(ctx, chunk).result(timeout=120)
+    return run_chunk(ctx, chunk).result(timeout=120)
 
 
 def submitted(env: Env, tmp_path: Path, rows: int) -> tuple[int, list[int]]:
@@ -134,8 +134,8 @@ def test_reconciler_reclaims_items_of_a_dead_process_on_this_node(env: Env, ctx:
             state=State.running, lease_expires=lease, worker=f"{ctx.node}:{dead_pid}", attempts=1))
         session.execute(update(Item).where(Item.id == ids[1]).values(
             state=State.running, lease_expires=lease, worker=f"other@host:{dead_pid}", attempts=1))
-    assert holder_is_dead(f"{ctx.node}:{dead_pid}", ctx.node)
-    assert not holder_is_dead(f"{ctx.node}:{os.getppid()}", ctx.node)
+    assert reclaimable(f"{ctx.node}:{dead_pid}", ctx.node)
+    assert not reclaimable(f"{ctx.node}:{os.getppid()}", ctx.node)
     report = reconcile(ctx.ledger, ctx.app, ctx.settings, node=ctx.node)
     assert report.requeued == 1
     rows = items(ctx, ids)

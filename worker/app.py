@@ -14,13 +14,13 @@ from typing import Any
 from celery import bootsteps, signals
 
 from pixelmill import logs
-from pixelmill.db import Ledger
 from pixelmill.identity import resolve_model
+from pixelmill.ledger import Ledger
 from pixelmill.queue import TASK_GENERATE, Chunk, make_celery
 from pixelmill.settings import get_settings
 from pixelmill.storage import open_storage
+from worker.chunk import Context, run_chunk
 from worker.engine import load_engine
-from worker.process import Context, process_chunk
 from worker.reconciler import reconcile
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def context(node: str) -> Context:
 def generate(self: Any, message: dict[str, Any]) -> None:
     """Generate one chunk and hand it to the upload threads; raises only for malformed messages (which are
     then dropped, not retried). The ledger, not the message, tracks the chunk until it is recorded."""
-    process_chunk(context(self.request.hostname), Chunk.from_message(message))
+    run_chunk(context(self.request.hostname), Chunk.from_message(message))
 
 
 @signals.setup_logging.connect

@@ -9,7 +9,6 @@ import json
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-EXTENSIONS = {"png": "png", "webp": "webp", "jpeg": "jpg"}
 _EXIF_IMAGE_DESCRIPTION = 0x010E
 _EXIF_SOFTWARE = 0x0131
 

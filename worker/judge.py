@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pixelmill.checks import NONE, Checks
+from pixelmill.checks import NONE, Checks, Safety, Verdict
 from worker.engine import default_device
 from worker.quality import technical_scores
 
@@ -94,7 +94,7 @@ class ConceptChecker:
         else:
             self.model.vision_model = tower
 
-    def decide(self, pooled: torch.Tensor) -> list[dict[str, Any]]:
+    def decide(self, pooled: torch.Tensor) -> list[Safety]:
         m = self.model
         embeds = nn.functional.normalize(m.visual_projection(pooled).float())
         special = (embeds @ nn.functional.normalize(m.special_care_embeds.float()).T).cpu()
@@ -109,8 +109,8 @@ class ConceptChecker:
             scores = {f"special_{j}": round(float(s), 4) for j, s in enumerate(special_scores)}
             scores |= {f"concept_{j}": round(float(s), 4) for j, s in enumerate(concept_scores)}
             flagged = [f"concept_{j}" for j, s in enumerate(concept_scores) if s > 0]
-            verdicts.append({"checker": self.id, "blocked": bool(flagged), "flagged": flagged, "scores": scores,
-                             "shift": self.shift})
+            verdicts.append(Safety(checker=self.id, blocked=bool(flagged), flagged=tuple(flagged), scores=scores,
+                                   shift=self.shift))
         return verdicts
 
 
@@ -130,7 +130,7 @@ class NudeNetChecker:
         self.threshold = 0.5 + shift
         self.id = "nudenet"
 
-    def check(self, images: Sequence[Any]) -> list[dict[str, Any]]:
+    def check(self, images: Sequence[Any]) -> list[Safety]:
         import numpy as np
 
         verdicts = []
@@ -140,8 +140,8 @@ class NudeNetChecker:
             for det in self.detector.detect(bgr):
                 found[det["class"]] = max(found.get(det["class"], 0.0), round(float(det["score"]), 4))
             flagged = sorted(c for c in self.EXPOSED if found.get(c, 0.0) >= self.threshold)
-            verdicts.append({"checker": self.id, "blocked": bool(flagged), "flagged": flagged, "scores": found,
-                             "threshold": self.threshold})
+            verdicts.append(Safety(checker=self.id, blocked=bool(flagged), flagged=tuple(flagged), scores=found,
+                                   threshold=self.threshold))
         return verdicts
 
 
@@ -186,10 +186,10 @@ class Judge:
         return same
 
     @torch.inference_mode()
-    def __call__(self, images: Sequence[Any], prompts: Sequence[str]) -> list[tuple[dict[str, float], Any]]:
-        """(scores, safety verdict or None) per image, in order."""
+    def __call__(self, images: Sequence[Any], prompts: Sequence[str]) -> list[Verdict]:
+        """One verdict per image, in order: scores, and the safety decision when the job has a checker."""
         scores = [technical_scores(image) for image in images]
-        safety: list[Any] = [None] * len(images)
+        safety: Sequence[Safety | None] = [None] * len(images)
         pooled = None
         if self.clip is not None:
             pixels = self._pixels(self.clip_processor.image_processor, images)
@@ -213,7 +213,8 @@ class Judge:
             safety = self.concepts.decide(pooled)
         elif self.nudenet is not None:
             safety = self.nudenet.check(images)
-        return [({k: round(v, 4) for k, v in s.items()}, v) for s, v in zip(scores, safety, strict=True)]
+        return [Verdict(scores={k: round(v, 4) for k, v in s.items()}, safety=v)
+                for s, v in zip(scores, safety, strict=True)]
 
     def _pixels(self, processor: Any, images: Sequence[Any]) -> torch.Tensor:
         batch = processor(images=[image.convert("RGB") for image in images], return_tensors="pt")

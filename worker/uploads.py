@@ -12,10 +12,12 @@ import logging
 import threading
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 log = logging.getLogger(__name__)
 
+P = ParamSpec("P")
+S = TypeVar("S")
 T = TypeVar("T")
 
 
@@ -57,16 +59,17 @@ class Uploads:
         self._slots.acquire()
         return Slot(self._slots)
 
-    def store(self, fn: Callable[[], T]) -> Future[T]:
-        return self._store.submit(fn)
+    def store(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        """Run `fn(*args, **kwargs)` on an upload thread."""
+        return self._store.submit(fn, *args, **kwargs)
 
     def busy(self) -> set[int]:
         """Items handed over and not yet recorded: still held by this process."""
         with self._lock:
             return set(self._busy)
 
-    def finish(self, slot: Slot, items: Collection[int], stores: Mapping[int, Future[Any]],
-               record: Callable[[Mapping[int, Future[Any]]], T]) -> Future[T]:
+    def finish(self, slot: Slot, items: Collection[int], stores: Mapping[int, Future[S]],
+               record: Callable[[Mapping[int, Future[S]]], T]) -> Future[T]:
         """Run `record(stores)` on the recorder thread once every store is done, then free the chunk's slot."""
 
         def run() -> T:

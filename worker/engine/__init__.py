@@ -15,6 +15,8 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from pixelmill.identity import SEED_LIMIT
+
 if TYPE_CHECKING:
     import PIL.Image
 
@@ -22,7 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Engine", "Request", "Result", "default_device", "load_engine"]
 
-MAX_SEED = 2**63  # seeds are stored as signed 64-bit integers in the ledger
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class Request:
         if not all(isinstance(p, str) for p in (*self.prompts, *self.negatives)):
             raise ValueError("prompts and negatives must be strings")
         for seed in self.seeds:
-            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < MAX_SEED:
+            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
                 raise ValueError(f"seed must be an int in [0, 2**63), got {seed!r}")
         # Latent diffusion models work on an 8x downsampled grid.
         for name, size in (("width", self.width), ("height", self.height)):

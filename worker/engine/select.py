@@ -19,6 +19,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pixelmill.params import ENGINE_NAMES
+
 from .cache import EngineCache, Manifest, model_fingerprint
 
 if TYPE_CHECKING:
@@ -62,8 +64,8 @@ def gpu_arch(device: str) -> str | None:
 
 def choose(model: str, requested: str, cache: EngineCache, device: str) -> Choice:
     """Decide torch or TensorRT for ``model``; raises :class:`EngineUnavailable` only for ``tensorrt``."""
-    if requested not in ("auto", "torch", "tensorrt"):
-        raise ValueError(f"engine must be auto, torch or tensorrt, got {requested!r}")
+    if requested not in ENGINE_NAMES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINE_NAMES)}, got {requested!r}")
     if requested == "torch":
         return Choice("torch", "requested")
     problem: str | None = None

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from pixelmill.settings import Settings
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "catalogue.csv"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "catalogue.csv"
 TEMPLATE = "studio photo of {title}, {color}, {material}, white background"
 NEGATIVE = "blurry, text, watermark"
 
@@ -28,8 +28,9 @@ def run_demo(settings: Settings, *, catalogue: Path | None, size: str, steps: in
              console: Console, progress: Callable[..., Any]) -> int:
     from pixelmill.broker import EmbeddedRedis
     from pixelmill.checks import resolve_checks
-    from pixelmill.db import Ledger
-    from producer.catalogue import Defaults, parse_size
+    from pixelmill.ledger import Ledger
+    from pixelmill.params import parse_size
+    from producer.catalogue import Defaults
     from producer.submit import plan, submit
 
     catalogue = catalogue or EXAMPLES

@@ -41,14 +41,14 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def _ledger():  # type: ignore[no-untyped-def]
-    from pixelmill.db import Ledger
+    from pixelmill.ledger import Ledger
 
     return Ledger(get_settings())
 
 
 def _existing_ledger():  # type: ignore[no-untyped-def]
     """The ledger if it exists at the current schema, else None; creates nothing."""
-    from pixelmill.db import Ledger, schema_is_current
+    from pixelmill.ledger import Ledger, schema_is_current
 
     settings = get_settings()
     if settings.database_url is None and not (settings.data_path / "pixelmill.db").exists():
@@ -88,7 +88,8 @@ def submit(
     """Validate a catalogue and queue its items. Nothing is written if any row is bad."""
     from pixelmill.checks import ChecksError, resolve_checks
     from pixelmill.identity import resolve_model
-    from producer.catalogue import CatalogueError, Defaults, UsageError, parse_size
+    from pixelmill.params import parse_size
+    from producer.catalogue import CatalogueError, Defaults, UsageError
     from producer.submit import plan, split_done
     from producer.submit import submit as do_submit
 
@@ -265,8 +266,10 @@ def worker(
     missing = [m for m in ("torch", "diffusers", "transformers") if importlib.util.find_spec(m) is None]
     if missing:
         fail(f"a worker needs {', '.join(missing)}: pip install 'pixelmill[worker]' (torch first, for your CUDA)")
-    if engine is not None and engine not in ("auto", "torch", "tensorrt"):
-        fail(f"--engine must be auto, torch or tensorrt, got {engine!r}")
+    from pixelmill.params import ENGINE_NAMES
+
+    if engine is not None and engine not in ENGINE_NAMES:
+        fail(f"--engine must be one of {', '.join(ENGINE_NAMES)}, got {engine!r}")
     # Children (worker.app, and the per-GPU workers of --gpus) read these from the environment.
     for variable, value in (("PIXELMILL_MODEL", model), ("PIXELMILL_ENGINE", engine)):
         if value is not None:
@@ -386,7 +389,7 @@ def url(job: Annotated[int, typer.Argument(help="Job id.")],
     """Print a URL for one stored image: presigned on S3, a file URI locally."""
     from sqlalchemy import select
 
-    from pixelmill.ledger import Image, Item
+    from pixelmill.schema import Image, Item
     from pixelmill.storage import open_storage
 
     settings = get_settings()
@@ -423,7 +426,7 @@ def demo(
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 540,
 ) -> None:
     """From nothing: build the tiny model, start a worker, submit the sample catalogue, report, stop."""
-    from pixelmill.demo import run_demo
+    from pixelmill.cli.demo import run_demo
 
     code = run_demo(get_settings(), catalogue=catalogue, size=size, steps=steps, timeout=timeout, console=out,
                     progress=watch_job)
@@ -433,7 +436,7 @@ def demo(
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Migrate the ledger database to the latest schema."""
-    from pixelmill.db import make_engine, upgrade
+    from pixelmill.ledger import make_engine, upgrade
 
     engine = make_engine(get_settings())
     upgrade(engine, revision)
@@ -482,7 +485,7 @@ def engine_build(
     """Calibrate, export ONNX, build TensorRT engines and store them in PIXELMILL_ENGINE_CACHE.
 
     Without TensorRT or a GPU the build stops after the ONNX export and exits with code 3."""
-    from producer.catalogue import parse_size
+    from pixelmill.params import parse_size
     from worker.engine.build import build, parse_batches, read_prompts
     from worker.engine.cache import EngineCache
     from worker.engine.trt_build import TensorRTMissing

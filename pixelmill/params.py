@@ -1,0 +1,68 @@
+"""Typed values both sides share: how an item is generated, image sizes, image formats and engine names.
+
+The ledger stores generation parameters as JSON (`items.params`); everything in Python passes them around as
+a `GenerationParams`, converted once at each boundary (`to_json` / `from_json`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+MIN_SIDE, MAX_SIDE = 64, 2048  # both sides multiples of 8 in this range: what every engine can render
+_SIZE_RE = re.compile(r"\s*(\d+)\s*[xX]\s*(\d+)\s*")
+
+EngineName = Literal["auto", "torch", "tensorrt"]
+ENGINE_NAMES: tuple[EngineName, ...] = ("auto", "torch", "tensorrt")
+
+ImageFormatName = Literal["png", "webp", "jpeg"]
+
+
+@dataclass(frozen=True)
+class ImageFormat:
+    name: ImageFormatName
+    extension: str
+    content_type: str
+
+
+IMAGE_FORMATS: dict[str, ImageFormat] = {
+    "png": ImageFormat("png", "png", "image/png"),
+    "webp": ImageFormat("webp", "webp", "image/webp"),
+    "jpeg": ImageFormat("jpeg", "jpg", "image/jpeg"),
+}
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """What one pipeline call shares: items with equal params can run in one GPU batch."""
+
+    width: int
+    height: int
+    steps: int
+    guidance: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"width": self.width, "height": self.height, "steps": self.steps, "guidance": self.guidance}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> GenerationParams:
+        return cls(width=int(data["width"]), height=int(data["height"]), steps=int(data["steps"]),
+                   guidance=float(data["guidance"]))
+
+    @property
+    def size(self) -> str:
+        return f"{self.width}x{self.height}"
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """`"512x512"` -> (512, 512). Both sides multiples of 8 in 64..2048, which every engine can render."""
+    match = _SIZE_RE.fullmatch(text)
+    if not match:
+        raise ValueError(f"size must look like WIDTHxHEIGHT, e.g. 512x512, got {text!r}")
+    width, height = int(match[1]), int(match[2])
+    for side, value in (("width", width), ("height", height)):
+        if not (MIN_SIDE <= value <= MAX_SIDE and value % 8 == 0):
+            raise ValueError(f"{side} {value} must be a multiple of 8 from {MIN_SIDE} to {MAX_SIDE} (got {text!r})")
+    return width, height

@@ -1,0 +1,324 @@
+"""Every change of an item's state, in one place: the ledger's state machine.
+
+    pending ──publish──▶ queued ──claim──▶ running ──finish──▶ succeeded | blocked
+       │                   ▲                  │
+       │                   └──fail (attempts left) / lost (lease expired, holder gone)
+       └─(prompt filter at submit)─▶ blocked     running ──fail (attempts used up)──▶ failed
+    blocked (image) ──approve──▶ succeeded
+
+Producers (submit, review) and workers (claim, finish, fail, the reconciler) both call these functions inside
+their own transaction; nothing else writes `items.state`. Each transition says which states it may leave
+from, so a late or duplicated caller changes nothing it should not: finishing twice adds no rows, a failure
+reported by a process that no longer holds the item is ignored, a finished item is never claimed again.
+
+A holder is `<node name>:<pid>`: the process that claimed an item and holds its lease.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from pixelmill.checks import Safety
+from pixelmill.ledger import insert_ignore
+from pixelmill.params import GenerationParams
+from pixelmill.queue import QueuedItem
+from pixelmill.schema import ACTIVE, Candidate, Image, Item, Job, State, utcnow
+
+_IN_BATCH = 500  # ids per IN (...) clause
+
+
+class TransitionError(RuntimeError):
+    """A transition that is not allowed from the item's current state; the message says why."""
+
+
+# --- values -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewItem:
+    """An item as planned at submission: its identity, what to generate, and a prompt-filter block if any."""
+
+    key: str
+    variant: int
+    prompt: str
+    negative: str
+    params: GenerationParams
+    seed: int
+    content_hash: str
+    blocked: dict[str, str] | None = None  # the prompt filter's reason: never generated
+
+
+@dataclass(frozen=True)
+class ClaimedItem:
+    """An item this process holds the lease of, detached from its session."""
+
+    id: int
+    job: int
+    key: str
+    variant: int
+    prompt: str
+    negative: str
+    seed: int
+    params: GenerationParams
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """The `images` row of a finished item: the object as stored (bytes hashed after every transform)."""
+
+    storage_key: str
+    sha256: str
+    width: int
+    height: int
+    bytes: int
+    format: str
+    engine_id: str
+    timings: dict[str, float]
+    scores: dict[str, float]
+    safety: Safety | None
+    candidate: int
+    visibility: str  # "public" (under jobs/) or "quarantine"
+    provenance: dict[str, Any] | None = None
+
+    def row(self) -> dict[str, Any]:
+        values = {name: getattr(self, name) for name in (
+            "storage_key", "sha256", "width", "height", "bytes", "format", "engine_id", "timings", "scores",
+            "candidate", "visibility")}
+        values["safety"] = self.safety.to_json() if self.safety else None
+        if self.provenance is not None:
+            values["provenance"] = self.provenance
+        return values
+
+
+@dataclass(frozen=True)
+class CandidateRecord:
+    """One `candidates` row: every image generated for an item, kept or not."""
+
+    candidate: int
+    seed: int
+    outcome: str  # kept | rejected | blocked
+    scores: dict[str, float]
+    safety: Safety | None
+    engine_id: str
+
+    def row(self) -> dict[str, Any]:
+        return {"candidate": self.candidate, "seed": self.seed, "outcome": self.outcome, "scores": self.scores,
+                "safety": self.safety.to_json() if self.safety else None, "engine_id": self.engine_id}
+
+
+@dataclass(frozen=True)
+class Finish:
+    """How a claimed item ended well: succeeded with its image, or blocked by the image checker."""
+
+    image: ImageRecord | None  # None: blocked and not kept (PIXELMILL_QUARANTINE=none)
+    candidates: tuple[CandidateRecord, ...]
+    blocked: dict[str, Any] | None = None  # the block reason; None: succeeded
+
+
+@dataclass
+class Recovery:
+    """What `requeue_lost` did: items to publish again (by model), and items that used up their attempts."""
+
+    outstanding: dict[str, list[QueuedItem]] = field(default_factory=dict)
+    failed: int = 0
+
+
+# --- holders ----------------------------------------------------------------------------------------------
+
+
+def holder_name(node: str) -> str:
+    return f"{node}:{os.getpid()}"
+
+
+def reclaimable(holder: str | None, node: str) -> bool:
+    """True when `holder` cannot still be working on an item: a process of this node that no longer exists,
+    or this very process (its earlier task has ended; `claim` leaves out the items it is still storing).
+    A holder on another node is taken to be alive until its lease runs out."""
+    if not holder:
+        return False
+    name, _, pid_text = holder.rpartition(":")
+    if name != node or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+# --- transitions ------------------------------------------------------------------------------------------
+
+
+def add_items(session: Session, job_id: int, items: Sequence[NewItem]) -> list[int]:
+    """New items, `pending` (or `blocked` by the prompt filter, finished at once); their ids in order."""
+    now = utcnow()
+    ids: list[int] = []
+    for start in range(0, len(items), _IN_BATCH):
+        ids += session.scalars(
+            insert(Item).returning(Item.id, sort_by_parameter_order=True),
+            [{"job_id": job_id, "item_key": it.key, "variant": it.variant, "prompt": it.prompt,
+              "negative": it.negative, "params": it.params.to_json(), "seed": it.seed,
+              "content_hash": it.content_hash, "attempts": 0, "created": now,
+              **({"state": State.blocked, "block_reason": it.blocked, "finished_at": now} if it.blocked
+                 else {"state": State.pending, "block_reason": None, "finished_at": None})}
+             for it in items[start:start + _IN_BATCH]]).all()
+    return ids
+
+
+def mark_queued(session: Session, item_ids: Collection[int]) -> None:
+    """pending → queued, once a message carrying them is published (never moves an item that went on)."""
+    session.execute(update(Item).where(Item.id.in_(list(item_ids)), Item.state == State.pending)
+                    .values(state=State.queued, queued_at=utcnow()))
+
+
+def claim(session: Session, job_id: int, item_ids: Sequence[int], *, node: str, lease_seconds: int,
+          max_attempts: int, busy: Collection[int] = ()) -> list[ClaimedItem]:
+    """Take the chunk's unfinished, unheld items: running, attempt + 1, leased to this process.
+
+    Skipped: finished items, items another live holder leases (a duplicate message), and `busy` items (this
+    process is still storing them). Items whose attempts are used up are failed instead."""
+    now = utcnow()
+    rows = session.scalars(
+        select(Item)
+        .where(Item.id.in_(item_ids), Item.job_id == job_id, Item.state.in_(ACTIVE))
+        .order_by(Item.id)
+        .with_for_update(skip_locked=True)
+    ).all()
+    claimed = []
+    for item in rows:
+        if item.id in busy:
+            continue
+        held = item.state == State.running and item.lease_expires is not None and item.lease_expires > now
+        if held and not reclaimable(item.worker, node):
+            continue
+        if item.attempts >= max_attempts:
+            _give_up(item, now, f"gave up after {item.attempts} attempts; last error: {item.error or 'worker lost'}")
+            continue
+        item.state = State.running
+        item.attempts += 1
+        item.lease_expires = now + timedelta(seconds=lease_seconds)
+        item.worker = holder_name(node)
+        item.started_at = now
+        claimed.append(ClaimedItem(id=item.id, job=item.job_id, key=item.item_key, variant=item.variant,
+                                   prompt=item.prompt, negative=item.negative, seed=item.seed,
+                                   params=GenerationParams.from_json(item.params)))
+    return claimed
+
+
+def renew_lease(session: Session, item_ids: Sequence[int], *, node: str, lease_seconds: int) -> None:
+    """Extend the lease of items this process still holds (handed to the upload threads)."""
+    if item_ids:
+        session.execute(update(Item)
+                        .where(Item.id.in_(item_ids), Item.state == State.running,
+                               Item.worker == holder_name(node))
+                        .values(lease_expires=utcnow() + timedelta(seconds=lease_seconds)))
+
+
+def finish(session: Session, item_id: int, outcome: Finish) -> None:
+    """running (or any unfinished state) → succeeded, or blocked with its reason.
+
+    Idempotent: a second finish of the same item adds no image or candidate row and changes nothing."""
+    now = utcnow()
+    if outcome.image is not None:
+        insert_ignore(session, Image.__table__, [{"item_id": item_id, "created": now, **outcome.image.row()}],
+                      ["item_id"])
+    insert_ignore(session, Candidate.__table__,
+                  [{"item_id": item_id, "created": now, **c.row()} for c in outcome.candidates],
+                  ["item_id", "candidate"])
+    state = ({"state": State.blocked, "block_reason": outcome.blocked} if outcome.blocked
+             else {"state": State.succeeded})
+    session.execute(
+        update(Item)
+        .where(Item.id == item_id, Item.state.not_in([State.succeeded, State.blocked]))
+        .values(**state, finished_at=now, lease_expires=None, error=None)
+    )
+
+
+def fail(session: Session, item_id: int, error: str, *, node: str, max_attempts: int) -> bool:
+    """running → queued (attempts left; True: publish it again) or → failed. An item another process has
+    claimed since (after our lease ran out) is theirs to finish: nothing changes."""
+    item = session.get(Item, item_id)
+    if item is None or item.state != State.running or item.worker != holder_name(node):
+        return False
+    now = utcnow()
+    item.error = error[-4000:]
+    item.lease_expires = None
+    if item.attempts >= max_attempts:
+        item.state, item.finished_at = State.failed, now
+        return False
+    item.state, item.queued_at = State.queued, now
+    return True
+
+
+def requeue_lost(session: Session, *, max_attempts: int, requeue_after: int, queued_timeout: int,
+                 empty_models: Collection[str], node: str | None = None) -> Recovery:
+    """Put lost work back in the queue, or fail it when its attempts are used up:
+
+    - running items whose lease expired, or whose holder is a dead process of `node`;
+    - pending items older than `requeue_after` s (a producer died between insert and publish);
+    - queued items older than `requeue_after` s whose model's queue is empty (`empty_models`: the message is
+      gone), or older than `queued_timeout` s whatever the queue holds."""
+    now = utcnow()
+    recent = now - timedelta(seconds=requeue_after)
+    stale_queued = or_(Item.queued_at < now - timedelta(seconds=queued_timeout),
+                       and_(Item.queued_at < recent, Job.model.in_(list(empty_models))))
+    recovery = Recovery()
+    candidates = session.execute(
+        select(Item, Job.model).join(Job).where(or_(
+            Item.state == State.running,
+            and_(Item.state == State.pending, Item.created < recent),
+            and_(Item.state == State.queued, stale_queued),
+        )).with_for_update(skip_locked=True, of=Item)
+    ).all()
+    for item, model in candidates:
+        if item.state == State.running:
+            expired = item.lease_expires is None or item.lease_expires <= now
+            if not (expired or (node is not None and reclaimable(item.worker, node))):
+                continue
+            if item.attempts >= max_attempts:
+                _give_up(item, now, f"worker lost on attempt {item.attempts} of {max_attempts}"
+                                    f" (holder {item.worker}); gave up")
+                recovery.failed += 1
+                continue
+            item.error = f"worker lost on attempt {item.attempts} (holder {item.worker}); re-queued"
+        item.state, item.queued_at, item.lease_expires = State.queued, now, None
+        recovery.outstanding.setdefault(model, []).append(
+            QueuedItem(item=item.id, job=item.job_id, params=GenerationParams.from_json(item.params)))
+    return recovery
+
+
+def approve(session: Session, item: Item, image: Image, *, public_key: str, sha256: str, size: int,
+            by: str) -> None:
+    """blocked (by the image checker) → succeeded, its image now public; records who approved it and when."""
+    if item.state != State.blocked:
+        raise TransitionError(f"item {item.id} is {item.state.value}, not blocked")
+    now = utcnow()
+    image.storage_key, image.visibility, image.approved_by, image.approved_at = public_key, "public", by, now
+    image.sha256, image.bytes = sha256, size
+    item.state, item.error = State.succeeded, None
+    item.block_reason = {**(item.block_reason or {}), "approved_by": by,
+                         "approved_at": now.isoformat(timespec="seconds")}
+
+
+def _give_up(item: Item, now: datetime, error: str) -> None:
+    """→ failed: the item's attempts are used up."""
+    item.state, item.finished_at, item.lease_expires = State.failed, now, None
+    item.error = error
+
+
+def unfinished(session: Session, item_ids: Iterable[int]) -> set[int]:
+    """Which of these items are still pending, queued or running (for callers that re-check before acting)."""
+    ids = list(item_ids)
+    return set(session.scalars(select(Item.id).where(Item.id.in_(ids), Item.state.in_(ACTIVE))))

@@ -1,0 +1,199 @@
+"""One chunk message, end to end, as numbered steps (each a named function with typed inputs and outputs):
+
+1. `read_job`         the job's model and checks; a chunk for an unknown job is dropped
+2. `load_models`      the engine and the judge, before claiming, so loading never eats into a lease
+3. `claim_items`      `transitions.claim`: the chunk's items this process may work on, now `running`
+4. `make_candidates`  generate and judge each item's candidates (worker/candidates.py)
+5. `store_item`       on an upload thread: keep the best candidate, encode, store (worker/store.py)
+6. `Recording`        on the recorder thread, once every store is done: finish, fail or re-queue each item
+
+Storage is written before the ledger says succeeded, and both writes are idempotent (deterministic key,
+unique image and candidate rows), so a crash anywhere in between is repaired by simply running the chunk
+again. Steps 5 and 6 run off the task: the GPU takes the next chunk while this one is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from celery import Celery
+from celery.exceptions import SoftTimeLimitExceeded
+
+from pixelmill import transitions
+from pixelmill.checks import Checks
+from pixelmill.ledger import Ledger
+from pixelmill.queue import Chunk, QueuedItem, publish_items
+from pixelmill.schema import Job
+from pixelmill.settings import Settings
+from pixelmill.storage import Storage
+from pixelmill.transitions import ClaimedItem, Finish
+from worker.candidates import Candidates, Failure, Judge, make_candidates
+from worker.engine import Engine, load_engine
+from worker.store import store_item
+from worker.uploads import Uploads
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    """What a worker process holds for its lifetime (built after fork)."""
+
+    settings: Settings
+    ledger: Ledger
+    storage: Storage
+    app: Celery
+    node: str
+    uploads: Uploads = field(init=False)
+    judging: ThreadPoolExecutor = field(init=False)  # one thread: the judge's models run one batch at a time
+
+    def __post_init__(self) -> None:
+        self.uploads = Uploads(self.settings.upload_threads)
+        self.judging = ThreadPoolExecutor(1, thread_name_prefix="pixelmill-judge")
+
+    def close(self) -> None:
+        self.uploads.close(timeout=self.settings.task_time_limit)
+        self.judging.shutdown(wait=False, cancel_futures=True)
+        self.ledger.close()
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    id: int
+    model: str
+    checks: Checks
+
+
+@dataclass(frozen=True)
+class Models:
+    engine: Engine
+    judge: Judge
+
+
+@dataclass
+class ChunkOutcome:
+    succeeded: list[int] = field(default_factory=list)
+    blocked: list[int] = field(default_factory=list)
+    retried: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    skipped: int = 0
+
+
+def run_chunk(ctx: Context, chunk: Chunk) -> Future[ChunkOutcome]:
+    """Generate a chunk and hand its images to the upload threads. The returned future completes once every
+    object is stored and the ledger records the outcome; the GPU is free for the next chunk before that."""
+    job = read_job(ctx, chunk)  # 1
+    if job is None:
+        log.warning("chunk for unknown job dropped", extra={"job": chunk.job})
+        return _completed(ChunkOutcome(skipped=len(chunk.items)))
+    models = load_models(ctx, job)  # 2
+    slot = ctx.uploads.begin()  # waits while earlier chunks are still being stored
+    try:
+        items = claim_items(ctx, chunk)  # 3
+        if not items:
+            log.info("chunk already done or held elsewhere", extra={"job": chunk.job, "items": len(chunk.items)})
+            return _completed(ChunkOutcome(skipped=len(chunk.items)))
+        if isinstance(models, Failure):  # claimed all the same, so attempts bound the retries of a broken model
+            made: dict[int, Candidates | Failure] = {item.id: models for item in items}
+        else:
+            made = make_candidates(models.engine, models.judge, ctx.judging, job.checks, items,  # 4
+                                   soft_limit=ctx.settings.task_soft_time_limit)
+        stores = {item_id: ctx.uploads.store(store_item, ctx.storage, ctx.settings, job.id, job.model,  # 5
+                                             job.checks, candidates)
+                  for item_id, candidates in made.items() if isinstance(candidates, Candidates)}
+        if stores:
+            with ctx.ledger.session() as session:  # storing gets a full lease, whatever generation took
+                transitions.renew_lease(session, list(stores), node=ctx.node, lease_seconds=ctx.settings.lease_seconds)
+        failures = {item_id: f.error for item_id, f in made.items() if isinstance(f, Failure)}
+        recording = Recording(ctx, job, items, failures, skipped=len(chunk.items) - len(items))  # 6
+        return ctx.uploads.finish(slot, [item.id for item in items], stores, recording)
+    finally:
+        slot.release()  # a no-op once `finish` has handed the slot to the recorder
+
+
+def read_job(ctx: Context, chunk: Chunk) -> JobSpec | None:
+    with ctx.ledger.session(readonly=True) as session:
+        job = session.get(Job, chunk.job)
+        return JobSpec(job.id, job.model, Checks.from_json(job.params.get("checks"))) if job else None
+
+
+def load_models(ctx: Context, job: JobSpec) -> Models | Failure:
+    """The process's engine for the job's model and its judge for the job's checks (each loaded once and
+    kept); a failure to load is recorded against every claimed item."""
+    engine: Engine | None = None
+    try:
+        engine = load_engine(job.model, ctx.settings)
+        from worker.judge import load_judge  # imports torch: only ever after fork
+
+        return Models(engine, load_judge(job.checks))
+    except SoftTimeLimitExceeded:
+        return Failure(f"loading model {job.model!r} or the job's checks took longer than "
+                       f"PIXELMILL_TASK_SOFT_TIME_LIMIT ({ctx.settings.task_soft_time_limit} s), "
+                       "which must cover a worker's first load")
+    except Exception:
+        what = f"model {job.model!r}" if engine is None else "the job's checker/scorer models"
+        return Failure(f"loading {what} failed:\n" + traceback.format_exc(limit=5))
+
+
+def claim_items(ctx: Context, chunk: Chunk) -> list[ClaimedItem]:
+    settings = ctx.settings
+    with ctx.ledger.session() as session:
+        return transitions.claim(session, chunk.job, chunk.items, node=ctx.node, busy=ctx.uploads.busy(),
+                                 lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts)
+
+
+@dataclass(frozen=True)
+class Recording:
+    """Step 6, called on the recorder thread with every store finished: one transaction records the
+    successes and failures; items with attempts left are published again."""
+
+    ctx: Context
+    job: JobSpec
+    items: Sequence[ClaimedItem]
+    failures: Mapping[int, str]
+    skipped: int
+
+    def __call__(self, stores: Mapping[int, Future[Finish]]) -> ChunkOutcome:
+        ctx, settings = self.ctx, self.ctx.settings
+        errors = dict(self.failures)
+        finished: dict[int, Finish] = {}
+        for item_id, future in stores.items():
+            try:
+                finished[item_id] = future.result()
+            except Exception as exc:
+                errors[item_id] = "storing the image failed:\n" + "".join(traceback.format_exception(exc, limit=5))
+        outcome = ChunkOutcome(skipped=self.skipped)
+        retry: list[QueuedItem] = []
+        with ctx.ledger.session() as session:
+            for item_id, finish in finished.items():
+                transitions.finish(session, item_id, finish)
+                (outcome.blocked if finish.blocked else outcome.succeeded).append(item_id)
+            for item in self.items:
+                if item.id not in errors:
+                    continue
+                if transitions.fail(session, item.id, errors[item.id], node=ctx.node,
+                                     max_attempts=settings.max_attempts):
+                    retry.append(QueuedItem(item=item.id, job=self.job.id, params=item.params))
+                    outcome.retried.append(item.id)
+                else:
+                    outcome.failed.append(item.id)
+        if retry:  # were it lost here, the reconciler would publish them again
+            publish_items(ctx.app, retry, self.job.model, settings.batch_size)
+        for item_id in outcome.retried + outcome.failed:
+            log.warning("item failed", extra={"job": self.job.id, "item": item_id,
+                                              "retry": item_id in outcome.retried,
+                                              "error": errors[item_id].strip().splitlines()[-1][:300]})
+        log.info("chunk finished", extra={"job": self.job.id, "succeeded": len(outcome.succeeded),
+                                          "blocked": len(outcome.blocked), "retried": len(outcome.retried),
+                                          "failed": len(outcome.failed), "skipped": outcome.skipped})
+        return outcome
+
+
+def _completed(outcome: ChunkOutcome) -> Future[ChunkOutcome]:
+    future: Future[ChunkOutcome] = Future()
+    future.set_result(outcome)
+    return future
