@@ -16,6 +16,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import redis
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +43,7 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis+socket://{self.socket}"
 
-    def _client(self):  # type: ignore[no-untyped-def]
+    def _client(self) -> redis.Redis:
         import redis
 
         return redis.Redis(unix_socket_path=str(self.socket), socket_connect_timeout=2, socket_timeout=5)

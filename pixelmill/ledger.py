@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.schema import Table
 
+from pixelmill.schema import Base
 from pixelmill.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -123,19 +123,21 @@ def ensure_schema(engine: Engine, settings: Settings) -> None:
             upgrade(engine)
 
 
-def insert_ignore(session: Session, table: Table, rows: Sequence[dict[str, Any]],
+def insert_ignore(session: Session, table: type[Base], rows: Sequence[dict[str, Any]],
                   conflict: Sequence[str]) -> int:
     """INSERT … ON CONFLICT DO NOTHING: the idempotent write every finish and resubmission relies on."""
     if not rows:
         return 0
     dialect = session.get_bind().dialect.name
+    stmt: sqlite.Insert | postgresql.Insert
     if dialect == "sqlite":
         stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=list(conflict))
     elif dialect == "postgresql":
         stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=list(conflict))
     else:
         raise NotImplementedError(f"no idempotent insert for the {dialect} dialect")
-    return session.execute(stmt, list(rows)).rowcount or 0
+    result = session.execute(stmt, list(rows))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def table_names(engine: Engine) -> set[str]:

@@ -153,7 +153,8 @@ class S3Storage:
         raise AssertionError("unreachable")
 
     def get(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        data: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        return data
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
@@ -174,8 +175,9 @@ class S3Storage:
                 yield obj["Key"][len(base):]
 
     def locate(self, key: str, expires: int) -> str:
-        return self.client.generate_presigned_url(
+        url: str = self.client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires)
+        return url
 
 
 def create_or_get(storage: Storage, key: str, data: bytes, content_type: str) -> bytes:

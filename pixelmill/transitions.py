@@ -232,9 +232,9 @@ def finish(session: Session, item_id: int, outcome: Finish) -> None:
     Idempotent: a second finish of the same item adds no image or candidate row and changes nothing."""
     now = utcnow()
     if outcome.image is not None:
-        insert_ignore(session, Image.__table__, [{"item_id": item_id, "created": now, **outcome.image.row()}],
+        insert_ignore(session, Image, [{"item_id": item_id, "created": now, **outcome.image.row()}],
                       ["item_id"])
-    insert_ignore(session, Candidate.__table__,
+    insert_ignore(session, Candidate,
                   [{"item_id": item_id, "created": now, **c.row()} for c in outcome.candidates],
                   ["item_id", "candidate"])
     state = ({"state": State.blocked, "block_reason": outcome.blocked} if outcome.blocked

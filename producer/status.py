@@ -75,7 +75,7 @@ def job_status(session: Session, job_id: int) -> JobStatus:
     done = counts[State.succeeded]
     remaining = counts[State.pending] + counts[State.queued] + counts[State.running]
     if done and first_start is not None:
-        end: datetime = utcnow() if remaining else last_finish
+        end: datetime = utcnow() if remaining or last_finish is None else last_finish
         elapsed = (end - first_start).total_seconds()
         if elapsed > 0:
             rate = done / elapsed

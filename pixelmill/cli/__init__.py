@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 from rich import box
@@ -18,6 +18,9 @@ from rich.table import Table
 
 from pixelmill import logs
 from pixelmill.settings import SettingsError, get_settings
+
+if TYPE_CHECKING:
+    from pixelmill.ledger import Ledger
 
 app = typer.Typer(help="Batch image generation: submit catalogues, run GPU workers, track jobs.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -35,18 +38,18 @@ out = Console()
 err = Console(stderr=True)
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
-def _ledger():  # type: ignore[no-untyped-def]
+def _ledger() -> Ledger:
     from pixelmill.ledger import Ledger
 
     return Ledger(get_settings())
 
 
-def _existing_ledger():  # type: ignore[no-untyped-def]
+def _existing_ledger() -> Ledger | None:
     """The ledger if it exists at the current schema, else None; creates nothing."""
     from pixelmill.ledger import Ledger, schema_is_current
 

@@ -1,0 +1,357 @@
+"""The item state machine (pixelmill/transitions.py), each legal and illegal move, on a real SQLite ledger;
+the upload/record hand-off of worker/uploads.py with plain threads; and the import boundaries."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from pixelmill import transitions
+from pixelmill.checks import Safety
+from pixelmill.ledger import Ledger
+from pixelmill.params import GenerationParams
+from pixelmill.schema import Candidate, Image, Item, Job, State, utcnow
+from pixelmill.settings import Settings
+from pixelmill.transitions import CandidateRecord, Finish, ImageRecord, NewItem, TransitionError
+from worker.uploads import Uploads
+
+NODE = "w1@host"
+PARAMS = GenerationParams(width=64, height=64, steps=2, guidance=1.0)
+LEASE = 60
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    ledger = Ledger(Settings(data_dir=tmp_path))
+    yield ledger
+    ledger.close()
+
+
+def new_job(ledger: Ledger, n: int, *, blocked: int = 0, model: str = "m") -> list[int]:
+    items = [NewItem(key=f"K{i}", variant=0, prompt=f"p{i}", negative="", params=PARAMS, seed=i,
+                     content_hash=f"{model}-{i}",
+                     blocked={"stage": "prompt", "category": "x", "term": "y"} if i < blocked else None)
+             for i in range(n)]
+    with ledger.session() as session:
+        job = Job(name="t", model=model, params={}, counts={})
+        session.add(job)
+        session.flush()
+        return transitions.add_items(session, job.id, items)
+
+
+def states(ledger: Ledger, ids: list[int]) -> list[State]:
+    with ledger.session(readonly=True) as session:
+        rows = {i.id: i.state for i in session.scalars(select(Item).where(Item.id.in_(ids)))}
+    return [rows[i] for i in ids]
+
+
+def item(ledger: Ledger, item_id: int) -> Item:
+    with ledger.session(readonly=True) as session:
+        row = session.get(Item, item_id)
+        assert row is not None
+        return row
+
+
+def job_of(ledger: Ledger, item_id: int) -> int:
+    return item(ledger, item_id).job_id
+
+
+def claim(ledger: Ledger, ids: list[int], **kw: object) -> list[int]:
+    args: dict[str, object] = {"node": NODE, "lease_seconds": LEASE, "max_attempts": 3, **kw}
+    with ledger.session() as session:
+        return [c.id for c in transitions.claim(session, job_of(ledger, ids[0]), ids, **args)]  # type: ignore[arg-type]
+
+
+def finish(ledger: Ledger, item_id: int, *, blocked: bool = False) -> None:
+    safety = Safety(checker="c", blocked=blocked, flagged=("concept_1",) if blocked else (), scores={"concept_1": 1.0})
+    image = ImageRecord(storage_key=f"jobs/1/K{item_id}/0.png", sha256="0" * 64, width=64, height=64, bytes=10,
+                        format="png", engine_id="e", timings={"total": 1.0}, scores={"sharpness": 2.0},
+                        safety=safety, candidate=0, visibility="quarantine" if blocked else "public")
+    rows = (CandidateRecord(candidate=0, seed=1, outcome="blocked" if blocked else "kept", scores={}, safety=safety,
+                            engine_id="e"),)
+    reason = {"stage": "image", "category": "nsfw"} if blocked else None
+    with ledger.session() as session:
+        transitions.finish(session, item_id, Finish(image=image, candidates=rows, blocked=reason))
+
+
+def fail(ledger: Ledger, item_id: int, *, node: str = NODE, max_attempts: int = 3) -> bool:
+    with ledger.session() as session:
+        return transitions.fail(session, item_id, "boom", node=node, max_attempts=max_attempts)
+
+
+def set_item(ledger: Ledger, ids: list[int], **values: object) -> None:
+    with ledger.session() as session:
+        session.execute(update(Item).where(Item.id.in_(ids)).values(**values))
+
+
+def test_new_items_are_pending_or_blocked_by_the_prompt_filter(ledger: Ledger) -> None:
+    ids = new_job(ledger, 3, blocked=1)
+    assert states(ledger, ids) == [State.blocked, State.pending, State.pending]
+    blocked = item(ledger, ids[0])
+    assert blocked.finished_at is not None and blocked.block_reason == {"stage": "prompt", "category": "x",
+                                                                        "term": "y"}
+    assert item(ledger, ids[1]).params == PARAMS.to_json() and item(ledger, ids[1]).attempts == 0
+
+
+def test_mark_queued_moves_only_pending_items(ledger: Ledger) -> None:
+    ids = new_job(ledger, 3, blocked=1)
+    assert claim(ledger, [ids[2]]) == [ids[2]]
+    with ledger.session() as session:
+        transitions.mark_queued(session, ids)
+    assert states(ledger, ids) == [State.blocked, State.queued, State.running]
+
+
+def test_claim_takes_unfinished_items_with_a_lease(ledger: Ledger) -> None:
+    ids = new_job(ledger, 2)
+    before = utcnow()
+    with ledger.session() as session:
+        claimed = transitions.claim(session, job_of(ledger, ids[0]), ids, node=NODE, lease_seconds=LEASE,
+                                    max_attempts=3)
+    assert [c.id for c in claimed] == ids and claimed[0].params == PARAMS and claimed[0].key == "K0"
+    row = item(ledger, ids[0])
+    assert row.state == State.running and row.attempts == 1 and row.worker == f"{NODE}:{os.getpid()}"
+    assert row.lease_expires is not None and row.lease_expires >= before + timedelta(seconds=LEASE - 1)
+
+
+def test_claim_skips_finished_items_and_other_jobs(ledger: Ledger) -> None:
+    ids = new_job(ledger, 3)
+    other = new_job(ledger, 1)
+    claim(ledger, ids[:2])
+    finish(ledger, ids[0])
+    finish(ledger, ids[1], blocked=True)
+    with ledger.session() as session:  # the other job's item named in this job's chunk is not taken
+        assert [c.id for c in transitions.claim(session, job_of(ledger, ids[0]), ids + other, node=NODE,
+                                                lease_seconds=LEASE, max_attempts=3)] == [ids[2]]
+    assert states(ledger, other) == [State.pending]
+
+
+def test_claim_skips_an_item_a_live_holder_leases(ledger: Ledger) -> None:
+    ids = new_job(ledger, 1)
+    lease = utcnow() + timedelta(seconds=LEASE)
+    set_item(ledger, ids, state=State.running, lease_expires=lease, worker="other@node:1", attempts=1)
+    assert claim(ledger, ids) == []  # a holder on another node is alive until its lease runs out
+    set_item(ledger, ids, worker=f"{NODE}:{os.getppid()}")  # a live process of this node
+    assert claim(ledger, ids) == []
+    assert item(ledger, ids[0]).attempts == 1
+
+
+def test_claim_reclaims_from_a_dead_or_finished_holder_of_this_node(ledger: Ledger) -> None:
+    ids = new_job(ledger, 2)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lease = utcnow() + timedelta(seconds=LEASE)
+    set_item(ledger, ids[:1], state=State.running, lease_expires=lease, worker=f"{NODE}:{dead.pid}", attempts=1)
+    set_item(ledger, ids[1:], state=State.running, lease_expires=lease, worker=f"{NODE}:{os.getpid()}", attempts=1)
+    assert claim(ledger, ids) == ids
+    assert [item(ledger, i).attempts for i in ids] == [2, 2]
+
+
+def test_claim_leaves_busy_items_to_their_upload(ledger: Ledger) -> None:
+    ids = new_job(ledger, 2)
+    claim(ledger, ids)
+    assert claim(ledger, ids, busy={ids[0]}) == [ids[1]]
+
+
+def test_claim_fails_an_item_whose_attempts_are_used_up(ledger: Ledger) -> None:
+    ids = new_job(ledger, 1)
+    set_item(ledger, ids, state=State.queued, attempts=3, error="earlier error")
+    assert claim(ledger, ids) == []
+    row = item(ledger, ids[0])
+    assert row.state == State.failed and row.finished_at is not None
+    assert row.error == "gave up after 3 attempts; last error: earlier error"
+
+
+def test_renew_lease_extends_only_this_holders_running_items(ledger: Ledger) -> None:
+    ids = new_job(ledger, 2)
+    claim(ledger, ids)
+    set_item(ledger, [ids[1]], worker="other@node:1")
+    soon = utcnow() + timedelta(seconds=1)
+    set_item(ledger, ids, lease_expires=soon)
+    with ledger.session() as session:
+        transitions.renew_lease(session, ids, node=NODE, lease_seconds=LEASE)
+    first, second = item(ledger, ids[0]), item(ledger, ids[1])
+    assert first.lease_expires is not None and first.lease_expires > soon + timedelta(seconds=LEASE - 5)
+    assert second.lease_expires is not None and second.lease_expires <= soon
+
+
+def test_finish_is_idempotent_and_never_reopens_a_finished_item(ledger: Ledger) -> None:
+    ids = new_job(ledger, 2)
+    claim(ledger, ids)
+    finish(ledger, ids[0])
+    finish(ledger, ids[0])  # a duplicate finish (redelivered chunk) adds nothing
+    finish(ledger, ids[0], blocked=True)  # nor turns it blocked
+    finish(ledger, ids[1], blocked=True)
+    assert states(ledger, ids) == [State.succeeded, State.blocked]
+    with ledger.session(readonly=True) as session:
+        assert len(session.scalars(select(Image).where(Image.item_id == ids[0])).all()) == 1
+        assert len(session.scalars(select(Candidate).where(Candidate.item_id == ids[0])).all()) == 1
+        image = session.scalars(select(Image).where(Image.item_id == ids[1])).one()
+        assert image.visibility == "quarantine" and image.safety is not None and image.safety["blocked"] is True
+    row = item(ledger, ids[0])
+    assert row.lease_expires is None and row.error is None and row.finished_at is not None
+    assert item(ledger, ids[1]).block_reason == {"stage": "image", "category": "nsfw"}
+
+
+def test_fail_requeues_until_the_attempts_are_used_up(ledger: Ledger) -> None:
+    ids = new_job(ledger, 1)
+    claim(ledger, ids)
+    assert fail(ledger, ids[0], max_attempts=2) is True
+    row = item(ledger, ids[0])
+    assert row.state == State.queued and row.error == "boom" and row.lease_expires is None
+    claim(ledger, ids)
+    assert fail(ledger, ids[0], max_attempts=2) is False
+    assert states(ledger, ids) == [State.failed] and item(ledger, ids[0]).attempts == 2
+
+
+def test_fail_from_a_process_that_no_longer_holds_the_item_changes_nothing(ledger: Ledger) -> None:
+    ids = new_job(ledger, 2)
+    claim(ledger, ids)
+    assert fail(ledger, ids[0], node="someone@else") is False  # another holder claimed it since
+    finish(ledger, ids[1])
+    assert fail(ledger, ids[1]) is False  # finished: a late failure report is ignored
+    assert states(ledger, ids) == [State.running, State.succeeded]
+
+
+def test_requeue_lost_recovers_expired_leases_stale_pending_and_lost_messages(ledger: Ledger) -> None:
+    ids = new_job(ledger, 6, model="m")
+    past, future = utcnow() - timedelta(seconds=5), utcnow() + timedelta(seconds=LEASE)
+    old = utcnow() - timedelta(seconds=100)
+    set_item(ledger, [ids[0]], state=State.running, lease_expires=past, worker="gone@x:1", attempts=1)
+    set_item(ledger, [ids[1]], state=State.running, lease_expires=past, worker="gone@x:1", attempts=3)
+    set_item(ledger, [ids[2]], state=State.running, lease_expires=future, worker="alive@x:1", attempts=1)
+    set_item(ledger, [ids[3]], created=old)  # pending, its producer died before publishing
+    set_item(ledger, [ids[4]], state=State.queued, queued_at=old)  # its message is gone (queue empty)
+    set_item(ledger, [ids[5]], state=State.queued, queued_at=utcnow())  # just queued: left alone
+    with ledger.session() as session:
+        recovery = transitions.requeue_lost(session, max_attempts=3, requeue_after=10, queued_timeout=3600,
+                                            empty_models=["m"])
+    assert states(ledger, ids) == [State.queued, State.failed, State.running, State.queued, State.queued,
+                                   State.queued]
+    assert recovery.failed == 1 and sorted(q.item for q in recovery.outstanding["m"]) == [ids[0], ids[3], ids[4]]
+    assert "worker lost on attempt 1" in (item(ledger, ids[0]).error or "")
+    assert "gave up" in (item(ledger, ids[1]).error or "")
+    with ledger.session() as session:  # a queue that still holds messages keeps its queued items
+        set_item(ledger, [ids[4]], queued_at=old)
+        again = transitions.requeue_lost(session, max_attempts=3, requeue_after=10, queued_timeout=3600,
+                                         empty_models=[])
+    assert ids[4] not in [q.item for q in again.outstanding.get("m", [])]
+
+
+def test_approve_publishes_only_blocked_items(ledger: Ledger) -> None:
+    ids = new_job(ledger, 2)
+    claim(ledger, ids)
+    finish(ledger, ids[0], blocked=True)
+    finish(ledger, ids[1])
+    with ledger.session() as session:
+        for item_id in ids:
+            row, image = session.get(Item, item_id), session.scalars(select(Image).where(Image.item_id == item_id)).one()
+            assert row is not None
+            if item_id == ids[1]:
+                with pytest.raises(TransitionError, match="succeeded, not blocked"):
+                    transitions.approve(session, row, image, public_key="k", sha256="1" * 64, size=3, by="a")
+                continue
+            transitions.approve(session, row, image, public_key="jobs/1/K/0.png", sha256="1" * 64, size=3, by="alice")
+    row = item(ledger, ids[0])
+    assert row.state == State.succeeded and (row.block_reason or {}).get("approved_by") == "alice"
+
+
+def test_every_state_change_goes_through_the_transitions_module() -> None:
+    """No `Item.state` assignment or `update(Item)` anywhere else in the code (migrations and tests aside)."""
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for package in ("pixelmill", "producer", "worker"):
+        for path in (root / package).rglob("*.py"):
+            if path.name == "transitions.py":
+                continue
+            text = path.read_text()
+            if "update(Item)" in text or ".state = " in text or "insert(Item)" in text:
+                offenders.append(str(path.relative_to(root)))
+    assert offenders == []
+
+
+# --- the upload/record hand-off ---------------------------------------------------------------------------------
+
+
+def test_record_runs_once_every_store_is_done_and_items_stay_busy_until_then() -> None:
+    uploads = Uploads(2)
+    gate = threading.Event()
+    slot = uploads.begin()
+    stores = {1: uploads.store(lambda: gate.wait(5) and "a"), 2: uploads.store(lambda: "b")}
+    seen: list[dict[int, str]] = []
+
+    def record(done: dict[int, Future[str]]) -> int:
+        seen.append({k: f.result() for k, f in done.items()})
+        return len(done)
+
+    recorded = uploads.finish(slot, [1, 2], stores, record)
+    time.sleep(0.1)
+    assert not recorded.done() and uploads.busy() == {1, 2}  # store 1 still running: nothing recorded
+    gate.set()
+    assert recorded.result(timeout=5) == 2 and seen == [{1: "a", 2: "b"}]
+    assert uploads.busy() == set()
+    slot.release()  # after `finish` the recorder owns the slot: releasing again is a no-op
+    uploads.close(timeout=5)
+
+
+def test_a_failed_store_still_reaches_the_recorder() -> None:
+    uploads = Uploads(1)
+    slot = uploads.begin()
+
+    def broken() -> str:
+        raise OSError("disk full")
+
+    stores = {7: uploads.store(broken)}
+    outcome = uploads.finish(slot, [7], stores, lambda done: [type(f.exception()).__name__ for f in done.values()])
+    assert outcome.result(timeout=5) == ["OSError"]
+    uploads.close(timeout=5)
+
+
+def test_slots_bound_how_far_generation_runs_ahead_of_storage() -> None:
+    uploads = Uploads(1, ahead=2)
+    gate = threading.Event()
+    first, second = uploads.begin(), uploads.begin()
+    futures = [uploads.finish(s, [i], {i: uploads.store(gate.wait, 5)}, lambda d: None)
+               for i, s in enumerate((first, second))]
+    third: list[object] = []
+    waiter = threading.Thread(target=lambda: third.append(uploads.begin()))
+    waiter.start()
+    waiter.join(0.2)
+    assert third == []  # both slots held by chunks still storing
+    gate.set()
+    waiter.join(5)
+    assert len(third) == 1 and all(f.result(timeout=5) is None for f in futures)
+    with pytest.raises(RuntimeError, match="already released"):
+        slot = uploads.begin()
+        slot.release()
+        uploads.finish(slot, [9], {}, lambda d: None)
+    uploads.close(timeout=5)
+
+
+# --- import boundaries ------------------------------------------------------------------------------------------
+
+
+def test_the_contract_imports_neither_side() -> None:
+    """Every module of the contract package (`pixelmill` minus the command line) loads without `producer`,
+    `worker` or the GPU stack."""
+    code = (
+        "import pkgutil, sys, importlib, pixelmill\n"
+        "names = [m.name for m in pkgutil.walk_packages(pixelmill.__path__, 'pixelmill.')\n"
+        "         if not m.name.startswith('pixelmill.cli') and m.name != 'pixelmill.__main__']\n"
+        "for name in names: importlib.import_module(name)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('producer', 'worker', 'torch', 'diffusers'))\n"
+        "print(len(names), bad)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    count, bad = proc.stdout.split(" ", 1)
+    assert int(count) >= 12 and bad.strip() == "[]"
