@@ -11,7 +11,7 @@ import math
 import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -144,6 +144,7 @@ class Safety:
     scores: dict[str, float]
     shift: float | None = None  # the SD checker: added to every concept threshold
     threshold: float | None = None  # NudeNet: the confidence that flags a class
+    asked: str | None = None  # the checker the job asked for, when the worker's policy floor replaced it
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"checker": self.checker, "blocked": self.blocked, "flagged": list(self.flagged),
@@ -152,13 +153,15 @@ class Safety:
             data["shift"] = self.shift
         if self.threshold is not None:
             data["threshold"] = self.threshold
+        if self.asked is not None:
+            data["asked"] = self.asked
         return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Safety:
         return cls(checker=str(data.get("checker", "?")), blocked=bool(data.get("blocked")),
                    flagged=tuple(data.get("flagged", ())), scores=dict(data.get("scores", {})),
-                   shift=data.get("shift"), threshold=data.get("threshold"))
+                   shift=data.get("shift"), threshold=data.get("threshold"), asked=data.get("asked"))
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,44 @@ class Verdict:
     @property
     def blocked(self) -> bool:
         return self.safety is not None and self.safety.blocked
+
+
+class PolicyError(RuntimeError):
+    """A job cannot run under this worker's safety floor; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The operator's safety floor on a worker (PIXELMILL_POLICY_*): what every job gets at least."""
+
+    prompt_lists: tuple[str, ...]  # re-checked on every claimed item; empty: none
+    image_checker: str | None  # used for every image; None: the job's own checker
+    allow_checker_off: bool  # whether a job may run with no image checker at all
+    safety_shift: float  # this worker's PIXELMILL_SAFETY_SHIFT: a job may be stricter, never laxer
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        lists = tuple(s.strip() for s in settings.policy_prompt_lists.split(",") if s.strip())
+        checker = settings.policy_image_checker
+        if checker in (None, "", NONE):
+            checker = None
+        elif checker != "nudenet":
+            checker = _existing_dir(checker, "PIXELMILL_POLICY_IMAGE_CHECKER")
+        return cls(prompt_lists=lists, image_checker=checker, allow_checker_off=settings.policy_allow_checker_off,
+                   safety_shift=settings.safety_shift)
+
+    def apply(self, asked: Checks) -> Checks:
+        """The checks a job runs with here: its own, raised to this floor. Raises PolicyError when the job
+        asks for no image checker and this worker has none to put in its place and may not run unchecked."""
+        if self.image_checker is not None:
+            return replace(asked, image_checker=self.image_checker,
+                           safety_shift=min(asked.safety_shift, self.safety_shift) if asked.checked
+                           else self.safety_shift)
+        if not asked.checked and not self.allow_checker_off:
+            raise PolicyError("this worker's safety policy requires an image checker, and the job asked for none: "
+                              "set PIXELMILL_POLICY_IMAGE_CHECKER on the worker (or, to allow unchecked jobs, "
+                              "PIXELMILL_POLICY_ALLOW_CHECKER_OFF=true)")
+        return asked
 
 
 def candidate_seed(seed: int, n: int) -> int:

@@ -90,6 +90,15 @@ class Settings(BaseSettings):
     torch_compile: bool = False  # torch.compile the UNet (and VAE decoder): slower start, faster batches
     torch_quant: Literal["none", "int8", "fp8"] = "none"  # torchao on the UNet; fp8 needs CUDA compute 8.9+
 
+    # The operator's safety floor, applied by every worker to every job whatever the job recorded (a job
+    # written by an old or hostile producer cannot lower it). Prompt lists: re-checked on every claimed item
+    # (same syntax as PIXELMILL_PROMPT_BLOCKLISTS; empty: no floor). Image checker: used for every image
+    # (with the stricter of the job's and this worker's PIXELMILL_SAFETY_SHIFT). A job without any checker
+    # runs only where PIXELMILL_POLICY_ALLOW_CHECKER_OFF is true.
+    policy_prompt_lists: str = "builtin"
+    policy_image_checker: str | None = None
+    policy_allow_checker_off: bool = False
+
     @model_validator(mode="after")
     def _limits_fit_the_lease(self) -> Settings:
         if self.task_soft_time_limit >= self.task_time_limit:

@@ -246,20 +246,30 @@ def finish(session: Session, item_id: int, outcome: Finish) -> None:
     )
 
 
-def fail(session: Session, item_id: int, error: str, *, node: str, max_attempts: int) -> bool:
-    """running → queued (attempts left; True: publish it again) or → failed. An item another process has
-    claimed since (after our lease ran out) is theirs to finish: nothing changes."""
+def fail(session: Session, item_id: int, error: str, *, node: str, max_attempts: int, final: bool = False) -> bool:
+    """running → queued (attempts left; True: publish it again) or → failed (attempts used up, or `final`: no
+    attempt could succeed). An item another process has claimed since (after our lease ran out) is theirs to
+    finish: nothing changes."""
     item = session.get(Item, item_id)
     if item is None or item.state != State.running or item.worker != holder_name(node):
         return False
     now = utcnow()
     item.error = error[-4000:]
     item.lease_expires = None
-    if item.attempts >= max_attempts:
+    if final or item.attempts >= max_attempts:
         item.state, item.finished_at = State.failed, now
         return False
     item.state, item.queued_at = State.queued, now
     return True
+
+
+def block(session: Session, item_id: int, reason: dict[str, Any], *, node: str) -> bool:
+    """running (held by this process) → blocked, never generated: the worker's own prompt check refused it."""
+    result = session.execute(
+        update(Item)
+        .where(Item.id == item_id, Item.state == State.running, Item.worker == holder_name(node))
+        .values(state=State.blocked, block_reason=reason, finished_at=utcnow(), lease_expires=None, error=None))
+    return bool(getattr(result, "rowcount", 0))
 
 
 def requeue_lost(session: Session, *, max_attempts: int, requeue_after: int, queued_timeout: int,

@@ -36,6 +36,9 @@ FAST_TIMINGS = {
     "PIXELMILL_VISIBILITY_TIMEOUT": "60",
     "PIXELMILL_RECONCILE_INTERVAL": "1",
     "PIXELMILL_REQUEUE_AFTER": "3",
+    # Test workers may run the jobs that ask for no image checker (the default policy refuses them;
+    # tests/test_policy.py covers the floor itself).
+    "PIXELMILL_POLICY_ALLOW_CHECKER_OFF": "true",
 }
 
 

@@ -254,7 +254,8 @@ def test_approve_publishes_only_blocked_items(ledger: Ledger) -> None:
     finish(ledger, ids[1])
     with ledger.session() as session:
         for item_id in ids:
-            row, image = session.get(Item, item_id), session.scalars(select(Image).where(Image.item_id == item_id)).one()
+            row = session.get(Item, item_id)
+            image = session.scalars(select(Image).where(Image.item_id == item_id)).one()
             assert row is not None
             if item_id == ids[1]:
                 with pytest.raises(TransitionError, match="succeeded, not blocked"):

@@ -77,9 +77,22 @@ class Candidates:
 
 @dataclass(frozen=True)
 class Failure:
-    """An item that got no candidate this attempt, and why."""
+    """An item that got no candidate this attempt, and why; `final`: no further attempt could succeed."""
 
     error: str
+    final: bool = False
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a chunk needs of its job: the model, the checks it asked for, and the checks it runs with here
+    (those raised to this worker's safety floor)."""
+
+    id: int
+    model: str
+    asked: Checks
+    checks: Checks
+    refused: str | None = None  # why this worker's policy will not run the job at all
 
 
 def make_candidates(engine: Engine, judge: Judge, judging: ThreadPoolExecutor, checks: Checks,

@@ -1,8 +1,9 @@
 """One chunk message, end to end, as numbered steps (each a named function with typed inputs and outputs):
 
-1. `read_job`         the job's model and checks; a chunk for an unknown job is dropped
+1. `read_job`         the job's model and checks, raised to this worker's safety floor (`Policy`)
 2. `load_models`      the engine and the judge, before claiming, so loading never eats into a lease
-3. `claim_items`      `transitions.claim`: the chunk's items this process may work on, now `running`
+3. `claim_items`      `transitions.claim`: the chunk's items this process may work on, now `running`;
+   `screen_prompts`   the worker's own prompt check: what it refuses is `blocked`, whatever the job asked
 4. `make_candidates`  generate and judge each item's candidates (worker/candidates.py)
 5. `store_item`       on an upload thread: keep the best candidate, encode, store (worker/store.py)
 6. `Recording`        on the recorder thread, once every store is done: finish, fail or re-queue each item
@@ -23,15 +24,16 @@ from dataclasses import dataclass, field
 from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 
-from pixelmill import transitions
-from pixelmill.checks import Checks
+from pixelmill import promptfilter, transitions
+from pixelmill.checks import Checks, Policy, PolicyError
 from pixelmill.ledger import Ledger
+from pixelmill.promptfilter import PromptFilter
 from pixelmill.queue import Chunk, QueuedItem, publish_items
 from pixelmill.schema import Job
 from pixelmill.settings import Settings
 from pixelmill.storage import Storage
 from pixelmill.transitions import ClaimedItem, Finish
-from worker.candidates import Candidates, Failure, Judge, make_candidates
+from worker.candidates import Candidates, Failure, JobSpec, Judge, make_candidates
 from worker.engine import Engine, load_engine
 from worker.store import store_item
 from worker.uploads import Uploads
@@ -50,22 +52,19 @@ class Context:
     node: str
     uploads: Uploads = field(init=False)
     judging: ThreadPoolExecutor = field(init=False)  # one thread: the judge's models run one batch at a time
+    policy: Policy = field(init=False)
+    prompt_floor: PromptFilter | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.uploads = Uploads(self.settings.upload_threads)
         self.judging = ThreadPoolExecutor(1, thread_name_prefix="pixelmill-judge")
+        self.policy = Policy.from_settings(self.settings)
+        self.prompt_floor = promptfilter.load(self.policy.prompt_lists) if self.policy.prompt_lists else None
 
     def close(self) -> None:
         self.uploads.close(timeout=self.settings.task_time_limit)
         self.judging.shutdown(wait=False, cancel_futures=True)
         self.ledger.close()
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    id: int
-    model: str
-    checks: Checks
 
 
 @dataclass(frozen=True)
@@ -93,37 +92,50 @@ def run_chunk(ctx: Context, chunk: Chunk) -> Future[ChunkOutcome]:
     models = load_models(ctx, job)  # 2
     slot = ctx.uploads.begin()  # waits while earlier chunks are still being stored
     try:
-        items = claim_items(ctx, chunk)  # 3
+        claimed = claim_items(ctx, chunk)  # 3
+        items = screen_prompts(ctx, claimed)
+        blocked = len(claimed) - len(items)
         if not items:
-            log.info("chunk already done or held elsewhere", extra={"job": chunk.job, "items": len(chunk.items)})
-            return _completed(ChunkOutcome(skipped=len(chunk.items)))
+            log.info("chunk already done or held elsewhere", extra={"job": chunk.job, "items": len(chunk.items),
+                                                                    "blocked": blocked})
+            return _completed(ChunkOutcome(skipped=len(chunk.items) - blocked,
+                                           blocked=[i.id for i in claimed]))
         if isinstance(models, Failure):  # claimed all the same, so attempts bound the retries of a broken model
             made: dict[int, Candidates | Failure] = {item.id: models for item in items}
         else:
             made = make_candidates(models.engine, models.judge, ctx.judging, job.checks, items,  # 4
                                    soft_limit=ctx.settings.task_soft_time_limit)
-        stores = {item_id: ctx.uploads.store(store_item, ctx.storage, ctx.settings, job.id, job.model,  # 5
-                                             job.checks, candidates)
+        stores = {item_id: ctx.uploads.store(store_item, ctx.storage, ctx.settings, job, candidates)  # 5
                   for item_id, candidates in made.items() if isinstance(candidates, Candidates)}
         if stores:
             with ctx.ledger.session() as session:  # storing gets a full lease, whatever generation took
                 transitions.renew_lease(session, list(stores), node=ctx.node, lease_seconds=ctx.settings.lease_seconds)
-        failures = {item_id: f.error for item_id, f in made.items() if isinstance(f, Failure)}
-        recording = Recording(ctx, job, items, failures, skipped=len(chunk.items) - len(items))  # 6
+        failures = {item_id: f for item_id, f in made.items() if isinstance(f, Failure)}
+        recording = Recording(ctx, job, items, failures, skipped=len(chunk.items) - len(claimed),  # 6
+                              blocked=[i.id for i in claimed if i not in items])
         return ctx.uploads.finish(slot, [item.id for item in items], stores, recording)
     finally:
         slot.release()  # a no-op once `finish` has handed the slot to the recorder
 
 
 def read_job(ctx: Context, chunk: Chunk) -> JobSpec | None:
+    """The job, with the checks it runs with here (raised to this worker's policy, or why it may not run)."""
     with ctx.ledger.session(readonly=True) as session:
         job = session.get(Job, chunk.job)
-        return JobSpec(job.id, job.model, Checks.from_json(job.params.get("checks"))) if job else None
+        if job is None:
+            return None
+        model, asked = job.model, Checks.from_json(job.params.get("checks"))
+    try:
+        return JobSpec(chunk.job, model, asked=asked, checks=ctx.policy.apply(asked))
+    except PolicyError as exc:
+        return JobSpec(chunk.job, model, asked=asked, checks=asked, refused=str(exc))
 
 
 def load_models(ctx: Context, job: JobSpec) -> Models | Failure:
     """The process's engine for the job's model and its judge for the job's checks (each loaded once and
     kept); a failure to load is recorded against every claimed item."""
+    if job.refused is not None:
+        return Failure(job.refused, final=True)
     engine: Engine | None = None
     try:
         engine = load_engine(job.model, ctx.settings)
@@ -146,6 +158,21 @@ def claim_items(ctx: Context, chunk: Chunk) -> list[ClaimedItem]:
                                  lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts)
 
 
+def screen_prompts(ctx: Context, items: list[ClaimedItem]) -> list[ClaimedItem]:
+    """The worker's prompt floor (PIXELMILL_POLICY_PROMPT_LISTS): every claimed prompt is checked again here,
+    so a job written by an old or hostile producer, or with its filter switched off, cannot skip it. The
+    items it refuses become `blocked` with `"policy": "worker"` in their reason; the rest go on."""
+    if ctx.prompt_floor is None:
+        return items
+    refused = {item.id: found for item in items if (found := ctx.prompt_floor.check(item.prompt)) is not None}
+    if refused:
+        with ctx.ledger.session() as session:
+            for item_id, found in refused.items():
+                transitions.block(session, item_id, {**found.as_dict(), "policy": "worker"}, node=ctx.node)
+        log.warning("prompts refused by the worker's policy", extra={"items": len(refused)})
+    return [item for item in items if item.id not in refused]
+
+
 @dataclass(frozen=True)
 class Recording:
     """Step 6, called on the recorder thread with every store finished: one transaction records the
@@ -154,8 +181,9 @@ class Recording:
     ctx: Context
     job: JobSpec
     items: Sequence[ClaimedItem]
-    failures: Mapping[int, str]
+    failures: Mapping[int, Failure]
     skipped: int
+    blocked: list[int]  # refused by the worker's prompt check (already recorded)
 
     def __call__(self, stores: Mapping[int, Future[Finish]]) -> ChunkOutcome:
         ctx, settings = self.ctx, self.ctx.settings
@@ -165,8 +193,9 @@ class Recording:
             try:
                 finished[item_id] = future.result()
             except Exception as exc:
-                errors[item_id] = "storing the image failed:\n" + "".join(traceback.format_exception(exc, limit=5))
-        outcome = ChunkOutcome(skipped=self.skipped)
+                errors[item_id] = Failure("storing the image failed:\n" + "".join(
+                    traceback.format_exception(exc, limit=5)))
+        outcome = ChunkOutcome(skipped=self.skipped, blocked=list(self.blocked))
         retry: list[QueuedItem] = []
         with ctx.ledger.session() as session:
             for item_id, finish in finished.items():
@@ -175,9 +204,10 @@ class Recording:
             for item in self.items:
                 if item.id not in errors:
                     continue
-                if transitions.fail(session, item.id, errors[item.id], node=ctx.node,
-                                     max_attempts=settings.max_attempts):
-                    retry.append(QueuedItem(item=item.id, job=self.job.id, params=item.params))
+                failure = errors[item.id]
+                if transitions.fail(session, item.id, failure.error, node=ctx.node,
+                                     max_attempts=settings.max_attempts, final=failure.final):
+                    retry.append(QueuedItem(item=item.id, job=item.job, params=item.params))
                     outcome.retried.append(item.id)
                 else:
                     outcome.failed.append(item.id)
@@ -186,7 +216,7 @@ class Recording:
         for item_id in outcome.retried + outcome.failed:
             log.warning("item failed", extra={"job": self.job.id, "item": item_id,
                                               "retry": item_id in outcome.retried,
-                                              "error": errors[item_id].strip().splitlines()[-1][:300]})
+                                              "error": errors[item_id].error.strip().splitlines()[-1][:300]})
         log.info("chunk finished", extra={"job": self.job.id, "succeeded": len(outcome.succeeded),
                                           "blocked": len(outcome.blocked), "retried": len(outcome.retried),
                                           "failed": len(outcome.failed), "skipped": outcome.skipped})

@@ -9,22 +9,25 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import replace
 
-from pixelmill.checks import Checks
 from pixelmill.identity import object_key
 from pixelmill.params import IMAGE_FORMATS
 from pixelmill.settings import Settings
 from pixelmill.storage import Storage, create_or_get
 from pixelmill.transitions import CandidateRecord, Finish, ImageRecord
-from worker.candidates import Candidates
+from worker.candidates import Candidates, JobSpec, JudgedImage
 from worker.encode import encode
 
 
-def store_item(storage: Storage, settings: Settings, job: int, model: str, checks: Checks,
-               candidates: Candidates) -> Finish:
+def store_item(storage: Storage, settings: Settings, spec: JobSpec, candidates: Candidates) -> Finish:
     """The item's finish: its stored image (or quarantined, or none) and a row for every candidate."""
-    item = candidates.item
+    item, job, model, checks = candidates.item, spec.id, spec.model, spec.checks
     judged, judge_seconds = candidates.judged()
+    if spec.asked.image_checker != checks.image_checker:  # record what the job asked for beside what ran
+        judged = [JudgedImage(j.generated, replace(j.verdict, safety=replace(j.verdict.safety,
+                                                                             asked=spec.asked.image_checker)))
+                  if j.verdict.safety is not None else j for j in judged]
     kept_index = checks.best([j.verdict for j in judged])
     kept = judged[kept_index]
     rows = tuple(CandidateRecord(candidate=j.generated.n, seed=j.generated.seed, scores=j.verdict.scores,

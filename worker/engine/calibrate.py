@@ -34,10 +34,10 @@ log = logging.getLogger(__name__)
 try:  # modelopt is an optional dependency (pixelmill[gpu], and dev for the tests)
     from modelopt.torch.quantization.calib.max import MaxCalibrator
 except ImportError:  # pragma: no cover - exercised only without modelopt
-    MaxCalibrator = object  # type: ignore[assignment,misc]
+    MaxCalibrator = object
 
 
-class StepPercentileCalibrator(MaxCalibrator):  # type: ignore[misc,valid-type]
+class StepPercentileCalibrator(MaxCalibrator):  # type: ignore[misc]  # modelopt is untyped: its base class is Any
     """Per-tensor activation range over the denoising steps (see the module docstring).
 
     The UNet is called once per step (classifier-free guidance batches both halves into one call), so the
@@ -127,7 +127,7 @@ def quantise(pipe: Any, prompts: Sequence[str], *, precision: str = "int8", step
     """Calibrate ``pipe.unet`` in place with modelopt and return it (now holding fake-quant modules)."""
     import modelopt.torch.quantization as mtq
 
-    unet = pipe.unet
+    unet: torch.nn.Module = pipe.unet
     config = quant_config(unet, precision, level=level, steps=steps, percentile=percentile, alpha=alpha)
     loop = calibration_loop(pipe, prompts, steps=steps, guidance=guidance, width=width, height=height, batch=batch)
     with torch.no_grad(), warnings.catch_warnings():

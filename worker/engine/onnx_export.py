@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,7 +30,7 @@ class UNetSpec:
 
     @classmethod
     def of(cls, unet: torch.nn.Module, height: int, width: int, context_len: int = 77) -> UNetSpec:
-        config = unet.config
+        config: Any = unet.config  # diffusers' config of the UNet's init arguments
         factor = 2 ** (len(config.block_out_channels) - 1)  # not needed by the UNet, but sizes must divide
         latent_h, latent_w = height // 8, width // 8
         if latent_h % factor or latent_w % factor:
@@ -76,7 +77,9 @@ class UNetWrapper(torch.nn.Module):
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
                 text_embeds: torch.Tensor | None = None, time_ids: torch.Tensor | None = None) -> torch.Tensor:
         added = {"text_embeds": text_embeds, "time_ids": time_ids} if self.spec.text_embeds_dim else None
-        return self.unet(sample, timestep, encoder_hidden_states, added_cond_kwargs=added, return_dict=False)[0]
+        latent: torch.Tensor = self.unet(sample, timestep, encoder_hidden_states, added_cond_kwargs=added,
+                                         return_dict=False)[0]
+        return latent
 
 
 class TextEncoderWrapper(torch.nn.Module):
@@ -98,10 +101,11 @@ class VaeDecoderWrapper(torch.nn.Module):
 
     def __init__(self, vae: torch.nn.Module):
         super().__init__()
-        self.vae = vae
+        self.vae: Any = vae  # a diffusers AutoencoderKL: decode() is not nn.Module's
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.vae.decode(latent, return_dict=False)[0]
+        image: torch.Tensor = self.vae.decode(latent, return_dict=False)[0]
+        return image
 
 
 def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path, input_names: list[str],
@@ -133,5 +137,6 @@ def export_text_encoder(encoder: torch.nn.Module, path: Path, *, penultimate: bo
 
 def export_vae_decoder(vae: torch.nn.Module, path: Path, *, latent_height: int, latent_width: int,
                        opset: int = 17, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Path:
-    latent = torch.randn((1, vae.config.latent_channels, latent_height, latent_width)).to(device, dtype)
+    config: Any = vae.config  # diffusers' config of the VAE's init arguments
+    latent = torch.randn((1, config.latent_channels, latent_height, latent_width)).to(device, dtype)
     return _export(VaeDecoderWrapper(vae), (latent,), path, ["latent"], ["images"], opset)

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import time
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers import AutoPipelineForText2Image, DiffusionPipeline, StableDiffusionPipeline
 
 from . import Request, Result, default_device
+
+if TYPE_CHECKING:
+    import PIL.Image
+
+    from pixelmill.settings import Settings
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -40,7 +46,8 @@ class TorchEngine:
         self.dtype = DTYPES[dtype] if cuda else torch.float32
         precision = {v: k for k, v in DTYPES.items()}[self.dtype]
         # ``pipeline``: an already built one (the benchmark's random-weight models), else loaded from ``model``.
-        self.pipe = pipeline if pipeline is not None else self._load(model, self.dtype)
+        # Any: a pipeline's components (unet, vae, ...) and its __call__ exist only at runtime.
+        self.pipe: Any = pipeline if pipeline is not None else self._load(model, self.dtype)
         self.pipe.to(self.device, self.dtype)
         self.pipe.set_progress_bar_config(disable=True)
         # SD 1.x/2.x split cleanly into timed stages; others (e.g. SDXL) run as one call.
@@ -49,13 +56,13 @@ class TorchEngine:
         self.engine_id = "+".join([f"torch-{precision}-{self.device.type}", *options])
 
     @classmethod
-    def from_settings(cls, model: str, settings, device: str | None = None) -> TorchEngine:  # noqa: ANN001
+    def from_settings(cls, model: str, settings: Settings, device: str | None = None) -> TorchEngine:
         return cls(model, device=device, dtype=settings.torch_dtype, compile=settings.torch_compile,
                    quant=settings.torch_quant)
 
     @staticmethod
     def _load(model: str, dtype: torch.dtype) -> DiffusionPipeline:
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         # The NSFW checker would blank images and needs a second model; the service does not use it.
         # Only pipelines that declare the component accept the override.
         if "safety_checker" in DiffusionPipeline.load_config(model):
@@ -65,7 +72,10 @@ class TorchEngine:
             # do not accept; torch_dtype works in all of them, so keep it and mute the rename notice.
             warnings.filterwarnings("ignore", message="`torch_dtype` is deprecated", category=FutureWarning)
             # from_pretrained returns modules in eval mode already.
-            return AutoPipelineForText2Image.from_pretrained(model, torch_dtype=dtype, **kwargs)
+            # mypy sees diffusers' untyped placeholder (dummy) classes for its top-level names.
+            pipe: DiffusionPipeline = AutoPipelineForText2Image.from_pretrained(  # type: ignore[no-untyped-call]
+                model, torch_dtype=dtype, **kwargs)
+            return pipe
 
     def __repr__(self) -> str:
         return f"TorchEngine(model={self.model!r}, engine_id={self.engine_id!r})"
@@ -97,7 +107,8 @@ class TorchEngine:
         timings["total"] = self._clock() - start
         return Result(images=[image.convert("RGB") for image in images], timings=timings)
 
-    def _generate_whole(self, request: Request, common: dict) -> tuple[list, dict[str, float]]:
+    def _generate_whole(self, request: Request, common: dict[str, Any]
+                        ) -> tuple[list[PIL.Image.Image], dict[str, float]]:
         """One plain pipeline call; only the total is timed.
 
         Negatives are always passed as strings, "" included: SDXL would use zero embeddings for a
@@ -107,7 +118,7 @@ class TorchEngine:
         images = self.pipe(prompt=request.prompts, negative_prompt=request.negatives, **common).images
         return images, {}
 
-    def _generate_sd(self, request: Request, common: dict) -> tuple[list, dict[str, float]]:
+    def _generate_sd(self, request: Request, common: dict[str, Any]) -> tuple[list[PIL.Image.Image], dict[str, float]]:
         """Run SD 1.x/2.x as encode_prompt -> pipeline(latents) -> VAE decode, timing each stage."""
         pipe = self.pipe
         start = self._clock()
@@ -148,7 +159,7 @@ class TorchEngine:
         return time.perf_counter()
 
 
-def optimise(pipe: DiffusionPipeline, *, cuda: bool, compile: bool = False, quant: str = "none") -> list[str]:
+def optimise(pipe: Any, *, cuda: bool, compile: bool = False, quant: str = "none") -> list[str]:
     """Apply the torch-side speed-ups to ``pipe`` in place; return the names of the optional ones applied.
 
     Order matters: QKV fusion before quantisation (one int8 GEMM instead of three), quantisation before

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ class TensorRTMissing(RuntimeError):
     """Raised where a build or a runtime needs TensorRT and it does not import."""
 
 
-def import_tensorrt():  # type: ignore[no-untyped-def]
+def import_tensorrt() -> Any:  # the tensorrt module (untyped)
     try:
         import tensorrt as trt
     except Exception as exc:  # noqa: BLE001 (ImportError, or a stub whose import fails)
