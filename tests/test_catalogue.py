@@ -25,6 +25,7 @@ from producer.catalogue import (
     Row,
     Stats,
     UsageError,
+    _Validator,
     check_seed,
     estimate_tokens,
     iter_catalogue,
@@ -767,3 +768,18 @@ def test_any_python_rows_give_rows_or_catalogue_error(rows):
         assert exc.problems
     else:
         assert len(result) == len(rows)
+
+
+@settings(max_examples=400, deadline=None)
+@given(values=st.lists(st.text(alphabet=" \t\u00a0\u3000a,{}x\n\x1c", max_size=5), min_size=3, max_size=3),
+       template=st.sampled_from(["{a} {b}", "{a}{b}", "x{a}y{b}z", "{a}, {b}", "{{{a}}} {b}", " {a} ", "{b}{{",
+                                 "{a} {a}"]))
+def test_fast_path_agrees_with_the_full_check(values, template):
+    defaults = Defaults(template=template)
+    fast_v, full_v = (_Validator("p", defaults, Limits(), ["id", "a", "b"], 1, Stats()) for _ in range(2))
+    assert fast_v.fast is not None
+    cells = values if values[0].strip() else ["K", *values[1:]]
+    fast, full = fast_v.fast(2, cells), full_v._row(2, cells)
+    assert fast is None or fast == full  # the fast path accepts only what the full check accepts, identically
+    if full is None:
+        assert fast is None
