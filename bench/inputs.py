@@ -100,9 +100,13 @@ def main() -> None:
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated case names")
     parser.add_argument("--dir", type=Path, help="where to write the inputs (default: a temporary directory)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--make", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child[0], json.loads(args.child[1]))
+        return
+    if args.make:
+        CASES[args.make[0]][1](Path(args.make[1]))
         return
     with tempfile.TemporaryDirectory() as tmp:
         directory = args.dir or Path(tmp)
@@ -111,14 +115,14 @@ def main() -> None:
         print("| case | input | outcome | wall s | CPU s | rows/s | peak RSS MB | RSS after imports MB |")
         print("|---|---|---|---|---|---|---|---|")
         for name in args.cases.split(","):
-            file_name, writer, refused, limits = CASES[name]
+            file_name, _writer, refused, limits = CASES[name]
             path = directory / file_name
-            if not path.exists():
-                writer(path)
+            if not path.exists():  # in a subprocess: a child's peak RSS starts from its parent's at fork
+                subprocess.run([sys.executable, __file__, "--make", name, str(path)], check=True)
             run = subprocess.run([sys.executable, __file__, "--child", str(path), json.dumps(limits)],
                                  capture_output=True, text=True, env=env, check=True)
             result = json.loads(run.stdout)
-            rate = f"{result['rows'] / result['wall_s']:,.0f}" if result["rows"] else "-"
+            rate = f"{result['rows'] / result['wall_s']:,.0f}" if not refused else "-"
             size = f"{path.stat().st_size / 1e6:,.1f} MB"
             if refused != result["outcome"].startswith("refused"):
                 result["outcome"] = "UNEXPECTED " + result["outcome"]

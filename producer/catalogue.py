@@ -702,10 +702,13 @@ def iter_catalogue(source: Path | str, defaults: Defaults, limits: Limits | None
     read. After the last row, raises CatalogueError listing every problem if there was any; once one is
     found no more rows are yielded. Insert the rows in one transaction and roll back on the error.
     `stats`, if given, is filled in (row and item counts, likely-truncated prompts)."""
-    limits = limits or Limits()
-    stats = stats if stats is not None else Stats()
-    if defaults.template is not None:
-        template_fields(defaults.template)
+    if str(source) != "-" and fmt is None and _format_of(Path(source).name) is None:
+        _open(source, fmt)  # raises the UsageError now, not at the first next()
+    return _read(source, defaults, limits or Limits(), fmt, stats if stats is not None else Stats())
+
+
+def _read(source: Path | str, defaults: Defaults, limits: Limits, fmt: Format | None, stats: Stats) -> Iterator[Row]:
+    """The generator behind `iter_catalogue`: the file is opened at the first next() and always closed."""
     name, stream, kind, close = _open(source, fmt)
     reader = _CsvReader if kind == "csv" else _JsonlReader
     try:

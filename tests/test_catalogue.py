@@ -783,3 +783,8 @@ def test_fast_path_agrees_with_the_full_check(values, template):
     assert fast is None or fast == full  # the fast path accepts only what the full check accepts, identically
     if full is None:
         assert fast is None
+
+
+def test_unsupported_type_is_refused_before_iteration(tmp_path):
+    with pytest.raises(UsageError, match="unsupported catalogue type"):
+        iter_catalogue(tmp_path / "c.xlsx", DEFAULTS)
