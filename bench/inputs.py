@@ -36,6 +36,7 @@ COLORS = ["red", "sea green", "matte black", "off white", "navy blue"]
 
 
 def _write_rows(path: Path, rows: int, jsonl: bool = False) -> None:
+    """Typical product rows, written as they would be exported."""
     with path.open("w", encoding="utf-8") as out:
         if not jsonl:
             out.write("id,title,color\n")
@@ -48,11 +49,13 @@ def _write_rows(path: Path, rows: int, jsonl: bool = False) -> None:
 
 
 def _write_wide_header(path: Path) -> None:
+    """The outside tester's million-column header."""
     with path.open("w") as out:
         out.write(",".join(f"c{i}" for i in range(1_000_000)) + "\nx\n")
 
 
 def _write_long_line(path: Path, jsonl: bool) -> None:
+    """A 100 MB cell, written in 1 MiB pieces so the writer stays small too."""
     chunk = b"x" * (1 << 20)
     with path.open("wb") as out:
         out.write(b'{"id": "A", "title": "' if jsonl else b"id,title,color\nA,Mug,")
@@ -74,6 +77,7 @@ CASES: dict[str, tuple[str, Callable[[Path], None], bool, dict[str, int]]] = {
 
 
 def _peak_mb() -> float:
+    """This process's peak RSS so far."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
@@ -96,6 +100,7 @@ def child(path: str, limits: dict[str, int]) -> None:
 
 
 def main() -> None:
+    """Write the inputs (in subprocesses), run each case in a fresh subprocess, print a Markdown table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated case names")
     parser.add_argument("--dir", type=Path, help="where to write the inputs (default: a temporary directory)")

@@ -238,16 +238,19 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def _parse_int(text: str, low: int, high: int) -> int:
+    """A whole number in [low, high]; long text is refused before int() (its cost grows with the digits)."""
     if len(text) > 40 or not _UINT_RE.fullmatch(text) or not (low <= int(text) <= high):
         raise ValueError(f"must be a whole number from {low} to {high}, got {text[:40]!r}")
     return int(text)
 
 
 def _parse_steps(text: str) -> int:
+    """Denoising steps: more than 200 buys nothing and costs a lot."""
     return _parse_int(text, 1, 200)
 
 
 def _parse_images(text: str) -> int:
+    """Variants per row: 16 at most, so one row cannot dominate a job."""
     return _parse_int(text, 1, 16)
 
 
@@ -264,6 +267,7 @@ def check_seed(value: int) -> int:
 
 
 def _parse_guidance(text: str) -> float:
+    """A finite CFG scale in [0, 50]; '_' digit separators are refused as a likely typo."""
     try:
         value = float(text) if len(text) <= 40 else math.nan
     except ValueError:
@@ -418,8 +422,8 @@ class _Validator:
         available = ", ".join(repr(name) for name in columns[:50]) + (", ..." if len(columns) > 50 else "")
         wanted = [defaults.key_column, *fields] + (["prompt"] if defaults.template is None else [])
         self.missing_columns = [name for name in dict.fromkeys(wanted) if name not in index]
-        for name in self.missing_columns:
-            self.problem(line, name, f"no such column in the header; available: {available}")
+        for name in self.missing_columns:  # appended, not self.problem: no _Stop before the object exists
+            self.problems.append(Problem(path, line, name, f"no such column in the header; available: {available}"))
         self.key_index = index.get(defaults.key_column)
         self.fields = [(name, index[name]) for name in fields if name in index]
         self.can_render = defaults.template is not None and not any(name not in index for name in fields)
@@ -480,6 +484,7 @@ class _Validator:
         return fast
 
     def problem(self, line: int, field: str | None, message: str) -> None:
+        """Record a problem; stop the read once there are as many as the cap allows."""
         self.problems.append(Problem(self.path, line, field, message))
         if len(self.problems) >= self.limits.problems:
             self.problems.append(Problem(self.path, line, None, f"stopped reading after {self.limits.problems} "
@@ -487,6 +492,7 @@ class _Validator:
             raise _Stop
 
     def fatal(self, line: int, field: str | None, message: str) -> NoReturn:
+        """Record a problem after which reading cannot usefully go on."""
         self.problems.append(Problem(self.path, line, field, message))
         raise _Stop
 
@@ -660,6 +666,7 @@ class _Validator:
 
 
 def _format_of(name: str) -> Format | None:
+    """The format a file name declares, or None for an unsupported one."""
     lower = name.lower()
     for suffix, kind in ((".csv", "csv"), (".jsonl", "jsonl"), (".csv.gz", "csv"), (".jsonl.gz", "jsonl")):
         if lower.endswith(suffix):
@@ -756,6 +763,7 @@ def _finish(validator: _Validator, last_line: int) -> None:
 
 
 def _io_problem(exc: BaseException) -> str:
+    """A read error (truncated or corrupt gzip, disk) as a problem message."""
     return (f"could not read the file ({type(exc).__name__}: {exc}); if it is gzip-compressed, check that it is "
             "complete (gzip -t)")
 
@@ -810,12 +818,14 @@ class _CsvReader:
             yield text
 
     def _problem(self, line: int, field: str | None, message: str) -> None:
+        """A problem, before or after the header made the validator."""
         if self.validator is not None:
             self.validator.problem(line, field, message)
         else:
             self.early.append(Problem(self.name, line, field, message))
 
     def _fatal(self, line: int, field: str | None, message: str) -> NoReturn:
+        """A problem that ends the read."""
         self._problem(line, field, message)
         raise _Stop
 
@@ -829,6 +839,7 @@ class _CsvReader:
         return header[index] if index < len(header) else f"#{index + 1}"
 
     def rows(self) -> Iterator[Row]:
+        """Validated rows; CatalogueError at the end if anything was wrong."""
         records = csv.reader(self._lines())
         state = self.state
         header: list[str] = []
@@ -837,6 +848,8 @@ class _CsvReader:
                 first = next(records, None)
                 if first is None:
                     self._fatal(1, None, "catalogue has no rows (the file is empty)")
+                if not first:
+                    self._fatal(1, None, "the first line is blank; it must be the header (the column names)")
                 header = [name.strip() for name in first]
                 self._check_header(header)
                 validator = self.validator
@@ -863,6 +876,9 @@ class _CsvReader:
                                           "columns. A cell that opens with \" must close with \", or the rows after "
                                           "it are read as part of it (a quote inside a cell is written \"\")")
                             continue
+                        if _ends_in_quote(self.record_first):
+                            self._unclosed_at_end(start, header)
+                            continue
                         if len(cells) > columns:
                             self._problem(start, None, f"row has {len(cells)} cells but the header has {columns} "
                                           "columns (a comma inside a value needs the value in double quotes)")
@@ -878,6 +894,8 @@ class _CsvReader:
                             row = full(start, cells)
                     if row is not None and not problems:
                         yield row
+                if state[1] == self.line and _ends_in_quote(self.record_first) and not problems:
+                    self._unclosed_at_end(state[1], header)  # the last row ended inside a quote: not the row meant
             except _RecordTooLong:
                 self._too_long(state[1], header)
             except csv.Error as exc:
@@ -890,7 +908,13 @@ class _CsvReader:
             raise CatalogueError(self.early)
         _finish(self.validator, self.line)
 
+    def _unclosed_at_end(self, line: int, header: Sequence[str]) -> None:
+        """The file ended inside a quoted cell that opened on `line`, its last line."""
+        self._problem(line, self._open_quote_field(header), "unclosed quote: the cell opens with \" and the file "
+                      "ends before it closes; add the closing \" (a quote inside a cell is written \"\")")
+
     def _too_long(self, start: int, header: Sequence[str]) -> NoReturn:
+        """A record over the row cap: most often an unclosed quote, else a really long row."""
         cap, env = self.limits.row_bytes, ENV["row_bytes"]
         if self.line > start:
             field = self._open_quote_field(header) if header else None
@@ -933,6 +957,18 @@ class _CsvReader:
         self.flagged.clear()
 
 
+def _ends_in_quote(line: bytes) -> bool:
+    """Whether one physical CSV line ends inside a quoted cell (only at the end of a file can a record do
+    that). An odd number of quotes first, as a quote inside an unquoted cell is a literal character."""
+    if not line.count(b'"') % 2:
+        return False
+    try:
+        next(csv.reader([line.decode(errors="replace")], strict=True), None)
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
 def _csv_error(text: str, limits: Limits) -> str:
     """The csv module's error in the terms of the file."""
     if "field larger than field limit" in text:
@@ -954,7 +990,10 @@ class _RecordTooLong(Exception):
 
 
 class _DuplicateField(ValueError):
+    """A name repeated in one JSON object."""
+
     def __init__(self, name: str) -> None:
+        """Keep the repeated name for the message."""
         super().__init__(name)
         self.name = name
 
@@ -972,6 +1011,7 @@ _DECODE = json.JSONDecoder(object_pairs_hook=_unique_pairs).decode
 
 
 def _json_columns(defaults: Defaults) -> list[str]:
+    """The fields a JSON row is read for: everything else in the object is ignored."""
     fields = template_fields(defaults.template) if defaults.template is not None else []
     names = [defaults.key_column, *fields, "prompt", "negative", "size", "steps", "guidance", "images_per_item",
              "seed"]
@@ -979,6 +1019,7 @@ def _json_columns(defaults: Defaults) -> list[str]:
 
 
 def _json_validator(name: str, defaults: Defaults, limits: Limits, stats: Stats) -> _Validator:
+    """One validator for JSON objects and Python rows: same columns, same checks."""
     return _Validator(name, defaults, limits, _json_columns(defaults), 1, stats)
 
 
@@ -1016,6 +1057,7 @@ class _JsonlReader:
         self.validator = _json_validator(name, defaults, limits, stats)
 
     def rows(self) -> Iterator[Row]:
+        """Validated rows; CatalogueError at the end if anything was wrong."""
         validator, limits = self.validator, self.limits
         readline, cap, cell_cap = self.stream.readline, limits.row_bytes, limits.cell_bytes
         number = 0

@@ -788,3 +788,19 @@ def test_fast_path_agrees_with_the_full_check(values, template):
 def test_unsupported_type_is_refused_before_iteration(tmp_path):
     with pytest.raises(UsageError, match="unsupported catalogue type"):
         iter_catalogue(tmp_path / "c.xlsx", DEFAULTS)
+
+
+@pytest.mark.parametrize("content, line, field, words", [
+    (HEAD + 'A,"Mug,red', 2, "title", ("unclosed quote", "file ends")),  # the last line, no newline
+    (HEAD + 'A,Mug,"red\n', 2, "color", ("unclosed quote",)),
+    ("\nid,title,color\nA,Mug,red\n", 1, None, ("first line is blank", "header")),
+])
+def test_more_structure_messages(tmp_path, content, line, field, words):
+    err = expect(tmp_path, "c.csv", content, line, field, *words)
+    assert not any("missing" in p.message for p in err.problems)
+
+
+def test_literal_quote_in_unquoted_cell_is_data(tmp_path):
+    rows = read_catalogue(write(tmp_path, "c.csv", HEAD + 'A,12" pizza,red\nB,Tee,blue\nC,Hat 6",red'), DEFAULTS)
+    assert [r.prompt.split(",")[0] for r in rows] == ['studio photo of 12" pizza', "studio photo of Tee",
+                                                      'studio photo of Hat 6"']
