@@ -289,6 +289,11 @@ def estimate_tokens(prompt: str) -> int:
     return len(_PRETOKEN_RE.findall(prompt)) + TOKEN_OVERHEAD
 
 
+def _shown(value: str, limit: int = 60) -> str:
+    """A value for a message: quoted, cut to `limit` characters with '...' if longer."""
+    return repr(value[:limit]) + ("..." if len(value) > limit else "")
+
+
 def key_bytes(key: str) -> int:
     """Bytes the item key takes in an object key, percent-encoded as `pixelmill.identity.object_key` does."""
     return len(object_key(0, key, 0, "")) - len("jobs/0//0.")
@@ -502,14 +507,14 @@ class _Validator:
             return f"invalid item key {key!r}: must not be '.' or '..'"
         if _CONTROL_RE.search(key):
             nul = " (a NUL byte: PostgreSQL cannot store it)" if "\x00" in key else ""
-            return f"invalid item key {key[:60]!r}: must not contain control characters{nul}"
+            return f"invalid item key {_shown(key)}: must not contain control characters{nul}"
         if len(key) > MAX_KEY_LENGTH:
-            return f"invalid item key {key[:60]!r}...: longer than {MAX_KEY_LENGTH} characters"
+            return f"invalid item key {_shown(key)}: longer than {MAX_KEY_LENGTH} characters"
         size, cap = key_bytes(key), self.limits.key_bytes
         if size > cap:
             where = ("one path segment in a local store" if self.limits.key_segment_bytes == cap
                      else "the object key limit of the store, less room for the job id and file name")
-            return (f"invalid item key {key[:60]!r}...: {size} bytes once percent-encoded for the object key, over "
+            return (f"invalid item key {_shown(key)}: {size} bytes once percent-encoded for the object key, over "
                     f"{cap} ({where}); shorten it (letters, digits and -_.~ take 1 byte, other ASCII 3, "
                     "other characters 6-12)")
         return None
