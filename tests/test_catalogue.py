@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import sys
+import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pixelmill.identity import SEED_BITS, derive_seed, object_key
 from pixelmill.identity import content_hash as identity_hash
 from pixelmill.params import GenerationParams
 from producer.catalogue import (
+    KEY_ROOM,
+    SEED_MAX,
     CatalogueError,
     Defaults,
+    Limits,
     Problem,
     Row,
+    Stats,
     UsageError,
+    _Validator,
+    check_seed,
+    estimate_tokens,
+    iter_catalogue,
+    iter_rows,
+    key_bytes,
+    parse_seed,
     parse_size,
     read_catalogue,
     render,
@@ -392,3 +410,405 @@ def test_object_key_encodes_segment(key, segment):
     result = object_key(9, key, 2, "png")
     assert result == f"jobs/9/{segment}/2.png"
     assert all(part not in (".", "..", "") for part in result.split("/"))
+
+
+# --- hardening: bounded, linear, streaming input with clear messages ---------------------------------------------
+
+SMALL = Limits(cell_bytes=64, row_bytes=256, columns=5, prompt_bytes=120, items=4, problems=1000)
+HEAD = "id,title,color\n"
+
+
+def obj_line(**fields: object) -> str:
+    return json.dumps({"id": "A", "title": "Mug", "color": "red", **fields}) + "\n"
+
+
+def expect(tmp_path: Path, name: str, content: str | bytes, line: int, field: str | None, *words: str,
+           limits: Limits | None = None, defaults: Defaults = DEFAULTS) -> CatalogueError:
+    """The catalogue fails with a CatalogueError (nothing else) naming file:line:field and `words`."""
+    path = write(tmp_path, name, content)
+    with pytest.raises(CatalogueError) as info:
+        read_catalogue(path, defaults, limits)
+    assert_problem(info.value, path, line, field, *words)
+    return info.value
+
+
+# (name, content, line, field, words, limits) — each row one way a catalogue can be wrong.
+BAD_CASES = [
+    # bytes that break later stages
+    ("nul-csv", "c.csv", HEAD + "A,Mu\x00g,red\n", 2, "title", ("NUL", "PostgreSQL"), None),
+    ("nul-csv-key", "c.csv", HEAD + "A\x00,Mug,red\n", 2, "id", ("NUL",), None),
+    ("nul-jsonl", "c.jsonl", '{"id": "A", "title": "Mu\\u0000g", "color": "red"}\n', 1, "title", ("NUL",), None),
+    ("nul-jsonl-key", "c.jsonl", '{"id": "A\\u0000", "title": "Mug", "color": "red"}\n', 1, "id", ("NUL",), None),
+    ("percent-key", "c.csv", HEAD + "%" * 200 + ",Mug,red\n", 2, "id", ("600 bytes", "percent-encoded", "255"),
+     None),
+    ("cjk-key", "c.csv", HEAD + "界" * 85 + ",Mug,red\n", 2, "id", ("765 bytes", "255"), None),
+    ("cjk-key-jsonl", "c.jsonl", obj_line(id="界" * 85), 1, "id", ("765 bytes",), None),
+    ("space-key", "c.csv", HEAD + " ".join(["ab"] * 66) + ",Mug,red\n", 2, "id", ("327 bytes",), None),
+    ("c1-control-key", "c.jsonl", obj_line(id="a\x85b"), 1, "id", ("control characters",), None),
+    ("seed-negative-jsonl", "c.jsonl", obj_line(seed=-1), 1, "seed", ("0 to 9223372036854775807",), None),
+    ("seed-too-big-jsonl", "c.jsonl", obj_line(seed=2**63), 1, "seed", ("0 to",), None),
+    ("seed-float-jsonl", "c.jsonl", obj_line(seed=1.5), 1, "seed", ("whole number",), None),
+    ("seed-huge-text", "c.csv", "id,title,color,seed\nA,Mug,red," + "9" * 5000 + "\n", 2, "seed", ("0 to",), None),
+    ("duplicate-json-field", "c.jsonl", '{"id": "A", "title": "Mug", "color": "red", "color": "blue"}\n', 1,
+     "color", ("more than once",), None),
+    ("duplicate-json-key-field", "c.jsonl", '{"id": "A", "id": "B", "title": "Mug", "color": "red"}\n', 1, "id",
+     ("more than once",), None),
+    # caps
+    ("cell-cap-csv", "c.csv", HEAD + "A,Mug," + "r" * 65 + "\n", 2, "color", ("65 bytes", "64", "CELL_BYTES"),
+     SMALL),
+    ("cell-cap-csv-multibyte", "c.csv", HEAD + "A,Mug," + "é" * 33 + "\n", 2, "color", ("66 bytes",), SMALL),
+    ("cell-cap-jsonl", "c.jsonl", obj_line(title="t" * 100), 1, "title", ("100 bytes", "CELL_BYTES"), SMALL),
+    ("row-cap-csv", "c.csv", HEAD + "A,Mug," + "r" * 300 + "\n", 2, None, ("longer than 256 bytes", "ROW_BYTES"),
+     SMALL),
+    ("row-cap-csv-header", "c.csv", "id,title,color," + "x" * 300 + "\nA,Mug,red\n", 1, None,
+     ("header is longer than 256",), SMALL),
+    ("row-cap-jsonl", "c.jsonl", obj_line(title="t" * 300), 1, None, ("longer than 256 bytes", "ROW_BYTES"), SMALL),
+    ("columns-cap-csv", "c.csv", "id,title,color,a,b,c\nA,Mug,red,1,2,3\n", 1, None,
+     ("6 columns", "cap of 5", "COLUMNS"), SMALL),
+    ("columns-cap-jsonl", "c.jsonl", obj_line(a=1, b=2, c=3), 1, None, ("6 fields", "cap of 5"), SMALL),
+    ("items-cap", "c.csv", HEAD + "A,Mug,red\nB,Tee,blue\nC,Cap,green\nD,Hat,gold\nE,Bag,teal\n", 6, None,
+     ("more than 4 items", "MAX_ITEMS"), SMALL),
+    ("items-cap-images", "c.csv", "id,title,color,images_per_item\nA,Mug,red,3\nB,Tee,blue,2\n", 3, None,
+     ("more than 4 items",), SMALL),
+    ("prompt-cap", "c.csv", HEAD + "A,Mug," + "red " * 30 + "\n", 2, "prompt",
+     ("bytes after rendering", "cap of 120", "PROMPT_BYTES"), Limits(prompt_bytes=120)),
+    ("prompt-cap-own", "c.csv", "id,prompt\nA," + "word " * 500 + "\n", 2, "prompt", ("2,499 bytes", "2048"), None),
+    ("negative-cap", "c.csv", "id,title,color,negative\nA,Mug,red," + "bad " * 40 + "\n", 2, "negative",
+     ("bytes after rendering",), Limits(prompt_bytes=120)),
+    # structure and syntax
+    ("unclosed-quote-eof", "c.csv", HEAD + 'A,"Mug,red\nB,Tee,blue\nC,Cap,green\n', 2, "title",
+     ("unclosed quote", "line 4", 'must close'), None),
+    ("unclosed-quote-mid", "c.csv", HEAD + 'A,Mug,"red\nB,Tee,blue\nC,"Cap",green\n', 2, "color",
+     ("unclosed quote",), None),
+    ("unclosed-quote-runaway", "c.csv", HEAD + 'A,"Mug,red\n' + "B,Tee,blue\n" * 40, 2, "title",
+     ("unclosed quote", "256 bytes"), SMALL),
+    ("semicolons", "c.csv", "id;title;color\nA;Mug;red\n", 1, None, ("';'", "semicolon", "comma-separated"), None),
+    ("tabs", "c.csv", "id\ttitle\tcolor\nA\tMug\tred\n", 1, None, ("tab",), None),
+    ("pipes", "c.csv", "id|title|color\nA|Mug|red\n", 1, None, ("pipe",), None),
+    ("duplicate-column", "c.csv", "id,title,color,title\nA,Mug,red,x\n", 1, "title", ("appears 2 times",), None),
+    ("carriage-return", "c.csv", HEAD + "A,Mug\rx,red\n", 2, None, ("carriage return",), None),
+    ("too-many-cells", "c.csv", HEAD + "A,Mug,red,extra\n", 2, None, ("4 cells", "double quotes"), None),
+    ("pretty-json-object", "c.jsonl", json.dumps({"id": "A", "title": "Mug", "color": "red"}, indent=2), 1, None,
+     ("one JSON object per line", "pretty-printed"), None),
+    ("pretty-json-array", "c.jsonl", json.dumps([{"id": "A", "title": "Mug", "color": "red"}], indent=2), 1, None,
+     ("one JSON object per line",), None),
+    ("json-array-one-line", "c.jsonl", json.dumps([{"id": "A", "title": "Mug", "color": "red"}]) + "\n", 1, None,
+     ("one JSON object per line",), None),
+    ("two-objects-one-line", "c.jsonl", obj_line().strip() + obj_line(id="B"), 1, None,
+     ("more than one JSON value", "one object per line"), None),
+    ("deep-json", "c.jsonl", '{"id": "A", "x": ' + "[" * 100_000 + "]" * 100_000 + "}\n", 1, None,
+     ("nested too deeply",), Limits(row_bytes=1 << 20)),
+    ("huge-json-int", "c.jsonl", '{"id": "A", "title": "Mug", "color": ' + "9" * 5000 + "}\n", 1, None,
+     ("not valid JSON for a catalogue",), None),
+    ("json-object-value", "c.jsonl", obj_line(color={"a": 1}), 1, "color", ("an object",), None),
+    ("json-bad-override-type", "c.jsonl", obj_line(steps=[1]), 1, "steps", ("an array",), None),
+    ("utf8-jsonl-offset", "c.jsonl", b'{"id": "A", "title": "\xc3(", "color": "red"}\n', 1, None,
+     ("UTF-8", "byte 0xc3", "byte 23"), None),
+    ("utf8-header", "c.csv", b"id,ti\xfftle,color\nA,Mug,red\n", 1, None, ("header", "UTF-8"), None),
+    ("bom-csv-then-bad", "c.csv", b"\xef\xbb\xbfid,title,color\nA,,red\n", 2, "title", ("is empty",), None),
+    ("blank-lines-then-bad", "c.csv", HEAD + "\n\nA,Mug,\n", 4, "color", ("is empty",), None),
+    ("header-only", "c.csv", HEAD, 1, None, ("no rows",), None),
+    ("jsonl-blank-only", "c.jsonl", "\n\n", 1, None, ("no rows",), None),
+]
+
+
+@pytest.mark.parametrize("name, content, line, field, words, limits", [c[1:] for c in BAD_CASES],
+                         ids=[c[0] for c in BAD_CASES])
+def test_bad_catalogue(tmp_path, name, content, line, field, words, limits):
+    expect(tmp_path, name, content, line, field, *words, limits=limits)
+
+
+def test_bad_cases_are_many():
+    assert len(BAD_CASES) >= 40
+
+
+def test_long_json_line_is_skipped_and_later_lines_checked(tmp_path):
+    err = expect(tmp_path, "c.jsonl", obj_line(title="t" * 1000) + obj_line(id="B", color=""), 1, None,
+                 "longer than 256", limits=SMALL)
+    assert_problem(err, tmp_path / "c.jsonl", 2, "color", "is empty")
+
+
+def test_unclosed_quote_is_not_reported_as_missing_field(tmp_path):
+    err = expect(tmp_path, "c.csv", HEAD + 'A,"Mug,red\nB,Tee,blue\n', 2, "title", "unclosed quote")
+    assert not any("missing" in p.message for p in err.problems)
+
+
+def test_pretty_printed_json_is_one_problem_not_many(tmp_path):
+    content = json.dumps({"id": "A", "title": "Mug", "color": "red", "a": 1, "b": 2}, indent=2)
+    err = expect(tmp_path, "c.jsonl", content, 1, None, "pretty-printed")
+    assert len(err.problems) == 1
+
+
+def test_problem_count_cap_stops_reading(tmp_path):
+    body = "".join(f"K{i},Mug,\n" for i in range(100))
+    err = expect(tmp_path, "c.csv", HEAD + body, 11, None, "stopped reading after 10 problems",
+                 limits=Limits(problems=10))
+    assert len(err.problems) == 11
+
+
+def test_key_limits_follow_the_store(tmp_path):
+    key = "k" * 300  # 300 bytes: too long for a path segment, fine in S3
+    path = write(tmp_path, "c.jsonl", json.dumps({"id": key, "prompt": "a mug"}) + "\n")
+    defaults = Defaults(template=None)
+    with pytest.raises(CatalogueError, match="invalid item key"):
+        read_catalogue(path, defaults)  # MAX_KEY_LENGTH characters
+    long_ok = "k" * 200
+    path = write(tmp_path, "d.jsonl", json.dumps({"id": long_ok, "prompt": "a mug"}) + "\n")
+    assert read_catalogue(path, defaults, Limits.for_storage("s3://bucket"))[0].key == long_ok
+    prefixed = Limits.for_storage("s3://bucket/" + "p" * 900)
+    assert prefixed.key_bytes == 1024 - 901 - KEY_ROOM
+    with pytest.raises(CatalogueError, match=r"over 86 \(the object key limit"):
+        read_catalogue(path, defaults, prefixed)
+    assert Limits.for_storage("file:///data").key_bytes == 255
+    assert Limits().key_bytes == 255
+
+
+def test_key_byte_length_matches_object_key():
+    for key in ["MUG-001", "%" * 10, "界" * 3, "a b/c", "😀"]:
+        segment = object_key(1, key, 0, "png").split("/")[2]
+        assert key_bytes(key) == len(segment.encode())
+
+
+def test_key_at_the_segment_limit(tmp_path):
+    ok, over = "界" * 28, "界" * 29  # 252 and 261 bytes once encoded
+    path = write(tmp_path, "c.jsonl", obj_line(id=ok) + obj_line(id="B"))
+    assert read_catalogue(path, DEFAULTS)[0].key == ok
+    expect(tmp_path, "d.jsonl", obj_line(id=over), 1, "id", "261 bytes")
+
+
+@pytest.mark.parametrize("bad", [-1, 2**63, 1.0, True, "1"])
+def test_job_seed_uses_the_row_seed_range(bad):
+    with pytest.raises(ValueError, match=str(SEED_MAX)):
+        check_seed(bad)
+    assert check_seed(0) == 0 and check_seed(SEED_MAX) == SEED_MAX == 2**SEED_BITS - 1
+    assert parse_seed(str(SEED_MAX)) == SEED_MAX
+    with pytest.raises(ValueError, match=str(SEED_MAX)):
+        parse_seed(str(SEED_MAX + 1))
+
+
+@pytest.mark.parametrize("kwargs", [dict(cell_bytes=0), dict(row_bytes=-1), dict(columns=1.5), dict(items=True),
+                                    dict(key_segment_bytes=0), dict(key_prefix_bytes=-1),
+                                    dict(key_prefix_bytes=2000)])
+def test_bad_limits_are_usage_errors(kwargs):
+    with pytest.raises(UsageError):
+        Limits(**kwargs)
+
+
+# --- sources: gzip, stdin, Python rows ------------------------------------------------------------------------
+
+GOOD_CSV = HEAD + "A,Mug,red\nB,Tee,blue\n"
+GOOD_JSONL = obj_line() + obj_line(id="B", title="Tee", color="blue")
+
+
+@pytest.mark.parametrize("name, content", [("c.csv.gz", GOOD_CSV), ("c.jsonl.gz", GOOD_JSONL),
+                                           ("C.CSV.GZ", GOOD_CSV)])
+def test_gzip_catalogues(tmp_path, name, content):
+    path = write(tmp_path, name, gzip.compress(content.encode()))
+    rows = read_catalogue(path, DEFAULTS)
+    assert [(r.line, r.key) for r in rows] == [(1 + name.lower().startswith("c.csv"), "A"),
+                                               (2 + name.lower().startswith("c.csv"), "B")]
+
+
+def test_corrupt_gzip(tmp_path):
+    data = gzip.compress((GOOD_CSV * 200).encode())
+    for name, content in [("bad.csv.gz", b"not gzip at all\n"), ("cut.csv.gz", data[: len(data) // 2])]:
+        with pytest.raises(CatalogueError, match=r"\.csv\.gz:\d+: could not read the file.*gzip -t"):
+            read_catalogue(write(tmp_path, name, content), DEFAULTS)
+
+
+class FakeStdin:
+    def __init__(self, data: bytes) -> None:
+        self.buffer = io.BytesIO(data)
+
+
+@pytest.mark.parametrize("content, fmt", [(GOOD_CSV, None), (GOOD_JSONL, None), ("\ufeff" + GOOD_CSV, None),
+                                          ("\n" + GOOD_JSONL, None), (GOOD_CSV, "csv"), (GOOD_JSONL, "jsonl")])
+def test_stdin(monkeypatch, content, fmt):
+    monkeypatch.setattr(sys, "stdin", FakeStdin(content.encode()))
+    rows = read_catalogue("-", DEFAULTS, fmt=fmt)
+    assert [r.key for r in rows] == ["A", "B"]
+    assert not sys.stdin.buffer.closed
+
+
+def test_stdin_problem_names_stdin(monkeypatch):
+    monkeypatch.setattr(sys, "stdin", FakeStdin(b"id,title,color\nA,Mug,\n"))
+    with pytest.raises(CatalogueError, match=r"^<stdin>:2: field 'color': is empty"):
+        read_catalogue("-", DEFAULTS)
+
+
+def test_unsupported_types_name_the_supported_ones(tmp_path):
+    with pytest.raises(UsageError, match=r"\.json.*\.csv\.gz"):
+        read_catalogue(write(tmp_path, "c.json", "{}"), DEFAULTS)
+
+
+def test_iter_rows_python_api():
+    rows = list(iter_rows([{"id": "A", "title": "Mug", "color": "red", "seed": 5},
+                           {"id": 2, "title": "Tee", "color": 1.5, "steps": 10}], DEFAULTS))
+    assert [(r.line, r.key, r.prompt, r.seed, r.steps) for r in rows] == [
+        (1, "A", "studio photo of Mug, red, white background", 5, 30),
+        (2, "2", "studio photo of Tee, 1.5, white background", None, 10)]
+
+
+@pytest.mark.parametrize("rows, line, field, words", [
+    ([{"id": "A", "title": "Mug", "color": b"red"}], 1, "color", ("got bytes",)),
+    ([{"id": "A", "title": "Mug", "color": "red"}, ["B", "Tee"]], 2, None, ("mapping", "list")),
+    ([{"id": "A", "title": "Mug", "color": "red"}, {"id": "A", "title": "Tee", "color": "red"}], 2, "id",
+     ("duplicate", "line 1")),
+    ([{"id": "A", "title": "Mug", "color": "r\x00d"}], 1, "color", ("NUL",)),
+    ([{"id": "A", "title": "x" * 20000, "color": "red"}], 1, "title", ("cap of 16,384",)),
+    ([], 1, None, ("no rows",)),
+])
+def test_iter_rows_problems(rows, line, field, words):
+    with pytest.raises(CatalogueError) as info:
+        list(iter_rows(rows, DEFAULTS, name="api"))
+    assert_problem(info.value, Path("api"), line, field, *words)
+
+
+# --- streaming and all-or-nothing --------------------------------------------------------------------------------
+
+def test_iter_catalogue_streams(monkeypatch):
+    body = "".join(f"K{i},Mug {i},red\n" for i in range(50_000))
+    stdin = FakeStdin((HEAD + body).encode())
+    monkeypatch.setattr(sys, "stdin", stdin)
+    rows = iter_catalogue("-", DEFAULTS, fmt="csv")
+    assert next(rows).key == "K0"
+    assert stdin.buffer.tell() < len(body) // 4  # read a little, not the file
+    assert sum(1 for _ in rows) == 49_999
+
+
+def test_no_rows_after_the_first_problem_and_error_at_the_end(tmp_path):
+    path = write(tmp_path, "c.csv", HEAD + "A,Mug,red\nB,Tee,\nC,Cap,blue\nD,Hat,\n")
+    seen: list[str] = []
+    with pytest.raises(CatalogueError) as info:
+        for row in iter_catalogue(path, DEFAULTS):
+            seen.append(row.key)
+    assert seen == ["A"]  # yielded before the problem was found; the caller rolls back on the error
+    assert [p.line for p in info.value.problems] == [3, 5]
+
+
+def test_stats_and_long_prompt_warning(tmp_path):
+    long_title = " ".join(f"word{i}" for i in range(80))
+    path = write(tmp_path, "c.csv", HEAD + f"A,Mug,red\nB,{long_title},blue\n")
+    stats = Stats()
+    rows = list(iter_catalogue(path, DEFAULTS, stats=stats))
+    assert len(rows) == stats.rows == 2 and stats.items == 2
+    assert stats.long_prompts == 1 and stats.long_prompt_lines == [3]
+    [warning] = stats.warnings()
+    assert "1 row(s)" in warning and "77-token" in warning and "estimated" in warning and "3" in warning
+    assert Stats().warnings() == []
+
+
+@pytest.mark.parametrize("prompt, low, high", [("a red mug", 5, 5), ("studio photo of a mug, red", 9, 9),
+                                               ("SKU 12345", 8, 8), (" ".join(["photo"] * 100), 102, 102),
+                                               ("a" * 200, 3, 3)])
+def test_estimate_tokens_is_a_lower_bound(prompt, low, high):
+    assert low <= estimate_tokens(prompt) <= high
+
+
+def test_csv_fast_and_full_paths_agree(tmp_path):
+    # The same rows through the fast path (plain columns) and the full path (an override column present).
+    plain = HEAD + "A,Mug,red\nB, Tee  , blue\nC,{x},  green \n"
+    with_seed = "id,title,color,seed\nA,Mug,red,\nB, Tee  , blue,\nC,{x},  green ,\n"
+    fast = read_catalogue(write(tmp_path, "a.csv", plain), DEFAULTS)
+    full = read_catalogue(write(tmp_path, "b.csv", with_seed), DEFAULTS)
+    assert fast == full
+    assert fast[2].prompt == "studio photo of {x}, green , white background"  # as before: values are not stripped
+
+
+# --- linear time, flat memory -------------------------------------------------------------------------------------
+
+def test_huge_header_is_refused_linearly(tmp_path):
+    # 200k distinct columns, caps raised so the header is parsed: refused at the column cap.
+    path = write(tmp_path, "wide.csv", ",".join(f"c{i}" for i in range(200_000)) + "\n1\n")
+    started = time.process_time()
+    with pytest.raises(CatalogueError, match="200,000 columns"):
+        read_catalogue(path, DEFAULTS, Limits(row_bytes=64 << 20))
+    assert time.process_time() - started < 5  # quadratic duplicate detection took minutes
+
+
+def test_duplicate_header_detection_is_linear(tmp_path):
+    # 200k columns all allowed, all duplicates: a quadratic check would take hours; this one is one pass.
+    path = write(tmp_path, "dups.csv", "id," + ",".join(["a", "b"] * 100_000) + "\n")
+    started = time.process_time()
+    with pytest.raises(CatalogueError) as info:
+        read_catalogue(path, Defaults(template="{a}"), Limits(row_bytes=64 << 20, columns=300_000))
+    assert time.process_time() - started < 5
+    assert {p.field for p in info.value.problems if "appears" in p.message} == {"a", "b"}
+
+
+@pytest.mark.parametrize("name, content", [("big.jsonl", b'{"id": "' + b"x" * (20 << 20) + b'"}\n'),
+                                           ("big.csv", b"id,title,color\nA,Mug," + b"r" * (20 << 20) + b"\n")])
+def test_huge_line_is_not_held_in_memory(tmp_path, name, content):
+    path = write(tmp_path, name, content)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CatalogueError, match="longer than 1,048,576 bytes"):
+            read_catalogue(path, DEFAULTS)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20  # a 20 MB line, at most a little over the 1 MiB cap held
+
+
+# --- any input: rows or CatalogueError, nothing else ------------------------------------------------------------
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=400) | st.text(alphabet='id,tle"co\n\r\x00;{}[]:é界 \\', max_size=200).map(str.encode))
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_any_bytes_give_rows_or_catalogue_error(monkeypatch, fmt, data):
+    monkeypatch.setattr(sys, "stdin", FakeStdin(HEAD.encode() + data if fmt == "csv" and data[:1] != b"!" else data))
+    try:
+        rows = read_catalogue("-", DEFAULTS, Limits(cell_bytes=32, row_bytes=64, columns=8), fmt=fmt)
+    except CatalogueError as exc:
+        assert exc.problems and all(isinstance(p, Problem) and p.line >= 1 for p in exc.problems)
+    else:
+        assert rows and all(isinstance(r, Row) for r in rows)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(["id", "title", "color", "seed", "steps", "size", "prompt"]),
+                                st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+                                | st.lists(st.integers(), max_size=2)), max_size=5))
+def test_any_python_rows_give_rows_or_catalogue_error(rows):
+    try:
+        result = list(iter_rows(rows, DEFAULTS))
+    except CatalogueError as exc:
+        assert exc.problems
+    else:
+        assert len(result) == len(rows)
+
+
+@settings(max_examples=400, deadline=None)
+@given(values=st.lists(st.text(alphabet=" \t\u00a0\u3000a,{}x\n\x1c", max_size=5), min_size=3, max_size=3),
+       template=st.sampled_from(["{a} {b}", "{a}{b}", "x{a}y{b}z", "{a}, {b}", "{{{a}}} {b}", " {a} ", "{b}{{",
+                                 "{a} {a}"]))
+def test_fast_path_agrees_with_the_full_check(values, template):
+    defaults = Defaults(template=template)
+    fast_v, full_v = (_Validator("p", defaults, Limits(), ["id", "a", "b"], 1, Stats()) for _ in range(2))
+    assert fast_v.fast is not None
+    cells = values if values[0].strip() else ["K", *values[1:]]
+    fast, full = fast_v.fast(2, cells), full_v._row(2, cells)
+    assert fast is None or fast == full  # the fast path accepts only what the full check accepts, identically
+    if full is None:
+        assert fast is None
+
+
+def test_unsupported_type_is_refused_before_iteration(tmp_path):
+    with pytest.raises(UsageError, match="unsupported catalogue type"):
+        iter_catalogue(tmp_path / "c.xlsx", DEFAULTS)
+
+
+@pytest.mark.parametrize("content, line, field, words", [
+    (HEAD + 'A,"Mug,red', 2, "title", ("unclosed quote", "file ends")),  # the last line, no newline
+    (HEAD + 'A,Mug,"red\n', 2, "color", ("unclosed quote",)),
+    ("\nid,title,color\nA,Mug,red\n", 1, None, ("first line is blank", "header")),
+])
+def test_more_structure_messages(tmp_path, content, line, field, words):
+    err = expect(tmp_path, "c.csv", content, line, field, *words)
+    assert not any("missing" in p.message for p in err.problems)
+
+
+def test_literal_quote_in_unquoted_cell_is_data(tmp_path):
+    rows = read_catalogue(write(tmp_path, "c.csv", HEAD + 'A,12" pizza,red\nB,Tee,blue\nC,Hat 6",red'), DEFAULTS)
+    assert [r.prompt.split(",")[0] for r in rows] == ['studio photo of 12" pizza', "studio photo of Tee",
+                                                      'studio photo of Hat 6"']

@@ -14,6 +14,7 @@ import shutil
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -53,10 +54,10 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def export_all(pipe, out: Path, *, width: int, height: int, opset: int, dtype: torch.dtype,  # noqa: ANN001
-               device: str) -> dict[str, dict]:
+def export_all(pipe: Any, out: Path, *, width: int, height: int, opset: int, dtype: torch.dtype,
+               device: str) -> dict[str, dict[str, Any]]:
     """ONNX of every network the runtime needs; returns the manifest's component table (without plans)."""
-    components: dict[str, dict] = {}
+    components: dict[str, dict[str, Any]] = {}
     spec = UNetSpec.of(pipe.unet, height, width)
     export_unet(pipe.unet, spec, out / "unet.onnx", opset=opset, dtype=dtype, device=device)
     components["unet"] = {"onnx": "unet.onnx", "inputs": spec.input_names, "spec": spec.__dict__}
@@ -94,7 +95,8 @@ def build(model: str, *, precision: str, width: int, height: int, batch_min: int
         # the part of the recipe that can be run and tested.
         log.warning("TensorRT or CUDA missing: the build stops after the ONNX export")
     dtype = torch.float16 if cuda else torch.float32
-    pipe = TorchEngine._load(model, dtype)  # the same loading as the torch engine (no safety checker)
+    # the same loading as the torch engine (no safety checker); Any: the pipeline's components exist at runtime
+    pipe: Any = TorchEngine._load(model, dtype)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     if precision in ("int8", "fp8"):

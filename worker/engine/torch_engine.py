@@ -47,7 +47,8 @@ class TorchEngine:
         precision = {v: k for k, v in DTYPES.items()}[self.dtype]
         # ``pipeline``: an already built one (the benchmark's random-weight models), else loaded from ``model``.
         # Any: a pipeline's components (unet, vae, ...) and its __call__ exist only at runtime.
-        self.pipe: Any = pipeline if pipeline is not None else self._load(model, self.dtype)
+        pipe: Any = pipeline if pipeline is not None else self._load(model, self.dtype)
+        self.pipe = pipe
         self.pipe.to(self.device, self.dtype)
         self.pipe.set_progress_bar_config(disable=True)
         # SD 1.x/2.x split cleanly into timed stages; others (e.g. SDXL) run as one call.
