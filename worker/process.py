@@ -29,7 +29,7 @@ from pixelmill.ledger import Item, Job
 from pixelmill.queue import Chunk, params_key, plan_chunks, publish, queue_for
 from pixelmill.settings import Settings
 from pixelmill.storage import CONTENT_TYPES, Storage, create_or_get
-from worker import claims
+from worker import claims, provenance  # provenance: XMP + C2PA marks (worker/provenance.py)
 from worker.encode import EXTENSIONS, encode
 from worker.engine import Engine, Request, load_engine
 from worker.uploads import Uploads
@@ -324,7 +324,8 @@ def _store(ctx: Context, job_id: int, model: str, checks: Checks, spec: Spec,
     if key is None:  # blocked, and PIXELMILL_QUARANTINE=none: the image is not kept anywhere
         return {"image": None, "candidates": rows, "blocked": blocked}
     started = time.perf_counter()
-    data = encode(kept.image, fmt, metadata, quality=settings.image_quality)
+    data = encode(kept.image, fmt, metadata, quality=settings.image_quality)  # embeds the provenance XMP
+    data, marks = provenance.sign(data, fmt, settings)  # provenance: C2PA manifest when configured, before storing
     encoded = time.perf_counter()
     data = create_or_get(ctx.storage, key, data, CONTENT_TYPES[fmt])
     stored = time.perf_counter()
@@ -334,5 +335,6 @@ def _store(ctx: Context, job_id: int, model: str, checks: Checks, spec: Spec,
         "timings": {**timings, "encode": round(encoded - started, 6), "store": round(stored - encoded, 6)},
         "scores": kept.scores, "safety": kept.safety, "candidate": kept.n,
         "visibility": "quarantine" if kept.blocked else "public",
+        "provenance": marks.as_json(),  # provenance: what the stored bytes carry
     }
     return {"image": image, "candidates": rows, "blocked": blocked}
