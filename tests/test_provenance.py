@@ -268,13 +268,29 @@ def test_unusable_credentials_name_the_setting(tmp_path: Path, creds: Credential
         (dict(c2pa_cert=creds.chain, c2pa_key=garbage), "PIXELMILL_C2PA_KEY: .* is not an unencrypted PEM"),
         (dict(c2pa_cert=creds.chain, c2pa_key=other.key), "PIXELMILL_C2PA_KEY: .* is not the key of the first"),
         (dict(c2pa_cert=single, c2pa_key=single_key), "PIXELMILL_C2PA_CERT: .* one self-signed certificate"),
-        (dict(c2pa_cert=creds.chain, c2pa_key=creds.key, c2pa_alg="ps256"), "PIXELMILL_C2PA_ALG=ps256"),
+        (dict(c2pa_cert=creds.chain, c2pa_key=creds.key, c2pa_alg="ps256"),
+         "PIXELMILL_C2PA_ALG=ps256 needs a RSA key, but PIXELMILL_C2PA_KEY .* is EC secp256r1"),
+        (dict(c2pa_cert=creds.chain, c2pa_key=creds.key, c2pa_alg="es384"), "PIXELMILL_C2PA_ALG=es384 needs"),
     ]
     for values, message in cases:
         with pytest.raises(ProvenanceError, match=message):
             provenance.check_signing(Settings(data_dir=tmp_path, **values))
     record = provenance.check_signing(signing_settings(tmp_path, creds))
-    assert record is not None and record.c2pa and record.signer == creds.subject
+    assert record is not None and record.c2pa and record.xmp and record.signer == creds.subject
+
+
+def test_a_traditional_ec_key_file_is_accepted(tmp_path: Path, creds: Credentials) -> None:
+    """`openssl ecparam -genkey` writes SEC1 ("BEGIN EC PRIVATE KEY"), which c2pa itself rejects: it is
+    handed over as PKCS#8."""
+    key = serialization.load_pem_private_key(creds.key.read_bytes(), password=None)
+    sec1 = tmp_path / "sec1.key"
+    sec1.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                       serialization.NoEncryption()))
+    assert sec1.read_bytes().startswith(b"-----BEGIN EC PRIVATE KEY-----")
+    settings = Settings(data_dir=tmp_path, c2pa_cert=creds.chain, c2pa_key=sec1)
+    final, record = provenance.sign(encode(PILImage.new("RGB", (8, 8)), "jpeg", META), "jpeg", settings)
+    assert record.c2pa
+    check_manifest(final, "jpeg", creds)
 
 
 # --- end to end ----------------------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ class ProvenanceError(RuntimeError):
     """Signing is configured but cannot work; the message names the setting to fix."""
 
 
+@functools.cache
 def pixelmill_version() -> str:
     try:
         return importlib_metadata.version("pixelmill")
@@ -123,8 +124,8 @@ def signing_configured(settings: Settings) -> bool:
 def sign(data: bytes, fmt: str, settings: Settings) -> tuple[bytes, Provenance]:
     """The bytes to store (with a signed C2PA manifest when signing is configured) and what they carry.
 
-    `data` is encode's output, which already holds the XMP; the manifest's hash covers everything else in the
-    file, so nothing may change the bytes after this."""
+    `data` is encode's output, which already holds the XMP; the manifest's hash covers the whole file but the
+    manifest itself, so nothing may change the bytes after this."""
     xmp = DIGITAL_SOURCE_TYPE.encode() in data  # the packet is stored uncompressed in all three formats
     if not signing_configured(settings):
         return data, Provenance(xmp=xmp, c2pa=False)
@@ -140,9 +141,9 @@ def check_signing(settings: Settings) -> Provenance | None:
         return None
     from PIL import Image
 
-    buf = io.BytesIO()
-    Image.new("RGB", (1, 1)).save(buf, format="PNG")
-    return sign(buf.getvalue(), "png", settings)[1]
+    from worker.encode import encode  # encode imports this module
+
+    return sign(encode(Image.new("RGB", (1, 1)), "png", {}), "png", settings)[1]
 
 
 def manifest_definition(mime: str) -> dict[str, Any]:
@@ -212,6 +213,11 @@ def _load_credentials(cert_path: Path, key_path: Path, alg: str, tsa_url: str | 
             leaf.public_key().public_bytes(serialization.Encoding.PEM, public):
         raise ProvenanceError(f"PIXELMILL_C2PA_KEY: {key_path} is not the key of the first certificate in "
                               f"PIXELMILL_C2PA_CERT ({cert_path}); the signing certificate must come first")
+    expected = _ALG_KEYS[alg]
+    actual = _key_kind(private_key)
+    if actual != expected:
+        raise ProvenanceError(f"PIXELMILL_C2PA_ALG={alg} needs a {expected} key, but PIXELMILL_C2PA_KEY ({key_path}) "
+                              f"is {actual}")
     now = datetime.now(UTC)
     if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
         raise ProvenanceError(f"PIXELMILL_C2PA_CERT: the signing certificate in {cert_path} is valid only from "
@@ -221,8 +227,28 @@ def _load_credentials(cert_path: Path, key_path: Path, alg: str, tsa_url: str | 
                               "signing certificate issued by a CA (the chain: signing certificate, then "
                               "intermediates)")
     fingerprint = leaf.fingerprint(hashes.SHA256()).hex()
-    return _Credentials(chain=chain, key=key, alg=alg, tsa_url=tsa_url, signer=leaf.subject.rfc4514_string(),
+    # c2pa reads PKCS#8 only; `openssl ecparam -genkey` and `genrsa`-style files (SEC1, PKCS#1) work all the same.
+    pkcs8 = private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption())
+    return _Credentials(chain=chain, key=pkcs8, alg=alg, tsa_url=tsa_url, signer=leaf.subject.rfc4514_string(),
                         cert_sha256=fingerprint)
+
+
+# The key each PIXELMILL_C2PA_ALG signs with, as `_key_kind` names it.
+_ALG_KEYS = {"es256": "EC secp256r1", "es384": "EC secp384r1", "es512": "EC secp521r1", "ps256": "RSA",
+             "ps384": "RSA", "ps512": "RSA", "ed25519": "Ed25519"}
+
+
+def _key_kind(key: object) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return f"EC {key.curve.name}"
+    if isinstance(key, rsa.RSAPrivateKey):
+        return "RSA"
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return "Ed25519"
+    return type(key).__name__
 
 
 def _read(path: Path, setting: str) -> bytes:
