@@ -157,6 +157,9 @@ class Image(Base):
     approved_by: Mapped[str | None] = mapped_column(String(200))  # who published a blocked image, and when
     approved_at: Mapped[datetime | None]
     created: Mapped[datetime] = mapped_column(default=utcnow)
+    # The marks the stored bytes carry (worker/provenance.py `Provenance.as_json()`): {"xmp": true, "c2pa": true,
+    # "signer": "CN=...", "cert_sha256": ..., "alg": "es256", "digital_source_type": ...}; None: stored before 0004.
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     item: Mapped[Item] = relationship(back_populates="image")
 

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     torch_dtype: Literal["fp16", "bf16"] = "fp16"  # on CUDA; CPU always runs fp32
     torch_compile: bool = False  # torch.compile the UNet (and VAE decoder): slower start, faster batches
     torch_quant: Literal["none", "int8", "fp8"] = "none"  # torchao on the UNet; fp8 needs CUDA compute 8.9+
+    # Provenance (worker/provenance.py): every image carries XMP with the IPTC digital source type; with a
+    # certificate and key, each image also gets a signed C2PA manifest (c2pa-python, in the worker extra).
+    c2pa_cert: Path | None = None  # PEM chain: the signing certificate first, then its intermediates/CA
+    c2pa_key: Path | None = None  # PEM private key of the signing certificate
+    c2pa_alg: Literal["es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519"] = "es256"
+    c2pa_tsa_url: str | None = None  # RFC 3161 time-stamp authority; unset: no timestamp (works offline)
 
     # The operator's safety floor, applied by every worker to every job whatever the job recorded (a job
     # written by an old or hostile producer cannot lower it). Prompt lists: re-checked on every claimed item
@@ -116,6 +122,9 @@ class Settings(BaseSettings):
         if quarantine != "none" and (not quarantine or quarantine.split("/")[0] in ("jobs", "..", ".")):
             raise ValueError("PIXELMILL_QUARANTINE must be a key prefix outside jobs/ (the public images), "
                              "or `none`")
+        if (self.c2pa_cert is None) != (self.c2pa_key is None):
+            raise ValueError("PIXELMILL_C2PA_CERT and PIXELMILL_C2PA_KEY must be set together (a certificate chain "
+                             "and its private key) to sign C2PA manifests, or both left unset")
         return self
 
     @property

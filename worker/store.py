@@ -16,6 +16,7 @@ from pixelmill.params import IMAGE_FORMATS
 from pixelmill.settings import Settings
 from pixelmill.storage import Storage, create_or_get
 from pixelmill.transitions import CandidateRecord, Finish, ImageRecord
+from worker import provenance
 from worker.candidates import Candidates, JobSpec, JudgedImage
 from worker.encode import encode
 
@@ -49,7 +50,8 @@ def store_item(storage: Storage, settings: Settings, spec: JobSpec, candidates: 
         "item": item.key, "variant": str(item.variant), "engine": generated.engine_id, "candidate": str(generated.n),
     }
     started = time.perf_counter()
-    data = encode(generated.image, fmt.name, metadata, quality=settings.image_quality)
+    data = encode(generated.image, fmt.name, metadata, quality=settings.image_quality)  # with the provenance XMP
+    data, marks = provenance.sign(data, fmt.name, settings)  # a C2PA manifest when configured, before storing
     encoded = time.perf_counter()
     data = create_or_get(storage, key, data, fmt.content_type)
     stored = time.perf_counter()
@@ -61,5 +63,5 @@ def store_item(storage: Storage, settings: Settings, spec: JobSpec, candidates: 
         storage_key=key, sha256=hashlib.sha256(data).hexdigest(), width=generated.image.width,
         height=generated.image.height, bytes=len(data), format=fmt.name, engine_id=generated.engine_id,
         timings=timings, scores=kept.verdict.scores, safety=safety, candidate=generated.n,
-        visibility="quarantine" if blocked else "public")
+        visibility="quarantine" if blocked else "public", provenance=marks.as_json())
     return Finish(image=image, candidates=rows, blocked=blocked)

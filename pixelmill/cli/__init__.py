@@ -283,6 +283,12 @@ def worker(
         _ledger().close()
     except RuntimeError as exc:
         fail(str(exc))
+    from worker.provenance import ProvenanceError, check_signing
+
+    try:  # provenance: refuse to start with a C2PA certificate/key that cannot sign (rather than failing items)
+        check_signing(settings)
+    except ProvenanceError as exc:
+        fail(str(exc))
     if gpus is not None:
         from worker.gpus import GpuError, Supervisor, discover_gpus, select_gpus, worker_command
 

@@ -10,6 +10,7 @@ Never run in this project's CI (TensorRT cannot be installed there); written to 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ def build_engine(onnx_path: Path, plan_path: Path, shapes: dict[str, tuple[tuple
     return plan_path
 
 
-def profile_shapes(shapes_at: dict[int, dict[str, tuple[int, ...]]], batch_min: int, batch_opt: int,
+def profile_shapes(shapes_at: Mapping[int, Mapping[str, tuple[int, ...]]], batch_min: int, batch_opt: int,
                    batch_max: int) -> dict[str, tuple[tuple[int, ...], ...]]:
     """(min, opt, max) per input from a function of the batch: ``shapes_at[b][name]``."""
     return {name: (shapes_at[batch_min][name], shapes_at[batch_opt][name], shapes_at[batch_max][name])
