@@ -30,19 +30,23 @@ def build_tiny_judges(out_dir: Path, seed: int = 0) -> dict[str, Path]:
 
     out_dir = Path(out_dir)
     tokenizer = build_tokenizer()
+    projection_dim = 32
     layers = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
     config = CLIPConfig(
         text_config=dict(vocab_size=len(tokenizer), max_position_embeddings=MAX_TOKENS,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, **layers),
         vision_config=dict(image_size=32, patch_size=8, **layers),
-        projection_dim=32)
+        projection_dim=projection_dim)
     processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        clip = CLIPModel(config).eval()
+        clip = CLIPModel(config).eval()  # type: ignore[no-untyped-call]  # PreTrainedModel.eval is unannotated
         # The checker class declares no SDPA support; transformers must be told to use eager attention.
-        checker = StableDiffusionSafetyChecker(CLIPConfig(**config.to_dict(), attn_implementation="eager")).eval()
+        # transformers' configs accept extra kwargs (strict(accept_kwargs=True)), which mypy's dataclass view misses.
+        checker = StableDiffusionSafetyChecker(
+            CLIPConfig(**config.to_dict(), attn_implementation="eager")  # type: ignore[call-arg]
+        ).eval()  # type: ignore[no-untyped-call]  # PreTrainedModel.eval is unannotated
         checker.vision_model.load_state_dict(clip.vision_model.state_dict())  # the same tower class
         checker.visual_projection.load_state_dict(clip.visual_projection.state_dict())
         with torch.no_grad():
@@ -50,11 +54,13 @@ def build_tiny_judges(out_dir: Path, seed: int = 0) -> dict[str, Path]:
             checker.special_care_embeds.normal_()
             checker.concept_embeds_weights.fill_(TINY_CONCEPT_THRESHOLD)
             checker.special_care_embeds_weights.fill_(TINY_CONCEPT_THRESHOLD)
-        head = AestheticHead(config.projection_dim)
+        head = AestheticHead(projection_dim)
 
     clip_dir = out_dir / "clip"
     clip.save_pretrained(clip_dir)
-    CLIPProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(clip_dir)
+    clip_processor = CLIPProcessor(  # type: ignore[no-untyped-call]  # its __init__ is unannotated
+        image_processor=processor, tokenizer=tokenizer)
+    clip_processor.save_pretrained(clip_dir)
     checker_dir = out_dir / "checker"
     checker.save_pretrained(checker_dir / "safety_checker")
     processor.save_pretrained(checker_dir / "feature_extractor")

@@ -17,6 +17,10 @@ import re
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import CLIPTokenizer
 
 BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"
@@ -116,8 +120,8 @@ def train_bpe(corpus: str, num_merges: int) -> tuple[dict[str, int], list[tuple[
     merges: list[tuple[str, str]] = []
     for _ in range(num_merges):
         pairs: Counter[tuple[str, str]] = Counter()
-        for word, count in words.items():
-            for pair in zip(word, word[1:]):
+        for parts, count in words.items():
+            for pair in zip(parts, parts[1:]):
                 pairs[pair] += count
         if not pairs:
             break  # every word is a single token already
@@ -145,7 +149,7 @@ def _apply_merge(word: tuple[str, ...], pair: tuple[str, str], merged: str) -> t
     return tuple(out)
 
 
-def build_tokenizer(num_merges: int = 400):
+def build_tokenizer(num_merges: int = 400) -> CLIPTokenizer:
     """Write vocab.json + merges.txt, load them with CLIPTokenizer.from_pretrained and sanity-check.
 
     Loading from a directory (not ``CLIPTokenizer(vocab_file=...)``, which transformers 5 ignores)
@@ -158,7 +162,7 @@ def build_tokenizer(num_merges: int = 400):
         (Path(tmp) / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
         merges_txt = "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)
         (Path(tmp) / "merges.txt").write_text(merges_txt, encoding="utf-8")
-        tokenizer = CLIPTokenizer.from_pretrained(tmp, model_max_length=MAX_TOKENS)
+        tokenizer: CLIPTokenizer = CLIPTokenizer.from_pretrained(tmp, model_max_length=MAX_TOKENS)
 
     if len(tokenizer) != len(vocab):
         raise RuntimeError(f"tokenizer has {len(tokenizer)} tokens, wrote {len(vocab)}")
@@ -168,7 +172,7 @@ def build_tokenizer(num_merges: int = 400):
         raise RuntimeError(f"tokenizer produced unexpected ids for {probe!r}: {ids}")
     decoded = tokenizer.decode(ids, skip_special_tokens=True)
     # CLIP's decoder puts a space after every word-final token, punctuation included.
-    if decoded.replace(" ,", ",") != probe:
+    if not isinstance(decoded, str) or decoded.replace(" ,", ",") != probe:  # one id sequence: one string
         raise RuntimeError(f"tokenizer round trip failed: {probe!r} -> {decoded!r}")
     return tokenizer
 
@@ -185,9 +189,10 @@ def build_tiny_pipeline(out_dir: Path, seed: int = 0) -> Path:
 
     out_dir = Path(out_dir)
     tokenizer = build_tokenizer()
+    # The ignores below: mypy sees diffusers' top-level names as its untyped placeholder (dummy) classes.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(
+        unet = UNet2DConditionModel(  # type: ignore[no-untyped-call]
             # Latent side = image side / 2 with this VAE; 32 latents = the 64px default size.
             sample_size=32,
             in_channels=4,
@@ -200,7 +205,7 @@ def build_tiny_pipeline(out_dir: Path, seed: int = 0) -> Path:
             attention_head_dim=8,
             norm_num_groups=32,
         )
-        vae = AutoencoderKL(
+        vae = AutoencoderKL(  # type: ignore[no-untyped-call]
             sample_size=64,
             in_channels=3,
             out_channels=3,
@@ -225,7 +230,7 @@ def build_tiny_pipeline(out_dir: Path, seed: int = 0) -> Path:
             )
         )
     # SD 1.x's noise schedule (scaled_linear 0.00085..0.012 over 1000 steps, epsilon, offset 1).
-    scheduler = EulerDiscreteScheduler(
+    scheduler = EulerDiscreteScheduler(  # type: ignore[no-untyped-call]
         num_train_timesteps=1000,
         beta_start=0.00085,
         beta_end=0.012,
@@ -234,7 +239,7 @@ def build_tiny_pipeline(out_dir: Path, seed: int = 0) -> Path:
         timestep_spacing="leading",
         steps_offset=1,
     )
-    pipe = StableDiffusionPipeline(
+    pipe = StableDiffusionPipeline(  # type: ignore[no-untyped-call]
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
@@ -244,5 +249,5 @@ def build_tiny_pipeline(out_dir: Path, seed: int = 0) -> Path:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.save_pretrained(out_dir)
+    pipe.save_pretrained(out_dir)  # type: ignore[attr-defined]
     return out_dir

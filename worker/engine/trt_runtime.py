@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -23,6 +23,9 @@ from . import Request, Result
 from .cache import EngineCache, Manifest
 from .onnx_export import UNetSpec
 from .trt_build import import_tensorrt
+
+if TYPE_CHECKING:
+    from .torch_engine import TorchEngine
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +76,7 @@ class TrtModule:
         if key not in self.graphs:
             static_in = {n: inputs[n].to(self._dtype(n)).clone().contiguous() for n in self.inputs}
             static_out = self._bind(static_in)
-            stream = torch.cuda.Stream()
+            stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]  # torch leaves Stream.__new__ unannotated
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):  # one plain run first: TensorRT allocates lazily on first use
                 self.context.execute_async_v3(stream.cuda_stream)
@@ -122,7 +125,7 @@ class TensorRTEngine:
         self.vae_config = AutoencoderKL.load_config(model, subfolder="vae")
         self.image_processor = VaeImageProcessor(vae_scale_factor=2 ** (len(self.vae_config["block_out_channels"]) - 1))
         self.sdxl = self.unet_config.get("addition_embed_type") == "text_time"
-        self._fallback: Any = None
+        self._fallback: TorchEngine | None = None
 
     @staticmethod
     def build_id(manifest: Manifest) -> str:
@@ -192,6 +195,7 @@ class TensorRTEngine:
         unet = self._module(build, "unet")
         extra: dict[str, torch.Tensor] = {}
         if self.sdxl:
+            assert pooled is not None  # SDXL's second text encoder gives the pooled embedding
             time_ids = torch.tensor([request.height, request.width, 0, 0, request.height, request.width],
                                     device=self.device, dtype=torch.float32)
             extra = {"text_embeds": pooled, "time_ids": time_ids.repeat(context.shape[0], 1)}
