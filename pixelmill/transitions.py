@@ -310,7 +310,7 @@ def requeue_lost(session: Session, *, max_attempts: int, requeue_after: int, que
 
 
 def approve(session: Session, item: Item, image: Image, *, public_key: str, sha256: str, size: int,
-            by: str) -> None:
+            by: str, note: str | None = None) -> None:
     """blocked (by the image checker) → succeeded, its image now public; records who approved it and when."""
     if item.state != State.blocked:
         raise TransitionError(f"item {item.id} is {item.state.value}, not blocked")
@@ -319,7 +319,8 @@ def approve(session: Session, item: Item, image: Image, *, public_key: str, sha2
     image.sha256, image.bytes = sha256, size
     item.state, item.error = State.succeeded, None
     item.block_reason = {**(item.block_reason or {}), "approved_by": by,
-                         "approved_at": now.isoformat(timespec="seconds")}
+                         "approved_at": now.isoformat(timespec="seconds"),
+                         **({"approval_note": note} if note else {})}
 
 
 def _give_up(item: Item, now: datetime, error: str) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import pwd
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -49,9 +51,18 @@ def blocked_items(session: Session, job_id: int) -> list[Blocked]:
             for item, image in rows]
 
 
-def approve(session: Session, storage: Storage, item_id: int, *, by: str) -> str:
+def os_identity() -> str:
+    """The authenticated identity of a command-line approver: the account the process runs as (its effective
+    uid), not $USER or $LOGNAME, which anyone can set."""
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def approve(session: Session, storage: Storage, item_id: int, *, by: str, note: str | None = None) -> str:
     """Publish a blocked image: copy it from quarantine to its public key, mark the item succeeded and record
-    who approved it and when. Returns the public key."""
+    who approved it (`by`: an authenticated identity, never free text) and when. Returns the public key.
+
+    Only the bytes the checker judged are published: the quarantined object must hash to the sha256 the
+    ledger recorded for it, and an object already at the public key must be those same bytes."""
     item = session.get(Item, item_id, with_for_update=True)
     if item is None:
         raise ReviewError(f"no item {item_id}; `pixelmill review JOB` lists blocked items with their ids")
@@ -67,7 +78,20 @@ def approve(session: Session, storage: Storage, item_id: int, *, by: str) -> str
                           "submit it again to regenerate it")
     prefix = Checks.from_json(item.job.params.get("checks")).quarantine.strip("/") + "/"
     public = image.storage_key.removeprefix(prefix)
-    data = create_or_get(storage, public, storage.get(image.storage_key), IMAGE_FORMATS[image.format].content_type)
-    transitions.approve(session, item, image, public_key=public, sha256=hashlib.sha256(data).hexdigest(),
-                        size=len(data), by=by)
+    try:
+        quarantined = storage.get(image.storage_key)
+    except (OSError, KeyError) as exc:
+        raise ReviewError(f"item {item_id}'s quarantined object {image.storage_key} cannot be read ({exc}); "
+                          "nothing was published") from None
+    found = hashlib.sha256(quarantined).hexdigest()
+    if found != image.sha256:
+        raise ReviewError(f"item {item_id}'s quarantined object {image.storage_key} is not the image the checker "
+                          f"judged (sha256 {found[:16]}…, the ledger recorded {image.sha256[:16]}…): it was changed "
+                          "after it was stored; nothing was published")
+    data = create_or_get(storage, public, quarantined, IMAGE_FORMATS[image.format].content_type)
+    if hashlib.sha256(data).hexdigest() != image.sha256:
+        raise ReviewError(f"another object already sits at item {item_id}'s public key {public} with other "
+                          "bytes; nothing was published (remove it, then approve again)")
+    transitions.approve(session, item, image, public_key=public, sha256=image.sha256, size=len(data), by=by,
+                        note=note)
     return public

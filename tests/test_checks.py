@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import pwd
 from pathlib import Path
 
 import numpy as np
@@ -220,14 +222,31 @@ def test_blocked_images_are_quarantined_and_review_publishes_them(env: Env, tmp_
     assert [r["item"] for r in listed] == [item.id for item, _, _ in rows]
     assert all(r["stage"] == "image" and r["quarantined"] and r["safety"]["flagged"] for r in listed)
 
+    # A quarantined object swapped after judging is refused: nothing published, the ledger unchanged.
+    second, second_image = rows[1][0].id, rows[1][1]
+    swapped = env.data_dir / "images" / second_image.storage_key
+    swapped.unlink()
+    swapped.write_bytes(storage.get(rows[2][1].storage_key))  # a real PNG, just not this item's
+    refused = env.cli("review", "approve", str(second), check=False)
+    assert refused.returncode == 2 and "not the image the checker judged" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not storage.exists(f"jobs/{job}/{rows[1][0].item_key}/0.png")
+    item, image, _ = rows_of(env, job)[1]
+    assert (item.state, image.storage_key, image.sha256, image.approved_by) == (
+        State.blocked, second_image.storage_key, second_image.sha256, None)
+    # The approver is the account that runs the command; free text cannot stand in for it.
+    assert env.cli("review", "approve", str(rows[0][0].id), "--by", "alice", check=False).returncode == 2
+
     first = rows[0][0].id
-    approved = json.loads(env.cli("review", "approve", str(first), "--by", "alice", "--json").stdout)
+    who = pwd.getpwuid(os.geteuid()).pw_name
+    approved = json.loads(env.cli("review", "approve", str(first), "--note", "a mug, not nudity", "--json").stdout)
     public = f"jobs/{job}/{rows[0][0].item_key}/0.png"
-    assert approved == {"item": first, "published": public, "approved_by": "alice"}
+    assert approved == {"item": first, "published": public, "approved_by": who}
     assert storage.get(public) == storage.get(f"quarantine/{public}")
     item, image, _ = rows_of(env, job)[0]
-    assert item.state == State.succeeded and item.block_reason["approved_by"] == "alice"
-    assert (image.storage_key, image.visibility, image.approved_by) == (public, "public", "alice")
+    assert item.state == State.succeeded and item.block_reason["approved_by"] == who
+    assert item.block_reason["approval_note"] == "a mug, not nudity"
+    assert (image.storage_key, image.visibility, image.approved_by) == (public, "public", who)
     assert image.approved_at is not None
     assert env.cli("review", "approve", str(first), check=False).returncode == 2  # no longer blocked
 

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -21,6 +21,9 @@ from torch import nn
 from pixelmill.checks import NONE, Checks, Safety, Verdict
 from worker.engine import default_device
 from worker.quality import technical_scores
+
+if TYPE_CHECKING:
+    from transformers import CLIPModel, CLIPProcessor
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,8 @@ class AestheticHead(nn.Module):
                                     nn.Linear(128, 64), nn.Dropout(0.1), nn.Linear(64, 16), nn.Linear(16, 1))
 
     def forward(self, embeds: torch.Tensor) -> torch.Tensor:
-        return self.layers(embeds).squeeze(-1)
+        scores: torch.Tensor = self.layers(embeds)
+        return scores.squeeze(-1)
 
     @classmethod
     def load(cls, path: str | Path) -> AestheticHead:
@@ -49,7 +53,7 @@ class AestheticHead(nn.Module):
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            state = load_file(str(path))
+            state: dict[str, Any] = load_file(str(path))  # torch checkpoints may nest it under "state_dict"
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state)
@@ -73,7 +77,7 @@ class ConceptChecker:
         weights = root / "safety_checker" if (root / "safety_checker").is_dir() else root
         # The checker class declares no SDPA support, so transformers must be asked for eager attention.
         self.model = StableDiffusionSafetyChecker.from_pretrained(
-            weights, torch_dtype=dtype, attn_implementation="eager").to(device).eval()
+            weights, torch_dtype=dtype, attn_implementation="eager").to(device).eval()  # type: ignore[arg-type]
         processor_dir = next((d for d in (weights, root / "feature_extractor", weights.parent / "feature_extractor")
                               if (d / "preprocessor_config.json").exists()), None)
         if processor_dir is None:
@@ -152,11 +156,14 @@ class Judge:
         self.key = judge_key(checks)
         self.device = torch.device(device or default_device())
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        self.clip = self.clip_processor = self.aesthetic = None
+        self.clip: CLIPModel | None = None
+        self.clip_processor: CLIPProcessor | None = None
+        self.aesthetic: AestheticHead | None = None
         if checks.clip_model:
             from transformers import CLIPModel, CLIPProcessor
 
-            self.clip = CLIPModel.from_pretrained(checks.clip_model, torch_dtype=self.dtype).to(self.device).eval()
+            self.clip = CLIPModel.from_pretrained(  # type: ignore[arg-type]
+                checks.clip_model, torch_dtype=self.dtype).to(self.device).eval()
             self.clip_processor = CLIPProcessor.from_pretrained(checks.clip_model)
         if checks.aesthetic_head:
             self.aesthetic = AestheticHead.load(checks.aesthetic_head).to(self.device, torch.float32)

@@ -345,7 +345,9 @@ def review(
                                           "or `approve`.")],
     item: Annotated[Optional[int], typer.Argument(metavar="[ITEM]", help="With approve: the item id to publish "
                                                   "(as listed).")] = None,
-    by: Annotated[Optional[str], typer.Option(help="Who approves (default: the login name).")] = None,
+    note: Annotated[Optional[str], typer.Option(help="With approve: why this image is fine (recorded beside "
+                                                "the approver, who is the account running the command).")]
+    = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """`review JOB` lists blocked items with reasons; `review approve ITEM` publishes a false positive."""
@@ -356,13 +358,12 @@ def review(
         if target == "approve":
             if item is None:
                 fail("review approve needs an ITEM id; `pixelmill review JOB` lists them")
-            import getpass
-
             from pixelmill.storage import open_storage
+            from producer.review import os_identity
 
-            who = by or getpass.getuser()
+            who = os_identity()
             with ledger.session() as session:
-                key = approve(session, open_storage(get_settings()), item, by=who)
+                key = approve(session, open_storage(get_settings()), item, by=who, note=note)
             if as_json:
                 print(json.dumps({"item": item, "published": key, "approved_by": who}))
             else:
