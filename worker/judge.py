@@ -53,7 +53,7 @@ class AestheticHead(nn.Module):
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            state: dict[str, Any] = load_file(str(path))  # torch checkpoints may nest it under "state_dict"
+            state: dict[str, Any] = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state)
@@ -76,6 +76,8 @@ class ConceptChecker:
         root = Path(path)
         weights = root / "safety_checker" if (root / "safety_checker").is_dir() else root
         # The checker class declares no SDPA support, so transformers must be asked for eager attention.
+        # (The ignore: transformers decorates PreTrainedModel.to with functools.wraps, whose typeshed type
+        # is not a method, so mypy takes the device for ``self``.)
         self.model = StableDiffusionSafetyChecker.from_pretrained(
             weights, torch_dtype=dtype, attn_implementation="eager").to(device).eval()  # type: ignore[arg-type]
         processor_dir = next((d for d in (weights, root / "feature_extractor", weights.parent / "feature_extractor")
@@ -162,8 +164,8 @@ class Judge:
         if checks.clip_model:
             from transformers import CLIPModel, CLIPProcessor
 
-            self.clip = CLIPModel.from_pretrained(  # type: ignore[arg-type]
-                checks.clip_model, torch_dtype=self.dtype).to(self.device).eval()
+            clip = CLIPModel.from_pretrained(checks.clip_model, torch_dtype=self.dtype)
+            self.clip = clip.to(self.device).eval()  # type: ignore[arg-type]  # see ConceptChecker.__init__
             self.clip_processor = CLIPProcessor.from_pretrained(checks.clip_model)
         if checks.aesthetic_head:
             self.aesthetic = AestheticHead.load(checks.aesthetic_head).to(self.device, torch.float32)
@@ -184,6 +186,7 @@ class Judge:
         mine, theirs = _transformer(self.clip.vision_model).state_dict(), self.concepts.tower.state_dict()
         same = mine.keys() == theirs.keys() and all(
             mine[k].shape == theirs[k].shape and torch.equal(mine[k], theirs[k]) for k in mine)
+        assert self.clip_processor is not None  # loaded with self.clip
         clip_pre = self.clip_processor.image_processor.to_dict()
         checker_pre = self.concepts.processor.to_dict()
         same = same and all(clip_pre.get(k) == checker_pre.get(k) for k in _PREPROCESSING)
@@ -199,11 +202,14 @@ class Judge:
         safety: Sequence[Safety | None] = [None] * len(images)
         pooled = None
         if self.clip is not None:
+            assert self.clip_processor is not None  # loaded with self.clip
             pixels = self._pixels(self.clip_processor.image_processor, images)
             pooled = self.clip.vision_model(pixel_values=pixels).pooler_output
             image_embeds = nn.functional.normalize(self.clip.visual_projection(pooled).float())
-            tokens = self.clip_processor.tokenizer(list(prompts), padding=True, truncation=True,
-                                                   max_length=self.clip.config.text_config.max_position_embeddings,
+            # CLIPConfig declares text_config as its constructor takes it (dict | CLIPTextConfig | None); a
+            # constructed config always holds a CLIPTextConfig.
+            max_length = self.clip.config.text_config.max_position_embeddings  # type: ignore[union-attr]
+            tokens = self.clip_processor.tokenizer(list(prompts), padding=True, truncation=True, max_length=max_length,
                                                    return_tensors="pt").to(self.device)
             text = self.clip.text_model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask)
             text_embeds = nn.functional.normalize(self.clip.text_projection(text.pooler_output).float())
@@ -217,6 +223,7 @@ class Judge:
             if not self.shared:
                 pixels = self._pixels(self.concepts.processor, images)
                 pooled = self.concepts.model.vision_model(pixels).pooler_output
+            assert pooled is not None  # a shared tower's output comes from the CLIP forward above
             safety = self.concepts.decide(pooled)
         elif self.nudenet is not None:
             safety = self.nudenet.check(images)
@@ -225,7 +232,8 @@ class Judge:
 
     def _pixels(self, processor: Any, images: Sequence[Any]) -> torch.Tensor:
         batch = processor(images=[image.convert("RGB") for image in images], return_tensors="pt")
-        return batch.pixel_values.to(self.device, self.dtype)
+        pixels: torch.Tensor = batch.pixel_values.to(self.device, self.dtype)
+        return pixels
 
 
 def _transformer(vision: nn.Module) -> nn.Module:

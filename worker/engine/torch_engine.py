@@ -108,8 +108,8 @@ class TorchEngine:
         timings["total"] = self._clock() - start
         return Result(images=[image.convert("RGB") for image in images], timings=timings)
 
-    def _generate_whole(self, request: Request, common: dict[str, Any]
-                        ) -> tuple[list[PIL.Image.Image], dict[str, float]]:
+    def _generate_whole(self, request: Request,
+                        common: dict[str, Any]) -> tuple[list[PIL.Image.Image], dict[str, float]]:
         """One plain pipeline call; only the total is timed.
 
         Negatives are always passed as strings, "" included: SDXL would use zero embeddings for a
