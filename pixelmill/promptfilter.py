@@ -1,46 +1,47 @@
 """The prompt filter: refuse prompts that ask for unsafe content before any GPU work is spent on them.
 
-Lists are plain text files, one term or phrase per line, the category being the file's name
-(`sexual.txt` → `sexual`). Terms match whole words only, so "Sussex", "cocktail dress" or "analog watch"
-pass; phrases in an `allow.txt` list ("nude heels", "naked cake") are taken out before matching. Prompts
-are normalised first, defeating the usual evasions: Unicode compatibility forms (NFKC), case, zero-width
-and combining characters, look-alike letters from other scripts, leetspeak digits inside words, and
-letters spread out with separators ("n.u.d.e", "n u d e", "nu-de").
+Lists are plain text files, one term or phrase per line, the category being the file's name (`sexual.txt` →
+`sexual`); `allow.txt` holds phrases that are fine although they contain a listed term ("naked cake", "ball cock")
+and, marked `&`, product and colour nouns that give "nude" its colour sense ("nude heels"). A line may start with
+flags (docs/promptfilter.md):
+
+    term        blocks on its own: whole word, its inflections (plural, -ed, -ing, -er, -a/-o/-en …), doubled
+                letters collapsed, and one typo for words of 6+ letters
+    *term       also inside a longer word ("nudewoman", "pornstar"); CJK terms always are
+    =term       exactly this word: no inflections, no typo tolerance ("cp")
+    %term       not when a product or colour noun sits within two words ("nude heels", "escarpins nude")
+    ~group term weak: blocks only with a weak term of another group of the same category ("woman" + "tits",
+                "knife" + "blood"); a `~minor` term of minors.txt turns any sexual term into `minors`
+
+Prompts are folded before matching (`fold`): NFKC, every invisible, format, control, variation-selector and tag
+character removed, look-alike letters of other scripts mapped to Latin with Unicode's confusables data (UTS #39),
+small capitals, case folding, accents. Words are then read with leetspeak undone ("nud3", "$ex", "a$$", "pr0n"),
+possessives dropped, and letters spread over separators rejoined ("n u d e", "nu-de", "nu de", "se xy").
+Plain-ASCII prompts made of words already seen take a fast path: a `str.lower`, one regex split and dict look-ups.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import re
+import sys
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import ahocorasick
 
 BUILTIN = "builtin"
 BUILTIN_DIR = Path(__file__).resolve().parent / "blocklists"
 ALLOW = "allow"  # the list (allow.txt) of phrases that contain a blocked term but are fine
+MINORS = "minors"
+SEXUAL = "sexual"
+MINOR_GROUP = "minor"  # weak terms of minors.txt in this group make any sexual term a `minors` match
+PERSON_GROUP = "person"  # weak sexual terms that are people: they need a sexual term of another group
 
-_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b\u200c\u200d\u200e"
-                                    "\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2061\u2062\u2063\u2064\ufeff"))
-# Letters of other scripts that look like Latin ones (Cyrillic, Greek, IPA), after NFKC and case folding.
-_HOMOGLYPHS = str.maketrans({
-    "а": "a", "в": "b", "е": "e", "ё": "e", "з": "3", "і": "i", "ї": "i", "ј": "j", "к": "k",
-    "м": "m", "н": "h", "о": "o", "р": "p", "с": "c", "т": "t", "у": "y", "х": "x", "ѕ": "s", "ԁ": "d",
-    "ԛ": "q", "ԝ": "w", "ү": "y", "һ": "h", "ӏ": "l", "α": "a", "β": "b", "γ": "y", "ε": "e", "η": "n",
-    "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p", "σ": "o", "ς": "c", "τ": "t", "υ": "u", "χ": "x",
-    "ω": "w", "ɑ": "a", "ɡ": "g", "ɩ": "i", "ɪ": "i", "ʏ": "y", "ᴅ": "d", "ᴇ": "e", "ᴋ": "k", "ᴍ": "m",
-    "ᴏ": "o", "ᴘ": "p", "ᴛ": "t", "ᴜ": "u", "ᴠ": "v", "ᴡ": "w", "ᴢ": "z", "ı": "i", "ł": "l", "ø": "o",
-    "đ": "d", "ß": "ss",
-})
-_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g",
-                       "@": "a", "$": "s", "!": "i", "|": "l", "€": "e", "+": "t"})
-_WORD = re.compile(r"[\w@$!|€+]+")  # a token, leet symbols included
-_LEET_SYMBOL = re.compile(r"[@$!|€+](?=\w)")  # symbols stand for letters only before one ("$ex", not "nude!")
-_SEPARATORS = r"[\s.\-_*'`~^:,;/\\·•]+"
-_SPREAD = re.compile(rf"\b\w(?:{_SEPARATORS}\w\b){{2,}}")  # three or more single characters apart
-_INWORD = re.compile(r"(?<=[a-z])[.\-_*'`~^·•](?=[a-z])")  # "nu-de", "nu.de"
-_REPEATS = re.compile(r"([a-z])\1{2,}")  # "nuuude"
+_CACHE_LIMIT = 200_000  # words remembered between prompts (catalogue vocabularies repeat)
 
 
 @dataclass(frozen=True)
@@ -52,88 +53,475 @@ class Match:
         return {"stage": "prompt", "category": self.category, "term": self.term}
 
 
+# --- folding ---------------------------------------------------------------------------------------------------
+
+_EXTRA_INVISIBLE = [
+    (0xFE00, 0xFE0F),  # variation selectors
+    (0xE0100, 0xE01EF),  # variation selectors supplement
+    (0xE0000, 0xE007F),  # tag characters
+    (0x2800, 0x2800),  # braille pattern blank
+    (0x3164, 0x3164),  # hangul filler
+    (0x115F, 0x1160),  # hangul choseong/jungseong fillers
+    (0xFFA0, 0xFFA0),  # halfwidth hangul filler
+    (0x180B, 0x180F),  # mongolian free variation selectors, vowel separator
+    (0x200B, 0x200F),  # zero width space/joiners, direction marks
+    (0x202A, 0x202E),  # direction embeddings/overrides
+    (0x2060, 0x206F),  # word joiner, invisible operators, direction isolates
+    (0x00AD, 0x00AD),  # soft hyphen
+    (0x034F, 0x034F),  # combining grapheme joiner
+    (0x061C, 0x061C),  # arabic letter mark
+    (0x17B4, 0x17B5),  # khmer inherent vowels
+    (0xFEFF, 0xFEFF),  # byte order mark
+    (0x1D173, 0x1D17A),  # musical symbol format characters
+]
+_DROP_CATEGORIES = {"Cf", "Cc", "Mn", "Me", "Co", "Cs"}
+_GREEK_AND_OTHER_FIXES = {  # confusables.txt maps these to a less useful letter, or not at all
+    "Ι": "i", "ι": "i", "ɩ": "i", "ı": "i", "ӏ": "l", "Ӏ": "i", "ł": "l", "ø": "o", "đ": "d", "ß": "ss", "æ": "ae",
+    "œ": "oe", "ð": "d", "þ": "p", "η": "n", "ν": "v", "μ": "u", "κ": "k", "τ": "t", "ρ": "p", "χ": "x",
+    "ω": "w", "γ": "y", "β": "b", "α": "a", "ε": "e", "σ": "o", "ς": "c", "υ": "u", "ο": "o", "ϲ": "c",
+    "ʀ": "r", "ɢ": "g", "ʜ": "h", "ʟ": "l", "ɴ": "n", "ɪ": "i", "ʏ": "y", "ʙ": "b", "ǫ": "q", "ꞯ": "q",
+    "ꜰ": "f", "ꜱ": "s", "ɑ": "a", "ɡ": "g", "ɒ": "a", "ɔ": "c", "ə": "e", "ɛ": "e", "ʃ": "s", "ʋ": "u",
+    "ｉ": "i", "օ": "o", "ս": "u", "ո": "n", "հ": "h", "ց": "g", "զ": "q", "ա": "w", "ե": "t", "յ": "j",
+    "ք": "p", "Օ": "o", "Ս": "u", "Տ": "s", "Լ": "l", "Զ": "z", "Ճ": "d", "Ո": "n", "Ռ": "n",
+}
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+
+
+def _script_protected(char: str) -> bool:
+    """Kana, CJK ideographs and Hangul keep their identity: some look like Latin letters but are words."""
+    return bool(_CJK.match(char)) or 0x3000 <= ord(char) <= 0x303F
+
+
+@functools.cache
+def _fold_table() -> dict[int, str | None]:
+    """One translation table, built once: invisibles → nothing, look-alikes and small capitals → Latin."""
+    table: dict[int, str | None] = {}
+    for low, high in _EXTRA_INVISIBLE:
+        table.update(dict.fromkeys(range(low, high + 1)))
+    for code in range(sys.maxunicode + 1):
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        category = unicodedata.category(chr(code))
+        if category in _DROP_CATEGORIES and chr(code) not in "\t\n\r\x0b\x0c":
+            table[code] = None
+    import confusable_homoglyphs  # only for its data file (Unicode confusables.txt as JSON)
+
+    data_file = Path(confusable_homoglyphs.__file__).resolve().parent / "confusables.json"
+    data: dict[str, list[dict[str, str]]] = json.loads(data_file.read_text(encoding="utf-8"))
+    for target, entries in sorted(data.items(), key=lambda kv: (not kv[0].isalpha(), kv[0])):  # letters win
+        if not (len(target) == 1 and target.isascii() and target.isalnum()):
+            continue
+        for entry in entries:
+            char = entry["c"]
+            if len(char) == 1 and not char.isascii() and not _script_protected(char) and ord(char) not in table:
+                table[ord(char)] = target.lower()
+    for code in range(0x80, 0x20000):
+        name = unicodedata.name(chr(code), "")
+        if " SMALL CAPITAL " in name and len(name.rsplit(" ", 1)[1]) == 1:
+            table.setdefault(code, name.rsplit(" ", 1)[1].lower())
+    for char, latin in _GREEK_AND_OTHER_FIXES.items():
+        table[ord(char)] = latin
+    for char in "\t\n\r\x0b\x0c":
+        table[ord(char)] = " "
+    return table
+
+
+def fold(text: str) -> str:
+    """Lower case with look-alikes, invisibles and accents undone; digits and punctuation kept."""
+    if text.isascii():
+        return text.lower()
+    table = _fold_table()
+    text = unicodedata.normalize("NFKC", text).translate(table)
+    text = unicodedata.normalize("NFD", text.casefold().translate(table)).translate(table)
+    return unicodedata.normalize("NFC", text)
+
+
+# --- words -----------------------------------------------------------------------------------------------------
+
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t", "8": "b", "9": "g",
+                       "@": "a", "$": "s", "!": "i", "|": "l", "€": "e", "+": "t", "¡": "i", "£": "l", "¢": "c"})
+_TOKEN = re.compile(r"(?:[^\W_]|[$@!|€+¡£¢])+")
+_POSSESSIVE = re.compile(r"(?<=\w)['’`´]s?\b")
+_LETTER = re.compile(r"[^\W\d_]")
+_MEASURE = re.compile(r"\d+[a-z]{0,3}")  # "14yo", "32w", "4k", "3xl", "1080p": a number, not leetspeak
+_INWORD_SEPARATOR = re.compile(r"[-=._*~^·•'’`:/\\]+")
+_REPEATS = re.compile(r"(.)\1+")
+
+
+def words_of(text: str) -> Iterator[tuple[str, str, str]]:
+    """(word as read, word as written, separator before it) for each word of a folded text."""
+    if "'" in text or "’" in text or "`" in text or "´" in text:
+        text = _POSSESSIVE.sub("", text)
+    end = 0
+    for found in _TOKEN.finditer(text):
+        raw = found.group().strip("!|+¡")
+        before = text[end : found.start()]
+        end = found.end()
+        if raw:
+            yield _read(raw), raw, before
+
+
+@functools.lru_cache(maxsize=65536)
+def _read(raw: str) -> str:
+    """A word with leetspeak undone where it holds letters; numbers and measures ("14yo", "4k") stay."""
+    if raw.isdigit() or not _LETTER.search(raw) or _MEASURE.fullmatch(raw):
+        return raw
+    return raw.translate(_LEET)
+
+
 def normalise(text: str) -> str:
-    """Lower-case Latin letters, digits and single spaces, with the evasions above undone."""
-    text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE).casefold()
-    text = "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.combining(c))
-    text = text.translate(_HOMOGLYPHS)
-    # Leetspeak only inside tokens that also hold letters: "s3x" is a word, "2024" or "15" are numbers.
-    text = _WORD.sub(_unleet, text)
-    return " ".join(text.split())
+    """Lower-case letters, digits and single spaces, with the evasions above undone."""
+    folded = fold(text)
+    if not _TOKEN.search(folded):
+        return " ".join(folded.split())
+    pieces: list[str] = []
+    end = 0
+    for found in _TOKEN.finditer(folded):
+        pieces.append(folded[end : found.start()])
+        raw = found.group()
+        core = raw.strip("!|+¡")
+        pieces.append(raw.replace(core, _read(core)) if core else raw)
+        end = found.end()
+    pieces.append(folded[end:])
+    return " ".join("".join(pieces).split())
 
 
-def _unleet(token: re.Match[str]) -> str:
-    word = token.group()
-    if not re.search(r"[a-z]", word):
-        return word
-    word = _LEET_SYMBOL.sub(lambda m: m.group().translate(_LEET), word)
-    return re.sub(r"\d", lambda m: m.group().translate(_LEET), word)
+# --- lists -----------------------------------------------------------------------------------------------------
+
+_LATIN_SUFFIXES = ("s", "es", "ed", "d", "ing", "er", "ers", "y", "ies", "a", "o", "os", "as", "e", "en", "n", "ne",
+                   "nes", "x", "ly", "ness", "ie", "ies", "ity", "ism", "ist", "ists", "ic", "ische", "isch", "ique")
+_SHORT_SUFFIXES = ("s", "es", "ed", "d", "ing", "er", "ers", "y", "ie", "ies", "a", "o", "os", "as", "e")
+_E_DROP_SUFFIXES = ("ing", "ed", "er", "ers", "a", "as", "o", "os", "ity", "ist", "ists", "ism", "ic", "ation")
+_COLLAPSE_STOP = {"as", "bobs", "tis", "cok", "ded", "pus", "dik", "cum", "tits", "bals", "sex", "nud"}
+_FORM_STOP = {"nudo", "nudos", "cocker", "cockers", "cocky", "dicky", "dickie", "dickies", "tito", "tita", "titer",
+              "titers", "nudy", "nuder", "sexe", "sexa", "analy", "porne"}  # inflections that are other words
+_FUZZY_STOP = {"exotic", "exotics", "nudist", "heroic", "ironic", "erotik", "beheld", "mangle", "mangled",
+               "bloody", "trunks", "breast", "breasts", "nipper", "nippers", "shooting", "sexton", "suicid",
+               "killer", "killers", "hunger", "nigeria", "niger", "tranche", "spice", "spices", "faggots",
+               "bondage", "bondages", "poker", "pussycat", "rapeseed", "grape", "drape", "draped", "raped",
+               "tapes", "naked", "neked", "porno", "murder", "murders", "cutter", "cutters", "gorey", "penis",
+               "peanis", "pains", "pants", "panties", "skinny", "whore", "where", "heroin", "heroine", "nudes",
+               "stripe", "striped", "stripes", "striper", "strippers", "stripper", "dressing", "undresses",
+               "sensual", "casual", "sexual", "unisex", "bisected", "dissected", "titles", "titled"}
 
 
-def views(text: str) -> tuple[tuple[str, ...], list[str]]:
-    """The normalised prompt as words, and with letters spread out inside a word joined ("nu-de", "nuuude"
-    → "nude"); plus each run of three or more single characters joined ("a n.u.d.e" → "anude"), in which a
-    term may sit anywhere."""
-    base = normalise(text)
-    runs = [_join_run(m) for m in _SPREAD.finditer(base)]
-    words = re.sub(r"[^a-z0-9]+", " ", base).strip()
-    joined = _SPREAD.sub(_join_run, base)
-    joined = re.sub(r"[^a-z0-9]+", " ", _REPEATS.sub(r"\1", _INWORD.sub("", joined))).strip()
-    return ((words,) if joined == words else (words, joined)), runs
+@dataclass
+class Term:
+    category: str
+    term: str  # as written in the list (reported in matches)
+    group: str = ""  # weak terms: their group; "" = strong
+    inside: bool = False  # `*`: may sit inside a longer word
+    exact: bool = False  # `=`: no inflections or typos
+    colour: bool = False  # `%`: not next to a product or colour noun
+
+    @property
+    def weak(self) -> bool:
+        return bool(self.group)
 
 
-def _join_run(run: re.Match[str]) -> str:
-    letters = re.sub(r"[^a-z0-9]", "", run.group())
-    return letters.translate(_LEET) if re.search(r"[a-z]", letters) else letters
+@dataclass
+class _Hit:
+    term: Term
+    start: int  # word index
+    end: int  # word index after the last word
+
+
+def parse_line(category: str, line: str) -> Term | None:
+    """One list line: flags, then the term (see the module docstring)."""
+    text = line.split("#", 1)[0].strip() if not line.lstrip().startswith("\\#") else line.strip()[1:]
+    if not text:
+        return None
+    term = Term(category, "")
+    while text and text[0] in "*=%~":
+        flag, text = text[0], text[1:]
+        if flag == "~":
+            group, _, text = text.partition(" ")
+            term.group = group or "weak"
+        else:
+            term.inside |= flag == "*"
+            term.exact |= flag == "="
+            term.colour |= flag == "%"
+        text = text.strip()
+    term.term = text
+    term.exact |= term.weak  # weak words are listed with their forms: "cut" must not become "cute"
+    if _CJK.search(text):
+        term.inside = True
+    return term if text else None
+
+
+def _forms(word: str, exact: bool) -> set[str]:
+    """A word and its inflections: plural, -ed, -ing, -er, Romance and German endings."""
+    if exact or word in _FORM_STOP or not word.isalpha() or not word.isascii():
+        return {word}
+    forms = {word + suffix for suffix in (_LATIN_SUFFIXES if len(word) >= 4 else _SHORT_SUFFIXES)}
+    if word.endswith("e") and len(word) >= 4:
+        forms.update(word[:-1] + suffix for suffix in _E_DROP_SUFFIXES)
+    if word.endswith("y") and len(word) >= 4:
+        forms.update(word[:-1] + suffix for suffix in ("ies", "ied", "ier", "iest"))
+    if word[-1] not in "aeiouyw" and len(word) >= 3:
+        forms.update(word + word[-1] + suffix for suffix in ("ing", "ed", "er", "ers", "y", "ies"))
+    return (forms - _FORM_STOP) | {word}
+
+
+def _deletions(word: str) -> set[str]:
+    return {word[:i] + word[i + 1 :] for i in range(len(word))}
 
 
 class PromptFilter:
+    """Matches prompts against category lists; build it once (`load` caches) and call `check` per prompt."""
+
     def __init__(self, terms: Iterable[tuple[str, str]]) -> None:
-        """`terms`: (category, phrase); the category `allow` lists phrases that are not a match although
-        they contain a blocked term ("nude heels", "naked cake")."""
-        self.terms: dict[str, str] = {}  # normalised phrase -> category
-        allowed: list[str] = []
-        for category, term in terms:
-            phrase = views(term)[0][0]
-            if phrase and category == ALLOW:
-                allowed.append(phrase)
-            elif phrase:
-                self.terms.setdefault(phrase, category)
-        self._allowed = _alternation(allowed)
-        if not self.terms:
-            self._pattern = None
-            return
-        self._pattern = _alternation(self.terms)
+        """`terms`: (category, list line); the category `allow` lists phrases that are not a match although they
+        contain a blocked term, and product/colour nouns (`&noun`) that give `%` terms their harmless sense."""
+        self.terms: list[Term] = []
+        self._word: dict[str, list[Term]] = {}  # a word form → the single-word terms it is
+        self._collapsed: dict[str, list[Term]] = {}  # the same with repeated letters collapsed
+        self._fuzzy: dict[str, list[tuple[str, Term]]] = {}  # deletion neighbourhood of long words
+        self._inside = ahocorasick.Automaton()  # terms that may sit inside a word
+        self._phrases = ahocorasick.Automaton()  # multi-word terms and allowed phrases over " word word "
+        self._nouns: set[str] = set()
+        self._people: set[str] = set()  # forms of weak `person` and `minor` words
+        self._first_words: set[str] = set()  # the first word of each phrase (a quick "could a phrase start here")
+        self._cache: dict[str, tuple[Term, ...]] = {}
+        phrases: dict[str, list[Term | None]] = {}
+        inside: dict[str, list[Term]] = {}
+        for category, line in terms:
+            if category == ALLOW and line.strip().startswith("&"):
+                noun = self._key(line.strip()[1:].split("#", 1)[0].strip())
+                self._nouns.update((noun, noun + "s", noun + "es"))
+                continue
+            term = parse_line(category, line)
+            if term is None:
+                continue
+            key = self._key(term.term)
+            if not key:
+                continue
+            words = key.split()
+            if category == ALLOW:
+                for variant in self._phrase_variants(words):
+                    phrases.setdefault(variant, []).append(None)
+                continue
+            self.terms.append(term)
+            if term.group in (PERSON_GROUP, MINOR_GROUP) and len(words) == 1:
+                self._people.update(_forms(key, term.exact))
+            if len(words) > 1:
+                for variant in self._phrase_variants(words, term.exact):
+                    phrases.setdefault(variant, []).append(term)
+                joined = "".join(words)
+                if len(joined) >= 6 and not _CJK.search(joined):
+                    self._add_word(joined, term)  # "selfharm", "wearingnothing"
+                continue
+            self._add_word(key, term)
+            if term.inside:
+                inside.setdefault(key, []).append(term)
+        for key, found in inside.items():
+            self._inside.add_word(key, (key, tuple(found)))
+        if inside:
+            self._inside.make_automaton()
+        for key, entries in phrases.items():
+            self._phrases.add_word(f" {key} ", (key, tuple(entries)))
+            self._first_words.add(key.split()[0])
+        if phrases:
+            self._phrases.make_automaton()
+        self._has_inside = bool(inside)
+        self._has_phrases = bool(phrases)
+        self.categories = sorted({t.category for t in self.terms})
+
+    @staticmethod
+    def _key(text: str) -> str:
+        return " ".join(read for read, _, _ in words_of(fold(text)))
+
+    @staticmethod
+    def _phrase_variants(words: list[str], exact: bool = False) -> set[str]:
+        return {" ".join([*words[:-1], form]) for form in _forms(words[-1], exact)}
+
+    def _add_word(self, key: str, term: Term) -> None:
+        for form in _forms(key, term.exact):
+            self._word.setdefault(form, []).append(term)
+            collapsed = _REPEATS.sub(r"\1", form)
+            if not term.exact and len(collapsed) >= 4 and collapsed not in _COLLAPSE_STOP:
+                self._collapsed.setdefault(collapsed, []).append(term)
+        if not term.exact and not term.weak and len(key) >= 6 and key.isascii() and key.isalpha():
+            for variant in {key} | _deletions(key):
+                self._fuzzy.setdefault(variant, []).append((key, term))
 
     @classmethod
     def from_sources(cls, sources: Sequence[str]) -> PromptFilter:
         """`sources`: `builtin`, list files, or directories of `*.txt` lists."""
         return cls(term for source in sources for term in _read_source(source))
 
+    # --- matching ----------------------------------------------------------------------------------------------
+
+    def _word_terms(self, word: str) -> tuple[Term, ...]:
+        """The terms one word is (or holds), cached: catalogue prompts reuse a small vocabulary."""
+        cached = self._cache.get(word)
+        if cached is not None:
+            return cached
+        found: list[Term] = list(self._word.get(word, ()))
+        if not found:
+            collapsed = _REPEATS.sub(r"\1", word)
+            if collapsed != word:
+                found.extend(self._collapsed.get(collapsed, ()))
+        if not found and self._has_inside:
+            for _, (_, terms) in self._inside.iter(word):
+                found.extend(terms)
+        if not found and len(word) >= 6 and word not in _FUZZY_STOP and self._fuzzy:
+            for variant in {word} | _deletions(word):
+                for key, term in self._fuzzy.get(variant, ()):
+                    if key[:2] == word[:2] and _edit_distance_at_most_one(key, word):
+                        found.append(term)
+        result = tuple({id(t): t for t in found}.values())
+        if len(self._cache) > _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[word] = result
+        return result
+
     def check(self, prompt: str) -> Match | None:
-        """The first blocked term the prompt asks for, or None."""
-        if self._pattern is None:
+        """The first blocked term (or weak combination) the prompt asks for, or None."""
+        if not self.terms:
             return None
-        texts, runs = views(prompt)
-        for text in texts:
-            if self._allowed is not None:
-                text = self._allowed.sub("|", text)
-            found = self._pattern.search(text)
-            if found:
-                return Match(category=self.terms[found.group(1)], term=found.group(1))
-        for run in runs:
-            for term, category in self.terms.items():
-                if term.replace(" ", "") in run:
-                    return Match(category=category, term=term)
+        folded = fold(prompt)
+        reads: list[str] = []
+        raws: list[str] = []
+        seps: list[str] = []
+        for read, raw, sep in words_of(folded):
+            reads.append(read)
+            raws.append(raw)
+            seps.append(sep)
+        hits: list[_Hit] = []
+        for index, word in enumerate(reads):
+            for term in self._word_terms(word):
+                hits.append(_Hit(term, index, index + 1))
+            if word is raws[index] and not word.isalpha():  # "53x" is read as a measure, but may be leetspeak
+                leet = word.translate(_LEET)
+                if leet != word and _LETTER.search(word):
+                    hits.extend(_Hit(t, index, index + 1) for t in self._word_terms(leet))
+        hits.extend(self._joined_hits(reads, raws, seps))
+        excused: set[int] = set()
+        if self._has_phrases and not self._first_words.isdisjoint(reads):
+            line = " " + " ".join(reads) + " "
+            starts = _word_starts(reads)
+            for end, (key, entries) in self._phrases.iter(line):
+                first = starts.get(end - len(key), -1)
+                if first < 0:
+                    continue
+                last = first + key.count(" ") + 1
+                for entry in entries:
+                    if entry is None:
+                        excused.update(range(first, last))
+                    else:
+                        hits.append(_Hit(entry, first, last))
+        if not hits:
+            return None
+        if excused:
+            hits = [h for h in hits if not excused.issuperset(range(h.start, h.end))]
+        hits = [h for h in hits if not (h.term.colour and self._colour_sense(reads, h))]
+        return self._decide(hits, folded, reads)
+
+    def _joined_hits(self, reads: list[str], raws: list[str], seps: list[str]) -> Iterator[_Hit]:
+        """Words spread over separators: "nu-de", "top-less" (two words joined inside a word), and runs of
+        pieces of up to three letters ("n u d e", "se xy", "nak ed", "nu dity"), each aligned sub-run that has
+        a one- or two-letter piece read as one word."""
+        count = len(reads)
+        for index in range(1, count):
+            sep = seps[index]
+            if sep and " " not in sep and _INWORD_SEPARATOR.fullmatch(sep):
+                for term in self._word_terms(_read(raws[index - 1] + raws[index])):
+                    yield _Hit(term, index - 1, index + 1)
+        index = 0
+        while index < count:
+            if len(reads[index]) > 3:
+                index += 1
+                continue
+            end = index + 1
+            while end < count and len(reads[end]) <= 3 and len(seps[end]) <= 3:
+                end += 1
+            if end - index >= 2 or len(reads[index]) <= 2:
+                low, high = max(index - 1, 0), min(end + 1, count)
+                for first in range(low, high):
+                    text = raws[first]
+                    short = len(text) <= 2
+                    for last in range(first + 1, min(first + 14, high)):
+                        text += raws[last]
+                        short = short or len(reads[last]) <= 2
+                        if short:
+                            for term in self._word_terms(_read(text)):
+                                yield _Hit(term, first, last + 1)
+            index = end
+
+    def _colour_sense(self, reads: list[str], hit: _Hit) -> bool:
+        """A `%` term ("nude") two words or fewer from a product or colour noun means a colour, unless a person
+        word sits right next to it ("nude model, leather jacket")."""
+        window = reads[max(hit.start - 2, 0) : hit.start] + reads[hit.end : hit.end + 2]
+        if self._nouns.isdisjoint(window):
+            return False
+        return self._people.isdisjoint(reads[max(hit.start - 1, 0) : hit.start] + reads[hit.end : hit.end + 1])
+
+    def _decide(self, hits: list[_Hit], folded: str, reads: list[str]) -> Match | None:
+        minor = [h for h in hits if h.term.category == MINORS and h.term.group == MINOR_GROUP]
+        age = _minor_age(folded, reads)
+        sexual = [h for h in hits if h.term.category == SEXUAL and h.term.group != PERSON_GROUP]
+        if (minor or age) and sexual:
+            who = minor[0].term.term if minor else age
+            return Match(MINORS, f"{who} + {sexual[0].term.term}")
+        for hit in hits:
+            if not hit.term.weak:
+                return Match(hit.term.category, hit.term.term)
+        groups: dict[str, dict[str, str]] = {}
+        for hit in hits:
+            groups.setdefault(hit.term.category, {}).setdefault(hit.term.group, hit.term.term)
+        for category, found in groups.items():
+            if category != MINORS and len(found) >= 2:
+                return Match(category, " + ".join(list(found.values())[:2]))
         return None
 
+def _edit_distance_at_most_one(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    if len(a) > len(b):
+        a, b = b, a
+    if len(b) - len(a) > 1:
+        return False
+    i = 0
+    while i < len(a) and a[i] == b[i]:
+        i += 1
+    if len(a) == len(b):
+        return a[i + 1 :] == b[i + 1 :] or (  # substitution, or a swap of two neighbours
+            i + 1 < len(a) and a[i] == b[i + 1] and a[i + 1] == b[i] and a[i + 2 :] == b[i + 2 :])
+    return a[i:] == b[i + 1 :]
 
-def _alternation(phrases: Iterable[str]) -> re.Pattern[str] | None:
-    """Whole-word match of any phrase, the longest first."""
-    ordered = sorted(set(phrases), key=len, reverse=True)
-    if not ordered:
-        return None
-    return re.compile(r"(?<![a-z0-9])(" + "|".join(re.escape(p) for p in ordered) + r")(?![a-z0-9])")
+
+def _word_starts(reads: list[str]) -> dict[int, int]:
+    """Character offset (in " " + " ".join(reads)) → word index."""
+    starts: dict[int, int] = {}
+    offset = 1
+    for index, word in enumerate(reads):
+        starts[offset] = index
+        offset += len(word) + 1
+    return starts
+
+
+_NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+                 "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
+                 "sixteen": 16, "seventeen": 17, "zwolf": 12, "dreizehn": 13, "vierzehn": 14, "doce": 12,
+                 "trece": 13, "catorce": 14, "douze": 12, "treize": 13, "quatorze": 14}
+_AGE = re.compile(
+    r"(?<![\d.,])(\d{1,2}|" + "|".join(_NUMBER_WORDS) + r")\s*[-‐–]?\s*(?:"
+    r"yo\b|y/o|y\.o\b|yrs?\s*[-‐–]?\s*old|years?\s*[-‐–]?\s*old|year\s*[-‐–]?\s*olds?|years?\s+of\s+age|"
+    r"jahre?\s+alt|jahrige?n?|jaehrige?n?|ans\b|anos\b|anos\s+de\s+edad|anni\b|лет|года?\b|歳|岁|才|yr\b|y\b)"
+)
+
+
+def _minor_age(folded: str, reads: list[str]) -> str:
+    """"12 year old", "14yo", "13歳": an age under 18 in the prompt, as written; "" if none."""
+    if not any(c.isdigit() for c in folded) and _NUMBER_WORDS.keys().isdisjoint(reads):
+        return ""
+    for found in _AGE.finditer(folded):
+        number = found.group(1)
+        age = int(number) if number.isdigit() else _NUMBER_WORDS[number]
+        if age < 18:
+            return found.group()
+    return ""
 
 
 def _read_source(source: str) -> Iterable[tuple[str, str]]:
@@ -143,11 +531,14 @@ def _read_source(source: str) -> Iterable[tuple[str, str]]:
         raise FileNotFoundError(f"PIXELMILL_PROMPT_BLOCKLISTS: no list at {source!r}")
     for file in files:
         for line in file.read_text(encoding="utf-8").splitlines():
-            term = line.split("#", 1)[0].strip()
-            if term:
-                yield file.stem, term
+            if line.split("#", 1)[0].strip():
+                yield file.stem, line
 
 
 @functools.cache
 def load(sources: tuple[str, ...]) -> PromptFilter:
+    """The filter for these list sources, built once per process (building costs ~1 s: the fold table)."""
     return PromptFilter.from_sources(sources)
+
+
+__all__ = ["ALLOW", "BUILTIN", "Match", "PromptFilter", "Term", "fold", "load", "normalise", "words_of"]
