@@ -82,9 +82,11 @@ _GREEK_AND_OTHER_FIXES = {  # confusables.txt maps these to a less useful letter
     "ʀ": "r", "ɢ": "g", "ʜ": "h", "ʟ": "l", "ɴ": "n", "ɪ": "i", "ʏ": "y", "ʙ": "b", "ǫ": "q", "ꞯ": "q",
     "ꜰ": "f", "ꜱ": "s", "ɑ": "a", "ɡ": "g", "ɒ": "a", "ɔ": "c", "ə": "e", "ɛ": "e", "ʃ": "s", "ʋ": "u",
     "ｉ": "i", "օ": "o", "ս": "u", "ո": "n", "հ": "h", "ց": "g", "զ": "q", "ա": "w", "ե": "t", "յ": "j",
-    "ք": "p", "Օ": "o", "Ս": "u", "Տ": "s", "Լ": "l", "Զ": "z", "Ճ": "d", "Ո": "n", "Ռ": "n",
+    "є": "e", "к": "k", "м": "m", "т": "t", "ք": "p", "Օ": "o", "Ս": "u", "Տ": "s", "Լ": "l", "Զ": "z", "Ճ": "d", "Ո": "n", "Ռ": "n",
 }
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+_CJK_CLASS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_CJK = re.compile(f"[{_CJK_CLASS}]")
+_CJK_SPREAD = re.compile(f"(?<=[{_CJK_CLASS}])[\\s\\W_]{{1,3}}(?=[{_CJK_CLASS}])")
 
 
 def _script_protected(char: str) -> bool:
@@ -121,6 +123,10 @@ def _fold_table() -> dict[int, str | None]:
             table.setdefault(code, name.rsplit(" ", 1)[1].lower())
     for char, latin in _GREEK_AND_OTHER_FIXES.items():
         table[ord(char)] = latin
+    for code in range(0x400, 0x530):  # Cyrillic capitals fold like their lower case ("В" → "в", not "b")
+        upper, lower = chr(code), chr(code).lower()
+        if upper != lower and len(lower) == 1:
+            table[code] = table.get(ord(lower), lower)  # type: ignore[assignment]
     for char in "\t\n\r\x0b\x0c":
         table[ord(char)] = " "
     return table
@@ -146,6 +152,11 @@ _LETTER = re.compile(r"[^\W\d_]")
 _MEASURE = re.compile(r"\d+[a-z]{0,3}")  # "14yo", "32w", "4k", "3xl", "1080p": a number, not leetspeak
 _INWORD_SEPARATOR = re.compile(r"[-=._*~^·•'’`:/\\]+")
 _REPEATS = re.compile(r"(.)\1+")
+_LEET_ALT = str.maketrans({"0": "o", "1": "l", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t", "8": "b", "9": "g",
+                           "@": "a", "$": "s", "!": "l", "|": "i", "€": "e", "+": "t", "¡": "i", "£": "l", "¢": "c"})
+_ATTRIBUTE_BEFORE = {"in", "en", "em", "color", "colour", "cor", "couleur", "farbe", "colore", "tono", "shade"}
+_ATTRIBUTE_AFTER = {"in", "en", "em", "with", "and", "und", "y", "et", "e", "color", "colour", "farben"}
+_NOT_POSSESSIVE = re.compile(r"[^\W\d_]+(?!['’`´\w])")
 
 
 def words_of(text: str) -> Iterator[tuple[str, str, str]]:
@@ -154,7 +165,7 @@ def words_of(text: str) -> Iterator[tuple[str, str, str]]:
         text = _POSSESSIVE.sub("", text)
     end = 0
     for found in _TOKEN.finditer(text):
-        raw = found.group().strip("!|+¡")
+        raw = found.group().rstrip("!|+¡")
         before = text[end : found.start()]
         end = found.end()
         if raw:
@@ -179,7 +190,7 @@ def normalise(text: str) -> str:
     for found in _TOKEN.finditer(folded):
         pieces.append(folded[end : found.start()])
         raw = found.group()
-        core = raw.strip("!|+¡")
+        core = raw.rstrip("!|+¡")
         pieces.append(raw.replace(core, _read(core)) if core else raw)
         end = found.end()
     pieces.append(folded[end:])
@@ -277,14 +288,22 @@ class PromptFilter:
         self._word: dict[str, list[Term]] = {}  # a word form → the single-word terms it is
         self._collapsed: dict[str, list[Term]] = {}  # the same with repeated letters collapsed
         self._fuzzy: dict[str, list[tuple[str, Term]]] = {}  # deletion neighbourhood of long words
-        self._inside = ahocorasick.Automaton()  # terms that may sit inside a word
+        self._phrase_fuzzy: dict[str, list[str]] = {}  # the same for the words of phrases
+        self._phrase_words: set[str] = set()
+        self._inside = ahocorasick.Automaton()  # terms that may sit inside a word; allowed spans (no terms)
+        self._minor_inside = ahocorasick.Automaton()  # minor words inside joined words ("niñadesnuda")
         self._phrases = ahocorasick.Automaton()  # multi-word terms and allowed phrases over " word word "
         self._nouns: set[str] = set()
         self._people: set[str] = set()  # forms of weak `person` and `minor` words
+        self._colour_forms: set[str] = set()  # forms of `%` terms
         self._first_words: set[str] = set()  # the first word of each phrase (a quick "could a phrase start here")
         self._cache: dict[str, tuple[Term, ...]] = {}
+        self._piece_cache: dict[str, tuple[Term, ...]] = {}
+        self._canon_cache: dict[str, str] = {}
         phrases: dict[str, list[Term | None]] = {}
         inside: dict[str, list[Term]] = {}
+        inside_allowed: list[str] = []
+        minor_inside: dict[str, Term] = {}
         for category, line in terms:
             if category == ALLOW and line.strip().startswith("&"):
                 noun = self._key(line.strip()[1:].split("#", 1)[0].strip())
@@ -298,52 +317,81 @@ class PromptFilter:
                 continue
             words = key.split()
             if category == ALLOW:
+                if _CJK.search(key) or len(words) > 1:
+                    inside_allowed.append(key.replace(" ", ""))  # "カロリー" holds "ロリ", "whitepowerbank"
                 for variant in self._phrase_variants(words):
                     phrases.setdefault(variant, []).append(None)
                 continue
             self.terms.append(term)
-            if term.group in (PERSON_GROUP, MINOR_GROUP) and len(words) == 1:
+            if term.group in (PERSON_GROUP, MINOR_GROUP, MINOR_GROUP + "x") and len(words) == 1:
                 self._people.update(_forms(key, term.exact))
+            if term.group.startswith(MINOR_GROUP) and len(key) >= 4 and " " not in key:
+                minor_inside.setdefault(key, term)
             if len(words) > 1:
                 for variant in self._phrase_variants(words, term.exact):
                     phrases.setdefault(variant, []).append(term)
                 joined = "".join(words)
                 if len(joined) >= 6 and not _CJK.search(joined):
                     self._add_word(joined, term)  # "selfharm", "wearingnothing"
+                if len(joined) >= 8 and not term.weak and not term.exact:
+                    inside.setdefault(joined, []).append(term)  # "girlwearingnothingbutasmile"
                 continue
             self._add_word(key, term)
+            if term.colour:
+                self._colour_forms.update(_forms(key, term.exact))
             if term.inside:
                 inside.setdefault(key, []).append(term)
         for key, found in inside.items():
             self._inside.add_word(key, (key, tuple(found)))
-        if inside:
+        for key in inside_allowed:
+            if key not in inside:
+                self._inside.add_word(key, (key, ()))
+        self._has_inside = bool(inside)
+        if self._has_inside:
             self._inside.make_automaton()
+        for key, minor in minor_inside.items():
+            self._minor_inside.add_word(key, minor)
+        if minor_inside:
+            self._minor_inside.make_automaton()
         for key, entries in phrases.items():
             self._phrases.add_word(f" {key} ", (key, tuple(entries)))
             self._first_words.add(key.split()[0])
-        if phrases:
-            self._phrases.make_automaton()
-        self._has_inside = bool(inside)
+            for word in key.split():
+                self._phrase_words.add(word)
+                if len(word) >= 4 and word.isalpha():
+                    for variant in {word} | _deletions(word):
+                        self._phrase_fuzzy.setdefault(variant, []).append(word)
         self._has_phrases = bool(phrases)
+        if self._has_phrases:
+            self._phrases.make_automaton()
         self.categories = sorted({t.category for t in self.terms})
 
     @staticmethod
     def _key(text: str) -> str:
+        """A list term as the matcher sees words: folded, leetspeak read."""
         return " ".join(read for read, _, _ in words_of(fold(text)))
 
     @staticmethod
     def _phrase_variants(words: list[str], exact: bool = False) -> set[str]:
-        return {" ".join([*words[:-1], form]) for form in _forms(words[-1], exact)}
+        head = [_REPEATS.sub(r"\1", word) for word in words[:-1]]
+        return {" ".join([*head, _REPEATS.sub(r"\1", form)]) for form in _forms(words[-1], exact)}
 
     def _add_word(self, key: str, term: Term) -> None:
         for form in _forms(key, term.exact):
             self._word.setdefault(form, []).append(term)
             collapsed = _REPEATS.sub(r"\1", form)
-            if not term.exact and len(collapsed) >= 4 and collapsed not in _COLLAPSE_STOP:
+            if len(collapsed) >= 4 and collapsed not in _COLLAPSE_STOP:
                 self._collapsed.setdefault(collapsed, []).append(term)
-        if not term.exact and not term.weak and len(key) >= 6 and key.isascii() and key.isalpha():
+        if term.exact and not term.weak:
+            return
+        if key.isascii() and key.isalpha() and (len(key) >= 6 if not term.weak else len(key) >= 7):
             for variant in {key} | _deletions(key):
                 self._fuzzy.setdefault(variant, []).append((key, term))
+        elif not term.weak and 4 <= len(key) <= 5 and key.isascii() and key.isalpha():
+            for i in range(1, len(key) - 1):  # "nakde", "ndues": one swap of neighbours (not the first letter)
+                swapped = key[:i] + key[i + 1] + key[i] + key[i + 2 :]
+                if swapped != key:
+                    self._word.setdefault(swapped, []).append(term)
 
     @classmethod
     def from_sources(cls, sources: Sequence[str]) -> PromptFilter:
@@ -352,35 +400,59 @@ class PromptFilter:
 
     # --- matching ----------------------------------------------------------------------------------------------
 
-    def _word_terms(self, word: str) -> tuple[Term, ...]:
-        """The terms one word is (or holds), cached: catalogue prompts reuse a small vocabulary."""
-        cached = self._cache.get(word)
+    def _word_terms(self, word: str, inside: bool = True) -> tuple[Term, ...]:
+        """The terms one word is (or, with `inside`, holds), cached: catalogue prompts reuse a small vocabulary."""
+        cache = self._cache if inside else self._piece_cache
+        cached = cache.get(word)
         if cached is not None:
             return cached
         found: list[Term] = list(self._word.get(word, ()))
         if not found:
             collapsed = _REPEATS.sub(r"\1", word)
-            if collapsed != word:
-                found.extend(self._collapsed.get(collapsed, ()))
-        if not found and self._has_inside:
-            for _, (_, terms) in self._inside.iter(word):
-                found.extend(terms)
-        if not found and len(word) >= 6 and word not in _FUZZY_STOP and self._fuzzy:
+            found.extend(self._collapsed.get(collapsed, ()))
+            if not found and collapsed != word:
+                found.extend(self._word.get(collapsed, ()))
+        if not found and inside and self._has_inside and len(word) >= 3:
+            spans = [(end - len(key) + 1, end + 1, terms) for end, (key, terms) in self._inside.iter(word)]
+            allowed = [(start, end) for start, end, terms in spans if not terms]
+            for start, end, terms in spans:
+                if terms and not any(a <= start and end <= b for a, b in allowed):
+                    found.extend(terms)
+        if not found and len(word) >= 5 and word not in _FUZZY_STOP and self._fuzzy and word.isalpha():
             for variant in {word} | _deletions(word):
                 for key, term in self._fuzzy.get(variant, ()):
-                    if key[:2] == word[:2] and _edit_distance_at_most_one(key, word):
+                    if key[0] == word[0] and _edit_distance_at_most_one(key, word):
                         found.append(term)
         result = tuple({id(t): t for t in found}.values())
-        if len(self._cache) > _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[word] = result
+        if len(cache) > _CACHE_LIMIT:
+            cache.clear()
+        cache[word] = result
         return result
+
+    def _canon(self, word: str) -> str:
+        """A word as phrases are matched: repeated letters collapsed, one typo away from a phrase word fixed."""
+        cached = self._canon_cache.get(word)
+        if cached is not None:
+            return cached
+        canon = _REPEATS.sub(r"\1", word)
+        if canon not in self._phrase_words and len(canon) >= 4 and canon.isalpha():
+            for variant in {canon} | _deletions(canon):
+                fixed = [w for w in self._phrase_fuzzy.get(variant, ()) if w[0] == canon[0]]
+                if fixed and _edit_distance_at_most_one(fixed[0], canon):
+                    canon = fixed[0]
+                    break
+        if len(self._canon_cache) > _CACHE_LIMIT:
+            self._canon_cache.clear()
+        self._canon_cache[word] = canon
+        return canon
 
     def check(self, prompt: str) -> Match | None:
         """The first blocked term (or weak combination) the prompt asks for, or None."""
         if not self.terms:
             return None
         folded = fold(prompt)
+        if not folded.isascii() and _CJK.search(folded):
+            folded = _CJK_SPREAD.sub("", folded)  # "裸 体", "纳*粹"
         reads: list[str] = []
         raws: list[str] = []
         seps: list[str] = []
@@ -392,15 +464,19 @@ class PromptFilter:
         for index, word in enumerate(reads):
             for term in self._word_terms(word):
                 hits.append(_Hit(term, index, index + 1))
-            if word is raws[index] and not word.isalpha():  # "53x" is read as a measure, but may be leetspeak
-                leet = word.translate(_LEET)
-                if leet != word and _LETTER.search(word):
-                    hits.extend(_Hit(t, index, index + 1) for t in self._word_terms(leet))
+            raw = raws[index]
+            if not raw.isalpha() and _LETTER.search(raw):  # leetspeak read other ways: "1" as "l", "53x"
+                for other in _leet_variants(raw) - {word}:
+                    found = self._word_terms(other)
+                    hits.extend(_Hit(t, index, index + 1) for t in found)
+                    if found or other in self._phrase_words:
+                        reads[index] = other
         hits.extend(self._joined_hits(reads, raws, seps))
         excused: set[int] = set()
-        if self._has_phrases and not self._first_words.isdisjoint(reads):
-            line = " " + " ".join(reads) + " "
-            starts = _word_starts(reads)
+        canon = [self._canon(word) for word in reads] if self._has_phrases else reads
+        if self._has_phrases and not self._first_words.isdisjoint(canon):
+            line = " " + " ".join(canon) + " "
+            starts = _word_starts(canon)
             for end, (key, entries) in self._phrases.iter(line):
                 first = starts.get(end - len(key), -1)
                 if first < 0:
@@ -415,8 +491,8 @@ class PromptFilter:
             return None
         if excused:
             hits = [h for h in hits if not excused.issuperset(range(h.start, h.end))]
-        hits = [h for h in hits if not (h.term.colour and self._colour_sense(reads, h))]
-        return self._decide(hits, folded, reads)
+        hits = [h for h in hits if not (h.term.colour and self._colour_sense(reads, seps, h, folded))]
+        return self._decide(hits, folded, reads) if hits else None
 
     def _joined_hits(self, reads: list[str], raws: list[str], seps: list[str]) -> Iterator[_Hit]:
         """Words spread over separators: "nu-de", "top-less" (two words joined inside a word), and runs of
@@ -426,7 +502,7 @@ class PromptFilter:
         for index in range(1, count):
             sep = seps[index]
             if sep and " " not in sep and _INWORD_SEPARATOR.fullmatch(sep):
-                for term in self._word_terms(_read(raws[index - 1] + raws[index])):
+                for term in self._word_terms(_read(raws[index - 1] + raws[index]), inside=False):
                     yield _Hit(term, index - 1, index + 1)
         index = 0
         while index < count:
@@ -441,32 +517,56 @@ class PromptFilter:
                 for first in range(low, high):
                     text = raws[first]
                     short = len(text) <= 2
-                    for last in range(first + 1, min(first + 14, high)):
+                    for last in range(first + 1, min(first + 16, high)):
                         text += raws[last]
                         short = short or len(reads[last]) <= 2
-                        if short:
-                            for term in self._word_terms(_read(text)):
-                                yield _Hit(term, first, last + 1)
+                        if short or (last - first == 1 and len(text) >= 6 and first >= index):
+                            if _COMMON.issuperset(reads[first : last + 1]) or raws[first].isdigit() or raws[last].isdigit():
+                                continue  # "pen is", "the rap is", "nude, 4 g": words, not a spread one
+                            for joined in _leet_variants(text) if not text.isalpha() else (text,):
+                                for term in self._word_terms(joined, inside=False):
+                                    yield _Hit(term, first, last + 1)
             index = end
 
-    def _colour_sense(self, reads: list[str], hit: _Hit) -> bool:
-        """A `%` term ("nude") two words or fewer from a product or colour noun means a colour, unless a person
-        word sits right next to it ("nude model, leather jacket")."""
-        window = reads[max(hit.start - 2, 0) : hit.start] + reads[hit.end : hit.end + 2]
-        if self._nouns.isdisjoint(window):
+    def _colour_sense(self, reads: list[str], seps: list[str], hit: _Hit, folded: str) -> bool:
+        """A `%` term ("nude") means a colour two words or fewer from a product or colour noun ("nude heels"),
+        or set off as an attribute ("…, nude, 38", "in Nude") in a prompt about no one ("women's" is an audience,
+        not a person) — unless a person word sits right next to it ("nude model, leather jacket")."""
+        if hit.end - hit.start != 1 or reads[hit.start] not in self._colour_forms:
+            return False  # "nudewoman", "n u d e": not a colour
+        if not self._people.isdisjoint(reads[max(hit.start - 1, 0) : hit.start] + reads[hit.end : hit.end + 1]):
             return False
-        return self._people.isdisjoint(reads[max(hit.start - 1, 0) : hit.start] + reads[hit.end : hit.end + 1])
+        if not self._nouns.isdisjoint(reads[max(hit.start - 3, 0) : hit.start] + reads[hit.end : hit.end + 2]):
+            return True
+        start = hit.start - 1 if hit.start > 0 and reads[hit.start - 1] in _ATTRIBUTE_BEFORE else hit.start
+        before = start == 0 or start != hit.start or any(c in seps[start] for c in ",(/|;:-–[")
+        after = hit.end == len(reads) or any(c in seps[hit.end] for c in ",)/|;:-–]") or (
+            reads[hit.end] in _ATTRIBUTE_AFTER)
+        if not (before and after):
+            return False
+        people = (word.group() for word in _NOT_POSSESSIVE.finditer(folded))
+        return self._people.isdisjoint(people)
 
     def _decide(self, hits: list[_Hit], folded: str, reads: list[str]) -> Match | None:
-        minor = [h for h in hits if h.term.category == MINORS and h.term.group == MINOR_GROUP]
-        age = _minor_age(folded, reads)
+        """Strong terms block (minors first); weak ones in pairs of groups; a minor word or an age under 18 with
+        any sexual term makes the match `minors`."""
         sexual = [h for h in hits if h.term.category == SEXUAL and h.term.group != PERSON_GROUP]
-        if (minor or age) and sexual:
-            who = minor[0].term.term if minor else age
-            return Match(MINORS, f"{who} + {sexual[0].term.term}")
-        for hit in hits:
-            if not hit.term.weak:
-                return Match(hit.term.category, hit.term.term)
+        strong = [h for h in hits if not h.term.weak]
+        if sexual:
+            minor = [h.term.term for h in hits if h.term.group == MINOR_GROUP]
+            if not minor and any(not h.term.weak for h in sexual):
+                minor = [h.term.term for h in hits if h.term.group == MINOR_GROUP + "x"]
+            if not minor:
+                any_strong = any(not h.term.weak for h in sexual)
+                for word in reads:
+                    if len(word) >= 8 and len(self._minor_inside) and word not in self._people:
+                        minor.extend(t.term for _, t in self._minor_inside.iter(word)
+                                     if t.group == MINOR_GROUP or any_strong)
+            who = minor[0] if minor else _minor_age(folded, reads)
+            if who:
+                return Match(MINORS, f"{who} + {sexual[0].term.term}")
+        for hit in sorted(strong, key=lambda h: h.term.category != MINORS):
+            return Match(hit.term.category, hit.term.term)
         groups: dict[str, dict[str, str]] = {}
         for hit in hits:
             groups.setdefault(hit.term.category, {}).setdefault(hit.term.group, hit.term.term)
@@ -474,6 +574,7 @@ class PromptFilter:
             if category != MINORS and len(found) >= 2:
                 return Match(category, " + ".join(list(found.values())[:2]))
         return None
+
 
 def _edit_distance_at_most_one(a: str, b: str) -> bool:
     if a == b:
@@ -489,6 +590,28 @@ def _edit_distance_at_most_one(a: str, b: str) -> bool:
         return a[i + 1 :] == b[i + 1 :] or (  # substitution, or a swap of two neighbours
             i + 1 < len(a) and a[i] == b[i + 1] and a[i + 1] == b[i] and a[i + 2 :] == b[i + 2 :])
     return a[i:] == b[i + 1 :]
+
+
+_COMMON = {"a", "i", "is", "it", "in", "on", "an", "as", "at", "be", "by", "do", "go", "he", "if", "me", "my", "no",
+           "of", "or", "so", "to", "up", "us", "we", "the", "and", "for", "pen", "art", "are", "but", "not", "you",
+           "all", "can", "her", "was", "one", "our", "out", "day", "get", "has", "him", "his", "how", "man", "new",
+           "now", "old", "see", "two", "way", "who", "boy", "did", "its", "let", "put", "say", "she", "too", "use",
+           "de", "la", "le", "el", "en", "et", "y", "e", "un", "une", "der", "die", "das", "und", "ein", "mit", "con",
+           "per", "set", "kit", "box", "cm", "mm", "ml", "kg", "xl", "xs", "xxl"}
+_AMBIGUOUS = {"1": "il", "!": "il", "|": "li"}
+
+
+def _leet_variants(raw: str) -> set[str]:
+    """Readings of a leetspeak word: "1", "!" and "|" may each be "i" or "l" ("|o1i" → "loli")."""
+    base = raw.translate(_LEET)
+    spots = [i for i, c in enumerate(raw) if c in _AMBIGUOUS][:4]
+    variants = {base, raw.translate(_LEET_ALT)}
+    for mask in range(1 << len(spots)):
+        letters = list(base)
+        for bit, spot in enumerate(spots):
+            letters[spot] = _AMBIGUOUS[raw[spot]][(mask >> bit) & 1]
+        variants.add("".join(letters))
+    return variants
 
 
 def _word_starts(reads: list[str]) -> dict[int, int]:
