@@ -154,8 +154,10 @@ _INWORD_SEPARATOR = re.compile(r"[-=._*~^·•'’`:/\\]+")
 _REPEATS = re.compile(r"(.)\1+")
 _LEET_ALT = str.maketrans({"0": "o", "1": "l", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t", "8": "b", "9": "g",
                            "@": "a", "$": "s", "!": "l", "|": "i", "€": "e", "+": "t", "¡": "i", "£": "l", "¢": "c"})
+_COLOUR_WORDS = {"nude", "nudes"}  # set off as an attribute ("…, nude, 38") they name a colour
 _ATTRIBUTE_BEFORE = {"in", "en", "em", "color", "colour", "cor", "couleur", "farbe", "colore", "tono", "shade"}
 _ATTRIBUTE_AFTER = {"in", "en", "em", "with", "and", "und", "y", "et", "e", "color", "colour", "farben"}
+_OWNER = re.compile(r"([^\W\d_]+)['’`´]")
 _NOT_POSSESSIVE = re.compile(r"[^\W\d_]+(?!['’`´\w])")
 
 
@@ -300,6 +302,8 @@ class PromptFilter:
         self._cache: dict[str, tuple[Term, ...]] = {}
         self._piece_cache: dict[str, tuple[Term, ...]] = {}
         self._canon_cache: dict[str, str] = {}
+        self._compound = ahocorasick.Automaton()  # every listed word form, for words run together
+        self._compound_cache: dict[str, tuple[Term, ...]] = {}
         phrases: dict[str, list[Term | None]] = {}
         inside: dict[str, list[Term]] = {}
         inside_allowed: list[str] = []
@@ -361,6 +365,13 @@ class PromptFilter:
                 if len(word) >= 4 and word.isalpha():
                     for variant in {word} | _deletions(word):
                         self._phrase_fuzzy.setdefault(variant, []).append(word)
+        for form, found in self._word.items():
+            usable = tuple(t for t in found if len(form) >= (4 if t.weak else 5))
+            if usable and form.isascii() and form.isalpha() and form not in _COMPOUND_STOP:
+                self._compound.add_word(form, usable)
+        self._has_compound = len(self._compound) > 0
+        if self._has_compound:
+            self._compound.make_automaton()
         self._has_phrases = bool(phrases)
         if self._has_phrases:
             self._phrases.make_automaton()
@@ -429,6 +440,22 @@ class PromptFilter:
         cache[word] = result
         return result
 
+    def _compound_terms(self, word: str) -> tuple[Term, ...]:
+        """Terms run together in one long word ("womanshowinghertits", "teenagegirlstripping"): every listed
+        word of 4+ letters found inside (5+ for strong terms); weak ones still need a partner of another group."""
+        cached = self._compound_cache.get(word)
+        if cached is not None:
+            return cached
+        found: list[Term] = []
+        if self._has_compound:
+            for _, terms in self._compound.iter(word):
+                found.extend(terms)
+        result = tuple({id(t): t for t in found}.values())
+        if len(self._compound_cache) > _CACHE_LIMIT:
+            self._compound_cache.clear()
+        self._compound_cache[word] = result
+        return result
+
     def _canon(self, word: str) -> str:
         """A word as phrases are matched: repeated letters collapsed, one typo away from a phrase word fixed."""
         cached = self._canon_cache.get(word)
@@ -472,6 +499,9 @@ class PromptFilter:
                     if found or other in self._phrase_words:
                         reads[index] = other
         hits.extend(self._joined_hits(reads, raws, seps))
+        for index, word in enumerate(reads):
+            if len(word) >= 12 and word.isalpha():
+                hits.extend(_Hit(t, index, index + 1) for t in self._compound_terms(word))
         excused: set[int] = set()
         canon = [self._canon(word) for word in reads] if self._has_phrases else reads
         if self._has_phrases and not self._first_words.isdisjoint(canon):
@@ -534,10 +564,14 @@ class PromptFilter:
         not a person) — unless a person word sits right next to it ("nude model, leather jacket")."""
         if hit.end - hit.start != 1 or reads[hit.start] not in self._colour_forms:
             return False  # "nudewoman", "n u d e": not a colour
-        if not self._people.isdisjoint(reads[max(hit.start - 1, 0) : hit.start] + reads[hit.end : hit.end + 1]):
+        owners = set(_OWNER.findall(folded)) if "'" in folded or "’" in folded else set()  # "women's shoes"
+        beside = reads[max(hit.start - 1, 0) : hit.start] + reads[hit.end : hit.end + 1]
+        if not self._people.isdisjoint(set(beside) - owners):
             return False
-        if not self._nouns.isdisjoint(reads[max(hit.start - 3, 0) : hit.start] + reads[hit.end : hit.end + 2]):
+        if not self._nouns.isdisjoint(reads[max(hit.start - 2, 0) : hit.start] + reads[hit.end : hit.end + 2]):
             return True
+        if reads[hit.start] not in _COLOUR_WORDS:
+            return False
         start = hit.start - 1 if hit.start > 0 and reads[hit.start - 1] in _ATTRIBUTE_BEFORE else hit.start
         before = start == 0 or start != hit.start or any(c in seps[start] for c in ",(/|;:-–[")
         after = hit.end == len(reads) or any(c in seps[hit.end] for c in ",)/|;:-–]") or (
@@ -592,6 +626,7 @@ def _edit_distance_at_most_one(a: str, b: str) -> bool:
     return a[i:] == b[i + 1 :]
 
 
+_COMPOUND_STOP = {"mann", "frau", "kind", "kinder", "junge", "dame", "herr", "male", "lady"}
 _COMMON = {"a", "i", "is", "it", "in", "on", "an", "as", "at", "be", "by", "do", "go", "he", "if", "me", "my", "no",
            "of", "or", "so", "to", "up", "us", "we", "the", "and", "for", "pen", "art", "are", "but", "not", "you",
            "all", "can", "her", "was", "one", "our", "out", "day", "get", "has", "him", "his", "how", "man", "new",
