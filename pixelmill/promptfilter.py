@@ -154,6 +154,7 @@ _INWORD_SEPARATOR = re.compile(r"[-=._*~^·•'’`:/\\]+")
 _REPEATS = re.compile(r"(.)\1+")
 _LEET_ALT = str.maketrans({"0": "o", "1": "l", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t", "8": "b", "9": "g",
                            "@": "a", "$": "s", "!": "l", "|": "i", "€": "e", "+": "t", "¡": "i", "£": "l", "¢": "c"})
+_FOR = {"for", "para", "pour", "fur", "fuer", "per"}
 _COLOUR_WORDS = {"nude", "nudes"}  # set off as an attribute ("…, nude, 38") they name a colour
 _ATTRIBUTE_BEFORE = {"in", "en", "em", "color", "colour", "cor", "couleur", "farbe", "colore", "tono", "shade"}
 _ATTRIBUTE_AFTER = {"in", "en", "em", "with", "and", "und", "y", "et", "e", "color", "colour", "farben"}
@@ -306,7 +307,7 @@ class PromptFilter:
         self._canon_cache: dict[str, str] = {}
         self._compound = ahocorasick.Automaton()  # every listed word form, for words run together
         self._compound_cache: dict[str, tuple[Term, ...]] = {}
-        self._gates: set[str] = set()  # a word of each blocked phrase: prompts without any cannot hold one
+        self._gates: dict[str, set[tuple[str, str]]] = {}  # a word of each phrase → its (category, group)s
         self._state: dict[str, frozenset[tuple[str, str]] | bool] = {}  # see `_token_state`
         self._prefixes: set[str] = set()  # every start of a listed word form: joins stop when they leave it
         phrases: dict[str, list[Term | None]] = {}
@@ -314,6 +315,7 @@ class PromptFilter:
         inside_allowed: list[str] = []
         minor_inside: dict[str, Term] = {}
         base_phrase_words: set[str] = set()  # words of blocked phrases as listed: typos are fixed towards these
+        gate_phrases: list[tuple[list[str], Term]] = []
         for category, line in terms:
             if category == ALLOW and line.strip().startswith("&"):
                 noun = self._key(line.strip()[1:].split("#", 1)[0].strip())
@@ -339,11 +341,12 @@ class PromptFilter:
                 minor_inside.setdefault(key, term)
             if len(words) > 1:
                 base_phrase_words.update(_REPEATS.sub(r"\1", word) for word in words)
+                gate_phrases.append((words, term))
                 for variant in self._phrase_variants(words, term.exact):
                     phrases.setdefault(variant, []).append(term)
                 joined = "".join(words)
                 if len(joined) >= 6 and not _CJK.search(joined):
-                    self._add_word(joined, term)  # "selfharm", "wearingnothing"
+                    self._add_word(joined, term, fuzzy=len(joined) >= 9)  # "selfharm", "wearingnothing"
                 if len(joined) >= 8 and not term.weak and not term.exact:
                     inside.setdefault(joined, []).append(term)  # "girlwearingnothingbutasmile"
                 continue
@@ -365,11 +368,6 @@ class PromptFilter:
         if minor_inside:
             self._minor_inside.make_automaton()
         for key, entries in phrases.items():
-            if any(entry is not None for entry in entries):  # a blocked phrase: one rare word of it gates the fast path
-                ranked = sorted(enumerate(key.split()), key=lambda iw: (
-                    iw[1] not in _FREQUENT and iw[1] not in _COMMON and not iw[1].isdigit(),
-                    any(not t.weak for t in self._word.get(iw[1], ())), len(iw[1]), iw[0]))
-                self._gates.add(ranked[-1][1])
             self._phrases.add_word(f" {key} ", (key, tuple(entries)))
             self._first_words.add(key.split()[0])
             for word in key.split():
@@ -382,6 +380,15 @@ class PromptFilter:
             usable = tuple(t for t in found if len(form) >= (4 if t.weak else 5))
             if usable and form.isascii() and form.isalpha() and form not in _COMPOUND_STOP:
                 self._compound.add_word(form, usable)
+        for words, term in gate_phrases:  # one rare word of each listed phrase gates the fast path
+            ranked = sorted(enumerate(words), key=lambda iw: (
+                any(not t.weak for t in self._word.get(iw[1], ())),
+                iw[1] not in _FREQUENT and iw[1] not in _COMMON and not iw[1].isdigit(),
+                not any(t.weak for t in self._word.get(iw[1], ())), len(iw[1]), iw[0]))
+            position, gate = ranked[-1]
+            for form in _forms(gate, term.exact) if position == len(words) - 1 else {gate}:
+                groups = self._gates.setdefault(_REPEATS.sub(r"\1", form), set())
+                groups.add((term.category, term.group) if term.weak else ("", ""))
         for form in [*self._word, *self._collapsed]:
             self._prefixes.update(form[:i] for i in range(1, len(form) + 1))
         self._has_compound = len(self._compound) > 0
@@ -402,13 +409,13 @@ class PromptFilter:
         head = [_REPEATS.sub(r"\1", word) for word in words[:-1]]
         return {" ".join([*head, _REPEATS.sub(r"\1", form)]) for form in _forms(words[-1], exact)}
 
-    def _add_word(self, key: str, term: Term) -> None:
+    def _add_word(self, key: str, term: Term, fuzzy: bool = True) -> None:
         for form in _forms(key, term.exact):
             self._word.setdefault(form, []).append(term)
             collapsed = _REPEATS.sub(r"\1", form)
             if len(collapsed) >= 4 and collapsed not in _COLLAPSE_STOP:
                 self._collapsed.setdefault(collapsed, []).append(term)
-        if term.exact and not term.weak:
+        if (term.exact and not term.weak) or not fuzzy:
             return
         if key.isascii() and key.isalpha() and (len(key) >= 6 if not term.weak else len(key) >= 7):
             for variant in {key} | _deletions(key):
@@ -506,13 +513,16 @@ class PromptFilter:
                     terms.extend(self._compound_terms(variant))
         if len(read) >= 12 and read.isalpha():
             terms.extend(self._compound_terms(read))
+        groups = {(t.category, t.group) for t in terms}
+        if read.isalpha():
+            groups.update(self._gates.get(self._canon(read), ()))
+            groups.update(self._gates.get(_REPEATS.sub(r"\1", read), ()))
         result: frozenset[tuple[str, str]] | bool
-        if (any(not t.weak for t in terms) or _REPEAT3.search(read) or self._canon(read) in self._gates
-                or _REPEATS.sub(r"\1", read) in self._gates or (len(read) <= 3 and _REPEATS.search(read)
-                                                                  and read not in _COMMON)):
-            result = False
+        if (any(not t.weak for t in terms) or ("", "") in groups or _REPEAT3.search(read)
+                or (len(read) <= 3 and _REPEATS.search(read) and read not in _COMMON and read.isalpha())):
+            result = False  # a strong term, a strong phrase's gate, or letters repeated to disguise a word
         else:
-            result = frozenset((t.category, t.group) for t in terms) or True
+            result = frozenset(groups) or True
         if len(self._state) > _CACHE_LIMIT:
             self._state.clear()
         self._state[token] = result
@@ -526,8 +536,8 @@ class PromptFilter:
         text, at a few microseconds."""
         if not self.terms:
             return None
-        if prompt.isascii():
-            low = prompt.lower()
+        folded = low = prompt.lower() if prompt.isascii() else fold(prompt)  # accents, look-alikes, invisibles undone
+        if low.isascii():
             if "'" in low or "`" in low:
                 low = _POSSESSIVE.sub("", low)
             tokens = _ASCII_TOKEN.findall(low)
@@ -535,15 +545,13 @@ class PromptFilter:
             if None in states:
                 states = [self._token_state(token) for token in tokens]
             if False in states:
-                return self._check(prompt)
+                return self._check(prompt, folded)
             weak = [state for state in states if state is not True]
-            if weak:
-                groups = frozenset().union(*weak)  # type: ignore[arg-type]
-                if len(groups) > 1 or any(c == SEXUAL and g != PERSON_GROUP for c, g in groups):
-                    return self._check(prompt)  # two weak groups, or a sexual word an age would make `minors`
+            if weak and _may_combine(frozenset().union(*weak), low, tokens):  # type: ignore[arg-type]
+                return self._check(prompt, folded)
             if self._no_joins(tokens, low):
                 return None
-        return self._check(prompt)
+        return self._check(prompt, folded)
 
     def _no_joins(self, tokens: list[str], low: str) -> bool:
         """No two neighbours join into a listed word ("top less"), and no run of short pieces does ("se xy",
@@ -553,35 +561,30 @@ class PromptFilter:
         for a, b in zip(tokens, tokens[1:]):
             if a in prefixes and a + b in words:
                 return False
-        if _SPLIT_MARK.search(low) and any(self._word_terms(a + b, inside=False) for a, b in zip(tokens, tokens[1:])
-                                           if len(a) + len(b) >= 5):
-            return False  # "self-ahrm": a typo across a hyphen
+        for pair in _SPLIT_PAIR.finditer(low):
+            joined = pair.group(1) + pair.group(2)
+            if len(joined) >= 5 and self._word_terms(joined if joined.isalpha() else _read(joined), inside=False):
+                return False  # "self-ahrm": a typo across a hyphen
+        shape = "".join(["s" if len(t) <= 2 else "m" if len(t) == 3 else "L" for t in tokens])
         count = len(tokens)
-        index = 0
-        while index < count:  # runs of short pieces, as `_joined_hits` reads them (it also splits on long gaps)
-            if len(tokens[index]) > 3:
-                index += 1
-                continue
-            end = index + 1
-            while end < count and len(tokens[end]) <= 3:
-                end += 1
-            if end - index >= 2 or len(tokens[index]) <= 2:
-                for first in range(max(index - 1, 0), min(end + 1, count)):
-                    text = tokens[first]
-                    for last in range(first + 1, min(first + 24, end + 1, count)):
-                        text += tokens[last]
-                        read = text if text.isalpha() else _read(text)
-                        if read not in prefixes:
-                            if len(read) >= 5 and self._word_terms(read, inside=False):
-                                return False  # a typo in a spread word ("sin roa")
-                            break
-                        if read in words and not _COMMON.issuperset(tokens[first : last + 1]):
-                            return False
-            index = end
+        for run in _SHORT_RUN.finditer(shape):  # runs of short pieces, as `_joined_hits` reads them
+            end = run.end()
+            for first in range(max(run.start() - 1, 0), min(end + 1, count)):
+                text = tokens[first]
+                for last in range(first + 1, min(first + 24, end + 1, count)):
+                    text += tokens[last]
+                    read = text if text.isalpha() else _read(text)
+                    if read not in prefixes:
+                        if len(read) >= 5 and self._word_terms(read, inside=False):
+                            return False  # a typo in a spread word ("sin roa")
+                        break
+                    if read in words and not _COMMON.issuperset(tokens[first : last + 1]):
+                        return False
         return True
 
-    def _check(self, prompt: str) -> Match | None:
-        folded = fold(prompt)
+    def _check(self, prompt: str, folded: str | None = None) -> Match | None:
+        """The full reading of a prompt (see the module docstring)."""
+        folded = fold(prompt) if folded is None else folded
         if not folded.isascii() and _CJK.search(folded):
             folded = _CJK_SPREAD.sub("", folded)  # "裸 体", "纳*粹"
         reads: list[str] = []
@@ -669,8 +672,10 @@ class PromptFilter:
         if hit.end - hit.start != 1 or reads[hit.start] not in self._colour_forms:
             return False  # "nudewoman", "n u d e": not a colour
         owners = set(_OWNER.findall(folded)) if "'" in folded or "’" in folded else set()  # "women's shoes"
+        audience = {reads[i] for i in range(1, len(reads)) if reads[i - 1] in _FOR or reads[i - 1] in self._nouns}
+        audience |= owners  # "for women", "Women's", "Robe fille", "Scarpe bambino": who it is for
         beside = reads[max(hit.start - 1, 0) : hit.start] + reads[hit.end : hit.end + 1]
-        if not self._people.isdisjoint(set(beside) - owners):
+        if not self._people.isdisjoint(set(beside) - audience):
             return False
         if not self._nouns.isdisjoint(reads[max(hit.start - 2, 0) : hit.start] + reads[hit.end : hit.end + 2]):
             return True
@@ -682,8 +687,10 @@ class PromptFilter:
             reads[hit.end] in _ATTRIBUTE_AFTER)
         if not (before and after):
             return False
-        people = (word.group() for word in _NOT_POSSESSIVE.finditer(folded))
-        return self._people.isdisjoint(people)
+        if start != hit.start and reads[start] != "the":
+            return True  # "in nude", "en nude": a colour, whoever wears it ("in the nude" is listed)
+        near = set(reads[max(hit.start - 2, 0) : hit.start] + reads[hit.end : hit.end + 2]) & self._people
+        return not near - audience  # audiences are fine: "for women", "Women's", "para mujer"
 
     def _decide(self, hits: list[_Hit], folded: str, reads: list[str]) -> Match | None:
         """Strong terms block (minors first); weak ones in pairs of groups; a minor word or an age under 18 with
@@ -730,8 +737,9 @@ def _edit_distance_at_most_one(a: str, b: str) -> bool:
     return a[i:] == b[i + 1 :]
 
 
-_MISSING = object()
-_SPLIT_MARK = re.compile(r"[a-z0-9][-=._*~^:/\\][a-z0-9]")
+_SHORT_RUN = re.compile(r"[sm]{2,}|s")
+_DIGIT = re.compile(r"\d")
+_SPLIT_PAIR = re.compile(r"([a-z0-9$@!|+]+)[-=._*~^:/\\]+(?=([a-z0-9$@!|+]+))")
 _ASCII_TOKEN = re.compile(r"[a-z0-9$@!|+]+")
 _REPEAT3 = re.compile(r"([a-z])\1\1")
 _FREQUENT = {"white", "black", "power", "with", "without", "wearing", "head", "blood", "girl", "woman", "women",
@@ -746,6 +754,19 @@ _COMMON = {"a", "i", "is", "it", "in", "on", "an", "as", "at", "be", "by", "do",
            "now", "old", "see", "two", "way", "who", "boy", "did", "its", "let", "put", "say", "she", "too", "use",
            "de", "la", "le", "el", "en", "et", "y", "e", "un", "une", "der", "die", "das", "und", "ein", "mit", "con",
            "per", "set", "kit", "box", "cm", "mm", "ml", "kg", "xl", "xs", "xxl"}
+def _may_combine(groups: frozenset[tuple[str, str]], low: str, tokens: list[str]) -> bool:
+    """Whether weak terms of these (category, group)s could block together: two groups of one category, a minor
+    word with a sexual one, or a sexual one where an age may stand ("14yo", "twelve year old")."""
+    by_category: dict[str, set[str]] = {}
+    for category, group in groups:
+        by_category.setdefault(category, set()).add(group)
+    sexual = by_category.get(SEXUAL, set()) - {PERSON_GROUP}
+    if any(len(found) > 1 for category, found in by_category.items() if category != MINORS):
+        return True
+    return bool(sexual) and (MINORS in by_category or bool(_DIGIT.search(low))
+                             or not _NUMBER_WORDS.keys().isdisjoint(tokens))
+
+
 _AMBIGUOUS = {"1": "il", "!": "il", "|": "li"}
 
 
