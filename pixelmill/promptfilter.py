@@ -82,7 +82,7 @@ _GREEK_AND_OTHER_FIXES = {  # confusables.txt maps these to a less useful letter
     "ʀ": "r", "ɢ": "g", "ʜ": "h", "ʟ": "l", "ɴ": "n", "ɪ": "i", "ʏ": "y", "ʙ": "b", "ǫ": "q", "ꞯ": "q",
     "ꜰ": "f", "ꜱ": "s", "ɑ": "a", "ɡ": "g", "ɒ": "a", "ɔ": "c", "ə": "e", "ɛ": "e", "ʃ": "s", "ʋ": "u",
     "ｉ": "i", "օ": "o", "ս": "u", "ո": "n", "հ": "h", "ց": "g", "զ": "q", "ա": "w", "ե": "t", "յ": "j",
-    "є": "e", "к": "k", "м": "m", "т": "t", "ք": "p", "Օ": "o", "Ս": "u", "Տ": "s", "Լ": "l", "Զ": "z", "Ճ": "d", "Ո": "n", "Ռ": "n",
+    "є": "e", "ь": "b", "Ь": "b", "к": "k", "м": "m", "т": "t", "ք": "p", "Օ": "o", "Ս": "u", "Տ": "s", "Լ": "l", "Զ": "z", "Ճ": "d", "Ո": "n", "Ռ": "n",
 }
 _CJK_CLASS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _CJK = re.compile(f"[{_CJK_CLASS}]")
@@ -372,6 +372,7 @@ class PromptFilter:
             self._first_words.add(key.split()[0])
             for word in key.split():
                 self._phrase_words.add(word)
+        self._base_phrase_words = base_phrase_words
         for word in base_phrase_words:
             if len(word) >= 5 and word.isalpha() and word.isascii():
                 for variant in {word} | _deletions(word):
@@ -415,7 +416,14 @@ class PromptFilter:
             collapsed = _REPEATS.sub(r"\1", form)
             if len(collapsed) >= 4 and collapsed not in _COLLAPSE_STOP:
                 self._collapsed.setdefault(collapsed, []).append(term)
-        if (term.exact and not term.weak) or not fuzzy:
+        if not fuzzy:
+            return
+        if term.exact and not term.weak:
+            if len(key) >= 5 and key.isascii() and key.isalpha():
+                for i in range(1, len(key) - 1):  # "nigegr": one swap of neighbours
+                    swapped = key[:i] + key[i + 1] + key[i] + key[i + 2 :]
+                    if swapped != key:
+                        self._word.setdefault(swapped, []).append(term)
             return
         if key.isascii() and key.isalpha() and (len(key) >= 6 if not term.weak else len(key) >= 7):
             for variant in {key} | _deletions(key):
@@ -484,6 +492,12 @@ class PromptFilter:
         if cached is not None:
             return cached
         canon = _REPEATS.sub(r"\1", word)
+        if canon not in self._phrase_words and len(canon) == 4 and canon.isalpha():
+            for i in range(1, 3):  # "haed" → "head"
+                swapped = canon[:i] + canon[i + 1] + canon[i] + canon[i + 2 :]
+                if swapped in self._base_phrase_words:
+                    canon = swapped
+                    break
         if canon not in self._phrase_words and len(canon) >= 4 and canon.isalpha():
             for variant in {canon} | _deletions(canon):
                 fixed = [w for w in self._phrase_fuzzy.get(variant, ()) if w[0] == canon[0]]
@@ -569,6 +583,10 @@ class PromptFilter:
         count = len(tokens)
         for run in _SHORT_RUN.finditer(shape):  # runs of short pieces, as `_joined_hits` reads them
             end = run.end()
+            if end - run.start() >= 4 and run.group().count("s") >= 2 and self._has_inside:
+                whole = _read("".join(tokens[run.start() : end]))
+                if any(terms for _, (_, terms) in self._inside.iter(whole)):
+                    return False
             for first in range(max(run.start() - 1, 0), min(end + 1, count)):
                 text = tokens[first]
                 for last in range(first + 1, min(first + 24, end + 1, count)):
@@ -657,12 +675,17 @@ class PromptFilter:
                     for last in range(first + 1, min(first + 24, high)):
                         text += raws[last]
                         short = short or len(reads[last]) <= 2
-                        if short or (last - first == 1 and len(text) >= 6 and first >= index):
+                        if short or (last - first != 1 and first >= index) or (len(text) >= 6 and first >= index):
                             if _COMMON.issuperset(reads[first : last + 1]) or raws[first].isdigit() or raws[last].isdigit():
                                 continue  # "pen is", "the rap is", "nude, 4 g": words, not a spread one
                             for joined in _leet_variants(text) if not text.isalpha() else (text,):
                                 for term in self._word_terms(joined, inside=False):
                                     yield _Hit(term, first, last + 1)
+                pieces = raws[index:end]
+                if len(pieces) >= 4 and sum(len(p) <= 2 for p in pieces) >= 2 and self._has_inside:
+                    whole = _read("".join(pieces))  # "noc lot hes on": chunks that do not fall on word ends
+                    for _, (_, terms) in self._inside.iter(whole):
+                        yield from (_Hit(term, index, end) for term in terms)
             index = end
 
     def _colour_sense(self, reads: list[str], seps: list[str], hit: _Hit, folded: str) -> bool:
