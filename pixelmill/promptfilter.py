@@ -86,6 +86,7 @@ _GREEK_AND_OTHER_FIXES = {  # confusables.txt maps these to a less useful letter
 }
 _CJK_CLASS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _CJK = re.compile(f"[{_CJK_CLASS}]")
+_CYRILLIC = re.compile("[\u0400-\u04ff]")
 _CJK_SPREAD = re.compile(f"(?<=[{_CJK_CLASS}])[\\s\\W_]{{1,3}}(?=[{_CJK_CLASS}])")
 
 
@@ -135,7 +136,8 @@ def _fold_table() -> dict[int, str | None]:
 def fold(text: str) -> str:
     """Lower case with look-alikes, invisibles and accents undone; digits and punctuation kept."""
     if text.isascii():
-        return text.lower()
+        text = text.lower()
+        return text if text.isprintable() else text.translate(_fold_table())  # controls out, tabs → spaces
     table = _fold_table()
     text = unicodedata.normalize("NFKC", text).translate(table)
     text = unicodedata.normalize("NFD", text.casefold().translate(table)).translate(table)
@@ -265,8 +267,21 @@ def parse_line(category: str, line: str) -> Term | None:
     return term if text else None
 
 
+@functools.cache
+def _russian_endings() -> tuple[str, ...]:
+    """Russian adjective and noun endings, folded as prompts are (some Cyrillic letters become Latin)."""
+    endings = ("ыми", "ими", "ого", "его", "ому", "ему", "ая", "яя", "ое", "ее", "ые", "ие", "ый", "ий", "ой", "ей",
+               "ую", "юю", "ым", "им", "ых", "их", "ами", "ями", "ом", "ем", "ам", "ям", "ах", "ях", "а", "я", "ы",
+               "и", "у", "ю", "е", "о", "")
+    return tuple(sorted({fold(e) for e in endings}, key=len, reverse=True))
+
+
 def _forms(word: str, exact: bool) -> set[str]:
-    """A word and its inflections: plural, -ed, -ing, -er, Romance and German endings."""
+    """A word and its inflections: plural, -ed, -ing, -er, Romance and German endings; Russian case endings."""
+    if not exact and len(word) >= 5 and _CYRILLIC.search(word) and word.isalpha():
+        endings = _russian_endings()
+        stem = next((word[: -len(e)] for e in endings if e and word.endswith(e) and len(word) - len(e) >= 4), word)
+        return {stem + e for e in endings} | {word}
     if exact or word in _FORM_STOP or not word.isalpha() or not word.isascii():
         return {word}
     forms = {word + suffix for suffix in (_LATIN_SUFFIXES if len(word) >= 4 else _SHORT_SUFFIXES)}
@@ -695,7 +710,8 @@ class PromptFilter:
         if hit.end - hit.start != 1 or reads[hit.start] not in self._colour_forms:
             return False  # "nudewoman", "n u d e": not a colour
         owners = set(_OWNER.findall(folded)) if "'" in folded or "’" in folded else set()  # "women's shoes"
-        audience = {reads[i] for i in range(1, len(reads)) if reads[i - 1] in _FOR or reads[i - 1] in self._nouns}
+        audience = {reads[i] for i in range(1, len(reads))
+                    if reads[i - 1] in _FOR or (reads[i - 1] in self._nouns and reads[i - 1] not in self._colour_forms)}
         audience |= owners  # "for women", "Women's", "Robe fille", "Scarpe bambino": who it is for
         beside = reads[max(hit.start - 1, 0) : hit.start] + reads[hit.end : hit.end + 1]
         if not self._people.isdisjoint(set(beside) - audience):
