@@ -31,17 +31,46 @@ from pixelmill import promptfilter  # noqa: E402
 def titles(count: int, seed: int = 7) -> list[str]:
     """Catalogue titles shaped like real ones: brand + product + attributes + size + colour."""
     rng = random.Random(seed)
-    extras = ["", "", "2-pack", "organic cotton", "stainless steel", "waterproof", "slim fit", "gift box", "v2",
-              "limited edition", "for women", "for men", "kids'", "new", "bestseller", "100% wool", "BPA-free"]
-    shapes = ["{b} {p}, {s}, {c}", "{b} {p} {e} ({c}, {s})", "{p} - {b} - {c}", "studio photo of {b} {p} in {c}",
-              "{b} {p}, {c}, {e}, SKU {n}", "lifestyle shot: {b} {p} {e}, {c}"]
+    extras = [
+        "",
+        "",
+        "2-pack",
+        "organic cotton",
+        "stainless steel",
+        "waterproof",
+        "slim fit",
+        "gift box",
+        "v2",
+        "limited edition",
+        "for women",
+        "for men",
+        "kids'",
+        "new",
+        "bestseller",
+        "100% wool",
+        "BPA-free",
+    ]
+    shapes = [
+        "{b} {p}, {s}, {c}",
+        "{b} {p} {e} ({c}, {s})",
+        "{p} - {b} - {c}",
+        "studio photo of {b} {p} in {c}",
+        "{b} {p}, {c}, {e}, SKU {n}",
+        "lifestyle shot: {b} {p} {e}, {c}",
+    ]
     out = []
     for index in range(count):
         language = rng.choice(["en"] * 6 + ["es", "fr", "de", "it", "pt"])
-        out.append(rng.choice(shapes).format(
-            b=rng.choice(corpora.BRANDS), p=rng.choice(corpora.PRODUCTS[language]),
-            c=rng.choice(corpora.COLOURS[language]), s=rng.choice(corpora.SIZES), e=rng.choice(extras),
-            n=f"{rng.randrange(10**6):06d}-{index % 97}"))
+        out.append(
+            rng.choice(shapes).format(
+                b=rng.choice(corpora.BRANDS),
+                p=rng.choice(corpora.PRODUCTS[language]),
+                c=rng.choice(corpora.COLOURS[language]),
+                s=rng.choice(corpora.SIZES),
+                e=rng.choice(extras),
+                n=f"{rng.randrange(10**6):06d}-{index % 97}",
+            )
+        )
     return out
 
 
@@ -74,8 +103,11 @@ def main() -> None:
     check = promptfilter.PromptFilter.from_sources(["builtin"])
     build = time.perf_counter() - start
     print(f"build: {build:.2f} s (cached per process by promptfilter.load)")
-    sets = {"benign corpus": corpus("prompt_corpus_benign.tsv"), "evasive corpus": corpus("prompt_corpus_evasive.tsv"),
-            f"{args.titles // 1000}k catalogue titles": titles(args.titles)}
+    sets = {
+        "benign corpus": corpus("prompt_corpus_benign.tsv"),
+        "evasive corpus": corpus("prompt_corpus_evasive.tsv"),
+        f"{args.titles // 1000}k catalogue titles": titles(args.titles),
+    }
     print(f"{'set':<24}{'prompts':>9}{'blocked':>9}{'median µs':>11}{'p99 µs':>9}{'total ms':>10}")
     for name, prompts in sets.items():
         start = time.perf_counter()

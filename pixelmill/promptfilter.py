@@ -76,13 +76,82 @@ _EXTRA_INVISIBLE = [
 ]
 _DROP_CATEGORIES = {"Cf", "Cc", "Mn", "Me", "Co", "Cs"}
 _GREEK_AND_OTHER_FIXES = {  # confusables.txt maps these to a less useful letter, or not at all
-    "Ι": "i", "ι": "i", "ɩ": "i", "ı": "i", "ӏ": "l", "Ӏ": "i", "ł": "l", "ø": "o", "đ": "d", "ß": "ss", "æ": "ae",
-    "œ": "oe", "ð": "d", "þ": "p", "η": "n", "ν": "v", "μ": "u", "κ": "k", "τ": "t", "ρ": "p", "χ": "x",
-    "ω": "w", "γ": "y", "β": "b", "α": "a", "ε": "e", "σ": "o", "ς": "c", "υ": "u", "ο": "o", "ϲ": "c",
-    "ʀ": "r", "ɢ": "g", "ʜ": "h", "ʟ": "l", "ɴ": "n", "ɪ": "i", "ʏ": "y", "ʙ": "b", "ǫ": "q", "ꞯ": "q",
-    "ꜰ": "f", "ꜱ": "s", "ɑ": "a", "ɡ": "g", "ɒ": "a", "ɔ": "c", "ə": "e", "ɛ": "e", "ʃ": "s", "ʋ": "u",
-    "ｉ": "i", "օ": "o", "ս": "u", "ո": "n", "հ": "h", "ց": "g", "զ": "q", "ա": "w", "ե": "t", "յ": "j",
-    "є": "e", "ь": "b", "Ь": "b", "к": "k", "м": "m", "т": "t", "ք": "p", "Օ": "o", "Ս": "u", "Տ": "s", "Լ": "l", "Զ": "z", "Ճ": "d", "Ո": "n", "Ռ": "n",
+    "Ι": "i",
+    "ι": "i",
+    "ɩ": "i",
+    "ı": "i",
+    "ӏ": "l",
+    "Ӏ": "i",
+    "ł": "l",
+    "ø": "o",
+    "đ": "d",
+    "ß": "ss",
+    "æ": "ae",
+    "œ": "oe",
+    "ð": "d",
+    "þ": "p",
+    "η": "n",
+    "ν": "v",
+    "μ": "u",
+    "κ": "k",
+    "τ": "t",
+    "ρ": "p",
+    "χ": "x",
+    "ω": "w",
+    "γ": "y",
+    "β": "b",
+    "α": "a",
+    "ε": "e",
+    "σ": "o",
+    "ς": "c",
+    "υ": "u",
+    "ο": "o",
+    "ϲ": "c",
+    "ʀ": "r",
+    "ɢ": "g",
+    "ʜ": "h",
+    "ʟ": "l",
+    "ɴ": "n",
+    "ɪ": "i",
+    "ʏ": "y",
+    "ʙ": "b",
+    "ǫ": "q",
+    "ꞯ": "q",
+    "ꜰ": "f",
+    "ꜱ": "s",
+    "ɑ": "a",
+    "ɡ": "g",
+    "ɒ": "a",
+    "ɔ": "c",
+    "ə": "e",
+    "ɛ": "e",
+    "ʃ": "s",
+    "ʋ": "u",
+    "ｉ": "i",
+    "օ": "o",
+    "ս": "u",
+    "ո": "n",
+    "հ": "h",
+    "ց": "g",
+    "զ": "q",
+    "ա": "w",
+    "ե": "t",
+    "յ": "j",
+    "є": "e",
+    "ь": "b",
+    "Ь": "b",
+    "к": "k",
+    "м": "m",
+    "т": "t",
+    "ք": "p",
+    "Օ": "o",
+    "Ս": "u",
+    "Տ": "s",
+    "Լ": "l",
+    "Զ": "z",
+    "Ճ": "d",
+    "Ո": "n",
+    "Ռ": "n",
 }
 _CJK_CLASS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _CJK = re.compile(f"[{_CJK_CLASS}]")
@@ -127,7 +196,7 @@ def _fold_table() -> dict[int, str | None]:
     for code in range(0x400, 0x530):  # Cyrillic capitals fold like their lower case ("В" → "в", not "b")
         upper, lower = chr(code), chr(code).lower()
         if upper != lower and len(lower) == 1:
-            table[code] = table.get(ord(lower), lower)  # type: ignore[assignment]
+            table[code] = table.get(ord(lower), lower)
     for char in "\t\n\r\x0b\x0c":
         table[ord(char)] = " "
     return table
@@ -146,16 +215,56 @@ def fold(text: str) -> str:
 
 # --- words -----------------------------------------------------------------------------------------------------
 
-_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t", "8": "b", "9": "g",
-                       "@": "a", "$": "s", "!": "i", "|": "l", "€": "e", "+": "t", "¡": "i", "£": "l", "¢": "c"})
+_LEET = str.maketrans(
+    {
+        "0": "o",
+        "1": "i",
+        "3": "e",
+        "4": "a",
+        "5": "s",
+        "6": "g",
+        "7": "t",
+        "8": "b",
+        "9": "g",
+        "@": "a",
+        "$": "s",
+        "!": "i",
+        "|": "l",
+        "€": "e",
+        "+": "t",
+        "¡": "i",
+        "£": "l",
+        "¢": "c",
+    }
+)
 _TOKEN = re.compile(r"(?:[^\W_]|[$@!|€+¡£¢])+")
 _POSSESSIVE = re.compile(r"(?<=\w)['’`´]s?\b")
 _LETTER = re.compile(r"[^\W\d_]")
 _MEASURE = re.compile(r"\d+[a-z]{0,3}")  # "14yo", "32w", "4k", "3xl", "1080p": a number, not leetspeak
 _INWORD_SEPARATOR = re.compile(r"[-=._*~^·•'’`:/\\]+")
 _REPEATS = re.compile(r"(.)\1+")
-_LEET_ALT = str.maketrans({"0": "o", "1": "l", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t", "8": "b", "9": "g",
-                           "@": "a", "$": "s", "!": "l", "|": "i", "€": "e", "+": "t", "¡": "i", "£": "l", "¢": "c"})
+_LEET_ALT = str.maketrans(
+    {
+        "0": "o",
+        "1": "l",
+        "3": "e",
+        "4": "a",
+        "5": "s",
+        "6": "g",
+        "7": "t",
+        "8": "b",
+        "9": "g",
+        "@": "a",
+        "$": "s",
+        "!": "l",
+        "|": "i",
+        "€": "e",
+        "+": "t",
+        "¡": "i",
+        "£": "l",
+        "¢": "c",
+    }
+)
 _FOR = {"for", "para", "pour", "fur", "fuer", "per"}
 _COLOUR_WORDS = {"nude", "nudes"}  # set off as an attribute ("…, nude, 38") they name a colour
 _ATTRIBUTE_BEFORE = {"in", "en", "em", "color", "colour", "cor", "couleur", "farbe", "colore", "tono", "shade"}
@@ -204,23 +313,161 @@ def normalise(text: str) -> str:
 
 # --- lists -----------------------------------------------------------------------------------------------------
 
-_LATIN_SUFFIXES = ("s", "es", "ed", "d", "ing", "er", "ers", "y", "ies", "a", "o", "os", "as", "e", "en", "n", "ne",
-                   "nes", "x", "ly", "ness", "ie", "ies", "ity", "ism", "ist", "ists", "ic", "ische", "isch", "ique")
+_LATIN_SUFFIXES = (
+    "s",
+    "es",
+    "ed",
+    "d",
+    "ing",
+    "er",
+    "ers",
+    "y",
+    "ies",
+    "a",
+    "o",
+    "os",
+    "as",
+    "e",
+    "en",
+    "n",
+    "ne",
+    "nes",
+    "x",
+    "ly",
+    "ness",
+    "ie",
+    "ies",
+    "ity",
+    "ism",
+    "ist",
+    "ists",
+    "ic",
+    "ische",
+    "isch",
+    "ique",
+)
 _SHORT_SUFFIXES = ("s", "es", "ed", "d", "ing", "er", "ers", "y", "ie", "ies", "a", "o", "os", "as", "e")
 _E_DROP_SUFFIXES = ("ing", "ed", "er", "ers", "a", "as", "o", "os", "ity", "ist", "ists", "ism", "ic", "ation")
 _COLLAPSE_STOP = {"as", "bobs", "tis", "cok", "ded", "pus", "dik", "cum", "tits", "bals", "sex", "nud"}
-_FORM_STOP = {"nudo", "nudos", "cocker", "cockers", "cocky", "dicky", "dickie", "dickies", "tito", "tita", "titer",
-              "titers", "nudy", "nuder", "sexe", "sexa", "analy", "porne"}  # inflections that are other words
-_FUZZY_STOP = {"fitting", "fittings", "fasting", "stabled", "stabling", "mailed", "frayed", "lunched", "setting",
-               "settings", "wachsen", "nodes", "fished", "listing", "posting", "rested", "tested", "nested",
-               "texting", "testing", "sexting", "rapids", "ravine", "bonded", "banded", "exotic", "exotics", "nudist", "heroic", "ironic", "erotik", "beheld", "mangle", "mangled",
-               "bloody", "trunks", "breast", "breasts", "nipper", "nippers", "shooting", "sexton", "suicid",
-               "killer", "killers", "hunger", "nigeria", "niger", "tranche", "spice", "spices", "faggots",
-               "bondage", "bondages", "poker", "pussycat", "rapeseed", "grape", "drape", "draped", "raped",
-               "tapes", "naked", "neked", "porno", "murder", "murders", "cutter", "cutters", "gorey", "penis",
-               "peanis", "pains", "pants", "panties", "skinny", "whore", "where", "heroin", "heroine", "nudes",
-               "stripe", "striped", "stripes", "striper", "strippers", "stripper", "dressing", "undresses",
-               "sensual", "casual", "sexual", "unisex", "bisected", "dissected", "titles", "titled"}
+_FORM_STOP = {
+    "nudo",
+    "nudos",
+    "cocker",
+    "cockers",
+    "cocky",
+    "dicky",
+    "dickie",
+    "dickies",
+    "tito",
+    "tita",
+    "titer",
+    "titers",
+    "nudy",
+    "nuder",
+    "sexe",
+    "sexa",
+    "analy",
+    "porne",
+}  # inflections that are other words
+_FUZZY_STOP = {
+    "fitting",
+    "fittings",
+    "fasting",
+    "stabled",
+    "stabling",
+    "mailed",
+    "frayed",
+    "lunched",
+    "setting",
+    "settings",
+    "wachsen",
+    "nodes",
+    "fished",
+    "listing",
+    "posting",
+    "rested",
+    "tested",
+    "nested",
+    "texting",
+    "testing",
+    "sexting",
+    "rapids",
+    "ravine",
+    "bonded",
+    "banded",
+    "exotic",
+    "exotics",
+    "nudist",
+    "heroic",
+    "ironic",
+    "erotik",
+    "beheld",
+    "mangle",
+    "mangled",
+    "bloody",
+    "trunks",
+    "breast",
+    "breasts",
+    "nipper",
+    "nippers",
+    "shooting",
+    "sexton",
+    "suicid",
+    "killer",
+    "killers",
+    "hunger",
+    "nigeria",
+    "niger",
+    "tranche",
+    "spice",
+    "spices",
+    "faggots",
+    "bondage",
+    "bondages",
+    "poker",
+    "pussycat",
+    "rapeseed",
+    "grape",
+    "drape",
+    "draped",
+    "raped",
+    "tapes",
+    "naked",
+    "neked",
+    "porno",
+    "murder",
+    "murders",
+    "cutter",
+    "cutters",
+    "gorey",
+    "penis",
+    "peanis",
+    "pains",
+    "pants",
+    "panties",
+    "skinny",
+    "whore",
+    "where",
+    "heroin",
+    "heroine",
+    "nudes",
+    "stripe",
+    "striped",
+    "stripes",
+    "striper",
+    "strippers",
+    "stripper",
+    "dressing",
+    "undresses",
+    "sensual",
+    "casual",
+    "sexual",
+    "unisex",
+    "bisected",
+    "dissected",
+    "titles",
+    "titled",
+}
 
 
 @dataclass
@@ -270,9 +517,47 @@ def parse_line(category: str, line: str) -> Term | None:
 @functools.cache
 def _russian_endings() -> tuple[str, ...]:
     """Russian adjective and noun endings, folded as prompts are (some Cyrillic letters become Latin)."""
-    endings = ("ыми", "ими", "ого", "его", "ому", "ему", "ая", "яя", "ое", "ее", "ые", "ие", "ый", "ий", "ой", "ей",
-               "ую", "юю", "ым", "им", "ых", "их", "ами", "ями", "ом", "ем", "ам", "ям", "ах", "ях", "а", "я", "ы",
-               "и", "у", "ю", "е", "о", "")
+    endings = (
+        "ыми",
+        "ими",
+        "ого",
+        "его",
+        "ому",
+        "ему",
+        "ая",
+        "яя",
+        "ое",
+        "ее",
+        "ые",
+        "ие",
+        "ый",
+        "ий",
+        "ой",
+        "ей",
+        "ую",
+        "юю",
+        "ым",
+        "им",
+        "ых",
+        "их",
+        "ами",
+        "ями",
+        "ом",
+        "ем",
+        "ам",
+        "ям",
+        "ах",
+        "ях",
+        "а",
+        "я",
+        "ы",
+        "и",
+        "у",
+        "ю",
+        "е",
+        "о",
+        "",
+    )
     return tuple(sorted({fold(e) for e in endings}, key=len, reverse=True))
 
 
@@ -397,10 +682,16 @@ class PromptFilter:
             if usable and form.isascii() and form.isalpha() and form not in _COMPOUND_STOP:
                 self._compound.add_word(form, usable)
         for words, term in gate_phrases:  # one rare word of each listed phrase gates the fast path
-            ranked = sorted(enumerate(words), key=lambda iw: (
-                any(not t.weak for t in self._word.get(iw[1], ())),
-                iw[1] not in _FREQUENT and iw[1] not in _COMMON and not iw[1].isdigit(),
-                not any(t.weak for t in self._word.get(iw[1], ())), len(iw[1]), iw[0]))
+            ranked = sorted(
+                enumerate(words),
+                key=lambda iw: (
+                    any(not t.weak for t in self._word.get(iw[1], ())),
+                    iw[1] not in _FREQUENT and iw[1] not in _COMMON and not iw[1].isdigit(),
+                    not any(t.weak for t in self._word.get(iw[1], ())),
+                    len(iw[1]),
+                    iw[0],
+                ),
+            )
             position, gate = ranked[-1]
             for form in _forms(gate, term.exact) if position == len(words) - 1 else {gate}:
                 groups = self._gates.setdefault(_REPEATS.sub(r"\1", form), set())
@@ -547,8 +838,12 @@ class PromptFilter:
             groups.update(self._gates.get(self._canon(read), ()))
             groups.update(self._gates.get(_REPEATS.sub(r"\1", read), ()))
         result: frozenset[tuple[str, str]] | bool
-        if (any(not t.weak for t in terms) or ("", "") in groups or _REPEAT3.search(read)
-                or (len(read) <= 3 and _REPEATS.search(read) and read not in _COMMON and read.isalpha())):
+        if (
+            any(not t.weak for t in terms)
+            or ("", "") in groups
+            or _REPEAT3.search(read)
+            or (len(read) <= 3 and _REPEATS.search(read) and read not in _COMMON and read.isalpha())
+        ):
             result = False  # a strong term, a strong phrase's gate, or letters repeated to disguise a word
         else:
             result = frozenset(groups) or True
@@ -691,7 +986,11 @@ class PromptFilter:
                         text += raws[last]
                         short = short or len(reads[last]) <= 2
                         if short or (last - first != 1 and first >= index) or (len(text) >= 6 and first >= index):
-                            if _COMMON.issuperset(reads[first : last + 1]) or raws[first].isdigit() or raws[last].isdigit():
+                            if (
+                                _COMMON.issuperset(reads[first : last + 1])
+                                or raws[first].isdigit()
+                                or raws[last].isdigit()
+                            ):
                                 continue  # "pen is", "the rap is", "nude, 4 g": words, not a spread one
                             for joined in _leet_variants(text) if not text.isalpha() else (text,):
                                 for term in self._word_terms(joined, inside=False):
@@ -710,8 +1009,11 @@ class PromptFilter:
         if hit.end - hit.start != 1 or reads[hit.start] not in self._colour_forms:
             return False  # "nudewoman", "n u d e": not a colour
         owners = set(_OWNER.findall(folded)) if "'" in folded or "’" in folded else set()  # "women's shoes"
-        audience = {reads[i] for i in range(1, len(reads))
-                    if reads[i - 1] in _FOR or (reads[i - 1] in self._nouns and reads[i - 1] not in self._colour_forms)}
+        audience = {
+            reads[i]
+            for i in range(1, len(reads))
+            if reads[i - 1] in _FOR or (reads[i - 1] in self._nouns and reads[i - 1] not in self._colour_forms)
+        }
         audience |= owners  # "for women", "Women's", "Robe fille", "Scarpe bambino": who it is for
         beside = reads[max(hit.start - 1, 0) : hit.start] + reads[hit.end : hit.end + 1]
         if not self._people.isdisjoint(set(beside) - audience):
@@ -722,8 +1024,11 @@ class PromptFilter:
             return False
         start = hit.start - 1 if hit.start > 0 and reads[hit.start - 1] in _ATTRIBUTE_BEFORE else hit.start
         before = start == 0 or start != hit.start or any(c in seps[start] for c in ",(/|;:-–[")
-        after = hit.end == len(reads) or any(c in seps[hit.end] for c in ",)/|;:-–]") or (
-            reads[hit.end] in _ATTRIBUTE_AFTER)
+        after = (
+            hit.end == len(reads)
+            or any(c in seps[hit.end] for c in ",)/|;:-–]")
+            or (reads[hit.end] in _ATTRIBUTE_AFTER)
+        )
         if not (before and after):
             return False
         if start != hit.start and reads[start] != "the":
@@ -744,8 +1049,9 @@ class PromptFilter:
                 any_strong = any(not h.term.weak for h in sexual)
                 for word in reads:
                     if len(word) >= 8 and len(self._minor_inside) and word not in self._people:
-                        minor.extend(t.term for _, t in self._minor_inside.iter(word)
-                                     if t.group == MINOR_GROUP or any_strong)
+                        minor.extend(
+                            t.term for _, t in self._minor_inside.iter(word) if t.group == MINOR_GROUP or any_strong
+                        )
             who = minor[0] if minor else _minor_age(folded, reads)
             if who:
                 return Match(MINORS, f"{who} + {sexual[0].term.term}")
@@ -771,8 +1077,12 @@ def _edit_distance_at_most_one(a: str, b: str) -> bool:
     while i < len(a) and a[i] == b[i]:
         i += 1
     if len(a) == len(b):
-        return a[i + 1 :] == b[i + 1 :] or (  # substitution, or a swap of two neighbours
-            i + 1 < len(a) and a[i] == b[i + 1] and a[i + 1] == b[i] and a[i + 2 :] == b[i + 2 :])
+        return (
+            a[i + 1 :] == b[i + 1 :]
+            or (  # substitution, or a swap of two neighbours
+                i + 1 < len(a) and a[i] == b[i + 1] and a[i + 1] == b[i] and a[i + 2 :] == b[i + 2 :]
+            )
+        )
     return a[i:] == b[i + 1 :]
 
 
@@ -781,18 +1091,162 @@ _DIGIT = re.compile(r"\d")
 _SPLIT_PAIR = re.compile(r"([a-z0-9$@!|+]+)[-=._*~^:/\\]+(?=([a-z0-9$@!|+]+))")
 _ASCII_TOKEN = re.compile(r"[a-z0-9$@!|+]+")
 _REPEAT3 = re.compile(r"([a-z])\1\1")
-_FREQUENT = {"white", "black", "power", "with", "without", "wearing", "head", "blood", "girl", "woman", "women",
-             "man", "men", "off", "her", "his", "the", "and", "for", "body", "pool", "cross", "flag", "words",
-             "scene", "photo", "video", "party", "position", "shot", "service", "content", "film", "petit", "fille",
-             "femme", "homme", "school", "birthday", "suit", "bath", "strap", "lingerie", "picture", "pictures", "cut",
-             "mate", "matte", "rouge", "tote", "sensual", "bloody", "teen", "nipples", "little", "young", "small"}
+_FREQUENT = {
+    "white",
+    "black",
+    "power",
+    "with",
+    "without",
+    "wearing",
+    "head",
+    "blood",
+    "girl",
+    "woman",
+    "women",
+    "man",
+    "men",
+    "off",
+    "her",
+    "his",
+    "the",
+    "and",
+    "for",
+    "body",
+    "pool",
+    "cross",
+    "flag",
+    "words",
+    "scene",
+    "photo",
+    "video",
+    "party",
+    "position",
+    "shot",
+    "service",
+    "content",
+    "film",
+    "petit",
+    "fille",
+    "femme",
+    "homme",
+    "school",
+    "birthday",
+    "suit",
+    "bath",
+    "strap",
+    "lingerie",
+    "picture",
+    "pictures",
+    "cut",
+    "mate",
+    "matte",
+    "rouge",
+    "tote",
+    "sensual",
+    "bloody",
+    "teen",
+    "nipples",
+    "little",
+    "young",
+    "small",
+}
 _COMPOUND_STOP = {"mann", "frau", "kind", "kinder", "junge", "dame", "herr", "male", "lady"}
-_COMMON = {"a", "i", "is", "it", "in", "on", "an", "as", "at", "be", "by", "do", "go", "he", "if", "me", "my", "no",
-           "of", "or", "so", "to", "up", "us", "we", "the", "and", "for", "pen", "art", "are", "but", "not", "you",
-           "all", "can", "her", "was", "one", "our", "out", "day", "get", "has", "him", "his", "how", "man", "new",
-           "now", "old", "see", "two", "way", "who", "boy", "did", "its", "let", "put", "say", "she", "too", "use",
-           "de", "la", "le", "el", "en", "et", "y", "e", "un", "une", "der", "die", "das", "und", "ein", "mit", "con",
-           "per", "set", "kit", "box", "cm", "mm", "ml", "kg", "xl", "xs", "xxl"}
+_COMMON = {
+    "a",
+    "i",
+    "is",
+    "it",
+    "in",
+    "on",
+    "an",
+    "as",
+    "at",
+    "be",
+    "by",
+    "do",
+    "go",
+    "he",
+    "if",
+    "me",
+    "my",
+    "no",
+    "of",
+    "or",
+    "so",
+    "to",
+    "up",
+    "us",
+    "we",
+    "the",
+    "and",
+    "for",
+    "pen",
+    "art",
+    "are",
+    "but",
+    "not",
+    "you",
+    "all",
+    "can",
+    "her",
+    "was",
+    "one",
+    "our",
+    "out",
+    "day",
+    "get",
+    "has",
+    "him",
+    "his",
+    "how",
+    "man",
+    "new",
+    "now",
+    "old",
+    "see",
+    "two",
+    "way",
+    "who",
+    "boy",
+    "did",
+    "its",
+    "let",
+    "put",
+    "say",
+    "she",
+    "too",
+    "use",
+    "de",
+    "la",
+    "le",
+    "el",
+    "en",
+    "et",
+    "y",
+    "e",
+    "un",
+    "une",
+    "der",
+    "die",
+    "das",
+    "und",
+    "ein",
+    "mit",
+    "con",
+    "per",
+    "set",
+    "kit",
+    "box",
+    "cm",
+    "mm",
+    "ml",
+    "kg",
+    "xl",
+    "xs",
+    "xxl",
+}
+
+
 def _may_combine(groups: frozenset[tuple[str, str]], low: str, tokens: list[str]) -> bool:
     """Whether weak terms of these (category, group)s could block together: two groups of one category, a minor
     word with a sexual one, or a sexual one where an age may stand ("14yo", "twelve year old")."""
@@ -802,8 +1256,9 @@ def _may_combine(groups: frozenset[tuple[str, str]], low: str, tokens: list[str]
     sexual = by_category.get(SEXUAL, set()) - {PERSON_GROUP}
     if any(len(found) > 1 for category, found in by_category.items() if category != MINORS):
         return True
-    return bool(sexual) and (MINORS in by_category or bool(_DIGIT.search(low))
-                             or not _NUMBER_WORDS.keys().isdisjoint(tokens))
+    return bool(sexual) and (
+        MINORS in by_category or bool(_DIGIT.search(low)) or not _NUMBER_WORDS.keys().isdisjoint(tokens)
+    )
 
 
 _AMBIGUOUS = {"1": "il", "!": "il", "|": "li"}
@@ -832,10 +1287,34 @@ def _word_starts(reads: list[str]) -> dict[int, int]:
     return starts
 
 
-_NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
-                 "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
-                 "sixteen": 16, "seventeen": 17, "zwolf": 12, "dreizehn": 13, "vierzehn": 14, "doce": 12,
-                 "trece": 13, "catorce": 14, "douze": 12, "treize": 13, "quatorze": 14}
+_NUMBER_WORDS = {
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "thirteen": 13,
+    "fourteen": 14,
+    "fifteen": 15,
+    "sixteen": 16,
+    "seventeen": 17,
+    "zwolf": 12,
+    "dreizehn": 13,
+    "vierzehn": 14,
+    "doce": 12,
+    "trece": 13,
+    "catorce": 14,
+    "douze": 12,
+    "treize": 13,
+    "quatorze": 14,
+}
 _AGE = re.compile(
     r"(?<![\d.,])(\d{1,2}|" + "|".join(_NUMBER_WORDS) + r")\s*[-‐–]?\s*(?:"
     r"yo\b|y/o|y\.o\b|yrs?\s*[-‐–]?\s*old|years?\s*[-‐–]?\s*old|year\s*[-‐–]?\s*olds?|years?\s+of\s+age|"
@@ -844,7 +1323,7 @@ _AGE = re.compile(
 
 
 def _minor_age(folded: str, reads: list[str]) -> str:
-    """"12 year old", "14yo", "13歳": an age under 18 in the prompt, as written; "" if none."""
+    """ "12 year old", "14yo", "13歳": an age under 18 in the prompt, as written; "" if none."""
     if not any(c.isdigit() for c in folded) and _NUMBER_WORDS.keys().isdisjoint(reads):
         return ""
     for found in _AGE.finditer(folded):

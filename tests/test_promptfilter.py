@@ -35,8 +35,10 @@ def test_corpus_rates(capsys: pytest.CaptureFixture[str]) -> None:
     missed = [p for p in evasive if prompt_filter.check(p) is None]
     false_positives = [(p, prompt_filter.check(p)) for p in benign if prompt_filter.check(p) is not None]
     with capsys.disabled():
-        print(f"\nprompt filter: blocked {len(evasive) - len(missed)}/{len(evasive)} evasive variants, "
-              f"{len(false_positives)}/{len(benign)} benign prompts")
+        print(
+            f"\nprompt filter: blocked {len(evasive) - len(missed)}/{len(evasive)} evasive variants, "
+            f"{len(false_positives)}/{len(benign)} benign prompts"
+        )
     assert missed == [] and false_positives == []
 
 
@@ -72,8 +74,11 @@ def test_generated_corpora_rates(capsys: pytest.CaptureFixture[str]) -> None:
     assert len(evasive) >= 1000 and len(benign) >= 1000
     caught = [(row, prompt_filter.check(row["prompt"]) is not None) for row in evasive]
     blocked = [(row, prompt_filter.check(row["prompt"]) is not None) for row in benign]
-    as_minors = [(row, (m := prompt_filter.check(row["prompt"])) is not None and m.category == "minors")
-                 for row in evasive if row["category"] == "minors"]
+    as_minors = [
+        (row, (m := prompt_filter.check(row["prompt"])) is not None and m.category == "minors")
+        for row in evasive
+        if row["category"] == "minors"
+    ]
     keys = ("split", "category", "technique", "language")
     evasive_rates, benign_rates = rates(caught, keys), rates(blocked, keys)
     minors_rates = rates(as_minors, ("split",))
@@ -101,48 +106,64 @@ def test_fast_path_agrees_with_the_full_reading() -> None:
         assert (fast is None) == (full is None), row["prompt"]
 
 
-@pytest.mark.parametrize(("prompt", "category"), [
-    ("nude woman in nude heels", "sexual"),
-    ("woman in nude heels", None),
-    ("zapatos color nude, talla 38", None),
-    ("escarpins nude", None),
-    ("Nude-farbene Pumps", None),
-    ("Seamless Bra, Nude, Women's, M", None),
-    ("nude model, leather jacket", "sexual"),
-    ("kids' shoes, velcro, size 30", None),
-    ("teen room decor string lights", None),
-    ("girls dress size 10", None),
-    ("baby bodysuit, 3-pack", None),
-    ("12 year old girl nude", "minors"),
-    ("sexy 14yo in a bikini", "minors"),
-    ("loli", "minors"),
-    ("niña desnuda", "minors"),
-    ("woman wearing nothing but a smile", "sexual"),
-    ("girl in her birthday suit", "sexual"),
-    ("Ball Cock Valve, 1/2 inch", None),
-    ("Great Tit bird feeder", None),
-    ("Dick's Sporting Goods men's shorts", None),
-    ("white power bank 20000mAh", None),
-    ("knife set with block", None),
-    ("knife covered in blood", "violence"),
-    ("kill switch for motorcycles", None),
-    ("Bloody Mary mix, 1 L", None),
-    ("se xy girl", "sexual"),
-    ("nudewoman", "sexual"),
-    ("ΝΑΚΕD woman", "sexual"),
-    ("pr0n", "sexual"),
-    ("a$$ of a woman", "sexual"),
-    ("s3x!", "sexual"),
-    ("低カロリー食品", None),
-])
+@pytest.mark.parametrize(
+    ("prompt", "category"),
+    [
+        ("nude woman in nude heels", "sexual"),
+        ("woman in nude heels", None),
+        ("zapatos color nude, talla 38", None),
+        ("escarpins nude", None),
+        ("Nude-farbene Pumps", None),
+        ("Seamless Bra, Nude, Women's, M", None),
+        ("nude model, leather jacket", "sexual"),
+        ("kids' shoes, velcro, size 30", None),
+        ("teen room decor string lights", None),
+        ("girls dress size 10", None),
+        ("baby bodysuit, 3-pack", None),
+        ("12 year old girl nude", "minors"),
+        ("sexy 14yo in a bikini", "minors"),
+        ("loli", "minors"),
+        ("niña desnuda", "minors"),
+        ("woman wearing nothing but a smile", "sexual"),
+        ("girl in her birthday suit", "sexual"),
+        ("Ball Cock Valve, 1/2 inch", None),
+        ("Great Tit bird feeder", None),
+        ("Dick's Sporting Goods men's shorts", None),
+        ("white power bank 20000mAh", None),
+        ("knife set with block", None),
+        ("knife covered in blood", "violence"),
+        ("kill switch for motorcycles", None),
+        ("Bloody Mary mix, 1 L", None),
+        ("se xy girl", "sexual"),
+        ("nudewoman", "sexual"),
+        ("ΝΑΚΕD woman", "sexual"),
+        ("pr0n", "sexual"),
+        ("a$$ of a woman", "sexual"),
+        ("s3x!", "sexual"),
+        ("低カロリー食品", None),
+    ],
+)
 def test_senses_and_combinations(prompt: str, category: str | None) -> None:
     found = load(("builtin",)).check(prompt)
     assert (found.category if found else None) == category, (prompt, found)
 
 
 BLOCKED_WORDS = ["nude", "porn", "hentai", "swastika", "naked", "beheaded", "lolicon"]
-INVISIBLE = ["\u200b", "\u200d", "\u2060", "\u2066", "\u2069", "\ufe0f", "\U000e0041", "\u2800", "\u3164",
-             "\u00ad", "\u202e", "\U000e0100", "\u180e"]
+INVISIBLE = [
+    "\u200b",
+    "\u200d",
+    "\u2060",
+    "\u2066",
+    "\u2069",
+    "\ufe0f",
+    "\U000e0041",
+    "\u2800",
+    "\u3164",
+    "\u00ad",
+    "\u202e",
+    "\U000e0100",
+    "\u180e",
+]
 
 
 @settings(max_examples=150, deadline=None)
@@ -150,8 +171,9 @@ INVISIBLE = ["\u200b", "\u200d", "\u2060", "\u2066", "\u2069", "\ufe0f", "\U000e
 def test_invisibles_and_separators_never_unblock(word: str, data: st.DataObject) -> None:
     """Any invisible characters between the letters, or one separator between all of them, keep it blocked."""
     prompt_filter = load(("builtin",))
-    gaps = data.draw(st.lists(st.lists(st.sampled_from(INVISIBLE), max_size=3), min_size=len(word) - 1,
-                              max_size=len(word) - 1))
+    gaps = data.draw(
+        st.lists(st.lists(st.sampled_from(INVISIBLE), max_size=3), min_size=len(word) - 1, max_size=len(word) - 1)
+    )
     disguised = word[0] + "".join("".join(gap) + letter for gap, letter in zip(gaps, word[1:]))
     assert prompt_filter.check(f"studio photo, {disguised} poster") is not None, disguised
     separator = data.draw(st.sampled_from([" ", ".", "-", "_", "=", "*", " . "]))
@@ -167,20 +189,23 @@ def test_normalised_text_is_lower_case_without_controls_or_marks(text: str) -> N
     assert "  " not in out and out == out.strip()
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("ＮＵＤＥ", "nude"),  # NFKC
-    ("n\u200bu\u00adde", "nude"),  # zero-width space, soft hyphen
-    ("nu\u0301de", "nude"),  # combining accent
-    ("ΝΑΚΕD", "naked"),  # Greek capitals: eta is H, nu is N
-    ("ᴘᴏʀɴ", "porn"),  # small capitals
-    ("ոսde", "nude"),  # Armenian
-    ("n\U000e0041u\u2800d\ufe0fe", "nude"),  # tag character, braille blank, variation selector
-    ("nud3!", "nude!"),  # leetspeak at the end of a word
-    ("$ex", "sex"),
-    ("nudе", "nude"),  # Cyrillic е
-    ("p0rn", "porn"),  # leetspeak inside a word
-    ("iPhone 15, size 10", "iphone 15, size 10"),  # numbers stay numbers
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ＮＵＤＥ", "nude"),  # NFKC
+        ("n\u200bu\u00adde", "nude"),  # zero-width space, soft hyphen
+        ("nu\u0301de", "nude"),  # combining accent
+        ("ΝΑΚΕD", "naked"),  # Greek capitals: eta is H, nu is N
+        ("ᴘᴏʀɴ", "porn"),  # small capitals
+        ("ոսde", "nude"),  # Armenian
+        ("n\U000e0041u\u2800d\ufe0fe", "nude"),  # tag character, braille blank, variation selector
+        ("nud3!", "nude!"),  # leetspeak at the end of a word
+        ("$ex", "sex"),
+        ("nudе", "nude"),  # Cyrillic е
+        ("p0rn", "porn"),  # leetspeak inside a word
+        ("iPhone 15, size 10", "iphone 15, size 10"),  # numbers stay numbers
+    ],
+)
 def test_normalisation_undoes_evasions(text: str, expected: str) -> None:
     assert normalise(text) == expected
 
@@ -208,8 +233,18 @@ def test_blocked_rows_end_blocked_with_their_reason_and_are_never_queued(env: En
     text = catalogue.read_text().replace("ceramic mug model 2,", "n.u.d.e model 2,")
     catalogue.write_text(text.replace("ceramic mug model 4,", "Sussex mug model 4,"))
 
-    dry = json.loads(env.cli("submit", str(catalogue), "--template", "studio photo of {title}, {color}",
-                             "--key", "sku", "--dry-run", "--json").stdout)
+    dry = json.loads(
+        env.cli(
+            "submit",
+            str(catalogue),
+            "--template",
+            "studio photo of {title}, {color}",
+            "--key",
+            "sku",
+            "--dry-run",
+            "--json",
+        ).stdout
+    )
     assert (dry["items"], dry["blocked"]) == (5, 1)
 
     submitted = env.submit(catalogue)
