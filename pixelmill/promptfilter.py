@@ -607,7 +607,8 @@ class PromptFilter:
         self._canon_cache: dict[str, str] = {}
         self._compound = ahocorasick.Automaton()  # every listed word form, for words run together
         self._compound_cache: dict[str, tuple[Term, ...]] = {}
-        self._gates: dict[str, set[tuple[str, str]]] = {}  # a word of each phrase → its (category, group)s
+        # one word of each listed phrase → the phrase's other words (and its last word, which may be inflected)
+        self._gates: dict[str, set[tuple[tuple[str, ...], str]]] = {}
         self._state: dict[str, frozenset[tuple[str, str]] | bool] = {}  # see `_token_state`
         self._prefixes: set[str] = set()  # every start of a listed word form: joins stop when they leave it
         phrases: dict[str, list[Term | None]] = {}
@@ -693,9 +694,10 @@ class PromptFilter:
                 ),
             )
             position, gate = ranked[-1]
+            others = tuple(_REPEATS.sub(r"\1", w) for i, w in enumerate(words) if i != position)
+            last = _REPEATS.sub(r"\1", words[-1]) if position != len(words) - 1 else ""
             for form in _forms(gate, term.exact) if position == len(words) - 1 else {gate}:
-                groups = self._gates.setdefault(_REPEATS.sub(r"\1", form), set())
-                groups.add((term.category, term.group) if term.weak else ("", ""))
+                self._gates.setdefault(_REPEATS.sub(r"\1", form), set()).add((others, last))
         for form in [*self._word, *self._collapsed]:
             self._prefixes.update(form[:i] for i in range(1, len(form) + 1))
         self._has_compound = len(self._compound) > 0
@@ -834,13 +836,17 @@ class PromptFilter:
         if len(read) >= 12 and read.isalpha():
             terms.extend(self._compound_terms(read))
         groups = {(t.category, t.group) for t in terms}
-        if read.isalpha():
-            groups.update(self._gates.get(self._canon(read), ()))
-            groups.update(self._gates.get(_REPEATS.sub(r"\1", read), ()))
+        for reading in _leet_variants(core) | {read} if not core.isalpha() and _LETTER.search(core) else (read,):
+            for gate in {self._canon(reading), _REPEATS.sub(r"\1", reading)}:
+                if gate in self._gates:
+                    groups.add((_GATE, gate))  # a phrase may be here: `_phrase_possible` looks for its other words
+        strong = [t for t in terms if not t.weak]
+        if strong and read == token and all(t.colour for t in strong) and read in self._colour_forms:
+            groups.add((_COLOUR, ""))  # "nude": `_plain_colours` decides, or the full reading
+            strong = []
         result: frozenset[tuple[str, str]] | bool
         if (
-            any(not t.weak for t in terms)
-            or ("", "") in groups
+            strong
             or _REPEAT3.search(read)
             or (len(read) <= 3 and _REPEATS.search(read) and read not in _COMMON and read.isalpha())
         ):
@@ -871,11 +877,44 @@ class PromptFilter:
             if False in states:
                 return self._check(prompt, folded)
             weak = [state for state in states if state is not True]
-            if weak and _may_combine(frozenset().union(*weak), low, tokens):  # type: ignore[arg-type]
+            if weak:
+                groups: frozenset[tuple[str, str]] = frozenset().union(*weak)  # type: ignore[arg-type]
+                gates = [word for category, word in groups if category == _GATE]
+                if gates and self._phrase_possible(gates, tokens):
+                    return self._check(prompt, folded)
+                groups = frozenset(g for g in groups if g[0] != _GATE and g[0] != _COLOUR)
+                if groups and _may_combine(groups, low, tokens):
+                    return self._check(prompt, folded)
+            colours = [i for i, token in enumerate(tokens) if token in self._colour_forms]
+            if colours and not self._plain_colours(colours, tokens):
                 return self._check(prompt, folded)
             if self._no_joins(tokens, low):
                 return None
         return self._check(prompt, folded)
+
+    def _phrase_possible(self, gates: list[str], tokens: list[str]) -> bool:
+        """Whether all other words of a phrase whose gate word is in the prompt are there too (typos fixed)."""
+        present: set[str] = set()
+        for token in tokens:
+            core = token.rstrip("!|+¡")
+            for reading in _leet_variants(core) | {_read(core)} if not core.isalpha() else (core,):
+                present.update((self._canon(reading), _REPEATS.sub(r"\1", reading)))
+        for gate in gates:
+            for others, last in self._gates[gate]:
+                if all(w in present or (w == last and any(p.startswith(w[: max(3, len(w) - 2)]) for p in present))
+                       for w in others):
+                    return True
+        return False
+
+    def _plain_colours(self, colours: list[int], tokens: list[str]) -> bool:
+        """Whether each `%` word of a plain prompt ("nude") has a product or colour noun within two words and no
+        person word beside it ("nude heels"); anything less certain goes to the full reading."""
+        for index in colours:
+            if not self._people.isdisjoint(tokens[max(index - 1, 0) : index] + tokens[index + 1 : index + 2]):
+                return False
+            if self._nouns.isdisjoint(tokens[max(index - 2, 0) : index] + tokens[index + 1 : index + 3]):
+                return False
+        return True
 
     def _no_joins(self, tokens: list[str], low: str) -> bool:
         """No two neighbours join into a listed word ("top less"), and no run of short pieces does ("se xy",
@@ -897,6 +936,7 @@ class PromptFilter:
                 whole = _read("".join(tokens[run.start() : end]))
                 if any(terms for _, (_, terms) in self._inside.iter(whole)):
                     return False
+            typos = end - run.start() >= 2  # a typo may sit anywhere in a run ("gis the jews")
             for first in range(max(run.start() - 1, 0), min(end + 1, count)):
                 text = tokens[first]
                 for last in range(first + 1, min(first + 24, end + 1, count)):
@@ -905,8 +945,9 @@ class PromptFilter:
                     if read not in prefixes:
                         if len(read) >= 5 and self._word_terms(read, inside=False):
                             return False  # a typo in a spread word ("sin roa")
-                        break
-                    if read in words and not _COMMON.issuperset(tokens[first : last + 1]):
+                        if not typos:
+                            break
+                    elif read in words and not _COMMON.issuperset(tokens[first : last + 1]):
                         return False
         return True
 
@@ -1087,6 +1128,8 @@ def _edit_distance_at_most_one(a: str, b: str) -> bool:
 
 
 _SHORT_RUN = re.compile(r"[sm]{2,}|s")
+_COLOUR = "\x00colour"  # marks a `%` word ("nude") among a word's (category, group)s
+_GATE = "\x00gate"  # marks a phrase's gate word among a word's (category, group)s
 _DIGIT = re.compile(r"\d")
 _SPLIT_PAIR = re.compile(r"([a-z0-9$@!|+]+)[-=._*~^:/\\]+(?=([a-z0-9$@!|+]+))")
 _ASCII_TOKEN = re.compile(r"[a-z0-9$@!|+]+")
