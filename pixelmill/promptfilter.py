@@ -265,7 +265,9 @@ _LEET_ALT = str.maketrans(
         "¢": "c",
     }
 )
+_OF = {"de", "da", "do", "di", "del", "des", "du", "fur"}
 _FOR = {"for", "para", "pour", "fur", "fuer", "per"}
+_ATTRIBUTE_COLOUR = re.compile(r"(?:^|[,(/|;:\-–\[]\s*|\b(?:in|en|em)\s+)nudes?\s*(?=$|[,)/|;:\-–\]])")
 _COLOUR_WORDS = {"nude", "nudes"}  # set off as an attribute ("…, nude, 38") they name a colour
 _ATTRIBUTE_BEFORE = {"in", "en", "em", "color", "colour", "cor", "couleur", "farbe", "colore", "tono", "shade"}
 _ATTRIBUTE_AFTER = {"in", "en", "em", "with", "and", "und", "y", "et", "e", "color", "colour", "farben"}
@@ -604,6 +606,7 @@ class PromptFilter:
         self._first_words: set[str] = set()  # the first word of each phrase (a quick "could a phrase start here")
         self._cache: dict[str, tuple[Term, ...]] = {}
         self._piece_cache: dict[str, tuple[Term, ...]] = {}
+        self._exact_cache: dict[str, tuple[Term, ...]] = {}
         self._canon_cache: dict[str, str] = {}
         self._compound = ahocorasick.Automaton()  # every listed word form, for words run together
         self._compound_cache: dict[str, tuple[Term, ...]] = {}
@@ -749,9 +752,9 @@ class PromptFilter:
 
     # --- matching ----------------------------------------------------------------------------------------------
 
-    def _word_terms(self, word: str, inside: bool = True) -> tuple[Term, ...]:
+    def _word_terms(self, word: str, inside: bool = True, fuzzy: bool = True) -> tuple[Term, ...]:
         """The terms one word is (or, with `inside`, holds), cached: catalogue prompts reuse a small vocabulary."""
-        cache = self._cache if inside else self._piece_cache
+        cache = self._cache if inside else self._piece_cache if fuzzy else self._exact_cache
         cached = cache.get(word)
         if cached is not None:
             return cached
@@ -767,7 +770,7 @@ class PromptFilter:
             for start, end, terms in spans:
                 if terms and not any(a <= start and end <= b for a, b in allowed):
                     found.extend(terms)
-        if not found and len(word) >= 5 and word not in _FUZZY_STOP and self._fuzzy and word.isalpha():
+        if fuzzy and not found and len(word) >= 5 and word not in _FUZZY_STOP and self._fuzzy and word.isalpha():
             for variant in {word} | _deletions(word):
                 for key, term in self._fuzzy.get(variant, ()):
                     if key[0] == word[0] and _edit_distance_at_most_one(key, word):
@@ -886,7 +889,7 @@ class PromptFilter:
                 if groups and _may_combine(groups, low, tokens):
                     return self._check(prompt, folded)
             colours = [i for i, token in enumerate(tokens) if token in self._colour_forms]
-            if colours and not self._plain_colours(colours, tokens):
+            if colours and not self._plain_colours(colours, tokens, low):
                 return self._check(prompt, folded)
             if self._no_joins(tokens, low):
                 return None
@@ -901,20 +904,26 @@ class PromptFilter:
                 present.update((self._canon(reading), _REPEATS.sub(r"\1", reading)))
         for gate in gates:
             for others, last in self._gates[gate]:
-                if all(w in present or (w == last and any(p.startswith(w[: max(3, len(w) - 2)]) for p in present))
-                       for w in others):
+                if all(
+                    w in present or (w == last and any(p.startswith(w[: max(3, len(w) - 2)]) for p in present))
+                    for w in others
+                ):
                     return True
         return False
 
-    def _plain_colours(self, colours: list[int], tokens: list[str]) -> bool:
-        """Whether each `%` word of a plain prompt ("nude") has a product or colour noun within two words and no
-        person word beside it ("nude heels"); anything less certain goes to the full reading."""
+    def _plain_colours(self, colours: list[int], tokens: list[str], low: str) -> bool:
+        """Whether each `%` word of a plain prompt ("nude") has a product or colour noun within two words, or is
+        set off as an attribute ("…, nude, M"), with no person word within two words; anything less certain goes
+        to the full reading."""
+        attributes = 0
         for index in colours:
-            if not self._people.isdisjoint(tokens[max(index - 1, 0) : index] + tokens[index + 1 : index + 2]):
+            if not self._people.isdisjoint(tokens[max(index - 2, 0) : index] + tokens[index + 1 : index + 3]):
                 return False
             if self._nouns.isdisjoint(tokens[max(index - 2, 0) : index] + tokens[index + 1 : index + 3]):
-                return False
-        return True
+                if tokens[index] not in _COLOUR_WORDS:
+                    return False
+                attributes += 1
+        return attributes == 0 or len(_ATTRIBUTE_COLOUR.findall(low)) >= attributes
 
     def _no_joins(self, tokens: list[str], low: str) -> bool:
         """No two neighbours join into a listed word ("top less"), and no run of short pieces does ("se xy",
@@ -936,15 +945,18 @@ class PromptFilter:
                 whole = _read("".join(tokens[run.start() : end]))
                 if any(terms for _, (_, terms) in self._inside.iter(whole)):
                     return False
-            typos = end - run.start() >= 2  # a typo may sit anywhere in a run ("gis the jews")
+            typos = end - run.start() >= 2 or any(_spread_piece(t) for t in tokens[run.start() : end])
             for first in range(max(run.start() - 1, 0), min(end + 1, count)):
                 text = tokens[first]
+                spread = _spread_piece(text)
                 for last in range(first + 1, min(first + 24, end + 1, count)):
                     text += tokens[last]
+                    spread = spread or _spread_piece(tokens[last])
                     read = text if text.isalpha() else _read(text)
                     if read not in prefixes:
-                        if len(read) >= 5 and self._word_terms(read, inside=False):
-                            return False  # a typo in a spread word ("sin roa")
+                        fuzzy = spread or (last - first >= 2 and len(text) >= 8 and text.isalpha())
+                        if fuzzy and len(read) >= 5 and self._word_terms(read, inside=False):
+                            return False  # a typo in a spread word ("n u d i t t y")
                         if not typos:
                             break
                     elif read in words and not _COMMON.issuperset(tokens[first : last + 1]):
@@ -1033,8 +1045,11 @@ class PromptFilter:
                                 or raws[last].isdigit()
                             ):
                                 continue  # "pen is", "the rap is", "nude, 4 g": words, not a spread one
+                            spread = any(_spread_piece(r) for r in reads[first : last + 1]) or (
+                                last - first >= 2 and len(text) >= 8 and text.isalpha()
+                            )  # typos only in spread letters or long joins ("in he buff")
                             for joined in _leet_variants(text) if not text.isalpha() else (text,):
-                                for term in self._word_terms(joined, inside=False):
+                                for term in self._word_terms(joined, inside=False, fuzzy=spread):
                                     yield _Hit(term, first, last + 1)
                 pieces = raws[index:end]
                 if len(pieces) >= 4 and sum(len(p) <= 2 for p in pieces) >= 2 and self._has_inside:
@@ -1053,7 +1068,9 @@ class PromptFilter:
         audience = {
             reads[i]
             for i in range(1, len(reads))
-            if reads[i - 1] in _FOR or (reads[i - 1] in self._nouns and reads[i - 1] not in self._colour_forms)
+            if reads[i - 1] in _FOR
+            or (reads[i - 1] in self._nouns and reads[i - 1] not in self._colour_forms)
+            or (i > 1 and reads[i - 1] in _OF and reads[i - 2] in self._nouns)  # "vestido de niña"
         }
         audience |= owners  # "for women", "Women's", "Robe fille", "Scarpe bambino": who it is for
         beside = reads[max(hit.start - 1, 0) : hit.start] + reads[hit.end : hit.end + 1]
@@ -1290,6 +1307,11 @@ _COMMON = {
 }
 
 
+def _spread_piece(piece: str) -> bool:
+    """A one- or two-letter piece that is not a common word: letters spread out ("n u d e", "se xy")."""
+    return len(piece) <= 2 and piece.isalpha() and piece not in _COMMON
+
+
 def _may_combine(groups: frozenset[tuple[str, str]], low: str, tokens: list[str]) -> bool:
     """Whether weak terms of these (category, group)s could block together: two groups of one category, a minor
     word with a sexual one, or a sexual one where an age may stand ("14yo", "twelve year old")."""
@@ -1299,9 +1321,7 @@ def _may_combine(groups: frozenset[tuple[str, str]], low: str, tokens: list[str]
     sexual = by_category.get(SEXUAL, set()) - {PERSON_GROUP}
     if any(len(found) > 1 for category, found in by_category.items() if category != MINORS):
         return True
-    return bool(sexual) and (
-        MINORS in by_category or bool(_DIGIT.search(low)) or not _NUMBER_WORDS.keys().isdisjoint(tokens)
-    )
+    return bool(sexual) and (MINORS in by_category or bool(_minor_age(low, tokens)))
 
 
 _AMBIGUOUS = {"1": "il", "!": "il", "|": "li"}
