@@ -607,6 +607,7 @@ class PromptFilter:
         self._cache: dict[str, tuple[Term, ...]] = {}
         self._piece_cache: dict[str, tuple[Term, ...]] = {}
         self._exact_cache: dict[str, tuple[Term, ...]] = {}
+        self._readings: dict[str, frozenset[str]] = {}  # a word's readings for phrases (typos fixed, leetspeak)
         self._canon_cache: dict[str, str] = {}
         self._compound = ahocorasick.Automaton()  # every listed word form, for words run together
         self._compound_cache: dict[str, tuple[Term, ...]] = {}
@@ -677,6 +678,12 @@ class PromptFilter:
             for word in key.split():
                 self._phrase_words.add(word)
         self._base_phrase_words = base_phrase_words
+        short_fixes: dict[str, set[str]] = {}
+        for word in base_phrase_words:
+            if 3 <= len(word) <= 4 and word.isalpha():
+                for variant in _deletions(word) - base_phrase_words:
+                    short_fixes.setdefault(variant, set()).add(word)
+        self._short_fix = {k: next(iter(v)) for k, v in short_fixes.items() if len(v) == 1 and len(k) >= 2}
         for word in base_phrase_words:
             if len(word) >= 5 and word.isalpha() and word.isascii():
                 for variant in {word} | _deletions(word):
@@ -803,6 +810,8 @@ class PromptFilter:
         if cached is not None:
             return cached
         canon = _REPEATS.sub(r"\1", word)
+        if canon not in self._phrase_words and canon in self._short_fix:
+            canon = self._short_fix[canon]  # "in he buff": a letter dropped from a short word of a phrase
         if canon not in self._phrase_words and len(canon) == 4 and canon.isalpha():
             for i in range(1, 3):  # "haed" → "head"
                 swapped = canon[:i] + canon[i + 1] + canon[i] + canon[i + 2 :]
@@ -899,9 +908,16 @@ class PromptFilter:
         """Whether all other words of a phrase whose gate word is in the prompt are there too (typos fixed)."""
         present: set[str] = set()
         for token in tokens:
-            core = token.rstrip("!|+¡")
-            for reading in _leet_variants(core) | {_read(core)} if not core.isalpha() else (core,):
-                present.update((self._canon(reading), _REPEATS.sub(r"\1", reading)))
+            readings = self._readings.get(token)
+            if readings is None:
+                core = token.rstrip("!|+¡")
+                found: set[str] = set()
+                for reading in _leet_variants(core) | {_read(core)} if not core.isalpha() else (core,):
+                    found.update((self._canon(reading), _REPEATS.sub(r"\1", reading)))
+                readings = self._readings[token] = frozenset(found)
+                if len(self._readings) > _CACHE_LIMIT:
+                    self._readings.clear()
+            present.update(readings)
         for gate in gates:
             for others, last in self._gates[gate]:
                 if all(
@@ -945,7 +961,6 @@ class PromptFilter:
                 whole = _read("".join(tokens[run.start() : end]))
                 if any(terms for _, (_, terms) in self._inside.iter(whole)):
                     return False
-            typos = end - run.start() >= 2 or any(_spread_piece(t) for t in tokens[run.start() : end])
             for first in range(max(run.start() - 1, 0), min(end + 1, count)):
                 text = tokens[first]
                 spread = _spread_piece(text)
@@ -954,11 +969,10 @@ class PromptFilter:
                     spread = spread or _spread_piece(tokens[last])
                     read = text if text.isalpha() else _read(text)
                     if read not in prefixes:
-                        fuzzy = spread or (last - first >= 2 and len(text) >= 8 and text.isalpha())
-                        if fuzzy and len(read) >= 5 and self._word_terms(read, inside=False):
-                            return False  # a typo in a spread word ("n u d i t t y")
-                        if not typos:
+                        if not spread:
                             break
+                        if len(read) >= 5 and self._word_terms(read, inside=False):
+                            return False  # a typo in a spread word ("n u d i t t y")
                     elif read in words and not _COMMON.issuperset(tokens[first : last + 1]):
                         return False
         return True
@@ -1045,9 +1059,7 @@ class PromptFilter:
                                 or raws[last].isdigit()
                             ):
                                 continue  # "pen is", "the rap is", "nude, 4 g": words, not a spread one
-                            spread = any(_spread_piece(r) for r in reads[first : last + 1]) or (
-                                last - first >= 2 and len(text) >= 8 and text.isalpha()
-                            )  # typos only in spread letters or long joins ("in he buff")
+                            spread = any(_spread_piece(r) for r in reads[first : last + 1])  # typos only then
                             for joined in _leet_variants(text) if not text.isalpha() else (text,):
                                 for term in self._word_terms(joined, inside=False, fuzzy=spread):
                                     yield _Hit(term, first, last + 1)
@@ -1387,7 +1399,7 @@ _AGE = re.compile(
 
 def _minor_age(folded: str, reads: list[str]) -> str:
     """ "12 year old", "14yo", "13歳": an age under 18 in the prompt, as written; "" if none."""
-    if not any(c.isdigit() for c in folded) and _NUMBER_WORDS.keys().isdisjoint(reads):
+    if not _DIGIT.search(folded) and _NUMBER_WORDS.keys().isdisjoint(reads):
         return ""
     for found in _AGE.finditer(folded):
         number = found.group(1)
