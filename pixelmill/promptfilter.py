@@ -964,6 +964,9 @@ class PromptFilter:
             for first in range(max(run.start() - 1, 0), min(end + 1, count)):
                 text = tokens[first]
                 spread = _spread_piece(text)
+                if not spread and text not in prefixes and (text.isalpha() or _read(text) not in prefixes):
+                    if not any(_spread_piece(t) for t in tokens[first + 1 : end + 1]):
+                        continue  # no listed word starts here, and no spread letters follow
                 for last in range(first + 1, min(first + 24, end + 1, count)):
                     text += tokens[last]
                     spread = spread or _spread_piece(tokens[last])
