@@ -111,7 +111,7 @@ def main() -> None:
         "evasive corpus": corpus("prompt_corpus_evasive.tsv"),
         f"{args.titles // 1000}k catalogue titles": titles(args.titles),
     }
-    print(f"| set | prompts | blocked | median µs | p99 µs | mean CPU µs |")
+    print("| set | prompts | blocked | median µs | p99 µs | mean CPU µs |")
     print("|---|---|---|---|---|---|")
     for name, prompts in sets.items():
         median, p99, cpu, blocked = measure(check, prompts, args.repeat)
