@@ -607,6 +607,7 @@ class PromptFilter:
         self._cache: dict[str, tuple[Term, ...]] = {}
         self._piece_cache: dict[str, tuple[Term, ...]] = {}
         self._exact_cache: dict[str, tuple[Term, ...]] = {}
+        self._run_cache: dict[tuple[str, ...], bool] = {}  # runs of short pieces with their neighbours
         self._readings: dict[str, frozenset[str]] = {}  # a word's readings for phrases (typos fixed, leetspeak)
         self._canon_cache: dict[str, str] = {}
         self._compound = ahocorasick.Automaton()  # every listed word form, for words run together
@@ -954,30 +955,45 @@ class PromptFilter:
             if len(joined) >= 5 and self._word_terms(joined if joined.isalpha() else _read(joined), inside=False):
                 return False  # "self-ahrm": a typo across a hyphen
         shape = "".join(["s" if len(t) <= 2 else "m" if len(t) == 3 else "L" for t in tokens])
-        count = len(tokens)
         for run in _SHORT_RUN.finditer(shape):  # runs of short pieces, as `_joined_hits` reads them
-            end = run.end()
-            if end - run.start() >= 4 and run.group().count("s") >= 2 and self._has_inside:
-                whole = _read("".join(tokens[run.start() : end]))
-                if any(terms for _, (_, terms) in self._inside.iter(whole)):
+            low_end, end = max(run.start() - 1, 0), run.end()
+            window = tuple(tokens[low_end : end + 1])
+            clean = self._run_cache.get(window)
+            if clean is None:
+                clean = self._run_clean(list(window), run.start() - low_end, end - low_end)
+                if len(self._run_cache) > _CACHE_LIMIT:
+                    self._run_cache.clear()
+                self._run_cache[window] = clean
+            if not clean:
+                return False
+        return True
+
+    def _run_clean(self, tokens: list[str], start: int, end: int) -> bool:
+        """One run of short pieces `tokens[start:end]` with a neighbour on each side: no join of it is a listed
+        word (exactly, or with a typo where letters are spread out); cached by `_no_joins`."""
+        words, prefixes = self._word, self._prefixes
+        count = len(tokens)
+        if end - start >= 4 and sum(len(t) <= 2 for t in tokens[start:end]) >= 2 and self._has_inside:
+            whole = _read("".join(tokens[start:end]))
+            if any(terms for _, (_, terms) in self._inside.iter(whole)):
+                return False
+        for first in range(max(start - 1, 0), min(end + 1, count)):
+            text = tokens[first]
+            spread = _spread_piece(text)
+            if not spread and text not in prefixes and (text.isalpha() or _read(text) not in prefixes):
+                if not any(_spread_piece(t) for t in tokens[first + 1 : end + 1]):
+                    continue  # no listed word starts here, and no spread letters follow
+            for last in range(first + 1, min(first + 24, end + 1, count)):
+                text += tokens[last]
+                spread = spread or _spread_piece(tokens[last])
+                read = text if text.isalpha() else _read(text)
+                if read not in prefixes:
+                    if not spread:
+                        break
+                    if len(read) >= 5 and self._word_terms(read, inside=False):
+                        return False  # a typo in a spread word ("n u d i t t y")
+                elif read in words and not _COMMON.issuperset(tokens[first : last + 1]):
                     return False
-            for first in range(max(run.start() - 1, 0), min(end + 1, count)):
-                text = tokens[first]
-                spread = _spread_piece(text)
-                if not spread and text not in prefixes and (text.isalpha() or _read(text) not in prefixes):
-                    if not any(_spread_piece(t) for t in tokens[first + 1 : end + 1]):
-                        continue  # no listed word starts here, and no spread letters follow
-                for last in range(first + 1, min(first + 24, end + 1, count)):
-                    text += tokens[last]
-                    spread = spread or _spread_piece(tokens[last])
-                    read = text if text.isalpha() else _read(text)
-                    if read not in prefixes:
-                        if not spread:
-                            break
-                        if len(read) >= 5 and self._word_terms(read, inside=False):
-                            return False  # a typo in a spread word ("n u d i t t y")
-                    elif read in words and not _COMMON.issuperset(tokens[first : last + 1]):
-                        return False
         return True
 
     def _check(self, prompt: str, folded: str | None = None) -> Match | None:
