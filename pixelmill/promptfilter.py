@@ -39,6 +39,7 @@ ALLOW = "allow"  # the list (allow.txt) of phrases that contain a blocked term b
 MINORS = "minors"
 SEXUAL = "sexual"
 MINOR_GROUP = "minor"  # weak terms of minors.txt in this group make any sexual term a `minors` match
+TEASE_GROUP = "tease"  # weak sexual terms that count only towards `minors` ("lingerie", "seductive")
 PERSON_GROUP = "person"  # weak sexual terms that are people: they need a sexual term of another group
 
 _CACHE_LIMIT = 200_000  # words remembered between prompts (catalogue vocabularies repeat)
@@ -1148,7 +1149,8 @@ class PromptFilter:
             return Match(hit.term.category, hit.term.term)
         groups: dict[str, dict[str, str]] = {}
         for hit in hits:
-            groups.setdefault(hit.term.category, {}).setdefault(hit.term.group, hit.term.term)
+            if hit.term.group != TEASE_GROUP:  # sexualising only with a minor word or an age
+                groups.setdefault(hit.term.category, {}).setdefault(hit.term.group, hit.term.term)
         for category, found in groups.items():
             if category != MINORS and len(found) >= 2:
                 return Match(category, " + ".join(list(found.values())[:2]))
@@ -1350,7 +1352,7 @@ def _may_combine(groups: frozenset[tuple[str, str]], low: str, tokens: list[str]
     for category, group in groups:
         by_category.setdefault(category, set()).add(group)
     sexual = by_category.get(SEXUAL, set()) - {PERSON_GROUP}
-    if any(len(found) > 1 for category, found in by_category.items() if category != MINORS):
+    if any(len(found - {TEASE_GROUP}) > 1 for category, found in by_category.items() if category != MINORS):
         return True
     return bool(sexual) and (MINORS in by_category or bool(_minor_age(low, tokens)))
 
