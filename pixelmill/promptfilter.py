@@ -952,9 +952,13 @@ class PromptFilter:
             if a in prefixes and a + b in words:
                 return False
         for pair in _SPLIT_PAIR.finditer(low):
-            joined = pair.group(1) + pair.group(2)
+            joined = pair.group(1) + pair.group(3)
             if len(joined) >= 5 and self._word_terms(joined if joined.isalpha() else _read(joined), inside=False):
                 return False  # "self-ahrm": a typo across a hyphen
+            if pair.group(2) == "*" and any(
+                self._word_terms(_read(pair.group(1) + v + pair.group(3)), inside=False) for v in "aeiou"
+            ):
+                return False  # "p*rn"
         shape = "".join(["s" if len(t) <= 2 else "m" if len(t) == 3 else "L" for t in tokens])
         for run in _SHORT_RUN.finditer(shape):  # runs of short pieces, as `_joined_hits` reads them
             low_end, end = max(run.start() - 1, 0), run.end()
@@ -1056,6 +1060,10 @@ class PromptFilter:
             if sep and " " not in sep and _INWORD_SEPARATOR.fullmatch(sep):
                 for term in self._word_terms(_read(raws[index - 1] + raws[index]), inside=False):
                     yield _Hit(term, index - 1, index + 1)
+                if sep == "*":  # "p*rn", "n*de": a star for one letter
+                    for vowel in "aeiou":
+                        for term in self._word_terms(_read(raws[index - 1] + vowel + raws[index]), inside=False):
+                            yield _Hit(term, index - 1, index + 1)
         index = 0
         while index < count:
             if len(reads[index]) > 3:
@@ -1148,7 +1156,10 @@ class PromptFilter:
         for hit in sorted(strong, key=lambda h: h.term.category != MINORS):
             return Match(hit.term.category, hit.term.term)
         groups: dict[str, dict[str, str]] = {}
+        audience = _audience(folded, reads)
         for hit in hits:
+            if hit.term.group == PERSON_GROUP and hit.end - hit.start == 1 and reads[hit.start] in audience:
+                continue  # "boob tube top, women's": who it is for, not who is in it
             if hit.term.group != TEASE_GROUP:  # sexualising only with a minor word or an age
                 groups.setdefault(hit.term.category, {}).setdefault(hit.term.group, hit.term.term)
         for category, found in groups.items():
@@ -1181,7 +1192,7 @@ _SHORT_RUN = re.compile(r"[sm]{2,}|s")
 _COLOUR = "\x00colour"  # marks a `%` word ("nude") among a word's (category, group)s
 _GATE = "\x00gate"  # marks a phrase's gate word among a word's (category, group)s
 _DIGIT = re.compile(r"\d")
-_SPLIT_PAIR = re.compile(r"([a-z0-9$@!|+]+)[-=._*~^:/\\]+(?=([a-z0-9$@!|+]+))")
+_SPLIT_PAIR = re.compile(r"([a-z0-9$@!|+]+)([-=._*~^:/\\]+)(?=([a-z0-9$@!|+]+))")
 _ASCII_TOKEN = re.compile(r"[a-z0-9$@!|+]+")
 _REPEAT3 = re.compile(r"([a-z])\1\1")
 _FREQUENT = {
@@ -1338,6 +1349,12 @@ _COMMON = {
     "xs",
     "xxl",
 }
+
+
+def _audience(folded: str, reads: list[str]) -> set[str]:
+    """Person words that name who a product is for: possessives ("women's") and words after "for"/"para"/…"""
+    owners = set(_OWNER.findall(folded)) if "'" in folded or "’" in folded else set()
+    return owners | {reads[i] for i in range(1, len(reads)) if reads[i - 1] in _FOR}
 
 
 def _spread_piece(piece: str) -> bool:
