@@ -997,7 +997,14 @@ class PromptFilter:
                         break
                     if len(read) >= 5 and self._word_terms(read, inside=False):
                         return False  # a typo in a spread word ("n u d i t t y")
-                elif read in words and not _COMMON.issuperset(tokens[first : last + 1]):
+                elif (
+                    read in words
+                    and not _COMMON.issuperset(tokens[first : last + 1])
+                    and not (
+                        _COMMON.issuperset(tokens[first + 1 : last + 1])
+                        and all(any(t is o for o in words.get(tokens[first], ())) for t in words[read])
+                    )
+                ):
                     return False
         return True
 
@@ -1088,9 +1095,15 @@ class PromptFilter:
                             ):
                                 continue  # "pen is", "the rap is", "nude, 4 g": words, not a spread one
                             spread = any(_spread_piece(r) for r in reads[first : last + 1])  # typos only then
+                            own = (
+                                self._word.get(reads[first], ())
+                                if _COMMON.issuperset(reads[first + 1 : last + 1])
+                                else ()
+                            )
                             for joined in _leet_variants(text) if not text.isalpha() else (text,):
                                 for term in self._word_terms(joined, inside=False, fuzzy=spread):
-                                    yield _Hit(term, first, last + 1)
+                                    if not any(term is t for t in own):  # "nude à" is "nude", not "nudea"
+                                        yield _Hit(term, first, last + 1)
                 pieces = raws[index:end]
                 if len(pieces) >= 4 and sum(len(p) <= 2 for p in pieces) >= 2 and self._has_inside:
                     whole = _read("".join(pieces))  # "noc lot hes on": chunks that do not fall on word ends
@@ -1111,6 +1124,7 @@ class PromptFilter:
             if reads[i - 1] in _FOR
             or (reads[i - 1] in self._nouns and reads[i - 1] not in self._colour_forms)
             or (i > 1 and reads[i - 1] in _OF and reads[i - 2] in self._nouns)  # "vestido de niña"
+            or (i > 1 and reads[i - 1] in self._colour_forms and reads[i - 2] in self._nouns)  # "zapatillas nude mujer"
         }
         audience |= owners  # "for women", "Women's", "Robe fille", "Scarpe bambino": who it is for
         beside = reads[max(hit.start - 1, 0) : hit.start] + reads[hit.end : hit.end + 1]
