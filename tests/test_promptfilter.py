@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
+import unicodedata
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from conftest import Env, write_catalogue
@@ -30,19 +35,177 @@ def test_corpus_rates(capsys: pytest.CaptureFixture[str]) -> None:
     missed = [p for p in evasive if prompt_filter.check(p) is None]
     false_positives = [(p, prompt_filter.check(p)) for p in benign if prompt_filter.check(p) is not None]
     with capsys.disabled():
-        print(f"\nprompt filter: blocked {len(evasive) - len(missed)}/{len(evasive)} evasive variants, "
-              f"{len(false_positives)}/{len(benign)} benign prompts")
+        print(
+            f"\nprompt filter: blocked {len(evasive) - len(missed)}/{len(evasive)} evasive variants, "
+            f"{len(false_positives)}/{len(benign)} benign prompts"
+        )
     assert missed == [] and false_positives == []
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("ＮＵＤＥ", "nude"),  # NFKC
-    ("n\u200bu\u00adde", "nude"),  # zero-width space, soft hyphen
-    ("nu\u0301de", "nude"),  # combining accent
-    ("nudе", "nude"),  # Cyrillic е
-    ("p0rn", "porn"),  # leetspeak inside a word
-    ("iPhone 15, size 10", "iphone 15, size 10"),  # numbers stay numbers
-])
+def rows(name: str) -> list[dict[str, str]]:
+    """A generated corpus (tests/data/make_prompt_corpora.py): split, category, technique, language, prompt."""
+    with (DATA / name).open(encoding="utf-8") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def rates(found: list[tuple[dict[str, str], bool]], keys: tuple[str, ...]) -> dict[tuple[str, str], list[int]]:
+    """(column, value) → [blocked, total]."""
+    table: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for row, blocked in found:
+        for key in keys:
+            table[(key, row[key])][0] += blocked
+            table[(key, row[key])][1] += 1
+    return table
+
+
+def report(title: str, table: dict[tuple[str, str], list[int]]) -> str:
+    lines = [title]
+    for (key, value), (blocked, total) in sorted(table.items()):
+        lines.append(f"  {key:<10}{value:<16}blocked {blocked:>4}/{total:<5}{100 * blocked / total:6.1f} %")
+    return "\n".join(lines)
+
+
+def test_generated_corpora_rates(capsys: pytest.CaptureFixture[str]) -> None:
+    """≥ 95 % of the evasive corpus caught and ≤ 1 % of the benign one blocked, per category and per technique
+    (except `joined`, see below), on both the dev half and the held-back half of the seeds; minors prompts are
+    reported as `minors`."""
+    prompt_filter = load(("builtin",))
+    evasive, benign = rows("prompt_corpus_evasive.tsv"), rows("prompt_corpus_benign.tsv")
+    assert len(evasive) >= 1000 and len(benign) >= 1000
+    caught = [(row, prompt_filter.check(row["prompt"]) is not None) for row in evasive]
+    blocked = [(row, prompt_filter.check(row["prompt"]) is not None) for row in benign]
+    as_minors = [
+        (row, (m := prompt_filter.check(row["prompt"])) is not None and m.category == "minors")
+        for row in evasive
+        if row["category"] == "minors"
+    ]
+    keys = ("split", "category", "technique", "language")
+    evasive_rates, benign_rates = rates(caught, keys), rates(blocked, keys)
+    minors_rates = rates(as_minors, ("split",))
+    with capsys.disabled():
+        print("\n" + report("evasive prompts (blocked = caught)", evasive_rates))
+        print(report("sexualised-minors prompts reported as `minors`", minors_rates))
+        print(report("benign prompts (blocked = false positive)", benign_rates))
+    for (key, value), (hits, total) in evasive_rates.items():
+        if key == "language":
+            continue  # printed; the languages are held through the categories and techniques
+        # Words run together in Portuguese/French ("meninanuanapraia") hide two- and three-letter words: a
+        # known gap, held to 90 %.
+        floor = 0.90 if (key, value) == ("technique", "joined") else 0.95
+        assert hits / total >= floor, (key, value, hits, total)
+    for (key, value), (hits, total) in benign_rates.items():
+        assert hits / total <= 0.01 or key == "language", (key, value, hits, total)
+    assert sum(h for h, _ in minors_rates.values()) / sum(t for _, t in minors_rates.values()) >= 0.95
+
+
+def test_fast_path_agrees_with_the_full_reading() -> None:
+    """The plain-ASCII fast path never passes a prompt that the full reading blocks."""
+    prompt_filter = load(("builtin",))
+    for row in rows("prompt_corpus_evasive.tsv") + rows("prompt_corpus_benign.tsv"):
+        fast, full = prompt_filter.check(row["prompt"]), prompt_filter._check(row["prompt"])
+        assert (fast is None) == (full is None), row["prompt"]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "category"),
+    [
+        ("nude woman in nude heels", "sexual"),
+        ("woman in nude heels", None),
+        ("zapatos color nude, talla 38", None),
+        ("escarpins nude", None),
+        ("Nude-farbene Pumps", None),
+        ("Seamless Bra, Nude, Women's, M", None),
+        ("nude model, leather jacket", "sexual"),
+        ("kids' shoes, velcro, size 30", None),
+        ("teen room decor string lights", None),
+        ("girls dress size 10", None),
+        ("baby bodysuit, 3-pack", None),
+        ("12 year old girl nude", "minors"),
+        ("sexy 14yo in a bikini", "minors"),
+        ("loli", "minors"),
+        ("niña desnuda", "minors"),
+        ("woman wearing nothing but a smile", "sexual"),
+        ("girl in her birthday suit", "sexual"),
+        ("Ball Cock Valve, 1/2 inch", None),
+        ("Great Tit bird feeder", None),
+        ("Dick's Sporting Goods men's shorts", None),
+        ("white power bank 20000mAh", None),
+        ("knife set with block", None),
+        ("knife covered in blood", "violence"),
+        ("kill switch for motorcycles", None),
+        ("Bloody Mary mix, 1 L", None),
+        ("se xy girl", "sexual"),
+        ("nudewoman", "sexual"),
+        ("ΝΑΚΕD woman", "sexual"),
+        ("pr0n", "sexual"),
+        ("a$$ of a woman", "sexual"),
+        ("s3x!", "sexual"),
+        ("低カロリー食品", None),
+    ],
+)
+def test_senses_and_combinations(prompt: str, category: str | None) -> None:
+    found = load(("builtin",)).check(prompt)
+    assert (found.category if found else None) == category, (prompt, found)
+
+
+BLOCKED_WORDS = ["nude", "porn", "hentai", "swastika", "naked", "beheaded", "lolicon"]
+INVISIBLE = [
+    "\u200b",
+    "\u200d",
+    "\u2060",
+    "\u2066",
+    "\u2069",
+    "\ufe0f",
+    "\U000e0041",
+    "\u2800",
+    "\u3164",
+    "\u00ad",
+    "\u202e",
+    "\U000e0100",
+    "\u180e",
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(word=st.sampled_from(BLOCKED_WORDS), data=st.data())
+def test_invisibles_and_separators_never_unblock(word: str, data: st.DataObject) -> None:
+    """Any invisible characters between the letters, or one separator between all of them, keep it blocked."""
+    prompt_filter = load(("builtin",))
+    gaps = data.draw(
+        st.lists(st.lists(st.sampled_from(INVISIBLE), max_size=3), min_size=len(word) - 1, max_size=len(word) - 1)
+    )
+    disguised = word[0] + "".join("".join(gap) + letter for gap, letter in zip(gaps, word[1:]))
+    assert prompt_filter.check(f"studio photo, {disguised} poster") is not None, disguised
+    separator = data.draw(st.sampled_from([" ", ".", "-", "_", "=", "*", " . "]))
+    assert prompt_filter.check(f"a {separator.join(word)} scene") is not None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60))
+def test_normalised_text_is_lower_case_without_controls_or_marks(text: str) -> None:
+    out = normalise(text)
+    assert out == out.lower()
+    assert not any(unicodedata.category(c) in {"Cc", "Cf", "Mn", "Me", "Co", "Cs"} for c in out), ascii(out)
+    assert "  " not in out and out == out.strip()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ＮＵＤＥ", "nude"),  # NFKC
+        ("n\u200bu\u00adde", "nude"),  # zero-width space, soft hyphen
+        ("nu\u0301de", "nude"),  # combining accent
+        ("ΝΑΚΕD", "naked"),  # Greek capitals: eta is H, nu is N
+        ("ᴘᴏʀɴ", "porn"),  # small capitals
+        ("ոսde", "nude"),  # Armenian
+        ("n\U000e0041u\u2800d\ufe0fe", "nude"),  # tag character, braille blank, variation selector
+        ("nud3!", "nude!"),  # leetspeak at the end of a word
+        ("$ex", "sex"),
+        ("nudе", "nude"),  # Cyrillic е
+        ("p0rn", "porn"),  # leetspeak inside a word
+        ("iPhone 15, size 10", "iphone 15, size 10"),  # numbers stay numbers
+    ],
+)
 def test_normalisation_undoes_evasions(text: str, expected: str) -> None:
     assert normalise(text) == expected
 
@@ -70,8 +233,18 @@ def test_blocked_rows_end_blocked_with_their_reason_and_are_never_queued(env: En
     text = catalogue.read_text().replace("ceramic mug model 2,", "n.u.d.e model 2,")
     catalogue.write_text(text.replace("ceramic mug model 4,", "Sussex mug model 4,"))
 
-    dry = json.loads(env.cli("submit", str(catalogue), "--template", "studio photo of {title}, {color}",
-                             "--key", "sku", "--dry-run", "--json").stdout)
+    dry = json.loads(
+        env.cli(
+            "submit",
+            str(catalogue),
+            "--template",
+            "studio photo of {title}, {color}",
+            "--key",
+            "sku",
+            "--dry-run",
+            "--json",
+        ).stdout
+    )
     assert (dry["items"], dry["blocked"]) == (5, 1)
 
     submitted = env.submit(catalogue)
