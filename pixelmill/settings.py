@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     # batches of PIXELMILL_BATCH_SIZE and claims each on its own. Constraint: all of a message's batches must
     # finish within PIXELMILL_TASK_SOFT_TIME_LIMIT (items_per_message / batch_size batches per task); a message
     # cut short leaves its remaining items queued for the reconciler. Bigger messages: faster submit.
-    items_per_message: int = Field(32, ge=1, le=1024)
+    items_per_message: int = Field(32, ge=1, le=1024)  # at least one batch: max(this, batch_size)
     # Catalogue caps (README "Catalogue input"; producer/catalogue.py `Limits`): raise one if your data needs it.
     catalogue_cell_bytes: int = Field(16 * 1024, ge=1)  # one CSV cell or JSON value
     catalogue_row_bytes: int = Field(1024 * 1024, ge=1)  # one JSONL line or CSV record
@@ -136,9 +136,6 @@ class Settings(BaseSettings):
         if quarantine != "none" and (not quarantine or quarantine.split("/")[0] in ("jobs", "..", ".")):
             raise ValueError("PIXELMILL_QUARANTINE must be a key prefix outside jobs/ (the public images), "
                              "or `none`")
-        if self.items_per_message < self.batch_size:
-            raise ValueError("PIXELMILL_ITEMS_PER_MESSAGE must be at least PIXELMILL_BATCH_SIZE (a message carries "
-                             "whole GPU batches)")
         if (self.c2pa_cert is None) != (self.c2pa_key is None):
             raise ValueError("PIXELMILL_C2PA_CERT and PIXELMILL_C2PA_KEY must be set together (a certificate chain "
                              "and its private key) to sign C2PA manifests, or both left unset")
