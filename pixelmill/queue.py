@@ -140,7 +140,8 @@ def publish(app: Celery, chunks: Iterable[Chunk], queue: str) -> int:
     # message); AMQP publishes (and confirms) one by one as before.
     with app.producer_or_acquire() as producer, producer.batch(max_size=1000):
         for chunk in chunks:
-            app.send_task(TASK_GENERATE, args=[chunk.to_message()], queue=queue, producer=producer)
+            app.send_task(TASK_GENERATE, args=[chunk.to_message()], queue=queue, producer=producer,
+                          argsrepr=f"[job {chunk.job}: {len(chunk.items)} items]")  # not a repr of every id
             sent += 1
     return sent
 
