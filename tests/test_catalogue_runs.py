@@ -6,9 +6,9 @@ import csv
 import hashlib
 from pathlib import Path
 
-from conftest import Env, finished, write_catalogue
 from sqlalchemy import select
 
+from conftest import Env, finished, write_catalogue
 from pixelmill.schema import Image, Item, State
 from producer.catalogues import catalogue_entries
 
