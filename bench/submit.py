@@ -106,8 +106,9 @@ def naive_loop(data: Path, n: int) -> float:
 def status_time(data: Path, job: int, repeat: int) -> tuple[float, int]:
     """Mark the job's items succeeded with image rows carrying three scores, then time `job_status`."""
     import random
+    from typing import cast
 
-    from sqlalchemy import insert, text
+    from sqlalchemy import Table, insert, text
 
     from pixelmill.ledger import Ledger
     from pixelmill.schema import Image, utcnow
@@ -122,7 +123,7 @@ def status_time(data: Path, job: int, repeat: int) -> tuple[float, int]:
         session.execute(text("UPDATE items SET state='succeeded', started_at=:t, finished_at=:t WHERE job_id=:j"),
                         {"t": now.replace(tzinfo=None), "j": job})
         ids = session.execute(text("SELECT id, item_key FROM items WHERE job_id=:j"), {"j": job}).all()
-        session.execute(insert(Image.__table__), [
+        session.execute(insert(cast(Table, Image.__table__)), [
             {"item_id": i, "storage_key": f"jobs/{job}/{k}/0.png", "sha256": "0" * 64, "width": 64, "height": 64,
              "bytes": 4000, "format": "png", "engine_id": "bench", "timings": {"generate": 0.1},
              "scores": {"clip_score": rnd.gauss(30, 3), "sharpness": rnd.uniform(10, 500),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from json.encoder import encode_basestring as _json_str  # type: ignore[attr-defined]
+from json.encoder import encode_basestring as _json_str
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
