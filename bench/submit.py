@@ -44,18 +44,26 @@ def env_for(data: Path, **extra: str) -> dict[str, str]:
             "PIXELMILL_IMAGE_CHECKER": "none", "PIXELMILL_POLICY_ALLOW_CHECKER_OFF": "true", **extra}
 
 
-def cli_submit(data: Path, model: Path, catalogue: Path, *args: str,
-               env: dict[str, str] | None = None) -> tuple[float, dict[str, Any]]:
-    """Seconds and the JSON result of one `pixelmill submit`."""
+CPU: dict[str, list[float]] = {}  # scenario -> CPU seconds (user + sys) of each submit process
+
+
+def cli_submit(data: Path, model: Path, catalogue: Path, *args: str, env: dict[str, str] | None = None,
+               label: str = "") -> tuple[float, dict[str, Any]]:
+    """Wall seconds and the JSON result of one `pixelmill submit`; its CPU seconds go to CPU[label] (on a shared,
+    loaded machine wall time includes waiting for a core; CPU time does not)."""
     argv = [sys.executable, "-m", "pixelmill", "submit", str(catalogue), "--template", TEMPLATE, "--model",
             str(model), "--size", "64x64", "--steps", "4", "--json", *args]
+    out_path, err_path = data.parent / f"{data.name}.out", data.parent / f"{data.name}.err"
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env or env_for(data), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = proc.communicate()
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen(argv, env=env or env_for(data), stdout=out, stderr=err)
+        _pid, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise SystemExit(f"submit failed ({proc.returncode}): {err.decode()[-2000:]}")
-    return seconds, json.loads(out.decode().strip().splitlines()[-1])
+        raise SystemExit(f"submit failed ({proc.returncode}): {err_path.read_text()[-2000:]}")
+    CPU.setdefault(label, []).append(usage.ru_utime + usage.ru_stime)
+    return seconds, json.loads(out_path.read_text().strip().splitlines()[-1])
 
 
 def stop_broker(data: Path) -> None:
@@ -75,6 +83,7 @@ def submit_peak_rss(data: Path, model: Path, catalogue: Path, env: dict[str, str
     if proc.returncode != 0:
         raise SystemExit(f"1M submit failed: {(data.parent / 'million.err').read_text()[-2000:]}")
     result = json.loads((data.parent / "million.out").read_text().strip().splitlines()[-1])
+    CPU.setdefault("million", []).append(usage.ru_utime + usage.ru_stime)
     return seconds, result, usage.ru_maxrss  # KiB on Linux
 
 
@@ -157,7 +166,7 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="pixelmill-bench-submit-"))
     rows, changed = args.rows, args.rows // 100
-    figures: dict[str, Any] = {"rows": rows, "repeat": args.repeat}
+    figures: dict[str, Any] = {"rows": rows, "repeat": args.repeat, "load_average_start": os.getloadavg()[0]}
     try:
         model = tmp / "model"
         subprocess.run([sys.executable, "-m", "pixelmill", "model", "tiny", str(model)], env=env_for(tmp / "m"),
@@ -170,26 +179,26 @@ def main() -> None:
         messages = 0
         for r in range(args.repeat):
             data = fresh(tmp, f"embedded-{r}")
-            seconds, result = cli_submit(data, model, base)
+            seconds, result = cli_submit(data, model, base, label="submit")
             firsts.append(seconds)
             messages = result["messages"]
             assert result["items"] == rows, result
-            seconds, result = cli_submit(data, model, base)
+            seconds, result = cli_submit(data, model, base, label="rerun_unchanged")
             unchanged.append(seconds)
             assert result["items"] == 0 and result["skipped"] == rows, result
-            seconds, result = cli_submit(data, model, edited)
+            seconds, result = cli_submit(data, model, edited, label="rerun_1pct")
             one_pct.append(seconds)
             assert result["items"] == changed, result
             if r == 0:
                 status_s, status_n = status_time(data, 1, max(5, args.repeat))
                 figures["status_s"], figures["status_items"] = status_s, status_n
             data = fresh(tmp, f"catalogue-{r}")
-            seconds, result = cli_submit(data, model, base, "--catalogue", "nightly")
+            seconds, result = cli_submit(data, model, base, "--catalogue", "nightly", label="catalogue_submit")
             cat_first.append(seconds)
-            seconds, result = cli_submit(data, model, base, "--catalogue", "nightly")
+            seconds, result = cli_submit(data, model, base, "--catalogue", "nightly", label="catalogue_rerun_unchanged")
             cat_unchanged.append(seconds)
             assert result["changes"]["unchanged"] == rows, result
-            seconds, result = cli_submit(data, model, edited, "--catalogue", "nightly")
+            seconds, result = cli_submit(data, model, edited, "--catalogue", "nightly", label="catalogue_rerun_1pct")
             cat_one_pct.append(seconds)
             assert result["changes"]["changed"] == changed and result["items"] == changed, result
             print(f"run {r + 1}: submit {firsts[-1]:.2f} s, rerun {unchanged[-1]:.2f} s, 1% {one_pct[-1]:.2f} s; "
@@ -217,7 +226,7 @@ def main() -> None:
                     env = env_for(data, PIXELMILL_DATABASE_URL=url, PIXELMILL_BROKER_URL=redis.url)
                     subprocess.run([sys.executable, "-m", "pixelmill", "db", "upgrade"], env=env, check=True,
                                    capture_output=True)
-                    seconds, result = cli_submit(data, model, base, env=env)
+                    seconds, result = cli_submit(data, model, base, env=env, label="servers_submit")
                     assert result["items"] == rows, result
                     times.append(seconds)
                     redis.flushall()
@@ -236,6 +245,8 @@ def main() -> None:
             if (data / "pixelmill.db").exists():
                 stop_broker(data)
         shutil.rmtree(tmp, ignore_errors=True)
+    figures.update({f"{label}_cpu_s": median(v) for label, v in CPU.items()})
+    figures["load_average_end"] = os.getloadavg()[0]
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}, indent=1))
 
 
