@@ -102,10 +102,10 @@ def score_distributions(session: Session, job_id: int) -> dict[str, dict[str, fl
     dialect = session.get_bind().dialect.name
     if dialect == "sqlite":
         sql = ("SELECT s.key, s.value FROM images JOIN items ON items.id = images.item_id, json_each(images.scores) s "
-               "WHERE items.job_id = :job AND items.state = :state")
+               "WHERE items.job_id = :job AND :state = items.state")
     elif dialect == "postgresql":
         sql = ("SELECT s.key, s.value FROM images JOIN items ON items.id = images.item_id, "
-               "jsonb_each_text(images.scores::jsonb) s WHERE items.job_id = :job AND items.state = :state")
+               "jsonb_each_text(images.scores::jsonb) s WHERE items.job_id = :job AND :state = items.state")
     else:
         return _score_distributions_python(session, job_id)
     values: dict[str, list[float]] = {}
