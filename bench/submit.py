@@ -242,7 +242,7 @@ def main() -> None:
                            million_messages=result["messages"])
     finally:
         for data in tmp.iterdir():
-            if (data / "pixelmill.db").exists():
+            if (data / "broker").exists():
                 stop_broker(data)
         shutil.rmtree(tmp, ignore_errors=True)
     figures.update({f"{label}_cpu_s": median(v) for label, v in CPU.items()})
