@@ -44,7 +44,9 @@ def context(node: str) -> Context:
 def generate(self: Any, message: dict[str, Any]) -> None:
     """Generate one chunk and hand it to the upload threads; raises only for malformed messages (which are
     then dropped, not retried). The ledger, not the message, tracks the chunk until it is recorded."""
-    run_chunk(context(self.request.hostname), Chunk.from_message(message))
+    ctx = context(self.request.hostname)
+    for batch in Chunk.from_message(message).batches(ctx.settings.batch_size):  # a message may hold several
+        run_chunk(ctx, batch)
 
 
 @signals.setup_logging.connect
