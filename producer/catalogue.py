@@ -770,7 +770,7 @@ class _CsvReader:
     def __init__(self, name: str, stream: IO[bytes], defaults: Defaults, limits: Limits, stats: Stats) -> None:
         self.name, self.stream, self.defaults, self.limits, self.stats = name, stream, defaults, limits, stats
         self.line = 0  # physical lines read
-        self.state = [0, 0]  # [bytes of the record being read, the line it starts on]
+        self.progress = [0, 0]  # [bytes of the record being read, the line it starts on]
         self.record_first = b""  # first physical line of the record being read
         self.flagged: dict[int, tuple[str, str]] = {}  # line -> (marker in the decoded text, message)
         self.validator: _Validator | None = None
@@ -779,7 +779,7 @@ class _CsvReader:
     def _lines(self) -> Iterator[str]:
         """Decoded physical lines, never longer than the row cap; a record over the cap stops reading.
         The hot loop of the reader: locals only."""
-        readline, cap, state, flagged = self.stream.readline, self.limits.row_bytes, self.state, self.flagged
+        readline, cap, state, flagged = self.stream.readline, self.limits.row_bytes, self.progress, self.flagged
         number = 0
         while True:
             raw = readline(cap + 1)
@@ -833,7 +833,7 @@ class _CsvReader:
     def rows(self) -> Iterator[Row]:
         """Validated rows; CatalogueError at the end if anything was wrong."""
         records = csv.reader(self._lines())
-        state = self.state
+        state = self.progress
         header: list[str] = []
         try:
             try:
