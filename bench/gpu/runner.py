@@ -198,7 +198,7 @@ def environment(torch: Any, device: str) -> dict[str, Any]:
     """What the results depend on: GPU, driver-side CUDA, library versions, date."""
     import importlib.metadata as md
 
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in ("diffusers", "transformers", "torchao", "celery", "huggingface-hub"):
         try:
             versions[name] = md.version(name)
@@ -222,7 +222,7 @@ def environment(torch: Any, device: str) -> dict[str, Any]:
 class Runner:
     """Runs the parts within the budget and rewrites the results after each one."""
 
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.out: Path = args.out
         self.device = "cpu" if args.cpu_smoke else "cuda"
@@ -357,7 +357,7 @@ class Runner:
 
     def environment(self) -> dict[str, Any]:
         envs = [r for r in self.records if r["kind"] == "env"]
-        env = dict(envs[0]) if envs else {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        env: dict[str, Any] = dict(envs[0]) if envs else {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
         env.pop("kind", None)
         if self.smi:
             env["nvidia_smi"] = self.smi
