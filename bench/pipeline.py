@@ -21,11 +21,13 @@ Fairness (steady state on both sides, model load and warm-up excluded):
   2-core machine.
 
 Breakdown per chunk (one chunk = one batch here; chunks are the items claimed in one transaction, i.e. sharing
-``started_at``): ``cycle`` = claim-to-claim interval (the GPU/CPU-side period of the worker's main thread),
-``generate`` = the engine's own ``timings.total`` inside the worker, ``overhead`` = cycle − generate (message
-fetch/ack, job lookup, claim, lease renewal, waiting for upload slots), ``slowdown`` = generate in the worker −
-generate alone (contention from the judge and upload threads, which run beside generation), and the off-thread
-stages from ``images.timings``: judge (per batch), encode and store (per image, summed per batch).
+``started_at``): ``cycle`` = claim-to-claim interval (the period of the worker's main thread), ``generate`` =
+the engine's own ``timings.total`` inside the worker, ``slowdown`` = generate in the worker − generate alone
+(contention from the judge and upload threads, which run beside generation), ``between batches`` = cycle −
+generate, split with Celery's own task runtimes (``Task … succeeded in Ns`` in the worker's INFO log) into the
+part inside the task (job lookup, engine lookup, claim, lease renewal, waiting for an upload slot) and the part
+between tasks (Celery: ack, fetch and decode of the next message); and the off-thread stages from
+``images.timings``: judge (per batch), encode and store (per image, summed per batch).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import signal
 import sqlite3
 import statistics
@@ -163,7 +166,7 @@ def measure_pipeline(variant: str, model: str, judges: dict[str, str], work: Pat
     started = time.perf_counter()
     with open(log_path, "ab") as log_file:
         worker = subprocess.Popen([sys.executable, "-m", "pixelmill", "worker", "--model", model,
-                                   "--loglevel", "WARNING"], env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                   "--loglevel", "INFO"], env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                   start_new_session=True, cwd=ROOT)
     try:
         warm = submit(env, model, write_catalogue(work / f"warm-{variant}.csv", 2 * args.batch, f"w{variant}"),
@@ -186,6 +189,9 @@ def measure_pipeline(variant: str, model: str, judges: dict[str, str], work: Pat
         except Exception as exc:  # the bench's figures are in; a stuck broker is not worth losing them over
             print(f"warning: broker stop failed: {exc}", file=sys.stderr)
     stats = ledger_stats(data / "pixelmill.db", job)
+    tasks = task_runtimes(log_path)[-stats["chunks"]:]  # the measured job's tasks come after the warm-up's
+    if len(tasks) == stats["chunks"]:
+        stats["per_chunk_s"]["task"] = statistics.median(tasks)
     return {"variant": variant, "job": job, "items": args.items, "worker_ready_s": round(ready_s, 2),
             "wall_s": round(wall_s, 2), "wall_images_per_s": args.items / wall_s,
             "status_images_per_s": status.get("images_per_s"), "succeeded": status.get("succeeded"),
@@ -204,6 +210,13 @@ def stop(worker: subprocess.Popen[bytes]) -> None:
         worker.wait()
 
 
+def task_runtimes(log: Path) -> list[float]:
+    """Seconds of each Celery task (one chunk: lookup, claim, generate, hand-off to the upload threads), from
+    Celery's own `Task … succeeded in Ns` lines; empty if the log does not have them."""
+    pattern = re.compile(r"Task \S+ succeeded in ([0-9.]+)s")
+    return [float(m.group(1)) for m in pattern.finditer(log.read_text(errors="replace"))]
+
+
 def parse_time(value: str) -> float:
     """SQLite stores the ledger's UTC timestamps as naive ISO text."""
     return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC).timestamp()
@@ -214,6 +227,8 @@ def ledger_stats(db: Path, job: int) -> dict[str, Any]:
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         rows = conn.execute("SELECT i.started_at, i.finished_at, i.state, im.timings FROM items i "
                             "LEFT JOIN images im ON im.item_id = i.id WHERE i.job_id = ?", (job,)).fetchall()
+        engines = sorted({e for (e,) in conn.execute("SELECT DISTINCT im.engine_id FROM images im JOIN items i "
+                                                     "ON im.item_id = i.id WHERE i.job_id = ?", (job,)) if e})
     chunks: dict[float, list[tuple[float, dict[str, Any]]]] = {}
     for started, finished, _state, timings in rows:
         if started is None or finished is None:
@@ -244,7 +259,7 @@ def ledger_stats(db: Path, job: int) -> dict[str, Any]:
             per_chunk[key].append(sum(t.get(key, 0.0) for t in timings))
         per_chunk["recorded_after_generate"].append(max(f for f, _ in items) - s - first_t.get("total", 0.0))
     medians = {k: statistics.median(v) for k, v in per_chunk.items() if v}
-    return {"chunks": len(starts), "steady_images_per_s": steady, "span_images_per_s": span,
+    return {"engine_ids": engines, "chunks": len(starts), "steady_images_per_s": steady, "span_images_per_s": span,
             "claim_images_per_s": (len(rows) - len(chunks[starts[-1]])) / (starts[-1] - starts[0]),
             "per_chunk_s": medians}
 
@@ -298,6 +313,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         p["breakdown_ms_per_batch"] = {
             "engine_alone": 1000 * alone, "cycle": 1000 * cycle,
             "generation_slowdown": 1000 * (gen - alone), "between_batches": 1000 * (cycle - gen)}
+        if "task" in c:  # between batches = inside the task around generate + between tasks (Celery)
+            p["breakdown_ms_per_batch"]["in_task_overhead"] = 1000 * (c["task"] - gen)
+            p["breakdown_ms_per_batch"]["between_tasks"] = 1000 * (cycle - c["task"])
     return {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "device": describe(args.device),
             "torch": torch.__version__, "threads": args.threads,
             "command": " ".join(["bench/pipeline.py", *sys.argv[1:]]) if args.argv is None
@@ -327,14 +345,16 @@ def markdown(report: dict[str, Any]) -> str:
     lines.append(f"| engine alone ({report['engine'][0]['engine_id']}) | {report['engine_images_per_s']:.3f} | 1.00 "
                  f"| median of all runs: {runs} |")
     for p in report["pipelines"]:
+        engines = ", ".join(p.get("engine_ids", [])) or "-"
         lines.append(f"| pipeline, checker {p['variant']} (steady) | {p['steady_images_per_s']:.3f} "
                      f"| **{p['ratio']:.3f}** | vs engine {p['engine_images_per_s']:.3f} img/s measured around it "
-                     f"({p['ratio_to_overall_engine']:.3f} vs all); {p['chunks']} chunks; "
+                     f"({p['ratio_to_overall_engine']:.3f} vs all); worker's engine {engines}; {p['chunks']} chunks; "
                      f"span {p['span_images_per_s']:.3f}, "
                      f"claim-to-claim {p['claim_images_per_s']:.3f}, wall {p['wall_images_per_s']:.3f} img/s |")
     lines += ["", f"Where a batch's time goes (ms per batch of {batch}, medians over chunks):", "",
               "| pipeline | engine alone | cycle in worker | generation slowdown | between batches "
-              "| generate (text/denoise/decode) | judge* | encode* | store* | recorded after generate |",
+              "(in task / between tasks) | generate (text/denoise/decode) | judge* | encode* | store* "
+              "| recorded after generate |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for p in report["pipelines"]:
         b, c = p["breakdown_ms_per_batch"], p["per_chunk_s"]
@@ -342,8 +362,9 @@ def markdown(report: dict[str, Any]) -> str:
         def ms(key: str, c: dict[str, float] = c) -> str:
             return f"{1000 * c[key]:.1f}" if key in c else "-"
 
+        split = (f" ({b['in_task_overhead']:.1f} / {b['between_tasks']:.1f})" if "in_task_overhead" in b else "")
         lines.append(f"| checker {p['variant']} | {b['engine_alone']:.1f} | {b['cycle']:.1f} "
-                     f"| {b['generation_slowdown']:+.1f} | {b['between_batches']:.1f} "
+                     f"| {b['generation_slowdown']:+.1f} | {b['between_batches']:.1f}{split} "
                      f"| {ms('generate')} ({ms('text')}/{ms('denoise')}/{ms('decode')}) | {ms('judge')} "
                      f"| {ms('encode')} | {ms('store')} | {ms('recorded_after_generate')} |")
     lines += ["", "\\* off the main thread (judge thread, upload threads): they cost throughput only through CPU "

@@ -93,6 +93,7 @@ def test_pipeline_bench_small(tmp_path: Path) -> None:
     assert report["engine_images_per_s"] > 0 and len(report["engine"]) == 2
     (run,) = report["pipelines"]
     assert run["succeeded"] == 16 and run["failed"] == 0 and run["chunks"] == 4
+    assert run["engine_ids"] == [report["engine"][0]["engine_id"]] == ["torch-fp32-cpu"]
     assert run["steady_images_per_s"] > 0 and 0.2 < run["ratio"] < 2.0
     parts = run["breakdown_ms_per_batch"]
     assert abs(parts["engine_alone"] + parts["generation_slowdown"] + parts["between_batches"] - parts["cycle"]) < 1e-6
