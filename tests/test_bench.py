@@ -53,8 +53,10 @@ def test_gpu_runner_cpu_smoke(tmp_path: Path) -> None:
     skipped with the reason, the pipeline part through a real worker, a compile part killed at its time box, and
     results written the way the device tool brings them back (at most 8 files, no deeper than the folder)."""
     out = tmp_path / "out"
-    proc = subprocess.run(["bash", str(REPO / "bench" / "gpu" / "run.sh"), str(out), "--cpu-smoke"], env=_env(),
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    # About 100 s on 2 idle cores; the boxes are tripled (compile's excepted) so that a busy machine passes too.
+    proc = subprocess.run(["bash", str(REPO / "bench" / "gpu" / "run.sh"), str(out), "--cpu-smoke", "--box-scale",
+                           "3"], env={**_env(), "BENCH_BUDGET_S": "360"}, capture_output=True, text=True,
+                          timeout=480, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     files = sorted(p.name for p in out.iterdir())
     assert {"results.md", "results.json", "log.txt", "pipeline-none.md", "pipeline-none.json"} <= set(files)
@@ -63,7 +65,9 @@ def test_gpu_runner_cpu_smoke(tmp_path: Path) -> None:
     assert report["mode"] == "cpu-smoke" and report["environment"]["torch"]
     parts = {p["name"]: p for p in report["parts"]}
     assert parts["tiny"]["status"] == "done" and parts["pipeline-none"]["status"] == "done"
-    assert parts["tiny-compile"]["status"] == "done" or parts["tiny-compile"]["status"].startswith("timed out")
+    # torch.compile on 2 cores rarely fits its 12 s box; when earlier parts ran long, it is skipped outright.
+    assert parts["tiny-compile"]["status"] == "done" or parts["tiny-compile"]["status"].startswith(
+        ("timed out", "skipped"))
     rows = {(r["variant"], r["batch"]): r for r in report["rows"]}
     for batch in (1, 2):
         base = rows[("baseline", batch)]

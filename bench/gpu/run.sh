@@ -4,7 +4,7 @@
 #
 # Installs the carried wheels, then runs bench/gpu/runner.py, which runs the parts in priority order, each in a
 # time box, and rewrites OUTDIR/results.{md,json} after each part. The whole run, install included, is held
-# to BENCH_BUDGET_S (default 465 s: under 8 minutes; 110 s with --cpu-smoke). Extra arguments go to runner.py,
+# to BENCH_BUDGET_S (default 465 s: under 8 minutes; 120 s with --cpu-smoke). Extra arguments go to runner.py,
 # e.g. --parts sd15-compile for a second lease that only compiles (one part alone gets the whole budget).
 set -uo pipefail
 OUT=${1:?usage: bench/gpu/run.sh OUTDIR [--cpu-smoke]}
@@ -68,6 +68,6 @@ if ! "$PYTHON" -c "$check" 2>&1 | tee -a "$LOG" | tail -1 | grep -q "^imports ok
     fi
 fi
 default_budget=465
-[ "$smoke" = 1 ] && default_budget=110
+[ "$smoke" = 1 ] && default_budget=120
 budget=$(( ${BENCH_BUDGET_S:-$default_budget} - ($(date +%s) - START) ))
 exec "$PYTHON" "$HERE/runner.py" --out "$OUT" --budget "$budget" "$@"

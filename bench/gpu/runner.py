@@ -56,6 +56,7 @@ class Part:
     kind: str  # "engine" or "pipeline"
     box_s: float  # time box; the child is killed past it
     min_s: float = 20.0  # skipped when less than this is left of the whole budget
+    scalable: bool = True  # --box-scale applies (not to compile, whose box is there to cut it short)
     model: str = ""
     size: int = 0
     steps: int = 0
@@ -79,7 +80,7 @@ def plan(cpu_smoke: bool) -> list[Part]:
                 "--engine-batches", "1", "--repeats", "1", "--warmup-batches", "1"]),
             # Deliberately short: on 2 CPU cores inductor's compile usually overruns it, which exercises the kill.
             Part("tiny-compile", "engine", box_s=12, min_s=5, model="tiny", size=64, steps=3, batches=[1, 2],
-                 variants=["torch-compile"]),
+                 variants=["torch-compile"], scalable=False),
         ]
     return [
         Part("sdxl", "engine", box_s=200, model="sdxl", size=1024, steps=20, batches=[1, 4, 8],
@@ -90,12 +91,12 @@ def plan(cpu_smoke: bool) -> list[Part]:
             "--device", "cuda", "--items", "256", "--size", "128", "--steps", "10", "--variants", "none",
             "--engine-batches", "16", "--repeats", "2", "--warmup-batches", "2"]),
         Part("sd15-compile", "engine", box_s=75, min_s=40, model="sd15", size=512, steps=30, batches=[1, 4, 8],
-             variants=["torch-compile"]),
+             variants=["torch-compile"], scalable=False),
         Part("pipeline-judges", "pipeline", box_s=45, min_s=40, pipeline_args=[
             "--device", "cuda", "--items", "256", "--size", "128", "--steps", "10", "--variants", "judges",
             "--engine-batches", "16", "--repeats", "2", "--warmup-batches", "2"]),
         Part("sdxl-compile", "engine", box_s=120, min_s=60, model="sdxl", size=1024, steps=20, batches=[1, 4, 8],
-             variants=["torch-compile"]),
+             variants=["torch-compile"], scalable=False),
     ]
 
 
@@ -228,6 +229,9 @@ class Runner:
         self.device = "cpu" if args.cpu_smoke else "cuda"
         self.deadline = time.time() + args.budget
         self.parts = [p for p in plan(args.cpu_smoke) if not args.parts or p.name in args.parts]
+        for part in self.parts:
+            if part.scalable:
+                part.box_s, part.min_s = part.box_s * args.box_scale, part.min_s * args.box_scale
         self.work = Path(tempfile.mkdtemp(prefix="pixelmill-gpubench-"))
         self.log = open(self.out / "log.txt", "a", buffering=1)
         self.records: list[dict[str, Any]] = []
@@ -449,16 +453,18 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, help="results.md, results.json, log.txt and pipeline-*.md/json go here")
     parser.add_argument("--budget", type=float, default=None,
-                        help="seconds for all parts together (default: 450 on GPU, 110 with --cpu-smoke)")
+                        help="seconds for all parts together (default: 450 on GPU, 120 with --cpu-smoke)")
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny configs on CPU: rehearse every code path")
     parser.add_argument("--parts", type=lambda s: s.split(","), default=None,
                         help="only these parts, e.g. sd15-compile for a second run with a longer budget")
+    parser.add_argument("--box-scale", type=float, default=1.0,
+                        help="multiply the time boxes (not compile's): a slower or busier machine than planned for")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is None and args.out is None:
         parser.error("--out is required")
     if args.budget is None:
-        args.budget = 110.0 if args.cpu_smoke else 450.0
+        args.budget = 120.0 if args.cpu_smoke else 450.0
     return args
 
 
