@@ -192,6 +192,9 @@ def measure_pipeline(variant: str, model: str, judges: dict[str, str], work: Pat
     tasks = task_runtimes(log_path)[-stats["chunks"]:]  # the measured job's tasks come after the warm-up's
     if len(tasks) == stats["chunks"]:
         stats["per_chunk_s"]["task"] = statistics.median(tasks)
+        if len(stats["generate_series_s"]) == len(tasks):
+            stats["per_chunk_s"]["in_task"] = statistics.median(
+                t - g for t, g in zip(tasks, stats["generate_series_s"], strict=True))
     return {"variant": variant, "job": job, "items": args.items, "worker_ready_s": round(ready_s, 2),
             "wall_s": round(wall_s, 2), "wall_images_per_s": args.items / wall_s,
             "status_images_per_s": status.get("images_per_s"), "succeeded": status.get("succeeded"),
@@ -242,7 +245,9 @@ def ledger_stats(db: Path, job: int) -> dict[str, Any]:
     steady = (len(rows) - len(first)) / (finishes[-1] - finishes[0])
     span = len(rows) / (finishes[-1] - starts[0])
     per_chunk: dict[str, list[float]] = {k: [] for k in ("cycle", "generate", "text", "denoise", "decode", "judge",
-                                                          "encode", "store", "recorded_after_generate")}
+                                                          "encode", "store", "recorded_after_generate",
+                                                          "between")}
+    generated: list[float] = []  # per chunk, in claim order (aligned with Celery's task runtimes)
     for k, s in enumerate(starts):
         items = chunks[s]
         timings = [t for _, t in items if t]
@@ -255,13 +260,16 @@ def ledger_stats(db: Path, job: int) -> dict[str, Any]:
             if key in first_t:
                 per_chunk[key].append(first_t[key])
         per_chunk["generate"].append(first_t.get("total", 0.0))
+        generated.append(first_t.get("total", 0.0))
+        if k + 1 < len(starts):  # per chunk, so that load drifting over the run cancels out
+            per_chunk["between"].append(starts[k + 1] - s - first_t.get("total", 0.0))
         for key in ("encode", "store"):
             per_chunk[key].append(sum(t.get(key, 0.0) for t in timings))
         per_chunk["recorded_after_generate"].append(max(f for f, _ in items) - s - first_t.get("total", 0.0))
     medians = {k: statistics.median(v) for k, v in per_chunk.items() if v}
     return {"engine_ids": engines, "chunks": len(starts), "steady_images_per_s": steady, "span_images_per_s": span,
             "claim_images_per_s": (len(rows) - len(chunks[starts[-1]])) / (starts[-1] - starts[0]),
-            "per_chunk_s": medians}
+            "per_chunk_s": medians, "generate_series_s": generated}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -309,13 +317,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         c = p["per_chunk_s"]
         cycle = c.get("cycle", args.batch / p["steady_images_per_s"])
         gen = c.get("generate", alone)
-        # Per batch: cycle = engine alone + (generate in worker - alone) + (cycle - generate in worker).
+        # Per batch: cycle = engine alone + (generate in worker - alone) + (cycle - generate in worker). The
+        # between-batch part is a median of per-chunk differences (robust to load drifting during the run).
+        between = c.get("between", cycle - gen)
         p["breakdown_ms_per_batch"] = {
             "engine_alone": 1000 * alone, "cycle": 1000 * cycle,
-            "generation_slowdown": 1000 * (gen - alone), "between_batches": 1000 * (cycle - gen)}
-        if "task" in c:  # between batches = inside the task around generate + between tasks (Celery)
-            p["breakdown_ms_per_batch"]["in_task_overhead"] = 1000 * (c["task"] - gen)
-            p["breakdown_ms_per_batch"]["between_tasks"] = 1000 * (cycle - c["task"])
+            "generation_slowdown": 1000 * (cycle - between - alone), "between_batches": 1000 * between}
+        if "in_task" in c:  # between batches = inside the task around generate + between tasks (Celery)
+            p["breakdown_ms_per_batch"]["in_task_overhead"] = 1000 * c["in_task"]
+            p["breakdown_ms_per_batch"]["between_tasks"] = 1000 * (between - c["in_task"])
     return {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "device": describe(args.device),
             "torch": torch.__version__, "threads": args.threads,
             "command": " ".join(["bench/pipeline.py", *sys.argv[1:]]) if args.argv is None
