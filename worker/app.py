@@ -19,7 +19,7 @@ from pixelmill.ledger import Ledger
 from pixelmill.queue import TASK_GENERATE, Chunk, make_celery
 from pixelmill.settings import get_settings
 from pixelmill.storage import open_storage
-from worker.chunk import Context, run_chunk
+from worker.chunk import Context, read_job, run_chunk
 from worker.engine import load_engine
 from worker.reconciler import reconcile
 
@@ -45,8 +45,10 @@ def generate(self: Any, message: dict[str, Any]) -> None:
     """Generate one chunk and hand it to the upload threads; raises only for malformed messages (which are
     then dropped, not retried). The ledger, not the message, tracks the chunk until it is recorded."""
     ctx = context(self.request.hostname)
-    for batch in Chunk.from_message(message).batches(ctx.settings.batch_size):  # a message may hold several
-        run_chunk(ctx, batch)
+    chunk = Chunk.from_message(message)
+    job = read_job(ctx, chunk)  # once per message
+    for batch in chunk.batches(ctx.settings.batch_size):  # a message may hold several GPU batches
+        run_chunk(ctx, batch, job)
 
 
 @signals.setup_logging.connect

@@ -16,6 +16,7 @@ again. Steps 5 and 6 run off the task: the GPU takes the next chunk while this o
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -82,10 +83,11 @@ class ChunkOutcome:
     skipped: int = 0
 
 
-def run_chunk(ctx: Context, chunk: Chunk) -> Future[ChunkOutcome]:
+def run_chunk(ctx: Context, chunk: Chunk, job: JobSpec | None = None) -> Future[ChunkOutcome]:
     """Generate a chunk and hand its images to the upload threads. The returned future completes once every
-    object is stored and the ledger records the outcome; the GPU is free for the next chunk before that."""
-    job = read_job(ctx, chunk)  # 1
+    object is stored and the ledger records the outcome; the GPU is free for the next chunk before that.
+    `job`: the chunk's job when the caller read it already (once per message, not once per batch)."""
+    job = job or read_job(ctx, chunk)  # 1
     if job is None:
         log.warning("chunk for unknown job dropped", extra={"job": chunk.job})
         return _completed(ChunkOutcome(skipped=len(chunk.items)))
@@ -93,6 +95,7 @@ def run_chunk(ctx: Context, chunk: Chunk) -> Future[ChunkOutcome]:
     slot = ctx.uploads.begin()  # waits while earlier chunks are still being stored
     try:
         claimed = claim_items(ctx, chunk)  # 3
+        claimed_at = time.monotonic()
         items = screen_prompts(ctx, claimed)
         blocked = len(claimed) - len(items)
         if not items:
@@ -107,8 +110,10 @@ def run_chunk(ctx: Context, chunk: Chunk) -> Future[ChunkOutcome]:
                                    soft_limit=ctx.settings.task_soft_time_limit)
         stores = {item_id: ctx.uploads.store(store_item, ctx.storage, ctx.settings, job, candidates)  # 5
                   for item_id, candidates in made.items() if isinstance(candidates, Candidates)}
-        if stores:
-            with ctx.ledger.session() as session:  # storing gets a full lease, whatever generation took
+        if stores and time.monotonic() - claimed_at > ctx.settings.lease_seconds / 4:
+            # Storing gets at least three quarters of a lease, whatever generation took; a quick batch spares
+            # the ledger a write.
+            with ctx.ledger.session() as session:
                 transitions.renew_lease(session, list(stores), node=ctx.node, lease_seconds=ctx.settings.lease_seconds)
         failures = {item_id: f for item_id, f in made.items() if isinstance(f, Failure)}
         recording = Recording(ctx, job, items, failures, skipped=len(chunk.items) - len(claimed),  # 6
