@@ -199,8 +199,9 @@ def _check_webhook_secret(secret: str) -> None:
     except (binascii.Error, ValueError):
         key = b""
     if not secret.startswith("whsec_") or len(key) < 16:
-        raise ValueError("PIXELMILL_WEBHOOK_SECRET must be `whsec_` followed by base64 of at least 16 random bytes, "
-                         "e.g. python -c \"import base64,os; print('whsec_'+base64.b64encode(os.urandom(32)).decode())\"")
+        raise ValueError("PIXELMILL_WEBHOOK_SECRET must be `whsec_` followed by base64 of at least 16 random "
+                         "bytes, e.g. python -c \"import base64,os; "
+                         "print('whsec_'+base64.b64encode(os.urandom(32)).decode())\"")
 
 
 def load_settings(**overrides: object) -> Settings:
