@@ -90,10 +90,10 @@ def emit(session: Session, *, type_: str, scope: str, job_id: int | None, reques
     body = {"v": EVENT_VERSION, "type": type_, "id": uid, "request_id": request_id, "job": job_id,
             "catalogue": catalogue, "created_at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "data": data}
-    if not insert_ignore(session, Event, [{"uid": uid, "type": type_, "job_id": job_id, "request_id": request_id,
-                                           "body": body, "created": now}], ["uid"]):
+    event_id = _insert_new(session, Event, {"uid": uid, "type": type_, "job_id": job_id, "request_id": request_id,
+                                            "body": body, "created": now}, ["uid"])
+    if event_id is None:
         return False
-    event_id = session.scalar(select(Event.id).where(Event.uid == uid))
     insert_ignore(session, Delivery, [
         {"event_id": event_id, "kind": kind, "target": target, "state": "pending", "attempts": 0, "next_at": now,
          "created": now} for kind, target in notify.targets(type_)], ["event_id", "kind", "target"])
@@ -107,14 +107,26 @@ def resend(session: Session, uids: Iterable[str], notify: Notify) -> int:
     count = 0
     for event_id, type_ in session.execute(select(Event.id, Event.type).where(Event.uid.in_(list(uids)))):
         for kind, target in notify.targets(type_):
-            if not insert_ignore(session, Delivery, [{"event_id": event_id, "kind": kind, "target": target,
-                                                      "state": "pending", "attempts": 0, "next_at": now,
-                                                      "created": now}], ["event_id", "kind", "target"]):
+            if _insert_new(session, Delivery, {"event_id": event_id, "kind": kind, "target": target,
+                                               "state": "pending", "attempts": 0, "next_at": now, "created": now},
+                           ["event_id", "kind", "target"]) is None:
                 session.execute(update(Delivery).where(Delivery.event_id == event_id, Delivery.kind == kind,
                                                        Delivery.target == target)
                                 .values(state="pending", attempts=0, next_at=now, lease_until=None))
             count += 1
     return count
+
+
+def _insert_new(session: Session, table: type[Event] | type[Delivery], row: dict[str, Any],
+                conflict: list[str]) -> int | None:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING id: the new row's id, or None when it already existed
+    (rowcount is not reliable for this on every driver)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = session.get_bind().dialect.name
+    insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+    stmt = insert(table).values(**row).on_conflict_do_nothing(index_elements=conflict).returning(table.id)
+    return session.scalar(stmt)
 
 
 def job_event_uids(session: Session, job_id: int) -> list[str]:

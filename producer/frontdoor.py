@@ -191,7 +191,7 @@ def validate_v1(settings: Settings, message: Any) -> V1:
                       size=opts.get("size", "512x512"), steps=opts.get("steps", 30),
                       guidance=float(opts.get("guidance", 7.5)), images_per_item=opts.get("images_per_item", 1),
                       seed=opts.get("seed", 0), model=message.get("model"), key=message.get("key", "id"),
-                      name=message.get("name"), catalogue=message.get("catalogue"),
+                      name=message.get("name") or message["request_id"], catalogue=message.get("catalogue"),
                       request_id=message["request_id"], gate=opts.get("gate"), gate_attempts=opts.get("gate_attempts"),
                       best_of=opts.get("best_of"))
     notify = notify_of(message)
@@ -261,7 +261,7 @@ def submit_v1(settings: Settings, ledger: Ledger, request: V1) -> Submission:
     try:
         if request.rows is not None:
             return submit_request(settings, ledger, make_request(settings, request.options, rows=request.rows,
-                                                                 notify=request.notify, where="rows"))
+                                                                 notify=request.notify))
         assert request.source is not None
         with open_source(settings, request.source) as path:
             return submit_request(settings, ledger, make_request(settings, request.options, source=path,

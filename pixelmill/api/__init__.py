@@ -101,8 +101,7 @@ class Client:
                           best_of=best_of)
         notify = Notify(reply_to=reply_to) if reply_to else None
         path = Path(source) if source is not None and str(source) != "-" else source
-        request = make_request(self.settings, options, source=path, rows=rows, notify=notify,
-                               where="rows" if rows is not None else str(source))
+        request = make_request(self.settings, options, source=path, rows=rows, notify=notify)
         from producer.catalogue import CatalogueError, UsageError
 
         try:
