@@ -4,9 +4,11 @@
 producer/frontdoor.py `intake`, so a bad request gets the same problem list (422) and the same `job.rejected`
 event as on the queue, and a repeated `request_id` (or `Idempotency-Key` header) returns the same job.
 Bearer tokens come from PIXELMILL_API_TOKENS and are compared with `hmac.compare_digest`.
+
+No `from __future__ import annotations` here: FastAPI reads the routes' annotations at runtime, and the ones
+that name values local to `create_app` (the `Auth` dependency) cannot be resolved from strings.
 """
 
-from __future__ import annotations
 
 import copy
 import hmac
@@ -15,7 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import text
@@ -29,7 +31,7 @@ from pixelmill.settings import Settings
 from producer.frontdoor import intake, request_schema
 from producer.status import UnknownJob, job_status
 
-_STATES = tuple(s.value for s in State)
+JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="Job id.")]  # a BIGINT: larger ids are a 422, not a 500
 
 
 def parse_tokens(raw: str) -> dict[str, str]:
@@ -142,7 +144,7 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
                             status_code=status, headers={"Location": f"/v1/jobs/{result.job}"})
 
     @app.get("/v1/jobs/{job_id}", responses={404: {"description": "no such job"}, 401: {"description": "auth"}})
-    def get_job(job_id: int, _who: Auth) -> dict[str, Any]:
+    def get_job(job_id: JobId, _who: Auth) -> dict[str, Any]:
         try:
             with ledger.session(readonly=True) as session:
                 return job_status(session, job_id).as_dict()
@@ -150,10 +152,10 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
             raise not_found(exc) from None
 
     @app.get("/v1/jobs/{job_id}/items", responses={404: {"description": "no such job"}, 401: {"description": "auth"}})
-    def get_items(job_id: int, _who: Auth,
+    def get_items(job_id: JobId, _who: Auth,
                   state: Annotated[Literal["pending", "queued", "running", "succeeded", "blocked", "failed"] | None,
                                    Query()] = None,
-                  after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+                  after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
                   limit: Annotated[int, Query(ge=1, le=1000)] = 1000) -> dict[str, Any]:
         """One page of the job's items (id order); pass `next_after` as `after` for the next page."""
         try:
