@@ -32,13 +32,13 @@ CLIENT = textwrap.dedent('''
     from celery import Celery
     from kombu import Connection, Queue
 
-    broker, reply_to, requests, want = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
+    broker, reply_to, requests, want = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
     client = Celery(broker=broker)
     for request in requests:
         client.send_task("pixelmill.submit", args=[request], queue="pixelmill.intake")
     events = []
     with Connection(broker) as conn, conn.SimpleQueue(Queue(reply_to)) as replies:
-        while sum(e["type"] in ("job.finished", "job.rejected") for e in events) < want:
+        while any(sum(e["type"] == t for e in events) < n for t, n in want.items()):  # {event type: how many}
             message = replies.get(timeout=240)
             assert message.headers["task"] == "pixelmill.event", message.headers
             args = message.payload[0]
@@ -77,9 +77,10 @@ def broker_url(env: Env) -> str:
     return str(make_celery(env.settings()).conf.broker_url)
 
 
-def run_client(env: Env, requests: list[dict[str, Any]], reply_to: str, want: int) -> list[dict[str, Any]]:
+def run_client(env: Env, requests: list[dict[str, Any]], reply_to: str,
+               want: dict[str, int]) -> list[dict[str, Any]]:
     clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("PIXELMILL_")}
-    proc = subprocess.run([sys.executable, "-c", CLIENT, broker_url(env), reply_to, json.dumps(requests), str(want)],
+    proc = subprocess.run([sys.executable, "-c", CLIENT, broker_url(env), reply_to, json.dumps(requests), json.dumps(want)],
                           env=clean, cwd="/", capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:] + logs(env, "intake")[-3000:] + env.worker_logs()[-3000:]
     return json.loads(proc.stdout)
@@ -114,7 +115,7 @@ def test_a_plain_celery_client_gets_accepted_and_finished_on_its_reply_queue(doo
               "rows": [{"sku": "A-1", "title": "mug", "color": "red"}, {"sku": "A-2", "title": "cup", "color": "tan"}]}
     from_file = {**common, "request_id": "file-1", "source": str(source), "options": {"size": "64x64", "steps": 4,
                                                                                        "images_per_item": 2}}
-    got = run_client(env, [inline, from_file], "client.replies", want=2)
+    got = run_client(env, [inline, from_file], "client.replies", want={"job.finished": 2})
     by_request: dict[str, list[str]] = {}
     for event in got:
         by_request.setdefault(event["request_id"], []).append(event["type"])
@@ -138,16 +139,17 @@ def test_repeats_and_a_killed_intake_each_give_exactly_one_job(env: Env) -> None
     common = {"v": 1, "key": "sku", "template": "studio photo of {title}", "reply_to": "repeat.replies",
               "options": {"size": "64x64", "steps": 4}}
     repeated = {**common, "request_id": "again", "rows": [{"sku": "R-1", "title": "mug"}]}
-    got = run_client(env, [repeated] * 3, "repeat.replies", want=0)  # send only; events read below
+    # Sent 3 times, each once the previous answer came: each time its job.accepted again (the same event id).
+    got = [event for _ in range(3) for event in run_client(env, [repeated], "repeat.replies", {"job.accepted": 1})]
+    assert len(got) == 3 and len({e["id"] for e in got}) == 1 and {e["request_id"] for e in got} == {"again"}
     killed = {**common, "request_id": "killed", "source": str(source)}
-    run_client(env, [killed], "unused", want=0)
+    run_client(env, [killed], "unused", want={})
     deadline = time.monotonic() + 60
     while "killed" not in logs(env, "intake") and time.monotonic() < deadline:
         time.sleep(0.02)
     assert "killed" in logs(env, "intake"), logs(env, "intake")[-3000:]
     env.kill(intake)
     start(env, "intake", **fast)
-    got = run_client(env, [], "repeat.replies", want=0)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and len(items_of(env, "killed")[1]) < 3000:
         time.sleep(0.5)
@@ -158,7 +160,9 @@ def test_repeats_and_a_killed_intake_each_give_exactly_one_job(env: Env) -> None
     with ledger.session(readonly=True) as session:
         assert session.scalar(select(func.count()).select_from(Job)) == 2
     ledger.close()
-    del got
+    first, second = (env.data_dir / "intake-0.log").read_text(), (env.data_dir / "intake-1.log").read_text()
+    assert "request accepted" not in first.split("request_id=killed", 1)[1]  # killed before it finished
+    assert "request_id=killed" in second  # the message was delivered again to the restarted intake
 
 
 def free_port() -> int:
