@@ -20,7 +20,7 @@ import random
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from celery import Celery
@@ -68,8 +68,17 @@ def sign(secret: str, msg_id: str, when: datetime, payload: str) -> dict[str, st
 
 def backoff(settings: Settings, attempts: int) -> float:
     """Seconds before attempt `attempts + 1`: exponential, capped, with full jitter (half to all of it)."""
-    delay = min(settings.webhook_backoff * 2 ** max(attempts - 1, 0), settings.webhook_backoff_max)
-    return delay * random.uniform(0.5, 1.0)
+    delay = min(settings.webhook_backoff * 2.0 ** max(attempts - 1, 0), settings.webhook_backoff_max)
+    return float(delay * random.uniform(0.5, 1.0))
+
+
+class Leased(NamedTuple):
+    id: int
+    kind: str
+    target: str
+    attempts: int
+    body: dict[str, Any]
+    created: datetime
 
 
 @dataclass
@@ -102,20 +111,25 @@ class Dispatcher:
             self._app = make_celery(self.settings, main="pixelmill.dispatch")
         return self._app
 
-    def _lease(self) -> list[tuple[int, str, str, int, dict[str, Any], datetime]]:
+    def _lease(self) -> list[Leased]:
+        """Take up to a batch of due deliveries under this dispatcher's lease. A read-only look first, so an
+        idle dispatcher never takes SQLite's write lock."""
         now = utcnow()
+        due = (Delivery.state == "pending", Delivery.next_at <= now,
+               or_(Delivery.lease_until.is_(None), Delivery.lease_until < now))
+        with self.ledger.session(readonly=True) as session:
+            if session.scalar(select(Delivery.id).where(*due).limit(1)) is None:
+                return []
         with self.ledger.session() as session:
             rows = session.execute(
                 select(Delivery.id, Delivery.kind, Delivery.target, Delivery.attempts, Event.body, Event.created)
-                .join(Event, Event.id == Delivery.event_id)
-                .where(Delivery.state == "pending", Delivery.next_at <= now,
-                       or_(Delivery.lease_until.is_(None), Delivery.lease_until < now))
+                .join(Event, Event.id == Delivery.event_id).where(*due)
                 .order_by(Delivery.id).limit(_BATCH)
                 .with_for_update(skip_locked=True, of=Delivery)).all()
             if rows:
                 session.execute(update(Delivery).where(Delivery.id.in_([r[0] for r in rows]))
                                 .values(lease_until=now + timedelta(seconds=self.settings.dispatch_lease)))
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [Leased(*r) for r in rows]
 
     def run_once(self) -> Outcome:
         """Send every delivery due now (a batch at a time) and record each result."""

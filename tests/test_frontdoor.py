@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Env
 from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook
 
+from conftest import Env
 from pixelmill import events, transitions
-from pixelmill.outbox import Dispatcher, backoff, check_webhook_url, WebhookUrlError
+from pixelmill.outbox import Dispatcher, WebhookUrlError, backoff, check_webhook_url
 from pixelmill.queue import make_celery, queue_depth
 from pixelmill.schema import Delivery, Event, Item, Job
 from pixelmill.transitions import Finish
@@ -87,7 +87,8 @@ def test_same_request_id_three_times_is_one_job_and_its_events_again(env: Env) -
     ({"template": "photo of {title"}, "request: field 'template': bad template"),
     ({"options": {"steps": 0}}, "request: field 'options.steps': 0 is less than the minimum of 1"),
     ({"source": "/nowhere.csv"}, "request: give exactly one of 'rows'"),
-    ({"webhook": "http://example.com/hook"}, "request: field 'webhook': webhook 'http://example.com/hook' is plain http"),
+    ({"webhook": "http://example.com/hook"},
+     "request: field 'webhook': webhook 'http://example.com/hook' is plain http"),
     ({"model": "no-such-model"}, "request: model 'no-such-model' is neither a local directory nor a hub id"),
 ])
 def test_a_bad_request_is_rejected_with_problems_and_writes_nothing(env: Env, bad: dict[str, Any],

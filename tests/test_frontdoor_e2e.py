@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -16,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Env, write_catalogue
 from sqlalchemy import func, select
 
+from conftest import Env, write_catalogue
 from pixelmill.queue import make_celery
 from pixelmill.schema import Item, Job
 
@@ -80,8 +79,9 @@ def broker_url(env: Env) -> str:
 def run_client(env: Env, requests: list[dict[str, Any]], reply_to: str,
                want: dict[str, int]) -> list[dict[str, Any]]:
     clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("PIXELMILL_")}
-    proc = subprocess.run([sys.executable, "-c", CLIENT, broker_url(env), reply_to, json.dumps(requests), json.dumps(want)],
-                          env=clean, cwd="/", capture_output=True, text=True, timeout=300)
+    args = [broker_url(env), reply_to, json.dumps(requests), json.dumps(want)]
+    proc = subprocess.run([sys.executable, "-c", CLIENT, *args], env=clean, cwd="/", capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:] + logs(env, "intake")[-3000:] + env.worker_logs()[-3000:]
     return json.loads(proc.stdout)
 

@@ -25,7 +25,6 @@ from typing import Any
 
 from sqlalchemy import select
 
-from pixelmill.events import Notify
 from pixelmill.ledger import Ledger
 from pixelmill.schema import Event, Image, Item, State
 from pixelmill.schema import Job as JobRow
@@ -89,7 +88,7 @@ class Client:
                guidance: float = 7.5, negative: str = "", images_per_item: int = 1, seed: int = 0,
                model: str | None = None, name: str | None = None, catalogue: str | None = None,
                request_id: str | None = None, gate: str | None = None, gate_attempts: int | None = None,
-               best_of: int | None = None, reply_to: str | None = None) -> Job:
+               best_of: int | None = None) -> Job:
         """Validate and queue a catalogue: a file path (.csv/.jsonl, optionally .gz) or `rows`, an iterable of
         dicts (one per product). Options have the CLI's names and defaults. Raises SubmitError (nothing
         written) or kombu's OperationalError (broker unreachable, nothing written)."""
@@ -99,9 +98,8 @@ class Client:
                           images_per_item=images_per_item, seed=seed, model=model, key=key, name=name,
                           catalogue=catalogue, request_id=request_id, gate=gate, gate_attempts=gate_attempts,
                           best_of=best_of)
-        notify = Notify(reply_to=reply_to) if reply_to else None
         path = Path(source) if source is not None and str(source) != "-" else source
-        request = make_request(self.settings, options, source=path, rows=rows, notify=notify)
+        request = make_request(self.settings, options, source=path, rows=rows)
         from producer.catalogue import CatalogueError, UsageError
 
         try:

@@ -26,7 +26,6 @@ from starlette.concurrency import run_in_threadpool
 from pixelmill.api import ItemInfo, list_items
 from pixelmill.ledger import Ledger
 from pixelmill.outbox import Dispatcher
-from pixelmill.schema import State
 from pixelmill.settings import Settings
 from producer.frontdoor import intake, request_schema
 from producer.status import UnknownJob, job_status
