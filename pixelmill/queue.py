@@ -133,11 +133,15 @@ def make_celery(settings: Settings, *, main: str = "pixelmill") -> Celery:
 
 
 def publish(app: Celery, chunks: Iterable[Chunk], queue: str) -> int:
-    """Send chunks over one pooled connection (per-message connections are an order of magnitude slower)."""
+    """Send chunks over one pooled connection (per-message connections are an order of magnitude slower), in
+    pipelined batches where the transport supports them."""
     sent = 0
-    with app.producer_or_acquire() as producer:
+    # producer.batch: Redis gets the LPUSHes in pipelines of 1,000 (one round trip each instead of one per
+    # message); AMQP publishes (and confirms) one by one as before.
+    with app.producer_or_acquire() as producer, producer.batch(max_size=1000):
         for chunk in chunks:
-            app.send_task(TASK_GENERATE, args=[chunk.to_message()], queue=queue, producer=producer)
+            app.send_task(TASK_GENERATE, args=[chunk.to_message()], queue=queue, producer=producer,
+                          argsrepr=f"[job {chunk.job}: {len(chunk.items)} items]")  # not a repr of every id
             sent += 1
     return sent
 

@@ -106,7 +106,8 @@ class Item(Base):
         UniqueConstraint("job_id", "item_key", "variant"),
         Index("ix_items_job_id_state", "job_id", "state"),
         Index("ix_items_state_lease_expires", "state", "lease_expires"),
-        Index("ix_items_content_hash", "content_hash"),
+        # (hash, state): the submit's skip lookup reads only this index (SQLite adds the id), never the rows.
+        Index("ix_items_content_hash_state", "content_hash", "state"),
         Index("ix_items_state_queued_at", "state", "queued_at"),
     )
 

@@ -24,9 +24,9 @@ import os
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import Table, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from pixelmill import events
@@ -176,7 +176,7 @@ def add_items(session: Session, job_id: int, items: Sequence[NewItem]) -> list[i
         return []
     now = utcnow()
     before = session.scalar(select(func.max(Item.id))) or 0
-    session.execute(insert(Item.__table__), [
+    session.execute(insert(cast(Table, Item.__table__)), [
         {"job_id": job_id, "item_key": it.key, "variant": it.variant, "prompt": it.prompt,
          "negative": it.negative, "params": it.params.to_json(), "seed": it.seed,
          "content_hash": it.content_hash, "attempts": 0, "created": now,

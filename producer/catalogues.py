@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from pixelmill.schema import CatalogueEntry, utcnow
@@ -83,7 +84,7 @@ def record_run(session: Session, catalogue: str, job_id: int, batch: Sequence[Li
         counts[change] += 1
         item_id = old_item if change == UNCHANGED and not listed.generated else listed.item_id
         updates.append({"eid": entry_id, "h": listed.content_hash, "i": item_id, "j": job_id, "c": change, "u": now})
-    table = CatalogueEntry.__table__
+    table = cast(Table, CatalogueEntry.__table__)
     if updates:
         session.execute(update(table).where(table.c.id == bindparam("eid")).values(
             content_hash=bindparam("h"), item_id=bindparam("i"), job_id=bindparam("j"), change=bindparam("c"),

@@ -22,6 +22,7 @@ rows); workers' writes wait for it within PIXELMILL_SQLITE_BUSY_TIMEOUT.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -29,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, select, type_coerce
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -335,20 +336,20 @@ def publish_pending(settings: Settings, ledger: Ledger, app: Any, job_id: int, m
     are out. A crash in between leaves pending items: the reconciler publishes them."""
     messages = 0
     after = 0
-    params_of: dict[tuple[Any, ...], GenerationParams] = {}
+    params_of: dict[str, GenerationParams] = {}
     while True:
         with ledger.session(readonly=True) as session:
-            page = session.execute(select(Item.id, Item.params).where(
+            page = session.execute(select(Item.id, type_coerce(Item.params, String)).where(
                 Item.job_id == job_id, Item.state == State.pending, Item.id > after)
                 .order_by(Item.id).limit(PAGE)).all()
         if not page:
             return messages
         queued = []
-        for item_id, raw in page:
-            shape = tuple(sorted(raw.items()))
+        for item_id, raw in page:  # the JSON text on SQLite (decoded once per distinct value), a dict elsewhere
+            shape = raw if isinstance(raw, str) else json.dumps(raw, sort_keys=True)
             params = params_of.get(shape)
             if params is None:
-                params = params_of[shape] = GenerationParams.from_json(raw)
+                params = params_of[shape] = GenerationParams.from_json(json.loads(shape))
             queued.append(QueuedItem(item=item_id, job=job_id, params=params))
         messages += len(publish_items(app, queued, model, settings.batch_size, settings.items_per_message))
         with ledger.session() as session:
