@@ -224,7 +224,8 @@ def test_http_api_with_a_real_uvicorn(env: Env) -> None:
     proc = subprocess.run([str(Path(sys.executable).with_name("st")), "run", f"{base}/openapi.json", "--checks",
                            "not_a_server_error", "--max-examples", "15", "-H", f"Authorization: Bearer {TOKEN}",
                            "--request-timeout", "30", "--generation-deterministic"],
-                          capture_output=True, text=True, timeout=400, env={**os.environ, "NO_COLOR": "1"})
+                          capture_output=True, text=True, timeout=400, env={**os.environ, "NO_COLOR": "1"},
+                          cwd=env.data_dir)  # its .schemathesis cache stays out of the repository
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:] + logs(env, "serve")[-3000:]
 
 
