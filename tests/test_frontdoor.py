@@ -329,3 +329,27 @@ def test_events_go_to_the_reply_queue_as_pixelmill_event_tasks(env: Env) -> None
         ("pixelmill.event", "job.accepted", "r-q"), ("pixelmill.event", "job.rejected", "r-bad")]
     assert INTAKE_QUEUE == "pixelmill.intake"
     ledger.close()
+
+
+def test_a_source_on_s3_is_read_with_the_configured_settings(tmp_path: Path, tiny_model: Path,
+                                                            test_servers: Any) -> None:
+    """`source: s3://bucket/key.csv` through boto3 with PIXELMILL_S3_* (a moto server on loopback)."""
+    from pixelmill.storage import S3Storage
+
+    env = Env(tmp_path / "data", tiny_model, test_servers.backend("sqlite-embedded-s3"))
+    env.data_dir.mkdir()
+    try:
+        settings = env.settings()
+        bucket = settings.storage_url.removeprefix("s3://").split("/")[0]  # type: ignore[union-attr]
+        csv = "sku,title,color\nS3-1,mug,red\nS3-2,cup,blue\n"
+        S3Storage(bucket, "", settings).client.put_object(Bucket=bucket, Key="in/cat.csv", Body=csv.encode())
+        message = {k: v for k, v in request("r-s3").items() if k != "rows"}
+        result = intake(settings, env.ledger(), {**message, "source": f"s3://{bucket}/in/cat.csv"})
+        assert result.status == "accepted", result.problems
+        assert counts(env) == (1, 2)
+        missing = intake(settings, env.ledger(), {**message, "request_id": "r-s3-missing",
+                                                   "source": f"s3://{bucket}/in/nope.csv"})
+        assert missing.status == "rejected" and missing.problems[0].startswith(
+            f"request: field 'source': cannot read s3://{bucket}/in/nope.csv")
+    finally:
+        env.close()

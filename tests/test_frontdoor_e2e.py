@@ -115,7 +115,14 @@ def test_a_plain_celery_client_gets_accepted_and_finished_on_its_reply_queue(doo
               "rows": [{"sku": "A-1", "title": "mug", "color": "red"}, {"sku": "A-2", "title": "cup", "color": "tan"}]}
     from_file = {**common, "request_id": "file-1", "source": str(source), "options": {"size": "64x64", "steps": 4,
                                                                                        "images_per_item": 2}}
-    got = run_client(env, [inline, from_file], "client.replies", want={"job.finished": 2})
+    bad = {**common, "request_id": "bad-1", "rows": [{"title": "no key"}], "options": {"size": "100x100"}}
+    got = run_client(env, [inline, from_file, bad], "client.replies", want={"job.finished": 2, "job.rejected": 1})
+    [rejected] = [e for e in got if e["type"] == "job.rejected"]
+    assert rejected["request_id"] == "bad-1" and rejected["job"] is None
+    assert rejected["data"]["problems"] == [
+        "request: field 'size': width 100 must be a multiple of 8 from 64 to 2048 (got '100x100')"]
+    assert items_of(env, "bad-1") == ([], [])
+    got = [e for e in got if e["type"] != "job.rejected"]
     by_request: dict[str, list[str]] = {}
     for event in got:
         by_request.setdefault(event["request_id"], []).append(event["type"])
