@@ -353,3 +353,41 @@ def test_a_source_on_s3_is_read_with_the_configured_settings(tmp_path: Path, tin
             f"request: field 'source': cannot read s3://{bucket}/in/nope.csv")
     finally:
         env.close()
+
+
+def test_a_model_no_worker_could_load_is_refused_by_every_door(env: Env) -> None:
+    """The check the CLI did on its own now lives in submit_request: the CLI, the Python API and the intake
+    all refuse, with the same message, before anything is written."""
+    from conftest import write_catalogue
+    from pixelmill.api import Client, SubmitError
+
+    catalogue = write_catalogue(env.data_dir / "c.csv", 2)
+    proc = env.cli("submit", str(catalogue), "--key", "sku", "--template", "photo of {title}", "--model", "nosuch",
+                   check=False)
+    assert proc.returncode == 2 and "model 'nosuch' is neither a local directory nor a hub id" in proc.stderr
+    with Client(env.settings()) as client, pytest.raises(SubmitError) as refused:
+        client.submit(rows=ROWS, key="sku", template="photo of {title}", model="nosuch")
+    assert refused.value.problems[0].startswith("request: model 'nosuch' is neither a local directory nor a hub id")
+    result = intake(env.settings(), env.ledger(), {**request("r-model"), "model": "nosuch"})
+    assert result.problems == refused.value.problems
+    assert counts(env) == (0, 0)
+
+
+def test_python_api_problems_status_items_and_a_wait_that_times_out(env: Env) -> None:
+    from pixelmill.api import Client, SubmitError
+
+    with Client(env.settings()) as client:
+        with pytest.raises(SubmitError) as bad:
+            client.submit(rows=[{"sku": "A", "title": "mug"}, {"title": "no key"}], key="sku",
+                          template="photo of {title}", size="64x64")
+        assert bad.value.problems == ["<rows>:2: field 'sku': is missing"]
+        job = client.submit(rows=ROWS, key="sku", template="photo of {title}", size="64x64", steps=4,
+                            request_id="api-1")
+        assert client.submit(rows=ROWS, key="sku", template="photo of {title}", request_id="api-1").id == job.id
+        seen: list[int] = []
+        with pytest.raises(TimeoutError, match="is a worker running for model"):
+            job.wait(timeout=0.3, interval=0.1, progress=lambda s: seen.append(s.queued))
+        assert seen and seen[-1] == 2
+        assert [i.key for i in job.items(state="queued")] == ["MUG-1", "MUG-2"] and job.items(state="failed") == []
+        assert [e["type"] for e in job.events()] == ["job.accepted"]
+        assert client.job(job.id).status().total == 2
