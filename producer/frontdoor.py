@@ -299,3 +299,21 @@ def intake(settings: Settings, ledger: Ledger, message: Any) -> IntakeResult:
         return IntakeResult("duplicate", job=submission.job, submission=submission)
     log.info("request accepted", extra={"request_id": request_id, "job": submission.job})
     return IntakeResult("accepted", job=submission.job, submission=submission)
+
+
+def answer_failure(settings: Settings, ledger: Ledger, message: Any, exc: BaseException) -> IntakeResult:
+    """`intake` raised something unexpected. If the job was committed before it (publishing failed after the
+    commit: its pending items are published by the reconciler), answer as for a repeat; else nothing was
+    written, and the caller gets a `job.rejected` naming the error rather than silence."""
+    request_id = request_id_of(message)
+    if request_id is not None:
+        with ledger.session(readonly=True) as session:
+            job = existing_job(session, request_id)
+            job_id = job.id if job is not None else None
+        if job_id is not None:
+            resend_job_events(ledger, job_id, notify_of(message))
+            return IntakeResult("duplicate", job=job_id)
+    problems = [f"request: the intake failed ({type(exc).__name__}: {str(exc)[:300]}); nothing was written. "
+                f"Send it again; if it fails again, tell the operator"]
+    reject(ledger, request_id, message, notify_of(message), problems)
+    return IntakeResult("rejected", problems=problems)

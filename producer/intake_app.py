@@ -22,7 +22,7 @@ from pixelmill.ledger import Ledger
 from pixelmill.outbox import Dispatcher
 from pixelmill.queue import make_celery
 from pixelmill.settings import get_settings, is_amqp
-from producer.frontdoor import INTAKE_QUEUE, TASK_SUBMIT, intake
+from producer.frontdoor import INTAKE_QUEUE, TASK_SUBMIT, answer_failure, intake
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,9 @@ def submit(self: Any, message: Any) -> dict[str, Any]:
     except (BrokerError, LedgerError) as exc:
         log.warning("intake could not reach the ledger or broker; retrying", extra={"error": str(exc)[:200]})
         raise self.retry(countdown=min(60, 2 ** min(self.request.retries, 6))) from exc
+    except Exception as exc:  # a bug, not the request: still tell the caller how it ended, never drop it silently
+        log.exception("intake failed")
+        result = answer_failure(settings, ledger(), message, exc)
     return {"status": result.status, "job": result.job, "problems": result.problems}
 
 

@@ -391,3 +391,21 @@ def test_python_api_problems_status_items_and_a_wait_that_times_out(env: Env) ->
         assert [i.key for i in job.items(state="queued")] == ["MUG-1", "MUG-2"] and job.items(state="failed") == []
         assert [e["type"] for e in job.events()] == ["job.accepted"]
         assert client.job(job.id).status().total == 2
+
+
+def test_an_unexpected_intake_error_is_still_answered(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in the intake (not the request) ends in a job.rejected naming it, never in silence."""
+    from producer import frontdoor
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(frontdoor, "submit_v1", broken)
+    settings, ledger = env.settings(), env.ledger()
+    try:
+        frontdoor.intake(settings, ledger, request("r-bug"))
+    except RuntimeError as exc:
+        result = frontdoor.answer_failure(settings, ledger, request("r-bug"), exc)
+    assert result.status == "rejected" and "RuntimeError: boom" in result.problems[0]
+    assert [e["type"] for e in all_events(env)] == ["job.rejected"] and counts(env) == (0, 0)
+    ledger.close()
