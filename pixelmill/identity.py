@@ -68,3 +68,12 @@ def object_key(job_id: int, item_key: str, variant: int, ext: str) -> str:
     if segment.strip(".") == "":  # "." and ".." would climb directories in a filesystem store
         segment = segment.replace(".", "%2E")
     return f"jobs/{job_id}/{segment}/{variant}.{ext}"
+
+
+def model_problem(model: str) -> str | None:
+    """Why no worker could load `model` (a resolved id: neither an existing directory nor shaped like a hub id
+    `org/name`), or None. Every door refuses such a job up front: its queue would have no reader."""
+    if Path(model).exists() or not (model.startswith(("/", ".", "~")) or "/" not in model):
+        return None
+    return (f"model {model!r} is neither a local directory nor a hub id (org/name); no worker could load it. "
+            f"Create the demo model with `pixelmill model tiny {model}`, or give an existing model")

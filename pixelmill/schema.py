@@ -209,3 +209,43 @@ class CatalogueEntry(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
     change: Mapped[str] = mapped_column(String(16))
     updated: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Event(Base):
+    """The transactional outbox: one row per event, written in the transaction that causes it (pixelmill/events.py).
+
+    `uid` is the event's public id, derived from what it is about (job or item, and type), so a redelivered
+    request or a second finish finds the same row instead of writing another one."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    uid: Mapped[str] = mapped_column(String(64), unique=True)
+    type: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    request_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    body: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the event exactly as delivered
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Delivery(Base):
+    """One event to one destination (a reply queue or a webhook URL) and how far its delivery got:
+    pending → delivered, or dead after PIXELMILL_WEBHOOK_RETRY_PERIOD (pixelmill/outbox.py)."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "kind", "target"),
+        Index("ix_deliveries_state_next_at", "state", "next_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # queue | webhook
+    target: Mapped[str] = mapped_column(String(1000))  # queue name or URL
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered | dead
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_until: Mapped[datetime | None]  # a dispatcher is sending it; another waits until then
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None]
+    created: Mapped[datetime] = mapped_column(default=utcnow)

@@ -118,6 +118,23 @@ class Settings(BaseSettings):
     job_max_items: int = Field(2_000_000, ge=1)  # rows x images_per_item in one job
     catalogue_max_problems: int = Field(1000, ge=1)  # problems collected before reading stops
     prompt_tokens: int = Field(77, ge=1)  # the text encoder's limit, for the truncation warning
+    # The front door (README "Integrations"): the intake queue, events and webhooks, the HTTP API.
+    intake_max_rows: int = Field(10_000, ge=1)  # inline `rows` in one v1 request; larger: use `source`
+    # The intake consumer redelivers a request its process died on after this many seconds (Redis brokers).
+    intake_visibility_timeout: int = Field(900, ge=2)
+    dispatch_interval: float = Field(1.0, gt=0)  # seconds between outbox scans when nothing is due
+    dispatch_lease: float = Field(60.0, gt=0)  # a delivery being sent is left to its dispatcher this long
+    # Webhooks are signed per Standard Webhooks with this secret (`whsec_` + base64 of 24-64 random bytes);
+    # a request naming a webhook is rejected while it is unset.
+    webhook_secret: str | None = None
+    webhook_timeout: float = Field(10.0, gt=0)  # one POST; a timeout counts as a failure and is retried
+    webhook_backoff: float = Field(5.0, gt=0)  # first retry after about this, doubled per attempt, with jitter
+    webhook_backoff_max: float = Field(3600.0, gt=0)  # the longest wait between two attempts
+    webhook_retry_period: float = Field(24 * 3600.0, gt=0)  # then the delivery is dead-lettered (`pixelmill events`)
+    webhook_allow_http: bool = False  # plain http:// webhooks beyond loopback addresses (a private network)
+    # HTTP API bearer tokens, `name:token,name:token`; none set: `pixelmill serve` listens on loopback only.
+    api_tokens: str = ""
+    http_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # POST bodies above this: 413
 
     @model_validator(mode="after")
     def _limits_fit_the_lease(self) -> Settings:
@@ -139,6 +156,8 @@ class Settings(BaseSettings):
         if (self.c2pa_cert is None) != (self.c2pa_key is None):
             raise ValueError("PIXELMILL_C2PA_CERT and PIXELMILL_C2PA_KEY must be set together (a certificate chain "
                              "and its private key) to sign C2PA manifests, or both left unset")
+        if self.webhook_secret is not None:
+            _check_webhook_secret(self.webhook_secret)
         return self
 
     @property
@@ -168,6 +187,21 @@ class Settings(BaseSettings):
     @property
     def resolved_storage_url(self) -> str:
         return self.storage_url or (self.data_path / "images").as_uri()
+
+
+def _check_webhook_secret(secret: str) -> None:
+    """`whsec_` + base64, as Standard Webhooks tools generate and verify it."""
+    import base64
+    import binascii
+
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if not secret.startswith("whsec_") or len(key) < 16:
+        raise ValueError("PIXELMILL_WEBHOOK_SECRET must be `whsec_` followed by base64 of at least 16 random "
+                         "bytes, e.g. python -c \"import base64,os; "
+                         "print('whsec_'+base64.b64encode(os.urandom(32)).decode())\"")
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -11,6 +11,10 @@ their own transaction; nothing else writes `items.state`. Each transition says w
 from, so a late or duplicated caller changes nothing it should not: finishing twice adds no rows, a failure
 reported by a process that no longer holds the item is ignored, a finished item is never claimed again.
 
+The transitions that end an item (`finish`, `fail` when final, `block`, attempts used up in `claim` and
+`requeue_lost`) also write its events in the same transaction (pixelmill/events.py): `item.*` when the job asked
+for them, and `job.finished` before the commit that leaves the job with no active item.
+
 A holder is `<node name>:<pid>`: the process that claimed an item and holds its lease.
 """
 
@@ -25,6 +29,7 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from pixelmill import events
 from pixelmill.checks import Safety
 from pixelmill.ledger import insert_ignore
 from pixelmill.params import GenerationParams
@@ -256,11 +261,15 @@ def finish(session: Session, item_id: int, outcome: Finish) -> None:
                   ["item_id", "candidate"])
     state = ({"state": State.blocked, "block_reason": outcome.blocked} if outcome.blocked
              else {"state": State.succeeded})
-    session.execute(
+    ended = session.execute(
         update(Item)
         .where(Item.id == item_id, Item.state.not_in([State.succeeded, State.blocked]))
         .values(**state, finished_at=now, lease_expires=None, error=None)
-    )
+        .returning(Item.job_id, Item.item_key, Item.variant)
+    ).first()
+    if ended is not None:
+        events.item_ended(session, item_id=item_id, job_id=ended.job_id, key=ended.item_key, variant=ended.variant,
+                          state=State.blocked if outcome.blocked else State.succeeded, reason=outcome.blocked)
 
 
 def fail(session: Session, item_id: int, error: str, *, node: str, max_attempts: int, final: bool = False) -> bool:
@@ -275,6 +284,8 @@ def fail(session: Session, item_id: int, error: str, *, node: str, max_attempts:
     item.lease_expires = None
     if final or item.attempts >= max_attempts:
         item.state, item.finished_at = State.failed, now
+        events.item_ended(session, item_id=item.id, job_id=item.job_id, key=item.item_key, variant=item.variant,
+                          state=State.failed, error=item.error)
         return False
     item.state, item.queued_at = State.queued, now
     return True
@@ -282,11 +293,16 @@ def fail(session: Session, item_id: int, error: str, *, node: str, max_attempts:
 
 def block(session: Session, item_id: int, reason: dict[str, Any], *, node: str) -> bool:
     """running (held by this process) → blocked, never generated: the worker's own prompt check refused it."""
-    result = session.execute(
+    ended = session.execute(
         update(Item)
         .where(Item.id == item_id, Item.state == State.running, Item.worker == holder_name(node))
-        .values(state=State.blocked, block_reason=reason, finished_at=utcnow(), lease_expires=None, error=None))
-    return bool(getattr(result, "rowcount", 0))
+        .values(state=State.blocked, block_reason=reason, finished_at=utcnow(), lease_expires=None, error=None)
+        .returning(Item.job_id, Item.item_key, Item.variant)).first()
+    if ended is None:
+        return False
+    events.item_ended(session, item_id=item_id, job_id=ended.job_id, key=ended.item_key, variant=ended.variant,
+                      state=State.blocked, reason=reason)
+    return True
 
 
 def requeue_lost(session: Session, *, max_attempts: int, requeue_after: int, queued_timeout: int,
@@ -344,6 +360,10 @@ def _give_up(item: Item, now: datetime, error: str) -> None:
     """→ failed: the item's attempts are used up."""
     item.state, item.finished_at, item.lease_expires = State.failed, now, None
     item.error = error
+    session = Session.object_session(item)
+    assert session is not None
+    events.item_ended(session, item_id=item.id, job_id=item.job_id, key=item.item_key, variant=item.variant,
+                      state=State.failed, error=error)
 
 
 def unfinished(session: Session, item_ids: Iterable[int]) -> set[int]:

@@ -34,9 +34,10 @@ from sqlalchemy import String, select, type_coerce
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pixelmill import promptfilter, transitions
+from pixelmill import events, promptfilter, transitions
 from pixelmill.checks import Checks
-from pixelmill.identity import content_hash, derive_seed, offset_seed
+from pixelmill.events import Notify
+from pixelmill.identity import content_hash, derive_seed, model_problem, offset_seed
 from pixelmill.ledger import Ledger
 from pixelmill.params import GenerationParams
 from pixelmill.promptfilter import PromptFilter
@@ -72,6 +73,7 @@ class SubmitRequest:
     checks: Checks | None = None
     blocklists: tuple[str, ...] = ()  # prompt filter sources; empty: no prompt filter
     limits: Limits | None = None  # default: `limits_for(settings)`
+    notify: Notify | None = None  # where the job's events go (the intake queue and HTTP doors); None: nowhere
 
     def __post_init__(self) -> None:
         if (self.source is None) == (self.rows is None):
@@ -94,7 +96,8 @@ class SubmitRequest:
     def job_params(self) -> dict[str, Any]:
         """What the job records about how it was asked for (per-row overrides live on the items)."""
         return {"source": self.source_name, **asdict(self.defaults), "seed": self.seed,
-                "prompt_filter": list(self.blocklists), "checks": self.checks.as_json() if self.checks else None}
+                "prompt_filter": list(self.blocklists), "checks": self.checks.as_json() if self.checks else None,
+                **({"notify": self.notify.as_json()} if self.notify else {})}
 
 
 @dataclass
@@ -276,6 +279,9 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
     kombu's OperationalError when the broker is unreachable (checked before anything is written)."""
     if request.request_id is not None and (found := _existing(ledger, request.request_id)) is not None:
         return found
+    problem = model_problem(request.model)
+    if problem is not None:  # the same refusal for every door: a job no worker could run is never written
+        raise UsageError(problem)
     app = make_celery(settings)
     with app.connection_for_write() as conn:  # fail now, before writing, if the broker is unreachable
         conn.ensure_connection(max_retries=3)
@@ -312,6 +318,7 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
                 changes[catalogues.RETIRED] = catalogues.retire_absent(session, request.catalogue, job_id)
             job.counts = {"rows": stats.rows, "items": inserted, "skipped": skipped, "blocked": blocked,
                           **({"changes": changes} if request.catalogue is not None else {})}
+            events.job_accepted(session, job, request.notify or Notify())  # the outbox, same transaction
     except IntegrityError:
         if request.request_id is not None and (found := _existing(ledger, request.request_id)) is not None:
             return found  # lost the race to a twin request: its job is the answer

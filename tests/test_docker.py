@@ -265,7 +265,7 @@ def pyproject() -> dict[str, Any]:
 # compose.yaml
 
 def test_compose_has_the_expected_services() -> None:
-    expected = {"redis", "postgres", "minio", "minio-init", "migrate", "flower", "cli"}
+    expected = {"redis", "postgres", "minio", "minio-init", "migrate", "flower", "cli", "intake", "http"}
     assert expected <= set(services())
     assert len(workers()) >= 1, "no worker service built from docker/worker.Dockerfile"
     assert all(name.startswith("worker-gpu") for name in workers())

@@ -95,7 +95,7 @@ def submit(
 ) -> None:
     """Validate a catalogue and queue its items. Nothing is written if any row is bad."""
     from pixelmill.checks import ChecksError, resolve_checks
-    from pixelmill.identity import resolve_model
+    from pixelmill.identity import model_problem, resolve_model
     from pixelmill.params import parse_size
     from producer.catalogue import CatalogueError, Defaults, UsageError, check_seed
     from producer.submit import SubmitRequest, preview_request, submit_request
@@ -125,9 +125,8 @@ def submit(
                                 checks=checks, blocklists=blocklists)
     except UsageError as exc:
         fail(f"{exc} (--catalogue / --request-id / --seed)")
-    if not Path(model_id).exists() and (model_id.startswith(("/", ".", "~")) or "/" not in model_id):
-        problem = (f"model {model_id!r} is neither a local directory nor a hub id; "
-                   f"create the demo model with `pixelmill model tiny {model_id}`")
+    problem = model_problem(model_id)  # submit_request refuses it too (every door); a dry run only warns
+    if problem is not None:
         if not dry_run:
             fail(problem)
         err.print(f"warning: {problem}", highlight=False, markup=False)
@@ -588,3 +587,6 @@ def main() -> None:
     except SettingsError as exc:
         err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
+
+
+from pixelmill.cli import frontdoor as _frontdoor  # noqa: E402,F401  (intake, serve, events)

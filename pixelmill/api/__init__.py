@@ -1,0 +1,181 @@
+"""The Python API for scripts: submit a catalogue file or any iterable of dicts, get a `Job`, follow it.
+
+    from pixelmill.api import Client
+
+    client = Client()  # PIXELMILL_* settings, as the CLI reads them
+    job = client.submit(rows=[{"sku": "MUG-1", "title": "mug"}], key="sku", template="photo of {title}")
+    final = job.wait(timeout=600, progress=lambda s: print(s.succeeded, "/", s.total))
+    failed = job.items(state="failed")
+
+It goes through the same submission path as every other door (producer/frontdoor.py `make_request`, then
+producer/submit.py `submit_request`): the model is resolved and refused up front when no worker could load it,
+the whole catalogue is validated before anything is written (`SubmitError` lists every problem, in the CLI's
+`where: field 'x': message` form), and a `request_id` makes a retried call return the same job.
+
+This package imports `producer`, so it is not part of the contract (tests/test_transitions.py excludes it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from pixelmill.ledger import Ledger
+from pixelmill.schema import Event, Image, Item, State
+from pixelmill.schema import Job as JobRow
+from pixelmill.settings import Settings, get_settings
+from producer.frontdoor import Options, RequestProblems, make_request
+from producer.status import JobStatus, UnknownJob, job_status
+from producer.submit import Submission, submit_request
+
+__all__ = ["Client", "Job", "ItemInfo", "JobStatus", "SubmitError", "UnknownJob", "list_items"]
+
+SubmitError = RequestProblems  # raised before anything is written; `.problems` lists every problem
+
+
+@dataclass
+class ItemInfo:
+    """One item of a job, as the ledger has it now."""
+
+    id: int
+    key: str
+    variant: int
+    state: str
+    attempts: int
+    error: str | None  # the last error (failed, or retried)
+    block_reason: dict[str, Any] | None
+    image: str | None  # storage key of the stored image
+    sha256: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def list_items(session: Any, job_id: int, *, state: str | None = None, after: int = 0,
+               limit: int = 1000) -> list[ItemInfo]:
+    """The job's items in id order, after item id `after` (paging), optionally in one state."""
+    if session.get(JobRow, job_id) is None:
+        raise UnknownJob(f"no job {job_id}")
+    query = (select(Item, Image.storage_key, Image.sha256).outerjoin(Image, Image.item_id == Item.id)
+             .where(Item.job_id == job_id, Item.id > after).order_by(Item.id).limit(limit))
+    if state is not None:
+        query = query.where(Item.state == State(state))
+    return [ItemInfo(id=item.id, key=item.item_key, variant=item.variant, state=item.state.value,
+                     attempts=item.attempts, error=item.error, block_reason=item.block_reason, image=key, sha256=sha)
+            for item, key, sha in session.execute(query)]
+
+
+class Client:
+    """A connection to one pixelmill installation (its ledger and broker, from settings)."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self._ledger: Ledger | None = None
+
+    @property
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            self._ledger = Ledger(self.settings)
+        return self._ledger
+
+    def submit(self, source: str | Path | None = None, *, rows: Iterable[Mapping[str, object]] | None = None,
+               template: str | None = None, key: str = "id", size: str = "512x512", steps: int = 30,
+               guidance: float = 7.5, negative: str = "", images_per_item: int = 1, seed: int = 0,
+               model: str | None = None, name: str | None = None, catalogue: str | None = None,
+               request_id: str | None = None, gate: str | None = None, gate_attempts: int | None = None,
+               best_of: int | None = None) -> Job:
+        """Validate and queue a catalogue: a file path (.csv/.jsonl, optionally .gz) or `rows`, an iterable of
+        dicts (one per product). Options have the CLI's names and defaults. Raises SubmitError (nothing
+        written) or kombu's OperationalError (broker unreachable, nothing written)."""
+        if (source is None) == (rows is None):
+            raise SubmitError(["request: give exactly one of source (a catalogue file) and rows"])
+        options = Options(template=template, negative=negative, size=size, steps=steps, guidance=guidance,
+                          images_per_item=images_per_item, seed=seed, model=model, key=key, name=name,
+                          catalogue=catalogue, request_id=request_id, gate=gate, gate_attempts=gate_attempts,
+                          best_of=best_of)
+        path = Path(source) if source is not None and str(source) != "-" else source
+        request = make_request(self.settings, options, source=path, rows=rows)
+        from producer.catalogue import CatalogueError, UsageError
+
+        try:
+            submission = submit_request(self.settings, self.ledger, request)
+        except CatalogueError as exc:
+            raise SubmitError([str(p) for p in exc.problems]) from None
+        except UsageError as exc:
+            raise SubmitError([f"request: {exc}"]) from None
+        return Job(self, submission.job, submission)
+
+    def job(self, job_id: int) -> Job:
+        """A handle on an existing job; raises UnknownJob."""
+        with self.ledger.session(readonly=True) as session:
+            if session.get(JobRow, job_id) is None:
+                raise UnknownJob(f"no job {job_id}")
+        return Job(self, job_id)
+
+    def close(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class Job:
+    """A handle on one job. Every call reads the ledger: the record of truth, never the broker."""
+
+    def __init__(self, client: Client, job_id: int, submission: Submission | None = None) -> None:
+        self.client = client
+        self.id = job_id
+        self.submission = submission  # what submit did (None for a handle from `Client.job`)
+
+    def __repr__(self) -> str:
+        return f"Job({self.id})"
+
+    def status(self) -> JobStatus:
+        """Counts per state, images/s, ETA, scores: the same `JobStatus` as `pixelmill status --json`."""
+        with self.client.ledger.session(readonly=True) as session:
+            return job_status(session, self.id)
+
+    def wait(self, timeout: float | None = None, *, interval: float = 1.0,
+             progress: Callable[[JobStatus], None] | None = None) -> JobStatus:
+        """Block until every item is succeeded, blocked or failed, and return the final status. `progress` is
+        called with each status read; raises TimeoutError (with the last status) after `timeout` seconds."""
+        started = time.monotonic()
+        while True:
+            current = self.status()
+            if progress is not None:
+                progress(current)
+            if current.finished:
+                return current
+            if timeout is not None and time.monotonic() - started >= timeout:
+                raise TimeoutError(f"job {self.id} not finished after {timeout:g} s: {current.remaining} items "
+                                   f"left ({current.pending} pending, {current.queued} queued, "
+                                   f"{current.running} running); is a worker running for model {current.model}?")
+            time.sleep(interval)
+
+    def items(self, state: str | None = None, *, limit: int = 100_000) -> list[ItemInfo]:
+        """The job's items (optionally in one state: pending, queued, running, succeeded, blocked, failed)
+        with their errors, block reasons and stored images."""
+        found: list[ItemInfo] = []
+        with self.client.ledger.session(readonly=True) as session:
+            while len(found) < limit:
+                page = list_items(session, self.id, state=state, after=found[-1].id if found else 0,
+                                  limit=min(1000, limit - len(found)))
+                found += page
+                if len(page) < 1000:
+                    break
+        return found
+
+    def events(self) -> list[dict[str, Any]]:
+        """The job's events so far (job.accepted, job.finished, item events it asked for), oldest first."""
+        with self.client.ledger.session(readonly=True) as session:
+            return list(session.scalars(select(Event.body).where(Event.job_id == self.id).order_by(Event.id)))

@@ -1,0 +1,319 @@
+"""The doors' shared half: options → `SubmitRequest`, the v1 request message, and intake.
+
+Every door (CLI, Python API `pixelmill.api`, the intake queue, HTTP) builds its `SubmitRequest` with
+`make_request` and submits it with `producer.submit.submit_request`: one validation, one all-or-nothing
+transaction, one refusal of a model no worker could load. The v1 message (pixelmill/schemas/request-v1.json)
+is checked by `validate_v1`, which reports problems in the CLI's `where: field 'x': message` form.
+
+`intake(settings, ledger, message)` is the whole life of one v1 request: a known `request_id` gets its job's
+events again and writes nothing; a bad request gets a `job.rejected` event and writes nothing else; a good one
+becomes a job whose `job.accepted` event is committed with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import re
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pixelmill import events
+from pixelmill.checks import ChecksError, resolve_checks
+from pixelmill.events import Notify
+from pixelmill.identity import resolve_model
+from pixelmill.ledger import Ledger
+from pixelmill.outbox import WebhookUrlError, check_webhook_url
+from pixelmill.params import parse_size
+from pixelmill.settings import Settings
+from producer.catalogue import CatalogueError, Defaults, UsageError, check_seed
+from producer.submit import Submission, SubmitRequest, existing_job, submit_request
+
+log = logging.getLogger(__name__)
+
+TASK_SUBMIT = "pixelmill.submit"
+INTAKE_QUEUE = "pixelmill.intake"
+REQUEST_VERSION = 1
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
+
+
+class RequestProblems(ValueError):
+    """A request that cannot be submitted; `problems` are `where: field 'x': message` lines, as the CLI prints."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a submission can ask for, with the CLI's names, defaults and ranges."""
+
+    template: str | None = None
+    negative: str = ""
+    size: str = "512x512"
+    steps: int = 30
+    guidance: float = 7.5
+    images_per_item: int = 1
+    seed: int = 0
+    model: str | None = None  # default: PIXELMILL_MODEL, else the tiny model
+    key: str = "id"
+    name: str | None = None
+    catalogue: str | None = None
+    request_id: str | None = None
+    gate: str | None = None
+    gate_attempts: int | None = None
+    best_of: int | None = None
+
+
+def make_request(settings: Settings, options: Options, *, source: Path | str | None = None,
+                 rows: Iterable[Mapping[str, object]] | None = None, notify: Notify | None = None,
+                 where: str = "request") -> SubmitRequest:
+    """The `SubmitRequest` of these options, the model resolved (`resolve_model`) and the job's checks resolved;
+    raises RequestProblems listing every bad option."""
+    problems: list[str] = []
+
+    def problem(name: str, message: str) -> None:
+        problems.append(f"{where}: field {name!r}: {message}")
+
+    width = height = 0
+    try:
+        width, height = parse_size(options.size)
+    except ValueError as exc:
+        problem("size", str(exc))
+    try:
+        check_seed(options.seed)
+    except ValueError as exc:
+        problem("seed", str(exc))
+    defaults = None
+    if width:
+        try:
+            defaults = Defaults(template=options.template, negative=options.negative, width=width, height=height,
+                                steps=options.steps, guidance=options.guidance,
+                                images_per_item=options.images_per_item, key_column=options.key)
+        except (UsageError, ValueError) as exc:
+            text = str(exc)
+            name = next((n for n in ("template", "negative", "steps", "guidance", "images_per_item", "key")
+                         if n in text), "options")
+            problem(name, text)
+    checks = None
+    try:
+        checks = resolve_checks(settings, gate=options.gate, gate_attempts=options.gate_attempts,
+                                best_of=options.best_of)
+    except ChecksError as exc:
+        problem("gate", str(exc))
+    if problems or defaults is None:
+        raise RequestProblems(problems)
+    blocklists = tuple(s.strip() for s in settings.prompt_blocklists.split(",") if s.strip())
+    try:
+        return SubmitRequest(source=source, rows=rows, defaults=defaults, seed=options.seed,
+                             model=resolve_model(options.model or settings.default_model), name=options.name,
+                             catalogue=options.catalogue, request_id=options.request_id, checks=checks,
+                             blocklists=blocklists, notify=notify)
+    except UsageError as exc:
+        raise RequestProblems([f"{where}: {exc}"]) from None
+
+
+# --- the v1 message -----------------------------------------------------------------------------------------
+
+
+@functools.cache
+def request_schema() -> dict[str, Any]:
+    """pixelmill/schemas/request-v1.json: the documented shape of a v1 request."""
+    return json.loads(resources.files("pixelmill").joinpath("schemas/request-v1.json").read_text())  # type: ignore[no-any-return]
+
+
+@dataclass
+class V1:
+    """A v1 request whose shape is valid (its values are checked again by `make_request` and the reader)."""
+
+    request_id: str
+    options: Options
+    notify: Notify
+    rows: list[dict[str, object]] | None = None
+    source: str | None = None
+
+
+def notify_of(message: Any) -> Notify:
+    """The destinations of a message, whatever else is wrong with it: a caller with a usable reply queue learns
+    that its request was rejected. A webhook is used only once the request is valid (`validate_v1`)."""
+    if not isinstance(message, dict):
+        return Notify()
+    reply_to = message.get("reply_to")
+    wanted = message.get("events")
+    types = tuple(t for t in wanted if t in events.EVENT_TYPES) if isinstance(wanted, list) else events.JOB_EVENTS
+    return Notify(reply_to=reply_to if isinstance(reply_to, str) and _QUEUE_NAME.fullmatch(reply_to) else None,
+                  events=tuple(dict.fromkeys(events.JOB_EVENTS + types)))
+
+
+def request_id_of(message: Any) -> str | None:
+    rid = message.get("request_id") if isinstance(message, dict) else None
+    return rid if isinstance(rid, str) and rid.strip() and len(rid) <= 200 else None
+
+
+def validate_v1(settings: Settings, message: Any) -> V1:
+    """The message against request-v1.json, then the rules a schema cannot say; raises RequestProblems."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(request_schema())
+    problems = []
+    for error in sorted(validator.iter_errors(message), key=lambda e: list(e.absolute_path)):
+        path = ".".join(str(p) for p in error.absolute_path) or "request"
+        if error.validator == "oneOf" and not error.absolute_path:
+            problems.append("request: give exactly one of 'rows' (inline objects) and 'source' (a catalogue location)")
+        elif error.validator == "additionalProperties" or not error.absolute_path:
+            problems.append(f"request: {error.message}")
+        else:
+            problems.append(f"request: field {path!r}: {error.message}")
+    if problems:
+        raise RequestProblems(problems)
+    rows = message.get("rows")
+    if rows is not None and len(rows) > settings.intake_max_rows:
+        raise RequestProblems([f"request: field 'rows': {len(rows)} rows, more than PIXELMILL_INTAKE_MAX_ROWS "
+                               f"({settings.intake_max_rows}) inline; send the catalogue as 'source'"])
+    webhook = message.get("webhook")
+    if webhook is not None:
+        try:
+            check_webhook_url(webhook, allow_http=settings.webhook_allow_http)
+        except WebhookUrlError as exc:
+            raise RequestProblems([f"request: field 'webhook': {exc}"]) from None
+        if not settings.webhook_secret:
+            raise RequestProblems(["request: field 'webhook': this installation has no PIXELMILL_WEBHOOK_SECRET to "
+                                   "sign webhooks with; ask its operator to set one, or use reply_to"])
+    opts = message.get("options") or {}
+    options = Options(template=message.get("template"), negative=opts.get("negative", ""),
+                      size=opts.get("size", "512x512"), steps=opts.get("steps", 30),
+                      guidance=float(opts.get("guidance", 7.5)), images_per_item=opts.get("images_per_item", 1),
+                      seed=opts.get("seed", 0), model=message.get("model"), key=message.get("key", "id"),
+                      name=message.get("name") or message["request_id"], catalogue=message.get("catalogue"),
+                      request_id=message["request_id"], gate=opts.get("gate"), gate_attempts=opts.get("gate_attempts"),
+                      best_of=opts.get("best_of"))
+    notify = notify_of(message)
+    return V1(request_id=message["request_id"], options=options, rows=rows, source=message.get("source"),
+              notify=Notify(reply_to=notify.reply_to, webhook=webhook, events=notify.events))
+
+
+@contextlib.contextmanager
+def open_source(settings: Settings, source: str) -> Iterator[Path]:
+    """A local path for a request's `source`: an s3:// object is downloaded (PIXELMILL_S3_* settings) to a
+    temporary file with the same suffixes (.csv, .jsonl, .gz), removed afterwards."""
+    if not source.startswith("s3://"):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise RequestProblems([f"request: field 'source': {source!r} is not a file the intake can read"])
+        yield path
+        return
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from pixelmill.storage import S3Storage
+
+    bucket, _, key = source.removeprefix("s3://").partition("/")
+    if not bucket or not key:
+        raise RequestProblems([f"request: field 'source': {source!r} is not s3://bucket/key"])
+    suffix = "".join(Path(key).suffixes[-2:])
+    with tempfile.NamedTemporaryFile(suffix=suffix) as fh:
+        try:
+            S3Storage(bucket, "", settings).client.download_fileobj(bucket, key, fh)
+        except (ClientError, BotoCoreError) as exc:
+            raise RequestProblems([f"request: field 'source': cannot read {source}: {exc}"]) from None
+        fh.flush()
+        yield Path(fh.name)
+
+
+# --- intake -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class IntakeResult:
+    status: Literal["accepted", "duplicate", "rejected"]
+    job: int | None = None
+    problems: list[str] = field(default_factory=list)
+    submission: Submission | None = None
+
+
+def resend_job_events(ledger: Ledger, job_id: int, notify: Notify) -> int:
+    """A repeated request: its job's events (accepted, and finished if it is) go out again."""
+    with ledger.session() as session:
+        return events.resend(session, events.job_event_uids(session, job_id), notify)
+
+
+def reject(ledger: Ledger, request_id: str | None, message: Any, notify: Notify, problems: list[str]) -> None:
+    """`job.rejected`, written on its own: nothing else of a bad request is ever written."""
+    import hashlib
+
+    scope = (f"request:{request_id}" if request_id is not None else
+             "message:" + hashlib.sha256(json.dumps(message, sort_keys=True, default=str).encode()).hexdigest())
+    with ledger.session() as session:
+        if not events.emit(session, type_=events.JOB_REJECTED, scope=scope, job_id=None, request_id=request_id,
+                           catalogue=None, notify=notify, data={"problems": problems[:1000],
+                                                                "problem_count": len(problems)}):
+            events.resend(session, [events.event_uid(scope, events.JOB_REJECTED)], notify)
+
+
+def submit_v1(settings: Settings, ledger: Ledger, request: V1) -> Submission:
+    """Submit a validated v1 request through the one submission path; raises RequestProblems."""
+    try:
+        if request.rows is not None:
+            return submit_request(settings, ledger, make_request(settings, request.options, rows=request.rows,
+                                                                 notify=request.notify))
+        assert request.source is not None
+        with open_source(settings, request.source) as path:
+            return submit_request(settings, ledger, make_request(settings, request.options, source=path,
+                                                                 notify=request.notify))
+    except CatalogueError as exc:
+        raise RequestProblems([str(p) for p in exc.problems]) from None
+    except (UsageError, OSError) as exc:
+        raise RequestProblems([f"request: {exc}"]) from None
+
+
+def intake(settings: Settings, ledger: Ledger, message: Any) -> IntakeResult:
+    """Handle one v1 request (see the module docstring). Raises only for trouble the request did not cause (the
+    ledger or broker unreachable): the intake task then leaves the message to be delivered again."""
+    request_id = request_id_of(message)
+    notify = notify_of(message)
+    if request_id is not None:
+        with ledger.session(readonly=True) as session:
+            job = existing_job(session, request_id)
+            job_id = job.id if job is not None else None
+        if job_id is not None:
+            if isinstance(message, dict) and isinstance(message.get("webhook"), str):
+                with contextlib.suppress(RequestProblems):
+                    notify = validate_v1(settings, message).notify
+            resend_job_events(ledger, job_id, notify)
+            return IntakeResult("duplicate", job=job_id)
+    try:
+        request = validate_v1(settings, message)
+        submission = submit_v1(settings, ledger, request)
+    except RequestProblems as exc:
+        reject(ledger, request_id, message, notify, exc.problems)
+        log.info("request rejected", extra={"request_id": request_id, "problems": len(exc.problems)})
+        return IntakeResult("rejected", problems=exc.problems)
+    if submission.existing:  # a twin of this request won the race: same job, its events again
+        resend_job_events(ledger, submission.job, request.notify)
+        return IntakeResult("duplicate", job=submission.job, submission=submission)
+    log.info("request accepted", extra={"request_id": request_id, "job": submission.job})
+    return IntakeResult("accepted", job=submission.job, submission=submission)
+
+
+def answer_failure(settings: Settings, ledger: Ledger, message: Any, exc: BaseException) -> IntakeResult:
+    """`intake` raised something unexpected. If the job was committed before it (publishing failed after the
+    commit: its pending items are published by the reconciler), answer as for a repeat; else nothing was
+    written, and the caller gets a `job.rejected` naming the error rather than silence."""
+    request_id = request_id_of(message)
+    if request_id is not None:
+        with ledger.session(readonly=True) as session:
+            job = existing_job(session, request_id)
+            job_id = job.id if job is not None else None
+        if job_id is not None:
+            resend_job_events(ledger, job_id, notify_of(message))
+            return IntakeResult("duplicate", job=job_id)
+    problems = [f"request: the intake failed ({type(exc).__name__}: {str(exc)[:300]}); nothing was written. "
+                f"Send it again; if it fails again, tell the operator"]
+    reject(ledger, request_id, message, notify_of(message), problems)
+    return IntakeResult("rejected", problems=problems)
