@@ -210,7 +210,7 @@ def fold(text: str) -> str:
         return text if text.isprintable() else text.translate(_fold_table())  # controls out, tabs → spaces
     table = _fold_table()
     text = unicodedata.normalize("NFKC", text).translate(table)
-    text = unicodedata.normalize("NFD", text.casefold().translate(table)).translate(table)
+    text = unicodedata.normalize("NFD", text.casefold().lower().translate(table)).translate(table)  # Cherokee
     return unicodedata.normalize("NFC", text)
 
 
