@@ -797,14 +797,64 @@ class PromptFilter:
         if cached is not None:
             return cached
         found: list[Term] = []
-        if self._has_compound:
+        if self._has_compound and len(word) >= 12:
             for _, terms in self._compound.iter(word):
                 found.extend(terms)
+        if len(word) >= _SEGMENT_MIN:
+            found.extend(self._segment_terms(word))
         result = tuple({id(t): t for t in found}.values())
         if len(self._compound_cache) > _CACHE_LIMIT:
             self._compound_cache.clear()
         self._compound_cache[word] = result
         return result
+
+    def _segment_terms(self, word: str) -> list[Term]:
+        """Short listed words (2–4 letters) in a word run together of function words, prompt words and listed
+        words ("meninanuanapraia" = menina|nua|na|praia, "enfantnusurlaplage", "pedopicsofkids"): the word is
+        split (dynamic programming: most letters in known words, then fewest pieces, unknown letters allowed),
+        and a listed word counts when both its neighbours are known words or the word's ends, one of them a
+        listed word or a prompt word of 3+ letters, and, for two or three letters, a person or minor word."""
+        if len(word) > 48 or not word.isascii() or not word.isalpha():
+            return []
+        known, listed = _SEGMENT_WORDS, self._word
+        count = len(word)
+        best: list[tuple[int, int]] = [(0, 0)] + [(-1, 0)] * count  # (letters in known words, -pieces)
+        back: list[int] = [0] * (count + 1)
+        for end in range(1, count + 1):
+            covered, pieces = best[end - 1]
+            best[end], back[end] = (covered, pieces - 1), end - 1  # an unknown letter
+            for start in range(max(0, end - 16), end - 1):
+                piece = word[start:end]
+                if piece in known or (piece in listed and len(piece) >= 2):
+                    score = (best[start][0] + end - start, best[start][1] - 1)
+                    if score > best[end]:
+                        best[end], back[end] = score, start
+        spans: list[tuple[str, bool]] = []
+        end = count
+        while end > 0:
+            start = back[end]
+            piece = word[start:end]
+            is_known = end - start >= 2 and (piece in known or piece in listed)
+            if not is_known and spans and not spans[-1][1]:
+                spans[-1] = (piece + spans[-1][0], False)  # unknown letters merge into one piece
+            else:
+                spans.append((piece, is_known))
+            end = start
+        spans.reverse()
+        found: list[Term] = []
+        for index, (piece, is_known) in enumerate(spans):
+            if not is_known or not 2 <= len(piece) <= 4 or piece not in listed:
+                continue
+            sides = [spans[i] for i in (index - 1, index + 1) if 0 <= i < len(spans)]
+            if not sides or not all(known_side for _, known_side in sides):
+                continue
+            if len(piece) <= 3:
+                if self._people.isdisjoint(side for side, _ in sides):
+                    continue
+            elif not any(side in listed or (side in known and len(side) >= 3) for side, _ in sides):
+                continue
+            found.extend(t for t in listed[piece] if t.category != ALLOW)
+        return found
 
     def _canon(self, word: str) -> str:
         """A word as phrases are matched: repeated letters collapsed, one typo away from a phrase word fixed."""
@@ -845,9 +895,9 @@ class PromptFilter:
         if not core.isalpha() and _LETTER.search(core):
             for variant in _leet_variants(core):
                 terms.extend(self._word_terms(variant))
-                if len(variant) >= 12 and variant.isalpha():
+                if len(variant) >= _SEGMENT_MIN and variant.isalpha():
                     terms.extend(self._compound_terms(variant))
-        if len(read) >= 12 and read.isalpha():
+        if len(read) >= _SEGMENT_MIN and read.isalpha():
             terms.extend(self._compound_terms(read))
         groups = {(t.category, t.group) for t in terms}
         for reading in _leet_variants(core) | {read} if not core.isalpha() and _LETTER.search(core) else (read,):
@@ -953,8 +1003,11 @@ class PromptFilter:
                 return False
         for pair in _SPLIT_PAIR.finditer(low):
             joined = pair.group(1) + pair.group(3)
-            if len(joined) >= 5 and self._word_terms(joined if joined.isalpha() else _read(joined), inside=False):
+            read = joined if joined.isalpha() else _read(joined)
+            if len(joined) >= 5 and self._word_terms(read, inside=False):
                 return False  # "self-ahrm": a typo across a hyphen
+            if len(read) >= _SEGMENT_MIN and read.isalpha() and self._compound_terms(read):
+                return False  # "self-harmaesthetic": words run together across a hyphen
             if pair.group(2) == "*" and any(
                 self._word_terms(_read(pair.group(1) + v + pair.group(3)), inside=False) for v in "aeiou"
             ):
@@ -1033,7 +1086,7 @@ class PromptFilter:
                         reads[index] = other
         hits.extend(self._joined_hits(reads, raws, seps))
         for index, word in enumerate(reads):
-            if len(word) >= 12 and word.isalpha():
+            if len(word) >= _SEGMENT_MIN and word.isalpha():
                 hits.extend(_Hit(t, index, index + 1) for t in self._compound_terms(word))
         excused: set[int] = set()
         canon = [self._canon(word) for word in reads] if self._has_phrases else reads
@@ -1065,8 +1118,12 @@ class PromptFilter:
         for index in range(1, count):
             sep = seps[index]
             if sep and " " not in sep and _INWORD_SEPARATOR.fullmatch(sep):
-                for term in self._word_terms(_read(raws[index - 1] + raws[index]), inside=False):
+                joined = _read(raws[index - 1] + raws[index])
+                for term in self._word_terms(joined, inside=False):
                     yield _Hit(term, index - 1, index + 1)
+                if len(joined) >= _SEGMENT_MIN and joined.isalpha():  # "self-harmaesthetic"
+                    for term in self._compound_terms(joined):
+                        yield _Hit(term, index - 1, index + 1)
                 if sep == "*":  # "p*rn", "n*de": a star for one letter
                     for vowel in "aeiou":
                         for term in self._word_terms(_read(raws[index - 1] + vowel + raws[index]), inside=False):
@@ -1202,6 +1259,22 @@ def _edit_distance_at_most_one(a: str, b: str) -> bool:
     return a[i:] == b[i + 1 :]
 
 
+_SEGMENT_MIN = 8  # words this long are also read as words run together (`_segment_terms`)
+# Function words of the supported Latin-script languages and common prompt words: the known pieces that words run
+# together are split into (with the listed words themselves).
+_SEGMENT_WORDS = frozenset(
+    """
+    a an the of on in at to for with and or by from into onto her his its their my your our no not without
+    over under near by next is are being getting having
+    photo photos pic pics picture pictures image images video videos poster posters rally rallies art artwork
+    aesthetic aesthetics style scene shot shots beach pool bed bath bathtub room shower party street park forest
+    de da do das dos del la las el los lo un una uno unos unas y e o en em no na nos nas con sin sem com para por
+    pelo pela al au aux du des le les et ou sur sous dans avec sans pour une
+    der die das den dem des ein eine einen und oder mit ohne im am auf bei fur von zu zum zur
+    il lo gli di del della dei delle sul sulla nel nella col senza per
+    foto fotos imagen bild bilder immagine playa praia plage strand spiaggia cama lit bett letto piscina
+    """.split()
+)
 _SHORT_RUN = re.compile(r"[sm]{2,}|s")
 _COLOUR = "\x00colour"  # marks a `%` word ("nude") among a word's (category, group)s
 _GATE = "\x00gate"  # marks a phrase's gate word among a word's (category, group)s
