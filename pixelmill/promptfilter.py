@@ -23,13 +23,16 @@ Plain-ASCII prompts made of words already seen take a fast path: a `str.lower`, 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
+import operator
 import re
 import sys
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import ahocorasick
 
@@ -609,6 +612,8 @@ class PromptFilter:
         self._piece_cache: dict[str, tuple[Term, ...]] = {}
         self._exact_cache: dict[str, tuple[Term, ...]] = {}
         self._run_cache: dict[tuple[str, ...], bool] = {}  # runs of short pieces with their neighbours
+        self._plans: dict[frozenset[tuple[str, str]], tuple[list[str], bool | None]] = {}  # see `_plan`
+        self._pair_cache: dict[tuple[str | Any, ...], bool] = {}  # pieces joined by a separator (`_no_joins`)
         self._readings: dict[str, frozenset[str]] = {}  # a word's readings for phrases (typos fixed, leetspeak)
         self._canon_cache: dict[str, str] = {}
         self._compound = ahocorasick.Automaton()  # every listed word form, for words run together
@@ -710,6 +715,17 @@ class PromptFilter:
             last = _REPEATS.sub(r"\1", words[-1]) if position != len(words) - 1 else ""
             for form in _forms(gate, term.exact) if position == len(words) - 1 else {gate}:
                 self._gates.setdefault(_REPEATS.sub(r"\1", form), set()).add((others, last))
+        # the same, ready for `_gates_complete`: (words that must be present, start of the inflectable last word)
+        self._gate_needs: dict[str, list[tuple[frozenset[str], str]]] = {
+            gate: [
+                (
+                    frozenset(w for w in others if w != last),
+                    last[: max(3, len(last) - 2)] if last in others else "",
+                )
+                for others, last in entries
+            ]
+            for gate, entries in self._gates.items()
+        }
         for form in [*self._word, *self._collapsed]:
             self._prefixes.update(form[:i] for i in range(1, len(form) + 1))
         self._has_compound = len(self._compound) > 0
@@ -943,11 +959,15 @@ class PromptFilter:
             weak = [state for state in states if state is not True]
             if weak:
                 groups: frozenset[tuple[str, str]] = frozenset().union(*weak)  # type: ignore[arg-type]
-                gates = [word for category, word in groups if category == _GATE]
+                plan = self._plans.get(groups)
+                if plan is None:
+                    plan = self._plans[groups] = _plan(groups)
+                    if len(self._plans) > _CACHE_LIMIT:
+                        self._plans.clear()
+                gates, combine = plan
                 if gates and self._phrase_possible(gates, tokens):
                     return self._check(prompt, folded)
-                groups = frozenset(g for g in groups if g[0] != _GATE and g[0] != _COLOUR)
-                if groups and _may_combine(groups, low, tokens):
+                if combine or (combine is None and _minor_age(low, tokens)):
                     return self._check(prompt, folded)
             colours = [i for i, token in enumerate(tokens) if token in self._colour_forms]
             if colours and not self._plain_colours(colours, tokens, low):
@@ -958,7 +978,11 @@ class PromptFilter:
 
     def _phrase_possible(self, gates: list[str], tokens: list[str]) -> bool:
         """Whether all other words of a phrase whose gate word is in the prompt are there too (typos fixed)."""
-        present: set[str] = set()
+        cached = list(map(self._readings.get, tokens))
+        if None not in cached:
+            present: set[str] = set().union(*cached)  # type: ignore[arg-type]
+            return self._gates_complete(gates, present)
+        present = set()
         for token in tokens:
             readings = self._readings.get(token)
             if readings is None:
@@ -970,11 +994,15 @@ class PromptFilter:
                 if len(self._readings) > _CACHE_LIMIT:
                     self._readings.clear()
             present.update(readings)
+        return self._gates_complete(gates, present)
+
+    def _gates_complete(self, gates: list[str], present: set[str]) -> bool:
+        """Whether, for one of these gate words, a phrase's other words are all present: the last one may be
+        inflected (its start, all but two letters and at least three, is enough)."""
         for gate in gates:
-            for others, last in self._gates[gate]:
-                if all(
-                    w in present or (w == last and any(p.startswith(w[: max(3, len(w) - 2)]) for p in present))
-                    for w in others
+            for needed, last in self._gate_needs[gate]:
+                if present.issuperset(needed) and (
+                    not last or last in present or any(map(str.startswith, present, itertools.repeat(last)))
                 ):
                     return True
         return False
@@ -997,22 +1025,23 @@ class PromptFilter:
         """No two neighbours join into a listed word ("top less"), and no run of short pieces does ("se xy",
         "n u d e", "p 0 r n"), read as `_joined_hits` reads them but only exactly: joins are extended while they
         are the start of a listed word, so most prompts cost a few set look-ups."""
-        words, prefixes = self._word, self._prefixes
-        for a, b in zip(tokens, tokens[1:]):
-            if a in prefixes and a + b in words:
-                return False
-        for pair in _SPLIT_PAIR.finditer(low):
-            joined = pair.group(1) + pair.group(3)
-            read = joined if joined.isalpha() else _read(joined)
-            if len(joined) >= 5 and self._word_terms(read, inside=False):
-                return False  # "self-ahrm": a typo across a hyphen
-            if len(read) >= _SEGMENT_MIN and read.isalpha() and self._compound_terms(read):
-                return False  # "self-harmaesthetic": words run together across a hyphen
-            if pair.group(2) == "*" and any(
-                self._word_terms(_read(pair.group(1) + v + pair.group(3)), inside=False) for v in "aeiou"
-            ):
-                return False  # "p*rn"
-        shape = "".join(["s" if len(t) <= 2 else "m" if len(t) == 3 else "L" for t in tokens])
+        if not self._word.keys().isdisjoint(map(operator.add, tokens, tokens[1:])):
+            return False  # two neighbours join into a listed word form
+        if _SPLIT_CHARS.search(low):
+            pairs = self._pair_cache
+            for pair in _SPLIT_PAIR.finditer(low):
+                key = pair.group(1, 2, 3)
+                clean = pairs.get(key)
+                if clean is None:
+                    clean = self._pair_clean(*key)
+                    if len(pairs) > _CACHE_LIMIT:
+                        pairs.clear()
+                    pairs[key] = clean
+                if not clean:
+                    return False
+        shape = "".join(map(_SHAPES.get, map(len, tokens), itertools.repeat("L")))
+        if "s" not in shape and "mm" not in shape:
+            return True
         for run in _SHORT_RUN.finditer(shape):  # runs of short pieces, as `_joined_hits` reads them
             low_end, end = max(run.start() - 1, 0), run.end()
             window = tuple(tokens[low_end : end + 1])
@@ -1024,6 +1053,19 @@ class PromptFilter:
                 self._run_cache[window] = clean
             if not clean:
                 return False
+        return True
+
+    def _pair_clean(self, first: str, separator: str, second: str) -> bool:
+        """Two pieces joined by an in-word separator ("self-ahrm", "p*rn", "self-harmaesthetic") are no listed
+        word, typo of one, or words run together; cached by `_no_joins`."""
+        joined = first + second
+        read = joined if joined.isalpha() else _read(joined)
+        if len(joined) >= 5 and self._word_terms(read, inside=False):
+            return False  # "self-ahrm": a typo across a hyphen
+        if len(read) >= _SEGMENT_MIN and read.isalpha() and self._compound_terms(read):
+            return False  # "self-harmaesthetic": words run together across a hyphen
+        if separator == "*" and any(self._word_terms(_read(first + v + second), inside=False) for v in "aeiou"):
+            return False  # "p*rn"
         return True
 
     def _run_clean(self, tokens: list[str], start: int, end: int) -> bool:
@@ -1276,6 +1318,8 @@ _SEGMENT_WORDS = frozenset(
     """.split()
 )
 _SHORT_RUN = re.compile(r"[sm]{2,}|s")
+_SHAPES = {0: "s", 1: "s", 2: "s", 3: "m"}  # a word's length → its shape in `_no_joins` ("L" above)
+_SPLIT_CHARS = re.compile(r"[-=._*~^:/\\]")
 _COLOUR = "\x00colour"  # marks a `%` word ("nude") among a word's (category, group)s
 _GATE = "\x00gate"  # marks a phrase's gate word among a word's (category, group)s
 _DIGIT = re.compile(r"\d")
@@ -1447,6 +1491,19 @@ def _audience(folded: str, reads: list[str]) -> set[str]:
 def _spread_piece(piece: str) -> bool:
     """A one- or two-letter piece that is not a common word: letters spread out ("n u d e", "se xy")."""
     return len(piece) <= 2 and piece.isalpha() and piece not in _COMMON
+
+
+def _plan(groups: frozenset[tuple[str, str]]) -> tuple[list[str], bool | None]:
+    """For the (category, group)s of a plain prompt's words: the gate words of phrases to look for, and whether
+    weak terms could block together (True), could not (False), or could if the prompt holds an age (None)."""
+    gates = [word for category, word in groups if category == _GATE]
+    real = frozenset(g for g in groups if g[0] != _GATE and g[0] != _COLOUR)
+    if not real:
+        return gates, False
+    if _may_combine(real, "", []):
+        return gates, True
+    sexual = any(category == SEXUAL and group != PERSON_GROUP for category, group in real)
+    return gates, None if sexual and all(category != MINORS for category, _ in real) else False
 
 
 def _may_combine(groups: frozenset[tuple[str, str]], low: str, tokens: list[str]) -> bool:
