@@ -27,7 +27,6 @@ import itertools
 import json
 import operator
 import re
-import sys
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -169,41 +168,74 @@ def _script_protected(char: str) -> bool:
 
 
 @functools.cache
-def _fold_table() -> dict[int, str | None]:
-    """One translation table, built once: invisibles → nothing, look-alikes and small capitals → Latin."""
-    table: dict[int, str | None] = {}
-    for low, high in _EXTRA_INVISIBLE:
-        table.update(dict.fromkeys(range(low, high + 1)))
-    for code in range(sys.maxunicode + 1):
-        if 0xD800 <= code <= 0xDFFF:
-            continue
-        category = unicodedata.category(chr(code))
-        if category in _DROP_CATEGORIES and chr(code) not in "\t\n\r\x0b\x0c":
-            table[code] = None
+def _confusables() -> dict[int, str]:
+    """Look-alike letters of other scripts → their Latin letter or digit, from Unicode's confusables data (UTS #39,
+    the data file of `confusable_homoglyphs`): letters win over digits, the first target listed wins."""
     import confusable_homoglyphs  # only for its data file (Unicode confusables.txt as JSON)
 
     data_file = Path(confusable_homoglyphs.__file__).resolve().parent / "confusables.json"
     data: dict[str, list[dict[str, str]]] = json.loads(data_file.read_text(encoding="utf-8"))
+    found: dict[int, str] = {}
     for target, entries in sorted(data.items(), key=lambda kv: (not kv[0].isalpha(), kv[0])):  # letters win
         if not (len(target) == 1 and target.isascii() and target.isalnum()):
             continue
         for entry in entries:
             char = entry["c"]
-            if len(char) == 1 and not char.isascii() and not _script_protected(char) and ord(char) not in table:
-                table[ord(char)] = target.lower()
-    for code in range(0x80, 0x20000):
-        name = unicodedata.name(chr(code), "")
+            if len(char) == 1 and not char.isascii() and not _script_protected(char):
+                found.setdefault(ord(char), target.lower())
+    return found
+
+
+_INVISIBLE_CODES = frozenset(code for low, high in _EXTRA_INVISIBLE for code in range(low, high + 1))
+_WHITESPACE_CONTROLS = "\t\n\r\x0b\x0c"
+
+
+def _base_fold(code: int) -> str | None:
+    """What one character folds to before the fixes of `_fold_char`: nothing (invisible, format, control, mark,
+    private use), its Latin look-alike, the letter of a small capital, or itself."""
+    char = chr(code)
+    if code in _INVISIBLE_CODES:
+        return None
+    if not 0xD800 <= code <= 0xDFFF and unicodedata.category(char) in _DROP_CATEGORIES:
+        if char not in _WHITESPACE_CONTROLS:
+            return None
+    latin = _confusables().get(code)
+    if latin is not None:
+        return latin
+    if 0x80 <= code < 0x20000:
+        name = unicodedata.name(char, "")
         if " SMALL CAPITAL " in name and len(name.rsplit(" ", 1)[1]) == 1:
-            table.setdefault(code, name.rsplit(" ", 1)[1].lower())
-    for char, latin in _GREEK_AND_OTHER_FIXES.items():
-        table[ord(char)] = latin
-    for code in range(0x400, 0x530):  # Cyrillic capitals fold like their lower case ("В" → "в", not "b")
-        upper, lower = chr(code), chr(code).lower()
-        if upper != lower and len(lower) == 1:
-            table[code] = table.get(ord(lower), lower)
-    for char in "\t\n\r\x0b\x0c":
-        table[ord(char)] = " "
-    return table
+            return name.rsplit(" ", 1)[1].lower()
+    return char
+
+
+def _fold_char(code: int) -> str | None:
+    """One character as `fold` maps it (see `_FoldTable`)."""
+    char = chr(code)
+    if char in _WHITESPACE_CONTROLS:
+        return " "
+    if 0x400 <= code < 0x530:  # Cyrillic capitals fold like their lower case ("В" → "в", not "b")
+        lower = char.lower()
+        if lower != char and len(lower) == 1:
+            return _GREEK_AND_OTHER_FIXES.get(lower, _base_fold(ord(lower)))
+    if char in _GREEK_AND_OTHER_FIXES:
+        return _GREEK_AND_OTHER_FIXES[char]
+    return _base_fold(code)
+
+
+class _FoldTable(dict[int, "str | None"]):
+    """The translation table of `fold`, filled in as characters are met: invisibles → nothing, look-alikes and
+    small capitals → Latin. Building it whole (every code point's category and name) took about a second in
+    every process that loads the filter; a prompt meets a few dozen distinct characters."""
+
+    def __missing__(self, code: int) -> str | None:
+        folded = self[code] = _fold_char(code)
+        return folded
+
+
+@functools.cache
+def _fold_table() -> _FoldTable:
+    return _FoldTable()
 
 
 def fold(text: str) -> str:
@@ -247,6 +279,14 @@ _LETTER = re.compile(r"[^\W\d_]")
 _MEASURE = re.compile(r"\d+[a-z]{0,3}")  # "14yo", "32w", "4k", "3xl", "1080p": a number, not leetspeak
 _INWORD_SEPARATOR = re.compile(r"[-=._*~^·•'’`:/\\]+")
 _REPEATS = re.compile(r"(.)\1+")
+_FIRST_GROUP = operator.itemgetter(1)
+
+
+def _collapse(word: str) -> str:
+    """Repeated letters collapsed ("nuuude" → "nude")."""
+    return _REPEATS.sub(_FIRST_GROUP, word)
+
+
 _LEET_ALT = str.maketrans(
     {
         "0": "o",
@@ -652,7 +692,7 @@ class PromptFilter:
             if term.group.startswith(MINOR_GROUP) and len(key) >= 4 and " " not in key:
                 minor_inside.setdefault(key, term)
             if len(words) > 1:
-                base_phrase_words.update(_REPEATS.sub(r"\1", word) for word in words)
+                base_phrase_words.update(_collapse(word) for word in words)
                 gate_phrases.append((words, term))
                 for variant in self._phrase_variants(words, term.exact):
                     phrases.setdefault(variant, []).append(term)
@@ -711,10 +751,10 @@ class PromptFilter:
                 ),
             )
             position, gate = ranked[-1]
-            others = tuple(_REPEATS.sub(r"\1", w) for i, w in enumerate(words) if i != position)
-            last = _REPEATS.sub(r"\1", words[-1]) if position != len(words) - 1 else ""
+            others = tuple(_collapse(w) for i, w in enumerate(words) if i != position)
+            last = _collapse(words[-1]) if position != len(words) - 1 else ""
             for form in _forms(gate, term.exact) if position == len(words) - 1 else {gate}:
-                self._gates.setdefault(_REPEATS.sub(r"\1", form), set()).add((others, last))
+                self._gates.setdefault(_collapse(form), set()).add((others, last))
         # the same, ready for `_gates_complete`: (words that must be present, start of the inflectable last word)
         self._gate_needs: dict[str, list[tuple[frozenset[str], str]]] = {
             gate: [
@@ -743,13 +783,13 @@ class PromptFilter:
 
     @staticmethod
     def _phrase_variants(words: list[str], exact: bool = False) -> set[str]:
-        head = [_REPEATS.sub(r"\1", word) for word in words[:-1]]
-        return {" ".join([*head, _REPEATS.sub(r"\1", form)]) for form in _forms(words[-1], exact)}
+        head = [_collapse(word) for word in words[:-1]]
+        return {" ".join([*head, _collapse(form)]) for form in _forms(words[-1], exact)}
 
     def _add_word(self, key: str, term: Term, fuzzy: bool = True) -> None:
         for form in _forms(key, term.exact):
             self._word.setdefault(form, []).append(term)
-            collapsed = _REPEATS.sub(r"\1", form)
+            collapsed = _collapse(form)
             if len(collapsed) >= 4 and collapsed not in _COLLAPSE_STOP:
                 self._collapsed.setdefault(collapsed, []).append(term)
         if not fuzzy:
@@ -785,7 +825,7 @@ class PromptFilter:
             return cached
         found: list[Term] = list(self._word.get(word, ()))
         if not found:
-            collapsed = _REPEATS.sub(r"\1", word)
+            collapsed = _collapse(word)
             found.extend(self._collapsed.get(collapsed, ()))
             if not found and collapsed != word:
                 found.extend(self._word.get(collapsed, ()))
@@ -877,7 +917,7 @@ class PromptFilter:
         cached = self._canon_cache.get(word)
         if cached is not None:
             return cached
-        canon = _REPEATS.sub(r"\1", word)
+        canon = _collapse(word)
         if canon not in self._phrase_words and canon in self._short_fix:
             canon = self._short_fix[canon]  # "in he buff": a letter dropped from a short word of a phrase
         if canon not in self._phrase_words and len(canon) == 4 and canon.isalpha():
@@ -917,7 +957,7 @@ class PromptFilter:
             terms.extend(self._compound_terms(read))
         groups = {(t.category, t.group) for t in terms}
         for reading in _leet_variants(core) | {read} if not core.isalpha() and _LETTER.search(core) else (read,):
-            for gate in {self._canon(reading), _REPEATS.sub(r"\1", reading)}:
+            for gate in {self._canon(reading), _collapse(reading)}:
                 if gate in self._gates:
                     groups.add((_GATE, gate))  # a phrase may be here: `_phrase_possible` looks for its other words
         strong = [t for t in terms if not t.weak]
@@ -956,8 +996,8 @@ class PromptFilter:
                 states = [self._token_state(token) for token in tokens]
             if False in states:
                 return self._check(prompt, folded)
-            weak = [state for state in states if state is not True]
-            if weak:
+            if states.count(True) != len(states):  # weak words, phrase gates or colours
+                weak = [state for state in states if state is not True]
                 groups: frozenset[tuple[str, str]] = frozenset().union(*weak)  # type: ignore[arg-type]
                 plan = self._plans.get(groups)
                 if plan is None:
@@ -969,9 +1009,10 @@ class PromptFilter:
                     return self._check(prompt, folded)
                 if combine or (combine is None and _minor_age(low, tokens)):
                     return self._check(prompt, folded)
-            colours = [i for i, token in enumerate(tokens) if token in self._colour_forms]
-            if colours and not self._plain_colours(colours, tokens, low):
-                return self._check(prompt, folded)
+                if not self._colour_forms.isdisjoint(tokens):
+                    colours = [i for i, token in enumerate(tokens) if token in self._colour_forms]
+                    if not self._plain_colours(colours, tokens, low):
+                        return self._check(prompt, folded)
             if self._no_joins(tokens, low):
                 return None
         return self._check(prompt, folded)
@@ -989,7 +1030,7 @@ class PromptFilter:
                 core = token.rstrip("!|+¡")
                 found: set[str] = set()
                 for reading in _leet_variants(core) | {_read(core)} if not core.isalpha() else (core,):
-                    found.update((self._canon(reading), _REPEATS.sub(r"\1", reading)))
+                    found.update((self._canon(reading), _collapse(reading)))
                 readings = self._readings[token] = frozenset(found)
                 if len(self._readings) > _CACHE_LIMIT:
                     self._readings.clear()
@@ -1025,7 +1066,8 @@ class PromptFilter:
         """No two neighbours join into a listed word ("top less"), and no run of short pieces does ("se xy",
         "n u d e", "p 0 r n"), read as `_joined_hits` reads them but only exactly: joins are extended while they
         are the start of a listed word, so most prompts cost a few set look-ups."""
-        if not self._word.keys().isdisjoint(map(operator.add, tokens, tokens[1:])):
+        joins = list(map(operator.add, tokens, tokens[1:]))
+        if not self._word.keys().isdisjoint(joins):
             return False  # two neighbours join into a listed word form
         if _SPLIT_CHARS.search(low):
             pairs = self._pair_cache
