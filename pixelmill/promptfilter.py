@@ -1069,7 +1069,7 @@ class PromptFilter:
         joins = list(map(operator.add, tokens, tokens[1:]))
         if not self._word.keys().isdisjoint(joins):
             return False  # two neighbours join into a listed word form
-        if _SPLIT_CHARS.search(low):
+        if _SPLIT_AT.search(low):
             pairs = self._pair_cache
             for pair in _SPLIT_PAIR.finditer(low):
                 key = pair.group(1, 2, 3)
@@ -1361,7 +1361,7 @@ _SEGMENT_WORDS = frozenset(
 )
 _SHORT_RUN = re.compile(r"[sm]{2,}|s")
 _SHAPES = {0: "s", 1: "s", 2: "s", 3: "m"}  # a word's length → its shape in `_no_joins` ("L" above)
-_SPLIT_CHARS = re.compile(r"[-=._*~^:/\\]")
+_SPLIT_AT = re.compile(r"[a-z0-9$@!|+][-=._*~^:/\\]+[a-z0-9$@!|+]")  # where `_SPLIT_PAIR` can match
 _COLOUR = "\x00colour"  # marks a `%` word ("nude") among a word's (category, group)s
 _GATE = "\x00gate"  # marks a phrase's gate word among a word's (category, group)s
 _DIGIT = re.compile(r"\d")
