@@ -726,6 +726,14 @@ TRAPS: list[tuple[str, str, str]] = [  # (trap, language, title)
     ("product-word", "en", "{brand} analogue turntable, {colour}"),
     ("product-word", "en", "{brand} documentary DVD box set"),
     ("product-word", "en", "{brand} assassin's creed poster, framed"),
+    ("product-word", "de", "{brand} Nudeln, Vollkorn, 500 g"),
+    ("product-word", "de", "Nudelholz aus Buche von {brand}"),
+    ("product-word", "en", "Niger river map poster, {colour} frame"),
+    ("product-word", "en", "Penistone cheese, 200 g, by {brand}"),
+    ("product-word", "en", "{brand} faggots and peas ready meal"),
+    ("product-word", "fr", "Sardines de Pornic à l'huile, {brand}"),
+    ("product-word", "en", "Sexy Hair volumising shampoo, 300 ml"),
+    ("colour-nude", "de", "Nudefarbene Strumpfhose von {brand}, 20 den"),
 ]
 
 
