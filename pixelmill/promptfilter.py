@@ -17,19 +17,27 @@ Prompts are folded before matching (`fold`): NFKC, every invisible, format, cont
 character removed, look-alike letters of other scripts mapped to Latin with Unicode's confusables data (UTS #39),
 small capitals, case folding, accents. Words are then read with leetspeak undone ("nud3", "$ex", "a$$", "pr0n"),
 possessives dropped, and letters spread over separators rejoined ("n u d e", "nu-de", "nu de", "se xy").
-Plain-ASCII prompts made of words already seen take a fast path: a `str.lower`, one regex split and dict look-ups.
+Long words are also read as words run together: listed words of 5+ letters inside them, and short listed words
+(`nu`, `nua`, `nazi`) where a dynamic-programming split over function words, common prompt words and listed words
+puts them between known pieces ("meninanuanapraia" = menina|nua|na|praia). Numeric codes (`1488`, `88`, `14`) are
+weak terms of hate.txt: model numbers, sizes and prices pass, a code with a hate-context word ("heil") blocks.
+Plain-ASCII prompts made of words already seen take a fast path: a `str.lower`, one regex split, dict look-ups,
+and set look-ups over the joins of neighbouring words; `test_fast_path_agrees_with_the_full_reading` holds it to
+the full reading. The fold table is filled per character as characters are met (see `_FoldTable`).
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
+import operator
 import re
-import sys
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import ahocorasick
 
@@ -166,41 +174,74 @@ def _script_protected(char: str) -> bool:
 
 
 @functools.cache
-def _fold_table() -> dict[int, str | None]:
-    """One translation table, built once: invisibles → nothing, look-alikes and small capitals → Latin."""
-    table: dict[int, str | None] = {}
-    for low, high in _EXTRA_INVISIBLE:
-        table.update(dict.fromkeys(range(low, high + 1)))
-    for code in range(sys.maxunicode + 1):
-        if 0xD800 <= code <= 0xDFFF:
-            continue
-        category = unicodedata.category(chr(code))
-        if category in _DROP_CATEGORIES and chr(code) not in "\t\n\r\x0b\x0c":
-            table[code] = None
+def _confusables() -> dict[int, str]:
+    """Look-alike letters of other scripts → their Latin letter or digit, from Unicode's confusables data (UTS #39,
+    the data file of `confusable_homoglyphs`): letters win over digits, the first target listed wins."""
     import confusable_homoglyphs  # only for its data file (Unicode confusables.txt as JSON)
 
     data_file = Path(confusable_homoglyphs.__file__).resolve().parent / "confusables.json"
     data: dict[str, list[dict[str, str]]] = json.loads(data_file.read_text(encoding="utf-8"))
+    found: dict[int, str] = {}
     for target, entries in sorted(data.items(), key=lambda kv: (not kv[0].isalpha(), kv[0])):  # letters win
         if not (len(target) == 1 and target.isascii() and target.isalnum()):
             continue
         for entry in entries:
             char = entry["c"]
-            if len(char) == 1 and not char.isascii() and not _script_protected(char) and ord(char) not in table:
-                table[ord(char)] = target.lower()
-    for code in range(0x80, 0x20000):
-        name = unicodedata.name(chr(code), "")
+            if len(char) == 1 and not char.isascii() and not _script_protected(char):
+                found.setdefault(ord(char), target.lower())
+    return found
+
+
+_INVISIBLE_CODES = frozenset(code for low, high in _EXTRA_INVISIBLE for code in range(low, high + 1))
+_WHITESPACE_CONTROLS = "\t\n\r\x0b\x0c"
+
+
+def _base_fold(code: int) -> str | None:
+    """What one character folds to before the fixes of `_fold_char`: nothing (invisible, format, control, mark,
+    private use), its Latin look-alike, the letter of a small capital, or itself."""
+    char = chr(code)
+    if code in _INVISIBLE_CODES:
+        return None
+    if not 0xD800 <= code <= 0xDFFF and unicodedata.category(char) in _DROP_CATEGORIES:
+        if char not in _WHITESPACE_CONTROLS:
+            return None
+    latin = _confusables().get(code)
+    if latin is not None:
+        return latin
+    if 0x80 <= code < 0x20000:
+        name = unicodedata.name(char, "")
         if " SMALL CAPITAL " in name and len(name.rsplit(" ", 1)[1]) == 1:
-            table.setdefault(code, name.rsplit(" ", 1)[1].lower())
-    for char, latin in _GREEK_AND_OTHER_FIXES.items():
-        table[ord(char)] = latin
-    for code in range(0x400, 0x530):  # Cyrillic capitals fold like their lower case ("В" → "в", not "b")
-        upper, lower = chr(code), chr(code).lower()
-        if upper != lower and len(lower) == 1:
-            table[code] = table.get(ord(lower), lower)
-    for char in "\t\n\r\x0b\x0c":
-        table[ord(char)] = " "
-    return table
+            return name.rsplit(" ", 1)[1].lower()
+    return char
+
+
+def _fold_char(code: int) -> str | None:
+    """One character as `fold` maps it (see `_FoldTable`)."""
+    char = chr(code)
+    if char in _WHITESPACE_CONTROLS:
+        return " "
+    if 0x400 <= code < 0x530:  # Cyrillic capitals fold like their lower case ("В" → "в", not "b")
+        lower = char.lower()
+        if lower != char and len(lower) == 1:
+            return _GREEK_AND_OTHER_FIXES.get(lower, _base_fold(ord(lower)))
+    if char in _GREEK_AND_OTHER_FIXES:
+        return _GREEK_AND_OTHER_FIXES[char]
+    return _base_fold(code)
+
+
+class _FoldTable(dict[int, "str | None"]):
+    """The translation table of `fold`, filled in as characters are met: invisibles → nothing, look-alikes and
+    small capitals → Latin. Building it whole (every code point's category and name) took about a second in
+    every process that loads the filter; a prompt meets a few dozen distinct characters."""
+
+    def __missing__(self, code: int) -> str | None:
+        folded = self[code] = _fold_char(code)
+        return folded
+
+
+@functools.cache
+def _fold_table() -> _FoldTable:
+    return _FoldTable()
 
 
 def fold(text: str) -> str:
@@ -210,7 +251,7 @@ def fold(text: str) -> str:
         return text if text.isprintable() else text.translate(_fold_table())  # controls out, tabs → spaces
     table = _fold_table()
     text = unicodedata.normalize("NFKC", text).translate(table)
-    text = unicodedata.normalize("NFD", text.casefold().translate(table)).translate(table)
+    text = unicodedata.normalize("NFD", text.casefold().lower().translate(table)).translate(table)  # Cherokee
     return unicodedata.normalize("NFC", text)
 
 
@@ -244,6 +285,14 @@ _LETTER = re.compile(r"[^\W\d_]")
 _MEASURE = re.compile(r"\d+[a-z]{0,3}")  # "14yo", "32w", "4k", "3xl", "1080p": a number, not leetspeak
 _INWORD_SEPARATOR = re.compile(r"[-=._*~^·•'’`:/\\]+")
 _REPEATS = re.compile(r"(.)\1+")
+_FIRST_GROUP = operator.itemgetter(1)
+
+
+def _collapse(word: str) -> str:
+    """Repeated letters collapsed ("nuuude" → "nude")."""
+    return _REPEATS.sub(_FIRST_GROUP, word)
+
+
 _LEET_ALT = str.maketrans(
     {
         "0": "o",
@@ -609,6 +658,8 @@ class PromptFilter:
         self._piece_cache: dict[str, tuple[Term, ...]] = {}
         self._exact_cache: dict[str, tuple[Term, ...]] = {}
         self._run_cache: dict[tuple[str, ...], bool] = {}  # runs of short pieces with their neighbours
+        self._plans: dict[frozenset[tuple[str, str]], tuple[list[str], bool | None]] = {}  # see `_plan`
+        self._pair_cache: dict[tuple[str | Any, ...], bool] = {}  # pieces joined by a separator (`_no_joins`)
         self._readings: dict[str, frozenset[str]] = {}  # a word's readings for phrases (typos fixed, leetspeak)
         self._canon_cache: dict[str, str] = {}
         self._compound = ahocorasick.Automaton()  # every listed word form, for words run together
@@ -647,7 +698,7 @@ class PromptFilter:
             if term.group.startswith(MINOR_GROUP) and len(key) >= 4 and " " not in key:
                 minor_inside.setdefault(key, term)
             if len(words) > 1:
-                base_phrase_words.update(_REPEATS.sub(r"\1", word) for word in words)
+                base_phrase_words.update(_collapse(word) for word in words)
                 gate_phrases.append((words, term))
                 for variant in self._phrase_variants(words, term.exact):
                     phrases.setdefault(variant, []).append(term)
@@ -706,10 +757,21 @@ class PromptFilter:
                 ),
             )
             position, gate = ranked[-1]
-            others = tuple(_REPEATS.sub(r"\1", w) for i, w in enumerate(words) if i != position)
-            last = _REPEATS.sub(r"\1", words[-1]) if position != len(words) - 1 else ""
+            others = tuple(_collapse(w) for i, w in enumerate(words) if i != position)
+            last = _collapse(words[-1]) if position != len(words) - 1 else ""
             for form in _forms(gate, term.exact) if position == len(words) - 1 else {gate}:
-                self._gates.setdefault(_REPEATS.sub(r"\1", form), set()).add((others, last))
+                self._gates.setdefault(_collapse(form), set()).add((others, last))
+        # the same, ready for `_gates_complete`: (words that must be present, start of the inflectable last word)
+        self._gate_needs: dict[str, list[tuple[frozenset[str], str]]] = {
+            gate: [
+                (
+                    frozenset(w for w in others if w != last),
+                    last[: max(3, len(last) - 2)] if last in others else "",
+                )
+                for others, last in entries
+            ]
+            for gate, entries in self._gates.items()
+        }
         for form in [*self._word, *self._collapsed]:
             self._prefixes.update(form[:i] for i in range(1, len(form) + 1))
         self._has_compound = len(self._compound) > 0
@@ -727,13 +789,13 @@ class PromptFilter:
 
     @staticmethod
     def _phrase_variants(words: list[str], exact: bool = False) -> set[str]:
-        head = [_REPEATS.sub(r"\1", word) for word in words[:-1]]
-        return {" ".join([*head, _REPEATS.sub(r"\1", form)]) for form in _forms(words[-1], exact)}
+        head = [_collapse(word) for word in words[:-1]]
+        return {" ".join([*head, _collapse(form)]) for form in _forms(words[-1], exact)}
 
     def _add_word(self, key: str, term: Term, fuzzy: bool = True) -> None:
         for form in _forms(key, term.exact):
             self._word.setdefault(form, []).append(term)
-            collapsed = _REPEATS.sub(r"\1", form)
+            collapsed = _collapse(form)
             if len(collapsed) >= 4 and collapsed not in _COLLAPSE_STOP:
                 self._collapsed.setdefault(collapsed, []).append(term)
         if not fuzzy:
@@ -769,7 +831,7 @@ class PromptFilter:
             return cached
         found: list[Term] = list(self._word.get(word, ()))
         if not found:
-            collapsed = _REPEATS.sub(r"\1", word)
+            collapsed = _collapse(word)
             found.extend(self._collapsed.get(collapsed, ()))
             if not found and collapsed != word:
                 found.extend(self._word.get(collapsed, ()))
@@ -797,21 +859,71 @@ class PromptFilter:
         if cached is not None:
             return cached
         found: list[Term] = []
-        if self._has_compound:
+        if self._has_compound and len(word) >= 12:
             for _, terms in self._compound.iter(word):
                 found.extend(terms)
+        if len(word) >= _SEGMENT_MIN:
+            found.extend(self._segment_terms(word))
         result = tuple({id(t): t for t in found}.values())
         if len(self._compound_cache) > _CACHE_LIMIT:
             self._compound_cache.clear()
         self._compound_cache[word] = result
         return result
 
+    def _segment_terms(self, word: str) -> list[Term]:
+        """Short listed words (2–4 letters) in a word run together of function words, prompt words and listed
+        words ("meninanuanapraia" = menina|nua|na|praia, "enfantnusurlaplage", "pedopicsofkids"): the word is
+        split (dynamic programming: most letters in known words, then fewest pieces, unknown letters allowed),
+        and a listed word counts when both its neighbours are known words or the word's ends, one of them a
+        listed word or a prompt word of 3+ letters, and, for two or three letters, a person or minor word."""
+        if len(word) > 48 or not word.isascii() or not word.isalpha():
+            return []
+        known, listed = _SEGMENT_WORDS, self._word
+        count = len(word)
+        best: list[tuple[int, int]] = [(0, 0)] + [(-1, 0)] * count  # (letters in known words, -pieces)
+        back: list[int] = [0] * (count + 1)
+        for end in range(1, count + 1):
+            covered, pieces = best[end - 1]
+            best[end], back[end] = (covered, pieces - 1), end - 1  # an unknown letter
+            for start in range(max(0, end - 16), end - 1):
+                piece = word[start:end]
+                if piece in known or (piece in listed and len(piece) >= 2):
+                    score = (best[start][0] + end - start, best[start][1] - 1)
+                    if score > best[end]:
+                        best[end], back[end] = score, start
+        spans: list[tuple[str, bool]] = []
+        end = count
+        while end > 0:
+            start = back[end]
+            piece = word[start:end]
+            is_known = end - start >= 2 and (piece in known or piece in listed)
+            if not is_known and spans and not spans[-1][1]:
+                spans[-1] = (piece + spans[-1][0], False)  # unknown letters merge into one piece
+            else:
+                spans.append((piece, is_known))
+            end = start
+        spans.reverse()
+        found: list[Term] = []
+        for index, (piece, is_known) in enumerate(spans):
+            if not is_known or not 2 <= len(piece) <= 4 or piece not in listed:
+                continue
+            sides = [spans[i] for i in (index - 1, index + 1) if 0 <= i < len(spans)]
+            if not sides or not all(known_side for _, known_side in sides):
+                continue
+            if len(piece) <= 3:
+                if self._people.isdisjoint(side for side, _ in sides):
+                    continue
+            elif not any(side in listed or (side in known and len(side) >= 3) for side, _ in sides):
+                continue
+            found.extend(t for t in listed[piece] if t.category != ALLOW)
+        return found
+
     def _canon(self, word: str) -> str:
         """A word as phrases are matched: repeated letters collapsed, one typo away from a phrase word fixed."""
         cached = self._canon_cache.get(word)
         if cached is not None:
             return cached
-        canon = _REPEATS.sub(r"\1", word)
+        canon = _collapse(word)
         if canon not in self._phrase_words and canon in self._short_fix:
             canon = self._short_fix[canon]  # "in he buff": a letter dropped from a short word of a phrase
         if canon not in self._phrase_words and len(canon) == 4 and canon.isalpha():
@@ -845,13 +957,13 @@ class PromptFilter:
         if not core.isalpha() and _LETTER.search(core):
             for variant in _leet_variants(core):
                 terms.extend(self._word_terms(variant))
-                if len(variant) >= 12 and variant.isalpha():
+                if len(variant) >= _SEGMENT_MIN and variant.isalpha():
                     terms.extend(self._compound_terms(variant))
-        if len(read) >= 12 and read.isalpha():
+        if len(read) >= _SEGMENT_MIN and read.isalpha():
             terms.extend(self._compound_terms(read))
         groups = {(t.category, t.group) for t in terms}
         for reading in _leet_variants(core) | {read} if not core.isalpha() and _LETTER.search(core) else (read,):
-            for gate in {self._canon(reading), _REPEATS.sub(r"\1", reading)}:
+            for gate in {self._canon(reading), _collapse(reading)}:
                 if gate in self._gates:
                     groups.add((_GATE, gate))  # a phrase may be here: `_phrase_possible` looks for its other words
         strong = [t for t in terms if not t.weak]
@@ -890,41 +1002,54 @@ class PromptFilter:
                 states = [self._token_state(token) for token in tokens]
             if False in states:
                 return self._check(prompt, folded)
-            weak = [state for state in states if state is not True]
-            if weak:
+            if states.count(True) != len(states):  # weak words, phrase gates or colours
+                weak = [state for state in states if state is not True]
                 groups: frozenset[tuple[str, str]] = frozenset().union(*weak)  # type: ignore[arg-type]
-                gates = [word for category, word in groups if category == _GATE]
+                plan = self._plans.get(groups)
+                if plan is None:
+                    plan = self._plans[groups] = _plan(groups)
+                    if len(self._plans) > _CACHE_LIMIT:
+                        self._plans.clear()
+                gates, combine = plan
                 if gates and self._phrase_possible(gates, tokens):
                     return self._check(prompt, folded)
-                groups = frozenset(g for g in groups if g[0] != _GATE and g[0] != _COLOUR)
-                if groups and _may_combine(groups, low, tokens):
+                if combine or (combine is None and _minor_age(low, tokens)):
                     return self._check(prompt, folded)
-            colours = [i for i, token in enumerate(tokens) if token in self._colour_forms]
-            if colours and not self._plain_colours(colours, tokens, low):
-                return self._check(prompt, folded)
+                if not self._colour_forms.isdisjoint(tokens):
+                    colours = [i for i, token in enumerate(tokens) if token in self._colour_forms]
+                    if not self._plain_colours(colours, tokens, low):
+                        return self._check(prompt, folded)
             if self._no_joins(tokens, low):
                 return None
         return self._check(prompt, folded)
 
     def _phrase_possible(self, gates: list[str], tokens: list[str]) -> bool:
         """Whether all other words of a phrase whose gate word is in the prompt are there too (typos fixed)."""
-        present: set[str] = set()
+        cached = list(map(self._readings.get, tokens))
+        if None not in cached:
+            present: set[str] = set().union(*cached)  # type: ignore[arg-type]
+            return self._gates_complete(gates, present)
+        present = set()
         for token in tokens:
             readings = self._readings.get(token)
             if readings is None:
                 core = token.rstrip("!|+¡")
                 found: set[str] = set()
                 for reading in _leet_variants(core) | {_read(core)} if not core.isalpha() else (core,):
-                    found.update((self._canon(reading), _REPEATS.sub(r"\1", reading)))
+                    found.update((self._canon(reading), _collapse(reading)))
                 readings = self._readings[token] = frozenset(found)
                 if len(self._readings) > _CACHE_LIMIT:
                     self._readings.clear()
             present.update(readings)
+        return self._gates_complete(gates, present)
+
+    def _gates_complete(self, gates: list[str], present: set[str]) -> bool:
+        """Whether, for one of these gate words, a phrase's other words are all present: the last one may be
+        inflected (its start, all but two letters and at least three, is enough)."""
         for gate in gates:
-            for others, last in self._gates[gate]:
-                if all(
-                    w in present or (w == last and any(p.startswith(w[: max(3, len(w) - 2)]) for p in present))
-                    for w in others
+            for needed, last in self._gate_needs[gate]:
+                if present.issuperset(needed) and (
+                    not last or last in present or any(map(str.startswith, present, itertools.repeat(last)))
                 ):
                     return True
         return False
@@ -947,19 +1072,24 @@ class PromptFilter:
         """No two neighbours join into a listed word ("top less"), and no run of short pieces does ("se xy",
         "n u d e", "p 0 r n"), read as `_joined_hits` reads them but only exactly: joins are extended while they
         are the start of a listed word, so most prompts cost a few set look-ups."""
-        words, prefixes = self._word, self._prefixes
-        for a, b in zip(tokens, tokens[1:]):
-            if a in prefixes and a + b in words:
-                return False
-        for pair in _SPLIT_PAIR.finditer(low):
-            joined = pair.group(1) + pair.group(3)
-            if len(joined) >= 5 and self._word_terms(joined if joined.isalpha() else _read(joined), inside=False):
-                return False  # "self-ahrm": a typo across a hyphen
-            if pair.group(2) == "*" and any(
-                self._word_terms(_read(pair.group(1) + v + pair.group(3)), inside=False) for v in "aeiou"
-            ):
-                return False  # "p*rn"
-        shape = "".join(["s" if len(t) <= 2 else "m" if len(t) == 3 else "L" for t in tokens])
+        joins = list(map(operator.add, tokens, tokens[1:]))
+        if not self._word.keys().isdisjoint(joins):
+            return False  # two neighbours join into a listed word form
+        if _SPLIT_AT.search(low):
+            pairs = self._pair_cache
+            for pair in _SPLIT_PAIR.finditer(low):
+                key = pair.group(1, 2, 3)
+                clean = pairs.get(key)
+                if clean is None:
+                    clean = self._pair_clean(*key)
+                    if len(pairs) > _CACHE_LIMIT:
+                        pairs.clear()
+                    pairs[key] = clean
+                if not clean:
+                    return False
+        shape = "".join(map(_SHAPES.get, map(len, tokens), itertools.repeat("L")))
+        if "s" not in shape and "mm" not in shape:
+            return True
         for run in _SHORT_RUN.finditer(shape):  # runs of short pieces, as `_joined_hits` reads them
             low_end, end = max(run.start() - 1, 0), run.end()
             window = tuple(tokens[low_end : end + 1])
@@ -971,6 +1101,19 @@ class PromptFilter:
                 self._run_cache[window] = clean
             if not clean:
                 return False
+        return True
+
+    def _pair_clean(self, first: str, separator: str, second: str) -> bool:
+        """Two pieces joined by an in-word separator ("self-ahrm", "p*rn", "self-harmaesthetic") are no listed
+        word, typo of one, or words run together; cached by `_no_joins`."""
+        joined = first + second
+        read = joined if joined.isalpha() else _read(joined)
+        if len(joined) >= 5 and self._word_terms(read, inside=False):
+            return False  # "self-ahrm": a typo across a hyphen
+        if len(read) >= _SEGMENT_MIN and read.isalpha() and self._compound_terms(read):
+            return False  # "self-harmaesthetic": words run together across a hyphen
+        if separator == "*" and any(self._word_terms(_read(first + v + second), inside=False) for v in "aeiou"):
+            return False  # "p*rn"
         return True
 
     def _run_clean(self, tokens: list[str], start: int, end: int) -> bool:
@@ -1033,7 +1176,7 @@ class PromptFilter:
                         reads[index] = other
         hits.extend(self._joined_hits(reads, raws, seps))
         for index, word in enumerate(reads):
-            if len(word) >= 12 and word.isalpha():
+            if len(word) >= _SEGMENT_MIN and word.isalpha():
                 hits.extend(_Hit(t, index, index + 1) for t in self._compound_terms(word))
         excused: set[int] = set()
         canon = [self._canon(word) for word in reads] if self._has_phrases else reads
@@ -1065,8 +1208,12 @@ class PromptFilter:
         for index in range(1, count):
             sep = seps[index]
             if sep and " " not in sep and _INWORD_SEPARATOR.fullmatch(sep):
-                for term in self._word_terms(_read(raws[index - 1] + raws[index]), inside=False):
+                joined = _read(raws[index - 1] + raws[index])
+                for term in self._word_terms(joined, inside=False):
                     yield _Hit(term, index - 1, index + 1)
+                if len(joined) >= _SEGMENT_MIN and joined.isalpha():  # "self-harmaesthetic"
+                    for term in self._compound_terms(joined):
+                        yield _Hit(term, index - 1, index + 1)
                 if sep == "*":  # "p*rn", "n*de": a star for one letter
                     for vowel in "aeiou":
                         for term in self._word_terms(_read(raws[index - 1] + vowel + raws[index]), inside=False):
@@ -1202,7 +1349,25 @@ def _edit_distance_at_most_one(a: str, b: str) -> bool:
     return a[i:] == b[i + 1 :]
 
 
+_SEGMENT_MIN = 8  # words this long are also read as words run together (`_segment_terms`)
+# Function words of the supported Latin-script languages and common prompt words: the known pieces that words run
+# together are split into (with the listed words themselves).
+_SEGMENT_WORDS = frozenset(
+    """
+    a an the of on in at to for with and or by from into onto her his its their my your our no not without
+    over under near by next is are being getting having
+    photo photos pic pics picture pictures image images video videos poster posters rally rallies art artwork
+    aesthetic aesthetics style scene shot shots beach pool bed bath bathtub room shower party street park forest
+    de da do das dos del la las el los lo un una uno unos unas y e o en em no na nos nas con sin sem com para por
+    pelo pela al au aux du des le les et ou sur sous dans avec sans pour une
+    der die das den dem des ein eine einen und oder mit ohne im am auf bei fur von zu zum zur
+    il lo gli di del della dei delle sul sulla nel nella col senza per
+    foto fotos imagen bild bilder immagine playa praia plage strand spiaggia cama lit bett letto piscina
+    """.split()
+)
 _SHORT_RUN = re.compile(r"[sm]{2,}|s")
+_SHAPES = {0: "s", 1: "s", 2: "s", 3: "m"}  # a word's length → its shape in `_no_joins` ("L" above)
+_SPLIT_AT = re.compile(r"[a-z0-9$@!|+][-=._*~^:/\\]+[a-z0-9$@!|+]")  # where `_SPLIT_PAIR` can match
 _COLOUR = "\x00colour"  # marks a `%` word ("nude") among a word's (category, group)s
 _GATE = "\x00gate"  # marks a phrase's gate word among a word's (category, group)s
 _DIGIT = re.compile(r"\d")
@@ -1376,6 +1541,19 @@ def _spread_piece(piece: str) -> bool:
     return len(piece) <= 2 and piece.isalpha() and piece not in _COMMON
 
 
+def _plan(groups: frozenset[tuple[str, str]]) -> tuple[list[str], bool | None]:
+    """For the (category, group)s of a plain prompt's words: the gate words of phrases to look for, and whether
+    weak terms could block together (True), could not (False), or could if the prompt holds an age (None)."""
+    gates = [word for category, word in groups if category == _GATE]
+    real = frozenset(g for g in groups if g[0] != _GATE and g[0] != _COLOUR)
+    if not real:
+        return gates, False
+    if _may_combine(real, "", []):
+        return gates, True
+    sexual = any(category == SEXUAL and group != PERSON_GROUP for category, group in real)
+    return gates, None if sexual and all(category != MINORS for category, _ in real) else False
+
+
 def _may_combine(groups: frozenset[tuple[str, str]], low: str, tokens: list[str]) -> bool:
     """Whether weak terms of these (category, group)s could block together: two groups of one category, a minor
     word with a sexual one, or a sexual one where an age may stand ("14yo", "twelve year old")."""
@@ -1474,7 +1652,8 @@ def _read_source(source: str) -> Iterable[tuple[str, str]]:
 
 @functools.cache
 def load(sources: tuple[str, ...]) -> PromptFilter:
-    """The filter for these list sources, built once per process (building costs ~1 s: the fold table)."""
+    """The filter for these list sources, built once per process (building costs ~0.4 s of CPU: list forms and
+    automata)."""
     return PromptFilter.from_sources(sources)
 
 

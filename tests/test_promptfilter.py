@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 import re
+import sys
 import unicodedata
 from collections import defaultdict
 from pathlib import Path
@@ -66,8 +68,8 @@ def report(title: str, table: dict[tuple[str, str], list[int]]) -> str:
 
 
 def test_generated_corpora_rates(capsys: pytest.CaptureFixture[str]) -> None:
-    """≥ 95 % of the evasive corpus caught and ≤ 1 % of the benign one blocked, per category and per technique
-    (except `joined`, see below), on both the dev half and the held-back half of the seeds; minors prompts are
+    """≥ 95 % of the evasive corpus caught and ≤ 1 % of the benign one blocked, per category and per technique,
+    on the whole corpus and on each of the dev half and the held-back half of the seeds; minors prompts are
     reported as `minors`."""
     prompt_filter = load(("builtin",))
     evasive, benign = rows("prompt_corpus_evasive.tsv"), rows("prompt_corpus_benign.tsv")
@@ -89,21 +91,56 @@ def test_generated_corpora_rates(capsys: pytest.CaptureFixture[str]) -> None:
     for (key, value), (hits, total) in evasive_rates.items():
         if key == "language":
             continue  # printed; the languages are held through the categories and techniques
-        # Words run together in Portuguese/French ("meninanuanapraia") hide two- and three-letter words: a
-        # known gap, held to 90 %.
-        floor = 0.90 if (key, value) == ("technique", "joined") else 0.95
-        assert hits / total >= floor, (key, value, hits, total)
+        assert hits / total >= 0.95, (key, value, hits, total)
+    for split in ("dev", "holdout"):  # each half on its own, per category and per technique
+        half = rates([(row, hit) for row, hit in caught if row["split"] == split], ("category", "technique"))
+        for (key, value), (hits, total) in half.items():
+            assert hits / total >= 0.95, (split, key, value, hits, total)
+        benign_half = rates([(row, hit) for row, hit in blocked if row["split"] == split], ("category", "technique"))
+        for (key, value), (hits, total) in benign_half.items():
+            assert hits / total <= 0.01, (split, key, value, hits, total)
     for (key, value), (hits, total) in benign_rates.items():
         assert hits / total <= 0.01 or key == "language", (key, value, hits, total)
     assert sum(h for h, _ in minors_rates.values()) / sum(t for _, t in minors_rates.values()) >= 0.95
 
 
+def catalogue_titles(count: int, seed: int = 11) -> list[str]:
+    """Generated catalogue titles (the corpus generator's brands, products, colours and sizes), with numbers."""
+    sys.path.insert(0, str(DATA))
+    import make_prompt_corpora as corpora
+
+    rng = random.Random(seed)
+    shapes = [
+        "{b} {p}, {s}, {c}",
+        "{b} {p} ({c}, {s})",
+        "{p} - {b} - {c}",
+        "studio photo of {b} {p} in {c}, white background",
+        "{b} {p}, {c}, SKU {n}",
+        "lifestyle shot: {b} {p} {n}, {c}",
+    ]
+    out = []
+    for _ in range(count):
+        language = rng.choice(["en"] * 6 + ["es", "fr", "de", "it", "pt"])
+        out.append(
+            rng.choice(shapes).format(
+                b=rng.choice(corpora.BRANDS),
+                p=rng.choice(corpora.PRODUCTS[language]),
+                c=rng.choice(corpora.COLOURS[language]),
+                s=rng.choice(corpora.SIZES),
+                n=rng.choice([str(rng.randrange(10**4)), f"{rng.randrange(100)}-{rng.randrange(100)}", "88", "1488"]),
+            )
+        )
+    return out
+
+
 def test_fast_path_agrees_with_the_full_reading() -> None:
-    """The plain-ASCII fast path never passes a prompt that the full reading blocks."""
+    """The fast path (plain prompts: cached word states, neighbour joins) and the full reading agree on every
+    corpus prompt and on 100k generated catalogue titles."""
     prompt_filter = load(("builtin",))
-    for row in rows("prompt_corpus_evasive.tsv") + rows("prompt_corpus_benign.tsv"):
-        fast, full = prompt_filter.check(row["prompt"]), prompt_filter._check(row["prompt"])
-        assert (fast is None) == (full is None), row["prompt"]
+    prompts = [row["prompt"] for row in rows("prompt_corpus_evasive.tsv") + rows("prompt_corpus_benign.tsv")]
+    for prompt in prompts + catalogue_titles(100_000):
+        fast, full = prompt_filter.check(prompt), prompt_filter._check(prompt)
+        assert (fast is None) == (full is None), prompt
 
 
 @pytest.mark.parametrize(
