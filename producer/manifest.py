@@ -1,0 +1,227 @@
+"""The hand-off to a shop system: one row per item (or per catalogue entry) with its object, URL, checksum,
+scores and outcome, streamed from the ledger in constant memory (`yield_per` on one query: a server-side
+cursor on PostgreSQL) and written as CSV, JSONL or Parquet.
+
+`iter_manifest` yields `ManifestRow`s; the writers take any iterable of them, so the command line and the
+front door produce the same rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import astuple, dataclass, fields
+from datetime import datetime
+from typing import IO, Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from pixelmill.schema import Image, Item, Job, State
+from pixelmill.storage import Storage
+
+SCORES = ("clip_score", "aesthetic", "sharpness", "exposure", "clipped_dark", "clipped_light", "white_background")
+FORMATS = ("csv", "jsonl", "parquet")
+_STREAM = 2000  # rows fetched per round trip
+
+
+class ManifestError(RuntimeError):
+    """The manifest cannot be made as asked; the message says what to change."""
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRow:
+    """One product image as the shop system receives it. `object_key`/`url` are set only for a public
+    image (never for a quarantined one); `change` is the catalogue's change (new, changed, unchanged,
+    retired), replaced by failed/blocked/cancelled when the serving item ended so, and empty for a plain job."""
+
+    key: str
+    variant: int
+    change: str
+    state: str
+    object_key: str | None
+    url: str | None
+    sha256: str | None
+    bytes: int | None
+    width: int | None
+    height: int | None
+    format: str | None
+    job: int | None
+    item: int | None
+    generated_at: str | None
+    prompt: str | None
+    seed: int | None
+    model: str | None
+    engine: str | None
+    clip_score: float | None
+    aesthetic: float | None
+    sharpness: float | None
+    exposure: float | None
+    clipped_dark: float | None
+    clipped_light: float | None
+    white_background: float | None
+    safety: str | None  # ok | blocked:<flagged,...> | unchecked
+    provenance: str | None  # the C2PA signer, or "xmp" (the IPTC digital source type only)
+    error: str | None  # failed items: the last line of their last error
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in COLUMNS}
+
+
+COLUMNS = tuple(f.name for f in fields(ManifestRow))
+
+
+def _columns() -> tuple[Any, ...]:
+    return (Item.id, Item.job_id, Item.item_key, Item.variant, Item.state, Item.prompt, Item.seed, Item.error,
+            Item.block_reason, Job.model, Image.storage_key, Image.sha256, Image.bytes, Image.width,
+            Image.height, Image.format, Image.engine_id, Image.created, Image.scores, Image.safety,
+            Image.provenance, Image.visibility)
+
+
+def job_query(job_id: int) -> Select[Any]:
+    return (select(*_columns()).select_from(Item).join(Job, Job.id == Item.job_id)
+            .outerjoin(Image, Image.item_id == Item.id).where(Item.job_id == job_id).order_by(Item.id))
+
+
+def iter_manifest(session: Session, *, job: int | None = None, catalogue: str | None = None,
+                  storage: Storage | None = None, urls: bool = False, expires: int = 3600) -> Iterator[ManifestRow]:
+    """Stream the manifest of one job (one row per item) or of one catalogue (one row per current entry,
+    retired ones included). `urls` needs `storage`: presigned GET links valid `expires` s on S3, file URIs
+    locally."""
+    if (job is None) == (catalogue is None):
+        raise ManifestError("give exactly one of --job or --catalogue")
+    if urls and storage is None:
+        raise ManifestError("URLs need the storage (PIXELMILL_STORAGE_URL)")
+    locate = (lambda key: storage.locate(key, expires)) if urls and storage is not None else None
+    if job is not None:
+        if session.get(Job, job) is None:
+            raise ManifestError(f"no job {job}; `pixelmill jobs` lists them")
+        for row in session.execute(job_query(job).execution_options(yield_per=_STREAM)):
+            yield _row(row, "", locate)
+        return
+    yield from _catalogue_rows(session, str(catalogue), locate)
+
+
+def _catalogue_rows(session: Session, catalogue: str, locate: Any) -> Iterator[ManifestRow]:
+    raise ManifestError("catalogue manifests need the catalogue tables (migration 0005)")
+
+
+_FINAL_CHANGES = {State.failed: "failed", State.blocked: "blocked", State.cancelled: "cancelled"}
+
+
+def _row(r: Any, change: str, locate: Any) -> ManifestRow:
+    state = State(r.state) if r.state is not None else None
+    if state in _FINAL_CHANGES and change != "retired":
+        change = _FINAL_CHANGES[state]
+    public = r.storage_key is not None and r.visibility == "public"
+    scores = r.scores or {}
+    created: datetime | None = r.created
+    return ManifestRow(
+        key=r.item_key, variant=r.variant, change=change, state=state.value if state else "",
+        object_key=r.storage_key if public else None,
+        url=locate(r.storage_key) if public and locate is not None else None,
+        sha256=r.sha256, bytes=r.bytes, width=r.width, height=r.height, format=r.format, job=r.job_id, item=r.id,
+        generated_at=created.isoformat(timespec="seconds") if created else None, prompt=r.prompt, seed=r.seed,
+        model=r.model, engine=r.engine_id,
+        **{name: _float(scores.get(name)) for name in SCORES},  # type: ignore[arg-type]
+        safety=_safety(state, r.safety, r.block_reason, r.storage_key is not None),
+        provenance=_provenance(r.provenance), error=_last_line(r.error) if state == State.failed else None)
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _safety(state: State | None, safety: dict[str, Any] | None, reason: dict[str, Any] | None,
+            has_image: bool) -> str | None:
+    if state == State.blocked and reason:
+        flagged = reason.get("flagged") or [f"{reason.get('category', '?')}"]
+        return f"blocked:{reason.get('stage', '?')}:{','.join(map(str, flagged))}"
+    if not has_image:
+        return None
+    if safety is None:
+        return "unchecked"
+    if safety.get("blocked"):
+        return "blocked:image:" + ",".join(safety.get("flagged", []))
+    return "ok"
+
+
+def _provenance(provenance: dict[str, Any] | None) -> str | None:
+    if not provenance:
+        return None
+    if provenance.get("c2pa"):
+        return str(provenance.get("signer") or "c2pa")
+    return "xmp" if provenance.get("xmp") else None
+
+
+def _last_line(error: str | None) -> str | None:
+    lines = [line.strip() for line in (error or "").strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else None
+
+
+# --- writers --------------------------------------------------------------------------------------------
+
+
+def write_csv(rows: Iterable[ManifestRow], stream: IO[str]) -> int:
+    """CSV with a header row; empty cells for missing values. Returns the number of rows."""
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    count = 0
+    for row in rows:
+        writer.writerow(["" if v is None else v for v in astuple(row)])
+        count += 1
+    return count
+
+
+def write_jsonl(rows: Iterable[ManifestRow], stream: IO[str]) -> int:
+    """One JSON object per line, null for missing values."""
+    count = 0
+    for row in rows:
+        stream.write(json.dumps(dict(zip(COLUMNS, astuple(row))), ensure_ascii=False))
+        stream.write("\n")
+        count += 1
+    return count
+
+
+_PARQUET_BATCH = 10_000
+
+
+def parquet_schema() -> Any:
+    try:
+        import pyarrow as pa
+    except ImportError:
+        raise ManifestError("Parquet needs pyarrow: pip install 'pixelmill[parquet]' "
+                            "(or use --format csv / jsonl)") from None
+    ints = {"variant", "bytes", "width", "height", "job", "item", "seed"}
+    return pa.schema([(name, pa.float64() if name in SCORES else pa.int64() if name in ints else pa.string())
+                      for name in COLUMNS])
+
+
+def write_parquet(rows: Iterable[ManifestRow], stream: IO[bytes]) -> int:
+    """Parquet (pyarrow, the `parquet` extra), written in row groups of 10,000 so memory stays flat."""
+    schema = parquet_schema()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    count = 0
+    with pq.ParquetWriter(stream, schema, compression="zstd") as writer:
+        batch: list[tuple[Any, ...]] = []
+
+        def flush() -> None:
+            columns = list(zip(*batch)) if batch else [[] for _ in COLUMNS]
+            writer.write_table(pa.Table.from_arrays(
+                [pa.array(col, type=schema.field(i).type) for i, col in enumerate(columns)], schema=schema))
+            batch.clear()
+
+        for row in rows:
+            batch.append(astuple(row))
+            count += 1
+            if len(batch) >= _PARQUET_BATCH:
+                flush()
+        if batch or count == 0:
+            flush()
+    return count
+
+
+WRITERS = {"csv": write_csv, "jsonl": write_jsonl, "parquet": write_parquet}
