@@ -11,7 +11,8 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
+from operator import attrgetter
 from datetime import datetime
 from typing import IO, Any
 
@@ -70,6 +71,7 @@ class ManifestRow:
 
 
 COLUMNS = tuple(f.name for f in fields(ManifestRow))
+astuple = attrgetter(*COLUMNS)  # dataclasses.astuple deep-copies: 10x slower over 100k rows
 
 
 def _columns() -> tuple[Any, ...]:
