@@ -298,3 +298,47 @@ def wait_and_report(ledger: Any, job: int, *, timeout: float | None, fail_on_dri
             err.print(f"drift: {'; '.join(report.reasons)}", highlight=False, markup=False, soft_wrap=True)
             return EXIT_DRIFT
     return code
+
+
+@app.command()
+def sheet(
+    output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write.")],
+    job: Annotated[Optional[int], typer.Option(help="The images of this job.")] = None,
+    catalogue: Annotated[Optional[str], typer.Option(help="The current images of this catalogue.")] = None,
+    link: Annotated[bool, typer.Option("--link", help="Link to the objects' URLs instead of embedding "
+                                       "thumbnails (large jobs; presigned URLs expire).")] = False,
+    expires: Annotated[Optional[int], typer.Option(help="With --link on S3: seconds the URLs stay valid "
+                                                   "(default: PIXELMILL_S3_PRESIGN_EXPIRES).")] = None,
+) -> None:
+    """One self-contained HTML contact sheet: thumbnails, key, change, scores; blocked, failed and low-score
+    images marked; sortable by score, 500 tiles per page, a summary with score histograms."""
+    from pixelmill.storage import open_storage
+    from producer.manifest import ManifestError
+    from producer.sheet import write_sheet
+
+    if (job is None) == (catalogue is None):
+        fail("give exactly one of --job N or --catalogue NAME")
+    settings = get_settings()
+    ledger = _read_ledger()
+    title = f"job {job}" if job is not None else f"catalogue {catalogue}"
+    partial = output.with_name(f".{output.name}.partial")
+    try:
+        with ledger.session(readonly=True) as session, open(partial, "w", encoding="utf-8") as stream:
+            if job is not None:
+                from pixelmill.schema import Job
+
+                found = session.get(Job, job)
+                if found is not None:
+                    title = f"job {job} · {found.name}"
+            count = write_sheet(session, stream, title=title, job=job, catalogue=catalogue,
+                                storage=open_storage(settings), link=link,
+                                expires=expires or settings.s3_presign_expires)
+        partial.replace(output)
+    except ManifestError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}")
+    finally:
+        if partial.exists():
+            partial.unlink()
+    err.print(f"{count} tiles written to {output}", highlight=False)
