@@ -96,6 +96,10 @@ def test_manifest_and_contact_sheet_of_a_40_image_job(env: Env, tmp_path: Path) 
     assert html.count("data:image/jpeg;base64,") == 40
     assert "<b>7</b>" not in html and "</script><img" not in html  # escaped, rendered as text
     assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html  # offline
+    dom = subprocess.run([str(servers.chromium_binary()), "--headless", "--disable-gpu", "--no-sandbox",
+                          f"--user-data-dir={tmp_path / 'profile-dom'}", "--virtual-time-budget=5000", "--dump-dom",
+                          page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert dom.count('class="tile') == 40 and "SKU-&lt;b&gt;7&lt;/b&gt;" in dom and "<b>7</b>" not in dom
     log = open_in_chromium(page, tmp_path / "sheet.png", tmp_path / "profile")
     assert console_errors(log) == [], log[-3000:]
     empty = tmp_path / "empty.html"
@@ -107,3 +111,145 @@ def test_manifest_and_contact_sheet_of_a_40_image_job(env: Env, tmp_path: Path) 
         Path(keep).mkdir(parents=True, exist_ok=True)
         for name in ("sheet.html", "sheet.png"):
             (Path(keep) / name).write_bytes((tmp_path / name).read_bytes())
+
+
+def image_count(env: Env, job: int) -> int:
+    with env.ledger().session() as session:
+        return int(session.scalar(select(func.count()).select_from(Image).join(Item).where(Item.job_id == job)))
+
+
+@pytest.mark.e2e
+def test_cancel_mid_job_stops_it_at_once(env: Env, tmp_path: Path) -> None:
+    env.vars["PIXELMILL_BATCH_SIZE"] = "2"
+    env.start_worker()
+    job = env.submit(write_catalogue(tmp_path / "catalogue.csv", 30), "--steps", "8")["job"]
+    env.wait_for(job, lambda c: c["succeeded"] >= 4, timeout=240)
+    result = json.loads(env.cli("cancel", str(job), "--json").stdout)
+    stored = image_count(env, job)
+    counts = env.wait_for(job, lambda c: True)
+    assert counts["pending"] == counts["queued"] == counts["running"] == 0, counts
+    assert counts["cancelled"] == result["cancelled"] > 0 and counts["succeeded"] == stored
+    time.sleep(8)  # the chunk that was running ends; later messages claim nothing
+    assert image_count(env, job) == stored
+    assert env.wait_for(job, lambda c: True) == counts
+    status = json.loads(env.cli("status", str(job), "--json").stdout)
+    assert status["cancelled"] == result["cancelled"] and status["finished"] is True
+    assert json.loads(env.cli("jobs", "--json").stdout)[0]["cancelled"] == result["cancelled"]
+
+
+@pytest.mark.e2e
+def test_retry_succeeds_failed_items_with_fresh_attempts(env: Env, tmp_path: Path) -> None:
+    env.vars["PIXELMILL_MAX_ATTEMPTS"] = "1"
+    job = env.submit(write_catalogue(tmp_path / "catalogue.csv", 6))["job"]
+    blockers = []
+    for key in ("SKU-001", "SKU-004"):  # a file where the item's directory must go: storing it fails
+        blocker = env.data_dir / "images" / "jobs" / str(job) / key
+        blocker.parent.mkdir(parents=True, exist_ok=True)
+        blocker.write_text("in the way")
+        blockers.append(blocker)
+    with env.ledger().session() as session:
+        seeds = dict(session.execute(select(Item.item_key, Item.seed).where(Item.job_id == job)).all())
+    env.start_worker()
+    counts = env.wait_for(job, finished)
+    assert counts["failed"] == 2 and counts["succeeded"] == 4, counts
+
+    listed = [json.loads(line) for line in env.cli("items", str(job), "--state", "failed", "--json").stdout.splitlines()]
+    assert sorted(r["key"] for r in listed) == ["SKU-001", "SKU-004"]
+    assert all(r["state"] == "failed" and r["attempts"] == 1 and "Error" in r["error"] for r in listed), listed
+    table = env.cli("items", str(job), "--state", "failed").stdout
+    assert "SKU-001" in table and "SKU-000" not in table
+
+    for blocker in blockers:
+        blocker.unlink()
+    assert json.loads(env.cli("retry", str(job), "--json").stdout) == {"job": job, "requeued": 2}
+    counts = env.wait_for(job, finished)
+    assert counts["succeeded"] == 6 and counts["failed"] == 0, counts
+    with env.ledger().session() as session:
+        rows = session.execute(select(Item.item_key, Item.seed, Item.attempts, Item.error)
+                               .where(Item.job_id == job)).all()
+    assert all(r.attempts == 1 and r.error is None for r in rows), rows  # counted again from 0
+    assert {r.item_key: r.seed for r in rows} == seeds
+    assert image_count(env, job) == 6
+    manifest = list(csv.DictReader(io.StringIO(env.cli("manifest", "--job", str(job)).stdout)))
+    assert {r["state"] for r in manifest} == {"succeeded"} and all(r["object_key"] for r in manifest)
+
+
+def test_a_job_nobody_serves_says_so(env: Env, tmp_path: Path) -> None:
+    proc = env.cli("submit", str(write_catalogue(tmp_path / "catalogue.csv", 2)), "--template", "photo of {title}",
+                   "--key", "sku", "--model", "acme/typo-model")
+    from pixelmill.queue import queue_for
+
+    queue = queue_for("acme/typo-model")
+    assert f"warning: no live worker serves this job's model queue {queue}" in proc.stderr
+    assert "pixelmill worker --model acme/typo-model" in proc.stderr
+    job = int(proc.stdout.split()[1])
+    status = json.loads(env.cli("status", str(job), "--json").stdout)
+    assert status["no_worker"].startswith(f"no worker has served this model's queue {queue} for ")
+    assert "no worker has served" in env.cli("status", str(job)).stdout
+
+
+@pytest.mark.e2e
+def test_a_worker_whose_model_cannot_load_does_not_take_its_queue(env: Env, tmp_path: Path) -> None:
+    from pixelmill.queue import make_celery, queue_depth, queue_for
+
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')  # nothing to load
+    worker = env.start_worker("--model", str(broken))
+    job = env.submit(write_catalogue(tmp_path / "catalogue.csv", 4), "--model", str(broken))["job"]
+    assert worker.wait(timeout=240) == 1, env.worker_logs()[-3000:]
+    assert "worker stopped: model" in env.worker_logs()
+    time.sleep(1)
+    counts = env.wait_for(job, lambda c: True)
+    assert counts["queued"] == 4, counts  # not claimed: no attempt used, nothing failed
+    assert queue_depth(make_celery(env.settings()), queue_for(str(broken))) >= 1  # + a reconciler re-publish
+    with env.ledger().session() as session:
+        assert session.scalars(select(Item.attempts).where(Item.job_id == job)).all() == [0] * 4
+        assert session.scalars(select(Worker.state).where(Worker.queue == queue_for(str(broken)))).all() == ["failed"]
+    status = json.loads(env.cli("status", str(job), "--json").stdout)
+    assert "no worker has served" in status["no_worker"] and "failed to load" in status["no_worker"]
+
+    a_file = tmp_path / "model.safetensors"
+    a_file.write_bytes(b"weights")
+    proc = env.cli("worker", "--model", str(a_file), check=False)
+    assert proc.returncode == 2 and "is a file" in proc.stderr and "Traceback" not in proc.stderr
+    proc = env.cli("worker", "--model", "acme/no-such-model", check=False)
+    assert proc.returncode == 2 and "hub id 'acme/no-such-model' cannot be resolved" in proc.stderr
+
+
+@pytest.mark.e2e
+def test_submit_wait_exit_codes(env: Env, tmp_path: Path) -> None:
+    env.start_worker(PIXELMILL_POLICY_ALLOW_CHECKER_OFF="false")  # refuses jobs without an image checker
+    ok = env.cli("submit", str(write_catalogue(tmp_path / "a.csv", 3)), "--template", "photo of {title}", "--key",
+                 "sku", "--size", "64x64", "--steps", "2", "--wait", "--timeout", "240", check=False)
+    assert ok.returncode == 0, ok.stderr
+    assert "3 succeeded, 0 blocked, 0 failed" in ok.stderr
+    env.vars["PIXELMILL_IMAGE_CHECKER"] = "none"
+    failed = env.cli("submit", str(write_catalogue(tmp_path / "b.csv", 2, start=10)), "--template",
+                     "photo of {title}", "--key", "sku", "--size", "64x64", "--steps", "2", "--wait", check=False)
+    assert failed.returncode == 3, failed.stderr
+    timeout = env.cli("submit", str(write_catalogue(tmp_path / "c.csv", 2, start=20)), "--template",
+                      "photo of {title}", "--key", "sku", "--model", "acme/nobody", "--wait", "--timeout", "2",
+                      check=False)
+    assert timeout.returncode == 4 and "unfinished after --timeout 2 s" in timeout.stderr, timeout.stderr
+    job = int(timeout.stdout.split()[1])
+    env.cli("cancel", str(job))
+    status = json.loads(env.cli("status", str(job), "--json").stdout)
+    assert status["cancelled"] == 2 and status["finished"] is True
+
+
+def test_read_commands_on_a_directory_without_a_ledger_exit_2(tmp_path: Path) -> None:
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    env = {**os.environ, "PIXELMILL_DATA_DIR": str(empty / "pixelmill-data")}
+    env.pop("PIXELMILL_DATABASE_URL", None)
+    for args in (["status", "1"], ["jobs"], ["items", "1"], ["manifest", "--job", "1"],
+                 ["sheet", "--job", "1", "-o", str(tmp_path / "s.html")], ["url", "1", "K"], ["review", "1"],
+                 ["cancel", "1"], ["retry", "1"]):
+        proc = subprocess.run([sys.executable, "-m", "pixelmill", *args], env=env, cwd=empty, text=True,
+                              capture_output=True, timeout=60)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert (f"no ledger at {empty / 'pixelmill-data' / 'pixelmill.db'} "
+                "(set PIXELMILL_DATA_DIR or PIXELMILL_DATABASE_URL)") in proc.stderr, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+    assert list(empty.iterdir()) == []  # nothing created

@@ -287,7 +287,9 @@ def wait_and_report(ledger: Any, job: int, *, timeout: float | None, fail_on_dri
                f"{status.cancelled} cancelled")
     if not status.finished:
         outcome += f", {status.remaining} unfinished after --timeout {timeout:g} s"
-    err.print(outcome, highlight=False, markup=False)
+        if status.no_worker:
+            outcome += f" ({status.no_worker})"
+    err.print(outcome, highlight=False, markup=False, soft_wrap=True)
     if code == EXIT_OK and fail_on_drift:
         from producer.drift import drift_report
 
