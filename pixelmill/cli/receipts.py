@@ -295,7 +295,8 @@ def wait_and_report(ledger: Any, job: int, *, timeout: float | None, fail_on_dri
 
         settings = get_settings()
         with ledger.session() as session:
-            report = drift_report(session, None, job, settings=settings)
+            report = drift_report(session, None, job, score_drop=settings.drift_score_drop,
+                                  rate_rise=settings.drift_rate_rise, runs=settings.drift_runs)
         if report is not None and report.flagged:
             err.print(f"drift: {'; '.join(report.reasons)}", highlight=False, markup=False, soft_wrap=True)
             return EXIT_DRIFT
@@ -344,3 +345,56 @@ def sheet(
         if partial.exists():
             partial.unlink()
     err.print(f"{count} tiles written to {output}", highlight=False)
+
+
+@app.command()
+def drift(catalogue: Annotated[str, typer.Option(help="Catalogue name (submit --catalogue).")],
+          runs: Annotated[Optional[int], typer.Option(help="How many recent finished runs to show (default: "
+                                                      "PIXELMILL_DRIFT_RUNS).")] = None,
+          as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list, oldest run first.")] = False) -> None:
+    """The last N runs of a catalogue side by side; a run whose median score fell, or whose blocked or failed
+    rate rose, beyond PIXELMILL_DRIFT_SCORE_DROP / PIXELMILL_DRIFT_RATE_RISE against the median of the runs
+    before it is flagged."""
+    from producer.drift import DRIFT_SCORES, compare, finished_runs
+
+    settings = get_settings()
+    count = runs or settings.drift_runs
+    with _read_ledger().session() as session:  # writes the run_stats cache
+        shown = finished_runs(session, catalogue, limit=count + settings.drift_runs)
+    if not shown:
+        fail(f"catalogue {catalogue!r} has no finished run; `pixelmill jobs` lists the jobs")
+    verdicts = []
+    for index, run in enumerate(shown):
+        earlier = shown[max(0, index - settings.drift_runs):index]
+        reasons, _ = compare(run, earlier, score_drop=settings.drift_score_drop, rate_rise=settings.drift_rate_rise)
+        verdicts.append((run, reasons))
+    verdicts = verdicts[-count:]
+    if as_json:
+        print(json.dumps([{**run.as_dict(), "flagged": bool(reasons), "reasons": reasons}
+                          for run, reasons in verdicts]))
+        return
+    table = Table("", *[f"job {run.job}\n{run.created[:16]}" for run, _ in verdicts], box=box.SIMPLE_HEAD,
+                  pad_edge=False, title=f"catalogue {escape(catalogue)}: last {len(verdicts)} runs")
+
+    def cell(value: str, bad: bool) -> str:
+        return f"[bold red]{value}[/]" if bad else value
+
+    table.add_row("items", *[str(run.items) for run, _ in verdicts])
+    names = sorted({name for run, _ in verdicts for name in run.scores})
+    for name in names:
+        table.add_row(f"{name} median", *[cell(f"{run.scores[name]['median']:.4g}" if name in run.scores else "-",
+                                               any(r.startswith(f"median {name} ") for r in reasons))
+                                          for run, reasons in verdicts])
+        if name in DRIFT_SCORES:
+            table.add_row("  p10 · p90", *[f"{run.scores[name]['p10']:.4g} · {run.scores[name]['p90']:.4g}"
+                                           if name in run.scores else "-" for run, _ in verdicts])
+    table.add_row("blocked", *[cell(f"{run.blocked_rate:.1%}", any(r.startswith("blocked rate") for r in reasons))
+                               for run, reasons in verdicts])
+    table.add_row("failed", *[cell(f"{run.failed_rate:.1%}", any(r.startswith("failed rate") for r in reasons))
+                              for run, reasons in verdicts])
+    table.add_row("GPU-seconds", *[f"{run.gpu_seconds:.1f}" for run, _ in verdicts])
+    table.add_row("drift", *["[bold red]FLAGGED[/]" if reasons else "ok" for _, reasons in verdicts])
+    out.print(table)
+    for run, reasons in verdicts:
+        for reason in reasons:
+            out.print(f"job {run.job}: {escape(reason)}", highlight=False)
