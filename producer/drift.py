@@ -108,7 +108,8 @@ def _from_row(job: Job, row: RunStats) -> Run:
                gpu_seconds=row.gpu_seconds, scores=dict(row.scores or {}))
 
 
-def compare(run: Run, earlier: Sequence[Run], *, score_drop: float, rate_rise: float) -> tuple[list[str], dict[str, float]]:
+def compare(run: Run, earlier: Sequence[Run], *, score_drop: float,
+            rate_rise: float) -> tuple[list[str], dict[str, float]]:
     """Reasons `run` drifted from the median of `earlier` (none without earlier runs), and that baseline."""
     if not earlier:
         return [], {}

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
-from operator import attrgetter
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import IO, Any
 
 from sqlalchemy import Select, String, func, select, type_coerce
@@ -218,7 +218,7 @@ def write_parquet(rows: Iterable[ManifestRow], stream: IO[bytes]) -> int:
         batch: list[tuple[Any, ...]] = []
 
         def flush() -> None:
-            columns = list(zip(*batch)) if batch else [[] for _ in COLUMNS]
+            columns: list[Sequence[Any]] = list(zip(*batch)) if batch else [() for _ in COLUMNS]
             writer.write_table(pa.Table.from_arrays(
                 [pa.array(col, type=schema.field(i).type) for i, col in enumerate(columns)], schema=schema))
             batch.clear()

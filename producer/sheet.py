@@ -157,8 +157,10 @@ _HEAD = """<!doctype html>
 <style>
 :root { --bg:#f6f6f4; --fg:#1d1d1f; --dim:#77777c; --card:#fff; --line:#e2e2e0; --bad:#c8322b; --warn:#d08a00; }
 * { box-sizing: border-box; }
-body { margin:0; font:13px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; background:var(--bg); color:var(--fg); }
-header { padding:16px 20px 8px; background:var(--card); border-bottom:1px solid var(--line); position:sticky; top:0; z-index:2; }
+body { margin:0; font:13px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; background:var(--bg);
+       color:var(--fg); }
+header { padding:16px 20px 8px; background:var(--card); border-bottom:1px solid var(--line); position:sticky;
+         top:0; z-index:2; }
 h1 { font-size:18px; margin:0 0 6px; }
 .counts { margin-bottom:8px; }
 .pill { display:inline-block; padding:1px 8px; margin:0 4px 4px 0; border-radius:10px; background:#ececea; }
@@ -179,7 +181,8 @@ main { display:grid; grid-template-columns:repeat(auto-fill, minmax(176px, 1fr))
 .thumb { width:100%; aspect-ratio:1; display:flex; align-items:center; justify-content:center; background:#eee;
          border-radius:4px; overflow:hidden; color:var(--dim); font-size:12px; text-align:center; }
 .thumb img { width:100%; height:100%; object-fit:contain; image-rendering:auto; }
-.tile.bad .thumb { background:repeating-linear-gradient(45deg,#f7dcd9,#f7dcd9 8px,#fbeeed 8px,#fbeeed 16px); color:var(--bad); font-weight:600; }
+.tile.bad .thumb { background:repeating-linear-gradient(45deg,#f7dcd9,#f7dcd9 8px,#fbeeed 8px,#fbeeed 16px);
+                   color:var(--bad); font-weight:600; }
 .key { font-weight:600; margin-top:5px; white-space:nowrap; overflow:hidden; text-overflow:ellipsis; }
 .meta { color:var(--dim); font-size:11px; }
 .tag { display:inline-block; font-size:10px; padding:0 5px; border-radius:6px; background:#ececea; margin-right:3px; }
@@ -214,7 +217,8 @@ _SCRIPT = """<script>
   }
   function fmt(v) { return Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 1 ? v.toFixed(2) : v.toFixed(3); }
   function ordered() {
-    var list = filter.value === "problems" ? tiles.filter(function (t) { return bad(t) || t.low.length; }) : tiles.slice();
+    var list = filter.value === "problems"
+      ? tiles.filter(function (t) { return bad(t) || t.low.length; }) : tiles.slice();
     var key = sort.value, sign = desc.checked ? -1 : 1;
     list.sort(function (a, b) {
       if (key === "key") { return sign * (a.k < b.k ? -1 : a.k > b.k ? 1 : a.v - b.v); }

@@ -17,7 +17,7 @@ import servers
 from sqlalchemy import func, select
 
 from conftest import Env, finished, write_catalogue
-from pixelmill.schema import Image, Item, State, Worker
+from pixelmill.schema import Image, Item, Worker
 
 SCORE_COLUMNS = ["clip_score", "aesthetic", "sharpness", "exposure", "clipped_dark", "clipped_light",
                  "white_background"]
@@ -153,7 +153,8 @@ def test_retry_succeeds_failed_items_with_fresh_attempts(env: Env, tmp_path: Pat
     counts = env.wait_for(job, finished)
     assert counts["failed"] == 2 and counts["succeeded"] == 4, counts
 
-    listed = [json.loads(line) for line in env.cli("items", str(job), "--state", "failed", "--json").stdout.splitlines()]
+    proc = env.cli("items", str(job), "--state", "failed", "--json")
+    listed = [json.loads(line) for line in proc.stdout.splitlines()]
     assert sorted(r["key"] for r in listed) == ["SKU-001", "SKU-004"]
     assert all(r["state"] == "failed" and r["attempts"] == 1 and "Error" in r["error"] for r in listed), listed
     table = env.cli("items", str(job), "--state", "failed").stdout

@@ -20,8 +20,7 @@ from sqlalchemy import update
 
 from pixelmill import logs
 from pixelmill.identity import resolve_model
-from pixelmill.ledger import Ledger
-from pixelmill.ledger import insert_ignore
+from pixelmill.ledger import Ledger, insert_ignore
 from pixelmill.queue import TASK_GENERATE, Chunk, make_celery, queue_for
 from pixelmill.schema import Worker, utcnow
 from pixelmill.settings import get_settings

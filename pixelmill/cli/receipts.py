@@ -351,7 +351,8 @@ def sheet(
 def drift(catalogue: Annotated[str, typer.Option(help="Catalogue name (submit --catalogue).")],
           runs: Annotated[Optional[int], typer.Option(help="How many recent finished runs to show (default: "
                                                       "PIXELMILL_DRIFT_RUNS).")] = None,
-          as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list, oldest run first.")] = False) -> None:
+          as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list, oldest run first.")] = False,
+          ) -> None:
     """The last N runs of a catalogue side by side; a run whose median score fell, or whose blocked or failed
     rate rose, beyond PIXELMILL_DRIFT_SCORE_DROP / PIXELMILL_DRIFT_RATE_RISE against the median of the runs
     before it is flagged."""
