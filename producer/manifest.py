@@ -35,7 +35,7 @@ class ManifestError(RuntimeError):
 class ManifestRow:
     """One product image as the shop system receives it. `object_key`/`url` are set only for a public
     image (never for a quarantined one); `change` is the catalogue's change (new, changed, unchanged,
-    retired), replaced by failed/blocked/cancelled when the serving item ended so, and empty for a plain job."""
+    retired), replaced by failed/blocked/cancelled when the serving item ended so; empty for a plain job."""
 
     key: str
     variant: int
@@ -143,7 +143,7 @@ def _row(r: Any, change: str, locate: Any) -> ManifestRow:
      height, fmt, engine, created, clip, aesthetic, sharpness, exposure, dark, light, white, unchecked,
      safety_blocked, c2pa, signer, xmp, visibility) = r[:31]
     state = state or ""
-    if state in _FINAL_CHANGES and change != "retired":
+    if change and change != "retired" and state in _FINAL_CHANGES:  # catalogue rows: the serving item ended so
         change = _FINAL_CHANGES[state]
     public = key is not None and visibility == "public"
     if state == "blocked" and block_reason:

@@ -141,13 +141,13 @@ def _summary_html(title: str, summary: Summary) -> str:
         f'p90 {percentile(v, 90):.4g} <span class="dim">(n={len(v)})</span></div>{histogram_svg(v)}</div>'
         for name, v in sorted(summary.scores.items()))
     return (f'<header><h1>{html.escape(title)}</h1><div class="counts">{summary.rows} images · {states}'
-            f'{" · " + changes if changes else ""}</div><div class="scores">{cards}</div>'
+            f'{" · " + changes if changes else ""}</div><div class="scores">{cards}</div></header>'
             '<nav><label>sort <select id="sort"><option value="key">key</option></select></label> '
             '<label><input type="checkbox" id="desc"> descending</label> '
             '<label>show <select id="filter"><option value="all">all</option>'
             '<option value="problems">blocked, failed, low scores</option></select></label> '
             '<span class="pager"><button id="prev">‹</button> <span id="page"></span> '
-            '<button id="next">›</button></span></nav></header><main id="grid"></main>\n')
+            '<button id="next">›</button></span></nav><main id="grid"></main>\n')
 
 
 _HEAD = """<!doctype html>
@@ -159,8 +159,7 @@ _HEAD = """<!doctype html>
 * { box-sizing: border-box; }
 body { margin:0; font:13px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; background:var(--bg);
        color:var(--fg); }
-header { padding:16px 20px 8px; background:var(--card); border-bottom:1px solid var(--line); position:sticky;
-         top:0; z-index:2; }
+header { padding:16px 20px 4px; background:var(--card); }
 h1 { font-size:18px; margin:0 0 6px; }
 .counts { margin-bottom:8px; }
 .pill { display:inline-block; padding:1px 8px; margin:0 4px 4px 0; border-radius:10px; background:#ececea; }
@@ -172,7 +171,8 @@ h1 { font-size:18px; margin:0 0 6px; }
 .snum { color:var(--dim); font-size:12px; }
 .hist rect { fill:#8a9bb0; }
 .hist text { font-size:9px; fill:var(--dim); }
-nav { display:flex; gap:14px; align-items:center; flex-wrap:wrap; }
+nav { display:flex; gap:14px; align-items:center; flex-wrap:wrap; position:sticky; top:0; z-index:2;
+      background:var(--card); padding:8px 20px; border-bottom:1px solid var(--line); }
 .pager button { min-width:28px; }
 main { display:grid; grid-template-columns:repeat(auto-fill, minmax(176px, 1fr)); gap:10px; padding:14px 20px; }
 .tile { background:var(--card); border:2px solid var(--line); border-radius:8px; padding:7px; overflow:hidden; }
