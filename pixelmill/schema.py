@@ -94,6 +94,10 @@ class Job(Base):
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)  # template, defaults, source file, seed
     # Counted at submission; live per-state counts come from items.
     counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The named catalogue this job is a run of (`submit --catalogue`); None: a one-off job.
+    catalogue: Mapped[str | None] = mapped_column(String(200), index=True)
+    # The submitter's idempotency key: a second submission with it returns this job and writes nothing.
+    request_id: Mapped[str | None] = mapped_column(String(200), unique=True)
 
     items: Mapped[list[Item]] = relationship(back_populates="job", passive_deletes=True)
 
@@ -104,7 +108,8 @@ class Item(Base):
         UniqueConstraint("job_id", "item_key", "variant"),
         Index("ix_items_job_id_state", "job_id", "state"),
         Index("ix_items_state_lease_expires", "state", "lease_expires"),
-        Index("ix_items_content_hash", "content_hash"),
+        # (hash, state): the submit's skip lookup reads only this index (SQLite adds the id), never the rows.
+        Index("ix_items_content_hash_state", "content_hash", "state"),
         Index("ix_items_state_queued_at", "state", "queued_at"),
     )
 
@@ -183,6 +188,29 @@ class Candidate(Base):
     created: Mapped[datetime] = mapped_column(default=utcnow)
 
     item: Mapped[Item] = relationship(back_populates="candidates")
+
+
+class CatalogueEntry(Base):
+    """One (key, variant) of a named catalogue and the item whose image serves it now (producer/catalogues.py).
+
+    `change` says what the latest run (`job_id`) did to it: new | changed | unchanged | retired. Retired entries
+    keep their item (and image): nothing is ever deleted. Failed and blocked are read from the item's state."""
+
+    __tablename__ = "catalogue_entries"
+    __table_args__ = (
+        UniqueConstraint("catalogue", "item_key", "variant"),
+        Index("ix_catalogue_entries_catalogue_job_id", "catalogue", "job_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    catalogue: Mapped[str] = mapped_column(String(200))
+    item_key: Mapped[str] = mapped_column(String(200))
+    variant: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    change: Mapped[str] = mapped_column(String(16))
+    updated: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Worker(Base):

@@ -105,6 +105,20 @@ class Settings(BaseSettings):
     policy_image_checker: str | None = None
     policy_allow_checker_off: bool = False
 
+    # Submission (producer/submit.py). A message may carry several GPU batches: the worker cuts it into
+    # batches of PIXELMILL_BATCH_SIZE and claims each on its own. Constraint: all of a message's batches must
+    # finish within PIXELMILL_TASK_SOFT_TIME_LIMIT (items_per_message / batch_size batches per task); a message
+    # cut short leaves its remaining items queued for the reconciler. Bigger messages: faster submit.
+    items_per_message: int = Field(32, ge=1, le=1024)  # at least one batch: max(this, batch_size)
+    # Catalogue caps (README "Catalogue input"; producer/catalogue.py `Limits`): raise one if your data needs it.
+    catalogue_cell_bytes: int = Field(16 * 1024, ge=1)  # one CSV cell or JSON value
+    catalogue_row_bytes: int = Field(1024 * 1024, ge=1)  # one JSONL line or CSV record
+    catalogue_columns: int = Field(1000, ge=1)  # CSV header columns or fields of one JSON object
+    prompt_bytes: int = Field(2048, ge=1)  # prompt and negative prompt after rendering, UTF-8
+    job_max_items: int = Field(2_000_000, ge=1)  # rows x images_per_item in one job
+    catalogue_max_problems: int = Field(1000, ge=1)  # problems collected before reading stops
+    prompt_tokens: int = Field(77, ge=1)  # the text encoder's limit, for the truncation warning
+
     # Receipts for nightly runs (pixelmill/cli/receipts.py). A worker's heartbeat (its reconciler tick, every
     # PIXELMILL_RECONCILE_INTERVAL s) older than this means nobody serves its model's queue any more: `status`
     # and `jobs` say so, and `submit` warns. Drift (`pixelmill drift`, `submit --wait --fail-on-drift`) flags a

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from pixelmill.checks import Checks
@@ -125,20 +125,54 @@ def no_worker_line(session: Session, model: str, *, since: datetime, stale_after
 
 
 def score_distributions(session: Session, job_id: int) -> dict[str, dict[str, float]]:
-    """Median, p10 and p90 of every score over the job's succeeded images."""
+    """Median, p10 and p90 of every score over the job's succeeded images.
+
+    The database expands each image's scores into (name, value) rows (json_each / jsonb_each_text), so a
+    100k-image job costs one query and no JSON decoding in Python."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        sql = ("SELECT s.key, s.value FROM images JOIN items ON items.id = images.item_id, json_each(images.scores) s "
+               "WHERE items.job_id = :job AND :state = items.state")
+    elif dialect == "postgresql":
+        sql = ("SELECT s.key, s.value FROM images JOIN items ON items.id = images.item_id, "
+               "jsonb_each_text(images.scores::jsonb) s WHERE items.job_id = :job AND :state = items.state")
+    else:
+        return _score_distributions_python(session, job_id)
+    values: dict[str, list[float]] = {}
+    for name, value in session.execute(text(sql), {"job": job_id, "state": State.succeeded.value}):
+        if value is None:
+            continue
+        values.setdefault(name, []).append(float(value) if not isinstance(value, str) else _number(value))
+    return _summaries(values)
+
+
+def _number(value: str) -> float:
+    return 1.0 if value == "true" else 0.0 if value == "false" else float(value)
+
+
+def _score_distributions_python(session: Session, job_id: int) -> dict[str, dict[str, float]]:
     values: dict[str, list[float]] = {}
     for scores in session.scalars(select(Image.scores).join(Item, Item.id == Image.item_id)
                                   .where(Item.job_id == job_id, Item.state == State.succeeded)):
         for name, value in (scores or {}).items():
             values.setdefault(name, []).append(float(value))
-    return {name: {"n": len(v), "median": percentile(v, 50), "p10": percentile(v, 10), "p90": percentile(v, 90)}
-            for name, v in sorted(values.items())}
+    return _summaries(values)
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default), without numpy on the producer."""
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
+def _summaries(values: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, v in sorted(values.items()):
+        v.sort()
+        out[name] = {"n": len(v), "median": percentile(v, 50, ordered=True), "p10": percentile(v, 10, ordered=True),
+                     "p90": percentile(v, 90, ordered=True)}
+    return out
+
+
+def percentile(values: list[float], q: float, *, ordered: bool = False) -> float:
+    """Linear interpolation between closest ranks (numpy's default), without numpy on the producer.
+    `ordered`: the values are already sorted."""
+    ordered_values = values if ordered else sorted(values)
+    pos = (len(ordered_values) - 1) * q / 100
     low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return round(ordered[low] + (ordered[high] - ordered[low]) * (pos - low), 4)
+    high = min(low + 1, len(ordered_values) - 1)
+    return round(ordered_values[low] + (ordered_values[high] - ordered_values[low]) * (pos - low), 4)

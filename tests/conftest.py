@@ -39,6 +39,8 @@ FAST_TIMINGS = {
     # Test workers may run the jobs that ask for no image checker (the default policy refuses them;
     # tests/test_policy.py covers the floor itself).
     "PIXELMILL_POLICY_ALLOW_CHECKER_OFF": "true",
+    # One GPU batch per message, so tests can count messages; tests/test_catalogue_runs.py sends several.
+    "PIXELMILL_ITEMS_PER_MESSAGE": "4",
 }
 
 

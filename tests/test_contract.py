@@ -203,3 +203,23 @@ def test_readers_do_not_take_the_write_lock(tmp_path: Path) -> None:
         with pytest.raises(sqlalchemy.exc.OperationalError, match="locked"):
             with other.session() as second:
                 second.add(Job(name="k", model="m"))
+
+
+def test_content_hash_is_the_sha256_of_the_json_modules_canonical_form() -> None:
+    """The hand-written payload equals json.dumps' (quotes, escapes, non-ASCII, floats), so hashes of items
+    submitted before and after it was introduced still match and resubmission skips them."""
+    import hashlib
+    import random
+
+    from pixelmill.identity import canonical_json, content_hash
+    from pixelmill.params import GenerationParams
+
+    rnd = random.Random(0)
+    chars = 'ab "\\\n\t\x01é€😀\u2028/'
+    for _ in range(2000):
+        values = {"prompt": "".join(rnd.choice(chars) for _ in range(rnd.randint(0, 20))),
+                  "negative": "".join(rnd.choice(chars) for _ in range(3)),
+                  "params": GenerationParams(width=rnd.choice([64, 512]), height=512, steps=rnd.randint(1, 200),
+                                             guidance=rnd.choice([7.5, 0, 1e-7, 12.345678901234, 3])),
+                  "seed": rnd.randint(0, 2**63 - 1), "model": rnd.choice(["/m", 'hub/id"x'])}
+        assert content_hash(**values) == hashlib.sha256(canonical_json(**values).encode()).hexdigest()  # type: ignore[arg-type]

@@ -80,7 +80,9 @@ def generate(self: Any, message: dict[str, Any]) -> None:
     then dropped, not retried). The ledger, not the message, tracks the chunk until it is recorded."""
     if _load_failed is not None:  # back to the broker for a worker that can run it; this one is stopping
         raise Reject(f"this worker's model failed to load: {_load_failed}", requeue=True)
-    run_chunk(context(self.request.hostname), Chunk.from_message(message))
+    ctx = context(self.request.hostname)
+    for batch in Chunk.from_message(message).batches(ctx.settings.batch_size):  # a message may hold several
+        run_chunk(ctx, batch)
 
 
 @signals.celeryd_after_setup.connect

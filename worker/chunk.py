@@ -212,7 +212,7 @@ class Recording:
                 else:
                     outcome.failed.append(item.id)
         if retry:  # were it lost here, the reconciler would publish them again
-            publish_items(ctx.app, retry, self.job.model, settings.batch_size)
+            publish_items(ctx.app, retry, self.job.model, settings.batch_size, settings.items_per_message)
         for item_id in outcome.retried + outcome.failed:
             log.warning("item failed", extra={"job": self.job.id, "item": item_id,
                                               "retry": item_id in outcome.retried,

@@ -48,7 +48,7 @@ def reconcile(ledger: Ledger, app: Celery, settings: Settings, *, node: str | No
     report = Report(failed=recovery.failed)
     for model, items in recovery.outstanding.items():
         report.requeued += len(items)
-        report.messages += len(publish_items(app, items, model, settings.batch_size))
+        report.messages += len(publish_items(app, items, model, settings.batch_size, settings.items_per_message))
     if report.requeued or report.failed:
         log.warning("reconciled", extra={"requeued": report.requeued, "failed": report.failed,
                                          "messages": report.messages, "node": node or "-"})

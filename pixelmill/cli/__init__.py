@@ -90,7 +90,8 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at 
 
 @app.command()
 def submit(
-    catalogue: Annotated[Path, typer.Argument(help="Catalogue .csv or .jsonl, one product per row.")],
+    source: Annotated[str, typer.Argument(metavar="CATALOGUE", help="Catalogue .csv or .jsonl (optionally .gz), one "
+                                          "product per row, or - for stdin.")],
     template: Annotated[Optional[str], typer.Option(help="Prompt template, e.g. 'studio photo of {title}'. "
                                                     "Without it, rows need a `prompt` column.")] = None,
     negative: Annotated[str, typer.Option(help="Negative prompt.")] = "",
@@ -103,6 +104,10 @@ def submit(
                                                  "(default: PIXELMILL_MODEL, else the tiny model).")] = None,
     key: Annotated[str, typer.Option(help="Column holding the item key.")] = "id",
     name: Annotated[Optional[str], typer.Option(help="Job name.")] = None,
+    catalogue: Annotated[Optional[str], typer.Option(help="Make this job a run of the named catalogue: entries "
+                                                     "record new, changed, unchanged and retired keys.")] = None,
+    request_id: Annotated[Optional[str], typer.Option(help="Idempotency key: submitting again with it returns the "
+                                                      "first job and writes nothing.")] = None,
     gate: Annotated[Optional[str], typer.Option(help="Quality gate, e.g. 'clip_score>=28,sharpness>=50' "
                                                 "(default: PIXELMILL_GATE).")] = None,
     gate_attempts: Annotated[Optional[int], typer.Option(help="Re-roll an image below the gate with the next "
@@ -121,11 +126,14 @@ def submit(
     from pixelmill.checks import ChecksError, resolve_checks
     from pixelmill.identity import resolve_model
     from pixelmill.params import parse_size
-    from producer.catalogue import CatalogueError, Defaults, UsageError
-    from producer.submit import plan, split_done
-    from producer.submit import submit as do_submit
+    from producer.catalogue import CatalogueError, Defaults, UsageError, check_seed
+    from producer.submit import SubmitRequest, preview_request, submit_request
 
     settings = get_settings()
+    try:
+        check_seed(seed)
+    except ValueError as exc:
+        fail(f"--seed: {exc}")
     try:
         width, height = parse_size(size)
         defaults = Defaults(template=template, negative=negative, width=width, height=height, steps=steps,
@@ -142,50 +150,65 @@ def submit(
         checks = resolve_checks(settings, gate=gate, gate_attempts=gate_attempts, best_of=best_of)
     except ChecksError as exc:
         fail(f"{exc}; nothing was submitted")
+    if source != "-" and not Path(source).is_file():
+        fail(f"catalogue {source} not found (give a .csv/.jsonl file, optionally .gz, or - for stdin)")
     try:
-        blocklists = [s.strip() for s in settings.prompt_blocklists.split(",") if s.strip()]
-        planned = plan(catalogue, defaults, seed=seed, model=model_id, blocklists=blocklists, checks=checks)
-    except CatalogueError as exc:
-        fail(f"{len(exc.problems)} problem(s) in {catalogue}; nothing was submitted:\n{exc}")
-    except (UsageError, OSError) as exc:  # a missing block list included
-        fail(str(exc))
+        blocklists = tuple(s.strip() for s in settings.prompt_blocklists.split(",") if s.strip())
+        request = SubmitRequest(source=source if source == "-" else Path(source), defaults=defaults, seed=seed,
+                                model=model_id, name=name, catalogue=catalogue, request_id=request_id,
+                                checks=checks, blocklists=blocklists)
+    except UsageError as exc:
+        fail(f"{exc} (--catalogue / --request-id / --seed)")
     if not Path(model_id).exists() and (model_id.startswith(("/", ".", "~")) or "/" not in model_id):
         problem = (f"model {model_id!r} is neither a local directory nor a hub id; "
                    f"create the demo model with `pixelmill model tiny {model_id}`")
         if not dry_run:
             fail(problem)
         err.print(f"warning: {problem}", highlight=False, markup=False)
-    if dry_run:  # reads the ledger if there is one, and writes nothing anywhere
-        existing = _existing_ledger()
-        split = split_done(existing, planned) if existing else planned
-        if as_json:
-            print(json.dumps({"dry_run": True, "rows": planned.rows, "items": len(split.items) - len(split.blocked),
-                              "skipped": len(split.skipped), "blocked": len(split.blocked),
-                              "prompts": [i.prompt for i in planned.items[:5]]}))
-            return
-        for item in planned.items[:5]:
-            out.print(f"[dim]{item.key}#{item.variant}[/] {item.prompt}", highlight=False)
-        out.print(f"{planned.rows} rows → {len(split.items) - len(split.blocked)} items to generate, "
-                  f"{len(split.skipped)} already done, {len(split.blocked)} blocked by the prompt filter "
-                  f"(dry run: nothing written)")
-        for item in split.blocked[:5]:
-            out.print(f"[dim]blocked {item.key}#{item.variant}[/] {item.blocked}", highlight=False)
-        return
     from kombu.exceptions import OperationalError
 
-    ledger = _ledger()
+    shown = "stdin" if source == "-" else source
     try:
-        result = do_submit(settings, ledger, planned, name=name)
+        if dry_run:  # reads the ledger if there is one, and writes nothing anywhere
+            preview = preview_request(settings, _existing_ledger(), request)
+        else:
+            ledger = _ledger()
+            result = submit_request(settings, ledger, request)
+    except CatalogueError as exc:
+        fail(f"{len(exc.problems)} problem(s) in {shown}; nothing was submitted:\n{exc}")
+    except (UsageError, OSError) as exc:  # a missing block list included
+        fail(str(exc))
     except OperationalError as exc:  # checked before anything is written
         fail(f"cannot reach the broker (PIXELMILL_BROKER_URL); nothing was submitted: {exc}")
+    if dry_run:
+        for warning in preview.warnings:
+            err.print(f"warning: {warning}", highlight=False, markup=False)
+        if as_json:
+            print(json.dumps({"dry_run": True, "rows": preview.rows, "items": preview.items,
+                              "skipped": preview.skipped, "blocked": preview.blocked,
+                              "prompts": [i.prompt for i in preview.first]}))
+            return
+        for item in preview.first:
+            out.print(f"[dim]{escape(item.key)}#{item.variant}[/] {escape(item.prompt)}", highlight=False)
+        out.print(f"{preview.rows} rows → {preview.items} items to generate, {preview.skipped} already done, "
+                  f"{preview.blocked} blocked by the prompt filter (dry run: nothing written)")
+        for item in preview.first_blocked:
+            out.print(f"[dim]blocked {escape(item.key)}#{item.variant}[/] {item.blocked}", highlight=False)
+        return
+    for warning in result.warnings:
+        err.print(f"warning: {warning}", highlight=False, markup=False)
     from pixelmill.cli.receipts import after_submit, wait_and_report
 
-    after_submit(ledger, model_id, queued=result.items > 0)
+    after_submit(ledger, model_id, queued=result.items > 0 and not result.existing)
     if as_json:
         print(json.dumps(result.as_dict()))
+    elif result.existing:
+        out.print(f"job {result.job} ({result.name}) was already submitted with this request id; nothing new written")
     else:
         out.print(f"job {result.job} ({result.name}): {result.items} items queued in {result.messages} "
-                  f"messages, {result.skipped} skipped (already done), {result.blocked} blocked by the prompt filter")
+                  f"messages, {result.skipped} skipped (already done), {result.blocked} blocked by the prompt filter"
+                  + (f"; catalogue {result.catalogue}: " + ", ".join(f"{n} {c}" for c, n in result.changes.items())
+                     if result.catalogue else ""))
     if wait:
         raise typer.Exit(wait_and_report(ledger, result.job, timeout=wait_timeout, fail_on_drift=fail_on_drift))
 

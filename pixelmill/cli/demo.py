@@ -31,7 +31,7 @@ def run_demo(settings: Settings, *, catalogue: Path | None, size: str, steps: in
     from pixelmill.ledger import Ledger
     from pixelmill.params import parse_size
     from producer.catalogue import Defaults
-    from producer.submit import plan, submit
+    from producer.submit import SubmitRequest, submit_request
 
     catalogue = catalogue or EXAMPLES
     if not catalogue.exists():
@@ -58,8 +58,9 @@ def run_demo(settings: Settings, *, catalogue: Path | None, size: str, steps: in
         width, height = parse_size(size)
         defaults = Defaults(template=TEMPLATE, negative=NEGATIVE, width=width, height=height, steps=steps,
                             guidance=7.5, key_column="sku")
-        planned = plan(catalogue, defaults, seed=0, model=str(model), checks=resolve_checks(settings))
-        result = submit(settings, ledger, planned, name="demo")
+        result = submit_request(settings, ledger, SubmitRequest(
+            source=catalogue, defaults=defaults, seed=0, model=str(model), checks=resolve_checks(settings),
+            name="demo", blocklists=tuple(s.strip() for s in settings.prompt_blocklists.split(",") if s.strip())))
         console.print(f"job {result.job}: {result.items} items queued, {result.skipped} already done")
         final = progress(ledger, result.job, 0.5, timeout - (time.monotonic() - started),
                          lambda: worker.poll() is None)
