@@ -19,7 +19,7 @@ from typing import IO, Any
 from sqlalchemy import Select, String, func, select, type_coerce
 from sqlalchemy.orm import Session
 
-from pixelmill.schema import Image, Item, Job
+from pixelmill.schema import CatalogueEntry, Image, Item, Job
 from pixelmill.storage import Storage
 
 SCORES = ("clip_score", "aesthetic", "sharpness", "exposure", "clipped_dark", "clipped_light", "white_background")
@@ -121,8 +121,18 @@ def _stream(session: Session, query: Select[Any], change_column: str | None, loc
         yield _row(row, getattr(row, change_column) if change_column else "", locate)
 
 
+def catalogue_query(catalogue: str) -> Select[Any]:
+    """One row per entry of the catalogue (retired included), with the item that serves it now."""
+    return (select(*_columns(), CatalogueEntry.change.label("entry_change")).select_from(CatalogueEntry)
+            .join(Item, Item.id == CatalogueEntry.item_id).join(Job, Job.id == Item.job_id)
+            .outerjoin(Image, Image.item_id == Item.id).where(CatalogueEntry.catalogue == catalogue)
+            .order_by(CatalogueEntry.item_key, CatalogueEntry.variant))
+
+
 def _catalogue_rows(session: Session, catalogue: str, locate: Any) -> Iterator[ManifestRow]:
-    raise ManifestError("catalogue manifests need the catalogue tables (migration 0005)")
+    if session.scalar(select(CatalogueEntry.id).where(CatalogueEntry.catalogue == catalogue).limit(1)) is None:
+        raise ManifestError(f"no catalogue {catalogue!r} (no job was submitted with --catalogue {catalogue})")
+    yield from _stream(session, catalogue_query(catalogue), "entry_change", locate)
 
 
 _FINAL_CHANGES = {"failed": "failed", "blocked": "blocked", "cancelled": "cancelled"}

@@ -17,7 +17,7 @@ import servers
 from sqlalchemy import func, select
 
 from conftest import Env, finished, write_catalogue
-from pixelmill.schema import Image, Item, Worker
+from pixelmill.schema import Image, Item, State, Worker
 
 SCORE_COLUMNS = ["clip_score", "aesthetic", "sharpness", "exposure", "clipped_dark", "clipped_light",
                  "white_background"]
@@ -66,7 +66,7 @@ def test_manifest_and_contact_sheet_of_a_40_image_job(env: Env, tmp_path: Path) 
                                          'SKU-<b>7</b>,"ceramic mug </script><img src=x onerror=alert(1)>"')
     catalogue.write_text(text)
     env.start_worker()
-    job = env.submit(catalogue)["job"]
+    job = env.submit(catalogue, "--catalogue", "nightly")["job"]
     assert env.wait_for(job, finished, timeout=400)["succeeded"] == 40
 
     # Manifest: CSV, JSONL and Parquet carry the same 40 rows, with what a shop system needs.
@@ -87,6 +87,24 @@ def test_manifest_and_contact_sheet_of_a_40_image_job(env: Env, tmp_path: Path) 
     table = pq.read_table(tmp_path / "m.parquet")
     assert table.num_rows == 40 and table.column_names == COLUMNS
     assert table.column("sha256").to_pylist() == [r["sha256"] for r in csv_rows]
+
+    # The next night: one product changed, one gone. The catalogue's manifest says so, row by row.
+    night2 = tmp_path / "night2.csv"
+    lines = catalogue.read_text().splitlines()
+    night2.write_text("\n".join(line.replace("ceramic mug model 12,", "stoneware mug model 12,")
+                                 for line in lines if not line.startswith("SKU-039,")) + "\n")
+    second = env.submit(night2, "--catalogue", "nightly")
+    assert second["items"] == 1 and second["skipped"] == 38
+    assert env.wait_for(second["job"], finished)["succeeded"] == 1
+    entries = list(csv.DictReader(io.StringIO(env.cli("manifest", "--catalogue", "nightly").stdout)))
+    changes = {row["key"]: row["change"] for row in entries}
+    assert len(entries) == 40 and changes["SKU-039"] == "retired" and changes["SKU-012"] == "changed"
+    assert sum(c == "unchanged" for c in changes.values()) == 38
+    by_key = {row["key"]: row for row in entries}
+    assert by_key["SKU-012"]["job"] == str(second["job"]) and by_key["SKU-000"]["job"] == str(job)
+    assert by_key["SKU-039"]["object_key"] and by_key["SKU-039"]["state"] == "succeeded"  # kept, marked
+    missing = env.cli("manifest", "--catalogue", "nope", check=False)
+    assert missing.returncode == 2 and "no catalogue 'nope'" in missing.stderr
 
     # Contact sheet: one file, thumbnails embedded, opens in a real browser without a console error.
     require("chromium")
@@ -233,10 +251,29 @@ def test_submit_wait_exit_codes(env: Env, tmp_path: Path) -> None:
                       "photo of {title}", "--key", "sku", "--model", "acme/nobody", "--wait", "--timeout", "2",
                       check=False)
     assert timeout.returncode == 4 and "unfinished after --timeout 2 s" in timeout.stderr, timeout.stderr
+    assert "no worker has served this model's queue" in timeout.stderr
     job = int(timeout.stdout.split()[1])
     env.cli("cancel", str(job))
     status = json.loads(env.cli("status", str(job), "--json").stdout)
     assert status["cancelled"] == 2 and status["finished"] is True
+
+    # Earlier nights of catalogue "mugs" were far sharper: tonight's run drifted, exit 5.
+    from pixelmill.schema import Job, RunStats
+
+    with env.ledger().session() as session:
+        for night in range(3):
+            earlier = Job(name=f"mugs-{night}", model=str(env.model), params={}, counts={}, catalogue="mugs")
+            session.add(earlier)
+            session.flush()
+            session.add(RunStats(job_id=earlier.id, catalogue="mugs", items=10, succeeded=10, blocked=0, failed=0,
+                                 cancelled=0, gpu_seconds=1.0,
+                                 scores={"sharpness": {"n": 10, "median": 1e9, "p10": 1e9, "p90": 1e9}}))
+    env.vars.pop("PIXELMILL_IMAGE_CHECKER")
+    env.vars.update(env.backend)
+    drifted = env.cli("submit", str(write_catalogue(tmp_path / "d.csv", 2, start=30)), "--template",
+                      "photo of {title}", "--key", "sku", "--size", "64x64", "--steps", "2", "--catalogue", "mugs",
+                      "--wait", "--fail-on-drift", check=False)
+    assert drifted.returncode == 5 and "drift: median sharpness" in drifted.stderr, drifted.stderr
 
 
 def test_read_commands_on_a_directory_without_a_ledger_exit_2(tmp_path: Path) -> None:
@@ -254,3 +291,56 @@ def test_read_commands_on_a_directory_without_a_ledger_exit_2(tmp_path: Path) ->
                 "(set PIXELMILL_DATA_DIR or PIXELMILL_DATABASE_URL)") in proc.stderr, (args, proc.stderr)
         assert "Traceback" not in proc.stderr
     assert list(empty.iterdir()) == []  # nothing created
+
+
+def make_run(ledger, catalogue: str, *, scale: float = 1.0, failed: int = 0, items: int = 20) -> int:
+    """A finished run of `catalogue` written straight into the ledger: `items` items, `failed` of them failed,
+    the others succeeded with scores around fixed medians times `scale`."""
+    from pixelmill.schema import Job, utcnow
+
+    now = utcnow()
+    with ledger.session() as session:
+        job = Job(name=f"{catalogue}-run", model="m", params={}, counts={}, catalogue=catalogue, created=now)
+        session.add(job)
+        session.flush()
+        for n in range(items):
+            state = State.failed if n < failed else State.succeeded
+            item = Item(job_id=job.id, item_key=f"K{n}", variant=0, prompt="p", negative="", params={}, seed=n,
+                        content_hash=f"{job.id}-{n}", state=state, attempts=1, created=now, finished_at=now)
+            session.add(item)
+            session.flush()
+            if state == State.succeeded:
+                wobble = 1 + (n % 5 - 2) / 100
+                session.add(Image(item_id=item.id, storage_key=f"k{item.id}", sha256="0" * 64, width=64, height=64,
+                                  bytes=1, format="png", engine_id="e", timings={"total": 0.8, "batch": 4},
+                                  scores={"clip_score": 30 * scale * wobble, "aesthetic": 5.5 * scale * wobble,
+                                          "sharpness": 400 * wobble, "exposure": 0.6},
+                                  created=now))
+        return job.id
+
+
+def test_drift_flags_the_run_whose_scores_were_lowered_and_not_the_normal_ones(env: Env) -> None:
+    from producer.drift import drift_report
+
+    ledger = env.ledger()
+    normal = [make_run(ledger, "shop", scale=s) for s in (1.0, 1.02, 0.98, 1.01)]
+    lowered = make_run(ledger, "shop", scale=0.8)  # clip_score and aesthetic medians 20 % down
+    after = make_run(ledger, "shop", failed=3)  # normal scores, failed rate 15 % against 0 %
+    rows = json.loads(env.cli("drift", "--catalogue", "shop", "--json").stdout)
+    assert [r["job"] for r in rows] == [*normal, lowered, after]
+    assert [r["flagged"] for r in rows] == [False] * 4 + [True, True]
+    assert any("median clip_score" in reason for reason in rows[4]["reasons"])
+    assert any("median aesthetic" in reason for reason in rows[4]["reasons"])
+    assert [r.split()[0] for r in rows[5]["reasons"]] == ["failed"]
+    assert rows[0]["gpu_seconds"] == 20 * 0.8 / 4
+    table = env.cli("drift", "--catalogue", "shop").stdout
+    assert "FLAGGED" in table and f"job {lowered}: median clip_score" in table
+    with ledger.session() as session:
+        report = drift_report(session, "shop", lowered)
+        assert report is not None and report.flagged and [r.job for r in report.earlier] == normal
+        assert not drift_report(session, None, normal[-1]).flagged  # type: ignore[union-attr]
+    loose = env.cli("drift", "--catalogue", "shop", "--json", check=False)
+    assert loose.returncode == 0
+    env.vars["PIXELMILL_DRIFT_SCORE_DROP"] = "0.3"  # a looser threshold: the lowered run passes
+    rows = json.loads(env.cli("drift", "--catalogue", "shop", "--json").stdout)
+    assert rows[4]["flagged"] is False
