@@ -182,13 +182,14 @@ def manifest(
                 yield from rows
 
             writer: Any = WRITERS[fmt]
-            if partial is None:
+            if partial is None or output is None:
                 count = writer(chained(), sys.stdout)
-            else:
-                with open(partial, "wb" if fmt == "parquet" else "w", newline="" if fmt != "parquet" else None,
-                          **({} if fmt == "parquet" else {"encoding": "utf-8"})) as stream:
+            else:  # a temporary name, renamed when complete: a reader never sees half a manifest
+                stream: Any = (open(partial, "wb") if fmt == "parquet"
+                               else open(partial, "w", encoding="utf-8", newline=""))
+                with stream:
                     count = writer(chained(), stream)
-                partial.replace(output)  # type: ignore[arg-type]
+                partial.replace(output)
     except ManifestError as exc:
         fail(str(exc))
     except OSError as exc:
