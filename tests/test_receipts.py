@@ -106,6 +106,10 @@ def test_manifest_and_contact_sheet_of_a_40_image_job(env: Env, tmp_path: Path) 
     missing = env.cli("manifest", "--catalogue", "nope", check=False)
     assert missing.returncode == 2 and "no catalogue 'nope'" in missing.stderr
 
+    env.cli("sheet", "--catalogue", "nightly", "-o", str(tmp_path / "catalogue.html"))
+    catalogue_sheet = (tmp_path / "catalogue.html").read_text()
+    assert catalogue_sheet.count("data:image/jpeg;base64,") == 40 and '"ch":"retired"' in catalogue_sheet
+
     # Contact sheet: one file, thumbnails embedded, opens in a real browser without a console error.
     require("chromium")
     page = tmp_path / "sheet.html"
@@ -205,6 +209,10 @@ def test_a_job_nobody_serves_says_so(env: Env, tmp_path: Path) -> None:
     status = json.loads(env.cli("status", str(job), "--json").stdout)
     assert status["no_worker"].startswith(f"no worker has served this model's queue {queue} for ")
     assert "no worker has served" in env.cli("status", str(job)).stdout
+    from pixelmill.schema import Meta
+
+    with env.ledger().session() as session:  # where this ledger's data directory is, for whoever reads it
+        assert session.get(Meta, "data_dir").value == str(env.data_dir.resolve())  # type: ignore[union-attr]
 
 
 @pytest.mark.e2e
