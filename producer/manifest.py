@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from operator import attrgetter
 from typing import IO, Any
 
-from sqlalchemy import Select, String, func, select, type_coerce
+from sqlalchemy import Select, String, Text, cast, func, select, type_coerce
 from sqlalchemy.orm import Session
 
 from pixelmill.schema import CatalogueEntry, Image, Item, Job
@@ -83,7 +83,7 @@ def _columns() -> tuple[Any, ...]:
             Image.bytes, Image.width, Image.height, Image.format, Image.engine_id,
             type_coerce(Image.created, String).label("created"),
             *(score[name].as_float().label(name) for name in SCORES),
-            (Image.safety.is_(None) | (func.coalesce(type_coerce(Image.safety, String), "null") == "null"))
+            (Image.safety.is_(None) | (func.coalesce(cast(Image.safety, Text), "null") == "null"))
             .label("unchecked"),
             Image.safety["blocked"].as_boolean().label("safety_blocked"),
             Image.provenance["c2pa"].as_boolean().label("c2pa"),

@@ -352,3 +352,39 @@ def test_drift_flags_the_run_whose_scores_were_lowered_and_not_the_normal_ones(e
     env.vars["PIXELMILL_DRIFT_SCORE_DROP"] = "0.3"  # a looser threshold: the lowered run passes
     rows = json.loads(env.cli("drift", "--catalogue", "shop", "--json").stdout)
     assert rows[4]["flagged"] is False
+
+
+def test_manifest_and_drift_on_postgresql(test_servers, tmp_path: Path) -> None:
+    """The manifest's JSON extraction, timestamps and server-side cursor, and run statistics, on PostgreSQL."""
+    from pixelmill.ledger import Ledger, make_engine, upgrade
+    from pixelmill.settings import Settings
+    from producer.drift import drift_report
+    from producer.manifest import iter_manifest, write_csv
+
+    url = test_servers.get("postgres").create_database(test_servers.next_name("pm"))
+    settings = Settings(data_dir=tmp_path, database_url=url)
+    engine = make_engine(settings)
+    upgrade(engine)
+    engine.dispose()
+    ledger = Ledger(settings)
+    try:
+        first = make_run(ledger, "pg", failed=2)
+        lowered = make_run(ledger, "pg", scale=0.5)
+        with ledger.session() as session:
+            session.execute(Image.__table__.update().values(  # type: ignore[attr-defined]
+                safety={"checker": "sd", "blocked": False, "flagged": [], "scores": {}},
+                provenance={"xmp": True, "c2pa": True, "signer": "CN=shop"}))
+        with ledger.session(readonly=True) as session:
+            rows = list(iter_manifest(session, job=first))
+            out = io.StringIO()
+            write_csv(iter_manifest(session, job=first), out)
+        assert len(rows) == 20 and [r.state for r in rows[:3]] == ["failed", "failed", "succeeded"]
+        ok = rows[2]
+        assert ok.safety == "ok" and ok.provenance == "CN=shop" and ok.clip_score is not None
+        assert ok.generated_at is not None and ok.generated_at.endswith("+00:00") and rows[0].error is None
+        assert len(out.getvalue().splitlines()) == 21
+        with ledger.session() as session:
+            report = drift_report(session, "pg", lowered)
+            assert report is not None and report.flagged and [r.job for r in report.earlier] == [first]
+    finally:
+        ledger.close()
