@@ -12,12 +12,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import event, func, select
+from sqlalchemy import delete, event, func, select
 from sqlalchemy.orm import Session
 
 from pixelmill import promptfilter, transitions
 from pixelmill.queue import QueuedItem, publish_items
-from pixelmill.schema import Item, Job, State
+from pixelmill.schema import Item, Job, RunStats, State
 
 
 class JobError(LookupError):
@@ -89,6 +89,7 @@ def retry(session: Session, app: Celery, job_id: int, *, failed: bool = True, bl
                     refused.add(item_id)
     queued = transitions.retry(session, job_id, failed=failed, blocked_by=blocked_by, refused=refused)
     if queued:
+        session.execute(delete(RunStats).where(RunStats.job_id == job_id))  # the run is not finished any more
         _publish_after_commit(session, app, queued, job.model, batch_size)
     return len(queued)
 
