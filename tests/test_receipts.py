@@ -347,6 +347,9 @@ def test_drift_flags_the_run_whose_scores_were_lowered_and_not_the_normal_ones(e
         report = drift_report(session, "shop", lowered)
         assert report is not None and report.flagged and [r.job for r in report.earlier] == normal
         assert not drift_report(session, None, normal[-1]).flagged  # type: ignore[union-attr]
+    env.cli("sheet", "--job", str(lowered), "--link", "-o", str(env.data_dir / "linked.html"))
+    linked = (env.data_dir / "linked.html").read_text()  # large jobs: the objects' URLs, nothing embedded
+    assert linked.count('"src":"file://') == 20 and "data:image" not in linked
     loose = env.cli("drift", "--catalogue", "shop", "--json", check=False)
     assert loose.returncode == 0
     env.vars["PIXELMILL_DRIFT_SCORE_DROP"] = "0.3"  # a looser threshold: the lowered run passes
