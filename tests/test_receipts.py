@@ -391,3 +391,11 @@ def test_manifest_and_drift_on_postgresql(test_servers, tmp_path: Path) -> None:
             assert report is not None and report.flagged and [r.job for r in report.earlier] == [first]
     finally:
         ledger.close()
+
+
+def test_parquet_without_pyarrow_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from producer.manifest import ManifestError, parquet_schema
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if not installed
+    with pytest.raises(ManifestError, match=r"pip install 'pixelmill\[parquet\]'"):
+        parquet_schema()
