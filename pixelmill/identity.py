@@ -70,10 +70,31 @@ def object_key(job_id: int, item_key: str, variant: int, ext: str) -> str:
     return f"jobs/{job_id}/{segment}/{variant}.{ext}"
 
 
-def model_problem(model: str) -> str | None:
-    """Why no worker could load `model` (a resolved id: neither an existing directory nor shaped like a hub id
-    `org/name`), or None. Every door refuses such a job up front: its queue would have no reader."""
-    if Path(model).exists() or not (model.startswith(("/", ".", "~")) or "/" not in model):
+def model_problem(model: str, *, hub: bool = True) -> str | None:
+    """Why `model` cannot be loaded as a diffusers pipeline, or None. A file, a directory without
+    `model_index.json`, a path that does not exist; with `hub`, a hub id that is neither in the local cache nor
+    known to the hub (asked once, 10 s; unreachable counts as unresolvable: a worker could not download it)."""
+    path = Path(model).expanduser()
+    if path.is_file():
+        return (f"model {model!r} is a file; a model is a diffusers directory (with model_index.json) "
+                "or a hub id like org/name")
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            return f"model directory {model!r} has no model_index.json: not a diffusers pipeline"
         return None
-    return (f"model {model!r} is neither a local directory nor a hub id (org/name); no worker could load it. "
-            f"Create the demo model with `pixelmill model tiny {model}`, or give an existing model")
+    if model.startswith(("/", ".", "~")) or model.count("/") != 1:
+        return f"model {model!r} does not exist: neither a local directory nor a hub id like org/name"
+    if not hub:
+        return None
+    try:
+        import huggingface_hub
+    except ImportError:
+        return None  # no hub client here (a producer host): the worker will say
+    try:
+        if isinstance(huggingface_hub.try_to_load_from_cache(model, "model_index.json"), str):
+            return None
+        huggingface_hub.model_info(model, timeout=10)
+        return None
+    except Exception as exc:  # noqa: BLE001 (not found, gated, offline: all mean the worker cannot load it)
+        return (f"hub id {model!r} cannot be resolved: not in the local hub cache and the hub said "
+                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}")

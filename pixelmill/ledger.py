@@ -142,3 +142,14 @@ def insert_ignore(session: Session, table: type[Base], rows: Sequence[dict[str, 
 
 def table_names(engine: Engine) -> set[str]:
     return set(inspect(engine).get_table_names())
+
+
+def record_meta(session: Session, key: str, value: str) -> None:
+    """Set one installation fact in `meta` (e.g. `data_dir`: where this ledger's data directory is)."""
+    from pixelmill.schema import Meta, utcnow
+
+    row = session.get(Meta, key)
+    if row is None:
+        session.add(Meta(key=key, value=value, updated=utcnow()))
+    elif row.value != value:
+        row.value, row.updated = value, utcnow()

@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -67,13 +68,14 @@ class State(enum.StrEnum):
     succeeded = "succeeded"
     blocked = "blocked"  # refused by a content filter; never retried
     failed = "failed"  # gave up after max_attempts
+    cancelled = "cancelled"  # `pixelmill cancel`: never (or no longer) generated; a late finish records nothing
 
     @property
     def finished(self) -> bool:
         return self in FINISHED
 
 
-FINISHED = frozenset({State.succeeded, State.blocked, State.failed})
+FINISHED = frozenset({State.succeeded, State.blocked, State.failed, State.cancelled})
 ACTIVE = frozenset({State.pending, State.queued, State.running})
 
 
@@ -249,3 +251,45 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     delivered_at: Mapped[datetime | None]
     created: Mapped[datetime] = mapped_column(default=utcnow)
+class Worker(Base):
+    """A worker's heartbeat per queue it serves: `state` says whether its model loaded (`loading`, `ready`,
+    `failed` with `error`); the parent's reconciler tick refreshes `last_seen`. `status` uses it to say that no
+    worker serves a job's model, instead of showing it "starting" forever."""
+
+    __tablename__ = "workers"
+
+    node: Mapped[str] = mapped_column(String(200), primary_key=True)
+    queue: Mapped[str] = mapped_column(String(200), primary_key=True)
+    model: Mapped[str] = mapped_column(String(1000))
+    state: Mapped[str] = mapped_column(String(16))  # loading | ready | failed
+    error: Mapped[str | None] = mapped_column(Text)
+    started: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Meta(Base):
+    """Facts about the installation, e.g. `data_dir`: the absolute data directory of the last submit."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RunStats(Base):
+    """What one finished job (a catalogue's nightly run) looked like, cached for `pixelmill drift`."""
+
+    __tablename__ = "run_stats"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    catalogue: Mapped[str | None] = mapped_column(String(200), index=True)
+    computed: Mapped[datetime] = mapped_column(default=utcnow)
+    items: Mapped[int] = mapped_column(Integer)
+    succeeded: Mapped[int] = mapped_column(Integer)
+    blocked: Mapped[int] = mapped_column(Integer)
+    failed: Mapped[int] = mapped_column(Integer)
+    cancelled: Mapped[int] = mapped_column(Integer)
+    gpu_seconds: Mapped[float] = mapped_column(Float)
+    # score -> {"n", "median", "p10", "p90"} over the run's succeeded images
+    scores: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -136,6 +136,17 @@ class Settings(BaseSettings):
     api_tokens: str = ""
     http_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # POST bodies above this: 413
 
+    # Receipts for nightly runs (pixelmill/cli/receipts.py). A worker's heartbeat (its reconciler tick, every
+    # PIXELMILL_RECONCILE_INTERVAL s) older than this means nobody serves its model's queue any more: `status`
+    # and `jobs` say so, and `submit` warns. Drift (`pixelmill drift`, `submit --wait --fail-on-drift`) flags a
+    # run whose median score fell by more than DRIFT_SCORE_DROP (relative: 0.1 = 10 %) or whose blocked or
+    # failed rate rose by more than DRIFT_RATE_RISE (absolute: 0.05 = 5 points), each against the median of
+    # up to DRIFT_RUNS earlier runs of the same catalogue.
+    worker_stale_after: float = Field(90.0, gt=0)
+    drift_score_drop: float = Field(0.1, ge=0, le=1)
+    drift_rate_rise: float = Field(0.05, ge=0, le=1)
+    drift_runs: int = Field(7, ge=1, le=100)
+
     @model_validator(mode="after")
     def _limits_fit_the_lease(self) -> Settings:
         if self.task_soft_time_limit >= self.task_time_limit:
@@ -149,6 +160,9 @@ class Settings(BaseSettings):
                 and self.rabbitmq_consumer_timeout <= self.task_time_limit:
             raise ValueError("PIXELMILL_RABBITMQ_CONSUMER_TIMEOUT (the broker's consumer_timeout) must exceed "
                              "PIXELMILL_TASK_TIME_LIMIT, or RabbitMQ redelivers batches still running")
+        if self.worker_stale_after <= self.reconcile_interval:
+            raise ValueError("PIXELMILL_WORKER_STALE_AFTER must exceed PIXELMILL_RECONCILE_INTERVAL (how often a "
+                             "worker sends its heartbeat), or live workers would look gone")
         quarantine = self.quarantine.strip("/")
         if quarantine != "none" and (not quarantine or quarantine.split("/")[0] in ("jobs", "..", ".")):
             raise ValueError("PIXELMILL_QUARANTINE must be a key prefix outside jobs/ (the public images), "

@@ -5,6 +5,8 @@
        │                   └──fail (attempts left) / lost (lease expired, holder gone)
        └─(prompt filter at submit)─▶ blocked     running ──fail (attempts used up)──▶ failed
     blocked (image) ──approve──▶ succeeded
+    pending | queued | running ──cancel──▶ cancelled (a late finish of a cancelled item records nothing)
+    failed | blocked ──retry──▶ pending (attempts 0, same seed; the caller publishes and marks them queued)
 
 Producers (submit, review) and workers (claim, finish, fail, the reconciler) both call these functions inside
 their own transaction; nothing else writes `items.state`. Each transition says which states it may leave
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, insert, or_, select, update
+from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from pixelmill import events
@@ -251,8 +253,11 @@ def renew_lease(session: Session, item_ids: Sequence[int], *, node: str, lease_s
 def finish(session: Session, item_id: int, outcome: Finish) -> None:
     """running (or any unfinished state) → succeeded, or blocked with its reason.
 
-    Idempotent: a second finish of the same item adds no image or candidate row and changes nothing."""
+    Idempotent: a second finish of the same item adds no image or candidate row and changes nothing. A
+    cancelled item stays cancelled and gets no rows: its job was called off while this image was made."""
     now = utcnow()
+    if session.scalar(select(Item.state).where(Item.id == item_id)) == State.cancelled:
+        return
     if outcome.image is not None:
         insert_ignore(session, Image, [{"item_id": item_id, "created": now, **outcome.image.row()}],
                       ["item_id"])
@@ -263,7 +268,7 @@ def finish(session: Session, item_id: int, outcome: Finish) -> None:
              else {"state": State.succeeded})
     ended = session.execute(
         update(Item)
-        .where(Item.id == item_id, Item.state.not_in([State.succeeded, State.blocked]))
+        .where(Item.id == item_id, Item.state.not_in([State.succeeded, State.blocked, State.cancelled]))
         .values(**state, finished_at=now, lease_expires=None, error=None)
         .returning(Item.job_id, Item.item_key, Item.variant)
     ).first()
@@ -354,6 +359,64 @@ def approve(session: Session, item: Item, image: Image, *, public_key: str, sha2
     item.block_reason = {**(item.block_reason or {}), "approved_by": by,
                          "approved_at": now.isoformat(timespec="seconds"),
                          **({"approval_note": note} if note else {})}
+
+
+def cancel(session: Session, job_id: int) -> dict[State, int]:
+    """pending, queued and running items of the job → cancelled; returns how many left each state.
+
+    Running items are discarded, not waited for: their worker's `finish` records nothing for a cancelled item
+    and its `fail` does not re-queue it (it no longer holds a running item), and a message naming cancelled
+    items claims nothing (`claim` takes only active states). At most the chunk on each GPU is wasted."""
+    left: dict[State, int] = {}
+    for state in (State.pending, State.queued, State.running):
+        result = session.execute(
+            update(Item).where(Item.job_id == job_id, Item.state == state)
+            .values(state=State.cancelled, finished_at=utcnow(), lease_expires=None)
+            .execution_options(synchronize_session=False))
+        left[state] = int(getattr(result, "rowcount", 0) or 0)
+    if any(left.values()):
+        events.touch(session, job_id)  # the job may be over now: `job.finished` is settled before the commit
+    return left
+
+
+RETRYABLE_BLOCKS = ("image", "prompt")
+
+
+def retry(session: Session, job_id: int, *, failed: bool = True, blocked_by: str | None = None,
+          refused: Collection[int] = ()) -> list[QueuedItem]:
+    """failed items (with `failed`) and items blocked at `blocked_by` ("image" or "prompt") → pending with
+    fresh attempts, their seeds and keys unchanged; returns them for the caller to publish and mark queued.
+
+    An image-blocked item loses its quarantined image and candidate rows (the quarantined object stays in
+    storage), so the new attempt can record its own. `refused`: prompt-blocked items whose prompt the current
+    filter still refuses; they stay blocked (the caller checks, the contract does not run the filter)."""
+    if blocked_by is not None and blocked_by not in RETRYABLE_BLOCKS:
+        raise TransitionError(f"blocked_by must be one of {', '.join(RETRYABLE_BLOCKS)}, got {blocked_by!r}")
+    wanted = []
+    if failed:
+        wanted.append(Item.state == State.failed)
+    if blocked_by is not None:
+        wanted.append(Item.state == State.blocked)
+    if not wanted:
+        return []
+    chosen: list[Item] = []
+    for item in session.scalars(select(Item).where(Item.job_id == job_id, or_(*wanted)).order_by(Item.id)
+                                .with_for_update(skip_locked=True)):
+        if item.state == State.blocked:
+            reason = item.block_reason or {}
+            if reason.get("stage") != blocked_by or item.id in refused or reason.get("approved_by"):
+                continue
+        chosen.append(item)
+    blocked_ids = [item.id for item in chosen if item.state == State.blocked]
+    for start in range(0, len(blocked_ids), _IN_BATCH):
+        batch = blocked_ids[start:start + _IN_BATCH]
+        session.execute(delete(Candidate).where(Candidate.item_id.in_(batch)))
+        session.execute(delete(Image).where(Image.item_id.in_(batch)))
+    for item in chosen:
+        item.state, item.attempts, item.error, item.block_reason = State.pending, 0, None, None
+        item.lease_expires = item.worker = item.started_at = item.finished_at = None
+    return [QueuedItem(item=item.id, job=item.job_id, params=GenerationParams.from_json(item.params))
+            for item in chosen]
 
 
 def _give_up(item: Item, now: datetime, error: str) -> None:

@@ -11,7 +11,8 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from pixelmill.checks import Checks
-from pixelmill.schema import Image, Item, Job, State, utcnow
+from pixelmill.queue import queue_for
+from pixelmill.schema import Image, Item, Job, State, Worker, utcnow
 
 
 @dataclass
@@ -35,6 +36,13 @@ class JobStatus:
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     image_checker: str | None = None  # the job's checker; "none" when it ran unchecked on purpose
     gate: str | None = None  # e.g. "clip_score>=28 (reroll, up to 3 candidates)"
+    cancelled: int = 0  # `pixelmill cancel`
+    # Unfinished job whose model's queue no ready worker has served lately: says so, and how to serve it.
+    no_worker: str | None = None
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.blocked + self.failed + self.cancelled
 
     @property
     def remaining(self) -> int:
@@ -52,7 +60,9 @@ class UnknownJob(LookupError):
     pass
 
 
-def job_status(session: Session, job_id: int) -> JobStatus:
+def job_status(session: Session, job_id: int, *, stale_after: float = 90.0) -> JobStatus:
+    """One job's progress; `stale_after`: seconds after a worker's last heartbeat it no longer counts as
+    serving its queue (PIXELMILL_WORKER_STALE_AFTER)."""
     job = session.get(Job, job_id)
     if job is None:
         raise UnknownJob(f"no job {job_id}; `pixelmill jobs` lists them")
@@ -86,12 +96,32 @@ def job_status(session: Session, job_id: int) -> JobStatus:
         images_per_s=round(rate, 3) if rate else None, eta_s=round(eta, 1) if eta is not None else None,
         blocked_by=dict(sorted(blocked_by.items())), scores=score_distributions(session, job_id),
         image_checker=checks.image_checker, gate=gate,
+        no_worker=no_worker_line(session, job.model, since=job.created, stale_after=stale_after)
+        if remaining else None,
         **{state.value: counts[state] for state in State})
 
 
-def list_jobs(session: Session, limit: int = 50) -> list[JobStatus]:
+def list_jobs(session: Session, limit: int = 50, *, stale_after: float = 90.0) -> list[JobStatus]:
     ids = session.scalars(select(Job.id).order_by(Job.id.desc()).limit(limit)).all()
-    return [job_status(session, job_id) for job_id in ids]
+    return [job_status(session, job_id, stale_after=stale_after) for job_id in ids]
+
+
+def no_worker_line(session: Session, model: str, *, since: datetime, stale_after: float) -> str | None:
+    """None while a worker that loaded `model` has sent a heartbeat within `stale_after` s; otherwise how long
+    its queue has gone unserved (since `since`, the job's creation, if no worker ever served it) and the
+    command that would serve it."""
+    queue = queue_for(model)
+    now = utcnow()
+    rows = session.execute(select(Worker.state, Worker.last_seen, Worker.error)
+                           .where(Worker.queue == queue)).all()
+    ready = [r.last_seen for r in rows if r.state == "ready"]
+    if ready and (now - max(ready)).total_seconds() <= stale_after:
+        return None
+    last = max([*ready, since]) if ready else since
+    failed = [r.error for r in rows if r.state == "failed" and r.error]
+    why = f"; a worker failed to load it: {failed[-1]}" if failed else ""
+    return (f"no worker has served this model's queue {queue} for {(now - last).total_seconds():.0f} s{why}; "
+            f"start one: pixelmill worker --model {model}")
 
 
 def score_distributions(session: Session, job_id: int) -> dict[str, dict[str, float]]:

@@ -981,12 +981,26 @@ def _make_proxy_handler(proxy: FaultyS3Proxy):
     return Handler
 
 
+def chromium_binary() -> str | None:
+    """Debian's `chromium` (or Chrome) for the contact-sheet test: a real browser, headless."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def chromium_skip_reason() -> str | None:
+    return None if chromium_binary() else "no chromium on PATH (apt-get install chromium)"
+
+
 _SKIP_REASONS = {
     "postgres": postgres_skip_reason,
     "redis": redis_skip_reason,
     "rabbitmq": rabbitmq_skip_reason,
     "s3": moto_skip_reason,
     "moto": moto_skip_reason,
+    "chromium": chromium_skip_reason,
 }
 
 

@@ -366,3 +366,47 @@ def test_the_contract_imports_neither_side() -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     count, bad = proc.stdout.split(" ", 1)
     assert int(count) >= 12 and bad.strip() == "[]"
+
+
+def test_cancel_takes_every_active_item_and_a_late_finish_records_nothing(ledger: Ledger) -> None:
+    ids = new_job(ledger, 5, blocked=1)  # blocked, then 4 pending
+    claim(ledger, ids[1:3])  # 2 running
+    finish(ledger, ids[2])  # 1 succeeded
+    with ledger.session() as session:
+        transitions.mark_queued(session, [ids[3]])
+    with ledger.session() as session:
+        left = transitions.cancel(session, job_of(ledger, ids[0]))
+    assert left == {State.pending: 1, State.queued: 1, State.running: 1}
+    assert states(ledger, ids) == [State.blocked, State.cancelled, State.succeeded, State.cancelled, State.cancelled]
+    finish(ledger, ids[1])  # the worker that held it finishes late: nothing is recorded
+    assert not fail(ledger, ids[1])  # nor is it re-queued by a late failure
+    assert claim(ledger, ids) == []  # a message naming cancelled items claims nothing
+    assert item(ledger, ids[1]).state == State.cancelled
+    with ledger.session(readonly=True) as session:
+        assert session.scalars(select(Image.item_id).where(Image.item_id.in_(ids))).all() == [ids[2]]
+
+
+def test_retry_resets_failed_and_chosen_blocked_items_keeping_their_seeds(ledger: Ledger) -> None:
+    ids = new_job(ledger, 5, blocked=2)  # 2 prompt-blocked, 3 pending
+    claim(ledger, ids[2:])
+    set_item(ledger, [ids[2]], state=State.failed, attempts=3, error="boom", finished_at=utcnow())
+    finish(ledger, ids[3], blocked=True)  # image-blocked, with a quarantined image row
+    finish(ledger, ids[4])
+    job = job_of(ledger, ids[0])
+    with ledger.session() as session:
+        queued = transitions.retry(session, job)
+    assert [q.item for q in queued] == [ids[2]]
+    row = item(ledger, ids[2])
+    assert (row.state, row.attempts, row.error, row.finished_at, row.seed) == (State.pending, 0, None, None, 2)
+    with ledger.session() as session:
+        queued = transitions.retry(session, job, failed=False, blocked_by="image")
+    assert [q.item for q in queued] == [ids[3]] and item(ledger, ids[3]).block_reason is None
+    with ledger.session(readonly=True) as session:  # the new attempt records its own image
+        assert session.scalars(select(Image).where(Image.item_id == ids[3])).all() == []
+    with ledger.session() as session:  # the prompt filter still refuses ids[0]
+        queued = transitions.retry(session, job, failed=False, blocked_by="prompt", refused={ids[0]})
+    assert [q.item for q in queued] == [ids[1]]
+    assert states(ledger, ids) == [State.blocked, State.pending, State.pending, State.pending, State.succeeded]
+    with pytest.raises(TransitionError, match="blocked_by"):
+        with ledger.session() as session:
+            transitions.retry(session, job, blocked_by="everything")

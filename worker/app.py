@@ -9,14 +9,20 @@ and the queue in agreement.
 from __future__ import annotations
 
 import logging
+import os
+import signal
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import bootsteps, signals
+from celery.exceptions import Reject
+from sqlalchemy import update
 
 from pixelmill import logs
 from pixelmill.identity import resolve_model
-from pixelmill.ledger import Ledger
-from pixelmill.queue import TASK_GENERATE, Chunk, make_celery
+from pixelmill.ledger import Ledger, insert_ignore
+from pixelmill.queue import TASK_GENERATE, Chunk, make_celery, queue_for
+from pixelmill.schema import Worker, utcnow
 from pixelmill.settings import get_settings
 from pixelmill.storage import open_storage
 from worker.chunk import Context, read_job, run_chunk
@@ -30,6 +36,34 @@ app = make_celery(settings, main="pixelmill.worker")
 
 _context: Context | None = None
 _parent_ledger: Ledger | None = None
+_booted = datetime.now(UTC)  # the parent's start: heartbeats older than this are a previous run's
+_node: str | None = None  # set in the parent before the pool forks (celeryd_after_setup), inherited by the child
+_load_failed: str | None = None  # the child's model failed to load: it takes no task
+
+
+def served_queue() -> tuple[str, str]:
+    """The model this worker loads and the queue it consumes."""
+    model = resolve_model(settings.default_model)
+    return model, queue_for(model)
+
+
+def heartbeat(ledger: Ledger, node: str, *, state: str | None = None, error: str | None = None,
+              only_before: datetime | None = None) -> None:
+    """Record this worker's queue in `workers`: `state` (loading/ready/failed) when given, `last_seen` always.
+    `only_before`: change the state only of a row last seen before then (a previous run's)."""
+    model, queue = served_queue()
+    now = utcnow()
+    with ledger.session() as session:
+        insert_ignore(session, Worker, [{"node": node, "queue": queue, "model": model, "state": state or "loading",
+                                         "error": error, "started": now, "last_seen": now}], ["node", "queue"])
+        values: dict[str, Any] = {"last_seen": now, "model": model}
+        if state is not None:
+            values.update(state=state, error=error)
+        where = [Worker.node == node, Worker.queue == queue]
+        if only_before is not None:
+            where.append(Worker.last_seen < only_before)
+            values["started"] = now
+        session.execute(update(Worker).where(*where).values(**values))
 
 
 def context(node: str) -> Context:
@@ -44,11 +78,19 @@ def context(node: str) -> Context:
 def generate(self: Any, message: dict[str, Any]) -> None:
     """Generate one chunk and hand it to the upload threads; raises only for malformed messages (which are
     then dropped, not retried). The ledger, not the message, tracks the chunk until it is recorded."""
+    if _load_failed is not None:  # back to the broker for a worker that can run it; this one is stopping
+        raise Reject(f"this worker's model failed to load: {_load_failed}", requeue=True)
     ctx = context(self.request.hostname)
     chunk = Chunk.from_message(message)
     job = read_job(ctx, chunk)  # once per message
     for batch in chunk.batches(ctx.settings.batch_size):  # a message may hold several GPU batches
         run_chunk(ctx, batch, job)
+
+
+@signals.celeryd_after_setup.connect
+def _named(sender: Any = None, **_: Any) -> None:
+    global _node
+    _node = str(sender) if sender else None
 
 
 @signals.setup_logging.connect
@@ -62,13 +104,42 @@ def _after_fork(**_: Any) -> None:
     if _parent_ledger is not None:
         _parent_ledger.dispose_after_fork()  # the parent's pooled connections are not ours to use
     _context = None
-    model = resolve_model(settings.default_model)
+    global _load_failed
+    model, queue = served_queue()
     try:  # now, not inside the first task's time limit (PIXELMILL_MODEL_LOAD_TIMEOUT bounds it)
         engine = load_engine(model, settings)
-        log.info("model loaded", extra={"model": model, "engine": engine.engine_id})
-    except Exception:  # tasks will try again and record the error on their items
-        log.exception("loading the worker's model failed", extra={"model": model})
+        log.info("model loaded", extra={"model": model, "engine": engine.engine_id, "queue": queue})
+    except Exception as exc:
+        from worker.engine.select import EngineUnavailable
+
+        if isinstance(exc, EngineUnavailable):  # the engine setting, not the model: recorded on every item
+            log.exception("the requested engine cannot run here", extra={"model": model})
+            _report(state="ready")
+            _preload_checks()
+            return
+        # Not ready for this queue: record why, hand back anything delivered meanwhile, and stop the worker
+        # (warm shutdown of the parent; `pixelmill worker` then exits 1 with this error).
+        _load_failed = f"{type(exc).__name__}: {exc}".strip().splitlines()[-1][:500]
+        log.exception("loading the worker's model failed; this worker stops and serves no queue",
+                      extra={"model": model, "queue": queue})
+        _report(state="failed", error=f"model {model!r}: {_load_failed}")
+        os.kill(os.getppid(), signal.SIGTERM)
+        return
+    _report(state="ready")
     _preload_checks()
+
+
+def _report(**values: Any) -> None:
+    if _node is None:
+        return
+    try:
+        ledger = Ledger(settings)
+        try:
+            heartbeat(ledger, _node, **values)
+        finally:
+            ledger.close()
+    except Exception:
+        log.exception("recording the worker's state failed", extra={"node": _node})
 
 
 def _preload_checks() -> None:
@@ -108,6 +179,10 @@ class Reconciler(bootsteps.StartStopStep):
         global _parent_ledger
         _parent_ledger = _parent_ledger or Ledger(settings)
         self.node = worker.hostname
+        try:  # a previous run's "ready" is not this run's: loading until the child says otherwise
+            heartbeat(_parent_ledger, self.node, state="loading", only_before=_booted)
+        except Exception:
+            log.exception("recording the worker's state failed", extra={"node": self.node})
         self.tick()
         self.tref = worker.timer.call_repeatedly(settings.reconcile_interval, self.tick, priority=10)
 
@@ -117,6 +192,10 @@ class Reconciler(bootsteps.StartStopStep):
 
     def tick(self) -> None:
         assert _parent_ledger is not None
+        try:
+            heartbeat(_parent_ledger, self.node)
+        except Exception:
+            log.exception("heartbeat failed; will try again", extra={"node": self.node})
         try:
             reconcile(_parent_ledger, app, settings, node=self.node)
         except Exception:

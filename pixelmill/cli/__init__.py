@@ -60,6 +60,29 @@ def _existing_ledger() -> Ledger | None:
     return ledger if schema_is_current(ledger.engine) else None
 
 
+def no_ledger_message() -> str | None:
+    """Why there is no ledger to read (None: there is one), naming the path and the variables to set."""
+    settings = get_settings()
+    url = settings.resolved_database_url
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.exists():
+            return f"no ledger at {path} (set PIXELMILL_DATA_DIR or PIXELMILL_DATABASE_URL)"
+    return None
+
+
+def _read_ledger() -> Ledger:
+    """The existing ledger, for commands that read or act on jobs: never creates one (a cron job run from
+    another directory must not silently start an empty ledger). Exits 2 naming the path it looked at."""
+    problem = no_ledger_message()
+    if problem:
+        fail(problem)
+    try:
+        return _ledger()
+    except RuntimeError as exc:  # a server database at an older schema
+        fail(str(exc))
+
+
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False) -> None:
     logs.configure(logging.INFO if verbose else logging.WARNING)
@@ -92,6 +115,12 @@ def submit(
     best_of: Annotated[Optional[int], typer.Option(help="Make N candidates per item and keep the best.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and preview; write nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Block until the job is finished; exit 0 (all succeeded "
+                                       "or blocked), 3 (some failed), 4 (cancelled, or --timeout).")] = False,
+    wait_timeout: Annotated[Optional[float], typer.Option("--timeout", help="With --wait: give up after S "
+                                                          "seconds (exit 4).")] = None,
+    fail_on_drift: Annotated[bool, typer.Option("--fail-on-drift", help="With --wait: exit 5 when the finished "
+                                                "run drifted from the catalogue's earlier runs.")] = False,
 ) -> None:
     """Validate a catalogue and queue its items. Nothing is written if any row is bad."""
     from pixelmill.checks import ChecksError, resolve_checks
@@ -112,6 +141,11 @@ def submit(
     except (UsageError, ValueError) as exc:
         fail(str(exc))
     model_id = resolve_model(model or settings.default_model)
+    if (wait_timeout is not None or fail_on_drift) and not wait:
+        fail("--timeout and --fail-on-drift apply to --wait only")
+    if Path(model_id).is_file():
+        fail(f"--model {model_id!r} is a file; a model is a diffusers directory (with model_index.json) "
+             "or a hub id like org/name")
     try:
         checks = resolve_checks(settings, gate=gate, gate_attempts=gate_attempts, best_of=best_of)
     except ChecksError as exc:
@@ -137,7 +171,8 @@ def submit(
         if dry_run:  # reads the ledger if there is one, and writes nothing anywhere
             preview = preview_request(settings, _existing_ledger(), request)
         else:
-            result = submit_request(settings, _ledger(), request)
+            ledger = _ledger()
+            result = submit_request(settings, ledger, request)
     except CatalogueError as exc:
         fail(f"{len(exc.problems)} problem(s) in {shown}; nothing was submitted:\n{exc}")
     except (UsageError, OSError) as exc:  # a missing block list included
@@ -161,6 +196,9 @@ def submit(
         return
     for warning in result.warnings:
         err.print(f"warning: {warning}", highlight=False, markup=False)
+    from pixelmill.cli.receipts import after_submit, wait_and_report
+
+    after_submit(ledger, model_id, queued=result.items > 0 and not result.existing)
     if as_json:
         print(json.dumps(result.as_dict()))
     elif result.existing:
@@ -170,6 +208,8 @@ def submit(
                   f"messages, {result.skipped} skipped (already done), {result.blocked} blocked by the prompt filter"
                   + (f"; catalogue {result.catalogue}: " + ", ".join(f"{n} {c}" for c, n in result.changes.items())
                      if result.catalogue else ""))
+    if wait:
+        raise typer.Exit(wait_and_report(ledger, result.job, timeout=wait_timeout, fail_on_drift=fail_on_drift))
 
 
 @app.command()
@@ -182,10 +222,10 @@ def status(
     """Counts per state, images/s and ETA for one job."""
     from producer.status import UnknownJob, job_status
 
-    ledger = _ledger()
+    ledger = _read_ledger()
     try:
         with ledger.session(readonly=True) as session:
-            current = job_status(session, job)
+            current = job_status(session, job, stale_after=get_settings().worker_stale_after)
     except UnknownJob as exc:
         fail(str(exc))
     if watch and not current.finished:
@@ -209,9 +249,10 @@ def watch_job(ledger: Any, job: int, interval: float = 1.0, timeout: float | Non
         task = bar.add_task("", total=None, job=job, detail="")
         while True:
             with ledger.session(readonly=True) as session:
-                current = job_status(session, job)
-            done = current.succeeded + current.blocked + current.failed
-            rate = f"{current.images_per_s:.2f} img/s" if current.images_per_s else "starting"
+                current = job_status(session, job, stale_after=get_settings().worker_stale_after)
+            done = current.done
+            rate = f"{current.images_per_s:.2f} img/s" if current.images_per_s else (
+                current.no_worker or "starting")
             eta = f" ETA {current.eta_s:.0f}s" if current.eta_s else ""
             bar.update(task, total=current.total, completed=done,
                        detail=f"{rate}{eta} · running {current.running} · failed {current.failed}")
@@ -225,12 +266,15 @@ def watch_job(ledger: Any, job: int, interval: float = 1.0, timeout: float | Non
 
 
 def _status_table(rows: list[Any]) -> Table:
-    table = Table("job", "name", "total", "pend", "queue", "run", "ok", "block", "fail", "skip", "img/s",
+    table = Table("job", "name", "total", "pend", "queue", "run", "ok", "block", "fail", "cancel", "skip", "img/s",
                   box=box.SIMPLE_HEAD, pad_edge=False)
     for s in rows:
         table.add_row(str(s.job), s.name, *(str(v) for v in (s.total, s.pending, s.queued, s.running,
-                                                              s.succeeded, s.blocked, s.failed, s.skipped)),
+                                                              s.succeeded, s.blocked, s.failed, s.cancelled,
+                                                              s.skipped)),
                       f"{s.images_per_s:.2f}" if s.images_per_s else "-")
+        if s.no_worker:
+            table.add_row("", f"[yellow]{escape(s.no_worker)}[/]", *[""] * 10)
     return table
 
 
@@ -243,7 +287,8 @@ def _status_detail(s: Any) -> Table:
                        ("succeeded", s.succeeded),
                        ("blocked", f"{s.blocked}" + (f" ({', '.join(f'{k} {v}' for k, v in s.blocked_by.items())})"
                                                      if s.blocked_by else "")),
-                       ("failed", s.failed),
+                       ("failed", s.failed), ("cancelled", s.cancelled),
+                       *((("workers", s.no_worker),) if s.no_worker else ()),
                        ("image checker", "none (unchecked, as configured)" if s.image_checker == "none"
                         else s.image_checker or "-"),
                        ("quality gate", s.gate or "-"),
@@ -261,8 +306,8 @@ def jobs(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list
     """List jobs, newest first."""
     from producer.status import list_jobs
 
-    with _ledger().session(readonly=True) as session:
-        rows = list_jobs(session, limit)
+    with _read_ledger().session(readonly=True) as session:
+        rows = list_jobs(session, limit, stale_after=get_settings().worker_stale_after)
     if as_json:
         print(json.dumps([r.as_dict() for r in rows]))
     else:
@@ -320,13 +365,32 @@ def worker(
             fail(str(exc))
         raise typer.Exit(Supervisor(selected, lambda gpu: worker_command(gpu, loglevel=loglevel)).run())
 
-    from pixelmill.identity import resolve_model
+    from pixelmill.identity import model_problem, resolve_model
     from pixelmill.queue import queue_for
+
+    served = resolve_model(settings.default_model)
+    problem = model_problem(served)
+    if problem:  # a file, a typo, an unknown hub id: say so now rather than serve a queue it cannot run
+        fail(f"{problem} (--model / PIXELMILL_MODEL)")
     from worker.app import app as celery_app
 
-    queue = queue_for(resolve_model(settings.default_model))
-    celery_app.worker_main(["worker", f"--loglevel={loglevel}", f"--hostname={hostname}", "--pool=prefork",
-                            "--concurrency=1", f"--queues={queue}", "--without-gossip", "--without-mingle"])
+    queue = queue_for(served)
+    from pixelmill.schema import utcnow
+
+    began = utcnow()
+    try:
+        celery_app.worker_main(["worker", f"--loglevel={loglevel}", f"--hostname={hostname}", "--pool=prefork",
+                                "--concurrency=1", f"--queues={queue}", "--without-gossip", "--without-mingle"])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0
+    else:
+        code = 0
+    from pixelmill.cli.receipts import load_failure
+
+    failure = load_failure(hostname, queue, since=began)
+    if failure:  # the child stopped the worker: it never served the queue
+        fail(f"worker stopped: {failure}", 1)
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -375,7 +439,7 @@ def review(
     """`review JOB` lists blocked items with reasons; `review approve ITEM` publishes a false positive."""
     from producer.review import ReviewError, approve, blocked_items
 
-    ledger = _ledger()
+    ledger = _read_ledger()
     try:
         if target == "approve":
             if item is None:
@@ -425,7 +489,7 @@ def url(job: Annotated[int, typer.Argument(help="Job id.")],
     from pixelmill.storage import open_storage
 
     settings = get_settings()
-    with _ledger().session(readonly=True) as session:
+    with _read_ledger().session(readonly=True) as session:
         key = session.scalar(select(Image.storage_key).join(Item).where(
             Item.job_id == job, Item.item_key == item, Item.variant == variant))
     if key is None:
@@ -590,3 +654,4 @@ def main() -> None:
 
 
 from pixelmill.cli import frontdoor as _frontdoor  # noqa: E402,F401  (intake, serve, events)
+from pixelmill.cli import receipts as _receipts  # noqa: E402,F401  (cancel, retry, items, manifest, sheet, drift)

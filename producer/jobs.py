@@ -1,0 +1,139 @@
+"""Acting on a job after submission: cancel it, retry its failed or blocked items, list its items.
+
+Functions take the caller's session (one transaction) so the command line and the front door share them;
+every state change goes through `pixelmill.transitions`. Retried items are published only after the caller's
+transaction commits, so a worker never receives a message for items it cannot see yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from celery import Celery
+from sqlalchemy import delete, event, func, select
+from sqlalchemy.orm import Session
+
+from pixelmill import promptfilter, transitions
+from pixelmill.queue import QueuedItem, publish_items
+from pixelmill.schema import Item, Job, RunStats, State
+
+
+class JobError(LookupError):
+    """No such job or state; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    """What `cancel` did: items taken from each active state (running ones are discarded, not waited for)."""
+
+    job: int
+    pending: int
+    queued: int
+    running: int
+
+    @property
+    def cancelled(self) -> int:
+        return self.pending + self.queued + self.running
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "cancelled": self.cancelled}
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    """One item as `pixelmill items` lists it; `error` is the last line of the last error."""
+
+    id: int
+    key: str
+    variant: int
+    state: str
+    attempts: int
+    error: str | None
+    reason: str | None  # why it is blocked: "prompt:<category>" or "image:<flagged,...>"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _job(session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise JobError(f"no job {job_id}; `pixelmill jobs` lists them")
+    return job
+
+
+def cancel(session: Session, job_id: int) -> CancelResult:
+    """Cancel every pending, queued and running item of the job (see `transitions.cancel`)."""
+    _job(session, job_id)
+    left = transitions.cancel(session, job_id)
+    return CancelResult(job=job_id, pending=left[State.pending], queued=left[State.queued],
+                        running=left[State.running])
+
+
+def retry(session: Session, app: Celery, job_id: int, *, failed: bool = True, blocked_by: str | None = None,
+          batch_size: int, blocklists: Sequence[str] = ()) -> int:
+    """Re-queue the job's failed items (`failed`) and/or items blocked at `blocked_by` ("image": generated
+    again with the same seed, worth it after changing the checker settings; "prompt": only those the current
+    prompt filter, `blocklists`, now lets through). Attempts start again from 0. Returns how many; they are
+    published once the caller's transaction commits (lost publishes are redone by the reconciler)."""
+    job = _job(session, job_id)
+    refused: set[int] = set()
+    if blocked_by == "prompt":
+        lists = promptfilter.load(tuple(blocklists)) if blocklists else None
+        if lists is not None:
+            for item_id, prompt in session.execute(select(Item.id, Item.prompt).where(
+                    Item.job_id == job_id, Item.state == State.blocked)):
+                if lists.check(prompt) is not None:
+                    refused.add(item_id)
+    queued = transitions.retry(session, job_id, failed=failed, blocked_by=blocked_by, refused=refused)
+    if queued:
+        session.execute(delete(RunStats).where(RunStats.job_id == job_id))  # the run is not finished any more
+        _publish_after_commit(session, app, queued, job.model, batch_size)
+    return len(queued)
+
+
+def _publish_after_commit(session: Session, app: Celery, items: list[QueuedItem], model: str,
+                          batch_size: int) -> None:
+    bind = session.get_bind()
+
+    def publish(_session: Session) -> None:
+        publish_items(app, items, model, batch_size)
+        with Session(bind) as marking, marking.begin():
+            transitions.mark_queued(marking, [q.item for q in items])
+
+    event.listen(session, "after_commit", publish, once=True)
+
+
+def list_items(session: Session, job_id: int, state: State | None = None) -> Iterator[ItemRow]:
+    """The job's items in id order (streamed), optionally only those in `state`."""
+    _job(session, job_id)
+    query = select(Item.id, Item.item_key, Item.variant, Item.state, Item.attempts, Item.error,
+                   Item.block_reason).where(Item.job_id == job_id).order_by(Item.id)
+    if state is not None:
+        query = query.where(Item.state == state)
+    for row in session.execute(query.execution_options(yield_per=1000)):
+        yield ItemRow(id=row.id, key=row.item_key, variant=row.variant, state=State(row.state).value,
+                      attempts=row.attempts, error=last_line(row.error), reason=block_summary(row.block_reason))
+
+
+def count_items(session: Session, job_id: int) -> dict[str, int]:
+    return {State(s).value: n for s, n in session.execute(
+        select(Item.state, func.count()).where(Item.job_id == job_id).group_by(Item.state))}
+
+
+def last_line(error: str | None) -> str | None:
+    """The line of an error that says what went wrong (tracebacks end with it)."""
+    if not error:
+        return None
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else None
+
+
+def block_summary(reason: dict[str, Any] | None) -> str | None:
+    if not reason:
+        return None
+    if reason.get("stage") == "prompt":
+        return f"prompt:{reason.get('category', '?')}"
+    return f"{reason.get('stage', '?')}:{','.join(reason.get('flagged', [])) or reason.get('category', '?')}"
