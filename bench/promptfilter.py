@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import random
 import statistics
 import sys
 import time
@@ -31,7 +30,6 @@ from pixelmill import promptfilter  # noqa: E402
 
 def titles(count: int, seed: int = 7) -> list[str]:
     """Catalogue titles shaped like real ones: brand + product + attributes + size + colour."""
-    rng = random.Random(seed)
     extras = [
         "",
         "",
@@ -59,20 +57,8 @@ def titles(count: int, seed: int = 7) -> list[str]:
         "{b} {p}, {c}, {e}, SKU {n}",
         "lifestyle shot: {b} {p} {e}, {c}",
     ]
-    out = []
-    for index in range(count):
-        language = rng.choice(["en"] * 6 + ["es", "fr", "de", "it", "pt"])
-        out.append(
-            rng.choice(shapes).format(
-                b=rng.choice(corpora.BRANDS),
-                p=rng.choice(corpora.PRODUCTS[language]),
-                c=rng.choice(corpora.COLOURS[language]),
-                s=rng.choice(corpora.SIZES),
-                e=rng.choice(extras),
-                n=f"{rng.randrange(10**6):06d}-{index % 97}",
-            )
-        )
-    return out
+    return corpora.catalogue_titles(count, seed, shapes, extras,
+                                    lambda rng, index: f"{rng.randrange(10**6):06d}-{index % 97}")
 
 
 def corpus(name: str) -> list[str]:

@@ -257,28 +257,27 @@ def fold(text: str) -> str:
 
 # --- words -----------------------------------------------------------------------------------------------------
 
-_LEET = str.maketrans(
-    {
+_LEET_MAP = {
         "0": "o",
-        "1": "i",
-        "3": "e",
-        "4": "a",
-        "5": "s",
-        "6": "g",
-        "7": "t",
-        "8": "b",
-        "9": "g",
-        "@": "a",
-        "$": "s",
-        "!": "i",
-        "|": "l",
-        "€": "e",
-        "+": "t",
-        "¡": "i",
-        "£": "l",
-        "¢": "c",
-    }
-)
+    "1": "i",
+    "3": "e",
+    "4": "a",
+    "5": "s",
+    "6": "g",
+    "7": "t",
+    "8": "b",
+    "9": "g",
+    "@": "a",
+    "$": "s",
+    "!": "i",
+    "|": "l",
+    "€": "e",
+    "+": "t",
+    "¡": "i",
+    "£": "l",
+    "¢": "c",
+}
+_LEET = str.maketrans(_LEET_MAP)
 _TOKEN = re.compile(r"(?:[^\W_]|[$@!|€+¡£¢])+")
 _POSSESSIVE = re.compile(r"(?<=\w)['’`´]s?\b")
 _LETTER = re.compile(r"[^\W\d_]")
@@ -293,28 +292,7 @@ def _collapse(word: str) -> str:
     return _REPEATS.sub(_FIRST_GROUP, word)
 
 
-_LEET_ALT = str.maketrans(
-    {
-        "0": "o",
-        "1": "l",
-        "3": "e",
-        "4": "a",
-        "5": "s",
-        "6": "g",
-        "7": "t",
-        "8": "b",
-        "9": "g",
-        "@": "a",
-        "$": "s",
-        "!": "l",
-        "|": "i",
-        "€": "e",
-        "+": "t",
-        "¡": "i",
-        "£": "l",
-        "¢": "c",
-    }
-)
+_LEET_ALT = str.maketrans({**_LEET_MAP, "1": "l", "!": "l", "|": "i"})  # the other reading of 1, ! and |
 _OF = {"de", "da", "do", "di", "del", "des", "du", "fur"}
 _FOR = {"for", "para", "pour", "fur", "fuer", "per"}
 _ATTRIBUTE_COLOUR = re.compile(r"(?:^|[,(/|;:\-–\[]\s*|\b(?:in|en|em)\s+)nudes?\s*(?=$|[,)/|;:\-–\]])")

@@ -272,15 +272,20 @@ def submit_v1(settings: Settings, ledger: Ledger, request: V1) -> Submission:
         raise RequestProblems([f"request: {exc}"]) from None
 
 
+def _job_of(ledger: Ledger, request_id: str) -> int | None:
+    """The job a request_id already made, if any."""
+    with ledger.session(readonly=True) as session:
+        job = existing_job(session, request_id)
+        return job.id if job is not None else None
+
+
 def intake(settings: Settings, ledger: Ledger, message: Any) -> IntakeResult:
     """Handle one v1 request (see the module docstring). Raises only for trouble the request did not cause (the
     ledger or broker unreachable): the intake task then leaves the message to be delivered again."""
     request_id = request_id_of(message)
     notify = notify_of(message)
     if request_id is not None:
-        with ledger.session(readonly=True) as session:
-            job = existing_job(session, request_id)
-            job_id = job.id if job is not None else None
+        job_id = _job_of(ledger, request_id)
         if job_id is not None:
             if isinstance(message, dict) and isinstance(message.get("webhook"), str):
                 with contextlib.suppress(RequestProblems):
@@ -307,9 +312,7 @@ def answer_failure(settings: Settings, ledger: Ledger, message: Any, exc: BaseEx
     written, and the caller gets a `job.rejected` naming the error rather than silence."""
     request_id = request_id_of(message)
     if request_id is not None:
-        with ledger.session(readonly=True) as session:
-            job = existing_job(session, request_id)
-            job_id = job.id if job is not None else None
+        job_id = _job_of(ledger, request_id)
         if job_id is not None:
             resend_job_events(ledger, job_id, notify_of(message))
             return IntakeResult("duplicate", job=job_id)

@@ -4,12 +4,14 @@ end of `pixelmill/cli/__init__.py`; every command reads an existing ledger and n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import IO, Annotated, Any, Optional
 
 import typer
 from rich import box
@@ -22,6 +24,22 @@ from pixelmill.settings import get_settings
 # `submit --wait` exit codes: the job finished with every item succeeded or blocked / some failed /
 # cancelled or still unfinished at --timeout / the finished run drifted (--fail-on-drift).
 EXIT_OK, EXIT_FAILED, EXIT_CANCELLED, EXIT_DRIFT = 0, 3, 4, 5
+
+
+@contextlib.contextmanager
+def _written(output: Path, *, binary: bool = False) -> Iterator[IO[Any]]:
+    """A file written under a temporary name and renamed when complete: a reader never sees half of it, and a
+    failure leaves nothing behind."""
+    partial = output.with_name(f".{output.name}.partial")
+    try:
+        with open(partial, "wb") if binary else open(partial, "w", encoding="utf-8", newline="") as stream:
+            yield stream
+        partial.replace(output)
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}")
+    finally:
+        if partial.exists():
+            partial.unlink()
 
 
 @app.command()
@@ -167,9 +185,6 @@ def manifest(
     settings = get_settings()
     ledger = _read_ledger()
     storage = open_storage(settings) if urls else None
-    partial = None
-    if output is not None:
-        partial = output.with_name(f".{output.name}.partial")
     try:
         with ledger.session(readonly=True) as session:
             rows = iter_manifest(session, job=job, catalogue=catalogue, storage=storage, urls=urls,
@@ -182,21 +197,13 @@ def manifest(
                 yield from rows
 
             writer: Any = WRITERS[fmt]
-            if partial is None or output is None:
+            if output is None:
                 count = writer(chained(), sys.stdout)
-            else:  # a temporary name, renamed when complete: a reader never sees half a manifest
-                stream: Any = (open(partial, "wb") if fmt == "parquet"
-                               else open(partial, "w", encoding="utf-8", newline=""))
-                with stream:
+            else:
+                with _written(output, binary=fmt == "parquet") as stream:
                     count = writer(chained(), stream)
-                partial.replace(output)
     except ManifestError as exc:
         fail(str(exc))
-    except OSError as exc:
-        fail(f"cannot write {output}: {exc.strerror or exc}")
-    finally:
-        if partial is not None and partial.exists():
-            partial.unlink()
     if output is not None:
         err.print(f"{count} rows written to {output}", highlight=False)
 
@@ -325,9 +332,8 @@ def sheet(
     settings = get_settings()
     ledger = _read_ledger()
     title = f"job {job}" if job is not None else f"catalogue {catalogue}"
-    partial = output.with_name(f".{output.name}.partial")
     try:
-        with ledger.session(readonly=True) as session, open(partial, "w", encoding="utf-8") as stream:
+        with ledger.session(readonly=True) as session, _written(output) as stream:
             if job is not None:
                 from pixelmill.schema import Job
 
@@ -337,14 +343,8 @@ def sheet(
             count = write_sheet(session, stream, title=title, job=job, catalogue=catalogue,
                                 storage=open_storage(settings), link=link,
                                 expires=expires or settings.s3_presign_expires)
-        partial.replace(output)
     except ManifestError as exc:
         fail(str(exc))
-    except OSError as exc:
-        fail(f"cannot write {output}: {exc.strerror or exc}")
-    finally:
-        if partial.exists():
-            partial.unlink()
     err.print(f"{count} tiles written to {output}", highlight=False)
 
 
