@@ -203,14 +203,9 @@ def measure_pipeline(variant: str, model: str, judges: dict[str, str], work: Pat
 
 def stop(worker: subprocess.Popen[bytes]) -> None:
     """Warm shutdown of the worker's process group, then SIGKILL if it hangs."""
-    if worker.poll() is not None:
-        return
-    os.killpg(worker.pid, signal.SIGTERM)
-    try:
-        worker.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait()
+    from pixelmill.cli.demo import stop_worker
+
+    stop_worker(worker, timeout=20)
 
 
 def task_runtimes(log: Path) -> list[float]:

@@ -97,15 +97,22 @@ def _demo_checks(settings: Settings, console: Console) -> tuple[Settings, dict[s
             {f"PIXELMILL_{name.upper()}": value for name, value in values.items()})
 
 
-def _stop(worker: subprocess.Popen[bytes], console: Console) -> None:
-    """Warm shutdown (SIGTERM: finish the current batch), then SIGKILL if it hangs."""
+def stop_worker(worker: subprocess.Popen[bytes], timeout: float = 60) -> bool:
+    """Warm shutdown of a worker's process group (SIGTERM: finish the current batch), then SIGKILL if it
+    hangs; False if it had already exited."""
     if worker.poll() is not None:
-        console.print(f"[red]worker exited early with code {worker.returncode}[/]")
-        return
+        return False
     os.killpg(worker.pid, signal.SIGTERM)
     try:
-        worker.wait(timeout=60)
+        worker.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
-    console.print("worker stopped")
+    return True
+
+
+def _stop(worker: subprocess.Popen[bytes], console: Console) -> None:
+    if stop_worker(worker):
+        console.print("worker stopped")
+    else:
+        console.print(f"[red]worker exited early with code {worker.returncode}[/]")
