@@ -19,6 +19,7 @@ from pixelmill.ledger import Ledger
 from pixelmill.queue import TASK_GENERATE, Chunk, make_celery
 from pixelmill.settings import get_settings
 from pixelmill.storage import open_storage
+from worker import hardening
 from worker.chunk import Context, run_chunk
 from worker.engine import load_engine
 from worker.reconciler import reconcile
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 settings = get_settings()
 app = make_celery(settings, main="pixelmill.worker")
+hardening.limit_remote_control()  # only ping and read-only inspection over the broker (see ALLOWED_CONTROL)
 
 _context: Context | None = None
 _parent_ledger: Ledger | None = None
@@ -92,31 +94,36 @@ def _before_exit(**_: Any) -> None:
 
 class Reconciler(bootsteps.StartStopStep):
     """Runs the reconciler at start (recovering what a previous run of this node held) and then every
-    PIXELMILL_RECONCILE_INTERVAL seconds."""
+    PIXELMILL_RECONCILE_INTERVAL seconds, on its own thread (worker/hardening.py: a locked ledger must not
+    stall the timer that fires the time limits). Each pass first restarts a dead embedded broker and sweeps
+    temp files of interrupted stores."""
 
     requires = {"celery.worker.components:Timer", "celery.worker.components:Pool"}
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
-        self.tref: Any = None
+        self.thread: hardening.ReconcilerThread | None = None
 
     def start(self, worker: Any) -> None:
         global _parent_ledger
         _parent_ledger = _parent_ledger or Ledger(settings)
         self.node = worker.hostname
-        self.tick()
-        self.tref = worker.timer.call_repeatedly(settings.reconcile_interval, self.tick, priority=10)
+        self.sweep = hardening.Sweeper(settings)
+        self.thread = hardening.ReconcilerThread(self.tick, settings.reconcile_interval)
+        self.thread.start()
 
     def stop(self, worker: Any) -> None:
-        if self.tref is not None:
-            self.tref.cancel()
+        if self.thread is not None:
+            self.thread.stop()
 
     def tick(self) -> None:
         assert _parent_ledger is not None
-        try:
-            reconcile(_parent_ledger, app, settings, node=self.node)
-        except Exception:
-            log.exception("reconcile failed; will try again", extra={"node": self.node})
+        for step in (lambda: hardening.heal_broker(settings), self.sweep,
+                     lambda: reconcile(_parent_ledger, app, settings, node=self.node)):
+            try:
+                step()
+            except Exception:
+                log.exception("reconcile failed; will try again", extra={"node": self.node})
 
 
 app.steps["worker"].add(Reconciler)
