@@ -275,8 +275,8 @@ def back_off(session: Session, item_id: int, error: str, *, node: str, budget: f
     if item is None or item.state != State.running or item.worker != holder_name(node):
         return False
     now = utcnow()
-    if item.infra_since is not None and (now - item.infra_since).total_seconds() >= budget:
-        return False
+    if (now - (item.infra_since or now)).total_seconds() >= budget:
+        return False  # a budget of 0 never backs off
     item.infra_since = item.infra_since or now
     item.not_before = now + faults.backoff(item.infra_since, now, base=base, cap=cap)
     item.attempts = max(0, item.attempts - 1)
