@@ -3,7 +3,7 @@ or two lines naming the input to fix (option, `PIXELMILL_*` variable, URL with i
 
 `GuardedGroup` is the `pixelmill` command group: its `invoke` maps known exception classes to messages
 (`describe`), so the CLI behaves the same under `main()` and under Typer's CliRunner; `-v` adds the traceback.
-Unknown exceptions (bugs) still raise with their traceback. Its `parse_args` refuses NUL bytes in arguments and
+Unknown exceptions (bugs) still raise with their traceback. It also refuses NUL bytes in arguments and
 warns about unknown `PIXELMILL_*` variables with a did-you-mean.
 """
 
@@ -109,15 +109,13 @@ def describe(exc: BaseException) -> str | None:
 class GuardedGroup(TyperGroup):
     """The top `pixelmill` group: known errors become exit 2 with a message (see module docstring)."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        for arg in args:
+    def invoke(self, ctx: click.Context) -> Any:
+        for arg in [*getattr(ctx, "_protected_args", []), *ctx.args]:
             if "\x00" in arg:
-                raise click.UsageError(f"argument {mask(arg)[:80]!r} contains a NUL byte")
+                click.echo(f"error: argument {mask(arg)[:80]!r} contains a NUL byte; remove it", err=True)
+                raise typer.Exit(2)
         for warning in unknown_variables():
             click.echo(warning, err=True)
-        return super().parse_args(ctx, args)
-
-    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
