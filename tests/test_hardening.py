@@ -188,7 +188,10 @@ def test_a_storage_outage_fails_no_item(env: Env, tmp_path: Path) -> None:
 def test_a_locked_database_fails_no_item(env: Env, tmp_path: Path) -> None:
     """The test holds SQLite's write lock for OUTAGE seconds mid-job: claims, lease renewals and recordings
     wait and try again; nothing fails, no child is replaced."""
-    env.vars["PIXELMILL_SQLITE_BUSY_TIMEOUT"] = "5"
+    # Recording retries for half a lease (450 s by default); the test's 40 s lease would be shorter than the
+    # outage, so it gets a lease the outage fits in, as the defaults do.
+    env.vars.update(PIXELMILL_SQLITE_BUSY_TIMEOUT="5", PIXELMILL_LEASE_SECONDS="300",
+                    PIXELMILL_VISIBILITY_TIMEOUT="600")
     env.start_worker()
     job = env.submit(write_catalogue(tmp_path / "c.csv", ITEMS), "--name", "db-outage")["job"]
     wait_running(env, job, 2)
