@@ -83,7 +83,8 @@ class EmbeddedRedis:
                         check_private(recorded, directory=True)
                         return recorded / "redis.sock"
                 except BrokerError:
-                    log.warning("recorded broker socket dir is not ours; making a new one", extra={"dir": str(recorded)})
+                    log.warning("recorded broker socket dir is not ours; making a new one",
+                                extra={"dir": str(recorded)})
             runtime = os.environ.get("XDG_RUNTIME_DIR")
             base = runtime if runtime and os.path.isdir(runtime) and os.stat(runtime).st_uid == os.getuid() \
                 else tempfile.gettempdir()

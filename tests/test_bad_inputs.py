@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Env
 from typer.testing import CliRunner
 
+from conftest import Env
 from pixelmill.cli import app
 from pixelmill.cli.errors import unknown_variables
 from pixelmill.settings import get_settings

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Env, finished, write_catalogue
 from sqlalchemy import select
 
-from pixelmill.broker import BrokerError, EmbeddedRedis, check_private
+from conftest import Env, finished, write_catalogue
+from pixelmill.broker import BrokerError, EmbeddedRedis
 from pixelmill.faults import is_infra, mask
 from pixelmill.queue import make_celery
 from pixelmill.schema import Item, State
@@ -92,7 +92,6 @@ def test_a_socket_planted_by_another_user_is_refused(tmp_path: Path, where: str)
     """Another local user (uid 65534, in a forked child) plants the directory or the socket at a path
     pixelmill would use; pixelmill refuses to connect to it or publish into it."""
     import socket as socketlib
-
     import tempfile
 
     shared = Path(tempfile.mkdtemp(prefix="pixelmill-plant-"))  # pytest's tmp_path is not reachable by nobody

@@ -33,8 +33,8 @@ from pixelmill.schema import Job
 from pixelmill.settings import Settings
 from pixelmill.storage import Storage
 from pixelmill.transitions import ClaimedItem, Finish
-from worker.candidates import Candidates, Failure, JobSpec, Judge, make_candidates
 from worker import hardening
+from worker.candidates import Candidates, Failure, JobSpec, Judge, make_candidates
 from worker.engine import Engine, load_engine
 from worker.store import store_item
 from worker.uploads import Uploads
