@@ -14,8 +14,8 @@ import os
 import traceback
 from typing import Any
 
-import click
 import typer
+from typer._click import ClickException  # typer vendors its click
 from typer.core import TyperGroup
 
 from pixelmill.faults import NAME_MAX, mask
@@ -109,24 +109,24 @@ def describe(exc: BaseException) -> str | None:
 class GuardedGroup(TyperGroup):
     """The top `pixelmill` group: known errors become exit 2 with a message (see module docstring)."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # typer's vendored click.Context
         for arg in [*getattr(ctx, "_protected_args", []), *ctx.args]:
             if "\x00" in arg:
-                click.echo(f"error: argument {mask(arg)[:80]!r} contains a NUL byte; remove it", err=True)
+                typer.echo(f"error: argument {mask(arg)[:80]!r} contains a NUL byte; remove it", err=True)
                 raise typer.Exit(2)
         for warning in unknown_variables():
-            click.echo(warning, err=True)
+            typer.echo(warning, err=True)
         try:
             return super().invoke(ctx)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        except (ClickException, typer.Exit, typer.Abort):
             raise
         except Exception as exc:
             message = describe(exc)
             if message is None:
                 raise
             if VERBOSE:
-                click.echo(mask("".join(traceback.format_exception(exc))), err=True)
-            click.echo(f"error: {mask(message)}", err=True)
+                typer.echo(mask("".join(traceback.format_exception(exc))), err=True)
+            typer.echo(f"error: {mask(message)}", err=True)
             raise typer.Exit(2) from None
 
 
