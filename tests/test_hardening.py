@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -216,3 +217,37 @@ def test_a_killed_embedded_broker_heals_itself(env: Env, tmp_path: Path) -> None
     assert counts["succeeded"] == ITEMS and counts["failed"] == 0, counts
     assert EmbeddedRedis(env.data_dir).is_running()
     assert all(state == State.succeeded.value for state, _ in attempts(env, job))
+    assert all(n == 1 for _, n in attempts(env, job)), attempts(env, job)
+
+
+@pytest.mark.e2e
+def test_an_s3_outage_fails_no_item(tmp_path: Path, tiny_model: Path, test_servers: Any) -> None:
+    """Every object PUT answers 503 SlowDown for OUTAGE seconds mid-job (the fault proxy of tests/servers.py
+    in front of moto_server): boto3's own retries run out, the items back off without using attempts, and
+    all succeed once the store answers again."""
+    import servers
+
+    from conftest import S3_CREDENTIALS
+
+    s3 = test_servers.get("s3")
+    proxy = servers.FaultyS3Proxy(s3.url, fail_first=0, status=503).start()
+    bucket = test_servers.next_name("pm")
+    s3.create_bucket(bucket)
+    env = Env(tmp_path / "data", tiny_model, {
+        "PIXELMILL_STORAGE_URL": f"s3://{bucket}/public", "PIXELMILL_S3_ENDPOINT_URL": proxy.url,
+        "PIXELMILL_S3_REGION": "us-east-1", "PIXELMILL_S3_MAX_ATTEMPTS": "2", **S3_CREDENTIALS}, name="s3-outage")
+    env.data_dir.mkdir()
+    try:
+        env.start_worker()
+        job = env.submit(write_catalogue(tmp_path / "c.csv", ITEMS), "--name", "s3-outage")["job"]
+        wait_running(env, job, 1)
+        proxy.fail_first = 10**9
+        time.sleep(OUTAGE)
+        proxy.fail_first = 0
+        with proxy.lock:
+            proxy.put_attempts.clear()
+        _finish(env, job)
+        assert len(list(env.storage().keys(f"jobs/{job}/"))) == ITEMS
+    finally:
+        env.close()
+        proxy.stop()
