@@ -141,7 +141,7 @@ def raw_compose() -> dict[str, Any]:
 
 # The secrets compose.yaml requires (`${VAR:?…}`: no default passwords); docker/.env sets them.
 SECRETS = {"POSTGRES_PASSWORD": "pg-test", "REDIS_PASSWORD": "redis-test", "MINIO_ROOT_PASSWORD": "minio-test",
-           "WORKER_S3_SECRET_KEY": "worker-test", "FLOWER_PASSWORD": "flower-test"}
+           "WORKER_S3_SECRET_KEY": "worker-test", "MONITOR_PASSWORD": "flower-test"}
 
 
 @cache
