@@ -247,7 +247,8 @@ def finish(session: Session, item_id: int, outcome: Finish) -> None:
     )
 
 
-def fail(session: Session, item_id: int, error: str, *, node: str, max_attempts: int, final: bool = False) -> bool:
+def fail(session: Session, item_id: int, error: str, *, node: str, max_attempts: int, final: bool = False,
+         infra: bool = False) -> bool:
     """running → queued (attempts left; True: publish it again) or → failed (attempts used up, or `final`: no
     attempt could succeed). An item another process has claimed since (after our lease ran out) is theirs to
     finish: nothing changes."""
@@ -257,7 +258,9 @@ def fail(session: Session, item_id: int, error: str, *, node: str, max_attempts:
     now = utcnow()
     item.error = error[-4000:]
     item.lease_expires = None
-    item.infra_since = item.not_before = None  # an item failure ends any outage streak
+    item.not_before = None
+    if not infra:  # an item failure ends an outage streak; an infrastructure one past its budget does not
+        item.infra_since = None
     if final or item.attempts >= max_attempts:
         item.state, item.finished_at = State.failed, now
         return False

@@ -232,8 +232,8 @@ class Recording:
                         session, item.id, failure.error, node=ctx.node, budget=settings.infra_retry_budget,
                         base=settings.infra_retry_base, cap=settings.infra_retry_max_delay):
                     outcome.retried.append(item.id)  # published by the reconciler once its delay is over
-                elif transitions.fail(session, item.id, failure.error, node=ctx.node,
-                                     max_attempts=settings.max_attempts, final=failure.final):
+                elif transitions.fail(session, item.id, failure.error, node=ctx.node, infra=failure.infra,
+                                      max_attempts=settings.max_attempts, final=failure.final):
                     retry.append(QueuedItem(item=item.id, job=item.job, params=item.params))
                     outcome.retried.append(item.id)
                 else:
