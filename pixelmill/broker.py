@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
+import functools
 import logging
+import os
+import stat
 import subprocess
 import tempfile
 import time
@@ -30,14 +32,65 @@ class BrokerError(RuntimeError):
     pass
 
 
+def check_private(path: Path, *, directory: bool) -> None:
+    """Refuse a path another user could have planted: it must be ours (and a directory must not be a symlink;
+    a directory of ours is made 0700). Raises BrokerError naming the path; a missing path is fine."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if st.st_uid != os.getuid():
+        raise BrokerError(f"{path} belongs to uid {st.st_uid}, not to this user (uid {os.getuid()}); refusing to "
+                          "use it for the embedded broker (another local user may have planted it): remove it, "
+                          "or set PIXELMILL_DATA_DIR to a directory of your own")
+    if directory:
+        if not stat.S_ISDIR(st.st_mode):
+            raise BrokerError(f"{path} is not a directory; refusing to use it for the embedded broker")
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            os.chmod(path, 0o700)
+
+
+def _private_dir(path: Path) -> Path:
+    """`path` as a directory only this user can enter (created 0700, or checked and tightened)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    check_private(path, directory=True)
+    return path
+
+
 class EmbeddedRedis:
+    """The socket lives in `<data dir>/broker/` (0700, ours). When that path is too long for a unix socket,
+    in a private `mkdtemp` directory (under $XDG_RUNTIME_DIR when it is ours, else the temp dir) whose name is
+    recorded in `<data dir>/broker/socket-dir`: never a predictable shared path another user could occupy."""
+
     def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
         self.dir = data_dir / "broker"
+
+    @functools.cached_property
+    def socket(self) -> Path:
+        _private_dir(self.dir)
         socket = self.dir / "redis.sock"
-        if len(str(socket)) > _MAX_SOCKET_PATH:  # deep data dirs: a short, stable path derived from it
-            digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
-            socket = Path(tempfile.gettempdir()) / f"pixelmill-{digest}.sock"
-        self.socket = socket
+        if len(str(socket)) <= _MAX_SOCKET_PATH:
+            return socket
+        record = self.dir / "socket-dir"
+        with self._lock():  # two processes on a fresh data dir agree on one directory
+            if record.exists():
+                recorded = Path(record.read_text().strip())
+                try:
+                    if recorded.is_dir():
+                        check_private(recorded, directory=True)
+                        return recorded / "redis.sock"
+                except BrokerError:
+                    log.warning("recorded broker socket dir is not ours; making a new one",
+                                extra={"dir": str(recorded)})
+            runtime = os.environ.get("XDG_RUNTIME_DIR")
+            base = runtime if runtime and os.path.isdir(runtime) and os.stat(runtime).st_uid == os.getuid() \
+                else tempfile.gettempdir()
+            private = Path(tempfile.mkdtemp(prefix="pixelmill-", dir=base))  # 0700, unpredictable name
+            record.write_text(f"{private}\n")
+            return private / "redis.sock"
 
     @property
     def url(self) -> str:
@@ -49,6 +102,8 @@ class EmbeddedRedis:
         return redis.Redis(unix_socket_path=str(self.socket), socket_connect_timeout=2, socket_timeout=5)
 
     def is_running(self) -> bool:
+        check_private(self.socket.parent, directory=True)
+        check_private(self.socket, directory=False)
         if not self.socket.exists():
             return False
         try:
@@ -58,7 +113,7 @@ class EmbeddedRedis:
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        _private_dir(self.dir)
         with open(self.dir / "start.lock", "w") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             yield

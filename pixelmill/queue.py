@@ -121,7 +121,9 @@ def make_celery(settings: Settings, *, main: str = "pixelmill") -> Celery:
         worker_prefetch_multiplier=1,
         worker_concurrency=1,
         worker_pool="prefork",
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # A broker outage must not kill the batch in hand (that cost each of its items an attempt): it runs on
+        # and records; the redelivered message later finds its items finished or held, and is skipped.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         task_soft_time_limit=settings.task_soft_time_limit,
         task_time_limit=settings.task_time_limit,
         task_default_queue=queue_for(resolve_model(settings.default_model)),

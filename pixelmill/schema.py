@@ -135,6 +135,10 @@ class Item(Base):
     queued_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # Infrastructure failures back off (pixelmill/faults.py): not published again before `not_before`; the
+    # first such failure of the current streak is `infra_since` (its attempts are given back until the budget).
+    not_before: Mapped[datetime | None]
+    infra_since: Mapped[datetime | None]
 
     job: Mapped[Job] = relationship(back_populates="items")
     image: Mapped[Image | None] = relationship(back_populates="item", passive_deletes=True)

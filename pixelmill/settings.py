@@ -10,9 +10,10 @@ import functools
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pixelmill.faults import check_url, mask
 from pixelmill.params import EngineName, ImageFormatName
 
 ENV_PREFIX = "PIXELMILL_"
@@ -147,6 +148,21 @@ class Settings(BaseSettings):
     drift_rate_rise: float = Field(0.05, ge=0, le=1)
     drift_runs: int = Field(7, ge=1, le=100)
 
+    # Hardening (pixelmill/faults.py): an infrastructure failure (storage, database or broker unreachable or
+    # timing out) gives its attempt back and is retried after an exponential, jittered delay (the item's
+    # `not_before`, honoured by the reconciler) until the item has been failing that way for
+    # INFRA_RETRY_BUDGET seconds; after that such failures count like any other. Temp files of interrupted
+    # local stores older than TEMP_GRACE seconds are removed at worker start and by the reconciler.
+    infra_retry_budget: float = Field(3600.0, ge=0)
+    infra_retry_base: float = Field(2.0, gt=0)  # first delay; each later one is about the outage so far
+    infra_retry_max_delay: float = Field(300.0, gt=0)
+    temp_grace: float = Field(3600.0, ge=0)
+
+    @field_validator("database_url", "broker_url", "storage_url")
+    @classmethod
+    def _url_shape(cls, value: str | None, info: object) -> str | None:
+        return None if value is None or value == "" else check_url(getattr(info, "field_name", ""), value)
+
     @model_validator(mode="after")
     def _limits_fit_the_lease(self) -> Settings:
         if self.task_soft_time_limit >= self.task_time_limit:
@@ -226,7 +242,9 @@ def load_settings(**overrides: object) -> Settings:
         lines = []
         for err in exc.errors():
             name = ENV_PREFIX + "_".join(str(p) for p in err["loc"]).upper() if err["loc"] else "settings"
-            lines.append(f"{name}: {err['msg']}" + (f" (got {err['input']!r})" if err["loc"] else ""))
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            got = f" (got {mask(repr(err['input']))})" if err["loc"] and name not in msg else ""
+            lines.append(msg if msg.startswith(name) else f"{name}: {msg}{got}")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
 
 

@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlparse
 if TYPE_CHECKING:
     from pixelmill.settings import Settings
 
+TEMP_PREFIX = ".tmp-"  # LocalStorage's temp files, swept by the reconciler when a store was interrupted
 _CONFLICT_RETRIES = 5  # 409 answers to a conditional PUT while a concurrent upload of the key finishes
 
 
@@ -56,7 +57,7 @@ class LocalStorage:
     def create(self, key: str, data: bytes, content_type: str) -> bool:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -75,6 +76,23 @@ class LocalStorage:
             os.close(dir_fd)
         return True
 
+    def sweep_temp(self, grace: float) -> int:
+        """Remove temp files of stores that were interrupted (a SIGKILL between mkstemp and unlink), older
+        than `grace` seconds so a store in progress keeps its file; returns how many were removed."""
+        cutoff, removed = time.time() - grace, 0
+        for folder, _dirs, files in os.walk(self.root):
+            for name in files:
+                if not name.startswith(TEMP_PREFIX):
+                    continue
+                path = os.path.join(folder, name)
+                try:
+                    if os.lstat(path).st_mtime < cutoff:
+                        os.unlink(path)
+                        removed += 1
+                except FileNotFoundError:
+                    pass
+        return removed
+
     def get(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 
@@ -84,7 +102,7 @@ class LocalStorage:
     def keys(self, prefix: str = "") -> Iterator[str]:
         for path in sorted(self.root.rglob("*")):
             key = path.relative_to(self.root).as_posix()
-            if path.is_file() and key.startswith(prefix):
+            if path.is_file() and key.startswith(prefix) and not path.name.startswith(TEMP_PREFIX):
                 yield key
 
     def locate(self, key: str, expires: int) -> str:

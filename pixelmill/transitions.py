@@ -31,7 +31,7 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from pixelmill import events
+from pixelmill import events, faults
 from pixelmill.checks import Safety
 from pixelmill.ledger import insert_ignore
 from pixelmill.params import GenerationParams
@@ -222,8 +222,8 @@ def claim(session: Session, job_id: int, item_ids: Sequence[int], *, node: str, 
     ).all()
     claimed = []
     for item in rows:
-        if item.id in busy:
-            continue
+        if item.id in busy or (item.not_before is not None and item.not_before > now):
+            continue  # still storing it here, or backing off after an infrastructure failure
         held = item.state == State.running and item.lease_expires is not None and item.lease_expires > now
         if held and not reclaimable(item.worker, node):
             continue
@@ -269,7 +269,7 @@ def finish(session: Session, item_id: int, outcome: Finish) -> None:
     ended = session.execute(
         update(Item)
         .where(Item.id == item_id, Item.state.not_in([State.succeeded, State.blocked, State.cancelled]))
-        .values(**state, finished_at=now, lease_expires=None, error=None)
+        .values(**state, finished_at=now, lease_expires=None, error=None, not_before=None, infra_since=None)
         .returning(Item.job_id, Item.item_key, Item.variant)
     ).first()
     if ended is not None:
@@ -277,7 +277,8 @@ def finish(session: Session, item_id: int, outcome: Finish) -> None:
                           state=State.blocked if outcome.blocked else State.succeeded, reason=outcome.blocked)
 
 
-def fail(session: Session, item_id: int, error: str, *, node: str, max_attempts: int, final: bool = False) -> bool:
+def fail(session: Session, item_id: int, error: str, *, node: str, max_attempts: int, final: bool = False,
+         infra: bool = False) -> bool:
     """running → queued (attempts left; True: publish it again) or → failed (attempts used up, or `final`: no
     attempt could succeed). An item another process has claimed since (after our lease ran out) is theirs to
     finish: nothing changes."""
@@ -287,12 +288,36 @@ def fail(session: Session, item_id: int, error: str, *, node: str, max_attempts:
     now = utcnow()
     item.error = error[-4000:]
     item.lease_expires = None
+    item.not_before = None
+    if not infra:  # an item failure ends an outage streak; an infrastructure one past its budget does not
+        item.infra_since = None
     if final or item.attempts >= max_attempts:
         item.state, item.finished_at = State.failed, now
         events.item_ended(session, item_id=item.id, job_id=item.job_id, key=item.item_key, variant=item.variant,
                           state=State.failed, error=item.error)
         return False
     item.state, item.queued_at = State.queued, now
+    return True
+
+
+def back_off(session: Session, item_id: int, error: str, *, node: str, budget: float, base: float,
+             cap: float) -> bool:
+    """running → queued with its attempt given back and `not_before` set (exponential, jittered): an
+    infrastructure failure (storage, database, broker) says nothing about the item. The reconciler publishes
+    it once `not_before` has passed. False (nothing changed: use `fail`) when the item is not ours, or has
+    been failing this way for longer than `budget` seconds."""
+    item = session.get(Item, item_id)
+    if item is None or item.state != State.running or item.worker != holder_name(node):
+        return False
+    now = utcnow()
+    if (now - (item.infra_since or now)).total_seconds() >= budget:
+        return False  # a budget of 0 never backs off
+    item.infra_since = item.infra_since or now
+    item.not_before = now + faults.backoff(item.infra_since, now, base=base, cap=cap)
+    item.attempts = max(0, item.attempts - 1)
+    item.error = f"infrastructure failure, retrying after {item.not_before.isoformat(timespec='seconds')}: " \
+                 + error[-3800:]
+    item.state, item.queued_at, item.lease_expires = State.queued, now, None
     return True
 
 
@@ -320,8 +345,10 @@ def requeue_lost(session: Session, *, max_attempts: int, requeue_after: int, que
       gone), or older than `queued_timeout` s whatever the queue holds."""
     now = utcnow()
     recent = now - timedelta(seconds=requeue_after)
-    stale_queued = or_(Item.queued_at < now - timedelta(seconds=queued_timeout),
-                       and_(Item.queued_at < recent, Job.model.in_(list(empty_models))))
+    waiting = and_(Item.not_before.is_not(None), Item.not_before > now)  # backing off: not yet
+    stale_queued = or_(and_(Item.not_before.is_not(None), Item.not_before <= now),
+                       and_(~waiting, or_(Item.queued_at < now - timedelta(seconds=queued_timeout),
+                                          and_(Item.queued_at < recent, Job.model.in_(list(empty_models))))))
     recovery = Recovery()
     candidates = session.execute(
         select(Item, Job.model).join(Job).where(or_(
@@ -341,7 +368,7 @@ def requeue_lost(session: Session, *, max_attempts: int, requeue_after: int, que
                 recovery.failed += 1
                 continue
             item.error = f"worker lost on attempt {item.attempts} (holder {item.worker}); re-queued"
-        item.state, item.queued_at, item.lease_expires = State.queued, now, None
+        item.state, item.queued_at, item.lease_expires, item.not_before = State.queued, now, None, None
         recovery.outstanding.setdefault(model, []).append(
             QueuedItem(item=item.id, job=item.job_id, params=GenerationParams.from_json(item.params)))
     return recovery

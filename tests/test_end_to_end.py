@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from conftest import COMBOS, Env, finished, write_catalogue
 from pixelmill.ledger import Ledger
-from pixelmill.queue import TASK_GENERATE, Chunk, make_celery, publish, queue_depth
+from pixelmill.queue import Chunk, make_celery, publish, queue_depth
 from pixelmill.schema import Image, Item, State
 
 pytestmark = pytest.mark.e2e
@@ -212,13 +212,10 @@ def test_producer_does_not_import_the_gpu_stack() -> None:
 
 
 def test_batch_over_the_soft_time_limit_is_retried_then_failed(env: Env, tmp_path: Path) -> None:
-    """Celery's soft time limit interrupts a real prefork child mid-batch; attempts bound the retries."""
-    env.start_worker(PIXELMILL_MAX_ATTEMPTS="2")
-    warm_up = env.submit(write_catalogue(tmp_path / "warm.csv", 1))["job"]
-    env.wait_for(warm_up, finished)  # the model is loaded now; only generation is left to time out
-    app = make_celery(env.settings())
-    replies = app.control.time_limit(TASK_GENERATE, soft=1, hard=25, reply=True, timeout=5)
-    assert replies and all(r[node].get("ok") for r in replies for node in r), replies
+    """Celery's soft time limit interrupts a real prefork child mid-batch; attempts bound the retries.
+    (The limit is set by settings: workers refuse the `time_limit` control command, see worker/hardening.py.
+    The child loads its model and checks before taking tasks, so only generation counts against it.)"""
+    env.start_worker(PIXELMILL_MAX_ATTEMPTS="2", PIXELMILL_TASK_SOFT_TIME_LIMIT="1", PIXELMILL_TASK_TIME_LIMIT="25")
 
     catalogue = write_catalogue(tmp_path / "catalogue.csv", 2, start=100)
     job = env.submit(catalogue, "--steps", "200", "--size", "128x128")["job"]  # ≫ 1 s on any CPU

@@ -410,3 +410,35 @@ def test_retry_resets_failed_and_chosen_blocked_items_keeping_their_seeds(ledger
     with pytest.raises(TransitionError, match="blocked_by"):
         with ledger.session() as session:
             transitions.retry(session, job, blocked_by="everything")
+
+
+def test_infrastructure_failures_give_their_attempt_back_until_the_budget(ledger: Ledger) -> None:
+    """back_off: running → queued, attempt given back, not_before ahead; the claim skips the item until then.
+    Past the budget (counted from the first failure of the streak) back_off refuses and `fail(infra=True)`
+    counts the attempt but keeps the streak; an item failure ends it; finishing clears both columns."""
+    ids = new_job(ledger, 1)
+    backoff = {"node": NODE, "budget": 600.0, "base": 2.0, "cap": 300.0}
+    for _ in range(5):  # more than max_attempts=3, none counted
+        assert claim(ledger, ids) == ids
+        with ledger.session() as session:
+            assert transitions.back_off(session, ids[0], "storage down", **backoff)
+        row = item(ledger, ids[0])
+        assert row.state == State.queued and row.attempts == 0 and row.not_before and row.not_before > utcnow()
+        assert claim(ledger, ids) == []  # backing off: a duplicate message claims nothing
+        with ledger.session() as session:
+            session.execute(update(Item).values(not_before=utcnow() - timedelta(seconds=1)))
+    with ledger.session() as session:  # the streak began 11 minutes ago: over the 10-minute budget
+        session.execute(update(Item).values(infra_since=utcnow() - timedelta(minutes=11)))
+    assert claim(ledger, ids) == ids
+    with ledger.session() as session:
+        assert not transitions.back_off(session, ids[0], "storage down", **backoff)
+        assert transitions.fail(session, ids[0], "storage down", node=NODE, max_attempts=3, infra=True)
+    row = item(ledger, ids[0])
+    assert row.attempts == 1 and row.infra_since is not None and row.not_before is None
+    assert claim(ledger, ids) == ids
+    with ledger.session() as session:
+        assert transitions.fail(session, ids[0], "generation raised", node=NODE, max_attempts=3)
+    assert item(ledger, ids[0]).infra_since is None and item(ledger, ids[0]).attempts == 2
+    assert claim(ledger, ids) == ids
+    with ledger.session() as session:
+        assert transitions.back_off(session, ids[0], "db locked", **{**backoff, "budget": 0.0}) is False

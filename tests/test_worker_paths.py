@@ -63,6 +63,7 @@ def items(ctx: Context, ids: list[int]) -> dict[int, Item]:
 
 
 def test_one_failing_item_does_not_fail_its_neighbours(env: Env, ctx: Context, tmp_path: Path) -> None:
+    ctx.settings = ctx.settings.model_copy(update={"infra_retry_budget": 0})  # storage errors count at once
     job, ids = submitted(env, tmp_path, 4)
     drain(ctx)
     # A regular file where SKU-002's directory must go: its write fails, the others' do not.
@@ -90,8 +91,59 @@ def test_one_failing_item_does_not_fail_its_neighbours(env: Env, ctx: Context, t
         assert len(session.scalars(select(Image).join(Item).where(Item.job_id == job)).all()) == 3
 
 
+def test_a_storage_failure_backs_off_without_using_an_attempt(env: Env, ctx: Context, tmp_path: Path) -> None:
+    """Infrastructure failures (here: a file where the item's directory must go, errno ENOTDIR/EEXIST) give
+    their attempt back and wait for `not_before`; the reconciler publishes them once it has passed."""
+    from datetime import timedelta
+
+    from pixelmill.schema import utcnow
+    from worker.reconciler import reconcile
+
+    job, ids = submitted(env, tmp_path, 1)
+    drain(ctx)
+    blocker = env.data_dir / "images" / "jobs" / str(job) / "SKU-000"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("in the way")
+    for _ in range(4):  # more failures than max_attempts=2: none counts
+        outcome = run(ctx, Chunk(job, (ids[0],)))
+        assert outcome.retried == [ids[0]] and not outcome.failed
+        row = items(ctx, ids)[ids[0]]
+        assert row.state == State.queued and row.attempts == 0 and row.not_before is not None
+        assert "infrastructure failure" in (row.error or "") and row.infra_since is not None
+        assert depth(ctx) == 0  # not re-published at once: it backs off
+        assert run(ctx, Chunk(job, (ids[0],))).skipped == 1  # a duplicate message before not_before: skipped
+        assert reconcile(ctx.ledger, ctx.app, ctx.settings).requeued == 0  # not yet
+        with ctx.ledger.session() as session:
+            session.get(Item, ids[0]).not_before = utcnow() - timedelta(seconds=1)  # type: ignore[union-attr]
+        assert reconcile(ctx.ledger, ctx.app, ctx.settings).requeued == 1
+        drain(ctx)
+    blocker.unlink()
+    assert run(ctx, Chunk(job, (ids[0],))).succeeded == [ids[0]]
+    row = items(ctx, ids)[ids[0]]
+    assert row.attempts == 1 and row.infra_since is None and row.not_before is None
+
+
+def test_a_chunk_for_another_model_is_refused(env: Env, ctx: Context, tmp_path: Path) -> None:
+    """A worker serves only its own model: a chunk of a job for another model (on its queue by mistake or
+    malice) is never loaded; the error names both models and the items go back to their own model's queue."""
+    job, ids = submitted(env, tmp_path, 2)
+    drain(ctx)
+    other = str(tmp_path / "someone-elses-model")
+    with ctx.ledger.session() as session:
+        session.execute(update(Job).where(Job.id == job).values(model=other))
+    outcome = run(ctx, Chunk(job, tuple(ids)))
+    assert sorted(outcome.retried) == sorted(ids)
+    rows = items(ctx, ids)
+    for row in rows.values():
+        assert "serves model" in (row.error or "") and other in (row.error or "") and str(env.model) in row.error
+    from pixelmill.queue import queue_depth, queue_for
+
+    assert queue_depth(ctx.app, queue_for(other)) == 1 and depth(ctx) == 0
+
+
 def test_a_model_that_will_not_load_uses_up_attempts(env: Env, ctx: Context, tmp_path: Path) -> None:
     job, ids = submitted(env, tmp_path, 2)
+    ctx.settings = ctx.settings.model_copy(update={"model": str(tmp_path / "no-such-model")})
     with ctx.ledger.session() as session:
         session.execute(update(Job).where(Job.id == job).values(model=str(tmp_path / "no-such-model")))
     for _ in range(2):

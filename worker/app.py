@@ -25,6 +25,7 @@ from pixelmill.queue import TASK_GENERATE, Chunk, make_celery, queue_for
 from pixelmill.schema import Worker, utcnow
 from pixelmill.settings import get_settings
 from pixelmill.storage import open_storage
+from worker import hardening
 from worker.chunk import Context, read_job, run_chunk
 from worker.engine import load_engine
 from worker.reconciler import reconcile
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 settings = get_settings()
 app = make_celery(settings, main="pixelmill.worker")
+hardening.limit_remote_control()  # only ping and read-only inspection over the broker (see ALLOWED_CONTROL)
 
 _context: Context | None = None
 _parent_ledger: Ledger | None = None
@@ -167,13 +169,15 @@ def _before_exit(**_: Any) -> None:
 
 class Reconciler(bootsteps.StartStopStep):
     """Runs the reconciler at start (recovering what a previous run of this node held) and then every
-    PIXELMILL_RECONCILE_INTERVAL seconds."""
+    PIXELMILL_RECONCILE_INTERVAL seconds, on its own thread (worker/hardening.py: a locked ledger must not
+    stall the timer that fires the time limits). Each pass first restarts a dead embedded broker and sweeps
+    temp files of interrupted stores."""
 
     requires = {"celery.worker.components:Timer", "celery.worker.components:Pool"}
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
-        self.tref: Any = None
+        self.thread: hardening.ReconcilerThread | None = None
 
     def start(self, worker: Any) -> None:
         global _parent_ledger
@@ -183,23 +187,23 @@ class Reconciler(bootsteps.StartStopStep):
             heartbeat(_parent_ledger, self.node, state="loading", only_before=_booted)
         except Exception:
             log.exception("recording the worker's state failed", extra={"node": self.node})
-        self.tick()
-        self.tref = worker.timer.call_repeatedly(settings.reconcile_interval, self.tick, priority=10)
+        self.sweep = hardening.Sweeper(settings)
+        self.thread = hardening.ReconcilerThread(self.tick, settings.reconcile_interval)
+        self.thread.start()
 
     def stop(self, worker: Any) -> None:
-        if self.tref is not None:
-            self.tref.cancel()
+        if self.thread is not None:
+            self.thread.stop()
 
     def tick(self) -> None:
         assert _parent_ledger is not None
-        try:
-            heartbeat(_parent_ledger, self.node)
-        except Exception:
-            log.exception("heartbeat failed; will try again", extra={"node": self.node})
-        try:
-            reconcile(_parent_ledger, app, settings, node=self.node)
-        except Exception:
-            log.exception("reconcile failed; will try again", extra={"node": self.node})
+        ledger = _parent_ledger
+        for step in (lambda: hardening.heal_broker(settings), self.sweep, lambda: heartbeat(ledger, self.node),
+                     lambda: reconcile(ledger, app, settings, node=self.node)):
+            try:
+                step()
+            except Exception:
+                log.exception("reconcile failed; will try again", extra={"node": self.node})
 
 
 app.steps["worker"].add(Reconciler)

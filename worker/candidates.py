@@ -81,6 +81,7 @@ class Failure:
 
     error: str
     final: bool = False
+    infra: bool = False  # storage/database/broker trouble: backs off without using up an attempt
 
 
 @dataclass(frozen=True)

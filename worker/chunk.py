@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 
-from pixelmill import promptfilter, transitions
+from pixelmill import faults, promptfilter, transitions
 from pixelmill.checks import Checks, Policy, PolicyError
 from pixelmill.ledger import Ledger
 from pixelmill.promptfilter import PromptFilter
@@ -34,6 +34,7 @@ from pixelmill.schema import Job
 from pixelmill.settings import Settings
 from pixelmill.storage import Storage
 from pixelmill.transitions import ClaimedItem, Finish
+from worker import hardening
 from worker.candidates import Candidates, Failure, JobSpec, Judge, make_candidates
 from worker.engine import Engine, load_engine
 from worker.store import store_item
@@ -111,10 +112,9 @@ def run_chunk(ctx: Context, chunk: Chunk, job: JobSpec | None = None) -> Future[
         stores = {item_id: ctx.uploads.store(store_item, ctx.storage, ctx.settings, job, candidates)  # 5
                   for item_id, candidates in made.items() if isinstance(candidates, Candidates)}
         if stores and time.monotonic() - claimed_at > ctx.settings.lease_seconds / 4:
-            # Storing gets at least three quarters of a lease, whatever generation took; a quick batch spares
-            # the ledger a write.
-            with ctx.ledger.session() as session:
-                transitions.renew_lease(session, list(stores), node=ctx.node, lease_seconds=ctx.settings.lease_seconds)
+            # Storing gets at least three quarters of a lease, whatever generation took (a quick batch spares the
+            # ledger a write; a locked ledger keeps the claim's lease).
+            hardening.renew_lease(ctx.ledger, list(stores), node=ctx.node, lease_seconds=ctx.settings.lease_seconds)
         failures = {item_id: f for item_id, f in made.items() if isinstance(f, Failure)}
         recording = Recording(ctx, job, items, failures, skipped=len(chunk.items) - len(claimed),  # 6
                               blocked=[i.id for i in claimed if i not in items])
@@ -141,6 +141,8 @@ def load_models(ctx: Context, job: JobSpec) -> Models | Failure:
     kept); a failure to load is recorded against every claimed item."""
     if job.refused is not None:
         return Failure(job.refused, final=True)
+    if (refused := hardening.foreign_model(ctx.settings, job.model)) is not None:
+        return Failure(refused)  # re-published on the job's own model's queue (attempts bound it)
     engine: Engine | None = None
     try:
         engine = load_engine(job.model, ctx.settings)
@@ -199,7 +201,28 @@ class Recording:
                 finished[item_id] = future.result()
             except Exception as exc:
                 errors[item_id] = Failure("storing the image failed:\n" + "".join(
-                    traceback.format_exception(exc, limit=5)))
+                    traceback.format_exception(exc, limit=5)), infra=faults.is_infra(exc))
+        # A locked or briefly unreachable ledger: the whole transaction is tried again within the lease.
+        outcome, retry = hardening.within_lease(lambda: self._record(finished, errors), settings)
+        if retry:  # were it lost here (broker down), the reconciler would publish them again
+            try:
+                publish_items(ctx.app, retry, self.job.model, settings.batch_size, settings.items_per_message)
+            except Exception as exc:
+                if not faults.is_infra(exc):
+                    raise
+                log.warning("re-publishing failed items failed; the reconciler will", extra={"error": str(exc)})
+        for item_id in outcome.retried + outcome.failed:
+            log.warning("item failed", extra={"job": self.job.id, "item": item_id,
+                                              "retry": item_id in outcome.retried,
+                                              "error": errors[item_id].error.strip().splitlines()[-1][:300]})
+        log.info("chunk finished", extra={"job": self.job.id, "succeeded": len(outcome.succeeded),
+                                          "blocked": len(outcome.blocked), "retried": len(outcome.retried),
+                                          "failed": len(outcome.failed), "skipped": outcome.skipped})
+        return outcome
+
+    def _record(self, finished: Mapping[int, Finish],
+                errors: Mapping[int, Failure]) -> tuple[ChunkOutcome, list[QueuedItem]]:
+        ctx, settings = self.ctx, self.ctx.settings
         outcome = ChunkOutcome(skipped=self.skipped, blocked=list(self.blocked))
         retry: list[QueuedItem] = []
         with ctx.ledger.session() as session:
@@ -210,22 +233,17 @@ class Recording:
                 if item.id not in errors:
                     continue
                 failure = errors[item.id]
-                if transitions.fail(session, item.id, failure.error, node=ctx.node,
-                                     max_attempts=settings.max_attempts, final=failure.final):
+                if failure.infra and transitions.back_off(
+                        session, item.id, failure.error, node=ctx.node, budget=settings.infra_retry_budget,
+                        base=settings.infra_retry_base, cap=settings.infra_retry_max_delay):
+                    outcome.retried.append(item.id)  # published by the reconciler once its delay is over
+                elif transitions.fail(session, item.id, failure.error, node=ctx.node, infra=failure.infra,
+                                      max_attempts=settings.max_attempts, final=failure.final):
                     retry.append(QueuedItem(item=item.id, job=item.job, params=item.params))
                     outcome.retried.append(item.id)
                 else:
                     outcome.failed.append(item.id)
-        if retry:  # were it lost here, the reconciler would publish them again
-            publish_items(ctx.app, retry, self.job.model, settings.batch_size, settings.items_per_message)
-        for item_id in outcome.retried + outcome.failed:
-            log.warning("item failed", extra={"job": self.job.id, "item": item_id,
-                                              "retry": item_id in outcome.retried,
-                                              "error": errors[item_id].error.strip().splitlines()[-1][:300]})
-        log.info("chunk finished", extra={"job": self.job.id, "succeeded": len(outcome.succeeded),
-                                          "blocked": len(outcome.blocked), "retried": len(outcome.retried),
-                                          "failed": len(outcome.failed), "skipped": outcome.skipped})
-        return outcome
+        return outcome, retry
 
 
 def _completed(outcome: ChunkOutcome) -> Future[ChunkOutcome]:

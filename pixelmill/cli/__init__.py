@@ -17,13 +17,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from pixelmill import logs
+from pixelmill.cli import errors
 from pixelmill.settings import SettingsError, get_settings
 
 if TYPE_CHECKING:
     from pixelmill.ledger import Ledger
 
 app = typer.Typer(help="Batch image generation: submit catalogues, run GPU workers, track jobs.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+                  cls=errors.GuardedGroup, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 db_app = typer.Typer(help="Ledger database.", no_args_is_help=True)
 model_app = typer.Typer(help="Models.", no_args_is_help=True)
 broker_app = typer.Typer(help="The embedded Redis broker (used when PIXELMILL_BROKER_URL is unset).",
@@ -86,6 +87,7 @@ def _read_ledger() -> Ledger:
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False) -> None:
     logs.configure(logging.INFO if verbose else logging.WARNING)
+    errors.VERBOSE = verbose
 
 
 @app.command()
@@ -130,6 +132,8 @@ def submit(
     from producer.submit import SubmitRequest, preview_request, submit_request
 
     settings = get_settings()
+    if name is not None and not 0 < len(name.strip()) <= errors.NAME_MAX:
+        fail(f"--name must be 1 to {errors.NAME_MAX} characters, got {len(name)}; nothing was submitted")
     try:
         check_seed(seed)
     except ValueError as exc:
@@ -222,6 +226,9 @@ def status(
     """Counts per state, images/s and ETA for one job."""
     from producer.status import UnknownJob, job_status
 
+    if not interval > 0:
+        raise typer.BadParameter(f"must be greater than 0, got {interval:g}", param_hint="'--interval'")
+
     ledger = _read_ledger()
     try:
         with ledger.session(readonly=True) as session:
@@ -302,7 +309,7 @@ def _status_detail(s: Any) -> Table:
 
 @app.command()
 def jobs(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
-         limit: Annotated[int, typer.Option(help="Most recent N jobs.")] = 50) -> None:
+         limit: Annotated[int, typer.Option(help="Most recent N jobs.", min=1)] = 50) -> None:
     """List jobs, newest first."""
     from producer.status import list_jobs
 
@@ -396,14 +403,16 @@ def worker(
 @app.command()
 def ping(node: Annotated[Optional[str], typer.Option(help="Worker node name (%h: this host's name); "
                                                      "default: any worker.")] = None,
-         timeout: Annotated[float, typer.Option(help="Seconds to wait for replies.")] = 5.0) -> None:
+         timeout: Annotated[float, typer.Option(help="Seconds to wait for replies.", min=0.1)] = 5.0) -> None:
     """Ask workers to answer through the broker; exits 1 if none does (a container health check)."""
     from celery.utils.nodenames import host_format
 
     from pixelmill.queue import make_celery
 
     destination = [host_format(node)] if node else None
-    replies = make_celery(get_settings()).control.ping(destination=destination, timeout=timeout)
+    celery_app = make_celery(get_settings())
+    errors.check_broker(celery_app)  # an unreachable broker: exit 2 naming it, not minutes of retries
+    replies = celery_app.control.ping(destination=destination, timeout=timeout)
     if not replies:
         fail(f"no answer from {destination[0] if destination else 'any worker'} within {timeout:g} s", 1)
     for reply in replies:
@@ -479,9 +488,10 @@ def review(
 @app.command()
 def url(job: Annotated[int, typer.Argument(help="Job id.")],
         item: Annotated[str, typer.Argument(help="Item key (the catalogue's key column).")],
-        variant: Annotated[int, typer.Option(help="Variant number.")] = 0,
-        expires: Annotated[Optional[int], typer.Option(help="Seconds a presigned URL stays valid "
-                                                       "(default: PIXELMILL_S3_PRESIGN_EXPIRES).")] = None) -> None:
+        variant: Annotated[int, typer.Option(help="Variant number.", min=0)] = 0,
+        expires: Annotated[Optional[int], typer.Option(help="Seconds a presigned URL stays valid, 1 to 604800 "
+                                                       "(default: PIXELMILL_S3_PRESIGN_EXPIRES).",
+                                                       min=1, max=7 * 24 * 3600)] = None) -> None:
     """Print a URL for one stored image: presigned on S3, a file URI locally."""
     from sqlalchemy import select
 
@@ -506,7 +516,9 @@ def reconcile(as_json: Annotated[bool, typer.Option("--json", help="Print one JS
     from worker.reconciler import reconcile as run
 
     settings = get_settings()
-    report = run(_ledger(), make_celery(settings), settings)
+    celery_app = make_celery(settings)
+    errors.check_broker(celery_app)
+    report = run(_ledger(), celery_app, settings)
     if as_json:
         print(json.dumps(asdict(report)))
     else:
@@ -523,7 +535,18 @@ def demo(
 ) -> None:
     """From nothing: build the tiny model, start a worker, submit the sample catalogue, report, stop."""
     from pixelmill.cli.demo import run_demo
+    from pixelmill.params import parse_size
 
+    try:  # before anything starts: a bad option must not leave a worker or a broker behind
+        parse_size(size)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--size'") from None
+    if not 1 <= steps <= 200:
+        raise typer.BadParameter(f"must be a whole number from 1 to 200, got {steps}", param_hint="'--steps'")
+    if not timeout > 0:
+        raise typer.BadParameter(f"must be greater than 0, got {timeout:g}", param_hint="'--timeout'")
+    if catalogue is not None and not catalogue.is_file():
+        raise typer.BadParameter(f"{catalogue} is not a file", param_hint="'--catalogue'")
     code = run_demo(get_settings(), catalogue=catalogue, size=size, steps=steps, timeout=timeout, console=out,
                     progress=watch_job)
     raise typer.Exit(code)
@@ -532,8 +555,19 @@ def demo(
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Migrate the ledger database to the latest schema."""
-    from pixelmill.ledger import make_engine, upgrade
+    from alembic.script import ScriptDirectory
 
+    from pixelmill.ledger import alembic_config, make_engine, upgrade
+
+    scripts = ScriptDirectory.from_config(alembic_config())
+    if revision not in ("head", "heads"):
+        try:
+            found = scripts.get_revision(revision)
+        except Exception:
+            found = None
+        if found is None:
+            known = ", ".join(sorted(r.revision for r in scripts.walk_revisions()))
+            raise typer.BadParameter(f"no migration {revision!r}; known: {known} or head", param_hint="'REVISION'")
     engine = make_engine(get_settings())
     upgrade(engine, revision)
     out.print(f"ledger at {engine.url.render_as_string(hide_password=True)} upgraded to {revision}")
@@ -545,6 +579,8 @@ def model_tiny(directory: Annotated[Path, typer.Argument(help="Where to write th
     """Write a small random-weight Stable Diffusion pipeline (diffusers format) for demos and tests."""
     from worker.engine.tiny import build_tiny_pipeline
 
+    if directory.exists() and not directory.is_dir():
+        raise typer.BadParameter(f"{directory} exists and is not a directory", param_hint="'DIRECTORY'")
     path = build_tiny_pipeline(directory, seed=seed)
     out.print(f"tiny Stable Diffusion pipeline written to {path}")
 
@@ -555,6 +591,8 @@ def model_tiny_judges(directory: Annotated[Path, typer.Argument(help="Where to w
     """Write a tiny random safety checker, CLIP model and aesthetic head for demos and tests."""
     from worker.tiny_judges import build_tiny_judges
 
+    if directory.exists() and not directory.is_dir():
+        raise typer.BadParameter(f"{directory} exists and is not a directory", param_hint="'DIRECTORY'")
     for setting, path in build_tiny_judges(directory, seed=seed).items():
         out.print(f"PIXELMILL_{setting.upper()}={path}", highlight=False)
 
