@@ -27,6 +27,7 @@ from pixelmill.outbox import Dispatcher, WebhookUrlError, backoff, check_webhook
 from pixelmill.queue import make_celery, queue_depth
 from pixelmill.schema import Delivery, Event, Item, Job
 from pixelmill.transitions import Finish
+from pixelmill.api import Job as Job_
 from producer.frontdoor import INTAKE_QUEUE, intake, request_schema
 
 SECRET = "whsec_" + base64.b64encode(b"pixelmill-test-secret-0123456789").decode()
@@ -391,6 +392,53 @@ def test_python_api_problems_status_items_and_a_wait_that_times_out(env: Env) ->
         assert [i.key for i in job.items(state="queued")] == ["MUG-1", "MUG-2"] and job.items(state="failed") == []
         assert [e["type"] for e in job.events()] == ["job.accepted"]
         assert client.job(job.id).status().total == 2
+
+
+def test_python_api_cancel_retry_and_manifest(env: Env) -> None:
+    """No worker: items stay queued. Cancel settles the job (its job.finished event); items failed by hand are
+    retried (queued again, attempts from 0); manifests stream one row per item or catalogue entry."""
+    from sqlalchemy import update
+
+    from pixelmill.api import Client, ManifestError, UnknownJob
+    from pixelmill.schema import State
+
+    with Client(env.settings()) as client:
+        job = client.submit(rows=ROWS, key="sku", template="photo of {title}", size="64x64", steps=4,
+                            request_id="api-cancel", catalogue="api-shop")
+        rows = list(job.manifest())
+        assert [(r.key, r.state, r.change, r.job) for r in rows] == [("MUG-1", "queued", "", job.id),
+                                                                     ("MUG-2", "queued", "", job.id)]
+        assert [(r.key, r.change) for r in client.manifest(catalogue="api-shop")] == [("MUG-1", "new"),
+                                                                                      ("MUG-2", "new")]
+        with pytest.raises(ManifestError, match="no catalogue"):
+            next(client.manifest(catalogue="nosuch"))
+        result = job.cancel()
+        assert (result.queued, result.cancelled) == (2, 2)
+        status = job.status()
+        assert status.cancelled == 2 and status.finished
+        assert [e["type"] for e in job.events()] == ["job.accepted", "job.finished"]
+        finished = job.events()[-1]["data"]["counts"]
+        assert finished["cancelled"] == 2, finished
+        assert job.cancel().cancelled == 0 and len(job.events()) == 2  # exactly once
+        assert [r.change for r in client.manifest(catalogue="api-shop")] == ["cancelled", "cancelled"]
+
+        again = client.submit(rows=ROWS, key="sku", template="photo of {title}", size="64x64", steps=4,
+                              request_id="api-retry")
+        with client.ledger.session() as session:
+            session.execute(update(Item).where(Item.job_id == again.id)
+                            .values(state=State.failed, attempts=3, error="Traceback ...\nOSError: disk full"))
+        assert [r.error for r in again.manifest()] == ["OSError: disk full"] * 2
+        assert again.retry(blocked_by="image") == 2
+        assert [(i.state, i.attempts) for i in again.items()] == [("queued", 0)] * 2
+        assert again.retry() == 0
+        with pytest.raises(ValueError, match="nothing to retry"):
+            again.retry(failed=False)
+        for call in (lambda: client.job(999).cancel(), lambda: Job_(client, 999).cancel(),
+                     lambda: Job_(client, 999).retry()):
+            with pytest.raises(UnknownJob):
+                call()
+        with pytest.raises(ManifestError, match="no job 999"):
+            list(Job_(client, 999).manifest())
 
 
 def test_an_unexpected_intake_error_is_still_answered(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
