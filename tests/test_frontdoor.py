@@ -23,11 +23,11 @@ from standardwebhooks.webhooks import Webhook
 
 from conftest import Env
 from pixelmill import events, transitions
+from pixelmill.api import Job as Job_
 from pixelmill.outbox import Dispatcher, WebhookUrlError, backoff, check_webhook_url
 from pixelmill.queue import make_celery, queue_depth
 from pixelmill.schema import Delivery, Event, Item, Job
 from pixelmill.transitions import Finish
-from pixelmill.api import Job as Job_
 from producer.frontdoor import INTAKE_QUEUE, intake, request_schema
 
 SECRET = "whsec_" + base64.b64encode(b"pixelmill-test-secret-0123456789").decode()
