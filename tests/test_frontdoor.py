@@ -441,6 +441,29 @@ def test_python_api_cancel_retry_and_manifest(env: Env) -> None:
             list(Job_(client, 999).manifest())
 
 
+def test_the_http_manifest_streams_in_chunks_and_stops_when_the_client_goes(env: Env,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """`manifest_chunks` hands the writer's output over in bounded chunks; closing the response (a client that
+    went away) ends the writer's thread and its session."""
+    from pixelmill.api import Client
+    from pixelmill.api import http as api_http
+
+    monkeypatch.setattr(api_http, "_CHUNK", 512)
+    rows = [{"sku": f"S-{n:04d}", "title": "mug", "color": "red"} for n in range(400)]
+    with Client(env.settings()) as client:
+        job = client.submit(rows=rows, key="sku", template="photo of {title}", size="64x64", request_id="stream")
+        whole = b"".join(api_http.manifest_chunks(client.ledger, job.id, "jsonl"))
+        assert [json.loads(line)["key"] for line in whole.splitlines()] == [r["sku"] for r in rows]
+        chunks = api_http.manifest_chunks(client.ledger, job.id, "csv")
+        first = next(chunks)
+        assert first.startswith(b"key,variant,change,state,") and len(first) < 4096
+        chunks.close()
+        deadline = time.monotonic() + 10
+        while any(t.name == f"manifest-{job.id}" for t in threading.enumerate()):
+            assert time.monotonic() < deadline, "the manifest writer did not stop"
+            time.sleep(0.05)
+
+
 def test_an_unexpected_intake_error_is_still_answered(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """A bug in the intake (not the request) ends in a job.rejected naming it, never in silence."""
     from producer import frontdoor
