@@ -90,7 +90,7 @@ def test_same_request_id_three_times_is_one_job_and_its_events_again(env: Env) -
     ({"source": "/nowhere.csv"}, "request: give exactly one of 'rows'"),
     ({"webhook": "http://example.com/hook"},
      "request: field 'webhook': webhook 'http://example.com/hook' is plain http"),
-    ({"model": "no-such-model"}, "request: model 'no-such-model' is neither a local directory nor a hub id"),
+    ({"model": "no-such-model"}, "request: model 'no-such-model' does not exist: neither a local directory"),
 ])
 def test_a_bad_request_is_rejected_with_problems_and_writes_nothing(env: Env, bad: dict[str, Any],
                                                                      problem: str) -> None:
@@ -365,10 +365,10 @@ def test_a_model_no_worker_could_load_is_refused_by_every_door(env: Env) -> None
     catalogue = write_catalogue(env.data_dir / "c.csv", 2)
     proc = env.cli("submit", str(catalogue), "--key", "sku", "--template", "photo of {title}", "--model", "nosuch",
                    check=False)
-    assert proc.returncode == 2 and "model 'nosuch' is neither a local directory nor a hub id" in proc.stderr
+    assert proc.returncode == 2 and "model 'nosuch' does not exist: neither a local directory" in proc.stderr
     with Client(env.settings()) as client, pytest.raises(SubmitError) as refused:
         client.submit(rows=ROWS, key="sku", template="photo of {title}", model="nosuch")
-    assert refused.value.problems[0].startswith("request: model 'nosuch' is neither a local directory nor a hub id")
+    assert refused.value.problems[0].startswith("request: model 'nosuch' does not exist: neither a local directory")
     result = intake(env.settings(), env.ledger(), {**request("r-model"), "model": "nosuch"})
     assert result.problems == refused.value.problems
     assert counts(env) == (0, 0)
