@@ -23,6 +23,7 @@ from standardwebhooks.webhooks import Webhook
 
 from conftest import Env
 from pixelmill import events, transitions
+from pixelmill.api import Job as Job_
 from pixelmill.outbox import Dispatcher, WebhookUrlError, backoff, check_webhook_url
 from pixelmill.queue import make_celery, queue_depth
 from pixelmill.schema import Delivery, Event, Item, Job
@@ -89,7 +90,7 @@ def test_same_request_id_three_times_is_one_job_and_its_events_again(env: Env) -
     ({"source": "/nowhere.csv"}, "request: give exactly one of 'rows'"),
     ({"webhook": "http://example.com/hook"},
      "request: field 'webhook': webhook 'http://example.com/hook' is plain http"),
-    ({"model": "no-such-model"}, "request: model 'no-such-model' is neither a local directory nor a hub id"),
+    ({"model": "no-such-model"}, "request: model 'no-such-model' does not exist: neither a local directory"),
 ])
 def test_a_bad_request_is_rejected_with_problems_and_writes_nothing(env: Env, bad: dict[str, Any],
                                                                      problem: str) -> None:
@@ -364,10 +365,10 @@ def test_a_model_no_worker_could_load_is_refused_by_every_door(env: Env) -> None
     catalogue = write_catalogue(env.data_dir / "c.csv", 2)
     proc = env.cli("submit", str(catalogue), "--key", "sku", "--template", "photo of {title}", "--model", "nosuch",
                    check=False)
-    assert proc.returncode == 2 and "model 'nosuch' is neither a local directory nor a hub id" in proc.stderr
+    assert proc.returncode == 2 and "model 'nosuch' does not exist: neither a local directory" in proc.stderr
     with Client(env.settings()) as client, pytest.raises(SubmitError) as refused:
         client.submit(rows=ROWS, key="sku", template="photo of {title}", model="nosuch")
-    assert refused.value.problems[0].startswith("request: model 'nosuch' is neither a local directory nor a hub id")
+    assert refused.value.problems[0].startswith("request: model 'nosuch' does not exist: neither a local directory")
     result = intake(env.settings(), env.ledger(), {**request("r-model"), "model": "nosuch"})
     assert result.problems == refused.value.problems
     assert counts(env) == (0, 0)
@@ -391,6 +392,76 @@ def test_python_api_problems_status_items_and_a_wait_that_times_out(env: Env) ->
         assert [i.key for i in job.items(state="queued")] == ["MUG-1", "MUG-2"] and job.items(state="failed") == []
         assert [e["type"] for e in job.events()] == ["job.accepted"]
         assert client.job(job.id).status().total == 2
+
+
+def test_python_api_cancel_retry_and_manifest(env: Env) -> None:
+    """No worker: items stay queued. Cancel settles the job (its job.finished event); items failed by hand are
+    retried (queued again, attempts from 0); manifests stream one row per item or catalogue entry."""
+    from sqlalchemy import update
+
+    from pixelmill.api import Client, ManifestError, UnknownJob
+    from pixelmill.schema import State
+
+    with Client(env.settings()) as client:
+        job = client.submit(rows=ROWS, key="sku", template="photo of {title}", size="64x64", steps=4,
+                            request_id="api-cancel", catalogue="api-shop")
+        rows = list(job.manifest())
+        assert [(r.key, r.state, r.change, r.job) for r in rows] == [("MUG-1", "queued", "", job.id),
+                                                                     ("MUG-2", "queued", "", job.id)]
+        assert [(r.key, r.change) for r in client.manifest(catalogue="api-shop")] == [("MUG-1", "new"),
+                                                                                      ("MUG-2", "new")]
+        with pytest.raises(ManifestError, match="no catalogue"):
+            next(client.manifest(catalogue="nosuch"))
+        result = job.cancel()
+        assert (result.queued, result.cancelled) == (2, 2)
+        status = job.status()
+        assert status.cancelled == 2 and status.finished
+        assert [e["type"] for e in job.events()] == ["job.accepted", "job.finished"]
+        finished = job.events()[-1]["data"]["counts"]
+        assert finished["cancelled"] == 2, finished
+        assert job.cancel().cancelled == 0 and len(job.events()) == 2  # exactly once
+        assert [r.change for r in client.manifest(catalogue="api-shop")] == ["cancelled", "cancelled"]
+
+        again = client.submit(rows=ROWS, key="sku", template="photo of {title}", size="64x64", steps=4,
+                              request_id="api-retry")
+        with client.ledger.session() as session:
+            session.execute(update(Item).where(Item.job_id == again.id)
+                            .values(state=State.failed, attempts=3, error="Traceback ...\nOSError: disk full"))
+        assert [r.error for r in again.manifest()] == ["OSError: disk full"] * 2
+        assert again.retry(blocked_by="image") == 2
+        assert [(i.state, i.attempts) for i in again.items()] == [("queued", 0)] * 2
+        assert again.retry() == 0
+        with pytest.raises(ValueError, match="nothing to retry"):
+            again.retry(failed=False)
+        for call in (lambda: client.job(999).cancel(), lambda: Job_(client, 999).cancel(),
+                     lambda: Job_(client, 999).retry()):
+            with pytest.raises(UnknownJob):
+                call()
+        with pytest.raises(ManifestError, match="no job 999"):
+            list(Job_(client, 999).manifest())
+
+
+def test_the_http_manifest_streams_in_chunks_and_stops_when_the_client_goes(env: Env,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """`manifest_chunks` hands the writer's output over in bounded chunks; closing the response (a client that
+    went away) ends the writer's thread and its session."""
+    from pixelmill.api import Client
+    from pixelmill.api import http as api_http
+
+    monkeypatch.setattr(api_http, "_CHUNK", 512)
+    rows = [{"sku": f"S-{n:04d}", "title": "mug", "color": "red"} for n in range(400)]
+    with Client(env.settings()) as client:
+        job = client.submit(rows=rows, key="sku", template="photo of {title}", size="64x64", request_id="stream")
+        whole = b"".join(api_http.manifest_chunks(client.ledger, job.id, "jsonl"))
+        assert [json.loads(line)["key"] for line in whole.splitlines()] == [r["sku"] for r in rows]
+        chunks = api_http.manifest_chunks(client.ledger, job.id, "csv")
+        first = next(chunks)
+        assert first.startswith(b"key,variant,change,state,") and len(first) < 4096
+        chunks.close()
+        deadline = time.monotonic() + 10
+        while any(t.name == f"manifest-{job.id}" for t in threading.enumerate()):
+            assert time.monotonic() < deadline, "the manifest writer did not stop"
+            time.sleep(0.05)
 
 
 def test_an_unexpected_intake_error_is_still_answered(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:

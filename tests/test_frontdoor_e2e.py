@@ -3,6 +3,9 @@ client that imports nothing from pixelmill, and the README's Python example run 
 
 from __future__ import annotations
 
+import csv
+import importlib.util
+import io
 import json
 import os
 import re
@@ -19,7 +22,7 @@ from sqlalchemy import func, select
 
 from conftest import Env, write_catalogue
 from pixelmill.queue import make_celery
-from pixelmill.schema import Item, Job
+from pixelmill.schema import Event, Item, Job
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,9 +184,9 @@ def free_port() -> int:
 def test_http_api_with_a_real_uvicorn(env: Env) -> None:
     import httpx
 
+    env.vars["PIXELMILL_MAX_ATTEMPTS"] = "1"  # the retried job fails at once
     port = free_port()
     start(env, "serve", "--port", str(port), PIXELMILL_API_TOKENS=f"ci:{TOKEN}")
-    env.start_worker()
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -198,6 +201,14 @@ def test_http_api_with_a_real_uvicorn(env: Env) -> None:
     body = {"v": 1, "request_id": "http-1", "key": "sku", "template": "studio photo of {title}",
             "rows": [{"sku": "H-1", "title": "mug"}, {"sku": "H-2", "title": "bowl"}],
             "options": {"size": "64x64", "steps": 4}}
+
+    def wait_finished(http: httpx.Client, job: int) -> dict[str, Any]:
+        deadline = time.monotonic() + 180
+        while not (status := http.get(f"/v1/jobs/{job}", headers=auth).json())["finished"]:
+            assert time.monotonic() < deadline, env.worker_logs()[-3000:]
+            time.sleep(0.5)
+        return dict(status)
+
     with httpx.Client(base_url=base, timeout=60) as http:
         assert http.post("/v1/jobs", json=body).status_code == 401
         assert http.post("/v1/jobs", json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
@@ -216,24 +227,103 @@ def test_http_api_with_a_real_uvicorn(env: Env) -> None:
                                           "(got '65x65')"]
         assert http.post("/v1/jobs", content=b"x" * (17 * 1024 * 1024), headers=auth).status_code == 413
         assert http.get("/v1/jobs/999999", headers=auth).status_code == 404
-        deadline = time.monotonic() + 180
-        while not (status := http.get(f"/v1/jobs/{job}", headers=auth).json())["finished"]:
-            assert time.monotonic() < deadline, env.worker_logs()[-3000:]
-            time.sleep(0.5)
-        assert status["succeeded"] == 2
+
+        # A job whose item F-1 fails (a file where its image directory must go), and one nobody serves.
+        failing = http.post("/v1/jobs", headers=auth, json={
+            **body, "request_id": "http-fail",
+            "rows": [{"sku": "F-1", "title": "jug"}, {"sku": "F-2", "title": "pot"}]})
+        assert failing.status_code == 201, failing.text
+        failing_job = failing.json()["job"]
+        blocker = env.data_dir / "images" / "jobs" / str(failing_job) / "F-1"
+        blocker.parent.mkdir(parents=True, exist_ok=True)
+        blocker.write_text("in the way")
+        nobody = env.data_dir / "unserved-model"  # a pipeline directory no worker serves: its queue keeps its items
+        nobody.mkdir()
+        (nobody / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+        unserved = http.post("/v1/jobs", headers=auth, json={
+            **body, "request_id": "http-cancel", "model": str(nobody),
+            "rows": [{"sku": "C-1", "title": "cup"}]})
+        assert unserved.status_code == 201, unserved.text
+        cancel_job = unserved.json()["job"]
+        env.start_worker()
+
+        assert wait_finished(http, job)["succeeded"] == 2
         items = http.get(f"/v1/jobs/{job}/items", params={"state": "succeeded"}, headers=auth).json()["items"]
         assert sorted(i["key"] for i in items) == ["H-1", "H-2"] and all(i["image"] for i in items)
         assert http.get(f"/v1/jobs/{job}/items", params={"state": "failed"}, headers=auth).json()["items"] == []
         assert http.get(f"/v1/jobs/{job}/items", params={"state": "bogus"}, headers=auth).status_code == 422
+
+        # The manifest, streamed: one row per item, checksums of the stored objects.
+        objects = env.objects()
+        as_csv = http.get(f"/v1/jobs/{job}/manifest", headers=auth)
+        assert as_csv.status_code == 200 and as_csv.headers["content-type"].startswith("text/csv")
+        assert as_csv.headers.get("content-length") is None  # streamed (chunked), not buffered
+        rows = list(csv.DictReader(io.StringIO(as_csv.text)))
+        as_jsonl = http.get(f"/v1/jobs/{job}/manifest", params={"format": "jsonl"}, headers=auth)
+        assert as_jsonl.headers["content-type"].startswith("application/x-ndjson")
+        lines = [json.loads(line) for line in as_jsonl.text.splitlines()]
+        for got in (rows, lines):
+            assert [(r["key"], r["state"]) for r in got] == [("H-1", "succeeded"), ("H-2", "succeeded")]
+            assert all(r["object_key"] and r["sha256"] == objects[r["object_key"]] for r in got), (got, objects)
+            assert [str(r["item"]) for r in got] == [str(i["id"]) for i in sorted(items, key=lambda i: i["id"])]
+        parquet = http.get(f"/v1/jobs/{job}/manifest", params={"format": "parquet"}, headers=auth)
+        if importlib.util.find_spec("pyarrow") is not None:
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(io.BytesIO(parquet.content))
+            assert table.column("sha256").to_pylist() == [r["sha256"] for r in lines]
+        else:
+            assert parquet.status_code == 422 and "pyarrow" in parquet.text
+        assert http.get(f"/v1/jobs/{job}/manifest", params={"format": "xml"}, headers=auth).status_code == 422
+        assert http.get("/v1/jobs/999999/manifest", headers=auth).status_code == 404
+        assert http.get(f"/v1/jobs/{job}/manifest").status_code == 401
+
+        # Cancel: the unserved job's queued item is cancelled, and the job is finished (its job.finished event).
+        assert http.get(f"/v1/jobs/{cancel_job}", headers=auth).json()["queued"] == 1
+        assert http.post(f"/v1/jobs/{cancel_job}/cancel").status_code == 401
+        cancelled = http.post(f"/v1/jobs/{cancel_job}/cancel", headers=auth)
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json() == {"job": cancel_job, "pending": 0, "queued": 1, "running": 0, "cancelled": 1}
+        status = http.get(f"/v1/jobs/{cancel_job}", headers=auth).json()
+        assert status["cancelled"] == 1 and status["finished"] and status["queued"] == 0
+        assert http.get(f"/v1/jobs/{cancel_job}/items", headers=auth).json()["items"][0]["state"] == "cancelled"
+        assert http.post("/v1/jobs/999999/cancel", headers=auth).status_code == 404
+        ledger = env.ledger()
+        with ledger.session(readonly=True) as session:
+            finished_events = list(session.scalars(select(Event.body).where(
+                Event.job_id == cancel_job, Event.type == "job.finished")))
+        ledger.close()
+        assert len(finished_events) == 1 and finished_events[0]["data"]["counts"]["cancelled"] == 1
+
+        # Retry: F-1 failed; with the obstacle gone, a retry through HTTP succeeds.
+        status = wait_finished(http, failing_job)
+        assert (status["failed"], status["succeeded"]) == (1, 1), env.worker_logs()[-3000:]
+        blocker.unlink()
+        assert http.post(f"/v1/jobs/{failing_job}/retry", headers=auth,
+                         json={"failed": False}).status_code == 422  # nothing to retry
+        assert http.post(f"/v1/jobs/{failing_job}/retry", headers=auth,
+                         json={"blocked_by": "nonsense"}).status_code == 422
+        retried = http.post(f"/v1/jobs/{failing_job}/retry", headers=auth)  # no body: failed items
+        assert retried.status_code == 200 and retried.json() == {"job": failing_job, "requeued": 1}, retried.text
+        status = wait_finished(http, failing_job)
+        assert (status["failed"], status["succeeded"]) == (0, 2), env.worker_logs()[-3000:]
+        assert http.post(f"/v1/jobs/{failing_job}/retry", headers=auth,
+                         json={"failed": True, "blocked_by": None}).json()["requeued"] == 0
+        assert http.post("/v1/jobs/999999/retry", headers=auth).status_code == 404
+
         spec = http.get("/openapi.json").json()
-        assert "/v1/jobs" in spec["paths"] and "/v1/jobs/{job_id}/items" in spec["paths"]
-    # schemathesis against the served OpenAPI: no 5xx on anything it generates (bounded)
+        for path in ("/v1/jobs", "/v1/jobs/{job_id}/items", "/v1/jobs/{job_id}/manifest", "/v1/jobs/{job_id}/cancel",
+                     "/v1/jobs/{job_id}/retry"):
+            assert path in spec["paths"], sorted(spec["paths"])
+    # schemathesis against the served OpenAPI: no 5xx on anything it generates (bounded), new routes included
     proc = subprocess.run([str(Path(sys.executable).with_name("st")), "run", f"{base}/openapi.json", "--checks",
                            "not_a_server_error", "--max-examples", "15", "-H", f"Authorization: Bearer {TOKEN}",
                            "--request-timeout", "30", "--generation-deterministic"],
                           capture_output=True, text=True, timeout=400, env={**os.environ, "NO_COLOR": "1"},
                           cwd=env.data_dir)  # its .schemathesis cache stays out of the repository
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:] + logs(env, "serve")[-3000:]
+    operations = sum(len(methods) for methods in spec["paths"].values())
+    assert operations == 7 and f"Tested: {operations}" in proc.stdout, proc.stdout[-4000:]  # the new routes too
 
 
 def test_serve_refuses_a_public_address_without_tokens(env: Env) -> None:

@@ -6,6 +6,8 @@
     job = client.submit(rows=[{"sku": "MUG-1", "title": "mug"}], key="sku", template="photo of {title}")
     final = job.wait(timeout=600, progress=lambda s: print(s.succeeded, "/", s.total))
     failed = job.items(state="failed")
+    job.retry()                       # failed items queued again (after fixing what failed them)
+    rows = list(job.manifest())       # one ManifestRow per item: object key, sha256, scores, ...
 
 It goes through the same submission path as every other door (producer/frontdoor.py `make_request`, then
 producer/submit.py `submit_request`): the model is resolved and refused up front when no worker could load it,
@@ -18,7 +20,7 @@ This package imports `producer`, so it is not part of the contract (tests/test_t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,10 +32,15 @@ from pixelmill.schema import Event, Image, Item, State
 from pixelmill.schema import Job as JobRow
 from pixelmill.settings import Settings, get_settings
 from producer.frontdoor import Options, RequestProblems, make_request
+from producer.jobs import CancelResult, JobError
+from producer.jobs import cancel as cancel_job
+from producer.jobs import retry as retry_items
+from producer.manifest import ManifestError, ManifestRow, iter_manifest
 from producer.status import JobStatus, UnknownJob, job_status
 from producer.submit import Submission, submit_request
 
-__all__ = ["Client", "Job", "ItemInfo", "JobStatus", "SubmitError", "UnknownJob", "list_items"]
+__all__ = ["CancelResult", "Client", "Job", "ItemInfo", "JobStatus", "ManifestError", "ManifestRow", "SubmitError",
+           "UnknownJob", "list_items", "retry_job"]
 
 SubmitError = RequestProblems  # raised before anything is written; `.problems` lists every problem
 
@@ -70,12 +77,40 @@ def list_items(session: Any, job_id: int, *, state: str | None = None, after: in
             for item, key, sha in session.execute(query)]
 
 
+def retry_job(settings: Settings, ledger: Ledger, celery: Any, job_id: int, *, failed: bool = True,
+              blocked_by: str | None = None) -> int:
+    """`producer.jobs.retry` as `pixelmill retry` runs it: the broker checked first (kombu's OperationalError,
+    nothing changed), the items committed as pending, then published. Returns how many were re-queued; raises
+    UnknownJob, or ValueError for nothing to retry or a `blocked_by` other than image/prompt."""
+    if blocked_by is not None and blocked_by not in ("image", "prompt"):
+        raise ValueError(f"blocked_by must be image or prompt, got {blocked_by!r}")
+    if not failed and blocked_by is None:
+        raise ValueError("nothing to retry: failed=False without blocked_by")
+    with celery.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=3)
+    blocklists = [s.strip() for s in settings.prompt_blocklists.split(",") if s.strip()]
+    try:
+        with ledger.session() as session:  # published after this commits (producer.jobs)
+            return retry_items(session, celery, job_id, failed=failed, blocked_by=blocked_by,
+                               batch_size=settings.batch_size, blocklists=blocklists)
+    except JobError as exc:
+        raise UnknownJob(str(exc)) from None
+
+
+def stream_manifest(ledger: Ledger, *, job: int | None = None, catalogue: str | None = None,
+                    storage: Any = None, urls: bool = False, expires: int = 3600) -> Iterator[ManifestRow]:
+    """`producer.manifest.iter_manifest` in a read-only session held open while the rows are read."""
+    with ledger.session(readonly=True) as session:
+        yield from iter_manifest(session, job=job, catalogue=catalogue, storage=storage, urls=urls, expires=expires)
+
+
 class Client:
     """A connection to one pixelmill installation (its ledger and broker, from settings)."""
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         self._ledger: Ledger | None = None
+        self._celery: Any = None
 
     @property
     def ledger(self) -> Ledger:
@@ -109,6 +144,29 @@ class Client:
         except UsageError as exc:
             raise SubmitError([f"request: {exc}"]) from None
         return Job(self, submission.job, submission)
+
+    @property
+    def celery(self) -> Any:
+        """The Celery app that publishes re-queued items (`Job.retry`)."""
+        if self._celery is None:
+            from pixelmill.queue import make_celery
+
+            self._celery = make_celery(self.settings)
+        return self._celery
+
+    def manifest(self, *, catalogue: str, urls: bool = False, expires: int | None = None) -> Iterator[ManifestRow]:
+        """Stream a catalogue's manifest: one row per current entry (retired ones included, `change` says so),
+        as `pixelmill manifest --catalogue`. `urls`: presigned (S3) or file URLs valid `expires` s. Raises
+        ManifestError (no such catalogue) when the first row is read."""
+        return stream_manifest(self.ledger, catalogue=catalogue, **self._url_options(urls, expires))
+
+    def _url_options(self, urls: bool, expires: int | None) -> dict[str, Any]:
+        if not urls:
+            return {}
+        from pixelmill.storage import open_storage
+
+        return {"storage": open_storage(self.settings), "urls": True,
+                "expires": expires or self.settings.s3_presign_expires}
 
     def job(self, job_id: int) -> Job:
         """A handle on an existing job; raises UnknownJob."""
@@ -179,3 +237,24 @@ class Job:
         """The job's events so far (job.accepted, job.finished, item events it asked for), oldest first."""
         with self.client.ledger.session(readonly=True) as session:
             return list(session.scalars(select(Event.body).where(Event.job_id == self.id).order_by(Event.id)))
+
+    def cancel(self) -> CancelResult:
+        """Cancel the job (`pixelmill cancel`): its pending, queued and running items become `cancelled`
+        (running ones are discarded), finished ones stay; the job is then finished (`job.finished` event)."""
+        try:
+            with self.client.ledger.session() as session:
+                return cancel_job(session, self.id)
+        except JobError as exc:
+            raise UnknownJob(str(exc)) from None
+
+    def retry(self, failed: bool = True, blocked_by: str | None = None) -> int:
+        """Queue failed items (`failed`) and/or items blocked by the `image` checker or the `prompt` filter
+        (`blocked_by`) again, as `pixelmill retry`: attempts from 0, same seeds and keys. Returns how many."""
+        client = self.client
+        return retry_job(client.settings, client.ledger, client.celery, self.id, failed=failed,
+                         blocked_by=blocked_by)
+
+    def manifest(self, *, urls: bool = False, expires: int | None = None) -> Iterator[ManifestRow]:
+        """Stream the job's manifest, one `ManifestRow` per item in id order (`pixelmill manifest --job`),
+        in constant memory; `urls` fills the url column. Raises ManifestError (no such job) on the first read."""
+        return stream_manifest(self.client.ledger, job=self.id, **self.client._url_options(urls, expires))

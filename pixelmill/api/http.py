@@ -3,7 +3,8 @@
 `POST /v1/jobs` takes the v1 request (pixelmill/schemas/request-v1.json) and runs it through
 producer/frontdoor.py `intake`, so a bad request gets the same problem list (422) and the same `job.rejected`
 event as on the queue, and a repeated `request_id` (or `Idempotency-Key` header) returns the same job.
-Bearer tokens come from PIXELMILL_API_TOKENS and are compared with `hmac.compare_digest`.
+Bearer tokens come from PIXELMILL_API_TOKENS and are compared with `hmac.compare_digest`. Cancel, retry and the
+manifest call `producer.jobs` and `producer.manifest`, as `pixelmill cancel/retry/manifest` and the Python API do.
 
 No `from __future__ import annotations` here: FastAPI reads the routes' annotations at runtime, and the ones
 that name values local to `create_app` (the `Auth` dependency) cannot be resolved from strings.
@@ -13,22 +14,30 @@ that name values local to `create_app` (the `Auth` dependency) cannot be resolve
 import copy
 import hmac
 import json
-from collections.abc import AsyncIterator
+import queue
+import threading
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import Body, Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from kombu.exceptions import OperationalError
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
-from pixelmill.api import ItemInfo, list_items
+from pixelmill.api import ItemInfo, UnknownJob, list_items, retry_job, stream_manifest
 from pixelmill.ledger import Ledger
 from pixelmill.outbox import Dispatcher
+from pixelmill.schema import Job as JobRow
 from pixelmill.settings import Settings
 from producer.frontdoor import intake, request_schema
-from producer.status import UnknownJob, job_status
+from producer.jobs import JobError
+from producer.jobs import cancel as cancel_job
+from producer.manifest import WRITERS, ManifestError, parquet_schema
+from producer.status import job_status
 
 JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="Job id.")]  # a BIGINT: larger ids are a 422, not a 500
 
@@ -45,6 +54,97 @@ def parse_tokens(raw: str) -> dict[str, str]:
                              f"token of at least 16 characters")
         tokens[token] = name
     return tokens
+
+
+MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson",
+               "parquet": "application/vnd.apache.parquet"}
+_CHUNK = 64 * 1024
+
+
+class RetryRequest(BaseModel):
+    """What to queue again: failed items, and/or items blocked by the image checker or the prompt filter."""
+
+    model_config = ConfigDict(extra="forbid")
+    failed: bool = True
+    blocked_by: Literal["image", "prompt"] | None = None
+
+
+class _Gone(Exception):
+    """The client went away: the writer stops."""
+
+
+class _Pipe:
+    """A write-only file for the manifest writers: what they write goes to a bounded queue in ~64 KiB chunks,
+    so a slow client holds back the database cursor instead of the server buffering the manifest."""
+
+    closed = False
+
+    def __init__(self, out: queue.Queue[bytes | BaseException | None], stop: threading.Event) -> None:
+        self.out, self.stop = out, stop
+        self.parts: list[bytes] = []
+        self.size = self.written = 0
+
+    def write(self, data: str | bytes) -> int:
+        chunk = data.encode() if isinstance(data, str) else bytes(data)
+        self.parts.append(chunk)
+        self.size += len(chunk)
+        self.written += len(chunk)
+        if self.size >= _CHUNK:
+            self.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        if self.parts:
+            self.put(b"".join(self.parts))
+            self.parts, self.size = [], 0
+
+    def put(self, item: bytes | BaseException | None) -> None:
+        while not self.stop.is_set():
+            try:
+                self.out.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+        raise _Gone
+
+    def tell(self) -> int:
+        return self.written
+
+    def writable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def manifest_chunks(ledger: Ledger, job_id: int, fmt: str) -> Iterator[bytes]:
+    """The job's manifest in `fmt`, written by `producer.manifest`'s writer in a thread of its own and handed
+    over in chunks through a queue of 8: memory stays flat whatever the job's size."""
+    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=8)
+    stop = threading.Event()
+    pipe = _Pipe(chunks, stop)
+
+    def produce() -> None:
+        try:
+            WRITERS[fmt](stream_manifest(ledger, job=job_id), pipe)  # type: ignore[operator]
+            pipe.flush()
+            pipe.put(None)
+        except _Gone:
+            pass
+        except BaseException as exc:  # noqa: BLE001 (handed to the response, which aborts)
+            try:
+                pipe.put(exc)
+            except _Gone:
+                pass
+
+    threading.Thread(target=produce, name=f"manifest-{job_id}", daemon=True).start()
+    try:
+        while (chunk := chunks.get()) is not None:
+            if isinstance(chunk, BaseException):
+                raise chunk
+            yield chunk
+    finally:
+        stop.set()
 
 
 def _openapi_request_schema() -> dict[str, Any]:
@@ -97,7 +197,17 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
                                 status_code=413)
         return await call_next(request)
 
-    def not_found(exc: UnknownJob) -> HTTPException:
+    celery: Any = None
+
+    def broker() -> Any:
+        nonlocal celery
+        if celery is None:
+            from pixelmill.queue import make_celery
+
+            celery = make_celery(settings)
+        return celery
+
+    def not_found(exc: LookupError) -> HTTPException:
         return HTTPException(404, str(exc))
 
     @app.get("/healthz", responses={503: {"description": "the ledger is unreachable"}})
@@ -164,5 +274,53 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
             raise not_found(exc) from None
         return {"items": [i.as_dict() for i in page],
                 "next_after": page[-1].id if len(page) == limit else None}
+
+    @app.get("/v1/jobs/{job_id}/manifest", response_class=StreamingResponse,
+             responses={200: {"description": "one row per item (id order), streamed",
+                              "content": {m.split(";")[0]: {} for m in MEDIA_TYPES.values()}},
+                        404: {"description": "no such job"}, 401: {"description": "auth"},
+                        422: {"description": "bad format (parquet: pyarrow not installed on the server)"}})
+    def get_manifest(job_id: JobId, _who: Auth,
+                     format: Annotated[Literal["csv", "jsonl", "parquet"], Query()] = "csv") -> StreamingResponse:
+        """The job's manifest (`pixelmill manifest --job`): object key, sha256, size, scores, safety,
+        provenance and error per item, as CSV (with a header row), JSON lines or Parquet."""
+        if format == "parquet":
+            try:
+                parquet_schema()
+            except ManifestError as exc:
+                raise HTTPException(422, str(exc)) from None
+        with ledger.session(readonly=True) as session:
+            if session.get(JobRow, job_id) is None:
+                raise HTTPException(404, f"no job {job_id}")
+        return StreamingResponse(manifest_chunks(ledger, job_id, format), media_type=MEDIA_TYPES[format],
+                                 headers={"Content-Disposition": f'attachment; filename="job-{job_id}.{format}"'})
+
+    @app.post("/v1/jobs/{job_id}/cancel", responses={404: {"description": "no such job"}, 401: {"description": "auth"}})
+    def post_cancel(job_id: JobId, _who: Auth) -> dict[str, Any]:
+        """Cancel the job (`pixelmill cancel`): pending, queued and running items become `cancelled` (running
+        ones discarded). Returns how many left each state and `cancelled`, their sum."""
+        try:
+            with ledger.session() as session:
+                return cancel_job(session, job_id).as_dict()
+        except JobError as exc:
+            raise not_found(exc) from None
+
+    @app.post("/v1/jobs/{job_id}/retry", responses={404: {"description": "no such job"}, 401: {"description": "auth"},
+                                                    422: {"description": "nothing to retry"},
+                                                    503: {"description": "the broker is unreachable"}})
+    def post_retry(job_id: JobId, _who: Auth,
+                   body: Annotated[RetryRequest | None, Body()] = None) -> dict[str, Any]:
+        """Queue failed (and, with `blocked_by`, blocked) items again (`pixelmill retry`): attempts from 0,
+        same seeds and keys. Returns `{"job", "requeued"}`."""
+        wanted = body or RetryRequest()
+        try:
+            count = retry_job(settings, ledger, broker(), job_id, failed=wanted.failed, blocked_by=wanted.blocked_by)
+        except UnknownJob as exc:
+            raise not_found(exc) from None
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        except OperationalError as exc:
+            raise HTTPException(503, f"cannot reach the broker; nothing was retried: {exc}") from None
+        return {"job": job_id, "requeued": count}
 
     return app
