@@ -42,8 +42,17 @@ sys.path.insert(0, str(ROOT))
 from worker.engine import Request  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
-VARIANTS = ["baseline", "torch-fp16", "torch-bf16", "torch-compile", "torch-int8", "torch-fp8", "trt-int8",
-            "trt-fp8", "trt-fp16"]
+VARIANTS = [
+    "baseline",
+    "torch-fp16",
+    "torch-bf16",
+    "torch-compile",
+    "torch-int8",
+    "torch-fp8",
+    "trt-int8",
+    "trt-fp8",
+    "trt-fp16",
+]
 PROMPT = "studio photo of a red ceramic mug on a white background, soft light, product shot"
 
 
@@ -99,8 +108,14 @@ def build_pipeline(name: str, device: str, dtype: torch.dtype, seed: int = 0):  
     def encoder(cfg: dict[str, Any]) -> torch.nn.Module:
         cfg = dict(cfg)
         cls = classes[cfg.pop("class")]
-        return cls(CLIPTextConfig(**cfg, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                                  pad_token_id=tokenizer.pad_token_id))
+        return cls(
+            CLIPTextConfig(
+                **cfg,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
 
     torch.manual_seed(seed)
     with torch.device(device):  # initialise on the GPU directly: minutes faster than on CPU for SDXL
@@ -115,8 +130,14 @@ def build_pipeline(name: str, device: str, dtype: torch.dtype, seed: int = 0):  
     if config["pipeline"] == "StableDiffusionXLPipeline":
         pipe = StableDiffusionXLPipeline(**parts, tokenizer=tokenizer, tokenizer_2=tokenizer, scheduler=scheduler)
     else:
-        pipe = StableDiffusionPipeline(**parts, tokenizer=tokenizer, scheduler=scheduler, safety_checker=None,
-                                       feature_extractor=None, requires_safety_checker=False)
+        pipe = StableDiffusionPipeline(
+            **parts,
+            tokenizer=tokenizer,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device, dtype)
 
@@ -180,9 +201,15 @@ def asdict_request(request: Request) -> dict[str, Any]:
 def run_baseline(pipe, request: Request, device: str):  # type: ignore[no-untyped-def]
     """What a user of plain diffusers would write."""
     generators = [torch.Generator(device).manual_seed(s) for s in request.seeds]
-    return pipe(prompt=request.prompts, negative_prompt=request.negatives, width=request.width,
-                height=request.height, num_inference_steps=request.steps, guidance_scale=request.guidance,
-                generator=generators).images
+    return pipe(
+        prompt=request.prompts,
+        negative_prompt=request.negatives,
+        width=request.width,
+        height=request.height,
+        num_inference_steps=request.steps,
+        guidance_scale=request.guidance,
+        generator=generators,
+    ).images
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -200,8 +227,13 @@ def variant_runner(variant: str, model: str, device: str, args: argparse.Namespa
         return trt_runner(variant, model, device, args)
     from worker.engine.torch_engine import TorchEngine
 
-    options = {"torch-fp16": {}, "torch-bf16": {"dtype": "bf16"}, "torch-compile": {"compile": True},
-               "torch-int8": {"quant": "int8"}, "torch-fp8": {"quant": "fp8"}}
+    options = {
+        "torch-fp16": {},
+        "torch-bf16": {"dtype": "bf16"},
+        "torch-compile": {"compile": True},
+        "torch-int8": {"quant": "int8"},
+        "torch-fp8": {"quant": "fp8"},
+    }
     if variant not in options:
         raise Unavailable(f"unknown variant {variant}")
     kwargs: dict[str, Any] = {"dtype": "fp16", **options[variant]}
@@ -232,8 +264,11 @@ def trt_runner(variant: str, model: str, device: str, args: argparse.Namespace):
     path = Path(args.models_dir) / model
     precision = variant.removeprefix("trt-")
     cache = EngineCache(args.engine_cache or (ROOT / "pixelmill-data" / "engines"))
-    builds = [m for m in cache.find(model_fingerprint(str(path)), gpu=gpu_arch(device) or "", trt_version=version)
-              if m.key.precision == precision]
+    builds = [
+        m
+        for m in cache.find(model_fingerprint(str(path)), gpu=gpu_arch(device) or "", trt_version=version)
+        if m.key.precision == precision
+    ]
     if not builds:
         raise Unavailable(f"no {precision} build of {path} in {cache.root}")
     from worker.engine.trt_runtime import TensorRTEngine
@@ -258,21 +293,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     peak = matmul_rate(device, half)
     rows: list[Row] = []
     for model in args.models:
-        size = args.size or (json.loads((CONFIGS / f"{model}.json").read_text())["default_size"]
-                             if model != "tiny" else 64)
+        size = args.size or (
+            json.loads((CONFIGS / f"{model}.json").read_text())["default_size"] if model != "tiny" else 64
+        )
         flops: dict[int, float] = {}
         baseline_ms: dict[int, float] = {}
         for variant in args.variants:
             try:
                 engine_id, generate = variant_runner(variant, model, device, args)
             except Unavailable as exc:
-                rows += [Row(model, f"{size}x{size}", args.steps, variant, b, note=f"skipped: {exc}")
-                         for b in args.batches]
+                rows += [
+                    Row(model, f"{size}x{size}", args.steps, variant, b, note=f"skipped: {exc}") for b in args.batches
+                ]
                 continue
             for batch in args.batches:
-                request = Request(prompts=[f"{PROMPT} {i}" for i in range(batch)], negatives=["blurry"] * batch,
-                                  seeds=list(range(batch)), width=size, height=size, steps=args.steps,
-                                  guidance=args.guidance)
+                request = Request(
+                    prompts=[f"{PROMPT} {i}" for i in range(batch)],
+                    negatives=["blurry"] * batch,
+                    seeds=list(range(batch)),
+                    width=size,
+                    height=size,
+                    steps=args.steps,
+                    guidance=args.guidance,
+                )
                 row = Row(model, f"{size}x{size}", args.steps, variant, batch, engine_id=engine_id)
                 try:
                     with torch.inference_mode():
@@ -298,8 +341,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # FLOPs with the baseline architecture at each batch (identical arithmetic for every variant).
         pipe = build_pipeline(model, device, half)
         for batch in args.batches:
-            request = Request(prompts=[PROMPT] * batch, negatives=["blurry"] * batch, seeds=list(range(batch)),
-                              width=size, height=size, steps=args.steps, guidance=args.guidance)
+            request = Request(
+                prompts=[PROMPT] * batch,
+                negatives=["blurry"] * batch,
+                seeds=list(range(batch)),
+                width=size,
+                height=size,
+                steps=args.steps,
+                guidance=args.guidance,
+            )
             flops[batch] = count_flops(pipe, request, args.steps, device)
         del pipe
         for row in rows:
@@ -309,10 +359,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 row.roofline = row.tflops * 1e12 / peak
         if cuda:
             torch.cuda.empty_cache()
-    return {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "device": describe(device),
-            "torch": torch.__version__, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "matmul_tflops": peak / 1e12, "matmul_dtype": str(half).removeprefix("torch."),
-            "steps": args.steps, "guidance": args.guidance, "rows": [asdict(r) for r in rows]}
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "device": describe(device),
+        "torch": torch.__version__,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "matmul_tflops": peak / 1e12,
+        "matmul_dtype": str(half).removeprefix("torch."),
+        "steps": args.steps,
+        "guidance": args.guidance,
+        "rows": [asdict(r) for r in rows],
+    }
 
 
 def describe(device: str) -> str:
@@ -325,18 +382,23 @@ def markdown(report: dict[str, Any]) -> str:
     def fmt(value: float | None, spec: str) -> str:
         return "-" if value is None else format(value, spec)
 
-    lines = [f"Date {report['date']}; device {report['device']}; torch {report['torch']}; "
-             f"measured {report['matmul_dtype']} matmul {report['matmul_tflops']:.1f} TFLOP/s; "
-             f"{report['steps']} steps, guidance {report['guidance']}.",
-             f"Command: `{report['command']}`", "",
-             "| model | size | variant | engine id | batch | ms/image | img/s | speed-up | TFLOP/img | TFLOP/s "
-             "| roofline | note |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Date {report['date']}; device {report['device']}; torch {report['torch']}; "
+        f"measured {report['matmul_dtype']} matmul {report['matmul_tflops']:.1f} TFLOP/s; "
+        f"{report['steps']} steps, guidance {report['guidance']}.",
+        f"Command: `{report['command']}`",
+        "",
+        "| model | size | variant | engine id | batch | ms/image | img/s | speed-up | TFLOP/img | TFLOP/s "
+        "| roofline | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in report["rows"]:
-        lines.append(f"| {r['model']} | {r['size']} | {r['variant']} | {r['engine_id'] or '-'} | {r['batch']} "
-                     f"| {fmt(r['ms_per_image'], '.1f')} | {fmt(r['images_per_s'], '.2f')} "
-                     f"| {fmt(r['speedup'], '.2f')} | {fmt(r['tflop_per_image'], '.3g')} | {fmt(r['tflops'], '.3g')} "
-                     f"| {fmt(r['roofline'], '.1%')} | {r['note']} |")
+        lines.append(
+            f"| {r['model']} | {r['size']} | {r['variant']} | {r['engine_id'] or '-'} | {r['batch']} "
+            f"| {fmt(r['ms_per_image'], '.1f')} | {fmt(r['images_per_s'], '.2f')} "
+            f"| {fmt(r['speedup'], '.2f')} | {fmt(r['tflop_per_image'], '.3g')} | {fmt(r['tflops'], '.3g')} "
+            f"| {fmt(r['roofline'], '.1%')} | {r['note']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -348,15 +410,20 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--guidance", type=float, default=7.5)
     parser.add_argument("--size", type=int, default=None, help="square image side (default: the model's own)")
-    parser.add_argument("--variants", type=lambda s: s.split(","), default=None,
-                        help=f"comma list of {','.join(VARIANTS)}")
+    parser.add_argument(
+        "--variants", type=lambda s: s.split(","), default=None, help=f"comma list of {','.join(VARIANTS)}"
+    )
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--models-dir", default=None, help="saved models for the trt-* variants")
     parser.add_argument("--engine-cache", default=None, help="engine cache for the trt-* variants")
-    parser.add_argument("--save-models", type=Path, default=None,
-                        help="write the random-weight models (diffusers format) to DIR/<model> and stop: "
-                             "the input of `pixelmill engine build` for the trt-* variants")
+    parser.add_argument(
+        "--save-models",
+        type=Path,
+        default=None,
+        help="write the random-weight models (diffusers format) to DIR/<model> and stop: "
+        "the input of `pixelmill engine build` for the trt-* variants",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="writes engine.md and engine.json")
     args = parser.parse_args(argv)
     cpu = args.device == "cpu"  # the reduced form: tiny model, tiny size, few steps

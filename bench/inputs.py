@@ -94,9 +94,18 @@ def child(path: str, limits: dict[str, int]) -> None:
             pass  # a caller inserts each row and keeps nothing
     except CatalogueError as exc:
         outcome = f"refused: {exc.problems[0].message[:110]}"
-    print(json.dumps({"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
-                      "peak_rss_mb": _peak_mb(), "baseline_rss_mb": baseline, "rows": stats.rows,
-                      "outcome": outcome}))
+    print(
+        json.dumps(
+            {
+                "wall_s": time.perf_counter() - wall,
+                "cpu_s": time.process_time() - cpu,
+                "peak_rss_mb": _peak_mb(),
+                "baseline_rss_mb": baseline,
+                "rows": stats.rows,
+                "outcome": outcome,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -124,15 +133,23 @@ def main() -> None:
             path = directory / file_name
             if not path.exists():  # in a subprocess: a child's peak RSS starts from its parent's at fork
                 subprocess.run([sys.executable, __file__, "--make", name, str(path)], check=True)
-            run = subprocess.run([sys.executable, __file__, "--child", str(path), json.dumps(limits)],
-                                 capture_output=True, text=True, env=env, check=True)
+            run = subprocess.run(
+                [sys.executable, __file__, "--child", str(path), json.dumps(limits)],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            )
             result = json.loads(run.stdout)
             rate = f"{result['rows'] / result['wall_s']:,.0f}" if not refused else "-"
             size = f"{path.stat().st_size / 1e6:,.1f} MB"
             if refused != result["outcome"].startswith("refused"):
                 result["outcome"] = "UNEXPECTED " + result["outcome"]
-            print(f"| {name} | {size} | {result['outcome']} | {result['wall_s']:.3f} | {result['cpu_s']:.3f} | "
-                  f"{rate} | {result['peak_rss_mb']:.1f} | {result['baseline_rss_mb']:.1f} |", flush=True)
+            print(
+                f"| {name} | {size} | {result['outcome']} | {result['wall_s']:.3f} | {result['cpu_s']:.3f} | "
+                f"{rate} | {result['peak_rss_mb']:.1f} | {result['baseline_rss_mb']:.1f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

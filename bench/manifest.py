@@ -24,8 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def fill_ledger(data_dir: Path, items: int, *, job_name: str = "bench", seed: int = 0,
-                images: bool = True) -> int:
+def fill_ledger(data_dir: Path, items: int, *, job_name: str = "bench", seed: int = 0, images: bool = True) -> int:
     """A finished job of `items` items written straight into the ledger (mostly succeeded, a few blocked and
     failed); returns its id. `images`: also an `images` row per succeeded item."""
     from sqlalchemy import insert
@@ -49,31 +48,59 @@ def fill_ledger(data_dir: Path, items: int, *, job_name: str = "bench", seed: in
             roll = rng.random()
             state = State.failed if roll < 0.003 else State.blocked if roll < 0.006 else State.succeeded
             states.append(state)
-            item_rows.append({
-                "job_id": job_id, "item_key": f"SKU-{n:07d}", "variant": 0,
-                "prompt": f"studio photo of ceramic mug model {n}, sage green, white background",
-                "negative": "", "params": {"width": 512, "height": 512, "steps": 30, "guidance": 7.5},
-                "seed": rng.getrandbits(62), "content_hash": f"{n:064x}", "state": state, "attempts": 1,
-                "created": now, "started_at": now, "finished_at": now,
-                "error": "Traceback ...\nOSError: storage unreachable" if state == State.failed else None,
-                "block_reason": {"stage": "image", "category": "nsfw", "flagged": ["concept_3"]}
-                if state == State.blocked else None})
+            item_rows.append(
+                {
+                    "job_id": job_id,
+                    "item_key": f"SKU-{n:07d}",
+                    "variant": 0,
+                    "prompt": f"studio photo of ceramic mug model {n}, sage green, white background",
+                    "negative": "",
+                    "params": {"width": 512, "height": 512, "steps": 30, "guidance": 7.5},
+                    "seed": rng.getrandbits(62),
+                    "content_hash": f"{n:064x}",
+                    "state": state,
+                    "attempts": 1,
+                    "created": now,
+                    "started_at": now,
+                    "finished_at": now,
+                    "error": "Traceback ...\nOSError: storage unreachable" if state == State.failed else None,
+                    "block_reason": {"stage": "image", "category": "nsfw", "flagged": ["concept_3"]}
+                    if state == State.blocked
+                    else None,
+                }
+            )
         with ledger.session() as session:
             ids = session.scalars(insert(Item).returning(Item.id, sort_by_parameter_order=True), item_rows).all()
             if images:
-                image_rows = [{
-                    "item_id": item_id, "storage_key": f"jobs/{job_id}/SKU-{start + i:07d}/0.png",
-                    "sha256": f"{rng.getrandbits(256):064x}", "width": 512, "height": 512,
-                    "bytes": rng.randint(200_000, 400_000), "format": "png", "engine_id": "torch-fp16-cuda",
-                    "timings": {"total": round(rng.uniform(0.8, 1.2), 3), "batch": 4},
-                    "scores": {"clip_score": round(rng.gauss(30, 2), 3), "aesthetic": round(rng.gauss(5.5, 0.4), 3),
-                               "sharpness": round(rng.gauss(400, 60), 1), "exposure": round(rng.uniform(0.5, 0.8), 3),
-                               "clipped_dark": 0.0, "clipped_light": round(rng.uniform(0, 0.2), 3),
-                               "white_background": round(rng.uniform(0.3, 0.7), 3)},
-                    "safety": {"checker": "sd", "blocked": False, "flagged": [], "scores": {"concept_1": -0.1}},
-                    "candidate": 0, "visibility": "public", "created": now,
-                    "provenance": {"xmp": True, "c2pa": False}}
-                    for i, (item_id, state) in enumerate(zip(ids, states)) if state == State.succeeded]
+                image_rows = [
+                    {
+                        "item_id": item_id,
+                        "storage_key": f"jobs/{job_id}/SKU-{start + i:07d}/0.png",
+                        "sha256": f"{rng.getrandbits(256):064x}",
+                        "width": 512,
+                        "height": 512,
+                        "bytes": rng.randint(200_000, 400_000),
+                        "format": "png",
+                        "engine_id": "torch-fp16-cuda",
+                        "timings": {"total": round(rng.uniform(0.8, 1.2), 3), "batch": 4},
+                        "scores": {
+                            "clip_score": round(rng.gauss(30, 2), 3),
+                            "aesthetic": round(rng.gauss(5.5, 0.4), 3),
+                            "sharpness": round(rng.gauss(400, 60), 1),
+                            "exposure": round(rng.uniform(0.5, 0.8), 3),
+                            "clipped_dark": 0.0,
+                            "clipped_light": round(rng.uniform(0, 0.2), 3),
+                            "white_background": round(rng.uniform(0.3, 0.7), 3),
+                        },
+                        "safety": {"checker": "sd", "blocked": False, "flagged": [], "scores": {"concept_1": -0.1}},
+                        "candidate": 0,
+                        "visibility": "public",
+                        "created": now,
+                        "provenance": {"xmp": True, "c2pa": False},
+                    }
+                    for i, (item_id, state) in enumerate(zip(ids, states))
+                    if state == State.succeeded
+                ]
                 if image_rows:
                     session.execute(insert(Image), image_rows)
     ledger.close()
@@ -92,10 +119,18 @@ def _child(data_dir: str, job: int, fmt: str, output: str) -> None:
     with ledger.session(readonly=True) as session, open(output, "wb" if fmt == "parquet" else "w") as stream:
         rows = WRITERS[fmt](iter_manifest(session, job=job), stream)  # type: ignore[operator]
     took = time.perf_counter() - started
-    print(json.dumps({"format": fmt, "rows": rows, "seconds": round(took, 2),
-                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                      "rss_after_imports_mb": round(imported / 1024, 1),
-                      "file_mb": round(os.path.getsize(output) / 1e6, 1)}))
+    print(
+        json.dumps(
+            {
+                "format": fmt,
+                "rows": rows,
+                "seconds": round(took, 2),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "rss_after_imports_mb": round(imported / 1024, 1),
+                "file_mb": round(os.path.getsize(output) / 1e6, 1),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -115,8 +150,13 @@ def main() -> None:
     print(f"ledger: {args.items} items written in {time.perf_counter() - started:.1f} s ({data_dir})", flush=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for fmt in args.formats.split(","):
-        out = subprocess.run([sys.executable, __file__, "--child", str(data_dir), str(job), fmt,
-                              str(root / f"manifest.{fmt}")], env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", str(data_dir), str(job), fmt, str(root / f"manifest.{fmt}")],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         print(out.stdout.strip(), flush=True)
 
 

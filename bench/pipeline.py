@@ -53,8 +53,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = "studio photo of {title}, {color}, {material}, white background"
 NEGATIVE = "blurry, text, watermark"
-TITLES = ["ceramic mug", "leather wallet", "running shoe", "desk lamp", "water bottle", "wool scarf",
-          "wooden bowl", "canvas backpack"]
+TITLES = [
+    "ceramic mug",
+    "leather wallet",
+    "running shoe",
+    "desk lamp",
+    "water bottle",
+    "wool scarf",
+    "wooden bowl",
+    "canvas backpack",
+]
 COLORS = ["cream white", "matte black", "forest green", "navy blue", "terracotta", "silver"]
 MATERIALS = ["stoneware", "leather", "steel", "walnut", "cotton", "glass"]
 TERMINAL = ("succeeded", "blocked", "failed")
@@ -63,9 +71,15 @@ TERMINAL = ("succeeded", "blocked", "failed")
 def child_env(args: argparse.Namespace, data: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for every pixelmill subprocess: this checkout first, a given data dir, the bench's batch size,
     the same thread count as the in-process engine, and CUDA hidden for ``--device cpu``."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-           "PIXELMILL_DATA_DIR": str(data), "PIXELMILL_BATCH_SIZE": str(args.batch), "PYTHONUNBUFFERED": "1",
-           "OMP_NUM_THREADS": str(args.threads), **(extra or {})}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "PIXELMILL_DATA_DIR": str(data),
+        "PIXELMILL_BATCH_SIZE": str(args.batch),
+        "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": str(args.threads),
+        **(extra or {}),
+    }
     if args.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     return env
@@ -73,8 +87,9 @@ def child_env(args: argparse.Namespace, data: Path, extra: dict[str, str] | None
 
 def pixelmill(env: dict[str, str], *cli: str, timeout: float = 300) -> str:
     """Run the `pixelmill` CLI as a user would; return stdout, raise with its stderr on failure."""
-    proc = subprocess.run([sys.executable, "-m", "pixelmill", *cli], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pixelmill", *cli], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"pixelmill {' '.join(cli)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     return proc.stdout
@@ -86,15 +101,27 @@ def write_catalogue(path: Path, count: int, tag: str) -> Path:
         writer = csv.writer(handle)
         writer.writerow(["sku", "title", "color", "material"])
         for i in range(count):
-            writer.writerow([f"{tag}-{i:05d}", f"{TITLES[i % len(TITLES)]} {tag} {i}", COLORS[i % len(COLORS)],
-                             MATERIALS[(i // 3) % len(MATERIALS)]])
+            writer.writerow(
+                [
+                    f"{tag}-{i:05d}",
+                    f"{TITLES[i % len(TITLES)]} {tag} {i}",
+                    COLORS[i % len(COLORS)],
+                    MATERIALS[(i // 3) % len(MATERIALS)],
+                ]
+            )
     return path
 
 
 def prompts(count: int, tag: str) -> list[str]:
     """The same prompts the catalogue produces, for the engine-alone side."""
-    return [TEMPLATE.format(title=f"{TITLES[i % len(TITLES)]} {tag} {i}", color=COLORS[i % len(COLORS)],
-                            material=MATERIALS[(i // 3) % len(MATERIALS)]) for i in range(count)]
+    return [
+        TEMPLATE.format(
+            title=f"{TITLES[i % len(TITLES)]} {tag} {i}",
+            color=COLORS[i % len(COLORS)],
+            material=MATERIALS[(i // 3) % len(MATERIALS)],
+        )
+        for i in range(count)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -112,8 +139,15 @@ def measure_engine(model: str, args: argparse.Namespace, phase: str) -> dict[str
 
     def request(i: int) -> Request:
         texts = prompts(batch, f"{phase}{i}")
-        return Request(prompts=texts, negatives=[NEGATIVE] * batch, seeds=[1000 * i + j for j in range(batch)],
-                       width=args.size, height=args.size, steps=args.steps, guidance=args.guidance)
+        return Request(
+            prompts=texts,
+            negatives=[NEGATIVE] * batch,
+            seeds=[1000 * i + j for j in range(batch)],
+            width=args.size,
+            height=args.size,
+            steps=args.steps,
+            guidance=args.guidance,
+        )
 
     for i in range(args.warmup_batches):
         engine.generate(request(i))
@@ -123,9 +157,14 @@ def measure_engine(model: str, args: argparse.Namespace, phase: str) -> dict[str
         for i in range(args.engine_batches):
             totals.append(engine.generate(request(100 + r * args.engine_batches + i)).timings["total"])
         rates.append(batch * args.engine_batches / (time.perf_counter() - t0))
-    return {"phase": phase, "engine_id": engine.engine_id, "load_s": round(load_s, 3),
-            "images_per_s_runs": [round(x, 4) for x in rates], "images_per_s": statistics.median(rates),
-            "generate_s_per_batch": statistics.median(totals)}
+    return {
+        "phase": phase,
+        "engine_id": engine.engine_id,
+        "load_s": round(load_s, 3),
+        "images_per_s_runs": [round(x, 4) for x in rates],
+        "images_per_s": statistics.median(rates),
+        "generate_s_per_batch": statistics.median(totals),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -137,8 +176,9 @@ def poll_job(db: Path, job: int, total: int, timeout: float, worker: subprocess.
     deadline = time.monotonic() + timeout
     while True:
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as conn:
-            done = conn.execute(f"SELECT count(*) FROM items WHERE job_id = ? AND state IN {TERMINAL}",
-                                (job,)).fetchone()[0]
+            done = conn.execute(
+                f"SELECT count(*) FROM items WHERE job_id = ? AND state IN {TERMINAL}", (job,)
+            ).fetchone()[0]
         if done >= total:
             return
         if worker.poll() is not None:
@@ -149,14 +189,36 @@ def poll_job(db: Path, job: int, total: int, timeout: float, worker: subprocess.
 
 
 def submit(env: dict[str, str], model: str, catalogue: Path, args: argparse.Namespace, name: str) -> int:
-    result = json.loads(pixelmill(env, "submit", str(catalogue), "--template", TEMPLATE, "--negative", NEGATIVE,
-                                  "--key", "sku", "--size", f"{args.size}x{args.size}", "--steps", str(args.steps),
-                                  "--guidance", str(args.guidance), "--model", model, "--name", name, "--json"))
+    result = json.loads(
+        pixelmill(
+            env,
+            "submit",
+            str(catalogue),
+            "--template",
+            TEMPLATE,
+            "--negative",
+            NEGATIVE,
+            "--key",
+            "sku",
+            "--size",
+            f"{args.size}x{args.size}",
+            "--steps",
+            str(args.steps),
+            "--guidance",
+            str(args.guidance),
+            "--model",
+            model,
+            "--name",
+            name,
+            "--json",
+        )
+    )
     return int(result["job"])
 
 
-def measure_pipeline(variant: str, model: str, judges: dict[str, str], work: Path,
-                     args: argparse.Namespace) -> dict[str, Any]:
+def measure_pipeline(
+    variant: str, model: str, judges: dict[str, str], work: Path, args: argparse.Namespace
+) -> dict[str, Any]:
     """One real worker on a fresh data dir: warm-up job, then the measured job; figures from the ledger."""
     data = work / f"data-{variant}"
     data.mkdir(parents=True, exist_ok=True)
@@ -165,17 +227,24 @@ def measure_pipeline(variant: str, model: str, judges: dict[str, str], work: Pat
     log_path = data / "worker.log"
     started = time.perf_counter()
     with open(log_path, "ab") as log_file:
-        worker = subprocess.Popen([sys.executable, "-m", "pixelmill", "worker", "--model", model,
-                                   "--loglevel", "INFO"], env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                  start_new_session=True, cwd=ROOT)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "pixelmill", "worker", "--model", model, "--loglevel", "INFO"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=ROOT,
+        )
     try:
-        warm = submit(env, model, write_catalogue(work / f"warm-{variant}.csv", 2 * args.batch, f"w{variant}"),
-                      args, "warm-up")
+        warm = submit(
+            env, model, write_catalogue(work / f"warm-{variant}.csv", 2 * args.batch, f"w{variant}"), args, "warm-up"
+        )
         poll_job(data / "pixelmill.db", warm, 2 * args.batch, args.timeout, worker)
         ready_s = time.perf_counter() - started
         t0 = time.perf_counter()
-        job = submit(env, model, write_catalogue(work / f"items-{variant}.csv", args.items, f"m{variant}"), args,
-                     "bench")
+        job = submit(
+            env, model, write_catalogue(work / f"items-{variant}.csv", args.items, f"m{variant}"), args, "bench"
+        )
         poll_job(data / "pixelmill.db", job, args.items, args.timeout, worker)
         wall_s = time.perf_counter() - t0
         status = json.loads(pixelmill(env, "status", str(job), "--json"))
@@ -189,16 +258,26 @@ def measure_pipeline(variant: str, model: str, judges: dict[str, str], work: Pat
         except Exception as exc:  # the bench's figures are in; a stuck broker is not worth losing them over
             print(f"warning: broker stop failed: {exc}", file=sys.stderr)
     stats = ledger_stats(data / "pixelmill.db", job)
-    tasks = task_runtimes(log_path)[-stats["chunks"]:]  # the measured job's tasks come after the warm-up's
+    tasks = task_runtimes(log_path)[-stats["chunks"] :]  # the measured job's tasks come after the warm-up's
     if len(tasks) == stats["chunks"]:
         stats["per_chunk_s"]["task"] = statistics.median(tasks)
         if len(stats["generate_series_s"]) == len(tasks):
             stats["per_chunk_s"]["in_task"] = statistics.median(
-                t - g for t, g in zip(tasks, stats["generate_series_s"], strict=True))
-    return {"variant": variant, "job": job, "items": args.items, "worker_ready_s": round(ready_s, 2),
-            "wall_s": round(wall_s, 2), "wall_images_per_s": args.items / wall_s,
-            "status_images_per_s": status.get("images_per_s"), "succeeded": status.get("succeeded"),
-            "failed": status.get("failed"), "blocked": status.get("blocked"), **stats}
+                t - g for t, g in zip(tasks, stats["generate_series_s"], strict=True)
+            )
+    return {
+        "variant": variant,
+        "job": job,
+        "items": args.items,
+        "worker_ready_s": round(ready_s, 2),
+        "wall_s": round(wall_s, 2),
+        "wall_images_per_s": args.items / wall_s,
+        "status_images_per_s": status.get("images_per_s"),
+        "succeeded": status.get("succeeded"),
+        "failed": status.get("failed"),
+        "blocked": status.get("blocked"),
+        **stats,
+    }
 
 
 def stop(worker: subprocess.Popen[bytes]) -> None:
@@ -223,10 +302,21 @@ def parse_time(value: str) -> float:
 def ledger_stats(db: Path, job: int) -> dict[str, Any]:
     """Rates and the per-chunk breakdown of one finished job, from items and images.timings."""
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        rows = conn.execute("SELECT i.started_at, i.finished_at, i.state, im.timings FROM items i "
-                            "LEFT JOIN images im ON im.item_id = i.id WHERE i.job_id = ?", (job,)).fetchall()
-        engines = sorted({e for (e,) in conn.execute("SELECT DISTINCT im.engine_id FROM images im JOIN items i "
-                                                     "ON im.item_id = i.id WHERE i.job_id = ?", (job,)) if e})
+        rows = conn.execute(
+            "SELECT i.started_at, i.finished_at, i.state, im.timings FROM items i "
+            "LEFT JOIN images im ON im.item_id = i.id WHERE i.job_id = ?",
+            (job,),
+        ).fetchall()
+        engines = sorted(
+            {
+                e
+                for (e,) in conn.execute(
+                    "SELECT DISTINCT im.engine_id FROM images im JOIN items i ON im.item_id = i.id WHERE i.job_id = ?",
+                    (job,),
+                )
+                if e
+            }
+        )
     chunks: dict[float, list[tuple[float, dict[str, Any]]]] = {}
     for started, finished, _state, timings in rows:
         if started is None or finished is None:
@@ -239,9 +329,21 @@ def ledger_stats(db: Path, job: int) -> dict[str, Any]:
     first = chunks[starts[0]]
     steady = (len(rows) - len(first)) / (finishes[-1] - finishes[0])
     span = len(rows) / (finishes[-1] - starts[0])
-    per_chunk: dict[str, list[float]] = {k: [] for k in ("cycle", "generate", "text", "denoise", "decode", "judge",
-                                                          "encode", "store", "recorded_after_generate",
-                                                          "between")}
+    per_chunk: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "cycle",
+            "generate",
+            "text",
+            "denoise",
+            "decode",
+            "judge",
+            "encode",
+            "store",
+            "recorded_after_generate",
+            "between",
+        )
+    }
     generated: list[float] = []  # per chunk, in claim order (aligned with Celery's task runtimes)
     for k, s in enumerate(starts):
         items = chunks[s]
@@ -262,9 +364,15 @@ def ledger_stats(db: Path, job: int) -> dict[str, Any]:
             per_chunk[key].append(sum(t.get(key, 0.0) for t in timings))
         per_chunk["recorded_after_generate"].append(max(f for f, _ in items) - s - first_t.get("total", 0.0))
     medians = {k: statistics.median(v) for k, v in per_chunk.items() if v}
-    return {"engine_ids": engines, "chunks": len(starts), "steady_images_per_s": steady, "span_images_per_s": span,
-            "claim_images_per_s": (len(rows) - len(chunks[starts[-1]])) / (starts[-1] - starts[0]),
-            "per_chunk_s": medians, "generate_series_s": generated}
+    return {
+        "engine_ids": engines,
+        "chunks": len(starts),
+        "steady_images_per_s": steady,
+        "span_images_per_s": span,
+        "claim_images_per_s": (len(rows) - len(chunks[starts[-1]])) / (starts[-1] - starts[0]),
+        "per_chunk_s": medians,
+        "generate_series_s": generated,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -284,11 +392,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         path = models / "tiny-judges"
         if not (path / "checker").exists():
             pixelmill(env, "model", "tiny-judges", str(path))
-        judges = {"PIXELMILL_IMAGE_CHECKER": str(path / "checker"), "PIXELMILL_CLIP_MODEL": str(path / "clip"),
-                  "PIXELMILL_AESTHETIC_HEAD": str(path / "aesthetic.safetensors")}
+        judges = {
+            "PIXELMILL_IMAGE_CHECKER": str(path / "checker"),
+            "PIXELMILL_CLIP_MODEL": str(path / "clip"),
+            "PIXELMILL_AESTHETIC_HEAD": str(path / "aesthetic.safetensors"),
+        }
     # The in-process engine reads the same settings a worker would (load_engine -> get_settings()).
-    os.environ.update({k: v for k, v in child_env(args, work / "data-engine").items()
-                       if k.startswith(("PIXELMILL_", "CUDA_VISIBLE", "OMP_"))})
+    os.environ.update(
+        {
+            k: v
+            for k, v in child_env(args, work / "data-engine").items()
+            if k.startswith(("PIXELMILL_", "CUDA_VISIBLE", "OMP_"))
+        }
+    )
     import torch
 
     torch.set_num_threads(args.threads)
@@ -304,7 +420,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     engine_rate = statistics.median([x for e in engine for x in e["images_per_s_runs"]])
     engine_gen = statistics.median([e["generate_s_per_batch"] for e in engine])
     for k, p in enumerate(pipelines):
-        around = engine[k:k + 2]
+        around = engine[k : k + 2]
         p["engine_images_per_s"] = statistics.median([x for e in around for x in e["images_per_s_runs"]])
         p["ratio"] = p["steady_images_per_s"] / p["engine_images_per_s"]
         p["ratio_to_overall_engine"] = p["steady_images_per_s"] / engine_rate
@@ -316,18 +432,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # between-batch part is a median of per-chunk differences (robust to load drifting during the run).
         between = c.get("between", cycle - gen)
         p["breakdown_ms_per_batch"] = {
-            "engine_alone": 1000 * alone, "cycle": 1000 * cycle,
-            "generation_slowdown": 1000 * (cycle - between - alone), "between_batches": 1000 * between}
+            "engine_alone": 1000 * alone,
+            "cycle": 1000 * cycle,
+            "generation_slowdown": 1000 * (cycle - between - alone),
+            "between_batches": 1000 * between,
+        }
         if "in_task" in c:  # between batches = inside the task around generate + between tasks (Celery)
             p["breakdown_ms_per_batch"]["in_task_overhead"] = 1000 * c["in_task"]
             p["breakdown_ms_per_batch"]["between_tasks"] = 1000 * (between - c["in_task"])
-    return {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "device": describe(args.device),
-            "torch": torch.__version__, "threads": args.threads,
-            "command": " ".join(["bench/pipeline.py", *sys.argv[1:]]) if args.argv is None
-            else " ".join(["bench/pipeline.py", *args.argv]),
-            "model": "tiny", "size": f"{args.size}x{args.size}", "steps": args.steps, "batch": args.batch,
-            "items": args.items, "engine": engine, "engine_images_per_s": engine_rate,
-            "engine_generate_s_per_batch": engine_gen, "pipelines": pipelines, "work_dir": str(work)}
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "device": describe(args.device),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "command": " ".join(["bench/pipeline.py", *sys.argv[1:]])
+        if args.argv is None
+        else " ".join(["bench/pipeline.py", *args.argv]),
+        "model": "tiny",
+        "size": f"{args.size}x{args.size}",
+        "steps": args.steps,
+        "batch": args.batch,
+        "items": args.items,
+        "engine": engine,
+        "engine_images_per_s": engine_rate,
+        "engine_generate_s_per_batch": engine_gen,
+        "pipelines": pipelines,
+        "work_dir": str(work),
+    }
 
 
 def describe(device: str) -> str:
@@ -341,39 +472,56 @@ def describe(device: str) -> str:
 def markdown(report: dict[str, Any]) -> str:
     """The table for docs/benchmarks.md: rates, ratio, and where each batch's time goes."""
     batch = report["batch"]
-    lines = [f"Date {report['date']}; device {report['device']}; torch {report['torch']}; "
-             f"{report['threads']} thread(s); tiny model {report['size']}, {report['steps']} steps, batch {batch}, "
-             f"{report['items']} items per pipeline run.", f"Command: `{report['command']}`", "",
-             "| measured | img/s | ratio to engine | note |", "|---|---|---|---|"]
-    runs = ", ".join(f"{e['phase']} {'/'.join(f'{x:.3g}' for x in e['images_per_s_runs'])}"
-                     for e in report["engine"])
-    lines.append(f"| engine alone ({report['engine'][0]['engine_id']}) | {report['engine_images_per_s']:.3f} | 1.00 "
-                 f"| median of all runs: {runs} |")
+    lines = [
+        f"Date {report['date']}; device {report['device']}; torch {report['torch']}; "
+        f"{report['threads']} thread(s); tiny model {report['size']}, {report['steps']} steps, batch {batch}, "
+        f"{report['items']} items per pipeline run.",
+        f"Command: `{report['command']}`",
+        "",
+        "| measured | img/s | ratio to engine | note |",
+        "|---|---|---|---|",
+    ]
+    runs = ", ".join(f"{e['phase']} {'/'.join(f'{x:.3g}' for x in e['images_per_s_runs'])}" for e in report["engine"])
+    lines.append(
+        f"| engine alone ({report['engine'][0]['engine_id']}) | {report['engine_images_per_s']:.3f} | 1.00 "
+        f"| median of all runs: {runs} |"
+    )
     for p in report["pipelines"]:
         engines = ", ".join(p.get("engine_ids", [])) or "-"
-        lines.append(f"| pipeline, checker {p['variant']} (steady) | {p['steady_images_per_s']:.3f} "
-                     f"| **{p['ratio']:.3f}** | vs engine {p['engine_images_per_s']:.3f} img/s measured around it "
-                     f"({p['ratio_to_overall_engine']:.3f} vs all); worker's engine {engines}; {p['chunks']} chunks; "
-                     f"span {p['span_images_per_s']:.3f}, "
-                     f"claim-to-claim {p['claim_images_per_s']:.3f}, wall {p['wall_images_per_s']:.3f} img/s |")
-    lines += ["", f"Where a batch's time goes (ms per batch of {batch}, medians over chunks):", "",
-              "| pipeline | engine alone | cycle in worker | generation slowdown | between batches "
-              "(in task / between tasks) | generate (text/denoise/decode) | judge* | encode* | store* "
-              "| recorded after generate |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| pipeline, checker {p['variant']} (steady) | {p['steady_images_per_s']:.3f} "
+            f"| **{p['ratio']:.3f}** | vs engine {p['engine_images_per_s']:.3f} img/s measured around it "
+            f"({p['ratio_to_overall_engine']:.3f} vs all); worker's engine {engines}; {p['chunks']} chunks; "
+            f"span {p['span_images_per_s']:.3f}, "
+            f"claim-to-claim {p['claim_images_per_s']:.3f}, wall {p['wall_images_per_s']:.3f} img/s |"
+        )
+    lines += [
+        "",
+        f"Where a batch's time goes (ms per batch of {batch}, medians over chunks):",
+        "",
+        "| pipeline | engine alone | cycle in worker | generation slowdown | between batches "
+        "(in task / between tasks) | generate (text/denoise/decode) | judge* | encode* | store* "
+        "| recorded after generate |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for p in report["pipelines"]:
         b, c = p["breakdown_ms_per_batch"], p["per_chunk_s"]
 
         def ms(key: str, c: dict[str, float] = c) -> str:
             return f"{1000 * c[key]:.1f}" if key in c else "-"
 
-        split = (f" ({b['in_task_overhead']:.1f} / {b['between_tasks']:.1f})" if "in_task_overhead" in b else "")
-        lines.append(f"| checker {p['variant']} | {b['engine_alone']:.1f} | {b['cycle']:.1f} "
-                     f"| {b['generation_slowdown']:+.1f} | {b['between_batches']:.1f}{split} "
-                     f"| {ms('generate')} ({ms('text')}/{ms('denoise')}/{ms('decode')}) | {ms('judge')} "
-                     f"| {ms('encode')} | {ms('store')} | {ms('recorded_after_generate')} |")
-    lines += ["", "\\* off the main thread (judge thread, upload threads): they cost throughput only through CPU "
-              "contention (the generation slowdown) or when the upload slots are full (between batches)."]
+        split = f" ({b['in_task_overhead']:.1f} / {b['between_tasks']:.1f})" if "in_task_overhead" in b else ""
+        lines.append(
+            f"| checker {p['variant']} | {b['engine_alone']:.1f} | {b['cycle']:.1f} "
+            f"| {b['generation_slowdown']:+.1f} | {b['between_batches']:.1f}{split} "
+            f"| {ms('generate')} ({ms('text')}/{ms('denoise')}/{ms('decode')}) | {ms('judge')} "
+            f"| {ms('encode')} | {ms('store')} | {ms('recorded_after_generate')} |"
+        )
+    lines += [
+        "",
+        "\\* off the main thread (judge thread, upload threads): they cost throughput only through CPU "
+        "contention (the generation slowdown) or when the upload slots are full (between batches).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -388,15 +536,22 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--engine-batches", type=int, default=8, help="batches per engine-alone run")
     parser.add_argument("--repeats", type=int, default=2, help="engine-alone runs before and again after")
     parser.add_argument("--warmup-batches", type=int, default=1)
-    parser.add_argument("--variants", type=lambda s: s.split(","), default=["none", "judges"],
-                        help="image checks of the pipeline runs: none (PIXELMILL_IMAGE_CHECKER=none), judges "
-                             "(the tiny checker, CLIP and aesthetic models)")
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or None,
-                        help="torch threads on both sides (default: OMP_NUM_THREADS, else all cores)")
+    parser.add_argument(
+        "--variants",
+        type=lambda s: s.split(","),
+        default=["none", "judges"],
+        help="image checks of the pipeline runs: none (PIXELMILL_IMAGE_CHECKER=none), judges "
+        "(the tiny checker, CLIP and aesthetic models)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or None,
+        help="torch threads on both sides (default: OMP_NUM_THREADS, else all cores)",
+    )
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per job before giving up")
     parser.add_argument("--work-dir", default=None, help="models and data dirs (default: a new temp dir)")
-    parser.add_argument("--out", type=Path, default=Path("bench-results"),
-                        help="writes PREFIX.json and PREFIX.md")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="writes PREFIX.json and PREFIX.md")
     parser.add_argument("--prefix", default="pipeline", help="file name stem of the results (default: pipeline)")
     args = parser.parse_args(argv)
     args.argv = argv

@@ -57,8 +57,9 @@ def titles(count: int, seed: int = 7) -> list[str]:
         "{b} {p}, {c}, {e}, SKU {n}",
         "lifestyle shot: {b} {p} {e}, {c}",
     ]
-    return corpora.catalogue_titles(count, seed, shapes, extras,
-                                    lambda rng, index: f"{rng.randrange(10**6):06d}-{index % 97}")
+    return corpora.catalogue_titles(
+        count, seed, shapes, extras, lambda rng, index: f"{rng.randrange(10**6):06d}-{index % 97}"
+    )
 
 
 def corpus(name: str) -> list[str]:

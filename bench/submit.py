@@ -40,19 +40,42 @@ def write_catalogue(path: Path, rows: int, changed: int = 0) -> None:
 
 
 def env_for(data: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PIXELMILL_DATA_DIR": str(data),
-            "PIXELMILL_IMAGE_CHECKER": "none", "PIXELMILL_POLICY_ALLOW_CHECKER_OFF": "true", **extra}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "PIXELMILL_DATA_DIR": str(data),
+        "PIXELMILL_IMAGE_CHECKER": "none",
+        "PIXELMILL_POLICY_ALLOW_CHECKER_OFF": "true",
+        **extra,
+    }
 
 
 CPU: dict[str, list[float]] = {}  # scenario -> CPU seconds (user + sys) of each submit process
 
 
-def cli_submit(data: Path, model: Path, catalogue: Path, *args: str, env: dict[str, str] | None = None,
-               label: str = "") -> tuple[float, dict[str, Any]]:
+def cli_submit(
+    data: Path, model: Path, catalogue: Path, *args: str, env: dict[str, str] | None = None, label: str = ""
+) -> tuple[float, dict[str, Any]]:
     """Wall seconds and the JSON result of one `pixelmill submit`; its CPU seconds go to CPU[label] (on a shared,
     loaded machine wall time includes waiting for a core; CPU time does not)."""
-    argv = [sys.executable, "-m", "pixelmill", "submit", str(catalogue), "--template", TEMPLATE, "--model",
-            str(model), "--size", "64x64", "--steps", "4", "--json", *args]
+    argv = [
+        sys.executable,
+        "-m",
+        "pixelmill",
+        "submit",
+        str(catalogue),
+        "--template",
+        TEMPLATE,
+        "--model",
+        str(model),
+        "--size",
+        "64x64",
+        "--steps",
+        "4",
+        "--json",
+        *args,
+    ]
     out_path, err_path = data.parent / f"{data.name}.out", data.parent / f"{data.name}.err"
     start = time.perf_counter()
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
@@ -72,8 +95,22 @@ def stop_broker(data: Path) -> None:
 
 def submit_peak_rss(data: Path, model: Path, catalogue: Path, env: dict[str, str]) -> tuple[float, dict[str, Any], int]:
     """Like cli_submit, reaped with os.wait4 so the child's own peak RSS is known."""
-    argv = [sys.executable, "-m", "pixelmill", "submit", str(catalogue), "--template", TEMPLATE, "--model",
-            str(model), "--size", "64x64", "--steps", "4", "--json"]
+    argv = [
+        sys.executable,
+        "-m",
+        "pixelmill",
+        "submit",
+        str(catalogue),
+        "--template",
+        TEMPLATE,
+        "--model",
+        str(model),
+        "--size",
+        "64x64",
+        "--steps",
+        "4",
+        "--json",
+    ]
     start = time.perf_counter()
     with open(data.parent / "million.out", "wb") as out, open(data.parent / "million.err", "wb") as err:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err)
@@ -129,15 +166,36 @@ def status_time(data: Path, job: int, repeat: int) -> tuple[float, int]:
     now = utcnow()
     with ledger.session() as session:
         # Bench set-up only: the ledger rows a finished job has, written directly (not a transition).
-        session.execute(text("UPDATE items SET state='succeeded', started_at=:t, finished_at=:t WHERE job_id=:j"),
-                        {"t": now.replace(tzinfo=None), "j": job})
+        session.execute(
+            text("UPDATE items SET state='succeeded', started_at=:t, finished_at=:t WHERE job_id=:j"),
+            {"t": now.replace(tzinfo=None), "j": job},
+        )
         ids = session.execute(text("SELECT id, item_key FROM items WHERE job_id=:j"), {"j": job}).all()
-        session.execute(insert(cast(Table, Image.__table__)), [
-            {"item_id": i, "storage_key": f"jobs/{job}/{k}/0.png", "sha256": "0" * 64, "width": 64, "height": 64,
-             "bytes": 4000, "format": "png", "engine_id": "bench", "timings": {"generate": 0.1},
-             "scores": {"clip_score": rnd.gauss(30, 3), "sharpness": rnd.uniform(10, 500),
-                        "aesthetic": rnd.gauss(5, 1)}, "candidate": 0, "visibility": "public", "created": now}
-            for i, k in ids])
+        session.execute(
+            insert(cast(Table, Image.__table__)),
+            [
+                {
+                    "item_id": i,
+                    "storage_key": f"jobs/{job}/{k}/0.png",
+                    "sha256": "0" * 64,
+                    "width": 64,
+                    "height": 64,
+                    "bytes": 4000,
+                    "format": "png",
+                    "engine_id": "bench",
+                    "timings": {"generate": 0.1},
+                    "scores": {
+                        "clip_score": rnd.gauss(30, 3),
+                        "sharpness": rnd.uniform(10, 500),
+                        "aesthetic": rnd.gauss(5, 1),
+                    },
+                    "candidate": 0,
+                    "visibility": "public",
+                    "created": now,
+                }
+                for i, k in ids
+            ],
+        )
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -169,8 +227,12 @@ def main() -> None:
     figures: dict[str, Any] = {"rows": rows, "repeat": args.repeat, "load_average_start": os.getloadavg()[0]}
     try:
         model = tmp / "model"
-        subprocess.run([sys.executable, "-m", "pixelmill", "model", "tiny", str(model)], env=env_for(tmp / "m"),
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "pixelmill", "model", "tiny", str(model)],
+            env=env_for(tmp / "m"),
+            check=True,
+            capture_output=True,
+        )
         base, edited = tmp / "catalogue.csv", tmp / "catalogue-1pct.csv"
         write_catalogue(base, rows)
         write_catalogue(edited, rows, changed)
@@ -201,12 +263,21 @@ def main() -> None:
             seconds, result = cli_submit(data, model, edited, "--catalogue", "nightly", label="catalogue_rerun_1pct")
             cat_one_pct.append(seconds)
             assert result["changes"]["changed"] == changed and result["items"] == changed, result
-            print(f"run {r + 1}: submit {firsts[-1]:.2f} s, rerun {unchanged[-1]:.2f} s, 1% {one_pct[-1]:.2f} s; "
-                  f"catalogue {cat_first[-1]:.2f} / {cat_unchanged[-1]:.2f} / {cat_one_pct[-1]:.2f} s",
-                  file=sys.stderr, flush=True)
-        figures.update(submit_s=median(firsts), rerun_unchanged_s=median(unchanged), rerun_1pct_s=median(one_pct),
-                       catalogue_submit_s=median(cat_first), catalogue_rerun_unchanged_s=median(cat_unchanged),
-                       catalogue_rerun_1pct_s=median(cat_one_pct), messages=messages)
+            print(
+                f"run {r + 1}: submit {firsts[-1]:.2f} s, rerun {unchanged[-1]:.2f} s, 1% {one_pct[-1]:.2f} s; "
+                f"catalogue {cat_first[-1]:.2f} / {cat_unchanged[-1]:.2f} / {cat_one_pct[-1]:.2f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+        figures.update(
+            submit_s=median(firsts),
+            rerun_unchanged_s=median(unchanged),
+            rerun_1pct_s=median(one_pct),
+            catalogue_submit_s=median(cat_first),
+            catalogue_rerun_unchanged_s=median(cat_unchanged),
+            catalogue_rerun_1pct_s=median(cat_one_pct),
+            messages=messages,
+        )
 
         if args.naive_rows:
             data = fresh(tmp, "naive")
@@ -224,8 +295,9 @@ def main() -> None:
                     url = pg.create_database(f"bench{r}")
                     data = fresh(tmp, f"servers-{r}")
                     env = env_for(data, PIXELMILL_DATABASE_URL=url, PIXELMILL_BROKER_URL=redis.url)
-                    subprocess.run([sys.executable, "-m", "pixelmill", "db", "upgrade"], env=env, check=True,
-                                   capture_output=True)
+                    subprocess.run(
+                        [sys.executable, "-m", "pixelmill", "db", "upgrade"], env=env, check=True, capture_output=True
+                    )
                     seconds, result = cli_submit(data, model, base, env=env, label="servers_submit")
                     assert result["items"] == rows, result
                     times.append(seconds)
@@ -238,8 +310,12 @@ def main() -> None:
             data = fresh(tmp, "million")
             seconds, result, peak_kib = submit_peak_rss(data, model, big, env_for(data))
             assert result["items"] == args.million, result
-            figures.update(million_rows=args.million, million_s=seconds, million_peak_rss_mb=peak_kib / 1024,
-                           million_messages=result["messages"])
+            figures.update(
+                million_rows=args.million,
+                million_s=seconds,
+                million_peak_rss_mb=peak_kib / 1024,
+                million_messages=result["messages"],
+            )
     finally:
         for data in tmp.iterdir():
             if (data / "broker").exists():

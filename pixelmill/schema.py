@@ -123,8 +123,8 @@ class Item(Base):
     seed: Mapped[int] = mapped_column(BigInteger)
     content_hash: Mapped[str] = mapped_column(String(64))
     state: Mapped[State] = mapped_column(
-        Enum(State, name="item_state", native_enum=False, length=16, validate_strings=True),
-        default=State.pending)
+        Enum(State, name="item_state", native_enum=False, length=16, validate_strings=True), default=State.pending
+    )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_expires: Mapped[datetime | None]
     worker: Mapped[str | None] = mapped_column(String(200))
@@ -255,6 +255,8 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     delivered_at: Mapped[datetime | None]
     created: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Worker(Base):
     """A worker's heartbeat per queue it serves: `state` says whether its model loaded (`loading`, `ready`,
     `failed` with `error`); the parent's reconciler tick refreshes `last_seen`. `status` uses it to say that no

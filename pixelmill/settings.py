@@ -168,24 +168,30 @@ class Settings(BaseSettings):
         if self.task_soft_time_limit >= self.task_time_limit:
             raise ValueError("PIXELMILL_TASK_SOFT_TIME_LIMIT must be below PIXELMILL_TASK_TIME_LIMIT")
         if self.lease_seconds <= self.task_time_limit:
-            raise ValueError("PIXELMILL_LEASE_SECONDS must exceed PIXELMILL_TASK_TIME_LIMIT, "
-                             "or a batch still running would be handed to another worker")
+            raise ValueError(
+                "PIXELMILL_LEASE_SECONDS must exceed PIXELMILL_TASK_TIME_LIMIT, "
+                "or a batch still running would be handed to another worker"
+            )
         if self.visibility_timeout <= self.lease_seconds:
             raise ValueError("PIXELMILL_VISIBILITY_TIMEOUT must exceed PIXELMILL_LEASE_SECONDS")
-        if self.broker_url and is_amqp(self.broker_url) \
-                and self.rabbitmq_consumer_timeout <= self.task_time_limit:
-            raise ValueError("PIXELMILL_RABBITMQ_CONSUMER_TIMEOUT (the broker's consumer_timeout) must exceed "
-                             "PIXELMILL_TASK_TIME_LIMIT, or RabbitMQ redelivers batches still running")
+        if self.broker_url and is_amqp(self.broker_url) and self.rabbitmq_consumer_timeout <= self.task_time_limit:
+            raise ValueError(
+                "PIXELMILL_RABBITMQ_CONSUMER_TIMEOUT (the broker's consumer_timeout) must exceed "
+                "PIXELMILL_TASK_TIME_LIMIT, or RabbitMQ redelivers batches still running"
+            )
         if self.worker_stale_after <= self.reconcile_interval:
-            raise ValueError("PIXELMILL_WORKER_STALE_AFTER must exceed PIXELMILL_RECONCILE_INTERVAL (how often a "
-                             "worker sends its heartbeat), or live workers would look gone")
+            raise ValueError(
+                "PIXELMILL_WORKER_STALE_AFTER must exceed PIXELMILL_RECONCILE_INTERVAL (how often a "
+                "worker sends its heartbeat), or live workers would look gone"
+            )
         quarantine = self.quarantine.strip("/")
         if quarantine != "none" and (not quarantine or quarantine.split("/")[0] in ("jobs", "..", ".")):
-            raise ValueError("PIXELMILL_QUARANTINE must be a key prefix outside jobs/ (the public images), "
-                             "or `none`")
+            raise ValueError("PIXELMILL_QUARANTINE must be a key prefix outside jobs/ (the public images), or `none`")
         if (self.c2pa_cert is None) != (self.c2pa_key is None):
-            raise ValueError("PIXELMILL_C2PA_CERT and PIXELMILL_C2PA_KEY must be set together (a certificate chain "
-                             "and its private key) to sign C2PA manifests, or both left unset")
+            raise ValueError(
+                "PIXELMILL_C2PA_CERT and PIXELMILL_C2PA_KEY must be set together (a certificate chain "
+                "and its private key) to sign C2PA manifests, or both left unset"
+            )
         if self.webhook_secret is not None:
             _check_webhook_secret(self.webhook_secret)
         return self
@@ -229,9 +235,11 @@ def _check_webhook_secret(secret: str) -> None:
     except (binascii.Error, ValueError):
         key = b""
     if not secret.startswith("whsec_") or len(key) < 16:
-        raise ValueError("PIXELMILL_WEBHOOK_SECRET must be `whsec_` followed by base64 of at least 16 random "
-                         "bytes, e.g. python -c \"import base64,os; "
-                         "print('whsec_'+base64.b64encode(os.urandom(32)).decode())\"")
+        raise ValueError(
+            "PIXELMILL_WEBHOOK_SECRET must be `whsec_` followed by base64 of at least 16 random "
+            'bytes, e.g. python -c "import base64,os; '
+            "print('whsec_'+base64.b64encode(os.urandom(32)).decode())\""
+        )
 
 
 def load_settings(**overrides: object) -> Settings:

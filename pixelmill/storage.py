@@ -155,9 +155,14 @@ class S3Storage:
         for attempt in range(_CONFLICT_RETRIES + 1):
             try:
                 self.client.put_object(
-                    Bucket=self.bucket, Key=full, Body=data, ContentType=content_type,
+                    Bucket=self.bucket,
+                    Key=full,
+                    Body=data,
+                    ContentType=content_type,
                     ContentMD5=base64.b64encode(hashlib.md5(data).digest()).decode(),  # integrity, not security
-                    Metadata={"sha256": hashlib.sha256(data).hexdigest()}, **extra)
+                    Metadata={"sha256": hashlib.sha256(data).hexdigest()},
+                    **extra,
+                )
                 return True
             except ClientError as exc:
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -190,11 +195,12 @@ class S3Storage:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base + prefix)
         for page in pages:
             for obj in page.get("Contents", []):
-                yield obj["Key"][len(base):]
+                yield obj["Key"][len(base) :]
 
     def locate(self, key: str, expires: int) -> str:
         url: str = self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires)
+            "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires
+        )
         return url
 
 
@@ -217,5 +223,7 @@ def open_storage(settings: Settings) -> Storage:
         if not parsed.netloc:
             raise ValueError(f"PIXELMILL_STORAGE_URL: no bucket in {url!r} (use s3://bucket/prefix)")
         return S3Storage(parsed.netloc, unquote(parsed.path), settings)
-    raise ValueError(f"PIXELMILL_STORAGE_URL: unsupported scheme {parsed.scheme!r} in {url!r} "
-                     "(use file:///path or s3://bucket/prefix)")
+    raise ValueError(
+        f"PIXELMILL_STORAGE_URL: unsupported scheme {parsed.scheme!r} in {url!r} "
+        "(use file:///path or s3://bucket/prefix)"
+    )

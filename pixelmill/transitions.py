@@ -95,9 +95,22 @@ class ImageRecord:
     provenance: dict[str, Any] | None = None
 
     def row(self) -> dict[str, Any]:
-        values = {name: getattr(self, name) for name in (
-            "storage_key", "sha256", "width", "height", "bytes", "format", "engine_id", "timings", "scores",
-            "candidate", "visibility")}
+        values = {
+            name: getattr(self, name)
+            for name in (
+                "storage_key",
+                "sha256",
+                "width",
+                "height",
+                "bytes",
+                "format",
+                "engine_id",
+                "timings",
+                "scores",
+                "candidate",
+                "visibility",
+            )
+        }
         values["safety"] = self.safety.to_json() if self.safety else None
         if self.provenance is not None:
             values["provenance"] = self.provenance
@@ -116,8 +129,14 @@ class CandidateRecord:
     engine_id: str
 
     def row(self) -> dict[str, Any]:
-        return {"candidate": self.candidate, "seed": self.seed, "outcome": self.outcome, "scores": self.scores,
-                "safety": self.safety.to_json() if self.safety else None, "engine_id": self.engine_id}
+        return {
+            "candidate": self.candidate,
+            "seed": self.seed,
+            "outcome": self.outcome,
+            "scores": self.scores,
+            "safety": self.safety.to_json() if self.safety else None,
+            "engine_id": self.engine_id,
+        }
 
 
 @dataclass(frozen=True)
@@ -178,15 +197,35 @@ def add_items(session: Session, job_id: int, items: Sequence[NewItem]) -> list[i
         return []
     now = utcnow()
     before = session.scalar(select(func.max(Item.id))) or 0
-    session.execute(insert(cast(Table, Item.__table__)), [
-        {"job_id": job_id, "item_key": it.key, "variant": it.variant, "prompt": it.prompt,
-         "negative": it.negative, "params": it.params.to_json(), "seed": it.seed,
-         "content_hash": it.content_hash, "attempts": 0, "created": now,
-         **({"state": State.blocked, "block_reason": it.blocked, "finished_at": now} if it.blocked
-            else {"state": State.pending, "block_reason": None, "finished_at": None})}
-        for it in items])
-    ids = {(key, variant): item_id for item_id, key, variant in session.execute(
-        select(Item.id, Item.item_key, Item.variant).where(Item.job_id == job_id, Item.id > before))}
+    session.execute(
+        insert(cast(Table, Item.__table__)),
+        [
+            {
+                "job_id": job_id,
+                "item_key": it.key,
+                "variant": it.variant,
+                "prompt": it.prompt,
+                "negative": it.negative,
+                "params": it.params.to_json(),
+                "seed": it.seed,
+                "content_hash": it.content_hash,
+                "attempts": 0,
+                "created": now,
+                **(
+                    {"state": State.blocked, "block_reason": it.blocked, "finished_at": now}
+                    if it.blocked
+                    else {"state": State.pending, "block_reason": None, "finished_at": None}
+                ),
+            }
+            for it in items
+        ],
+    )
+    ids = {
+        (key, variant): item_id
+        for item_id, key, variant in session.execute(
+            select(Item.id, Item.item_key, Item.variant).where(Item.job_id == job_id, Item.id > before)
+        )
+    }
     return [ids[(it.key, it.variant)] for it in items]
 
 
@@ -194,21 +233,34 @@ def mark_queued(session: Session, item_ids: Collection[int]) -> None:
     """pending → queued, once a message carrying them is published (never moves an item that went on)."""
     ids = list(item_ids)
     for start in range(0, len(ids), _IN_BATCH):
-        session.execute(update(Item).where(Item.id.in_(ids[start:start + _IN_BATCH]), Item.state == State.pending)
-                        .values(state=State.queued, queued_at=utcnow()))
+        session.execute(
+            update(Item)
+            .where(Item.id.in_(ids[start : start + _IN_BATCH]), Item.state == State.pending)
+            .values(state=State.queued, queued_at=utcnow())
+        )
 
 
 def mark_queued_range(session: Session, job_id: int, first: int, last: int) -> int:
     """pending → queued for the job's items with ids in [first, last], once every one of them was published:
     one UPDATE for a whole page of a large submission. Returns how many moved."""
-    result = session.execute(update(Item).where(Item.job_id == job_id, Item.id >= first, Item.id <= last,
-                                                Item.state == State.pending)
-                             .values(state=State.queued, queued_at=utcnow()))
+    result = session.execute(
+        update(Item)
+        .where(Item.job_id == job_id, Item.id >= first, Item.id <= last, Item.state == State.pending)
+        .values(state=State.queued, queued_at=utcnow())
+    )
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def claim(session: Session, job_id: int, item_ids: Sequence[int], *, node: str, lease_seconds: int,
-          max_attempts: int, busy: Collection[int] = ()) -> list[ClaimedItem]:
+def claim(
+    session: Session,
+    job_id: int,
+    item_ids: Sequence[int],
+    *,
+    node: str,
+    lease_seconds: int,
+    max_attempts: int,
+    busy: Collection[int] = (),
+) -> list[ClaimedItem]:
     """Take the chunk's unfinished, unheld items: running, attempt + 1, leased to this process.
 
     Skipped: finished items, items another live holder leases (a duplicate message), and `busy` items (this
@@ -235,19 +287,29 @@ def claim(session: Session, job_id: int, item_ids: Sequence[int], *, node: str, 
         item.lease_expires = now + timedelta(seconds=lease_seconds)
         item.worker = holder_name(node)
         item.started_at = now
-        claimed.append(ClaimedItem(id=item.id, job=item.job_id, key=item.item_key, variant=item.variant,
-                                   prompt=item.prompt, negative=item.negative, seed=item.seed,
-                                   params=GenerationParams.from_json(item.params)))
+        claimed.append(
+            ClaimedItem(
+                id=item.id,
+                job=item.job_id,
+                key=item.item_key,
+                variant=item.variant,
+                prompt=item.prompt,
+                negative=item.negative,
+                seed=item.seed,
+                params=GenerationParams.from_json(item.params),
+            )
+        )
     return claimed
 
 
 def renew_lease(session: Session, item_ids: Sequence[int], *, node: str, lease_seconds: int) -> None:
     """Extend the lease of items this process still holds (handed to the upload threads)."""
     if item_ids:
-        session.execute(update(Item)
-                        .where(Item.id.in_(item_ids), Item.state == State.running,
-                               Item.worker == holder_name(node))
-                        .values(lease_expires=utcnow() + timedelta(seconds=lease_seconds)))
+        session.execute(
+            update(Item)
+            .where(Item.id.in_(item_ids), Item.state == State.running, Item.worker == holder_name(node))
+            .values(lease_expires=utcnow() + timedelta(seconds=lease_seconds))
+        )
 
 
 def finish(session: Session, item_id: int, outcome: Finish) -> None:
@@ -259,13 +321,14 @@ def finish(session: Session, item_id: int, outcome: Finish) -> None:
     if session.scalar(select(Item.state).where(Item.id == item_id)) == State.cancelled:
         return
     if outcome.image is not None:
-        insert_ignore(session, Image, [{"item_id": item_id, "created": now, **outcome.image.row()}],
-                      ["item_id"])
-    insert_ignore(session, Candidate,
-                  [{"item_id": item_id, "created": now, **c.row()} for c in outcome.candidates],
-                  ["item_id", "candidate"])
-    state = ({"state": State.blocked, "block_reason": outcome.blocked} if outcome.blocked
-             else {"state": State.succeeded})
+        insert_ignore(session, Image, [{"item_id": item_id, "created": now, **outcome.image.row()}], ["item_id"])
+    insert_ignore(
+        session,
+        Candidate,
+        [{"item_id": item_id, "created": now, **c.row()} for c in outcome.candidates],
+        ["item_id", "candidate"],
+    )
+    state = {"state": State.blocked, "block_reason": outcome.blocked} if outcome.blocked else {"state": State.succeeded}
     ended = session.execute(
         update(Item)
         .where(Item.id == item_id, Item.state.not_in([State.succeeded, State.blocked, State.cancelled]))
@@ -273,12 +336,27 @@ def finish(session: Session, item_id: int, outcome: Finish) -> None:
         .returning(Item.job_id, Item.item_key, Item.variant)
     ).first()
     if ended is not None:
-        events.item_ended(session, item_id=item_id, job_id=ended.job_id, key=ended.item_key, variant=ended.variant,
-                          state=State.blocked if outcome.blocked else State.succeeded, reason=outcome.blocked)
+        events.item_ended(
+            session,
+            item_id=item_id,
+            job_id=ended.job_id,
+            key=ended.item_key,
+            variant=ended.variant,
+            state=State.blocked if outcome.blocked else State.succeeded,
+            reason=outcome.blocked,
+        )
 
 
-def fail(session: Session, item_id: int, error: str, *, node: str, max_attempts: int, final: bool = False,
-         infra: bool = False) -> bool:
+def fail(
+    session: Session,
+    item_id: int,
+    error: str,
+    *,
+    node: str,
+    max_attempts: int,
+    final: bool = False,
+    infra: bool = False,
+) -> bool:
     """running → queued (attempts left; True: publish it again) or → failed (attempts used up, or `final`: no
     attempt could succeed). An item another process has claimed since (after our lease ran out) is theirs to
     finish: nothing changes."""
@@ -293,15 +371,21 @@ def fail(session: Session, item_id: int, error: str, *, node: str, max_attempts:
         item.infra_since = None
     if final or item.attempts >= max_attempts:
         item.state, item.finished_at = State.failed, now
-        events.item_ended(session, item_id=item.id, job_id=item.job_id, key=item.item_key, variant=item.variant,
-                          state=State.failed, error=item.error)
+        events.item_ended(
+            session,
+            item_id=item.id,
+            job_id=item.job_id,
+            key=item.item_key,
+            variant=item.variant,
+            state=State.failed,
+            error=item.error,
+        )
         return False
     item.state, item.queued_at = State.queued, now
     return True
 
 
-def back_off(session: Session, item_id: int, error: str, *, node: str, budget: float, base: float,
-             cap: float) -> bool:
+def back_off(session: Session, item_id: int, error: str, *, node: str, budget: float, base: float, cap: float) -> bool:
     """running → queued with its attempt given back and `not_before` set (exponential, jittered): an
     infrastructure failure (storage, database, broker) says nothing about the item. The reconciler publishes
     it once `not_before` has passed. False (nothing changed: use `fail`) when the item is not ours, or has
@@ -315,8 +399,9 @@ def back_off(session: Session, item_id: int, error: str, *, node: str, budget: f
     item.infra_since = item.infra_since or now
     item.not_before = now + faults.backoff(item.infra_since, now, base=base, cap=cap)
     item.attempts = max(0, item.attempts - 1)
-    item.error = f"infrastructure failure, retrying after {item.not_before.isoformat(timespec='seconds')}: " \
-                 + error[-3800:]
+    item.error = (
+        f"infrastructure failure, retrying after {item.not_before.isoformat(timespec='seconds')}: " + error[-3800:]
+    )
     item.state, item.queued_at, item.lease_expires = State.queued, now, None
     return True
 
@@ -327,16 +412,31 @@ def block(session: Session, item_id: int, reason: dict[str, Any], *, node: str) 
         update(Item)
         .where(Item.id == item_id, Item.state == State.running, Item.worker == holder_name(node))
         .values(state=State.blocked, block_reason=reason, finished_at=utcnow(), lease_expires=None, error=None)
-        .returning(Item.job_id, Item.item_key, Item.variant)).first()
+        .returning(Item.job_id, Item.item_key, Item.variant)
+    ).first()
     if ended is None:
         return False
-    events.item_ended(session, item_id=item_id, job_id=ended.job_id, key=ended.item_key, variant=ended.variant,
-                      state=State.blocked, reason=reason)
+    events.item_ended(
+        session,
+        item_id=item_id,
+        job_id=ended.job_id,
+        key=ended.item_key,
+        variant=ended.variant,
+        state=State.blocked,
+        reason=reason,
+    )
     return True
 
 
-def requeue_lost(session: Session, *, max_attempts: int, requeue_after: int, queued_timeout: int,
-                 empty_models: Collection[str], node: str | None = None) -> Recovery:
+def requeue_lost(
+    session: Session,
+    *,
+    max_attempts: int,
+    requeue_after: int,
+    queued_timeout: int,
+    empty_models: Collection[str],
+    node: str | None = None,
+) -> Recovery:
     """Put lost work back in the queue, or fail it when its attempts are used up:
 
     - running items whose lease expired, or whose holder is a dead process of `node`;
@@ -346,16 +446,28 @@ def requeue_lost(session: Session, *, max_attempts: int, requeue_after: int, que
     now = utcnow()
     recent = now - timedelta(seconds=requeue_after)
     waiting = and_(Item.not_before.is_not(None), Item.not_before > now)  # backing off: not yet
-    stale_queued = or_(and_(Item.not_before.is_not(None), Item.not_before <= now),
-                       and_(~waiting, or_(Item.queued_at < now - timedelta(seconds=queued_timeout),
-                                          and_(Item.queued_at < recent, Job.model.in_(list(empty_models))))))
+    stale_queued = or_(
+        and_(Item.not_before.is_not(None), Item.not_before <= now),
+        and_(
+            ~waiting,
+            or_(
+                Item.queued_at < now - timedelta(seconds=queued_timeout),
+                and_(Item.queued_at < recent, Job.model.in_(list(empty_models))),
+            ),
+        ),
+    )
     recovery = Recovery()
     candidates = session.execute(
-        select(Item, Job.model).join(Job).where(or_(
-            Item.state == State.running,
-            and_(Item.state == State.pending, Item.created < recent),
-            and_(Item.state == State.queued, stale_queued),
-        )).with_for_update(skip_locked=True, of=Item)
+        select(Item, Job.model)
+        .join(Job)
+        .where(
+            or_(
+                Item.state == State.running,
+                and_(Item.state == State.pending, Item.created < recent),
+                and_(Item.state == State.queued, stale_queued),
+            )
+        )
+        .with_for_update(skip_locked=True, of=Item)
     ).all()
     for item, model in candidates:
         if item.state == State.running:
@@ -363,19 +475,32 @@ def requeue_lost(session: Session, *, max_attempts: int, requeue_after: int, que
             if not (expired or (node is not None and reclaimable(item.worker, node))):
                 continue
             if item.attempts >= max_attempts:
-                _give_up(item, now, f"worker lost on attempt {item.attempts} of {max_attempts}"
-                                    f" (holder {item.worker}); gave up")
+                _give_up(
+                    item,
+                    now,
+                    f"worker lost on attempt {item.attempts} of {max_attempts} (holder {item.worker}); gave up",
+                )
                 recovery.failed += 1
                 continue
             item.error = f"worker lost on attempt {item.attempts} (holder {item.worker}); re-queued"
         item.state, item.queued_at, item.lease_expires, item.not_before = State.queued, now, None, None
         recovery.outstanding.setdefault(model, []).append(
-            QueuedItem(item=item.id, job=item.job_id, params=GenerationParams.from_json(item.params)))
+            QueuedItem(item=item.id, job=item.job_id, params=GenerationParams.from_json(item.params))
+        )
     return recovery
 
 
-def approve(session: Session, item: Item, image: Image, *, public_key: str, sha256: str, size: int,
-            by: str, note: str | None = None) -> None:
+def approve(
+    session: Session,
+    item: Item,
+    image: Image,
+    *,
+    public_key: str,
+    sha256: str,
+    size: int,
+    by: str,
+    note: str | None = None,
+) -> None:
     """blocked (by the image checker) → succeeded, its image now public; records who approved it and when."""
     if item.state != State.blocked:
         raise TransitionError(f"item {item.id} is {item.state.value}, not blocked")
@@ -383,9 +508,12 @@ def approve(session: Session, item: Item, image: Image, *, public_key: str, sha2
     image.storage_key, image.visibility, image.approved_by, image.approved_at = public_key, "public", by, now
     image.sha256, image.bytes = sha256, size
     item.state, item.error = State.succeeded, None
-    item.block_reason = {**(item.block_reason or {}), "approved_by": by,
-                         "approved_at": now.isoformat(timespec="seconds"),
-                         **({"approval_note": note} if note else {})}
+    item.block_reason = {
+        **(item.block_reason or {}),
+        "approved_by": by,
+        "approved_at": now.isoformat(timespec="seconds"),
+        **({"approval_note": note} if note else {}),
+    }
 
 
 def cancel(session: Session, job_id: int) -> dict[State, int]:
@@ -397,9 +525,11 @@ def cancel(session: Session, job_id: int) -> dict[State, int]:
     left: dict[State, int] = {}
     for state in (State.pending, State.queued, State.running):
         result = session.execute(
-            update(Item).where(Item.job_id == job_id, Item.state == state)
+            update(Item)
+            .where(Item.job_id == job_id, Item.state == state)
             .values(state=State.cancelled, finished_at=utcnow(), lease_expires=None)
-            .execution_options(synchronize_session=False))
+            .execution_options(synchronize_session=False)
+        )
         left[state] = int(getattr(result, "rowcount", 0) or 0)
     if any(left.values()):
         events.touch(session, job_id)  # the job may be over now: `job.finished` is settled before the commit
@@ -409,8 +539,9 @@ def cancel(session: Session, job_id: int) -> dict[State, int]:
 RETRYABLE_BLOCKS = ("image", "prompt")
 
 
-def retry(session: Session, job_id: int, *, failed: bool = True, blocked_by: str | None = None,
-          refused: Collection[int] = ()) -> list[QueuedItem]:
+def retry(
+    session: Session, job_id: int, *, failed: bool = True, blocked_by: str | None = None, refused: Collection[int] = ()
+) -> list[QueuedItem]:
     """failed items (with `failed`) and items blocked at `blocked_by` ("image" or "prompt") → pending with
     fresh attempts, their seeds and keys unchanged; returns them for the caller to publish and mark queued.
 
@@ -427,8 +558,9 @@ def retry(session: Session, job_id: int, *, failed: bool = True, blocked_by: str
     if not wanted:
         return []
     chosen: list[Item] = []
-    for item in session.scalars(select(Item).where(Item.job_id == job_id, or_(*wanted)).order_by(Item.id)
-                                .with_for_update(skip_locked=True)):
+    for item in session.scalars(
+        select(Item).where(Item.job_id == job_id, or_(*wanted)).order_by(Item.id).with_for_update(skip_locked=True)
+    ):
         if item.state == State.blocked:
             reason = item.block_reason or {}
             if reason.get("stage") != blocked_by or item.id in refused or reason.get("approved_by"):
@@ -436,14 +568,15 @@ def retry(session: Session, job_id: int, *, failed: bool = True, blocked_by: str
         chosen.append(item)
     blocked_ids = [item.id for item in chosen if item.state == State.blocked]
     for start in range(0, len(blocked_ids), _IN_BATCH):
-        batch = blocked_ids[start:start + _IN_BATCH]
+        batch = blocked_ids[start : start + _IN_BATCH]
         session.execute(delete(Candidate).where(Candidate.item_id.in_(batch)))
         session.execute(delete(Image).where(Image.item_id.in_(batch)))
     for item in chosen:
         item.state, item.attempts, item.error, item.block_reason = State.pending, 0, None, None
         item.lease_expires = item.worker = item.started_at = item.finished_at = None
-    return [QueuedItem(item=item.id, job=item.job_id, params=GenerationParams.from_json(item.params))
-            for item in chosen]
+    return [
+        QueuedItem(item=item.id, job=item.job_id, params=GenerationParams.from_json(item.params)) for item in chosen
+    ]
 
 
 def _give_up(item: Item, now: datetime, error: str) -> None:
@@ -452,8 +585,15 @@ def _give_up(item: Item, now: datetime, error: str) -> None:
     item.error = error
     session = Session.object_session(item)
     assert session is not None
-    events.item_ended(session, item_id=item.id, job_id=item.job_id, key=item.item_key, variant=item.variant,
-                      state=State.failed, error=error)
+    events.item_ended(
+        session,
+        item_id=item.id,
+        job_id=item.job_id,
+        key=item.item_key,
+        variant=item.variant,
+        state=State.failed,
+        error=error,
+    )
 
 
 def unfinished(session: Session, item_ids: Iterable[int]) -> set[int]:

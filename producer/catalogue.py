@@ -111,20 +111,32 @@ class Limits:
     tokens: int = 77  # the text encoder's limit, for the truncation warning
 
     def __post_init__(self) -> None:
-        for name in ("cell_bytes", "row_bytes", "columns", "prompt_bytes", "items", "object_key_bytes",
-                     "problems", "tokens"):
+        for name in (
+            "cell_bytes",
+            "row_bytes",
+            "columns",
+            "prompt_bytes",
+            "items",
+            "object_key_bytes",
+            "problems",
+            "tokens",
+        ):
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise UsageError(f"limit {name} must be a positive whole number, got {value!r}")
-        if self.key_segment_bytes is not None and (type(self.key_segment_bytes) is not int
-                                                   or self.key_segment_bytes < 1):
-            raise UsageError(f"limit key_segment_bytes must be a positive whole number or None, "
-                             f"got {self.key_segment_bytes!r}")
+        if self.key_segment_bytes is not None and (
+            type(self.key_segment_bytes) is not int or self.key_segment_bytes < 1
+        ):
+            raise UsageError(
+                f"limit key_segment_bytes must be a positive whole number or None, got {self.key_segment_bytes!r}"
+            )
         if type(self.key_prefix_bytes) is not int or self.key_prefix_bytes < 0:
             raise UsageError(f"limit key_prefix_bytes must be a whole number >= 0, got {self.key_prefix_bytes!r}")
         if self.key_bytes < 1:
-            raise UsageError(f"the store's key prefix ({self.key_prefix_bytes} bytes) leaves no room for item keys "
-                             f"in {self.object_key_bytes}-byte object keys")
+            raise UsageError(
+                f"the store's key prefix ({self.key_prefix_bytes} bytes) leaves no room for item keys "
+                f"in {self.object_key_bytes}-byte object keys"
+            )
 
     @property
     def key_bytes(self) -> int:
@@ -137,9 +149,11 @@ class Limits:
         """Limits for the store at `url`: a filesystem caps a path segment at 255 bytes, S3 a whole key at
         1,024 bytes including the store's prefix."""
         if url.startswith("s3://"):
-            prefix = url[len("s3://"):].partition("/")[2].strip("/")
-            store: dict[str, int | None] = {"key_segment_bytes": None,
-                                            "key_prefix_bytes": len(prefix.encode()) + 1 if prefix else 0}
+            prefix = url[len("s3://") :].partition("/")[2].strip("/")
+            store: dict[str, int | None] = {
+                "key_segment_bytes": None,
+                "key_prefix_bytes": len(prefix.encode()) + 1 if prefix else 0,
+            }
         else:
             store = {"key_segment_bytes": 255}
         return cls(**{**store, **overrides})  # type: ignore[arg-type]
@@ -174,9 +188,12 @@ class Defaults:
                 raise UsageError(f"default {name} must be a whole number, got {getattr(self, name)!r}")
         if isinstance(self.guidance, bool) or not isinstance(self.guidance, (int, float)):
             raise UsageError(f"default guidance must be a number, got {self.guidance!r}")
-        checks = (("size", f"{self.width}x{self.height}", parse_size), ("steps", str(self.steps), _parse_steps),
-                  ("guidance", repr(float(self.guidance)), _parse_guidance),
-                  ("images_per_item", str(self.images_per_item), _parse_images))
+        checks = (
+            ("size", f"{self.width}x{self.height}", parse_size),
+            ("steps", str(self.steps), _parse_steps),
+            ("guidance", repr(float(self.guidance)), _parse_guidance),
+            ("images_per_item", str(self.images_per_item), _parse_images),
+        )
         for name, value, parse in checks:
             try:
                 parse(value)
@@ -215,9 +232,11 @@ class Stats:
             return []
         tokens = (limits or Limits()).tokens
         lines = ", ".join(map(str, self.long_prompt_lines)) + (", ..." if self.long_prompts > 5 else "")
-        return [f"{self.long_prompts} row(s) have prompts longer than the model's {tokens}-token limit "
-                f"(estimated; lines {lines}); the text encoder will truncate them, so their last words "
-                "have no effect: shorten the template or the values"]
+        return [
+            f"{self.long_prompts} row(s) have prompts longer than the model's {tokens}-token limit "
+            f"(estimated; lines {lines}); the text encoder will truncate them, so their last words "
+            "have no effect: shorten the template or the values"
+        ]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -401,8 +420,9 @@ class _Validator:
     """Validates rows given as cells in a fixed column order. Built once per catalogue, so the per-row
     work is index lookups and a few C-level string methods: no regexes, no template parsing, no closures."""
 
-    def __init__(self, path: str, defaults: Defaults, limits: Limits, columns: Sequence[str], line: int,
-                 stats: Stats) -> None:
+    def __init__(
+        self, path: str, defaults: Defaults, limits: Limits, columns: Sequence[str], line: int, stats: Stats
+    ) -> None:
         self.path, self.defaults, self.limits, self.stats = path, defaults, limits, stats
         self.problems: list[Problem] = []
         self.seen: dict[str, int] = {}
@@ -424,8 +444,12 @@ class _Validator:
         self.negative_index = index.get("negative")
         self.negative = _normalise(defaults.negative)
         parsers: list[tuple[str, Callable[[str], object]]] = [
-            ("size", parse_size), ("steps", _parse_steps), ("guidance", _parse_guidance),
-            ("images_per_item", _parse_images), ("seed", parse_seed)]
+            ("size", parse_size),
+            ("steps", _parse_steps),
+            ("guidance", _parse_guidance),
+            ("images_per_item", _parse_images),
+            ("seed", parse_seed),
+        ]
         self.overrides = [(name, index[name], parse) for name, parse in parsers if name in index]
         self.key_fast = min(MAX_KEY_LENGTH, limits.key_bytes // 3)  # ASCII keys this short always fit
         self.prompt_fast = limits.prompt_bytes // 4  # prompts this short always fit
@@ -437,16 +461,25 @@ class _Validator:
         row with every value present and short, and returns None for anything else: `_row` then finds and
         reports the problem. Closure variables, not attributes: this runs once per row."""
         d, limits, template = self.defaults, self.limits, self.defaults.template
-        if (self.key_index is None or not self.can_render or not self.fields or template is None
-                or self.prompt_index is not None or self.negative_index is not None or self.overrides):
+        if (
+            self.key_index is None
+            or not self.can_render
+            or not self.fields
+            or template is None
+            or self.prompt_index is not None
+            or self.negative_index is not None
+            or self.overrides
+        ):
             return None
         key_index, stats, count_long = self.key_index, self.stats, self._count_long
         indices = [i for _, i in self.fields]
         values_of = itemgetter(*indices) if len(indices) > 1 else itemgetter(indices[0], indices[0])
         fill, isspace, seen = _positional(template).format, str.isspace, self.seen.setdefault
         key_fast, prompt_fast, token_fast, item_cap = self.key_fast, self.prompt_fast, self.token_fast, limits.items
-        images, tail = d.images_per_item, (self.negative, d.width, d.height, d.steps, float(d.guidance),
-                                           d.images_per_item, None)
+        images, tail = (
+            d.images_per_item,
+            (self.negative, d.width, d.height, d.steps, float(d.guidance), d.images_per_item, None),
+        )
         new = tuple.__new__
         # A blank value next to a literal space (or at an end) leaves a double, leading or trailing space,
         # which the normal-form test below rejects; other templates test for blank values one by one.
@@ -456,16 +489,31 @@ class _Validator:
             try:
                 key = cells[key_index].strip()  # type: ignore[union-attr]
                 values = values_of(cells)
-                if ("" in values or not key or len(key) > key_fast or not key.isascii() or not key.isprintable()
-                        or key == "." or key == ".." or (not blank_shows and any(map(isspace, values)))):
+                if (
+                    "" in values
+                    or not key
+                    or len(key) > key_fast
+                    or not key.isascii()
+                    or not key.isprintable()
+                    or key == "."
+                    or key == ".."
+                    or (not blank_shows and any(map(isspace, values)))
+                ):
                     return None
                 prompt = fill(*values)
             except (AttributeError, TypeError):  # a value that is not text
                 return None
             # Already in normal form (the only whitespace single ASCII spaces, none at the ends) is the same
             # test as prompt == " ".join(prompt.split()), at a third of the cost.
-            if (len(prompt) > prompt_fast or not prompt.isprintable() or "  " in prompt or prompt[0] == " "
-                    or prompt[-1] == " " or stats.items + images > item_cap or seen(key, line) != line):
+            if (
+                len(prompt) > prompt_fast
+                or not prompt.isprintable()
+                or "  " in prompt
+                or prompt[0] == " "
+                or prompt[-1] == " "
+                or stats.items + images > item_cap
+                or seen(key, line) != line
+            ):
                 return None
             stats.items += images
             stats.rows += 1
@@ -479,8 +527,15 @@ class _Validator:
         """Record a problem; stop the read once there are as many as the cap allows."""
         self.problems.append(Problem(self.path, line, field, message))
         if len(self.problems) >= self.limits.problems:
-            self.problems.append(Problem(self.path, line, None, f"stopped reading after {self.limits.problems} "
-                                         f"problems; fix these and submit again (cap: {ENV['problems']})"))
+            self.problems.append(
+                Problem(
+                    self.path,
+                    line,
+                    None,
+                    f"stopped reading after {self.limits.problems} "
+                    f"problems; fix these and submit again (cap: {ENV['problems']})",
+                )
+            )
             raise _Stop
 
     def fatal(self, line: int, field: str | None, message: str) -> NoReturn:
@@ -499,11 +554,16 @@ class _Validator:
             return f"invalid item key {_shown(key)}: longer than {MAX_KEY_LENGTH} characters"
         size, cap = key_bytes(key), self.limits.key_bytes
         if size > cap:
-            where = ("one path segment in a local store" if self.limits.key_segment_bytes == cap
-                     else "the object key limit of the store, less room for the job id and file name")
-            return (f"invalid item key {_shown(key)}: {size} bytes once percent-encoded for the object key, over "
-                    f"{cap} ({where}); shorten it (letters, digits and -_.~ take 1 byte, other ASCII 3, "
-                    "other characters 6-12)")
+            where = (
+                "one path segment in a local store"
+                if self.limits.key_segment_bytes == cap
+                else "the object key limit of the store, less room for the job id and file name"
+            )
+            return (
+                f"invalid item key {_shown(key)}: {size} bytes once percent-encoded for the object key, over "
+                f"{cap} ({where}); shorten it (letters, digits and -_.~ take 1 byte, other ASCII 3, "
+                "other characters 6-12)"
+            )
         return None
 
     def _text(self, line: int, name: str, value: Cell, required: bool) -> str | None:
@@ -527,9 +587,13 @@ class _Validator:
             return False
         size = len(prompt.encode())
         if size > cap:
-            self.problem(line, name, f"is {size:,} bytes after rendering, over the cap of {cap} bytes; shorten it "
-                         f"(the text encoder reads only ~{self.limits.tokens} tokens anyway) or raise "
-                         f"{ENV['prompt_bytes']}")
+            self.problem(
+                line,
+                name,
+                f"is {size:,} bytes after rendering, over the cap of {cap} bytes; shorten it "
+                f"(the text encoder reads only ~{self.limits.tokens} tokens anyway) or raise "
+                f"{ENV['prompt_bytes']}",
+            )
             return False
         return True
 
@@ -560,8 +624,9 @@ class _Validator:
             else:
                 self._text(line, self.defaults.key_column, value, True)
             if key is not None:
-                if not (len(key) <= self.key_fast and key.isascii() and key.isprintable() and key != "."
-                        and key != ".."):
+                if not (
+                    len(key) <= self.key_fast and key.isascii() and key.isprintable() and key != "." and key != ".."
+                ):
                     message = self._key_problem(key)
                     if message is not None:
                         self.problem(line, self.defaults.key_column, message)
@@ -569,8 +634,11 @@ class _Validator:
                 if key is not None:
                     first = self.seen.setdefault(key, line)
                     if first != line:
-                        self.problem(line, self.defaults.key_column, f"duplicate key {key!r} (first seen on line "
-                                     f"{first}); each row needs its own key")
+                        self.problem(
+                            line,
+                            self.defaults.key_column,
+                            f"duplicate key {key!r} (first seen on line {first}); each row needs its own key",
+                        )
 
         prompt: str | None = None
         if self.prompt_index is not None:
@@ -631,9 +699,13 @@ class _Validator:
         stats = self.stats
         stats.items += images
         if stats.items > self.limits.items:
-            self.fatal(line, None, f"the job would have more than {self.limits.items:,} items (rows x "
-                       f"images_per_item) by this row; split the catalogue into several jobs or raise "
-                       f"{ENV['items']}")
+            self.fatal(
+                line,
+                None,
+                f"the job would have more than {self.limits.items:,} items (rows x "
+                f"images_per_item) by this row; split the catalogue into several jobs or raise "
+                f"{ENV['items']}",
+            )
         if len(self.problems) > before or key is None or prompt is None or not prompt:
             return None
         if len(prompt) > self.token_fast:
@@ -647,8 +719,12 @@ class _Validator:
         for i, cell in enumerate(cells):
             if len(cell) * 4 > cap and len(cell.encode()) > cap:
                 name = self.columns[i] if i < len(self.columns) else f"#{i + 1}"
-                self.problem(line, name, f"is {len(cell.encode()):,} bytes, over the cap of {cap:,} bytes per cell; "
-                             f"shorten it or raise {ENV['cell_bytes']}")
+                self.problem(
+                    line,
+                    name,
+                    f"is {len(cell.encode()):,} bytes, over the cap of {cap:,} bytes per cell; "
+                    f"shorten it or raise {ENV['cell_bytes']}",
+                )
                 found = True
         return found
 
@@ -688,15 +764,23 @@ def _open(source: Path | str, fmt: Format | None) -> tuple[str, IO[bytes], Forma
     path = Path(source)
     kind = fmt or _format_of(path.name)
     if kind is None:
-        raise UsageError(f"{path}: unsupported catalogue type {''.join(path.suffixes) or path.name!r}; "
-                         "use .csv, .jsonl, .csv.gz, .jsonl.gz or - (stdin)")
+        raise UsageError(
+            f"{path}: unsupported catalogue type {''.join(path.suffixes) or path.name!r}; "
+            "use .csv, .jsonl, .csv.gz, .jsonl.gz or - (stdin)"
+        )
     if path.name.lower().endswith(".gz"):
         return str(path), gzip.open(path, "rb"), kind, True  # type: ignore[return-value]
     return str(path), path.open("rb"), kind, True
 
 
-def iter_catalogue(source: Path | str, defaults: Defaults, limits: Limits | None = None, *,
-                   fmt: Format | None = None, stats: Stats | None = None) -> Iterator[Row]:
+def iter_catalogue(
+    source: Path | str,
+    defaults: Defaults,
+    limits: Limits | None = None,
+    *,
+    fmt: Format | None = None,
+    stats: Stats | None = None,
+) -> Iterator[Row]:
     """Validated rows of the catalogue at `source` (a path, a `.gz` path, or `-` for stdin), as they are
     read. After the last row, raises CatalogueError listing every problem if there was any; once one is
     found no more rows are yielded. Insert the rows in one transaction and roll back on the error.
@@ -717,8 +801,14 @@ def _read(source: Path | str, defaults: Defaults, limits: Limits, fmt: Format | 
             stream.close()
 
 
-def iter_rows(rows: Iterable[Mapping[str, object]], defaults: Defaults, limits: Limits | None = None, *,
-              name: str = "<rows>", stats: Stats | None = None) -> Iterator[Row]:
+def iter_rows(
+    rows: Iterable[Mapping[str, object]],
+    defaults: Defaults,
+    limits: Limits | None = None,
+    *,
+    name: str = "<rows>",
+    stats: Stats | None = None,
+) -> Iterator[Row]:
     """The Python API's catalogue: rows given as mappings, validated as JSONL lines are ("line" is the
     1-based row index). Same all-or-nothing contract as `iter_catalogue`."""
     limits = limits or Limits()
@@ -728,8 +818,9 @@ def iter_rows(rows: Iterable[Mapping[str, object]], defaults: Defaults, limits: 
     try:
         for number, obj in enumerate(rows, start=1):
             if not isinstance(obj, Mapping):
-                validator.problem(number, None, f"each row must be a mapping of column to value, "
-                                  f"got {type(obj).__name__}")
+                validator.problem(
+                    number, None, f"each row must be a mapping of column to value, got {type(obj).__name__}"
+                )
                 continue
             row = _json_row(validator, number, obj)
             if row is not None and not validator.problems:
@@ -739,8 +830,14 @@ def iter_rows(rows: Iterable[Mapping[str, object]], defaults: Defaults, limits: 
     _finish(validator, number)
 
 
-def read_catalogue(path: Path | str, defaults: Defaults, limits: Limits | None = None, *,
-                   fmt: Format | None = None, stats: Stats | None = None) -> list[Row]:
+def read_catalogue(
+    path: Path | str,
+    defaults: Defaults,
+    limits: Limits | None = None,
+    *,
+    fmt: Format | None = None,
+    stats: Stats | None = None,
+) -> list[Row]:
     """Every row of the catalogue, or CatalogueError listing every problem found. Holds all rows: use
     `iter_catalogue` for large files."""
     return list(iter_catalogue(path, defaults, limits, fmt=fmt, stats=stats))
@@ -756,8 +853,10 @@ def _finish(validator: _Validator, last_line: int) -> None:
 
 def _io_problem(exc: BaseException) -> str:
     """A read error (truncated or corrupt gzip, disk) as a problem message."""
-    return (f"could not read the file ({type(exc).__name__}: {exc}); if it is gzip-compressed, check that it is "
-            "complete (gzip -t)")
+    return (
+        f"could not read the file ({type(exc).__name__}: {exc}); if it is gzip-compressed, check that it is "
+        "complete (gzip -t)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -802,11 +901,19 @@ class _CsvReader:
                 text = raw.decode()
             except UnicodeDecodeError as exc:
                 text = raw.decode(errors="replace")
-                flagged[number] = ("\ufffd", f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} "
-                                             "of the line); save the file as UTF-8")
+                flagged[number] = (
+                    "\ufffd",
+                    f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} "
+                    "of the line); save the file as UTF-8",
+                )
             if b"\x00" in raw:
-                flagged.setdefault(number, ("\x00", "contains a NUL byte, which PostgreSQL cannot store; remove it "
-                                                    "(is this really a text file?)"))
+                flagged.setdefault(
+                    number,
+                    (
+                        "\x00",
+                        "contains a NUL byte, which PostgreSQL cannot store; remove it (is this really a text file?)",
+                    ),
+                )
             yield text
 
     def _problem(self, line: int, field: str | None, message: str) -> None:
@@ -863,17 +970,25 @@ class _CsvReader:
                         end = records.line_num
                         if end > start:
                             field = self._open_quote_field(header)
-                            self._problem(start, field, f"unclosed quote? the quoted cell that opens here runs "
-                                          f"to line {end} and the row has {len(cells)} cells for {columns} "
-                                          "columns. A cell that opens with \" must close with \", or the rows after "
-                                          "it are read as part of it (a quote inside a cell is written \"\")")
+                            self._problem(
+                                start,
+                                field,
+                                f"unclosed quote? the quoted cell that opens here runs "
+                                f"to line {end} and the row has {len(cells)} cells for {columns} "
+                                'columns. A cell that opens with " must close with ", or the rows after '
+                                'it are read as part of it (a quote inside a cell is written "")',
+                            )
                             continue
                         if _ends_in_quote(self.record_first):
                             self._unclosed_at_end(start, header)
                             continue
                         if len(cells) > columns:
-                            self._problem(start, None, f"row has {len(cells)} cells but the header has {columns} "
-                                          "columns (a comma inside a value needs the value in double quotes)")
+                            self._problem(
+                                start,
+                                None,
+                                f"row has {len(cells)} cells but the header has {columns} "
+                                "columns (a comma inside a value needs the value in double quotes)",
+                            )
                             continue
                         if size > big and validator.big_cells(start, cells):
                             continue
@@ -902,20 +1017,31 @@ class _CsvReader:
 
     def _unclosed_at_end(self, line: int, header: Sequence[str]) -> None:
         """The file ended inside a quoted cell that opened on `line`, its last line."""
-        self._problem(line, self._open_quote_field(header), "unclosed quote: the cell opens with \" and the file "
-                      "ends before it closes; add the closing \" (a quote inside a cell is written \"\")")
+        self._problem(
+            line,
+            self._open_quote_field(header),
+            'unclosed quote: the cell opens with " and the file '
+            'ends before it closes; add the closing " (a quote inside a cell is written "")',
+        )
 
     def _too_long(self, start: int, header: Sequence[str]) -> NoReturn:
         """A record over the row cap: most often an unclosed quote, else a really long row."""
         cap, env = self.limits.row_bytes, ENV["row_bytes"]
         if self.line > start:
             field = self._open_quote_field(header) if header else None
-            self._fatal(start, field, f"unclosed quote? the row that starts here runs past line {self.line} and "
-                        f"over {cap:,} bytes. A cell that opens with \" must close with \", or the rows after it "
-                        f"are read as part of it; if the row really is this long, raise {env}")
+            self._fatal(
+                start,
+                field,
+                f"unclosed quote? the row that starts here runs past line {self.line} and "
+                f'over {cap:,} bytes. A cell that opens with " must close with ", or the rows after it '
+                f"are read as part of it; if the row really is this long, raise {env}",
+            )
         what = "the header" if start == 1 else "the row"
-        self._fatal(start, None, f"{what} is longer than {cap:,} bytes (the cap per row); stopped reading here. "
-                    f"Shorten it or raise {env}")
+        self._fatal(
+            start,
+            None,
+            f"{what} is longer than {cap:,} bytes (the cap per row); stopped reading here. Shorten it or raise {env}",
+        )
 
     def _check_header(self, header: list[str]) -> None:
         """Linear checks of the header, then the validator. A header over the column cap stops the read
@@ -925,20 +1051,29 @@ class _CsvReader:
             self._fatal(1, None, f"header: {message}")
         cap = self.limits.columns
         if len(header) > cap:
-            self._fatal(1, None, f"the header has {len(header):,} columns, over the cap of {cap:,}; drop unused "
-                        f"columns or raise {ENV['columns']}")
+            self._fatal(
+                1,
+                None,
+                f"the header has {len(header):,} columns, over the cap of {cap:,}; drop unused "
+                f"columns or raise {ENV['columns']}",
+            )
         if len(header) == 1 and self.defaults.key_column not in header:
             for char, what in _DELIMITERS.items():
                 if char in header[0]:
                     shown = header[0] if len(header[0]) <= 80 else header[0][:80] + "..."
-                    self._fatal(1, None, f"the header is one column {shown!r}: this looks like a {what} ({char!r})"
-                                "-separated file; pixelmill reads comma-separated CSV: save it with commas")
+                    self._fatal(
+                        1,
+                        None,
+                        f"the header is one column {shown!r}: this looks like a {what} ({char!r})"
+                        "-separated file; pixelmill reads comma-separated CSV: save it with commas",
+                    )
         self.validator = _Validator(self.name, self.defaults, self.limits, header, 1, self.stats)
         self.validator.problems[:0] = self.early
         for name, count in Counter(header).items():
             if count > 1:
-                self.validator.problem(1, name, f"column appears {count} times in the header; rename or drop "
-                                       "the extra ones")
+                self.validator.problem(
+                    1, name, f"column appears {count} times in the header; rename or drop the extra ones"
+                )
 
     def _report_flagged(self, header: Sequence[str], cells: Sequence[str]) -> None:
         """Bad bytes in the record just read: one problem per flagged line, naming the column if it can."""
@@ -964,12 +1099,16 @@ def _ends_in_quote(line: bytes) -> bool:
 def _csv_error(text: str, limits: Limits) -> str:
     """The csv module's error in the terms of the file."""
     if "field larger than field limit" in text:
-        return (f"a cell is longer than {csv.field_size_limit():,} characters (the cap per cell is "
-                f"{limits.cell_bytes:,} bytes, {ENV['cell_bytes']}); stopped reading here. An unclosed quote? "
-                "A cell that opens with \" must close with \"")
+        return (
+            f"a cell is longer than {csv.field_size_limit():,} characters (the cap per cell is "
+            f"{limits.cell_bytes:,} bytes, {ENV['cell_bytes']}); stopped reading here. An unclosed quote? "
+            'A cell that opens with " must close with "'
+        )
     if "new-line character" in text:
-        return ("a carriage return (\\r) inside an unquoted cell; save the file with \\n or \\r\\n line "
-                "endings, or quote the cell")
+        return (
+            "a carriage return (\\r) inside an unquoted cell; save the file with \\n or \\r\\n line "
+            "endings, or quote the cell"
+        )
     return f"CSV syntax error: {text}; check the quotes on this line"
 
 
@@ -1005,8 +1144,7 @@ _DECODE = json.JSONDecoder(object_pairs_hook=_unique_pairs).decode
 def _json_columns(defaults: Defaults) -> list[str]:
     """The fields a JSON row is read for: everything else in the object is ignored."""
     fields = template_fields(defaults.template) if defaults.template is not None else []
-    names = [defaults.key_column, *fields, "prompt", "negative", "size", "steps", "guidance", "images_per_item",
-             "seed"]
+    names = [defaults.key_column, *fields, "prompt", "negative", "size", "steps", "guidance", "images_per_item", "seed"]
     return list(dict.fromkeys(names))
 
 
@@ -1020,8 +1158,12 @@ def _json_row(validator: _Validator, line: int, obj: Mapping[str, object], check
     for values over the cell cap and NUL bytes (a JSONL line shorter than the cap without "\\u0000" has none)."""
     limits = validator.limits
     if len(obj) > limits.columns:
-        validator.problem(line, None, f"the object has {len(obj):,} fields, over the cap of {limits.columns:,}; "
-                          f"drop unused fields or raise {ENV['columns']}")
+        validator.problem(
+            line,
+            None,
+            f"the object has {len(obj):,} fields, over the cap of {limits.columns:,}; "
+            f"drop unused fields or raise {ENV['columns']}",
+        )
         return None
     get = obj.get
     cells = [_cell(get(name)) if name in obj else _ABSENT for name in validator.columns]
@@ -1031,12 +1173,15 @@ def _json_row(validator: _Validator, line: int, obj: Mapping[str, object], check
     for name, cell in zip(validator.columns, cells):
         if isinstance(cell, str):
             if len(cell) * 4 > cap and len(cell.encode()) > cap:
-                validator.problem(line, name, f"is {len(cell.encode()):,} bytes, over the cap of {cap:,} bytes "
-                                  f"per value; shorten it or raise {ENV['cell_bytes']}")
+                validator.problem(
+                    line,
+                    name,
+                    f"is {len(cell.encode()):,} bytes, over the cap of {cap:,} bytes "
+                    f"per value; shorten it or raise {ENV['cell_bytes']}",
+                )
                 bad = True
             elif "\x00" in cell:
-                validator.problem(line, name, "contains a NUL byte (\\u0000), which PostgreSQL cannot store; "
-                                  "remove it")
+                validator.problem(line, name, "contains a NUL byte (\\u0000), which PostgreSQL cannot store; remove it")
                 bad = True
     return None if bad else validator.row(line, cells)
 
@@ -1065,15 +1210,23 @@ class _JsonlReader:
                         raw = raw[3:]
                     if len(raw) > cap and not raw.endswith(b"\n"):
                         self._skip_line()
-                        validator.problem(number, None, f"line is longer than {cap:,} bytes (the cap per JSONL "
-                                          f"line); it was skipped unread. Shorten it or raise {ENV['row_bytes']}")
+                        validator.problem(
+                            number,
+                            None,
+                            f"line is longer than {cap:,} bytes (the cap per JSONL "
+                            f"line); it was skipped unread. Shorten it or raise {ENV['row_bytes']}",
+                        )
                         first_data = False
                         continue
                     try:
                         text = raw.decode()
                     except UnicodeDecodeError as exc:
-                        validator.problem(number, None, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte "
-                                          f"{exc.start + 1} of the line); save the file as UTF-8")
+                        validator.problem(
+                            number,
+                            None,
+                            f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte "
+                            f"{exc.start + 1} of the line); save the file as UTF-8",
+                        )
                         first_data = False
                         continue
                     if not text or text.isspace():
@@ -1102,21 +1255,30 @@ class _JsonlReader:
     def _decode(self, number: int, text: str, first: bool) -> dict[str, object] | None:
         """The line's object, or None after recording why not."""
         validator = self.validator
-        hint = ("not one JSON object per line (JSONL); this looks like pretty-printed JSON or a JSON array: "
-                "write one object per line, e.g. with jq -c '.[]'")
+        hint = (
+            "not one JSON object per line (JSONL); this looks like pretty-printed JSON or a JSON array: "
+            "write one object per line, e.g. with jq -c '.[]'"
+        )
         try:
             obj = _DECODE(text)
         except _DuplicateField as exc:
-            validator.problem(number, exc.name, "appears more than once in the object (JSON would keep only the "
-                              "last value); remove the extra one")
+            validator.problem(
+                number,
+                exc.name,
+                "appears more than once in the object (JSON would keep only the last value); remove the extra one",
+            )
             return None
         except json.JSONDecodeError as exc:
             stripped = text.strip()
             if first and stripped[:1] in ("[", "{") and exc.msg != "Extra data":
                 validator.fatal(number, None, hint)
             if exc.msg == "Extra data":
-                validator.problem(number, None, f"more than one JSON value on the line (the second starts at "
-                                  f"column {exc.colno}); write one object per line")
+                validator.problem(
+                    number,
+                    None,
+                    f"more than one JSON value on the line (the second starts at "
+                    f"column {exc.colno}); write one object per line",
+                )
             else:
                 validator.problem(number, None, f"not valid JSON: {exc.msg} (column {exc.colno})")
             return None

@@ -52,8 +52,12 @@ class Entry:
 
 def check_name(name: str) -> str:
     """A catalogue name: non-empty, at most 200 characters, no control characters."""
-    if not isinstance(name, str) or not name.strip() or len(name) > CATALOGUE_MAX \
-            or any(ord(c) < 32 or ord(c) == 127 for c in name):
+    if (
+        not isinstance(name, str)
+        or not name.strip()
+        or len(name) > CATALOGUE_MAX
+        or any(ord(c) < 32 or ord(c) == 127 for c in name)
+    ):
         raise ValueError(f"catalogue name must be 1 to {CATALOGUE_MAX} printable characters, got {name!r:.80}")
     return name
 
@@ -65,19 +69,36 @@ def record_run(session: Session, catalogue: str, job_id: int, batch: Sequence[Li
     if not batch:
         return counts
     keys = list({listed.key for listed in batch})
-    old = {(key, variant): (entry_id, content_hash, item_id) for entry_id, key, variant, content_hash, item_id in
-           session.execute(select(CatalogueEntry.id, CatalogueEntry.item_key, CatalogueEntry.variant,
-                                  CatalogueEntry.content_hash, CatalogueEntry.item_id)
-                           .where(CatalogueEntry.catalogue == catalogue, CatalogueEntry.item_key.in_(keys)))}
+    old = {
+        (key, variant): (entry_id, content_hash, item_id)
+        for entry_id, key, variant, content_hash, item_id in session.execute(
+            select(
+                CatalogueEntry.id,
+                CatalogueEntry.item_key,
+                CatalogueEntry.variant,
+                CatalogueEntry.content_hash,
+                CatalogueEntry.item_id,
+            ).where(CatalogueEntry.catalogue == catalogue, CatalogueEntry.item_key.in_(keys))
+        )
+    }
     now = utcnow()
     updates, inserts = [], []
     for listed in batch:
         found = old.get((listed.key, listed.variant))
         if found is None:
             counts[NEW] += 1
-            inserts.append({"catalogue": catalogue, "item_key": listed.key, "variant": listed.variant,
-                            "content_hash": listed.content_hash, "item_id": listed.item_id, "job_id": job_id,
-                            "change": NEW, "updated": now})
+            inserts.append(
+                {
+                    "catalogue": catalogue,
+                    "item_key": listed.key,
+                    "variant": listed.variant,
+                    "content_hash": listed.content_hash,
+                    "item_id": listed.item_id,
+                    "job_id": job_id,
+                    "change": NEW,
+                    "updated": now,
+                }
+            )
             continue
         entry_id, old_hash, old_item = found
         change = UNCHANGED if old_hash == listed.content_hash else CHANGED
@@ -86,9 +107,18 @@ def record_run(session: Session, catalogue: str, job_id: int, batch: Sequence[Li
         updates.append({"eid": entry_id, "h": listed.content_hash, "i": item_id, "j": job_id, "c": change, "u": now})
     table = cast(Table, CatalogueEntry.__table__)
     if updates:
-        session.execute(update(table).where(table.c.id == bindparam("eid")).values(
-            content_hash=bindparam("h"), item_id=bindparam("i"), job_id=bindparam("j"), change=bindparam("c"),
-            updated=bindparam("u")), updates)
+        session.execute(
+            update(table)
+            .where(table.c.id == bindparam("eid"))
+            .values(
+                content_hash=bindparam("h"),
+                item_id=bindparam("i"),
+                job_id=bindparam("j"),
+                change=bindparam("c"),
+                updated=bindparam("u"),
+            ),
+            updates,
+        )
     if inserts:
         session.execute(insert(table), inserts)
     return counts
@@ -96,16 +126,30 @@ def record_run(session: Session, catalogue: str, job_id: int, batch: Sequence[Li
 
 def retire_absent(session: Session, catalogue: str, job_id: int) -> int:
     """After the last batch: entries this run did not list become `retired` (item and image kept)."""
-    result = session.execute(update(CatalogueEntry).where(
-        CatalogueEntry.catalogue == catalogue, CatalogueEntry.job_id != job_id, CatalogueEntry.change != RETIRED)
-        .values(change=RETIRED, job_id=job_id, updated=utcnow()))
+    result = session.execute(
+        update(CatalogueEntry)
+        .where(CatalogueEntry.catalogue == catalogue, CatalogueEntry.job_id != job_id, CatalogueEntry.change != RETIRED)
+        .values(change=RETIRED, job_id=job_id, updated=utcnow())
+    )
     return int(getattr(result, "rowcount", 0) or 0)
 
 
 def catalogue_entries(session: Session, name: str, *, batch: int = 5000) -> Iterator[Entry]:
     """Every entry of catalogue `name`, retired ones included, by key and variant; streamed."""
-    query = (select(CatalogueEntry).where(CatalogueEntry.catalogue == name)
-             .order_by(CatalogueEntry.item_key, CatalogueEntry.variant).execution_options(yield_per=batch))
+    query = (
+        select(CatalogueEntry)
+        .where(CatalogueEntry.catalogue == name)
+        .order_by(CatalogueEntry.item_key, CatalogueEntry.variant)
+        .execution_options(yield_per=batch)
+    )
     for row in session.scalars(query):
-        yield Entry(catalogue=row.catalogue, key=row.item_key, variant=row.variant, content_hash=row.content_hash,
-                    item_id=row.item_id, job_id=row.job_id, change=row.change, updated=row.updated)
+        yield Entry(
+            catalogue=row.catalogue,
+            key=row.item_key,
+            variant=row.variant,
+            content_hash=row.content_hash,
+            item_id=row.item_id,
+            job_id=row.job_id,
+            change=row.change,
+            updated=row.updated,
+        )

@@ -64,8 +64,15 @@ class DriftReport:
     baseline: dict[str, float]  # "<score>" medians and "blocked_rate" / "failed_rate" of the earlier runs
 
     def as_dict(self) -> dict[str, Any]:
-        return {"catalogue": self.catalogue, "job": self.job, "flagged": self.flagged, "reasons": self.reasons,
-                "baseline": self.baseline, "run": self.run.as_dict(), "earlier": [r.as_dict() for r in self.earlier]}
+        return {
+            "catalogue": self.catalogue,
+            "job": self.job,
+            "flagged": self.flagged,
+            "reasons": self.reasons,
+            "baseline": self.baseline,
+            "run": self.run.as_dict(),
+            "earlier": [r.as_dict() for r in self.earlier],
+        }
 
 
 def run_stats(session: Session, job_id: int, *, refresh: bool = False) -> Run | None:
@@ -76,21 +83,28 @@ def run_stats(session: Session, job_id: int, *, refresh: bool = False) -> Run | 
     cached = None if refresh else session.get(RunStats, job_id)
     if cached is not None:
         return _from_row(job, cached)
-    counts = {State(s): n for s, n in session.execute(
-        select(Item.state, func.count()).where(Item.job_id == job_id).group_by(Item.state))}
+    counts = {
+        State(s): n
+        for s, n in session.execute(select(Item.state, func.count()).where(Item.job_id == job_id).group_by(Item.state))
+    }
     if any(counts.get(s, 0) for s in ACTIVE):
         return None
     values: dict[str, list[float]] = {}
     gpu = 0.0
     for scores, timings in session.execute(
-            select(Image.scores, Image.timings).join(Item, Item.id == Image.item_id)
-            .where(Item.job_id == job_id, Item.state == State.succeeded).execution_options(yield_per=2000)):
+        select(Image.scores, Image.timings)
+        .join(Item, Item.id == Image.item_id)
+        .where(Item.job_id == job_id, Item.state == State.succeeded)
+        .execution_options(yield_per=2000)
+    ):
         for name, value in (scores or {}).items():
             values.setdefault(name, []).append(float(value))
         timings = timings or {}
         gpu += float(timings.get("total", 0.0)) / max(int(timings.get("batch", 1) or 1), 1)
-    distributions = {name: {"n": len(v), "median": percentile(v, 50), "p10": percentile(v, 10),
-                            "p90": percentile(v, 90)} for name, v in sorted(values.items())}
+    distributions = {
+        name: {"n": len(v), "median": percentile(v, 50), "p10": percentile(v, 10), "p90": percentile(v, 90)}
+        for name, v in sorted(values.items())
+    }
     row = session.get(RunStats, job_id) or RunStats(job_id=job_id)
     row.catalogue = getattr(job, "catalogue", None)
     row.items = sum(counts.values())
@@ -103,19 +117,30 @@ def run_stats(session: Session, job_id: int, *, refresh: bool = False) -> Run | 
 
 
 def _from_row(job: Job, row: RunStats) -> Run:
-    return Run(job=job.id, name=job.name, created=job.created.isoformat(timespec="seconds"), items=row.items,
-               succeeded=row.succeeded, blocked=row.blocked, failed=row.failed, cancelled=row.cancelled,
-               gpu_seconds=row.gpu_seconds, scores=dict(row.scores or {}))
+    return Run(
+        job=job.id,
+        name=job.name,
+        created=job.created.isoformat(timespec="seconds"),
+        items=row.items,
+        succeeded=row.succeeded,
+        blocked=row.blocked,
+        failed=row.failed,
+        cancelled=row.cancelled,
+        gpu_seconds=row.gpu_seconds,
+        scores=dict(row.scores or {}),
+    )
 
 
-def compare(run: Run, earlier: Sequence[Run], *, score_drop: float,
-            rate_rise: float) -> tuple[list[str], dict[str, float]]:
+def compare(
+    run: Run, earlier: Sequence[Run], *, score_drop: float, rate_rise: float
+) -> tuple[list[str], dict[str, float]]:
     """Reasons `run` drifted from the median of `earlier` (none without earlier runs), and that baseline."""
     if not earlier:
         return [], {}
     baseline: dict[str, float] = {
         "blocked_rate": statistics.median(r.blocked_rate for r in earlier),
-        "failed_rate": statistics.median(r.failed_rate for r in earlier)}
+        "failed_rate": statistics.median(r.failed_rate for r in earlier),
+    }
     reasons = []
     for name in DRIFT_SCORES:
         before = [r.scores[name]["median"] for r in earlier if name in r.scores]
@@ -124,13 +149,17 @@ def compare(run: Run, earlier: Sequence[Run], *, score_drop: float,
         base = baseline[name] = statistics.median(before)
         now = run.scores[name]["median"]
         if base and (base - now) / abs(base) > score_drop:
-            reasons.append(f"median {name} {now:.4g} is {(base - now) / abs(base):.0%} below the earlier runs' "
-                           f"{base:.4g} (PIXELMILL_DRIFT_SCORE_DROP={score_drop:g})")
+            reasons.append(
+                f"median {name} {now:.4g} is {(base - now) / abs(base):.0%} below the earlier runs' "
+                f"{base:.4g} (PIXELMILL_DRIFT_SCORE_DROP={score_drop:g})"
+            )
     for rate in ("blocked_rate", "failed_rate"):
         now, base = getattr(run, rate), baseline[rate]
         if now - base > rate_rise:
-            reasons.append(f"{rate.replace('_', ' ')} {now:.1%} is {(now - base) * 100:.1f} points above the "
-                           f"earlier runs' {base:.1%} (PIXELMILL_DRIFT_RATE_RISE={rate_rise:g})")
+            reasons.append(
+                f"{rate.replace('_', ' ')} {now:.1%} is {(now - base) * 100:.1f} points above the "
+                f"earlier runs' {base:.1%} (PIXELMILL_DRIFT_RATE_RISE={rate_rise:g})"
+            )
     return reasons, {k: round(v, 4) for k, v in baseline.items()}
 
 
@@ -149,8 +178,15 @@ def finished_runs(session: Session, catalogue: str, *, before: int | None = None
     return runs[::-1]
 
 
-def drift_report(session: Session, catalogue: str | None, job: int | None = None, *, score_drop: float = 0.1,
-                 rate_rise: float = 0.05, runs: int = 7) -> DriftReport | None:
+def drift_report(
+    session: Session,
+    catalogue: str | None,
+    job: int | None = None,
+    *,
+    score_drop: float = 0.1,
+    rate_rise: float = 0.05,
+    runs: int = 7,
+) -> DriftReport | None:
     """Did run `job` (default: the catalogue's latest finished run) drift from up to `runs` earlier runs? None
     when there is no such finished run (or the job is not a run of a catalogue). Needs a writable session:
     statistics computed here are cached in `run_stats`."""
@@ -171,5 +207,12 @@ def drift_report(session: Session, catalogue: str | None, job: int | None = None
         return None
     earlier = finished_runs(session, catalogue, before=job, limit=runs)
     reasons, baseline = compare(run, earlier, score_drop=score_drop, rate_rise=rate_rise)
-    return DriftReport(catalogue=catalogue, job=job, run=run, earlier=earlier, flagged=bool(reasons),
-                       reasons=reasons, baseline=baseline)
+    return DriftReport(
+        catalogue=catalogue,
+        job=job,
+        run=run,
+        earlier=earlier,
+        flagged=bool(reasons),
+        reasons=reasons,
+        baseline=baseline,
+    )

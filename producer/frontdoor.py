@@ -72,9 +72,15 @@ class Options:
     best_of: int | None = None
 
 
-def make_request(settings: Settings, options: Options, *, source: Path | str | None = None,
-                 rows: Iterable[Mapping[str, object]] | None = None, notify: Notify | None = None,
-                 where: str = "request") -> SubmitRequest:
+def make_request(
+    settings: Settings,
+    options: Options,
+    *,
+    source: Path | str | None = None,
+    rows: Iterable[Mapping[str, object]] | None = None,
+    notify: Notify | None = None,
+    where: str = "request",
+) -> SubmitRequest:
     """The `SubmitRequest` of these options, the model resolved (`resolve_model`) and the job's checks resolved;
     raises RequestProblems listing every bad option."""
     problems: list[str] = []
@@ -94,28 +100,47 @@ def make_request(settings: Settings, options: Options, *, source: Path | str | N
     defaults = None
     if width:
         try:
-            defaults = Defaults(template=options.template, negative=options.negative, width=width, height=height,
-                                steps=options.steps, guidance=options.guidance,
-                                images_per_item=options.images_per_item, key_column=options.key)
+            defaults = Defaults(
+                template=options.template,
+                negative=options.negative,
+                width=width,
+                height=height,
+                steps=options.steps,
+                guidance=options.guidance,
+                images_per_item=options.images_per_item,
+                key_column=options.key,
+            )
         except (UsageError, ValueError) as exc:
             text = str(exc)
-            name = next((n for n in ("template", "negative", "steps", "guidance", "images_per_item", "key")
-                         if n in text), "options")
+            name = next(
+                (n for n in ("template", "negative", "steps", "guidance", "images_per_item", "key") if n in text),
+                "options",
+            )
             problem(name, text)
     checks = None
     try:
-        checks = resolve_checks(settings, gate=options.gate, gate_attempts=options.gate_attempts,
-                                best_of=options.best_of)
+        checks = resolve_checks(
+            settings, gate=options.gate, gate_attempts=options.gate_attempts, best_of=options.best_of
+        )
     except ChecksError as exc:
         problem("gate", str(exc))
     if problems or defaults is None:
         raise RequestProblems(problems)
     blocklists = tuple(s.strip() for s in settings.prompt_blocklists.split(",") if s.strip())
     try:
-        return SubmitRequest(source=source, rows=rows, defaults=defaults, seed=options.seed,
-                             model=resolve_model(options.model or settings.default_model), name=options.name,
-                             catalogue=options.catalogue, request_id=options.request_id, checks=checks,
-                             blocklists=blocklists, notify=notify)
+        return SubmitRequest(
+            source=source,
+            rows=rows,
+            defaults=defaults,
+            seed=options.seed,
+            model=resolve_model(options.model or settings.default_model),
+            name=options.name,
+            catalogue=options.catalogue,
+            request_id=options.request_id,
+            checks=checks,
+            blocklists=blocklists,
+            notify=notify,
+        )
     except UsageError as exc:
         raise RequestProblems([f"{where}: {exc}"]) from None
 
@@ -148,8 +173,10 @@ def notify_of(message: Any) -> Notify:
     reply_to = message.get("reply_to")
     wanted = message.get("events")
     types = tuple(t for t in wanted if t in events.EVENT_TYPES) if isinstance(wanted, list) else events.JOB_EVENTS
-    return Notify(reply_to=reply_to if isinstance(reply_to, str) and _QUEUE_NAME.fullmatch(reply_to) else None,
-                  events=tuple(dict.fromkeys(events.JOB_EVENTS + types)))
+    return Notify(
+        reply_to=reply_to if isinstance(reply_to, str) and _QUEUE_NAME.fullmatch(reply_to) else None,
+        events=tuple(dict.fromkeys(events.JOB_EVENTS + types)),
+    )
 
 
 def request_id_of(message: Any) -> str | None:
@@ -175,8 +202,12 @@ def validate_v1(settings: Settings, message: Any) -> V1:
         raise RequestProblems(problems)
     rows = message.get("rows")
     if rows is not None and len(rows) > settings.intake_max_rows:
-        raise RequestProblems([f"request: field 'rows': {len(rows)} rows, more than PIXELMILL_INTAKE_MAX_ROWS "
-                               f"({settings.intake_max_rows}) inline; send the catalogue as 'source'"])
+        raise RequestProblems(
+            [
+                f"request: field 'rows': {len(rows)} rows, more than PIXELMILL_INTAKE_MAX_ROWS "
+                f"({settings.intake_max_rows}) inline; send the catalogue as 'source'"
+            ]
+        )
     webhook = message.get("webhook")
     if webhook is not None:
         try:
@@ -184,19 +215,38 @@ def validate_v1(settings: Settings, message: Any) -> V1:
         except WebhookUrlError as exc:
             raise RequestProblems([f"request: field 'webhook': {exc}"]) from None
         if not settings.webhook_secret:
-            raise RequestProblems(["request: field 'webhook': this installation has no PIXELMILL_WEBHOOK_SECRET to "
-                                   "sign webhooks with; ask its operator to set one, or use reply_to"])
+            raise RequestProblems(
+                [
+                    "request: field 'webhook': this installation has no PIXELMILL_WEBHOOK_SECRET to "
+                    "sign webhooks with; ask its operator to set one, or use reply_to"
+                ]
+            )
     opts = message.get("options") or {}
-    options = Options(template=message.get("template"), negative=opts.get("negative", ""),
-                      size=opts.get("size", "512x512"), steps=opts.get("steps", 30),
-                      guidance=float(opts.get("guidance", 7.5)), images_per_item=opts.get("images_per_item", 1),
-                      seed=opts.get("seed", 0), model=message.get("model"), key=message.get("key", "id"),
-                      name=message.get("name") or message["request_id"], catalogue=message.get("catalogue"),
-                      request_id=message["request_id"], gate=opts.get("gate"), gate_attempts=opts.get("gate_attempts"),
-                      best_of=opts.get("best_of"))
+    options = Options(
+        template=message.get("template"),
+        negative=opts.get("negative", ""),
+        size=opts.get("size", "512x512"),
+        steps=opts.get("steps", 30),
+        guidance=float(opts.get("guidance", 7.5)),
+        images_per_item=opts.get("images_per_item", 1),
+        seed=opts.get("seed", 0),
+        model=message.get("model"),
+        key=message.get("key", "id"),
+        name=message.get("name") or message["request_id"],
+        catalogue=message.get("catalogue"),
+        request_id=message["request_id"],
+        gate=opts.get("gate"),
+        gate_attempts=opts.get("gate_attempts"),
+        best_of=opts.get("best_of"),
+    )
     notify = notify_of(message)
-    return V1(request_id=message["request_id"], options=options, rows=rows, source=message.get("source"),
-              notify=Notify(reply_to=notify.reply_to, webhook=webhook, events=notify.events))
+    return V1(
+        request_id=message["request_id"],
+        options=options,
+        rows=rows,
+        source=message.get("source"),
+        notify=Notify(reply_to=notify.reply_to, webhook=webhook, events=notify.events),
+    )
 
 
 @contextlib.contextmanager
@@ -247,12 +297,22 @@ def reject(ledger: Ledger, request_id: str | None, message: Any, notify: Notify,
     """`job.rejected`, written on its own: nothing else of a bad request is ever written."""
     import hashlib
 
-    scope = (f"request:{request_id}" if request_id is not None else
-             "message:" + hashlib.sha256(json.dumps(message, sort_keys=True, default=str).encode()).hexdigest())
+    scope = (
+        f"request:{request_id}"
+        if request_id is not None
+        else "message:" + hashlib.sha256(json.dumps(message, sort_keys=True, default=str).encode()).hexdigest()
+    )
     with ledger.session() as session:
-        if not events.emit(session, type_=events.JOB_REJECTED, scope=scope, job_id=None, request_id=request_id,
-                           catalogue=None, notify=notify, data={"problems": problems[:1000],
-                                                                "problem_count": len(problems)}):
+        if not events.emit(
+            session,
+            type_=events.JOB_REJECTED,
+            scope=scope,
+            job_id=None,
+            request_id=request_id,
+            catalogue=None,
+            notify=notify,
+            data={"problems": problems[:1000], "problem_count": len(problems)},
+        ):
             events.resend(session, [events.event_uid(scope, events.JOB_REJECTED)], notify)
 
 
@@ -260,12 +320,14 @@ def submit_v1(settings: Settings, ledger: Ledger, request: V1) -> Submission:
     """Submit a validated v1 request through the one submission path; raises RequestProblems."""
     try:
         if request.rows is not None:
-            return submit_request(settings, ledger, make_request(settings, request.options, rows=request.rows,
-                                                                 notify=request.notify))
+            return submit_request(
+                settings, ledger, make_request(settings, request.options, rows=request.rows, notify=request.notify)
+            )
         assert request.source is not None
         with open_source(settings, request.source) as path:
-            return submit_request(settings, ledger, make_request(settings, request.options, source=path,
-                                                                 notify=request.notify))
+            return submit_request(
+                settings, ledger, make_request(settings, request.options, source=path, notify=request.notify)
+            )
     except CatalogueError as exc:
         raise RequestProblems([str(p) for p in exc.problems]) from None
     except (UsageError, OSError) as exc:
@@ -316,7 +378,9 @@ def answer_failure(settings: Settings, ledger: Ledger, message: Any, exc: BaseEx
         if job_id is not None:
             resend_job_events(ledger, job_id, notify_of(message))
             return IntakeResult("duplicate", job=job_id)
-    problems = [f"request: the intake failed ({type(exc).__name__}: {str(exc)[:300]}); nothing was written. "
-                f"Send it again; if it fails again, tell the operator"]
+    problems = [
+        f"request: the intake failed ({type(exc).__name__}: {str(exc)[:300]}); nothing was written. "
+        f"Send it again; if it fails again, tell the operator"
+    ]
     reject(ledger, request_id, message, notify_of(message), problems)
     return IntakeResult("rejected", problems=problems)

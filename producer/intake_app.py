@@ -31,9 +31,12 @@ app = make_celery(settings, main="pixelmill.intake")
 app.conf.task_default_queue = INTAKE_QUEUE
 if not is_amqp(app.conf.broker_url):
     # A request is short: redeliver one whose process died after minutes, not after the GPU batches' hour.
-    app.conf.broker_transport_options = {**app.conf.broker_transport_options,
-                                         "visibility_timeout": settings.intake_visibility_timeout,
-                                         "unacked_restore_interval": 1, "unacked_restore_throttle": 1}
+    app.conf.broker_transport_options = {
+        **app.conf.broker_transport_options,
+        "visibility_timeout": settings.intake_visibility_timeout,
+        "unacked_restore_interval": 1,
+        "unacked_restore_throttle": 1,
+    }
 
 _ledger: Ledger | None = None
 
@@ -49,8 +52,7 @@ def ledger() -> Ledger:
 def submit(self: Any, message: Any) -> dict[str, Any]:
     """One v1 request. A bad request is answered with `job.rejected`, never retried; an unreachable ledger or
     broker is retried (the request did nothing wrong)."""
-    log.info("intake started", extra={"request_id": message.get("request_id") if isinstance(message, dict)
-                                      else None})
+    log.info("intake started", extra={"request_id": message.get("request_id") if isinstance(message, dict) else None})
     try:
         result = intake(settings, ledger(), message)
     except (BrokerError, LedgerError) as exc:

@@ -68,12 +68,19 @@ def cancel(session: Session, job_id: int) -> CancelResult:
     """Cancel every pending, queued and running item of the job (see `transitions.cancel`)."""
     _job(session, job_id)
     left = transitions.cancel(session, job_id)
-    return CancelResult(job=job_id, pending=left[State.pending], queued=left[State.queued],
-                        running=left[State.running])
+    return CancelResult(job=job_id, pending=left[State.pending], queued=left[State.queued], running=left[State.running])
 
 
-def retry(session: Session, app: Celery, job_id: int, *, failed: bool = True, blocked_by: str | None = None,
-          batch_size: int, blocklists: Sequence[str] = ()) -> int:
+def retry(
+    session: Session,
+    app: Celery,
+    job_id: int,
+    *,
+    failed: bool = True,
+    blocked_by: str | None = None,
+    batch_size: int,
+    blocklists: Sequence[str] = (),
+) -> int:
     """Re-queue the job's failed items (`failed`) and/or items blocked at `blocked_by` ("image": generated
     again with the same seed, worth it after changing the checker settings; "prompt": only those the current
     prompt filter, `blocklists`, now lets through). Attempts start again from 0. Returns how many; they are
@@ -83,8 +90,9 @@ def retry(session: Session, app: Celery, job_id: int, *, failed: bool = True, bl
     if blocked_by == "prompt":
         lists = promptfilter.load(tuple(blocklists)) if blocklists else None
         if lists is not None:
-            for item_id, prompt in session.execute(select(Item.id, Item.prompt).where(
-                    Item.job_id == job_id, Item.state == State.blocked)):
+            for item_id, prompt in session.execute(
+                select(Item.id, Item.prompt).where(Item.job_id == job_id, Item.state == State.blocked)
+            ):
                 if lists.check(prompt) is not None:
                     refused.add(item_id)
     queued = transitions.retry(session, job_id, failed=failed, blocked_by=blocked_by, refused=refused)
@@ -94,8 +102,7 @@ def retry(session: Session, app: Celery, job_id: int, *, failed: bool = True, bl
     return len(queued)
 
 
-def _publish_after_commit(session: Session, app: Celery, items: list[QueuedItem], model: str,
-                          batch_size: int) -> None:
+def _publish_after_commit(session: Session, app: Celery, items: list[QueuedItem], model: str, batch_size: int) -> None:
     bind = session.get_bind()
 
     def publish(_session: Session) -> None:
@@ -109,18 +116,30 @@ def _publish_after_commit(session: Session, app: Celery, items: list[QueuedItem]
 def list_items(session: Session, job_id: int, state: State | None = None) -> Iterator[ItemRow]:
     """The job's items in id order (streamed), optionally only those in `state`."""
     _job(session, job_id)
-    query = select(Item.id, Item.item_key, Item.variant, Item.state, Item.attempts, Item.error,
-                   Item.block_reason).where(Item.job_id == job_id).order_by(Item.id)
+    query = (
+        select(Item.id, Item.item_key, Item.variant, Item.state, Item.attempts, Item.error, Item.block_reason)
+        .where(Item.job_id == job_id)
+        .order_by(Item.id)
+    )
     if state is not None:
         query = query.where(Item.state == state)
     for row in session.execute(query.execution_options(yield_per=1000)):
-        yield ItemRow(id=row.id, key=row.item_key, variant=row.variant, state=State(row.state).value,
-                      attempts=row.attempts, error=last_line(row.error), reason=block_summary(row.block_reason))
+        yield ItemRow(
+            id=row.id,
+            key=row.item_key,
+            variant=row.variant,
+            state=State(row.state).value,
+            attempts=row.attempts,
+            error=last_line(row.error),
+            reason=block_summary(row.block_reason),
+        )
 
 
 def count_items(session: Session, job_id: int) -> dict[str, int]:
-    return {State(s).value: n for s, n in session.execute(
-        select(Item.state, func.count()).where(Item.job_id == job_id).group_by(Item.state))}
+    return {
+        State(s).value: n
+        for s, n in session.execute(select(Item.state, func.count()).where(Item.job_id == job_id).group_by(Item.state))
+    }
 
 
 def last_line(error: str | None) -> str | None:

@@ -78,26 +78,55 @@ def _columns() -> tuple[Any, ...]:
     """Flat columns; JSON fields are extracted by the database (JSON_EXTRACT / ->) and timestamps and states
     come back as plain values, so Python decodes no JSON per row: 100k rows stream in seconds."""
     score = Image.scores
-    return (Item.id, Item.job_id, Item.item_key, Item.variant, type_coerce(Item.state, String).label("state"),
-            Item.prompt, Item.seed, Item.error, Item.block_reason, Job.model, Image.storage_key, Image.sha256,
-            Image.bytes, Image.width, Image.height, Image.format, Image.engine_id,
-            type_coerce(Image.created, String).label("created"),
-            *(score[name].as_float().label(name) for name in SCORES),
-            (Image.safety.is_(None) | (func.coalesce(cast(Image.safety, Text), "null") == "null"))
-            .label("unchecked"),
-            Image.safety["blocked"].as_boolean().label("safety_blocked"),
-            Image.provenance["c2pa"].as_boolean().label("c2pa"),
-            Image.provenance["signer"].as_string().label("signer"),
-            Image.provenance["xmp"].as_boolean().label("xmp"), Image.visibility)
+    return (
+        Item.id,
+        Item.job_id,
+        Item.item_key,
+        Item.variant,
+        type_coerce(Item.state, String).label("state"),
+        Item.prompt,
+        Item.seed,
+        Item.error,
+        Item.block_reason,
+        Job.model,
+        Image.storage_key,
+        Image.sha256,
+        Image.bytes,
+        Image.width,
+        Image.height,
+        Image.format,
+        Image.engine_id,
+        type_coerce(Image.created, String).label("created"),
+        *(score[name].as_float().label(name) for name in SCORES),
+        (Image.safety.is_(None) | (func.coalesce(cast(Image.safety, Text), "null") == "null")).label("unchecked"),
+        Image.safety["blocked"].as_boolean().label("safety_blocked"),
+        Image.provenance["c2pa"].as_boolean().label("c2pa"),
+        Image.provenance["signer"].as_string().label("signer"),
+        Image.provenance["xmp"].as_boolean().label("xmp"),
+        Image.visibility,
+    )
 
 
 def job_query(job_id: int) -> Select[Any]:
-    return (select(*_columns()).select_from(Item).join(Job, Job.id == Item.job_id)
-            .outerjoin(Image, Image.item_id == Item.id).where(Item.job_id == job_id).order_by(Item.id))
+    return (
+        select(*_columns())
+        .select_from(Item)
+        .join(Job, Job.id == Item.job_id)
+        .outerjoin(Image, Image.item_id == Item.id)
+        .where(Item.job_id == job_id)
+        .order_by(Item.id)
+    )
 
 
-def iter_manifest(session: Session, *, job: int | None = None, catalogue: str | None = None,
-                  storage: Storage | None = None, urls: bool = False, expires: int = 3600) -> Iterator[ManifestRow]:
+def iter_manifest(
+    session: Session,
+    *,
+    job: int | None = None,
+    catalogue: str | None = None,
+    storage: Storage | None = None,
+    urls: bool = False,
+    expires: int = 3600,
+) -> Iterator[ManifestRow]:
     """Stream the manifest of one job (one row per item) or of one catalogue (one row per current entry,
     retired ones included). `urls` needs `storage`: presigned GET links valid `expires` s on S3, file URIs
     locally."""
@@ -123,10 +152,15 @@ def _stream(session: Session, query: Select[Any], change_column: str | None, loc
 
 def catalogue_query(catalogue: str) -> Select[Any]:
     """One row per entry of the catalogue (retired included), with the item that serves it now."""
-    return (select(*_columns(), CatalogueEntry.change.label("entry_change")).select_from(CatalogueEntry)
-            .join(Item, Item.id == CatalogueEntry.item_id).join(Job, Job.id == Item.job_id)
-            .outerjoin(Image, Image.item_id == Item.id).where(CatalogueEntry.catalogue == catalogue)
-            .order_by(CatalogueEntry.item_key, CatalogueEntry.variant))
+    return (
+        select(*_columns(), CatalogueEntry.change.label("entry_change"))
+        .select_from(CatalogueEntry)
+        .join(Item, Item.id == CatalogueEntry.item_id)
+        .join(Job, Job.id == Item.job_id)
+        .outerjoin(Image, Image.item_id == Item.id)
+        .where(CatalogueEntry.catalogue == catalogue)
+        .order_by(CatalogueEntry.item_key, CatalogueEntry.variant)
+    )
 
 
 def _catalogue_rows(session: Session, catalogue: str, locate: Any) -> Iterator[ManifestRow]:
@@ -149,9 +183,39 @@ def _timestamp(value: Any) -> str | None:
 
 
 def _row(r: Any, change: str, locate: Any) -> ManifestRow:
-    (item, job, item_key, variant, state, prompt, seed, error, block_reason, model, key, sha256, size, width,
-     height, fmt, engine, created, clip, aesthetic, sharpness, exposure, dark, light, white, unchecked,
-     safety_blocked, c2pa, signer, xmp, visibility) = r[:31]
+    (
+        item,
+        job,
+        item_key,
+        variant,
+        state,
+        prompt,
+        seed,
+        error,
+        block_reason,
+        model,
+        key,
+        sha256,
+        size,
+        width,
+        height,
+        fmt,
+        engine,
+        created,
+        clip,
+        aesthetic,
+        sharpness,
+        exposure,
+        dark,
+        light,
+        white,
+        unchecked,
+        safety_blocked,
+        c2pa,
+        signer,
+        xmp,
+        visibility,
+    ) = r[:31]
     state = state or ""
     if change and change != "retired" and state in _FINAL_CHANGES:  # catalogue rows: the serving item ended so
         change = _FINAL_CHANGES[state]
@@ -166,11 +230,35 @@ def _row(r: Any, change: str, locate: Any) -> ManifestRow:
     else:
         safety = "blocked:image" if safety_blocked and state != "succeeded" else "ok"
     return ManifestRow(
-        item_key, variant, change or "", state, key if public else None,
-        locate(key) if public and locate is not None else None, sha256, size, width, height, fmt, job, item,
-        _timestamp(created), prompt, seed, model, engine, clip, aesthetic, sharpness, exposure, dark, light, white,
-        safety, (str(signer or "c2pa") if c2pa else "xmp" if xmp else None),
-        _last_line(error) if state == "failed" else None)
+        item_key,
+        variant,
+        change or "",
+        state,
+        key if public else None,
+        locate(key) if public and locate is not None else None,
+        sha256,
+        size,
+        width,
+        height,
+        fmt,
+        job,
+        item,
+        _timestamp(created),
+        prompt,
+        seed,
+        model,
+        engine,
+        clip,
+        aesthetic,
+        sharpness,
+        exposure,
+        dark,
+        light,
+        white,
+        safety,
+        (str(signer or "c2pa") if c2pa else "xmp" if xmp else None),
+        _last_line(error) if state == "failed" else None,
+    )
 
 
 def _last_line(error: str | None) -> str | None:
@@ -210,11 +298,13 @@ def parquet_schema() -> Any:
     try:
         import pyarrow as pa
     except ImportError:
-        raise ManifestError("Parquet needs pyarrow: pip install 'pixelmill[parquet]' "
-                            "(or use --format csv / jsonl)") from None
+        raise ManifestError(
+            "Parquet needs pyarrow: pip install 'pixelmill[parquet]' (or use --format csv / jsonl)"
+        ) from None
     ints = {"variant", "bytes", "width", "height", "job", "item", "seed"}
-    return pa.schema([(name, pa.float64() if name in SCORES else pa.int64() if name in ints else pa.string())
-                      for name in COLUMNS])
+    return pa.schema(
+        [(name, pa.float64() if name in SCORES else pa.int64() if name in ints else pa.string()) for name in COLUMNS]
+    )
 
 
 def write_parquet(rows: Iterable[ManifestRow], stream: IO[bytes]) -> int:
@@ -229,8 +319,11 @@ def write_parquet(rows: Iterable[ManifestRow], stream: IO[bytes]) -> int:
 
         def flush() -> None:
             columns: list[Sequence[Any]] = list(zip(*batch)) if batch else [() for _ in COLUMNS]
-            writer.write_table(pa.Table.from_arrays(
-                [pa.array(col, type=schema.field(i).type) for i, col in enumerate(columns)], schema=schema))
+            writer.write_table(
+                pa.Table.from_arrays(
+                    [pa.array(col, type=schema.field(i).type) for i, col in enumerate(columns)], schema=schema
+                )
+            )
             batch.clear()
 
         for row in rows:

@@ -42,13 +42,25 @@ def blocked_items(session: Session, job_id: int) -> list[Blocked]:
     if session.get(Job, job_id) is None:
         raise ReviewError(f"no job {job_id}; `pixelmill jobs` lists them")
     rows = session.execute(
-        select(Item, Image).outerjoin(Image, Image.item_id == Item.id)
-        .where(Item.job_id == job_id, Item.state == State.blocked).order_by(Item.id))
-    return [Blocked(item=item.id, key=item.item_key, variant=item.variant, prompt=item.prompt,
-                    stage=(item.block_reason or {}).get("stage", "?"), reason=item.block_reason or {},
-                    safety=image.safety if image else None, scores=image.scores if image else None,
-                    quarantined=image.storage_key if image and image.visibility == "quarantine" else None)
-            for item, image in rows]
+        select(Item, Image)
+        .outerjoin(Image, Image.item_id == Item.id)
+        .where(Item.job_id == job_id, Item.state == State.blocked)
+        .order_by(Item.id)
+    )
+    return [
+        Blocked(
+            item=item.id,
+            key=item.item_key,
+            variant=item.variant,
+            prompt=item.prompt,
+            stage=(item.block_reason or {}).get("stage", "?"),
+            reason=item.block_reason or {},
+            safety=image.safety if image else None,
+            scores=image.scores if image else None,
+            quarantined=image.storage_key if image and image.visibility == "quarantine" else None,
+        )
+        for item, image in rows
+    ]
 
 
 def os_identity() -> str:
@@ -70,28 +82,36 @@ def approve(session: Session, storage: Storage, item_id: int, *, by: str, note: 
         raise ReviewError(f"item {item_id} is {item.state.value}, not blocked")
     reason = item.block_reason or {}
     if reason.get("stage") != "image":
-        raise ReviewError(f"item {item_id} was blocked by the prompt filter and never generated; "
-                          "change the prompt or the block lists and submit it again")
+        raise ReviewError(
+            f"item {item_id} was blocked by the prompt filter and never generated; "
+            "change the prompt or the block lists and submit it again"
+        )
     image = session.scalars(select(Image).where(Image.item_id == item_id)).one_or_none()
     if image is None or image.visibility != "quarantine":
-        raise ReviewError(f"item {item_id}'s image was not kept (its job ran with PIXELMILL_QUARANTINE=none); "
-                          "submit it again to regenerate it")
+        raise ReviewError(
+            f"item {item_id}'s image was not kept (its job ran with PIXELMILL_QUARANTINE=none); "
+            "submit it again to regenerate it"
+        )
     prefix = Checks.from_json(item.job.params.get("checks")).quarantine.strip("/") + "/"
     public = image.storage_key.removeprefix(prefix)
     try:
         quarantined = storage.get(image.storage_key)
     except (OSError, KeyError) as exc:
-        raise ReviewError(f"item {item_id}'s quarantined object {image.storage_key} cannot be read ({exc}); "
-                          "nothing was published") from None
+        raise ReviewError(
+            f"item {item_id}'s quarantined object {image.storage_key} cannot be read ({exc}); nothing was published"
+        ) from None
     found = hashlib.sha256(quarantined).hexdigest()
     if found != image.sha256:
-        raise ReviewError(f"item {item_id}'s quarantined object {image.storage_key} is not the image the checker "
-                          f"judged (sha256 {found[:16]}…, the ledger recorded {image.sha256[:16]}…): it was changed "
-                          "after it was stored; nothing was published")
+        raise ReviewError(
+            f"item {item_id}'s quarantined object {image.storage_key} is not the image the checker "
+            f"judged (sha256 {found[:16]}…, the ledger recorded {image.sha256[:16]}…): it was changed "
+            "after it was stored; nothing was published"
+        )
     data = create_or_get(storage, public, quarantined, IMAGE_FORMATS[image.format].content_type)
     if hashlib.sha256(data).hexdigest() != image.sha256:
-        raise ReviewError(f"another object already sits at item {item_id}'s public key {public} with other "
-                          "bytes; nothing was published (remove it, then approve again)")
-    transitions.approve(session, item, image, public_key=public, sha256=image.sha256, size=len(data), by=by,
-                        note=note)
+        raise ReviewError(
+            f"another object already sits at item {item_id}'s public key {public} with other "
+            "bytes; nothing was published (remove it, then approve again)"
+        )
+    transitions.approve(session, item, image, public_key=public, sha256=image.sha256, size=len(data), by=by, note=note)
     return public

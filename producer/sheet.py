@@ -51,12 +51,24 @@ class Summary:
 
     def p10(self) -> dict[str, float]:
         """The low bar per higher-is-better score: below the run's own p10 (when the scores spread at all)."""
-        return {name: percentile(v, 10) for name, v in self.scores.items()
-                if name in LOW_MARKED and len(v) >= 5 and percentile(v, 10) < percentile(v, 50)}
+        return {
+            name: percentile(v, 10)
+            for name, v in self.scores.items()
+            if name in LOW_MARKED and len(v) >= 5 and percentile(v, 10) < percentile(v, 50)
+        }
 
 
-def write_sheet(session: Session, stream: IO[str], *, title: str, job: int | None = None,
-                catalogue: str | None = None, storage: Storage, link: bool = False, expires: int = 3600) -> int:
+def write_sheet(
+    session: Session,
+    stream: IO[str],
+    *,
+    title: str,
+    job: int | None = None,
+    catalogue: str | None = None,
+    storage: Storage,
+    link: bool = False,
+    expires: int = 3600,
+) -> int:
     """Write the sheet; returns the number of tiles. Two passes over the ledger: the summary, then tiles."""
     summary = Summary()
     for row in iter_manifest(session, job=job, catalogue=catalogue):
@@ -77,8 +89,12 @@ def write_sheet(session: Session, stream: IO[str], *, title: str, job: int | Non
 
 def _json(value: Any) -> str:
     """JSON safe inside <script>: no `</script>`, no HTML comment openers."""
-    return (json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-            .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+    return (
+        json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+    )
 
 
 def _tile(row: ManifestRow, storage: Storage, link: bool, low: dict[str, float]) -> dict[str, Any]:
@@ -92,9 +108,19 @@ def _tile(row: ManifestRow, storage: Storage, link: bool, low: dict[str, float])
             except Exception:  # noqa: BLE001 (a missing object shows as a tile without image)
                 src = None
     lows = [name for name, p10 in low.items() if getattr(row, name) is not None and getattr(row, name) < p10]
-    return {"k": row.key, "v": row.variant, "st": row.state, "ch": row.change, "src": src, "item": row.item,
-            "s": {name: getattr(row, name) for name in SCORES if getattr(row, name) is not None},
-            "safety": row.safety, "err": row.error, "low": lows, "p": (row.prompt or "")[:300]}
+    return {
+        "k": row.key,
+        "v": row.variant,
+        "st": row.state,
+        "ch": row.change,
+        "src": src,
+        "item": row.item,
+        "s": {name: getattr(row, name) for name in SCORES if getattr(row, name) is not None},
+        "safety": row.safety,
+        "err": row.error,
+        "low": lows,
+        "p": (row.prompt or "")[:300],
+    }
 
 
 def thumbnail(data: bytes) -> str:
@@ -122,32 +148,43 @@ def histogram_svg(values: Iterable[float], width: int = 180, height: int = 36) -
         bins[min(int((value - lo) / span * _BINS), _BINS - 1)] += 1
     top = max(bins)
     bar = width / _BINS
-    rects = "".join(f'<rect x="{i * bar:.1f}" y="{height - h:.1f}" width="{bar - 1:.1f}" height="{h:.1f}"/>'
-                    for i, c in enumerate(bins) if (h := c / top * height) > 0)
-    return (f'<svg class="hist" width="{width}" height="{height + 12}" viewBox="0 0 {width} {height + 12}" '
-            f'role="img" aria-label="histogram">{rects}'
-            f'<text x="0" y="{height + 11}">{lo:.3g}</text>'
-            f'<text x="{width}" y="{height + 11}" text-anchor="end">{hi:.3g}</text></svg>')
+    rects = "".join(
+        f'<rect x="{i * bar:.1f}" y="{height - h:.1f}" width="{bar - 1:.1f}" height="{h:.1f}"/>'
+        for i, c in enumerate(bins)
+        if (h := c / top * height) > 0
+    )
+    return (
+        f'<svg class="hist" width="{width}" height="{height + 12}" viewBox="0 0 {width} {height + 12}" '
+        f'role="img" aria-label="histogram">{rects}'
+        f'<text x="0" y="{height + 11}">{lo:.3g}</text>'
+        f'<text x="{width}" y="{height + 11}" text-anchor="end">{hi:.3g}</text></svg>'
+    )
 
 
 def _summary_html(title: str, summary: Summary) -> str:
-    states = "".join(f'<span class="pill st-{html.escape(k)}">{html.escape(k)} <b>{v}</b></span>'
-                     for k, v in sorted(summary.states.items()))
-    changes = "".join(f'<span class="pill">{html.escape(k)} <b>{v}</b></span>'
-                      for k, v in sorted(summary.changes.items()))
+    states = "".join(
+        f'<span class="pill st-{html.escape(k)}">{html.escape(k)} <b>{v}</b></span>'
+        for k, v in sorted(summary.states.items())
+    )
+    changes = "".join(
+        f'<span class="pill">{html.escape(k)} <b>{v}</b></span>' for k, v in sorted(summary.changes.items())
+    )
     cards = "".join(
         f'<div class="score"><div class="sname">{html.escape(name)}</div>'
         f'<div class="snum">median <b>{percentile(v, 50):.4g}</b> · p10 {percentile(v, 10):.4g} · '
         f'p90 {percentile(v, 90):.4g} <span class="dim">(n={len(v)})</span></div>{histogram_svg(v)}</div>'
-        for name, v in sorted(summary.scores.items()))
-    return (f'<header><h1>{html.escape(title)}</h1><div class="counts">{summary.rows} images · {states}'
-            f'{" · " + changes if changes else ""}</div><div class="scores">{cards}</div></header>'
-            '<nav><label>sort <select id="sort"><option value="key">key</option></select></label> '
-            '<label><input type="checkbox" id="desc"> descending</label> '
-            '<label>show <select id="filter"><option value="all">all</option>'
-            '<option value="problems">blocked, failed, low scores</option></select></label> '
-            '<span class="pager"><button id="prev">‹</button> <span id="page"></span> '
-            '<button id="next">›</button></span></nav><main id="grid"></main>\n')
+        for name, v in sorted(summary.scores.items())
+    )
+    return (
+        f'<header><h1>{html.escape(title)}</h1><div class="counts">{summary.rows} images · {states}'
+        f'{" · " + changes if changes else ""}</div><div class="scores">{cards}</div></header>'
+        '<nav><label>sort <select id="sort"><option value="key">key</option></select></label> '
+        '<label><input type="checkbox" id="desc"> descending</label> '
+        '<label>show <select id="filter"><option value="all">all</option>'
+        '<option value="problems">blocked, failed, low scores</option></select></label> '
+        '<span class="pager"><button id="prev">‹</button> <span id="page"></span> '
+        '<button id="next">›</button></span></nav><main id="grid"></main>\n'
+    )
 
 
 _HEAD = """<!doctype html>

@@ -68,19 +68,27 @@ def job_status(session: Session, job_id: int, *, stale_after: float = 90.0) -> J
         raise UnknownJob(f"no job {job_id}; `pixelmill jobs` lists them")
     counts = {state: 0 for state in State}
     for state, count in session.execute(
-            select(Item.state, func.count()).where(Item.job_id == job_id).group_by(Item.state)):
+        select(Item.state, func.count()).where(Item.job_id == job_id).group_by(Item.state)
+    ):
         counts[state] = count
     first_start, last_finish = session.execute(
-        select(func.min(Item.started_at), func.max(Item.finished_at))
-        .where(Item.job_id == job_id, Item.state == State.succeeded)).one()
+        select(func.min(Item.started_at), func.max(Item.finished_at)).where(
+            Item.job_id == job_id, Item.state == State.succeeded
+        )
+    ).one()
     blocked_by = Counter(
         f"{reason.get('stage', '?')}:{reason.get('category', '?')}" if reason else "unknown"
-        for reason in session.scalars(select(Item.block_reason).where(Item.job_id == job_id,
-                                                                      Item.state == State.blocked)))
+        for reason in session.scalars(
+            select(Item.block_reason).where(Item.job_id == job_id, Item.state == State.blocked)
+        )
+    )
     checks = Checks.from_json(job.params.get("checks"))
-    gate = (f"{','.join(map(str, checks.gate))} ({checks.gate_mode.replace('_', '-')}, "
-            f"{'up to ' if checks.gate_mode == 'reroll' else ''}{checks.gate_n} candidates)"
-            if checks.gate or checks.gate_n > 1 else None)
+    gate = (
+        f"{','.join(map(str, checks.gate))} ({checks.gate_mode.replace('_', '-')}, "
+        f"{'up to ' if checks.gate_mode == 'reroll' else ''}{checks.gate_n} candidates)"
+        if checks.gate or checks.gate_n > 1
+        else None
+    )
     rate = eta = None
     done = counts[State.succeeded]
     remaining = counts[State.pending] + counts[State.queued] + counts[State.running]
@@ -91,14 +99,21 @@ def job_status(session: Session, job_id: int, *, stale_after: float = 90.0) -> J
             rate = done / elapsed
             eta = remaining / rate
     return JobStatus(
-        job=job.id, name=job.name, created=job.created.isoformat(timespec="seconds"), model=job.model,
-        total=sum(counts.values()), skipped=int(job.counts.get("skipped", 0)),
-        images_per_s=round(rate, 3) if rate else None, eta_s=round(eta, 1) if eta is not None else None,
-        blocked_by=dict(sorted(blocked_by.items())), scores=score_distributions(session, job_id),
-        image_checker=checks.image_checker, gate=gate,
-        no_worker=no_worker_line(session, job.model, since=job.created, stale_after=stale_after)
-        if remaining else None,
-        **{state.value: counts[state] for state in State})
+        job=job.id,
+        name=job.name,
+        created=job.created.isoformat(timespec="seconds"),
+        model=job.model,
+        total=sum(counts.values()),
+        skipped=int(job.counts.get("skipped", 0)),
+        images_per_s=round(rate, 3) if rate else None,
+        eta_s=round(eta, 1) if eta is not None else None,
+        blocked_by=dict(sorted(blocked_by.items())),
+        scores=score_distributions(session, job_id),
+        image_checker=checks.image_checker,
+        gate=gate,
+        no_worker=no_worker_line(session, job.model, since=job.created, stale_after=stale_after) if remaining else None,
+        **{state.value: counts[state] for state in State},
+    )
 
 
 def list_jobs(session: Session, limit: int = 50, *, stale_after: float = 90.0) -> list[JobStatus]:
@@ -112,16 +127,17 @@ def no_worker_line(session: Session, model: str, *, since: datetime, stale_after
     command that would serve it."""
     queue = queue_for(model)
     now = utcnow()
-    rows = session.execute(select(Worker.state, Worker.last_seen, Worker.error)
-                           .where(Worker.queue == queue)).all()
+    rows = session.execute(select(Worker.state, Worker.last_seen, Worker.error).where(Worker.queue == queue)).all()
     ready = [r.last_seen for r in rows if r.state == "ready"]
     if ready and (now - max(ready)).total_seconds() <= stale_after:
         return None
     last = max([*ready, since]) if ready else since
     failed = [r.error for r in rows if r.state == "failed" and r.error]
     why = f"; a worker failed to load it: {failed[-1]}" if failed else ""
-    return (f"no worker has served this model's queue {queue} for {(now - last).total_seconds():.0f} s{why}; "
-            f"start one: pixelmill worker --model {model}")
+    return (
+        f"no worker has served this model's queue {queue} for {(now - last).total_seconds():.0f} s{why}; "
+        f"start one: pixelmill worker --model {model}"
+    )
 
 
 def score_distributions(session: Session, job_id: int) -> dict[str, dict[str, float]]:
@@ -131,11 +147,15 @@ def score_distributions(session: Session, job_id: int) -> dict[str, dict[str, fl
     100k-image job costs one query and no JSON decoding in Python."""
     dialect = session.get_bind().dialect.name
     if dialect == "sqlite":
-        sql = ("SELECT s.key, s.value FROM images JOIN items ON items.id = images.item_id, json_each(images.scores) s "
-               "WHERE items.job_id = :job AND :state = items.state")
+        sql = (
+            "SELECT s.key, s.value FROM images JOIN items ON items.id = images.item_id, json_each(images.scores) s "
+            "WHERE items.job_id = :job AND :state = items.state"
+        )
     elif dialect == "postgresql":
-        sql = ("SELECT s.key, s.value FROM images JOIN items ON items.id = images.item_id, "
-               "jsonb_each_text(images.scores::jsonb) s WHERE items.job_id = :job AND :state = items.state")
+        sql = (
+            "SELECT s.key, s.value FROM images JOIN items ON items.id = images.item_id, "
+            "jsonb_each_text(images.scores::jsonb) s WHERE items.job_id = :job AND :state = items.state"
+        )
     else:
         return _score_distributions_python(session, job_id)
     values: dict[str, list[float]] = {}
@@ -152,8 +172,11 @@ def _number(value: str) -> float:
 
 def _score_distributions_python(session: Session, job_id: int) -> dict[str, dict[str, float]]:
     values: dict[str, list[float]] = {}
-    for scores in session.scalars(select(Image.scores).join(Item, Item.id == Image.item_id)
-                                  .where(Item.job_id == job_id, Item.state == State.succeeded)):
+    for scores in session.scalars(
+        select(Image.scores)
+        .join(Item, Item.id == Image.item_id)
+        .where(Item.job_id == job_id, Item.state == State.succeeded)
+    ):
         for name, value in (scores or {}).items():
             values.setdefault(name, []).append(float(value))
     return _summaries(values)
@@ -163,8 +186,12 @@ def _summaries(values: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     out = {}
     for name, v in sorted(values.items()):
         v.sort()
-        out[name] = {"n": len(v), "median": percentile(v, 50, ordered=True), "p10": percentile(v, 10, ordered=True),
-                     "p90": percentile(v, 90, ordered=True)}
+        out[name] = {
+            "n": len(v),
+            "median": percentile(v, 50, ordered=True),
+            "p10": percentile(v, 10, ordered=True),
+            "p90": percentile(v, 90, ordered=True),
+        }
     return out
 
 

@@ -95,9 +95,14 @@ class SubmitRequest:
 
     def job_params(self) -> dict[str, Any]:
         """What the job records about how it was asked for (per-row overrides live on the items)."""
-        return {"source": self.source_name, **asdict(self.defaults), "seed": self.seed,
-                "prompt_filter": list(self.blocklists), "checks": self.checks.as_json() if self.checks else None,
-                **({"notify": self.notify.as_json()} if self.notify else {})}
+        return {
+            "source": self.source_name,
+            **asdict(self.defaults),
+            "seed": self.seed,
+            "prompt_filter": list(self.blocklists),
+            "checks": self.checks.as_json() if self.checks else None,
+            **({"notify": self.notify.as_json()} if self.notify else {}),
+        }
 
 
 @dataclass
@@ -115,9 +120,18 @@ class Submission:
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"job": self.job, "name": self.name, "rows": self.rows, "items": self.items,
-                "skipped": self.skipped, "blocked": self.blocked, "messages": self.messages,
-                "existing": self.existing, "catalogue": self.catalogue, "changes": self.changes}
+        return {
+            "job": self.job,
+            "name": self.name,
+            "rows": self.rows,
+            "items": self.items,
+            "skipped": self.skipped,
+            "blocked": self.blocked,
+            "messages": self.messages,
+            "existing": self.existing,
+            "catalogue": self.catalogue,
+            "changes": self.changes,
+        }
 
 
 @dataclass
@@ -135,10 +149,16 @@ class Preview:
 
 def limits_for(settings: Settings) -> Limits:
     """The reader's caps from PIXELMILL_CATALOGUE_* / PIXELMILL_PROMPT_* / PIXELMILL_JOB_MAX_ITEMS, for this store."""
-    return Limits.for_storage(settings.resolved_storage_url, cell_bytes=settings.catalogue_cell_bytes,
-                              row_bytes=settings.catalogue_row_bytes, columns=settings.catalogue_columns,
-                              prompt_bytes=settings.prompt_bytes, items=settings.job_max_items,
-                              problems=settings.catalogue_max_problems, tokens=settings.prompt_tokens)
+    return Limits.for_storage(
+        settings.resolved_storage_url,
+        cell_bytes=settings.catalogue_cell_bytes,
+        row_bytes=settings.catalogue_row_bytes,
+        columns=settings.catalogue_columns,
+        prompt_bytes=settings.prompt_bytes,
+        items=settings.job_max_items,
+        problems=settings.catalogue_max_problems,
+        tokens=settings.prompt_tokens,
+    )
 
 
 # --- planning ---------------------------------------------------------------------------------------------
@@ -158,13 +178,22 @@ def _items(rows: Iterable[Row], seed: int, model: str) -> Iterator[NewItem]:
         shape = (row.width, row.height, row.steps, row.guidance)
         params = params_of.get(shape)
         if params is None:
-            params = params_of[shape] = GenerationParams(width=row.width, height=row.height, steps=row.steps,
-                                                         guidance=row.guidance)
+            params = params_of[shape] = GenerationParams(
+                width=row.width, height=row.height, steps=row.steps, guidance=row.guidance
+            )
         for variant in range(row.images_per_item):
             item_seed = offset_seed(row.seed, variant) if row.seed is not None else derive_seed(seed, row.key, variant)
-            yield NewItem(key=row.key, variant=variant, prompt=row.prompt, negative=row.negative, params=params,
-                          seed=item_seed, content_hash=content_hash(prompt=row.prompt, negative=row.negative,
-                                                                    params=params, seed=item_seed, model=model))
+            yield NewItem(
+                key=row.key,
+                variant=variant,
+                prompt=row.prompt,
+                negative=row.negative,
+                params=params,
+                seed=item_seed,
+                content_hash=content_hash(
+                    prompt=row.prompt, negative=row.negative, params=params, seed=item_seed, model=model
+                ),
+            )
 
 
 def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -182,8 +211,10 @@ def known_work(session: Session, hashes: Sequence[str]) -> dict[str, int]:
     """content hash -> the item already doing that work: succeeded first, else the newest active one."""
     found: dict[str, tuple[bool, int]] = {}
     for item_id, digest, state in session.execute(
-            select(Item.id, Item.content_hash, Item.state)
-            .where(Item.content_hash.in_(list(set(hashes))), Item.state.in_([State.succeeded, *ACTIVE]))):
+        select(Item.id, Item.content_hash, Item.state).where(
+            Item.content_hash.in_(list(set(hashes))), Item.state.in_([State.succeeded, *ACTIVE])
+        )
+    ):
         rank = (state == State.succeeded, item_id)
         if digest not in found or rank > found[digest]:
             found[digest] = rank
@@ -196,8 +227,9 @@ class _Batch:
     reused: list[tuple[NewItem, int]]  # skipped, with the item already doing the work (0: earlier in this batch)
 
 
-def _split(session: Session | None, batch: list[NewItem], prompt_filter: PromptFilter | None,
-           seen: dict[str, int] | None) -> _Batch:
+def _split(
+    session: Session | None, batch: list[NewItem], prompt_filter: PromptFilter | None, seen: dict[str, int] | None
+) -> _Batch:
     """Skip lookup first, then the prompt filter on fresh prompts only. Identical work twice in one batch is
     planned once (the second key reuses the first's item, id filled in after the insert). `seen` carries the
     hashes of earlier batches when nothing is written (a dry run); a submit finds them in its own transaction."""
@@ -249,7 +281,7 @@ def preview_request(settings: Settings, ledger: Ledger | None, request: SubmitRe
                         preview.first_blocked.append(item)
                 else:
                     preview.items += 1
-            preview.first += batch[:5 - len(preview.first)]
+            preview.first += batch[: 5 - len(preview.first)]
     finally:
         if reader is not None:
             reader.__exit__(None, None, None)
@@ -268,10 +300,18 @@ def _existing(ledger: Ledger, request_id: str) -> Submission | None:
         if job is None:
             return None
         counts = job.counts
-        return Submission(job=job.id, name=job.name, rows=int(counts.get("rows", 0)),
-                          items=int(counts.get("items", 0)) - int(counts.get("blocked", 0)),
-                          skipped=int(counts.get("skipped", 0)), blocked=int(counts.get("blocked", 0)),
-                          messages=0, existing=True, catalogue=job.catalogue, changes=counts.get("changes", {}))
+        return Submission(
+            job=job.id,
+            name=job.name,
+            rows=int(counts.get("rows", 0)),
+            items=int(counts.get("items", 0)) - int(counts.get("blocked", 0)),
+            skipped=int(counts.get("skipped", 0)),
+            blocked=int(counts.get("blocked", 0)),
+            messages=0,
+            existing=True,
+            catalogue=job.catalogue,
+            changes=counts.get("changes", {}),
+        )
 
 
 def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -> Submission:
@@ -288,15 +328,27 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
     limits = request.limits or limits_for(settings)
     stats = Stats()
     prompt_filter = _prompt_filter(request)
-    name = request.name or (f"{Path(request.source).name.split('.')[0] or 'stdin'}"
-                            if request.source is not None and str(request.source) != "-" else
-                            request.catalogue or "stdin") + f"-{datetime.now():%Y%m%d-%H%M%S}"
+    name = (
+        request.name
+        or (
+            f"{Path(request.source).name.split('.')[0] or 'stdin'}"
+            if request.source is not None and str(request.source) != "-"
+            else request.catalogue or "stdin"
+        )
+        + f"-{datetime.now():%Y%m%d-%H%M%S}"
+    )
     inserted = skipped = blocked = 0
     changes = {catalogues.NEW: 0, catalogues.CHANGED: 0, catalogues.UNCHANGED: 0, catalogues.RETIRED: 0}
     try:
         with ledger.session() as session:
-            job = Job(name=name, model=request.model, params=request.job_params(), counts={},
-                      catalogue=request.catalogue, request_id=request.request_id)
+            job = Job(
+                name=name,
+                model=request.model,
+                params=request.job_params(),
+                counts={},
+                catalogue=request.catalogue,
+                request_id=request.request_id,
+            )
             session.add(job)
             session.flush()  # a concurrent twin with the same request_id fails here (unique constraint)
             job_id = job.id
@@ -308,27 +360,53 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
                 skipped += len(split.reused)
                 if request.catalogue is not None:
                     mine = {item.content_hash: item_id for item, item_id in zip(split.fresh, ids, strict=True)}
-                    listed = [catalogues.Listed(i.key, i.variant, i.content_hash, item_id, True)
-                              for i, item_id in zip(split.fresh, ids, strict=True)]
-                    listed += [catalogues.Listed(i.key, i.variant, i.content_hash, reuse or mine[i.content_hash],
-                                                 False) for i, reuse in split.reused]
+                    listed = [
+                        catalogues.Listed(i.key, i.variant, i.content_hash, item_id, True)
+                        for i, item_id in zip(split.fresh, ids, strict=True)
+                    ]
+                    listed += [
+                        catalogues.Listed(i.key, i.variant, i.content_hash, reuse or mine[i.content_hash], False)
+                        for i, reuse in split.reused
+                    ]
                     for change, n in catalogues.record_run(session, request.catalogue, job_id, listed).items():
                         changes[change] += n
             if request.catalogue is not None:
                 changes[catalogues.RETIRED] = catalogues.retire_absent(session, request.catalogue, job_id)
-            job.counts = {"rows": stats.rows, "items": inserted, "skipped": skipped, "blocked": blocked,
-                          **({"changes": changes} if request.catalogue is not None else {})}
+            job.counts = {
+                "rows": stats.rows,
+                "items": inserted,
+                "skipped": skipped,
+                "blocked": blocked,
+                **({"changes": changes} if request.catalogue is not None else {}),
+            }
             events.job_accepted(session, job, request.notify or Notify())  # the outbox, same transaction
     except IntegrityError:
         if request.request_id is not None and (found := _existing(ledger, request.request_id)) is not None:
             return found  # lost the race to a twin request: its job is the answer
         raise
     messages = publish_pending(settings, ledger, app, job_id, request.model)
-    log.info("submitted", extra={"job": job_id, "items": inserted - blocked, "skipped": skipped,
-                                 "blocked": blocked, "messages": messages})
-    return Submission(job=job_id, name=name, rows=stats.rows, items=inserted - blocked, skipped=skipped,
-                      messages=messages, blocked=blocked, catalogue=request.catalogue,
-                      changes=changes if request.catalogue is not None else {}, warnings=stats.warnings(limits))
+    log.info(
+        "submitted",
+        extra={
+            "job": job_id,
+            "items": inserted - blocked,
+            "skipped": skipped,
+            "blocked": blocked,
+            "messages": messages,
+        },
+    )
+    return Submission(
+        job=job_id,
+        name=name,
+        rows=stats.rows,
+        items=inserted - blocked,
+        skipped=skipped,
+        messages=messages,
+        blocked=blocked,
+        catalogue=request.catalogue,
+        changes=changes if request.catalogue is not None else {},
+        warnings=stats.warnings(limits),
+    )
 
 
 def publish_pending(settings: Settings, ledger: Ledger, app: Any, job_id: int, model: str) -> int:
@@ -339,9 +417,12 @@ def publish_pending(settings: Settings, ledger: Ledger, app: Any, job_id: int, m
     params_of: dict[str, GenerationParams] = {}
     while True:
         with ledger.session(readonly=True) as session:
-            page = session.execute(select(Item.id, type_coerce(Item.params, String)).where(
-                Item.job_id == job_id, Item.state == State.pending, Item.id > after)
-                .order_by(Item.id).limit(PAGE)).all()
+            page = session.execute(
+                select(Item.id, type_coerce(Item.params, String))
+                .where(Item.job_id == job_id, Item.state == State.pending, Item.id > after)
+                .order_by(Item.id)
+                .limit(PAGE)
+            ).all()
         if not page:
             return messages
         queued = []

@@ -58,8 +58,11 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_checks(model: Path) -> dict[str, str]:
     """Settings that judge every image with the tiny checker and scorers built beside `model`."""
     judges = model.parent / "judges"
-    return {"PIXELMILL_IMAGE_CHECKER": str(judges / "checker"), "PIXELMILL_CLIP_MODEL": str(judges / "clip"),
-            "PIXELMILL_AESTHETIC_HEAD": str(judges / "aesthetic.safetensors")}
+    return {
+        "PIXELMILL_IMAGE_CHECKER": str(judges / "checker"),
+        "PIXELMILL_CLIP_MODEL": str(judges / "clip"),
+        "PIXELMILL_AESTHETIC_HEAD": str(judges / "aesthetic.safetensors"),
+    }
 
 
 class Env:
@@ -67,22 +70,32 @@ class Env:
     holds the PIXELMILL_* URLs of the servers it uses (none: the embedded defaults), and every image is judged
     by the tiny checker and scorers (`tiny_checks`) unless a test overrides those settings."""
 
-    def __init__(self, data_dir: Path, model: Path, backend: dict[str, str] | None = None,
-                 name: str = "embedded") -> None:
+    def __init__(
+        self, data_dir: Path, model: Path, backend: dict[str, str] | None = None, name: str = "embedded"
+    ) -> None:
         self.data_dir = data_dir
         self.model = model
         self.name = name
         self.backend = {**tiny_checks(model), **(backend or {})}
-        self.vars = {**os.environ, **FAST_TIMINGS, **self.backend, "PIXELMILL_DATA_DIR": str(data_dir),
-                     "PIXELMILL_MODEL": str(model), "PYTHONUNBUFFERED": "1",
-                     # Several workers share 2 cores in CI: OpenMP threads spinning in each of them would
-                     # slow all of them down by orders of magnitude.
-                     "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        self.vars = {
+            **os.environ,
+            **FAST_TIMINGS,
+            **self.backend,
+            "PIXELMILL_DATA_DIR": str(data_dir),
+            "PIXELMILL_MODEL": str(model),
+            "PYTHONUNBUFFERED": "1",
+            # Several workers share 2 cores in CI: OpenMP threads spinning in each of them would
+            # slow all of them down by orders of magnitude.
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        }
         self.workers: list[subprocess.Popen[bytes]] = []
 
     def settings(self, **overrides: Any) -> Settings:
-        values = {k.removeprefix("PIXELMILL_").lower(): v for k, v in {**FAST_TIMINGS, **self.backend}.items()
-                  if k.startswith("PIXELMILL_")}
+        values = {
+            k.removeprefix("PIXELMILL_").lower(): v
+            for k, v in {**FAST_TIMINGS, **self.backend}.items()
+            if k.startswith("PIXELMILL_")
+        }
         return Settings(data_dir=self.data_dir, model=str(self.model), **{**values, **overrides})
 
     def ledger(self) -> Ledger:
@@ -96,22 +109,39 @@ class Env:
         return queue_for(resolve_model(str(self.model)))
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "pixelmill", *args], env=self.vars, text=True,
-                              capture_output=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pixelmill", *args], env=self.vars, text=True, capture_output=True, timeout=300
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"pixelmill {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
         return proc
 
     def submit(self, catalogue: Path, *args: str) -> dict[str, Any]:
-        proc = self.cli("submit", str(catalogue), "--template", "studio photo of {title}, {color}",
-                        "--key", "sku", "--size", "64x64", "--steps", "4", "--json", *args)
+        proc = self.cli(
+            "submit",
+            str(catalogue),
+            "--template",
+            "studio photo of {title}, {color}",
+            "--key",
+            "sku",
+            "--size",
+            "64x64",
+            "--steps",
+            "4",
+            "--json",
+            *args,
+        )
         return json.loads(proc.stdout)
 
     def start_worker(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
         log = open(self.data_dir / f"worker-{len(self.workers)}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "pixelmill", "worker", "--loglevel", "INFO", *args],
-                                env={**self.vars, **env}, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pixelmill", "worker", "--loglevel", "INFO", *args],
+            env={**self.vars, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.workers.append(proc)
         return proc
 
@@ -162,9 +192,6 @@ class Env:
             EmbeddedRedis(self.data_dir).stop()
 
 
-
-
-
 def job_counts(ledger: Ledger, job: int) -> dict[str, int]:
     from producer.status import job_status
 
@@ -195,8 +222,12 @@ class Servers:
 
     def get(self, kind: str) -> Any:
         if kind not in self.running:
-            cls = {"postgres": servers.Postgres, "redis": servers.RedisServer, "rabbitmq": servers.RabbitMQ,
-                   "s3": servers.MotoS3}[kind]
+            cls = {
+                "postgres": servers.Postgres,
+                "redis": servers.RedisServer,
+                "rabbitmq": servers.RabbitMQ,
+                "s3": servers.MotoS3,
+            }[kind]
             reason = servers.unavailable(kind)
             if reason and os.environ.get("REQUIRE_TEST_SERVERS"):  # .ci/run sets it: no silent skips in CI
                 pytest.fail(f"{kind} is required (REQUIRE_TEST_SERVERS is set) but {reason}")
@@ -228,8 +259,14 @@ class Servers:
             s3 = self.get("s3")
             bucket = self.next_name("pm")
             s3.create_bucket(bucket)
-            values.update({"PIXELMILL_STORAGE_URL": f"s3://{bucket}/images", "PIXELMILL_S3_ENDPOINT_URL": s3.url,
-                           "PIXELMILL_S3_REGION": "us-east-1", **S3_CREDENTIALS})
+            values.update(
+                {
+                    "PIXELMILL_STORAGE_URL": f"s3://{bucket}/images",
+                    "PIXELMILL_S3_ENDPOINT_URL": s3.url,
+                    "PIXELMILL_S3_REGION": "us-east-1",
+                    **S3_CREDENTIALS,
+                }
+            )
         return values
 
     def close(self) -> None:

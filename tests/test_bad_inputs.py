@@ -33,37 +33,81 @@ CASES: list[tuple[str, list[str], dict[str, str], str]] = [
     # settings and the environment
     ("data-dir-is-a-file", ["jobs"], {"PIXELMILL_DATA_DIR": "{file}"}, "PIXELMILL_DATA_DIR"),
     ("data-dir-unwritable", ["jobs"], {"PIXELMILL_DATA_DIR": "/proc/1/pixelmill-data"}, "PIXELMILL_DATA_DIR"),
-    ("data-dir-file-submit", ["submit", "{cat}", "--key", "sku", "--template", "{title}"],
-     {"PIXELMILL_DATA_DIR": "{file}"}, "PIXELMILL_DATA_DIR"),
+    (
+        "data-dir-file-submit",
+        ["submit", "{cat}", "--key", "sku", "--template", "{title}"],
+        {"PIXELMILL_DATA_DIR": "{file}"},
+        "PIXELMILL_DATA_DIR",
+    ),
     ("data-dir-file-broker", ["broker", "status"], {"PIXELMILL_DATA_DIR": "{file}"}, "{file}"),
     ("database-url-garbage", ["jobs"], {"PIXELMILL_DATABASE_URL": "garbage"}, "PIXELMILL_DATABASE_URL"),
-    ("database-url-unreachable", ["jobs"],
-     {"PIXELMILL_DATABASE_URL": f"postgresql+psycopg://pixelmill:{SECRET}@127.0.0.1:1/x"}, "PIXELMILL_DATABASE_URL"),
+    (
+        "database-url-unreachable",
+        ["jobs"],
+        {"PIXELMILL_DATABASE_URL": f"postgresql+psycopg://pixelmill:{SECRET}@127.0.0.1:1/x"},
+        "PIXELMILL_DATABASE_URL",
+    ),
     ("database-url-mysql", ["jobs"], {"PIXELMILL_DATABASE_URL": "mysql://u@h/db"}, "PIXELMILL_DATABASE_URL"),
-    ("database-url-bad-driver", ["jobs"], {"PIXELMILL_DATABASE_URL": "postgresql+nosuchdriver://u@h/db"},
-     "PIXELMILL_DATABASE_URL"),
-    ("database-url-status", ["status", "1"],
-     {"PIXELMILL_DATABASE_URL": f"postgresql+psycopg://u:{SECRET}@127.0.0.1:1/x"}, "PIXELMILL_DATABASE_URL"),
+    (
+        "database-url-bad-driver",
+        ["jobs"],
+        {"PIXELMILL_DATABASE_URL": "postgresql+nosuchdriver://u@h/db"},
+        "PIXELMILL_DATABASE_URL",
+    ),
+    (
+        "database-url-status",
+        ["status", "1"],
+        {"PIXELMILL_DATABASE_URL": f"postgresql+psycopg://u:{SECRET}@127.0.0.1:1/x"},
+        "PIXELMILL_DATABASE_URL",
+    ),
     ("broker-url-foo", ["reconcile"], {"PIXELMILL_BROKER_URL": "foo://"}, "PIXELMILL_BROKER_URL"),
-    ("broker-url-foo-submit", ["submit", "{cat}", "--key", "sku", "--template", "{title}"],
-     {"PIXELMILL_BROKER_URL": "foo://"}, "PIXELMILL_BROKER_URL"),
-    ("broker-unreachable-reconcile", ["reconcile"], {"PIXELMILL_BROKER_URL": f"redis://:{SECRET}@127.0.0.1:1/0"},
-     "PIXELMILL_BROKER_URL"),
-    ("broker-unreachable-ping", ["ping", "--timeout", "1"],
-     {"PIXELMILL_BROKER_URL": f"redis://:{SECRET}@127.0.0.1:1/0"}, "PIXELMILL_BROKER_URL"),
-    ("storage-url-ftp", ["jobs"], {"PIXELMILL_STORAGE_URL": f"ftp://user:{SECRET}@host/images"},
-     "PIXELMILL_STORAGE_URL"),
-    ("storage-url-ftp-submit", ["submit", "{cat}", "--key", "sku", "--template", "{title}"],
-     {"PIXELMILL_STORAGE_URL": f"ftp://user:{SECRET}@host/images"}, "PIXELMILL_STORAGE_URL"),
+    (
+        "broker-url-foo-submit",
+        ["submit", "{cat}", "--key", "sku", "--template", "{title}"],
+        {"PIXELMILL_BROKER_URL": "foo://"},
+        "PIXELMILL_BROKER_URL",
+    ),
+    (
+        "broker-unreachable-reconcile",
+        ["reconcile"],
+        {"PIXELMILL_BROKER_URL": f"redis://:{SECRET}@127.0.0.1:1/0"},
+        "PIXELMILL_BROKER_URL",
+    ),
+    (
+        "broker-unreachable-ping",
+        ["ping", "--timeout", "1"],
+        {"PIXELMILL_BROKER_URL": f"redis://:{SECRET}@127.0.0.1:1/0"},
+        "PIXELMILL_BROKER_URL",
+    ),
+    (
+        "storage-url-ftp",
+        ["jobs"],
+        {"PIXELMILL_STORAGE_URL": f"ftp://user:{SECRET}@host/images"},
+        "PIXELMILL_STORAGE_URL",
+    ),
+    (
+        "storage-url-ftp-submit",
+        ["submit", "{cat}", "--key", "sku", "--template", "{title}"],
+        {"PIXELMILL_STORAGE_URL": f"ftp://user:{SECRET}@host/images"},
+        "PIXELMILL_STORAGE_URL",
+    ),
     ("storage-url-s3-no-bucket", ["jobs"], {"PIXELMILL_STORAGE_URL": "s3:///prefix"}, "PIXELMILL_STORAGE_URL"),
-    ("storage-url-s3-credentials", ["jobs"], {"PIXELMILL_STORAGE_URL": f"s3://AKIA:{SECRET}@bucket/p"},
-     "PIXELMILL_STORAGE_URL"),
+    (
+        "storage-url-s3-credentials",
+        ["jobs"],
+        {"PIXELMILL_STORAGE_URL": f"s3://AKIA:{SECRET}@bucket/p"},
+        "PIXELMILL_STORAGE_URL",
+    ),
     ("storage-url-file-host", ["jobs"], {"PIXELMILL_STORAGE_URL": "file://host/images"}, "PIXELMILL_STORAGE_URL"),
     ("batch-size-zero", ["jobs"], {"PIXELMILL_BATCH_SIZE": "0"}, "PIXELMILL_BATCH_SIZE"),
     ("batch-size-text", ["jobs"], {"PIXELMILL_BATCH_SIZE": "four"}, "PIXELMILL_BATCH_SIZE"),
     ("max-attempts-zero", ["jobs"], {"PIXELMILL_MAX_ATTEMPTS": "0"}, "PIXELMILL_MAX_ATTEMPTS"),
-    ("soft-limit-above-limit", ["jobs"], {"PIXELMILL_TASK_SOFT_TIME_LIMIT": "100", "PIXELMILL_TASK_TIME_LIMIT": "50"},
-     "PIXELMILL_TASK_SOFT_TIME_LIMIT"),
+    (
+        "soft-limit-above-limit",
+        ["jobs"],
+        {"PIXELMILL_TASK_SOFT_TIME_LIMIT": "100", "PIXELMILL_TASK_TIME_LIMIT": "50"},
+        "PIXELMILL_TASK_SOFT_TIME_LIMIT",
+    ),
     ("lease-below-limit", ["jobs"], {"PIXELMILL_LEASE_SECONDS": "10"}, "PIXELMILL_LEASE_SECONDS"),
     ("image-format-gif", ["jobs"], {"PIXELMILL_IMAGE_FORMAT": "gif"}, "PIXELMILL_IMAGE_FORMAT"),
     ("image-quality-101", ["jobs"], {"PIXELMILL_IMAGE_QUALITY": "101"}, "PIXELMILL_IMAGE_QUALITY"),
@@ -102,28 +146,52 @@ CASES: list[tuple[str, list[str], dict[str, str], str]] = [
     ("unknown-command", ["frobnicate"], {}, "frobnicate"),
     ("nul-in-option", ["jobs", "--limit", "1\x00"], {}, "NUL"),
     # submit
-    ("submit-name-too-long", ["submit", "{cat}", "--key", "sku", "--template", "{title}", "--name", "n" * 500], {},
-     "--name"),
+    (
+        "submit-name-too-long",
+        ["submit", "{cat}", "--key", "sku", "--template", "{title}", "--name", "n" * 500],
+        {},
+        "--name",
+    ),
     ("submit-name-nul", ["submit", "{cat}", "--key", "sku", "--template", "{title}", "--name", "a\x00b"], {}, "NUL"),
     ("submit-template-nul", ["submit", "{cat}", "--key", "sku", "--template", "{title}\x00"], {}, "NUL"),
     ("submit-missing-file", ["submit", "{tmp}/none.csv", "--key", "sku", "--template", "{title}"], {}, "none.csv"),
     ("submit-size-3x3", ["submit", "{cat}", "--key", "sku", "--template", "{title}", "--size", "3x3"], {}, "3x3"),
     ("submit-steps-zero", ["submit", "{cat}", "--key", "sku", "--template", "{title}", "--steps", "0"], {}, "steps"),
-    ("submit-guidance-negative", ["submit", "{cat}", "--key", "sku", "--template", "{title}", "--guidance", "-1"],
-     {}, "guidance"),
-    ("submit-images-per-item-zero", ["submit", "{cat}", "--key", "sku", "--template", "{title}",
-                                     "--images-per-item", "0"], {}, "images"),
-    ("submit-gate-bogus", ["submit", "{cat}", "--key", "sku", "--template", "{title}", "--gate", "bogus"], {},
-     "--gate"),
-    ("submit-missing-model", ["submit", "{cat}", "--key", "sku", "--template", "{title}", "--model",
-                              "{tmp}/no-model"], {}, "no-model"),
+    (
+        "submit-guidance-negative",
+        ["submit", "{cat}", "--key", "sku", "--template", "{title}", "--guidance", "-1"],
+        {},
+        "guidance",
+    ),
+    (
+        "submit-images-per-item-zero",
+        ["submit", "{cat}", "--key", "sku", "--template", "{title}", "--images-per-item", "0"],
+        {},
+        "images",
+    ),
+    (
+        "submit-gate-bogus",
+        ["submit", "{cat}", "--key", "sku", "--template", "{title}", "--gate", "bogus"],
+        {},
+        "--gate",
+    ),
+    (
+        "submit-missing-model",
+        ["submit", "{cat}", "--key", "sku", "--template", "{title}", "--model", "{tmp}/no-model"],
+        {},
+        "no-model",
+    ),
     ("submit-template-positional", ["submit", "{cat}", "--key", "sku", "--template", "{0}"], {}, "{0}"),
     ("submit-template-no-column", ["submit", "{cat}", "--key", "sku", "--template", "{nope}"], {}, "nope"),
     ("submit-key-no-column", ["submit", "{cat}", "--key", "nope", "--template", "{title}"], {}, "nope"),
     ("submit-bad-rows", ["submit", "{tmp}/bad.csv", "--key", "sku", "--template", "{title}"], {}, "bad.csv"),
     ("submit-empty-file", ["submit", "{tmp}/empty.csv", "--key", "sku", "--template", "{title}"], {}, "empty.csv"),
-    ("submit-wrong-extension", ["submit", "{tmp}/catalogue.txt", "--key", "sku", "--template", "{title}"], {},
-     "catalogue.txt"),
+    (
+        "submit-wrong-extension",
+        ["submit", "{tmp}/catalogue.txt", "--key", "sku", "--template", "{title}"],
+        {},
+        "catalogue.txt",
+    ),
     ("submit-invalid-jsonl", ["submit", "{tmp}/bad.jsonl", "--key", "sku", "--template", "{title}"], {}, "bad.jsonl"),
     ("submit-directory", ["submit", "{tmp}", "--key", "sku", "--template", "{title}"], {}, "{tmp}"),
 ]
@@ -157,8 +225,11 @@ def state(env: Env) -> tuple[Any, ...]:
         jobs = db.execute("SELECT count(*) FROM jobs").fetchone()
     finally:
         db.close()
-    files = sorted(str(p.relative_to(env.data_dir)) for p in env.data_dir.rglob("*")
-                   if not p.name.startswith(("redis", "appendonly", "pixelmill.db-")) and "appendonly" not in str(p))
+    files = sorted(
+        str(p.relative_to(env.data_dir))
+        for p in env.data_dir.rglob("*")
+        if not p.name.startswith(("redis", "appendonly", "pixelmill.db-")) and "appendonly" not in str(p)
+    )
     import redis
 
     from pixelmill.broker import EmbeddedRedis
@@ -170,13 +241,18 @@ def state(env: Env) -> tuple[Any, ...]:
 
 def fill(text: str, env: Env) -> str:
     scratch = env.scratch  # type: ignore[attr-defined]
-    return (text.replace("{data}", str(env.data_dir)).replace("{tmp}", str(scratch))
-            .replace("{cat}", str(scratch / "good.csv")).replace("{file}", str(scratch / "a-file")))
+    return (
+        text.replace("{data}", str(env.data_dir))
+        .replace("{tmp}", str(scratch))
+        .replace("{cat}", str(scratch / "good.csv"))
+        .replace("{file}", str(scratch / "a-file"))
+    )
 
 
 @pytest.mark.parametrize(("args", "extra", "names"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_exits_2_names_it_and_changes_nothing(installation: Env, monkeypatch: pytest.MonkeyPatch,
-                                                       args: list[str], extra: dict[str, str], names: str) -> None:
+def test_bad_input_exits_2_names_it_and_changes_nothing(
+    installation: Env, monkeypatch: pytest.MonkeyPatch, args: list[str], extra: dict[str, str], names: str
+) -> None:
     env = installation
     for key in [k for k in os.environ if k.startswith("PIXELMILL_")]:
         monkeypatch.delenv(key)
@@ -204,27 +280,51 @@ def test_the_table_covers_at_least_60_inputs() -> None:
 
 def test_unknown_variables_warn_with_a_did_you_mean(installation: Env) -> None:
     assert unknown_variables({"PIXELMILL_BATCHSIZE": "3", "PIXELMILL_MODEL": "x", "HOME": "/"}) == [
-        "warning: unknown variable PIXELMILL_BATCHSIZE is ignored; did you mean PIXELMILL_BATCH_SIZE?"]
-    proc = subprocess.run([sys.executable, "-m", "pixelmill", "jobs"], capture_output=True, text=True,
-                          env={**installation.vars, "PIXELMILL_BATCHSIZE": "3"}, timeout=120)
+        "warning: unknown variable PIXELMILL_BATCHSIZE is ignored; did you mean PIXELMILL_BATCH_SIZE?"
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pixelmill", "jobs"],
+        capture_output=True,
+        text=True,
+        env={**installation.vars, "PIXELMILL_BATCHSIZE": "3"},
+        timeout=120,
+    )
     assert proc.returncode == 0 and "did you mean PIXELMILL_BATCH_SIZE?" in proc.stderr
 
 
-@pytest.mark.parametrize(("args", "extra", "names"), [
-    (["jobs"], {"PIXELMILL_DATABASE_URL": f"postgresql+psycopg://u:{SECRET}@127.0.0.1:1/x"}, "PIXELMILL_DATABASE_URL"),
-    (["jobs"], {"PIXELMILL_STORAGE_URL": f"ftp://user:{SECRET}@host/x"}, "PIXELMILL_STORAGE_URL"),
-    (["db", "upgrade", "bogusrev"], {}, "bogusrev"),
-], ids=["database-unreachable", "storage-ftp", "db-upgrade-bogus"])
+@pytest.mark.parametrize(
+    ("args", "extra", "names"),
+    [
+        (
+            ["jobs"],
+            {"PIXELMILL_DATABASE_URL": f"postgresql+psycopg://u:{SECRET}@127.0.0.1:1/x"},
+            "PIXELMILL_DATABASE_URL",
+        ),
+        (["jobs"], {"PIXELMILL_STORAGE_URL": f"ftp://user:{SECRET}@host/x"}, "PIXELMILL_STORAGE_URL"),
+        (["db", "upgrade", "bogusrev"], {}, "bogusrev"),
+    ],
+    ids=["database-unreachable", "storage-ftp", "db-upgrade-bogus"],
+)
 def test_as_a_process_too(installation: Env, args: list[str], extra: dict[str, str], names: str) -> None:
     """Through `main()` and a real process: two short lines at most, no traceback, secrets masked; `-v` adds
     the traceback (masked too)."""
-    proc = subprocess.run([sys.executable, "-m", "pixelmill", *args], capture_output=True, text=True,
-                          env={**installation.vars, **extra}, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pixelmill", *args],
+        capture_output=True,
+        text=True,
+        env={**installation.vars, **extra},
+        timeout=120,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and names in proc.stderr
     assert SECRET not in proc.stderr + proc.stdout
     if not extra:
         return
-    verbose = subprocess.run([sys.executable, "-m", "pixelmill", "-v", *args], capture_output=True, text=True,
-                             env={**installation.vars, **extra}, timeout=120)
+    verbose = subprocess.run(
+        [sys.executable, "-m", "pixelmill", "-v", *args],
+        capture_output=True,
+        text=True,
+        env={**installation.vars, **extra},
+        timeout=120,
+    )
     assert verbose.returncode == 2 and SECRET not in verbose.stderr
     assert "Traceback" in verbose.stderr or "invalid settings" in verbose.stderr

@@ -18,9 +18,25 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_engine_bench_reduced_cpu_run(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "engine.py"), "--device", "cpu", "--repeats", "2",
-                           "--variants", "baseline,torch-fp16,trt-int8", "--out", str(tmp_path)],
-                          env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "engine.py"),
+            "--device",
+            "cpu",
+            "--repeats",
+            "2",
+            "--variants",
+            "baseline,torch-fp16,trt-int8",
+            "--out",
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "engine.json").read_text())
     rows = {(r["variant"], r["batch"]): r for r in report["rows"]}
@@ -43,8 +59,12 @@ def test_engine_bench_reduced_cpu_run(tmp_path: Path) -> None:
 
 def _env() -> dict[str, str]:
     """One torch thread per process: the machine's 2 cores are shared, and ratios are what these tests check."""
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHON": sys.executable,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
 
 
 @pytest.mark.e2e
@@ -54,9 +74,14 @@ def test_gpu_runner_cpu_smoke(tmp_path: Path) -> None:
     results written the way the device tool brings them back (at most 8 files, no deeper than the folder)."""
     out = tmp_path / "out"
     # About 100 s on 2 idle cores; the boxes are tripled (compile's excepted) so that a busy machine passes too.
-    proc = subprocess.run(["bash", str(REPO / "bench" / "gpu" / "run.sh"), str(out), "--cpu-smoke", "--box-scale",
-                           "3"], env={**_env(), "BENCH_BUDGET_S": "360"}, capture_output=True, text=True,
-                          timeout=480, cwd=tmp_path)
+    proc = subprocess.run(
+        ["bash", str(REPO / "bench" / "gpu" / "run.sh"), str(out), "--cpu-smoke", "--box-scale", "3"],
+        env={**_env(), "BENCH_BUDGET_S": "360"},
+        capture_output=True,
+        text=True,
+        timeout=480,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     files = sorted(p.name for p in out.iterdir())
     assert {"results.md", "results.json", "log.txt", "pipeline-none.md", "pipeline-none.json"} <= set(files)
@@ -67,7 +92,8 @@ def test_gpu_runner_cpu_smoke(tmp_path: Path) -> None:
     assert parts["tiny"]["status"] == "done" and parts["pipeline-none"]["status"] == "done"
     # torch.compile on 2 cores rarely fits its 12 s box; when earlier parts ran long, it is skipped outright.
     assert parts["tiny-compile"]["status"] == "done" or parts["tiny-compile"]["status"].startswith(
-        ("timed out", "skipped"))
+        ("timed out", "skipped")
+    )
     rows = {(r["variant"], r["batch"]): r for r in report["rows"]}
     for batch in (1, 2):
         base = rows[("baseline", batch)]
@@ -88,10 +114,33 @@ def test_gpu_runner_cpu_smoke(tmp_path: Path) -> None:
 def test_pipeline_bench_small(tmp_path: Path) -> None:
     """bench/pipeline.py in a small form: a real worker makes 16 images; both rates, the ratio and the per-batch
     breakdown are in the JSON, and the breakdown adds up to the measured cycle."""
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "pipeline.py"), "--items", "16", "--size", "64",
-                           "--steps", "2", "--variants", "none", "--engine-batches", "2", "--repeats", "1",
-                           "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work")],
-                          env=_env(), capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "pipeline.py"),
+            "--items",
+            "16",
+            "--size",
+            "64",
+            "--steps",
+            "2",
+            "--variants",
+            "none",
+            "--engine-batches",
+            "2",
+            "--repeats",
+            "1",
+            "--out",
+            str(tmp_path / "out"),
+            "--work-dir",
+            str(tmp_path / "work"),
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "pipeline.json").read_text())
     assert report["engine_images_per_s"] > 0 and len(report["engine"]) == 2

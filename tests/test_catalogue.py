@@ -72,17 +72,41 @@ def assert_problem(err: CatalogueError, path: Path, line: int, field: str | None
 
 # --- good input --------------------------------------------------------------------------------------------
 
+
 def test_good_csv_with_overrides(tmp_path):
-    path = write(tmp_path, "c.csv",
-                 "id,title,color,size,steps,guidance,seed,images_per_item,negative\n"
-                 "A1,Mug,red,,,,,,\n"
-                 "A2,Tee,blue,768x512,50,4.5,42,3,blurry  text\n")
+    path = write(
+        tmp_path,
+        "c.csv",
+        "id,title,color,size,steps,guidance,seed,images_per_item,negative\n"
+        "A1,Mug,red,,,,,,\n"
+        "A2,Tee,blue,768x512,50,4.5,42,3,blurry  text\n",
+    )
     rows = read_catalogue(path, Defaults(template=TEMPLATE, negative="ugly", steps=20))
     assert rows == [
-        Row(line=2, key="A1", prompt="studio photo of Mug, red, white background", negative="ugly",
-            width=512, height=512, steps=20, guidance=7.5, images_per_item=1, seed=None),
-        Row(line=3, key="A2", prompt="studio photo of Tee, blue, white background", negative="blurry text",
-            width=768, height=512, steps=50, guidance=4.5, images_per_item=3, seed=42),
+        Row(
+            line=2,
+            key="A1",
+            prompt="studio photo of Mug, red, white background",
+            negative="ugly",
+            width=512,
+            height=512,
+            steps=20,
+            guidance=7.5,
+            images_per_item=1,
+            seed=None,
+        ),
+        Row(
+            line=3,
+            key="A2",
+            prompt="studio photo of Tee, blue, white background",
+            negative="blurry text",
+            width=768,
+            height=512,
+            steps=50,
+            guidance=4.5,
+            images_per_item=3,
+            seed=42,
+        ),
     ]
 
 
@@ -90,15 +114,35 @@ def test_good_jsonl_with_overrides_and_numbers(tmp_path):
     lines = [
         {"id": 7, "title": "Lamp", "color": 3},
         {},  # replaced by a blank line below
-        {"id": "B", "title": "Chair", "color": 2.5, "prompt": "a  chair\n on grass", "size": "1024X1024",
-         "steps": 12, "guidance": 0, "seed": 2**63 - 1, "images_per_item": 16, "negative": "dark"},
+        {
+            "id": "B",
+            "title": "Chair",
+            "color": 2.5,
+            "prompt": "a  chair\n on grass",
+            "size": "1024X1024",
+            "steps": 12,
+            "guidance": 0,
+            "seed": 2**63 - 1,
+            "images_per_item": 16,
+            "negative": "dark",
+        },
     ]
     text = "\n".join("" if not obj else json.dumps(obj) for obj in lines) + "\n\n"
     rows = read_catalogue(write(tmp_path, "c.jsonl", text), DEFAULTS)
     assert [r.line for r in rows] == [1, 3]
     assert rows[0].key == "7" and rows[0].prompt == "studio photo of Lamp, 3, white background"
-    assert rows[1] == Row(line=3, key="B", prompt="a chair on grass", negative="dark", width=1024, height=1024,
-                          steps=12, guidance=0.0, images_per_item=16, seed=2**63 - 1)
+    assert rows[1] == Row(
+        line=3,
+        key="B",
+        prompt="a chair on grass",
+        negative="dark",
+        width=1024,
+        height=1024,
+        steps=12,
+        guidance=0.0,
+        images_per_item=16,
+        seed=2**63 - 1,
+    )
 
 
 def test_bom_is_stripped(tmp_path):
@@ -108,29 +152,31 @@ def test_bom_is_stripped(tmp_path):
 
 
 def test_multiline_quoted_cell_keeps_physical_line_numbers(tmp_path):
-    path = write(tmp_path, "c.csv",
-                 'id,title,color\nA,"Mug\nwith\nhandle",red\n\nB,Tee,\nC,Cap,blue\n')
+    path = write(tmp_path, "c.csv", 'id,title,color\nA,"Mug\nwith\nhandle",red\n\nB,Tee,\nC,Cap,blue\n')
     err = problems_of(path)
     assert_problem(err, path, 6, "color", "is empty")
     assert len(err.problems) == 1
-    rows = read_catalogue(write(tmp_path, "ok.csv", 'id,title,color\nA,"Mug\nwith\nhandle",red\nC,Cap,blue\n'),
-                          DEFAULTS)
+    rows = read_catalogue(
+        write(tmp_path, "ok.csv", 'id,title,color\nA,"Mug\nwith\nhandle",red\nC,Cap,blue\n'), DEFAULTS
+    )
     assert [(r.key, r.line) for r in rows] == [("A", 2), ("C", 5)]
     assert rows[0].prompt == "studio photo of Mug with handle, red, white background"
 
 
 def test_ordinary_content_passes(tmp_path):
     # Substrings like "sex" in "Sussex", SQL-ish or brace characters are ordinary data.
-    path = write(tmp_path, "c.csv",
-                 'id,title,color\nS1,Sussex Tea Mug,"duck-egg blue, glossy"\nS2,{title} Scunthorpe; DROP,ok\n')
+    path = write(
+        tmp_path, "c.csv", 'id,title,color\nS1,Sussex Tea Mug,"duck-egg blue, glossy"\nS2,{title} Scunthorpe; DROP,ok\n'
+    )
     rows = read_catalogue(path, DEFAULTS)
     assert rows[0].prompt == "studio photo of Sussex Tea Mug, duck-egg blue, glossy, white background"
     assert rows[1].prompt == "studio photo of {title} Scunthorpe; DROP, ok, white background"
 
 
 def test_example_catalogue_parses():
-    rows = read_catalogue(EXAMPLE, Defaults(
-        template="studio photo of {title}, {color}, {material}, white background", key_column="sku"))
+    rows = read_catalogue(
+        EXAMPLE, Defaults(template="studio photo of {title}, {color}, {material}, white background", key_column="sku")
+    )
     assert len(rows) == 40
     assert len({r.key for r in rows}) == 40
     assert any("Speckled Camp Mug, 12 oz," in r.prompt for r in rows)  # quoted comma
@@ -144,6 +190,7 @@ def test_prompt_column_without_template(tmp_path):
 
 
 # --- bad input: one test per class ---------------------------------------------------------------------------
+
 
 def test_non_utf8_reports_line_and_column(tmp_path):
     path = write(tmp_path, "c.csv", b"id,title,color\nA,Mug,red\nB,Caf\xe9,blue\n")
@@ -173,9 +220,14 @@ def test_missing_field_short_csv_row(tmp_path):
     assert_problem(problems_of(path), path, 2, "color", "missing")
 
 
-@pytest.mark.parametrize("obj, how", [({"id": "A", "title": "Mug"}, "is missing"),
-                                      ({"id": "A", "title": "Mug", "color": None}, "is null"),
-                                      ({"id": "A", "title": "Mug", "color": " "}, "is empty")])
+@pytest.mark.parametrize(
+    "obj, how",
+    [
+        ({"id": "A", "title": "Mug"}, "is missing"),
+        ({"id": "A", "title": "Mug", "color": None}, "is null"),
+        ({"id": "A", "title": "Mug", "color": " "}, "is empty"),
+    ],
+)
 def test_missing_field_jsonl(tmp_path, obj, how):
     path = write(tmp_path, "c.jsonl", json.dumps(obj) + "\n")
     assert_problem(problems_of(path), path, 1, "color", how)
@@ -217,21 +269,29 @@ def test_whitespace_only_value_is_missing_not_rendered(tmp_path):
     assert_problem(problems_of(path, Defaults(template="{t}")), path, 1, "t", "is empty")
 
 
-@pytest.mark.parametrize("column, value, words", [
-    ("size", "500x512", ("multiple of 8",)),
-    ("size", "4096x512", ("2048",)),
-    ("size", "big", ("WIDTHxHEIGHT",)),
-    ("steps", "0", ("1 to 200",)),
-    ("steps", "2.5", ("1 to 200",)),
-    ("guidance", "51", ("0 to 50",)),
-    ("guidance", "nan", ("0 to 50",)),
-    ("seed", "-1", ("0 to 9223372036854775807",)),
-    ("seed", str(2**63), ("0 to",)),
-    ("images_per_item", "17", ("1 to 16",)),
-])
+@pytest.mark.parametrize(
+    "column, value, words",
+    [
+        ("size", "500x512", ("multiple of 8",)),
+        ("size", "4096x512", ("2048",)),
+        ("size", "big", ("WIDTHxHEIGHT",)),
+        ("steps", "0", ("1 to 200",)),
+        ("steps", "2.5", ("1 to 200",)),
+        ("guidance", "51", ("0 to 50",)),
+        ("guidance", "nan", ("0 to 50",)),
+        ("seed", "-1", ("0 to 9223372036854775807",)),
+        ("seed", str(2**63), ("0 to",)),
+        ("images_per_item", "17", ("1 to 16",)),
+    ],
+)
 def test_bad_override_values(tmp_path, column, value, words):
-    path = write(tmp_path, "c.csv", f"id,title,color,{column}\nA,Mug,red,64x64\nB,Tee,blue,{value}\n"
-                 if column == "size" else f"id,title,color,{column}\nA,Mug,red,1\nB,Tee,blue,{value}\n")
+    path = write(
+        tmp_path,
+        "c.csv",
+        f"id,title,color,{column}\nA,Mug,red,64x64\nB,Tee,blue,{value}\n"
+        if column == "size"
+        else f"id,title,color,{column}\nA,Mug,red,1\nB,Tee,blue,{value}\n",
+    )
     err = problems_of(path)
     assert_problem(err, path, 3, column, *words)
     assert len(err.problems) == 1
@@ -261,8 +321,9 @@ def test_csv_row_with_too_many_cells(tmp_path):
     assert err.problems[0].field is None
 
 
-@pytest.mark.parametrize("line, words", [("{not json", ("not valid JSON",)), ("[1, 2]", ("JSON object",)),
-                                         ('"text"', ("JSON object",))])
+@pytest.mark.parametrize(
+    "line, words", [("{not json", ("not valid JSON",)), ("[1, 2]", ("JSON object",)), ('"text"', ("JSON object",))]
+)
 def test_jsonl_bad_line(tmp_path, line, words):
     path = write(tmp_path, "c.jsonl", '{"id": "A", "title": "Mug", "color": "red"}\n' + line + "\n")
     err = problems_of(path)
@@ -289,12 +350,9 @@ def test_unsupported_extension(tmp_path):
 
 
 def test_all_problems_reported(tmp_path):
-    path = write(tmp_path, "c.csv", "id,title,color,steps\n"
-                                    "A,Mug,,\n"
-                                    "A,Tee,blue,\n"
-                                    "B,,red,999\n"
-                                    "C,Cap,red,1,extra\n"
-                                    "D,Hat,red,5\n")
+    path = write(
+        tmp_path, "c.csv", "id,title,color,steps\nA,Mug,,\nA,Tee,blue,\nB,,red,999\nC,Cap,red,1,extra\nD,Hat,red,5\n"
+    )
     err = problems_of(path)
     assert_problem(err, path, 2, "color", "is empty")
     assert_problem(err, path, 3, "id", "duplicate", "line 2")
@@ -321,6 +379,7 @@ def test_problem_str():
 
 # --- templates, defaults, sizes ----------------------------------------------------------------------------------
 
+
 def test_render_and_fields():
     assert template_fields("{a} and {b}, {a}") == ["a", "b"]
     assert template_fields("no fields {{here}}") == []
@@ -344,29 +403,42 @@ def test_bad_template_is_usage_error_not_row_error(tmp_path):
         read_catalogue(path, Defaults(template="{title!s}"))
 
 
-@pytest.mark.parametrize("kwargs", [dict(width=500), dict(height=4096), dict(steps=0), dict(steps=201),
-                                    dict(guidance=-1), dict(guidance=float("inf")), dict(images_per_item=17),
-                                    dict(steps=2.5), dict(template="  "), dict(key_column="")])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(width=500),
+        dict(height=4096),
+        dict(steps=0),
+        dict(steps=201),
+        dict(guidance=-1),
+        dict(guidance=float("inf")),
+        dict(images_per_item=17),
+        dict(steps=2.5),
+        dict(template="  "),
+        dict(key_column=""),
+    ],
+)
 def test_bad_defaults_are_usage_errors(kwargs):
     kwargs.setdefault("template", TEMPLATE)
     with pytest.raises(UsageError):
         Defaults(**kwargs)
 
 
-@pytest.mark.parametrize("text, size", [("512x512", (512, 512)), ("768X1024", (768, 1024)),
-                                        (" 64x2048 ", (64, 2048))])
+@pytest.mark.parametrize("text, size", [("512x512", (512, 512)), ("768X1024", (768, 1024)), (" 64x2048 ", (64, 2048))])
 def test_parse_size_good(text, size):
     assert parse_size(text) == size
 
 
-@pytest.mark.parametrize("text", ["512", "512x", "x512", "56x512", "512x2056", "513x512", "512*512", "-512x512",
-                                  "512x512x3", ""])
+@pytest.mark.parametrize(
+    "text", ["512", "512x", "x512", "56x512", "512x2056", "513x512", "512*512", "-512x512", "512x512x3", ""]
+)
 def test_parse_size_bad(text):
     with pytest.raises(ValueError):
         parse_size(text)
 
 
 # --- pixelmill.identity ---------------------------------------------------------------------------------------
+
 
 def test_derive_seed_is_deterministic_and_sensitive():
     seed = derive_seed(1234, "MUG-001", 0)
@@ -397,15 +469,35 @@ def test_content_hash_stable_across_order():
     assert content_hash(**{**HASH_FIELDS, "guidance": 7}) == content_hash(**{**HASH_FIELDS, "guidance": 7.0})
 
 
-@pytest.mark.parametrize("field, value", [("prompt", "a cup"), ("negative", "x"), ("width", 768), ("height", 768),
-                                          ("steps", 31), ("guidance", 7.0), ("seed", 2), ("model", "n")])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("prompt", "a cup"),
+        ("negative", "x"),
+        ("width", 768),
+        ("height", 768),
+        ("steps", 31),
+        ("guidance", 7.0),
+        ("seed", 2),
+        ("model", "n"),
+    ],
+)
 def test_content_hash_changes_with_each_field(field, value):
     assert content_hash(**HASH_FIELDS) != content_hash(**{**HASH_FIELDS, field: value})
 
 
-@pytest.mark.parametrize("key, segment", [("a/b", "a%2Fb"), ("two words", "two%20words"), ("Café", "Caf%C3%A9"),
-                                          (".", "%2E"), ("..", "%2E%2E"), ("MUG-001", "MUG-001"),
-                                          ("v1.2", "v1.2")])
+@pytest.mark.parametrize(
+    "key, segment",
+    [
+        ("a/b", "a%2Fb"),
+        ("two words", "two%20words"),
+        ("Café", "Caf%C3%A9"),
+        (".", "%2E"),
+        ("..", "%2E%2E"),
+        ("MUG-001", "MUG-001"),
+        ("v1.2", "v1.2"),
+    ],
+)
 def test_object_key_encodes_segment(key, segment):
     result = object_key(9, key, 2, "png")
     assert result == f"jobs/9/{segment}/2.png"
@@ -422,8 +514,16 @@ def obj_line(**fields: object) -> str:
     return json.dumps({"id": "A", "title": "Mug", "color": "red", **fields}) + "\n"
 
 
-def expect(tmp_path: Path, name: str, content: str | bytes, line: int, field: str | None, *words: str,
-           limits: Limits | None = None, defaults: Defaults = DEFAULTS) -> CatalogueError:
+def expect(
+    tmp_path: Path,
+    name: str,
+    content: str | bytes,
+    line: int,
+    field: str | None,
+    *words: str,
+    limits: Limits | None = None,
+    defaults: Defaults = DEFAULTS,
+) -> CatalogueError:
     """The catalogue fails with a CatalogueError (nothing else) naming file:line:field and `words`."""
     path = write(tmp_path, name, content)
     with pytest.raises(CatalogueError) as info:
@@ -439,8 +539,7 @@ BAD_CASES = [
     ("nul-csv-key", "c.csv", HEAD + "A\x00,Mug,red\n", 2, "id", ("NUL",), None),
     ("nul-jsonl", "c.jsonl", '{"id": "A", "title": "Mu\\u0000g", "color": "red"}\n', 1, "title", ("NUL",), None),
     ("nul-jsonl-key", "c.jsonl", '{"id": "A\\u0000", "title": "Mug", "color": "red"}\n', 1, "id", ("NUL",), None),
-    ("percent-key", "c.csv", HEAD + "%" * 200 + ",Mug,red\n", 2, "id", ("600 bytes", "percent-encoded", "255"),
-     None),
+    ("percent-key", "c.csv", HEAD + "%" * 200 + ",Mug,red\n", 2, "id", ("600 bytes", "percent-encoded", "255"), None),
     ("cjk-key", "c.csv", HEAD + "界" * 85 + ",Mug,red\n", 2, "id", ("765 bytes", "255"), None),
     ("cjk-key-jsonl", "c.jsonl", obj_line(id="界" * 85), 1, "id", ("765 bytes",), None),
     ("space-key", "c.csv", HEAD + " ".join(["ab"] * 66) + ",Mug,red\n", 2, "id", ("327 bytes",), None),
@@ -449,61 +548,193 @@ BAD_CASES = [
     ("seed-too-big-jsonl", "c.jsonl", obj_line(seed=2**63), 1, "seed", ("0 to",), None),
     ("seed-float-jsonl", "c.jsonl", obj_line(seed=1.5), 1, "seed", ("whole number",), None),
     ("seed-huge-text", "c.csv", "id,title,color,seed\nA,Mug,red," + "9" * 5000 + "\n", 2, "seed", ("0 to",), None),
-    ("duplicate-json-field", "c.jsonl", '{"id": "A", "title": "Mug", "color": "red", "color": "blue"}\n', 1,
-     "color", ("more than once",), None),
-    ("duplicate-json-key-field", "c.jsonl", '{"id": "A", "id": "B", "title": "Mug", "color": "red"}\n', 1, "id",
-     ("more than once",), None),
+    (
+        "duplicate-json-field",
+        "c.jsonl",
+        '{"id": "A", "title": "Mug", "color": "red", "color": "blue"}\n',
+        1,
+        "color",
+        ("more than once",),
+        None,
+    ),
+    (
+        "duplicate-json-key-field",
+        "c.jsonl",
+        '{"id": "A", "id": "B", "title": "Mug", "color": "red"}\n',
+        1,
+        "id",
+        ("more than once",),
+        None,
+    ),
     # caps
-    ("cell-cap-csv", "c.csv", HEAD + "A,Mug," + "r" * 65 + "\n", 2, "color", ("65 bytes", "64", "CELL_BYTES"),
-     SMALL),
+    ("cell-cap-csv", "c.csv", HEAD + "A,Mug," + "r" * 65 + "\n", 2, "color", ("65 bytes", "64", "CELL_BYTES"), SMALL),
     ("cell-cap-csv-multibyte", "c.csv", HEAD + "A,Mug," + "é" * 33 + "\n", 2, "color", ("66 bytes",), SMALL),
     ("cell-cap-jsonl", "c.jsonl", obj_line(title="t" * 100), 1, "title", ("100 bytes", "CELL_BYTES"), SMALL),
-    ("row-cap-csv", "c.csv", HEAD + "A,Mug," + "r" * 300 + "\n", 2, None, ("longer than 256 bytes", "ROW_BYTES"),
-     SMALL),
-    ("row-cap-csv-header", "c.csv", "id,title,color," + "x" * 300 + "\nA,Mug,red\n", 1, None,
-     ("header is longer than 256",), SMALL),
+    (
+        "row-cap-csv",
+        "c.csv",
+        HEAD + "A,Mug," + "r" * 300 + "\n",
+        2,
+        None,
+        ("longer than 256 bytes", "ROW_BYTES"),
+        SMALL,
+    ),
+    (
+        "row-cap-csv-header",
+        "c.csv",
+        "id,title,color," + "x" * 300 + "\nA,Mug,red\n",
+        1,
+        None,
+        ("header is longer than 256",),
+        SMALL,
+    ),
     ("row-cap-jsonl", "c.jsonl", obj_line(title="t" * 300), 1, None, ("longer than 256 bytes", "ROW_BYTES"), SMALL),
-    ("columns-cap-csv", "c.csv", "id,title,color,a,b,c\nA,Mug,red,1,2,3\n", 1, None,
-     ("6 columns", "cap of 5", "COLUMNS"), SMALL),
+    (
+        "columns-cap-csv",
+        "c.csv",
+        "id,title,color,a,b,c\nA,Mug,red,1,2,3\n",
+        1,
+        None,
+        ("6 columns", "cap of 5", "COLUMNS"),
+        SMALL,
+    ),
     ("columns-cap-jsonl", "c.jsonl", obj_line(a=1, b=2, c=3), 1, None, ("6 fields", "cap of 5"), SMALL),
-    ("items-cap", "c.csv", HEAD + "A,Mug,red\nB,Tee,blue\nC,Cap,green\nD,Hat,gold\nE,Bag,teal\n", 6, None,
-     ("more than 4 items", "MAX_ITEMS"), SMALL),
-    ("items-cap-images", "c.csv", "id,title,color,images_per_item\nA,Mug,red,3\nB,Tee,blue,2\n", 3, None,
-     ("more than 4 items",), SMALL),
-    ("prompt-cap", "c.csv", HEAD + "A,Mug," + "red " * 30 + "\n", 2, "prompt",
-     ("bytes after rendering", "cap of 120", "PROMPT_BYTES"), Limits(prompt_bytes=120)),
+    (
+        "items-cap",
+        "c.csv",
+        HEAD + "A,Mug,red\nB,Tee,blue\nC,Cap,green\nD,Hat,gold\nE,Bag,teal\n",
+        6,
+        None,
+        ("more than 4 items", "MAX_ITEMS"),
+        SMALL,
+    ),
+    (
+        "items-cap-images",
+        "c.csv",
+        "id,title,color,images_per_item\nA,Mug,red,3\nB,Tee,blue,2\n",
+        3,
+        None,
+        ("more than 4 items",),
+        SMALL,
+    ),
+    (
+        "prompt-cap",
+        "c.csv",
+        HEAD + "A,Mug," + "red " * 30 + "\n",
+        2,
+        "prompt",
+        ("bytes after rendering", "cap of 120", "PROMPT_BYTES"),
+        Limits(prompt_bytes=120),
+    ),
     ("prompt-cap-own", "c.csv", "id,prompt\nA," + "word " * 500 + "\n", 2, "prompt", ("2,499 bytes", "2048"), None),
-    ("negative-cap", "c.csv", "id,title,color,negative\nA,Mug,red," + "bad " * 40 + "\n", 2, "negative",
-     ("bytes after rendering",), Limits(prompt_bytes=120)),
+    (
+        "negative-cap",
+        "c.csv",
+        "id,title,color,negative\nA,Mug,red," + "bad " * 40 + "\n",
+        2,
+        "negative",
+        ("bytes after rendering",),
+        Limits(prompt_bytes=120),
+    ),
     # structure and syntax
-    ("unclosed-quote-eof", "c.csv", HEAD + 'A,"Mug,red\nB,Tee,blue\nC,Cap,green\n', 2, "title",
-     ("unclosed quote", "line 4", 'must close'), None),
-    ("unclosed-quote-mid", "c.csv", HEAD + 'A,Mug,"red\nB,Tee,blue\nC,"Cap",green\n', 2, "color",
-     ("unclosed quote",), None),
-    ("unclosed-quote-runaway", "c.csv", HEAD + 'A,"Mug,red\n' + "B,Tee,blue\n" * 40, 2, "title",
-     ("unclosed quote", "256 bytes"), SMALL),
+    (
+        "unclosed-quote-eof",
+        "c.csv",
+        HEAD + 'A,"Mug,red\nB,Tee,blue\nC,Cap,green\n',
+        2,
+        "title",
+        ("unclosed quote", "line 4", "must close"),
+        None,
+    ),
+    (
+        "unclosed-quote-mid",
+        "c.csv",
+        HEAD + 'A,Mug,"red\nB,Tee,blue\nC,"Cap",green\n',
+        2,
+        "color",
+        ("unclosed quote",),
+        None,
+    ),
+    (
+        "unclosed-quote-runaway",
+        "c.csv",
+        HEAD + 'A,"Mug,red\n' + "B,Tee,blue\n" * 40,
+        2,
+        "title",
+        ("unclosed quote", "256 bytes"),
+        SMALL,
+    ),
     ("semicolons", "c.csv", "id;title;color\nA;Mug;red\n", 1, None, ("';'", "semicolon", "comma-separated"), None),
     ("tabs", "c.csv", "id\ttitle\tcolor\nA\tMug\tred\n", 1, None, ("tab",), None),
     ("pipes", "c.csv", "id|title|color\nA|Mug|red\n", 1, None, ("pipe",), None),
     ("duplicate-column", "c.csv", "id,title,color,title\nA,Mug,red,x\n", 1, "title", ("appears 2 times",), None),
     ("carriage-return", "c.csv", HEAD + "A,Mug\rx,red\n", 2, None, ("carriage return",), None),
     ("too-many-cells", "c.csv", HEAD + "A,Mug,red,extra\n", 2, None, ("4 cells", "double quotes"), None),
-    ("pretty-json-object", "c.jsonl", json.dumps({"id": "A", "title": "Mug", "color": "red"}, indent=2), 1, None,
-     ("one JSON object per line", "pretty-printed"), None),
-    ("pretty-json-array", "c.jsonl", json.dumps([{"id": "A", "title": "Mug", "color": "red"}], indent=2), 1, None,
-     ("one JSON object per line",), None),
-    ("json-array-one-line", "c.jsonl", json.dumps([{"id": "A", "title": "Mug", "color": "red"}]) + "\n", 1, None,
-     ("one JSON object per line",), None),
-    ("two-objects-one-line", "c.jsonl", obj_line().strip() + obj_line(id="B"), 1, None,
-     ("more than one JSON value", "one object per line"), None),
-    ("deep-json", "c.jsonl", '{"id": "A", "x": ' + "[" * 100_000 + "]" * 100_000 + "}\n", 1, None,
-     ("nested too deeply",), Limits(row_bytes=1 << 20)),
-    ("huge-json-int", "c.jsonl", '{"id": "A", "title": "Mug", "color": ' + "9" * 5000 + "}\n", 1, None,
-     ("not valid JSON for a catalogue",), None),
+    (
+        "pretty-json-object",
+        "c.jsonl",
+        json.dumps({"id": "A", "title": "Mug", "color": "red"}, indent=2),
+        1,
+        None,
+        ("one JSON object per line", "pretty-printed"),
+        None,
+    ),
+    (
+        "pretty-json-array",
+        "c.jsonl",
+        json.dumps([{"id": "A", "title": "Mug", "color": "red"}], indent=2),
+        1,
+        None,
+        ("one JSON object per line",),
+        None,
+    ),
+    (
+        "json-array-one-line",
+        "c.jsonl",
+        json.dumps([{"id": "A", "title": "Mug", "color": "red"}]) + "\n",
+        1,
+        None,
+        ("one JSON object per line",),
+        None,
+    ),
+    (
+        "two-objects-one-line",
+        "c.jsonl",
+        obj_line().strip() + obj_line(id="B"),
+        1,
+        None,
+        ("more than one JSON value", "one object per line"),
+        None,
+    ),
+    (
+        "deep-json",
+        "c.jsonl",
+        '{"id": "A", "x": ' + "[" * 100_000 + "]" * 100_000 + "}\n",
+        1,
+        None,
+        ("nested too deeply",),
+        Limits(row_bytes=1 << 20),
+    ),
+    (
+        "huge-json-int",
+        "c.jsonl",
+        '{"id": "A", "title": "Mug", "color": ' + "9" * 5000 + "}\n",
+        1,
+        None,
+        ("not valid JSON for a catalogue",),
+        None,
+    ),
     ("json-object-value", "c.jsonl", obj_line(color={"a": 1}), 1, "color", ("an object",), None),
     ("json-bad-override-type", "c.jsonl", obj_line(steps=[1]), 1, "steps", ("an array",), None),
-    ("utf8-jsonl-offset", "c.jsonl", b'{"id": "A", "title": "\xc3(", "color": "red"}\n', 1, None,
-     ("UTF-8", "byte 0xc3", "byte 23"), None),
+    (
+        "utf8-jsonl-offset",
+        "c.jsonl",
+        b'{"id": "A", "title": "\xc3(", "color": "red"}\n',
+        1,
+        None,
+        ("UTF-8", "byte 0xc3", "byte 23"),
+        None,
+    ),
     ("utf8-header", "c.csv", b"id,ti\xfftle,color\nA,Mug,red\n", 1, None, ("header", "UTF-8"), None),
     ("bom-csv-then-bad", "c.csv", b"\xef\xbb\xbfid,title,color\nA,,red\n", 2, "title", ("is empty",), None),
     ("blank-lines-then-bad", "c.csv", HEAD + "\n\nA,Mug,\n", 4, "color", ("is empty",), None),
@@ -512,8 +743,9 @@ BAD_CASES = [
 ]
 
 
-@pytest.mark.parametrize("name, content, line, field, words, limits", [c[1:] for c in BAD_CASES],
-                         ids=[c[0] for c in BAD_CASES])
+@pytest.mark.parametrize(
+    "name, content, line, field, words, limits", [c[1:] for c in BAD_CASES], ids=[c[0] for c in BAD_CASES]
+)
 def test_bad_catalogue(tmp_path, name, content, line, field, words, limits):
     expect(tmp_path, name, content, line, field, *words, limits=limits)
 
@@ -523,8 +755,15 @@ def test_bad_cases_are_many():
 
 
 def test_long_json_line_is_skipped_and_later_lines_checked(tmp_path):
-    err = expect(tmp_path, "c.jsonl", obj_line(title="t" * 1000) + obj_line(id="B", color=""), 1, None,
-                 "longer than 256", limits=SMALL)
+    err = expect(
+        tmp_path,
+        "c.jsonl",
+        obj_line(title="t" * 1000) + obj_line(id="B", color=""),
+        1,
+        None,
+        "longer than 256",
+        limits=SMALL,
+    )
     assert_problem(err, tmp_path / "c.jsonl", 2, "color", "is empty")
 
 
@@ -541,8 +780,9 @@ def test_pretty_printed_json_is_one_problem_not_many(tmp_path):
 
 def test_problem_count_cap_stops_reading(tmp_path):
     body = "".join(f"K{i},Mug,\n" for i in range(100))
-    err = expect(tmp_path, "c.csv", HEAD + body, 11, None, "stopped reading after 10 problems",
-                 limits=Limits(problems=10))
+    err = expect(
+        tmp_path, "c.csv", HEAD + body, 11, None, "stopped reading after 10 problems", limits=Limits(problems=10)
+    )
     assert len(err.problems) == 11
 
 
@@ -586,9 +826,18 @@ def test_job_seed_uses_the_row_seed_range(bad):
         parse_seed(str(SEED_MAX + 1))
 
 
-@pytest.mark.parametrize("kwargs", [dict(cell_bytes=0), dict(row_bytes=-1), dict(columns=1.5), dict(items=True),
-                                    dict(key_segment_bytes=0), dict(key_prefix_bytes=-1),
-                                    dict(key_prefix_bytes=2000)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(cell_bytes=0),
+        dict(row_bytes=-1),
+        dict(columns=1.5),
+        dict(items=True),
+        dict(key_segment_bytes=0),
+        dict(key_prefix_bytes=-1),
+        dict(key_prefix_bytes=2000),
+    ],
+)
 def test_bad_limits_are_usage_errors(kwargs):
     with pytest.raises(UsageError):
         Limits(**kwargs)
@@ -600,13 +849,14 @@ GOOD_CSV = HEAD + "A,Mug,red\nB,Tee,blue\n"
 GOOD_JSONL = obj_line() + obj_line(id="B", title="Tee", color="blue")
 
 
-@pytest.mark.parametrize("name, content", [("c.csv.gz", GOOD_CSV), ("c.jsonl.gz", GOOD_JSONL),
-                                           ("C.CSV.GZ", GOOD_CSV)])
+@pytest.mark.parametrize("name, content", [("c.csv.gz", GOOD_CSV), ("c.jsonl.gz", GOOD_JSONL), ("C.CSV.GZ", GOOD_CSV)])
 def test_gzip_catalogues(tmp_path, name, content):
     path = write(tmp_path, name, gzip.compress(content.encode()))
     rows = read_catalogue(path, DEFAULTS)
-    assert [(r.line, r.key) for r in rows] == [(1 + name.lower().startswith("c.csv"), "A"),
-                                               (2 + name.lower().startswith("c.csv"), "B")]
+    assert [(r.line, r.key) for r in rows] == [
+        (1 + name.lower().startswith("c.csv"), "A"),
+        (2 + name.lower().startswith("c.csv"), "B"),
+    ]
 
 
 def test_corrupt_gzip(tmp_path):
@@ -621,8 +871,17 @@ class FakeStdin:
         self.buffer = io.BytesIO(data)
 
 
-@pytest.mark.parametrize("content, fmt", [(GOOD_CSV, None), (GOOD_JSONL, None), ("\ufeff" + GOOD_CSV, None),
-                                          ("\n" + GOOD_JSONL, None), (GOOD_CSV, "csv"), (GOOD_JSONL, "jsonl")])
+@pytest.mark.parametrize(
+    "content, fmt",
+    [
+        (GOOD_CSV, None),
+        (GOOD_JSONL, None),
+        ("\ufeff" + GOOD_CSV, None),
+        ("\n" + GOOD_JSONL, None),
+        (GOOD_CSV, "csv"),
+        (GOOD_JSONL, "jsonl"),
+    ],
+)
 def test_stdin(monkeypatch, content, fmt):
     monkeypatch.setattr(sys, "stdin", FakeStdin(content.encode()))
     rows = read_catalogue("-", DEFAULTS, fmt=fmt)
@@ -642,22 +901,37 @@ def test_unsupported_types_name_the_supported_ones(tmp_path):
 
 
 def test_iter_rows_python_api():
-    rows = list(iter_rows([{"id": "A", "title": "Mug", "color": "red", "seed": 5},
-                           {"id": 2, "title": "Tee", "color": 1.5, "steps": 10}], DEFAULTS))
+    rows = list(
+        iter_rows(
+            [
+                {"id": "A", "title": "Mug", "color": "red", "seed": 5},
+                {"id": 2, "title": "Tee", "color": 1.5, "steps": 10},
+            ],
+            DEFAULTS,
+        )
+    )
     assert [(r.line, r.key, r.prompt, r.seed, r.steps) for r in rows] == [
         (1, "A", "studio photo of Mug, red, white background", 5, 30),
-        (2, "2", "studio photo of Tee, 1.5, white background", None, 10)]
+        (2, "2", "studio photo of Tee, 1.5, white background", None, 10),
+    ]
 
 
-@pytest.mark.parametrize("rows, line, field, words", [
-    ([{"id": "A", "title": "Mug", "color": b"red"}], 1, "color", ("got bytes",)),
-    ([{"id": "A", "title": "Mug", "color": "red"}, ["B", "Tee"]], 2, None, ("mapping", "list")),
-    ([{"id": "A", "title": "Mug", "color": "red"}, {"id": "A", "title": "Tee", "color": "red"}], 2, "id",
-     ("duplicate", "line 1")),
-    ([{"id": "A", "title": "Mug", "color": "r\x00d"}], 1, "color", ("NUL",)),
-    ([{"id": "A", "title": "x" * 20000, "color": "red"}], 1, "title", ("cap of 16,384",)),
-    ([], 1, None, ("no rows",)),
-])
+@pytest.mark.parametrize(
+    "rows, line, field, words",
+    [
+        ([{"id": "A", "title": "Mug", "color": b"red"}], 1, "color", ("got bytes",)),
+        ([{"id": "A", "title": "Mug", "color": "red"}, ["B", "Tee"]], 2, None, ("mapping", "list")),
+        (
+            [{"id": "A", "title": "Mug", "color": "red"}, {"id": "A", "title": "Tee", "color": "red"}],
+            2,
+            "id",
+            ("duplicate", "line 1"),
+        ),
+        ([{"id": "A", "title": "Mug", "color": "r\x00d"}], 1, "color", ("NUL",)),
+        ([{"id": "A", "title": "x" * 20000, "color": "red"}], 1, "title", ("cap of 16,384",)),
+        ([], 1, None, ("no rows",)),
+    ],
+)
 def test_iter_rows_problems(rows, line, field, words):
     with pytest.raises(CatalogueError) as info:
         list(iter_rows(rows, DEFAULTS, name="api"))
@@ -665,6 +939,7 @@ def test_iter_rows_problems(rows, line, field, words):
 
 
 # --- streaming and all-or-nothing --------------------------------------------------------------------------------
+
 
 def test_iter_catalogue_streams(monkeypatch):
     body = "".join(f"K{i},Mug {i},red\n" for i in range(50_000))
@@ -698,9 +973,16 @@ def test_stats_and_long_prompt_warning(tmp_path):
     assert Stats().warnings() == []
 
 
-@pytest.mark.parametrize("prompt, low, high", [("a red mug", 5, 5), ("studio photo of a mug, red", 9, 9),
-                                               ("SKU 12345", 8, 8), (" ".join(["photo"] * 100), 102, 102),
-                                               ("a" * 200, 3, 3)])
+@pytest.mark.parametrize(
+    "prompt, low, high",
+    [
+        ("a red mug", 5, 5),
+        ("studio photo of a mug, red", 9, 9),
+        ("SKU 12345", 8, 8),
+        (" ".join(["photo"] * 100), 102, 102),
+        ("a" * 200, 3, 3),
+    ],
+)
 def test_estimate_tokens_is_a_lower_bound(prompt, low, high):
     assert low <= estimate_tokens(prompt) <= high
 
@@ -716,6 +998,7 @@ def test_csv_fast_and_full_paths_agree(tmp_path):
 
 
 # --- linear time, flat memory -------------------------------------------------------------------------------------
+
 
 def test_huge_header_is_refused_linearly(tmp_path):
     # 200k distinct columns, caps raised so the header is parsed: refused at the column cap.
@@ -736,8 +1019,13 @@ def test_duplicate_header_detection_is_linear(tmp_path):
     assert {p.field for p in info.value.problems if "appears" in p.message} == {"a", "b"}
 
 
-@pytest.mark.parametrize("name, content", [("big.jsonl", b'{"id": "' + b"x" * (20 << 20) + b'"}\n'),
-                                           ("big.csv", b"id,title,color\nA,Mug," + b"r" * (20 << 20) + b"\n")])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("big.jsonl", b'{"id": "' + b"x" * (20 << 20) + b'"}\n'),
+        ("big.csv", b"id,title,color\nA,Mug," + b"r" * (20 << 20) + b"\n"),
+    ],
+)
 def test_huge_line_is_not_held_in_memory(tmp_path, name, content):
     path = write(tmp_path, name, content)
     tracemalloc.start()
@@ -751,6 +1039,7 @@ def test_huge_line_is_not_held_in_memory(tmp_path, name, content):
 
 
 # --- any input: rows or CatalogueError, nothing else ------------------------------------------------------------
+
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=400) | st.text(alphabet='id,tle"co\n\r\x00;{}[]:é界 \\', max_size=200).map(str.encode))
@@ -766,9 +1055,20 @@ def test_any_bytes_give_rows_or_catalogue_error(monkeypatch, fmt, data):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.dictionaries(st.sampled_from(["id", "title", "color", "seed", "steps", "size", "prompt"]),
-                                st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
-                                | st.lists(st.integers(), max_size=2)), max_size=5))
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(["id", "title", "color", "seed", "steps", "size", "prompt"]),
+            st.none()
+            | st.booleans()
+            | st.integers()
+            | st.floats()
+            | st.text(max_size=20)
+            | st.lists(st.integers(), max_size=2),
+        ),
+        max_size=5,
+    )
+)
 def test_any_python_rows_give_rows_or_catalogue_error(rows):
     try:
         result = list(iter_rows(rows, DEFAULTS))
@@ -779,9 +1079,12 @@ def test_any_python_rows_give_rows_or_catalogue_error(rows):
 
 
 @settings(max_examples=400, deadline=None)
-@given(values=st.lists(st.text(alphabet=" \t\u00a0\u3000a,{}x\n\x1c", max_size=5), min_size=3, max_size=3),
-       template=st.sampled_from(["{a} {b}", "{a}{b}", "x{a}y{b}z", "{a}, {b}", "{{{a}}} {b}", " {a} ", "{b}{{",
-                                 "{a} {a}"]))
+@given(
+    values=st.lists(st.text(alphabet=" \t\u00a0\u3000a,{}x\n\x1c", max_size=5), min_size=3, max_size=3),
+    template=st.sampled_from(
+        ["{a} {b}", "{a}{b}", "x{a}y{b}z", "{a}, {b}", "{{{a}}} {b}", " {a} ", "{b}{{", "{a} {a}"]
+    ),
+)
 def test_fast_path_agrees_with_the_full_check(values, template):
     defaults = Defaults(template=template)
     fast_v, full_v = (_Validator("p", defaults, Limits(), ["id", "a", "b"], 1, Stats()) for _ in range(2))
@@ -798,11 +1101,14 @@ def test_unsupported_type_is_refused_before_iteration(tmp_path):
         iter_catalogue(tmp_path / "c.xlsx", DEFAULTS)
 
 
-@pytest.mark.parametrize("content, line, field, words", [
-    (HEAD + 'A,"Mug,red', 2, "title", ("unclosed quote", "file ends")),  # the last line, no newline
-    (HEAD + 'A,Mug,"red\n', 2, "color", ("unclosed quote",)),
-    ("\nid,title,color\nA,Mug,red\n", 1, None, ("first line is blank", "header")),
-])
+@pytest.mark.parametrize(
+    "content, line, field, words",
+    [
+        (HEAD + 'A,"Mug,red', 2, "title", ("unclosed quote", "file ends")),  # the last line, no newline
+        (HEAD + 'A,Mug,"red\n', 2, "color", ("unclosed quote",)),
+        ("\nid,title,color\nA,Mug,red\n", 1, None, ("first line is blank", "header")),
+    ],
+)
 def test_more_structure_messages(tmp_path, content, line, field, words):
     err = expect(tmp_path, "c.csv", content, line, field, *words)
     assert not any("missing" in p.message for p in err.problems)
@@ -810,5 +1116,8 @@ def test_more_structure_messages(tmp_path, content, line, field, words):
 
 def test_literal_quote_in_unquoted_cell_is_data(tmp_path):
     rows = read_catalogue(write(tmp_path, "c.csv", HEAD + 'A,12" pizza,red\nB,Tee,blue\nC,Hat 6",red'), DEFAULTS)
-    assert [r.prompt.split(",")[0] for r in rows] == ['studio photo of 12" pizza', "studio photo of Tee",
-                                                      'studio photo of Hat 6"']
+    assert [r.prompt.split(",")[0] for r in rows] == [
+        'studio photo of 12" pizza',
+        "studio photo of Tee",
+        'studio photo of Hat 6"',
+    ]

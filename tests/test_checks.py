@@ -41,9 +41,13 @@ def noise(seed: int, size: int = 64) -> PILImage.Image:
 
 # --- settings and gate arithmetic ------------------------------------------------------------------------------
 
+
 def test_gate_parsing_and_errors_name_the_setting() -> None:
     assert parse_gate(" clip_score>=28, sharpness>50 ,clipped_light<=0.2") == [
-        Threshold("clip_score", ">=", 28.0), Threshold("sharpness", ">", 50.0), Threshold("clipped_light", "<=", 0.2)]
+        Threshold("clip_score", ">=", 28.0),
+        Threshold("sharpness", ">", 50.0),
+        Threshold("clipped_light", "<=", 0.2),
+    ]
     assert parse_gate("") == []
     with pytest.raises(ChecksError, match=r"PIXELMILL_GATE: unknown score 'beauty'"):
         parse_gate("beauty>=3")
@@ -76,8 +80,10 @@ def test_best_candidate_prefers_unblocked_then_passing_then_rank() -> None:
     checks = Checks(image_checker="none", gate=(Threshold("clip_score", ">=", 25.0), Threshold("sharpness", ">=", 10)))
 
     def cand(n: int, clip: float, sharp: float, blocked: bool = False) -> Verdict:
-        return Verdict(scores={"clip_score": clip, "sharpness": sharp},
-                       safety=Safety(blocked=blocked, flagged=(), checker="t", scores={}))
+        return Verdict(
+            scores={"clip_score": clip, "sharpness": sharp},
+            safety=Safety(blocked=blocked, flagged=(), checker="t", scores={}),
+        )
 
     assert checks.best([cand(0, 40, 50, blocked=True), cand(1, 20, 5)]) == 1  # unblocked beats everything
     assert checks.best([cand(0, 24, 50), cand(1, 26, 11)]) == 1  # passing beats a higher-ranked failure
@@ -95,15 +101,23 @@ def test_percentiles_interpolate_like_numpy() -> None:
 
 # --- the models -----------------------------------------------------------------------------------------------
 
+
 def test_technical_scores_measure_what_they_say() -> None:
     white = technical_scores(PILImage.new("RGB", (64, 64), (255, 255, 255)))
-    assert white == {"sharpness": 0.0, "exposure": 1.0, "clipped_dark": 0.0, "clipped_light": 1.0,
-                     "white_background": 1.0}
+    assert white == {
+        "sharpness": 0.0,
+        "exposure": 1.0,
+        "clipped_dark": 0.0,
+        "clipped_light": 1.0,
+        "white_background": 1.0,
+    }
     black = technical_scores(PILImage.new("RGB", (64, 64), (0, 0, 0)))
     assert black["clipped_dark"] == 1.0 and black["exposure"] == 0.0 and black["white_background"] == 0.0
     sharp = noise(0)
-    assert technical_scores(sharp)["sharpness"] > 20 * technical_scores(sharp.filter(ImageFilter.GaussianBlur(3)))[
-        "sharpness"]
+    assert (
+        technical_scores(sharp)["sharpness"]
+        > 20 * technical_scores(sharp.filter(ImageFilter.GaussianBlur(3)))["sharpness"]
+    )
     half = PILImage.new("RGB", (64, 64), (250, 250, 248))
     half.paste((200, 30, 30), (0, 0, 64, 32))  # a red product on the top half
     assert technical_scores(half)["white_background"] == 0.5
@@ -118,8 +132,11 @@ def test_concept_scores_match_diffusers_safety_checker(tiny_model: Path, tmp_pat
     source = Path(tiny_checks(tiny_model)["PIXELMILL_IMAGE_CHECKER"])
     checker = StableDiffusionSafetyChecker.from_pretrained(source / "safety_checker", attn_implementation="eager")
     images = [noise(i) for i in range(6)] + [PILImage.new("RGB", (64, 64), c) for c in ((255, 255, 255), (9, 9, 9))]
-    pixels = Judge(Checks(image_checker=str(source)), device="cpu").concepts.processor(
-        images=images, return_tensors="pt").pixel_values
+    pixels = (
+        Judge(Checks(image_checker=str(source)), device="cpu")
+        .concepts.processor(images=images, return_tensors="pt")
+        .pixel_values
+    )
     with torch.no_grad():
         embeds = torch.nn.functional.normalize(checker.visual_projection(checker.vision_model(pixels)[1]))
         cosines = embeds @ torch.nn.functional.normalize(checker.concept_embeds).T
@@ -133,7 +150,8 @@ def test_concept_scores_match_diffusers_safety_checker(tiny_model: Path, tmp_pat
     checker.save_pretrained(edited / "safety_checker")
     (edited / "feature_extractor").mkdir()
     (edited / "feature_extractor" / "preprocessor_config.json").write_bytes(
-        (source / "feature_extractor" / "preprocessor_config.json").read_bytes())
+        (source / "feature_extractor" / "preprocessor_config.json").read_bytes()
+    )
 
     ours = Judge(Checks(image_checker=str(edited)), device="cpu")(images, ["x"] * len(images))
     _, theirs = checker(clip_input=pixels, images=np.zeros((len(images), 8, 8, 3)))
@@ -142,8 +160,9 @@ def test_concept_scores_match_diffusers_safety_checker(tiny_model: Path, tmp_pat
     thresholds = checker.concept_embeds_weights.detach()
     for verdict, image_cosines in zip(ours, cosines):
         for j in range(17):
-            assert verdict.safety.scores[f"concept_{j}"] == pytest.approx(float(image_cosines[j] - thresholds[j]),
-                                                                       abs=2e-4)
+            assert verdict.safety.scores[f"concept_{j}"] == pytest.approx(
+                float(image_cosines[j] - thresholds[j]), abs=2e-4
+            )
 
 
 def test_one_clip_forward_serves_checker_and_scores(tiny_model: Path, tmp_path: Path, monkeypatch) -> None:
@@ -152,8 +171,12 @@ def test_one_clip_forward_serves_checker_and_scores(tiny_model: Path, tmp_path: 
     from worker.judge import Judge
 
     paths = tiny_checks(tiny_model)
-    checks = Checks(image_checker=paths["PIXELMILL_IMAGE_CHECKER"], clip_model=paths["PIXELMILL_CLIP_MODEL"],
-                    aesthetic_head=paths["PIXELMILL_AESTHETIC_HEAD"], safety_shift=-0.9)
+    checks = Checks(
+        image_checker=paths["PIXELMILL_IMAGE_CHECKER"],
+        clip_model=paths["PIXELMILL_CLIP_MODEL"],
+        aesthetic_head=paths["PIXELMILL_AESTHETIC_HEAD"],
+        safety_shift=-0.9,
+    )
     shared = Judge(checks, device="cpu")
     separate = Judge(Checks(image_checker=checks.image_checker, safety_shift=-0.9), device="cpu")
     assert shared.shared and not separate.shared
@@ -185,14 +208,23 @@ def test_aesthetic_head_loads_laion_state_dict_layout(tmp_path: Path) -> None:
 
 # --- end to end -----------------------------------------------------------------------------------------------
 
+
 def rows_of(env: Env, job: int) -> list[tuple[Item, Image | None, list[CandidateRow]]]:
     ledger = env.ledger()
     with ledger.session() as session:
         items = session.scalars(select(Item).where(Item.job_id == job).order_by(Item.id)).all()
-        out = [(item, session.scalars(select(Image).where(Image.item_id == item.id)).one_or_none(),
-                list(session.scalars(select(CandidateRow).where(CandidateRow.item_id == item.id)
-                                     .order_by(CandidateRow.candidate))))
-               for item in items]
+        out = [
+            (
+                item,
+                session.scalars(select(Image).where(Image.item_id == item.id)).one_or_none(),
+                list(
+                    session.scalars(
+                        select(CandidateRow).where(CandidateRow.item_id == item.id).order_by(CandidateRow.candidate)
+                    )
+                ),
+            )
+            for item in items
+        ]
     ledger.close()
     return out
 
@@ -233,7 +265,11 @@ def test_blocked_images_are_quarantined_and_review_publishes_them(env: Env, tmp_
     assert not storage.exists(f"jobs/{job}/{rows[1][0].item_key}/0.png")
     item, image, _ = rows_of(env, job)[1]
     assert (item.state, image.storage_key, image.sha256, image.approved_by) == (
-        State.blocked, second_image.storage_key, second_image.sha256, None)
+        State.blocked,
+        second_image.storage_key,
+        second_image.sha256,
+        None,
+    )
     # The approver is the account that runs the command; free text cannot stand in for it.
     assert env.cli("review", "approve", str(rows[0][0].id), "--by", "alice", check=False).returncode == 2
 
@@ -264,8 +300,9 @@ def test_blocked_images_are_quarantined_and_review_publishes_them(env: Env, tmp_
 @pytest.mark.e2e
 def test_submit_refuses_without_an_explicit_image_checker(env: Env, tmp_path: Path) -> None:
     del env.vars["PIXELMILL_IMAGE_CHECKER"]
-    proc = env.cli("submit", str(write_catalogue(tmp_path / "c.csv", 2)), "--template", "{title}", "--key", "sku",
-                   check=False)
+    proc = env.cli(
+        "submit", str(write_catalogue(tmp_path / "c.csv", 2)), "--template", "{title}", "--key", "sku", check=False
+    )
     assert proc.returncode == 2 and "PIXELMILL_IMAGE_CHECKER is not set" in proc.stderr
     assert not (env.data_dir / "pixelmill.db").exists() or env.cli("jobs", "--json").stdout.strip() == "[]"
     env.vars["PIXELMILL_IMAGE_CHECKER"] = "none"
@@ -278,8 +315,9 @@ def test_submit_refuses_without_an_explicit_image_checker(env: Env, tmp_path: Pa
 
 
 @pytest.mark.e2e
-def test_quality_gate_rerolls_a_weak_item_and_records_every_candidate(env: Env, tiny_model: Path,
-                                                                     tmp_path: Path) -> None:
+def test_quality_gate_rerolls_a_weak_item_and_records_every_candidate(
+    env: Env, tiny_model: Path, tmp_path: Path
+) -> None:
     catalogue = write_catalogue(tmp_path / "catalogue.csv", 4)
     # First without a gate, in a separate installation, to learn each item's first-candidate scores.
     probe = Env(tmp_path / "probe", tiny_model)
@@ -322,8 +360,9 @@ def test_quality_gate_rerolls_a_weak_item_and_records_every_candidate(env: Env, 
     assert status["gate"] == f"sharpness>={threshold:g} (reroll, up to 4 candidates)"
 
     # Best-of-n: always n candidates, the highest-ranked kept.
-    best = env.submit(write_catalogue(tmp_path / "best.csv", 2, start=20), "--gate", "sharpness>=0",
-                      "--best-of", "3")["job"]
+    best = env.submit(write_catalogue(tmp_path / "best.csv", 2, start=20), "--gate", "sharpness>=0", "--best-of", "3")[
+        "job"
+    ]
     assert env.wait_for(best, finished)["succeeded"] == 2
     for _, image, candidates in rows_of(env, best):
         assert len(candidates) == 3

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # --- settings -----------------------------------------------------------------------------------------
 
+
 def test_defaults_are_the_embedded_ones(tmp_path: Path) -> None:
     s = Settings(data_dir=tmp_path)
     assert s.resolved_database_url == f"sqlite:///{tmp_path.resolve()}/pixelmill.db"
@@ -47,14 +48,18 @@ def test_bad_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_cli_reports_a_bad_setting_by_name(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pixelmill", "jobs"], capture_output=True, text=True,
-                          env={"PIXELMILL_IMAGE_FORMAT": "gif", "PIXELMILL_DATA_DIR": str(tmp_path),
-                               "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "pixelmill", "jobs"],
+        capture_output=True,
+        text=True,
+        env={"PIXELMILL_IMAGE_FORMAT": "gif", "PIXELMILL_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 2
     assert "PIXELMILL_IMAGE_FORMAT" in proc.stderr and "Traceback" not in proc.stderr
 
 
 # --- messages and chunks ------------------------------------------------------------------------------
+
 
 def test_chunk_message_round_trip_is_plain_json() -> None:
     chunk = Chunk(job=7, items=(1, 2, 3))
@@ -63,8 +68,17 @@ def test_chunk_message_round_trip_is_plain_json() -> None:
     assert Chunk.from_message(body) == chunk
 
 
-@pytest.mark.parametrize("body", [None, [], {"v": 2, "job": 1, "items": [1]}, {"v": 1, "job": "1", "items": [1]},
-                                  {"v": 1, "job": 1, "items": []}, {"v": 1, "job": 1, "items": ["x"]}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        None,
+        [],
+        {"v": 2, "job": 1, "items": [1]},
+        {"v": 1, "job": "1", "items": [1]},
+        {"v": 1, "job": 1, "items": []},
+        {"v": 1, "job": 1, "items": ["x"]},
+    ],
+)
 def test_malformed_messages_are_rejected(body: object) -> None:
     with pytest.raises(ValueError):
         Chunk.from_message(body)
@@ -79,6 +93,7 @@ def test_chunks_share_job_and_pipeline_params() -> None:
 
 
 # --- planning (seeds, variants, hashes) ---------------------------------------------------------------
+
 
 def test_plan_is_deterministic_and_per_row_seeds_win(tmp_path: Path) -> None:
     path = tmp_path / "c.csv"
@@ -112,6 +127,7 @@ def test_seeds_do_not_depend_on_row_order(tmp_path: Path) -> None:
 
 # --- storage ------------------------------------------------------------------------------------------
 
+
 def test_local_storage_creates_each_object_once_and_stays_inside_its_root(tmp_path: Path) -> None:
     store = open_storage(Settings(data_dir=tmp_path, storage_url=(tmp_path / "images").as_uri()))
     assert isinstance(store, LocalStorage)
@@ -126,6 +142,7 @@ def test_local_storage_creates_each_object_once_and_stays_inside_its_root(tmp_pa
 
 
 # --- encoding -----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("fmt", ["png", "webp", "jpeg"])
 def test_images_carry_their_generation_params(fmt: str) -> None:
@@ -143,9 +160,9 @@ def test_images_carry_their_generation_params(fmt: str) -> None:
 
 # --- schema -------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
-def test_migrations_build_exactly_the_orm_schema(database: str, tmp_path: Path,
-                                                 request: pytest.FixtureRequest) -> None:
+def test_migrations_build_exactly_the_orm_schema(database: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """An empty database of each kind, upgraded to head, has exactly the ORM's tables, columns, types,
     indexes and named constraints (no drift between models and migrations)."""
     from alembic.autogenerate import compare_metadata
@@ -169,12 +186,17 @@ def test_ledger_migrates_itself_on_first_use(tmp_path: Path) -> None:
 
     ledger = Ledger(Settings(data_dir=tmp_path))
     assert {"jobs", "items", "images", "alembic_version"} <= table_names(ledger.engine)
-    mode = create_engine(f"sqlite:///{tmp_path / 'pixelmill.db'}").connect().exec_driver_sql(
-        "PRAGMA journal_mode").scalar()
+    mode = (
+        create_engine(f"sqlite:///{tmp_path / 'pixelmill.db'}")
+        .connect()
+        .exec_driver_sql("PRAGMA journal_mode")
+        .scalar()
+    )
     assert mode == "wal"
 
 
 # --- README and CI agree ------------------------------------------------------------------------------
+
 
 def test_ci_runs_the_readme_test_command() -> None:
     readme = (ROOT / "README.md").read_text()
@@ -217,9 +239,16 @@ def test_content_hash_is_the_sha256_of_the_json_modules_canonical_form() -> None
     rnd = random.Random(0)
     chars = 'ab "\\\n\t\x01é€😀\u2028/'
     for _ in range(2000):
-        values = {"prompt": "".join(rnd.choice(chars) for _ in range(rnd.randint(0, 20))),
-                  "negative": "".join(rnd.choice(chars) for _ in range(3)),
-                  "params": GenerationParams(width=rnd.choice([64, 512]), height=512, steps=rnd.randint(1, 200),
-                                             guidance=rnd.choice([7.5, 0, 1e-7, 12.345678901234, 3])),
-                  "seed": rnd.randint(0, 2**63 - 1), "model": rnd.choice(["/m", 'hub/id"x'])}
+        values = {
+            "prompt": "".join(rnd.choice(chars) for _ in range(rnd.randint(0, 20))),
+            "negative": "".join(rnd.choice(chars) for _ in range(3)),
+            "params": GenerationParams(
+                width=rnd.choice([64, 512]),
+                height=512,
+                steps=rnd.randint(1, 200),
+                guidance=rnd.choice([7.5, 0, 1e-7, 12.345678901234, 3]),
+            ),
+            "seed": rnd.randint(0, 2**63 - 1),
+            "model": rnd.choice(["/m", 'hub/id"x']),
+        }
         assert content_hash(**values) == hashlib.sha256(canonical_json(**values).encode()).hexdigest()  # type: ignore[arg-type]

@@ -74,7 +74,7 @@ def interpolate(text: str, env: dict[str, str]) -> str:
             i += 2
         elif text.startswith("${", i):
             end = _closing_brace(text, i + 1)
-            match = re.fullmatch(rf"({_VAR})(?:(:?[-?+])(.*))?", text[i + 2:end], re.S)
+            match = re.fullmatch(rf"({_VAR})(?:(:?[-?+])(.*))?", text[i + 2 : end], re.S)
             if not match:
                 raise ValueError(f"bad interpolation in {text!r}")
             name, op, arg = match.groups()
@@ -92,7 +92,7 @@ def interpolate(text: str, env: dict[str, str]) -> str:
                 out.append(value or "")
             i = end + 1
         else:
-            match = re.match(_VAR, text[i + 1:])
+            match = re.match(_VAR, text[i + 1 :])
             out.append(env.get(match.group(), "") if match else "$")
             i += 1 + (len(match.group()) if match else 0)
     return "".join(out)
@@ -134,14 +134,20 @@ def interpolated(node: Any, env: dict[str, str]) -> Any:
 # ---------------------------------------------------------------------------------------------------------
 # Loading
 
+
 @cache
 def raw_compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
 
 
 # The secrets compose.yaml requires (`${VAR:?…}`: no default passwords); docker/.env sets them.
-SECRETS = {"POSTGRES_PASSWORD": "pg-test", "REDIS_PASSWORD": "redis-test", "MINIO_ROOT_PASSWORD": "minio-test",
-           "WORKER_S3_SECRET_KEY": "worker-test", "MONITOR_PASSWORD": "flower-test"}
+SECRETS = {
+    "POSTGRES_PASSWORD": "pg-test",
+    "REDIS_PASSWORD": "redis-test",
+    "MINIO_ROOT_PASSWORD": "minio-test",
+    "WORKER_S3_SECRET_KEY": "worker-test",
+    "MONITOR_PASSWORD": "flower-test",
+}
 
 
 @cache
@@ -170,8 +176,7 @@ def workers() -> dict[str, dict[str, Any]]:
 
 
 def pixelmill_services() -> dict[str, dict[str, Any]]:
-    return {name: s for name, s in services().items()
-            if dockerfile_of(s) in (WORKER_DOCKERFILE, PRODUCER_DOCKERFILE)}
+    return {name: s for name, s in services().items() if dockerfile_of(s) in (WORKER_DOCKERFILE, PRODUCER_DOCKERFILE)}
 
 
 _ASSIGNMENT = re.compile(rf"^(#\s*)?({_VAR})=(.*)$")
@@ -270,6 +275,7 @@ def pyproject() -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------
 # compose.yaml
 
+
 def test_compose_has_the_expected_services() -> None:
     expected = {"redis", "postgres", "minio", "minio-init", "migrate", "flower", "cli", "intake", "http"}
     assert expected <= set(services())
@@ -306,8 +312,10 @@ def test_build_args_are_declared_by_the_dockerfile_with_the_same_default() -> No
             raw = raw_compose()["services"][name]
             raw_value = str(raw.get("build", {}).get("args", {}).get(arg, ""))
             if "${" in raw_value and declared[arg] is not None:  # a default, not a value set on purpose
-                assert value == declared[arg], (f"{name}: {arg} defaults to {value!r} in compose.yaml but to "
-                                                f"{declared[arg]!r} in {build['dockerfile']}")
+                assert value == declared[arg], (
+                    f"{name}: {arg} defaults to {value!r} in compose.yaml but to "
+                    f"{declared[arg]!r} in {build['dockerfile']}"
+                )
 
 
 def test_volumes_are_declared_or_exist_or_are_documented_optional() -> None:
@@ -331,7 +339,8 @@ def test_volumes_are_declared_or_exist_or_are_documented_optional() -> None:
             assert source in OPTIONAL_BIND_SOURCES, f"{name}: bind source {source} (relative to docker/) is missing"
             variable = OPTIONAL_BIND_SOURCES[source]
             assert variable in documented and variable in readme, (
-                f"{name}: {source} does not exist here; document {variable} in .env.example and README.md")
+                f"{name}: {source} does not exist here; document {variable} in .env.example and README.md"
+            )
 
 
 def test_env_files_exist_or_are_optional() -> None:
@@ -358,7 +367,8 @@ def test_each_worker_reserves_exactly_one_nvidia_gpu_and_they_differ() -> None:
         assert "gpu" in device.get("capabilities", []), f"{name}: capabilities must include gpu"
         assert "count" not in device, f"{name}: count and device_ids are mutually exclusive"
         assert isinstance(device.get("device_ids"), list) and len(device["device_ids"]) == 1, (
-            f"{name}: device_ids should name exactly one GPU")
+            f"{name}: device_ids should name exactly one GPU"
+        )
         assert all(isinstance(i, str) for i in device["device_ids"]), f"{name}: device ids are strings"
         ids.append(device["device_ids"][0])
         assert service.get("hostname"), f"{name}: set hostname, which makes the node name gpu0@<hostname> stable"
@@ -366,10 +376,12 @@ def test_each_worker_reserves_exactly_one_nvidia_gpu_and_they_differ() -> None:
         # Inside its container the reserved GPU is GPU 0; the health check pings this container's node.
         command = service.get("command", [])
         assert command[:1] == ["worker"] and option(command, "--gpus") == "0", (
-            f"{name}: run `worker --gpus 0` (the one GPU the container sees), got {command}")
+            f"{name}: run `worker --gpus 0` (the one GPU the container sees), got {command}"
+        )
         test = service["healthcheck"]["test"]
         assert test[:3] == ["CMD", "pixelmill", "ping"] and option(test, "--node") == "gpu0@%h", (
-            f"{name}: the health check should ping this container's own node, gpu0@%h; got {test}")
+            f"{name}: the health check should ping this container's own node, gpu0@%h; got {test}"
+        )
     assert len(set(ids)) == len(ids), f"two workers reserve the same GPU: {ids}"
     assert len(set(hostnames)) == len(hostnames), f"two workers share a host name (node name): {hostnames}"
 
@@ -381,20 +393,25 @@ def test_workers_mount_models_read_only() -> None:
 
 
 def test_long_running_services_have_healthchecks_and_one_shots_do_not_restart() -> None:
-    completed_targets = {target for s in services().values()
-                         for target, dep in (s.get("depends_on") or {}).items()
-                         if isinstance(dep, dict) and dep.get("condition") == "service_completed_successfully"}
+    completed_targets = {
+        target
+        for s in services().values()
+        for target, dep in (s.get("depends_on") or {}).items()
+        if isinstance(dep, dict) and dep.get("condition") == "service_completed_successfully"
+    }
     for name, service in services().items():
         restart = str(service.get("restart", "no"))
         if restart == "no":
             assert name in completed_targets or service.get("profiles"), (
-                f"{name}: restart 'no' but nothing waits for it to complete and it is not in a profile")
+                f"{name}: restart 'no' but nothing waits for it to complete and it is not in a profile"
+            )
             continue
         health = service.get("healthcheck")
         assert health and health.get("test") and not health.get("disable"), f"{name}: long-running, no healthcheck"
     for target in completed_targets:
         assert str(services()[target].get("restart", "no")) == "no", (
-            f"{target}: others wait for it to complete, so it must not restart")
+            f"{target}: others wait for it to complete, so it must not restart"
+        )
 
 
 def test_depends_on_targets_exist_and_conditions_hold() -> None:
@@ -431,6 +448,7 @@ def test_ports_are_bound_to_localhost() -> None:
 # ---------------------------------------------------------------------------------------------------------
 # .env.example and settings
 
+
 def test_env_example_documents_every_compose_variable() -> None:
     used = set().union(*(references(s) for s in strings(raw_compose())))
     documented, _ = env_example()
@@ -450,7 +468,8 @@ def test_env_example_values_are_the_compose_defaults() -> None:
         assert value != "", f".env.example: {name} is set empty; comment it out instead"
         if name in defaults:
             assert value == next(iter(defaults[name])), (
-                f".env.example sets {name}={value} but compose.yaml defaults to {next(iter(defaults[name]))}")
+                f".env.example sets {name}={value} but compose.yaml defaults to {next(iter(defaults[name]))}"
+            )
 
 
 def test_pixelmill_variables_are_settings_fields() -> None:
@@ -474,6 +493,7 @@ def test_pixelmill_variables_are_settings_fields() -> None:
 
 # ---------------------------------------------------------------------------------------------------------
 # Command lines
+
 
 def pixelmill_invocations() -> list[tuple[str, list[str]]]:
     """(where, arguments after `pixelmill`) for every pixelmill command the images and compose run."""
@@ -504,8 +524,11 @@ def unknown_flower_options(args: list[str]) -> list[str]:
     from flower.options import options
 
     known = {name.replace("_", "-") for name in options._options}  # tornado.options' registry
-    return [f"Flower has no option {arg.split('=')[0]}" for arg in args
-            if arg.startswith("--") and arg[2:].split("=")[0].replace("_", "-") not in known]
+    return [
+        f"Flower has no option {arg.split('=')[0]}"
+        for arg in args
+        if arg.startswith("--") and arg[2:].split("=")[0].replace("_", "-") not in known
+    ]
 
 
 def test_commands_are_pixelmill_subcommands_with_valid_options() -> None:
@@ -524,8 +547,10 @@ def test_commands_are_pixelmill_subcommands_with_valid_options() -> None:
         while hasattr(command, "commands") and rest and not rest[0].startswith("-"):
             sub = command.commands.get(rest[0])
             if sub is None:
-                problems.append(f"{where}: `{' '.join(path)}` has no command {rest[0]!r} "
-                                f"(has: {', '.join(sorted(command.commands))})")
+                problems.append(
+                    f"{where}: `{' '.join(path)}` has no command {rest[0]!r} "
+                    f"(has: {', '.join(sorted(command.commands))})"
+                )
                 break
             command, path, rest = sub, [*path, rest[0]], rest[1:]
         else:
@@ -543,10 +568,12 @@ def test_commands_are_pixelmill_subcommands_with_valid_options() -> None:
 # ---------------------------------------------------------------------------------------------------------
 # Dockerfiles
 
+
 def test_producer_image_never_installs_the_worker_stack() -> None:
     text = (ROOT / PRODUCER_DOCKERFILE).read_text(encoding="utf-8")
     assert not re.search(r"\[\s*(worker|gpu)|requirements\.py[^\n]*\b(worker|gpu)\b", text), (
-        "producer.Dockerfile installs the worker or gpu extra")
+        "producer.Dockerfile installs the worker or gpu extra"
+    )
     extras_sets = [dockerfile_args(ROOT / PRODUCER_DOCKERFILE).get("EXTRAS") or ""]
     for service in services().values():
         if dockerfile_of(service) == PRODUCER_DOCKERFILE:
@@ -597,8 +624,11 @@ def test_copy_sources_exist_and_are_exactly_what_the_ignore_file_lets_in(dockerf
                 source = source.removeprefix("./").rstrip("/")
                 assert (ROOT / source).exists(), f"{dockerfile}: COPY source {source} does not exist"
                 sources.add(source)
-    patterns = [line.strip() for line in path.with_name(path.name + ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.strip().startswith("#")]
+    patterns = [
+        line.strip()
+        for line in path.with_name(path.name + ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
     assert patterns[0] == "*", "the ignore file should start by excluding everything (an allow-list)"
     allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
     assert allowed == sources, f"let in exactly what is copied: extra {allowed - sources}, missing {sources - allowed}"
@@ -607,30 +637,56 @@ def test_copy_sources_exist_and_are_exactly_what_the_ignore_file_lets_in(dockerf
 # ---------------------------------------------------------------------------------------------------------
 # The helper scripts the images run
 
+
 def test_requirements_script() -> None:
     requirements = load_script("requirements")
-    project = {"project": {"name": "pixelmill", "dependencies": ["celery>=5"],
-                           "optional-dependencies": {"worker": ["torch>=2.4"], "all": ["pixelmill[worker]", "x"]}}}
+    project = {
+        "project": {
+            "name": "pixelmill",
+            "dependencies": ["celery>=5"],
+            "optional-dependencies": {"worker": ["torch>=2.4"], "all": ["pixelmill[worker]", "x"]},
+        }
+    }
     assert requirements.requirements(project, []) == ["celery>=5"]
     assert requirements.requirements(project, ["all"]) == ["celery>=5", "torch>=2.4", "x"]
     assert requirements.split_extras(["worker,gpu", "flower dev", ""]) == ["worker", "gpu", "flower", "dev"]
     with pytest.raises(KeyError):
         requirements.requirements(project, ["gpu"])
-    run = subprocess.run([sys.executable, str(DOCKER / "requirements.py"), "--pyproject",
-                          str(ROOT / "pyproject.toml"), "no-such-extra"], capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, str(DOCKER / "requirements.py"), "--pyproject", str(ROOT / "pyproject.toml"), "no-such-extra"],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 2 and "no-such-extra" in run.stderr
 
 
 def test_pin_base_pins_the_installed_gpu_stack_and_detects_changes() -> None:
     pin = load_script("pin_base")
-    for name in ("torch", "torch-tensorrt", "torchvision", "triton", "pytorch-triton", "tensorrt",
-                 "tensorrt-cu13-libs", "nvidia-cublas-cu12", "numpy", "Torch_TensorRT"):
+    for name in (
+        "torch",
+        "torch-tensorrt",
+        "torchvision",
+        "triton",
+        "pytorch-triton",
+        "tensorrt",
+        "tensorrt-cu13-libs",
+        "nvidia-cublas-cu12",
+        "numpy",
+        "Torch_TensorRT",
+    ):
         assert pin.is_protected(name), name
     for name in ("nvidia-modelopt", "onnx", "transformers", "diffusers", "torchmetrics", "pillow"):
         assert not pin.is_protected(name), name
     installed = {"torch": "2.10.0a0+b4e4ee81d3.nv25.12", "numpy": "1.26.4", "requests": "2.32.3"}
-    base = ["torch==2.9.0", "requests==2.31.0  # tested", "onnx==1.17.0", "# comment", "-c other.txt",
-            "foo @ https://example.invalid/foo.whl", ""]
+    base = [
+        "torch==2.9.0",
+        "requests==2.31.0  # tested",
+        "onnx==1.17.0",
+        "# comment",
+        "-c other.txt",
+        "foo @ https://example.invalid/foo.whl",
+        "",
+    ]
     text = pin.build_constraints(installed, base, unpin=["ONNX"])
     lines = [line for line in text.splitlines() if not line.startswith("#")]
     assert lines == ["numpy==1.26.4", "torch==2.10.0a0+b4e4ee81d3.nv25.12", "requests==2.31.0"]
@@ -645,8 +701,11 @@ def test_pin_base_pins_the_installed_gpu_stack_and_detects_changes() -> None:
 def test_pin_base_round_trip_on_this_interpreter(tmp_path: Path) -> None:
     out = tmp_path / "constraints.txt"
     script = str(DOCKER / "pin_base.py")
-    write = subprocess.run([sys.executable, script, "write", str(out), "--base-constraints",
-                            str(tmp_path / "absent.txt"), "--unpin"], capture_output=True, text=True)
+    write = subprocess.run(
+        [sys.executable, script, "write", str(out), "--base-constraints", str(tmp_path / "absent.txt"), "--unpin"],
+        capture_output=True,
+        text=True,
+    )
     assert write.returncode == 0, write.stderr
     check = subprocess.run([sys.executable, script, "check", str(out)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
@@ -657,6 +716,7 @@ def test_pin_base_round_trip_on_this_interpreter(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------------------
 # Tools that run only where they are installed
+
 
 def _docker_compose() -> list[str] | None:
     docker = shutil.which("docker")
@@ -673,8 +733,12 @@ def test_docker_compose_accepts_the_file() -> None:
     compose_cmd = _docker_compose()
     if compose_cmd is None:
         pytest.skip("`docker compose` is not available here (no docker client or no compose plugin)")
-    run = subprocess.run([*compose_cmd, "-f", str(COMPOSE_FILE), "--profile", "cli", "config", "--quiet"],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [*compose_cmd, "-f", str(COMPOSE_FILE), "--profile", "cli", "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
 
 
@@ -682,13 +746,18 @@ def test_hadolint_finds_no_errors() -> None:
     hadolint = shutil.which("hadolint")
     if hadolint is None:
         pytest.skip("hadolint is not installed here")
-    run = subprocess.run([hadolint, "--failure-threshold", "error", str(ROOT / WORKER_DOCKERFILE),
-                          str(ROOT / PRODUCER_DOCKERFILE)], capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [hadolint, "--failure-threshold", "error", str(ROOT / WORKER_DOCKERFILE), str(ROOT / PRODUCER_DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Security (issue: hardening)
+
 
 def test_no_default_passwords() -> None:
     """Every password or secret compose reads is required (`${VAR:?…}`), never defaulted."""

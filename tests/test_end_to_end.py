@@ -28,8 +28,9 @@ SCORES = {"sharpness", "exposure", "clipped_dark", "clipped_light", "white_backg
 
 def ledger_rows(ledger: Ledger, job: int) -> list[tuple[Item, Image | None]]:
     with ledger.session() as session:
-        rows = session.execute(select(Item, Image).outerjoin(Image, Image.item_id == Item.id)
-                               .where(Item.job_id == job).order_by(Item.id)).all()
+        rows = session.execute(
+            select(Item, Image).outerjoin(Image, Image.item_id == Item.id).where(Item.job_id == job).order_by(Item.id)
+        ).all()
         return [(item, image) for item, image in rows]
 
 
@@ -51,8 +52,7 @@ def assert_exactly_once(env: Env, job: int, expected: int) -> list[tuple[Item, I
         assert image.safety is not None and image.safety["blocked"] is False and len(image.safety["scores"]) == 20
         keys.add(image.storage_key)
     with ledger.session() as session:
-        assert session.scalar(select(func.count()).select_from(Image)
-                              .join(Item).where(Item.job_id == job)) == expected
+        assert session.scalar(select(func.count()).select_from(Image).join(Item).where(Item.job_id == job)) == expected
     assert sorted(storage.keys(f"jobs/{job}/")) == sorted(keys), "stray or temporary objects in storage"
     ledger.close()
     return rows
@@ -61,11 +61,22 @@ def assert_exactly_once(env: Env, job: int, expected: int) -> list[tuple[Item, I
 def ledger_snapshot(env: Env, job: int) -> list[tuple[object, ...]]:
     """What must come out the same whatever the servers: identities, prompts, seeds, states, object bytes and
     every score."""
-    return [(item.item_key, item.variant, item.prompt, item.seed, item.content_hash, item.state.value,
-             item.attempts, image.storage_key if image else None, image.sha256 if image else None,
-             json.dumps(image.scores, sort_keys=True) if image else None,
-             json.dumps(image.safety, sort_keys=True) if image else None)
-            for item, image in ledger_rows(env.ledger(), job)]
+    return [
+        (
+            item.item_key,
+            item.variant,
+            item.prompt,
+            item.seed,
+            item.content_hash,
+            item.state.value,
+            item.attempts,
+            image.storage_key if image else None,
+            image.sha256 if image else None,
+            json.dumps(image.scores, sort_keys=True) if image else None,
+            json.dumps(image.safety, sort_keys=True) if image else None,
+        )
+        for item, image in ledger_rows(env.ledger(), job)
+    ]
 
 
 FINAL_LEDGERS: dict[str, list[tuple[object, ...]]] = {}
@@ -85,9 +96,18 @@ def test_catalogue_end_to_end_then_resubmit_skips(any_env: Env, tmp_path: Path) 
     assert {image.engine_id for _, image in rows} == {"torch-fp32-cpu"}
 
     status = json.loads(env.cli("status", str(first["job"]), "--json").stdout)
-    assert {k: status[k] for k in ("job", "total", "pending", "queued", "running", "succeeded", "blocked",
-                                   "failed")} == {"job": first["job"], "total": 16, "pending": 0, "queued": 0,
-                                                  "running": 0, "succeeded": 16, "blocked": 0, "failed": 0}
+    assert {
+        k: status[k] for k in ("job", "total", "pending", "queued", "running", "succeeded", "blocked", "failed")
+    } == {
+        "job": first["job"],
+        "total": 16,
+        "pending": 0,
+        "queued": 0,
+        "running": 0,
+        "succeeded": 16,
+        "blocked": 0,
+        "failed": 0,
+    }
     assert set(status["scores"]) == SCORES and all(d["n"] == 16 for d in status["scores"].values())
     assert all(d["p10"] <= d["median"] <= d["p90"] for d in status["scores"].values())
     assert status["image_checker"] == env.backend["PIXELMILL_IMAGE_CHECKER"]
@@ -131,7 +151,7 @@ def test_duplicate_delivery_makes_one_row_and_one_file(any_env: Env, tmp_path: P
         ids = session.scalars(select(Item.id).where(Item.job_id == first["job"]).order_by(Item.id)).all()
     assert queue_depth(app, env.queue) == 4
     # Deliver every chunk a second time, and one of them a third time in a different shape.
-    assert publish(app, [Chunk(first["job"], tuple(ids[i:i + 4])) for i in range(0, 16, 4)], env.queue) == 4
+    assert publish(app, [Chunk(first["job"], tuple(ids[i : i + 4])) for i in range(0, 16, 4)], env.queue) == 4
     publish(app, [Chunk(first["job"], tuple(ids[2:6]))], env.queue)
     assert queue_depth(app, env.queue) == 9
 
@@ -204,8 +224,10 @@ def test_bad_catalogue_touches_neither_ledger_nor_queue(env: Env, tmp_path: Path
 
 
 def test_producer_does_not_import_the_gpu_stack() -> None:
-    code = ("import sys, producer, producer.catalogue, producer.submit, producer.status, pixelmill.cli; "
-            "bad = {'torch', 'diffusers', 'transformers'} & set(sys.modules); assert not bad, bad")
+    code = (
+        "import sys, producer, producer.catalogue, producer.submit, producer.status, pixelmill.cli; "
+        "bad = {'torch', 'diffusers', 'transformers'} & set(sys.modules); assert not bad, bad"
+    )
     import subprocess
 
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -222,16 +244,26 @@ def test_batch_over_the_soft_time_limit_is_retried_then_failed(env: Env, tmp_pat
     counts = env.wait_for(job, finished, timeout=240)
     assert counts["failed"] == 2, counts
     rows = ledger_rows(env.ledger(), job)
-    assert all(item.attempts == 2 and "PIXELMILL_TASK_SOFT_TIME_LIMIT" in item.error for item, _ in rows), \
-        [(item.attempts, item.error) for item, _ in rows]
+    assert all(item.attempts == 2 and "PIXELMILL_TASK_SOFT_TIME_LIMIT" in item.error for item, _ in rows), [
+        (item.attempts, item.error) for item, _ in rows
+    ]
     assert all(image is None for _, image in rows)
     assert not (env.data_dir / "images" / "jobs" / str(job)).exists()
 
 
 def test_dry_run_writes_nothing_and_watch_follows_a_job(env: Env, tmp_path: Path) -> None:
     catalogue = write_catalogue(tmp_path / "catalogue.csv", 6)
-    proc = env.cli("submit", str(catalogue), "--template", "studio photo of {title}, {color}", "--key", "sku",
-                   "--images-per-item", "2", "--dry-run")
+    proc = env.cli(
+        "submit",
+        str(catalogue),
+        "--template",
+        "studio photo of {title}, {color}",
+        "--key",
+        "sku",
+        "--images-per-item",
+        "2",
+        "--dry-run",
+    )
     assert "studio photo of ceramic mug model 0, red" in proc.stdout
     assert "6 rows → 12 items to generate" in proc.stdout
     assert list(env.data_dir.iterdir()) == []  # no ledger, no broker, no images

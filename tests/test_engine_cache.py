@@ -17,14 +17,30 @@ from pixelmill.settings import Settings
 from worker.engine.cache import EngineCache, EngineKey, Manifest, model_fingerprint
 from worker.engine.select import EngineUnavailable, choose, tensorrt_version
 
-KEY = EngineKey(model_hash="ab" * 32, precision="int8", width=512, height=512, batch_min=1, batch_max=16,
-                gpu="sm90", trt_version="10.13.0")
+KEY = EngineKey(
+    model_hash="ab" * 32,
+    precision="int8",
+    width=512,
+    height=512,
+    batch_min=1,
+    batch_max=16,
+    gpu="sm90",
+    trt_version="10.13.0",
+)
 
 
 def manifest(key: EngineKey = KEY) -> Manifest:
-    return Manifest(key=key, model="/models/sd15", components={"unet": {"plan": "unet.plan", "precision": "int8"}},
-                    calibration_hash="cd" * 32, calibration_prompts=512, calibration_steps=30, quant_level=2.5,
-                    created="2026-11-25T00:00:00+00:00", tool_versions={"tensorrt": "10.13.0"})
+    return Manifest(
+        key=key,
+        model="/models/sd15",
+        components={"unet": {"plan": "unet.plan", "precision": "int8"}},
+        calibration_hash="cd" * 32,
+        calibration_prompts=512,
+        calibration_steps=30,
+        quant_level=2.5,
+        created="2026-11-25T00:00:00+00:00",
+        tool_versions={"tensorrt": "10.13.0"},
+    )
 
 
 def commit(cache: EngineCache, m: Manifest) -> Path:
@@ -48,8 +64,14 @@ def test_cache_lookup_matches_only_the_same_key(tmp_path):
     final = commit(cache, manifest())
     assert (final / "manifest.json").is_file() and (final / "unet.plan").read_bytes() == b"plan"
     assert cache.lookup(KEY) == manifest()
-    for change in (dict(model_hash="ef" * 32), dict(gpu="sm89"), dict(trt_version="10.14.0"),
-                   dict(precision="fp8"), dict(width=768), dict(batch_max=8)):
+    for change in (
+        dict(model_hash="ef" * 32),
+        dict(gpu="sm89"),
+        dict(trt_version="10.14.0"),
+        dict(precision="fp8"),
+        dict(width=768),
+        dict(batch_max=8),
+    ):
         assert cache.lookup(replace(KEY, **change)) is None, change
     assert cache.find(KEY.model_hash, gpu="sm90", trt_version="10.13.0") == [manifest()]
     assert cache.find(KEY.model_hash, gpu="sm80", trt_version="10.13.0") == []

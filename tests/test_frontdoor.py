@@ -35,16 +35,25 @@ ROWS = [{"sku": "MUG-1", "title": "mug", "color": "red"}, {"sku": "MUG-2", "titl
 
 
 def request(rid: str, **extra: Any) -> dict[str, Any]:
-    return {"v": 1, "request_id": rid, "rows": ROWS, "key": "sku", "template": "studio photo of {title}, {color}",
-            "options": {"size": "64x64", "steps": 4}, **extra}
+    return {
+        "v": 1,
+        "request_id": rid,
+        "rows": ROWS,
+        "key": "sku",
+        "template": "studio photo of {title}, {color}",
+        "options": {"size": "64x64", "steps": 4},
+        **extra,
+    }
 
 
 def counts(env: Env) -> tuple[int, int]:
     ledger = env.ledger()
     try:
         with ledger.session(readonly=True) as session:
-            return (session.scalar(select(func.count()).select_from(Job)) or 0,
-                    session.scalar(select(func.count()).select_from(Item)) or 0)
+            return (
+                session.scalar(select(func.count()).select_from(Job)) or 0,
+                session.scalar(select(func.count()).select_from(Item)) or 0,
+            )
     finally:
         ledger.close()
 
@@ -82,18 +91,24 @@ def test_same_request_id_three_times_is_one_job_and_its_events_again(env: Env) -
     ledger.close()
 
 
-@pytest.mark.parametrize("bad, problem", [
-    ({"key": "id"}, "<rows>:1: field 'id': is missing"),
-    ({"options": {"size": "65x64"}}, "request: field 'size': width 65 must be a multiple of 8"),
-    ({"template": "photo of {title"}, "request: field 'template': bad template"),
-    ({"options": {"steps": 0}}, "request: field 'options.steps': 0 is less than the minimum of 1"),
-    ({"source": "/nowhere.csv"}, "request: give exactly one of 'rows'"),
-    ({"webhook": "http://example.com/hook"},
-     "request: field 'webhook': webhook 'http://example.com/hook' is plain http"),
-    ({"model": "no-such-model"}, "request: model 'no-such-model' does not exist: neither a local directory"),
-])
-def test_a_bad_request_is_rejected_with_problems_and_writes_nothing(env: Env, bad: dict[str, Any],
-                                                                     problem: str) -> None:
+@pytest.mark.parametrize(
+    "bad, problem",
+    [
+        ({"key": "id"}, "<rows>:1: field 'id': is missing"),
+        ({"options": {"size": "65x64"}}, "request: field 'size': width 65 must be a multiple of 8"),
+        ({"template": "photo of {title"}, "request: field 'template': bad template"),
+        ({"options": {"steps": 0}}, "request: field 'options.steps': 0 is less than the minimum of 1"),
+        ({"source": "/nowhere.csv"}, "request: give exactly one of 'rows'"),
+        (
+            {"webhook": "http://example.com/hook"},
+            "request: field 'webhook': webhook 'http://example.com/hook' is plain http",
+        ),
+        ({"model": "no-such-model"}, "request: model 'no-such-model' does not exist: neither a local directory"),
+    ],
+)
+def test_a_bad_request_is_rejected_with_problems_and_writes_nothing(
+    env: Env, bad: dict[str, Any], problem: str
+) -> None:
     settings, ledger = env.settings(), env.ledger()
     app = make_celery(settings)
     result = intake(settings, ledger, {**request("bad-1", reply_to="replies"), **bad})
@@ -127,8 +142,7 @@ def test_webhook_urls() -> None:
 
 def test_job_finished_once_in_the_transaction_of_the_last_item_with_item_events(env: Env) -> None:
     settings, ledger = env.settings(), env.ledger()
-    result = intake(settings, ledger, request("r-items", reply_to="replies",
-                                              events=["item.succeeded", "item.failed"]))
+    result = intake(settings, ledger, request("r-items", reply_to="replies", events=["item.succeeded", "item.failed"]))
     with ledger.session() as session:
         ids = list(session.scalars(select(Item.id).where(Item.job_id == result.job).order_by(Item.id)))
         transitions.claim(session, result.job, ids, node="t", lease_seconds=60, max_attempts=3)
@@ -161,8 +175,12 @@ def test_a_job_with_nothing_to_generate_is_finished_at_once(env: Env) -> None:
             transitions.finish(session, item_id, Finish(image=None, candidates=()))
     second = intake(settings, ledger, request("r-b"))  # the same work: every item skipped
     types = [(e["type"], e["job"]) for e in all_events(env)]
-    assert types == [("job.accepted", first.job), ("job.finished", first.job), ("job.accepted", second.job),
-                     ("job.finished", second.job)]
+    assert types == [
+        ("job.accepted", first.job),
+        ("job.finished", first.job),
+        ("job.accepted", second.job),
+        ("job.finished", second.job),
+    ]
     ledger.close()
 
 
@@ -192,8 +210,9 @@ class Receiver:
                 except Exception:  # noqa: BLE001
                     event, verified = json.loads(body), False
                 status = receiver.script.pop(0) if receiver.script else 200
-                receiver.received.append({"event": event, "verified": verified, "status": status,
-                                          "id": self.headers["webhook-id"]})
+                receiver.received.append(
+                    {"event": event, "verified": verified, "status": status, "id": self.headers["webhook-id"]}
+                )
                 self.send_response(status)
                 self.end_headers()
 
@@ -289,8 +308,12 @@ def test_a_dispatcher_killed_before_delivery_delivers_on_restart(env: Env) -> No
         settings = env.settings(webhook_secret=SECRET)
         ledger = env.ledger()
         intake(settings, ledger, request("r-kill", webhook=receiver.url))
-        vars_ = {**env.vars, "PIXELMILL_WEBHOOK_SECRET": SECRET, "PIXELMILL_DISPATCH_LEASE": "2",
-                 "PYTHONPATH": os.environ.get("PYTHONPATH", str(Path(__file__).parent.parent))}
+        vars_ = {
+            **env.vars,
+            "PIXELMILL_WEBHOOK_SECRET": SECRET,
+            "PIXELMILL_DISPATCH_LEASE": "2",
+            "PYTHONPATH": os.environ.get("PYTHONPATH", str(Path(__file__).parent.parent)),
+        }
         proc = subprocess.Popen([sys.executable, "-c", DISPATCH_ONCE], env=vars_, start_new_session=True)
         deadline = time.monotonic() + 30
         while not receiver.received and time.monotonic() < deadline:
@@ -327,13 +350,16 @@ def test_events_go_to_the_reply_queue_as_pixelmill_event_tasks(env: Env) -> None
                 got.append((message.headers["task"], args[0]))
                 message.ack()
     assert [(task, body["type"], body["request_id"]) for task, body in got] == [
-        ("pixelmill.event", "job.accepted", "r-q"), ("pixelmill.event", "job.rejected", "r-bad")]
+        ("pixelmill.event", "job.accepted", "r-q"),
+        ("pixelmill.event", "job.rejected", "r-bad"),
+    ]
     assert INTAKE_QUEUE == "pixelmill.intake"
     ledger.close()
 
 
-def test_a_source_on_s3_is_read_with_the_configured_settings(tmp_path: Path, tiny_model: Path,
-                                                            test_servers: Any) -> None:
+def test_a_source_on_s3_is_read_with_the_configured_settings(
+    tmp_path: Path, tiny_model: Path, test_servers: Any
+) -> None:
     """`source: s3://bucket/key.csv` through boto3 with PIXELMILL_S3_* (a moto server on loopback)."""
     from pixelmill.storage import S3Storage
 
@@ -348,10 +374,12 @@ def test_a_source_on_s3_is_read_with_the_configured_settings(tmp_path: Path, tin
         result = intake(settings, env.ledger(), {**message, "source": f"s3://{bucket}/in/cat.csv"})
         assert result.status == "accepted", result.problems
         assert counts(env) == (1, 2)
-        missing = intake(settings, env.ledger(), {**message, "request_id": "r-s3-missing",
-                                                   "source": f"s3://{bucket}/in/nope.csv"})
+        missing = intake(
+            settings, env.ledger(), {**message, "request_id": "r-s3-missing", "source": f"s3://{bucket}/in/nope.csv"}
+        )
         assert missing.status == "rejected" and missing.problems[0].startswith(
-            f"request: field 'source': cannot read s3://{bucket}/in/nope.csv")
+            f"request: field 'source': cannot read s3://{bucket}/in/nope.csv"
+        )
     finally:
         env.close()
 
@@ -363,8 +391,9 @@ def test_a_model_no_worker_could_load_is_refused_by_every_door(env: Env) -> None
     from pixelmill.api import Client, SubmitError
 
     catalogue = write_catalogue(env.data_dir / "c.csv", 2)
-    proc = env.cli("submit", str(catalogue), "--key", "sku", "--template", "photo of {title}", "--model", "nosuch",
-                   check=False)
+    proc = env.cli(
+        "submit", str(catalogue), "--key", "sku", "--template", "photo of {title}", "--model", "nosuch", check=False
+    )
     assert proc.returncode == 2 and "model 'nosuch' does not exist: neither a local directory" in proc.stderr
     with Client(env.settings()) as client, pytest.raises(SubmitError) as refused:
         client.submit(rows=ROWS, key="sku", template="photo of {title}", model="nosuch")
@@ -379,11 +408,16 @@ def test_python_api_problems_status_items_and_a_wait_that_times_out(env: Env) ->
 
     with Client(env.settings()) as client:
         with pytest.raises(SubmitError) as bad:
-            client.submit(rows=[{"sku": "A", "title": "mug"}, {"title": "no key"}], key="sku",
-                          template="photo of {title}", size="64x64")
+            client.submit(
+                rows=[{"sku": "A", "title": "mug"}, {"title": "no key"}],
+                key="sku",
+                template="photo of {title}",
+                size="64x64",
+            )
         assert bad.value.problems == ["<rows>:2: field 'sku': is missing"]
-        job = client.submit(rows=ROWS, key="sku", template="photo of {title}", size="64x64", steps=4,
-                            request_id="api-1")
+        job = client.submit(
+            rows=ROWS, key="sku", template="photo of {title}", size="64x64", steps=4, request_id="api-1"
+        )
         assert client.submit(rows=ROWS, key="sku", template="photo of {title}", request_id="api-1").id == job.id
         seen: list[int] = []
         with pytest.raises(TimeoutError, match="is a worker running for model"):
@@ -403,13 +437,24 @@ def test_python_api_cancel_retry_and_manifest(env: Env) -> None:
     from pixelmill.schema import State
 
     with Client(env.settings()) as client:
-        job = client.submit(rows=ROWS, key="sku", template="photo of {title}", size="64x64", steps=4,
-                            request_id="api-cancel", catalogue="api-shop")
+        job = client.submit(
+            rows=ROWS,
+            key="sku",
+            template="photo of {title}",
+            size="64x64",
+            steps=4,
+            request_id="api-cancel",
+            catalogue="api-shop",
+        )
         rows = list(job.manifest())
-        assert [(r.key, r.state, r.change, r.job) for r in rows] == [("MUG-1", "queued", "", job.id),
-                                                                     ("MUG-2", "queued", "", job.id)]
-        assert [(r.key, r.change) for r in client.manifest(catalogue="api-shop")] == [("MUG-1", "new"),
-                                                                                      ("MUG-2", "new")]
+        assert [(r.key, r.state, r.change, r.job) for r in rows] == [
+            ("MUG-1", "queued", "", job.id),
+            ("MUG-2", "queued", "", job.id),
+        ]
+        assert [(r.key, r.change) for r in client.manifest(catalogue="api-shop")] == [
+            ("MUG-1", "new"),
+            ("MUG-2", "new"),
+        ]
         with pytest.raises(ManifestError, match="no catalogue"):
             next(client.manifest(catalogue="nosuch"))
         result = job.cancel()
@@ -422,27 +467,35 @@ def test_python_api_cancel_retry_and_manifest(env: Env) -> None:
         assert job.cancel().cancelled == 0 and len(job.events()) == 2  # exactly once
         assert [r.change for r in client.manifest(catalogue="api-shop")] == ["cancelled", "cancelled"]
 
-        again = client.submit(rows=ROWS, key="sku", template="photo of {title}", size="64x64", steps=4,
-                              request_id="api-retry")
+        again = client.submit(
+            rows=ROWS, key="sku", template="photo of {title}", size="64x64", steps=4, request_id="api-retry"
+        )
         with client.ledger.session() as session:
-            session.execute(update(Item).where(Item.job_id == again.id)
-                            .values(state=State.failed, attempts=3, error="Traceback ...\nOSError: disk full"))
+            session.execute(
+                update(Item)
+                .where(Item.job_id == again.id)
+                .values(state=State.failed, attempts=3, error="Traceback ...\nOSError: disk full")
+            )
         assert [r.error for r in again.manifest()] == ["OSError: disk full"] * 2
         assert again.retry(blocked_by="image") == 2
         assert [(i.state, i.attempts) for i in again.items()] == [("queued", 0)] * 2
         assert again.retry() == 0
         with pytest.raises(ValueError, match="nothing to retry"):
             again.retry(failed=False)
-        for call in (lambda: client.job(999).cancel(), lambda: Job_(client, 999).cancel(),
-                     lambda: Job_(client, 999).retry()):
+        for call in (
+            lambda: client.job(999).cancel(),
+            lambda: Job_(client, 999).cancel(),
+            lambda: Job_(client, 999).retry(),
+        ):
             with pytest.raises(UnknownJob):
                 call()
         with pytest.raises(ManifestError, match="no job 999"):
             list(Job_(client, 999).manifest())
 
 
-def test_the_http_manifest_streams_in_chunks_and_stops_when_the_client_goes(env: Env,
-                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_http_manifest_streams_in_chunks_and_stops_when_the_client_goes(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`manifest_chunks` hands the writer's output over in bounded chunks; closing the response (a client that
     went away) ends the writer's thread and its session."""
     from pixelmill.api import Client

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token-0123456789abcdef"
 
 # The client side, run as its own process: only celery and kombu, as any Celery-protocol client would.
-CLIENT = textwrap.dedent('''
+CLIENT = textwrap.dedent("""
     import json, sys
     from celery import Celery
     from kombu import Connection, Queue
@@ -48,14 +48,19 @@ CLIENT = textwrap.dedent('''
             message.ack()
     assert not [m for m in sys.modules if m.split(".")[0] in ("pixelmill", "producer", "worker")]
     print(json.dumps(events))
-''')
+""")
 
 
 def start(env: Env, *args: str, **extra: str) -> subprocess.Popen[bytes]:
     """A `pixelmill` process of this installation (killed with the workers at the end of the test)."""
     log = open(env.data_dir / f"{args[0]}-{len(env.workers)}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "pixelmill", *args], env={**env.vars, **extra}, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pixelmill", *args],
+        env={**env.vars, **extra},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     env.workers.append(proc)
     return proc
 
@@ -79,12 +84,12 @@ def broker_url(env: Env) -> str:
     return str(make_celery(env.settings()).conf.broker_url)
 
 
-def run_client(env: Env, requests: list[dict[str, Any]], reply_to: str,
-               want: dict[str, int]) -> list[dict[str, Any]]:
+def run_client(env: Env, requests: list[dict[str, Any]], reply_to: str, want: dict[str, int]) -> list[dict[str, Any]]:
     clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("PIXELMILL_")}
     args = [broker_url(env), reply_to, json.dumps(requests), json.dumps(want)]
-    proc = subprocess.run([sys.executable, "-c", CLIENT, *args], env=clean, cwd="/", capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", CLIENT, *args], env=clean, cwd="/", capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:] + logs(env, "intake")[-3000:] + env.worker_logs()[-3000:]
     return json.loads(proc.stdout)
 
@@ -112,18 +117,31 @@ def test_a_plain_celery_client_gets_accepted_and_finished_on_its_reply_queue(doo
     source = write_catalogue(env.data_dir / "catalogue.csv", 3)
     start(env, "intake")
     env.start_worker()
-    common = {"v": 1, "key": "sku", "template": "studio photo of {title}, {color}", "reply_to": "client.replies",
-              "options": {"size": "64x64", "steps": 4}}
-    inline = {**common, "request_id": "inline-1",
-              "rows": [{"sku": "A-1", "title": "mug", "color": "red"}, {"sku": "A-2", "title": "cup", "color": "tan"}]}
-    from_file = {**common, "request_id": "file-1", "source": str(source), "options": {"size": "64x64", "steps": 4,
-                                                                                       "images_per_item": 2}}
+    common = {
+        "v": 1,
+        "key": "sku",
+        "template": "studio photo of {title}, {color}",
+        "reply_to": "client.replies",
+        "options": {"size": "64x64", "steps": 4},
+    }
+    inline = {
+        **common,
+        "request_id": "inline-1",
+        "rows": [{"sku": "A-1", "title": "mug", "color": "red"}, {"sku": "A-2", "title": "cup", "color": "tan"}],
+    }
+    from_file = {
+        **common,
+        "request_id": "file-1",
+        "source": str(source),
+        "options": {"size": "64x64", "steps": 4, "images_per_item": 2},
+    }
     bad = {**common, "request_id": "bad-1", "rows": [{"title": "no key"}], "options": {"size": "100x100"}}
     got = run_client(env, [inline, from_file, bad], "client.replies", want={"job.finished": 2, "job.rejected": 1})
     [rejected] = [e for e in got if e["type"] == "job.rejected"]
     assert rejected["request_id"] == "bad-1" and rejected["job"] is None
     assert rejected["data"]["problems"] == [
-        "request: field 'size': width 100 must be a multiple of 8 from 64 to 2048 (got '100x100')"]
+        "request: field 'size': width 100 must be a multiple of 8 from 64 to 2048 (got '100x100')"
+    ]
     assert items_of(env, "bad-1") == ([], [])
     got = [e for e in got if e["type"] != "job.rejected"]
     by_request: dict[str, list[str]] = {}
@@ -146,8 +164,13 @@ def test_repeats_and_a_killed_intake_each_give_exactly_one_job(env: Env) -> None
     source = write_catalogue(env.data_dir / "big.csv", 3000)
     fast = {"PIXELMILL_INTAKE_VISIBILITY_TIMEOUT": "3"}
     intake = start(env, "intake", "--loglevel", "INFO", **fast)
-    common = {"v": 1, "key": "sku", "template": "studio photo of {title}", "reply_to": "repeat.replies",
-              "options": {"size": "64x64", "steps": 4}}
+    common = {
+        "v": 1,
+        "key": "sku",
+        "template": "studio photo of {title}",
+        "reply_to": "repeat.replies",
+        "options": {"size": "64x64", "steps": 4},
+    }
     repeated = {**common, "request_id": "again", "rows": [{"sku": "R-1", "title": "mug"}]}
     # Sent 3 times, each once the previous answer came: each time its job.accepted again (the same event id).
     got = [event for _ in range(3) for event in run_client(env, [repeated], "repeat.replies", {"job.accepted": 1})]
@@ -198,9 +221,14 @@ def test_http_api_with_a_real_uvicorn(env: Env) -> None:
         assert time.monotonic() < deadline, logs(env, "serve")[-3000:]
         time.sleep(0.2)
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    body = {"v": 1, "request_id": "http-1", "key": "sku", "template": "studio photo of {title}",
-            "rows": [{"sku": "H-1", "title": "mug"}, {"sku": "H-2", "title": "bowl"}],
-            "options": {"size": "64x64", "steps": 4}}
+    body = {
+        "v": 1,
+        "request_id": "http-1",
+        "key": "sku",
+        "template": "studio photo of {title}",
+        "rows": [{"sku": "H-1", "title": "mug"}, {"sku": "H-2", "title": "bowl"}],
+        "options": {"size": "64x64", "steps": 4},
+    }
 
     def wait_finished(http: httpx.Client, job: int) -> dict[str, Any]:
         deadline = time.monotonic() + 180
@@ -217,21 +245,30 @@ def test_http_api_with_a_real_uvicorn(env: Env) -> None:
         assert created.status_code == 201, created.text
         job = created.json()["job"]
         assert created.headers["location"] == f"/v1/jobs/{job}"
-        again = http.post("/v1/jobs", json={k: v for k, v in body.items() if k != "request_id"},
-                          headers={**auth, "Idempotency-Key": "http-1"})
+        again = http.post(
+            "/v1/jobs",
+            json={k: v for k, v in body.items() if k != "request_id"},
+            headers={**auth, "Idempotency-Key": "http-1"},
+        )
         assert again.status_code == 200 and again.json()["job"] == job
-        bad = http.post("/v1/jobs", json={**body, "request_id": "http-bad", "options": {"size": "65x65"}},
-                        headers=auth)
+        bad = http.post("/v1/jobs", json={**body, "request_id": "http-bad", "options": {"size": "65x65"}}, headers=auth)
         assert bad.status_code == 422
-        assert bad.json()["problems"] == ["request: field 'size': width 65 must be a multiple of 8 from 64 to 2048 "
-                                          "(got '65x65')"]
+        assert bad.json()["problems"] == [
+            "request: field 'size': width 65 must be a multiple of 8 from 64 to 2048 (got '65x65')"
+        ]
         assert http.post("/v1/jobs", content=b"x" * (17 * 1024 * 1024), headers=auth).status_code == 413
         assert http.get("/v1/jobs/999999", headers=auth).status_code == 404
 
         # A job whose item F-1 fails (a file where its image directory must go), and one nobody serves.
-        failing = http.post("/v1/jobs", headers=auth, json={
-            **body, "request_id": "http-fail",
-            "rows": [{"sku": "F-1", "title": "jug"}, {"sku": "F-2", "title": "pot"}]})
+        failing = http.post(
+            "/v1/jobs",
+            headers=auth,
+            json={
+                **body,
+                "request_id": "http-fail",
+                "rows": [{"sku": "F-1", "title": "jug"}, {"sku": "F-2", "title": "pot"}],
+            },
+        )
         assert failing.status_code == 201, failing.text
         failing_job = failing.json()["job"]
         blocker = env.data_dir / "images" / "jobs" / str(failing_job) / "F-1"
@@ -240,9 +277,11 @@ def test_http_api_with_a_real_uvicorn(env: Env) -> None:
         nobody = env.data_dir / "unserved-model"  # a pipeline directory no worker serves: its queue keeps its items
         nobody.mkdir()
         (nobody / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
-        unserved = http.post("/v1/jobs", headers=auth, json={
-            **body, "request_id": "http-cancel", "model": str(nobody),
-            "rows": [{"sku": "C-1", "title": "cup"}]})
+        unserved = http.post(
+            "/v1/jobs",
+            headers=auth,
+            json={**body, "request_id": "http-cancel", "model": str(nobody), "rows": [{"sku": "C-1", "title": "cup"}]},
+        )
         assert unserved.status_code == 201, unserved.text
         cancel_job = unserved.json()["job"]
         env.start_worker()
@@ -290,8 +329,9 @@ def test_http_api_with_a_real_uvicorn(env: Env) -> None:
         assert http.post("/v1/jobs/999999/cancel", headers=auth).status_code == 404
         ledger = env.ledger()
         with ledger.session(readonly=True) as session:
-            finished_events = list(session.scalars(select(Event.body).where(
-                Event.job_id == cancel_job, Event.type == "job.finished")))
+            finished_events = list(
+                session.scalars(select(Event.body).where(Event.job_id == cancel_job, Event.type == "job.finished"))
+            )
         ledger.close()
         assert len(finished_events) == 1 and finished_events[0]["data"]["counts"]["cancelled"] == 1
 
@@ -299,28 +339,55 @@ def test_http_api_with_a_real_uvicorn(env: Env) -> None:
         status = wait_finished(http, failing_job)
         assert (status["failed"], status["succeeded"]) == (1, 1), env.worker_logs()[-3000:]
         blocker.unlink()
-        assert http.post(f"/v1/jobs/{failing_job}/retry", headers=auth,
-                         json={"failed": False}).status_code == 422  # nothing to retry
-        assert http.post(f"/v1/jobs/{failing_job}/retry", headers=auth,
-                         json={"blocked_by": "nonsense"}).status_code == 422
+        assert (
+            http.post(f"/v1/jobs/{failing_job}/retry", headers=auth, json={"failed": False}).status_code == 422
+        )  # nothing to retry
+        assert (
+            http.post(f"/v1/jobs/{failing_job}/retry", headers=auth, json={"blocked_by": "nonsense"}).status_code == 422
+        )
         retried = http.post(f"/v1/jobs/{failing_job}/retry", headers=auth)  # no body: failed items
         assert retried.status_code == 200 and retried.json() == {"job": failing_job, "requeued": 1}, retried.text
         status = wait_finished(http, failing_job)
         assert (status["failed"], status["succeeded"]) == (0, 2), env.worker_logs()[-3000:]
-        assert http.post(f"/v1/jobs/{failing_job}/retry", headers=auth,
-                         json={"failed": True, "blocked_by": None}).json()["requeued"] == 0
+        assert (
+            http.post(f"/v1/jobs/{failing_job}/retry", headers=auth, json={"failed": True, "blocked_by": None}).json()[
+                "requeued"
+            ]
+            == 0
+        )
         assert http.post("/v1/jobs/999999/retry", headers=auth).status_code == 404
 
         spec = http.get("/openapi.json").json()
-        for path in ("/v1/jobs", "/v1/jobs/{job_id}/items", "/v1/jobs/{job_id}/manifest", "/v1/jobs/{job_id}/cancel",
-                     "/v1/jobs/{job_id}/retry"):
+        for path in (
+            "/v1/jobs",
+            "/v1/jobs/{job_id}/items",
+            "/v1/jobs/{job_id}/manifest",
+            "/v1/jobs/{job_id}/cancel",
+            "/v1/jobs/{job_id}/retry",
+        ):
             assert path in spec["paths"], sorted(spec["paths"])
     # schemathesis against the served OpenAPI: no 5xx on anything it generates (bounded), new routes included
-    proc = subprocess.run([str(Path(sys.executable).with_name("st")), "run", f"{base}/openapi.json", "--checks",
-                           "not_a_server_error", "--max-examples", "15", "-H", f"Authorization: Bearer {TOKEN}",
-                           "--request-timeout", "30", "--generation-deterministic"],
-                          capture_output=True, text=True, timeout=400, env={**os.environ, "NO_COLOR": "1"},
-                          cwd=env.data_dir)  # its .schemathesis cache stays out of the repository
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("st")),
+            "run",
+            f"{base}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "15",
+            "-H",
+            f"Authorization: Bearer {TOKEN}",
+            "--request-timeout",
+            "30",
+            "--generation-deterministic",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env={**os.environ, "NO_COLOR": "1"},
+        cwd=env.data_dir,
+    )  # its .schemathesis cache stays out of the repository
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:] + logs(env, "serve")[-3000:]
     operations = sum(len(methods) for methods in spec["paths"].values())
     assert operations == 7 and f"Tested: {operations}" in proc.stdout, proc.stdout[-4000:]  # the new routes too
@@ -337,7 +404,13 @@ def test_the_readme_python_example_runs_verbatim(env: Env) -> None:
     code = re.search(r"```python\n(.*?)```", section, re.S)
     assert code is not None
     env.start_worker()
-    proc = subprocess.run([sys.executable, "-c", code.group(1)], env=env.vars, cwd=env.data_dir, text=True,
-                          capture_output=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code.group(1)],
+        env=env.vars,
+        cwd=env.data_dir,
+        text=True,
+        capture_output=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:] + env.worker_logs()[-3000:]
     assert "finished: 2 succeeded, 0 failed" in proc.stdout, proc.stdout

@@ -51,16 +51,19 @@ def test_infrastructure_errors_are_told_from_item_errors() -> None:
     assert is_infra(OperationalError("UPDATE items", {}, Exception("database is locked")))
     assert is_infra(EndpointConnectionError(endpoint_url="http://s3"))
     assert is_infra(ClientError({"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}}, "Put"))
-    assert not is_infra(ClientError({"Error": {"Code": "AccessDenied"},
-                                     "ResponseMetadata": {"HTTPStatusCode": 403}}, "Put"))
+    assert not is_infra(
+        ClientError({"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "Put")
+    )
     assert not is_infra(OSError("cannot write mode RGBA as JPEG"))  # PIL: no errno, the image's fault
     assert not is_infra(RuntimeError("CUDA out of memory"))
     assert not is_infra(ValueError("bad prompt"))
 
 
 def test_secrets_are_masked() -> None:
-    assert mask("redis://:pw@h:1/0 and postgresql+psycopg://u:secret@db/x") == \
-        "redis://:***@h:1/0 and postgresql+psycopg://u:***@db/x"
+    assert (
+        mask("redis://:pw@h:1/0 and postgresql+psycopg://u:secret@db/x")
+        == "redis://:***@h:1/0 and postgresql+psycopg://u:***@db/x"
+    )
 
 
 def test_orphaned_temp_files_are_swept_after_the_grace(tmp_path: Path) -> None:
@@ -190,8 +193,9 @@ def test_a_locked_database_fails_no_item(env: Env, tmp_path: Path) -> None:
     wait and try again; nothing fails, no child is replaced."""
     # Recording retries for half a lease (450 s by default); the test's 40 s lease would be shorter than the
     # outage, so it gets a lease the outage fits in, as the defaults do.
-    env.vars.update(PIXELMILL_SQLITE_BUSY_TIMEOUT="5", PIXELMILL_LEASE_SECONDS="300",
-                    PIXELMILL_VISIBILITY_TIMEOUT="600")
+    env.vars.update(
+        PIXELMILL_SQLITE_BUSY_TIMEOUT="5", PIXELMILL_LEASE_SECONDS="300", PIXELMILL_VISIBILITY_TIMEOUT="600"
+    )
     env.start_worker()
     job = env.submit(write_catalogue(tmp_path / "c.csv", ITEMS), "--name", "db-outage")["job"]
     wait_running(env, job, 2)
@@ -233,9 +237,18 @@ def test_an_s3_outage_fails_no_item(tmp_path: Path, tiny_model: Path, test_serve
     proxy = servers.FaultyS3Proxy(s3.url, fail_first=0, status=503).start()
     bucket = test_servers.next_name("pm")
     s3.create_bucket(bucket)
-    env = Env(tmp_path / "data", tiny_model, {
-        "PIXELMILL_STORAGE_URL": f"s3://{bucket}/public", "PIXELMILL_S3_ENDPOINT_URL": proxy.url,
-        "PIXELMILL_S3_REGION": "us-east-1", "PIXELMILL_S3_MAX_ATTEMPTS": "2", **S3_CREDENTIALS}, name="s3-outage")
+    env = Env(
+        tmp_path / "data",
+        tiny_model,
+        {
+            "PIXELMILL_STORAGE_URL": f"s3://{bucket}/public",
+            "PIXELMILL_S3_ENDPOINT_URL": proxy.url,
+            "PIXELMILL_S3_REGION": "us-east-1",
+            "PIXELMILL_S3_MAX_ATTEMPTS": "2",
+            **S3_CREDENTIALS,
+        },
+        name="s3-outage",
+    )
     env.data_dir.mkdir()
     try:
         env.start_worker()

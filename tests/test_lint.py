@@ -13,11 +13,15 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-@pytest.mark.parametrize("command", [
-    ["ruff", "check", "."],
-    ["ruff", "format", "--check", "."],
-    ["mypy"],
-], ids=["ruff-check", "ruff-format", "mypy"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["ruff", "check", "."],
+        ["ruff", "format", "--check", "."],
+        ["mypy"],
+    ],
+    ids=["ruff-check", "ruff-format", "mypy"],
+)
 def test_static_checks_pass(command: list[str]) -> None:
     tool = BIN / command[0]
     assert tool.exists(), f"{command[0]} is not installed in this environment: pip install -e '.[dev]'"

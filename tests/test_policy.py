@@ -32,13 +32,15 @@ def test_policy_raises_a_job_to_the_floor(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match="PIXELMILL_POLICY_IMAGE_CHECKER"):
         default.apply(unchecked)
     assert default.apply(strict) == strict
-    assert Policy.from_settings(Settings(data_dir=tmp_path, policy_allow_checker_off=True)).apply(unchecked) \
-        == unchecked
+    assert (
+        Policy.from_settings(Settings(data_dir=tmp_path, policy_allow_checker_off=True)).apply(unchecked) == unchecked
+    )
 
 
 @pytest.mark.e2e
-def test_worker_floor_blocks_and_checks_a_job_that_switched_both_off(env: Env, tmp_path: Path,
-                                                                      tiny_model: Path) -> None:
+def test_worker_floor_blocks_and_checks_a_job_that_switched_both_off(
+    env: Env, tmp_path: Path, tiny_model: Path
+) -> None:
     catalogue = write_catalogue(tmp_path / "c.csv", 4)
     catalogue.write_text(catalogue.read_text().replace("ceramic mug model 1,", "n.u.d.e model 1,"))
     # The producer asks for nothing: no prompt lists, no image checker.
@@ -51,8 +53,10 @@ def test_worker_floor_blocks_and_checks_a_job_that_switched_both_off(env: Env, t
     assert counts["blocked"] == 1 and counts["succeeded"] == 3
     with env.ledger().session() as session:
         items = {i.item_key: i for i in session.scalars(select(Item).where(Item.job_id == submitted["job"]))}
-        images = {i.item_id: i for i in session.scalars(select(Image).where(Image.item_id.in_(
-            [i.id for i in items.values()])))}
+        images = {
+            i.item_id: i
+            for i in session.scalars(select(Image).where(Image.item_id.in_([i.id for i in items.values()])))
+        }
     refused = items["SKU-001"]
     assert refused.state == State.blocked and refused.block_reason is not None
     assert refused.block_reason["policy"] == "worker" and refused.block_reason["category"] == "sexual"

@@ -33,6 +33,7 @@ HOST = socket.gethostname()
 
 # --- S3 -----------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def s3_env(tmp_path: Path, tiny_model: Path, test_servers: Servers) -> Iterator[tuple[Env, servers.FaultyS3Proxy]]:
     """The embedded ledger and broker, with storage on moto_server behind a proxy that rejects the first
@@ -42,8 +43,12 @@ def s3_env(tmp_path: Path, tiny_model: Path, test_servers: Servers) -> Iterator[
     proxy.start()
     bucket = test_servers.next_name("pm")
     s3.create_bucket(bucket)
-    backend = {"PIXELMILL_STORAGE_URL": f"s3://{bucket}/public", "PIXELMILL_S3_ENDPOINT_URL": proxy.url,
-               "PIXELMILL_S3_REGION": "us-east-1", **S3_CREDENTIALS}
+    backend = {
+        "PIXELMILL_STORAGE_URL": f"s3://{bucket}/public",
+        "PIXELMILL_S3_ENDPOINT_URL": proxy.url,
+        "PIXELMILL_S3_REGION": "us-east-1",
+        **S3_CREDENTIALS,
+    }
     env = Env(tmp_path / "data", tiny_model, backend, name="s3-faulty")
     env.data_dir.mkdir()
     yield env, proxy
@@ -52,7 +57,8 @@ def s3_env(tmp_path: Path, tiny_model: Path, test_servers: Servers) -> Iterator[
 
 
 def test_s3_store_that_rejects_the_first_two_puts_still_ends_with_every_item_once(
-        s3_env: tuple[Env, servers.FaultyS3Proxy], tmp_path: Path) -> None:
+    s3_env: tuple[Env, servers.FaultyS3Proxy], tmp_path: Path
+) -> None:
     env, proxy = s3_env
     env.start_worker()
     job = env.submit(write_catalogue(tmp_path / "catalogue.csv", 8))["job"]
@@ -82,8 +88,9 @@ def test_s3_store_that_rejects_the_first_two_puts_still_ends_with_every_item_onc
 
 
 @pytest.mark.parametrize("conditional", [True, False])
-def test_s3_objects_are_created_once_with_md5_and_type(test_servers: Servers, tmp_path: Path,
-                                                       conditional: bool) -> None:
+def test_s3_objects_are_created_once_with_md5_and_type(
+    test_servers: Servers, tmp_path: Path, conditional: bool
+) -> None:
     """The first complete upload of a key wins, by If-None-Match or by HEAD-before-PUT, and every PUT
     carries Content-MD5 (boto3 adds no CRC32 of its own: checksums only "when required")."""
     s3 = test_servers.get("s3")
@@ -92,8 +99,13 @@ def test_s3_objects_are_created_once_with_md5_and_type(test_servers: Servers, tm
     proxy = servers.FaultyS3Proxy(s3.url, fail_first=0)
     proxy.start()
     try:
-        settings = Settings(data_dir=tmp_path, storage_url=f"s3://{bucket}/p", s3_endpoint_url=proxy.url,
-                            s3_region="us-east-1", s3_conditional_writes=conditional)
+        settings = Settings(
+            data_dir=tmp_path,
+            storage_url=f"s3://{bucket}/p",
+            s3_endpoint_url=proxy.url,
+            s3_region="us-east-1",
+            s3_conditional_writes=conditional,
+        )
         storage = open_storage(settings)
         assert storage.create("jobs/1/A/0.png", b"first", "image/png") is True
         assert storage.create("jobs/1/A/0.png", b"second", "image/png") is False
@@ -114,6 +126,7 @@ def test_s3_objects_are_created_once_with_md5_and_type(test_servers: Servers, tm
 
 
 # --- one worker per GPU ---------------------------------------------------------------------------------
+
 
 def children_of(pid: int) -> list[int]:
     found = []
@@ -210,32 +223,48 @@ def test_worker_per_gpu_pins_each_process_restarts_the_dead_and_stops_gracefully
     assert env.wait_for(job, finished)["succeeded"] == 30
     rows = assert_exactly_once(env, job, 30)
     assert all(item.attempts == 1 for item, _ in rows), (
-        "a graceful stop interrupted an item", [(item.item_key, item.attempts, item.error, item.worker)
-                                                for item, _ in rows if item.attempts != 1], env.worker_logs()[-6000:])
+        "a graceful stop interrupted an item",
+        [(item.item_key, item.attempts, item.error, item.worker) for item, _ in rows if item.attempts != 1],
+        env.worker_logs()[-6000:],
+    )
     ledger.close()
 
 
 def test_gpu_list_is_checked_against_the_host(env: Env) -> None:
     for spec, message in [("0,7", "no GPU 7"), ("0,0", "twice"), ("x", "expected 'all'")]:
-        proc = subprocess.run([sys.executable, "-m", "pixelmill", "worker", "--gpus", spec],
-                              env={**env.vars, "PIXELMILL_FAKE_GPUS": "0,1"}, capture_output=True, text=True,
-                              timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pixelmill", "worker", "--gpus", spec],
+            env={**env.vars, "PIXELMILL_FAKE_GPUS": "0,1"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "pixelmill", "worker", "--gpus", "all"],
-                          env={**env.vars, "PIXELMILL_FAKE_GPUS": ""}, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pixelmill", "worker", "--gpus", "all"],
+        env={**env.vars, "PIXELMILL_FAKE_GPUS": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "no GPU found" in proc.stderr
 
 
 # --- Flower ---------------------------------------------------------------------------------------------
+
 
 def test_flower_and_ping_see_the_workers_on_the_same_broker(env: Env) -> None:
     env.start_worker()
     node = f"pixelmill@{HOST}"
     port = servers.free_port()
     log = open(env.data_dir / "flower.log", "wb")
-    flower = subprocess.Popen([sys.executable, "-m", "pixelmill", "flower", "--port", str(port)],
-                              env={**env.vars, "FLOWER_UNAUTHENTICATED_API": "true"}, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    flower = subprocess.Popen(
+        [sys.executable, "-m", "pixelmill", "flower", "--port", str(port)],
+        env={**env.vars, "FLOWER_UNAUTHENTICATED_API": "true"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         workers: dict[str, object] = {}
@@ -270,8 +299,10 @@ def test_settings_name_the_variable_for_a_consumer_timeout_below_the_time_limit(
 
 # --- RabbitMQ -------------------------------------------------------------------------------------------
 
-def test_rabbitmq_queues_are_quorum_queues_named_by_model(test_servers: Servers, tmp_path: Path,
-                                                          tiny_model: Path) -> None:
+
+def test_rabbitmq_queues_are_quorum_queues_named_by_model(
+    test_servers: Servers, tmp_path: Path, tiny_model: Path
+) -> None:
     rabbit = test_servers.get("rabbitmq")
     env = Env(tmp_path / "data", tiny_model, test_servers.backend("sqlite-rabbitmq-local"), name="rabbit")
     env.data_dir.mkdir()
@@ -288,6 +319,7 @@ def test_rabbitmq_queues_are_quorum_queues_named_by_model(test_servers: Servers,
 
 
 # --- queues routed by model -----------------------------------------------------------------------------
+
 
 def test_a_worker_consumes_only_the_queue_of_its_model(env: Env, tmp_path: Path) -> None:
     from worker.engine.tiny import build_tiny_pipeline
@@ -310,15 +342,21 @@ def test_a_worker_consumes_only_the_queue_of_its_model(env: Env, tmp_path: Path)
     assert {holder.split("@")[0] for holder in holders} == {"other"}
 
 
-def test_a_worker_refuses_a_server_database_that_was_not_upgraded(test_servers: Servers, tmp_path: Path,
-                                                                  tiny_model: Path) -> None:
+def test_a_worker_refuses_a_server_database_that_was_not_upgraded(
+    test_servers: Servers, tmp_path: Path, tiny_model: Path
+) -> None:
     url = test_servers.get("postgres").create_database(test_servers.next_name("stale"))
     env = Env(tmp_path / "data", tiny_model, {"PIXELMILL_DATABASE_URL": url}, name="stale")
     env.data_dir.mkdir()
     try:
         for args in (["worker"], ["worker", "--gpus", "all"]):
-            proc = subprocess.run([sys.executable, "-m", "pixelmill", *args], capture_output=True, text=True,
-                                  env={**env.vars, "PIXELMILL_FAKE_GPUS": "0,1"}, timeout=120)
+            proc = subprocess.run(
+                [sys.executable, "-m", "pixelmill", *args],
+                capture_output=True,
+                text=True,
+                env={**env.vars, "PIXELMILL_FAKE_GPUS": "0,1"},
+                timeout=120,
+            )
             assert proc.returncode == 2 and "run `pixelmill db upgrade`" in proc.stderr, proc.stderr
         env.cli("db", "upgrade")
         worker = env.start_worker()
@@ -331,6 +369,7 @@ def test_a_worker_refuses_a_server_database_that_was_not_upgraded(test_servers: 
 
 # --- Redis over TLS ------------------------------------------------------------------------------------
 
+
 def test_rediss_broker_with_certificate_verification(tmp_path: Path, tiny_model: Path) -> None:
     """`rediss://…?ssl_cert_reqs=required&ssl_ca_certs=CA` end to end; a broker whose certificate does not
     verify stops `submit` before anything is written."""
@@ -339,14 +378,42 @@ def test_rediss_broker_with_certificate_verification(tmp_path: Path, tiny_model:
     certs = tmp_path / "certs"
     certs.mkdir()
     for name in ("server", "other"):
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                        "-keyout", str(certs / f"{name}.key"), "-out", str(certs / f"{name}.pem"),
-                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-keyout",
+                str(certs / f"{name}.key"),
+                "-out",
+                str(certs / f"{name}.pem"),
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ],
+            check=True,
+            capture_output=True,
+        )
     tls_port = servers.free_port()
-    redis_tls = servers.RedisServer(tmp_path / "redis", extra_args=[
-        "--tls-port", str(tls_port), "--tls-cert-file", str(certs / "server.pem"),
-        "--tls-key-file", str(certs / "server.key"), "--tls-auth-clients", "no"])
+    redis_tls = servers.RedisServer(
+        tmp_path / "redis",
+        extra_args=[
+            "--tls-port",
+            str(tls_port),
+            "--tls-cert-file",
+            str(certs / "server.pem"),
+            "--tls-key-file",
+            str(certs / "server.key"),
+            "--tls-auth-clients",
+            "no",
+        ],
+    )
     redis_tls.start()
     url = f"rediss://127.0.0.1:{tls_port}/0?ssl_cert_reqs=required&ssl_ca_certs="
     env = Env(tmp_path / "data", tiny_model, {"PIXELMILL_BROKER_URL": url + str(certs / "other.pem")}, name="tls")

@@ -116,8 +116,15 @@ def catalogue_titles(count: int, seed: int = 11) -> list[str]:
         "{b} {p}, {c}, SKU {n}",
         "lifestyle shot: {b} {p} {n}, {c}",
     ]
-    return corpora.catalogue_titles(count, seed, shapes, [""], lambda rng, _: rng.choice(
-        [str(rng.randrange(10**4)), f"{rng.randrange(100)}-{rng.randrange(100)}", "88", "1488"]))
+    return corpora.catalogue_titles(
+        count,
+        seed,
+        shapes,
+        [""],
+        lambda rng, _: rng.choice(
+            [str(rng.randrange(10**4)), f"{rng.randrange(100)}-{rng.randrange(100)}", "88", "1488"]
+        ),
+    )
 
 
 def test_fast_path_agrees_with_the_full_reading() -> None:

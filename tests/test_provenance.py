@@ -35,12 +35,24 @@ from worker.provenance import DIGITAL_SOURCE_TYPE, Provenance, ProvenanceError, 
 FORMATS = ["png", "jpeg", "webp"]
 NS_RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 NS_IPTC_EXT = "http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
-META = {"prompt": "studio photo of a Café mug", "negative_prompt": "", "seed": "12345", "model": "/models/tiny",
-        "steps": "4", "guidance": "7.5", "size": "64x48", "job": "7", "item": "SKU-001", "variant": "0",
-        "engine": "torch-cpu-fp32", "candidate": "0"}
+META = {
+    "prompt": "studio photo of a Café mug",
+    "negative_prompt": "",
+    "seed": "12345",
+    "model": "/models/tiny",
+    "steps": "4",
+    "guidance": "7.5",
+    "size": "64x48",
+    "job": "7",
+    "item": "SKU-001",
+    "variant": "0",
+    "engine": "torch-cpu-fp32",
+    "candidate": "0",
+}
 
 
 # --- certificates ----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Credentials:
@@ -51,43 +63,72 @@ class Credentials:
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "pixelmill test"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "pixelmill test"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
 
 
 def _usage(*, sign: bool, ca: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(digital_signature=sign, content_commitment=False, key_encipherment=False,
-                         data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
-                         encipher_only=False, decipher_only=False)
+    return x509.KeyUsage(
+        digital_signature=sign,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 def make_credentials(directory: Path) -> Credentials:
     """An ES256 CA and a signing certificate with the extensions C2PA's certificate profile asks for."""
     now = datetime.now(UTC)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(_name("pixelmill test CA")).issuer_name(_name("pixelmill test CA"))
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(_usage(sign=False, ca=True), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-          .sign(ca_key, hashes.SHA256()))
-    cert = (x509.CertificateBuilder().subject_name(_name("pixelmill signer")).issuer_name(ca.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_usage(sign=True, ca=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(_name("pixelmill test CA"))
+        .issuer_name(_name("pixelmill test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(_usage(sign=False, ca=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("pixelmill signer"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_usage(sign=True, ca=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     pem = serialization.Encoding.PEM
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "chain.pem").write_bytes(cert.public_bytes(pem) + ca.public_bytes(pem))
-    (directory / "key.pem").write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                                          serialization.NoEncryption()))
-    return Credentials(chain=directory / "chain.pem", key=directory / "key.pem",
-                       ca_pem=ca.public_bytes(pem).decode(), subject=cert.subject.rfc4514_string())
+    (directory / "key.pem").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return Credentials(
+        chain=directory / "chain.pem",
+        key=directory / "key.pem",
+        ca_pem=ca.public_bytes(pem).decode(),
+        subject=cert.subject.rfc4514_string(),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -107,13 +148,14 @@ def signing_settings(tmp_path: Path, creds: Credentials, **overrides: Any) -> Se
 
 # --- reading marks back, independently of worker.provenance ------------------------------------------------
 
+
 def xmp_attributes(data: bytes) -> dict[str, str]:
     """The rdf:Description attributes of the XMP Pillow finds in the file, parsed with xml.etree alone."""
     with PILImage.open(io.BytesIO(data)) as image:
         image.load()
         packet = image.info["xmp"]
     text = packet.decode("utf-8") if isinstance(packet, bytes) else packet
-    root = ET.fromstring(text[text.index("<x:xmpmeta"):text.rindex("</x:xmpmeta>") + len("</x:xmpmeta>")])
+    root = ET.fromstring(text[text.index("<x:xmpmeta") : text.rindex("</x:xmpmeta>") + len("</x:xmpmeta>")])
     out: dict[str, str] = {}
     for description in root.iter(f"{{{NS_RDF}}}Description"):
         out.update(description.attrib)
@@ -129,7 +171,7 @@ def xmp_container(data: bytes, fmt: str) -> bool:
     # WebP: an "XMP " chunk of the RIFF container (extended format)
     offset, chunks = 12, []
     while offset + 8 <= len(data):
-        tag, size = data[offset:offset + 4], struct.unpack("<I", data[offset + 4:offset + 8])[0]
+        tag, size = data[offset : offset + 4], struct.unpack("<I", data[offset + 4 : offset + 8])[0]
         chunks.append(tag)
         offset += 8 + size + (size & 1)
     return data[:4] == b"RIFF" and b"VP8X" in chunks and b"XMP " in chunks
@@ -137,8 +179,9 @@ def xmp_container(data: bytes, fmt: str) -> bool:
 
 def reader(data: bytes, fmt: str, trust: str | None = None) -> c2pa.Reader:
     """c2pa's Reader; with `trust`, that PEM is the only trust anchor (as a verifier that trusts our CA)."""
-    context = c2pa.Context.from_dict({"trust": {"trust_anchors": trust}, "verify": {"verify_trust": True}}) \
-        if trust else None
+    context = (
+        c2pa.Context.from_dict({"trust": {"trust_anchors": trust}, "verify": {"verify_trust": True}}) if trust else None
+    )
     return c2pa.Reader(IMAGE_FORMATS[fmt].content_type, io.BytesIO(data), context=context)
 
 
@@ -153,14 +196,24 @@ def check_manifest(data: bytes, fmt: str, creds: Credentials) -> None:
         assert trusted.get_validation_state() == "Trusted"
         results = trusted.get_validation_results()
         assert codes(results, "failure") == set(), results
-        assert {"signingCredential.trusted", "claimSignature.validated", "assertion.dataHash.match"} \
-            <= codes(results, "success")
+        assert {"signingCredential.trusted", "claimSignature.validated", "assertion.dataHash.match"} <= codes(
+            results, "success"
+        )
         store = json.loads(trusted.json())
     manifest = store["manifests"][store["active_manifest"]]
-    actions = [a for assertion in manifest["assertions"] if assertion["label"].startswith("c2pa.actions")
-               for a in assertion["data"]["actions"]]
-    assert actions == [{"action": "c2pa.created", "digitalSourceType": DIGITAL_SOURCE_TYPE,
-                        "softwareAgent": {"name": "pixelmill", "version": provenance.pixelmill_version()}}]
+    actions = [
+        a
+        for assertion in manifest["assertions"]
+        if assertion["label"].startswith("c2pa.actions")
+        for a in assertion["data"]["actions"]
+    ]
+    assert actions == [
+        {
+            "action": "c2pa.created",
+            "digitalSourceType": DIGITAL_SOURCE_TYPE,
+            "softwareAgent": {"name": "pixelmill", "version": provenance.pixelmill_version()},
+        }
+    ]
     assert manifest["claim_generator_info"][0]["name"] == "pixelmill"
     assert manifest["signature_info"]["common_name"] == "pixelmill signer"
     assert manifest["signature_info"]["alg"].lower() == "es256"
@@ -175,6 +228,7 @@ def check_manifest(data: bytes, fmt: str, creds: Credentials) -> None:
 
 
 # --- XMP ---------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_every_format_carries_the_digital_source_type_in_xmp(fmt: str) -> None:
@@ -208,13 +262,20 @@ def test_unsigned_without_a_certificate(fmt: str, tmp_path: Path) -> None:
     final, record = provenance.sign(data, fmt, Settings(data_dir=tmp_path))
     assert final == data
     assert record == Provenance(xmp=True, c2pa=False)
-    assert record.as_json() == {"xmp": True, "c2pa": False, "signer": None, "cert_sha256": None, "alg": None,
-                                "digital_source_type": DIGITAL_SOURCE_TYPE}
+    assert record.as_json() == {
+        "xmp": True,
+        "c2pa": False,
+        "signer": None,
+        "cert_sha256": None,
+        "alg": None,
+        "digital_source_type": DIGITAL_SOURCE_TYPE,
+    }
     with pytest.raises(c2pa.C2paError):  # no manifest at all
         reader(final, fmt)
 
 
 # --- C2PA --------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_c2pa_manifest_signed_and_validated(fmt: str, tmp_path: Path, creds: Credentials) -> None:
@@ -231,10 +292,11 @@ def test_c2pa_manifest_signed_and_validated(fmt: str, tmp_path: Path, creds: Cre
 
 
 def test_changed_bytes_fail_validation(tmp_path: Path, creds: Credentials) -> None:
-    final, _ = provenance.sign(encode(PILImage.new("RGB", (32, 32)), "png", META), "png",
-                               signing_settings(tmp_path, creds))
+    final, _ = provenance.sign(
+        encode(PILImage.new("RGB", (32, 32)), "png", META), "png", signing_settings(tmp_path, creds)
+    )
     pixels = final.index(b"IDAT") + 8
-    tampered = final[:pixels] + bytes([final[pixels] ^ 0xFF]) + final[pixels + 1:]
+    tampered = final[:pixels] + bytes([final[pixels] ^ 0xFF]) + final[pixels + 1 :]
     with reader(tampered, "png", trust=creds.ca_pem) as r:
         assert r.get_validation_state() == "Invalid"
         assert "assertion.dataHash.mismatch" in codes(r.get_validation_results(), "failure")
@@ -252,13 +314,23 @@ def test_unusable_credentials_name_the_setting(tmp_path: Path, creds: Credential
     other = make_credentials(tmp_path / "other")
     own_key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.now(UTC)
-    self_signed = (x509.CertificateBuilder().subject_name(_name("me")).issuer_name(_name("me"))
-                   .public_key(own_key.public_key()).serial_number(1).not_valid_before(now - timedelta(days=1))
-                   .not_valid_after(now + timedelta(days=1)).sign(own_key, hashes.SHA256()))
+    self_signed = (
+        x509.CertificateBuilder()
+        .subject_name(_name("me"))
+        .issuer_name(_name("me"))
+        .public_key(own_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(own_key, hashes.SHA256())
+    )
     single, single_key = tmp_path / "self-signed.pem", tmp_path / "self-signed.key"
     single.write_bytes(self_signed.public_bytes(serialization.Encoding.PEM))
-    single_key.write_bytes(own_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                 serialization.NoEncryption()))
+    single_key.write_bytes(
+        own_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a pem\n")
     cases: list[tuple[dict[str, Any], str]] = [
@@ -268,8 +340,10 @@ def test_unusable_credentials_name_the_setting(tmp_path: Path, creds: Credential
         (dict(c2pa_cert=creds.chain, c2pa_key=garbage), "PIXELMILL_C2PA_KEY: .* is not an unencrypted PEM"),
         (dict(c2pa_cert=creds.chain, c2pa_key=other.key), "PIXELMILL_C2PA_KEY: .* is not the key of the first"),
         (dict(c2pa_cert=single, c2pa_key=single_key), "PIXELMILL_C2PA_CERT: .* one self-signed certificate"),
-        (dict(c2pa_cert=creds.chain, c2pa_key=creds.key, c2pa_alg="ps256"),
-         "PIXELMILL_C2PA_ALG=ps256 needs a RSA key, but PIXELMILL_C2PA_KEY .* is EC secp256r1"),
+        (
+            dict(c2pa_cert=creds.chain, c2pa_key=creds.key, c2pa_alg="ps256"),
+            "PIXELMILL_C2PA_ALG=ps256 needs a RSA key, but PIXELMILL_C2PA_KEY .* is EC secp256r1",
+        ),
         (dict(c2pa_cert=creds.chain, c2pa_key=creds.key, c2pa_alg="es384"), "PIXELMILL_C2PA_ALG=es384 needs"),
     ]
     for values, message in cases:
@@ -284,8 +358,11 @@ def test_a_traditional_ec_key_file_is_accepted(tmp_path: Path, creds: Credential
     handed over as PKCS#8."""
     key = serialization.load_pem_private_key(creds.key.read_bytes(), password=None)
     sec1 = tmp_path / "sec1.key"
-    sec1.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                       serialization.NoEncryption()))
+    sec1.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+    )
     assert sec1.read_bytes().startswith(b"-----BEGIN EC PRIVATE KEY-----")
     settings = Settings(data_dir=tmp_path, c2pa_cert=creds.chain, c2pa_key=sec1)
     final, record = provenance.sign(encode(PILImage.new("RGB", (8, 8)), "jpeg", META), "jpeg", settings)
@@ -295,11 +372,16 @@ def test_a_traditional_ec_key_file_is_accepted(tmp_path: Path, creds: Credential
 
 # --- end to end ----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.e2e
 def test_worker_stores_signed_images_whose_ledger_hash_is_of_the_final_bytes(
-        tmp_path: Path, tiny_model: Path, creds: Credentials) -> None:
-    env = Env(tmp_path / "data", tiny_model,
-              backend={"PIXELMILL_C2PA_CERT": str(creds.chain), "PIXELMILL_C2PA_KEY": str(creds.key)})
+    tmp_path: Path, tiny_model: Path, creds: Credentials
+) -> None:
+    env = Env(
+        tmp_path / "data",
+        tiny_model,
+        backend={"PIXELMILL_C2PA_CERT": str(creds.chain), "PIXELMILL_C2PA_KEY": str(creds.key)},
+    )
     env.data_dir.mkdir()
     try:
         env.start_worker()
@@ -307,8 +389,9 @@ def test_worker_stores_signed_images_whose_ledger_hash_is_of_the_final_bytes(
         assert env.wait_for(job, finished)["succeeded"] == 4
         ledger, storage = env.ledger(), env.storage()
         with ledger.session() as session:
-            rows = session.execute(select(Item, Image).join(Image, Image.item_id == Item.id)
-                                   .where(Item.job_id == job)).all()
+            rows = session.execute(
+                select(Item, Image).join(Image, Image.item_id == Item.id).where(Item.job_id == job)
+            ).all()
         ledger.close()
         assert len(rows) == 4
         fingerprint = x509.load_pem_x509_certificates(creds.chain.read_bytes())[0].fingerprint(hashes.SHA256()).hex()
@@ -321,13 +404,22 @@ def test_worker_stores_signed_images_whose_ledger_hash_is_of_the_final_bytes(
             assert attrs[f"{{{provenance.NS_PIXELMILL}}}item"] == item.item_key
             assert attrs[f"{{{provenance.NS_PIXELMILL}}}seed"] == str(item.seed)
             assert attrs[f"{{{provenance.NS_PIXELMILL}}}job"] == str(job)
-            assert image.provenance == {"xmp": True, "c2pa": True, "signer": creds.subject, "alg": "es256",
-                                        "cert_sha256": fingerprint, "digital_source_type": DIGITAL_SOURCE_TYPE}
+            assert image.provenance == {
+                "xmp": True,
+                "c2pa": True,
+                "signer": creds.subject,
+                "alg": "es256",
+                "cert_sha256": fingerprint,
+                "digital_source_type": DIGITAL_SOURCE_TYPE,
+            }
     finally:
         env.close()
     # A worker whose key does not match its certificate refuses to start, naming the setting.
-    bad = Env(tmp_path / "bad", tiny_model,
-              backend={"PIXELMILL_C2PA_CERT": str(creds.chain), "PIXELMILL_C2PA_KEY": str(creds.chain)})
+    bad = Env(
+        tmp_path / "bad",
+        tiny_model,
+        backend={"PIXELMILL_C2PA_CERT": str(creds.chain), "PIXELMILL_C2PA_KEY": str(creds.chain)},
+    )
     bad.data_dir.mkdir()
     try:
         proc = bad.cli("worker", check=False)

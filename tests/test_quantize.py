@@ -63,8 +63,11 @@ def test_recipe_keeps_sensitive_layers_in_high_precision(quantised):
     from modelopt.torch.quantization.nn import TensorQuantizer
 
     _, pipe, _ = quantised
-    enabled = {name.rsplit(".", 1)[0] for name, m in pipe.unet.named_modules()
-               if isinstance(m, TensorQuantizer) and m.is_enabled}
+    enabled = {
+        name.rsplit(".", 1)[0]
+        for name, m in pipe.unet.named_modules()
+        if isinstance(m, TensorQuantizer) and m.is_enabled
+    }
     expected = set(quantised_layers(pipe.unet))
     assert enabled == expected
     assert any(".ff.net." in n for n in enabled) and any(n.endswith(".to_q") for n in enabled)
@@ -89,8 +92,12 @@ def test_onnx_graph_has_qdq_only_on_quantised_layers(quantised):
     ops = [n.op_type for n in graph.node]
     assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > 0
     producer = {out: node for node in graph.node for out in node.output}
-    fed_by_dq = [n.name for n in graph.node if n.op_type in ("Conv", "MatMul", "Gemm")
-                 and any(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in n.input)]
+    fed_by_dq = [
+        n.name
+        for n in graph.node
+        if n.op_type in ("Conv", "MatMul", "Gemm")
+        and any(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in n.input)
+    ]
     assert len(fed_by_dq) == len(quantised_layers(pipe.unet))
     for name in fed_by_dq:
         assert not is_sensitive(name.replace("/", ".").strip(".")), name
@@ -122,9 +129,31 @@ def test_engine_build_cli_exports_then_stops_without_tensorrt(tiny_model, tmp_pa
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS[:4]))
     env = {**os.environ, "PIXELMILL_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "pixelmill", "engine", "build", "--model", str(tiny_model),
-                           "--size", "64x64", "--batch", "1-2", "--steps", "3", "--calib-prompts", str(prompts),
-                           "--out", str(tmp_path / "onnx")], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pixelmill",
+            "engine",
+            "build",
+            "--model",
+            str(tiny_model),
+            "--size",
+            "64x64",
+            "--batch",
+            "1-2",
+            "--steps",
+            "3",
+            "--calib-prompts",
+            str(prompts),
+            "--out",
+            str(tmp_path / "onnx"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 3, proc.stderr
     assert "TensorRT" in proc.stderr
     names = {p.name for p in (tmp_path / "onnx").iterdir()}

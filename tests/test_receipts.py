@@ -19,11 +19,39 @@ from sqlalchemy import func, select
 from conftest import Env, finished, write_catalogue
 from pixelmill.schema import Image, Item, State, Worker
 
-SCORE_COLUMNS = ["clip_score", "aesthetic", "sharpness", "exposure", "clipped_dark", "clipped_light",
-                 "white_background"]
-COLUMNS = ["key", "variant", "change", "state", "object_key", "url", "sha256", "bytes", "width", "height", "format",
-           "job", "item", "generated_at", "prompt", "seed", "model", "engine", *SCORE_COLUMNS, "safety",
-           "provenance", "error"]
+SCORE_COLUMNS = [
+    "clip_score",
+    "aesthetic",
+    "sharpness",
+    "exposure",
+    "clipped_dark",
+    "clipped_light",
+    "white_background",
+]
+COLUMNS = [
+    "key",
+    "variant",
+    "change",
+    "state",
+    "object_key",
+    "url",
+    "sha256",
+    "bytes",
+    "width",
+    "height",
+    "format",
+    "job",
+    "item",
+    "generated_at",
+    "prompt",
+    "seed",
+    "model",
+    "engine",
+    *SCORE_COLUMNS,
+    "safety",
+    "provenance",
+    "error",
+]
 
 
 def require(kind: str) -> None:
@@ -39,10 +67,24 @@ def open_in_chromium(page: Path, screenshot: Path, profile: Path) -> str:
     binary = servers.chromium_binary()
     assert binary is not None
     proc = subprocess.run(
-        [binary, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars", "--enable-logging=stderr",
-         "--v=0", f"--user-data-dir={profile}", "--virtual-time-budget=5000", f"--screenshot={screenshot}",
-         "--window-size=1400,1000", page.as_uri()],
-        capture_output=True, text=True, timeout=120)
+        [
+            binary,
+            "--headless",
+            "--disable-gpu",
+            "--no-sandbox",
+            "--hide-scrollbars",
+            "--enable-logging=stderr",
+            "--v=0",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=5000",
+            f"--screenshot={screenshot}",
+            "--window-size=1400,1000",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert screenshot.exists(), proc.stderr[-3000:]
     return proc.stderr
 
@@ -62,8 +104,9 @@ def distinct_colours(png: Path) -> int:
 def test_manifest_and_contact_sheet_of_a_40_image_job(env: Env, tmp_path: Path) -> None:
     catalogue = write_catalogue(tmp_path / "catalogue.csv", 40)
     # A key and a prompt that would be markup if anything failed to escape them.
-    text = catalogue.read_text().replace("SKU-007,ceramic mug model 7",
-                                         'SKU-<b>7</b>,"ceramic mug </script><img src=x onerror=alert(1)>"')
+    text = catalogue.read_text().replace(
+        "SKU-007,ceramic mug model 7", 'SKU-<b>7</b>,"ceramic mug </script><img src=x onerror=alert(1)>"'
+    )
     catalogue.write_text(text)
     env.start_worker()
     job = env.submit(catalogue, "--catalogue", "nightly")["job"]
@@ -91,8 +134,14 @@ def test_manifest_and_contact_sheet_of_a_40_image_job(env: Env, tmp_path: Path) 
     # The next night: one product changed, one gone. The catalogue's manifest says so, row by row.
     night2 = tmp_path / "night2.csv"
     lines = catalogue.read_text().splitlines()
-    night2.write_text("\n".join(line.replace("ceramic mug model 12,", "stoneware mug model 12,")
-                                 for line in lines if not line.startswith("SKU-039,")) + "\n")
+    night2.write_text(
+        "\n".join(
+            line.replace("ceramic mug model 12,", "stoneware mug model 12,")
+            for line in lines
+            if not line.startswith("SKU-039,")
+        )
+        + "\n"
+    )
     second = env.submit(night2, "--catalogue", "nightly")
     assert second["items"] == 1 and second["skipped"] == 38
     assert env.wait_for(second["job"], finished)["succeeded"] == 1
@@ -118,9 +167,21 @@ def test_manifest_and_contact_sheet_of_a_40_image_job(env: Env, tmp_path: Path) 
     assert html.count("data:image/jpeg;base64,") == 40
     assert "<b>7</b>" not in html and "</script><img" not in html  # escaped, rendered as text
     assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html  # offline
-    dom = subprocess.run([str(servers.chromium_binary()), "--headless", "--disable-gpu", "--no-sandbox",
-                          f"--user-data-dir={tmp_path / 'profile-dom'}", "--virtual-time-budget=5000", "--dump-dom",
-                          page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    dom = subprocess.run(
+        [
+            str(servers.chromium_binary()),
+            "--headless",
+            "--disable-gpu",
+            "--no-sandbox",
+            f"--user-data-dir={tmp_path / 'profile-dom'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     assert dom.count('class="tile') == 40 and "SKU-&lt;b&gt;7&lt;/b&gt;" in dom and "<b>7</b>" not in dom
     log = open_in_chromium(page, tmp_path / "sheet.png", tmp_path / "profile")
     assert console_errors(log) == [], log[-3000:]
@@ -188,8 +249,9 @@ def test_retry_succeeds_failed_items_with_fresh_attempts(env: Env, tmp_path: Pat
     counts = env.wait_for(job, finished)
     assert counts["succeeded"] == 6 and counts["failed"] == 0, counts
     with env.ledger().session() as session:
-        rows = session.execute(select(Item.item_key, Item.seed, Item.attempts, Item.error)
-                               .where(Item.job_id == job)).all()
+        rows = session.execute(
+            select(Item.item_key, Item.seed, Item.attempts, Item.error).where(Item.job_id == job)
+        ).all()
     assert all(r.attempts == 1 and r.error is None for r in rows), rows  # counted again from 0
     assert {r.item_key: r.seed for r in rows} == seeds
     assert image_count(env, job) == 6
@@ -198,8 +260,16 @@ def test_retry_succeeds_failed_items_with_fresh_attempts(env: Env, tmp_path: Pat
 
 
 def test_a_job_nobody_serves_says_so(env: Env, tmp_path: Path) -> None:
-    proc = env.cli("submit", str(write_catalogue(tmp_path / "catalogue.csv", 2)), "--template", "photo of {title}",
-                   "--key", "sku", "--model", "acme/typo-model")
+    proc = env.cli(
+        "submit",
+        str(write_catalogue(tmp_path / "catalogue.csv", 2)),
+        "--template",
+        "photo of {title}",
+        "--key",
+        "sku",
+        "--model",
+        "acme/typo-model",
+    )
     from pixelmill.queue import queue_for
 
     queue = queue_for("acme/typo-model")
@@ -247,17 +317,54 @@ def test_a_worker_whose_model_cannot_load_does_not_take_its_queue(env: Env, tmp_
 @pytest.mark.e2e
 def test_submit_wait_exit_codes(env: Env, tmp_path: Path) -> None:
     env.start_worker(PIXELMILL_POLICY_ALLOW_CHECKER_OFF="false")  # refuses jobs without an image checker
-    ok = env.cli("submit", str(write_catalogue(tmp_path / "a.csv", 3)), "--template", "photo of {title}", "--key",
-                 "sku", "--size", "64x64", "--steps", "2", "--wait", "--timeout", "240", check=False)
+    ok = env.cli(
+        "submit",
+        str(write_catalogue(tmp_path / "a.csv", 3)),
+        "--template",
+        "photo of {title}",
+        "--key",
+        "sku",
+        "--size",
+        "64x64",
+        "--steps",
+        "2",
+        "--wait",
+        "--timeout",
+        "240",
+        check=False,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "3 succeeded, 0 blocked, 0 failed" in ok.stderr
     env.vars["PIXELMILL_IMAGE_CHECKER"] = "none"
-    failed = env.cli("submit", str(write_catalogue(tmp_path / "b.csv", 2, start=10)), "--template",
-                     "photo of {title}", "--key", "sku", "--size", "64x64", "--steps", "2", "--wait", check=False)
+    failed = env.cli(
+        "submit",
+        str(write_catalogue(tmp_path / "b.csv", 2, start=10)),
+        "--template",
+        "photo of {title}",
+        "--key",
+        "sku",
+        "--size",
+        "64x64",
+        "--steps",
+        "2",
+        "--wait",
+        check=False,
+    )
     assert failed.returncode == 3, failed.stderr
-    timeout = env.cli("submit", str(write_catalogue(tmp_path / "c.csv", 2, start=20)), "--template",
-                      "photo of {title}", "--key", "sku", "--model", "acme/nobody", "--wait", "--timeout", "2",
-                      check=False)
+    timeout = env.cli(
+        "submit",
+        str(write_catalogue(tmp_path / "c.csv", 2, start=20)),
+        "--template",
+        "photo of {title}",
+        "--key",
+        "sku",
+        "--model",
+        "acme/nobody",
+        "--wait",
+        "--timeout",
+        "2",
+        check=False,
+    )
     assert timeout.returncode == 4 and "unfinished after --timeout 2 s" in timeout.stderr, timeout.stderr
     assert "no worker has served this model's queue" in timeout.stderr
     job = int(timeout.stdout.split()[1])
@@ -273,14 +380,38 @@ def test_submit_wait_exit_codes(env: Env, tmp_path: Path) -> None:
             earlier = Job(name=f"mugs-{night}", model=str(env.model), params={}, counts={}, catalogue="mugs")
             session.add(earlier)
             session.flush()
-            session.add(RunStats(job_id=earlier.id, catalogue="mugs", items=10, succeeded=10, blocked=0, failed=0,
-                                 cancelled=0, gpu_seconds=1.0,
-                                 scores={"sharpness": {"n": 10, "median": 1e9, "p10": 1e9, "p90": 1e9}}))
+            session.add(
+                RunStats(
+                    job_id=earlier.id,
+                    catalogue="mugs",
+                    items=10,
+                    succeeded=10,
+                    blocked=0,
+                    failed=0,
+                    cancelled=0,
+                    gpu_seconds=1.0,
+                    scores={"sharpness": {"n": 10, "median": 1e9, "p10": 1e9, "p90": 1e9}},
+                )
+            )
     env.vars.pop("PIXELMILL_IMAGE_CHECKER")
     env.vars.update(env.backend)
-    drifted = env.cli("submit", str(write_catalogue(tmp_path / "d.csv", 2, start=30)), "--template",
-                      "photo of {title}", "--key", "sku", "--size", "64x64", "--steps", "2", "--catalogue", "mugs",
-                      "--wait", "--fail-on-drift", check=False)
+    drifted = env.cli(
+        "submit",
+        str(write_catalogue(tmp_path / "d.csv", 2, start=30)),
+        "--template",
+        "photo of {title}",
+        "--key",
+        "sku",
+        "--size",
+        "64x64",
+        "--steps",
+        "2",
+        "--catalogue",
+        "mugs",
+        "--wait",
+        "--fail-on-drift",
+        check=False,
+    )
     assert drifted.returncode == 5 and "drift: median sharpness" in drifted.stderr, drifted.stderr
 
 
@@ -289,14 +420,25 @@ def test_read_commands_on_a_directory_without_a_ledger_exit_2(tmp_path: Path) ->
     empty.mkdir()
     env = {**os.environ, "PIXELMILL_DATA_DIR": str(empty / "pixelmill-data")}
     env.pop("PIXELMILL_DATABASE_URL", None)
-    for args in (["status", "1"], ["jobs"], ["items", "1"], ["manifest", "--job", "1"],
-                 ["sheet", "--job", "1", "-o", str(tmp_path / "s.html")], ["url", "1", "K"], ["review", "1"],
-                 ["cancel", "1"], ["retry", "1"]):
-        proc = subprocess.run([sys.executable, "-m", "pixelmill", *args], env=env, cwd=empty, text=True,
-                              capture_output=True, timeout=60)
+    for args in (
+        ["status", "1"],
+        ["jobs"],
+        ["items", "1"],
+        ["manifest", "--job", "1"],
+        ["sheet", "--job", "1", "-o", str(tmp_path / "s.html")],
+        ["url", "1", "K"],
+        ["review", "1"],
+        ["cancel", "1"],
+        ["retry", "1"],
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "pixelmill", *args], env=env, cwd=empty, text=True, capture_output=True, timeout=60
+        )
         assert proc.returncode == 2, (args, proc.stderr)
-        assert (f"no ledger at {empty / 'pixelmill-data' / 'pixelmill.db'} "
-                "(set PIXELMILL_DATA_DIR or PIXELMILL_DATABASE_URL)") in proc.stderr, (args, proc.stderr)
+        assert (
+            f"no ledger at {empty / 'pixelmill-data' / 'pixelmill.db'} "
+            "(set PIXELMILL_DATA_DIR or PIXELMILL_DATABASE_URL)"
+        ) in proc.stderr, (args, proc.stderr)
         assert "Traceback" not in proc.stderr
     assert list(empty.iterdir()) == []  # nothing created
 
@@ -313,17 +455,44 @@ def make_run(ledger, catalogue: str, *, scale: float = 1.0, failed: int = 0, ite
         session.flush()
         for n in range(items):
             state = State.failed if n < failed else State.succeeded
-            item = Item(job_id=job.id, item_key=f"K{n}", variant=0, prompt="p", negative="", params={}, seed=n,
-                        content_hash=f"{job.id}-{n}", state=state, attempts=1, created=now, finished_at=now)
+            item = Item(
+                job_id=job.id,
+                item_key=f"K{n}",
+                variant=0,
+                prompt="p",
+                negative="",
+                params={},
+                seed=n,
+                content_hash=f"{job.id}-{n}",
+                state=state,
+                attempts=1,
+                created=now,
+                finished_at=now,
+            )
             session.add(item)
             session.flush()
             if state == State.succeeded:
                 wobble = 1 + (n % 5 - 2) / 100
-                session.add(Image(item_id=item.id, storage_key=f"k{item.id}", sha256="0" * 64, width=64, height=64,
-                                  bytes=1, format="png", engine_id="e", timings={"total": 0.8, "batch": 4},
-                                  scores={"clip_score": 30 * scale * wobble, "aesthetic": 5.5 * scale * wobble,
-                                          "sharpness": 400 * wobble, "exposure": 0.6},
-                                  created=now))
+                session.add(
+                    Image(
+                        item_id=item.id,
+                        storage_key=f"k{item.id}",
+                        sha256="0" * 64,
+                        width=64,
+                        height=64,
+                        bytes=1,
+                        format="png",
+                        engine_id="e",
+                        timings={"total": 0.8, "batch": 4},
+                        scores={
+                            "clip_score": 30 * scale * wobble,
+                            "aesthetic": 5.5 * scale * wobble,
+                            "sharpness": 400 * wobble,
+                            "exposure": 0.6,
+                        },
+                        created=now,
+                    )
+                )
         return job.id
 
 
@@ -374,9 +543,12 @@ def test_manifest_and_drift_on_postgresql(test_servers, tmp_path: Path) -> None:
         first = make_run(ledger, "pg", failed=2)
         lowered = make_run(ledger, "pg", scale=0.5)
         with ledger.session() as session:
-            session.execute(Image.__table__.update().values(  # type: ignore[attr-defined]
-                safety={"checker": "sd", "blocked": False, "flagged": [], "scores": {}},
-                provenance={"xmp": True, "c2pa": True, "signer": "CN=shop"}))
+            session.execute(
+                Image.__table__.update().values(  # type: ignore[attr-defined]
+                    safety={"checker": "sd", "blocked": False, "flagged": [], "scores": {}},
+                    provenance={"xmp": True, "c2pa": True, "signer": "CN=shop"},
+                )
+            )
         with ledger.session(readonly=True) as session:
             rows = list(iter_manifest(session, job=first))
             out = io.StringIO()

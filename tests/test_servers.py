@@ -75,8 +75,13 @@ def test_rabbitmq_quorum_queue_and_confirms(tmp_path):
 
     with servers.RabbitMQ(tmp_path) as rmq:
         assert rmq.url.startswith("amqp://guest:guest@127.0.0.1:")
-        queue = Queue("smoke", Exchange("smoke", type="direct"), routing_key="smoke", durable=True,
-                      queue_arguments={"x-queue-type": "quorum"})
+        queue = Queue(
+            "smoke",
+            Exchange("smoke", type="direct"),
+            routing_key="smoke",
+            durable=True,
+            queue_arguments={"x-queue-type": "quorum"},
+        )
         with Connection(rmq.url, transport_options={"confirm_publish": True}) as conn:
             channel = conn.channel()
             queue(channel).declare()

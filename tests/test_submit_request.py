@@ -39,9 +39,11 @@ def test_caps_come_from_the_settings(tmp_path: Path) -> None:
 
 
 def test_preview_skips_identical_work_once_and_filters_only_fresh_prompts(tmp_path: Path) -> None:
-    rows: list[dict[str, object]] = [{"id": "a", "prompt": "a red mug", "seed": 1},
-                                     {"id": "b", "prompt": "a red mug", "seed": 1},  # same work as a
-                                     {"id": "c", "prompt": "a naked woman on a beach", "seed": 1}]
+    rows: list[dict[str, object]] = [
+        {"id": "a", "prompt": "a red mug", "seed": 1},
+        {"id": "b", "prompt": "a red mug", "seed": 1},  # same work as a
+        {"id": "c", "prompt": "a naked woman on a beach", "seed": 1},
+    ]
     preview = preview_request(Settings(data_dir=tmp_path), None, request(rows, blocklists=("builtin",)))
     assert (preview.rows, preview.items, preview.skipped, preview.blocked) == (3, 1, 1, 1)
     assert [i.key for i in preview.first] == ["a", "b", "c"] and preview.first_blocked[0].key == "c"

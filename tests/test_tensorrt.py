@@ -26,15 +26,26 @@ PROMPTS = [line for line in (REPO / "tests/data/benign_prompts.txt").read_text()
 
 
 def request(n: int, size: int = 64) -> Request:
-    return Request(prompts=PROMPTS[:n], negatives=[""] * n, seeds=list(range(n)), width=size, height=size, steps=4,
-                   guidance=7.5)
+    return Request(
+        prompts=PROMPTS[:n], negatives=[""] * n, seeds=list(range(n)), width=size, height=size, steps=4, guidance=7.5
+    )
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_build_then_auto_selects_tensorrt_and_matches_torch(tiny_model, tmp_path, precision):
     cache = EngineCache(tmp_path / "engines")
-    result = build(str(tiny_model), precision=precision, width=64, height=64, batch_min=1, batch_max=4,
-                   prompts=PROMPTS if precision == "int8" else [], cache=cache, steps=4, device="cuda")
+    result = build(
+        str(tiny_model),
+        precision=precision,
+        width=64,
+        height=64,
+        batch_min=1,
+        batch_max=4,
+        prompts=PROMPTS if precision == "int8" else [],
+        cache=cache,
+        steps=4,
+        device="cuda",
+    )
     assert result.manifest is not None and cache.lookup(result.manifest.key) == result.manifest
     assert {"unet", "text_encoder", "vae_decoder"} <= set(result.manifest.components)
     settings = Settings(data_dir=tmp_path, engine="auto", engine_cache=cache.root)
@@ -43,8 +54,9 @@ def test_build_then_auto_selects_tensorrt_and_matches_torch(tiny_model, tmp_path
     got = engine.generate(request(3))
     assert got.engine_id is None and len(got.images) == 3
     want = TorchEngine(str(tiny_model), device="cuda").generate(request(3))
-    diff = np.mean([np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).mean()
-                    for a, b in zip(got.images, want.images)])
+    diff = np.mean(
+        [np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).mean() for a, b in zip(got.images, want.images)]
+    )
     assert diff < (4 if precision == "fp16" else 24), diff
     # A shape no build covers goes to torch, and says so.
     other = engine.generate(request(1, size=96))

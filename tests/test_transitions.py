@@ -39,10 +39,19 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
 
 
 def new_job(ledger: Ledger, n: int, *, blocked: int = 0, model: str = "m") -> list[int]:
-    items = [NewItem(key=f"K{i}", variant=0, prompt=f"p{i}", negative="", params=PARAMS, seed=i,
-                     content_hash=f"{model}-{i}",
-                     blocked={"stage": "prompt", "category": "x", "term": "y"} if i < blocked else None)
-             for i in range(n)]
+    items = [
+        NewItem(
+            key=f"K{i}",
+            variant=0,
+            prompt=f"p{i}",
+            negative="",
+            params=PARAMS,
+            seed=i,
+            content_hash=f"{model}-{i}",
+            blocked={"stage": "prompt", "category": "x", "term": "y"} if i < blocked else None,
+        )
+        for i in range(n)
+    ]
     with ledger.session() as session:
         job = Job(name="t", model=model, params={}, counts={})
         session.add(job)
@@ -75,11 +84,25 @@ def claim(ledger: Ledger, ids: list[int], **kw: object) -> list[int]:
 
 def finish(ledger: Ledger, item_id: int, *, blocked: bool = False) -> None:
     safety = Safety(checker="c", blocked=blocked, flagged=("concept_1",) if blocked else (), scores={"concept_1": 1.0})
-    image = ImageRecord(storage_key=f"jobs/1/K{item_id}/0.png", sha256="0" * 64, width=64, height=64, bytes=10,
-                        format="png", engine_id="e", timings={"total": 1.0}, scores={"sharpness": 2.0},
-                        safety=safety, candidate=0, visibility="quarantine" if blocked else "public")
-    rows = (CandidateRecord(candidate=0, seed=1, outcome="blocked" if blocked else "kept", scores={}, safety=safety,
-                            engine_id="e"),)
+    image = ImageRecord(
+        storage_key=f"jobs/1/K{item_id}/0.png",
+        sha256="0" * 64,
+        width=64,
+        height=64,
+        bytes=10,
+        format="png",
+        engine_id="e",
+        timings={"total": 1.0},
+        scores={"sharpness": 2.0},
+        safety=safety,
+        candidate=0,
+        visibility="quarantine" if blocked else "public",
+    )
+    rows = (
+        CandidateRecord(
+            candidate=0, seed=1, outcome="blocked" if blocked else "kept", scores={}, safety=safety, engine_id="e"
+        ),
+    )
     reason = {"stage": "image", "category": "nsfw"} if blocked else None
     with ledger.session() as session:
         transitions.finish(session, item_id, Finish(image=image, candidates=rows, blocked=reason))
@@ -99,8 +122,7 @@ def test_new_items_are_pending_or_blocked_by_the_prompt_filter(ledger: Ledger) -
     ids = new_job(ledger, 3, blocked=1)
     assert states(ledger, ids) == [State.blocked, State.pending, State.pending]
     blocked = item(ledger, ids[0])
-    assert blocked.finished_at is not None and blocked.block_reason == {"stage": "prompt", "category": "x",
-                                                                        "term": "y"}
+    assert blocked.finished_at is not None and blocked.block_reason == {"stage": "prompt", "category": "x", "term": "y"}
     assert item(ledger, ids[1]).params == PARAMS.to_json() and item(ledger, ids[1]).attempts == 0
 
 
@@ -116,8 +138,9 @@ def test_claim_takes_unfinished_items_with_a_lease(ledger: Ledger) -> None:
     ids = new_job(ledger, 2)
     before = utcnow()
     with ledger.session() as session:
-        claimed = transitions.claim(session, job_of(ledger, ids[0]), ids, node=NODE, lease_seconds=LEASE,
-                                    max_attempts=3)
+        claimed = transitions.claim(
+            session, job_of(ledger, ids[0]), ids, node=NODE, lease_seconds=LEASE, max_attempts=3
+        )
     assert [c.id for c in claimed] == ids and claimed[0].params == PARAMS and claimed[0].key == "K0"
     row = item(ledger, ids[0])
     assert row.state == State.running and row.attempts == 1 and row.worker == f"{NODE}:{os.getpid()}"
@@ -131,8 +154,12 @@ def test_claim_skips_finished_items_and_other_jobs(ledger: Ledger) -> None:
     finish(ledger, ids[0])
     finish(ledger, ids[1], blocked=True)
     with ledger.session() as session:  # the other job's item named in this job's chunk is not taken
-        assert [c.id for c in transitions.claim(session, job_of(ledger, ids[0]), ids + other, node=NODE,
-                                                lease_seconds=LEASE, max_attempts=3)] == [ids[2]]
+        assert [
+            c.id
+            for c in transitions.claim(
+                session, job_of(ledger, ids[0]), ids + other, node=NODE, lease_seconds=LEASE, max_attempts=3
+            )
+        ] == [ids[2]]
     assert states(ledger, other) == [State.pending]
 
 
@@ -234,17 +261,18 @@ def test_requeue_lost_recovers_expired_leases_stale_pending_and_lost_messages(le
     set_item(ledger, [ids[4]], state=State.queued, queued_at=old)  # its message is gone (queue empty)
     set_item(ledger, [ids[5]], state=State.queued, queued_at=utcnow())  # just queued: left alone
     with ledger.session() as session:
-        recovery = transitions.requeue_lost(session, max_attempts=3, requeue_after=10, queued_timeout=3600,
-                                            empty_models=["m"])
-    assert states(ledger, ids) == [State.queued, State.failed, State.running, State.queued, State.queued,
-                                   State.queued]
+        recovery = transitions.requeue_lost(
+            session, max_attempts=3, requeue_after=10, queued_timeout=3600, empty_models=["m"]
+        )
+    assert states(ledger, ids) == [State.queued, State.failed, State.running, State.queued, State.queued, State.queued]
     assert recovery.failed == 1 and sorted(q.item for q in recovery.outstanding["m"]) == [ids[0], ids[3], ids[4]]
     assert "worker lost on attempt 1" in (item(ledger, ids[0]).error or "")
     assert "gave up" in (item(ledger, ids[1]).error or "")
     with ledger.session() as session:  # a queue that still holds messages keeps its queued items
         set_item(ledger, [ids[4]], queued_at=old)
-        again = transitions.requeue_lost(session, max_attempts=3, requeue_after=10, queued_timeout=3600,
-                                         empty_models=[])
+        again = transitions.requeue_lost(
+            session, max_attempts=3, requeue_after=10, queued_timeout=3600, empty_models=[]
+        )
     assert ids[4] not in [q.item for q in again.outstanding.get("m", [])]
 
 
@@ -323,8 +351,9 @@ def test_slots_bound_how_far_generation_runs_ahead_of_storage() -> None:
     uploads = Uploads(1, ahead=2)
     gate = threading.Event()
     first, second = uploads.begin(), uploads.begin()
-    futures = [uploads.finish(s, [i], {i: uploads.store(gate.wait, 5)}, lambda d: None)
-               for i, s in enumerate((first, second))]
+    futures = [
+        uploads.finish(s, [i], {i: uploads.store(gate.wait, 5)}, lambda d: None) for i, s in enumerate((first, second))
+    ]
     third: list[object] = []
     waiter = threading.Thread(target=lambda: third.append(uploads.begin()))
     waiter.start()

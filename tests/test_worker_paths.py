@@ -26,8 +26,13 @@ from worker.reconciler import reconcile
 @pytest.fixture
 def ctx(env: Env) -> Iterator[Context]:
     settings = env.settings(max_attempts=2)
-    context = Context(settings=settings, ledger=env.ledger(), storage=open_storage(settings),
-                      app=make_celery(settings), node="test@host")
+    context = Context(
+        settings=settings,
+        ledger=env.ledger(),
+        storage=open_storage(settings),
+        app=make_celery(settings),
+        node="test@host",
+    )
     yield context
     context.close()
 
@@ -154,17 +159,28 @@ def test_a_model_that_will_not_load_uses_up_attempts(env: Env, ctx: Context, tmp
 
 
 def test_reconciler_requeues_expired_leases_and_gives_up_after_max_attempts(
-        env: Env, ctx: Context, tmp_path: Path) -> None:
+    env: Env, ctx: Context, tmp_path: Path
+) -> None:
     job, ids = submitted(env, tmp_path, 3)
     drain(ctx)
     past = utcnow() - timedelta(seconds=5)
     with ctx.ledger.session() as session:
-        session.execute(update(Item).where(Item.id.in_(ids[:2])).values(
-            state=State.running, lease_expires=past, worker="gone@elsewhere:1", attempts=1))
+        session.execute(
+            update(Item)
+            .where(Item.id.in_(ids[:2]))
+            .values(state=State.running, lease_expires=past, worker="gone@elsewhere:1", attempts=1)
+        )
         session.execute(update(Item).where(Item.id == ids[1]).values(attempts=2))  # = max_attempts
-        session.execute(update(Item).where(Item.id == ids[2]).values(
-            state=State.running, lease_expires=utcnow() + timedelta(minutes=5), worker="alive@elsewhere:1",
-            attempts=1))
+        session.execute(
+            update(Item)
+            .where(Item.id == ids[2])
+            .values(
+                state=State.running,
+                lease_expires=utcnow() + timedelta(minutes=5),
+                worker="alive@elsewhere:1",
+                attempts=1,
+            )
+        )
     report = reconcile(ctx.ledger, ctx.app, ctx.settings)
     assert (report.requeued, report.failed, report.messages) == (1, 1, 1)
     rows = items(ctx, ids)
@@ -177,15 +193,22 @@ def test_reconciler_requeues_expired_leases_and_gives_up_after_max_attempts(
 def test_reconciler_reclaims_items_of_a_dead_process_on_this_node(env: Env, ctx: Context, tmp_path: Path) -> None:
     job, ids = submitted(env, tmp_path, 2)
     drain(ctx)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     dead_pid = int(dead.stdout)
     lease = utcnow() + timedelta(minutes=5)
     with ctx.ledger.session() as session:
-        session.execute(update(Item).where(Item.id == ids[0]).values(
-            state=State.running, lease_expires=lease, worker=f"{ctx.node}:{dead_pid}", attempts=1))
-        session.execute(update(Item).where(Item.id == ids[1]).values(
-            state=State.running, lease_expires=lease, worker=f"other@host:{dead_pid}", attempts=1))
+        session.execute(
+            update(Item)
+            .where(Item.id == ids[0])
+            .values(state=State.running, lease_expires=lease, worker=f"{ctx.node}:{dead_pid}", attempts=1)
+        )
+        session.execute(
+            update(Item)
+            .where(Item.id == ids[1])
+            .values(state=State.running, lease_expires=lease, worker=f"other@host:{dead_pid}", attempts=1)
+        )
     assert reclaimable(f"{ctx.node}:{dead_pid}", ctx.node)
     assert not reclaimable(f"{ctx.node}:{os.getppid()}", ctx.node)
     report = reconcile(ctx.ledger, ctx.app, ctx.settings, node=ctx.node)
@@ -195,8 +218,7 @@ def test_reconciler_reclaims_items_of_a_dead_process_on_this_node(env: Env, ctx:
     assert rows[ids[1]].state == State.running  # another node's item: only its lease can free it
 
 
-def test_reconciler_publishes_lost_queued_and_stranded_pending_items(
-        env: Env, ctx: Context, tmp_path: Path) -> None:
+def test_reconciler_publishes_lost_queued_and_stranded_pending_items(env: Env, ctx: Context, tmp_path: Path) -> None:
     job, ids = submitted(env, tmp_path, 3)
     long_ago = utcnow() - timedelta(seconds=ctx.settings.requeue_after + 5)
     with ctx.ledger.session() as session:
@@ -218,7 +240,8 @@ def test_reconciler_publishes_lost_queued_and_stranded_pending_items(
 
 
 def test_an_object_stored_by_an_earlier_attempt_is_what_the_ledger_records(
-        env: Env, ctx: Context, tmp_path: Path) -> None:
+    env: Env, ctx: Context, tmp_path: Path
+) -> None:
     """A worker that stored an image and died before recording it (or a finisher on another GPU) leaves an
     object behind; the next attempt keeps that object and records its sha256, so ledger and storage agree."""
     import hashlib

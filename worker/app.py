@@ -49,15 +49,35 @@ def served_queue() -> tuple[str, str]:
     return model, queue_for(model)
 
 
-def heartbeat(ledger: Ledger, node: str, *, state: str | None = None, error: str | None = None,
-              only_before: datetime | None = None) -> None:
+def heartbeat(
+    ledger: Ledger,
+    node: str,
+    *,
+    state: str | None = None,
+    error: str | None = None,
+    only_before: datetime | None = None,
+) -> None:
     """Record this worker's queue in `workers`: `state` (loading/ready/failed) when given, `last_seen` always.
     `only_before`: change the state only of a row last seen before then (a previous run's)."""
     model, queue = served_queue()
     now = utcnow()
     with ledger.session() as session:
-        insert_ignore(session, Worker, [{"node": node, "queue": queue, "model": model, "state": state or "loading",
-                                         "error": error, "started": now, "last_seen": now}], ["node", "queue"])
+        insert_ignore(
+            session,
+            Worker,
+            [
+                {
+                    "node": node,
+                    "queue": queue,
+                    "model": model,
+                    "state": state or "loading",
+                    "error": error,
+                    "started": now,
+                    "last_seen": now,
+                }
+            ],
+            ["node", "queue"],
+        )
         values: dict[str, Any] = {"last_seen": now, "model": model}
         if state is not None:
             values.update(state=state, error=error)
@@ -71,8 +91,9 @@ def heartbeat(ledger: Ledger, node: str, *, state: str | None = None, error: str
 def context(node: str) -> Context:
     global _context
     if _context is None:
-        _context = Context(settings=settings, ledger=Ledger(settings), node=node, app=app,
-                           storage=open_storage(settings))
+        _context = Context(
+            settings=settings, ledger=Ledger(settings), node=node, app=app, storage=open_storage(settings)
+        )
     return _context
 
 
@@ -122,8 +143,10 @@ def _after_fork(**_: Any) -> None:
         # Not ready for this queue: record why, hand back anything delivered meanwhile, and stop the worker
         # (warm shutdown of the parent; `pixelmill worker` then exits 1 with this error).
         _load_failed = f"{type(exc).__name__}: {exc}".strip().splitlines()[-1][:500]
-        log.exception("loading the worker's model failed; this worker stops and serves no queue",
-                      extra={"model": model, "queue": queue})
+        log.exception(
+            "loading the worker's model failed; this worker stops and serves no queue",
+            extra={"model": model, "queue": queue},
+        )
         _report(state="failed", error=f"model {model!r}: {_load_failed}")
         os.kill(os.getppid(), signal.SIGTERM)
         return
@@ -198,8 +221,12 @@ class Reconciler(bootsteps.StartStopStep):
     def tick(self) -> None:
         assert _parent_ledger is not None
         ledger = _parent_ledger
-        for step in (lambda: hardening.heal_broker(settings), self.sweep, lambda: heartbeat(ledger, self.node),
-                     lambda: reconcile(ledger, app, settings, node=self.node)):
+        for step in (
+            lambda: hardening.heal_broker(settings),
+            self.sweep,
+            lambda: heartbeat(ledger, self.node),
+            lambda: reconcile(ledger, app, settings, node=self.node),
+        ):
             try:
                 step()
             except Exception:

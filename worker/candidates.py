@@ -71,8 +71,9 @@ class Candidates:
     def judged(self) -> tuple[list[JudgedImage], float]:
         """Each candidate with its verdict, and the seconds its batch spent being judged."""
         batch = self.verdicts.result()
-        return [JudgedImage(image, batch.verdicts[p]) for image, p in zip(self.images, self.positions, strict=True)], \
-            batch.seconds
+        return [
+            JudgedImage(image, batch.verdicts[p]) for image, p in zip(self.images, self.positions, strict=True)
+        ], batch.seconds
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,15 @@ class JobSpec:
     refused: str | None = None  # why this worker's policy will not run the job at all
 
 
-def make_candidates(engine: Engine, judge: Judge, judging: ThreadPoolExecutor, checks: Checks,
-                    items: Sequence[ClaimedItem], *, soft_limit: int) -> dict[int, Candidates | Failure]:
+def make_candidates(
+    engine: Engine,
+    judge: Judge,
+    judging: ThreadPoolExecutor,
+    checks: Checks,
+    items: Sequence[ClaimedItem],
+    *,
+    soft_limit: int,
+) -> dict[int, Candidates | Failure]:
     """Candidates (or a failure) for every claimed item, by item id."""
     results: dict[int, Candidates | Failure] = {}
     groups: dict[GenerationParams, list[ClaimedItem]] = defaultdict(list)
@@ -119,8 +127,9 @@ def make_candidates(engine: Engine, judge: Judge, judging: ThreadPoolExecutor, c
     return results
 
 
-def _single(engine: Engine, judge: Judge, judging: ThreadPoolExecutor,
-            group: list[ClaimedItem]) -> dict[int, Candidates | Failure]:
+def _single(
+    engine: Engine, judge: Judge, judging: ThreadPoolExecutor, group: list[ClaimedItem]
+) -> dict[int, Candidates | Failure]:
     """One candidate per item; the batch is judged on the judge thread while this returns."""
     results: dict[int, Candidates | Failure] = {}
     made: list[tuple[ClaimedItem, GeneratedImage]] = []
@@ -136,8 +145,9 @@ def _single(engine: Engine, judge: Judge, judging: ThreadPoolExecutor,
     return results
 
 
-def _rounds(engine: Engine, judge: Judge, judging: ThreadPoolExecutor, checks: Checks,
-            group: list[ClaimedItem]) -> dict[int, Candidates | Failure]:
+def _rounds(
+    engine: Engine, judge: Judge, judging: ThreadPoolExecutor, checks: Checks, group: list[ClaimedItem]
+) -> dict[int, Candidates | Failure]:
     """Candidates round by round, each round judged before the next decides who re-rolls."""
     found: dict[int, list[JudgedImage]] = {item.id: [] for item in group}
     failures: dict[int, Failure] = {}
@@ -151,8 +161,7 @@ def _rounds(engine: Engine, judge: Judge, judging: ThreadPoolExecutor, checks: C
             else:
                 made.append((item, outcome))
         if made:
-            batch = judging.submit(judge_batch, judge, [g.image for _, g in made],
-                                   [i.prompt for i, _ in made]).result()
+            batch = judging.submit(judge_batch, judge, [g.image for _, g in made], [i.prompt for i, _ in made]).result()
             seconds += batch.seconds
             for (item, generated), verdict in zip(made, batch.verdicts, strict=True):
                 found[item.id].append(JudgedImage(generated, verdict))
@@ -169,8 +178,7 @@ def _rounds(engine: Engine, judge: Judge, judging: ThreadPoolExecutor, checks: C
         done: Future[JudgedBatch] = Future()  # already judged: the store step need not wait
         done.set_result(JudgedBatch([j.verdict for j in judged], seconds))
         images = tuple(j.generated for j in judged)
-        results[item.id] = Candidates(item=item, images=images, verdicts=done,
-                                      positions=tuple(range(len(judged))))
+        results[item.id] = Candidates(item=item, images=images, verdicts=done, positions=tuple(range(len(judged))))
     return results
 
 
@@ -181,14 +189,22 @@ def judge_batch(judge: Judge, images: list[Any], prompts: list[str]) -> JudgedBa
     return JudgedBatch(verdicts, time.perf_counter() - started)
 
 
-def generate_batch(engine: Engine, items: list[ClaimedItem], *,
-                   n: int) -> Iterator[tuple[ClaimedItem, GeneratedImage | Failure]]:
+def generate_batch(
+    engine: Engine, items: list[ClaimedItem], *, n: int
+) -> Iterator[tuple[ClaimedItem, GeneratedImage | Failure]]:
     """Candidate `n` of each item in one engine call; a failing batch is retried item by item to isolate
     the culprit."""
     seeds = [candidate_seed(item.seed, n) for item in items]
     params = items[0].params
-    request = Request(prompts=[i.prompt for i in items], negatives=[i.negative for i in items], seeds=seeds,
-                      width=params.width, height=params.height, steps=params.steps, guidance=params.guidance)
+    request = Request(
+        prompts=[i.prompt for i in items],
+        negatives=[i.negative for i in items],
+        seeds=seeds,
+        width=params.width,
+        height=params.height,
+        steps=params.steps,
+        guidance=params.guidance,
+    )
     try:
         result = engine.generate(request)
     except SoftTimeLimitExceeded:

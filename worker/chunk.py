@@ -100,24 +100,40 @@ def run_chunk(ctx: Context, chunk: Chunk, job: JobSpec | None = None) -> Future[
         items = screen_prompts(ctx, claimed)
         blocked = len(claimed) - len(items)
         if not items:
-            log.info("chunk already done or held elsewhere", extra={"job": chunk.job, "items": len(chunk.items),
-                                                                    "blocked": blocked})
-            return _completed(ChunkOutcome(skipped=len(chunk.items) - blocked,
-                                           blocked=[i.id for i in claimed]))
+            log.info(
+                "chunk already done or held elsewhere",
+                extra={"job": chunk.job, "items": len(chunk.items), "blocked": blocked},
+            )
+            return _completed(ChunkOutcome(skipped=len(chunk.items) - blocked, blocked=[i.id for i in claimed]))
         if isinstance(models, Failure):  # claimed all the same, so attempts bound the retries of a broken model
             made: dict[int, Candidates | Failure] = {item.id: models for item in items}
         else:
-            made = make_candidates(models.engine, models.judge, ctx.judging, job.checks, items,  # 4
-                                   soft_limit=ctx.settings.task_soft_time_limit)
-        stores = {item_id: ctx.uploads.store(store_item, ctx.storage, ctx.settings, job, candidates)  # 5
-                  for item_id, candidates in made.items() if isinstance(candidates, Candidates)}
+            made = make_candidates(
+                models.engine,
+                models.judge,
+                ctx.judging,
+                job.checks,
+                items,  # 4
+                soft_limit=ctx.settings.task_soft_time_limit,
+            )
+        stores = {
+            item_id: ctx.uploads.store(store_item, ctx.storage, ctx.settings, job, candidates)  # 5
+            for item_id, candidates in made.items()
+            if isinstance(candidates, Candidates)
+        }
         if stores and time.monotonic() - claimed_at > ctx.settings.lease_seconds / 4:
             # Storing gets at least three quarters of a lease, whatever generation took (a quick batch spares the
             # ledger a write; a locked ledger keeps the claim's lease).
             hardening.renew_lease(ctx.ledger, list(stores), node=ctx.node, lease_seconds=ctx.settings.lease_seconds)
         failures = {item_id: f for item_id, f in made.items() if isinstance(f, Failure)}
-        recording = Recording(ctx, job, items, failures, skipped=len(chunk.items) - len(claimed),  # 6
-                              blocked=[i.id for i in claimed if i not in items])
+        recording = Recording(
+            ctx,
+            job,
+            items,
+            failures,
+            skipped=len(chunk.items) - len(claimed),  # 6
+            blocked=[i.id for i in claimed if i not in items],
+        )
         return ctx.uploads.finish(slot, [item.id for item in items], stores, recording)
     finally:
         slot.release()  # a no-op once `finish` has handed the slot to the recorder
@@ -150,9 +166,11 @@ def load_models(ctx: Context, job: JobSpec) -> Models | Failure:
 
         return Models(engine, load_judge(job.checks))
     except SoftTimeLimitExceeded:
-        return Failure(f"loading model {job.model!r} or the job's checks took longer than "
-                       f"PIXELMILL_TASK_SOFT_TIME_LIMIT ({ctx.settings.task_soft_time_limit} s), "
-                       "which must cover a worker's first load")
+        return Failure(
+            f"loading model {job.model!r} or the job's checks took longer than "
+            f"PIXELMILL_TASK_SOFT_TIME_LIMIT ({ctx.settings.task_soft_time_limit} s), "
+            "which must cover a worker's first load"
+        )
     except Exception:
         what = f"model {job.model!r}" if engine is None else "the job's checker/scorer models"
         return Failure(f"loading {what} failed:\n" + traceback.format_exc(limit=5))
@@ -161,8 +179,15 @@ def load_models(ctx: Context, job: JobSpec) -> Models | Failure:
 def claim_items(ctx: Context, chunk: Chunk) -> list[ClaimedItem]:
     settings = ctx.settings
     with ctx.ledger.session() as session:
-        return transitions.claim(session, chunk.job, chunk.items, node=ctx.node, busy=ctx.uploads.busy(),
-                                 lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts)
+        return transitions.claim(
+            session,
+            chunk.job,
+            chunk.items,
+            node=ctx.node,
+            busy=ctx.uploads.busy(),
+            lease_seconds=settings.lease_seconds,
+            max_attempts=settings.max_attempts,
+        )
 
 
 def screen_prompts(ctx: Context, items: list[ClaimedItem]) -> list[ClaimedItem]:
@@ -200,8 +225,10 @@ class Recording:
             try:
                 finished[item_id] = future.result()
             except Exception as exc:
-                errors[item_id] = Failure("storing the image failed:\n" + "".join(
-                    traceback.format_exception(exc, limit=5)), infra=faults.is_infra(exc))
+                errors[item_id] = Failure(
+                    "storing the image failed:\n" + "".join(traceback.format_exception(exc, limit=5)),
+                    infra=faults.is_infra(exc),
+                )
         # A locked or briefly unreachable ledger: the whole transaction is tried again within the lease.
         outcome, retry = hardening.within_lease(lambda: self._record(finished, errors), settings)
         if retry:  # were it lost here (broker down), the reconciler would publish them again
@@ -212,16 +239,31 @@ class Recording:
                     raise
                 log.warning("re-publishing failed items failed; the reconciler will", extra={"error": str(exc)})
         for item_id in outcome.retried + outcome.failed:
-            log.warning("item failed", extra={"job": self.job.id, "item": item_id,
-                                              "retry": item_id in outcome.retried,
-                                              "error": errors[item_id].error.strip().splitlines()[-1][:300]})
-        log.info("chunk finished", extra={"job": self.job.id, "succeeded": len(outcome.succeeded),
-                                          "blocked": len(outcome.blocked), "retried": len(outcome.retried),
-                                          "failed": len(outcome.failed), "skipped": outcome.skipped})
+            log.warning(
+                "item failed",
+                extra={
+                    "job": self.job.id,
+                    "item": item_id,
+                    "retry": item_id in outcome.retried,
+                    "error": errors[item_id].error.strip().splitlines()[-1][:300],
+                },
+            )
+        log.info(
+            "chunk finished",
+            extra={
+                "job": self.job.id,
+                "succeeded": len(outcome.succeeded),
+                "blocked": len(outcome.blocked),
+                "retried": len(outcome.retried),
+                "failed": len(outcome.failed),
+                "skipped": outcome.skipped,
+            },
+        )
         return outcome
 
-    def _record(self, finished: Mapping[int, Finish],
-                errors: Mapping[int, Failure]) -> tuple[ChunkOutcome, list[QueuedItem]]:
+    def _record(
+        self, finished: Mapping[int, Finish], errors: Mapping[int, Failure]
+    ) -> tuple[ChunkOutcome, list[QueuedItem]]:
         ctx, settings = self.ctx, self.ctx.settings
         outcome = ChunkOutcome(skipped=self.skipped, blocked=list(self.blocked))
         retry: list[QueuedItem] = []
@@ -234,11 +276,24 @@ class Recording:
                     continue
                 failure = errors[item.id]
                 if failure.infra and transitions.back_off(
-                        session, item.id, failure.error, node=ctx.node, budget=settings.infra_retry_budget,
-                        base=settings.infra_retry_base, cap=settings.infra_retry_max_delay):
+                    session,
+                    item.id,
+                    failure.error,
+                    node=ctx.node,
+                    budget=settings.infra_retry_budget,
+                    base=settings.infra_retry_base,
+                    cap=settings.infra_retry_max_delay,
+                ):
                     outcome.retried.append(item.id)  # published by the reconciler once its delay is over
-                elif transitions.fail(session, item.id, failure.error, node=ctx.node, infra=failure.infra,
-                                      max_attempts=settings.max_attempts, final=failure.final):
+                elif transitions.fail(
+                    session,
+                    item.id,
+                    failure.error,
+                    node=ctx.node,
+                    infra=failure.infra,
+                    max_attempts=settings.max_attempts,
+                    final=failure.final,
+                ):
                     retry.append(QueuedItem(item=item.id, job=item.job, params=item.params))
                     outcome.retried.append(item.id)
                 else:

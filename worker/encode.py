@@ -17,8 +17,9 @@ _EXIF_SOFTWARE = 0x0131
 _PNG_XMP_KEYWORD = "XML:com.adobe.xmp"  # the XMP spec's iTXt keyword (uncompressed, so readers find it)
 
 
-def encode(image: Image.Image, fmt: str, metadata: dict[str, str], *, quality: int = 95,
-           xmp: bytes | None = None) -> bytes:
+def encode(
+    image: Image.Image, fmt: str, metadata: dict[str, str], *, quality: int = 95, xmp: bytes | None = None
+) -> bytes:
     """`image` as `fmt` bytes carrying `metadata` and an XMP packet (default: `xmp_packet(metadata)`)."""
     if xmp is None:
         xmp = xmp_packet(metadata)

@@ -38,8 +38,13 @@ def discover_gpus() -> list[str]:
     if fake is not None:
         return [g.strip() for g in fake.split(",") if g.strip()]
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=60, check=True).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
     return [line.strip() for line in out.splitlines() if line.strip()]
@@ -93,8 +98,12 @@ class Supervisor:
         self.children = [Child(gpu) for gpu in self.gpus]
 
     def _start(self, child: Child) -> None:
-        env = {**self.env, "CUDA_VISIBLE_DEVICES": child.gpu, "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-               "PIXELMILL_GPU": child.gpu}
+        env = {
+            **self.env,
+            "CUDA_VISIBLE_DEVICES": child.gpu,
+            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+            "PIXELMILL_GPU": child.gpu,
+        }
         # Share the CPU cores between the workers (torch would give each of them all of them, and OpenMP
         # threads spinning in several processes at once slow every one of them down); an explicit setting wins.
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(self.children))))
@@ -103,8 +112,9 @@ class Supervisor:
         # (a second SIGINT would mean a cold shutdown to Celery).
         if self.stopping:
             return
-        child.proc = subprocess.Popen(self.command(child.gpu), env=env, start_new_session=True,
-                                      preexec_fn=_die_with_parent)
+        child.proc = subprocess.Popen(
+            self.command(child.gpu), env=env, start_new_session=True, preexec_fn=_die_with_parent
+        )
         child.started = time.monotonic()
         log.info("worker started", extra={"gpu": child.gpu, "pid": child.proc.pid, "restarts": child.restarts})
         if self.stopping and self.stop_signal is not None:  # the signal came while it was starting
@@ -136,8 +146,9 @@ class Supervisor:
                     if now - child.started > HEALTHY_AFTER:
                         child.delay = RESTART_DELAY[0]
                     child.restart_at, child.proc = now + child.delay, None
-                    log.warning("worker exited; restarting", extra={"gpu": child.gpu, "code": code,
-                                                                   "delay_s": child.delay})
+                    log.warning(
+                        "worker exited; restarting", extra={"gpu": child.gpu, "code": code, "delay_s": child.delay}
+                    )
                     child.delay = min(child.delay * 2, RESTART_DELAY[1])
                     alive += 1
                 elif now >= child.restart_at:

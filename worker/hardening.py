@@ -35,10 +35,24 @@ T = TypeVar("T")
 # pool_restart/grow/shrink, autoscale, add/cancel_consumer, rate_limit, time_limit, revoke, terminate) and
 # everything that dumps internals (conf, memdump, objgraph, dump_*) is refused: anyone who can publish on the
 # broker could send them, and the supervisor stops workers with signals, never over the broker.
-ALLOWED_CONTROL = frozenset({
-    "ping", "stats", "active", "reserved", "scheduled", "revoked", "registered", "active_queues", "query_task",
-    "clock", "report", "enable_events", "disable_events", "heartbeat",
-})
+ALLOWED_CONTROL = frozenset(
+    {
+        "ping",
+        "stats",
+        "active",
+        "reserved",
+        "scheduled",
+        "revoked",
+        "registered",
+        "active_queues",
+        "query_task",
+        "clock",
+        "report",
+        "enable_events",
+        "disable_events",
+        "heartbeat",
+    }
+)
 
 
 def limit_remote_control(allowed: frozenset[str] = ALLOWED_CONTROL) -> list[str]:
@@ -58,12 +72,15 @@ def foreign_model(settings: Settings, model: str) -> str | None:
     served = resolve_model(settings.default_model)
     if model == served:
         return None
-    return (f"this worker serves model {served!r} only (PIXELMILL_MODEL / --model) and refuses chunks for model "
-            f"{model!r}; the item goes back to that model's queue")
+    return (
+        f"this worker serves model {served!r} only (PIXELMILL_MODEL / --model) and refuses chunks for model "
+        f"{model!r}; the item goes back to that model's queue"
+    )
 
 
-def retrying(fn: Callable[[], T], *, deadline: float, what: str, first_delay: float = 0.5,
-             max_delay: float = 10.0) -> T:
+def retrying(
+    fn: Callable[[], T], *, deadline: float, what: str, first_delay: float = 0.5, max_delay: float = 10.0
+) -> T:
     """`fn()`, called again after infrastructure failures (exponential backoff) until `deadline`
     (time.monotonic()); any other error, or one at the deadline, is raised."""
     delay = first_delay
@@ -73,8 +90,10 @@ def retrying(fn: Callable[[], T], *, deadline: float, what: str, first_delay: fl
         except Exception as exc:
             if not faults.is_infra(exc) or time.monotonic() + delay > deadline:
                 raise
-            log.warning(f"{what} failed; trying again", extra={"error": str(exc).splitlines()[0][:200],
-                                                                "retry_in": round(delay, 1)})
+            log.warning(
+                f"{what} failed; trying again",
+                extra={"error": str(exc).splitlines()[0][:200], "retry_in": round(delay, 1)},
+            )
             time.sleep(delay)
             delay = min(max_delay, delay * 2)
 
@@ -82,6 +101,7 @@ def retrying(fn: Callable[[], T], *, deadline: float, what: str, first_delay: fl
 def renew_lease(ledger: Ledger, item_ids: Sequence[int], *, node: str, lease_seconds: int) -> None:
     """Extend the lease of items handed to the upload threads. A ledger that stays locked leaves them the
     lease of their claim (which already covers the task's time limit): logged, never raised into the task."""
+
     def renew() -> None:
         with ledger.session() as session:
             transitions.renew_lease(session, item_ids, node=node, lease_seconds=lease_seconds)
@@ -91,8 +111,9 @@ def renew_lease(ledger: Ledger, item_ids: Sequence[int], *, node: str, lease_sec
     except Exception as exc:
         if not faults.is_infra(exc):
             raise
-        log.warning("could not renew leases; the claim's lease stands", extra={"items": len(item_ids),
-                                                                              "error": str(exc)[:200]})
+        log.warning(
+            "could not renew leases; the claim's lease stands", extra={"items": len(item_ids), "error": str(exc)[:200]}
+        )
 
 
 def within_lease(fn: Callable[[], T], settings: Settings) -> T:

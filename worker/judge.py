@@ -28,8 +28,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Image-processor fields that must agree for two models to share one preprocessed batch.
-_PREPROCESSING = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
-                  "do_normalize", "image_mean", "image_std", "do_convert_rgb")
+_PREPROCESSING = (
+    "do_resize",
+    "size",
+    "resample",
+    "do_center_crop",
+    "crop_size",
+    "do_rescale",
+    "rescale_factor",
+    "do_normalize",
+    "image_mean",
+    "image_std",
+    "do_convert_rgb",
+)
 
 
 class AestheticHead(nn.Module):
@@ -40,8 +51,16 @@ class AestheticHead(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.layers = nn.Sequential(nn.Linear(dim, 1024), nn.Dropout(0.2), nn.Linear(1024, 128), nn.Dropout(0.2),
-                                    nn.Linear(128, 64), nn.Dropout(0.1), nn.Linear(64, 16), nn.Linear(16, 1))
+        self.layers = nn.Sequential(
+            nn.Linear(dim, 1024),
+            nn.Dropout(0.2),
+            nn.Linear(1024, 128),
+            nn.Dropout(0.2),
+            nn.Linear(128, 64),
+            nn.Dropout(0.1),
+            nn.Linear(64, 16),
+            nn.Linear(16, 1),
+        )
 
     def forward(self, embeds: torch.Tensor) -> torch.Tensor:
         scores: torch.Tensor = self.layers(embeds)
@@ -78,13 +97,24 @@ class ConceptChecker:
         # The checker class declares no SDPA support, so transformers must be asked for eager attention.
         # (The ignore: transformers decorates PreTrainedModel.to with functools.wraps, whose typeshed type
         # is not a method, so mypy takes the device for ``self``.)
-        self.model = StableDiffusionSafetyChecker.from_pretrained(
-            weights, torch_dtype=dtype, attn_implementation="eager").to(device).eval()  # type: ignore[arg-type]
-        processor_dir = next((d for d in (weights, root / "feature_extractor", weights.parent / "feature_extractor")
-                              if (d / "preprocessor_config.json").exists()), None)
+        self.model = (
+            StableDiffusionSafetyChecker.from_pretrained(weights, torch_dtype=dtype, attn_implementation="eager")
+            .to(device)
+            .eval()
+        )  # type: ignore[arg-type]
+        processor_dir = next(
+            (
+                d
+                for d in (weights, root / "feature_extractor", weights.parent / "feature_extractor")
+                if (d / "preprocessor_config.json").exists()
+            ),
+            None,
+        )
         if processor_dir is None:
-            raise FileNotFoundError(f"no preprocessor_config.json for the safety checker in {root} "
-                                    "(beside the weights or in ../feature_extractor)")
+            raise FileNotFoundError(
+                f"no preprocessor_config.json for the safety checker in {root} "
+                "(beside the weights or in ../feature_extractor)"
+            )
         self.processor = CLIPImageProcessor.from_pretrained(processor_dir)
         self.shift = shift
         self.id = f"sd-safety-checker:{root.name}"
@@ -115,8 +145,9 @@ class ConceptChecker:
             scores = {f"special_{j}": round(float(s), 4) for j, s in enumerate(special_scores)}
             scores |= {f"concept_{j}": round(float(s), 4) for j, s in enumerate(concept_scores)}
             flagged = [f"concept_{j}" for j, s in enumerate(concept_scores) if s > 0]
-            verdicts.append(Safety(checker=self.id, blocked=bool(flagged), flagged=tuple(flagged), scores=scores,
-                                   shift=self.shift))
+            verdicts.append(
+                Safety(checker=self.id, blocked=bool(flagged), flagged=tuple(flagged), scores=scores, shift=self.shift)
+            )
         return verdicts
 
 
@@ -126,8 +157,13 @@ class NudeNetChecker:
     Blocks an image when any exposed-body class is detected with confidence >= 0.5 + shift.
     """
 
-    EXPOSED = ("FEMALE_GENITALIA_EXPOSED", "MALE_GENITALIA_EXPOSED", "FEMALE_BREAST_EXPOSED", "ANUS_EXPOSED",
-               "BUTTOCKS_EXPOSED")
+    EXPOSED = (
+        "FEMALE_GENITALIA_EXPOSED",
+        "MALE_GENITALIA_EXPOSED",
+        "FEMALE_BREAST_EXPOSED",
+        "ANUS_EXPOSED",
+        "BUTTOCKS_EXPOSED",
+    )
 
     def __init__(self, shift: float) -> None:
         from nudenet import NudeDetector
@@ -146,8 +182,15 @@ class NudeNetChecker:
             for det in self.detector.detect(bgr):
                 found[det["class"]] = max(found.get(det["class"], 0.0), round(float(det["score"]), 4))
             flagged = sorted(c for c in self.EXPOSED if found.get(c, 0.0) >= self.threshold)
-            verdicts.append(Safety(checker=self.id, blocked=bool(flagged), flagged=tuple(flagged), scores=found,
-                                   threshold=self.threshold))
+            verdicts.append(
+                Safety(
+                    checker=self.id,
+                    blocked=bool(flagged),
+                    flagged=tuple(flagged),
+                    scores=found,
+                    threshold=self.threshold,
+                )
+            )
         return verdicts
 
 
@@ -176,8 +219,15 @@ class Judge:
         elif checks.image_checker != NONE:
             self.concepts = ConceptChecker(checks.image_checker, checks.safety_shift, self.device, self.dtype)
         self.shared = self._share_tower()
-        log.info("judge loaded", extra={"checker": checks.image_checker, "clip": checks.clip_model,
-                                        "aesthetic": checks.aesthetic_head, "shared_tower": self.shared})
+        log.info(
+            "judge loaded",
+            extra={
+                "checker": checks.image_checker,
+                "clip": checks.clip_model,
+                "aesthetic": checks.aesthetic_head,
+                "shared_tower": self.shared,
+            },
+        )
 
     def _share_tower(self) -> bool:
         """Drop the checker's copy of the CLIP vision tower when it is the same weights and preprocessing."""
@@ -185,7 +235,8 @@ class Judge:
             return False
         mine, theirs = _transformer(self.clip.vision_model).state_dict(), self.concepts.tower.state_dict()
         same = mine.keys() == theirs.keys() and all(
-            mine[k].shape == theirs[k].shape and torch.equal(mine[k], theirs[k]) for k in mine)
+            mine[k].shape == theirs[k].shape and torch.equal(mine[k], theirs[k]) for k in mine
+        )
         assert self.clip_processor is not None  # loaded with self.clip
         clip_pre = self.clip_processor.image_processor.to_dict()
         checker_pre = self.concepts.processor.to_dict()
@@ -209,8 +260,9 @@ class Judge:
             # CLIPConfig declares text_config as its constructor takes it (dict | CLIPTextConfig | None); a
             # constructed config always holds a CLIPTextConfig.
             max_length = self.clip.config.text_config.max_position_embeddings  # type: ignore[union-attr]
-            tokens = self.clip_processor.tokenizer(list(prompts), padding=True, truncation=True, max_length=max_length,
-                                                   return_tensors="pt").to(self.device)
+            tokens = self.clip_processor.tokenizer(
+                list(prompts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            ).to(self.device)
             text = self.clip.text_model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask)
             text_embeds = nn.functional.normalize(self.clip.text_projection(text.pooler_output).float())
             clip_scores = (100.0 * (image_embeds * text_embeds).sum(-1)).clamp(min=0.0).cpu()
@@ -227,8 +279,10 @@ class Judge:
             safety = self.concepts.decide(pooled)
         elif self.nudenet is not None:
             safety = self.nudenet.check(images)
-        return [Verdict(scores={k: round(v, 4) for k, v in s.items()}, safety=v)
-                for s, v in zip(scores, safety, strict=True)]
+        return [
+            Verdict(scores={k: round(v, 4) for k, v in s.items()}, safety=v)
+            for s, v in zip(scores, safety, strict=True)
+        ]
 
     def _pixels(self, processor: Any, images: Sequence[Any]) -> torch.Tensor:
         batch = processor(images=[image.convert("RGB") for image in images], return_tensors="pt")

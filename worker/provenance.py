@@ -81,8 +81,11 @@ def xmp_packet(facts: Mapping[str, str]) -> bytes:
     `XMP_FACTS` found in `facts` (encode's metadata), as attributes of one rdf:Description."""
     meta = ET.Element(f"{{{NS_X}}}xmpmeta")
     rdf = ET.SubElement(meta, f"{{{NS_RDF}}}RDF")
-    attrs = {f"{{{NS_RDF}}}about": "", f"{{{NS_IPTC_EXT}}}DigitalSourceType": DIGITAL_SOURCE_TYPE,
-             f"{{{NS_XMP}}}CreatorTool": f"pixelmill {pixelmill_version()}"}
+    attrs = {
+        f"{{{NS_RDF}}}about": "",
+        f"{{{NS_IPTC_EXT}}}DigitalSourceType": DIGITAL_SOURCE_TYPE,
+        f"{{{NS_XMP}}}CreatorTool": f"pixelmill {pixelmill_version()}",
+    }
     attrs.update({f"{{{NS_PIXELMILL}}}{name}": str(facts[name]) for name in XMP_FACTS if name in facts})
     ET.SubElement(rdf, f"{{{NS_RDF}}}Description", attrs)
     body = ET.tostring(meta, encoding="unicode")
@@ -96,7 +99,7 @@ def read_xmp(xmp: bytes | str) -> dict[str, str]:
     start, end = text.find("<x:xmpmeta"), text.rfind("</x:xmpmeta>")
     if start < 0 or end < 0:
         return {}
-    root = ET.fromstring(text[start:end + len("</x:xmpmeta>")])
+    root = ET.fromstring(text[start : end + len("</x:xmpmeta>")])
     out: dict[str, str] = {}
     for description in root.iter(f"{{{NS_RDF}}}Description"):
         for name, value in description.attrib.items():
@@ -131,7 +134,8 @@ def sign(data: bytes, fmt: str, settings: Settings) -> tuple[bytes, Provenance]:
         return data, Provenance(xmp=xmp, c2pa=False)
     creds = _credentials(settings)
     return _sign_c2pa(data, IMAGE_FORMATS[fmt].content_type, creds), Provenance(
-        xmp=xmp, c2pa=True, signer=creds.signer, cert_sha256=creds.cert_sha256, alg=creds.alg)
+        xmp=xmp, c2pa=True, signer=creds.signer, cert_sha256=creds.cert_sha256, alg=creds.alg
+    )
 
 
 def check_signing(settings: Settings) -> Provenance | None:
@@ -153,11 +157,20 @@ def manifest_definition(mime: str) -> dict[str, Any]:
     return {
         "claim_generator_info": [{"name": "pixelmill", "version": version}],
         "format": mime,
-        "assertions": [{
-            "label": "c2pa.actions",
-            "data": {"actions": [{"action": "c2pa.created", "digitalSourceType": DIGITAL_SOURCE_TYPE,
-                                  "softwareAgent": {"name": "pixelmill", "version": version}}]},
-        }],
+        "assertions": [
+            {
+                "label": "c2pa.actions",
+                "data": {
+                    "actions": [
+                        {
+                            "action": "c2pa.created",
+                            "digitalSourceType": DIGITAL_SOURCE_TYPE,
+                            "softwareAgent": {"name": "pixelmill", "version": version},
+                        }
+                    ]
+                },
+            }
+        ],
     }
 
 
@@ -169,14 +182,20 @@ def _sign_c2pa(data: bytes, mime: str, creds: _Credentials) -> bytes:
     # JPEG copy of the image (~30 KB) to every file and take most of the signing time.
     out = io.BytesIO()
     try:
-        with c2pa.Context.from_dict({"builder": {"thumbnail": {"enabled": False}}}) as context, \
-                c2pa.Signer.from_info(c2pa.C2paSignerInfo(alg=creds.alg.encode(), sign_cert=creds.chain,
-                                                          private_key=creds.key, ta_url=creds.tsa_url)) as signer, \
-                c2pa.Builder(manifest_definition(mime), context) as builder:
+        with (
+            c2pa.Context.from_dict({"builder": {"thumbnail": {"enabled": False}}}) as context,
+            c2pa.Signer.from_info(
+                c2pa.C2paSignerInfo(
+                    alg=creds.alg.encode(), sign_cert=creds.chain, private_key=creds.key, ta_url=creds.tsa_url
+                )
+            ) as signer,
+            c2pa.Builder(manifest_definition(mime), context) as builder,
+        ):
             builder.sign(signer, mime, io.BytesIO(data), out)
     except c2pa.C2paError as exc:
-        raise ProvenanceError(f"C2PA signing failed with PIXELMILL_C2PA_CERT/PIXELMILL_C2PA_KEY "
-                              f"(PIXELMILL_C2PA_ALG={creds.alg}): {exc}") from exc
+        raise ProvenanceError(
+            f"C2PA signing failed with PIXELMILL_C2PA_CERT/PIXELMILL_C2PA_KEY (PIXELMILL_C2PA_ALG={creds.alg}): {exc}"
+        ) from exc
     return out.getvalue()
 
 
@@ -194,8 +213,10 @@ def _load_credentials(cert_path: Path, key_path: Path, alg: str, tsa_url: str | 
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
     except ImportError as exc:
-        raise ProvenanceError("PIXELMILL_C2PA_CERT is set but c2pa-python is not installed: "
-                              "pip install 'pixelmill[worker]' (or c2pa-python)") from exc
+        raise ProvenanceError(
+            "PIXELMILL_C2PA_CERT is set but c2pa-python is not installed: "
+            "pip install 'pixelmill[worker]' (or c2pa-python)"
+        ) from exc
     chain = _read(cert_path, "PIXELMILL_C2PA_CERT")
     key = _read(key_path, "PIXELMILL_C2PA_KEY")
     try:
@@ -205,38 +226,54 @@ def _load_credentials(cert_path: Path, key_path: Path, alg: str, tsa_url: str | 
     try:
         private_key = serialization.load_pem_private_key(key, password=None)
     except (ValueError, TypeError) as exc:
-        raise ProvenanceError(f"PIXELMILL_C2PA_KEY: {key_path} is not an unencrypted PEM private key: "
-                              f"{exc}") from None
+        raise ProvenanceError(f"PIXELMILL_C2PA_KEY: {key_path} is not an unencrypted PEM private key: {exc}") from None
     leaf = certs[0]
     public = serialization.PublicFormat.SubjectPublicKeyInfo
-    if private_key.public_key().public_bytes(serialization.Encoding.PEM, public) != \
-            leaf.public_key().public_bytes(serialization.Encoding.PEM, public):
-        raise ProvenanceError(f"PIXELMILL_C2PA_KEY: {key_path} is not the key of the first certificate in "
-                              f"PIXELMILL_C2PA_CERT ({cert_path}); the signing certificate must come first")
+    if private_key.public_key().public_bytes(serialization.Encoding.PEM, public) != leaf.public_key().public_bytes(
+        serialization.Encoding.PEM, public
+    ):
+        raise ProvenanceError(
+            f"PIXELMILL_C2PA_KEY: {key_path} is not the key of the first certificate in "
+            f"PIXELMILL_C2PA_CERT ({cert_path}); the signing certificate must come first"
+        )
     expected = _ALG_KEYS[alg]
     actual = _key_kind(private_key)
     if actual != expected:
-        raise ProvenanceError(f"PIXELMILL_C2PA_ALG={alg} needs a {expected} key, but PIXELMILL_C2PA_KEY ({key_path}) "
-                              f"is {actual}")
+        raise ProvenanceError(
+            f"PIXELMILL_C2PA_ALG={alg} needs a {expected} key, but PIXELMILL_C2PA_KEY ({key_path}) is {actual}"
+        )
     now = datetime.now(UTC)
     if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
-        raise ProvenanceError(f"PIXELMILL_C2PA_CERT: the signing certificate in {cert_path} is valid only from "
-                              f"{leaf.not_valid_before_utc:%Y-%m-%d} to {leaf.not_valid_after_utc:%Y-%m-%d}")
+        raise ProvenanceError(
+            f"PIXELMILL_C2PA_CERT: the signing certificate in {cert_path} is valid only from "
+            f"{leaf.not_valid_before_utc:%Y-%m-%d} to {leaf.not_valid_after_utc:%Y-%m-%d}"
+        )
     if len(certs) == 1 and leaf.issuer == leaf.subject:
-        raise ProvenanceError(f"PIXELMILL_C2PA_CERT: {cert_path} holds one self-signed certificate; C2PA needs a "
-                              "signing certificate issued by a CA (the chain: signing certificate, then "
-                              "intermediates)")
+        raise ProvenanceError(
+            f"PIXELMILL_C2PA_CERT: {cert_path} holds one self-signed certificate; C2PA needs a "
+            "signing certificate issued by a CA (the chain: signing certificate, then "
+            "intermediates)"
+        )
     fingerprint = leaf.fingerprint(hashes.SHA256()).hex()
     # c2pa reads PKCS#8 only; `openssl ecparam -genkey` and `genrsa`-style files (SEC1, PKCS#1) work all the same.
-    pkcs8 = private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption())
-    return _Credentials(chain=chain, key=pkcs8, alg=alg, tsa_url=tsa_url, signer=leaf.subject.rfc4514_string(),
-                        cert_sha256=fingerprint)
+    pkcs8 = private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return _Credentials(
+        chain=chain, key=pkcs8, alg=alg, tsa_url=tsa_url, signer=leaf.subject.rfc4514_string(), cert_sha256=fingerprint
+    )
 
 
 # The key each PIXELMILL_C2PA_ALG signs with, as `_key_kind` names it.
-_ALG_KEYS = {"es256": "EC secp256r1", "es384": "EC secp384r1", "es512": "EC secp521r1", "ps256": "RSA",
-             "ps384": "RSA", "ps512": "RSA", "ed25519": "Ed25519"}
+_ALG_KEYS = {
+    "es256": "EC secp256r1",
+    "es384": "EC secp384r1",
+    "es512": "EC secp521r1",
+    "ps256": "RSA",
+    "ps384": "RSA",
+    "ps512": "RSA",
+    "ed25519": "Ed25519",
+}
 
 
 def _key_kind(key: object) -> str:

@@ -38,18 +38,31 @@ def reconcile(ledger: Ledger, app: Celery, settings: Settings, *, node: str | No
     """One pass: find which models' queues are empty, re-queue lost items in the ledger, then publish them."""
     recent = utcnow() - timedelta(seconds=settings.requeue_after)
     with ledger.session(readonly=True) as session:  # whose queues could have lost messages?
-        models = session.scalars(select(Job.model).distinct().join(Item)
-                                 .where(Item.state == State.queued, Item.queued_at < recent)).all()
+        models = session.scalars(
+            select(Job.model).distinct().join(Item).where(Item.state == State.queued, Item.queued_at < recent)
+        ).all()
     empty = [m for m in models if queue_depth(app, queue_for(m)) == 0]
     with ledger.session() as session:
-        recovery = transitions.requeue_lost(session, max_attempts=settings.max_attempts,
-                                            requeue_after=settings.requeue_after,
-                                            queued_timeout=settings.queued_timeout, empty_models=empty, node=node)
+        recovery = transitions.requeue_lost(
+            session,
+            max_attempts=settings.max_attempts,
+            requeue_after=settings.requeue_after,
+            queued_timeout=settings.queued_timeout,
+            empty_models=empty,
+            node=node,
+        )
     report = Report(failed=recovery.failed)
     for model, items in recovery.outstanding.items():
         report.requeued += len(items)
         report.messages += len(publish_items(app, items, model, settings.batch_size, settings.items_per_message))
     if report.requeued or report.failed:
-        log.warning("reconciled", extra={"requeued": report.requeued, "failed": report.failed,
-                                         "messages": report.messages, "node": node or "-"})
+        log.warning(
+            "reconciled",
+            extra={
+                "requeued": report.requeued,
+                "failed": report.failed,
+                "messages": report.messages,
+                "node": node or "-",
+            },
+        )
     return report

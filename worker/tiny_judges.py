@@ -33,11 +33,17 @@ def build_tiny_judges(out_dir: Path, seed: int = 0) -> dict[str, Path]:
     projection_dim = 32
     layers = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(tokenizer), max_position_embeddings=MAX_TOKENS,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, **layers),
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            max_position_embeddings=MAX_TOKENS,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **layers,
+        ),
         vision_config=dict(image_size=32, patch_size=8, **layers),
-        projection_dim=projection_dim)
+        projection_dim=projection_dim,
+    )
     processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -59,7 +65,8 @@ def build_tiny_judges(out_dir: Path, seed: int = 0) -> dict[str, Path]:
     clip_dir = out_dir / "clip"
     clip.save_pretrained(clip_dir)
     clip_processor = CLIPProcessor(  # type: ignore[no-untyped-call]  # its __init__ is unannotated
-        image_processor=processor, tokenizer=tokenizer)
+        image_processor=processor, tokenizer=tokenizer
+    )
     clip_processor.save_pretrained(clip_dir)
     checker_dir = out_dir / "checker"
     checker.save_pretrained(checker_dir / "safety_checker")

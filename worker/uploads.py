@@ -68,8 +68,13 @@ class Uploads:
         with self._lock:
             return set(self._busy)
 
-    def finish(self, slot: Slot, items: Collection[int], stores: Mapping[int, Future[S]],
-               record: Callable[[Mapping[int, Future[S]]], T]) -> Future[T]:
+    def finish(
+        self,
+        slot: Slot,
+        items: Collection[int],
+        stores: Mapping[int, Future[S]],
+        record: Callable[[Mapping[int, Future[S]]], T],
+    ) -> Future[T]:
         """Run `record(stores)` on the recorder thread once every store is done, then free the chunk's slot."""
 
         def run() -> T:

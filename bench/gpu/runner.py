@@ -36,16 +36,19 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
 # Figures from /work/shared/anchors.md (MLPerf Inference SDXL, 1024², 20 steps, offline img/s per GPU) and our goals.
-ANCHORS = {"sdxl": "MLPerf SDXL 20 steps: H200 2.37 img/s (NVIDIA, TensorRT FP8), H100 2.26 (TheStage, FP8 incl. "
-                   "attention)"}
+ANCHORS = {
+    "sdxl": "MLPerf SDXL 20 steps: H200 2.37 img/s (NVIDIA, TensorRT FP8), H100 2.26 (TheStage, FP8 incl. attention)"
+}
 GOALS = {("sdxl", 1024, 20): 2.6, ("sd15", 512, 30): 20.0}
 # Published-config FLOP counts (anchors.md: UNet per CFG step at batch 2, VAE decode), used only when a part could
 # not count them itself: TFLOP per image = unet * steps + vae.
 REFERENCE_TFLOP = {"sdxl": (13.52, 10.47), "sd15": (1.607, 2.51)}
 REFERENCE_PEAK_TFLOPS = 788.0  # bf16 8192³ matmul measured on an H200 here (KINDS.md), when a part did not measure
 ENGINE_VARIANTS = ["baseline", "torch-fp16", "torch-fp8", "torch-int8", "torch-bf16"]
-TRT_NOTE = ("skipped: TensorRT cannot be installed on the GPU machine (its registry packages fetch from NVIDIA's "
-            "index, unreachable there and here)")
+TRT_NOTE = (
+    "skipped: TensorRT cannot be installed on the GPU machine (its registry packages fetch from NVIDIA's "
+    "index, unreachable there and here)"
+)
 
 
 @dataclass
@@ -73,30 +76,130 @@ def plan(cpu_smoke: bool) -> list[Part]:
     """The parts in priority order; the CPU smoke form keeps every code path with tiny shapes."""
     if cpu_smoke:
         return [
-            Part("tiny", "engine", box_s=60, model="tiny", size=64, steps=3, batches=[1, 2],
-                 variants=ENGINE_VARIANTS),
-            Part("pipeline-none", "pipeline", box_s=75, pipeline_args=[
-                "--device", "cpu", "--items", "12", "--size", "64", "--steps", "2", "--variants", "none",
-                "--engine-batches", "1", "--repeats", "1", "--warmup-batches", "1"]),
+            Part("tiny", "engine", box_s=60, model="tiny", size=64, steps=3, batches=[1, 2], variants=ENGINE_VARIANTS),
+            Part(
+                "pipeline-none",
+                "pipeline",
+                box_s=75,
+                pipeline_args=[
+                    "--device",
+                    "cpu",
+                    "--items",
+                    "12",
+                    "--size",
+                    "64",
+                    "--steps",
+                    "2",
+                    "--variants",
+                    "none",
+                    "--engine-batches",
+                    "1",
+                    "--repeats",
+                    "1",
+                    "--warmup-batches",
+                    "1",
+                ],
+            ),
             # Deliberately short: on 2 CPU cores inductor's compile usually overruns it, which exercises the kill.
-            Part("tiny-compile", "engine", box_s=12, min_s=5, model="tiny", size=64, steps=3, batches=[1, 2],
-                 variants=["torch-compile"], scalable=False),
+            Part(
+                "tiny-compile",
+                "engine",
+                box_s=12,
+                min_s=5,
+                model="tiny",
+                size=64,
+                steps=3,
+                batches=[1, 2],
+                variants=["torch-compile"],
+                scalable=False,
+            ),
         ]
     return [
-        Part("sdxl", "engine", box_s=200, model="sdxl", size=1024, steps=20, batches=[1, 4, 8],
-             variants=ENGINE_VARIANTS),
-        Part("sd15", "engine", box_s=90, model="sd15", size=512, steps=30, batches=[1, 4, 8],
-             variants=ENGINE_VARIANTS, repeats=3),
-        Part("pipeline-none", "pipeline", box_s=60, pipeline_args=[
-            "--device", "cuda", "--items", "256", "--size", "128", "--steps", "10", "--variants", "none",
-            "--engine-batches", "16", "--repeats", "2", "--warmup-batches", "2"]),
-        Part("sd15-compile", "engine", box_s=75, min_s=40, model="sd15", size=512, steps=30, batches=[1, 4, 8],
-             variants=["torch-compile"], scalable=False),
-        Part("pipeline-judges", "pipeline", box_s=45, min_s=40, pipeline_args=[
-            "--device", "cuda", "--items", "256", "--size", "128", "--steps", "10", "--variants", "judges",
-            "--engine-batches", "16", "--repeats", "2", "--warmup-batches", "2"]),
-        Part("sdxl-compile", "engine", box_s=120, min_s=60, model="sdxl", size=1024, steps=20, batches=[1, 4, 8],
-             variants=["torch-compile"], scalable=False),
+        Part(
+            "sdxl", "engine", box_s=200, model="sdxl", size=1024, steps=20, batches=[1, 4, 8], variants=ENGINE_VARIANTS
+        ),
+        Part(
+            "sd15",
+            "engine",
+            box_s=90,
+            model="sd15",
+            size=512,
+            steps=30,
+            batches=[1, 4, 8],
+            variants=ENGINE_VARIANTS,
+            repeats=3,
+        ),
+        Part(
+            "pipeline-none",
+            "pipeline",
+            box_s=60,
+            pipeline_args=[
+                "--device",
+                "cuda",
+                "--items",
+                "256",
+                "--size",
+                "128",
+                "--steps",
+                "10",
+                "--variants",
+                "none",
+                "--engine-batches",
+                "16",
+                "--repeats",
+                "2",
+                "--warmup-batches",
+                "2",
+            ],
+        ),
+        Part(
+            "sd15-compile",
+            "engine",
+            box_s=75,
+            min_s=40,
+            model="sd15",
+            size=512,
+            steps=30,
+            batches=[1, 4, 8],
+            variants=["torch-compile"],
+            scalable=False,
+        ),
+        Part(
+            "pipeline-judges",
+            "pipeline",
+            box_s=45,
+            min_s=40,
+            pipeline_args=[
+                "--device",
+                "cuda",
+                "--items",
+                "256",
+                "--size",
+                "128",
+                "--steps",
+                "10",
+                "--variants",
+                "judges",
+                "--engine-batches",
+                "16",
+                "--repeats",
+                "2",
+                "--warmup-batches",
+                "2",
+            ],
+        ),
+        Part(
+            "sdxl-compile",
+            "engine",
+            box_s=120,
+            min_s=60,
+            model="sdxl",
+            size=1024,
+            steps=20,
+            batches=[1, 4, 8],
+            variants=["torch-compile"],
+            scalable=False,
+        ),
     ]
 
 
@@ -130,9 +233,15 @@ def child(spec: dict[str, Any]) -> int:
     args = argparse.Namespace(models_dir=None, engine_cache=None)
 
     def request(batch: int, steps: int | None = None) -> Request:
-        return Request(prompts=[f"{eb.PROMPT} {i}" for i in range(batch)], negatives=["blurry"] * batch,
-                       seeds=list(range(batch)), width=spec["size"], height=spec["size"],
-                       steps=steps or spec["steps"], guidance=7.5)
+        return Request(
+            prompts=[f"{eb.PROMPT} {i}" for i in range(batch)],
+            negatives=["blurry"] * batch,
+            seeds=list(range(batch)),
+            width=spec["size"],
+            height=spec["size"],
+            steps=steps or spec["steps"],
+            guidance=7.5,
+        )
 
     pipe: Any = None
     generate: Any = None
@@ -185,9 +294,16 @@ def child(spec: dict[str, Any]) -> int:
                 continue
             ms = statistics.median(times)
             per_image_s = ms / 1000 / batch
-            emit({**row, "ms_per_image": ms / batch, "images_per_s": 1000 * batch / ms,
-                  "runs_ms": [round(t, 2) for t in times], "warmup_s": round(sum(warm) / 1000, 2),
-                  "first_batch_s": round(time.monotonic() - started, 1)})
+            emit(
+                {
+                    **row,
+                    "ms_per_image": ms / batch,
+                    "images_per_s": 1000 * batch / ms,
+                    "runs_ms": [round(t, 2) for t in times],
+                    "warmup_s": round(sum(warm) / 1000, 2),
+                    "first_batch_s": round(time.monotonic() - started, 1),
+                }
+            )
         pipe = generate = None  # drop the variant's pipeline before the next one is built
         if cuda:
             torch.cuda.empty_cache()
@@ -205,9 +321,14 @@ def environment(torch: Any, device: str) -> dict[str, Any]:
             versions[name] = md.version(name)
         except md.PackageNotFoundError:
             versions[name] = None
-    info: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                            "python": platform.python_version(), "torch": torch.__version__,
-                            "cuda": torch.version.cuda, "device": device, **versions}
+    info: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": device,
+        **versions,
+    }
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
         info["capability"] = ".".join(map(str, torch.cuda.get_device_capability()))
@@ -266,10 +387,14 @@ class Runner:
 
     def spawn(self, command: list[str], box: float) -> tuple[str, int | None]:
         """Run a part's process in its own session; kill the whole group past the box."""
-        env = {**os.environ, "PYTHONUNBUFFERED": "1",
-               "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))}
-        proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-                                start_new_session=True)
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)])),
+        }
+        proc = subprocess.Popen(
+            command, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True
+        )
         try:
             code = proc.wait(timeout=box)
         except subprocess.TimeoutExpired:
@@ -294,11 +419,20 @@ class Runner:
 
     def run_engine(self, part: Part, box: float) -> str:
         rows = self.work / f"{part.name}.jsonl"
-        spec = {"device": self.device, "deadline": time.time() + box, "model": part.model, "size": part.size,
-                "steps": part.steps, "batches": part.batches, "variants": part.variants, "warmup": part.warmup,
-                "repeats": part.repeats, "rows": str(rows),
-                "measure_peak": not any(r["kind"] == "peak" for r in self.records),
-                "count_flops": "baseline" in part.variants}
+        spec = {
+            "device": self.device,
+            "deadline": time.time() + box,
+            "model": part.model,
+            "size": part.size,
+            "steps": part.steps,
+            "batches": part.batches,
+            "variants": part.variants,
+            "warmup": part.warmup,
+            "repeats": part.repeats,
+            "rows": str(rows),
+            "measure_peak": not any(r["kind"] == "peak" for r in self.records),
+            "count_flops": "baseline" in part.variants,
+        }
         status, _ = self.spawn([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)], box)
         got = [json.loads(line) for line in rows.read_text().splitlines()] if rows.exists() else []
         done = {(r["variant"], r["batch"]) for r in got if r["kind"] == "row"}
@@ -306,8 +440,17 @@ class Runner:
             for batch in part.batches:
                 if (variant, batch) not in done:
                     note = status if status != "done" else "not measured"
-                    got.append({"kind": "row", "model": part.model, "size": part.size, "steps": part.steps,
-                                "variant": variant, "batch": batch, "note": note})
+                    got.append(
+                        {
+                            "kind": "row",
+                            "model": part.model,
+                            "size": part.size,
+                            "steps": part.steps,
+                            "variant": variant,
+                            "batch": batch,
+                            "note": note,
+                        }
+                    )
         for r in got:
             r["part"] = part.name
         self.records += got
@@ -315,8 +458,19 @@ class Runner:
 
     def run_pipeline(self, part: Part, box: float) -> str:
         prefix = part.name
-        command = [sys.executable, str(ROOT / "bench" / "pipeline.py"), *part.pipeline_args, "--out", str(self.out),
-                   "--prefix", prefix, "--work-dir", str(self.work / prefix), "--timeout", f"{box:.0f}"]
+        command = [
+            sys.executable,
+            str(ROOT / "bench" / "pipeline.py"),
+            *part.pipeline_args,
+            "--out",
+            str(self.out),
+            "--prefix",
+            prefix,
+            "--work-dir",
+            str(self.work / prefix),
+            "--timeout",
+            f"{box:.0f}",
+        ]
         status, _ = self.spawn(command, box)
         path = self.out / f"{prefix}.json"
         if path.exists():
@@ -331,8 +485,11 @@ class Runner:
         peak = peaks[0]["tflops"] if peaks else (None if self.args.cpu_smoke else REFERENCE_PEAK_TFLOPS)
         flops = {r["model"]: r["tflop_per_image"] for r in self.records if r["kind"] == "flops"}
         rows = [dict(r) for r in self.records if r["kind"] == "row"]
-        baseline = {(r["model"], r["batch"]): r["ms_per_image"] for r in rows
-                    if r["variant"] == "baseline" and r.get("ms_per_image")}
+        baseline = {
+            (r["model"], r["batch"]): r["ms_per_image"]
+            for r in rows
+            if r["variant"] == "baseline" and r.get("ms_per_image")
+        }
         for r in rows:
             ms = r.get("ms_per_image")
             tflop = flops.get(r["model"])
@@ -351,12 +508,30 @@ class Runner:
                     r["goal_met"] = r["images_per_s"] >= goal
         order = {p.name: i for i, p in enumerate(self.parts)}
         variants = {v: i for i, v in enumerate([*ENGINE_VARIANTS, "torch-compile"])}
-        rows.sort(key=lambda r: (r["model"] != "sdxl", r["model"], order.get(r["part"], 0),
-                                 variants.get(r["variant"], 99), r["batch"]))
+        rows.sort(
+            key=lambda r: (
+                r["model"] != "sdxl",
+                r["model"],
+                order.get(r["part"], 0),
+                variants.get(r["variant"], 99),
+                r["batch"],
+            )
+        )
         if not self.args.cpu_smoke:
             for model, size, steps in (("sdxl", 1024, 20), ("sd15", 512, 30)):
-                rows += [{"model": model, "size": size, "steps": steps, "variant": v, "batch": b, "note": TRT_NOTE,
-                          "part": "-"} for v in ("trt-fp8",) for b in (1,)]
+                rows += [
+                    {
+                        "model": model,
+                        "size": size,
+                        "steps": steps,
+                        "variant": v,
+                        "batch": b,
+                        "note": TRT_NOTE,
+                        "part": "-",
+                    }
+                    for v in ("trt-fp8",)
+                    for b in (1,)
+                ]
         return rows
 
     def environment(self) -> dict[str, Any]:
@@ -371,13 +546,20 @@ class Runner:
         return env
 
     def write(self) -> None:
-        report = {"mode": "cpu-smoke" if self.args.cpu_smoke else "gpu", "budget_s": self.args.budget,
-                  "elapsed_s": round(time.time() - self.started, 1), "environment": self.environment(),
-                  "parts": [{"name": p.name, "status": p.status, "seconds": round(p.seconds, 1), "box_s": p.box_s}
-                            for p in self.parts],
-                  "rows": self.rows(), "pipelines": self.pipelines, "goals": {f"{m} {s}² {n} steps": g for
-                                                                          (m, s, n), g in GOALS.items()},
-                  "anchors": ANCHORS}
+        report = {
+            "mode": "cpu-smoke" if self.args.cpu_smoke else "gpu",
+            "budget_s": self.args.budget,
+            "elapsed_s": round(time.time() - self.started, 1),
+            "environment": self.environment(),
+            "parts": [
+                {"name": p.name, "status": p.status, "seconds": round(p.seconds, 1), "box_s": p.box_s}
+                for p in self.parts
+            ],
+            "rows": self.rows(),
+            "pipelines": self.pipelines,
+            "goals": {f"{m} {s}² {n} steps": g for (m, s, n), g in GOALS.items()},
+            "anchors": ANCHORS,
+        }
         tmp = self.out / "results.json.tmp"
         tmp.write_text(json.dumps(report, indent=2))
         tmp.replace(self.out / "results.json")
@@ -389,8 +571,12 @@ def nvidia_smi() -> str | None:
     if shutil.which("nvidia-smi") is None:
         return None
     try:
-        return subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm",
-                               "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout.strip()
+        return subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -402,20 +588,30 @@ def markdown(report: dict[str, Any]) -> str:
         return "-" if value is None else format(value, spec)
 
     env = report["environment"]
-    lines = [f"# pixelmill GPU benchmark ({report['mode']})", "",
-             f"Date {env.get('date')}; GPU {env.get('gpu')}"
-             + (f" (compute {env['capability']})" if env.get("capability") else "") + "; "
-             f"torch {env.get('torch')}, CUDA {env.get('cuda')}; Python {env.get('python')}; diffusers "
-             f"{env.get('diffusers')}, transformers {env.get('transformers')}, torchao {env.get('torchao')}.",
-             f"nvidia-smi: {env.get('nvidia_smi') or '-'}. Measured {env.get('matmul_dtype') or '-'} matmul "
-             f"{fmt(env.get('matmul_tflops'), '.3g')} TFLOP/s (the roofline's ceiling; 8-bit variants can exceed "
-             "1.0 only through 8-bit tensor cores).",
-             f"Budget {report['budget_s']:.0f} s, elapsed {report['elapsed_s']:.0f} s. Random weights, published "
-             "configs, CFG 7.5, Euler; timings are medians of whole text→denoise→decode calls after warm-up.", "",
-             "| part | status | seconds | box s |", "|---|---|---|---|"]
+    lines = [
+        f"# pixelmill GPU benchmark ({report['mode']})",
+        "",
+        f"Date {env.get('date')}; GPU {env.get('gpu')}"
+        + (f" (compute {env['capability']})" if env.get("capability") else "")
+        + "; "
+        f"torch {env.get('torch')}, CUDA {env.get('cuda')}; Python {env.get('python')}; diffusers "
+        f"{env.get('diffusers')}, transformers {env.get('transformers')}, torchao {env.get('torchao')}.",
+        f"nvidia-smi: {env.get('nvidia_smi') or '-'}. Measured {env.get('matmul_dtype') or '-'} matmul "
+        f"{fmt(env.get('matmul_tflops'), '.3g')} TFLOP/s (the roofline's ceiling; 8-bit variants can exceed "
+        "1.0 only through 8-bit tensor cores).",
+        f"Budget {report['budget_s']:.0f} s, elapsed {report['elapsed_s']:.0f} s. Random weights, published "
+        "configs, CFG 7.5, Euler; timings are medians of whole text→denoise→decode calls after warm-up.",
+        "",
+        "| part | status | seconds | box s |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {p['name']} | {p['status']} | {p['seconds']:.0f} | {p['box_s']:.0f} |" for p in report["parts"]]
-    lines += ["", "| model | size | steps | variant | engine id | batch | img/s | ms/img | speed-up | TFLOP/img "
-              "| roofline | goal met? | note |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| model | size | steps | variant | engine id | batch | img/s | ms/img | speed-up | TFLOP/img "
+        "| roofline | goal met? | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in report["rows"]:
         goal = GOALS.get((r["model"], r["size"], r["steps"]))
         met = "-" if r.get("goal_met") is None else (f"yes (≥ {goal:g})" if r["goal_met"] else f"no (< {goal:g})")
@@ -424,17 +620,28 @@ def markdown(report: dict[str, Any]) -> str:
             note = f"compile warm-up {r['warmup_s']:.0f} s" + (f"; {note}" if note else "")
         if r.get("flops_source") == "anchors.md":
             note = "FLOPs from anchors.md" + (f"; {note}" if note else "")
-        lines.append(f"| {r['model']} | {r['size']}² | {r['steps']} | {r['variant']} | {r.get('engine_id') or '-'} "
-                     f"| {r['batch']} | {fmt(r.get('images_per_s'), '.2f')} | {fmt(r.get('ms_per_image'), '.1f')} "
-                     f"| {fmt(r.get('speedup'), '.2f')} | {fmt(r.get('tflop_per_image'), '.3g')} "
-                     f"| {fmt(r.get('roofline'), '.1%')} | {met} | {note} |")
+        lines.append(
+            f"| {r['model']} | {r['size']}² | {r['steps']} | {r['variant']} | {r.get('engine_id') or '-'} "
+            f"| {r['batch']} | {fmt(r.get('images_per_s'), '.2f')} | {fmt(r.get('ms_per_image'), '.1f')} "
+            f"| {fmt(r.get('speedup'), '.2f')} | {fmt(r.get('tflop_per_image'), '.3g')} "
+            f"| {fmt(r.get('roofline'), '.1%')} | {met} | {note} |"
+        )
     lines += ["", "Goals on an H200 and anchors:", ""]
     for (model, size, steps), goal in GOALS.items():
-        measured = [r for r in report["rows"] if (r["model"], r["size"], r["steps"]) == (model, size, steps)
-                    and r.get("images_per_s")]
+        measured = [
+            r
+            for r in report["rows"]
+            if (r["model"], r["size"], r["steps"]) == (model, size, steps) and r.get("images_per_s")
+        ]
         best = max(measured, key=lambda r: r["images_per_s"], default=None)
-        got = (f"best {best['images_per_s']:.2f} img/s ({best['variant']}, batch {best['batch']}): "
-               f"{'met' if best['images_per_s'] >= goal else 'not met'}") if best else "not measured"
+        got = (
+            (
+                f"best {best['images_per_s']:.2f} img/s ({best['variant']}, batch {best['batch']}): "
+                f"{'met' if best['images_per_s'] >= goal else 'not met'}"
+            )
+            if best
+            else "not measured"
+        )
         anchor = f" {ANCHORS[model]}." if model in ANCHORS else ""
         lines.append(f"- {model} {size}² {steps} steps: goal ≥ {goal:g} img/s; {got}.{anchor}")
     for name, p in report["pipelines"].items():
@@ -452,13 +659,25 @@ def pipeline_markdown(report: dict[str, Any]) -> str:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, help="results.md, results.json, log.txt and pipeline-*.md/json go here")
-    parser.add_argument("--budget", type=float, default=None,
-                        help="seconds for all parts together (default: 450 on GPU, 120 with --cpu-smoke)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds for all parts together (default: 450 on GPU, 120 with --cpu-smoke)",
+    )
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny configs on CPU: rehearse every code path")
-    parser.add_argument("--parts", type=lambda s: s.split(","), default=None,
-                        help="only these parts, e.g. sd15-compile for a second run with a longer budget")
-    parser.add_argument("--box-scale", type=float, default=1.0,
-                        help="multiply the time boxes (not compile's): a slower or busier machine than planned for")
+    parser.add_argument(
+        "--parts",
+        type=lambda s: s.split(","),
+        default=None,
+        help="only these parts, e.g. sd15-compile for a second run with a longer budget",
+    )
+    parser.add_argument(
+        "--box-scale",
+        type=float,
+        default=1.0,
+        help="multiply the time boxes (not compile's): a slower or busier machine than planned for",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is None and args.out is None:

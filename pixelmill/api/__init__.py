@@ -39,8 +39,19 @@ from producer.manifest import ManifestError, ManifestRow, iter_manifest
 from producer.status import JobStatus, UnknownJob, job_status
 from producer.submit import Submission, submit_request
 
-__all__ = ["CancelResult", "Client", "Job", "ItemInfo", "JobStatus", "ManifestError", "ManifestRow", "SubmitError",
-           "UnknownJob", "list_items", "retry_job"]
+__all__ = [
+    "CancelResult",
+    "Client",
+    "Job",
+    "ItemInfo",
+    "JobStatus",
+    "ManifestError",
+    "ManifestRow",
+    "SubmitError",
+    "UnknownJob",
+    "list_items",
+    "retry_job",
+]
 
 SubmitError = RequestProblems  # raised before anything is written; `.problems` lists every problem
 
@@ -63,22 +74,40 @@ class ItemInfo:
         return asdict(self)
 
 
-def list_items(session: Any, job_id: int, *, state: str | None = None, after: int = 0,
-               limit: int = 1000) -> list[ItemInfo]:
+def list_items(
+    session: Any, job_id: int, *, state: str | None = None, after: int = 0, limit: int = 1000
+) -> list[ItemInfo]:
     """The job's items in id order, after item id `after` (paging), optionally in one state."""
     if session.get(JobRow, job_id) is None:
         raise UnknownJob(f"no job {job_id}")
-    query = (select(Item, Image.storage_key, Image.sha256).outerjoin(Image, Image.item_id == Item.id)
-             .where(Item.job_id == job_id, Item.id > after).order_by(Item.id).limit(limit))
+    query = (
+        select(Item, Image.storage_key, Image.sha256)
+        .outerjoin(Image, Image.item_id == Item.id)
+        .where(Item.job_id == job_id, Item.id > after)
+        .order_by(Item.id)
+        .limit(limit)
+    )
     if state is not None:
         query = query.where(Item.state == State(state))
-    return [ItemInfo(id=item.id, key=item.item_key, variant=item.variant, state=item.state.value,
-                     attempts=item.attempts, error=item.error, block_reason=item.block_reason, image=key, sha256=sha)
-            for item, key, sha in session.execute(query)]
+    return [
+        ItemInfo(
+            id=item.id,
+            key=item.item_key,
+            variant=item.variant,
+            state=item.state.value,
+            attempts=item.attempts,
+            error=item.error,
+            block_reason=item.block_reason,
+            image=key,
+            sha256=sha,
+        )
+        for item, key, sha in session.execute(query)
+    ]
 
 
-def retry_job(settings: Settings, ledger: Ledger, celery: Any, job_id: int, *, failed: bool = True,
-              blocked_by: str | None = None) -> int:
+def retry_job(
+    settings: Settings, ledger: Ledger, celery: Any, job_id: int, *, failed: bool = True, blocked_by: str | None = None
+) -> int:
     """`producer.jobs.retry` as `pixelmill retry` runs it: the broker checked first (kombu's OperationalError,
     nothing changed), the items committed as pending, then published. Returns how many were re-queued; raises
     UnknownJob, or ValueError for nothing to retry or a `blocked_by` other than image/prompt."""
@@ -91,14 +120,28 @@ def retry_job(settings: Settings, ledger: Ledger, celery: Any, job_id: int, *, f
     blocklists = [s.strip() for s in settings.prompt_blocklists.split(",") if s.strip()]
     try:
         with ledger.session() as session:  # published after this commits (producer.jobs)
-            return retry_items(session, celery, job_id, failed=failed, blocked_by=blocked_by,
-                               batch_size=settings.batch_size, blocklists=blocklists)
+            return retry_items(
+                session,
+                celery,
+                job_id,
+                failed=failed,
+                blocked_by=blocked_by,
+                batch_size=settings.batch_size,
+                blocklists=blocklists,
+            )
     except JobError as exc:
         raise UnknownJob(str(exc)) from None
 
 
-def stream_manifest(ledger: Ledger, *, job: int | None = None, catalogue: str | None = None,
-                    storage: Any = None, urls: bool = False, expires: int = 3600) -> Iterator[ManifestRow]:
+def stream_manifest(
+    ledger: Ledger,
+    *,
+    job: int | None = None,
+    catalogue: str | None = None,
+    storage: Any = None,
+    urls: bool = False,
+    expires: int = 3600,
+) -> Iterator[ManifestRow]:
     """`producer.manifest.iter_manifest` in a read-only session held open while the rows are read."""
     with ledger.session(readonly=True) as session:
         yield from iter_manifest(session, job=job, catalogue=catalogue, storage=storage, urls=urls, expires=expires)
@@ -118,21 +161,49 @@ class Client:
             self._ledger = Ledger(self.settings)
         return self._ledger
 
-    def submit(self, source: str | Path | None = None, *, rows: Iterable[Mapping[str, object]] | None = None,
-               template: str | None = None, key: str = "id", size: str = "512x512", steps: int = 30,
-               guidance: float = 7.5, negative: str = "", images_per_item: int = 1, seed: int = 0,
-               model: str | None = None, name: str | None = None, catalogue: str | None = None,
-               request_id: str | None = None, gate: str | None = None, gate_attempts: int | None = None,
-               best_of: int | None = None) -> Job:
+    def submit(
+        self,
+        source: str | Path | None = None,
+        *,
+        rows: Iterable[Mapping[str, object]] | None = None,
+        template: str | None = None,
+        key: str = "id",
+        size: str = "512x512",
+        steps: int = 30,
+        guidance: float = 7.5,
+        negative: str = "",
+        images_per_item: int = 1,
+        seed: int = 0,
+        model: str | None = None,
+        name: str | None = None,
+        catalogue: str | None = None,
+        request_id: str | None = None,
+        gate: str | None = None,
+        gate_attempts: int | None = None,
+        best_of: int | None = None,
+    ) -> Job:
         """Validate and queue a catalogue: a file path (.csv/.jsonl, optionally .gz) or `rows`, an iterable of
         dicts (one per product). Options have the CLI's names and defaults. Raises SubmitError (nothing
         written) or kombu's OperationalError (broker unreachable, nothing written)."""
         if (source is None) == (rows is None):
             raise SubmitError(["request: give exactly one of source (a catalogue file) and rows"])
-        options = Options(template=template, negative=negative, size=size, steps=steps, guidance=guidance,
-                          images_per_item=images_per_item, seed=seed, model=model, key=key, name=name,
-                          catalogue=catalogue, request_id=request_id, gate=gate, gate_attempts=gate_attempts,
-                          best_of=best_of)
+        options = Options(
+            template=template,
+            negative=negative,
+            size=size,
+            steps=steps,
+            guidance=guidance,
+            images_per_item=images_per_item,
+            seed=seed,
+            model=model,
+            key=key,
+            name=name,
+            catalogue=catalogue,
+            request_id=request_id,
+            gate=gate,
+            gate_attempts=gate_attempts,
+            best_of=best_of,
+        )
         path = Path(source) if source is not None and str(source) != "-" else source
         request = make_request(self.settings, options, source=path, rows=rows)
         from producer.catalogue import CatalogueError, UsageError
@@ -165,8 +236,11 @@ class Client:
             return {}
         from pixelmill.storage import open_storage
 
-        return {"storage": open_storage(self.settings), "urls": True,
-                "expires": expires or self.settings.s3_presign_expires}
+        return {
+            "storage": open_storage(self.settings),
+            "urls": True,
+            "expires": expires or self.settings.s3_presign_expires,
+        }
 
     def job(self, job_id: int) -> Job:
         """A handle on an existing job; raises UnknownJob."""
@@ -203,8 +277,13 @@ class Job:
         with self.client.ledger.session(readonly=True) as session:
             return job_status(session, self.id)
 
-    def wait(self, timeout: float | None = None, *, interval: float = 1.0,
-             progress: Callable[[JobStatus], None] | None = None) -> JobStatus:
+    def wait(
+        self,
+        timeout: float | None = None,
+        *,
+        interval: float = 1.0,
+        progress: Callable[[JobStatus], None] | None = None,
+    ) -> JobStatus:
         """Block until every item is succeeded, blocked or failed, and return the final status. `progress` is
         called with each status read; raises TimeoutError (with the last status) after `timeout` seconds."""
         started = time.monotonic()
@@ -215,9 +294,11 @@ class Job:
             if current.finished:
                 return current
             if timeout is not None and time.monotonic() - started >= timeout:
-                raise TimeoutError(f"job {self.id} not finished after {timeout:g} s: {current.remaining} items "
-                                   f"left ({current.pending} pending, {current.queued} queued, "
-                                   f"{current.running} running); is a worker running for model {current.model}?")
+                raise TimeoutError(
+                    f"job {self.id} not finished after {timeout:g} s: {current.remaining} items "
+                    f"left ({current.pending} pending, {current.queued} queued, "
+                    f"{current.running} running); is a worker running for model {current.model}?"
+                )
             time.sleep(interval)
 
     def items(self, state: str | None = None, *, limit: int = 100_000) -> list[ItemInfo]:
@@ -226,8 +307,13 @@ class Job:
         found: list[ItemInfo] = []
         with self.client.ledger.session(readonly=True) as session:
             while len(found) < limit:
-                page = list_items(session, self.id, state=state, after=found[-1].id if found else 0,
-                                  limit=min(1000, limit - len(found)))
+                page = list_items(
+                    session,
+                    self.id,
+                    state=state,
+                    after=found[-1].id if found else 0,
+                    limit=min(1000, limit - len(found)),
+                )
                 found += page
                 if len(page) < 1000:
                     break
@@ -251,8 +337,7 @@ class Job:
         """Queue failed items (`failed`) and/or items blocked by the `image` checker or the `prompt` filter
         (`blocked_by`) again, as `pixelmill retry`: attempts from 0, same seeds and keys. Returns how many."""
         client = self.client
-        return retry_job(client.settings, client.ledger, client.celery, self.id, failed=failed,
-                         blocked_by=blocked_by)
+        return retry_job(client.settings, client.ledger, client.celery, self.id, failed=failed, blocked_by=blocked_by)
 
     def manifest(self, *, urls: bool = False, expires: int | None = None) -> Iterator[ManifestRow]:
         """Stream the job's manifest, one `ManifestRow` per item in id order (`pixelmill manifest --job`),

@@ -10,7 +10,6 @@ No `from __future__ import annotations` here: FastAPI reads the routes' annotati
 that name values local to `create_app` (the `Auth` dependency) cannot be resolved from strings.
 """
 
-
 import copy
 import hmac
 import json
@@ -50,14 +49,19 @@ def parse_tokens(raw: str) -> dict[str, str]:
             continue
         name, sep, token = entry.partition(":")
         if not sep or not name or len(token) < 16:
-            raise ValueError(f"PIXELMILL_API_TOKENS: {name or entry[:8]!r}: each entry must be name:token with a "
-                             f"token of at least 16 characters")
+            raise ValueError(
+                f"PIXELMILL_API_TOKENS: {name or entry[:8]!r}: each entry must be name:token with a "
+                f"token of at least 16 characters"
+            )
         tokens[token] = name
     return tokens
 
 
-MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson",
-               "parquet": "application/vnd.apache.parquet"}
+MEDIA_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "jsonl": "application/x-ndjson",
+    "parquet": "application/vnd.apache.parquet",
+}
 _CHUNK = 64 * 1024
 
 
@@ -168,9 +172,13 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
             dispatcher.stop()
         ledger.close()
 
-    app = FastAPI(title="pixelmill", version="1", lifespan=lifespan,
-                  description="Batch image generation: submit v1 requests, follow jobs. Events go to the request's "
-                              "reply_to queue and webhook (README, Integrations).")
+    app = FastAPI(
+        title="pixelmill",
+        version="1",
+        lifespan=lifespan,
+        description="Batch image generation: submit v1 requests, follow jobs. Events go to the request's "
+        "reply_to queue and webhook (README, Integrations).",
+    )
     bearer = HTTPBearer(auto_error=False)
 
     def authorised(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
@@ -182,8 +190,11 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
             if hmac.compare_digest(given, token.encode()):
                 found = name
         if found is None:
-            raise HTTPException(401, "missing or wrong bearer token (Authorization: Bearer <token>)",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401,
+                "missing or wrong bearer token (Authorization: Bearer <token>)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         return found
 
     Auth = Annotated[str, Depends(authorised)]
@@ -192,9 +203,13 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
     async def limit_body(request: Request, call_next: Any) -> Any:
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > settings.http_max_body_bytes):
-            return JSONResponse({"detail": f"request body over {settings.http_max_body_bytes} bytes "
-                                           f"(PIXELMILL_HTTP_MAX_BODY_BYTES); send large catalogues as 'source'"},
-                                status_code=413)
+            return JSONResponse(
+                {
+                    "detail": f"request body over {settings.http_max_body_bytes} bytes "
+                    f"(PIXELMILL_HTTP_MAX_BODY_BYTES); send large catalogues as 'source'"
+                },
+                status_code=413,
+            )
         return await call_next(request)
 
     celery: Any = None
@@ -219,15 +234,23 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
             return JSONResponse({"ok": False, "ledger": str(exc)[:200]}, status_code=503)
         return JSONResponse({"ok": True})
 
-    @app.post("/v1/jobs", status_code=201, openapi_extra={"requestBody": {
-        "required": True, "content": {"application/json": {"schema": _openapi_request_schema()}}}},
-        responses={200: {"description": "a request with this request_id was submitted before: that job"},
-                   201: {"description": "accepted: the new job"},
-                   401: {"description": "no or wrong bearer token"},
-                   413: {"description": "body too large"},
-                   422: {"description": "bad request: `problems` lists every one; nothing was written"}})
-    async def submit(request: Request, _who: Auth,
-                     idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JSONResponse:
+    @app.post(
+        "/v1/jobs",
+        status_code=201,
+        openapi_extra={
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _openapi_request_schema()}}}
+        },
+        responses={
+            200: {"description": "a request with this request_id was submitted before: that job"},
+            201: {"description": "accepted: the new job"},
+            401: {"description": "no or wrong bearer token"},
+            413: {"description": "body too large"},
+            422: {"description": "bad request: `problems` lists every one; nothing was written"},
+        },
+    )
+    async def submit(
+        request: Request, _who: Auth, idempotency_key: Annotated[str | None, Header(max_length=200)] = None
+    ) -> JSONResponse:
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
@@ -240,17 +263,31 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
         if idempotency_key is not None and isinstance(message, dict):
             given = message.setdefault("request_id", idempotency_key)
             if given != idempotency_key:
-                return JSONResponse({"problems": ["request: field 'request_id': differs from the Idempotency-Key "
-                                                  "header; send one or make them equal"]}, status_code=422)
+                return JSONResponse(
+                    {
+                        "problems": [
+                            "request: field 'request_id': differs from the Idempotency-Key "
+                            "header; send one or make them equal"
+                        ]
+                    },
+                    status_code=422,
+                )
         result = await run_in_threadpool(intake, settings, ledger, message)
         if result.status == "rejected":
             return JSONResponse({"problems": result.problems}, status_code=422)
         assert result.job is not None
         status = 201 if result.status == "accepted" else 200
         sub = result.submission
-        return JSONResponse({"job": result.job, "status": f"/v1/jobs/{result.job}", "existing": status == 200,
-                             **({"submission": sub.as_dict()} if sub is not None else {})},
-                            status_code=status, headers={"Location": f"/v1/jobs/{result.job}"})
+        return JSONResponse(
+            {
+                "job": result.job,
+                "status": f"/v1/jobs/{result.job}",
+                "existing": status == 200,
+                **({"submission": sub.as_dict()} if sub is not None else {}),
+            },
+            status_code=status,
+            headers={"Location": f"/v1/jobs/{result.job}"},
+        )
 
     @app.get("/v1/jobs/{job_id}", responses={404: {"description": "no such job"}, 401: {"description": "auth"}})
     def get_job(job_id: JobId, _who: Auth) -> dict[str, Any]:
@@ -261,27 +298,39 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
             raise not_found(exc) from None
 
     @app.get("/v1/jobs/{job_id}/items", responses={404: {"description": "no such job"}, 401: {"description": "auth"}})
-    def get_items(job_id: JobId, _who: Auth,
-                  state: Annotated[Literal["pending", "queued", "running", "succeeded", "blocked", "failed"] | None,
-                                   Query()] = None,
-                  after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
-                  limit: Annotated[int, Query(ge=1, le=1000)] = 1000) -> dict[str, Any]:
+    def get_items(
+        job_id: JobId,
+        _who: Auth,
+        state: Annotated[
+            Literal["pending", "queued", "running", "succeeded", "blocked", "failed"] | None, Query()
+        ] = None,
+        after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    ) -> dict[str, Any]:
         """One page of the job's items (id order); pass `next_after` as `after` for the next page."""
         try:
             with ledger.session(readonly=True) as session:
                 page: list[ItemInfo] = list_items(session, job_id, state=state, after=after, limit=limit)
         except UnknownJob as exc:
             raise not_found(exc) from None
-        return {"items": [i.as_dict() for i in page],
-                "next_after": page[-1].id if len(page) == limit else None}
+        return {"items": [i.as_dict() for i in page], "next_after": page[-1].id if len(page) == limit else None}
 
-    @app.get("/v1/jobs/{job_id}/manifest", response_class=StreamingResponse,
-             responses={200: {"description": "one row per item (id order), streamed",
-                              "content": {m.split(";")[0]: {} for m in MEDIA_TYPES.values()}},
-                        404: {"description": "no such job"}, 401: {"description": "auth"},
-                        422: {"description": "bad format (parquet: pyarrow not installed on the server)"}})
-    def get_manifest(job_id: JobId, _who: Auth,
-                     format: Annotated[Literal["csv", "jsonl", "parquet"], Query()] = "csv") -> StreamingResponse:
+    @app.get(
+        "/v1/jobs/{job_id}/manifest",
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "description": "one row per item (id order), streamed",
+                "content": {m.split(";")[0]: {} for m in MEDIA_TYPES.values()},
+            },
+            404: {"description": "no such job"},
+            401: {"description": "auth"},
+            422: {"description": "bad format (parquet: pyarrow not installed on the server)"},
+        },
+    )
+    def get_manifest(
+        job_id: JobId, _who: Auth, format: Annotated[Literal["csv", "jsonl", "parquet"], Query()] = "csv"
+    ) -> StreamingResponse:
         """The job's manifest (`pixelmill manifest --job`): object key, sha256, size, scores, safety,
         provenance and error per item, as CSV (with a header row), JSON lines or Parquet."""
         if format == "parquet":
@@ -292,8 +341,11 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
         with ledger.session(readonly=True) as session:
             if session.get(JobRow, job_id) is None:
                 raise HTTPException(404, f"no job {job_id}")
-        return StreamingResponse(manifest_chunks(ledger, job_id, format), media_type=MEDIA_TYPES[format],
-                                 headers={"Content-Disposition": f'attachment; filename="job-{job_id}.{format}"'})
+        return StreamingResponse(
+            manifest_chunks(ledger, job_id, format),
+            media_type=MEDIA_TYPES[format],
+            headers={"Content-Disposition": f'attachment; filename="job-{job_id}.{format}"'},
+        )
 
     @app.post("/v1/jobs/{job_id}/cancel", responses={404: {"description": "no such job"}, 401: {"description": "auth"}})
     def post_cancel(job_id: JobId, _who: Auth) -> dict[str, Any]:
@@ -305,11 +357,16 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
         except JobError as exc:
             raise not_found(exc) from None
 
-    @app.post("/v1/jobs/{job_id}/retry", responses={404: {"description": "no such job"}, 401: {"description": "auth"},
-                                                    422: {"description": "nothing to retry"},
-                                                    503: {"description": "the broker is unreachable"}})
-    def post_retry(job_id: JobId, _who: Auth,
-                   body: Annotated[RetryRequest | None, Body()] = None) -> dict[str, Any]:
+    @app.post(
+        "/v1/jobs/{job_id}/retry",
+        responses={
+            404: {"description": "no such job"},
+            401: {"description": "auth"},
+            422: {"description": "nothing to retry"},
+            503: {"description": "the broker is unreachable"},
+        },
+    )
+    def post_retry(job_id: JobId, _who: Auth, body: Annotated[RetryRequest | None, Body()] = None) -> dict[str, Any]:
         """Queue failed (and, with `blocked_by`, blocked) items again (`pixelmill retry`): attempts from 0,
         same seeds and keys. Returns `{"job", "requeued"}`."""
         wanted = body or RetryRequest()

@@ -23,12 +23,18 @@ from pixelmill.settings import SettingsError, get_settings
 if TYPE_CHECKING:
     from pixelmill.ledger import Ledger
 
-app = typer.Typer(help="Batch image generation: submit catalogues, run GPU workers, track jobs.",
-                  cls=errors.GuardedGroup, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="Batch image generation: submit catalogues, run GPU workers, track jobs.",
+    cls=errors.GuardedGroup,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 db_app = typer.Typer(help="Ledger database.", no_args_is_help=True)
 model_app = typer.Typer(help="Models.", no_args_is_help=True)
-broker_app = typer.Typer(help="The embedded Redis broker (used when PIXELMILL_BROKER_URL is unset).",
-                         no_args_is_help=True)
+broker_app = typer.Typer(
+    help="The embedded Redis broker (used when PIXELMILL_BROKER_URL is unset).", no_args_is_help=True
+)
 engine_app = typer.Typer(help="Diffusion engines: TensorRT builds in the engine cache.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(model_app, name="model")
@@ -92,37 +98,66 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at 
 
 @app.command()
 def submit(
-    source: Annotated[str, typer.Argument(metavar="CATALOGUE", help="Catalogue .csv or .jsonl (optionally .gz), one "
-                                          "product per row, or - for stdin.")],
-    template: Annotated[Optional[str], typer.Option(help="Prompt template, e.g. 'studio photo of {title}'. "
-                                                    "Without it, rows need a `prompt` column.")] = None,
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="CATALOGUE", help="Catalogue .csv or .jsonl (optionally .gz), one product per row, or - for stdin."
+        ),
+    ],
+    template: Annotated[
+        Optional[str],
+        typer.Option(help="Prompt template, e.g. 'studio photo of {title}'. Without it, rows need a `prompt` column."),
+    ] = None,
     negative: Annotated[str, typer.Option(help="Negative prompt.")] = "",
     size: Annotated[str, typer.Option(help="WIDTHxHEIGHT, multiples of 8.")] = "512x512",
     steps: Annotated[int, typer.Option(help="Denoising steps.")] = 30,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.5,
     images_per_item: Annotated[int, typer.Option(help="Variants per row.")] = 1,
     seed: Annotated[int, typer.Option(help="Job seed; item seeds derive from it, the key and the variant.")] = 0,
-    model: Annotated[Optional[str], typer.Option(help="Diffusers model directory or id "
-                                                 "(default: PIXELMILL_MODEL, else the tiny model).")] = None,
+    model: Annotated[
+        Optional[str],
+        typer.Option(help="Diffusers model directory or id (default: PIXELMILL_MODEL, else the tiny model)."),
+    ] = None,
     key: Annotated[str, typer.Option(help="Column holding the item key.")] = "id",
     name: Annotated[Optional[str], typer.Option(help="Job name.")] = None,
-    catalogue: Annotated[Optional[str], typer.Option(help="Make this job a run of the named catalogue: entries "
-                                                     "record new, changed, unchanged and retired keys.")] = None,
-    request_id: Annotated[Optional[str], typer.Option(help="Idempotency key: submitting again with it returns the "
-                                                      "first job and writes nothing.")] = None,
-    gate: Annotated[Optional[str], typer.Option(help="Quality gate, e.g. 'clip_score>=28,sharpness>=50' "
-                                                "(default: PIXELMILL_GATE).")] = None,
-    gate_attempts: Annotated[Optional[int], typer.Option(help="Re-roll an image below the gate with the next "
-                                                         "seed, up to N candidates in all.")] = None,
+    catalogue: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Make this job a run of the named catalogue: entries record new, changed, unchanged and retired keys."
+        ),
+    ] = None,
+    request_id: Annotated[
+        Optional[str],
+        typer.Option(help="Idempotency key: submitting again with it returns the first job and writes nothing."),
+    ] = None,
+    gate: Annotated[
+        Optional[str], typer.Option(help="Quality gate, e.g. 'clip_score>=28,sharpness>=50' (default: PIXELMILL_GATE).")
+    ] = None,
+    gate_attempts: Annotated[
+        Optional[int],
+        typer.Option(help="Re-roll an image below the gate with the next seed, up to N candidates in all."),
+    ] = None,
     best_of: Annotated[Optional[int], typer.Option(help="Make N candidates per item and keep the best.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and preview; write nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    wait: Annotated[bool, typer.Option("--wait", help="Block until the job is finished; exit 0 (all succeeded "
-                                       "or blocked), 3 (some failed), 4 (cancelled, or --timeout).")] = False,
-    wait_timeout: Annotated[Optional[float], typer.Option("--timeout", help="With --wait: give up after S "
-                                                          "seconds (exit 4).")] = None,
-    fail_on_drift: Annotated[bool, typer.Option("--fail-on-drift", help="With --wait: exit 5 when the finished "
-                                                "run drifted from the catalogue's earlier runs.")] = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="Block until the job is finished; exit 0 (all succeeded "
+            "or blocked), 3 (some failed), 4 (cancelled, or --timeout).",
+        ),
+    ] = False,
+    wait_timeout: Annotated[
+        Optional[float], typer.Option("--timeout", help="With --wait: give up after S seconds (exit 4).")
+    ] = None,
+    fail_on_drift: Annotated[
+        bool,
+        typer.Option(
+            "--fail-on-drift",
+            help="With --wait: exit 5 when the finished run drifted from the catalogue's earlier runs.",
+        ),
+    ] = False,
 ) -> None:
     """Validate a catalogue and queue its items. Nothing is written if any row is bad."""
     from pixelmill.checks import ChecksError, resolve_checks
@@ -140,16 +175,26 @@ def submit(
         fail(f"--seed: {exc}")
     try:
         width, height = parse_size(size)
-        defaults = Defaults(template=template, negative=negative, width=width, height=height, steps=steps,
-                            guidance=guidance, images_per_item=images_per_item, key_column=key)
+        defaults = Defaults(
+            template=template,
+            negative=negative,
+            width=width,
+            height=height,
+            steps=steps,
+            guidance=guidance,
+            images_per_item=images_per_item,
+            key_column=key,
+        )
     except (UsageError, ValueError) as exc:
         fail(str(exc))
     model_id = resolve_model(model or settings.default_model)
     if (wait_timeout is not None or fail_on_drift) and not wait:
         fail("--timeout and --fail-on-drift apply to --wait only")
     if Path(model_id).is_file():
-        fail(f"--model {model_id!r} is a file; a model is a diffusers directory (with model_index.json) "
-             "or a hub id like org/name")
+        fail(
+            f"--model {model_id!r} is a file; a model is a diffusers directory (with model_index.json) "
+            "or a hub id like org/name"
+        )
     try:
         checks = resolve_checks(settings, gate=gate, gate_attempts=gate_attempts, best_of=best_of)
     except ChecksError as exc:
@@ -158,9 +203,17 @@ def submit(
         fail(f"catalogue {source} not found (give a .csv/.jsonl file, optionally .gz, or - for stdin)")
     try:
         blocklists = tuple(s.strip() for s in settings.prompt_blocklists.split(",") if s.strip())
-        request = SubmitRequest(source=source if source == "-" else Path(source), defaults=defaults, seed=seed,
-                                model=model_id, name=name, catalogue=catalogue, request_id=request_id,
-                                checks=checks, blocklists=blocklists)
+        request = SubmitRequest(
+            source=source if source == "-" else Path(source),
+            defaults=defaults,
+            seed=seed,
+            model=model_id,
+            name=name,
+            catalogue=catalogue,
+            request_id=request_id,
+            checks=checks,
+            blocklists=blocklists,
+        )
     except UsageError as exc:
         fail(f"{exc} (--catalogue / --request-id / --seed)")
     problem = model_problem(model_id)  # submit_request refuses it too (every door); a dry run only warns
@@ -187,14 +240,25 @@ def submit(
         for warning in preview.warnings:
             err.print(f"warning: {warning}", highlight=False, markup=False)
         if as_json:
-            print(json.dumps({"dry_run": True, "rows": preview.rows, "items": preview.items,
-                              "skipped": preview.skipped, "blocked": preview.blocked,
-                              "prompts": [i.prompt for i in preview.first]}))
+            print(
+                json.dumps(
+                    {
+                        "dry_run": True,
+                        "rows": preview.rows,
+                        "items": preview.items,
+                        "skipped": preview.skipped,
+                        "blocked": preview.blocked,
+                        "prompts": [i.prompt for i in preview.first],
+                    }
+                )
+            )
             return
         for item in preview.first:
             out.print(f"[dim]{escape(item.key)}#{item.variant}[/] {escape(item.prompt)}", highlight=False)
-        out.print(f"{preview.rows} rows → {preview.items} items to generate, {preview.skipped} already done, "
-                  f"{preview.blocked} blocked by the prompt filter (dry run: nothing written)")
+        out.print(
+            f"{preview.rows} rows → {preview.items} items to generate, {preview.skipped} already done, "
+            f"{preview.blocked} blocked by the prompt filter (dry run: nothing written)"
+        )
         for item in preview.first_blocked:
             out.print(f"[dim]blocked {escape(item.key)}#{item.variant}[/] {item.blocked}", highlight=False)
         return
@@ -208,10 +272,15 @@ def submit(
     elif result.existing:
         out.print(f"job {result.job} ({result.name}) was already submitted with this request id; nothing new written")
     else:
-        out.print(f"job {result.job} ({result.name}): {result.items} items queued in {result.messages} "
-                  f"messages, {result.skipped} skipped (already done), {result.blocked} blocked by the prompt filter"
-                  + (f"; catalogue {result.catalogue}: " + ", ".join(f"{n} {c}" for c, n in result.changes.items())
-                     if result.catalogue else ""))
+        out.print(
+            f"job {result.job} ({result.name}): {result.items} items queued in {result.messages} "
+            f"messages, {result.skipped} skipped (already done), {result.blocked} blocked by the prompt filter"
+            + (
+                f"; catalogue {result.catalogue}: " + ", ".join(f"{n} {c}" for c, n in result.changes.items())
+                if result.catalogue
+                else ""
+            )
+        )
     if wait:
         raise typer.Exit(wait_and_report(ledger, result.job, timeout=wait_timeout, fail_on_drift=fail_on_drift))
 
@@ -243,26 +312,35 @@ def status(
         out.print(_status_detail(current))
 
 
-def watch_job(ledger: Any, job: int, interval: float = 1.0, timeout: float | None = None,
-              alive: Any = None) -> Any:
+def watch_job(ledger: Any, job: int, interval: float = 1.0, timeout: float | None = None, alive: Any = None) -> Any:
     """Rich progress bar over the ledger until the job has nothing left to do (or `alive()` turns false)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from producer.status import job_status
 
     started = time.monotonic()
-    with Progress(TextColumn("job {task.fields[job]}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err, transient=False) as bar:
+    with Progress(
+        TextColumn("job {task.fields[job]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    ) as bar:
         task = bar.add_task("", total=None, job=job, detail="")
         while True:
             with ledger.session(readonly=True) as session:
                 current = job_status(session, job, stale_after=get_settings().worker_stale_after)
             done = current.done
-            rate = f"{current.images_per_s:.2f} img/s" if current.images_per_s else (
-                current.no_worker or "starting")
+            rate = f"{current.images_per_s:.2f} img/s" if current.images_per_s else (current.no_worker or "starting")
             eta = f" ETA {current.eta_s:.0f}s" if current.eta_s else ""
-            bar.update(task, total=current.total, completed=done,
-                       detail=f"{rate}{eta} · running {current.running} · failed {current.failed}")
+            bar.update(
+                task,
+                total=current.total,
+                completed=done,
+                detail=f"{rate}{eta} · running {current.running} · failed {current.failed}",
+            )
             if current.finished:
                 return current
             if timeout is not None and time.monotonic() - started > timeout:
@@ -273,13 +351,42 @@ def watch_job(ledger: Any, job: int, interval: float = 1.0, timeout: float | Non
 
 
 def _status_table(rows: list[Any]) -> Table:
-    table = Table("job", "name", "total", "pend", "queue", "run", "ok", "block", "fail", "cancel", "skip", "img/s",
-                  box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(
+        "job",
+        "name",
+        "total",
+        "pend",
+        "queue",
+        "run",
+        "ok",
+        "block",
+        "fail",
+        "cancel",
+        "skip",
+        "img/s",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     for s in rows:
-        table.add_row(str(s.job), s.name, *(str(v) for v in (s.total, s.pending, s.queued, s.running,
-                                                              s.succeeded, s.blocked, s.failed, s.cancelled,
-                                                              s.skipped)),
-                      f"{s.images_per_s:.2f}" if s.images_per_s else "-")
+        table.add_row(
+            str(s.job),
+            s.name,
+            *(
+                str(v)
+                for v in (
+                    s.total,
+                    s.pending,
+                    s.queued,
+                    s.running,
+                    s.succeeded,
+                    s.blocked,
+                    s.failed,
+                    s.cancelled,
+                    s.skipped,
+                )
+            ),
+            f"{s.images_per_s:.2f}" if s.images_per_s else "-",
+        )
         if s.no_worker:
             table.add_row("", f"[yellow]{escape(s.no_worker)}[/]", *[""] * 10)
     return table
@@ -289,27 +396,42 @@ def _status_detail(s: Any) -> Table:
     table = Table(show_header=False, box=box.SIMPLE, pad_edge=False)
     eta = f"{s.eta_s:.0f} s" if s.eta_s and not s.finished else "-"
     rate = f"{s.images_per_s:.2f}" if s.images_per_s else "-"
-    for key, value in [("job", f"{s.job} ({s.name})"), ("model", s.model), ("created", s.created),
-                       ("total", s.total), ("pending", s.pending), ("queued", s.queued), ("running", s.running),
-                       ("succeeded", s.succeeded),
-                       ("blocked", f"{s.blocked}" + (f" ({', '.join(f'{k} {v}' for k, v in s.blocked_by.items())})"
-                                                     if s.blocked_by else "")),
-                       ("failed", s.failed), ("cancelled", s.cancelled),
-                       *((("workers", s.no_worker),) if s.no_worker else ()),
-                       ("image checker", "none (unchecked, as configured)" if s.image_checker == "none"
-                        else s.image_checker or "-"),
-                       ("quality gate", s.gate or "-"),
-                       *((f"  {name}", f"median {d['median']:.4g} · p10 {d['p10']:.4g} · p90 {d['p90']:.4g} "
-                          f"(n={d['n']})") for name, d in s.scores.items()),
-                       ("skipped at submit", s.skipped), ("images/s", rate), ("ETA", eta),
-                       ("finished", "yes" if s.finished else "no")]:
+    for key, value in [
+        ("job", f"{s.job} ({s.name})"),
+        ("model", s.model),
+        ("created", s.created),
+        ("total", s.total),
+        ("pending", s.pending),
+        ("queued", s.queued),
+        ("running", s.running),
+        ("succeeded", s.succeeded),
+        (
+            "blocked",
+            f"{s.blocked}" + (f" ({', '.join(f'{k} {v}' for k, v in s.blocked_by.items())})" if s.blocked_by else ""),
+        ),
+        ("failed", s.failed),
+        ("cancelled", s.cancelled),
+        *((("workers", s.no_worker),) if s.no_worker else ()),
+        ("image checker", "none (unchecked, as configured)" if s.image_checker == "none" else s.image_checker or "-"),
+        ("quality gate", s.gate or "-"),
+        *(
+            (f"  {name}", f"median {d['median']:.4g} · p10 {d['p10']:.4g} · p90 {d['p90']:.4g} (n={d['n']})")
+            for name, d in s.scores.items()
+        ),
+        ("skipped at submit", s.skipped),
+        ("images/s", rate),
+        ("ETA", eta),
+        ("finished", "yes" if s.finished else "no"),
+    ]:
         table.add_row(key, str(value))
     return table
 
 
 @app.command()
-def jobs(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
-         limit: Annotated[int, typer.Option(help="Most recent N jobs.", min=1)] = 50) -> None:
+def jobs(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+    limit: Annotated[int, typer.Option(help="Most recent N jobs.", min=1)] = 50,
+) -> None:
     """List jobs, newest first."""
     from producer.status import list_jobs
 
@@ -323,18 +445,36 @@ def jobs(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list
 
 @app.command()
 def worker(
-    model: Annotated[Optional[str], typer.Option(help="Model this worker loads and whose queue it consumes "
-                                                 "(default: PIXELMILL_MODEL, else the tiny model).")] = None,
-    gpus: Annotated[Optional[str], typer.Option(help="'all' or indices like 0,1,3: one worker process per "
-                                                "GPU, pinned with CUDA_VISIBLE_DEVICES, named gpu<N>@host.")]
-    = None,
-    hostname: Annotated[str, typer.Option("--hostname", "-n", help="Celery node name; keep it stable "
-                                          "across restarts so a restarted worker reclaims its items.")]
-    = "pixelmill@%h",
+    model: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Model this worker loads and whose queue it consumes (default: PIXELMILL_MODEL, else the tiny model)."
+        ),
+    ] = None,
+    gpus: Annotated[
+        Optional[str],
+        typer.Option(
+            help="'all' or indices like 0,1,3: one worker process per "
+            "GPU, pinned with CUDA_VISIBLE_DEVICES, named gpu<N>@host."
+        ),
+    ] = None,
+    hostname: Annotated[
+        str,
+        typer.Option(
+            "--hostname",
+            "-n",
+            help="Celery node name; keep it stable across restarts so a restarted worker reclaims its items.",
+        ),
+    ] = "pixelmill@%h",
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
-    engine: Annotated[Optional[str], typer.Option(help="auto|torch|tensorrt (default: PIXELMILL_ENGINE, auto): "
-                                                  "auto runs TensorRT when the engine cache has a build for "
-                                                  "this model and GPU, else torch.")] = None,
+    engine: Annotated[
+        Optional[str],
+        typer.Option(
+            help="auto|torch|tensorrt (default: PIXELMILL_ENGINE, auto): "
+            "auto runs TensorRT when the engine cache has a build for "
+            "this model and GPU, else torch."
+        ),
+    ] = None,
 ) -> None:
     """Run a worker: one prefork process that loads its model once, after the fork."""
     import importlib.util
@@ -386,8 +526,18 @@ def worker(
 
     began = utcnow()
     try:
-        celery_app.worker_main(["worker", f"--loglevel={loglevel}", f"--hostname={hostname}", "--pool=prefork",
-                                "--concurrency=1", f"--queues={queue}", "--without-gossip", "--without-mingle"])
+        celery_app.worker_main(
+            [
+                "worker",
+                f"--loglevel={loglevel}",
+                f"--hostname={hostname}",
+                "--pool=prefork",
+                "--concurrency=1",
+                f"--queues={queue}",
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        )
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 0
     else:
@@ -401,9 +551,12 @@ def worker(
 
 
 @app.command()
-def ping(node: Annotated[Optional[str], typer.Option(help="Worker node name (%h: this host's name); "
-                                                     "default: any worker.")] = None,
-         timeout: Annotated[float, typer.Option(help="Seconds to wait for replies.", min=0.1)] = 5.0) -> None:
+def ping(
+    node: Annotated[
+        Optional[str], typer.Option(help="Worker node name (%h: this host's name); default: any worker.")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for replies.", min=0.1)] = 5.0,
+) -> None:
     """Ask workers to answer through the broker; exits 1 if none does (a container health check)."""
     from celery.utils.nodenames import host_format
 
@@ -420,9 +573,11 @@ def ping(node: Annotated[Optional[str], typer.Option(help="Worker node name (%h:
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def flower(ctx: typer.Context,
-           address: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
-           port: Annotated[int, typer.Option(help="Listen port.")] = 5555) -> None:
+def flower(
+    ctx: typer.Context,
+    address: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Listen port.")] = 5555,
+) -> None:
     """Celery's Flower UI on the configured broker; further options go to Flower (e.g. --basic-auth)."""
     import importlib.util
 
@@ -436,13 +591,19 @@ def flower(ctx: typer.Context,
 
 @app.command()
 def review(
-    target: Annotated[str, typer.Argument(metavar="JOB | approve", help="A job id to list its blocked items, "
-                                          "or `approve`.")],
-    item: Annotated[Optional[int], typer.Argument(metavar="[ITEM]", help="With approve: the item id to publish "
-                                                  "(as listed).")] = None,
-    note: Annotated[Optional[str], typer.Option(help="With approve: why this image is fine (recorded beside "
-                                                "the approver, who is the account running the command).")]
-    = None,
+    target: Annotated[
+        str, typer.Argument(metavar="JOB | approve", help="A job id to list its blocked items, or `approve`.")
+    ],
+    item: Annotated[
+        Optional[int], typer.Argument(metavar="[ITEM]", help="With approve: the item id to publish (as listed).")
+    ] = None,
+    note: Annotated[
+        Optional[str],
+        typer.Option(
+            help="With approve: why this image is fine (recorded beside "
+            "the approver, who is the account running the command)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """`review JOB` lists blocked items with reasons; `review approve ITEM` publishes a false positive."""
@@ -476,22 +637,33 @@ def review(
     table = Table("item", "key", "stage", "reason", "quarantined", "prompt", box=box.SIMPLE_HEAD, pad_edge=False)
     for row in rows:
         reason = row.reason
-        why = (f"{reason.get('category')}: {reason.get('term')}" if row.stage == "prompt"
-               else f"{reason.get('checker')}: " + ", ".join(
-                   f"{c} {row.safety['scores'][c]:+.3f}" if row.safety else c for c in reason.get("flagged", [])))
-        table.add_row(str(row.item), f"{row.key}#{row.variant}", row.stage, why, row.quarantined or "-",
-                      row.prompt[:60])
+        why = (
+            f"{reason.get('category')}: {reason.get('term')}"
+            if row.stage == "prompt"
+            else f"{reason.get('checker')}: "
+            + ", ".join(f"{c} {row.safety['scores'][c]:+.3f}" if row.safety else c for c in reason.get("flagged", []))
+        )
+        table.add_row(
+            str(row.item), f"{row.key}#{row.variant}", row.stage, why, row.quarantined or "-", row.prompt[:60]
+        )
     out.print(table)
     out.print(f"{len(rows)} blocked; publish a false positive with `pixelmill review approve ITEM`")
 
 
 @app.command()
-def url(job: Annotated[int, typer.Argument(help="Job id.")],
-        item: Annotated[str, typer.Argument(help="Item key (the catalogue's key column).")],
-        variant: Annotated[int, typer.Option(help="Variant number.", min=0)] = 0,
-        expires: Annotated[Optional[int], typer.Option(help="Seconds a presigned URL stays valid, 1 to 604800 "
-                                                       "(default: PIXELMILL_S3_PRESIGN_EXPIRES).",
-                                                       min=1, max=7 * 24 * 3600)] = None) -> None:
+def url(
+    job: Annotated[int, typer.Argument(help="Job id.")],
+    item: Annotated[str, typer.Argument(help="Item key (the catalogue's key column).")],
+    variant: Annotated[int, typer.Option(help="Variant number.", min=0)] = 0,
+    expires: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Seconds a presigned URL stays valid, 1 to 604800 (default: PIXELMILL_S3_PRESIGN_EXPIRES).",
+            min=1,
+            max=7 * 24 * 3600,
+        ),
+    ] = None,
+) -> None:
     """Print a URL for one stored image: presigned on S3, a file URI locally."""
     from sqlalchemy import select
 
@@ -500,8 +672,11 @@ def url(job: Annotated[int, typer.Argument(help="Job id.")],
 
     settings = get_settings()
     with _read_ledger().session(readonly=True) as session:
-        key = session.scalar(select(Image.storage_key).join(Item).where(
-            Item.job_id == job, Item.item_key == item, Item.variant == variant))
+        key = session.scalar(
+            select(Image.storage_key)
+            .join(Item)
+            .where(Item.job_id == job, Item.item_key == item, Item.variant == variant)
+        )
     if key is None:
         fail(f"no stored image for job {job}, item {item!r}, variant {variant}")
     print(open_storage(settings).locate(key, expires or settings.s3_presign_expires))
@@ -527,8 +702,7 @@ def reconcile(as_json: Annotated[bool, typer.Option("--json", help="Print one JS
 
 @app.command()
 def demo(
-    catalogue: Annotated[Optional[Path], typer.Option(help="Catalogue (default: examples/catalogue.csv).")]
-    = None,
+    catalogue: Annotated[Optional[Path], typer.Option(help="Catalogue (default: examples/catalogue.csv).")] = None,
     size: Annotated[str, typer.Option(help="Image size.")] = "128x128",
     steps: Annotated[int, typer.Option(help="Denoising steps.")] = 10,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 540,
@@ -547,8 +721,9 @@ def demo(
         raise typer.BadParameter(f"must be greater than 0, got {timeout:g}", param_hint="'--timeout'")
     if catalogue is not None and not catalogue.is_file():
         raise typer.BadParameter(f"{catalogue} is not a file", param_hint="'--catalogue'")
-    code = run_demo(get_settings(), catalogue=catalogue, size=size, steps=steps, timeout=timeout, console=out,
-                    progress=watch_job)
+    code = run_demo(
+        get_settings(), catalogue=catalogue, size=size, steps=steps, timeout=timeout, console=out, progress=watch_job
+    )
     raise typer.Exit(code)
 
 
@@ -574,8 +749,10 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
 
 
 @model_app.command("tiny")
-def model_tiny(directory: Annotated[Path, typer.Argument(help="Where to write the pipeline.")],
-               seed: Annotated[int, typer.Option(help="Weight seed.")] = 0) -> None:
+def model_tiny(
+    directory: Annotated[Path, typer.Argument(help="Where to write the pipeline.")],
+    seed: Annotated[int, typer.Option(help="Weight seed.")] = 0,
+) -> None:
     """Write a small random-weight Stable Diffusion pipeline (diffusers format) for demos and tests."""
     from worker.engine.tiny import build_tiny_pipeline
 
@@ -586,8 +763,10 @@ def model_tiny(directory: Annotated[Path, typer.Argument(help="Where to write th
 
 
 @model_app.command("tiny-judges")
-def model_tiny_judges(directory: Annotated[Path, typer.Argument(help="Where to write the models.")],
-                      seed: Annotated[int, typer.Option(help="Weight seed.")] = 0) -> None:
+def model_tiny_judges(
+    directory: Annotated[Path, typer.Argument(help="Where to write the models.")],
+    seed: Annotated[int, typer.Option(help="Weight seed.")] = 0,
+) -> None:
     """Write a tiny random safety checker, CLIP model and aesthetic head for demos and tests."""
     from worker.tiny_judges import build_tiny_judges
 
@@ -599,22 +778,29 @@ def model_tiny_judges(directory: Annotated[Path, typer.Argument(help="Where to w
 
 @engine_app.command("build")
 def engine_build(
-    model: Annotated[Optional[str], typer.Option(help="Diffusers model directory (default: PIXELMILL_MODEL, else "
-                                                 "the tiny model).")] = None,
-    precision: Annotated[str, typer.Option(help="UNet precision: int8 (calibrated), fp8 (Hopper/Ada) or fp16.")]
-    = "int8",
+    model: Annotated[
+        Optional[str], typer.Option(help="Diffusers model directory (default: PIXELMILL_MODEL, else the tiny model).")
+    ] = None,
+    precision: Annotated[
+        str, typer.Option(help="UNet precision: int8 (calibrated), fp8 (Hopper/Ada) or fp16.")
+    ] = "int8",
     size: Annotated[str, typer.Option(help="WIDTHxHEIGHT the engines are built for (static).")] = "512x512",
     batch: Annotated[str, typer.Option(help="Images per request the engines accept, MIN-MAX.")] = "1-16",
-    calib_prompts: Annotated[Optional[Path], typer.Option(help="Calibration prompts, one per line (int8/fp8; "
-                                                         "NVIDIA uses 512-1024 for SD1.5, 32-64 for SDXL).")] = None,
+    calib_prompts: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Calibration prompts, one per line (int8/fp8; NVIDIA uses 512-1024 for SD1.5, 32-64 for SDXL)."
+        ),
+    ] = None,
     steps: Annotated[int, typer.Option(help="Denoising steps during calibration: the ones you serve.")] = 30,
     guidance: Annotated[float, typer.Option(help="Guidance scale during calibration.")] = 7.5,
-    quant_level: Annotated[float, typer.Option(help="INT8 linears: 1 none, 2 feed-forward, 2.5 + q/k/v, 3 all.")]
-    = 2.5,
+    quant_level: Annotated[float, typer.Option(help="INT8 linears: 1 none, 2 feed-forward, 2.5 + q/k/v, 3 all.")] = 2.5,
     alpha: Annotated[float, typer.Option(help="SmoothQuant alpha (NVIDIA: 1.0 SD1.5, 0.8 SDXL).")] = 1.0,
     onnx_only: Annotated[bool, typer.Option("--onnx-only", help="Stop after the ONNX export.")] = False,
-    onnx_dir: Annotated[Optional[Path], typer.Option("--out", help="Directory for the ONNX files "
-                                                     "(default: beside the engines in the cache).")] = None,
+    onnx_dir: Annotated[
+        Optional[Path],
+        typer.Option("--out", help="Directory for the ONNX files (default: beside the engines in the cache)."),
+    ] = None,
 ) -> None:
     """Calibrate, export ONNX, build TensorRT engines and store them in PIXELMILL_ENGINE_CACHE.
 
@@ -640,10 +826,22 @@ def engine_build(
     model_path = model or settings.default_model
     started = time.monotonic()
     try:
-        result = build(model_path, precision=precision, width=width, height=height, batch_min=batch_min,
-                       batch_max=batch_max, prompts=prompts, cache=EngineCache(settings.engine_cache_path),
-                       steps=steps, guidance=guidance, level=quant_level, alpha=alpha, onnx_only=onnx_only,
-                       work_dir=onnx_dir)
+        result = build(
+            model_path,
+            precision=precision,
+            width=width,
+            height=height,
+            batch_min=batch_min,
+            batch_max=batch_max,
+            prompts=prompts,
+            cache=EngineCache(settings.engine_cache_path),
+            steps=steps,
+            guidance=guidance,
+            level=quant_level,
+            alpha=alpha,
+            onnx_only=onnx_only,
+            work_dir=onnx_dir,
+        )
     except TensorRTMissing as exc:
         fail(str(exc), 3)
     except ValueError as exc:
@@ -653,8 +851,11 @@ def engine_build(
         out.print(f"ONNX ({precision}) written to {result.onnx_dir} in {took:.1f} s", highlight=False)
     else:
         key = result.manifest.key
-        out.print(f"engines {result.manifest.short_id} ({precision}, {size}, batch {batch}, {key.gpu}, "
-                  f"TensorRT {key.trt_version}) written to {result.final_dir} in {took:.1f} s", highlight=False)
+        out.print(
+            f"engines {result.manifest.short_id} ({precision}, {size}, batch {batch}, {key.gpu}, "
+            f"TensorRT {key.trt_version}) written to {result.final_dir} in {took:.1f} s",
+            highlight=False,
+        )
 
 
 @broker_app.command("start")

@@ -24,8 +24,16 @@ TEMPLATE = "studio photo of {title}, {color}, {material}, white background"
 NEGATIVE = "blurry, text, watermark"
 
 
-def run_demo(settings: Settings, *, catalogue: Path | None, size: str, steps: int, timeout: float,
-             console: Console, progress: Callable[..., Any]) -> int:
+def run_demo(
+    settings: Settings,
+    *,
+    catalogue: Path | None,
+    size: str,
+    steps: int,
+    timeout: float,
+    console: Console,
+    progress: Callable[..., Any],
+) -> int:
     from pixelmill.broker import EmbeddedRedis
     from pixelmill.checks import resolve_checks
     from pixelmill.ledger import Ledger
@@ -50,31 +58,54 @@ def run_demo(settings: Settings, *, catalogue: Path | None, size: str, steps: in
     log_path = settings.data_path / "logs" / "demo-worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log_file:
-        worker = subprocess.Popen([sys.executable, "-m", "pixelmill", "worker", "--loglevel", "INFO"],
-                                  stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-                                  env={**os.environ, **checks_env})
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "pixelmill", "worker", "--loglevel", "INFO"],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **checks_env},
+        )
     console.print(f"worker started (pid {worker.pid}, log {log_path})")
     try:
         width, height = parse_size(size)
-        defaults = Defaults(template=TEMPLATE, negative=NEGATIVE, width=width, height=height, steps=steps,
-                            guidance=7.5, key_column="sku")
-        result = submit_request(settings, ledger, SubmitRequest(
-            source=catalogue, defaults=defaults, seed=0, model=str(model), checks=resolve_checks(settings),
-            name="demo", blocklists=tuple(s.strip() for s in settings.prompt_blocklists.split(",") if s.strip())))
+        defaults = Defaults(
+            template=TEMPLATE,
+            negative=NEGATIVE,
+            width=width,
+            height=height,
+            steps=steps,
+            guidance=7.5,
+            key_column="sku",
+        )
+        result = submit_request(
+            settings,
+            ledger,
+            SubmitRequest(
+                source=catalogue,
+                defaults=defaults,
+                seed=0,
+                model=str(model),
+                checks=resolve_checks(settings),
+                name="demo",
+                blocklists=tuple(s.strip() for s in settings.prompt_blocklists.split(",") if s.strip()),
+            ),
+        )
         console.print(f"job {result.job}: {result.items} items queued, {result.skipped} already done")
-        final = progress(ledger, result.job, 0.5, timeout - (time.monotonic() - started),
-                         lambda: worker.poll() is None)
+        final = progress(ledger, result.job, 0.5, timeout - (time.monotonic() - started), lambda: worker.poll() is None)
     finally:
         _stop(worker, console)
         if started_broker:
             broker.stop()
     images = settings.resolved_storage_url
-    console.print(f"\n[bold]demo summary[/] job {final.job}: {final.total} items, "
-                  f"{final.succeeded} succeeded, {final.failed} failed, {final.blocked} blocked, "
-                  f"{final.skipped} skipped as already done")
+    console.print(
+        f"\n[bold]demo summary[/] job {final.job}: {final.total} items, "
+        f"{final.succeeded} succeeded, {final.failed} failed, {final.blocked} blocked, "
+        f"{final.skipped} skipped as already done"
+    )
     if final.images_per_s:
-        console.print(f"throughput {final.images_per_s:.2f} images/s on this machine "
-                      f"({size}, {steps} steps, tiny model)")
+        console.print(
+            f"throughput {final.images_per_s:.2f} images/s on this machine ({size}, {steps} steps, tiny model)"
+        )
     where = f"{images}/jobs/{final.job}/" if final.total else f"{images}/jobs/ (from earlier jobs)"
     console.print(f"images under {where} · ledger {settings.resolved_database_url}")
     console.print(f"took {time.monotonic() - started:.0f} s")
@@ -87,14 +118,16 @@ def _demo_checks(settings: Settings, console: Console) -> tuple[Settings, dict[s
     if settings.image_checker is not None:
         return settings, {}
     judges = settings.data_path / "models" / "tiny-judges"
-    paths = {"image_checker": judges / "checker", "clip_model": judges / "clip",
-             "aesthetic_head": judges / "aesthetic.safetensors"}
+    paths = {
+        "image_checker": judges / "checker",
+        "clip_model": judges / "clip",
+        "aesthetic_head": judges / "aesthetic.safetensors",
+    }
     if not all(path.exists() for path in paths.values()):
         console.print(f"building the tiny checker and scorers in {judges} …")
         subprocess.run([sys.executable, "-m", "pixelmill", "model", "tiny-judges", str(judges)], check=True)
     values = {name: str(path) for name, path in paths.items()}
-    return (settings.model_copy(update=values),
-            {f"PIXELMILL_{name.upper()}": value for name, value in values.items()})
+    return (settings.model_copy(update=values), {f"PIXELMILL_{name.upper()}": value for name, value in values.items()})
 
 
 def stop_worker(worker: subprocess.Popen[bytes], timeout: float = 60) -> bool:

@@ -25,12 +25,22 @@ __all__ = ["NAME_MAX", "GuardedGroup", "check_broker", "describe", "unknown_vari
 VERBOSE = False  # set by `pixelmill -v`
 
 # PIXELMILL_* variables read outside Settings: the catalogue caps, the GPU supervisor, docker.
-EXTRA_VARIABLES = frozenset({
-    "PIXELMILL_CATALOGUE_CELL_BYTES", "PIXELMILL_CATALOGUE_ROW_BYTES", "PIXELMILL_CATALOGUE_COLUMNS",
-    "PIXELMILL_PROMPT_BYTES", "PIXELMILL_JOB_MAX_ITEMS", "PIXELMILL_CATALOGUE_MAX_PROBLEMS",
-    "PIXELMILL_PROMPT_TOKENS", "PIXELMILL_FAKE_GPUS", "PIXELMILL_GPU", "PIXELMILL_IMAGE_TAG",
-    "PIXELMILL_MODELS_DIR", "PIXELMILL_WORK_DIR",
-})
+EXTRA_VARIABLES = frozenset(
+    {
+        "PIXELMILL_CATALOGUE_CELL_BYTES",
+        "PIXELMILL_CATALOGUE_ROW_BYTES",
+        "PIXELMILL_CATALOGUE_COLUMNS",
+        "PIXELMILL_PROMPT_BYTES",
+        "PIXELMILL_JOB_MAX_ITEMS",
+        "PIXELMILL_CATALOGUE_MAX_PROBLEMS",
+        "PIXELMILL_PROMPT_TOKENS",
+        "PIXELMILL_FAKE_GPUS",
+        "PIXELMILL_GPU",
+        "PIXELMILL_IMAGE_TAG",
+        "PIXELMILL_MODELS_DIR",
+        "PIXELMILL_WORK_DIR",
+    }
+)
 
 
 def known_variables() -> set[str]:
@@ -80,26 +90,40 @@ def describe(exc: BaseException) -> str | None:
             return f"PIXELMILL_DATABASE_URL={url!r} is not usable: {_first_line(exc)}"
         if name in ("OperationalError", "InterfaceError", "DBAPIError", "ProgrammingError", "DatabaseError"):
             if settings is not None and settings.database_url is None:
-                return (f"cannot open the ledger under PIXELMILL_DATA_DIR={str(settings.data_path)!r}: "
-                        f"{_first_line(exc)}; make it a writable directory")
-            return (f"cannot use the ledger database PIXELMILL_DATABASE_URL={url!r}: {_first_line(exc)}; "
-                    "check the URL, that the server is up, and `pixelmill db upgrade`")
+                return (
+                    f"cannot open the ledger under PIXELMILL_DATA_DIR={str(settings.data_path)!r}: "
+                    f"{_first_line(exc)}; make it a writable directory"
+                )
+            return (
+                f"cannot use the ledger database PIXELMILL_DATABASE_URL={url!r}: {_first_line(exc)}; "
+                "check the URL, that the server is up, and `pixelmill db upgrade`"
+            )
         if name == "DataError":
             return f"a value does not fit the ledger: {_first_line(exc)}"
     if module.startswith("alembic") and name == "CommandError":
         return f"db upgrade: {exc}; run `pixelmill db upgrade` without a revision to migrate to the latest"
     if module.startswith(("kombu", "redis", "amqp")) or isinstance(exc, ConnectionError):
         where = settings.broker_url or "the embedded Redis" if settings else "?"
-        return (f"cannot reach the broker (PIXELMILL_BROKER_URL={where!r}): {_first_line(exc)}; check the URL "
-                "and that the broker is up")
+        return (
+            f"cannot reach the broker (PIXELMILL_BROKER_URL={where!r}): {_first_line(exc)}; check the URL "
+            "and that the broker is up"
+        )
     if isinstance(exc, OSError):
         target = str(exc.filename) if exc.filename is not None else ""
         what = exc.strerror or str(exc)
-        if settings is not None and target and (target == str(settings.data_path)
-                                                or target.startswith(str(settings.data_path) + os.sep)
-                                                or str(settings.data_path).startswith(target + os.sep)):
-            return (f"PIXELMILL_DATA_DIR={str(settings.data_path)!r} is not usable: {what} ({target}); "
-                    "point it at a writable directory")
+        if (
+            settings is not None
+            and target
+            and (
+                target == str(settings.data_path)
+                or target.startswith(str(settings.data_path) + os.sep)
+                or str(settings.data_path).startswith(target + os.sep)
+            )
+        ):
+            return (
+                f"PIXELMILL_DATA_DIR={str(settings.data_path)!r} is not usable: {what} ({target}); "
+                "point it at a writable directory"
+            )
         return f"{target}: {what}" if target else what
     if isinstance(exc, (ValueError, RuntimeError)) and "PIXELMILL_" in str(exc):
         return str(exc)

@@ -43,8 +43,10 @@ def _written(output: Path, *, binary: bool = False) -> Iterator[IO[Any]]:
 
 
 @app.command()
-def cancel(job: Annotated[int, typer.Argument(help="Job id.")],
-           as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
+def cancel(
+    job: Annotated[int, typer.Argument(help="Job id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
     """Cancel a job: its pending, queued and running items become `cancelled` (running ones are discarded:
     their images are not recorded). Finished items stay as they are."""
     from producer.jobs import JobError
@@ -58,18 +60,28 @@ def cancel(job: Annotated[int, typer.Argument(help="Job id.")],
     if as_json:
         print(json.dumps(result.as_dict()))
     else:
-        out.print(f"job {job}: cancelled {result.cancelled} items ({result.pending} pending, {result.queued} "
-                  f"queued, {result.running} running, discarded)", highlight=False)
+        out.print(
+            f"job {job}: cancelled {result.cancelled} items ({result.pending} pending, {result.queued} "
+            f"queued, {result.running} running, discarded)",
+            highlight=False,
+        )
 
 
 @app.command()
-def retry(job: Annotated[int, typer.Argument(help="Job id.")],
-          failed: Annotated[bool, typer.Option("--failed/--no-failed", help="Retry failed items.")] = True,
-          blocked_by: Annotated[Optional[str], typer.Option(
-              "--blocked-by", help="Also retry items blocked by the `image` checker (same seed: useful after "
-              "changing the checker settings) or the `prompt` filter (only those PIXELMILL_PROMPT_BLOCKLISTS "
-              "now lets through).")] = None,
-          as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
+def retry(
+    job: Annotated[int, typer.Argument(help="Job id.")],
+    failed: Annotated[bool, typer.Option("--failed/--no-failed", help="Retry failed items.")] = True,
+    blocked_by: Annotated[
+        Optional[str],
+        typer.Option(
+            "--blocked-by",
+            help="Also retry items blocked by the `image` checker (same seed: useful after "
+            "changing the checker settings) or the `prompt` filter (only those PIXELMILL_PROMPT_BLOCKLISTS "
+            "now lets through).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
     """Queue a job's failed (and, with --blocked-by, blocked) items again: attempts from 0, same seeds and keys."""
     from kombu.exceptions import OperationalError
 
@@ -90,8 +102,15 @@ def retry(job: Annotated[int, typer.Argument(help="Job id.")],
             conn.ensure_connection(max_retries=3)
         with ledger.session() as session:
             before = count_items(session, job) if blocked_by else {}
-            count = do_retry(session, celery, job, failed=failed, blocked_by=blocked_by,
-                             batch_size=settings.batch_size, blocklists=blocklists)
+            count = do_retry(
+                session,
+                celery,
+                job,
+                failed=failed,
+                blocked_by=blocked_by,
+                batch_size=settings.batch_size,
+                blocklists=blocklists,
+            )
     except JobError as exc:
         fail(str(exc))
     except OperationalError as exc:
@@ -106,17 +125,25 @@ def retry(job: Annotated[int, typer.Argument(help="Job id.")],
 
             still = counts_now(session, job).get("blocked", 0)
         if still and before.get("blocked", 0):
-            out.print(f"{still} items stay blocked (the prompt filter still refuses them, or they were "
-                      "blocked by the image checker)", highlight=False)
+            out.print(
+                f"{still} items stay blocked (the prompt filter still refuses them, or they were "
+                "blocked by the image checker)",
+                highlight=False,
+            )
 
 
 @app.command()
-def items(job: Annotated[int, typer.Argument(help="Job id.")],
-          state: Annotated[Optional[str], typer.Option(help="Only items in this state (pending, queued, running, "
-                                                       "succeeded, blocked, failed, cancelled).")] = None,
-          as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
-          limit: Annotated[int, typer.Option(help="At most N rows in the table (0: all; --json prints all).")]
-          = 200) -> None:
+def items(
+    job: Annotated[int, typer.Argument(help="Job id.")],
+    state: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Only items in this state (pending, queued, running, succeeded, blocked, failed, cancelled)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    limit: Annotated[int, typer.Option(help="At most N rows in the table (0: all; --json prints all).")] = 200,
+) -> None:
     """A job's items: key, state, attempts and the last line of the last error."""
     from pixelmill.schema import State
     from producer.jobs import JobError, list_items
@@ -134,36 +161,47 @@ def items(job: Annotated[int, typer.Argument(help="Job id.")],
                 for row in rows:
                     sys.stdout.write(json.dumps(row.as_dict()) + "\n")
                 return
-            table = Table("item", "key", "state", "attempts", "error / reason", box=box.SIMPLE_HEAD,
-                          pad_edge=False)
+            table = Table("item", "key", "state", "attempts", "error / reason", box=box.SIMPLE_HEAD, pad_edge=False)
             shown = total = 0
             for row in rows:
                 total += 1
                 if limit and shown >= limit:
                     continue
                 shown += 1
-                table.add_row(str(row.id), escape(f"{row.key}#{row.variant}"), row.state, str(row.attempts),
-                              escape(row.error or row.reason or ""))
+                table.add_row(
+                    str(row.id),
+                    escape(f"{row.key}#{row.variant}"),
+                    row.state,
+                    str(row.attempts),
+                    escape(row.error or row.reason or ""),
+                )
     except JobError as exc:
         fail(str(exc))
     out.print(table)
-    out.print(f"{total} items" + (f" (first {shown} shown; --limit 0 for all)" if shown < total else ""),
-              highlight=False)
+    out.print(
+        f"{total} items" + (f" (first {shown} shown; --limit 0 for all)" if shown < total else ""), highlight=False
+    )
 
 
 @app.command()
 def manifest(
     job: Annotated[Optional[int], typer.Option(help="One row per item of this job.")] = None,
-    catalogue: Annotated[Optional[str], typer.Option(help="One row per current entry of this catalogue "
-                                                     "(retired entries included, marked).")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="csv, jsonl or parquet (pip install "
-                                     "'pixelmill[parquet]').")] = "csv",
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="File to write (default: stdout; "
-                                                   "parquet needs a file).")] = None,
-    urls: Annotated[bool, typer.Option("--urls", help="Fill the url column: presigned on S3, file URIs "
-                                       "locally.")] = False,
-    expires: Annotated[Optional[int], typer.Option(help="Seconds presigned URLs stay valid (default: "
-                                                   "PIXELMILL_S3_PRESIGN_EXPIRES).")] = None,
+    catalogue: Annotated[
+        Optional[str],
+        typer.Option(help="One row per current entry of this catalogue (retired entries included, marked)."),
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="csv, jsonl or parquet (pip install 'pixelmill[parquet]').")
+    ] = "csv",
+    output: Annotated[
+        Optional[Path], typer.Option("-o", "--output", help="File to write (default: stdout; parquet needs a file).")
+    ] = None,
+    urls: Annotated[
+        bool, typer.Option("--urls", help="Fill the url column: presigned on S3, file URIs locally.")
+    ] = False,
+    expires: Annotated[
+        Optional[int], typer.Option(help="Seconds presigned URLs stay valid (default: PIXELMILL_S3_PRESIGN_EXPIRES).")
+    ] = None,
 ) -> None:
     """Export results for a shop system: key → object, URL, sha256, size, scores, safety, provenance, error."""
     from pixelmill.storage import open_storage
@@ -187,8 +225,14 @@ def manifest(
     storage = open_storage(settings) if urls else None
     try:
         with ledger.session(readonly=True) as session:
-            rows = iter_manifest(session, job=job, catalogue=catalogue, storage=storage, urls=urls,
-                                 expires=expires or settings.s3_presign_expires)
+            rows = iter_manifest(
+                session,
+                job=job,
+                catalogue=catalogue,
+                storage=storage,
+                urls=urls,
+                expires=expires or settings.s3_presign_expires,
+            )
             first = next(rows, None)  # errors (no such job) before any file is opened
 
             def chained() -> Any:
@@ -222,8 +266,9 @@ def load_failure(hostname: str, queue: str, *, since: datetime) -> str | None:
     ledger = _read_ledger()
     try:
         with ledger.session(readonly=True) as session:
-            row = session.execute(select(Worker.state, Worker.error, Worker.last_seen).where(
-                Worker.node == node, Worker.queue == queue)).one_or_none()
+            row = session.execute(
+                select(Worker.state, Worker.error, Worker.last_seen).where(Worker.node == node, Worker.queue == queue)
+            ).one_or_none()
     finally:
         ledger.close()
     if row is None or row.state != "failed" or row.last_seen < since:
@@ -252,8 +297,10 @@ def unserved_warning(ledger: Any, model: str, *, timeout: float = 1.0) -> str | 
         replies = {}
     if any(q.get("name") == queue for queues in replies.values() for q in queues or []):
         return None
-    return (f"no live worker serves this job's model queue {queue}; its items wait until one does: "
-            f"pixelmill worker --model {model}")
+    return (
+        f"no live worker serves this job's model queue {queue}; its items wait until one does: "
+        f"pixelmill worker --model {model}"
+    )
 
 
 def wait_for(ledger: Any, job: int, *, timeout: float | None, interval: float = 2.0) -> tuple[int, Any]:
@@ -291,8 +338,10 @@ def after_submit(ledger: Any, model: str, *, queued: bool) -> None:
 def wait_and_report(ledger: Any, job: int, *, timeout: float | None, fail_on_drift: bool) -> int:
     """`submit --wait`: wait, print a one-line outcome on stderr, and return the exit code."""
     code, status = wait_for(ledger, job, timeout=timeout)
-    outcome = (f"job {job}: {status.succeeded} succeeded, {status.blocked} blocked, {status.failed} failed, "
-               f"{status.cancelled} cancelled")
+    outcome = (
+        f"job {job}: {status.succeeded} succeeded, {status.blocked} blocked, {status.failed} failed, "
+        f"{status.cancelled} cancelled"
+    )
     if not status.finished:
         outcome += f", {status.remaining} unfinished after --timeout {timeout:g} s"
         if status.no_worker:
@@ -303,8 +352,14 @@ def wait_and_report(ledger: Any, job: int, *, timeout: float | None, fail_on_dri
 
         settings = get_settings()
         with ledger.session() as session:
-            report = drift_report(session, None, job, score_drop=settings.drift_score_drop,
-                                  rate_rise=settings.drift_rate_rise, runs=settings.drift_runs)
+            report = drift_report(
+                session,
+                None,
+                job,
+                score_drop=settings.drift_score_drop,
+                rate_rise=settings.drift_rate_rise,
+                runs=settings.drift_runs,
+            )
         if report is not None and report.flagged:
             err.print(f"drift: {'; '.join(report.reasons)}", highlight=False, markup=False, soft_wrap=True)
             return EXIT_DRIFT
@@ -316,10 +371,17 @@ def sheet(
     output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write.")],
     job: Annotated[Optional[int], typer.Option(help="The images of this job.")] = None,
     catalogue: Annotated[Optional[str], typer.Option(help="The current images of this catalogue.")] = None,
-    link: Annotated[bool, typer.Option("--link", help="Link to the objects' URLs instead of embedding "
-                                       "thumbnails (large jobs; presigned URLs expire).")] = False,
-    expires: Annotated[Optional[int], typer.Option(help="With --link on S3: seconds the URLs stay valid "
-                                                   "(default: PIXELMILL_S3_PRESIGN_EXPIRES).")] = None,
+    link: Annotated[
+        bool,
+        typer.Option(
+            "--link",
+            help="Link to the objects' URLs instead of embedding thumbnails (large jobs; presigned URLs expire).",
+        ),
+    ] = False,
+    expires: Annotated[
+        Optional[int],
+        typer.Option(help="With --link on S3: seconds the URLs stay valid (default: PIXELMILL_S3_PRESIGN_EXPIRES)."),
+    ] = None,
 ) -> None:
     """One self-contained HTML contact sheet: thumbnails, key, change, scores; blocked, failed and low-score
     images marked; sortable by score, 500 tiles per page, a summary with score histograms."""
@@ -340,20 +402,29 @@ def sheet(
                 found = session.get(Job, job)
                 if found is not None:
                     title = f"job {job} · {found.name}"
-            count = write_sheet(session, stream, title=title, job=job, catalogue=catalogue,
-                                storage=open_storage(settings), link=link,
-                                expires=expires or settings.s3_presign_expires)
+            count = write_sheet(
+                session,
+                stream,
+                title=title,
+                job=job,
+                catalogue=catalogue,
+                storage=open_storage(settings),
+                link=link,
+                expires=expires or settings.s3_presign_expires,
+            )
     except ManifestError as exc:
         fail(str(exc))
     err.print(f"{count} tiles written to {output}", highlight=False)
 
 
 @app.command()
-def drift(catalogue: Annotated[str, typer.Option(help="Catalogue name (submit --catalogue).")],
-          runs: Annotated[Optional[int], typer.Option(help="How many recent finished runs to show (default: "
-                                                      "PIXELMILL_DRIFT_RUNS).")] = None,
-          as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list, oldest run first.")] = False,
-          ) -> None:
+def drift(
+    catalogue: Annotated[str, typer.Option(help="Catalogue name (submit --catalogue).")],
+    runs: Annotated[
+        Optional[int], typer.Option(help="How many recent finished runs to show (default: PIXELMILL_DRIFT_RUNS).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list, oldest run first.")] = False,
+) -> None:
     """The last N runs of a catalogue side by side; a run whose median score fell, or whose blocked or failed
     rate rose, beyond PIXELMILL_DRIFT_SCORE_DROP / PIXELMILL_DRIFT_RATE_RISE against the median of the runs
     before it is flagged."""
@@ -367,16 +438,22 @@ def drift(catalogue: Annotated[str, typer.Option(help="Catalogue name (submit --
         fail(f"catalogue {catalogue!r} has no finished run; `pixelmill jobs` lists the jobs")
     verdicts = []
     for index, run in enumerate(shown):
-        earlier = shown[max(0, index - settings.drift_runs):index]
+        earlier = shown[max(0, index - settings.drift_runs) : index]
         reasons, _ = compare(run, earlier, score_drop=settings.drift_score_drop, rate_rise=settings.drift_rate_rise)
         verdicts.append((run, reasons))
     verdicts = verdicts[-count:]
     if as_json:
-        print(json.dumps([{**run.as_dict(), "flagged": bool(reasons), "reasons": reasons}
-                          for run, reasons in verdicts]))
+        print(
+            json.dumps([{**run.as_dict(), "flagged": bool(reasons), "reasons": reasons} for run, reasons in verdicts])
+        )
         return
-    table = Table("", *[f"job {run.job}\n{run.created[:16]}" for run, _ in verdicts], box=box.SIMPLE_HEAD,
-                  pad_edge=False, title=f"catalogue {escape(catalogue)}: last {len(verdicts)} runs")
+    table = Table(
+        "",
+        *[f"job {run.job}\n{run.created[:16]}" for run, _ in verdicts],
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        title=f"catalogue {escape(catalogue)}: last {len(verdicts)} runs",
+    )
 
     def cell(value: str, bad: bool) -> str:
         return f"[bold red]{value}[/]" if bad else value
@@ -384,16 +461,38 @@ def drift(catalogue: Annotated[str, typer.Option(help="Catalogue name (submit --
     table.add_row("items", *[str(run.items) for run, _ in verdicts])
     names = sorted({name for run, _ in verdicts for name in run.scores})
     for name in names:
-        table.add_row(f"{name} median", *[cell(f"{run.scores[name]['median']:.4g}" if name in run.scores else "-",
-                                               any(r.startswith(f"median {name} ") for r in reasons))
-                                          for run, reasons in verdicts])
+        table.add_row(
+            f"{name} median",
+            *[
+                cell(
+                    f"{run.scores[name]['median']:.4g}" if name in run.scores else "-",
+                    any(r.startswith(f"median {name} ") for r in reasons),
+                )
+                for run, reasons in verdicts
+            ],
+        )
         if name in DRIFT_SCORES:
-            table.add_row("  p10 · p90", *[f"{run.scores[name]['p10']:.4g} · {run.scores[name]['p90']:.4g}"
-                                           if name in run.scores else "-" for run, _ in verdicts])
-    table.add_row("blocked", *[cell(f"{run.blocked_rate:.1%}", any(r.startswith("blocked rate") for r in reasons))
-                               for run, reasons in verdicts])
-    table.add_row("failed", *[cell(f"{run.failed_rate:.1%}", any(r.startswith("failed rate") for r in reasons))
-                              for run, reasons in verdicts])
+            table.add_row(
+                "  p10 · p90",
+                *[
+                    f"{run.scores[name]['p10']:.4g} · {run.scores[name]['p90']:.4g}" if name in run.scores else "-"
+                    for run, _ in verdicts
+                ],
+            )
+    table.add_row(
+        "blocked",
+        *[
+            cell(f"{run.blocked_rate:.1%}", any(r.startswith("blocked rate") for r in reasons))
+            for run, reasons in verdicts
+        ],
+    )
+    table.add_row(
+        "failed",
+        *[
+            cell(f"{run.failed_rate:.1%}", any(r.startswith("failed rate") for r in reasons))
+            for run, reasons in verdicts
+        ],
+    )
     table.add_row("GPU-seconds", *[f"{run.gpu_seconds:.1f}" for run, _ in verdicts])
     table.add_row("drift", *["[bold red]FLAGGED[/]" if reasons else "ok" for _, reasons in verdicts])
     out.print(table)

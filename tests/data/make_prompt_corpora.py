@@ -787,17 +787,25 @@ def benign(rng: random.Random) -> list[dict[str, str]]:
     return rows
 
 
-def catalogue_titles(count: int, seed: int, shapes: Sequence[str], extras: Sequence[str],
-                     number: Callable[[random.Random, int], str]) -> list[str]:
+def catalogue_titles(
+    count: int, seed: int, shapes: Sequence[str], extras: Sequence[str], number: Callable[[random.Random, int], str]
+) -> list[str]:
     """Catalogue titles shaped like real ones (brand, product, attributes, size, colour, a number) from this
     generator's vocabulary; `shapes` are format strings over b, p, c, s, e and n."""
     rng = random.Random(seed)
     out = []
     for index in range(count):
         language = rng.choice(["en"] * 6 + ["es", "fr", "de", "it", "pt"])
-        out.append(rng.choice(shapes).format(
-            b=rng.choice(BRANDS), p=rng.choice(PRODUCTS[language]), c=rng.choice(COLOURS[language]),
-            s=rng.choice(SIZES), e=rng.choice(extras), n=number(rng, index)))
+        out.append(
+            rng.choice(shapes).format(
+                b=rng.choice(BRANDS),
+                p=rng.choice(PRODUCTS[language]),
+                c=rng.choice(COLOURS[language]),
+                s=rng.choice(SIZES),
+                e=rng.choice(extras),
+                n=number(rng, index),
+            )
+        )
     return out
 
 

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 __all__ = ["Engine", "Request", "Result", "default_device", "load_engine"]
 
 
-
 @dataclass(frozen=True)
 class Request:
     """One GPU batch. All items share size, steps and guidance; each has its own prompt and seed.

@@ -54,8 +54,9 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def export_all(pipe: Any, out: Path, *, width: int, height: int, opset: int, dtype: torch.dtype,
-               device: str) -> dict[str, dict[str, Any]]:
+def export_all(
+    pipe: Any, out: Path, *, width: int, height: int, opset: int, dtype: torch.dtype, device: str
+) -> dict[str, dict[str, Any]]:
     """ONNX of every network the runtime needs; returns the manifest's component table (without plans)."""
     components: dict[str, dict[str, Any]] = {}
     spec = UNetSpec.of(pipe.unet, height, width)
@@ -70,16 +71,38 @@ def export_all(pipe: Any, out: Path, *, width: int, height: int, opset: int, dty
     vae = pipe.vae
     if getattr(vae.config, "force_upcast", False):  # SDXL's VAE overflows in fp16: diffusers decodes it in fp32
         vae = vae.to(torch.float32)
-    export_vae_decoder(vae, out / "vae_decoder.onnx", latent_height=spec.latent_height,
-                       latent_width=spec.latent_width, opset=opset, dtype=vae.dtype, device=device)
+    export_vae_decoder(
+        vae,
+        out / "vae_decoder.onnx",
+        latent_height=spec.latent_height,
+        latent_width=spec.latent_width,
+        opset=opset,
+        dtype=vae.dtype,
+        device=device,
+    )
     components["vae_decoder"] = {"onnx": "vae_decoder.onnx", "precision": str(vae.dtype).removeprefix("torch.")}
     return components
 
 
-def build(model: str, *, precision: str, width: int, height: int, batch_min: int, batch_max: int,
-          prompts: list[str], cache: EngineCache, steps: int = 30, guidance: float = 7.5, level: float = 2.5,
-          alpha: float = 1.0, percentile: float = 1.0, onnx_only: bool = False, work_dir: Path | None = None,
-          device: str | None = None) -> BuildResult:
+def build(
+    model: str,
+    *,
+    precision: str,
+    width: int,
+    height: int,
+    batch_min: int,
+    batch_max: int,
+    prompts: list[str],
+    cache: EngineCache,
+    steps: int = 30,
+    guidance: float = 7.5,
+    level: float = 2.5,
+    alpha: float = 1.0,
+    percentile: float = 1.0,
+    onnx_only: bool = False,
+    work_dir: Path | None = None,
+    device: str | None = None,
+) -> BuildResult:
     """Run every step that can run here; see the module docstring."""
     from . import default_device
     from .select import gpu_arch, tensorrt_version
@@ -102,8 +125,18 @@ def build(model: str, *, precision: str, width: int, height: int, batch_min: int
     if precision in ("int8", "fp8"):
         from .calibrate import quantise
 
-        quantise(pipe, prompts, precision=precision, steps=steps, guidance=guidance, width=width, height=height,
-                 level=level, alpha=alpha, percentile=percentile)
+        quantise(
+            pipe,
+            prompts,
+            precision=precision,
+            steps=steps,
+            guidance=guidance,
+            width=width,
+            height=height,
+            level=level,
+            alpha=alpha,
+            percentile=percentile,
+        )
 
     fingerprint = model_fingerprint(model)
     out = work_dir or cache.root / fingerprint[:16] / f"onnx-{precision}-{width}x{height}"
@@ -113,17 +146,33 @@ def build(model: str, *, precision: str, width: int, height: int, batch_min: int
     opset = 19 if precision == "fp8" else 17
     components = export_all(pipe, out, width=width, height=height, opset=opset, dtype=dtype, device=device)
     calib = calibration_hash(prompts) if precision != "fp16" else None
-    (out / "export.json").write_text(json.dumps({
-        "model": model, "model_hash": fingerprint, "precision": precision, "width": width, "height": height,
-        "calibration_hash": calib, "calibration_prompts": len(prompts), "steps": steps, "components": components,
-        "versions": _versions()}, indent=2), encoding="utf-8")
+    (out / "export.json").write_text(
+        json.dumps(
+            {
+                "model": model,
+                "model_hash": fingerprint,
+                "precision": precision,
+                "width": width,
+                "height": height,
+                "calibration_hash": calib,
+                "calibration_prompts": len(prompts),
+                "steps": steps,
+                "components": components,
+                "versions": _versions(),
+            },
+            indent=2,
+        ),
+        encoding="utf-8",
+    )
     if onnx_only:
         return BuildResult(out, None)
     trt_version, arch = tensorrt_version(), gpu_arch(device)
     if trt_version is None or arch is None:
-        raise TensorRTMissing(f"ONNX written to {out}; the TensorRT build needs TensorRT and a CUDA GPU "
-                              f"(TensorRT {'found' if trt_version else 'missing'}, "
-                              f"CUDA {'found' if arch else 'missing'})")
+        raise TensorRTMissing(
+            f"ONNX written to {out}; the TensorRT build needs TensorRT and a CUDA GPU "
+            f"(TensorRT {'found' if trt_version else 'missing'}, "
+            f"CUDA {'found' if arch else 'missing'})"
+        )
     import_tensorrt()
 
     key = EngineKey(fingerprint, precision, width, height, batch_min, batch_max, arch, trt_version)
@@ -133,20 +182,28 @@ def build(model: str, *, precision: str, width: int, height: int, batch_min: int
     low, high = batch_min, 2 * batch_max
     unet_shapes = {b: spec.shapes(b) for b in (low, high)}
     text_shapes = {b: {"input_ids": (b, spec.context_len)} for b in (low, high)}
-    vae_shapes = {b: {"latent": (b, spec.latent_channels, spec.latent_height, spec.latent_width)}
-                  for b in (batch_min, batch_max)}
+    vae_shapes = {
+        b: {"latent": (b, spec.latent_channels, spec.latent_height, spec.latent_width)} for b in (batch_min, batch_max)
+    }
     for name, component in components.items():
-        shapes = {"unet": profile_shapes(unet_shapes, low, high, high),
-                  "vae_decoder": profile_shapes(vae_shapes, batch_min, batch_max, batch_max)
-                  }.get(name) or profile_shapes(text_shapes, low, high, high)
+        shapes = {
+            "unet": profile_shapes(unet_shapes, low, high, high),
+            "vae_decoder": profile_shapes(vae_shapes, batch_min, batch_max, batch_max),
+        }.get(name) or profile_shapes(text_shapes, low, high, high)
         shutil.copy2(out / component["onnx"], staging / component["onnx"])
         build_engine(out / component["onnx"], staging / f"{name}.plan", shapes)
         component["plan"] = f"{name}.plan"
         component.setdefault("precision", precision if name == "unet" else str(dtype).removeprefix("torch."))
-    manifest = Manifest(key=key, model=model, components=components, calibration_hash=calib,
-                        calibration_prompts=len(prompts) if calib else 0, calibration_steps=steps if calib else 0,
-                        quant_level=level if calib else None,
-                        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                        tool_versions=_versions())
+    manifest = Manifest(
+        key=key,
+        model=model,
+        components=components,
+        calibration_hash=calib,
+        calibration_prompts=len(prompts) if calib else 0,
+        calibration_steps=steps if calib else 0,
+        quant_level=level if calib else None,
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        tool_versions=_versions(),
+    )
     final = cache.commit(staging, manifest)
     return BuildResult(out, manifest, final)

@@ -44,8 +44,17 @@ class StepPercentileCalibrator(MaxCalibrator):  # type: ignore[misc]  # modelopt
     call count modulo ``steps`` is the step index.
     """
 
-    def __init__(self, num_bits: int = 8, axis: Any = None, unsigned: bool = False, track_amax: bool = False,
-                 *, steps: int, percentile: float = 1.0, **_: Any):
+    def __init__(
+        self,
+        num_bits: int = 8,
+        axis: Any = None,
+        unsigned: bool = False,
+        track_amax: bool = False,
+        *,
+        steps: int,
+        percentile: float = 1.0,
+        **_: Any,
+    ):
         super().__init__(num_bits, axis, unsigned, track_amax)
         if steps < 1 or not 0 < percentile <= 1:
             raise ValueError(f"need steps >= 1 and 0 < percentile <= 1, got {steps}, {percentile}")
@@ -78,15 +87,25 @@ class StepPercentileCalibrator(MaxCalibrator):  # type: ignore[misc]  # modelopt
         self._sums, self._counts, self._calls = {}, {}, 0
 
 
-def quant_config(unet: torch.nn.Module, precision: str = "int8", *, level: float = 2.5, steps: int = 30,
-                 percentile: float = 1.0, alpha: float = 1.0) -> dict[str, Any]:
+def quant_config(
+    unet: torch.nn.Module,
+    precision: str = "int8",
+    *,
+    level: float = 2.5,
+    steps: int = 30,
+    percentile: float = 1.0,
+    alpha: float = 1.0,
+) -> dict[str, Any]:
     """The modelopt config: everything disabled, then the recipe's layers enabled by exact module name."""
     names = quantised_layers(unet, level)
     modules = dict(unet.named_modules())
     entries: list[dict[str, Any]] = [{"quantizer_name": "*", "enable": False}]
     if precision == "int8":
-        calibrator = (StepPercentileCalibrator, (), {"num_bits": 8, "axis": None, "steps": steps,
-                                                     "percentile": percentile})
+        calibrator = (
+            StepPercentileCalibrator,
+            (),
+            {"num_bits": 8, "axis": None, "steps": steps, "percentile": percentile},
+        )
         for name in names:
             entries.append({"quantizer_name": f"{name}.weight_quantizer", "cfg": {"num_bits": 8, "axis": 0}})
             if isinstance(modules[name], torch.nn.Conv2d):
@@ -105,8 +124,17 @@ def quant_config(unet: torch.nn.Module, precision: str = "int8", *, level: float
     return {"quant_cfg": entries, "algorithm": algorithm}
 
 
-def calibration_loop(pipe: Any, prompts: Sequence[str], *, steps: int, guidance: float, width: int, height: int,
-                     batch: int = 2, seed: int = 0) -> Callable[[torch.nn.Module], None]:
+def calibration_loop(
+    pipe: Any,
+    prompts: Sequence[str],
+    *,
+    steps: int,
+    guidance: float,
+    width: int,
+    height: int,
+    batch: int = 2,
+    seed: int = 0,
+) -> Callable[[torch.nn.Module], None]:
     """A modelopt ``forward_loop``: runs ``pipe`` (which holds the UNet being calibrated) over the prompts."""
     if not prompts:
         raise ValueError("no calibration prompts")
@@ -114,16 +142,35 @@ def calibration_loop(pipe: Any, prompts: Sequence[str], *, steps: int, guidance:
     def loop(_unet: torch.nn.Module) -> None:
         generator = torch.Generator("cpu").manual_seed(seed)
         for start in range(0, len(prompts), batch):
-            chunk = list(prompts[start:start + batch])
-            pipe(prompt=chunk, negative_prompt=[""] * len(chunk), num_inference_steps=steps,
-                 guidance_scale=guidance, width=width, height=height, generator=generator, output_type="latent")
+            chunk = list(prompts[start : start + batch])
+            pipe(
+                prompt=chunk,
+                negative_prompt=[""] * len(chunk),
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                width=width,
+                height=height,
+                generator=generator,
+                output_type="latent",
+            )
 
     return loop
 
 
-def quantise(pipe: Any, prompts: Sequence[str], *, precision: str = "int8", steps: int = 30, guidance: float = 7.5,
-             width: int = 512, height: int = 512, level: float = 2.5, alpha: float = 1.0, percentile: float = 1.0,
-             batch: int = 2) -> torch.nn.Module:
+def quantise(
+    pipe: Any,
+    prompts: Sequence[str],
+    *,
+    precision: str = "int8",
+    steps: int = 30,
+    guidance: float = 7.5,
+    width: int = 512,
+    height: int = 512,
+    level: float = 2.5,
+    alpha: float = 1.0,
+    percentile: float = 1.0,
+    batch: int = 2,
+) -> torch.nn.Module:
     """Calibrate ``pipe.unet`` in place with modelopt and return it (now holding fake-quant modules)."""
     import modelopt.torch.quantization as mtq
 
@@ -134,6 +181,13 @@ def quantise(pipe: Any, prompts: Sequence[str], *, precision: str = "int8", step
         # SmoothQuant visits every Linear; the ones the recipe leaves unquantised are "not calibrated": expected.
         warnings.filterwarnings("ignore", message=".* is not calibrated, skip smoothing")
         mtq.quantize(unet, config, forward_loop=loop)
-    log.info("UNet calibrated", extra={"precision": precision, "layers": len(quantised_layers(unet, level)),
-                                       "prompts": len(prompts), "steps": steps})
+    log.info(
+        "UNet calibrated",
+        extra={
+            "precision": precision,
+            "layers": len(quantised_layers(unet, level)),
+            "prompts": len(prompts),
+            "steps": steps,
+        },
+    )
     return unet

@@ -37,8 +37,15 @@ class UNetSpec:
             raise ValueError(f"{width}x{height}: latent size must be a multiple of {factor} for this UNet")
         sdxl = config.addition_embed_type == "text_time"
         text_dim = config.projection_class_embeddings_input_dim - 6 * config.addition_time_embed_dim if sdxl else 0
-        return cls(config.in_channels, latent_h, latent_w, context_len, config.cross_attention_dim,
-                   text_embeds_dim=text_dim, time_ids_dim=6 if sdxl else 0)
+        return cls(
+            config.in_channels,
+            latent_h,
+            latent_w,
+            context_len,
+            config.cross_attention_dim,
+            text_embeds_dim=text_dim,
+            time_ids_dim=6 if sdxl else 0,
+        )
 
     @property
     def input_names(self) -> list[str]:
@@ -57,10 +64,13 @@ class UNetSpec:
             shapes["time_ids"] = (batch, self.time_ids_dim)
         return shapes
 
-    def random_inputs(self, batch: int, *, generator: torch.Generator, dtype: torch.dtype = torch.float32,
-                      device: str = "cpu") -> dict[str, torch.Tensor]:
-        inputs = {name: torch.randn(shape, generator=generator, dtype=torch.float32).to(device, dtype)
-                  for name, shape in self.shapes(batch).items()}
+    def random_inputs(
+        self, batch: int, *, generator: torch.Generator, dtype: torch.dtype = torch.float32, device: str = "cpu"
+    ) -> dict[str, torch.Tensor]:
+        inputs = {
+            name: torch.randn(shape, generator=generator, dtype=torch.float32).to(device, dtype)
+            for name, shape in self.shapes(batch).items()
+        }
         inputs["timestep"] = torch.randint(1, 1000, (batch,), generator=generator).to(device, dtype)
         if self.time_ids_dim:
             inputs["time_ids"] = torch.tensor([[1024.0, 1024.0, 0.0, 0.0, 1024.0, 1024.0]] * batch).to(device, dtype)
@@ -74,11 +84,18 @@ class UNetWrapper(torch.nn.Module):
         super().__init__()
         self.unet, self.spec = unet, spec
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                text_embeds: torch.Tensor | None = None, time_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        text_embeds: torch.Tensor | None = None,
+        time_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         added = {"text_embeds": text_embeds, "time_ids": time_ids} if self.spec.text_embeds_dim else None
-        latent: torch.Tensor = self.unet(sample, timestep, encoder_hidden_states, added_cond_kwargs=added,
-                                         return_dict=False)[0]
+        latent: torch.Tensor = self.unet(
+            sample, timestep, encoder_hidden_states, added_cond_kwargs=added, return_dict=False
+        )[0]
         return latent
 
 
@@ -108,19 +125,42 @@ class VaeDecoderWrapper(torch.nn.Module):
         return image
 
 
-def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path, input_names: list[str],
-            output_names: list[str], opset: int) -> Path:
+def _export(
+    module: torch.nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+    opset: int,
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     dynamic = {name: {0: "batch"} for name in [*input_names, *output_names]}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python branches on shapes (static here)
-        torch.onnx.export(module.eval(), args, str(path), input_names=input_names, output_names=output_names,
-                          dynamic_axes=dynamic, opset_version=opset, dynamo=False, do_constant_folding=True)
+        torch.onnx.export(
+            module.eval(),
+            args,
+            str(path),
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dynamic,
+            opset_version=opset,
+            dynamo=False,
+            do_constant_folding=True,
+        )
     return path
 
 
-def export_unet(unet: torch.nn.Module, spec: UNetSpec, path: Path, *, batch: int = 2, opset: int = 17,
-                dtype: torch.dtype = torch.float32, device: str = "cpu") -> Path:
+def export_unet(
+    unet: torch.nn.Module,
+    spec: UNetSpec,
+    path: Path,
+    *,
+    batch: int = 2,
+    opset: int = 17,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+) -> Path:
     """Export the (possibly modelopt-quantised) UNet; ``batch`` is only the example batch (the axis is dynamic)."""
     wrapper = UNetWrapper(unet, spec)
     inputs = spec.random_inputs(batch, generator=torch.Generator().manual_seed(0), dtype=dtype, device=device)
@@ -128,15 +168,31 @@ def export_unet(unet: torch.nn.Module, spec: UNetSpec, path: Path, *, batch: int
     return _export(wrapper, tuple(inputs.values()), path, spec.input_names, ["latent"], opset)
 
 
-def export_text_encoder(encoder: torch.nn.Module, path: Path, *, penultimate: bool, context_len: int = 77,
-                        opset: int = 17, device: str = "cpu") -> Path:
+def export_text_encoder(
+    encoder: torch.nn.Module,
+    path: Path,
+    *,
+    penultimate: bool,
+    context_len: int = 77,
+    opset: int = 17,
+    device: str = "cpu",
+) -> Path:
     ids = torch.zeros((1, context_len), dtype=torch.int32, device=device)
-    return _export(TextEncoderWrapper(encoder, penultimate), (ids,), path, ["input_ids"],
-                   ["hidden_states", "pooled"], opset)
+    return _export(
+        TextEncoderWrapper(encoder, penultimate), (ids,), path, ["input_ids"], ["hidden_states", "pooled"], opset
+    )
 
 
-def export_vae_decoder(vae: torch.nn.Module, path: Path, *, latent_height: int, latent_width: int,
-                       opset: int = 17, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Path:
+def export_vae_decoder(
+    vae: torch.nn.Module,
+    path: Path,
+    *,
+    latent_height: int,
+    latent_width: int,
+    opset: int = 17,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+) -> Path:
     config: Any = vae.config  # diffusers' config of the VAE's init arguments
     latent = torch.randn((1, config.latent_channels, latent_height, latent_width)).to(device, dtype)
     return _export(VaeDecoderWrapper(vae), (latent,), path, ["latent"], ["images"], opset)

@@ -79,8 +79,10 @@ def choose(model: str, requested: str, cache: EngineCache, device: str) -> Choic
     else:
         manifests = cache.find(model_fingerprint(model), gpu=arch, trt_version=trt)
         if not manifests:
-            problem = (f"no engine for this model, {arch} and TensorRT {trt} in {cache.root} "
-                       f"(build one with `pixelmill engine build --model {model}`)")
+            problem = (
+                f"no engine for this model, {arch} and TensorRT {trt} in {cache.root} "
+                f"(build one with `pixelmill engine build --model {model}`)"
+            )
     if problem is None:
         return Choice("tensorrt", f"{len(manifests)} build(s) in the engine cache", manifests)
     if requested == "tensorrt":
@@ -100,6 +102,8 @@ def open_engine(model: str, settings: Settings, device: str) -> Engine:
         from .torch_engine import TorchEngine
 
         engine = TorchEngine.from_settings(model, settings, device=device)
-    log.info("engine selected", extra={"model": model, "requested": settings.engine, "engine": engine.engine_id,
-                                       "reason": choice.reason})
+    log.info(
+        "engine selected",
+        extra={"model": model, "requested": settings.engine, "engine": engine.engine_id, "reason": choice.reason},
+    )
     return engine

@@ -34,8 +34,16 @@ class TorchEngine:
     The engine id names every option applied, e.g. ``torch-fp16-cuda+int8+compile``.
     """
 
-    def __init__(self, model: str, device: str | None = None, *, dtype: str = "fp16", compile: bool = False,
-                 quant: str = "none", pipeline: DiffusionPipeline | None = None):
+    def __init__(
+        self,
+        model: str,
+        device: str | None = None,
+        *,
+        dtype: str = "fp16",
+        compile: bool = False,
+        quant: str = "none",
+        pipeline: DiffusionPipeline | None = None,
+    ):
         self.model = model
         self.device = torch.device(device or default_device())
         cuda = self.device.type == "cuda"
@@ -58,8 +66,9 @@ class TorchEngine:
 
     @classmethod
     def from_settings(cls, model: str, settings: Settings, device: str | None = None) -> TorchEngine:
-        return cls(model, device=device, dtype=settings.torch_dtype, compile=settings.torch_compile,
-                   quant=settings.torch_quant)
+        return cls(
+            model, device=device, dtype=settings.torch_dtype, compile=settings.torch_compile, quant=settings.torch_quant
+        )
 
     @staticmethod
     def _load(model: str, dtype: torch.dtype) -> DiffusionPipeline:
@@ -75,7 +84,8 @@ class TorchEngine:
             # from_pretrained returns modules in eval mode already.
             # mypy sees diffusers' untyped placeholder (dummy) classes for its top-level names.
             pipe: DiffusionPipeline = AutoPipelineForText2Image.from_pretrained(  # type: ignore[no-untyped-call]
-                model, torch_dtype=dtype, **kwargs)
+                model, torch_dtype=dtype, **kwargs
+            )
             return pipe
 
     def __repr__(self) -> str:
@@ -108,8 +118,9 @@ class TorchEngine:
         timings["total"] = self._clock() - start
         return Result(images=[image.convert("RGB") for image in images], timings=timings)
 
-    def _generate_whole(self, request: Request,
-                        common: dict[str, Any]) -> tuple[list[PIL.Image.Image], dict[str, float]]:
+    def _generate_whole(
+        self, request: Request, common: dict[str, Any]
+    ) -> tuple[list[PIL.Image.Image], dict[str, float]]:
         """One plain pipeline call; only the total is timed.
 
         Negatives are always passed as strings, "" included: SDXL would use zero embeddings for a

@@ -25,13 +25,21 @@ def import_tensorrt() -> Any:  # the tensorrt module (untyped)
     try:
         import tensorrt as trt
     except Exception as exc:  # noqa: BLE001 (ImportError, or a stub whose import fails)
-        raise TensorRTMissing(f"TensorRT does not import here ({exc}); build engines on a GPU host with "
-                              "TensorRT 10 (e.g. the NGC worker image)") from exc
+        raise TensorRTMissing(
+            f"TensorRT does not import here ({exc}); build engines on a GPU host with "
+            "TensorRT 10 (e.g. the NGC worker image)"
+        ) from exc
     return trt
 
 
-def build_engine(onnx_path: Path, plan_path: Path, shapes: dict[str, tuple[tuple[int, ...], ...]], *,
-                 optimisation_level: int = 3, workspace_gib: float = 16.0) -> Path:
+def build_engine(
+    onnx_path: Path,
+    plan_path: Path,
+    shapes: dict[str, tuple[tuple[int, ...], ...]],
+    *,
+    optimisation_level: int = 3,
+    workspace_gib: float = 16.0,
+) -> Path:
     """Compile ``onnx_path`` to a serialized plan.
 
     ``shapes`` maps each input name to its (min, opt, max) shapes for the one optimisation profile.
@@ -59,8 +67,11 @@ def build_engine(onnx_path: Path, plan_path: Path, shapes: dict[str, tuple[tuple
     return plan_path
 
 
-def profile_shapes(shapes_at: Mapping[int, Mapping[str, tuple[int, ...]]], batch_min: int, batch_opt: int,
-                   batch_max: int) -> dict[str, tuple[tuple[int, ...], ...]]:
+def profile_shapes(
+    shapes_at: Mapping[int, Mapping[str, tuple[int, ...]]], batch_min: int, batch_opt: int, batch_max: int
+) -> dict[str, tuple[tuple[int, ...], ...]]:
     """(min, opt, max) per input from a function of the batch: ``shapes_at[b][name]``."""
-    return {name: (shapes_at[batch_min][name], shapes_at[batch_opt][name], shapes_at[batch_max][name])
-            for name in shapes_at[batch_min]}
+    return {
+        name: (shapes_at[batch_min][name], shapes_at[batch_opt][name], shapes_at[batch_max][name])
+        for name in shapes_at[batch_min]
+    }

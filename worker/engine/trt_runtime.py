@@ -42,13 +42,19 @@ class TrtModule:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if n not in self.inputs]
-        self.graphs: dict[tuple[tuple[int, ...], ...],
-                          tuple[torch.cuda.CUDAGraph, dict[str, torch.Tensor], dict[str, torch.Tensor]]] = {}
+        self.graphs: dict[
+            tuple[tuple[int, ...], ...], tuple[torch.cuda.CUDAGraph, dict[str, torch.Tensor], dict[str, torch.Tensor]]
+        ] = {}
 
     def _dtype(self, name: str) -> torch.dtype:
         trt = self.trt
-        return {trt.float32: torch.float32, trt.float16: torch.float16, trt.bfloat16: torch.bfloat16,
-                trt.int32: torch.int32, trt.int64: torch.int64}[self.engine.get_tensor_dtype(name)]
+        return {
+            trt.float32: torch.float32,
+            trt.float16: torch.float16,
+            trt.bfloat16: torch.bfloat16,
+            trt.int32: torch.int32,
+            trt.int64: torch.int64,
+        }[self.engine.get_tensor_dtype(name)]
 
     def _bind(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         for name in self.inputs:
@@ -118,9 +124,11 @@ class TensorRTEngine:
 
         index = DiffusionPipeline.load_config(model)
         self.scheduler = getattr(diffusers, index["scheduler"][1]).from_pretrained(model, subfolder="scheduler")
-        self.tokenizers = {name: AutoTokenizer.from_pretrained(model, subfolder=f"tokenizer{suffix}")
-                           for name, suffix in (("text_encoder", ""), ("text_encoder_2", "_2"))
-                           if f"tokenizer{suffix}" in index}
+        self.tokenizers = {
+            name: AutoTokenizer.from_pretrained(model, subfolder=f"tokenizer{suffix}")
+            for name, suffix in (("text_encoder", ""), ("text_encoder_2", "_2"))
+            if f"tokenizer{suffix}" in index
+        }
         self.unet_config = UNet2DConditionModel.load_config(model, subfolder="unet")
         self.vae_config = AutoencoderKL.load_config(model, subfolder="vae")
         self.image_processor = VaeImageProcessor(vae_scale_factor=2 ** (len(self.vae_config["block_out_channels"]) - 1))
@@ -156,11 +164,15 @@ class TensorRTEngine:
         if self._fallback is None:
             from .torch_engine import TorchEngine
 
-            log.warning("no TensorRT build covers this shape; using torch for it",
-                        extra={"model": self.model, "size": f"{request.width}x{request.height}",
-                               "batch": len(request.prompts)})
-            self._fallback = (TorchEngine.from_settings(self.model, self.settings, device="cuda")
-                              if self.settings is not None else TorchEngine(self.model, device="cuda"))
+            log.warning(
+                "no TensorRT build covers this shape; using torch for it",
+                extra={"model": self.model, "size": f"{request.width}x{request.height}", "batch": len(request.prompts)},
+            )
+            self._fallback = (
+                TorchEngine.from_settings(self.model, self.settings, device="cuda")
+                if self.settings is not None
+                else TorchEngine(self.model, device="cuda")
+            )
         result = self._fallback.generate(request)
         result.engine_id = self._fallback.engine_id
         return result
@@ -168,8 +180,9 @@ class TensorRTEngine:
     def _encode(self, build: Manifest, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
         hidden, pooled = [], None
         for name, tokenizer in self.tokenizers.items():
-            ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                            return_tensors="pt").input_ids.to(self.device, torch.int32)
+            ids = tokenizer(
+                texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+            ).input_ids.to(self.device, torch.int32)
             out = self._module(build, name)({"input_ids": ids})
             hidden.append(out["hidden_states"])
             pooled = out["pooled"]  # SDXL: the second encoder's projected pooled output
@@ -189,22 +202,35 @@ class TensorRTEngine:
         scheduler.set_timesteps(request.steps, device=self.device)
         shape = (1, spec.latent_channels, spec.latent_height, spec.latent_width)
         # Per-item generators, as the torch engine: an image depends only on its own seed.
-        latents = torch.cat([torch.randn(shape, generator=torch.Generator(self.device).manual_seed(s),
-                                         device=self.device, dtype=torch.float32) for s in request.seeds])
+        latents = torch.cat(
+            [
+                torch.randn(
+                    shape,
+                    generator=torch.Generator(self.device).manual_seed(s),
+                    device=self.device,
+                    dtype=torch.float32,
+                )
+                for s in request.seeds
+            ]
+        )
         latents = latents * scheduler.init_noise_sigma
         unet = self._module(build, "unet")
         extra: dict[str, torch.Tensor] = {}
         if self.sdxl:
             assert pooled is not None  # SDXL's second text encoder gives the pooled embedding
-            time_ids = torch.tensor([request.height, request.width, 0, 0, request.height, request.width],
-                                    device=self.device, dtype=torch.float32)
+            time_ids = torch.tensor(
+                [request.height, request.width, 0, 0, request.height, request.width],
+                device=self.device,
+                dtype=torch.float32,
+            )
             extra = {"text_embeds": pooled, "time_ids": time_ids.repeat(context.shape[0], 1)}
         for t in scheduler.timesteps:
             model_in = torch.cat([latents, latents]) if cfg else latents
             model_in = scheduler.scale_model_input(model_in, t)
             timestep = t.to(torch.float32).expand(model_in.shape[0])
-            noise = unet.graphed({"sample": model_in, "timestep": timestep, "encoder_hidden_states": context,
-                                  **extra})["latent"].float()
+            noise = unet.graphed({"sample": model_in, "timestep": timestep, "encoder_hidden_states": context, **extra})[
+                "latent"
+            ].float()
             if cfg:
                 cond, uncond = noise[:n], noise[n:]
                 noise = uncond + request.guidance * (cond - uncond)
@@ -217,8 +243,11 @@ class TensorRTEngine:
         t_decode = clock.lap()
         timings = {"text": t_text, "denoise": t_denoise, "decode": t_decode, "total": t_text + t_denoise + t_decode}
         build_id = self.build_id(build)
-        return Result(images=[image.convert("RGB") for image in pil], timings=timings,
-                      engine_id=None if build_id == self.engine_id else build_id)
+        return Result(
+            images=[image.convert("RGB") for image in pil],
+            timings=timings,
+            engine_id=None if build_id == self.engine_id else build_id,
+        )
 
 
 class _Clock:
@@ -231,4 +260,3 @@ class _Clock:
         now = time.perf_counter()
         elapsed, self.last = now - self.last, now
         return elapsed
-
