@@ -99,9 +99,9 @@ class ConceptChecker:
         # is not a method, so mypy takes the device for ``self``.)
         self.model = (
             StableDiffusionSafetyChecker.from_pretrained(weights, torch_dtype=dtype, attn_implementation="eager")
-            .to(device)
+            .to(device)  # type: ignore[arg-type]
             .eval()
-        )  # type: ignore[arg-type]
+        )
         processor_dir = next(
             (
                 d
