@@ -232,8 +232,12 @@ def submit(
             result = submit_request(settings, ledger, request)
     except CatalogueError as exc:
         fail(f"{len(exc.problems)} problem(s) in {shown}; nothing was submitted:\n{exc}")
-    except (UsageError, OSError) as exc:  # a missing block list included
+    except UsageError as exc:
         fail(str(exc))
+    except OSError as exc:  # a missing block list, an unusable data dir: named by the shared handler
+        from pixelmill.cli.errors import describe
+
+        fail(describe(exc) or str(exc))
     except OperationalError as exc:  # checked before anything is written
         fail(f"cannot reach the broker (PIXELMILL_BROKER_URL); nothing was submitted: {exc}")
     if dry_run:
