@@ -319,7 +319,7 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
     kombu's OperationalError when the broker is unreachable (checked before anything is written)."""
     if request.request_id is not None and (found := _existing(ledger, request.request_id)) is not None:
         return found
-    problem = model_problem(request.model)
+    problem = model_problem(request.model, hub=False)  # resolving a hub id is the worker's (it may have the cache)
     if problem is not None:  # the same refusal for every door: a job no worker could run is never written
         raise UsageError(problem)
     app = make_celery(settings)

@@ -216,7 +216,7 @@ def submit(
         )
     except UsageError as exc:
         fail(f"{exc} (--catalogue / --request-id / --seed)")
-    problem = model_problem(model_id)  # submit_request refuses it too (every door); a dry run only warns
+    problem = model_problem(model_id, hub=False)  # as submit_request refuses (every door); a dry run only warns
     if problem is not None:
         if not dry_run:
             fail(problem)
