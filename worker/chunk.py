@@ -108,12 +108,12 @@ def run_chunk(ctx: Context, chunk: Chunk, job: JobSpec | None = None) -> Future[
         if isinstance(models, Failure):  # claimed all the same, so attempts bound the retries of a broken model
             made: dict[int, Candidates | Failure] = {item.id: models for item in items}
         else:
-            made = make_candidates(
+            made = make_candidates(  # 4
                 models.engine,
                 models.judge,
                 ctx.judging,
                 job.checks,
-                items,  # 4
+                items,
                 soft_limit=ctx.settings.task_soft_time_limit,
             )
         stores = {
@@ -126,14 +126,8 @@ def run_chunk(ctx: Context, chunk: Chunk, job: JobSpec | None = None) -> Future[
             # ledger a write; a locked ledger keeps the claim's lease).
             hardening.renew_lease(ctx.ledger, list(stores), node=ctx.node, lease_seconds=ctx.settings.lease_seconds)
         failures = {item_id: f for item_id, f in made.items() if isinstance(f, Failure)}
-        recording = Recording(
-            ctx,
-            job,
-            items,
-            failures,
-            skipped=len(chunk.items) - len(claimed),  # 6
-            blocked=[i.id for i in claimed if i not in items],
-        )
+        skipped, refused = len(chunk.items) - len(claimed), [i.id for i in claimed if i not in items]
+        recording = Recording(ctx, job, items, failures, skipped=skipped, blocked=refused)  # 6
         return ctx.uploads.finish(slot, [item.id for item in items], stores, recording)
     finally:
         slot.release()  # a no-op once `finish` has handed the slot to the recorder
