@@ -23,7 +23,7 @@ A holder is `<node name>:<pid>`: the process that claimed an item and holds its 
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -370,16 +370,7 @@ def fail(
     if not infra:  # an item failure ends an outage streak; an infrastructure one past its budget does not
         item.infra_since = None
     if final or item.attempts >= max_attempts:
-        item.state, item.finished_at = State.failed, now
-        events.item_ended(
-            session,
-            item_id=item.id,
-            job_id=item.job_id,
-            key=item.item_key,
-            variant=item.variant,
-            state=State.failed,
-            error=item.error,
-        )
+        _give_up(item, now, item.error)
         return False
     item.state, item.queued_at = State.queued, now
     return True
@@ -594,9 +585,3 @@ def _give_up(item: Item, now: datetime, error: str) -> None:
         state=State.failed,
         error=error,
     )
-
-
-def unfinished(session: Session, item_ids: Iterable[int]) -> set[int]:
-    """Which of these items are still pending, queued or running (for callers that re-check before acting)."""
-    ids = list(item_ids)
-    return set(session.scalars(select(Item.id).where(Item.id.in_(ids), Item.state.in_(ACTIVE))))
