@@ -119,18 +119,7 @@ def emit(
     insert_ignore(
         session,
         Delivery,
-        [
-            {
-                "event_id": event_id,
-                "kind": kind,
-                "target": target,
-                "state": "pending",
-                "attempts": 0,
-                "next_at": now,
-                "created": now,
-            }
-            for kind, target in notify.targets(type_)
-        ],
+        [_pending(event_id, kind, target, now) for kind, target in notify.targets(type_)],
         ["event_id", "kind", "target"],
     )
     return True
@@ -144,20 +133,7 @@ def resend(session: Session, uids: Iterable[str], notify: Notify) -> int:
     for event_id, type_ in session.execute(select(Event.id, Event.type).where(Event.uid.in_(list(uids)))):
         for kind, target in notify.targets(type_):
             if (
-                _insert_new(
-                    session,
-                    Delivery,
-                    {
-                        "event_id": event_id,
-                        "kind": kind,
-                        "target": target,
-                        "state": "pending",
-                        "attempts": 0,
-                        "next_at": now,
-                        "created": now,
-                    },
-                    ["event_id", "kind", "target"],
-                )
+                _insert_new(session, Delivery, _pending(event_id, kind, target, now), ["event_id", "kind", "target"])
                 is None
             ):
                 session.execute(
@@ -167,6 +143,19 @@ def resend(session: Session, uids: Iterable[str], notify: Notify) -> int:
                 )
             count += 1
     return count
+
+
+def _pending(event_id: int, kind: str, target: str, now: datetime) -> dict[str, Any]:
+    """A delivery row that is due now."""
+    return {
+        "event_id": event_id,
+        "kind": kind,
+        "target": target,
+        "state": "pending",
+        "attempts": 0,
+        "next_at": now,
+        "created": now,
+    }
 
 
 def _insert_new(
