@@ -1,5 +1,6 @@
-"""`python -m pixelmill` runs the CLI."""
+"""`python -m pixelmill` runs the CLI (guarded: a spawned helper process imports this module as `__mp_main__`)."""
 
-from pixelmill.cli import main
+if __name__ == "__main__":
+    from pixelmill.cli import main
 
-main()
+    main()

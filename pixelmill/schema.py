@@ -107,9 +107,10 @@ class Item(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "item_key", "variant"),
         Index("ix_items_job_id_state", "job_id", "state"),
-        Index("ix_items_state_lease_expires", "state", "lease_expires"),
-        # (hash, state): the submit's skip lookup reads only this index (SQLite adds the id), never the rows.
-        Index("ix_items_content_hash_state", "content_hash", "state"),
+        # The submit's skip lookup (state read from the row: with state here, every state change rewrote
+        # pages all over this index; migration 0009).
+        Index("ix_items_content_hash", "content_hash"),
+        # Also the reconciler's lookup of running items (their leases are read in Python).
         Index("ix_items_state_queued_at", "state", "queued_at"),
     )
 
@@ -173,6 +174,20 @@ class Image(Base):
     provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     item: Mapped[Item] = relationship(back_populates="image")
+
+
+class ImageScore(Base):
+    """One numeric quality score of a succeeded item's kept image (a copy of `images.scores`), written with the
+    transition to succeeded (`transitions.finish`, `approve`). Status percentiles of a 100k-image job read
+    the (job, name, value) index instead of parsing every image's JSON (producer/status.py)."""
+
+    __tablename__ = "image_scores"
+    __table_args__ = (Index("ix_image_scores_job_id_name_value", "job_id", "name", "value"),)
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    value: Mapped[float] = mapped_column(Float)
 
 
 class Candidate(Base):

@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     # finish within PIXELMILL_TASK_SOFT_TIME_LIMIT (items_per_message / batch_size batches per task); a message
     # cut short leaves its remaining items queued for the reconciler. Bigger messages: faster submit.
     items_per_message: int = Field(32, ge=1, le=1024)  # at least one batch: max(this, batch_size)
+    # Helper processes that run the prompt filter over a large submission's fresh prompts (producer/screening.py);
+    # unset: one per core beyond the submitting process, at most 4; 0: in the submitting process only.
+    submit_processes: int | None = Field(None, ge=0, le=64)
     # Catalogue caps (README "Catalogue input"; producer/catalogue.py `Limits`): raise one if your data needs it.
     catalogue_cell_bytes: int = Field(16 * 1024, ge=1)  # one CSV cell or JSON value
     catalogue_row_bytes: int = Field(1024 * 1024, ge=1)  # one JSONL line or CSV record

@@ -22,21 +22,22 @@ A holder is `<node name>:<pid>`: the process that claimed an item and holds its 
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Table, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from pixelmill import events, faults
 from pixelmill.checks import Safety
-from pixelmill.ledger import insert_ignore
+from pixelmill.ledger import bound, bulk_insert, insert_ignore
 from pixelmill.params import GenerationParams
 from pixelmill.queue import QueuedItem
-from pixelmill.schema import ACTIVE, Candidate, Image, Item, Job, State, utcnow
+from pixelmill.schema import ACTIVE, Candidate, Image, ImageScore, Item, Job, State, utcnow
 
 _IN_BATCH = 500  # ids per IN (...) clause
 
@@ -187,39 +188,62 @@ def reclaimable(holder: str | None, node: str) -> bool:
 # --- transitions ------------------------------------------------------------------------------------------
 
 
+_NEW_ITEM_COLUMNS = (
+    "job_id",
+    "item_key",
+    "variant",
+    "prompt",
+    "negative",
+    "params",
+    "seed",
+    "content_hash",
+    "state",
+    "attempts",
+    "created",
+    "block_reason",
+    "finished_at",
+)
+
+
 def add_items(session: Session, job_id: int, items: Sequence[NewItem]) -> list[int]:
     """New items, `pending` (or `blocked` by the prompt filter, finished at once); their ids in order.
 
-    One executemany without RETURNING (row-at-a-time RETURNING was the submit's bottleneck), then the ids read
-    back by (key, variant) among this job's rows above the highest id seen before the insert: sequences only
-    grow, so every row of ours is above it, and the job filter leaves out other sessions' rows."""
+    One bulk insert without RETURNING (`ledger.bulk_insert`: COPY or one executemany; values shared by many rows
+    are bound once), then the ids: this job's rows above the highest id seen before the insert are ours
+    (sequences only grow; the job filter leaves out other sessions' rows). When they are one unbroken run of
+    len(items) ids, row i has the i-th (ids are drawn in insert order); otherwise they are read back by
+    (key, variant)."""
     if not items:
         return []
-    now = utcnow()
+    table = cast(Table, Item.__table__)
+    column = table.c
+
+    def bind(name: str, value: Any) -> Any:
+        return bound(session, column[name], value)
+
+    now = bind("created", utcnow())
+    pending, blocked, no_reason = bind("state", State.pending), bind("state", State.blocked), bind("block_reason", None)
+    params_of: dict[GenerationParams, Any] = {}
+    rows = []
+    for it in items:
+        params = params_of.get(it.params)
+        if params is None:
+            params = params_of[it.params] = bind("params", it.params.to_json())
+        if it.blocked:
+            state, reason, finished = blocked, bind("block_reason", it.blocked), now
+        else:
+            state, reason, finished = pending, no_reason, None
+        rows.append(
+            (job_id, it.key, it.variant, it.prompt, it.negative, params, it.seed, it.content_hash)
+            + (state, 0, now, reason, finished)
+        )
     before = session.scalar(select(func.max(Item.id))) or 0
-    session.execute(
-        insert(cast(Table, Item.__table__)),
-        [
-            {
-                "job_id": job_id,
-                "item_key": it.key,
-                "variant": it.variant,
-                "prompt": it.prompt,
-                "negative": it.negative,
-                "params": it.params.to_json(),
-                "seed": it.seed,
-                "content_hash": it.content_hash,
-                "attempts": 0,
-                "created": now,
-                **(
-                    {"state": State.blocked, "block_reason": it.blocked, "finished_at": now}
-                    if it.blocked
-                    else {"state": State.pending, "block_reason": None, "finished_at": None}
-                ),
-            }
-            for it in items
-        ],
-    )
+    bulk_insert(session, table, _NEW_ITEM_COLUMNS, rows)
+    count, first, last = session.execute(
+        select(func.count(), func.min(Item.id), func.max(Item.id)).where(Item.job_id == job_id, Item.id > before)
+    ).one()
+    if count == len(items) and last - first + 1 == count:
+        return list(range(first, last + 1))  # one unbroken run: ids follow the insert order (rowid / sequence)
     ids = {
         (key, variant): item_id
         for item_id, key, variant in session.execute(
@@ -336,6 +360,8 @@ def finish(session: Session, item_id: int, outcome: Finish) -> None:
         .returning(Item.job_id, Item.item_key, Item.variant)
     ).first()
     if ended is not None:
+        if outcome.image is not None and not outcome.blocked:
+            _record_scores(session, item_id, ended.job_id, outcome.image.scores)
         events.item_ended(
             session,
             item_id=item_id,
@@ -499,12 +525,23 @@ def approve(
     image.storage_key, image.visibility, image.approved_by, image.approved_at = public_key, "public", by, now
     image.sha256, image.bytes = sha256, size
     item.state, item.error = State.succeeded, None
+    _record_scores(session, item.id, item.job_id, image.scores or {})
     item.block_reason = {
         **(item.block_reason or {}),
         "approved_by": by,
         "approved_at": now.isoformat(timespec="seconds"),
         **({"approval_note": note} if note else {}),
     }
+
+
+def _record_scores(session: Session, item_id: int, job_id: int, scores: Mapping[str, Any]) -> None:
+    """The numeric scores of an item that just succeeded, as `image_scores` rows (status reads their index)."""
+    rows = [
+        {"item_id": item_id, "name": name, "job_id": job_id, "value": float(value)}
+        for name, value in scores.items()
+        if isinstance(value, int | float) and math.isfinite(value) and len(name) <= 64
+    ]
+    insert_ignore(session, ImageScore, rows, ["item_id", "name"])
 
 
 def cancel(session: Session, job_id: int) -> dict[State, int]:

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
+from pixelmill.ledger import bound, bulk_insert, one_of
 from pixelmill.schema import CatalogueEntry, utcnow
 
 NEW, CHANGED, UNCHANGED, RETIRED = "new", "changed", "unchanged", "retired"
@@ -63,49 +64,48 @@ def check_name(name: str) -> str:
 
 
 def record_run(session: Session, catalogue: str, job_id: int, batch: Sequence[Listed]) -> dict[str, int]:
-    """Upsert one batch of tonight's (key, variant)s: read their entries in one query, then one executemany
-    UPDATE for known ones and one INSERT for new ones. Returns counts per change."""
+    """Upsert one batch of tonight's (key, variant)s: read their entries in one query, then one UPDATE for all
+    the unchanged ones (the common case of a nightly rerun: a 100k-entry catalogue is one statement a batch,
+    not 100k parameter sets), one executemany UPDATE for the changed ones and one bulk INSERT for new ones.
+    Returns counts per change."""
     counts = {NEW: 0, CHANGED: 0, UNCHANGED: 0}
     if not batch:
         return counts
+    table = cast(Table, CatalogueEntry.__table__)
     keys = list({listed.key for listed in batch})
     old = {
         (key, variant): (entry_id, content_hash, item_id)
         for entry_id, key, variant, content_hash, item_id in session.execute(
-            select(
-                CatalogueEntry.id,
-                CatalogueEntry.item_key,
-                CatalogueEntry.variant,
-                CatalogueEntry.content_hash,
-                CatalogueEntry.item_id,
-            ).where(CatalogueEntry.catalogue == catalogue, CatalogueEntry.item_key.in_(keys))
-        )
+            select(table.c.id, table.c.item_key, table.c.variant, table.c.content_hash, table.c.item_id).where(
+                table.c.catalogue == catalogue, one_of(session, table.c.item_key, keys)
+            )
+        ).all()
     }
     now = utcnow()
-    updates, inserts = [], []
+    stays: list[int] = []  # unchanged entries keeping their item: only the run, change and time move
+    updates: list[dict[str, object]] = []
+    inserts: list[tuple[object, ...]] = []
+    stamp, new = bound(session, table.c.updated, now), bound(session, table.c.change, NEW)
     for listed in batch:
         found = old.get((listed.key, listed.variant))
         if found is None:
             counts[NEW] += 1
             inserts.append(
-                {
-                    "catalogue": catalogue,
-                    "item_key": listed.key,
-                    "variant": listed.variant,
-                    "content_hash": listed.content_hash,
-                    "item_id": listed.item_id,
-                    "job_id": job_id,
-                    "change": NEW,
-                    "updated": now,
-                }
+                (catalogue, listed.key, listed.variant, listed.content_hash, listed.item_id, job_id, new, stamp)
             )
             continue
         entry_id, old_hash, old_item = found
         change = UNCHANGED if old_hash == listed.content_hash else CHANGED
         counts[change] += 1
+        if change == UNCHANGED and (not listed.generated or listed.item_id == old_item):
+            stays.append(entry_id)
+            continue
         item_id = old_item if change == UNCHANGED and not listed.generated else listed.item_id
         updates.append({"eid": entry_id, "h": listed.content_hash, "i": item_id, "j": job_id, "c": change, "u": now})
-    table = cast(Table, CatalogueEntry.__table__)
+    if stays:
+        session.execute(
+            update(table).where(one_of(session, table.c.id, stays)).values(change=UNCHANGED, job_id=job_id, updated=now)
+        )
     if updates:
         session.execute(
             update(table)
@@ -120,8 +120,11 @@ def record_run(session: Session, catalogue: str, job_id: int, batch: Sequence[Li
             updates,
         )
     if inserts:
-        session.execute(insert(table), inserts)
+        bulk_insert(session, table, _ENTRY_COLUMNS, inserts)
     return counts
+
+
+_ENTRY_COLUMNS = ("catalogue", "item_key", "variant", "content_hash", "item_id", "job_id", "change", "updated")
 
 
 def retire_absent(session: Session, catalogue: str, job_id: int) -> int:

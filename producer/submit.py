@@ -22,9 +22,12 @@ rows); workers' writes wait for it within PIXELMILL_SQLITE_BUSY_TIMEOUT.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import time
+from array import array
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -34,24 +37,26 @@ from sqlalchemy import String, select, type_coerce
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pixelmill import events, promptfilter, transitions
+from pixelmill import events, transitions
 from pixelmill.checks import Checks
 from pixelmill.events import Notify
-from pixelmill.identity import content_hash, derive_seed, model_problem, offset_seed
-from pixelmill.ledger import Ledger
+from pixelmill.identity import content_hasher, derive_seed, model_problem, offset_seed
+from pixelmill.ledger import Ledger, one_of
 from pixelmill.params import GenerationParams
-from pixelmill.promptfilter import PromptFilter
+from pixelmill.promptfilter import Match
 from pixelmill.queue import QueuedItem, make_celery, publish_items
 from pixelmill.schema import ACTIVE, Item, Job, State
 from pixelmill.settings import Settings
 from pixelmill.transitions import NewItem
 from producer import catalogues
 from producer.catalogue import Defaults, Limits, Row, Stats, UsageError, check_seed, iter_catalogue, iter_rows
+from producer.screening import Screen, default_processes
 
 log = logging.getLogger(__name__)
 
 BATCH = 2000  # items per skip lookup, insert and catalogue upsert: one IN clause of hashes
-PAGE = 20_000  # pending items read back, published and marked queued per step
+PAGE = 25_600  # items published, then marked queued in one UPDATE, per step (a multiple of 32, 64, …)
+MAX_IN_FLIGHT = 16  # batches read ahead of their prompt filter verdicts (while the helper processes start)
 REQUEST_ID_MAX = 200
 
 
@@ -173,26 +178,24 @@ def _rows(request: SubmitRequest, limits: Limits, stats: Stats) -> Iterator[Row]
 
 def _items(rows: Iterable[Row], seed: int, model: str) -> Iterator[NewItem]:
     """Each row's variants with their seeds and content hashes (prompt filter not applied yet)."""
-    params_of: dict[tuple[int, int, int, float], GenerationParams] = {}
+    shapes: dict[tuple[int, int, int, float], tuple[GenerationParams, Callable[[str, str, int], str]]] = {}
     for row in rows:
         shape = (row.width, row.height, row.steps, row.guidance)
-        params = params_of.get(shape)
-        if params is None:
-            params = params_of[shape] = GenerationParams(
-                width=row.width, height=row.height, steps=row.steps, guidance=row.guidance
-            )
+        found = shapes.get(shape)
+        if found is None:
+            params = GenerationParams(width=row.width, height=row.height, steps=row.steps, guidance=row.guidance)
+            found = shapes[shape] = (params, content_hasher(params, model))
+        params, hasher = found
         for variant in range(row.images_per_item):
             item_seed = offset_seed(row.seed, variant) if row.seed is not None else derive_seed(seed, row.key, variant)
             yield NewItem(
-                key=row.key,
-                variant=variant,
-                prompt=row.prompt,
-                negative=row.negative,
-                params=params,
-                seed=item_seed,
-                content_hash=content_hash(
-                    prompt=row.prompt, negative=row.negative, params=params, seed=item_seed, model=model
-                ),
+                row.key,
+                variant,
+                row.prompt,
+                row.negative,
+                params,
+                item_seed,
+                hasher(row.prompt, row.negative, item_seed),
             )
 
 
@@ -207,15 +210,25 @@ def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-def known_work(session: Session, hashes: Sequence[str]) -> dict[str, int]:
-    """content hash -> the item already doing that work: succeeded first, else the newest active one."""
+def known_work(session: Session, hashes: Sequence[str], *, ids: bool = True) -> dict[str, int]:
+    """content hash -> the item already doing that work: succeeded first, else the newest active one. With
+    `ids=False` every known hash maps to 0: a plain submit only counts what it skips. States are filtered
+    here, not in SQL: with `state IN (...)` beside the hash list SQLite's planner may scan by state instead."""
+    match = one_of(session, Item.content_hash, list(set(hashes)))
+    succeeded = State.succeeded.value
+    doing = {succeeded, *(state.value for state in ACTIVE)}
+    if not ids:
+        rows = session.connection().execute(select(Item.content_hash, type_coerce(Item.state, String)).where(match))
+        return {digest: 0 for digest, state in rows.all() if state in doing}
     found: dict[str, tuple[bool, int]] = {}
-    for item_id, digest, state in session.execute(
-        select(Item.id, Item.content_hash, Item.state).where(
-            Item.content_hash.in_(list(set(hashes))), Item.state.in_([State.succeeded, *ACTIVE])
-        )
+    for item_id, digest, state in (
+        session.connection()
+        .execute(select(Item.id, Item.content_hash, type_coerce(Item.state, String)).where(match))
+        .all()
     ):
-        rank = (state == State.succeeded, item_id)
+        if state not in doing:
+            continue
+        rank = (state == succeeded, item_id)
         if digest not in found or rank > found[digest]:
             found[digest] = rank
     return {digest: rank[1] for digest, rank in found.items()}
@@ -223,38 +236,76 @@ def known_work(session: Session, hashes: Sequence[str]) -> dict[str, int]:
 
 @dataclass
 class _Batch:
-    fresh: list[NewItem]  # to insert (blocked ones included)
-    reused: list[tuple[NewItem, int]]  # skipped, with the item already doing the work (0: earlier in this batch)
+    fresh: list[NewItem]  # to insert once the prompt filter has seen them
+    reused: list[tuple[NewItem, int]]  # skipped, with the item already doing the work (0: planned in this run)
 
 
-def _split(
-    session: Session | None, batch: list[NewItem], prompt_filter: PromptFilter | None, seen: dict[str, int] | None
-) -> _Batch:
-    """Skip lookup first, then the prompt filter on fresh prompts only. Identical work twice in one batch is
-    planned once (the second key reuses the first's item, id filled in after the insert). `seen` carries the
-    hashes of earlier batches when nothing is written (a dry run); a submit finds them in its own transaction."""
-    known = known_work(session, [i.content_hash for i in batch]) if session is not None else {}
+def _split(session: Session | None, batch: list[NewItem], seen: Mapping[str, int], *, ids: bool = True) -> _Batch:
+    """The skip lookup, before any prompt filter: work already succeeded or under way in the ledger, or planned
+    earlier in this run (`seen`: content hash → item id, 0 while its batch is not written yet), is reused;
+    identical work twice in one batch is planned once. `ids`: find the reused items' ids (catalogue entries
+    need them; a plain submit does not)."""
+    known = known_work(session, [i.content_hash for i in batch], ids=ids) if session is not None else {}
     fresh: list[NewItem] = []
     reused: list[tuple[NewItem, int]] = []
     planned: set[str] = set()
     for item in batch:
         digest = item.content_hash
-        reuse = known.get(digest) or (seen.get(digest) if seen is not None else None)
+        reuse = known[digest] if digest in known else seen.get(digest)
         if reuse is not None:
             reused.append((item, reuse))
         elif digest in planned:
             reused.append((item, 0))
         else:
             planned.add(digest)
-            found = prompt_filter.check(item.prompt) if prompt_filter else None
-            fresh.append(replace(item, blocked=found.as_dict()) if found else item)
-    if seen is not None:
-        seen.update((i.content_hash, -1) for i in fresh)
+            fresh.append(item)
     return _Batch(fresh=fresh, reused=reused)
 
 
-def _prompt_filter(request: SubmitRequest) -> PromptFilter | None:
-    return promptfilter.load(tuple(request.blocklists)) if request.blocklists else None
+def _screened(items: list[NewItem], verdicts: Sequence[Match | None]) -> list[NewItem]:
+    """The items with the prompt filter's verdicts: a refused one is inserted `blocked`, never queued."""
+    return [
+        replace(item, blocked=found.as_dict()) if found else item for item, found in zip(items, verdicts, strict=True)
+    ]
+
+
+def _screen(request: SubmitRequest, processes: int) -> Screen | None:
+    return Screen(tuple(request.blocklists), processes) if request.blocklists else None
+
+
+@dataclass
+class _InFlight:
+    """A batch whose fresh prompts are being checked (by a helper process, or already here)."""
+
+    split: _Batch
+    prompts: list[str]
+    verdicts: Future[list[Match | None]] | None
+
+
+def _ready(batch: _InFlight) -> bool:
+    return batch.verdicts is None or batch.verdicts.done()
+
+
+class _Window:
+    """Content hashes of this run's fresh items that the skip lookup's query may not see yet: planned in a batch
+    still in flight (id 0), or written recently (their ids, for catalogue entries reusing them). Bounded: a
+    batch's hashes leave once every batch planned before it was written has been written too."""
+
+    def __init__(self, keep: int) -> None:
+        self.ids: dict[str, int] = {}
+        self._written: deque[list[str]] = deque()
+        self._keep = keep
+
+    def planned(self, items: Iterable[NewItem]) -> None:
+        self.ids.update((item.content_hash, 0) for item in items)
+
+    def written(self, items: Sequence[NewItem], ids: Sequence[int]) -> None:
+        hashes = [item.content_hash for item in items]
+        self.ids.update(zip(hashes, ids, strict=True))
+        self._written.append(hashes)
+        while len(self._written) > self._keep:
+            for digest in self._written.popleft():
+                self.ids.pop(digest, None)
 
 
 # --- the entry points -------------------------------------------------------------------------------------
@@ -265,16 +316,18 @@ def preview_request(settings: Settings, ledger: Ledger | None, request: SubmitRe
     Raises CatalogueError / UsageError like `submit_request`."""
     limits = request.limits or limits_for(settings)
     stats = Stats()
-    prompt_filter = _prompt_filter(request)
+    screen = _screen(request, 0)
     preview = Preview()
     seen: dict[str, int] = {}
     reader = ledger.session(readonly=True) if ledger is not None else None
     session = reader.__enter__() if reader is not None else None
     try:
         for batch in _batches(_items(_rows(request, limits, stats), request.seed, request.model), BATCH):
-            split = _split(session, batch, prompt_filter, seen)
+            split = _split(session, batch, seen)
+            seen.update((item.content_hash, -1) for item in split.fresh)
             preview.skipped += len(split.reused)
-            for item in split.fresh:
+            verdicts = screen.check_here([i.prompt for i in split.fresh]) if screen else [None] * len(split.fresh)
+            for item in _screened(split.fresh, verdicts):
                 if item.blocked:
                     preview.blocked += 1
                     if len(preview.first_blocked) < 5:
@@ -325,9 +378,9 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
     app = make_celery(settings)
     with app.connection_for_write() as conn:  # fail now, before writing, if the broker is unreachable
         conn.ensure_connection(max_retries=3)
+    started = time.perf_counter()
     limits = request.limits or limits_for(settings)
     stats = Stats()
-    prompt_filter = _prompt_filter(request)
     name = (
         request.name
         or (
@@ -337,8 +390,37 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
         )
         + f"-{datetime.now():%Y%m%d-%H%M%S}"
     )
+    processes = settings.submit_processes if settings.submit_processes is not None else default_processes()
+    screen = _screen(request, processes)
+    window = _Window(keep=MAX_IN_FLIGHT + 2)
+    outgoing = Outgoing()
     inserted = skipped = blocked = 0
     changes = {catalogues.NEW: 0, catalogues.CHANGED: 0, catalogues.UNCHANGED: 0, catalogues.RETIRED: 0}
+
+    def write(session: Session, job_id: int, batch: _InFlight) -> None:
+        nonlocal inserted, skipped, blocked
+        split = batch.split
+        fresh = split.fresh
+        if batch.verdicts is not None and screen is not None:
+            fresh = _screened(fresh, screen.verdicts(batch.verdicts, batch.prompts))
+        ids = transitions.add_items(session, job_id, fresh)
+        window.written(fresh, ids)
+        outgoing.add(fresh, ids)
+        inserted += len(ids)
+        blocked += sum(1 for item in fresh if item.blocked)
+        skipped += len(split.reused)
+        if request.catalogue is not None:
+            listed = [
+                catalogues.Listed(i.key, i.variant, i.content_hash, item_id, True)
+                for i, item_id in zip(fresh, ids, strict=True)
+            ]
+            listed += [
+                catalogues.Listed(i.key, i.variant, i.content_hash, reuse or window.ids[i.content_hash], False)
+                for i, reuse in split.reused
+            ]
+            for change, n in catalogues.record_run(session, request.catalogue, job_id, listed).items():
+                changes[change] += n
+
     try:
         with ledger.session() as session:
             job = Job(
@@ -352,24 +434,20 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
             session.add(job)
             session.flush()  # a concurrent twin with the same request_id fails here (unique constraint)
             job_id = job.id
+            # Batch N is written while the helpers check N+1…: the skip lookup of a batch sees the ledger and
+            # the window of batches planned before it.
+            in_flight: deque[_InFlight] = deque()
             for batch in _batches(_items(_rows(request, limits, stats), request.seed, request.model), BATCH):
-                split = _split(session, batch, prompt_filter, None)
-                ids = transitions.add_items(session, job_id, split.fresh)
-                inserted += len(ids)
-                blocked += sum(1 for item in split.fresh if item.blocked)
-                skipped += len(split.reused)
-                if request.catalogue is not None:
-                    mine = {item.content_hash: item_id for item, item_id in zip(split.fresh, ids, strict=True)}
-                    listed = [
-                        catalogues.Listed(i.key, i.variant, i.content_hash, item_id, True)
-                        for i, item_id in zip(split.fresh, ids, strict=True)
-                    ]
-                    listed += [
-                        catalogues.Listed(i.key, i.variant, i.content_hash, reuse or mine[i.content_hash], False)
-                        for i, reuse in split.reused
-                    ]
-                    for change, n in catalogues.record_run(session, request.catalogue, job_id, listed).items():
-                        changes[change] += n
+                split = _split(session, batch, window.ids, ids=request.catalogue is not None)
+                window.planned(split.fresh)
+                prompts = [item.prompt for item in split.fresh] if screen is not None else []
+                in_flight.append(_InFlight(split, prompts, screen.check(prompts) if screen is not None else None))
+                # Write every batch whose verdicts are in; wait only when the helpers are MAX_IN_FLIGHT behind
+                # (while they start, this process reads ahead instead of waiting).
+                while in_flight and (len(in_flight) > MAX_IN_FLIGHT or _ready(in_flight[0])):
+                    write(session, job_id, in_flight.popleft())
+            while in_flight:
+                write(session, job_id, in_flight.popleft())
             if request.catalogue is not None:
                 changes[catalogues.RETIRED] = catalogues.retire_absent(session, request.catalogue, job_id)
             job.counts = {
@@ -384,7 +462,11 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
         if request.request_id is not None and (found := _existing(ledger, request.request_id)) is not None:
             return found  # lost the race to a twin request: its job is the answer
         raise
-    messages = publish_pending(settings, ledger, app, job_id, request.model)
+    finally:
+        if screen is not None:
+            screen.close()
+    written = time.perf_counter()
+    messages = publish_pending(settings, ledger, app, job_id, request.model, outgoing)
     log.info(
         "submitted",
         extra={
@@ -393,6 +475,8 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
             "skipped": skipped,
             "blocked": blocked,
             "messages": messages,
+            "write_s": round(written - started, 3),  # read, check, insert and commit
+            "publish_s": round(time.perf_counter() - written, 3),
         },
     )
     return Submission(
@@ -409,33 +493,58 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
     )
 
 
-def publish_pending(settings: Settings, ledger: Ledger, app: Any, job_id: int, model: str) -> int:
-    """Publish the job's pending items page by page (ids ascending), marking each page queued once its messages
-    are out. A crash in between leaves pending items: the reconciler publishes them."""
+class Outgoing:
+    """The items a submission wrote `pending`, to publish once it commits: ids (ascending, as inserted) and an
+    index into their distinct params, in two arrays (10 bytes an item: a million-row submit holds 10 MB), so
+    publishing needs no read back of the rows."""
+
+    def __init__(self) -> None:
+        self.ids = array("q")
+        self._shape = array("H")
+        self._params: list[GenerationParams] = []
+        self._index: dict[GenerationParams, int] = {}
+
+    def add(self, items: Sequence[NewItem], ids: Sequence[int]) -> None:
+        for item, item_id in zip(items, ids, strict=True):
+            if item.blocked:
+                continue
+            index = self._index.get(item.params)
+            if index is None:
+                index = self._index[item.params] = len(self._params)
+                self._params.append(item.params)
+            self.ids.append(item_id)
+            self._shape.append(index)
+
+    def pages(self, job_id: int, size: int) -> Iterator[list[QueuedItem]]:
+        params, shape, ids = self._params, self._shape, self.ids
+        if any(a >= b for a, b in zip(ids, ids[1:])):  # never seen: inserts draw ascending ids
+            raise RuntimeError("submitted item ids are not ascending; the reconciler will publish them")
+        for start in range(0, len(ids), size):
+            yield [
+                QueuedItem(item=item_id, job=job_id, params=params[index])
+                for item_id, index in zip(ids[start : start + size], shape[start : start + size])
+            ]
+
+
+def publish_pending(settings: Settings, ledger: Ledger, app: Any, job_id: int, model: str, outgoing: Outgoing) -> int:
+    """Publish the items a submission wrote, page by page (ids ascending), marking each page queued once its
+    messages are out; the marking runs on a thread while the next page is published (SQLite's writer and the
+    broker's socket both wait without the GIL). A crash in between leaves pending items: the reconciler
+    publishes them."""
     messages = 0
-    after = 0
-    params_of: dict[str, GenerationParams] = {}
-    while True:
-        with ledger.session(readonly=True) as session:
-            page = session.execute(
-                select(Item.id, type_coerce(Item.params, String))
-                .where(Item.job_id == job_id, Item.state == State.pending, Item.id > after)
-                .order_by(Item.id)
-                .limit(PAGE)
-            ).all()
-        if not page:
-            return messages
-        queued = []
-        for item_id, raw in page:  # the JSON text on SQLite (decoded once per distinct value), a dict elsewhere
-            shape = raw if isinstance(raw, str) else json.dumps(raw, sort_keys=True)
-            params = params_of.get(shape)
-            if params is None:
-                params = params_of[shape] = GenerationParams.from_json(json.loads(shape))
-            queued.append(QueuedItem(item=item_id, job=job_id, params=params))
-        messages += len(publish_items(app, queued, model, settings.batch_size, settings.items_per_message))
-        with ledger.session() as session:
-            transitions.mark_queued_range(session, job_id, page[0][0], page[-1][0])
-        after = page[-1][0]
+    with ThreadPoolExecutor(1, thread_name_prefix="mark-queued") as marker:
+        marks: list[Future[int]] = []
+        for page in outgoing.pages(job_id, PAGE):
+            messages += len(publish_items(app, page, model, settings.batch_size, settings.items_per_message))
+            marks.append(marker.submit(_mark_queued, ledger, job_id, page[0].item, page[-1].item))
+        for mark in marks:
+            mark.result()  # a failed mark leaves its page pending: published again by the reconciler
+    return messages
+
+
+def _mark_queued(ledger: Ledger, job_id: int, first: int, last: int) -> int:
+    with ledger.session() as session:
+        return transitions.mark_queued_range(session, job_id, first, last)
 
 
 # --- small in-memory planning (tests, previews of a few rows) ---------------------------------------------

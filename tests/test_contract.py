@@ -181,6 +181,66 @@ def test_migrations_build_exactly_the_orm_schema(database: str, tmp_path: Path, 
     engine.dispose()
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_migration_0010_copies_the_numeric_scores_of_succeeded_images(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from sqlalchemy import text
+
+    url = None
+    if database == "postgresql":
+        test_servers = request.getfixturevalue("test_servers")
+        url = test_servers.get("postgres").create_database(test_servers.next_name("scores"))
+    engine = make_engine(Settings(data_dir=tmp_path, database_url=url))
+    upgrade(engine, "0009")
+    scores = {"clip_score": 31.5, "sharpness": 400, "nsfw_flag": True, "label": "x", "none": None}
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO jobs (id, name, model, params, counts, created) VALUES (1, 'j', 'm', '{}', '{}', :t)"),
+            {"t": "2026-11-30 00:00:00"},
+        )
+        for item_id, state in ((1, "succeeded"), (2, "blocked")):
+            conn.execute(
+                text(
+                    "INSERT INTO items (id, job_id, item_key, variant, prompt, negative, params, seed, content_hash, "
+                    "state, attempts, created) VALUES (:i, 1, :k, 0, 'p', '', '{}', 1, :k, :s, 1, :t)"
+                ),
+                {"i": item_id, "k": f"K{item_id}", "s": state, "t": "2026-11-30 00:00:00"},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO images (item_id, storage_key, sha256, width, height, bytes, format, engine_id, "
+                    "timings, scores, candidate, visibility, created) VALUES (:i, :k, :h, 1, 1, 1, 'png', 'e', '{}', "
+                    ":scores, 0, 'public', :t)"
+                ),
+                {"i": item_id, "k": f"k{item_id}", "h": "0" * 64, "scores": json.dumps(scores), "t": "2026-11-30"},
+            )
+    upgrade(engine)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT item_id, name, job_id, value FROM image_scores ORDER BY name")).all()
+    assert [tuple(r) for r in rows] == [
+        (1, "clip_score", 1, 31.5),
+        (1, "nsfw_flag", 1, 1.0),
+        (1, "sharpness", 1, 400.0),
+    ]
+    engine.dispose()
+
+
+def test_head_constant_is_the_newest_migration(tmp_path: Path) -> None:
+    """`ledger.HEAD` (read without Alembic on every start) names the one head of migrations/, and a ledger at
+    an older revision is not current."""
+    from pixelmill.ledger import HEAD, migration_heads, schema_is_current
+
+    assert migration_heads() == {HEAD}
+    engine = make_engine(Settings(data_dir=tmp_path))
+    assert not schema_is_current(engine)  # empty: no alembic_version table
+    upgrade(engine, "0007")
+    assert not schema_is_current(engine)
+    upgrade(engine)
+    assert schema_is_current(engine)
+    engine.dispose()
+
+
 def test_ledger_migrates_itself_on_first_use(tmp_path: Path) -> None:
     from pixelmill.ledger import Ledger, table_names
 

@@ -295,6 +295,47 @@ def test_approve_publishes_only_blocked_items(ledger: Ledger) -> None:
     assert row.state == State.succeeded and (row.block_reason or {}).get("approved_by") == "alice"
 
 
+def test_scores_of_succeeded_items_are_indexed_once_and_status_reads_them(ledger: Ledger) -> None:
+    """`image_scores` holds the numeric scores of exactly the succeeded items (finish, approve), once each;
+    status percentiles from its index equal `percentile` over the images' own JSON."""
+    from pixelmill.schema import ImageScore
+    from producer.status import percentile, score_distributions
+
+    ids = new_job(ledger, 4)
+    claim(ledger, ids)
+    finish(ledger, ids[0])
+    finish(ledger, ids[0])  # a duplicate finish adds no score row
+    finish(ledger, ids[1], blocked=True)  # blocked: no score until approved
+    finish(ledger, ids[2])
+    with ledger.session() as session:
+        session.execute(update(Image).where(Image.item_id == ids[2]).values(scores={"sharpness": 7.5}))
+        session.execute(update(ImageScore).where(ImageScore.item_id == ids[2]).values(value=7.5))
+    with ledger.session(readonly=True) as session:
+        scored = session.execute(select(ImageScore.item_id, ImageScore.name)).all()
+        assert sorted(scored) == [(ids[0], "sharpness"), (ids[2], "sharpness")]
+    with ledger.session() as session:
+        row = session.get(Item, ids[1])
+        image = session.scalars(select(Image).where(Image.item_id == ids[1])).one()
+        assert row is not None
+        transitions.approve(session, row, image, public_key="jobs/1/K/0.png", sha256="1" * 64, size=3, by="alice")
+    with ledger.session(readonly=True) as session:
+        job = job_of(ledger, ids[0])
+        values = sorted(
+            float(scores["sharpness"])
+            for scores in session.scalars(
+                select(Image.scores).join(Item).where(Item.job_id == job, Item.state == State.succeeded)
+            )
+        )
+        assert len(values) == 3
+        expected = {
+            "n": 3,
+            "median": percentile(values, 50),
+            "p10": percentile(values, 10),
+            "p90": percentile(values, 90),
+        }
+        assert score_distributions(session, job) == {"sharpness": expected}
+
+
 def test_every_state_change_goes_through_the_transitions_module() -> None:
     """No `Item.state` assignment or `update(Item)` anywhere else in the code (migrations and tests aside)."""
     root = Path(__file__).resolve().parents[1]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import sys
@@ -228,7 +229,10 @@ def submit(
         if dry_run:  # reads the ledger if there is one, and writes nothing anywhere
             preview = preview_request(settings, _existing_ledger(), request)
         else:
+            from pixelmill.cli.receipts import UnservedCheck
+
             ledger = _ledger()
+            unserved = UnservedCheck(ledger, model_id)
             result = submit_request(settings, ledger, request)
     except CatalogueError as exc:
         fail(f"{len(exc.problems)} problem(s) in {shown}; nothing was submitted:\n{exc}")
@@ -270,7 +274,7 @@ def submit(
         err.print(f"warning: {warning}", highlight=False, markup=False)
     from pixelmill.cli.receipts import after_submit, wait_and_report
 
-    after_submit(ledger, model_id, queued=result.items > 0 and not result.existing)
+    after_submit(ledger, unserved, queued=result.items > 0 and not result.existing)
     if as_json:
         print(json.dumps(result.as_dict()))
     elif result.existing:
@@ -894,6 +898,11 @@ def main() -> None:
     except SettingsError as exc:
         err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
+    finally:
+        # The interpreter's last garbage collections walk every object SQLAlchemy, pydantic, Celery and rich
+        # made at import: 0.25 s at the end of every command. Frozen objects are skipped; everything is still
+        # freed by reference counting, and files and connections are closed by their `with` blocks.
+        gc.freeze()
 
 
 from pixelmill.cli import frontdoor as _frontdoor  # noqa: E402,F401  (intake, serve, events)

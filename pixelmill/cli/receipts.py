@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -20,6 +22,8 @@ from rich.table import Table
 
 from pixelmill.cli import _read_ledger, app, err, fail, out
 from pixelmill.settings import get_settings
+
+log = logging.getLogger(__name__)
 
 # `submit --wait` exit codes: the job finished with every item succeeded or blocked / some failed /
 # cancelled or still unfinished at --timeout / the finished run drifted (--fail-on-drift).
@@ -323,16 +327,36 @@ def wait_for(ledger: Any, job: int, *, timeout: float | None, interval: float = 
     return (EXIT_FAILED if status.failed else EXIT_OK), status
 
 
-def after_submit(ledger: Any, model: str, *, queued: bool) -> None:
+class UnservedCheck:
+    """`unserved_warning` in a thread started with the submit: its broadcast waits up to a second for replies,
+    which the submit's own work then hides instead of adding."""
+
+    def __init__(self, ledger: Any, model: str) -> None:
+        self.ledger, self.model = ledger, model
+        self.warning: str | None = None
+        self._thread = threading.Thread(target=self._run, name="unserved-check", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.warning = unserved_warning(self.ledger, self.model)
+        except Exception:  # noqa: BLE001 (a warning we cannot work out is no warning)
+            log.debug("unserved check failed", exc_info=True)
+
+    def result(self) -> str | None:
+        self._thread.join()
+        return self.warning
+
+
+def after_submit(ledger: Any, check: UnservedCheck, *, queued: bool) -> None:
     """Record the absolute data directory in the ledger, and warn (stderr) when nobody serves the model."""
     from pixelmill.ledger import record_meta
 
     with ledger.session() as session:
         record_meta(session, "data_dir", str(get_settings().data_path))
-    if queued:
-        warning = unserved_warning(ledger, model)
-        if warning:
-            err.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
+    warning = check.result() if queued else None  # nothing queued: nothing waits for a worker (nor for its answer)
+    if warning:
+        err.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
 
 
 def wait_and_report(ledger: Any, job: int, *, timeout: float | None, fail_on_drift: bool) -> int:
