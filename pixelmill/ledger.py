@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -33,8 +34,6 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
 from pixelmill.schema import Base
@@ -160,22 +159,39 @@ def bound(session: Session, column: Column[Any], value: Any) -> Any:
     return processor(value) if processor is not None else value
 
 
-def one_of(session: Session, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
-    """`column IN values` with ONE parameter whatever len(values), so the statement compiles once: an array on
-    PostgreSQL (an IN list of 2,000 parameters inside a bulk-inserting transaction, with no statistics for its
-    own fresh rows yet, was planned as a scan of the whole table: 1.6 s a batch at 100k rows), a JSON array read
-    by json_each on SQLite (expanding 2,000 parameters cost as much as the lookup itself)."""
+def listed(session: Session, values: Sequence[Any], element: type[String] | type[BigInteger]) -> Any:
+    """`values` as a one-column table (column `value`) bound as ONE parameter whatever their number, so a
+    statement using it compiles once: `unnest` of an array on PostgreSQL, `json_each` of a JSON array on SQLite
+    (expanding 2,000 parameters cost as much as the lookup itself)."""
     if session.get_bind().dialect.name == "postgresql":
-        element_type = String if isinstance(column.type, String) else BigInteger
-        return cast(ColumnElement[bool], column == any_(bindparam(None, list(values), type_=ARRAY(element_type))))
-    listed = func.json_each(bindparam(None, json.dumps(list(values)), type_=String)).table_valued("value")
-    return cast(ColumnElement[bool], column.in_(select(listed.c.value)))
+        from sqlalchemy.dialects.postgresql import ARRAY  # here: the dialect costs every command 30 ms to import
+
+        return func.unnest(bindparam(None, list(values), type_=ARRAY(element))).table_valued("value").render_derived()
+    return func.json_each(bindparam(None, json.dumps(list(values)), type_=String)).table_valued("value")
+
+
+def one_of(session: Session, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
+    """`column IN values` with one parameter (`listed`). On PostgreSQL `= ANY(array)`: an IN list of 2,000
+    parameters inside a bulk-inserting transaction, with no statistics for its own fresh rows yet, was planned
+    as a scan of the whole table (1.6 s a batch at 100k rows)."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        element = String if isinstance(column.type, String) else BigInteger
+        return cast(ColumnElement[bool], column == any_(bindparam(None, list(values), type_=ARRAY(element))))
+    return cast(ColumnElement[bool], column.in_(select(listed(session, values, String).c.value)))
+
+
+# Bound parameters one SQLite statement may take (SQLITE_MAX_VARIABLE_NUMBER: 32766 since 3.32, 999 before).
+_SQLITE_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
 
 
 def bulk_insert(session: Session, table: Table, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """Rows of driver-ready values (`bound`) in the session's transaction: COPY on PostgreSQL, one executemany on
-    SQLite. The submit's path for 100k-row batches, where SQLAlchemy's per-row parameter processing cost more
-    than the database's own insert."""
+    """Rows of driver-ready values (`bound`) in the session's transaction: COPY on PostgreSQL, multi-row INSERT
+    statements on SQLite. The submit's path for 100k-row batches, where SQLAlchemy's per-row parameter
+    processing cost more than the database's own insert. On SQLite one statement runs many rows in one step,
+    which lets go of the GIL once: an executemany gives it up and takes it back for every row, which stalls
+    (by the interpreter's switch interval) when another thread of the process is busy."""
     conn = session.connection()
     names = ", ".join(conn.dialect.identifier_preparer.quote(name) for name in columns)
     target = conn.dialect.identifier_preparer.format_table(table)
@@ -198,8 +214,15 @@ def bulk_insert(session: Session, table: Table, columns: Sequence[str], rows: It
                             row[i] = known[1]
                 copy.write_row(row)
     elif conn.dialect.name == "sqlite":
-        marks = ", ".join("?" for _ in columns)
-        conn.exec_driver_sql(f"INSERT INTO {target} ({names}) VALUES ({marks})", list(rows))
+        one = "(" + ", ".join("?" for _ in columns) + ")"
+        per_statement = max(1, _SQLITE_VARIABLES // len(columns))
+        pending = list(rows)
+        for start in range(0, len(pending), per_statement):
+            chunk = pending[start : start + per_statement]
+            conn.exec_driver_sql(
+                f"INSERT INTO {target} ({names}) VALUES {', '.join([one] * len(chunk))}",
+                tuple(value for row in chunk for value in row),
+            )
     else:
         raise NotImplementedError(f"no bulk insert for the {conn.dialect.name} dialect")
 
@@ -209,6 +232,8 @@ def insert_ignore(session: Session, table: type[Base], rows: Sequence[dict[str, 
     if not rows:
         return 0
     dialect = session.get_bind().dialect.name
+    from sqlalchemy.dialects import postgresql, sqlite
+
     stmt: sqlite.Insert | postgresql.Insert
     if dialect == "sqlite":
         stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=list(conflict))

@@ -27,7 +27,7 @@ import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -49,9 +49,9 @@ class TransitionError(RuntimeError):
 # --- values -----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class NewItem:
-    """An item as planned at submission: its identity, what to generate, and a prompt-filter block if any."""
+class NewItem(NamedTuple):
+    """An item as planned at submission: its identity, what to generate, and a prompt-filter block if any.
+    A NamedTuple, not a frozen dataclass: a submission builds one per catalogue item (3x cheaper)."""
 
     key: str
     variant: int

@@ -23,9 +23,10 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pixelmill import promptfilter
-from pixelmill.promptfilter import Match, PromptFilter
+if TYPE_CHECKING:  # the filter itself is imported where it runs: a rerun with nothing fresh never needs it
+    from pixelmill.promptfilter import Match, PromptFilter
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ class _Helper:
             self.proc.kill()  # the reader then fails every request still waiting
 
     def _read(self) -> None:
+        from pixelmill.promptfilter import Match
+
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             with self._lock:
@@ -133,6 +136,8 @@ class Screen:
         if not prompts:
             return []
         if self._local is None:
+            from pixelmill import promptfilter
+
             self._local = promptfilter.load(self.sources)
         return [self._local.check(prompt) for prompt in prompts]
 
@@ -161,6 +166,8 @@ class Screen:
 def serve(sources: Sequence[str]) -> None:
     """The helper's loop: a JSON list of prompts per input line → a JSON list of verdicts per output line
     (null, or [category, term])."""
+    from pixelmill import promptfilter
+
     lists = promptfilter.load(tuple(sources))
     out = sys.stdout.buffer  # UTF-8 bytes both ways, whatever the locale
     for line in sys.stdin.buffer:

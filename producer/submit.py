@@ -5,35 +5,38 @@ the same reading and skip lookup and writes nothing. Rows stream from the reader
 file is never held whole:
 
 1. read and validate (`producer.catalogue`): a problem anywhere raises CatalogueError at the end of the stream;
-2. seeds and content hashes; identical work already succeeded or under way is skipped, found by one IN query
-   per batch *before* the prompt filter, which then runs on fresh prompts only;
+2. seeds and content hashes; identical work already succeeded or under way is skipped, found by one query per
+   batch *before* the prompt filter, which then runs on fresh prompts only (for a large submission in helper
+   processes, `producer.screening`, while this process writes the batch before);
 3. bulk insert (`transitions.add_items`) and, for a named catalogue, its entries (`producer.catalogues`), all in
    ONE transaction with the job: the CatalogueError of a bad last row rolls back everything;
-4. commit, then publish pages of pending items in messages of PIXELMILL_ITEMS_PER_MESSAGE over one producer
-   connection, each page marked queued in one UPDATE (`transitions.mark_queued_range`).
+4. commit, then publish the items written `pending` (kept in memory as `Outgoing`) in messages of
+   PIXELMILL_ITEMS_PER_MESSAGE over one producer connection, each page marked queued in one UPDATE
+   (`transitions.mark_queued_range`) on a thread while the next page is published.
 
 Order matters for safety. The broker is checked first, so a dead broker leaves nothing behind. Items are
 committed as `pending` before any message exists; a producer that dies while publishing leaves pending
 items, which the reconciler publishes later. Nothing is lost either way.
 
-On SQLite the write transaction holds the database's write lock while the file streams (about 2 s per 100k
-rows); workers' writes wait for it within PIXELMILL_SQLITE_BUSY_TIMEOUT.
+On SQLite the write transaction holds the database's write lock while the file streams (about 2.5 s per 100k
+rows on 2 cores); workers' writes wait for it within PIXELMILL_SQLITE_BUSY_TIMEOUT.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import String, select, type_coerce
+from sqlalchemy import String, exists, select, type_coerce
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -41,9 +44,8 @@ from pixelmill import events, transitions
 from pixelmill.checks import Checks
 from pixelmill.events import Notify
 from pixelmill.identity import content_hasher, derive_seed, model_problem, offset_seed
-from pixelmill.ledger import Ledger, one_of
+from pixelmill.ledger import Ledger, listed, one_of
 from pixelmill.params import GenerationParams
-from pixelmill.promptfilter import Match
 from pixelmill.queue import QueuedItem, make_celery, publish_items
 from pixelmill.schema import ACTIVE, Item, Job, State
 from pixelmill.settings import Settings
@@ -52,11 +54,15 @@ from producer import catalogues
 from producer.catalogue import Defaults, Limits, Row, Stats, UsageError, check_seed, iter_catalogue, iter_rows
 from producer.screening import Screen, default_processes
 
+if TYPE_CHECKING:
+    from pixelmill.promptfilter import Match
+
 log = logging.getLogger(__name__)
 
-BATCH = 2000  # items per skip lookup, insert and catalogue upsert: one IN clause of hashes
+BATCH = 2000  # items per skip lookup, prompt filter request, insert and catalogue upsert
 PAGE = 25_600  # items published, then marked queued in one UPDATE, per step (a multiple of 32, 64, …)
 MAX_IN_FLIGHT = 16  # batches read ahead of their prompt filter verdicts (while the helper processes start)
+WRITES_AHEAD = 2  # checked batches queued for the writer thread
 REQUEST_ID_MAX = 200
 
 
@@ -214,12 +220,15 @@ def known_work(session: Session, hashes: Sequence[str], *, ids: bool = True) -> 
     """content hash -> the item already doing that work: succeeded first, else the newest active one. With
     `ids=False` every known hash maps to 0: a plain submit only counts what it skips. States are filtered
     here, not in SQL: with `state IN (...)` beside the hash list SQLite's planner may scan by state instead."""
-    match = one_of(session, Item.content_hash, list(set(hashes)))
+    unique = list(set(hashes))
+    if not ids:  # the database returns only the hashes nobody does yet: none at all on a nightly rerun
+        asked = listed(session, unique, String)
+        doing_it = exists().where(Item.content_hash == asked.c.value, Item.state.in_([State.succeeded, *ACTIVE]))
+        fresh = set(session.connection().execute(select(asked.c.value).where(~doing_it)).scalars())
+        return {digest: 0 for digest in unique if digest not in fresh}
+    match = one_of(session, Item.content_hash, unique)
     succeeded = State.succeeded.value
     doing = {succeeded, *(state.value for state in ACTIVE)}
-    if not ids:
-        rows = session.connection().execute(select(Item.content_hash, type_coerce(Item.state, String)).where(match))
-        return {digest: 0 for digest, state in rows.all() if state in doing}
     found: dict[str, tuple[bool, int]] = {}
     for item_id, digest, state in (
         session.connection()
@@ -265,7 +274,7 @@ def _split(session: Session | None, batch: list[NewItem], seen: Mapping[str, int
 def _screened(items: list[NewItem], verdicts: Sequence[Match | None]) -> list[NewItem]:
     """The items with the prompt filter's verdicts: a refused one is inserted `blocked`, never queued."""
     return [
-        replace(item, blocked=found.as_dict()) if found else item for item, found in zip(items, verdicts, strict=True)
+        item._replace(blocked=found.as_dict()) if found else item for item, found in zip(items, verdicts, strict=True)
     ]
 
 
@@ -306,6 +315,84 @@ class _Window:
         while len(self._written) > self._keep:
             for digest in self._written.popleft():
                 self.ids.pop(digest, None)
+
+
+class _Writing:
+    """The write stage of one submission, in three overlapping steps per batch of BATCH items:
+
+    1. `plan` (this thread): the skip lookup and the window of batches planned before it; fresh prompts go to
+       the prompt filter (`Screen`: helper processes for a large submission);
+    2. `_hand_over` (this thread): a batch whose verdicts are in goes to the writer thread; this thread waits
+       only when the helpers are MAX_IN_FLIGHT batches behind (while they start, it reads ahead instead);
+    3. `_write` (the writer thread): insert the checked batch, then its catalogue entries. SQLite runs the
+       insert without the GIL, so this thread reads and hashes the next rows meanwhile.
+
+    The session is used by this thread (lookups) and the writer (inserts) in turn, never at once (`_db`). Leaving
+    the `with` block waits for every write; on an error, for the one running, and drops the rest: the
+    caller's session then rolls back with nothing still writing."""
+
+    def __init__(self, session: Session, job_id: int, catalogue: str | None, screen: Screen | None) -> None:
+        self.session, self.job_id, self.catalogue, self.screen = session, job_id, catalogue, screen
+        self.window = _Window(keep=MAX_IN_FLIGHT + 2)
+        self.outgoing = Outgoing()
+        self.inserted = self.skipped = self.blocked = 0
+        self.changes = {catalogues.NEW: 0, catalogues.CHANGED: 0, catalogues.UNCHANGED: 0, catalogues.RETIRED: 0}
+        self._db = threading.Lock()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="submit-writer")
+        self._in_flight: deque[_InFlight] = deque()
+        self._writes: deque[Future[None]] = deque()
+
+    def __enter__(self) -> _Writing:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        try:
+            if kind is None:
+                while self._in_flight:
+                    self._hand_over(self._in_flight.popleft())
+                while self._writes:
+                    self._writes.popleft().result()
+        finally:
+            self._writer.shutdown(wait=True, cancel_futures=True)
+
+    def plan(self, batch: list[NewItem]) -> None:
+        with self._db:
+            split = _split(self.session, batch, self.window.ids, ids=self.catalogue is not None)
+        self.window.planned(split.fresh)
+        screen = self.screen
+        prompts = [item.prompt for item in split.fresh] if screen is not None else []
+        self._in_flight.append(_InFlight(split, prompts, screen.check(prompts) if screen is not None else None))
+        while self._in_flight and (len(self._in_flight) > MAX_IN_FLIGHT or _ready(self._in_flight[0])):
+            self._hand_over(self._in_flight.popleft())
+
+    def _hand_over(self, batch: _InFlight) -> None:
+        fresh = batch.split.fresh
+        if batch.verdicts is not None and self.screen is not None:
+            fresh = _screened(fresh, self.screen.verdicts(batch.verdicts, batch.prompts))
+        self._writes.append(self._writer.submit(self._write, batch.split, fresh))
+        while self._writes and (self._writes[0].done() or len(self._writes) > WRITES_AHEAD):
+            self._writes.popleft().result()  # a failed write raises here
+
+    def _write(self, split: _Batch, fresh: list[NewItem]) -> None:
+        with self._db:
+            ids = transitions.add_items(self.session, self.job_id, fresh)
+        self.window.written(fresh, ids)
+        self.outgoing.add(fresh, ids)
+        self.inserted += len(ids)
+        self.blocked += sum(1 for item in fresh if item.blocked)
+        self.skipped += len(split.reused)
+        if self.catalogue is not None:
+            listed = [
+                catalogues.Listed(i.key, i.variant, i.content_hash, item_id, True)
+                for i, item_id in zip(fresh, ids, strict=True)
+            ]
+            listed += [
+                catalogues.Listed(i.key, i.variant, i.content_hash, reuse or self.window.ids[i.content_hash], False)
+                for i, reuse in split.reused
+            ]
+            with self._db:
+                for change, n in catalogues.record_run(self.session, self.catalogue, self.job_id, listed).items():
+                    self.changes[change] += n
 
 
 # --- the entry points -------------------------------------------------------------------------------------
@@ -392,35 +479,6 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
     )
     processes = settings.submit_processes if settings.submit_processes is not None else default_processes()
     screen = _screen(request, processes)
-    window = _Window(keep=MAX_IN_FLIGHT + 2)
-    outgoing = Outgoing()
-    inserted = skipped = blocked = 0
-    changes = {catalogues.NEW: 0, catalogues.CHANGED: 0, catalogues.UNCHANGED: 0, catalogues.RETIRED: 0}
-
-    def write(session: Session, job_id: int, batch: _InFlight) -> None:
-        nonlocal inserted, skipped, blocked
-        split = batch.split
-        fresh = split.fresh
-        if batch.verdicts is not None and screen is not None:
-            fresh = _screened(fresh, screen.verdicts(batch.verdicts, batch.prompts))
-        ids = transitions.add_items(session, job_id, fresh)
-        window.written(fresh, ids)
-        outgoing.add(fresh, ids)
-        inserted += len(ids)
-        blocked += sum(1 for item in fresh if item.blocked)
-        skipped += len(split.reused)
-        if request.catalogue is not None:
-            listed = [
-                catalogues.Listed(i.key, i.variant, i.content_hash, item_id, True)
-                for i, item_id in zip(fresh, ids, strict=True)
-            ]
-            listed += [
-                catalogues.Listed(i.key, i.variant, i.content_hash, reuse or window.ids[i.content_hash], False)
-                for i, reuse in split.reused
-            ]
-            for change, n in catalogues.record_run(session, request.catalogue, job_id, listed).items():
-                changes[change] += n
-
     try:
         with ledger.session() as session:
             job = Job(
@@ -433,31 +491,21 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
             )
             session.add(job)
             session.flush()  # a concurrent twin with the same request_id fails here (unique constraint)
-            job_id = job.id
-            # Batch N is written while the helpers check N+1…: the skip lookup of a batch sees the ledger and
-            # the window of batches planned before it.
-            in_flight: deque[_InFlight] = deque()
-            for batch in _batches(_items(_rows(request, limits, stats), request.seed, request.model), BATCH):
-                split = _split(session, batch, window.ids, ids=request.catalogue is not None)
-                window.planned(split.fresh)
-                prompts = [item.prompt for item in split.fresh] if screen is not None else []
-                in_flight.append(_InFlight(split, prompts, screen.check(prompts) if screen is not None else None))
-                # Write every batch whose verdicts are in; wait only when the helpers are MAX_IN_FLIGHT behind
-                # (while they start, this process reads ahead instead of waiting).
-                while in_flight and (len(in_flight) > MAX_IN_FLIGHT or _ready(in_flight[0])):
-                    write(session, job_id, in_flight.popleft())
-            while in_flight:
-                write(session, job_id, in_flight.popleft())
+            with _Writing(session, job.id, request.catalogue, screen) as writing:
+                for batch in _batches(_items(_rows(request, limits, stats), request.seed, request.model), BATCH):
+                    writing.plan(batch)
+            changes = writing.changes
             if request.catalogue is not None:
-                changes[catalogues.RETIRED] = catalogues.retire_absent(session, request.catalogue, job_id)
+                changes[catalogues.RETIRED] = catalogues.retire_absent(session, request.catalogue, job.id)
             job.counts = {
                 "rows": stats.rows,
-                "items": inserted,
-                "skipped": skipped,
-                "blocked": blocked,
+                "items": writing.inserted,
+                "skipped": writing.skipped,
+                "blocked": writing.blocked,
                 **({"changes": changes} if request.catalogue is not None else {}),
             }
             events.job_accepted(session, job, request.notify or Notify())  # the outbox, same transaction
+            job_id = job.id
     except IntegrityError:
         if request.request_id is not None and (found := _existing(ledger, request.request_id)) is not None:
             return found  # lost the race to a twin request: its job is the answer
@@ -465,6 +513,7 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
     finally:
         if screen is not None:
             screen.close()
+    inserted, skipped, blocked, outgoing = writing.inserted, writing.skipped, writing.blocked, writing.outgoing
     written = time.perf_counter()
     messages = publish_pending(settings, ledger, app, job_id, request.model, outgoing)
     log.info(
@@ -495,12 +544,12 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
 
 class Outgoing:
     """The items a submission wrote `pending`, to publish once it commits: ids (ascending, as inserted) and an
-    index into their distinct params, in two arrays (10 bytes an item: a million-row submit holds 10 MB), so
+    index into their distinct params, in two arrays (12 bytes an item: a million-row submit holds 12 MB), so
     publishing needs no read back of the rows."""
 
     def __init__(self) -> None:
         self.ids = array("q")
-        self._shape = array("H")
+        self._shape = array("I")
         self._params: list[GenerationParams] = []
         self._index: dict[GenerationParams, int] = {}
 

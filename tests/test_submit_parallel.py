@@ -120,3 +120,77 @@ def test_pipelined_submit_plans_like_the_dry_run(tmp_path: Path, processes: int)
     finally:
         ledger.close()
         EmbeddedRedis(tmp_path).stop()
+
+
+@pytest.mark.parametrize("fault", ["bad last row", "failed insert"])
+def test_a_failure_mid_stream_leaves_nothing(tmp_path: Path, fault: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """All or nothing with the writer thread and the helpers busy: a bad last row (the reader's CatalogueError
+    at the end of the stream) or an insert that fails on the third batch rolls back the job and every item."""
+    from pixelmill import transitions
+    from pixelmill.schema import Job
+    from producer.catalogue import CatalogueError
+
+    settings = Settings(data_dir=tmp_path, submit_processes=1)
+    rows = catalogue_rows(4 * BATCH)
+    expected: type[Exception] = CatalogueError
+    if fault == "bad last row":
+        rows.append({"id": "SKU-LAST", "prompt": ""})
+    else:
+        calls = []
+        real = transitions.add_items
+
+        def failing(*args: object, **kwargs: object) -> list[int]:
+            calls.append(1)
+            if len(calls) == 3:
+                raise RuntimeError("disk full")
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(transitions, "add_items", failing)
+        expected = RuntimeError
+    ledger = Ledger(settings)
+    try:
+        with pytest.raises(expected):
+            submit_request(
+                settings, ledger, SubmitRequest(rows=rows, defaults=DEFAULTS, model="org/m", blocklists=("builtin",))
+            )
+        with ledger.session(readonly=True) as session:
+            assert session.scalar(select(func.count()).select_from(Job)) == 0
+            assert session.scalar(select(func.count()).select_from(Item)) == 0
+    finally:
+        ledger.close()
+        EmbeddedRedis(tmp_path).stop()
+
+
+def test_a_script_without_a_main_guard_submits_once(tmp_path: Path) -> None:
+    """The helpers are plain `python -m producer.screening` processes: a submission script with no
+    `if __name__ == "__main__"` guard is not imported again in them (multiprocessing's spawn would run it, and
+    submit a second job, in every helper)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "nightly.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        "from pixelmill.ledger import Ledger\n"
+        "from pixelmill.settings import Settings\n"
+        "from producer.catalogue import Defaults\n"
+        "from producer.submit import SubmitRequest, submit_request\n"
+        f"settings = Settings(data_dir=Path({str(tmp_path / 'data')!r}), submit_processes=2)\n"
+        "rows = [{'id': f'SKU-{i}', 'prompt': f'studio photo of mug {i}'} for i in range(3000)]\n"
+        "request = SubmitRequest(rows=rows, defaults=Defaults(template=None, width=64, height=64, steps=4),\n"
+        "                        model='org/m', blocklists=('builtin',))\n"
+        "print(submit_request(settings, Ledger(settings), request).items)\n"
+    )
+    try:
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["3000"]
+        ledger = Ledger(Settings(data_dir=tmp_path / "data"))
+        with ledger.session(readonly=True) as session:
+            from pixelmill.schema import Job
+
+            assert session.scalar(select(func.count()).select_from(Job)) == 1
+            assert session.scalar(select(func.count()).select_from(Item)) == 3000
+        ledger.close()
+    finally:
+        EmbeddedRedis(tmp_path / "data").stop()
