@@ -74,7 +74,23 @@ def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_READONLY) else "BEGIN IMMEDIATE")
+        if conn.get_execution_options().get(_READONLY):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT}")  # `defer_checkpoint` lasts one commit
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+_AUTOCHECKPOINT = 1000  # pages: SQLite's default
+
+
+def defer_checkpoint(session: Session) -> None:
+    """This transaction's commit leaves the WAL as it is, for the next writer's commit to check-point: a
+    100k-row submit's commit would otherwise copy some 50 MB into the database before it may publish. No-op
+    except on SQLite; the next transaction on the connection checks-points as usual again."""
+    conn = session.connection()
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
 
 
 class Ledger:

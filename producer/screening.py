@@ -114,6 +114,12 @@ class Screen:
         self._helpers: list[_Helper] = []
         self._next = 0
 
+    def warm(self) -> None:
+        """Start the helpers now (for input that is large enough to need them): each builds its filter while
+        this process is still setting up, instead of when the first batch of prompts is ready."""
+        if not self._helpers and self.processes > 0:
+            self._start()
+
     def check(self, prompts: Sequence[str]) -> Future[list[Match | None]]:
         if not self._helpers and self.processes > 0 and len(prompts) >= PARALLEL_MIN:
             self._start()

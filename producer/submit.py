@@ -44,7 +44,7 @@ from pixelmill import events, transitions
 from pixelmill.checks import Checks
 from pixelmill.events import Notify
 from pixelmill.identity import content_hasher, derive_seed, model_problem, offset_seed
-from pixelmill.ledger import Ledger, listed, one_of
+from pixelmill.ledger import Ledger, defer_checkpoint, listed, one_of
 from pixelmill.params import GenerationParams
 from pixelmill.queue import QueuedItem, make_celery, publish_items
 from pixelmill.schema import ACTIVE, Item, Job, State
@@ -63,6 +63,7 @@ BATCH = 2000  # items per skip lookup, prompt filter request, insert and catalog
 PAGE = 25_600  # items published, then marked queued in one UPDATE, per step (a multiple of 32, 64, …)
 MAX_IN_FLIGHT = 16  # batches read ahead of their prompt filter verdicts (while the helper processes start)
 WRITES_AHEAD = 2  # checked batches queued for the writer thread
+WARM_BYTES = 1 << 20  # a catalogue file this big (some 20,000 rows) starts the filter helpers at once
 REQUEST_ID_MAX = 200
 
 
@@ -278,6 +279,16 @@ def _screened(items: list[NewItem], verdicts: Sequence[Match | None]) -> list[Ne
     ]
 
 
+def _large(request: SubmitRequest) -> bool:
+    """A file of WARM_BYTES or more: worth starting the prompt filter helpers before the first batch."""
+    if request.source is None or str(request.source) == "-":
+        return False
+    try:
+        return Path(request.source).stat().st_size >= WARM_BYTES
+    except OSError:
+        return False
+
+
 def _screen(request: SubmitRequest, processes: int) -> Screen | None:
     return Screen(tuple(request.blocklists), processes) if request.blocklists else None
 
@@ -462,9 +473,18 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
     problem = model_problem(request.model, hub=False)  # resolving a hub id is the worker's (it may have the cache)
     if problem is not None:  # the same refusal for every door: a job no worker could run is never written
         raise UsageError(problem)
-    app = make_celery(settings)
-    with app.connection_for_write() as conn:  # fail now, before writing, if the broker is unreachable
-        conn.ensure_connection(max_retries=3)
+    processes = settings.submit_processes if settings.submit_processes is not None else default_processes()
+    screen = _screen(request, processes)
+    if screen is not None and _large(request):
+        screen.warm()  # their start-up overlaps the broker check and the first batches
+    try:
+        app = make_celery(settings)
+        with app.connection_for_write() as conn:  # fail now, before writing, if the broker is unreachable
+            conn.ensure_connection(max_retries=3)
+    except BaseException:
+        if screen is not None:
+            screen.close()
+        raise
     started = time.perf_counter()
     limits = request.limits or limits_for(settings)
     stats = Stats()
@@ -477,8 +497,6 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
         )
         + f"-{datetime.now():%Y%m%d-%H%M%S}"
     )
-    processes = settings.submit_processes if settings.submit_processes is not None else default_processes()
-    screen = _screen(request, processes)
     try:
         with ledger.session() as session:
             job = Job(
@@ -505,6 +523,7 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
                 **({"changes": changes} if request.catalogue is not None else {}),
             }
             events.job_accepted(session, job, request.notify or Notify())  # the outbox, same transaction
+            defer_checkpoint(session)  # the first mark (on its thread) check-points instead
             job_id = job.id
     except IntegrityError:
         if request.request_id is not None and (found := _existing(ledger, request.request_id)) is not None:
