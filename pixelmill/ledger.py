@@ -87,7 +87,7 @@ _AUTOCHECKPOINT = 1000  # pages: SQLite's default
 def defer_checkpoint(session: Session) -> None:
     """This transaction's commit leaves the WAL as it is, for the next writer's commit to check-point: a
     100k-row submit's commit would otherwise copy some 50 MB into the database before it may publish. No-op
-    except on SQLite; the next transaction on the connection checks-points as usual again."""
+    except on SQLite; the next transaction on the connection check-points as usual again."""
     conn = session.connection()
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
