@@ -1,4 +1,4 @@
-"""`python -m pixelmill` runs the CLI (guarded: a spawned helper process imports this module as `__mp_main__`)."""
+"""`python -m pixelmill` runs the CLI (guarded: importing this module runs nothing)."""
 
 if __name__ == "__main__":
     from pixelmill.cli import main

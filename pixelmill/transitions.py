@@ -208,7 +208,7 @@ _NEW_ITEM_COLUMNS = (
 def add_items(session: Session, job_id: int, items: Sequence[NewItem]) -> list[int]:
     """New items, `pending` (or `blocked` by the prompt filter, finished at once); their ids in order.
 
-    One bulk insert without RETURNING (`ledger.bulk_insert`: COPY or one executemany; values shared by many rows
+    One bulk insert without RETURNING (`ledger.bulk_insert`: COPY or multi-row INSERTs; values shared by many rows
     are bound once), then the ids: this job's rows above the highest id seen before the insert are ours
     (sequences only grow; the job filter leaves out other sessions' rows). When they are one unbroken run of
     len(items) ids, row i has the i-th (ids are drawn in insert order); otherwise they are read back by
