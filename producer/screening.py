@@ -67,7 +67,8 @@ class _Helper:
         future: Future[list[Match | None]] = Future()
         with self._lock:
             self._waiting.append(future)
-        self._outbox.put(json.dumps(list(prompts), ensure_ascii=False).encode() + b"\n")
+        # ASCII JSON: any str survives the pipe, lone surrogates included (UTF-8 cannot carry those).
+        self._outbox.put(json.dumps(list(prompts)).encode() + b"\n")
         return future
 
     def _write(self) -> None:
@@ -77,8 +78,8 @@ class _Helper:
                 self.proc.stdin.write(line)
                 self.proc.stdin.flush()
             self.proc.stdin.close()
-        except OSError:
-            self.proc.kill()  # the reader then fails every request still waiting
+        except BaseException:  # noqa: BLE001 (whatever stops the requests, the reader fails those waiting)
+            self.proc.kill()
 
     def _read(self) -> None:
         from pixelmill.promptfilter import Match
@@ -178,7 +179,7 @@ def serve(sources: Sequence[str]) -> None:
     out = sys.stdout.buffer  # UTF-8 bytes both ways, whatever the locale
     for line in sys.stdin.buffer:
         verdicts = [(m.category, m.term) if (m := lists.check(p)) else None for p in json.loads(line)]
-        out.write(json.dumps(verdicts, ensure_ascii=False).encode() + b"\n")
+        out.write(json.dumps(verdicts).encode() + b"\n")
         out.flush()
 
 

@@ -54,6 +54,22 @@ def test_helpers_give_the_verdicts_of_this_process() -> None:
     assert sum(v is not None for v in got) > 1000  # the evasive corpus: most of it is refused
 
 
+def test_any_text_reaches_the_helpers() -> None:
+    """Prompts go to the helpers as ASCII JSON: lone surrogates (which a JSON catalogue or the Python API can
+    carry, and UTF-8 cannot) and every script come back with the verdicts of this process, not a stalled pipe."""
+    prompts = [f"mug {i} \ud800 red" for i in range(300)] + [f"чашка {i} 🟥 naked" for i in range(300)]
+    here = [promptfilter.load(("builtin",)).check(p) for p in prompts]
+    screen = Screen(("builtin",), processes=1)
+    try:
+        future = screen.check(prompts)
+        assert len(screen._helpers) == 1
+        got = future.result(timeout=60)  # a helper answer, not the fallback
+    finally:
+        screen.close()
+    assert [v and v.category for v in got] == [v and v.category for v in here]
+    assert sum(v is not None for v in got) >= 300
+
+
 def test_a_killed_helper_costs_time_not_verdicts() -> None:
     prompts = corpus_prompts()
     here = [promptfilter.load(("builtin",)).check(p) for p in prompts]
