@@ -45,6 +45,9 @@ Format = Literal["csv", "jsonl"]
 
 _UINT_RE = re.compile(r"\s*\d+\s*")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# A lone surrogate: JSON may escape one ("\ud800"), and a decoder with surrogateescape leaves one per bad byte,
+# but it is no character: no UTF-8 encoder, database or object store takes it.
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 # CLIP's pre-tokenizer: letter runs, single digits, punctuation runs. Each is at least one BPE token.
 _PRETOKEN_RE = re.compile(r"'(?:s|t|re|ve|m|ll|d)|[^\W\d_]+|\d|[^\s\w]+|_+", re.IGNORECASE)
 _DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
@@ -181,6 +184,9 @@ class Defaults:
             raise UsageError("negative must be text")
         if "\x00" in self.negative or (self.template is not None and "\x00" in self.template):
             raise UsageError("template and negative must not contain NUL bytes")
+        for name, text in (("template", self.template), ("negative", self.negative)):
+            if (problem := surrogate_problem(text)) is not None:
+                raise UsageError(f"{name}: {problem}")
         if not isinstance(self.key_column, str) or not self.key_column.strip():
             raise UsageError("key_column must be a non-empty column name")
         for name in ("width", "height", "steps", "images_per_item"):
@@ -547,6 +553,8 @@ class _Validator:
         """Why `key` cannot name an object in the store, or None (the slow path of `row`)."""
         if key in (".", ".."):
             return f"invalid item key {key!r}: must not be '.' or '..'"
+        if (problem := surrogate_problem(key)) is not None:
+            return f"invalid item key: {problem}"
         if _CONTROL_RE.search(key):
             nul = " (a NUL byte: PostgreSQL cannot store it)" if "\x00" in key else ""
             return f"invalid item key {_shown(key)}: must not contain control characters{nul}"
@@ -578,6 +586,15 @@ class _Validator:
                 self.problem(line, name, "is empty")
             return None
         return value
+
+    def _encodable(self, line: int, name: str, value: str) -> bool:
+        """Whether a text value is free of lone surrogates (records the problem if not; slow path only: the
+        fast path's isprintable() already sends such a row here)."""
+        problem = surrogate_problem(value)
+        if problem is None:
+            return True
+        self.problem(line, name, problem)
+        return False
 
     def _prompt_checks(self, line: int, name: str, prompt: str) -> bool:
         """Whether `prompt` (after rendering) fits the byte cap and has no NUL (rare path: a long prompt)."""
@@ -644,7 +661,7 @@ class _Validator:
         if self.prompt_index is not None:
             own = cells[self.prompt_index]
             if isinstance(own, str) and not own.isspace() and own:
-                prompt = _normalise(own)
+                prompt = _normalise(own) if self._encodable(line, "prompt", own) else None
             else:
                 self._text(line, "prompt", own, self.prompt_required)
         if prompt is None and self.defaults.template is not None:
@@ -652,7 +669,8 @@ class _Validator:
             for name, i in self.fields:
                 value = cells[i]
                 if isinstance(value, str) and value and not value.isspace():
-                    values[name] = value
+                    if self._encodable(line, name, value):
+                        values[name] = value
                 else:
                     self._text(line, name, value, True)
             if self.can_render and len(values) == len(self.fields):
@@ -666,7 +684,7 @@ class _Validator:
         if self.negative_index is not None:
             value = cells[self.negative_index]
             if isinstance(value, str) and value and not value.isspace():
-                negative = _normalise(value)
+                negative = _normalise(value) if self._encodable(line, "negative", value) else self.negative
                 if len(negative) > self.prompt_fast and not self._prompt_checks(line, "negative", negative):
                     negative = self.negative
             elif not isinstance(value, str):
@@ -1146,6 +1164,17 @@ def _json_columns(defaults: Defaults) -> list[str]:
     fields = template_fields(defaults.template) if defaults.template is not None else []
     names = [defaults.key_column, *fields, "prompt", "negative", "size", "steps", "guidance", "images_per_item", "seed"]
     return list(dict.fromkeys(names))
+
+
+def surrogate_problem(text: str | None) -> str | None:
+    """Why `text` cannot be stored (it holds a lone surrogate), or None."""
+    found = _SURROGATE_RE.search(text) if text else None
+    if found is None:
+        return None
+    return (
+        f"contains a lone surrogate (U+{ord(found.group()):04X}) at character {found.start() + 1}, which is not "
+        "Unicode text (a broken \\ud800-\\udfff escape or a mis-decoded file); fix or remove it"
+    )
 
 
 def _json_validator(name: str, defaults: Defaults, limits: Limits, stats: Stats) -> _Validator:

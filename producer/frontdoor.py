@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import logging
 import re
@@ -32,7 +33,7 @@ from pixelmill.ledger import Ledger
 from pixelmill.outbox import WebhookUrlError, check_webhook_url
 from pixelmill.params import parse_size
 from pixelmill.settings import Settings
-from producer.catalogue import CatalogueError, Defaults, UsageError, check_seed
+from producer.catalogue import CatalogueError, Defaults, UsageError, check_seed, surrogate_problem
 from producer.submit import Submission, SubmitRequest, existing_job, submit_request
 
 log = logging.getLogger(__name__)
@@ -181,7 +182,25 @@ def notify_of(message: Any) -> Notify:
 
 def request_id_of(message: Any) -> str | None:
     rid = message.get("request_id") if isinstance(message, dict) else None
-    return rid if isinstance(rid, str) and rid.strip() and len(rid) <= 200 else None
+    usable = isinstance(rid, str) and rid.strip() and len(rid) <= 200 and surrogate_problem(rid) is None
+    return rid if usable else None  # an unusable one is refused by validate_v1, and never looked up or stored
+
+
+def _unstorable(value: Any, path: str = "") -> Iterator[str]:
+    """A problem for every string (value or key) in a decoded JSON message that holds a lone surrogate: JSON
+    can escape one ("\\ud800"), and no database takes it."""
+    if isinstance(value, str):
+        if (problem := surrogate_problem(value)) is not None:
+            yield f"request: field {path or 'request'!r}: {problem}"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and (problem := surrogate_problem(key)) is not None:
+                yield f"request: field name {where!r}: {problem}"
+            yield from _unstorable(item, where)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _unstorable(item, f"{path}.{index}" if path else str(index))
 
 
 def validate_v1(settings: Settings, message: Any) -> V1:
@@ -198,6 +217,7 @@ def validate_v1(settings: Settings, message: Any) -> V1:
             problems.append(f"request: {error.message}")
         else:
             problems.append(f"request: field {path!r}: {error.message}")
+    problems += itertools.islice(_unstorable(message), 1000)
     if problems:
         raise RequestProblems(problems)
     rows = message.get("rows")

@@ -51,7 +51,17 @@ from pixelmill.schema import ACTIVE, Item, Job, State
 from pixelmill.settings import Settings
 from pixelmill.transitions import NewItem
 from producer import catalogues
-from producer.catalogue import Defaults, Limits, Row, Stats, UsageError, check_seed, iter_catalogue, iter_rows
+from producer.catalogue import (
+    Defaults,
+    Limits,
+    Row,
+    Stats,
+    UsageError,
+    check_seed,
+    iter_catalogue,
+    iter_rows,
+    surrogate_problem,
+)
 from producer.screening import Screen, default_processes
 
 if TYPE_CHECKING:
@@ -98,6 +108,14 @@ class SubmitRequest:
             raise UsageError(str(exc)) from None
         if self.request_id is not None and (not self.request_id.strip() or len(self.request_id) > REQUEST_ID_MAX):
             raise UsageError(f"request_id must be 1 to {REQUEST_ID_MAX} characters, got {self.request_id!r:.80}")
+        for field_name, text in (
+            ("name", self.name),
+            ("catalogue", self.catalogue),
+            ("request_id", self.request_id),
+            ("model", self.model),
+        ):
+            if (problem := surrogate_problem(text)) is not None:  # stored as text: must be encodable
+                raise UsageError(f"{field_name}: {problem}")
 
     @property
     def source_name(self) -> str:

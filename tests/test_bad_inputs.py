@@ -193,6 +193,12 @@ CASES: list[tuple[str, list[str], dict[str, str], str]] = [
         "catalogue.txt",
     ),
     ("submit-invalid-jsonl", ["submit", "{tmp}/bad.jsonl", "--key", "sku", "--template", "{title}"], {}, "bad.jsonl"),
+    (
+        "submit-lone-surrogate",
+        ["submit", "{tmp}/surrogate.jsonl", "--key", "sku", "--template", "{title}"],
+        {},
+        "surrogate.jsonl:2: field 'title'",
+    ),
     ("submit-directory", ["submit", "{tmp}", "--key", "sku", "--template", "{title}"], {}, "{tmp}"),
 ]
 
@@ -211,6 +217,7 @@ def installation(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> 
     (scratch / "empty.csv").write_text("")
     (scratch / "catalogue.txt").write_text(CATALOGUE)
     (scratch / "bad.jsonl").write_text('{"sku": "A-1", "title": "mug"}\n{not json\n')
+    (scratch / "surrogate.jsonl").write_text('{"sku": "A-1", "title": "mug"}\n{"sku": "A-2", "title": "cup \\ud800"}\n')
     env.submit(scratch / "good.csv")  # job 1, two items queued
     env.scratch = scratch  # type: ignore[attr-defined]
     yield env

@@ -539,6 +539,34 @@ BAD_CASES = [
     ("nul-csv-key", "c.csv", HEAD + "A\x00,Mug,red\n", 2, "id", ("NUL",), None),
     ("nul-jsonl", "c.jsonl", '{"id": "A", "title": "Mu\\u0000g", "color": "red"}\n', 1, "title", ("NUL",), None),
     ("nul-jsonl-key", "c.jsonl", '{"id": "A\\u0000", "title": "Mug", "color": "red"}\n', 1, "id", ("NUL",), None),
+    # a lone surrogate: valid JSON escape, no character (no UTF-8 encoder, database or store takes it)
+    (
+        "surrogate-jsonl",
+        "c.jsonl",
+        '{"id": "A", "title": "Mu\\ud800g", "color": "red"}\n',
+        1,
+        "title",
+        ("U+D800",),
+        None,
+    ),
+    (
+        "surrogate-jsonl-key",
+        "c.jsonl",
+        '{"id": "A\\udfff", "title": "Mug", "color": "red"}\n',
+        1,
+        "id",
+        ("U+DFFF",),
+        None,
+    ),
+    (
+        "surrogate-jsonl-second-row",
+        "c.jsonl",
+        obj_line() + '{"id": "B", "title": "Tee", "color": "\\udc80"}\n',
+        2,
+        "color",
+        ("lone surrogate", "U+DC80"),
+        None,
+    ),
     ("percent-key", "c.csv", HEAD + "%" * 200 + ",Mug,red\n", 2, "id", ("600 bytes", "percent-encoded", "255"), None),
     ("cjk-key", "c.csv", HEAD + "界" * 85 + ",Mug,red\n", 2, "id", ("765 bytes", "255"), None),
     ("cjk-key-jsonl", "c.jsonl", obj_line(id="界" * 85), 1, "id", ("765 bytes",), None),
@@ -928,6 +956,9 @@ def test_iter_rows_python_api():
             ("duplicate", "line 1"),
         ),
         ([{"id": "A", "title": "Mug", "color": "r\x00d"}], 1, "color", ("NUL",)),
+        ([{"id": "A", "title": "Mug", "color": "r\ud83dd"}], 1, "color", ("lone surrogate", "U+D83D")),
+        ([{"id": "A", "prompt": "a mug \udc00", "title": "Mug", "color": "red"}], 1, "prompt", ("U+DC00",)),
+        ([{"id": "A", "title": "Mug", "color": "red", "negative": "\ud800"}], 1, "negative", ("U+D800",)),
         ([{"id": "A", "title": "x" * 20000, "color": "red"}], 1, "title", ("cap of 16,384",)),
         ([], 1, None, ("no rows",)),
     ],
@@ -1121,3 +1152,13 @@ def test_literal_quote_in_unquoted_cell_is_data(tmp_path):
         "studio photo of Tee",
         'studio photo of Hat 6"',
     ]
+
+
+def test_surrogate_pairs_are_text_and_lone_surrogates_are_refused(tmp_path):
+    """JSON's escaped pair for one character outside the BMP is fine; a template holding a lone surrogate (from
+    a mis-decoded command line: Python maps each undecodable byte to one) is refused up front."""
+    path = write(tmp_path, "c.jsonl", '{"id": "A", "title": "Mug \\ud83d\\ude00", "color": "red"}\n')
+    (row,) = read_catalogue(path, DEFAULTS)
+    assert "Mug \U0001f600" in row.prompt
+    with pytest.raises(UsageError, match="template: contains a lone surrogate"):
+        Defaults(template="photo of {title} \udcff")

@@ -104,6 +104,10 @@ def test_same_request_id_three_times_is_one_job_and_its_events_again(env: Env) -
             "request: field 'webhook': webhook 'http://example.com/hook' is plain http",
         ),
         ({"model": "no-such-model"}, "request: model 'no-such-model' does not exist: neither a local directory"),
+        # lone surrogates: valid JSON ("\\ud800"), but no text a database takes
+        ({"rows": [{"sku": "A", "title": "mug \ud800", "color": "red"}]}, "request: field 'rows.0.title': contains a"),
+        ({"name": "night \udcff"}, "request: field 'name': contains a lone surrogate (U+DCFF)"),
+        ({"rows": [{"sku": "A", "title": "mug", "color": "red", "\ud800": 1}]}, "request: field name 'rows.0.\\ud800'"),
     ],
 )
 def test_a_bad_request_is_rejected_with_problems_and_writes_nothing(
@@ -119,6 +123,16 @@ def test_a_bad_request_is_rejected_with_problems_and_writes_nothing(
     assert rejected["type"] == "job.rejected" and rejected["job"] is None and rejected["request_id"] == "bad-1"
     assert rejected["data"]["problems"] == result.problems
     ledger.close()
+
+
+def test_a_request_id_that_is_no_text_is_rejected_not_looked_up(env: Env) -> None:
+    """The idempotency key is looked up and stored: one holding a lone surrogate is refused like any bad field
+    (the rejection keyed by the message, not by that id), never raised on (a poison message redelivered)."""
+    result = intake(env.settings(), env.ledger(), request("r-\ud800", reply_to="replies"))
+    assert result.status == "rejected" and result.problems[0].startswith("request: field 'request_id': contains a")
+    assert counts(env) == (0, 0)
+    [rejected] = all_events(env)
+    assert rejected["type"] == "job.rejected" and rejected["request_id"] is None
 
 
 def test_a_message_that_is_not_even_a_request_is_rejected(env: Env) -> None:

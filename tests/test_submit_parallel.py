@@ -210,3 +210,85 @@ def test_a_script_without_a_main_guard_submits_once(tmp_path: Path) -> None:
         ledger.close()
     finally:
         EmbeddedRedis(tmp_path / "data").stop()
+
+
+def _alive(pid: int) -> bool:
+    """Running (an exited process its new parent has not reaped yet is a zombie: not running)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_submit_killed_while_writing_leaves_nothing_and_no_helper(tmp_path: Path) -> None:
+    """SIGKILL of `pixelmill submit` in the middle of the write stage (helpers checking prompts, the writer
+    thread inserting, nothing committed): no job, no item, no message; its helpers exit on their closed stdin;
+    and the same catalogue then submits whole."""
+    import subprocess
+    import sys
+    import time
+
+    from pixelmill.queue import make_celery, queue_depth, queue_for
+    from pixelmill.schema import Job
+
+    rows = 200_000
+    catalogue = tmp_path / "nightly.csv"
+    with open(catalogue, "w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["id", "title"])
+        out.writerows([f"SKU-{i}", f"mug {i}"] for i in range(rows))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model_index.json").write_text("{}")
+    data = tmp_path / "data"
+    env = {
+        **os.environ,
+        "PIXELMILL_DATA_DIR": str(data),
+        "PIXELMILL_SUBMIT_PROCESSES": "1",
+        "PIXELMILL_IMAGE_CHECKER": "none",
+        "PIXELMILL_POLICY_ALLOW_CHECKER_OFF": "true",
+    }
+    argv = [sys.executable, "-m", "pixelmill", "submit", str(catalogue), "--template", "photo of {title}"]
+    argv += ["--model", str(model), "--size", "64x64", "--steps", "4", "--json"]
+    try:
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        helpers: list[int] = []
+        deadline = time.monotonic() + 60
+        while not helpers and proc.poll() is None and time.monotonic() < deadline:
+            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as fh:
+                helpers = [int(pid) for pid in fh.read().split()]
+            time.sleep(0.02)
+        assert helpers, "the submit started no helper process"
+        time.sleep(1.0)  # the helpers have started checking, the writer inserting (200k rows take seconds)
+        assert proc.poll() is None, "the submit finished before it could be killed; make the catalogue larger"
+        proc.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == -signal.SIGKILL and out == b""
+        deadline = time.monotonic() + 20
+        while any(map(_alive, helpers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(map(_alive, helpers)), "a helper outlived its submit"
+
+        settings = Settings(data_dir=data)
+        ledger = Ledger(settings)
+        with ledger.session(readonly=True) as session:
+            assert session.scalar(select(func.count()).select_from(Job)) == 0
+            assert session.scalar(select(func.count()).select_from(Item)) == 0
+        ledger.close()
+        app = make_celery(settings)
+        assert queue_depth(app, queue_for(str(model))) == 0
+
+        again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr
+        result = json_result(again.stdout)
+        assert (result["job"], result["items"]) == (1, rows)
+        assert queue_depth(app, queue_for(str(model))) == result["messages"]
+    finally:
+        EmbeddedRedis(data).stop()
+
+
+def json_result(stdout: str) -> dict[str, object]:
+    import json
+
+    return dict(json.loads(stdout.strip().splitlines()[-1]))
