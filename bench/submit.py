@@ -39,6 +39,113 @@ def write_catalogue(path: Path, rows: int, changed: int = 0) -> None:
             out.writerow([f"sku-{i:07d}", title, ("red", "blue", "green", "black")[i % 4]])
 
 
+# Product titles as shops write them, for the "titles" scenario: brands with accents, nouns in five languages,
+# model codes (letters and digits: what the prompt filter reads as possible leetspeak), measures, colours.
+BRANDS = [
+    "Acme",
+    "Nordlicht",
+    "Zenith",
+    "Kobalt",
+    "Élan",
+    "Müller & Söhne",
+    "Sakura",
+    "Orion",
+    "Vértice",
+    "Bluefin",
+    "Høgh",
+    "Lumière",
+    "Atlas",
+    "Pioneer",
+    "Crest",
+    "Łódź Design",
+    "Ōkami",
+    "Fjällräven-ish",
+]
+NOUNS = [
+    "wireless headphones",
+    "running shoes",
+    "leather handbag",
+    "espresso machine",
+    "ceramic vase",
+    "office chair",
+    "yoga mat",
+    "desk lamp",
+    "backpack",
+    "wrist watch",
+    "sunglasses",
+    "winter jacket",
+    "kitchen knife set",
+    "bluetooth speaker",
+    "linen shirt",
+    "robe en lin",
+    "Lederjacke",
+    "Kaffeemühle",
+    "zapatillas de running",
+    "camiseta de algodón",
+    "sac à dos",
+    "borsa in pelle",
+    "tênis de corrida",
+]
+ADJECTIVES = ["premium", "classic", "slim", "ultra-light", "vintage", "modern", "compact", "pro", "eco", "", ""]
+MEASURES = ["", "", "", "32GB", "1000 ml", "500ml", "size 42", "XL", "2 pack", "10 x 20 cm", "1.5 L", "EU 38"]
+COLOURS = [
+    "red",
+    "navy blue",
+    "forest green",
+    "black",
+    "white",
+    "beige",
+    "rose gold",
+    "grey",
+    "azul marino",
+    "schwarz",
+    "bordeaux",
+    "nude",
+]
+
+
+def write_titles(path: Path, rows: int, seed: int = 7) -> None:
+    """`rows` benign products with varied, realistic titles (deterministic for a seed)."""
+    import random
+
+    rnd = random.Random(seed)
+
+    def code() -> str:
+        # No vowels, K, S or X: a random prefix never spells a word ("SEX-2372", "KKK47") the filter rightly
+        # blocks; what it blocks here is its reading of the digits ("F4655" as "fags").
+        letters = "".join(rnd.choice("BCDFGHLMNPRTVWZ") for _ in range(rnd.randint(1, 3)))
+        number = rnd.randint(10, 9999)
+        return rnd.choice(
+            [
+                f"{letters}-{number}{rnd.choice(['', 'B', 'X', 'S', 'Pro'])}",
+                f"{letters}{number}",
+                str(rnd.randint(100, 99999)),
+            ]
+        )
+
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["id", "title", "colour"])
+        for i in range(rows):
+            parts = [rnd.choice(BRANDS), rnd.choice(ADJECTIVES), rnd.choice(NOUNS), code(), rnd.choice(MEASURES)]
+            out.writerow([f"sku-{i:07d}", " ".join(p for p in parts if p), rnd.choice(COLOURS)])
+
+
+def filter_cost(path: Path) -> tuple[float, int, list[str]]:
+    """The builtin prompt filter on a catalogue's prompts, in this process: µs per prompt (a fresh filter, so
+    first-seen words cost what they cost in a submit), how many it blocks, and the first few blocked."""
+    from pixelmill.promptfilter import PromptFilter
+
+    with open(path, newline="") as f:
+        prompts = [TEMPLATE.format(**row) for row in csv.DictReader(f)]
+    lists = PromptFilter.from_sources(("builtin",))
+    start = time.perf_counter()
+    verdicts = [lists.check(p) for p in prompts]
+    seconds = time.perf_counter() - start
+    blocked = [f"{p!r}: {m.term}" for p, m in zip(prompts, verdicts, strict=True) if m is not None]
+    return seconds / len(prompts) * 1e6, len(blocked), blocked[:5]
+
+
 def env_for(data: Path, **extra: str) -> dict[str, str]:
     # Bytecode caches allowed (an installed CLI has them; a dev shell's PYTHONDONTWRITEBYTECODE would make
     # every run compile the project's modules again, ~0.1 s).
@@ -236,6 +343,7 @@ def main() -> None:
     parser.add_argument("--naive-rows", type=int, default=100_000, help="apply_async calls in the naive loop")
     parser.add_argument("--million", type=int, default=1_000_000, help="rows of the memory run; 0: skip it")
     parser.add_argument("--no-servers", action="store_true", help="skip PostgreSQL + redis-server")
+    parser.add_argument("--titles", type=int, default=1, help="1: also submit realistic product titles; 0: skip")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="pixelmill-bench-submit-"))
     rows, changed = args.rows, args.rows // 100
@@ -299,6 +407,24 @@ def main() -> None:
             messages=messages,
         )
 
+        if args.titles:
+            titles = tmp / "titles.csv"
+            write_titles(titles, rows)
+            times = []
+            for r in range(args.repeat):
+                seconds, result = cli_submit(fresh(tmp, f"titles-{r}"), model, titles, label="titles_submit")
+                times.append(seconds)
+            us, blocked, examples = filter_cost(titles)
+            assert result["blocked"] == blocked and result["items"] + blocked == rows, (result, blocked)
+            figures.update(
+                titles_submit_s=median(times),
+                titles_filter_us=us,
+                titles_blocked=blocked,  # every title is benign: these are the filter's false positives
+                titles_blocked_examples=examples,
+                catalogue_filter_us=filter_cost(base)[0],  # the same measure on the main scenario's catalogue
+            )
+            print(f"titles: submit {median(times):.2f} s, filter {us:.1f} µs a prompt", file=sys.stderr, flush=True)
+
         if args.naive_rows:
             data = fresh(tmp, "naive")
             naive = timed("naive loop", lambda: naive_loop(data, args.naive_rows))
@@ -343,7 +469,11 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     figures.update({f"{label}_cpu_s": median(v) for label, v in CPU.items()})
     figures["load_average_end"] = os.getloadavg()[0]
-    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}, indent=1))
+    print(
+        json.dumps(
+            {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}, indent=1, ensure_ascii=False
+        )
+    )
 
 
 if __name__ == "__main__":
