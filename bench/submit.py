@@ -1,10 +1,13 @@
 """Submit at catalogue speed: every figure of docs/benchmarks.md "Submit" in one run.
 
     PYTHONPATH=. python bench/submit.py [--rows 100000] [--repeat 3] [--naive-rows 100000] [--million 1000000]
+                                        [--titles 1] [--no-servers]
 
 Each scenario runs the real CLI (`python -m pixelmill submit`, a fresh process, import time included) on a
 fresh data directory with the embedded defaults (SQLite WAL + embedded Redis), except the server scenario
 (PostgreSQL + redis-server on loopback, started here with tests/servers.py). Printed: medians of --repeat runs.
+The "titles" scenario submits realistic, benign product titles (`write_titles`) and measures the prompt filter
+on them in this process: its cost a prompt, and what it blocks (false positives).
 """
 
 from __future__ import annotations
