@@ -194,6 +194,12 @@ CASES: list[tuple[str, list[str], dict[str, str], str]] = [
     ),
     ("submit-invalid-jsonl", ["submit", "{tmp}/bad.jsonl", "--key", "sku", "--template", "{title}"], {}, "bad.jsonl"),
     (
+        "submit-name-lone-surrogate",
+        ["submit", "{cat}", "--key", "sku", "--template", "{title}", "--name", "night \udcff"],
+        {},
+        "name: contains a lone surrogate (U+DCFF)",
+    ),
+    (
         "submit-lone-surrogate",
         ["submit", "{tmp}/surrogate.jsonl", "--key", "sku", "--template", "{title}"],
         {},

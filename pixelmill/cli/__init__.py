@@ -216,7 +216,7 @@ def submit(
             blocklists=blocklists,
         )
     except UsageError as exc:
-        fail(f"{exc} (--catalogue / --request-id / --seed)")
+        fail(f"{exc} (--name / --catalogue / --request-id / --seed / --model)")
     problem = model_problem(model_id, hub=False)  # as submit_request refuses (every door); a dry run only warns
     if problem is not None:
         if not dry_run:
