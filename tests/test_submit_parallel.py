@@ -221,6 +221,16 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14 and 15
+
+
 def test_a_submit_killed_while_writing_leaves_nothing_and_no_helper(tmp_path: Path) -> None:
     """SIGKILL of `pixelmill submit` in the middle of the write stage (helpers checking prompts, the writer
     thread inserting, nothing committed): no job, no item, no message; its helpers exit on their closed stdin;
@@ -260,7 +270,10 @@ def test_a_submit_killed_while_writing_leaves_nothing_and_no_helper(tmp_path: Pa
                 helpers = [int(pid) for pid in fh.read().split()]
             time.sleep(0.02)
         assert helpers, "the submit started no helper process"
-        time.sleep(1.0)  # the helpers have started checking, the writer inserting (200k rows take seconds)
+        # Kill once the helper has built its filter (~0.4 s of CPU) and checked a good many prompts: verdicts
+        # are coming back, so batches are being inserted (200k prompts are ~3 s of helper CPU).
+        while _cpu_seconds(helpers[0]) < 0.9 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert proc.poll() is None, "the submit finished before it could be killed; make the catalogue larger"
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate(timeout=30)
