@@ -77,11 +77,13 @@ def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
         if conn.get_execution_options().get(_READONLY):
             conn.exec_driver_sql("BEGIN")
         else:
-            conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT}")  # `defer_checkpoint` lasts one commit
+            if conn.info.pop(_DEFERRED, False):  # `defer_checkpoint` lasts one commit
+                conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT}")
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 _AUTOCHECKPOINT = 1000  # pages: SQLite's default
+_DEFERRED = "pixelmill_checkpoint_deferred"  # in the DB-API connection's info: reset at its next write BEGIN
 
 
 def defer_checkpoint(session: Session) -> None:
@@ -91,6 +93,7 @@ def defer_checkpoint(session: Session) -> None:
     conn = session.connection()
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
+        conn.info[_DEFERRED] = True
 
 
 class Ledger:
@@ -180,9 +183,7 @@ def listed(session: Session, values: Sequence[Any], element: type[String] | type
     statement using it compiles once: `unnest` of an array on PostgreSQL, `json_each` of a JSON array on SQLite
     (expanding 2,000 parameters cost as much as the lookup itself)."""
     if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import ARRAY  # here: the dialect costs every command 30 ms to import
-
-        return func.unnest(bindparam(None, list(values), type_=ARRAY(element))).table_valued("value").render_derived()
+        return func.unnest(_array(values, element)).table_valued("value").render_derived()
     return func.json_each(bindparam(None, json.dumps(list(values)), type_=String)).table_valued("value")
 
 
@@ -191,11 +192,16 @@ def one_of(session: Session, column: Any, values: Sequence[Any]) -> ColumnElemen
     parameters inside a bulk-inserting transaction, with no statistics for its own fresh rows yet, was planned
     as a scan of the whole table (1.6 s a batch at 100k rows)."""
     if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import ARRAY
-
         element = String if isinstance(column.type, String) else BigInteger
-        return cast(ColumnElement[bool], column == any_(bindparam(None, list(values), type_=ARRAY(element))))
+        return cast(ColumnElement[bool], column == any_(_array(values, element)))
     return cast(ColumnElement[bool], column.in_(select(listed(session, values, String).c.value)))
+
+
+def _array(values: Sequence[Any], element: type[String] | type[BigInteger]) -> Any:
+    """One PostgreSQL array parameter."""
+    from sqlalchemy.dialects.postgresql import ARRAY  # here: the dialect costs every command 30 ms to import
+
+    return bindparam(None, list(values), type_=ARRAY(element))
 
 
 # Bound parameters one SQLite statement may take (SQLITE_MAX_VARIABLE_NUMBER: 32766 since 3.32, 999 before).

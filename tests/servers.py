@@ -88,6 +88,19 @@ def _tail(path: Path | None, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process runs (a zombie waiting to be reaped by someone else counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _port_open(port: int, host: str = HOST) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):

@@ -255,6 +255,31 @@ def test_ledger_migrates_itself_on_first_use(tmp_path: Path) -> None:
     assert mode == "wal"
 
 
+def test_a_deferred_checkpoint_lasts_one_commit(tmp_path: Path) -> None:
+    """`defer_checkpoint` turns SQLite's WAL auto-checkpoint off for one commit (the submit's big one); the
+    connection's next write transaction turns it on again, and write transactions without it are left alone."""
+    from sqlalchemy.orm import Session
+
+    from pixelmill.ledger import Ledger, defer_checkpoint
+
+    ledger = Ledger(Settings(data_dir=tmp_path))
+    with ledger.engine.connect() as conn:
+
+        def pages() -> int:
+            return int(conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one())
+
+        with Session(bind=conn) as session:
+            defer_checkpoint(session)
+            assert pages() == 0
+            session.commit()
+        with conn.begin():
+            assert pages() == 1000  # the connection's next write transaction reset it
+            conn.exec_driver_sql("PRAGMA wal_autocheckpoint=500")
+        with conn.begin():
+            assert pages() == 500  # no deferral pending: the setting is not touched
+    ledger.close()
+
+
 # --- README and CI agree ------------------------------------------------------------------------------
 
 

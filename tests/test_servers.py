@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import socket
 
 import pytest
@@ -14,18 +13,6 @@ def _skip_unless(reason_fn):
     reason = reason_fn()
     if reason:
         pytest.skip(reason)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie waiting to be reaped by someone else counts as gone
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _port_closed(port: int) -> bool:
@@ -65,7 +52,7 @@ def test_redis(tmp_path):
         assert client.config_get("save")["save"] == ""
         client.close()
         pid = rs.proc.pid
-    assert not _pid_alive(pid)
+    assert not servers.pid_alive(pid)
     rs.stop()
 
 
@@ -94,7 +81,7 @@ def test_rabbitmq_quorum_queue_and_confirms(tmp_path):
             msg.ack()
         pids = [rmq.proc.pid, rmq.epmd_proc.pid]
         ports = [rmq.port, rmq.dist_port, rmq.epmd_port]
-    assert not any(_pid_alive(p) for p in pids)
+    assert not any(servers.pid_alive(p) for p in pids)
     assert all(_port_closed(p) for p in ports)
     rmq.stop()
 
@@ -107,7 +94,7 @@ def test_moto_put_get(tmp_path):
         client.put_object(Bucket="smoke", Key="a/b.txt", Body=b"hello")
         assert client.get_object(Bucket="smoke", Key="a/b.txt")["Body"].read() == b"hello"
         pid = s3.proc.pid
-    assert not _pid_alive(pid)
+    assert not servers.pid_alive(pid)
     s3.stop()
 
 

@@ -5,11 +5,13 @@ time. In process, with the embedded broker."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 from pathlib import Path
 
 import pytest
+import servers  # tests/servers.py (tests/ is on sys.path, as for conftest.py)
 from sqlalchemy import func, select
 
 from pixelmill import promptfilter
@@ -212,15 +214,6 @@ def test_a_script_without_a_main_guard_submits_once(tmp_path: Path) -> None:
         EmbeddedRedis(tmp_path / "data").stop()
 
 
-def _alive(pid: int) -> bool:
-    """Running (an exited process its new parent has not reaped yet is a zombie: not running)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process so far (0 once it is gone)."""
     try:
@@ -279,9 +272,9 @@ def test_a_submit_killed_while_writing_leaves_nothing_and_no_helper(tmp_path: Pa
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == -signal.SIGKILL and out == b""
         deadline = time.monotonic() + 20
-        while any(map(_alive, helpers)) and time.monotonic() < deadline:
+        while any(map(servers.pid_alive, helpers)) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not any(map(_alive, helpers)), "a helper outlived its submit"
+        assert not any(map(servers.pid_alive, helpers)), "a helper outlived its submit"
 
         settings = Settings(data_dir=data)
         ledger = Ledger(settings)
@@ -294,14 +287,8 @@ def test_a_submit_killed_while_writing_leaves_nothing_and_no_helper(tmp_path: Pa
 
         again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
         assert again.returncode == 0, again.stderr
-        result = json_result(again.stdout)
+        result = json.loads(again.stdout.strip().splitlines()[-1])
         assert (result["job"], result["items"]) == (1, rows)
         assert queue_depth(app, queue_for(str(model))) == result["messages"]
     finally:
         EmbeddedRedis(data).stop()
-
-
-def json_result(stdout: str) -> dict[str, object]:
-    import json
-
-    return dict(json.loads(stdout.strip().splitlines()[-1]))
