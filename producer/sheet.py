@@ -4,6 +4,16 @@ Thumbnails are small JPEG data URIs made with Pillow (or, with `link`, the objec
 to embed); tiles are rendered 500 per page by plain JavaScript from one JSON block (no CDN, works offline),
 sortable by any score, filterable to the problems. Blocked images are never shown, only marked. Every
 string from the catalogue reaches the page as JSON rendered with `textContent`, or through `html.escape`.
+
+A catalogue's sheet is read by a merchandiser after a nightly run: "what did tonight change, and is what
+the shop shows right?". So its filter bar is the latest run's change (current / new / changed / unchanged /
+retired / all, each with its count, and the choice kept in the URL's `#show=` so a view can be linked), and
+it opens on *current*: the entries the shop still sells, as a shop admin's product list opens on its active
+products. Retired entries are never silently gone: their count stays in the bar, one click away, and where
+they are shown (*retired*, *all*) they sort after the current ones, below a "retired" divider, greyed out
+under a diagonal "retired" band, so a retired image cannot be mistaken for a live one at a glance. A job's
+sheet filters by state instead (failed, blocked, low scores). Every tile shows its key and the first two
+lines of its prompt as text, the whole prompt in the tooltip.
 """
 
 from __future__ import annotations
@@ -75,13 +85,16 @@ def write_sheet(
         summary.add(row)
     low = summary.p10()
     stream.write(_HEAD.replace("{{title}}", html.escape(title)))
-    stream.write(_summary_html(title, summary))
+    stream.write(_summary_html(title, summary, catalogue=catalogue is not None))
     stream.write('<script id="tiles" type="application/json">[')
     rows = iter_manifest(session, job=job, catalogue=catalogue, storage=storage, urls=link, expires=expires)
     for n, row in enumerate(rows):
         stream.write(("," if n else "") + _json(_tile(row, storage, link, low)))
     stream.write("]</script>\n")
-    stream.write(f"<script>const PAGE = {PAGE}; const SCORES = {_json(list(SCORES))};</script>\n")
+    kind = "job" if catalogue is None else "catalogue"
+    stream.write(
+        f"<script>const PAGE = {PAGE}; const SCORES = {_json(list(SCORES))}; const KIND = {_json(kind)};</script>\n"
+    )
     stream.write(_SCRIPT)
     stream.write("</body></html>\n")
     return summary.rows
@@ -161,13 +174,10 @@ def histogram_svg(values: Iterable[float], width: int = 180, height: int = 36) -
     )
 
 
-def _summary_html(title: str, summary: Summary) -> str:
+def _summary_html(title: str, summary: Summary, *, catalogue: bool) -> str:
     states = "".join(
         f'<span class="pill st-{html.escape(k)}">{html.escape(k)} <b>{v}</b></span>'
         for k, v in sorted(summary.states.items())
-    )
-    changes = "".join(
-        f'<span class="pill">{html.escape(k)} <b>{v}</b></span>' for k, v in sorted(summary.changes.items())
     )
     cards = "".join(
         f'<div class="score"><div class="sname">{html.escape(name)}</div>'
@@ -176,15 +186,39 @@ def _summary_html(title: str, summary: Summary) -> str:
         for name, v in sorted(summary.scores.items())
     )
     return (
-        f'<header><h1>{html.escape(title)}</h1><div class="counts">{summary.rows} images · {states}'
-        f'{" · " + changes if changes else ""}</div><div class="scores">{cards}</div></header>'
-        '<nav><label>sort <select id="sort"><option value="key">key</option></select></label> '
+        f'<header><h1>{html.escape(title)}</h1><div class="counts">{summary.rows} images · {states}</div>'
+        f'<div class="scores">{cards}</div></header>'
+        f"<nav>{_filters_html(summary, catalogue=catalogue)}"
+        '<label>sort <select id="sort"><option value="key">key</option></select></label> '
         '<label><input type="checkbox" id="desc"> descending</label> '
-        '<label>show <select id="filter"><option value="all">all</option>'
-        '<option value="problems">blocked, failed, low scores</option></select></label> '
         '<span class="pager"><button id="prev">‹</button> <span id="page"></span> '
         '<button id="next">›</button></span></nav><main id="grid"></main>\n'
     )
+
+
+_CHANGES = ("new", "changed", "unchanged", "retired")  # a catalogue entry's change in the latest run
+_ENDED = ("failed", "blocked", "cancelled")  # replace the change when the serving item ended so
+
+
+def _filters(summary: Summary, *, catalogue: bool) -> list[tuple[str, str]]:
+    """(value, label) of the filter bar. The script counts each filter's tiles with the predicate it
+    filters by, so a count is always the number of tiles its view shows."""
+    if catalogue:
+        ended = [(c, c) for c in _ENDED if summary.changes[c]]
+        return [("current", "current"), *((c, c) for c in _CHANGES), *ended, ("all", "all"), ("problems", "problems")]
+    ended = [(s, s) for s in _ENDED if s != "cancelled" or summary.states[s]]
+    return [("all", "all"), ("succeeded", "succeeded"), *ended, ("low", "low scores"), ("problems", "problems")]
+
+
+def _filters_html(summary: Summary, *, catalogue: bool) -> str:
+    """Radio buttons styled as tabs: keyboard and screen-reader friendly, no script needed to choose."""
+    default = "current" if catalogue else "all"
+    chips = "".join(
+        f'<label class="chip f-{value}"><input type="radio" name="show" value="{value}"'
+        f'{" checked" if value == default else ""}> {html.escape(label)} <b class="n"></b></label>'
+        for value, label in _filters(summary, catalogue=catalogue)
+    )
+    return f'<div id="show" class="chips" role="radiogroup" aria-label="show">{chips}</div>'
 
 
 _HEAD = """<!doctype html>
@@ -192,7 +226,8 @@ _HEAD = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{{title}}</title>
 <style>
-:root { --bg:#f6f6f4; --fg:#1d1d1f; --dim:#77777c; --card:#fff; --line:#e2e2e0; --bad:#c8322b; --warn:#d08a00; }
+:root { --bg:#f6f6f4; --fg:#1d1d1f; --dim:#77777c; --card:#fff; --line:#e2e2e0; --bad:#c8322b; --warn:#d08a00;
+        --new:#1f8a45; --changed:#2f66c0; }
 * { box-sizing: border-box; }
 body { margin:0; font:13px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; background:var(--bg);
        color:var(--fg); }
@@ -211,25 +246,57 @@ h1 { font-size:18px; margin:0 0 6px; }
 nav { display:flex; gap:14px; align-items:center; flex-wrap:wrap; position:sticky; top:0; z-index:2;
       background:var(--card); padding:8px 20px; border-bottom:1px solid var(--line); }
 .pager button { min-width:28px; }
+.chips { display:flex; flex-wrap:wrap; gap:4px; }
+.chip { position:relative; display:inline-flex; align-items:center; gap:4px; padding:3px 10px;
+        border:1px solid var(--line); border-radius:14px; cursor:pointer; user-select:none;
+        background:var(--card); white-space:nowrap; }
+.chip input { position:absolute; opacity:0; width:1px; height:1px; margin:0; }
+.chip .n { font-weight:600; font-variant-numeric:tabular-nums; }
+.chip:has(input:checked) { background:var(--fg); border-color:var(--fg); color:#fff; }
+.chip:has(input:focus-visible) { outline:2px solid #4a7bd0; outline-offset:1px; }
+.chip.f-new .n { color:var(--new); } .chip.f-changed .n { color:var(--changed); }
+.chip.f-failed .n, .chip.f-blocked .n, .chip.f-problems .n { color:var(--bad); }
+.chip.f-low .n { color:var(--warn); }
+.chip:has(input:checked) .n { color:#fff; }
+.chip.zero { color:var(--dim); }
 main { display:grid; grid-template-columns:repeat(auto-fill, minmax(176px, 1fr)); gap:10px; padding:14px 20px; }
-.tile { background:var(--card); border:2px solid var(--line); border-radius:8px; padding:7px; overflow:hidden; }
+.tile { position:relative; background:var(--card); border:2px solid var(--line); border-radius:8px; padding:7px;
+        overflow:hidden; }
+.tile.ch-new { border-color:var(--new); }
+.tile.ch-changed { border-color:var(--changed); }
 .tile.bad { border-color:var(--bad); }
 .tile.low { border-color:var(--warn); }
-.thumb { width:100%; aspect-ratio:1; display:flex; align-items:center; justify-content:center; background:#eee;
-         border-radius:4px; overflow:hidden; color:var(--dim); font-size:12px; text-align:center; }
+.thumb { position:relative; width:100%; aspect-ratio:1; display:flex; align-items:center; justify-content:center;
+         background:#eee; border-radius:4px; overflow:hidden; color:var(--dim); font-size:12px; text-align:center; }
 .thumb img { width:100%; height:100%; object-fit:contain; image-rendering:auto; }
 .tile.bad .thumb { background:repeating-linear-gradient(45deg,#f7dcd9,#f7dcd9 8px,#fbeeed 8px,#fbeeed 16px);
                    color:var(--bad); font-weight:600; }
-.key { font-weight:600; margin-top:5px; white-space:nowrap; overflow:hidden; text-overflow:ellipsis; }
-.meta { color:var(--dim); font-size:11px; }
+.tile.retired { background:#ecebe8; border:2px dashed #b5b4b0; }
+.tile.retired .thumb img { filter:grayscale(1) contrast(.8); opacity:.45; }
+.tile.retired .key, .tile.retired .title { color:var(--dim); }
+.ribbon { position:absolute; left:-25%; right:-25%; top:44%; transform:rotate(-30deg); background:rgba(60,60,64,.88);
+          color:#fff; font-weight:700; font-size:13px; letter-spacing:.2em; text-transform:uppercase;
+          text-align:center; padding:3px 0; pointer-events:none; }
+.divider { grid-column:1 / -1; display:flex; align-items:center; gap:10px; color:var(--dim); font-weight:600;
+           margin-top:8px; }
+.divider::after { content:""; flex:1; border-top:2px dashed #b5b4b0; }
+.key { font-weight:600; margin-top:5px; overflow-wrap:anywhere; display:-webkit-box; -webkit-box-orient:vertical;
+       -webkit-line-clamp:2; line-clamp:2; overflow:hidden; }
+.title { font-size:12px; line-height:16px; min-height:32px; overflow-wrap:anywhere; display:-webkit-box;
+         -webkit-box-orient:vertical; -webkit-line-clamp:2; line-clamp:2; overflow:hidden; }
+.meta { color:var(--dim); font-size:11px; margin-top:2px; }
 .tag { display:inline-block; font-size:10px; padding:0 5px; border-radius:6px; background:#ececea; margin-right:3px; }
 .tag.bad { background:var(--bad); color:#fff; }
 .tag.low { background:var(--warn); color:#fff; }
+.tag.ch-new { background:var(--new); color:#fff; }
+.tag.ch-changed { background:var(--changed); color:#fff; }
+.tag.ch-retired { background:#55555a; color:#fff; }
 .sc { display:grid; grid-template-columns:auto 1fr auto 1fr; gap:0 6px; margin-top:3px; font-size:11px;
       font-variant-numeric:tabular-nums; }
 .sc .l { color:var(--dim); }
 .sc .lowv { color:var(--warn); font-weight:700; }
 .err { color:var(--bad); font-size:11px; word-break:break-word; }
+.empty { grid-column:1 / -1; color:var(--dim); padding:30px 0; text-align:center; }
 .dim { color:var(--dim); }
 </style></head><body>
 """
@@ -239,7 +306,8 @@ _SCRIPT = """<script>
   "use strict";
   var tiles = JSON.parse(document.getElementById("tiles").textContent);
   var grid = document.getElementById("grid"), sort = document.getElementById("sort");
-  var desc = document.getElementById("desc"), filter = document.getElementById("filter");
+  var desc = document.getElementById("desc");
+  var radios = Array.prototype.slice.call(document.querySelectorAll('#show input[name="show"]'));
   var pageLabel = document.getElementById("page"), page = 0;
   var present = {};
   tiles.forEach(function (t) { Object.keys(t.s).forEach(function (k) { present[k] = true; }); });
@@ -248,16 +316,42 @@ _SCRIPT = """<script>
     var o = document.createElement("option"); o.value = name; o.textContent = name; sort.appendChild(o);
   });
   function bad(t) { return t.st === "blocked" || t.st === "failed" || t.st === "cancelled"; }
+  function retired(t) { return t.ch === "retired"; }
+  var named = {
+    all: function () { return true; },
+    current: function (t) { return !retired(t); },
+    low: function (t) { return !retired(t) && t.low.length > 0; },
+    problems: function (t) { return !retired(t) && (bad(t) || t.low.length > 0); }
+  };
+  function predicate(name) {
+    if (named[name]) return named[name];
+    return KIND === "catalogue" ? function (t) { return t.ch === name; } : function (t) { return t.st === name; };
+  }
+  function chosen() {
+    for (var i = 0; i < radios.length; i++) { if (radios[i].checked) return radios[i].value; }
+    return "all";
+  }
+  radios.forEach(function (r) {
+    var n = tiles.filter(predicate(r.value)).length;
+    r.parentNode.querySelector(".n").textContent = String(n);
+    if (!n) r.parentNode.classList.add("zero");
+  });
+  function fromHash() {
+    var m = /(?:^#|&)show=([a-z]+)/.exec(location.hash);
+    if (!m) return;
+    radios.forEach(function (r) { if (r.value === m[1]) r.checked = true; });
+  }
   function el(tag, cls, text) {
     var e = document.createElement(tag); if (cls) e.className = cls;
     if (text !== undefined && text !== null) e.textContent = String(text); return e;
   }
   function fmt(v) { return Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 1 ? v.toFixed(2) : v.toFixed(3); }
   function ordered() {
-    var list = filter.value === "problems"
-      ? tiles.filter(function (t) { return bad(t) || t.low.length; }) : tiles.slice();
+    var list = tiles.filter(predicate(chosen()));
     var key = sort.value, sign = desc.checked ? -1 : 1;
     list.sort(function (a, b) {
+      var r = retired(a) - retired(b);  // current first, whatever the order
+      if (r) return r;
       if (key === "key") { return sign * (a.k < b.k ? -1 : a.k > b.k ? 1 : a.v - b.v); }
       var x = a.s[key], y = b.s[key];
       if (x === undefined && y === undefined) return 0;
@@ -268,14 +362,21 @@ _SCRIPT = """<script>
     return list;
   }
   function tile(t) {
-    var d = el("div", "tile" + (bad(t) ? " bad" : t.low.length ? " low" : ""));
+    var cls = "tile" + (bad(t) ? " bad" : t.low.length ? " low" : "");
+    if (t.ch) cls += " ch-" + t.ch.replace(/[^a-z]/g, "") + (retired(t) ? " retired" : "");
+    var d = el("div", cls);
+    d.setAttribute("data-change", t.ch || "");
+    d.setAttribute("data-state", t.st || "");
     var th = el("div", "thumb");
     if (t.src) { var img = el("img"); img.loading = "lazy"; img.alt = t.k; img.src = t.src; th.appendChild(img); }
     else { th.textContent = bad(t) ? t.st : "no image"; }
+    if (retired(t)) th.appendChild(el("span", "ribbon", "retired"));
     d.appendChild(th);
-    var key = el("div", "key", t.k + (t.v ? " #" + t.v : "")); key.title = t.p; d.appendChild(key);
+    var name = t.k + (t.v ? " #" + t.v : "");
+    var key = el("div", "key", name); key.title = name; d.appendChild(key);
+    var title = el("div", "title", t.p); title.title = t.p; d.appendChild(title);
     var meta = el("div", "meta");
-    if (t.ch) meta.appendChild(el("span", "tag" + (bad(t) ? " bad" : ""), t.ch));
+    if (t.ch) meta.appendChild(el("span", "tag ch-" + t.ch.replace(/[^a-z]/g, "") + (bad(t) ? " bad" : ""), t.ch));
     if (t.st !== "succeeded" && t.st !== t.ch) meta.appendChild(el("span", "tag bad", t.st));
     if (t.low.length) meta.appendChild(el("span", "tag low", "low " + t.low.join(", ")));
     d.appendChild(meta);
@@ -296,14 +397,32 @@ _SCRIPT = """<script>
     var list = ordered(), pages = Math.max(1, Math.ceil(list.length / PAGE));
     page = Math.min(Math.max(page, 0), pages - 1);
     grid.textContent = "";
-    var frag = document.createDocumentFragment();
-    list.slice(page * PAGE, (page + 1) * PAGE).forEach(function (t) { frag.appendChild(tile(t)); });
+    var frag = document.createDocumentFragment(), first = page * PAGE;
+    var retiredCount = list.filter(retired).length;
+    list.slice(first, first + PAGE).forEach(function (t, i) {
+      var before = list[first + i - 1];
+      if (retired(t) && before && !retired(before)) {
+        frag.appendChild(el("div", "divider", "retired · no longer in the catalogue (" + retiredCount + ")"));
+      }
+      frag.appendChild(tile(t));
+    });
+    if (!list.length) frag.appendChild(el("div", "empty", "nothing to show here"));
     grid.appendChild(frag);
-    pageLabel.textContent = "page " + (page + 1) + " of " + pages + " · " + list.length + " tiles";
+    var hidden = tiles.filter(retired).length - retiredCount;
+    pageLabel.textContent = "page " + (page + 1) + " of " + pages + " · " + list.length + " tiles" +
+      (hidden ? " · " + hidden + " retired not shown" : "");
+  }
+  function choose() {
+    page = 0;
+    try { history.replaceState(null, "", "#show=" + chosen()); } catch (e) { /* a sandboxed viewer */ }
+    render();
   }
   document.getElementById("prev").addEventListener("click", function () { page--; render(); window.scrollTo(0, 0); });
   document.getElementById("next").addEventListener("click", function () { page++; render(); window.scrollTo(0, 0); });
-  [sort, desc, filter].forEach(function (c) { c.addEventListener("change", function () { page = 0; render(); }); });
+  [sort, desc].forEach(function (c) { c.addEventListener("change", function () { page = 0; render(); }); });
+  radios.forEach(function (r) { r.addEventListener("change", choose); });
+  window.addEventListener("hashchange", function () { fromHash(); page = 0; render(); });
+  fromHash();
   render();
 })();
 </script>

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import servers
@@ -574,3 +575,315 @@ def test_parquet_without_pyarrow_names_the_extra(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if not installed
     with pytest.raises(ManifestError, match=r"pip install 'pixelmill\[parquet\]'"):
         parquet_schema()
+
+
+class Chromium:
+    """Headless Chromium driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`: fd 3 in, fd 4
+    out, NUL-terminated JSON), so a test clicks with the mouse and reads the rendered page, with no driver and
+    no package. Errors the page logs or throws are kept in `errors`."""
+
+    def __init__(self, profile: Path) -> None:
+        import fcntl
+
+        binary = servers.chromium_binary()
+        assert binary is not None
+        to_browser, from_browser = os.pipe(), os.pipe()
+        # Above 4, so that moving them to 3 and 4 in the child cannot overwrite one with the other.
+        ends = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_browser[0], from_browser[1])]
+
+        def child() -> None:
+            os.dup2(ends[0], 3)
+            os.dup2(ends[1], 4)
+
+        args = ["--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars", "--remote-debugging-pipe"]
+        self.proc = subprocess.Popen(
+            [binary, *args, f"--user-data-dir={profile}", "about:blank"],
+            pass_fds=(3, 4),
+            preexec_fn=child,  # noqa: PLW1509 (single-threaded here: the test's own process)
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for fd in (to_browser[0], from_browser[1], *ends):
+            os.close(fd)
+        self.out, self.inp = to_browser[1], from_browser[0]
+        self.buffer, self.next_id, self.errors = b"", 0, []
+        target = self.send("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        for domain in ("Runtime.enable", "Page.enable", "Log.enable"):
+            self.send(domain, session=self.session)
+
+    def send(self, method: str, *, session: str | None = None, **params: Any) -> dict[str, Any]:
+        import select as select_fd
+
+        self.next_id += 1
+        message: dict[str, Any] = {"id": self.next_id, "method": method, "params": params}
+        if session is not None:
+            message["sessionId"] = session
+        os.write(self.out, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + 60
+        while True:
+            while b"\0" not in self.buffer:
+                ready, _, _ = select_fd.select([self.inp], [], [], max(0.0, deadline - time.monotonic()))
+                assert ready, f"no answer to {method} from Chromium"
+                chunk = os.read(self.inp, 1 << 20)
+                assert chunk, f"Chromium closed the pipe during {method}"
+                self.buffer += chunk
+            raw, self.buffer = self.buffer.split(b"\0", 1)
+            reply = json.loads(raw)
+            if reply.get("id") == self.next_id:
+                assert "error" not in reply, (method, reply["error"])
+                return dict(reply["result"])
+            self._event(reply)
+
+    def _event(self, event: dict[str, Any]) -> None:
+        params = event.get("params", {})
+        if event.get("method") == "Runtime.exceptionThrown":
+            self.errors.append(json.dumps(params["exceptionDetails"])[:500])
+        elif event.get("method") == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+            self.errors.append(json.dumps(params.get("args"))[:500])
+        elif event.get("method") == "Log.entryAdded" and params["entry"].get("level") == "error":
+            self.errors.append(params["entry"].get("text", "")[:500])
+
+    def js(self, expression: str) -> Any:
+        reply = self.send("Runtime.evaluate", session=self.session, expression=expression, returnByValue=True)
+        assert "exceptionDetails" not in reply, reply["exceptionDetails"]
+        return reply["result"].get("value")
+
+    def open(self, url: str, width: int = 1280, height: int = 900) -> None:
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            session=self.session,
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
+        self.send("Page.navigate", session=self.session, url=url)
+        deadline = time.monotonic() + 30
+        while self.js("document.readyState + ':' + !!document.querySelector('#grid > *')") != "complete:true":
+            assert time.monotonic() < deadline, "the sheet did not render"
+            time.sleep(0.1)
+
+    def click(self, selector: str) -> None:
+        """A real left click (mouse pressed and released) in the middle of the element."""
+        box = self.js(
+            f"(function () {{ var e = document.querySelector({json.dumps(selector)}); e.scrollIntoView();"
+            " var r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+        )
+        for kind in ("mousePressed", "mouseReleased"):
+            self.send(
+                "Input.dispatchMouseEvent",
+                session=self.session,
+                type=kind,
+                x=box[0],
+                y=box[1],
+                button="left",
+                clickCount=1,
+            )
+
+    def screenshot(self, path: Path) -> None:
+        import base64
+
+        data = self.send("Page.captureScreenshot", session=self.session, format="png")["data"]
+        path.write_bytes(base64.b64decode(data))
+
+    def close(self) -> None:
+        try:
+            self.send("Browser.close")
+        except AssertionError:
+            pass
+        self.proc.wait(timeout=30)
+        os.close(self.out)
+        os.close(self.inp)
+
+
+HOSTILE_KEY = "SKU-\"'<script>document.title='pwned'</script>"
+HOSTILE_PROMPT = "mug \"</script><img src=x onerror=\"document.title='pwned'\"> & 'quoted'"
+LONG_PROMPT = "studio photo of a hand-thrown stoneware mug, speckled glaze " * 5
+
+
+def png(colour: tuple[int, int, int]) -> bytes:
+    from PIL import Image as PILImage
+
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (64, 64), colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def make_catalogue_runs(env: Env, name: str) -> dict[str, str]:
+    """Two nightly runs of catalogue `name` written into the ledger, with real images in storage; returns
+    each key's change in the latest run: 2 new, 1 changed, 3 unchanged (one with a hostile key and prompt,
+    one with a long prompt), 2 retired, 1 whose new item failed. Scores rise with the key's position."""
+    from pixelmill.schema import CatalogueEntry, Job, utcnow
+
+    changes = {
+        "SKU-A": "new",
+        "SKU-B": "new",
+        "SKU-C": "changed",
+        "SKU-D": "unchanged",
+        HOSTILE_KEY: "unchanged",
+        "SKU-LONG": "unchanged",
+        "SKU-OLD1": "retired",
+        "SKU-OLD2": "retired",
+        "SKU-F": "new",  # its item failed: the manifest says "failed"
+    }
+    storage, now = env.storage(), utcnow()
+    with env.ledger().session() as session:
+        jobs = []
+        for night in (1, 2):
+            job = Job(name=f"{name}-{night}", model="m", params={}, counts={}, catalogue=name, created=now)
+            session.add(job)
+            session.flush()
+            jobs.append(job)
+        for n, (key, change) in enumerate(changes.items()):
+            job = jobs[1] if change in ("new", "changed") else jobs[0]
+            failed = key == "SKU-F"
+            prompt = {HOSTILE_KEY: HOSTILE_PROMPT, "SKU-LONG": LONG_PROMPT}.get(key, f"ceramic mug {key}")
+            item = Item(
+                job_id=job.id,
+                item_key=key,
+                variant=0,
+                prompt=prompt,
+                negative="",
+                params={},
+                seed=n,
+                content_hash=f"h{n}",
+                state=State.failed if failed else State.succeeded,
+                attempts=1,
+                error="storage: disk full" if failed else None,
+                created=now,
+                finished_at=now,
+            )
+            session.add(item)
+            session.flush()
+            if not failed:
+                storage.create(f"img/{n}.png", png((40 * n % 256, 90, 200 - 20 * n)), "image/png")
+                session.add(
+                    Image(
+                        item_id=item.id,
+                        storage_key=f"img/{n}.png",
+                        sha256="0" * 64,
+                        width=64,
+                        height=64,
+                        bytes=1,
+                        format="png",
+                        engine_id="e",
+                        timings={},
+                        scores={"clip_score": 30 + n, "aesthetic": 5 + n / 10, "sharpness": 400 + n},
+                        created=now,
+                    )
+                )
+            session.add(
+                CatalogueEntry(
+                    catalogue=name,
+                    item_key=key,
+                    variant=0,
+                    content_hash=f"h{n}",
+                    item_id=item.id,
+                    job_id=jobs[1].id,
+                    change=change,
+                    updated=now,
+                )
+            )
+    return {key: "failed" if key == "SKU-F" else change for key, change in changes.items()}
+
+
+VISIBLE_TILES = (
+    "Array.prototype.map.call(document.querySelectorAll('#grid .tile'), function (t) {"
+    " return [t.querySelector('.key').textContent, t.getAttribute('data-change')]; })"
+)
+COUNTS = (
+    "Object.fromEntries(Array.prototype.map.call(document.querySelectorAll('#show input'), function (i) {"
+    " return [i.value, Number(i.parentNode.querySelector('.n').textContent)]; }))"
+)
+
+
+def test_catalogue_sheet_filters_by_change_in_a_real_browser(env: Env, tmp_path: Path) -> None:
+    """The friction of a nightly catalogue's sheet: a filter per change of the latest run, with counts; retired
+    tiles unmistakable and out of the default view; key and prompt readable on the tile without hovering."""
+    changes = make_catalogue_runs(env, "shop")
+    page = tmp_path / "sheet.html"
+    env.cli("sheet", "--catalogue", "shop", "-o", str(page))
+    text = page.read_text()
+    assert "<script>document" not in text and "<img src=x" not in text  # the hostile strings stay data
+    for value in ("current", "new", "changed", "unchanged", "retired", "failed", "all", "problems"):
+        assert f'name="show" value="{value}"' in text  # the controls are markup, not made by the script
+
+    require("chromium")
+    browser = Chromium(tmp_path / "profile")
+    try:
+        browser.open(page.as_uri())
+        assert browser.js(COUNTS) == {
+            "current": 7,
+            "new": 2,
+            "changed": 1,
+            "unchanged": 3,
+            "retired": 2,
+            "failed": 1,
+            "all": 9,
+            "problems": 2,  # SKU-F failed; SKU-A scores lowest of all, below the catalogue's p10
+        }
+        # The default view is the live catalogue: no retired tile, and the bar says how many are not shown.
+        shown = browser.js(VISIBLE_TILES)
+        assert sorted(k for k, _ in shown) == sorted(k for k, c in changes.items() if c != "retired")
+        assert "2 retired not shown" in browser.js("document.getElementById('page').textContent")
+        # Every tile names its key and prompt as visible text; a long prompt is cut to two lines, whole on hover.
+        titles = browser.js(
+            "Array.prototype.map.call(document.querySelectorAll('#grid .tile'), function (t) {"
+            " var k = t.querySelector('.key'), p = t.querySelector('.title');"
+            " return [k.innerText, p.innerText, p.title, p.getBoundingClientRect().height,"
+            " parseFloat(getComputedStyle(p).lineHeight), p.scrollHeight]; })"
+        )
+        by_key = {row[0]: row[1:] for row in titles}
+        assert HOSTILE_KEY in by_key and by_key[HOSTILE_KEY][0] == HOSTILE_PROMPT  # as text, not markup
+        assert browser.js("document.title") == "catalogue shop"
+        assert by_key["SKU-C"][0] == "ceramic mug SKU-C"
+        long_text, long_title, height, line, full = by_key["SKU-LONG"]
+        assert long_title == LONG_PROMPT.strip()[:300] or long_title == LONG_PROMPT[:300]
+        assert height <= 2 * line + 1 and full > height  # clamped to two lines, the rest in the tooltip
+        browser.screenshot(tmp_path / "current-1280.png")
+
+        # A real click on "retired": only the retired tiles, greyed out under a "retired" band.
+        browser.click("#show .f-retired")
+        shown = browser.js(VISIBLE_TILES)
+        assert sorted(shown) == [["SKU-OLD1", "retired"], ["SKU-OLD2", "retired"]]
+        look = browser.js(
+            "Array.prototype.map.call(document.querySelectorAll('#grid .tile'), function (t) {"
+            " var img = t.querySelector('img'), band = t.querySelector('.ribbon');"
+            " return [t.className, getComputedStyle(img).filter, Number(getComputedStyle(img).opacity),"
+            " band && band.innerText, band && getComputedStyle(band).transform]; })"
+        )
+        for classes, image_filter, opacity, band, transform in look:
+            assert "retired" in classes.split() and "grayscale(1)" in image_filter and opacity < 0.6
+            assert band == "RETIRED" and transform.startswith("matrix(")  # rotated across the image
+        assert browser.js("location.hash") == "#show=retired"  # the view can be linked
+
+        # "all": the retired tiles after every current one, even sorted descending, below a divider.
+        browser.click("#show .f-all")
+        browser.click("#desc")
+        shown = browser.js(VISIBLE_TILES)
+        assert len(shown) == 9 and [c for _, c in shown][-2:] == ["retired", "retired"]
+        assert "retired" not in [c for _, c in shown][:-2]
+        assert browser.js(
+            "var d = document.querySelector('#grid .divider');"
+            " d && d.nextElementSibling.getAttribute('data-change') === 'retired'"
+            " && d.previousElementSibling.getAttribute('data-change') !== 'retired'"
+        )
+        browser.screenshot(tmp_path / "all-1280.png")
+        for value, count in browser.js(COUNTS).items():  # each count is what its view shows
+            browser.click(f"#show .f-{value}")
+            assert len(browser.js(VISIBLE_TILES)) == count, value
+
+        # A link to a view opens on it; at 800 px the bar wraps and the tiles still show their text.
+        browser.open(page.as_uri() + "#show=changed", width=800)
+        assert browser.js(VISIBLE_TILES) == [["SKU-C", "changed"]]
+        browser.open(page.as_uri() + "#show=all", width=800)
+        browser.screenshot(tmp_path / "all-800.png")
+        assert browser.errors == []
+    finally:
+        browser.close()
+    keep = os.environ.get("PIXELMILL_KEEP_SHEET")  # to look at it: PIXELMILL_KEEP_SHEET=/tmp/sheet
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        for name in ("sheet.html", "current-1280.png", "all-1280.png", "all-800.png"):
+            (Path(keep) / f"catalogue-{name}").write_bytes((tmp_path / name).read_bytes())
