@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -710,23 +711,26 @@ def png(colour: tuple[int, int, int]) -> bytes:
     return buffer.getvalue()
 
 
-def make_catalogue_runs(env: Env, name: str) -> dict[str, str]:
-    """Two nightly runs of catalogue `name` written into the ledger, with real images in storage; returns
-    each key's change in the latest run: 2 new, 1 changed, 3 unchanged (one with a hostile key and prompt,
-    one with a long prompt), 2 retired, 1 whose new item failed. Scores rise with the key's position."""
+ENTRIES = {  # key: its catalogue entry's change in the latest run
+    "SKU-A": "new",
+    "SKU-B": "new",
+    "SKU-C": "changed",
+    "SKU-D": "unchanged",
+    HOSTILE_KEY: "unchanged",
+    "SKU-LONG": "unchanged",
+    "SKU-OLD1": "retired",
+    "SKU-OLD2": "retired",
+    "SKU-F": "new",  # its item failed: the sheet and the manifest say "failed"
+}
+CHANGES = {key: "failed" if key == "SKU-F" else change for key, change in ENTRIES.items()}
+
+
+def make_catalogue_runs(env: Env, name: str) -> None:
+    """Two nightly runs of catalogue `name` written into the ledger (`ENTRIES`), real images in storage: 2 new,
+    1 changed, 3 unchanged (one with a hostile key and prompt, one with a long prompt), 2 retired, 1 whose new
+    item failed. Scores rise with the key's position."""
     from pixelmill.schema import CatalogueEntry, Job, utcnow
 
-    changes = {
-        "SKU-A": "new",
-        "SKU-B": "new",
-        "SKU-C": "changed",
-        "SKU-D": "unchanged",
-        HOSTILE_KEY: "unchanged",
-        "SKU-LONG": "unchanged",
-        "SKU-OLD1": "retired",
-        "SKU-OLD2": "retired",
-        "SKU-F": "new",  # its item failed: the manifest says "failed"
-    }
     storage, now = env.storage(), utcnow()
     with env.ledger().session() as session:
         jobs = []
@@ -735,7 +739,7 @@ def make_catalogue_runs(env: Env, name: str) -> dict[str, str]:
             session.add(job)
             session.flush()
             jobs.append(job)
-        for n, (key, change) in enumerate(changes.items()):
+        for n, (key, change) in enumerate(ENTRIES.items()):
             job = jobs[1] if change in ("new", "changed") else jobs[0]
             failed = key == "SKU-F"
             prompt = {HOSTILE_KEY: HOSTILE_PROMPT, "SKU-LONG": LONG_PROMPT}.get(key, f"ceramic mug {key}")
@@ -785,7 +789,6 @@ def make_catalogue_runs(env: Env, name: str) -> dict[str, str]:
                     updated=now,
                 )
             )
-    return {key: "failed" if key == "SKU-F" else change for key, change in changes.items()}
 
 
 VISIBLE_TILES = (
@@ -798,92 +801,141 @@ COUNTS = (
 )
 
 
-def test_catalogue_sheet_filters_by_change_in_a_real_browser(env: Env, tmp_path: Path) -> None:
-    """The friction of a nightly catalogue's sheet: a filter per change of the latest run, with counts; retired
-    tiles unmistakable and out of the default view; key and prompt readable on the tile without hovering."""
-    changes = make_catalogue_runs(env, "shop")
+@pytest.fixture
+def catalogue_sheet(env: Env, tmp_path: Path) -> Iterator[Path]:
+    """The sheet of `make_catalogue_runs`' catalogue "shop", written by the CLI; kept with its screenshots
+    under PIXELMILL_KEEP_SHEET when set, to look at."""
+    make_catalogue_runs(env, "shop")
     page = tmp_path / "sheet.html"
     env.cli("sheet", "--catalogue", "shop", "-o", str(page))
-    text = page.read_text()
-    assert "<script>document" not in text and "<img src=x" not in text  # the hostile strings stay data
-    for value in ("current", "new", "changed", "unchanged", "retired", "failed", "all", "problems"):
-        assert f'name="show" value="{value}"' in text  # the controls are markup, not made by the script
-
-    require("chromium")
-    browser = Chromium(tmp_path / "profile")
-    try:
-        browser.open(page.as_uri())
-        assert browser.js(COUNTS) == {
-            "current": 7,
-            "new": 2,
-            "changed": 1,
-            "unchanged": 3,
-            "retired": 2,
-            "failed": 1,
-            "all": 9,
-            "problems": 2,  # SKU-F failed; SKU-A scores lowest of all, below the catalogue's p10
-        }
-        # The default view is the live catalogue: no retired tile, and the bar says how many are not shown.
-        shown = browser.js(VISIBLE_TILES)
-        assert sorted(k for k, _ in shown) == sorted(k for k, c in changes.items() if c != "retired")
-        assert "2 retired not shown" in browser.js("document.getElementById('page').textContent")
-        # Every tile names its key and prompt as visible text; a long prompt is cut to two lines, whole on hover.
-        titles = browser.js(
-            "Array.prototype.map.call(document.querySelectorAll('#grid .tile'), function (t) {"
-            " var k = t.querySelector('.key'), p = t.querySelector('.title');"
-            " return [k.innerText, p.innerText, p.title, p.getBoundingClientRect().height,"
-            " parseFloat(getComputedStyle(p).lineHeight), p.scrollHeight]; })"
-        )
-        by_key = {row[0]: row[1:] for row in titles}
-        assert HOSTILE_KEY in by_key and by_key[HOSTILE_KEY][0] == HOSTILE_PROMPT  # as text, not markup
-        assert browser.js("document.title") == "catalogue shop"
-        assert by_key["SKU-C"][0] == "ceramic mug SKU-C"
-        long_text, long_title, height, line, full = by_key["SKU-LONG"]
-        assert long_title == LONG_PROMPT.strip()[:300] or long_title == LONG_PROMPT[:300]
-        assert height <= 2 * line + 1 and full > height  # clamped to two lines, the rest in the tooltip
-        browser.screenshot(tmp_path / "current-1280.png")
-
-        # A real click on "retired": only the retired tiles, greyed out under a "retired" band.
-        browser.click("#show .f-retired")
-        shown = browser.js(VISIBLE_TILES)
-        assert sorted(shown) == [["SKU-OLD1", "retired"], ["SKU-OLD2", "retired"]]
-        look = browser.js(
-            "Array.prototype.map.call(document.querySelectorAll('#grid .tile'), function (t) {"
-            " var img = t.querySelector('img'), band = t.querySelector('.ribbon');"
-            " return [t.className, getComputedStyle(img).filter, Number(getComputedStyle(img).opacity),"
-            " band && band.innerText, band && getComputedStyle(band).transform]; })"
-        )
-        for classes, image_filter, opacity, band, transform in look:
-            assert "retired" in classes.split() and "grayscale(1)" in image_filter and opacity < 0.6
-            assert band == "RETIRED" and transform.startswith("matrix(")  # rotated across the image
-        assert browser.js("location.hash") == "#show=retired"  # the view can be linked
-
-        # "all": the retired tiles after every current one, even sorted descending, below a divider.
-        browser.click("#show .f-all")
-        browser.click("#desc")
-        shown = browser.js(VISIBLE_TILES)
-        assert len(shown) == 9 and [c for _, c in shown][-2:] == ["retired", "retired"]
-        assert "retired" not in [c for _, c in shown][:-2]
-        assert browser.js(
-            "var d = document.querySelector('#grid .divider');"
-            " d && d.nextElementSibling.getAttribute('data-change') === 'retired'"
-            " && d.previousElementSibling.getAttribute('data-change') !== 'retired'"
-        )
-        browser.screenshot(tmp_path / "all-1280.png")
-        for value, count in browser.js(COUNTS).items():  # each count is what its view shows
-            browser.click(f"#show .f-{value}")
-            assert len(browser.js(VISIBLE_TILES)) == count, value
-
-        # A link to a view opens on it; at 800 px the bar wraps and the tiles still show their text.
-        browser.open(page.as_uri() + "#show=changed", width=800)
-        assert browser.js(VISIBLE_TILES) == [["SKU-C", "changed"]]
-        browser.open(page.as_uri() + "#show=all", width=800)
-        browser.screenshot(tmp_path / "all-800.png")
-        assert browser.errors == []
-    finally:
-        browser.close()
-    keep = os.environ.get("PIXELMILL_KEEP_SHEET")  # to look at it: PIXELMILL_KEEP_SHEET=/tmp/sheet
+    yield page
+    keep = os.environ.get("PIXELMILL_KEEP_SHEET")
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
-        for name in ("sheet.html", "current-1280.png", "all-1280.png", "all-800.png"):
-            (Path(keep) / f"catalogue-{name}").write_bytes((tmp_path / name).read_bytes())
+        for path in (page, *tmp_path.glob("*.png")):
+            (Path(keep) / f"catalogue-{path.name}").write_bytes(path.read_bytes())
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Chromium]:
+    require("chromium")
+    chromium = Chromium(tmp_path / "profile")
+    yield chromium
+    chromium.close()
+    assert chromium.errors == []  # nothing thrown or logged as an error by the page
+
+
+def test_catalogue_sheet_filters_by_change_with_counts(catalogue_sheet: Path, browser: Chromium) -> None:
+    """A filter per change of the latest run, with its count; a real click shows that view and only it; the
+    default view is the live catalogue, and says how many retired tiles it leaves out; a view can be linked."""
+    text = catalogue_sheet.read_text()
+    for value in ("current", "new", "changed", "unchanged", "retired", "failed", "all", "problems"):
+        assert f'name="show" value="{value}"' in text  # the controls are markup, not made by the script
+    browser.open(catalogue_sheet.as_uri())
+    counts = browser.js(COUNTS)
+    assert counts == {
+        "current": 7,
+        "new": 2,
+        "changed": 1,
+        "unchanged": 3,
+        "retired": 2,
+        "failed": 1,
+        "all": 9,
+        "problems": 2,  # SKU-F failed; SKU-A scores lowest of all, below the catalogue's p10
+    }
+    shown = browser.js(VISIBLE_TILES)
+    assert sorted(k for k, _ in shown) == sorted(k for k, c in CHANGES.items() if c != "retired")
+    assert "2 retired not shown" in browser.js("document.getElementById('page').textContent")
+    browser.screenshot(catalogue_sheet.parent / "current-1280.png")
+    browser.click("#show .f-new")
+    assert sorted(browser.js(VISIBLE_TILES)) == [["SKU-A", "new"], ["SKU-B", "new"]]
+    assert browser.js("location.hash") == "#show=new"
+    for value, count in counts.items():  # each count is the number of tiles its view shows
+        browser.click(f"#show .f-{value}")
+        shown = browser.js(VISIBLE_TILES)
+        assert len(shown) == count, value
+        if value in CHANGES.values():
+            assert {c for _, c in shown} == {value}
+    browser.open(catalogue_sheet.as_uri() + "#show=changed", width=800)
+    assert browser.js(VISIBLE_TILES) == [["SKU-C", "changed"]]
+
+
+def test_catalogue_sheet_retired_tiles_are_unmistakable_and_last(catalogue_sheet: Path, browser: Chromium) -> None:
+    """Retired tiles: greyed-out image under a diagonal "retired" band, their own class, after every current
+    tile whatever the sort, below a divider."""
+    browser.open(catalogue_sheet.as_uri())
+    browser.click("#show .f-retired")
+    assert sorted(browser.js(VISIBLE_TILES)) == [["SKU-OLD1", "retired"], ["SKU-OLD2", "retired"]]
+    look = browser.js(
+        "Array.prototype.map.call(document.querySelectorAll('#grid .tile'), function (t) {"
+        " var img = t.querySelector('img'), band = t.querySelector('.ribbon');"
+        " return [t.className, getComputedStyle(img).filter, Number(getComputedStyle(img).opacity),"
+        " band && band.innerText, band && getComputedStyle(band).transform]; })"
+    )
+    for classes, image_filter, opacity, band, transform in look:
+        assert "retired" in classes.split() and "grayscale(1)" in image_filter and opacity < 0.6
+        assert band == "RETIRED" and transform.startswith("matrix(")  # rotated across the image
+    current = browser.js("getComputedStyle(document.querySelector('.tile')).filter")
+    browser.click("#show .f-all")
+    assert browser.js("getComputedStyle(document.querySelector('.tile:not(.retired) img')).filter") == "none"
+    assert current == "none"
+    for _ in range(2):  # ascending, then descending: retired last both times
+        shown = [c for _, c in browser.js(VISIBLE_TILES)]
+        assert len(shown) == 9 and shown[-2:] == ["retired", "retired"] and "retired" not in shown[:-2]
+        assert browser.js(
+            "var d = document.querySelector('#grid .divider');"
+            " d !== null && d.nextElementSibling.getAttribute('data-change') === 'retired'"
+            " && d.previousElementSibling.getAttribute('data-change') !== 'retired'"
+        )
+        browser.click("#desc")
+    browser.js("window.scrollTo(0, 0)")
+    browser.screenshot(catalogue_sheet.parent / "all-1280.png")
+    browser.open(catalogue_sheet.as_uri() + "#show=all", width=800)
+    browser.screenshot(catalogue_sheet.parent / "all-800.png")
+
+
+def test_catalogue_sheet_tiles_show_key_and_prompt_as_text(catalogue_sheet: Path, browser: Chromium) -> None:
+    """Key and prompt are visible on the tile without hovering, cut to two lines; the whole text is in the
+    tooltip; hostile text stays text."""
+    text = catalogue_sheet.read_text()
+    assert "<script>document" not in text and "<img src=x" not in text
+    browser.open(catalogue_sheet.as_uri())
+    titles = browser.js(
+        "Array.prototype.map.call(document.querySelectorAll('#grid .tile'), function (t) {"
+        " var k = t.querySelector('.key'), p = t.querySelector('.title'), r = p.getBoundingClientRect();"
+        " return [k.innerText, p.innerText, p.title, r.height, parseFloat(getComputedStyle(p).lineHeight),"
+        " p.scrollHeight, k.title]; })"
+    )
+    by_key = {row[0]: row[1:] for row in titles}
+    assert len(by_key) == 7 and HOSTILE_KEY in by_key
+    for key, (shown, tooltip, height, line, _, key_tooltip) in by_key.items():
+        assert shown and shown == tooltip.strip() and height >= line and key_tooltip == key  # not hover-only
+    assert by_key[HOSTILE_KEY][0] == HOSTILE_PROMPT and by_key["SKU-C"][0] == "ceramic mug SKU-C"
+    assert browser.js("document.title") == "catalogue shop"  # no injected script ran
+    assert browser.js("document.querySelectorAll('#grid script, #grid img[src=x]').length") == 0
+    _, tooltip, height, line, full, _ = by_key["SKU-LONG"]
+    assert tooltip == LONG_PROMPT[:300] and height <= 2 * line + 1 and full > 2 * line  # two lines, rest on hover
+
+
+def test_job_sheet_filters_by_state_with_counts(env: Env, browser: Chromium, tmp_path: Path) -> None:
+    """A plain job's sheet filters by state (failed, blocked, low scores, problems), each with its count."""
+    job = make_run(env.ledger(), "shop", failed=3)
+    page = tmp_path / "job.html"
+    env.cli("sheet", "--job", str(job), "-o", str(page))
+    browser.open(page.as_uri())
+    counts = browser.js(COUNTS)
+    assert list(counts) == ["all", "succeeded", "failed", "blocked", "low", "problems"]  # no "cancelled": none
+    assert counts["all"] == 20 and counts["succeeded"] == 17 and counts["failed"] == 3 and counts["blocked"] == 0
+    assert counts["problems"] == 3 + counts["low"]
+    assert len(browser.js(VISIBLE_TILES)) == 20  # a job's sheet opens on all of it
+    for value, count in counts.items():
+        browser.click(f"#show .f-{value}")
+        assert len(browser.js(VISIBLE_TILES)) == count, value
+    browser.click("#show .f-failed")
+    assert (
+        browser.js(
+            "Array.prototype.map.call(document.querySelectorAll('#grid .tile'), function (t) {"
+            " return t.getAttribute('data-state'); })"
+        )
+        == ["failed"] * 3
+    )
