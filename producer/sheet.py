@@ -252,12 +252,12 @@ nav { display:flex; gap:14px; align-items:center; flex-wrap:wrap; position:stick
         background:var(--card); white-space:nowrap; }
 .chip input { position:absolute; opacity:0; width:1px; height:1px; margin:0; }
 .chip .n { font-weight:600; font-variant-numeric:tabular-nums; }
-.chip:has(input:checked) { background:var(--fg); border-color:var(--fg); color:#fff; }
+.chip.on { background:var(--fg); border-color:var(--fg); color:#fff; }
 .chip:has(input:focus-visible) { outline:2px solid #4a7bd0; outline-offset:1px; }
 .chip.f-new .n { color:var(--new); } .chip.f-changed .n { color:var(--changed); }
 .chip.f-failed .n, .chip.f-blocked .n, .chip.f-problems .n { color:var(--bad); }
 .chip.f-low .n { color:var(--warn); }
-.chip:has(input:checked) .n { color:#fff; }
+.chip.on .n { color:#fff; }
 .chip.zero { color:var(--dim); }
 main { display:grid; grid-template-columns:repeat(auto-fill, minmax(176px, 1fr)); gap:10px; padding:14px 20px; }
 .tile { position:relative; background:var(--card); border:2px solid var(--line); border-radius:8px; padding:7px;
@@ -394,6 +394,7 @@ _SCRIPT = """<script>
     return d;
   }
   function render() {
+    radios.forEach(function (r) { r.parentNode.classList.toggle("on", r.checked); });
     var list = ordered(), pages = Math.max(1, Math.ceil(list.length / PAGE));
     page = Math.min(Math.max(page, 0), pages - 1);
     grid.textContent = "";

@@ -163,6 +163,19 @@ def test_manifest_and_contact_sheet_of_a_40_image_job(env: Env, tmp_path: Path) 
 
     # Contact sheet: one file, thumbnails embedded, opens in a real browser without a console error.
     require("chromium")
+    # The catalogue's: the second night's changes as filters; the retired product one click away, greyed out.
+    browser = Chromium(tmp_path / "profile-catalogue")
+    try:
+        browser.open((tmp_path / "catalogue.html").as_uri())
+        counts = browser.js(COUNTS)
+        assert counts["current"] == 39 and counts["retired"] == 1 and counts["changed"] == 1
+        assert counts["unchanged"] == 38 and counts["new"] == 0 and counts["all"] == 40
+        browser.click("#show .f-retired")
+        assert browser.js(VISIBLE_TILES) == [["SKU-039", "retired"]]
+        assert browser.js("document.querySelector('.tile.retired .ribbon').innerText") == "RETIRED"
+    finally:
+        browser.close()
+    assert browser.errors == []
     page = tmp_path / "sheet.html"
     env.cli("sheet", "--job", str(job), "-o", str(page))
     html = page.read_text()
@@ -849,7 +862,9 @@ def test_catalogue_sheet_filters_by_change_with_counts(catalogue_sheet: Path, br
     browser.screenshot(catalogue_sheet.parent / "current-1280.png")
     browser.click("#show .f-new")
     assert sorted(browser.js(VISIBLE_TILES)) == [["SKU-A", "new"], ["SKU-B", "new"]]
-    assert browser.js("location.hash") == "#show=new"
+    assert browser.js("location.hash") == "#show=new"  # a view can be linked
+    highlighted = "Array.prototype.map.call(document.querySelectorAll('#show .on input'), i => i.value)"
+    assert browser.js(highlighted) == ["new"]  # the chosen chip, and only it
     for value, count in counts.items():  # each count is the number of tiles its view shows
         browser.click(f"#show .f-{value}")
         shown = browser.js(VISIBLE_TILES)

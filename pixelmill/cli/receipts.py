@@ -407,8 +407,9 @@ def sheet(
         typer.Option(help="With --link on S3: seconds the URLs stay valid (default: PIXELMILL_S3_PRESIGN_EXPIRES)."),
     ] = None,
 ) -> None:
-    """One self-contained HTML contact sheet: thumbnails, key, change, scores; blocked, failed and low-score
-    images marked; sortable by score, 500 tiles per page, a summary with score histograms."""
+    """One self-contained HTML contact sheet: thumbnails, key, prompt, change, scores; blocked, failed and
+    low-score images marked; sortable by score, 500 tiles per page, a summary with score histograms. A
+    catalogue's sheet filters by the latest run's change and opens on the current entries (retired greyed out)."""
     from pixelmill.storage import open_storage
     from producer.manifest import ManifestError
     from producer.sheet import write_sheet
