@@ -46,9 +46,7 @@ def check_url(field: str, url: str) -> str:
                 f"{variable}={shown!r} is not a database URL; use sqlite:////path/ledger.db or "
                 "postgresql+psycopg://user:password@host:5432/db"
             ) from None
-        if parsed.get_backend_name() not in ("sqlite", "postgresql") or parsed.drivername == "postgresql":
-            # postgres:// (Heroku's spelling) and postgresql:// (SQLAlchemy's psycopg2 default) name no driver
-            # pixelmill installs: say the form that works
+        if parsed.get_backend_name() not in ("sqlite", "postgresql"):  # postgres:// too (Heroku's spelling)
             raise ValueError(
                 f"{variable}={shown!r}: use sqlite:////path/ledger.db or "
                 "postgresql+psycopg://user:***@host:5432/db (the psycopg 3 driver); "
