@@ -250,8 +250,7 @@ def resolve_checks(
         raise ChecksError(
             "PIXELMILL_IMAGE_CHECKER is not set: point it at a safety checker directory (diffusers "
             "StableDiffusionSafetyChecker weights), set it to `nudenet`, or to `none` to run without an image "
-            "checker (recorded on the job); in the environment or in ./.env, where `pixelmill demo` writes its "
-            "tiny checker's settings (run later commands from the demo's directory to use them)"
+            "checker (recorded on the job)"
         )
     if checker not in (NONE, "nudenet"):
         checker = _existing_dir(checker, "PIXELMILL_IMAGE_CHECKER")

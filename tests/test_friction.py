@@ -279,6 +279,20 @@ def test_http_items_accepts_cancelled_and_404s_carry_no_cli_hint(tmp_path: Path)
         ledger.close()
         ok = client.get(f"/v1/jobs/{job_id}/items", params={"state": "cancelled"})
         assert ok.status_code == 200 and ok.json()["items"] == [], ok.text
+        bad = client.post(
+            "/v1/jobs",
+            json={
+                "v": 1,
+                "request_id": "both",
+                "rows": [{"sku": "A-1", "title": "mug"}],
+                "key": "id",
+                "template": "photo of {title}",
+                "options": {"size": "65x64"},
+            },
+        )
+        problems = bad.json()["problems"]
+        assert bad.status_code == 422 and len(problems) == 2, problems
+        assert problems[0].startswith("request: field 'size': width 65") and "field 'id'" in problems[1], problems
         for path in ("/v1/jobs/999", "/v1/jobs/999/items?state=cancelled", "/v1/jobs/999/cancel"):
             missing = client.post(path) if path.endswith("cancel") else client.get(path)
             assert missing.status_code == 404 and missing.json() == {"detail": "no job 999"}, (path, missing.text)

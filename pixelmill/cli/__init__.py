@@ -227,7 +227,13 @@ def submit(
     try:
         checks = resolve_checks(settings, gate=gate, gate_attempts=gate_attempts, best_of=best_of)
     except ChecksError as exc:
-        fail(f"{exc}; nothing was submitted")
+        hint = (  # the CLI's hint only: other doors answer a client, not the operator in this directory
+            "; in the environment or in ./.env, where `pixelmill demo` writes its tiny checker's settings "
+            "(run later commands from the demo's directory)"
+            if settings.image_checker is None
+            else ""
+        )
+        fail(f"{exc}{hint}; nothing was submitted")
     if source != "-" and not Path(source).is_file():
         fail(f"catalogue {source} not found (give a .csv/.jsonl file, optionally .gz, or - for stdin)")
     try:
@@ -946,7 +952,7 @@ def model_tiny_judges(
     if directory.exists() and not directory.is_dir():
         raise typer.BadParameter(f"{directory} exists and is not a directory", param_hint="'DIRECTORY'")
     for setting, path in build_tiny_judges(directory, seed=seed).items():
-        out.print(f"PIXELMILL_{setting.upper()}={path}", highlight=False)
+        out.print(f"PIXELMILL_{setting.upper()}={path}", highlight=False, markup=False)
 
 
 @engine_app.command("build")
