@@ -41,6 +41,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]
     for key in [k for k in os.environ if k.startswith("PIXELMILL_")] + ["COLUMNS", "NO_COLOR", "FORCE_COLOR"]:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(Settings.model_config, "env_file", ".env")  # as the CLI reads it (conftest turns it off)
     get_settings.cache_clear()
     yield tmp_path
     get_settings.cache_clear()
