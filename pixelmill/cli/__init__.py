@@ -282,7 +282,10 @@ def submit(
             fail(f"cannot reach the broker (PIXELMILL_BROKER_URL); nothing was submitted: {exc}")
     except BaseException:
         if fresh is not None:
-            fresh.undo()
+            try:
+                fresh.undo()
+            except Exception:  # noqa: BLE001 (the submit's own error is the one to report)
+                logging.getLogger(__name__).debug("undoing a failed first submit failed", exc_info=True)
         raise
     if dry_run:
         for warning in preview.warnings:
@@ -340,8 +343,12 @@ class _FreshInstall:
 
     def __init__(self, settings: Any) -> None:
         self.path: Path = settings.data_path
-        self.active = settings.database_url is None and not (self.path / "pixelmill.db").exists()
         self.existed = self.path.exists()
+        self.active = (
+            settings.database_url is None
+            and not (self.path / "pixelmill.db").exists()
+            and (not self.existed or self.path.is_dir())
+        )
         self.before = set(os.listdir(self.path)) if self.active and self.path.is_dir() else set()
         self.broker: Any = None
         if self.active and settings.embedded_broker:
@@ -362,7 +369,7 @@ class _FreshInstall:
         if not self.active:
             return
         if self.unserved is not None:
-            self.unserved.result()  # its broadcast may still be using the broker and the ledger
+            self.unserved.result(timeout=2.0)  # its broadcast may still be using the broker and the ledger
         if self.ledger is not None:
             with contextlib.suppress(Exception), self.ledger.session(readonly=True) as session:
                 if session.scalar(select(func.count()).select_from(Job)):

@@ -335,8 +335,8 @@ class UnservedCheck:
         except Exception:  # noqa: BLE001 (a warning we cannot work out is no warning)
             log.debug("unserved check failed", exc_info=True)
 
-    def result(self) -> str | None:
-        self._thread.join()
+    def result(self, timeout: float | None = None) -> str | None:
+        self._thread.join(timeout)
         return self.warning
 
 
