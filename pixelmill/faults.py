@@ -46,8 +46,12 @@ def check_url(field: str, url: str) -> str:
                 f"{variable}={shown!r} is not a database URL; use sqlite:////path/ledger.db or "
                 "postgresql+psycopg://user:password@host:5432/db"
             ) from None
-        if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-            raise ValueError(f"{variable}={shown!r}: only sqlite and postgresql ledgers are supported")
+        if parsed.get_backend_name() not in ("sqlite", "postgresql"):  # postgres:// too (Heroku's spelling)
+            raise ValueError(
+                f"{variable}={shown!r}: use sqlite:////path/ledger.db or "
+                "postgresql+psycopg://user:***@host:5432/db (the psycopg 3 driver); "
+                "only SQLite and PostgreSQL ledgers are supported"
+            )
         return url
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if field == "broker_url":

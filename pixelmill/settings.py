@@ -254,7 +254,8 @@ def load_settings(**overrides: object) -> Settings:
         for err in exc.errors():
             name = ENV_PREFIX + "_".join(str(p) for p in err["loc"]).upper() if err["loc"] else "settings"
             msg = str(err["msg"]).removeprefix("Value error, ")
-            got = f" (got {mask(repr(err['input']))})" if err["loc"] and name not in msg else ""
+            secret = any(word in name for word in ("SECRET", "TOKEN", "PASSWORD"))  # never echoed
+            got = f" (got {mask(repr(err['input']))})" if err["loc"] and name not in msg and not secret else ""
             lines.append(msg if msg.startswith(name) else f"{name}: {msg}{got}")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
 

@@ -126,7 +126,7 @@ def make_request(
     except ChecksError as exc:
         problem("gate", str(exc))
     if problems or defaults is None:
-        raise RequestProblems(problems)
+        raise RequestProblems(problems + _row_problems(settings, options, width, height, source=source, rows=rows))
     blocklists = tuple(s.strip() for s in settings.prompt_blocklists.split(",") if s.strip())
     try:
         return SubmitRequest(
@@ -144,6 +144,42 @@ def make_request(
         )
     except UsageError as exc:
         raise RequestProblems([f"{where}: {exc}"]) from None
+
+
+def _row_problems(
+    settings: Settings,
+    options: Options,
+    width: int,
+    height: int,
+    *,
+    source: Path | str | None,
+    rows: Iterable[Mapping[str, object]] | None,
+) -> list[str]:
+    """An option is wrong, yet the caller hears of every problem at once: the rows are read with the job
+    defaults standing in for the bad numeric options, so a key or template field the rows lack (or a bad row)
+    is reported beside a bad size. Nothing when there is nothing to read, or the template itself is bad."""
+    from producer.catalogue import iter_catalogue, iter_rows
+    from producer.submit import limits_for
+
+    if rows is None and (source is None or str(source) == "-"):
+        return []  # stdin cannot be read twice
+    try:
+        stand_in = Defaults(
+            template=options.template,
+            negative=options.negative,
+            width=width or 512,
+            height=height or 512,
+            key_column=options.key,
+        )
+        limits = limits_for(settings)
+        read = iter_rows(rows, stand_in, limits) if rows is not None else iter_catalogue(source or "", stand_in, limits)
+        for _ in read:
+            pass
+    except CatalogueError as exc:
+        return [str(p) for p in exc.problems]
+    except (UsageError, ValueError, OSError):
+        pass  # reported already, or by the submission once the options are fixed
+    return []
 
 
 # --- the v1 message -----------------------------------------------------------------------------------------

@@ -29,6 +29,10 @@ from pixelmill.queue import make_celery, queue_for
 from pixelmill.settings import Settings
 from pixelmill.storage import Storage, open_storage
 
+# A ./.env in the checkout (`pixelmill demo` writes its checker's settings there) must not reach the tests'
+# own Settings: each test says what it configures.
+Settings.model_config["env_file"] = None
+
 FAST_TIMINGS = {
     "PIXELMILL_TASK_SOFT_TIME_LIMIT": "20",
     "PIXELMILL_TASK_TIME_LIMIT": "30",

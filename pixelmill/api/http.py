@@ -49,9 +49,10 @@ def parse_tokens(raw: str) -> dict[str, str]:
             continue
         name, sep, token = entry.partition(":")
         if not sep or not name or len(token) < 16:
+            # Never the secret: a bare token (no `name:`) shows its first 4 characters, masked.
+            shown = name if sep and name else entry[:4] + "***"
             raise ValueError(
-                f"PIXELMILL_API_TOKENS: {name or entry[:8]!r}: each entry must be name:token with a "
-                f"token of at least 16 characters"
+                f"PIXELMILL_API_TOKENS: {shown!r}: each entry must be name:token with a token of at least 16 characters"
             )
         tokens[token] = name
     return tokens
@@ -223,7 +224,9 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
         return celery
 
     def not_found(exc: LookupError) -> HTTPException:
-        return HTTPException(404, str(exc))
+        """404 with the lookup's message less its CLI hint (the `pixelmill jobs` one): HTTP clients
+        get HTTP words."""
+        return HTTPException(404, str(exc).split("; `pixelmill")[0])
 
     @app.get("/healthz", responses={503: {"description": "the ledger is unreachable"}})
     def healthz() -> JSONResponse:
@@ -302,7 +305,7 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
         job_id: JobId,
         _who: Auth,
         state: Annotated[
-            Literal["pending", "queued", "running", "succeeded", "blocked", "failed"] | None, Query()
+            Literal["pending", "queued", "running", "succeeded", "blocked", "failed", "cancelled"] | None, Query()
         ] = None,
         after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 1000,

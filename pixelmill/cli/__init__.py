@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 from rich import box
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 from rich.table import Table
 
@@ -42,8 +44,34 @@ app.add_typer(model_app, name="model")
 app.add_typer(broker_app, name="broker")
 app.add_typer(engine_app, name="engine")
 
-out = Console()
-err = Console(stderr=True)
+PLAIN_WIDTH = 10_000  # lines in a pipe or a file are never wrapped (a path stays one line)
+
+
+class PlainWhenPiped(Console):
+    """Rich's layout on a terminal; in a pipe or a file, plain lines: no colour (rich's own rule, and `NO_COLOR`)
+    and no hard wrap at the terminal's 80 columns, so `pixelmill model tiny-judges DIR > out.env` keeps each
+    path on one line. A width set explicitly (a test's Console(width=80)) still wins; COLUMNS counts on a
+    terminal only."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if kwargs.get("width") is None:
+            self._width = None  # rich took COLUMNS at construction: leave it to `size`, which reads it live
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        dims = Console.size.fget(self)  # type: ignore[attr-defined]
+        if self._width is not None or self.is_terminal:
+            return dims  # type: ignore[no-any-return]
+        return ConsoleDimensions(PLAIN_WIDTH, dims.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+out = PlainWhenPiped()
+err = PlainWhenPiped(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -199,7 +227,13 @@ def submit(
     try:
         checks = resolve_checks(settings, gate=gate, gate_attempts=gate_attempts, best_of=best_of)
     except ChecksError as exc:
-        fail(f"{exc}; nothing was submitted")
+        hint = (  # the CLI's hint only: other doors answer a client, not the operator in this directory
+            "; in the environment or in ./.env, where `pixelmill demo` writes its tiny checker's settings "
+            "(run later commands from the demo's directory)"
+            if settings.image_checker is None
+            else ""
+        )
+        fail(f"{exc}{hint}; nothing was submitted")
     if source != "-" and not Path(source).is_file():
         fail(f"catalogue {source} not found (give a .csv/.jsonl file, optionally .gz, or - for stdin)")
     try:
@@ -225,25 +259,34 @@ def submit(
     from kombu.exceptions import OperationalError
 
     shown = "stdin" if source == "-" else source
+    fresh = _FreshInstall(settings) if not dry_run else None
     try:
-        if dry_run:  # reads the ledger if there is one, and writes nothing anywhere
-            preview = preview_request(settings, _existing_ledger(), request)
-        else:
-            from pixelmill.cli.receipts import UnservedCheck
+        try:
+            if dry_run:  # reads the ledger if there is one, and writes nothing anywhere
+                preview = preview_request(settings, _existing_ledger(), request)
+            else:
+                from pixelmill.cli.receipts import UnservedCheck
 
-            ledger = _ledger()
-            unserved = UnservedCheck(ledger, model_id)
-            result = submit_request(settings, ledger, request)
-    except CatalogueError as exc:
-        fail(f"{len(exc.problems)} problem(s) in {shown}; nothing was submitted:\n{exc}")
-    except UsageError as exc:
-        fail(str(exc))
-    except OSError as exc:  # a missing block list, an unusable data dir: named by the shared handler
-        from pixelmill.cli.errors import describe
+                ledger = fresh.ledger = _ledger()  # type: ignore[union-attr]
+                unserved = fresh.unserved = UnservedCheck(ledger, model_id)  # type: ignore[union-attr]
+                result = submit_request(settings, ledger, request)
+        except CatalogueError as exc:
+            fail(f"{len(exc.problems)} problem(s) in {shown}; nothing was submitted:\n{exc}")
+        except UsageError as exc:
+            fail(str(exc))
+        except OSError as exc:  # a missing block list, an unusable data dir: named by the shared handler
+            from pixelmill.cli.errors import describe
 
-        fail(describe(exc) or str(exc))
-    except OperationalError as exc:  # checked before anything is written
-        fail(f"cannot reach the broker (PIXELMILL_BROKER_URL); nothing was submitted: {exc}")
+            fail(describe(exc) or str(exc))
+        except OperationalError as exc:  # checked before anything is written
+            fail(f"cannot reach the broker (PIXELMILL_BROKER_URL); nothing was submitted: {exc}")
+    except BaseException:
+        if fresh is not None:
+            try:
+                fresh.undo()
+            except Exception:  # noqa: BLE001 (the submit's own error is the one to report)
+                logging.getLogger(__name__).debug("undoing a failed first submit failed", exc_info=True)
+        raise
     if dry_run:
         for warning in preview.warnings:
             err.print(f"warning: {warning}", highlight=False, markup=False)
@@ -293,6 +336,59 @@ def submit(
         raise typer.Exit(wait_and_report(ledger, result.job, timeout=wait_timeout, fail_on_drift=fail_on_drift))
 
 
+class _FreshInstall:
+    """A submit into a data dir without a ledger: if it fails, what it created (the ledger, the embedded broker
+    it started, the data dir itself, or the entries new in it) is removed again, so a failed first try leaves
+    the directory as it was."""
+
+    def __init__(self, settings: Any) -> None:
+        self.path: Path = settings.data_path
+        self.existed = self.path.exists()
+        self.active = (
+            settings.database_url is None
+            and not (self.path / "pixelmill.db").exists()
+            and (not self.existed or self.path.is_dir())
+        )
+        self.before = set(os.listdir(self.path)) if self.active and self.path.is_dir() else set()
+        self.broker: Any = None
+        if self.active and settings.embedded_broker:
+            from pixelmill.broker import EmbeddedRedis
+
+            self.broker = EmbeddedRedis(self.path)
+        self.broker_was_up = bool(self.existed and self.broker is not None and self.broker.is_running())
+        self.ledger: Any = None
+        self.unserved: Any = None
+
+    def undo(self) -> None:
+        import shutil
+
+        from sqlalchemy import func, select
+
+        from pixelmill.schema import Job
+
+        if not self.active:
+            return
+        if self.unserved is not None:
+            self.unserved.result(timeout=2.0)  # its broadcast may still be using the broker and the ledger
+        if self.ledger is not None:
+            with contextlib.suppress(Exception), self.ledger.session(readonly=True) as session:
+                if session.scalar(select(func.count()).select_from(Job)):
+                    return  # committed before the failure (publishing is the reconciler's then): keep it
+            self.ledger.close()
+        if self.broker is not None and not self.broker_was_up:
+            with contextlib.suppress(Exception):
+                self.broker.stop()
+        if not self.existed:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        for name in set(os.listdir(self.path)) - self.before:
+            target = self.path / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                target.unlink(missing_ok=True)
+
+
 @app.command()
 def status(
     job: Annotated[int, typer.Argument(help="Job id.")],
@@ -320,35 +416,31 @@ def status(
         out.print(_status_detail(current))
 
 
-def watch_job(ledger: Any, job: int, interval: float = 1.0, timeout: float | None = None, alive: Any = None) -> Any:
-    """Rich progress bar over the ledger until the job has nothing left to do (or `alive()` turns false)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+def watch_job(
+    ledger: Any,
+    job: int,
+    interval: float = 1.0,
+    timeout: float | None = None,
+    alive: Any = None,
+    *,
+    report_every: float = 30.0,
+) -> Any:
+    """Follow the job until it has nothing left to do (or `timeout` s pass, or `alive()` turns false): a
+    progress bar on a terminal; in a pipe or a file, one plain `progress_line` now and every `report_every` s."""
     from producer.status import job_status
 
     started = time.monotonic()
-    with Progress(
-        TextColumn("job {task.fields[job]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-    ) as bar:
-        task = bar.add_task("", total=None, job=job, detail="")
+    view = _WatchView(err, job) if err.is_terminal else None
+    reported: float | None = None
+    try:
         while True:
             with ledger.session(readonly=True) as session:
                 current = job_status(session, job, stale_after=get_settings().worker_stale_after)
-            done = current.done
-            rate = f"{current.images_per_s:.2f} img/s" if current.images_per_s else (current.no_worker or "starting")
-            eta = f" ETA {current.eta_s:.0f}s" if current.eta_s else ""
-            bar.update(
-                task,
-                total=current.total,
-                completed=done,
-                detail=f"{rate}{eta} · running {current.running} · failed {current.failed}",
-            )
+            if view is not None:
+                view.update(current)
+            elif not current.finished and (reported is None or time.monotonic() - reported >= report_every):
+                err.print(progress_line(current), highlight=False, markup=False, soft_wrap=True)
+                reported = time.monotonic()
             if current.finished:
                 return current
             if timeout is not None and time.monotonic() - started > timeout:
@@ -356,48 +448,131 @@ def watch_job(ledger: Any, job: int, interval: float = 1.0, timeout: float | Non
             if alive is not None and not alive():
                 return current
             time.sleep(interval)
+    finally:
+        if view is not None:
+            view.stop()
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds // 3600:.0f}h{seconds % 3600 / 60:02.0f}m"
+
+
+def progress_line(s: Any) -> str:
+    """One plain line of progress, e.g. `job 3: 120/400 done, 2 failed, 1.8 images/s, ETA 2m`."""
+    parts = [f"job {s.job}: {s.done}/{s.total} done", f"{s.failed} failed"]
+    if s.images_per_s:
+        parts.append(f"{s.images_per_s:.1f} images/s")
+    if s.eta_s:
+        parts.append(f"ETA {_duration(s.eta_s)}")
+    return ", ".join(parts) + (f"; {s.no_worker}" if s.no_worker else "")
+
+
+class _WatchView:
+    """The terminal's view of `watch_job`: one line that fits 80 columns (the bar takes what the job number,
+    counts and rate leave), and below it, in full and wrapped, the no-worker line when there is one."""
+
+    def __init__(self, console: Console, job: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.table import Column
+        from rich.text import Text
+
+        class WithNote(Progress):
+            note: str | None = None
+
+            def get_renderables(self) -> Any:
+                yield self.make_tasks_table(self.tasks)
+                if self.note:
+                    yield Text(self.note, style="yellow")
+
+        self.bar = WithNote(
+            TextColumn("job {task.fields[job]}"),
+            BarColumn(bar_width=None, table_column=Column(ratio=1, min_width=10, max_width=40)),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task = self.bar.add_task("", total=None, job=job, detail="")
+
+    def update(self, current: Any) -> None:
+        rate = (
+            f"{current.images_per_s:.2f} img/s"
+            if current.images_per_s
+            else ("no worker" if current.no_worker else "starting")
+        )
+        eta = f" ETA {_duration(current.eta_s)}" if current.eta_s else ""
+        self.bar.note = current.no_worker
+        self.bar.update(
+            self.task,
+            total=current.total,
+            completed=current.done,
+            detail=f"{rate}{eta} · {current.running} run · {current.failed} fail",
+        )
+        if not self.bar.live.is_started:
+            self.bar.start()  # after the first update: no empty `0/?` frame
+
+    def stop(self) -> None:
+        self.bar.stop()
 
 
 def _status_table(rows: list[Any]) -> Table:
+    """`jobs`: the name keeps what it needs at 80 columns (up to 40 characters); the catalogue is cut with an
+    ellipsis rather than the name; blocked, cancelled and skipped columns appear only when a job has some;
+    no-worker lines come after the table (`_no_worker_lines`), in full."""
+    from rich.table import Column
+
+    def longest(values: list[str], cap: int) -> int:
+        return min(cap, max([len(v) for v in values] + [4]))
+
+    optional = {
+        "block": any(s.blocked for s in rows),
+        "cancel": any(s.cancelled for s in rows),
+        "skip": any(s.skipped for s in rows),
+    }
+    numbers = ["total", "wait", "run", "ok", *(["block"] if optional["block"] else []), "fail"]
+    numbers += [c for c in ("cancel", "skip") if optional[c]]
     table = Table(
         "job",
-        "name",
-        "total",
-        "pend",
-        "queue",
-        "run",
-        "ok",
-        "block",
-        "fail",
-        "cancel",
-        "skip",
-        "img/s",
+        Column("name", no_wrap=True, overflow="ellipsis", min_width=longest([s.name for s in rows], 40)),
+        Column(
+            "catalogue",
+            no_wrap=True,
+            overflow="ellipsis",
+            min_width=longest([s.catalogue or "-" for s in rows], 12),
+        ),
+        *(Column(n, justify="right", no_wrap=True) for n in numbers),
+        Column("img/s", justify="right", no_wrap=True),
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
     for s in rows:
+        values = {
+            "total": s.total,
+            "wait": s.pending + s.queued,
+            "run": s.running,
+            "ok": s.succeeded,
+            "block": s.blocked,
+            "fail": s.failed,
+            "cancel": s.cancelled,
+            "skip": s.skipped,
+        }
         table.add_row(
             str(s.job),
-            s.name,
-            *(
-                str(v)
-                for v in (
-                    s.total,
-                    s.pending,
-                    s.queued,
-                    s.running,
-                    s.succeeded,
-                    s.blocked,
-                    s.failed,
-                    s.cancelled,
-                    s.skipped,
-                )
-            ),
+            escape(s.name),
+            escape(s.catalogue or "-"),
+            *(str(values[n]) for n in numbers),
             f"{s.images_per_s:.2f}" if s.images_per_s else "-",
         )
-        if s.no_worker:
-            table.add_row("", f"[yellow]{escape(s.no_worker)}[/]", *[""] * 10)
     return table
+
+
+def _no_worker_lines(rows: list[Any]) -> list[str]:
+    return [f"job {s.job}: {s.no_worker}" for s in rows if s.no_worker]
 
 
 def _status_detail(s: Any) -> Table:
@@ -406,6 +581,7 @@ def _status_detail(s: Any) -> Table:
     rate = f"{s.images_per_s:.2f}" if s.images_per_s else "-"
     for key, value in [
         ("job", f"{s.job} ({s.name})"),
+        ("catalogue", s.catalogue or "-"),
         ("model", s.model),
         ("created", s.created),
         ("total", s.total),
@@ -449,6 +625,8 @@ def jobs(
         print(json.dumps([r.as_dict() for r in rows]))
     else:
         out.print(_status_table(rows))
+        for line in _no_worker_lines(rows):
+            out.print(line, style="yellow", highlight=False, markup=False)
 
 
 @app.command()
@@ -781,7 +959,7 @@ def model_tiny_judges(
     if directory.exists() and not directory.is_dir():
         raise typer.BadParameter(f"{directory} exists and is not a directory", param_hint="'DIRECTORY'")
     for setting, path in build_tiny_judges(directory, seed=seed).items():
-        out.print(f"PIXELMILL_{setting.upper()}={path}", highlight=False)
+        out.print(f"PIXELMILL_{setting.upper()}={path}", highlight=False, markup=False)
 
 
 @engine_app.command("build")
@@ -885,11 +1063,14 @@ def broker_stop() -> None:
 
 @broker_app.command("status")
 def broker_status() -> None:
-    """Whether the embedded Redis answers on its socket."""
+    """Whether the embedded Redis answers on its socket; exits 1 when it does not (scripts can test it)."""
     from pixelmill.broker import EmbeddedRedis
 
     broker = EmbeddedRedis(get_settings().data_path)
-    out.print(f"{broker.url}: {'running' if broker.is_running() else 'not running'}")
+    running = broker.is_running()
+    out.print(f"{broker.url}: {'running' if running else 'not running'}", highlight=False)
+    if not running:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -127,7 +127,52 @@ def _demo_checks(settings: Settings, console: Console) -> tuple[Settings, dict[s
         console.print(f"building the tiny checker and scorers in {judges} …")
         subprocess.run([sys.executable, "-m", "pixelmill", "model", "tiny-judges", str(judges)], check=True)
     values = {name: str(path) for name, path in paths.items()}
-    return (settings.model_copy(update=values), {f"PIXELMILL_{name.upper()}": value for name, value in values.items()})
+    variables = {f"PIXELMILL_{name.upper()}": value for name, value in values.items()}
+    hand_over(variables, console)
+    return settings.model_copy(update=values), variables
+
+
+def hand_over(variables: dict[str, str], console: Console, env_file: Path = Path(".env")) -> None:
+    """Write the demo's settings where every later command in this directory reads them (`.env`, see
+    pixelmill/settings.py), so the README's next command works as it did in the demo. Only missing keys are
+    appended: a user's own value is kept (and said so); if the file cannot be written, say what to set."""
+    from dotenv import dotenv_values
+
+    try:
+        existing = {k.upper(): v for k, v in dotenv_values(env_file).items()} if env_file.exists() else {}
+        missing = {k: v for k, v in variables.items() if k not in existing}
+        if missing:
+            text = env_file.read_text() if env_file.exists() else ""
+            lines = "".join(f"{k}={_quoted(v)}\n" for k, v in missing.items())
+            with open(env_file, "a") as fh:
+                fh.write(("\n" if text and not text.endswith("\n") else "") + lines)
+    except OSError as exc:
+        console.print(
+            f"could not write {env_file.resolve()} ({exc.strerror}); for later commands, set: "
+            + " ".join(f"{k}={_quoted(v)}" for k, v in variables.items()),
+            highlight=False,
+            markup=False,
+        )
+        return
+    if missing:
+        console.print(
+            f"wrote {', '.join(missing)} to {env_file.resolve()}: pixelmill submit, status and worker read it "
+            "when run in this directory",
+            highlight=False,
+            markup=False,
+        )
+    for key in sorted(set(variables) - set(missing)):
+        if existing[key] != variables[key]:
+            console.print(
+                f"kept {key}={existing[key]} in {env_file.resolve()} (the demo used {variables[key]})",
+                highlight=False,
+                markup=False,
+            )
+
+
+def _quoted(value: str) -> str:
+    """A value as a .env line holds it: plain when it can be, else in single quotes (read literally)."""
+    return value if all(c.isalnum() or c in "/._-+:@," for c in value) else f"'{value}'"
 
 
 def stop_worker(worker: subprocess.Popen[bytes], timeout: float = 60) -> bool:

@@ -10,8 +10,10 @@ warns about unknown `PIXELMILL_*` variables with a did-you-mean.
 from __future__ import annotations
 
 import difflib
+import io
 import os
 import traceback
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -20,7 +22,7 @@ from typer.core import TyperGroup
 
 from pixelmill.faults import NAME_MAX, mask
 
-__all__ = ["NAME_MAX", "GuardedGroup", "check_broker", "describe", "unknown_variables"]
+__all__ = ["NAME_MAX", "GuardedGroup", "check_broker", "describe", "unknown_in_env_file", "unknown_variables"]
 
 VERBOSE = False  # set by `pixelmill -v`
 
@@ -55,9 +57,34 @@ def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
     warnings = []
     for name in sorted(environ if environ is not None else os.environ):
         if name.startswith("PIXELMILL_") and name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
-            hint = f"; did you mean {close[0]}?" if close else ""
-            warnings.append(f"warning: unknown variable {name} is ignored{hint}")
+            warnings.append(f"warning: unknown variable {name} is ignored{_did_you_mean(name, known)}")
+    return warnings
+
+
+def _did_you_mean(name: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def unknown_in_env_file(path: Path = Path(".env")) -> list[str]:
+    """The same warnings for the `.env` file the settings read (pydantic-settings ignores unknown keys there,
+    case-insensitively), each naming the file and line."""
+    from dotenv.parser import parse_stream
+
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return []
+    known = known_variables()
+    warnings = []
+    for binding in parse_stream(io.StringIO(text)):
+        name = (binding.key or "").upper()
+        if name.startswith("PIXELMILL_") and name not in known:
+            raw = binding.original.string
+            line = binding.original.line + raw[: len(raw) - len(raw.lstrip())].count("\n")
+            warnings.append(
+                f"warning: {path}:{line}: unknown variable {binding.key} is ignored{_did_you_mean(name, known)}"
+            )
     return warnings
 
 
@@ -138,7 +165,7 @@ class GuardedGroup(TyperGroup):
             if "\x00" in arg:
                 typer.echo(f"error: argument {mask(arg)[:80]!r} contains a NUL byte; remove it", err=True)
                 raise typer.Exit(2)
-        for warning in unknown_variables():
+        for warning in [*unknown_variables(), *unknown_in_env_file()]:
             typer.echo(warning, err=True)
         try:
             return super().invoke(ctx)

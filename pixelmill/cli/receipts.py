@@ -9,7 +9,6 @@ import json
 import logging
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -307,22 +306,15 @@ def unserved_warning(ledger: Any, model: str, *, timeout: float = 1.0) -> str | 
     )
 
 
-def wait_for(ledger: Any, job: int, *, timeout: float | None, interval: float = 2.0) -> tuple[int, Any]:
-    """Block until the job has nothing left to do (or `timeout` s pass); the `submit --wait` exit code and
-    the last status."""
-    from producer.status import job_status
+def wait_for(
+    ledger: Any, job: int, *, timeout: float | None, interval: float = 2.0, report_every: float = 30.0
+) -> tuple[int, Any]:
+    """Block until the job has nothing left to do (or `timeout` s pass), showing progress (`watch_job`: a bar on
+    a terminal, a line every `report_every` s in a pipe); the `submit --wait` exit code and the last status."""
+    from pixelmill.cli import watch_job
 
-    settings = get_settings()
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        with ledger.session(readonly=True) as session:
-            status = job_status(session, job, stale_after=settings.worker_stale_after)
-        if status.finished:
-            break
-        if deadline is not None and time.monotonic() >= deadline:
-            return EXIT_CANCELLED, status
-        time.sleep(interval)
-    if status.cancelled:
+    status = watch_job(ledger, job, interval, timeout, report_every=report_every)
+    if not status.finished or status.cancelled:
         return EXIT_CANCELLED, status
     return (EXIT_FAILED if status.failed else EXIT_OK), status
 
@@ -343,8 +335,8 @@ class UnservedCheck:
         except Exception:  # noqa: BLE001 (a warning we cannot work out is no warning)
             log.debug("unserved check failed", exc_info=True)
 
-    def result(self) -> str | None:
-        self._thread.join()
+    def result(self, timeout: float | None = None) -> str | None:
+        self._thread.join(timeout)
         return self.warning
 
 
@@ -359,9 +351,17 @@ def after_submit(ledger: Any, check: UnservedCheck, *, queued: bool) -> None:
         err.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
 
 
-def wait_and_report(ledger: Any, job: int, *, timeout: float | None, fail_on_drift: bool) -> int:
-    """`submit --wait`: wait, print a one-line outcome on stderr, and return the exit code."""
-    code, status = wait_for(ledger, job, timeout=timeout)
+def wait_and_report(
+    ledger: Any,
+    job: int,
+    *,
+    timeout: float | None,
+    fail_on_drift: bool,
+    interval: float = 2.0,
+    report_every: float = 30.0,
+) -> int:
+    """`submit --wait`: wait (with progress), print a one-line outcome on stderr, and return the exit code."""
+    code, status = wait_for(ledger, job, timeout=timeout, interval=interval, report_every=report_every)
     outcome = (
         f"job {job}: {status.succeeded} succeeded, {status.blocked} blocked, {status.failed} failed, "
         f"{status.cancelled} cancelled"
