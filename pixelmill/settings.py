@@ -7,6 +7,7 @@ means the small local thing under the data directory.
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -245,10 +246,20 @@ def _check_webhook_secret(secret: str) -> None:
         )
 
 
+ENV_FILE_VARIABLE = ENV_PREFIX + "ENV_FILE"
+
+
+def env_file() -> Path | None:
+    """The dotenv file the settings read: `./.env` unless PIXELMILL_ENV_FILE names another; empty means none
+    (the test suite sets that, so a `.env` left by `pixelmill demo` in a checkout never reaches its processes)."""
+    value = os.environ.get(ENV_FILE_VARIABLE, ".env")
+    return Path(value) if value else None
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build settings, turning pydantic's report into one line per bad variable."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(_env_file=env_file(), **overrides)  # type: ignore[arg-type,call-arg]
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

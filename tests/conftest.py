@@ -30,8 +30,9 @@ from pixelmill.settings import Settings
 from pixelmill.storage import Storage, open_storage
 
 # A ./.env in the checkout (`pixelmill demo` writes its checker's settings there) must not reach the tests'
-# own Settings: each test says what it configures.
+# own Settings nor the processes they start (they inherit PIXELMILL_ENV_FILE): each test says what it configures.
 Settings.model_config["env_file"] = None
+os.environ["PIXELMILL_ENV_FILE"] = ""
 
 FAST_TIMINGS = {
     "PIXELMILL_TASK_SOFT_TIME_LIMIT": "20",

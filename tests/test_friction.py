@@ -225,6 +225,23 @@ def test_a_typo_in_dotenv_gets_a_did_you_mean_with_file_and_line(clean_env: Path
     ), result.output
 
 
+def test_pixelmill_env_file_names_the_settings_file_or_turns_it_off(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (clean_env / ".env").write_text("PIXELMILL_BATCH_SIZE=3\n")
+    (clean_env / "night.env").write_text("PIXELMILL_BATCH_SIZE=5\nPIXELMILL_BATCHSIZE=1\n")
+    get_settings.cache_clear()
+    assert get_settings().batch_size == 3  # ./.env by default
+    monkeypatch.setenv("PIXELMILL_ENV_FILE", "night.env")
+    get_settings.cache_clear()
+    assert get_settings().batch_size == 5
+    assert "warning: night.env:2: unknown variable PIXELMILL_BATCHSIZE" in invoke("broker", "status").output
+    monkeypatch.setenv("PIXELMILL_ENV_FILE", "")  # what the test suite sets for every process it starts
+    get_settings.cache_clear()
+    assert get_settings().batch_size == Settings.model_fields["batch_size"].default
+    assert "unknown variable" not in invoke("broker", "status").output
+
+
 def test_serve_masks_a_bare_token(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     token = "Zq8rT0kPw2Lx9Vb4Nc7Hs1Jd6Fg3Ma5E"  # 32 characters, no `name:`
     monkeypatch.setenv("PIXELMILL_API_TOKENS", token)

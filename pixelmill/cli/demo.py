@@ -132,12 +132,24 @@ def _demo_checks(settings: Settings, console: Console) -> tuple[Settings, dict[s
     return settings.model_copy(update=values), variables
 
 
-def hand_over(variables: dict[str, str], console: Console, env_file: Path = Path(".env")) -> None:
-    """Write the demo's settings where every later command in this directory reads them (`.env`, see
-    pixelmill/settings.py), so the README's next command works as it did in the demo. Only missing keys are
-    appended: a user's own value is kept (and said so); if the file cannot be written, say what to set."""
+def hand_over(variables: dict[str, str], console: Console, env_file: Path | None = None) -> None:
+    """Write the demo's settings where every later command in this directory reads them (`.env`, or
+    PIXELMILL_ENV_FILE; see pixelmill/settings.py), so the README's next command works as it did in the demo.
+    Only missing keys are appended: a user's own value is kept (and said so); if the file cannot be written, or
+    PIXELMILL_ENV_FILE is empty, say what to set."""
     from dotenv import dotenv_values
 
+    from pixelmill.settings import env_file as settings_env_file
+
+    env_file = env_file or settings_env_file()
+    if env_file is None:
+        console.print(
+            "PIXELMILL_ENV_FILE is empty (no settings file); for later commands, set: "
+            + " ".join(f"{k}={_quoted(v)}" for k, v in variables.items()),
+            highlight=False,
+            markup=False,
+        )
+        return
     try:
         existing = {k.upper(): v for k, v in dotenv_values(env_file).items()} if env_file.exists() else {}
         missing = {k: v for k, v in variables.items() if k not in existing}

@@ -29,6 +29,7 @@ VERBOSE = False  # set by `pixelmill -v`
 # PIXELMILL_* variables read outside Settings: the catalogue caps, the GPU supervisor, docker.
 EXTRA_VARIABLES = frozenset(
     {
+        "PIXELMILL_ENV_FILE",
         "PIXELMILL_CATALOGUE_CELL_BYTES",
         "PIXELMILL_CATALOGUE_ROW_BYTES",
         "PIXELMILL_CATALOGUE_COLUMNS",
@@ -66,11 +67,16 @@ def _did_you_mean(name: str, known: set[str]) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
-def unknown_in_env_file(path: Path = Path(".env")) -> list[str]:
+def unknown_in_env_file(path: Path | None = None) -> list[str]:
     """The same warnings for the `.env` file the settings read (pydantic-settings ignores unknown keys there,
     case-insensitively), each naming the file and line."""
     from dotenv.parser import parse_stream
 
+    from pixelmill.settings import env_file
+
+    path = path or env_file()
+    if path is None:
+        return []
     try:
         text = path.read_text(errors="replace")
     except OSError:
