@@ -381,6 +381,10 @@ def list_catalogues(session: Session) -> list[CatalogueSummary]:
     return found
 
 
+def has_entries(session: Session, name: str) -> bool:
+    return session.scalar(select(CatalogueEntry.id).where(CatalogueEntry.catalogue == name).limit(1)) is not None
+
+
 def catalogue_names(session: Session) -> list[str]:
     return [str(n) for n in session.scalars(select(Job.catalogue).where(Job.catalogue.is_not(None)).distinct())]
 
@@ -388,7 +392,8 @@ def catalogue_names(session: Session) -> list[str]:
 def unknown_catalogue(session: Session, name: str) -> str:
     """The message for a catalogue name that has no run, with the closest known name if one is close."""
     message = f"no catalogue {name!r} (no job was submitted with --catalogue {name})"
-    close = difflib.get_close_matches(name, catalogue_names(session), n=1, cutoff=0.6)
+    names = [n for n in catalogue_names(session) if n != name]
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
     if close:
         return f"no catalogue {name!r}; did you mean {close[0]!r}?"
     return message + "; `pixelmill catalogues` lists them"

@@ -39,6 +39,7 @@ class JobStatus:
     cancelled: int = 0  # `pixelmill cancel`
     # Unfinished job whose model's queue no ready worker has served lately: says so, and how to serve it.
     no_worker: str | None = None
+    catalogue: str | None = None  # the named catalogue this job is a run of (`submit --catalogue`)
 
     @property
     def done(self) -> int:
@@ -112,6 +113,7 @@ def job_status(session: Session, job_id: int, *, stale_after: float = 90.0) -> J
         image_checker=checks.image_checker,
         gate=gate,
         no_worker=no_worker_line(session, job.model, since=job.created, stale_after=stale_after) if remaining else None,
+        catalogue=job.catalogue,
         **{state.value: counts[state] for state in State},
     )
 

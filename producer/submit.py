@@ -105,7 +105,9 @@ class SubmitRequest:
         if (self.source is None) == (self.rows is None):
             raise UsageError("give exactly one of source (a file or '-') and rows")
         if self.max_retire is not None and not (
-            isinstance(self.max_retire, int | float) and 0 <= self.max_retire <= 100
+            isinstance(self.max_retire, int | float)
+            and not isinstance(self.max_retire, bool)
+            and 0 <= self.max_retire <= 100
         ):
             raise UsageError(f"max_retire must be a percent from 0 to 100, got {self.max_retire!r:.40}")
         try:
