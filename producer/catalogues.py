@@ -281,9 +281,9 @@ def pending_retire(session: Session, catalogue: str, job_id: int) -> tuple[int, 
         select(CatalogueEntry.item_key, CatalogueEntry.variant)
         .where(*absent)
         .order_by(CatalogueEntry.item_key, CatalogueEntry.variant)
-        .limit(FIRST * 16)
-    ).tuples()
-    return count, _first_keys(first)
+        .limit(FIRST * 16)  # FIRST keys, even with 16 images per key
+    )
+    return count, _first_keys((key, variant) for key, variant in first)
 
 
 @dataclass
