@@ -33,7 +33,7 @@ from pixelmill.ledger import Ledger
 from pixelmill.outbox import Dispatcher
 from pixelmill.schema import Job as JobRow
 from pixelmill.settings import Settings
-from producer.catalogues import has_entries, list_catalogues, unknown_catalogue
+from producer.catalogues import check_name, has_entries, list_catalogues, unknown_catalogue
 from producer.frontdoor import intake, request_schema
 from producer.jobs import JobError
 from producer.jobs import cancel as cancel_job
@@ -383,6 +383,10 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
                 parquet_schema()
             except ManifestError as exc:
                 raise HTTPException(422, str(exc)) from None
+        try:
+            check_name(name)  # a name no run could have had (control characters) is never looked up
+        except ValueError:
+            raise HTTPException(404, f"no catalogue {name!r}") from None
         with ledger.session(readonly=True) as session:
             if not has_entries(session, name):
                 raise HTTPException(404, unknown_catalogue(session, name))
