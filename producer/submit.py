@@ -9,7 +9,8 @@ file is never held whole:
    batch *before* the prompt filter, which then runs on fresh prompts only (for a large submission in helper
    processes, `producer.screening`, while this process writes the batch before);
 3. bulk insert (`transitions.add_items`) and, for a named catalogue, its entries (`producer.catalogues`), all in
-   ONE transaction with the job: the CatalogueError of a bad last row rolls back everything;
+   ONE transaction with the job: the CatalogueError of a bad last row rolls back everything, and so does the
+   retire guard's RetireRefused (a run that would retire too much of the catalogue, checked before the commit);
 4. commit, then publish the items written `pending` (kept in memory as `Outgoing`) in messages of
    PIXELMILL_ITEMS_PER_MESSAGE over one producer connection, each page marked queued in one UPDATE
    (`transitions.mark_queued_range`) on a thread while the next page is published.
