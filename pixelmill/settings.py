@@ -123,6 +123,11 @@ class Settings(BaseSettings):
     job_max_items: int = Field(2_000_000, ge=1)  # rows x images_per_item in one job
     catalogue_max_problems: int = Field(1000, ge=1)  # problems collected before reading stops
     prompt_tokens: int = Field(77, ge=1)  # the text encoder's limit, for the truncation warning
+    # The retire guard of catalogue runs (producer/catalogues.py `RetireGuard`): a run that would retire more than
+    # this percent of the catalogue's current entries is refused (`submit --allow-retire` / `--max-retire`);
+    # retiring up to catalogue_retire_floor entries is always allowed (small catalogues).
+    catalogue_max_retire: float = Field(10.0, ge=0, le=100)
+    catalogue_retire_floor: int = Field(10, ge=0)
     # The front door (README "Integrations"): the intake queue, events and webhooks, the HTTP API.
     intake_max_rows: int = Field(10_000, ge=1)  # inline `rows` in one v1 request; larger: use `source`
     # The intake consumer redelivers a request its process died on after this many seconds (Redis brokers).

@@ -71,6 +71,8 @@ class Options:
     gate: str | None = None
     gate_attempts: int | None = None
     best_of: int | None = None
+    max_retire: float | None = None  # percent; None: PIXELMILL_CATALOGUE_MAX_RETIRE
+    allow_retire: bool = False
 
 
 def make_request(
@@ -118,6 +120,14 @@ def make_request(
                 "options",
             )
             problem(name, text)
+    if options.max_retire is not None and not (
+        isinstance(options.max_retire, int | float)
+        and not isinstance(options.max_retire, bool)
+        and 0 <= options.max_retire <= 100
+    ):
+        problem("max_retire", f"a percent from 0 to 100, got {options.max_retire!r:.40}")
+    if (options.max_retire is not None or options.allow_retire) and options.catalogue is None:
+        problem("max_retire" if options.max_retire is not None else "allow_retire", "applies to catalogue runs only")
     checks = None
     try:
         checks = resolve_checks(
@@ -141,6 +151,8 @@ def make_request(
             checks=checks,
             blocklists=blocklists,
             notify=notify,
+            max_retire=options.max_retire,
+            allow_retire=options.allow_retire,
         )
     except UsageError as exc:
         raise RequestProblems([f"{where}: {exc}"]) from None
@@ -294,6 +306,8 @@ def validate_v1(settings: Settings, message: Any) -> V1:
         gate=opts.get("gate"),
         gate_attempts=opts.get("gate_attempts"),
         best_of=opts.get("best_of"),
+        max_retire=message.get("max_retire"),
+        allow_retire=bool(message.get("allow_retire", False)),
     )
     notify = notify_of(message)
     return V1(

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from pixelmill.schema import CatalogueEntry, Image, Item, Job
 from pixelmill.storage import Storage
+from producer.catalogues import has_entries, unknown_catalogue
 
 SCORES = ("clip_score", "aesthetic", "sharpness", "exposure", "clipped_dark", "clipped_light", "white_background")
 FORMATS = ("csv", "jsonl", "parquet")
@@ -164,8 +165,8 @@ def catalogue_query(catalogue: str) -> Select[Any]:
 
 
 def _catalogue_rows(session: Session, catalogue: str, locate: Any) -> Iterator[ManifestRow]:
-    if session.scalar(select(CatalogueEntry.id).where(CatalogueEntry.catalogue == catalogue).limit(1)) is None:
-        raise ManifestError(f"no catalogue {catalogue!r} (no job was submitted with --catalogue {catalogue})")
+    if not has_entries(session, catalogue):
+        raise ManifestError(unknown_catalogue(session, catalogue))  # with the closest name, if one is close
     yield from _stream(session, catalogue_query(catalogue), "entry_change", locate)
 
 

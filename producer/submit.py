@@ -9,7 +9,8 @@ file is never held whole:
    batch *before* the prompt filter, which then runs on fresh prompts only (for a large submission in helper
    processes, `producer.screening`, while this process writes the batch before);
 3. bulk insert (`transitions.add_items`) and, for a named catalogue, its entries (`producer.catalogues`), all in
-   ONE transaction with the job: the CatalogueError of a bad last row rolls back everything;
+   ONE transaction with the job: the CatalogueError of a bad last row rolls back everything, and so does the
+   retire guard's RetireRefused (a run that would retire too much of the catalogue, checked before the commit);
 4. commit, then publish the items written `pending` (kept in memory as `Outgoing`) in messages of
    PIXELMILL_ITEMS_PER_MESSAGE over one producer connection, each page marked queued in one UPDATE
    (`transitions.mark_queued_range`) on a thread while the next page is published.
@@ -96,10 +97,20 @@ class SubmitRequest:
     blocklists: tuple[str, ...] = ()  # prompt filter sources; empty: no prompt filter
     limits: Limits | None = None  # default: `limits_for(settings)`
     notify: Notify | None = None  # where the job's events go (the intake queue and HTTP doors); None: nowhere
+    # The retire guard of a catalogue run (`catalogues.RetireGuard`): percent of the current entries a run may
+    # retire (None: PIXELMILL_CATALOGUE_MAX_RETIRE), or no limit for this run (`allow_retire`).
+    max_retire: float | None = None
+    allow_retire: bool = False
 
     def __post_init__(self) -> None:
         if (self.source is None) == (self.rows is None):
             raise UsageError("give exactly one of source (a file or '-') and rows")
+        if self.max_retire is not None and not (
+            isinstance(self.max_retire, int | float)
+            and not isinstance(self.max_retire, bool)
+            and 0 <= self.max_retire <= 100
+        ):
+            raise UsageError(f"max_retire must be a percent from 0 to 100, got {self.max_retire!r:.40}")
         try:
             check_seed(self.seed)
             if self.catalogue is not None:
@@ -166,7 +177,9 @@ class Submission:
 
 @dataclass
 class Preview:
-    """A dry run: what submit would do, from the same reading and skip lookup; nothing written."""
+    """A dry run: what submit would do, from the same reading and skip lookup; nothing written. For a catalogue
+    run, `changes` are the counts the run would record (new, changed, unchanged, retired), `first_keys` the
+    first keys of each, and `refused` the retire guard's refusal the real run would meet (None: it would pass)."""
 
     rows: int = 0
     items: int = 0  # to generate
@@ -175,6 +188,42 @@ class Preview:
     first: list[NewItem] = field(default_factory=list)  # the first five items planned
     first_blocked: list[NewItem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    catalogue: str | None = None
+    current: int = 0  # the catalogue's entries not retired before this run
+    changes: dict[str, int] = field(default_factory=dict)
+    first_keys: dict[str, list[str]] = field(default_factory=dict)
+    refused: catalogues.RetireRefused | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": True,
+            "rows": self.rows,
+            "items": self.items,
+            "skipped": self.skipped,
+            "blocked": self.blocked,
+            "prompts": [i.prompt for i in self.first],
+            "catalogue": self.catalogue,
+            **(
+                {
+                    "current": self.current,
+                    "changes": self.changes,
+                    "first_keys": self.first_keys,
+                    "refused": self.refused is not None,
+                    "refusal": str(self.refused) if self.refused is not None else None,
+                }
+                if self.catalogue is not None
+                else {}
+            ),
+        }
+
+
+def retire_guard(settings: Settings, request: SubmitRequest) -> catalogues.RetireGuard:
+    """The request's guard: its max_retire, else PIXELMILL_CATALOGUE_MAX_RETIRE; PIXELMILL_CATALOGUE_RETIRE_FLOOR."""
+    return catalogues.RetireGuard(
+        max_retire=settings.catalogue_max_retire if request.max_retire is None else float(request.max_retire),
+        floor=settings.catalogue_retire_floor,
+        allow=request.allow_retire,
+    )
 
 
 def limits_for(settings: Settings) -> Limits:
@@ -438,7 +487,10 @@ def preview_request(settings: Settings, ledger: Ledger | None, request: SubmitRe
     reader = ledger.session(readonly=True) if ledger is not None else None
     session = reader.__enter__() if reader is not None else None
     try:
+        changes = catalogues.ChangePreview.start(session, request.catalogue) if request.catalogue else None
         for batch in _batches(_items(_rows(request, limits, stats), request.seed, request.model), BATCH):
+            if changes is not None:
+                changes.add(session, batch)
             split = _split(session, batch, seen)
             seen.update((item.content_hash, -1) for item in split.fresh)
             preview.skipped += len(split.reused)
@@ -451,6 +503,16 @@ def preview_request(settings: Settings, ledger: Ledger | None, request: SubmitRe
                 else:
                     preview.items += 1
             preview.first += batch[: 5 - len(preview.first)]
+        if changes is not None:
+            changes.finish(session)
+            preview.catalogue, preview.current = changes.catalogue, changes.current
+            preview.changes, preview.first_keys = changes.counts, changes.first
+            preview.refused = retire_guard(settings, request).refusal(
+                changes.catalogue,
+                changes.counts[catalogues.RETIRED],
+                changes.current,
+                changes.first[catalogues.RETIRED],
+            )
     finally:
         if reader is not None:
             reader.__exit__(None, None, None)
@@ -511,7 +573,7 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
         or (
             f"{Path(request.source).name.split('.')[0] or 'stdin'}"
             if request.source is not None and str(request.source) != "-"
-            else request.catalogue or "stdin"
+            else request.catalogue or ("rows" if request.rows is not None else "stdin")
         )
         + f"-{datetime.now():%Y%m%d-%H%M%S}"
     )
@@ -527,11 +589,16 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
             )
             session.add(job)
             session.flush()  # a concurrent twin with the same request_id fails here (unique constraint)
+            current = catalogues.current_entries(session, request.catalogue) if request.catalogue else 0
             with _Writing(session, job.id, request.catalogue, screen) as writing:
                 for batch in _batches(_items(_rows(request, limits, stats), request.seed, request.model), BATCH):
                     writing.plan(batch)
             changes = writing.changes
             if request.catalogue is not None:
+                retired, first = catalogues.pending_retire(session, request.catalogue, job.id)
+                refused = retire_guard(settings, request).refusal(request.catalogue, retired, current, first)
+                if refused is not None:
+                    raise refused  # before the commit: the job, its items and entries roll back
                 changes[catalogues.RETIRED] = catalogues.retire_absent(session, request.catalogue, job.id)
             job.counts = {
                 "rows": stats.rows,

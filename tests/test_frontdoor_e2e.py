@@ -367,6 +367,8 @@ def test_http_api_with_a_real_uvicorn(env: Env) -> None:
             "/v1/jobs/{job_id}/manifest",
             "/v1/jobs/{job_id}/cancel",
             "/v1/jobs/{job_id}/retry",
+            "/v1/catalogues",
+            "/v1/catalogues/{name}/manifest",
         ):
             assert path in spec["paths"], sorted(spec["paths"])
     # schemathesis against the served OpenAPI: no 5xx on anything it generates (bounded), new routes included
@@ -393,7 +395,7 @@ def test_http_api_with_a_real_uvicorn(env: Env) -> None:
     )  # its .schemathesis cache stays out of the repository
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:] + logs(env, "serve")[-3000:]
     operations = sum(len(methods) for methods in spec["paths"].values())
-    assert operations == 7 and f"Tested: {operations}" in proc.stdout, proc.stdout[-4000:]  # the new routes too
+    assert operations == 9 and f"Tested: {operations}" in proc.stdout, proc.stdout[-4000:]  # the new routes too
 
 
 def test_serve_refuses_a_public_address_without_tokens(env: Env) -> None:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from sqlalchemy import select
 
@@ -31,16 +31,19 @@ from pixelmill.ledger import Ledger
 from pixelmill.schema import Event, Image, Item, State
 from pixelmill.schema import Job as JobRow
 from pixelmill.settings import Settings, get_settings
+from producer.catalogues import CatalogueSummary, list_catalogues
 from producer.frontdoor import Options, RequestProblems, make_request
 from producer.jobs import CancelResult, JobError
 from producer.jobs import cancel as cancel_job
 from producer.jobs import retry as retry_items
 from producer.manifest import ManifestError, ManifestRow, iter_manifest
 from producer.status import JobStatus, UnknownJob, job_status
-from producer.submit import Submission, submit_request
+from producer.submit import Preview, Submission, preview_request, submit_request
 
 __all__ = [
     "CancelResult",
+    "CatalogueSummary",
+    "Preview",
     "Client",
     "Job",
     "ItemInfo",
@@ -161,6 +164,7 @@ class Client:
             self._ledger = Ledger(self.settings)
         return self._ledger
 
+    @overload
     def submit(
         self,
         source: str | Path | None = None,
@@ -181,10 +185,67 @@ class Client:
         gate: str | None = None,
         gate_attempts: int | None = None,
         best_of: int | None = None,
-    ) -> Job:
+        max_retire: float | None = None,
+        allow_retire: bool = False,
+        dry_run: Literal[False] = False,
+    ) -> Job: ...
+
+    @overload
+    def submit(
+        self,
+        source: str | Path | None = None,
+        *,
+        rows: Iterable[Mapping[str, object]] | None = None,
+        template: str | None = None,
+        key: str = "id",
+        size: str = "512x512",
+        steps: int = 30,
+        guidance: float = 7.5,
+        negative: str = "",
+        images_per_item: int = 1,
+        seed: int = 0,
+        model: str | None = None,
+        name: str | None = None,
+        catalogue: str | None = None,
+        request_id: str | None = None,
+        gate: str | None = None,
+        gate_attempts: int | None = None,
+        best_of: int | None = None,
+        max_retire: float | None = None,
+        allow_retire: bool = False,
+        dry_run: Literal[True],
+    ) -> Preview: ...
+
+    def submit(
+        self,
+        source: str | Path | None = None,
+        *,
+        rows: Iterable[Mapping[str, object]] | None = None,
+        template: str | None = None,
+        key: str = "id",
+        size: str = "512x512",
+        steps: int = 30,
+        guidance: float = 7.5,
+        negative: str = "",
+        images_per_item: int = 1,
+        seed: int = 0,
+        model: str | None = None,
+        name: str | None = None,
+        catalogue: str | None = None,
+        request_id: str | None = None,
+        gate: str | None = None,
+        gate_attempts: int | None = None,
+        best_of: int | None = None,
+        max_retire: float | None = None,
+        allow_retire: bool = False,
+        dry_run: bool = False,
+    ) -> Job | Preview:
         """Validate and queue a catalogue: a file path (.csv/.jsonl, optionally .gz) or `rows`, an iterable of
         dicts (one per product). Options have the CLI's names and defaults. Raises SubmitError (nothing
-        written) or kombu's OperationalError (broker unreachable, nothing written)."""
+        written) or kombu's OperationalError (broker unreachable, nothing written). A catalogue run that would
+        retire more than `max_retire` percent of the current entries is refused (SubmitError) unless
+        `allow_retire`. `dry_run=True` writes nothing and returns a `Preview` (for a catalogue: the changes it
+        would record, their first keys, and `refused`, the guard's refusal the real run would meet)."""
         if (source is None) == (rows is None):
             raise SubmitError(["request: give exactly one of source (a catalogue file) and rows"])
         options = Options(
@@ -203,12 +264,16 @@ class Client:
             gate=gate,
             gate_attempts=gate_attempts,
             best_of=best_of,
+            max_retire=max_retire,
+            allow_retire=allow_retire,
         )
         path = Path(source) if source is not None and str(source) != "-" else source
         request = make_request(self.settings, options, source=path, rows=rows)
         from producer.catalogue import CatalogueError, UsageError
 
         try:
+            if dry_run:
+                return preview_request(self.settings, self.ledger, request)
             submission = submit_request(self.settings, self.ledger, request)
         except CatalogueError as exc:
             raise SubmitError([str(p) for p in exc.problems]) from None
@@ -241,6 +306,18 @@ class Client:
             "urls": True,
             "expires": expires or self.settings.s3_presign_expires,
         }
+
+    def jobs(self, limit: int = 50) -> list[JobStatus]:
+        """The newest `limit` jobs, newest first, as `pixelmill jobs --json` (each with its `catalogue`)."""
+        from producer.status import list_jobs
+
+        with self.ledger.session(readonly=True) as session:
+            return list_jobs(session, limit, stale_after=self.settings.worker_stale_after)
+
+    def catalogues(self) -> list[CatalogueSummary]:
+        """Every named catalogue, by name: runs, current and retired entries, the last run and its changes."""
+        with self.ledger.session(readonly=True) as session:
+            return list_catalogues(session)
 
     def job(self, job_id: int) -> Job:
         """A handle on an existing job; raises UnknownJob."""

@@ -14,6 +14,7 @@ import copy
 import hmac
 import json
 import queue
+import re
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -32,6 +33,7 @@ from pixelmill.ledger import Ledger
 from pixelmill.outbox import Dispatcher
 from pixelmill.schema import Job as JobRow
 from pixelmill.settings import Settings
+from producer.catalogues import check_name, has_entries, list_catalogues, unknown_catalogue
 from producer.frontdoor import intake, request_schema
 from producer.jobs import JobError
 from producer.jobs import cancel as cancel_job
@@ -122,16 +124,18 @@ class _Pipe:
         pass
 
 
-def manifest_chunks(ledger: Ledger, job_id: int, fmt: str) -> Iterator[bytes]:
-    """The job's manifest in `fmt`, written by `producer.manifest`'s writer in a thread of its own and handed
-    over in chunks through a queue of 8: memory stays flat whatever the job's size."""
+def manifest_chunks(ledger: Ledger, job_id: int | None, fmt: str, *, catalogue: str | None = None) -> Iterator[bytes]:
+    """The job's (or, with `catalogue`, the catalogue's) manifest in `fmt`, written by `producer.manifest`'s
+    writer in a thread of its own and handed over in chunks through a queue of 8: memory stays flat whatever
+    the job's size."""
     chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=8)
     stop = threading.Event()
     pipe = _Pipe(chunks, stop)
 
     def produce() -> None:
         try:
-            WRITERS[fmt](stream_manifest(ledger, job=job_id), pipe)  # type: ignore[operator]
+            rows = stream_manifest(ledger, catalogue=catalogue) if catalogue else stream_manifest(ledger, job=job_id)
+            WRITERS[fmt](rows, pipe)  # type: ignore[operator]
             pipe.flush()
             pipe.put(None)
         except _Gone:
@@ -142,7 +146,7 @@ def manifest_chunks(ledger: Ledger, job_id: int, fmt: str) -> Iterator[bytes]:
             except _Gone:
                 pass
 
-    threading.Thread(target=produce, name=f"manifest-{job_id}", daemon=True).start()
+    threading.Thread(target=produce, name=f"manifest-{catalogue or job_id}", daemon=True).start()
     try:
         while (chunk := chunks.get()) is not None:
             if isinstance(chunk, BaseException):
@@ -348,6 +352,52 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
             manifest_chunks(ledger, job_id, format),
             media_type=MEDIA_TYPES[format],
             headers={"Content-Disposition": f'attachment; filename="job-{job_id}.{format}"'},
+        )
+
+    @app.get("/v1/catalogues", responses={401: {"description": "auth"}})
+    def get_catalogues(_who: Auth) -> dict[str, Any]:
+        """The named catalogues (`pixelmill catalogues --json`): runs, current and retired entries, the last run
+        and its changes."""
+        with ledger.session(readonly=True) as session:
+            return {"catalogues": [c.as_dict() for c in list_catalogues(session)]}
+
+    @app.get(
+        "/v1/catalogues/{name}/manifest",
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "description": "one row per entry (key order, retired ones included), streamed",
+                "content": {m.split(";")[0]: {} for m in MEDIA_TYPES.values()},
+            },
+            404: {"description": "no such catalogue (the closest name, if one is close)"},
+            401: {"description": "auth"},
+            422: {"description": "bad format (parquet: pyarrow not installed on the server)"},
+        },
+    )
+    def get_catalogue_manifest(
+        name: Annotated[str, Path(min_length=1, max_length=200, description="Catalogue name (submit --catalogue).")],
+        _who: Auth,
+        format: Annotated[Literal["csv", "jsonl", "parquet"], Query()] = "csv",
+    ) -> StreamingResponse:
+        """The catalogue's manifest (`pixelmill manifest --catalogue`): one row per entry, its `change`, and the
+        item serving it now, in the job manifest's columns and formats."""
+        if format == "parquet":
+            try:
+                parquet_schema()
+            except ManifestError as exc:
+                raise HTTPException(422, str(exc)) from None
+        try:
+            check_name(name)  # a name no run could have had (control characters) is never looked up
+        except ValueError:
+            raise HTTPException(404, f"no catalogue {name!r}") from None
+        with ledger.session(readonly=True) as session:
+            if not has_entries(session, name):
+                raise HTTPException(404, unknown_catalogue(session, name))
+        filename = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:100]
+        return StreamingResponse(
+            manifest_chunks(ledger, None, format, catalogue=name),
+            media_type=MEDIA_TYPES[format],
+            headers={"Content-Disposition": f'attachment; filename="catalogue-{filename}.{format}"'},
         )
 
     @app.post("/v1/jobs/{job_id}/cancel", responses={404: {"description": "no such job"}, 401: {"description": "auth"}})

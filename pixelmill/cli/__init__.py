@@ -159,6 +159,19 @@ def submit(
         Optional[str],
         typer.Option(help="Idempotency key: submitting again with it returns the first job and writes nothing."),
     ] = None,
+    max_retire: Annotated[
+        Optional[float],
+        typer.Option(
+            "--max-retire",
+            metavar="PERCENT",
+            help="With --catalogue: refuse a run that would retire more than this percent of the current entries "
+            "(default: PIXELMILL_CATALOGUE_MAX_RETIRE, 10; up to PIXELMILL_CATALOGUE_RETIRE_FLOOR entries always may).",
+        ),
+    ] = None,
+    allow_retire: Annotated[
+        bool,
+        typer.Option("--allow-retire", help="With --catalogue: retire every absent key, however many (no guard)."),
+    ] = False,
     gate: Annotated[
         Optional[str], typer.Option(help="Quality gate, e.g. 'clip_score>=28,sharpness>=50' (default: PIXELMILL_GATE).")
     ] = None,
@@ -219,6 +232,10 @@ def submit(
     model_id = resolve_model(model or settings.default_model)
     if (wait_timeout is not None or fail_on_drift) and not wait:
         fail("--timeout and --fail-on-drift apply to --wait only")
+    if (max_retire is not None or allow_retire) and catalogue is None:
+        fail("--max-retire and --allow-retire apply to --catalogue runs only")
+    if max_retire is not None and not 0 <= max_retire <= 100:
+        fail(f"--max-retire is a percent from 0 to 100, got {max_retire:g}")
     if Path(model_id).is_file():
         fail(
             f"--model {model_id!r} is a file; a model is a diffusers directory (with model_index.json) "
@@ -248,6 +265,8 @@ def submit(
             request_id=request_id,
             checks=checks,
             blocklists=blocklists,
+            max_retire=max_retire,
+            allow_retire=allow_retire,
         )
     except UsageError as exc:
         fail(f"{exc} (--name / --catalogue / --request-id / --seed / --model)")
@@ -290,19 +309,10 @@ def submit(
     if dry_run:
         for warning in preview.warnings:
             err.print(f"warning: {warning}", highlight=False, markup=False)
+        if preview.refused is not None:
+            err.print(f"the real run would be refused: {preview.refused}", highlight=False, markup=False)
         if as_json:
-            print(
-                json.dumps(
-                    {
-                        "dry_run": True,
-                        "rows": preview.rows,
-                        "items": preview.items,
-                        "skipped": preview.skipped,
-                        "blocked": preview.blocked,
-                        "prompts": [i.prompt for i in preview.first],
-                    }
-                )
-            )
+            print(json.dumps(preview.as_dict()))
             return
         for item in preview.first:
             out.print(f"[dim]{escape(item.key)}#{item.variant}[/] {escape(item.prompt)}", highlight=False)
@@ -312,6 +322,16 @@ def submit(
         )
         for item in preview.first_blocked:
             out.print(f"[dim]blocked {escape(item.key)}#{item.variant}[/] {item.blocked}", highlight=False)
+        if preview.catalogue is not None:
+            out.print(
+                f"catalogue {escape(preview.catalogue)} ({preview.current} current entries): "
+                + ", ".join(f"{n} {c}" for c, n in preview.changes.items()),
+                highlight=False,
+            )
+            for change, keys in preview.first_keys.items():
+                if keys:
+                    more = ", …" if preview.changes[change] > len(keys) else ""
+                    out.print(f"  {change}: {escape(', '.join(keys))}{more}", highlight=False)
         return
     for warning in result.warnings:
         err.print(f"warning: {warning}", highlight=False, markup=False)

@@ -255,6 +255,32 @@ def manifest(
         err.print(f"{count} rows written to {output}", highlight=False)
 
 
+@app.command()
+def catalogues(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False) -> None:
+    """The named catalogues (submit --catalogue): runs, current and retired entries, the last run and its changes."""
+    from producer.catalogues import list_catalogues
+
+    with _read_ledger().session(readonly=True) as session:
+        found = list_catalogues(session)
+    if as_json:
+        print(json.dumps([c.as_dict() for c in found]))
+        return
+    if not found:
+        out.print("no catalogues yet (submit --catalogue NAME makes one)", highlight=False)
+        return
+    table = Table("catalogue", "runs", "current", "retired", "last run", "its changes", box=box.SIMPLE_HEAD)
+    for c in found:
+        table.add_row(
+            escape(c.name),
+            str(c.runs),
+            str(c.current),
+            str(c.retired),
+            f"job {c.last_job} · {c.last_run:%Y-%m-%d %H:%M}",
+            ", ".join(f"{n} {change}" for change, n in c.last_changes.items()),
+        )
+    out.print(table)
+
+
 # --- worker readiness, used by `worker` and `submit` ---------------------------------------------------------
 
 
@@ -460,6 +486,11 @@ def drift(
     with _read_ledger().session() as session:  # writes the run_stats cache
         shown = finished_runs(session, catalogue, limit=count + settings.drift_runs)
     if not shown:
+        from producer.catalogues import catalogue_names, unknown_catalogue
+
+        with _read_ledger().session(readonly=True) as session:
+            if catalogue not in catalogue_names(session):
+                fail(unknown_catalogue(session, catalogue))
         fail(f"catalogue {catalogue!r} has no finished run; `pixelmill jobs` lists the jobs")
     verdicts = []
     for index, run in enumerate(shown):
