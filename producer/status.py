@@ -114,7 +114,6 @@ def job_status(session: Session, job_id: int, *, stale_after: float = 90.0) -> J
         gate=gate,
         catalogue=job.catalogue,
         no_worker=no_worker_line(session, job.model, since=job.created, stale_after=stale_after) if remaining else None,
-        catalogue=job.catalogue,
         **{state.value: counts[state] for state in State},
     )
 
