@@ -121,6 +121,7 @@ class Settings(BaseSettings):
     prompt_bytes: int = Field(2048, ge=1)  # prompt and negative prompt after rendering, UTF-8
     job_max_items: int = Field(2_000_000, ge=1)  # rows x images_per_item in one job
     catalogue_max_problems: int = Field(1000, ge=1)  # problems collected before reading stops
+    catalogue_quoted_lines: int = Field(10, ge=1)  # lines one quoted CSV cell may span (more: a stray quote)
     prompt_tokens: int = Field(77, ge=1)  # the text encoder's limit, for the truncation warning
     # The front door (README "Integrations"): the intake queue, events and webhooks, the HTTP API.
     intake_max_rows: int = Field(10_000, ge=1)  # inline `rows` in one v1 request; larger: use `source`
