@@ -999,7 +999,7 @@ def _missing_column(name: str, defaults: Defaults, fields: Sequence[str], column
     elif name in fields:
         what = f"no such column in the header for the template field {{{name}}}"
         if close:
-            what += f"; did you mean {{{close[0]}}}?"
+            what += f" (did you mean {{{close[0]}}}?)"
     elif name in dict(defaults.columns).values():
         option = next(n for n, c in defaults.columns if c == name)
         what = f"no such column in the header for --column {option}={name}"

@@ -168,6 +168,10 @@ class Client:
         rows: Iterable[Mapping[str, object]] | None = None,
         template: str | None = None,
         key: str = "id",
+        delimiter: str = ",",
+        encoding: str = "utf-8",
+        columns: Mapping[str, str | None] | None = None,
+        row_overrides: bool = True,
         size: str = "512x512",
         steps: int = 30,
         guidance: float = 7.5,
@@ -183,8 +187,9 @@ class Client:
         best_of: int | None = None,
     ) -> Job:
         """Validate and queue a catalogue: a file path (.csv/.jsonl, optionally .gz) or `rows`, an iterable of
-        dicts (one per product). Options have the CLI's names and defaults. Raises SubmitError (nothing
-        written) or kombu's OperationalError (broker unreachable, nothing written)."""
+        dicts (one per product). Options have the CLI's names and defaults; `columns` is --column as a mapping
+        ({"size": "render_size", "seed": None}), `row_overrides=False` is --no-row-overrides. Raises
+        SubmitError (nothing written) or kombu's OperationalError (broker unreachable, nothing written)."""
         if (source is None) == (rows is None):
             raise SubmitError(["request: give exactly one of source (a catalogue file) and rows"])
         options = Options(
@@ -197,6 +202,10 @@ class Client:
             seed=seed,
             model=model,
             key=key,
+            delimiter=delimiter,
+            encoding=encoding,
+            columns=columns,
+            row_overrides=row_overrides,
             name=name,
             catalogue=catalogue,
             request_id=request_id,
