@@ -409,3 +409,61 @@ def test_each_file_is_read_exactly_or_refused_with_its_line_and_field(
 
 def test_the_table_holds_at_least_60_files() -> None:
     assert len(CASES) >= 60 and len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize(
+    ("options", "names"),
+    [
+        (["--size", "500x1"], "--size"),
+        (["--delimiter", "x"], "--delimiter"),
+        (["--encoding", "ebcdic"], "--encoding"),
+        (["--column", "colour=paint"], "--column colour"),
+        (["--column", "size"], "--column"),
+        (["--column", "size=a", "--column", "size=b"], "more than once"),
+    ],
+    ids=["size", "delimiter", "encoding", "column-name", "column-no-equals", "column-twice"],
+)
+def test_bad_reader_options_name_the_option(
+    installation: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, options: list[str], names: str
+) -> None:
+    env = installation
+    for key, value in env.vars.items():
+        if key.startswith(("PIXELMILL_", "OMP_")):
+            monkeypatch.setenv(key, value)
+    path = write(tmp_path, "c.csv", HEAD + "A-1,Mug,red\n")
+    before = state(env)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["submit", str(path), *ARGS, *options])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2 and names in result.output and "Traceback" not in result.output, result.output
+    assert state(env) == before
+
+
+def test_the_python_api_and_the_request_maker_take_the_reader_options(
+    installation: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from pixelmill.api import Client, SubmitError
+    from producer.frontdoor import Options, RequestProblems, make_request
+
+    settings = installation.settings()
+    request = make_request(
+        settings,
+        Options(template="{title}", key="sku", delimiter="tab", encoding="latin-1", columns={"size": None}),
+        source="-",
+    )
+    assert (request.defaults.delimiter, request.defaults.encoding) == ("\t", "iso8859-1")
+    assert request.defaults.override_columns()["size"] is None
+    with pytest.raises(RequestProblems) as bad:
+        make_request(settings, Options(template="{title}", key="sku", delimiter="x"), source="-")
+    assert bad.value.problems[0].startswith("request: field 'delimiter': --delimiter must be one of")
+    path = write(tmp_path, "t.csv", "sku;title;size\nT-1;Tée;XL\n".encode("cp1252"))
+    with Client(settings) as client:
+        with pytest.raises(SubmitError) as refused:
+            client.submit(path, key="sku", template="{title} {size}", delimiter=";", encoding="cp1252")
+        assert "reserved as a per-row override" in refused.value.problems[0]
+        job = client.submit(
+            path, key="sku", template="{title} {size}", delimiter=";", encoding="cp1252", columns={"size": None}
+        )
+        assert [i.key for i in job.items()] == ["T-1"]
