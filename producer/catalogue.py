@@ -935,6 +935,10 @@ def iter_catalogue(
 def _read(source: Path | str, defaults: Defaults, limits: Limits, fmt: Format | None, stats: Stats) -> Iterator[Row]:
     """The generator behind `iter_catalogue`: the file is opened at the first next() and always closed."""
     name, stream, kind, close = _open(source, fmt)
+    if kind == "jsonl" and (defaults.delimiter != "," or not defaults.encoding.startswith("utf-8")):
+        if close:
+            stream.close()
+        raise UsageError(f"{name}: --delimiter and --encoding apply to CSV; JSONL is always UTF-8")
     reader = _CsvReader if kind == "csv" else _JsonlReader
     try:
         yield from reader(name, stream, defaults, limits, stats).rows()

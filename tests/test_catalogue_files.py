@@ -420,8 +420,9 @@ def test_the_table_holds_at_least_60_files() -> None:
         (["--column", "colour=paint"], "--column colour"),
         (["--column", "size"], "--column"),
         (["--column", "size=a", "--column", "size=b"], "more than once"),
+        (["--delimiter", ";", "--jsonl"], "JSONL is always UTF-8"),
     ],
-    ids=["size", "delimiter", "encoding", "column-name", "column-no-equals", "column-twice"],
+    ids=["size", "delimiter", "encoding", "column-name", "column-no-equals", "column-twice", "jsonl-delimiter"],
 )
 def test_bad_reader_options_name_the_option(
     installation: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, options: list[str], names: str
@@ -430,7 +431,9 @@ def test_bad_reader_options_name_the_option(
     for key, value in env.vars.items():
         if key.startswith(("PIXELMILL_", "OMP_")):
             monkeypatch.setenv(key, value)
-    path = write(tmp_path, "c.csv", HEAD + "A-1,Mug,red\n")
+    jsonl = "--jsonl" in options
+    path = write(tmp_path, "c.jsonl" if jsonl else "c.csv", HEAD + "A-1,Mug,red\n")
+    options = [o for o in options if o != "--jsonl"]
     before = state(env)
     get_settings.cache_clear()
     try:
