@@ -122,6 +122,7 @@ class Settings(BaseSettings):
     prompt_bytes: int = Field(2048, ge=1)  # prompt and negative prompt after rendering, UTF-8
     job_max_items: int = Field(2_000_000, ge=1)  # rows x images_per_item in one job
     catalogue_max_problems: int = Field(1000, ge=1)  # problems collected before reading stops
+    catalogue_quoted_lines: int = Field(10, ge=1)  # lines one quoted CSV cell may span (more: a stray quote)
     prompt_tokens: int = Field(77, ge=1)  # the text encoder's limit, for the truncation warning
     # The retire guard of catalogue runs (producer/catalogues.py `RetireGuard`): a run that would retire more than
     # this percent of the catalogue's current entries is refused (`submit --allow-retire` / `--max-retire`);

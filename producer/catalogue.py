@@ -15,7 +15,9 @@ that names the cap and the setting that raises it. `read_catalogue` is the list-
 
 from __future__ import annotations
 
+import codecs
 import csv
+import difflib
 import gzip
 import json
 import math
@@ -50,8 +52,24 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 # CLIP's pre-tokenizer: letter runs, single digits, punctuation runs. Each is at least one BPE token.
 _PRETOKEN_RE = re.compile(r"'(?:s|t|re|ve|m|ll|d)|[^\W\d_]+|\d|[^\s\w]+|_+", re.IGNORECASE)
-_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
+_DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+_DELIMITER_NAMES = {",": ",", ";": ";", "|": "|", "\t": "\t", "\\t": "\t", "tab": "\t"}
 _BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+# Encodings a catalogue may be in (codecs' canonical names): UTF-8 with or without a BOM, Excel's "CSV"
+# on Western Windows (cp1252), Latin-1, and Excel's "Unicode text" (UTF-16 with a BOM).
+ENCODINGS = ("utf-8", "utf-8-sig", "cp1252", "iso8859-1", "utf-16", "utf-16-le", "utf-16-be")
+# The per-row override columns: a column of this name overrides the job's option (`Defaults.columns` maps
+# or switches them off). `prompt` replaces the rendered template (with no template it is required).
+OVERRIDES = {
+    "prompt": "--template",
+    "negative": "--negative",
+    "size": "--size",
+    "steps": "--steps",
+    "guidance": "--guidance",
+    "images_per_item": "--images-per-item",
+    "seed": "--seed",
+}
 
 
 class UsageError(ValueError):
@@ -94,6 +112,7 @@ ENV = {
     "items": "PIXELMILL_JOB_MAX_ITEMS",
     "problems": "PIXELMILL_CATALOGUE_MAX_PROBLEMS",
     "tokens": "PIXELMILL_PROMPT_TOKENS",
+    "quoted_lines": "PIXELMILL_CATALOGUE_QUOTED_LINES",
 }
 
 
@@ -112,9 +131,11 @@ class Limits:
     key_prefix_bytes: int = 0  # what the store puts before "jobs/...", e.g. an S3 prefix and its "/"
     problems: int = 1000  # stop reading after this many problems
     tokens: int = 77  # the text encoder's limit, for the truncation warning
+    quoted_lines: int = 10  # physical lines one quoted CSV cell may span before it is called a stray quote
 
     def __post_init__(self) -> None:
         for name in (
+            "quoted_lines",
             "cell_bytes",
             "row_bytes",
             "columns",
@@ -174,8 +195,16 @@ class Defaults:
     guidance: float = 7.5
     images_per_item: int = 1
     key_column: str = "id"
+    delimiter: str = ","  # CSV only: "," ";" "\t" or "|" (also "tab", "\\t")
+    encoding: str = "utf-8"  # CSV only: one of ENCODINGS or an alias (windows-1252, latin-1, utf-16, ...)
+    # Per-row override columns renamed ((name, column)) or switched off ((name, None)); see OVERRIDES.
+    columns: tuple[tuple[str, str | None], ...] = ()
+    row_overrides: bool = True  # False: no column overrides the job's options unless `columns` maps it
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "delimiter", parse_delimiter(self.delimiter))
+        object.__setattr__(self, "encoding", parse_encoding(self.encoding))
+        object.__setattr__(self, "columns", check_columns(self.columns, self.template))
         if self.template is not None:
             if not isinstance(self.template, str) or not self.template.strip():
                 raise UsageError("template must be non-empty text (or None to require a prompt column)")
@@ -205,6 +234,78 @@ class Defaults:
                 parse(value)
             except ValueError as exc:
                 raise UsageError(f"default {name}: {exc}") from None
+
+    def override_columns(self) -> dict[str, str | None]:
+        """Override name -> the column it is read from (None: not read), after `row_overrides` and `columns`.
+        Without a template, `prompt` is the text itself, not an override: --no-row-overrides keeps it."""
+        on = self.row_overrides
+        names: dict[str, str | None] = {
+            n: n if on or (n == "prompt" and self.template is None) else None for n in OVERRIDES
+        }
+        names.update(self.columns)
+        return names
+
+
+def parse_delimiter(text: str) -> str:
+    """A CSV delimiter as a user writes it: ',' ';' '|' or tab (a tab character, '\\t' or 'tab')."""
+    found = _DELIMITER_NAMES.get(text.lower() if isinstance(text, str) else text)
+    if found is None:
+        raise UsageError(f"--delimiter must be one of ',' ';' '|' or tab ('\\t' or 'tab'), got {text!r}")
+    return found
+
+
+def parse_encoding(text: str) -> str:
+    """An encoding name (or alias) a catalogue may be in, as its canonical name in ENCODINGS."""
+    try:
+        name = codecs.lookup(text).name if isinstance(text, str) else ""
+    except LookupError:
+        name = ""
+    if name not in ENCODINGS:
+        raise UsageError(
+            f"--encoding must be one of utf-8, utf-8-sig, cp1252 (windows-1252), latin-1 or utf-16 "
+            f"(Excel's Unicode text), got {text!r}"
+        )
+    return name
+
+
+def parse_column_option(items: Iterable[str]) -> tuple[tuple[str, str | None], ...]:
+    """`--column NAME=COLUMN` options (NAME= switches the override off) as `Defaults.columns`."""
+    pairs: list[tuple[str, str | None]] = []
+    for item in items:
+        name, eq, column = item.partition("=")
+        if not eq:
+            raise UsageError(
+                f"--column takes NAME=COLUMN (or NAME= to switch the override off), got {item!r}; "
+                f"NAME is one of {', '.join(OVERRIDES)}"
+            )
+        pairs.append((name.strip(), column.strip() or None))
+    return tuple(pairs)
+
+
+def check_columns(
+    columns: Iterable[tuple[str, str | None]] | Mapping[str, str | None], template: str | None
+) -> tuple[tuple[str, str | None], ...]:
+    """Validated override mapping: known names, each once, and the prompt column kept when there is no template."""
+    pairs = tuple(columns.items()) if isinstance(columns, Mapping) else tuple(columns)
+    seen: set[str] = set()
+    for pair in pairs:
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            raise UsageError(f"columns must be (name, column) pairs, got {pair!r}")
+        name, column = pair
+        if name not in OVERRIDES:
+            raise UsageError(
+                f"--column {name}=...: {name!r} is not a per-row override column; use one of {', '.join(OVERRIDES)}"
+            )
+        if name in seen:
+            raise UsageError(f"--column {name}=... is given more than once")
+        seen.add(name)
+        if column is not None and (not isinstance(column, str) or not column.strip()):
+            raise UsageError(f"--column {name}=...: the column must be a non-empty name, got {column!r}")
+        if column is None and name == "prompt" and template is None:
+            raise UsageError(
+                "--column prompt=: without --template rows need a prompt column; map it, don't switch it off"
+            )
+    return pairs
 
 
 class Row(NamedTuple):
@@ -437,17 +538,24 @@ class _Validator:
         for i, name in enumerate(columns):
             index.setdefault(name, i)
         fields = template_fields(defaults.template) if defaults.template is not None else []
-        available = ", ".join(repr(name) for name in columns[:50]) + (", ..." if len(columns) > 50 else "")
-        wanted = [defaults.key_column, *fields] + (["prompt"] if defaults.template is None else [])
+        mapped = defaults.override_columns()
+        self.mapped = mapped
+        prompt_column, negative_column = mapped["prompt"], mapped["negative"]
+        wanted = [defaults.key_column, *fields]
+        if defaults.template is None and prompt_column is not None:
+            wanted.append(prompt_column)
+        wanted += [column for name, column in defaults.columns if column is not None]  # mapped on purpose
         self.missing_columns = [name for name in dict.fromkeys(wanted) if name not in index]
         for name in self.missing_columns:  # appended, not self.problem: no _Stop before the object exists
-            self.problems.append(Problem(path, line, name, f"no such column in the header; available: {available}"))
+            self.problems.append(Problem(path, line, name, _missing_column(name, defaults, fields, columns)))
         self.key_index = index.get(defaults.key_column)
         self.fields = [(name, index[name]) for name in fields if name in index]
         self.can_render = defaults.template is not None and not any(name not in index for name in fields)
-        self.prompt_index = index.get("prompt")
+        self.prompt_column = prompt_column or "prompt"
+        self.prompt_index = index.get(prompt_column) if prompt_column is not None else None
         self.prompt_required = defaults.template is None
-        self.negative_index = index.get("negative")
+        self.negative_column = negative_column or "negative"
+        self.negative_index = index.get(negative_column) if negative_column is not None else None
         self.negative = _normalise(defaults.negative)
         parsers: list[tuple[str, Callable[[str], object]]] = [
             ("size", parse_size),
@@ -456,7 +564,11 @@ class _Validator:
             ("images_per_item", _parse_images),
             ("seed", parse_seed),
         ]
-        self.overrides = [(name, index[name], parse) for name, parse in parsers if name in index]
+        self.overrides = [
+            (column, index[column], parse, name)
+            for name, parse in parsers
+            if (column := mapped[name]) is not None and column in index
+        ]
         self.key_fast = min(MAX_KEY_LENGTH, limits.key_bytes // 3)  # ASCII keys this short always fit
         self.prompt_fast = limits.prompt_bytes // 4  # prompts this short always fit
         self.token_fast = limits.tokens - TOKEN_OVERHEAD  # prompts this short always fit
@@ -661,9 +773,9 @@ class _Validator:
         if self.prompt_index is not None:
             own = cells[self.prompt_index]
             if isinstance(own, str) and not own.isspace() and own:
-                prompt = _normalise(own) if self._encodable(line, "prompt", own) else None
+                prompt = _normalise(own) if self._encodable(line, self.prompt_column, own) else None
             else:
-                self._text(line, "prompt", own, self.prompt_required)
+                self._text(line, self.prompt_column, own, self.prompt_required)
         if prompt is None and self.defaults.template is not None:
             values: dict[str, str] = {}
             for name, i in self.fields:
@@ -684,24 +796,25 @@ class _Validator:
         if self.negative_index is not None:
             value = cells[self.negative_index]
             if isinstance(value, str) and value and not value.isspace():
-                negative = _normalise(value) if self._encodable(line, "negative", value) else self.negative
-                if len(negative) > self.prompt_fast and not self._prompt_checks(line, "negative", negative):
+                column = self.negative_column
+                negative = _normalise(value) if self._encodable(line, column, value) else self.negative
+                if len(negative) > self.prompt_fast and not self._prompt_checks(line, column, negative):
                     negative = self.negative
             elif not isinstance(value, str):
-                self._text(line, "negative", value, False)
+                self._text(line, self.negative_column, value, False)
 
         d = self.defaults
         width, height, steps, guidance, images = d.width, d.height, d.steps, float(d.guidance), d.images_per_item
         seed: int | None = None
-        for name, i, parse in self.overrides:
+        for column, i, parse, name in self.overrides:
             value = cells[i]
             if not isinstance(value, str) or not value or value.isspace():
-                self._text(line, name, value, False)
+                self._text(line, column, value, False)
                 continue
             try:
                 parsed = parse(value)
             except ValueError as exc:
-                self.problem(line, name, str(exc))
+                self.problem(line, column, f"{exc}{self._reserved(name, column)}")
                 continue
             if isinstance(parsed, tuple):
                 width, height = parsed
@@ -730,6 +843,17 @@ class _Validator:
             self._count_long(line, prompt)
         stats.rows += 1
         return Row(line, key, prompt, negative, width, height, steps, guidance, images, seed)
+
+    def _reserved(self, name: str, column: str) -> str:
+        """Why this column is read as an override, and how to map or switch it off (a bad value's message)."""
+        option = OVERRIDES[name]
+        if column != name:
+            return f" (read as each row's {name}, overriding {option}, because of --column {name}={column})"
+        return (
+            f" ({column!r} is reserved as a per-row override of {option}; if the column means something else, "
+            f"read the override from another column with --column {name}=OTHER, or switch it off with "
+            f"--column {name}= or --no-row-overrides, and {{{column}}} stays usable in the template)"
+        )
 
     def big_cells(self, line: int, cells: Sequence[str]) -> bool:
         """Report cells over the cap (only called for rows longer than the cap); whether any was."""
@@ -811,6 +935,10 @@ def iter_catalogue(
 def _read(source: Path | str, defaults: Defaults, limits: Limits, fmt: Format | None, stats: Stats) -> Iterator[Row]:
     """The generator behind `iter_catalogue`: the file is opened at the first next() and always closed."""
     name, stream, kind, close = _open(source, fmt)
+    if kind == "jsonl" and (defaults.delimiter != "," or not defaults.encoding.startswith("utf-8")):
+        if close:
+            stream.close()
+        raise UsageError(f"{name}: --delimiter and --encoding apply to CSV; JSONL is always UTF-8")
     reader = _CsvReader if kind == "csv" else _JsonlReader
     try:
         yield from reader(name, stream, defaults, limits, stats).rows()
@@ -861,6 +989,31 @@ def read_catalogue(
     return list(iter_catalogue(path, defaults, limits, fmt=fmt, stats=stats))
 
 
+def _missing_column(name: str, defaults: Defaults, fields: Sequence[str], columns: Sequence[str]) -> str:
+    """Why a wanted column is not in the header, with the likeliest fix: the option that names it and a
+    close match among the header's columns."""
+    available = ", ".join(repr(c) for c in columns[:50]) + (", ..." if len(columns) > 50 else "")
+    close = difflib.get_close_matches(name, [c for c in columns if isinstance(c, str)], n=1, cutoff=0.6)
+    if name == defaults.key_column:
+        guess = close[0] if close else (columns[0] if columns else "COLUMN")
+        what = (
+            f"no such column in the header for the item key (--key {name}); "
+            f"give the key column with --key, e.g. --key {guess}"
+        )
+    elif name in fields:
+        what = f"no such column in the header for the template field {{{name}}}"
+        if close:
+            what += f" (did you mean {{{close[0]}}}?)"
+    elif name in dict(defaults.columns).values():
+        option = next(n for n, c in defaults.columns if c == name)
+        what = f"no such column in the header for --column {option}={name}"
+    else:
+        what = "no such column in the header: rows need a prompt column when there is no --template"
+    if close and name != defaults.key_column and name not in fields:
+        what += f" (did you mean {close[0]!r}?)"
+    return f"{what}; available: {available}"
+
+
 def _finish(validator: _Validator, last_line: int) -> None:
     """Raise the collected problems, or "no rows" for a catalogue without any."""
     if not validator.problems and not validator.stats.rows:
@@ -881,48 +1034,187 @@ def _io_problem(exc: BaseException) -> str:
 # CSV
 
 
+class _Recoded:
+    """A UTF-16 stream read as UTF-8 lines split at "\\n", so the reader's caps, line numbers and hot loop work
+    on it as on any file. Decodes 64 KiB at a time: memory stays flat."""
+
+    def __init__(self, stream: IO[bytes], encoding: str) -> None:
+        self.stream = stream
+        self.decoder = codecs.getincrementaldecoder(encoding)()
+        self.buffer, self.pos, self.eof = b"", 0, False
+
+    def readline(self, limit: int) -> bytes:
+        """The next line (with its "\\n"), at most `limit` bytes; b"" at the end."""
+        buffer, pos = self.buffer, self.pos
+        while True:
+            cut = buffer.find(b"\n", pos, pos + limit)
+            if cut >= 0:
+                end = cut + 1
+                break
+            if len(buffer) - pos >= limit or self.eof:
+                end = min(pos + limit, len(buffer))
+                break
+            chunk = self.stream.read(1 << 16)
+            self.eof = not chunk
+            buffer = buffer[pos:] + self.decoder.decode(chunk, final=self.eof).encode()
+            pos = 0
+        self.buffer, self.pos = buffer, end
+        return buffer[pos:end]
+
+
+class _QuoteSpan(Exception):
+    """A quoted CSV cell ran over the span caps: likely a stray quote."""
+
+    def __init__(self, line: int, column: int, message: str) -> None:
+        """Where the cell opens (physical line, 0-based column) and what to say."""
+        super().__init__(message)
+        self.line, self.column, self.message = line, column, message
+
+
+class _Quoted(NamedTuple):
+    """One quoted cell of a CSV record, found by `_quoted_cells`."""
+
+    line: int  # 0-based line of the record on which the cell opens
+    column: int  # 0-based
+    start: int  # character offset of the opening quote in the record
+    end: int  # offset just past the closing quote; -1: still open at the end of the text
+
+
+def _quoted_cells(text: str, delimiter: str) -> tuple[list[_Quoted], int | None]:
+    """The quoted cells of `text` (a CSV record, or its lines so far) as the csv module reads them with
+    strict=True, and the index of the first one followed by something other than a delimiter or a line end
+    (None: none is). Python-level: only called to locate an error, never per row."""
+    found: list[_Quoted] = []
+    line = column = i = 0
+    n = len(text)
+    at_start = True
+    while i < n:
+        char = text[i]
+        if at_start and char == '"':
+            opened, start = line, i
+            i += 1
+            while True:
+                j = text.find('"', i)
+                if j < 0:
+                    found.append(_Quoted(opened, column, start, -1))
+                    return found, None
+                line += text.count("\n", i, j)
+                if text.startswith('"', j + 1):
+                    i = j + 2
+                    continue
+                i = j + 1
+                break
+            found.append(_Quoted(opened, column, start, i))
+            if i < n and text[i] not in (delimiter, "\r", "\n"):
+                return found, len(found) - 1
+            at_start = False
+            continue
+        if char == delimiter:
+            column += 1
+            at_start = True
+        elif char == "\n":
+            line += 1
+            column = 0
+            at_start = True
+        else:
+            at_start = False
+        i += 1
+    return found, None
+
+
 class _CsvReader:
-    """Streams CSV records from bounded binary lines; problems carry the physical line a record starts on."""
+    """Streams CSV records from bounded binary lines; problems carry the physical line a record starts on.
+    Strict quoting: a quoted cell must close, and close right before a delimiter or a line end; one that
+    stays open over `Limits.quoted_lines` lines or `Limits.cell_bytes` bytes is called a stray quote."""
 
     def __init__(self, name: str, stream: IO[bytes], defaults: Defaults, limits: Limits, stats: Stats) -> None:
         self.name, self.stream, self.defaults, self.limits, self.stats = name, stream, defaults, limits, stats
         self.line = 0  # physical lines read
         self.progress = [0, 0]  # [bytes of the record being read, the line it starts on]
         self.record_first = b""  # first physical line of the record being read
+        self.record_more: list[bytes] = []  # its further lines (only a quoted cell spanning lines makes any)
+        self.text_encoding = "utf-8"  # what the lines are in once read (UTF-16 is recoded to UTF-8)
         self.flagged: dict[int, tuple[str, str]] = {}  # line -> (marker in the decoded text, message)
         self.validator: _Validator | None = None
         self.early: list[Problem] = []  # problems before the header is known
 
+    def _stream(self) -> tuple[Callable[[int], bytes], str]:
+        """(readline, encoding of the lines it returns): UTF-16 is recoded, everything else decoded per line."""
+        encoding = self.defaults.encoding
+        if encoding.startswith("utf-16"):
+            return _Recoded(self.stream, encoding).readline, "utf-8"
+        return self.stream.readline, "utf-8" if encoding == "utf-8-sig" else encoding
+
+    def _first_line(self, raw: bytes) -> bytes:
+        """The first line without a UTF-8 BOM; a byte-order mark that contradicts --encoding stops the read."""
+        encoding = self.defaults.encoding
+        if raw.startswith(_UTF16_BOMS) and not encoding.startswith("utf-16"):
+            self._fatal(
+                1,
+                None,
+                "the file is UTF-16 (it starts with a UTF-16 byte-order mark), as Excel's 'Unicode Text' export "
+                "writes it: give --encoding utf-16 (and --delimiter tab, its separator)",
+            )
+        if raw.startswith(_BOM):
+            if not encoding.startswith("utf-8"):
+                self._fatal(
+                    1,
+                    None,
+                    f"the file starts with a UTF-8 byte-order mark: it is UTF-8, not {encoding}; drop --encoding",
+                )
+            return raw[3:]
+        return raw
+
     def _lines(self) -> Iterator[str]:
         """Decoded physical lines, never longer than the row cap; a record over the cap stops reading.
-        The hot loop of the reader: locals only."""
-        readline, cap, state, flagged = self.stream.readline, self.limits.row_bytes, self.progress, self.flagged
+        The hot loop of the reader: locals only; a line that continues a record is checked for a stray quote."""
+        readline, encoding = self._stream()
+        self.text_encoding = encoding
+        cap, state, flagged, more = self.limits.row_bytes, self.progress, self.flagged, self.record_more
+        span_lines, cell_cap = self.limits.quoted_lines, self.limits.cell_bytes
+        span_start, bytes_at = 0, cell_cap
         number = 0
         while True:
-            raw = readline(cap + 1)
+            try:
+                raw = readline(cap + 1)
+            except UnicodeDecodeError as exc:
+                self._fatal(
+                    number + 1,
+                    None,
+                    f"not valid {self.defaults.encoding} ({exc.reason}); is --encoding right? Excel's "
+                    "'Unicode Text' is utf-16, its 'CSV' cp1252 or utf-8",
+                )
             if not raw:
                 self.line = number
                 return
             number += 1
-            if number == 1 and raw.startswith(_BOM):
-                raw = raw[3:]
+            if number == 1:
+                raw = self._first_line(raw)
             size = state[0]
             if not size:
                 self.record_first = raw
-                state[1] = number
+                state[1] = span_start = number
+                bytes_at = cell_cap
+                if more:
+                    more.clear()
+            else:
+                more.append(raw)
+                if number - span_start >= span_lines or size + len(raw) > bytes_at:
+                    span_start, bytes_at = self._check_span(number, size + len(raw))
             size += len(raw)
             if size > cap:
                 self.line = number
                 raise _RecordTooLong
             state[0] = size
             try:
-                text = raw.decode()
+                text = raw.decode(encoding)
             except UnicodeDecodeError as exc:
-                text = raw.decode(errors="replace")
+                text = raw.decode(encoding, errors="replace")
                 flagged[number] = (
                     "\ufffd",
-                    f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} "
-                    "of the line); save the file as UTF-8",
+                    f"not valid {self.defaults.encoding} (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the "
+                    "line); save the file as UTF-8, or give its encoding with --encoding (e.g. --encoding cp1252 "
+                    "for Excel's CSV on Windows)",
                 )
             if b"\x00" in raw:
                 flagged.setdefault(
@@ -933,6 +1225,41 @@ class _CsvReader:
                     ),
                 )
             yield text
+
+    def _record_text(self, last: bool = True) -> str:
+        """The current record's lines so far (without the line just read unless `last`), decoded."""
+        lines = self.record_more if last else self.record_more[:-1]
+        return (self.record_first + b"".join(lines)).decode(self.text_encoding, errors="replace")
+
+    def _check_span(self, number: int, size: int) -> tuple[int, int]:
+        """Line `number` continues a record over a threshold: raise _QuoteSpan if the quoted cell still open
+        has spanned too many lines or bytes, else return the next thresholds (line it opened on, record bytes)."""
+        text = self._record_text(last=False)
+        found, _bad = _quoted_cells(text, self.defaults.delimiter)
+        cap, cell_cap, start = self.limits.quoted_lines, self.limits.cell_bytes, self.progress[1]
+        if not found or found[-1].end != -1:
+            return number, size + cell_cap
+        cell = found[-1]
+        opens = start + cell.line
+        span = number - opens + 1
+        if span > cap:
+            raise _QuoteSpan(
+                opens,
+                cell.column,
+                f"unclosed quote? likely a stray quote: the quoted cell that opens here is still open on line {number} "
+                f'({span} lines). A cell that opens with " must close with " (a quote inside a cell is written ""); '
+                f"if the cell really spans more than {cap} lines, raise {ENV['quoted_lines']}",
+            )
+        cell_bytes = len(text[cell.start :].encode()) + len(self.record_more[-1])
+        if cell_bytes > cell_cap:
+            raise _QuoteSpan(
+                opens,
+                cell.column,
+                f"unclosed quote? likely a stray quote: the quoted cell that opens here runs over {cell_cap:,} "
+                f'bytes by line {number} (the cap per cell, {ENV["cell_bytes"]}). A cell that opens with " must '
+                'close with " (a quote inside a cell is written "")',
+            )
+        return opens, size + cell_cap - cell_bytes + 1
 
     def _problem(self, line: int, field: str | None, message: str) -> None:
         """A problem, before or after the header made the validator."""
@@ -946,18 +1273,26 @@ class _CsvReader:
         self._problem(line, field, message)
         raise _Stop
 
-    def _open_quote_field(self, header: Sequence[str]) -> str:
-        """The column whose quoted cell opens on the first line of the current record (it never closed there)."""
-        try:
-            cells = next(csv.reader([self.record_first.decode(errors="replace")]), [])
-        except csv.Error:
-            return "?"
-        index = max(len(cells) - 1, 0)
+    @staticmethod
+    def _column(header: Sequence[str], index: int) -> str | None:
+        """The name of column `index` (None while the header itself is read)."""
+        if not header:
+            return None
         return header[index] if index < len(header) else f"#{index + 1}"
+
+    def _open_cell(self, header: Sequence[str], multiline: bool = False) -> tuple[int, str | None] | None:
+        """(line, column) where the current record's quoted cell opens: the one still open at the end of what
+        was read, or with `multiline` the first one that spans lines."""
+        text = self._record_text()
+        found, _bad = _quoted_cells(text, self.defaults.delimiter)
+        for cell in found:
+            if cell.end == -1 or (multiline and "\n" in text[cell.start : cell.end].rstrip("\r\n")):
+                return self.progress[1] + cell.line, self._column(header, cell.column)
+        return None
 
     def rows(self) -> Iterator[Row]:
         """Validated rows; CatalogueError at the end if anything was wrong."""
-        records = csv.reader(self._lines())
+        records = csv.reader(self._lines(), delimiter=self.defaults.delimiter, strict=True)
         state = self.progress
         header: list[str] = []
         try:
@@ -987,9 +1322,9 @@ class _CsvReader:
                     if len(cells) != columns:
                         end = records.line_num
                         if end > start:
-                            field = self._open_quote_field(header)
+                            line, field = self._open_cell(header, multiline=True) or (start, None)
                             self._problem(
-                                start,
+                                line,
                                 field,
                                 f"unclosed quote? the quoted cell that opens here runs "
                                 f"to line {end} and the row has {len(cells)} cells for {columns} "
@@ -997,15 +1332,12 @@ class _CsvReader:
                                 'it are read as part of it (a quote inside a cell is written "")',
                             )
                             continue
-                        if _ends_in_quote(self.record_first):
-                            self._unclosed_at_end(start, header)
-                            continue
                         if len(cells) > columns:
                             self._problem(
                                 start,
                                 None,
                                 f"row has {len(cells)} cells but the header has {columns} "
-                                "columns (a comma inside a value needs the value in double quotes)",
+                                "columns (a delimiter inside a value needs the value in double quotes)",
                             )
                             continue
                         if size > big and validator.big_cells(start, cells):
@@ -1019,12 +1351,12 @@ class _CsvReader:
                             row = full(start, cells)
                     if row is not None and not problems:
                         yield row
-                if state[1] == self.line and _ends_in_quote(self.record_first) and not problems:
-                    self._unclosed_at_end(state[1], header)  # the last row ended inside a quote: not the row meant
             except _RecordTooLong:
                 self._too_long(state[1], header)
+            except _QuoteSpan as exc:
+                self._fatal(exc.line, self._column(header, exc.column), exc.message)
             except csv.Error as exc:
-                self._fatal(state[1], None, _csv_error(str(exc), self.limits))
+                self._csv_failure(str(exc), header)
             except (OSError, EOFError, zlib.error) as exc:
                 self._fatal(max(state[1], 1), None, _io_problem(exc))
         except _Stop:
@@ -1033,22 +1365,51 @@ class _CsvReader:
             raise CatalogueError(self.early)
         _finish(self.validator, self.line)
 
-    def _unclosed_at_end(self, line: int, header: Sequence[str]) -> None:
-        """The file ended inside a quoted cell that opened on `line`, its last line."""
-        self._problem(
+    def _csv_failure(self, text: str, header: Sequence[str]) -> NoReturn:
+        """A csv.Error in the record being read; a quoting error names the line and column where the
+        offending quoted cell opens."""
+        start = self.progress[1]
+        unclosed, after = "unexpected end of data" in text, "expected after" in text
+        if not (unclosed or after):
+            self._fatal(max(start, 1), None, _csv_error(text, self.limits))
+        record = self._record_text()
+        found, bad = _quoted_cells(record, self.defaults.delimiter)
+        cell = found[bad] if after and bad is not None else (found[-1] if unclosed and found else None)
+        line, field = (start + cell.line, self._column(header, cell.column)) if cell else (start, None)
+        where = "" if header or cell is None else f" (column {cell.column + 1} of the header)"
+        if unclosed:
+            last = start + record.count("\n", 0, len(record.rstrip("\r\n")))
+            self._fatal(
+                line,
+                field,
+                f'unclosed quote{where}: the cell that opens with " here must close with ", but the file ends '
+                f'(line {last}) first; add the closing " (a quote inside a cell is written "")',
+            )
+        shown = _shown(record[cell.start : cell.end + 12], 50) if cell else ""
+        if cell is not None and "\n" in record[cell.start : cell.end]:
+            self._fatal(
+                line,
+                field,
+                f"unclosed quote? the quoted cell that opens here runs to line {start + record.count(chr(10))}, "
+                f'where a " closes it and text follows ({shown}). A cell that opens with " must close with " '
+                "before the next delimiter, or the rows after it are read as part of it (a quote inside a cell "
+                'is written "")',
+            )
+        self._fatal(
             line,
-            self._open_quote_field(header),
-            'unclosed quote: the cell opens with " and the file '
-            'ends before it closes; add the closing " (a quote inside a cell is written "")',
+            field,
+            f'text after the closing quote of a quoted cell{where}: {shown}. A cell that opens with " ends at the '
+            'next lone ", so a stray quote cuts it short: quote the whole cell and write each quote inside it '
+            'as "", e.g. "12"" pipe, matt"',
         )
 
     def _too_long(self, start: int, header: Sequence[str]) -> NoReturn:
         """A record over the row cap: most often an unclosed quote, else a really long row."""
         cap, env = self.limits.row_bytes, ENV["row_bytes"]
         if self.line > start:
-            field = self._open_quote_field(header) if header else None
+            line, field = self._open_cell(header) or (start, None)
             self._fatal(
-                start,
+                line,
                 field,
                 f"unclosed quote? the row that starts here runs past line {self.line} and "
                 f'over {cap:,} bytes. A cell that opens with " must close with ", or the rows after it '
@@ -1077,13 +1438,15 @@ class _CsvReader:
             )
         if len(header) == 1 and self.defaults.key_column not in header:
             for char, what in _DELIMITERS.items():
-                if char in header[0]:
+                if char in header[0] and char != self.defaults.delimiter:
                     shown = header[0] if len(header[0]) <= 80 else header[0][:80] + "..."
+                    option = "tab" if char == "\t" else repr(char)
                     self._fatal(
                         1,
                         None,
                         f"the header is one column {shown!r}: this looks like a {what} ({char!r})"
-                        "-separated file; pixelmill reads comma-separated CSV: save it with commas",
+                        f"-separated file; pixelmill reads comma-separated CSV unless told: give --delimiter {option} "
+                        "(or save it with commas)",
                     )
         self.validator = _Validator(self.name, self.defaults, self.limits, header, 1, self.stats)
         self.validator.problems[:0] = self.early
@@ -1100,18 +1463,6 @@ class _CsvReader:
             field = header[hits[0]] if hits and hits[0] < len(header) else None
             self._problem(line, field, message)
         self.flagged.clear()
-
-
-def _ends_in_quote(line: bytes) -> bool:
-    """Whether one physical CSV line ends inside a quoted cell (only at the end of a file can a record do
-    that). An odd number of quotes first, as a quote inside an unquoted cell is a literal character."""
-    if not line.count(b'"') % 2:
-        return False
-    try:
-        next(csv.reader([line.decode(errors="replace")], strict=True), None)
-    except csv.Error as exc:
-        return "unexpected end of data" in str(exc)
-    return False
 
 
 def _csv_error(text: str, limits: Limits) -> str:
@@ -1162,8 +1513,8 @@ _DECODE = json.JSONDecoder(object_pairs_hook=_unique_pairs).decode
 def _json_columns(defaults: Defaults) -> list[str]:
     """The fields a JSON row is read for: everything else in the object is ignored."""
     fields = template_fields(defaults.template) if defaults.template is not None else []
-    names = [defaults.key_column, *fields, "prompt", "negative", "size", "steps", "guidance", "images_per_item", "seed"]
-    return list(dict.fromkeys(names))
+    overrides = [column for column in defaults.override_columns().values() if column is not None]
+    return list(dict.fromkeys([defaults.key_column, *fields, *overrides]))
 
 
 def surrogate_problem(text: str | None) -> str | None:

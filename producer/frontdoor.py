@@ -65,6 +65,10 @@ class Options:
     seed: int = 0
     model: str | None = None  # default: PIXELMILL_MODEL, else the tiny model
     key: str = "id"
+    delimiter: str = ","  # CSV reading (README "Catalogue input")
+    encoding: str = "utf-8"
+    columns: Mapping[str, str | None] | None = None  # per-row override -> its column (None: switched off)
+    row_overrides: bool = True
     name: str | None = None
     catalogue: str | None = None
     request_id: str | None = None
@@ -112,10 +116,15 @@ def make_request(
                 guidance=options.guidance,
                 images_per_item=options.images_per_item,
                 key_column=options.key,
+                delimiter=options.delimiter,
+                encoding=options.encoding,
+                columns=tuple((options.columns or {}).items()),
+                row_overrides=options.row_overrides,
             )
         except (UsageError, ValueError) as exc:
             text = str(exc)
-            name = next(
+            reader = ("delimiter", "encoding", "column")  # these messages name their option: --delimiter, ...
+            name = next((n for n in reader if text.startswith(f"--{n}")), None) or next(
                 (n for n in ("template", "negative", "steps", "guidance", "images_per_item", "key") if n in text),
                 "options",
             )

@@ -237,6 +237,7 @@ def limits_for(settings: Settings) -> Limits:
         items=settings.job_max_items,
         problems=settings.catalogue_max_problems,
         tokens=settings.prompt_tokens,
+        quoted_lines=settings.catalogue_quoted_lines,
     )
 
 

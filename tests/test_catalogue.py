@@ -8,6 +8,7 @@ import json
 import sys
 import time
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -690,7 +691,34 @@ BAD_CASES = [
         2,
         "title",
         ("unclosed quote", "256 bytes"),
+        replace(SMALL, cell_bytes=1024, quoted_lines=1000),  # the row cap, with the quoted-cell caps out of the way
+    ),
+    (
+        "stray-quote-lines",
+        "c.csv",
+        HEAD + "A,Mug,red\n" + 'B,Tee,"blue\n' + "C,Cap,green\n" * 40,
+        3,
+        "color",
+        ("likely a stray quote", "still open on line 13 (11 lines)", "PIXELMILL_CATALOGUE_QUOTED_LINES"),
+        None,
+    ),
+    (
+        "stray-quote-bytes",
+        "c.csv",
+        HEAD + 'A,"Mug,red\n' + "B,Tee,blue\n" * 40,
+        2,
+        "title",
+        ("likely a stray quote", "over 64 bytes", "PIXELMILL_CATALOGUE_CELL_BYTES"),
         SMALL,
+    ),
+    (
+        "quote-closed-then-text",
+        "c.csv",
+        HEAD + 'A,"Mug" large,red\n',
+        2,
+        "title",
+        ("text after the closing quote", '""'),
+        None,
     ),
     ("semicolons", "c.csv", "id;title;color\nA;Mug;red\n", 1, None, ("';'", "semicolon", "comma-separated"), None),
     ("tabs", "c.csv", "id\ttitle\tcolor\nA\tMug\tred\n", 1, None, ("tab",), None),

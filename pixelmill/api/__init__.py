@@ -172,6 +172,10 @@ class Client:
         rows: Iterable[Mapping[str, object]] | None = None,
         template: str | None = None,
         key: str = "id",
+        delimiter: str = ",",
+        encoding: str = "utf-8",
+        columns: Mapping[str, str | None] | None = None,
+        row_overrides: bool = True,
         size: str = "512x512",
         steps: int = 30,
         guidance: float = 7.5,
@@ -198,6 +202,10 @@ class Client:
         rows: Iterable[Mapping[str, object]] | None = None,
         template: str | None = None,
         key: str = "id",
+        delimiter: str = ",",
+        encoding: str = "utf-8",
+        columns: Mapping[str, str | None] | None = None,
+        row_overrides: bool = True,
         size: str = "512x512",
         steps: int = 30,
         guidance: float = 7.5,
@@ -223,6 +231,10 @@ class Client:
         rows: Iterable[Mapping[str, object]] | None = None,
         template: str | None = None,
         key: str = "id",
+        delimiter: str = ",",
+        encoding: str = "utf-8",
+        columns: Mapping[str, str | None] | None = None,
+        row_overrides: bool = True,
         size: str = "512x512",
         steps: int = 30,
         guidance: float = 7.5,
@@ -241,11 +253,13 @@ class Client:
         dry_run: bool = False,
     ) -> Job | Preview:
         """Validate and queue a catalogue: a file path (.csv/.jsonl, optionally .gz) or `rows`, an iterable of
-        dicts (one per product). Options have the CLI's names and defaults. Raises SubmitError (nothing
-        written) or kombu's OperationalError (broker unreachable, nothing written). A catalogue run that would
-        retire more than `max_retire` percent of the current entries is refused (SubmitError) unless
-        `allow_retire`. `dry_run=True` writes nothing and returns a `Preview` (for a catalogue: the changes it
-        would record, their first keys, and `refused`, the guard's refusal the real run would meet)."""
+        dicts (one per product). Options have the CLI's names and defaults; `columns` is --column as a mapping
+        ({"size": "render_size", "seed": None}), `row_overrides=False` is --no-row-overrides. Raises
+        SubmitError (nothing written) or kombu's OperationalError (broker unreachable, nothing written). A
+        catalogue run that would retire more than `max_retire` percent of the current entries is refused
+        (SubmitError) unless `allow_retire`. `dry_run=True` writes nothing and returns a `Preview` (for a
+        catalogue: the changes it would record, their first keys, and `refused`, the guard's refusal the real run
+        would meet)."""
         if (source is None) == (rows is None):
             raise SubmitError(["request: give exactly one of source (a catalogue file) and rows"])
         options = Options(
@@ -258,6 +272,10 @@ class Client:
             seed=seed,
             model=model,
             key=key,
+            delimiter=delimiter,
+            encoding=encoding,
+            columns=columns,
+            row_overrides=row_overrides,
             name=name,
             catalogue=catalogue,
             request_id=request_id,

@@ -148,6 +148,22 @@ def submit(
         typer.Option(help="Diffusers model directory or id (default: PIXELMILL_MODEL, else the tiny model)."),
     ] = None,
     key: Annotated[str, typer.Option(help="Column holding the item key.")] = "id",
+    delimiter: Annotated[str, typer.Option(help="CSV delimiter: ',' ';' '|' or tab ('\\t' or 'tab').")] = ",",
+    encoding: Annotated[
+        str, typer.Option(help="CSV encoding: utf-8, utf-8-sig, cp1252, latin-1, or utf-16 (Excel's Unicode text).")
+    ] = "utf-8",
+    column: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            metavar="NAME=COLUMN",
+            help="Read the per-row override NAME (prompt, negative, size, steps, guidance, images_per_item, seed) "
+            "from COLUMN; NAME= switches it off. Repeatable.",
+        ),
+    ] = None,
+    no_row_overrides: Annotated[
+        bool,
+        typer.Option("--no-row-overrides", help="No column overrides the job's options (except --column ones)."),
+    ] = False,
     name: Annotated[Optional[str], typer.Option(help="Job name.")] = None,
     catalogue: Annotated[
         Optional[str],
@@ -205,7 +221,7 @@ def submit(
     from pixelmill.checks import ChecksError, resolve_checks
     from pixelmill.identity import model_problem, resolve_model
     from pixelmill.params import parse_size
-    from producer.catalogue import CatalogueError, Defaults, UsageError, check_seed
+    from producer.catalogue import CatalogueError, Defaults, UsageError, check_seed, parse_column_option
     from producer.submit import SubmitRequest, preview_request, submit_request
 
     settings = get_settings()
@@ -217,6 +233,9 @@ def submit(
         fail(f"--seed: {exc}")
     try:
         width, height = parse_size(size)
+    except ValueError as exc:
+        fail(f"--size: {exc}")
+    try:
         defaults = Defaults(
             template=template,
             negative=negative,
@@ -226,6 +245,10 @@ def submit(
             guidance=guidance,
             images_per_item=images_per_item,
             key_column=key,
+            delimiter=delimiter,
+            encoding=encoding,
+            columns=parse_column_option(column or []),
+            row_overrides=not no_row_overrides,
         )
     except (UsageError, ValueError) as exc:
         fail(str(exc))
