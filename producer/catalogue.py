@@ -569,6 +569,7 @@ class _Validator:
             for name, parse in parsers
             if (column := mapped[name]) is not None and column in index
         ]
+        self.explained: dict[str, int] = {}  # override column -> the line whose problem says why it is reserved
         self.key_fast = min(MAX_KEY_LENGTH, limits.key_bytes // 3)  # ASCII keys this short always fit
         self.prompt_fast = limits.prompt_bytes // 4  # prompts this short always fit
         self.token_fast = limits.tokens - TOKEN_OVERHEAD  # prompts this short always fit
@@ -814,7 +815,7 @@ class _Validator:
             try:
                 parsed = parse(value)
             except ValueError as exc:
-                self.problem(line, column, f"{exc}{self._reserved(name, column)}")
+                self.problem(line, column, f"{exc}{self._reserved(line, name, column)}")
                 continue
             if isinstance(parsed, tuple):
                 width, height = parsed
@@ -844,8 +845,12 @@ class _Validator:
         stats.rows += 1
         return Row(line, key, prompt, negative, width, height, steps, guidance, images, seed)
 
-    def _reserved(self, name: str, column: str) -> str:
-        """Why this column is read as an override, and how to map or switch it off (a bad value's message)."""
+    def _reserved(self, line: int, name: str, column: str) -> str:
+        """Why this column is read as an override, and how to map or switch it off (a bad value's message): in
+        full on the column's first bad value, then a pointer to it, so 150 bad sizes are not 150 paragraphs."""
+        first = self.explained.setdefault(column, line)
+        if first != line:
+            return f" (a per-row override column: see line {first})"
         option = OVERRIDES[name]
         if column != name:
             return f" (read as each row's {name}, overriding {option}, because of --column {name}={column})"

@@ -1190,3 +1190,15 @@ def test_surrogate_pairs_are_text_and_lone_surrogates_are_refused(tmp_path):
     assert "Mug \U0001f600" in row.prompt
     with pytest.raises(UsageError, match="template: contains a lone surrogate"):
         Defaults(template="photo of {title} \udcff")
+
+
+def test_a_reserved_column_is_explained_once_not_on_every_row(tmp_path):
+    """A shop's own `size` column (S/M/XL) fails on every row: the first problem says why the column is read as
+    an override and how to map it; the other 149 point back to it instead of repeating the paragraph."""
+    rows = "".join(f"P-{i},Shirt {i},{('S', 'M', 'XL')[i % 3]}\n" for i in range(150))
+    path = write(tmp_path, "c.csv", "id,title,size\n" + rows)
+    err = problems_of(path, Defaults(template="{title}"))
+    sizes = [p for p in err.problems if p.field == "size"]
+    assert len(sizes) == 150
+    assert "reserved as a per-row override of --size" in sizes[0].message and "--column size=" in sizes[0].message
+    assert all(p.message.endswith("(a per-row override column: see line 2)") for p in sizes[1:])
