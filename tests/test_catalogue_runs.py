@@ -134,14 +134,16 @@ def test_a_truncated_nightly_export_is_refused_by_default_and_accepted_with_allo
     cut = write_catalogue(tmp_path / "cut.csv", 30)
     before = ledger_rows(env)
 
-    preview = env.submit(cut, "--catalogue", "shop-nightly", "--dry-run")
+    args = ["submit", str(cut), "--template", "studio photo of {title}, {color}", "--key", "sku"]
+    args += ["--size", "64x64", "--steps", "4", "--catalogue", "shop-nightly"]
+    dry = env.cli(*args, "--dry-run", "--json", check=False)
+    assert dry.returncode == 2 and "error: the real run would be refused" in dry.stderr, dry.stderr  # a gate
+    preview = json.loads(dry.stdout)
     assert preview["changes"] == {"new": 0, "changed": 0, "unchanged": 30, "retired": 70}
     assert preview["first_keys"]["retired"] == [f"SKU-{i:03d}" for i in range(30, 35)]
     assert preview["first_keys"]["unchanged"] == [f"SKU-{i:03d}" for i in range(5)]
     assert preview["refused"] is True and preview["current"] == 100
 
-    args = ["submit", str(cut), "--template", "studio photo of {title}, {color}", "--key", "sku"]
-    args += ["--size", "64x64", "--steps", "4", "--catalogue", "shop-nightly"]
     proc = env.cli(*args, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     text = " ".join(proc.stderr.split())

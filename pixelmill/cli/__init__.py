@@ -332,29 +332,10 @@ def submit(
     if dry_run:
         for warning in preview.warnings:
             err.print(f"warning: {warning}", highlight=False, markup=False)
-        if preview.refused is not None:
-            err.print(f"the real run would be refused: {preview.refused}", highlight=False, markup=False)
-        if as_json:
-            print(json.dumps(preview.as_dict()))
-            return
-        for item in preview.first:
-            out.print(f"[dim]{escape(item.key)}#{item.variant}[/] {escape(item.prompt)}", highlight=False)
-        out.print(
-            f"{preview.rows} rows → {preview.items} items to generate, {preview.skipped} already done, "
-            f"{preview.blocked} blocked by the prompt filter (dry run: nothing written)"
-        )
-        for item in preview.first_blocked:
-            out.print(f"[dim]blocked {escape(item.key)}#{item.variant}[/] {item.blocked}", highlight=False)
-        if preview.catalogue is not None:
-            out.print(
-                f"catalogue {escape(preview.catalogue)} ({preview.current} current entries): "
-                + ", ".join(f"{n} {c}" for c, n in preview.changes.items()),
-                highlight=False,
-            )
-            for change, keys in preview.first_keys.items():
-                if keys:
-                    more = ", …" if preview.changes[change] > len(keys) else ""
-                    out.print(f"  {change}: {escape(', '.join(keys))}{more}", highlight=False)
+        _print_preview(preview, as_json)
+        if preview.refused is not None:  # a nightly script's dry-run gate fails as the real run would
+            err.print(f"error: the real run would be refused: {preview.refused}", highlight=False, markup=False)
+            raise typer.Exit(2)
         return
     for warning in result.warnings:
         err.print(f"warning: {warning}", highlight=False, markup=False)
@@ -377,6 +358,31 @@ def submit(
         )
     if wait:
         raise typer.Exit(wait_and_report(ledger, result.job, timeout=wait_timeout, fail_on_drift=fail_on_drift))
+
+
+def _print_preview(preview: Any, as_json: bool) -> None:
+    """A dry run's report: one JSON object, or the first prompts, the counts and a catalogue's change preview."""
+    if as_json:
+        print(json.dumps(preview.as_dict()))
+        return
+    for item in preview.first:
+        out.print(f"[dim]{escape(item.key)}#{item.variant}[/] {escape(item.prompt)}", highlight=False)
+    out.print(
+        f"{preview.rows} rows → {preview.items} items to generate, {preview.skipped} already done, "
+        f"{preview.blocked} blocked by the prompt filter (dry run: nothing written)"
+    )
+    for item in preview.first_blocked:
+        out.print(f"[dim]blocked {escape(item.key)}#{item.variant}[/] {item.blocked}", highlight=False)
+    if preview.catalogue is not None:
+        out.print(
+            f"catalogue {escape(preview.catalogue)} ({preview.current} current entries): "
+            + ", ".join(f"{n} {c}" for c, n in preview.changes.items()),
+            highlight=False,
+        )
+        for change, keys in preview.first_keys.items():
+            if keys:
+                more = ", …" if preview.changes[change] > len(keys) else ""
+                out.print(f"  {change}: {escape(', '.join(keys))}{more}", highlight=False)
 
 
 class _FreshInstall:
