@@ -380,8 +380,9 @@ def from_v1(message: Mapping[str, Any]) -> Options:
     nested = message.get("options")
     nested = nested if isinstance(nested, Mapping) else {}
     values = {d.name: (message if d.spec.v1 == "top" else nested).get(d.name, d.default) for d in declared()}
-    if not values["name"]:
-        values["name"] = message.get("request_id")  # a v1 job is named after its request unless named
+    request_id = message.get("request_id")
+    if not values["name"] and value_problem(option("request_id"), request_id) is None:
+        values["name"] = request_id  # a v1 job is named after its request unless named (a bad id: reported once)
     return Options(**values)
 
 
