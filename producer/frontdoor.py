@@ -88,7 +88,10 @@ def make_request(
     width, height = parse_size(options.size) if "size" not in bad else (0, 0)
     if problems:
         lines = [problem_line(n, m, where=where, flags=flags) for n, m in problems]
-        raise RequestProblems(lines + _row_problems(settings, options, width, height, source=source, rows=rows))
+        rows_too = not bad & {"template", "negative", "key", "delimiter", "encoding", "columns", "row_overrides"}
+        if rows_too:  # the rows are read as asked, with stand-ins for only the bad numeric options
+            lines += _row_problems(settings, options, width, height, source=source, rows=rows)
+        raise RequestProblems(lines)
     try:
         defaults = Defaults(
             template=options.template,
@@ -147,6 +150,10 @@ def _row_problems(
             width=width or 512,
             height=height or 512,
             key_column=options.key,
+            delimiter=options.delimiter,
+            encoding=options.encoding,
+            columns=tuple((options.columns or {}).items()),
+            row_overrides=options.row_overrides,
         )
         limits = limits_for(settings)
         read = iter_rows(rows, stand_in, limits) if rows is not None else iter_catalogue(source or "", stand_in, limits)

@@ -274,3 +274,12 @@ def test_v1_reader_options_reach_the_request(installation: Env) -> None:
     assert (options.delimiter, options.encoding, options.row_overrides) == (";", "latin-1", False)
     request = make_request(installation.settings(), options, rows=ROWS)
     assert request.defaults.override_columns()["size"] is None and request.defaults.delimiter == ";"
+
+
+def test_the_rows_beside_a_bad_option_are_read_as_asked(installation: Env, tmp_path: Path) -> None:
+    """A bad size with --delimiter ';': the rows are read with ';' (no made-up key problem), a bad one reported."""
+    path = tmp_path / "c.csv"
+    path.write_text("id;title\nA-1;mug\n;cup\n")
+    with pytest.raises(RequestProblems) as refused:
+        make_request(installation.settings(), Options(**GOOD, size="3x3", delimiter=";"), source=path)
+    assert [p.split(": ", 1)[0] for p in refused.value.problems] == ["request", f"{path}:3"]
