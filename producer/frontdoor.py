@@ -33,7 +33,9 @@ from pixelmill.ledger import Ledger
 from pixelmill.outbox import WebhookUrlError, check_webhook_url
 from pixelmill.params import parse_size
 from pixelmill.settings import Settings
-from producer.catalogue import CatalogueError, Defaults, UsageError, check_seed, surrogate_problem
+from producer.catalogue import CatalogueError, Defaults, UsageError, surrogate_problem
+from producer.options import Options as Options  # re-exported: the doors import it from here
+from producer.options import blocklists, from_v1, option, option_problems, v1_field_names
 from producer.submit import Submission, SubmitRequest, existing_job, submit_request
 
 log = logging.getLogger(__name__)
@@ -52,31 +54,12 @@ class RequestProblems(ValueError):
         self.problems = problems
 
 
-@dataclass(frozen=True)
-class Options:
-    """What a submission can ask for, with the CLI's names, defaults and ranges."""
-
-    template: str | None = None
-    negative: str = ""
-    size: str = "512x512"
-    steps: int = 30
-    guidance: float = 7.5
-    images_per_item: int = 1
-    seed: int = 0
-    model: str | None = None  # default: PIXELMILL_MODEL, else the tiny model
-    key: str = "id"
-    delimiter: str = ","  # CSV reading (README "Catalogue input")
-    encoding: str = "utf-8"
-    columns: Mapping[str, str | None] | None = None  # per-row override -> its column (None: switched off)
-    row_overrides: bool = True
-    name: str | None = None
-    catalogue: str | None = None
-    request_id: str | None = None
-    gate: str | None = None
-    gate_attempts: int | None = None
-    best_of: int | None = None
-    max_retire: float | None = None  # percent; None: PIXELMILL_CATALOGUE_MAX_RETIRE
-    allow_retire: bool = False
+def problem_line(name: str, message: str, *, where: str = "request", flags: bool = False) -> str:
+    """One problem as a door reports it: `where: field 'x': message`, or (`flags`, the CLI) `--x: message`,
+    the message alone where it names its option or variable already."""
+    if not flags:
+        return f"{where}: field {name!r}: {message}"
+    return message if message.startswith(("--", "PIXELMILL_")) else f"{option(name).flag}: {message}"
 
 
 def make_request(
@@ -87,67 +70,43 @@ def make_request(
     rows: Iterable[Mapping[str, object]] | None = None,
     notify: Notify | None = None,
     where: str = "request",
+    flags: bool = False,
 ) -> SubmitRequest:
     """The `SubmitRequest` of these options, the model resolved (`resolve_model`) and the job's checks resolved;
-    raises RequestProblems listing every bad option."""
-    problems: list[str] = []
-
-    def problem(name: str, message: str) -> None:
-        problems.append(f"{where}: field {name!r}: {message}")
-
-    width = height = 0
-    try:
-        width, height = parse_size(options.size)
-    except ValueError as exc:
-        problem("size", str(exc))
-    try:
-        check_seed(options.seed)
-    except ValueError as exc:
-        problem("seed", str(exc))
-    defaults = None
-    if width:
-        try:
-            defaults = Defaults(
-                template=options.template,
-                negative=options.negative,
-                width=width,
-                height=height,
-                steps=options.steps,
-                guidance=options.guidance,
-                images_per_item=options.images_per_item,
-                key_column=options.key,
-                delimiter=options.delimiter,
-                encoding=options.encoding,
-                columns=tuple((options.columns or {}).items()),
-                row_overrides=options.row_overrides,
-            )
-        except (UsageError, ValueError) as exc:
-            text = str(exc)
-            reader = ("delimiter", "encoding", "column")  # these messages name their option: --delimiter, ...
-            name = next((n for n in reader if text.startswith(f"--{n}")), None) or next(
-                (n for n in ("template", "negative", "steps", "guidance", "images_per_item", "key") if n in text),
-                "options",
-            )
-            problem(name, text)
-    if options.max_retire is not None and not (
-        isinstance(options.max_retire, int | float)
-        and not isinstance(options.max_retire, bool)
-        and 0 <= options.max_retire <= 100
-    ):
-        problem("max_retire", f"a percent from 0 to 100, got {options.max_retire!r:.40}")
-    if (options.max_retire is not None or options.allow_retire) and options.catalogue is None:
-        problem("max_retire" if options.max_retire is not None else "allow_retire", "applies to catalogue runs only")
+    raises RequestProblems listing every bad option (each named as `problem_line` says), and then every problem
+    of the rows, read with stand-in values for the bad options."""
+    problems = option_problems(options)
+    bad = {name for name, _ in problems}
     checks = None
+    if not bad & {"gate", "gate_attempts", "best_of"}:
+        try:
+            checks = resolve_checks(
+                settings, gate=options.gate, gate_attempts=options.gate_attempts, best_of=options.best_of
+            )
+        except ChecksError as exc:
+            problems.append(("gate", str(exc)))
+    width, height = parse_size(options.size) if "size" not in bad else (0, 0)
+    if problems:
+        lines = [problem_line(n, m, where=where, flags=flags) for n, m in problems]
+        rows_too = not bad & {"template", "negative", "key", "delimiter", "encoding", "columns", "row_overrides"}
+        if rows_too:  # the rows are read as asked, with stand-ins for only the bad numeric options
+            lines += _row_problems(settings, options, width, height, source=source, rows=rows)
+        raise RequestProblems(lines)
     try:
-        checks = resolve_checks(
-            settings, gate=options.gate, gate_attempts=options.gate_attempts, best_of=options.best_of
+        defaults = Defaults(
+            template=options.template,
+            negative=options.negative,
+            width=width,
+            height=height,
+            steps=options.steps,
+            guidance=options.guidance,
+            images_per_item=options.images_per_item,
+            key_column=options.key,
+            delimiter=options.delimiter,
+            encoding=options.encoding,
+            columns=tuple((options.columns or {}).items()),
+            row_overrides=options.row_overrides,
         )
-    except ChecksError as exc:
-        problem("gate", str(exc))
-    if problems or defaults is None:
-        raise RequestProblems(problems + _row_problems(settings, options, width, height, source=source, rows=rows))
-    blocklists = tuple(s.strip() for s in settings.prompt_blocklists.split(",") if s.strip())
-    try:
         return SubmitRequest(
             source=source,
             rows=rows,
@@ -158,12 +117,12 @@ def make_request(
             catalogue=options.catalogue,
             request_id=options.request_id,
             checks=checks,
-            blocklists=blocklists,
+            blocklists=blocklists(settings),
             notify=notify,
             max_retire=options.max_retire,
             allow_retire=options.allow_retire,
         )
-    except UsageError as exc:
+    except (UsageError, ValueError) as exc:  # what the declaration cannot check (no source, or rows and source)
         raise RequestProblems([f"{where}: {exc}"]) from None
 
 
@@ -191,6 +150,10 @@ def _row_problems(
             width=width or 512,
             height=height or 512,
             key_column=options.key,
+            delimiter=options.delimiter,
+            encoding=options.encoding,
+            columns=tuple((options.columns or {}).items()),
+            row_overrides=options.row_overrides,
         )
         limits = limits_for(settings)
         read = iter_rows(rows, stand_in, limits) if rows is not None else iter_catalogue(source or "", stand_in, limits)
@@ -266,15 +229,25 @@ def validate_v1(settings: Settings, message: Any) -> V1:
 
     validator = jsonschema.Draft202012Validator(request_schema())
     problems = []
+    top, nested = v1_field_names()
     for error in sorted(validator.iter_errors(message), key=lambda e: list(e.absolute_path)):
         path = ".".join(str(p) for p in error.absolute_path) or "request"
+        at = list(error.absolute_path)
+        if at[:1] and at[0] in top or at[:1] == ["options"] and at[1:2] and at[1] in nested:
+            continue  # an option's value: checked by `make_request`, with the same message as in every door
         if error.validator == "oneOf" and not error.absolute_path:
             problems.append("request: give exactly one of 'rows' (inline objects) and 'source' (a catalogue location)")
         elif error.validator == "additionalProperties" or not error.absolute_path:
             problems.append(f"request: {error.message}")
         else:
             problems.append(f"request: field {path!r}: {error.message}")
-    problems += itertools.islice(_unstorable(message), 1000)
+    if isinstance(message, dict):  # options are checked as in every door (`make_request`), not twice
+        unchecked = {k: v for k, v in message.items() if k not in top}
+        if isinstance(message.get("options"), dict):
+            unchecked["options"] = {k: v for k, v in message["options"].items() if k not in nested}
+        problems += itertools.islice(_unstorable(unchecked), 1000)
+        if problems:
+            problems += [problem_line(n, m) for n, m in option_problems(from_v1(message))]
     if problems:
         raise RequestProblems(problems)
     rows = message.get("rows")
@@ -298,26 +271,7 @@ def validate_v1(settings: Settings, message: Any) -> V1:
                     "sign webhooks with; ask its operator to set one, or use reply_to"
                 ]
             )
-    opts = message.get("options") or {}
-    options = Options(
-        template=message.get("template"),
-        negative=opts.get("negative", ""),
-        size=opts.get("size", "512x512"),
-        steps=opts.get("steps", 30),
-        guidance=float(opts.get("guidance", 7.5)),
-        images_per_item=opts.get("images_per_item", 1),
-        seed=opts.get("seed", 0),
-        model=message.get("model"),
-        key=message.get("key", "id"),
-        name=message.get("name") or message["request_id"],
-        catalogue=message.get("catalogue"),
-        request_id=message["request_id"],
-        gate=opts.get("gate"),
-        gate_attempts=opts.get("gate_attempts"),
-        best_of=opts.get("best_of"),
-        max_retire=message.get("max_retire"),
-        allow_retire=bool(message.get("allow_retire", False)),
-    )
+    options = from_v1(message)
     notify = notify_of(message)
     return V1(
         request_id=message["request_id"],

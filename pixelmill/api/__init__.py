@@ -37,6 +37,7 @@ from producer.jobs import CancelResult, JobError
 from producer.jobs import cancel as cancel_job
 from producer.jobs import retry as retry_items
 from producer.manifest import ManifestError, ManifestRow, iter_manifest
+from producer.options import blocklists
 from producer.status import JobStatus, UnknownJob, job_status
 from producer.submit import Preview, Submission, preview_request, submit_request
 
@@ -120,7 +121,6 @@ def retry_job(
         raise ValueError("nothing to retry: failed=False without blocked_by")
     with celery.connection_for_write() as conn:
         conn.ensure_connection(max_retries=3)
-    blocklists = [s.strip() for s in settings.prompt_blocklists.split(",") if s.strip()]
     try:
         with ledger.session() as session:  # published after this commits (producer.jobs)
             return retry_items(
@@ -130,7 +130,7 @@ def retry_job(
                 failed=failed,
                 blocked_by=blocked_by,
                 batch_size=settings.batch_size,
-                blocklists=blocklists,
+                blocklists=list(blocklists(settings)),
             )
     except JobError as exc:
         raise UnknownJob(str(exc)) from None

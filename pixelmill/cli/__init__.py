@@ -22,6 +22,7 @@ from rich.table import Table
 from pixelmill import logs
 from pixelmill.cli import errors
 from pixelmill.settings import SettingsError, get_settings
+from producer.options import DEFAULTS, HELP
 
 if TYPE_CHECKING:
     from pixelmill.ledger import Ledger
@@ -133,69 +134,32 @@ def submit(
             metavar="CATALOGUE", help="Catalogue .csv or .jsonl (optionally .gz), one product per row, or - for stdin."
         ),
     ],
-    template: Annotated[
-        Optional[str],
-        typer.Option(help="Prompt template, e.g. 'studio photo of {title}'. Without it, rows need a `prompt` column."),
-    ] = None,
-    negative: Annotated[str, typer.Option(help="Negative prompt.")] = "",
-    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT, multiples of 8.")] = "512x512",
-    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 30,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.5,
-    images_per_item: Annotated[int, typer.Option(help="Variants per row.")] = 1,
-    seed: Annotated[int, typer.Option(help="Job seed; item seeds derive from it, the key and the variant.")] = 0,
-    model: Annotated[
-        Optional[str],
-        typer.Option(help="Diffusers model directory or id (default: PIXELMILL_MODEL, else the tiny model)."),
-    ] = None,
-    key: Annotated[str, typer.Option(help="Column holding the item key.")] = "id",
-    delimiter: Annotated[str, typer.Option(help="CSV delimiter: ',' ';' '|' or tab ('\\t' or 'tab').")] = ",",
-    encoding: Annotated[
-        str, typer.Option(help="CSV encoding: utf-8, utf-8-sig, cp1252, latin-1, or utf-16 (Excel's Unicode text).")
-    ] = "utf-8",
-    column: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            metavar="NAME=COLUMN",
-            help="Read the per-row override NAME (prompt, negative, size, steps, guidance, images_per_item, seed) "
-            "from COLUMN; NAME= switches it off. Repeatable.",
-        ),
-    ] = None,
+    # The submit options: defaults and help from their one declaration (producer/options.py).
+    template: Annotated[Optional[str], typer.Option(help=HELP["template"])] = DEFAULTS.template,
+    negative: Annotated[str, typer.Option(help=HELP["negative"])] = DEFAULTS.negative,
+    size: Annotated[str, typer.Option(help=HELP["size"])] = DEFAULTS.size,
+    steps: Annotated[int, typer.Option(help=HELP["steps"])] = DEFAULTS.steps,
+    guidance: Annotated[float, typer.Option(help=HELP["guidance"])] = DEFAULTS.guidance,
+    images_per_item: Annotated[int, typer.Option(help=HELP["images_per_item"])] = DEFAULTS.images_per_item,
+    seed: Annotated[int, typer.Option(help=HELP["seed"])] = DEFAULTS.seed,
+    model: Annotated[Optional[str], typer.Option(help=HELP["model"])] = DEFAULTS.model,
+    key: Annotated[str, typer.Option(help=HELP["key"])] = DEFAULTS.key,
+    delimiter: Annotated[str, typer.Option(help=HELP["delimiter"])] = DEFAULTS.delimiter,
+    encoding: Annotated[str, typer.Option(help=HELP["encoding"])] = DEFAULTS.encoding,
+    column: Annotated[Optional[list[str]], typer.Option(metavar="NAME=COLUMN", help=HELP["columns"])] = None,
     no_row_overrides: Annotated[
-        bool,
-        typer.Option("--no-row-overrides", help="No column overrides the job's options (except --column ones)."),
-    ] = False,
-    name: Annotated[Optional[str], typer.Option(help="Job name.")] = None,
-    catalogue: Annotated[
-        Optional[str],
-        typer.Option(
-            help="Make this job a run of the named catalogue: entries record new, changed, unchanged and retired keys."
-        ),
-    ] = None,
-    request_id: Annotated[
-        Optional[str],
-        typer.Option(help="Idempotency key: submitting again with it returns the first job and writes nothing."),
-    ] = None,
+        bool, typer.Option("--no-row-overrides", help=HELP["row_overrides"])
+    ] = not DEFAULTS.row_overrides,
+    name: Annotated[Optional[str], typer.Option(help=HELP["name"])] = DEFAULTS.name,
+    catalogue: Annotated[Optional[str], typer.Option(help=HELP["catalogue"])] = DEFAULTS.catalogue,
+    request_id: Annotated[Optional[str], typer.Option(help=HELP["request_id"])] = DEFAULTS.request_id,
     max_retire: Annotated[
-        Optional[float],
-        typer.Option(
-            "--max-retire",
-            metavar="PERCENT",
-            help="With --catalogue: refuse a run that would retire more than this percent of the current entries "
-            "(default: PIXELMILL_CATALOGUE_MAX_RETIRE, 10; up to PIXELMILL_CATALOGUE_RETIRE_FLOOR entries always may).",
-        ),
-    ] = None,
-    allow_retire: Annotated[
-        bool,
-        typer.Option("--allow-retire", help="With --catalogue: retire every absent key, however many (no guard)."),
-    ] = False,
-    gate: Annotated[
-        Optional[str], typer.Option(help="Quality gate, e.g. 'clip_score>=28,sharpness>=50' (default: PIXELMILL_GATE).")
-    ] = None,
-    gate_attempts: Annotated[
-        Optional[int],
-        typer.Option(help="Re-roll an image below the gate with the next seed, up to N candidates in all."),
-    ] = None,
-    best_of: Annotated[Optional[int], typer.Option(help="Make N candidates per item and keep the best.")] = None,
+        Optional[float], typer.Option("--max-retire", metavar="PERCENT", help=HELP["max_retire"])
+    ] = DEFAULTS.max_retire,
+    allow_retire: Annotated[bool, typer.Option("--allow-retire", help=HELP["allow_retire"])] = DEFAULTS.allow_retire,
+    gate: Annotated[Optional[str], typer.Option(help=HELP["gate"])] = DEFAULTS.gate,
+    gate_attempts: Annotated[Optional[int], typer.Option(help=HELP["gate_attempts"])] = DEFAULTS.gate_attempts,
+    best_of: Annotated[Optional[int], typer.Option(help=HELP["best_of"])] = DEFAULTS.best_of,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and preview; write nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     wait: Annotated[
@@ -218,81 +182,65 @@ def submit(
     ] = False,
 ) -> None:
     """Validate a catalogue and queue its items. Nothing is written if any row is bad."""
-    from pixelmill.checks import ChecksError, resolve_checks
-    from pixelmill.identity import model_problem, resolve_model
-    from pixelmill.params import parse_size
-    from producer.catalogue import CatalogueError, Defaults, UsageError, check_seed, parse_column_option
-    from producer.submit import SubmitRequest, preview_request, submit_request
+    from pixelmill.identity import model_problem
+    from producer.catalogue import CatalogueError, UsageError, parse_column_option
+    from producer.frontdoor import Options, RequestProblems, make_request
+    from producer.submit import preview_request, submit_request
 
     settings = get_settings()
-    if name is not None and not 0 < len(name.strip()) <= errors.NAME_MAX:
-        fail(f"--name must be 1 to {errors.NAME_MAX} characters, got {len(name)}; nothing was submitted")
-    try:
-        check_seed(seed)
-    except ValueError as exc:
-        fail(f"--seed: {exc}")
-    try:
-        width, height = parse_size(size)
-    except ValueError as exc:
-        fail(f"--size: {exc}")
-    try:
-        defaults = Defaults(
-            template=template,
-            negative=negative,
-            width=width,
-            height=height,
-            steps=steps,
-            guidance=guidance,
-            images_per_item=images_per_item,
-            key_column=key,
-            delimiter=delimiter,
-            encoding=encoding,
-            columns=parse_column_option(column or []),
-            row_overrides=not no_row_overrides,
-        )
-    except (UsageError, ValueError) as exc:
-        fail(str(exc))
-    model_id = resolve_model(model or settings.default_model)
     if (wait_timeout is not None or fail_on_drift) and not wait:
         fail("--timeout and --fail-on-drift apply to --wait only")
-    if (max_retire is not None or allow_retire) and catalogue is None:
-        fail("--max-retire and --allow-retire apply to --catalogue runs only")
-    if max_retire is not None and not 0 <= max_retire <= 100:
-        fail(f"--max-retire is a percent from 0 to 100, got {max_retire:g}")
-    if Path(model_id).is_file():
-        fail(
-            f"--model {model_id!r} is a file; a model is a diffusers directory (with model_index.json) "
-            "or a hub id like org/name"
-        )
     try:
-        checks = resolve_checks(settings, gate=gate, gate_attempts=gate_attempts, best_of=best_of)
-    except ChecksError as exc:
+        pairs = parse_column_option(column or [])
+    except UsageError as exc:
+        fail(str(exc))
+    repeated = [n for i, (n, _) in enumerate(pairs) if n in dict(pairs[:i])]
+    if repeated:  # a mapping holds each name once: a repeat is the CLI's to report
+        fail(f"--column {repeated[0]}=... is given more than once")
+    options = Options(
+        template=template,
+        negative=negative,
+        size=size,
+        steps=steps,
+        guidance=guidance,
+        images_per_item=images_per_item,
+        seed=seed,
+        model=model,
+        key=key,
+        delimiter=delimiter,
+        encoding=encoding,
+        columns=dict(pairs) if column else None,
+        row_overrides=not no_row_overrides,
+        name=name,
+        catalogue=catalogue,
+        request_id=request_id,
+        gate=gate,
+        gate_attempts=gate_attempts,
+        best_of=best_of,
+        max_retire=max_retire,
+        allow_retire=allow_retire,
+    )
+    try:
+        request = make_request(settings, options, source=source if source == "-" else Path(source), flags=True)
+    except RequestProblems as exc:
         hint = (  # the CLI's hint only: other doors answer a client, not the operator in this directory
             "; in the environment or in ./.env, where `pixelmill demo` writes its tiny checker's settings "
             "(run later commands from the demo's directory)"
             if settings.image_checker is None
             else ""
         )
-        fail(f"{exc}{hint}; nothing was submitted")
+        lines = [p + hint if p.startswith("PIXELMILL_IMAGE_CHECKER") else p for p in exc.problems]
+        if len(lines) == 1:
+            fail(f"{lines[0]}; nothing was submitted")
+        fail(f"{len(lines)} problems; nothing was submitted:\n" + "\n".join(lines))
+    model_id = request.model
+    if Path(model_id).is_file():
+        fail(
+            f"--model {model_id!r} is a file; a model is a diffusers directory (with model_index.json) "
+            "or a hub id like org/name"
+        )
     if source != "-" and not Path(source).is_file():
         fail(f"catalogue {source} not found (give a .csv/.jsonl file, optionally .gz, or - for stdin)")
-    try:
-        blocklists = tuple(s.strip() for s in settings.prompt_blocklists.split(",") if s.strip())
-        request = SubmitRequest(
-            source=source if source == "-" else Path(source),
-            defaults=defaults,
-            seed=seed,
-            model=model_id,
-            name=name,
-            catalogue=catalogue,
-            request_id=request_id,
-            checks=checks,
-            blocklists=blocklists,
-            max_retire=max_retire,
-            allow_retire=allow_retire,
-        )
-    except UsageError as exc:
-        fail(f"{exc} (--name / --catalogue / --request-id / --seed / --model)")
     problem = model_problem(model_id, hub=False)  # as submit_request refuses (every door); a dry run only warns
     if problem is not None:
         if not dry_run:
@@ -944,14 +892,11 @@ def demo(
 ) -> None:
     """From nothing: build the tiny model, start a worker, submit the sample catalogue, report, stop."""
     from pixelmill.cli.demo import run_demo
-    from pixelmill.params import parse_size
+    from producer.options import Options, option_problems
 
-    try:  # before anything starts: a bad option must not leave a worker or a broker behind
-        parse_size(size)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="'--size'") from None
-    if not 1 <= steps <= 200:
-        raise typer.BadParameter(f"must be a whole number from 1 to 200, got {steps}", param_hint="'--steps'")
+    # Before anything starts (a bad option must not leave a worker or a broker behind), as `submit` checks them.
+    for name, problem in option_problems(Options(size=size, steps=steps)):
+        raise typer.BadParameter(problem, param_hint=f"'--{name}'")
     if not timeout > 0:
         raise typer.BadParameter(f"must be greater than 0, got {timeout:g}", param_hint="'--timeout'")
     if catalogue is not None and not catalogue.is_file():

@@ -35,11 +35,9 @@ def run_demo(
     progress: Callable[..., Any],
 ) -> int:
     from pixelmill.broker import EmbeddedRedis
-    from pixelmill.checks import resolve_checks
     from pixelmill.ledger import Ledger
-    from pixelmill.params import parse_size
-    from producer.catalogue import Defaults
-    from producer.submit import SubmitRequest, submit_request
+    from producer.frontdoor import Options, make_request
+    from producer.submit import submit_request
 
     catalogue = catalogue or EXAMPLES
     if not catalogue.exists():
@@ -67,29 +65,10 @@ def run_demo(
         )
     console.print(f"worker started (pid {worker.pid}, log {log_path})")
     try:
-        width, height = parse_size(size)
-        defaults = Defaults(
-            template=TEMPLATE,
-            negative=NEGATIVE,
-            width=width,
-            height=height,
-            steps=steps,
-            guidance=7.5,
-            key_column="sku",
+        options = Options(
+            template=TEMPLATE, negative=NEGATIVE, size=size, steps=steps, key="sku", name="demo", model=str(model)
         )
-        result = submit_request(
-            settings,
-            ledger,
-            SubmitRequest(
-                source=catalogue,
-                defaults=defaults,
-                seed=0,
-                model=str(model),
-                checks=resolve_checks(settings),
-                name="demo",
-                blocklists=tuple(s.strip() for s in settings.prompt_blocklists.split(",") if s.strip()),
-            ),
-        )
+        result = submit_request(settings, ledger, make_request(settings, options, source=catalogue))
         console.print(f"job {result.job}: {result.items} items queued, {result.skipped} already done")
         final = progress(ledger, result.job, 0.5, timeout - (time.monotonic() - started), lambda: worker.poll() is None)
     finally:

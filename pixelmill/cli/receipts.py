@@ -91,6 +91,7 @@ def retry(
     from pixelmill.queue import make_celery
     from producer.jobs import JobError, count_items
     from producer.jobs import retry as do_retry
+    from producer.options import blocklists as blocklists_of
 
     if blocked_by is not None and blocked_by not in ("image", "prompt"):
         fail(f"--blocked-by must be image or prompt, got {blocked_by!r}")
@@ -98,7 +99,7 @@ def retry(
         fail("nothing to retry: --no-failed without --blocked-by")
     settings = get_settings()
     ledger = _read_ledger()
-    blocklists = [s.strip() for s in settings.prompt_blocklists.split(",") if s.strip()]
+    blocklists = list(blocklists_of(settings))
     try:
         celery = make_celery(settings)
         with celery.connection_for_write() as conn:
