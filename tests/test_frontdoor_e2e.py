@@ -139,8 +139,10 @@ def test_a_plain_celery_client_gets_accepted_and_finished_on_its_reply_queue(doo
     got = run_client(env, [inline, from_file, bad], "client.replies", want={"job.finished": 2, "job.rejected": 1})
     [rejected] = [e for e in got if e["type"] == "job.rejected"]
     assert rejected["request_id"] == "bad-1" and rejected["job"] is None
-    assert rejected["data"]["problems"] == [
-        "request: field 'size': width 100 must be a multiple of 8 from 64 to 2048 (got '100x100')"
+    assert rejected["data"]["problems"] == [  # every problem at once: the bad option and the rows' problems
+        "request: field 'size': width 100 must be a multiple of 8 from 64 to 2048 (got '100x100')",
+        "<rows>:1: field 'sku': is missing",
+        "<rows>:1: field 'color': is missing",
     ]
     assert items_of(env, "bad-1") == ([], [])
     got = [e for e in got if e["type"] != "job.rejected"]
