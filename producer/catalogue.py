@@ -1122,6 +1122,12 @@ def _quoted_cells(text: str, delimiter: str) -> tuple[list[_Quoted], int | None]
     return found, None
 
 
+def _key_like(text: str) -> bool:
+    """Looks like an item key (`MUG-001`, `classic-mug`), not the first words of a sentence: no spaces, and a
+    digit, `-` or `_` in it."""
+    return bool(text) and not any(c.isspace() for c in text) and any(c.isdigit() or c in "-_" for c in text)
+
+
 class _CsvReader:
     """Streams CSV records from bounded binary lines; problems carry the physical line a record starts on.
     Strict quoting: a quoted cell must close, and close right before a delimiter or a line end; one that
@@ -1340,10 +1346,13 @@ class _CsvReader:
                                 "columns (a delimiter inside a value needs the value in double quotes)",
                             )
                             continue
+                        self._cut_short(start, len(cells), columns)
                         if size > big and validator.big_cells(start, cells):
                             continue
                         row = full(start, [*cells, *[_ABSENT] * (columns - len(cells))])
                     elif size > big and validator.big_cells(start, cells):
+                        continue
+                    elif records.line_num > start and self._swallowed(header, records.line_num):
                         continue
                     else:
                         row = fast(start, cells) if fast is not None else None
@@ -1364,6 +1373,47 @@ class _CsvReader:
         if self.validator is None:
             raise CatalogueError(self.early)
         _finish(self.validator, self.line)
+
+    def _cut_short(self, start: int, cells: int, columns: int) -> None:
+        """A short last row in a file that ends without a line break: the export was cut mid-row, so its last
+        cell is likely cut too. Reported, rather than read with a truncated value."""
+        last = self.record_more[-1] if self.record_more else self.record_first
+        if last.endswith((b"\n", b"\r")):
+            return
+        self._problem(
+            start,
+            None,
+            f"the last row has {cells} of {columns} cells and the file ends without a line break: it looks cut "
+            "short (a truncated export or download); export the file again",
+        )
+
+    def _swallowed(self, header: Sequence[str], end: int) -> bool:
+        """A record spanning lines each of which, read on its own with its quotes as text, is a whole row of
+        the header's width, the later ones with a key-like cell as their key: two stray quotes
+        (`"Mug` ... `27"`) made one cell of the rows between them, which strict CSV would read silently.
+        A real multi-line cell (a description) rarely has that shape. Reported (True) where the span opens."""
+        delimiter, columns = self.defaults.delimiter, len(header)
+        lines = self._record_text().rstrip("\r\n").split("\n")
+        key = header.index(self.defaults.key_column) if self.defaults.key_column in header else -1
+        if len(lines) < 2 or key < 0:
+            return False
+        for number, text in enumerate(lines):
+            try:
+                cells = next(csv.reader([text.rstrip("\r")], delimiter=delimiter, quoting=csv.QUOTE_NONE))
+            except csv.Error:  # a lone "\r" inside the cell: not a row of its own
+                return False
+            if len(cells) != columns or (number and not _key_like(cells[key])):
+                return False
+        start = self.progress[1]
+        line, field = self._open_cell(header, multiline=True) or (start, None)
+        self._problem(
+            line,
+            field,
+            f"unclosed quote? likely a stray quote: the quoted cell that opens here runs to line {end}, and each "
+            f"of lines {start}-{end} is a whole row of {columns} cells on its own, so the rows between would be "
+            'lost in one cell. A cell that opens with " must close with " (a quote inside a cell is written "")',
+        )
+        return True
 
     def _csv_failure(self, text: str, header: Sequence[str]) -> NoReturn:
         """A csv.Error in the record being read; a quoting error names the line and column where the
