@@ -492,19 +492,24 @@ class _Marker:
 
 _ABSENT = _Marker("is missing", None)
 _NULL = _Marker("is null", None)
+_NAN = _Marker("is NaN (not a number: a missing value)", None)
+_INFINITE = _Marker("must be a finite number, got infinity", "must be a finite number, got infinity")
 _ARRAY = _Marker("must be text or a number, got an array", "must be text or a number, got an array")
 _OBJECT = _Marker("must be text or a number, got an object", "must be text or a number, got an object")
 Cell = str | _Marker
 
 
 def _cell(value: object) -> Cell:
-    """A JSON or Python scalar as template text: 3 -> "3", true -> "true", null -> _NULL."""
+    """A JSON or Python scalar as template text: 3 -> "3", true -> "true", null -> _NULL, NaN (pandas' missing
+    value, which Python's json writes and reads) -> _NAN, never the text "nan"."""
     if isinstance(value, str):
         return value
     if value is None:
         return _NULL
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):  # JSON's NaN/Infinity extension, pandas' missing
+        return _NAN if math.isnan(value) else _INFINITE
     if isinstance(value, (int, float)):
         return str(value)
     if isinstance(value, (list, tuple)):

@@ -956,6 +956,12 @@ def test_unsupported_types_name_the_supported_ones(tmp_path):
         read_catalogue(write(tmp_path, "c.json", "{}"), DEFAULTS)
 
 
+def test_nan_in_an_override_column_means_the_job_default():
+    """pandas writes NaN for an empty cell: in an optional override column it is "not given", never 'nan'."""
+    rows = list(iter_rows([{"id": "A", "title": "Mug", "color": "red", "seed": float("nan")}], DEFAULTS))
+    assert [(r.prompt, r.seed) for r in rows] == [("studio photo of Mug, red, white background", None)]
+
+
 def test_iter_rows_python_api():
     rows = list(
         iter_rows(
@@ -989,6 +995,10 @@ def test_iter_rows_python_api():
         ([{"id": "A", "title": "Mug", "color": "red", "negative": "\ud800"}], 1, "negative", ("U+D800",)),
         ([{"id": "A", "title": "x" * 20000, "color": "red"}], 1, "title", ("cap of 16,384",)),
         ([], 1, None, ("no rows",)),
+        ([{"id": "A", "title": float("nan"), "color": "red"}], 1, "title", ("NaN", "missing")),  # pandas' missing
+        ([{"id": float("nan"), "title": "Mug", "color": "red"}], 1, "id", ("NaN",)),
+        ([{"id": "A", "title": "Mug", "color": float("-inf")}], 1, "color", ("finite",)),
+        ([{"id": "A", "title": "Mug", "color": "red", "steps": float("inf")}], 1, "steps", ("finite",)),
     ],
 )
 def test_iter_rows_problems(rows, line, field, words):

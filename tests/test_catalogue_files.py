@@ -365,6 +365,14 @@ CASES: list[tuple[str, str, str | bytes, list[str] | None, Read | Refused]] = [
         None,
         Refused(2, None, ("not valid JSON",)),
     ),
+    ("jsonl-nan", "c.jsonl", '{"sku": "A-1", "title": NaN, "color": "red"}\n', None, Refused(1, "title", ("NaN",))),
+    (
+        "jsonl-infinity",
+        "c.jsonl",
+        '{"sku": "A-1", "title": "Mug", "color": -Infinity}\n',
+        None,
+        Refused(1, "color", ("finite",)),
+    ),
     (
         "jsonl-wrong-key",
         "c.jsonl",
