@@ -1351,6 +1351,8 @@ class _CsvReader:
                                 "columns (a delimiter inside a value needs the value in double quotes)",
                             )
                             continue
+                        if not any(map(str.strip, cells)):
+                            continue  # a row of empty cells (",,,"): Excel's blank row
                         self._cut_short(start, len(cells), columns)
                         if size > big and validator.big_cells(start, cells):
                             continue
@@ -1362,6 +1364,8 @@ class _CsvReader:
                     else:
                         row = fast(start, cells) if fast is not None else None
                         if row is None:
+                            if not any(map(str.strip, cells)):
+                                continue  # a row of empty cells (",,,"): Excel's blank row
                             row = full(start, cells)
                     if row is not None and not problems:
                         yield row
@@ -1506,7 +1510,7 @@ class _CsvReader:
         self.validator = _Validator(self.name, self.defaults, self.limits, header, 1, self.stats)
         self.validator.problems[:0] = self.early
         for name, count in Counter(header).items():
-            if count > 1:
+            if count > 1 and name:  # unnamed columns (Excel's trailing ",,") cannot be used, so never clash
                 self.validator.problem(
                     1, name, f"column appears {count} times in the header; rename or drop the extra ones"
                 )

@@ -150,6 +150,27 @@ CASES: list[tuple[str, str, str | bytes, list[str] | None, Read | Refused]] = [
     ("cut-in-header", "c.csv", "sku,tit", None, Refused(1, "title", ("no such column",))),
     ("cut-gzip", "c.csv.gz", b"", None, Refused(1, None, ("gzip",))),
     # Excel exports
+    (
+        "blank-looking-row-with-a-value",
+        "c.csv",
+        HEAD + "A-1,Mug,red\r\n,,\r\n,Cup,\r\n",
+        None,
+        Refused(4, "sku", ("empty",)),
+    ),
+    (
+        "excel-blank-rows-only-delimiters",
+        "c.csv",
+        HEAD + "A-1,Mug,red\r\n,,\r\n, ,\r\nA-2,Cup,blue\r\n,,\r\n,\r\n",
+        None,
+        Read(["Mug, red", "Cup, blue"]),
+    ),
+    (
+        "excel-trailing-unnamed-columns",
+        "c.csv",
+        "sku,title,color,,,\r\nA-1,Mug,red,,,\r\nA-2,Cup,blue,,,\r\n",
+        None,
+        Read(["Mug, red", "Cup, blue"]),
+    ),
     ("semicolons", "c.csv", "sku;title;color\nA-1;Mug;red\n", None, Refused(1, None, ("--delimiter ';'",))),
     ("semicolons-option", "c.csv", "sku;title;color\nA-1;Mug;red\n", [*ARGS, "--delimiter", ";"], Read(["Mug, red"])),
     (
