@@ -973,6 +973,8 @@ def iter_rows(
                     number, None, f"each row must be a mapping of column to value, got {type(obj).__name__}"
                 )
                 continue
+            if number == 1:
+                _check_first_object(validator, number, obj)
             row = _json_row(validator, number, obj)
             if row is not None and not validator.problems:
                 yield row
@@ -994,26 +996,25 @@ def read_catalogue(
     return list(iter_catalogue(path, defaults, limits, fmt=fmt, stats=stats))
 
 
-def _missing_column(name: str, defaults: Defaults, fields: Sequence[str], columns: Sequence[str]) -> str:
-    """Why a wanted column is not in the header, with the likeliest fix: the option that names it and a
-    close match among the header's columns."""
+def _missing_column(
+    name: str, defaults: Defaults, fields: Sequence[str], columns: Sequence[str], where: str = "column in the header"
+) -> str:
+    """Why a wanted column is not in the header (or the first JSON object: `where`), with the likeliest fix:
+    the option that names it and a close match among the header's columns."""
     available = ", ".join(repr(c) for c in columns[:50]) + (", ..." if len(columns) > 50 else "")
     close = difflib.get_close_matches(name, [c for c in columns if isinstance(c, str)], n=1, cutoff=0.6)
     if name == defaults.key_column:
         guess = close[0] if close else (columns[0] if columns else "COLUMN")
-        what = (
-            f"no such column in the header for the item key (--key {name}); "
-            f"give the key column with --key, e.g. --key {guess}"
-        )
+        what = f"no such {where} for the item key (--key {name}); give the key column with --key, e.g. --key {guess}"
     elif name in fields:
-        what = f"no such column in the header for the template field {{{name}}}"
+        what = f"no such {where} for the template field {{{name}}}"
         if close:
             what += f" (did you mean {{{close[0]}}}?)"
     elif name in dict(defaults.columns).values():
         option = next(n for n, c in defaults.columns if c == name)
-        what = f"no such column in the header for --column {option}={name}"
+        what = f"no such {where} for --column {option}={name}"
     else:
-        what = "no such column in the header: rows need a prompt column when there is no --template"
+        what = f"no such {where}: rows need a prompt column when there is no --template"
     if close and name != defaults.key_column and name not in fields:
         what += f" (did you mean {close[0]!r}?)"
     return f"{what}; available: {available}"
@@ -1592,6 +1593,24 @@ def _json_validator(name: str, defaults: Defaults, limits: Limits, stats: Stats)
     return _Validator(name, defaults, limits, _json_columns(defaults), 1, stats)
 
 
+def _check_first_object(validator: _Validator, line: int, obj: Mapping[str, object]) -> None:
+    """The first object lacks the key or a template field: most likely a wrong --key or template, which every
+    row would repeat. Stop with one problem per field and the likeliest fix instead."""
+    defaults = validator.defaults
+    fields = template_fields(defaults.template) if defaults.template is not None else []
+    wanted = [defaults.key_column, *fields]
+    if defaults.template is None and (prompt := validator.mapped["prompt"]) is not None:
+        wanted.append(prompt)
+    missing = [name for name in dict.fromkeys(wanted) if name not in obj]
+    if not missing:
+        return
+    names = [name for name in obj if isinstance(name, str)]
+    for name in missing:
+        hint = _missing_column(name, defaults, fields, names, "field in the first object")
+        validator.problem(line, name, f"is missing: {hint}")
+    raise _Stop
+
+
 def _json_row(validator: _Validator, line: int, obj: Mapping[str, object], check: bool = True) -> Row | None:
     """Validate one object: its used values become cells in the validator's column order. `check`: look
     for values over the cell cap and NUL bytes (a JSONL line shorter than the cap without "\\u0000" has none)."""
@@ -1671,6 +1690,8 @@ class _JsonlReader:
                     if not text or text.isspace():
                         continue
                     obj = self._decode(number, text, first_data)
+                    if obj is not None and first_data:
+                        _check_first_object(validator, number, obj)
                     first_data = False
                     if obj is None:
                         continue

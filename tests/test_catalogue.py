@@ -956,6 +956,22 @@ def test_unsupported_types_name_the_supported_ones(tmp_path):
         read_catalogue(write(tmp_path, "c.json", "{}"), DEFAULTS)
 
 
+@pytest.mark.parametrize("jsonl", [True, False], ids=["jsonl", "python-rows"])
+def test_a_wrong_key_or_field_in_json_is_one_problem_per_field_with_the_likely_fix(tmp_path, jsonl):
+    """Without the first object's hint, every row said only "is missing" (1,000 lines for a big file)."""
+    rows = [{"sku": f"A{i}", "titel": "Mug", "color": "red"} for i in range(3)]
+    with pytest.raises(CatalogueError) as info:
+        if jsonl:
+            path = write(tmp_path, "c.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+            read_catalogue(path, DEFAULTS)
+        else:
+            path = Path("api")
+            list(iter_rows(rows, DEFAULTS, name="api"))
+    assert len(info.value.problems) == 2
+    assert_problem(info.value, path, 1, "id", "missing", "--key sku")
+    assert_problem(info.value, path, 1, "title", "missing", "did you mean {titel}?")
+
+
 def test_nan_in_an_override_column_means_the_job_default():
     """pandas writes NaN for an empty cell: in an optional override column it is "not given", never 'nan'."""
     rows = list(iter_rows([{"id": "A", "title": "Mug", "color": "red", "seed": float("nan")}], DEFAULTS))
