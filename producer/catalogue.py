@@ -56,6 +56,22 @@ _DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 _DELIMITER_NAMES = {",": ",", ";": ";", "|": "|", "\t": "\t", "\\t": "\t", "tab": "\t"}
 _BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_SPREADSHEET = "save it from the spreadsheet as CSV (File > Save As / Download > .csv)"
+_RENAME = {  # what to do with a file type people export catalogues in
+    ".tsv": "; a tab-separated file is read as CSV: rename it .csv and give --delimiter tab",
+    ".txt": "; rename it .csv and give its separator (--delimiter tab for Excel's 'Unicode Text', with --encoding "
+    "utf-16)",
+    ".xlsx": f"; {_SPREADSHEET}",
+    ".xls": f"; {_SPREADSHEET}",
+    ".ods": f"; {_SPREADSHEET}",
+    ".numbers": f"; {_SPREADSHEET}",
+    ".json": "; write one object per line as .jsonl (e.g. jq -c '.[]' file.json > file.jsonl)",
+}
+_MAGIC = {  # the first bytes of files that are no text: what the file is and what to do
+    b"PK\x03\x04": f"this is a ZIP archive, such as an Excel (.xlsx), Numbers or LibreOffice workbook: {_SPREADSHEET}",
+    b"\xd0\xcf\x11\xe0": f"this is an old Excel workbook (.xls): {_SPREADSHEET}",
+    b"\x1f\x8b": "this is gzip-compressed: name it .csv.gz (or .jsonl.gz)",
+}
 # Encodings a catalogue may be in (codecs' canonical names): UTF-8 with or without a BOM, Excel's "CSV"
 # on Western Windows (cp1252), Latin-1, and Excel's "Unicode text" (UTF-16 with a BOM).
 ENCODINGS = ("utf-8", "utf-8-sig", "cp1252", "iso8859-1", "utf-16", "utf-16-le", "utf-16-be")
@@ -913,7 +929,7 @@ def _open(source: Path | str, fmt: Format | None) -> tuple[str, IO[bytes], Forma
     if kind is None:
         raise UsageError(
             f"{path}: unsupported catalogue type {''.join(path.suffixes) or path.name!r}; "
-            "use .csv, .jsonl, .csv.gz, .jsonl.gz or - (stdin)"
+            "use .csv, .jsonl, .csv.gz, .jsonl.gz or - (stdin)" + _RENAME.get(path.suffix.lower(), "")
         )
     if path.name.lower().endswith(".gz"):
         return str(path), gzip.open(path, "rb"), kind, True  # type: ignore[return-value]
@@ -1160,6 +1176,9 @@ class _CsvReader:
     def _first_line(self, raw: bytes) -> bytes:
         """The first line without a UTF-8 BOM; a byte-order mark that contradicts --encoding stops the read."""
         encoding = self.defaults.encoding
+        for magic, what in _MAGIC.items():
+            if raw.startswith(magic):
+                self._fatal(1, None, what)
         if raw.startswith(_UTF16_BOMS) and not encoding.startswith("utf-16"):
             self._fatal(
                 1,
@@ -1666,6 +1685,8 @@ class _JsonlReader:
                     number += 1
                     if number == 1 and raw.startswith(_BOM):
                         raw = raw[3:]
+                    elif number == 1:
+                        self._binary(raw)
                     if len(raw) > cap and not raw.endswith(b"\n"):
                         self._skip_line()
                         validator.problem(
@@ -1704,6 +1725,19 @@ class _JsonlReader:
         except _Stop:
             pass
         _finish(validator, number)
+
+    def _binary(self, raw: bytes) -> None:
+        """A first line that shows the file is a workbook, gzip or UTF-16 stops the read with what to do."""
+        for magic, what in _MAGIC.items():
+            if raw.startswith(magic):
+                self.validator.fatal(1, None, what)
+        if raw.startswith(_UTF16_BOMS):
+            self.validator.fatal(
+                1,
+                None,
+                "the file is UTF-16 (it starts with a UTF-16 byte-order mark); JSONL is "
+                "always UTF-8: save it as UTF-8 (e.g. iconv -f utf-16 -t utf-8)",
+            )
 
     def _skip_line(self) -> None:
         """Read past the rest of an over-long line in small pieces, so it is never held whole."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import sys
 import time
 import tracemalloc
@@ -970,6 +971,15 @@ def test_a_wrong_key_or_field_in_json_is_one_problem_per_field_with_the_likely_f
     assert len(info.value.problems) == 2
     assert_problem(info.value, path, 1, "id", "missing", "--key sku")
     assert_problem(info.value, path, 1, "title", "missing", "did you mean {titel}?")
+
+
+@pytest.mark.parametrize(
+    "name, words",
+    [("c.tsv", "--delimiter tab"), ("c.txt", "--encoding utf-16"), ("c.xlsx", "as CSV"), ("c.json", "jq -c")],
+)
+def test_an_export_under_another_file_type_says_what_to_do(tmp_path, name, words):
+    with pytest.raises(UsageError, match=re.escape(words)):
+        read_catalogue(write(tmp_path, name, "sku\tid\n"), DEFAULTS)
 
 
 def test_nan_in_an_override_column_means_the_job_default():

@@ -149,6 +149,16 @@ CASES: list[tuple[str, str, str | bytes, list[str] | None, Read | Refused]] = [
     ("cut-mid-row", "c.csv", HEAD + "A-1,Mug,red\nA-2,Cu", None, Refused(3, "color", ("missing",))),
     ("cut-in-header", "c.csv", "sku,tit", None, Refused(1, "title", ("no such column",))),
     ("cut-gzip", "c.csv.gz", b"", None, Refused(1, None, ("gzip",))),
+    # not text: a workbook or an archive under a .csv name, UTF-16 JSONL
+    ("xlsx-named-csv", "c.csv", b"PK\x03\x04\x14\x00\x06\x00" + bytes(200), None, Refused(1, None, ("Excel",))),
+    ("gzip-named-csv", "c.csv", gzip.compress(HEAD.encode()), None, Refused(1, None, ("name it .csv.gz",))),
+    (
+        "utf16-jsonl",
+        "c.jsonl",
+        utf16('{"sku": "A-1", "title": "Mug", "color": "red"}\n'),
+        None,
+        Refused(1, None, ("UTF-16",)),
+    ),
     # Excel exports
     (
         "blank-looking-row-with-a-value",
