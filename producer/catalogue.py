@@ -56,6 +56,22 @@ _DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 _DELIMITER_NAMES = {",": ",", ";": ";", "|": "|", "\t": "\t", "\\t": "\t", "tab": "\t"}
 _BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_SPREADSHEET = "save it from the spreadsheet as CSV (File > Save As / Download > .csv)"
+_RENAME = {  # what to do with a file type people export catalogues in
+    ".tsv": "; a tab-separated file is read as CSV: rename it .csv and give --delimiter tab",
+    ".txt": "; rename it .csv and give its separator (--delimiter tab for Excel's 'Unicode Text', with --encoding "
+    "utf-16)",
+    ".xlsx": f"; {_SPREADSHEET}",
+    ".xls": f"; {_SPREADSHEET}",
+    ".ods": f"; {_SPREADSHEET}",
+    ".numbers": f"; {_SPREADSHEET}",
+    ".json": "; write one object per line as .jsonl (e.g. jq -c '.[]' file.json > file.jsonl)",
+}
+_MAGIC = {  # the first bytes of files that are no text: what the file is and what to do
+    b"PK\x03\x04": f"this is a ZIP archive, such as an Excel (.xlsx), Numbers or LibreOffice workbook: {_SPREADSHEET}",
+    b"\xd0\xcf\x11\xe0": f"this is an old Excel workbook (.xls): {_SPREADSHEET}",
+    b"\x1f\x8b": "this is gzip-compressed: name it .csv.gz (or .jsonl.gz)",
+}
 # Encodings a catalogue may be in (codecs' canonical names): UTF-8 with or without a BOM, Excel's "CSV"
 # on Western Windows (cp1252), Latin-1, and Excel's "Unicode text" (UTF-16 with a BOM).
 ENCODINGS = ("utf-8", "utf-8-sig", "cp1252", "iso8859-1", "utf-16", "utf-16-le", "utf-16-be")
@@ -492,19 +508,24 @@ class _Marker:
 
 _ABSENT = _Marker("is missing", None)
 _NULL = _Marker("is null", None)
+_NAN = _Marker("is NaN (not a number: a missing value)", None)
+_INFINITE = _Marker("must be a finite number, got infinity", "must be a finite number, got infinity")
 _ARRAY = _Marker("must be text or a number, got an array", "must be text or a number, got an array")
 _OBJECT = _Marker("must be text or a number, got an object", "must be text or a number, got an object")
 Cell = str | _Marker
 
 
 def _cell(value: object) -> Cell:
-    """A JSON or Python scalar as template text: 3 -> "3", true -> "true", null -> _NULL."""
+    """A JSON or Python scalar as template text: 3 -> "3", true -> "true", null -> _NULL, NaN (pandas' missing
+    value, which Python's json writes and reads) -> _NAN, never the text "nan"."""
     if isinstance(value, str):
         return value
     if value is None:
         return _NULL
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):  # JSON's NaN/Infinity extension, pandas' missing
+        return _NAN if math.isnan(value) else _INFINITE
     if isinstance(value, (int, float)):
         return str(value)
     if isinstance(value, (list, tuple)):
@@ -913,7 +934,7 @@ def _open(source: Path | str, fmt: Format | None) -> tuple[str, IO[bytes], Forma
     if kind is None:
         raise UsageError(
             f"{path}: unsupported catalogue type {''.join(path.suffixes) or path.name!r}; "
-            "use .csv, .jsonl, .csv.gz, .jsonl.gz or - (stdin)"
+            "use .csv, .jsonl, .csv.gz, .jsonl.gz or - (stdin)" + _RENAME.get(path.suffix.lower(), "")
         )
     if path.name.lower().endswith(".gz"):
         return str(path), gzip.open(path, "rb"), kind, True  # type: ignore[return-value]
@@ -973,6 +994,8 @@ def iter_rows(
                     number, None, f"each row must be a mapping of column to value, got {type(obj).__name__}"
                 )
                 continue
+            if number == 1:
+                _check_first_object(validator, number, obj)
             row = _json_row(validator, number, obj)
             if row is not None and not validator.problems:
                 yield row
@@ -994,26 +1017,25 @@ def read_catalogue(
     return list(iter_catalogue(path, defaults, limits, fmt=fmt, stats=stats))
 
 
-def _missing_column(name: str, defaults: Defaults, fields: Sequence[str], columns: Sequence[str]) -> str:
-    """Why a wanted column is not in the header, with the likeliest fix: the option that names it and a
-    close match among the header's columns."""
+def _missing_column(
+    name: str, defaults: Defaults, fields: Sequence[str], columns: Sequence[str], where: str = "column in the header"
+) -> str:
+    """Why a wanted column is not in the header (or the first JSON object: `where`), with the likeliest fix:
+    the option that names it and a close match among the header's columns."""
     available = ", ".join(repr(c) for c in columns[:50]) + (", ..." if len(columns) > 50 else "")
     close = difflib.get_close_matches(name, [c for c in columns if isinstance(c, str)], n=1, cutoff=0.6)
     if name == defaults.key_column:
         guess = close[0] if close else (columns[0] if columns else "COLUMN")
-        what = (
-            f"no such column in the header for the item key (--key {name}); "
-            f"give the key column with --key, e.g. --key {guess}"
-        )
+        what = f"no such {where} for the item key (--key {name}); give the key column with --key, e.g. --key {guess}"
     elif name in fields:
-        what = f"no such column in the header for the template field {{{name}}}"
+        what = f"no such {where} for the template field {{{name}}}"
         if close:
             what += f" (did you mean {{{close[0]}}}?)"
     elif name in dict(defaults.columns).values():
         option = next(n for n, c in defaults.columns if c == name)
-        what = f"no such column in the header for --column {option}={name}"
+        what = f"no such {where} for --column {option}={name}"
     else:
-        what = "no such column in the header: rows need a prompt column when there is no --template"
+        what = f"no such {where}: rows need a prompt column when there is no --template"
     if close and name != defaults.key_column and name not in fields:
         what += f" (did you mean {close[0]!r}?)"
     return f"{what}; available: {available}"
@@ -1127,6 +1149,12 @@ def _quoted_cells(text: str, delimiter: str) -> tuple[list[_Quoted], int | None]
     return found, None
 
 
+def _key_like(text: str) -> bool:
+    """Looks like an item key (`MUG-001`, `classic-mug`), not the first words of a sentence: no spaces, and a
+    digit, `-` or `_` in it."""
+    return bool(text) and not any(c.isspace() for c in text) and any(c.isdigit() or c in "-_" for c in text)
+
+
 class _CsvReader:
     """Streams CSV records from bounded binary lines; problems carry the physical line a record starts on.
     Strict quoting: a quoted cell must close, and close right before a delimiter or a line end; one that
@@ -1153,6 +1181,9 @@ class _CsvReader:
     def _first_line(self, raw: bytes) -> bytes:
         """The first line without a UTF-8 BOM; a byte-order mark that contradicts --encoding stops the read."""
         encoding = self.defaults.encoding
+        for magic, what in _MAGIC.items():
+            if raw.startswith(magic):
+                self._fatal(1, None, what)
         if raw.startswith(_UTF16_BOMS) and not encoding.startswith("utf-16"):
             self._fatal(
                 1,
@@ -1345,14 +1376,21 @@ class _CsvReader:
                                 "columns (a delimiter inside a value needs the value in double quotes)",
                             )
                             continue
+                        if not any(map(str.strip, cells)):
+                            continue  # a row of empty cells (",,,"): Excel's blank row
+                        self._cut_short(start, len(cells), columns)
                         if size > big and validator.big_cells(start, cells):
                             continue
                         row = full(start, [*cells, *[_ABSENT] * (columns - len(cells))])
                     elif size > big and validator.big_cells(start, cells):
                         continue
+                    elif records.line_num > start and self._swallowed(header, records.line_num):
+                        continue
                     else:
                         row = fast(start, cells) if fast is not None else None
                         if row is None:
+                            if not any(map(str.strip, cells)):
+                                continue  # a row of empty cells (",,,"): Excel's blank row
                             row = full(start, cells)
                     if row is not None and not problems:
                         yield row
@@ -1369,6 +1407,47 @@ class _CsvReader:
         if self.validator is None:
             raise CatalogueError(self.early)
         _finish(self.validator, self.line)
+
+    def _cut_short(self, start: int, cells: int, columns: int) -> None:
+        """A short last row in a file that ends without a line break: the export was cut mid-row, so its last
+        cell is likely cut too. Reported, rather than read with a truncated value."""
+        last = self.record_more[-1] if self.record_more else self.record_first
+        if last.endswith((b"\n", b"\r")):
+            return
+        self._problem(
+            start,
+            None,
+            f"the last row has {cells} of {columns} cells and the file ends without a line break: it looks cut "
+            "short (a truncated export or download); export the file again",
+        )
+
+    def _swallowed(self, header: Sequence[str], end: int) -> bool:
+        """A record spanning lines each of which, read on its own with its quotes as text, is a whole row of
+        the header's width, the later ones with a key-like cell as their key: two stray quotes
+        (`"Mug` ... `27"`) made one cell of the rows between them, which strict CSV would read silently.
+        A real multi-line cell (a description) rarely has that shape. Reported (True) where the span opens."""
+        delimiter, columns = self.defaults.delimiter, len(header)
+        lines = self._record_text().rstrip("\r\n").split("\n")
+        key = header.index(self.defaults.key_column) if self.defaults.key_column in header else -1
+        if len(lines) < 2 or key < 0:
+            return False
+        for number, text in enumerate(lines):
+            try:
+                cells = next(csv.reader([text.rstrip("\r")], delimiter=delimiter, quoting=csv.QUOTE_NONE))
+            except csv.Error:  # a lone "\r" inside the cell: not a row of its own
+                return False
+            if len(cells) != columns or (number and not _key_like(cells[key])):
+                return False
+        start = self.progress[1]
+        line, field = self._open_cell(header, multiline=True) or (start, None)
+        self._problem(
+            line,
+            field,
+            f"unclosed quote? likely a stray quote: the quoted cell that opens here runs to line {end}, and each "
+            f"of lines {start}-{end} is a whole row of {columns} cells on its own, so the rows between would be "
+            'lost in one cell. A cell that opens with " must close with " (a quote inside a cell is written "")',
+        )
+        return True
 
     def _csv_failure(self, text: str, header: Sequence[str]) -> NoReturn:
         """A csv.Error in the record being read; a quoting error names the line and column where the
@@ -1456,7 +1535,7 @@ class _CsvReader:
         self.validator = _Validator(self.name, self.defaults, self.limits, header, 1, self.stats)
         self.validator.problems[:0] = self.early
         for name, count in Counter(header).items():
-            if count > 1:
+            if count > 1 and name:  # unnamed columns (Excel's trailing ",,") cannot be used, so never clash
                 self.validator.problem(
                     1, name, f"column appears {count} times in the header; rename or drop the extra ones"
                 )
@@ -1538,6 +1617,24 @@ def _json_validator(name: str, defaults: Defaults, limits: Limits, stats: Stats)
     return _Validator(name, defaults, limits, _json_columns(defaults), 1, stats)
 
 
+def _check_first_object(validator: _Validator, line: int, obj: Mapping[str, object]) -> None:
+    """The first object lacks the key or a template field: most likely a wrong --key or template, which every
+    row would repeat. Stop with one problem per field and the likeliest fix instead."""
+    defaults = validator.defaults
+    fields = template_fields(defaults.template) if defaults.template is not None else []
+    wanted = [defaults.key_column, *fields]
+    if defaults.template is None and (prompt := validator.mapped["prompt"]) is not None:
+        wanted.append(prompt)
+    missing = [name for name in dict.fromkeys(wanted) if name not in obj]
+    if not missing:
+        return
+    names = [name for name in obj if isinstance(name, str)]
+    for name in missing:
+        hint = _missing_column(name, defaults, fields, names, "field in the first object")
+        validator.problem(line, name, f"is missing: {hint}")
+    raise _Stop
+
+
 def _json_row(validator: _Validator, line: int, obj: Mapping[str, object], check: bool = True) -> Row | None:
     """Validate one object: its used values become cells in the validator's column order. `check`: look
     for values over the cell cap and NUL bytes (a JSONL line shorter than the cap without "\\u0000" has none)."""
@@ -1593,6 +1690,8 @@ class _JsonlReader:
                     number += 1
                     if number == 1 and raw.startswith(_BOM):
                         raw = raw[3:]
+                    elif number == 1:
+                        self._binary(raw)
                     if len(raw) > cap and not raw.endswith(b"\n"):
                         self._skip_line()
                         validator.problem(
@@ -1617,6 +1716,8 @@ class _JsonlReader:
                     if not text or text.isspace():
                         continue
                     obj = self._decode(number, text, first_data)
+                    if obj is not None and first_data:
+                        _check_first_object(validator, number, obj)
                     first_data = False
                     if obj is None:
                         continue
@@ -1629,6 +1730,19 @@ class _JsonlReader:
         except _Stop:
             pass
         _finish(validator, number)
+
+    def _binary(self, raw: bytes) -> None:
+        """A first line that shows the file is a workbook, gzip or UTF-16 stops the read with what to do."""
+        for magic, what in _MAGIC.items():
+            if raw.startswith(magic):
+                self.validator.fatal(1, None, what)
+        if raw.startswith(_UTF16_BOMS):
+            self.validator.fatal(
+                1,
+                None,
+                "the file is UTF-16 (it starts with a UTF-16 byte-order mark); JSONL is "
+                "always UTF-8: save it as UTF-8 (e.g. iconv -f utf-16 -t utf-8)",
+            )
 
     def _skip_line(self) -> None:
         """Read past the rest of an over-long line in small pieces, so it is never held whole."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import sys
 import time
 import tracemalloc
@@ -956,6 +957,37 @@ def test_unsupported_types_name_the_supported_ones(tmp_path):
         read_catalogue(write(tmp_path, "c.json", "{}"), DEFAULTS)
 
 
+@pytest.mark.parametrize("jsonl", [True, False], ids=["jsonl", "python-rows"])
+def test_a_wrong_key_or_field_in_json_is_one_problem_per_field_with_the_likely_fix(tmp_path, jsonl):
+    """Without the first object's hint, every row said only "is missing" (1,000 lines for a big file)."""
+    rows = [{"sku": f"A{i}", "titel": "Mug", "color": "red"} for i in range(3)]
+    with pytest.raises(CatalogueError) as info:
+        if jsonl:
+            path = write(tmp_path, "c.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+            read_catalogue(path, DEFAULTS)
+        else:
+            path = Path("api")
+            list(iter_rows(rows, DEFAULTS, name="api"))
+    assert len(info.value.problems) == 2
+    assert_problem(info.value, path, 1, "id", "missing", "--key sku")
+    assert_problem(info.value, path, 1, "title", "missing", "did you mean {titel}?")
+
+
+@pytest.mark.parametrize(
+    "name, words",
+    [("c.tsv", "--delimiter tab"), ("c.txt", "--encoding utf-16"), ("c.xlsx", "as CSV"), ("c.json", "jq -c")],
+)
+def test_an_export_under_another_file_type_says_what_to_do(tmp_path, name, words):
+    with pytest.raises(UsageError, match=re.escape(words)):
+        read_catalogue(write(tmp_path, name, "sku\tid\n"), DEFAULTS)
+
+
+def test_nan_in_an_override_column_means_the_job_default():
+    """pandas writes NaN for an empty cell: in an optional override column it is "not given", never 'nan'."""
+    rows = list(iter_rows([{"id": "A", "title": "Mug", "color": "red", "seed": float("nan")}], DEFAULTS))
+    assert [(r.prompt, r.seed) for r in rows] == [("studio photo of Mug, red, white background", None)]
+
+
 def test_iter_rows_python_api():
     rows = list(
         iter_rows(
@@ -989,6 +1021,10 @@ def test_iter_rows_python_api():
         ([{"id": "A", "title": "Mug", "color": "red", "negative": "\ud800"}], 1, "negative", ("U+D800",)),
         ([{"id": "A", "title": "x" * 20000, "color": "red"}], 1, "title", ("cap of 16,384",)),
         ([], 1, None, ("no rows",)),
+        ([{"id": "A", "title": float("nan"), "color": "red"}], 1, "title", ("NaN", "missing")),  # pandas' missing
+        ([{"id": float("nan"), "title": "Mug", "color": "red"}], 1, "id", ("NaN",)),
+        ([{"id": "A", "title": "Mug", "color": float("-inf")}], 1, "color", ("finite",)),
+        ([{"id": "A", "title": "Mug", "color": "red", "steps": float("inf")}], 1, "steps", ("finite",)),
     ],
 )
 def test_iter_rows_problems(rows, line, field, words):
