@@ -24,6 +24,7 @@ import math
 import re
 import string
 import sys
+import unicodedata
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -692,6 +693,11 @@ class _Validator:
         if _CONTROL_RE.search(key):
             nul = " (a NUL byte: PostgreSQL cannot store it)" if "\x00" in key else ""
             return f"invalid item key {_shown(key)}: must not contain control characters{nul}"
+        if (hidden := _invisible(key)) is not None:
+            return (
+                f"invalid item key {_shown(key)}: contains an invisible character {hidden} (two keys that look alike "
+                "would name two products); remove it"
+            )
         if len(key) > MAX_KEY_LENGTH:
             return f"invalid item key {_shown(key)}: longer than {MAX_KEY_LENGTH} characters"
         size, cap = key_bytes(key), self.limits.key_bytes
@@ -1147,6 +1153,17 @@ def _quoted_cells(text: str, delimiter: str) -> tuple[list[_Quoted], int | None]
             at_start = False
         i += 1
     return found, None
+
+
+def _invisible(key: str) -> str | None:
+    """The first character of `key` a person cannot see (Unicode format characters such as U+200B ZERO WIDTH
+    SPACE or U+202E RIGHT-TO-LEFT OVERRIDE, and line/paragraph separators), as `U+XXXX (NAME)`, or None."""
+    if key.isascii():
+        return None
+    for char in key:
+        if unicodedata.category(char) in ("Cf", "Zl", "Zp"):
+            return f"U+{ord(char):04X} ({unicodedata.name(char, 'unnamed')})"
+    return None
 
 
 def _key_like(text: str) -> bool:

@@ -210,7 +210,7 @@ class RetireRefused(UsageError):
         super().__init__(
             f"catalogue {catalogue!r}: this run would retire {retired} of its {current} current entries "
             f"({retired * 100 / max(current, 1):.0f} %), more than --max-retire {guard.max_retire:g} % "
-            f"(PIXELMILL_CATALOGUE_MAX_RETIRE; at most {self.limit} here); first retired: {shown}. Nothing was "
+            f"(PIXELMILL_CATALOGUE_MAX_RETIRE; at most {self.limit} here); first retired: {shown}; nothing was "
             f"submitted. A file cut short, a wrong --key or a filter left on in the export retires keys that still "
             f"exist: check the file first. If they really went away, submit again with --allow-retire "
             f"(allow_retire in the API and v1 requests) or --max-retire {needed} (max_retire)"

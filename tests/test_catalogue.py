@@ -1238,3 +1238,12 @@ def test_a_reserved_column_is_explained_once_not_on_every_row(tmp_path):
     assert len(sizes) == 150
     assert "reserved as a per-row override of --size" in sizes[0].message and "--column size=" in sizes[0].message
     assert all(p.message.endswith("(a per-row override column: see line 2)") for p in sizes[1:])
+
+
+@pytest.mark.parametrize("hidden", ["\u200b", "\u202e", "\ufeff"])
+def test_a_key_with_an_invisible_character_is_refused(tmp_path, hidden):
+    """`Z1` and `Z1<ZERO WIDTH SPACE>` look the same to a person but would be two products: refused, named."""
+    path = write(tmp_path, "c.csv", f"id,title,color\nZ1,Mug,red\nZ1{hidden},Mug,red\n")
+    err = problems_of(path)
+    assert_problem(err, path, 3, "id", "invisible character", f"U+{ord(hidden):04X}")
+    assert len(err.problems) == 1

@@ -296,8 +296,9 @@ def submit(
         out.print(f"job {result.job} ({result.name}) was already submitted with this request id; nothing new written")
     else:
         out.print(
-            f"job {result.job} ({result.name}): {result.items} items queued in {result.messages} "
-            f"messages, {result.skipped} skipped (already done), {result.blocked} blocked by the prompt filter"
+            f"job {result.job} ({result.name}): {_count(result.items, 'item')} queued in "
+            f"{_count(result.messages, 'message')}, {result.skipped} skipped (already done), "
+            f"{result.blocked} blocked by the prompt filter"
             + (
                 f"; catalogue {result.catalogue}: " + ", ".join(f"{n} {c}" for c, n in result.changes.items())
                 if result.catalogue
@@ -306,6 +307,11 @@ def submit(
         )
     if wait:
         raise typer.Exit(wait_and_report(ledger, result.job, timeout=wait_timeout, fail_on_drift=fail_on_drift))
+
+
+def _count(n: int, noun: str) -> str:
+    """`1 item`, `2 items`: counts in sentences a person reads."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _print_preview(preview: Any, as_json: bool) -> None:
