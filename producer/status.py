@@ -123,16 +123,30 @@ def list_jobs(session: Session, limit: int = 50, *, stale_after: float = 90.0) -
     return [job_status(session, job_id, stale_after=stale_after) for job_id in ids]
 
 
+LOAD_GRACE = 600.0  # seconds a live worker may spend loading a model (an engine build, a cold disk) unremarked
+
+
 def no_worker_line(session: Session, model: str, *, since: datetime, stale_after: float) -> str | None:
-    """None while a worker that loaded `model` has sent a heartbeat within `stale_after` s; otherwise how long
-    its queue has gone unserved (since `since`, the job's creation, if no worker ever served it) and the
-    command that would serve it."""
+    """None while a worker that loaded `model` has sent a heartbeat within `stale_after` s, or a live one has
+    been loading it for at most LOAD_GRACE s; otherwise how long its queue has gone unserved (since `since`, the
+    job's creation, if no worker ever served it) and the command that would serve it."""
     queue = queue_for(model)
     now = utcnow()
-    rows = session.execute(select(Worker.state, Worker.last_seen, Worker.error).where(Worker.queue == queue)).all()
+    rows = session.execute(
+        select(Worker.state, Worker.last_seen, Worker.error, Worker.started).where(Worker.queue == queue)
+    ).all()
     ready = [r.last_seen for r in rows if r.state == "ready"]
     if ready and (now - max(ready)).total_seconds() <= stale_after:
         return None
+    loading = [r.started for r in rows if r.state == "loading" and (now - r.last_seen).total_seconds() <= stale_after]
+    if loading:  # a live worker still loading the model serves the queue soon: no warning for a while
+        waited = (now - min(loading)).total_seconds()
+        if waited <= LOAD_GRACE:
+            return None
+        return (
+            f"a worker has been loading this model for {waited:.0f} s and serves no item of queue {queue} yet; "
+            "check its log (pixelmill worker --loglevel INFO)"
+        )
     last = max([*ready, since]) if ready else since
     failed = [r.error for r in rows if r.state == "failed" and r.error]
     why = f"; a worker failed to load it: {failed[-1]}" if failed else ""

@@ -358,3 +358,32 @@ def test_a_failed_first_submit_leaves_no_ledger(installation: Path, exists: bool
     result = invoke("submit", str(catalogue), "--key", "sku", "--template", "{title}")
     assert result.exit_code == 2 and "nothing was submitted" in result.output, result.output
     assert (list(installation.iterdir()) == []) if exists else not installation.exists()
+
+
+def test_a_worker_still_loading_its_model_is_not_reported_missing(tmp_path: Path) -> None:
+    """The demo and a first `submit --wait` start a worker and submit at once: while that worker is alive and
+    loading the model, there is no "no worker has served this model's queue" warning; after LOAD_GRACE there is
+    one that says it is still loading."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from pixelmill.ledger import Ledger
+    from pixelmill.queue import queue_for
+    from pixelmill.schema import Worker, utcnow
+    from producer.status import LOAD_GRACE, no_worker_line
+
+    ledger = Ledger(Settings(data_dir=tmp_path))
+    now = utcnow()
+    with ledger.session() as session:
+        queue = queue_for("acme/sd15")
+        assert no_worker_line(session, "acme/sd15", since=now, stale_after=60) is not None  # nobody at all
+        session.add(Worker(node="gpu0@h", queue=queue, model="acme/sd15", state="loading", started=now, last_seen=now))
+        session.flush()
+        assert no_worker_line(session, "acme/sd15", since=now, stale_after=60) is None
+        session.execute(update(Worker).values(started=now - timedelta(seconds=LOAD_GRACE + 5)))
+        line = no_worker_line(session, "acme/sd15", since=now, stale_after=60)
+        assert line is not None and "loading this model for" in line, line
+        session.execute(update(Worker).values(last_seen=now - timedelta(seconds=120)))  # its heartbeat stopped
+        line = no_worker_line(session, "acme/sd15", since=now, stale_after=60)
+        assert line is not None and line.startswith("no worker has served"), line

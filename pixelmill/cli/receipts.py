@@ -307,20 +307,18 @@ def load_failure(hostname: str, queue: str, *, since: datetime) -> str | None:
 
 
 def unserved_warning(ledger: Any, model: str, *, timeout: float = 1.0) -> str | None:
-    """A warning when no live worker serves `model`'s queue: none has a fresh `ready` heartbeat in the
-    ledger, and none answers Celery's `active_queues` within `timeout` s. Workers may start later: a
-    warning, not a refusal."""
-    from sqlalchemy import select
-
+    """A warning when no live worker serves `model`'s queue: the ledger's heartbeats show none ready or still
+    loading it (`producer.status.no_worker_line`), and none answers Celery's `active_queues` within `timeout` s.
+    Workers may start later: a warning, not a refusal."""
     from pixelmill.queue import make_celery, queue_for
-    from pixelmill.schema import Worker, utcnow
+    from pixelmill.schema import utcnow
+    from producer.status import no_worker_line
 
     settings = get_settings()
     queue = queue_for(model)
     with ledger.session(readonly=True) as session:
-        seen = session.scalars(select(Worker.last_seen).where(Worker.queue == queue, Worker.state == "ready")).all()
-    if any((utcnow() - s).total_seconds() <= settings.worker_stale_after for s in seen):
-        return None
+        if no_worker_line(session, model, since=utcnow(), stale_after=settings.worker_stale_after) is None:
+            return None
     try:
         replies = make_celery(settings).control.inspect(timeout=timeout).active_queues() or {}
     except Exception:  # noqa: BLE001 (an answer we cannot get is no answer)
