@@ -309,9 +309,10 @@ def check_columns(
         if not (isinstance(pair, tuple) and len(pair) == 2):
             raise UsageError(f"columns must be (name, column) pairs, got {pair!r}")
         name, column = pair
-        if name not in OVERRIDES:
+        if not isinstance(name, str) or name not in OVERRIDES:
             raise UsageError(
-                f"--column {name}=...: {name!r} is not a per-row override column; use one of {', '.join(OVERRIDES)}"
+                f"--column {name!s:.40}=...: {name!r:.40} is not a per-row override column; use one of "
+                f"{', '.join(OVERRIDES)}"
             )
         if name in seen:
             raise UsageError(f"--column {name}=... is given more than once")
