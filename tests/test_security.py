@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from test_friction import clean_env, installation, invoke
 
+from pixelmill.settings import get_settings
 from producer import catalogue
 from producer.catalogue import CatalogueError, Defaults, Limits, UsageError, read_catalogue
 from producer.options import Options, option_problems
+
+__all__ = ["clean_env", "installation"]  # the fixtures, shared with test_friction
 
 
 def test_a_record_of_many_multiline_cells_is_scanned_in_linear_time(
@@ -57,3 +62,63 @@ def test_a_huge_columns_key_is_not_echoed_whole() -> None:
     assert len(problems[0][1]) < 300
     with pytest.raises(UsageError, match="not a per-row override column"):
         Defaults(template="{t}", columns=((["size"], "a"),))  # type: ignore[arg-type]
+
+
+# --- a failed first submit removes only what it created ------------------------------------------------------
+
+
+def _failing_submit(monkeypatch: pytest.MonkeyPatch, meanwhile: Any) -> None:
+    """submit_request runs `meanwhile` (another program at work in the data dir), then fails as on a bad row."""
+    import producer.submit
+
+    def submit(settings: Any, ledger: Any, request: Any) -> Any:
+        meanwhile(settings.data_path)
+        raise CatalogueError([])
+
+    monkeypatch.setattr(producer.submit, "submit_request", submit)
+
+
+@pytest.mark.parametrize("exists", [False, True], ids=["new-data-dir", "home-as-data-dir"])
+def test_a_failed_first_submit_keeps_what_another_program_wrote_meanwhile(
+    installation: Path, monkeypatch: pytest.MonkeyPatch, exists: bool
+) -> None:
+    """PIXELMILL_DATA_DIR=$HOME, or a new dir a worker also writes to: undo removed every entry new since the
+    submit began (rmtree of the whole dir when it was new), including a shell's history written meanwhile."""
+    if exists:
+        installation.mkdir()
+        (installation / ".profile").write_text("keep\n")
+    _failing_submit(monkeypatch, lambda data: (data / ".bash_history").write_text("ls\n"))
+    catalogue = installation.parent / "ok.csv"
+    catalogue.write_text("sku,title\nA-1,mug\n")
+    result = invoke("submit", str(catalogue), "--key", "sku", "--template", "{title}")
+    assert result.exit_code == 2, result.output
+    left = sorted(p.name for p in installation.iterdir())
+    assert left == ([".bash_history", ".profile"] if exists else [".bash_history"])
+
+
+def test_a_failed_first_submit_keeps_a_ledger_it_cannot_read(
+    installation: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another submit committed a job into the same new ledger, and the undo's "any job?" check failed (the
+    database locked): the failure was suppressed and the whole data dir, that job included, removed."""
+    from pixelmill.ledger import Ledger
+
+    def other_submit_then_lock(data: Path) -> None:
+        from pixelmill.schema import Job
+
+        other = Ledger(get_settings())
+        with other.session() as session:
+            session.add(Job(name="theirs", model="acme/sd15", params={}))
+        other.close()
+
+        def locked(self: Any, readonly: bool = False) -> Any:
+            raise OSError("database is locked")
+
+        monkeypatch.setattr(Ledger, "session", locked)
+
+    _failing_submit(monkeypatch, other_submit_then_lock)
+    catalogue = installation.parent / "ok.csv"
+    catalogue.write_text("sku,title\nA-1,mug\n")
+    result = invoke("submit", str(catalogue), "--key", "sku", "--template", "{title}")
+    assert result.exit_code == 2, result.output
+    assert (installation / "pixelmill.db").exists()
