@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +123,31 @@ def test_a_failed_first_submit_keeps_a_ledger_it_cannot_read(
     result = invoke("submit", str(catalogue), "--key", "sku", "--template", "{title}")
     assert result.exit_code == 2, result.output
     assert (installation / "pixelmill.db").exists()
+
+
+# --- the demo's .env ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["/home/o'brien/demo", "/a\\'b", "/a\\b", "/a b#c $HOME\n", '/q"uote'])
+def test_the_demo_env_file_reads_back_each_value_exactly(tmp_path: Path, value: str) -> None:
+    """A data dir under O'Brien's home made `PIXELMILL_X='/home/o'brien/...'`: python-dotenv cannot parse that
+    line, so later commands ran without the demo's checker."""
+    from dotenv import dotenv_values
+    from rich.console import Console
+
+    from pixelmill.cli.demo import hand_over
+
+    env = tmp_path / ".env"
+    hand_over({"PIXELMILL_IMAGE_CHECKER": value}, Console(file=io.StringIO()), env)
+    assert dotenv_values(env) == {"PIXELMILL_IMAGE_CHECKER": value}
+
+
+def test_the_demo_does_not_write_a_value_dotenv_would_expand(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from pixelmill.cli.demo import hand_over
+
+    env, shown = tmp_path / ".env", io.StringIO()
+    hand_over({"PIXELMILL_IMAGE_CHECKER": "/d/${HOME}/c"}, Console(file=shown, width=400), env)
+    assert not env.exists() or "PIXELMILL_IMAGE_CHECKER" not in env.read_text()
+    assert "set: PIXELMILL_IMAGE_CHECKER='/d/${HOME}/c'" in shown.getvalue()
