@@ -151,3 +151,14 @@ def test_the_demo_does_not_write_a_value_dotenv_would_expand(tmp_path: Path) -> 
     hand_over({"PIXELMILL_IMAGE_CHECKER": "/d/${HOME}/c"}, Console(file=shown, width=400), env)
     assert not env.exists() or "PIXELMILL_IMAGE_CHECKER" not in env.read_text()
     assert "set: PIXELMILL_IMAGE_CHECKER='/d/${HOME}/c'" in shown.getvalue()
+
+
+@pytest.mark.parametrize("raw", ["Zq8vR2mN5xT1pL7kW3:ci", "ok:0123456789abcdef,Zq8vR2mN5xT1pL7kW3:a:b"])
+def test_a_token_written_before_its_name_is_not_echoed(raw: str) -> None:
+    """`token:name` (the order reversed) made the token the entry's "name", which the error showed whole."""
+    from pixelmill.api.http import parse_tokens
+
+    with pytest.raises(ValueError, match="PIXELMILL_API_TOKENS") as caught:
+        parse_tokens(raw)
+    assert "Zq8vR2mN5xT1pL7kW3" not in str(caught.value)
+    assert "mN5x" not in str(caught.value)
