@@ -309,9 +309,10 @@ def check_columns(
         if not (isinstance(pair, tuple) and len(pair) == 2):
             raise UsageError(f"columns must be (name, column) pairs, got {pair!r}")
         name, column = pair
-        if name not in OVERRIDES:
+        if not isinstance(name, str) or name not in OVERRIDES:
             raise UsageError(
-                f"--column {name}=...: {name!r} is not a per-row override column; use one of {', '.join(OVERRIDES)}"
+                f"--column {name!s:.40}=...: {name!r:.40} is not a per-row override column; use one of "
+                f"{', '.join(OVERRIDES)}"
             )
         if name in seen:
             raise UsageError(f"--column {name}=... is given more than once")
@@ -1113,12 +1114,13 @@ class _Quoted(NamedTuple):
     end: int  # offset just past the closing quote; -1: still open at the end of the text
 
 
-def _quoted_cells(text: str, delimiter: str) -> tuple[list[_Quoted], int | None]:
-    """The quoted cells of `text` (a CSV record, or its lines so far) as the csv module reads them with
-    strict=True, and the index of the first one followed by something other than a delimiter or a line end
-    (None: none is). Python-level: only called to locate an error, never per row."""
+def _quoted_cells(text: str, delimiter: str, line: int = 0, column: int = 0) -> tuple[list[_Quoted], int | None]:
+    """The quoted cells of `text` (a CSV record, or its lines so far, or its tail from a cell's start on line
+    `line`, column `column`) as the csv module reads them with strict=True, and the index of the first one
+    followed by something other than a delimiter or a line end (None: none is). Python-level: only called to
+    locate an error or to check an open cell's span, never per row."""
     found: list[_Quoted] = []
-    line = column = i = 0
+    i = 0
     n = len(text)
     at_start = True
     while i < n:
@@ -1183,6 +1185,9 @@ class _CsvReader:
         self.progress = [0, 0]  # [bytes of the record being read, the line it starts on]
         self.record_first = b""  # first physical line of the record being read
         self.record_more: list[bytes] = []  # its further lines (only a quoted cell spanning lines makes any)
+        # Where _check_span resumes: (record's first line, line index in the record, character offset in that
+        # line, column) of the last open cell, so a record of many multi-line cells is scanned once, not per check.
+        self.span_at = (0, 0, 0, 0)
         self.text_encoding = "utf-8"  # what the lines are in once read (UTF-16 is recoded to UTF-8)
         self.flagged: dict[int, tuple[str, str]] = {}  # line -> (marker in the decoded text, message)
         self.validator: _Validator | None = None
@@ -1287,12 +1292,16 @@ class _CsvReader:
     def _check_span(self, number: int, size: int) -> tuple[int, int]:
         """Line `number` continues a record over a threshold: raise _QuoteSpan if the quoted cell still open
         has spanned too many lines or bytes, else return the next thresholds (line it opened on, record bytes)."""
-        text = self._record_text(last=False)
-        found, _bad = _quoted_cells(text, self.defaults.delimiter)
         cap, cell_cap, start = self.limits.quoted_lines, self.limits.cell_bytes, self.progress[1]
+        first, index, offset, column = self.span_at if self.span_at[0] == start else (start, 0, 0, 0)
+        lines = ([self.record_first] if index == 0 else []) + self.record_more[max(index - 1, 0) : -1]
+        text = b"".join(lines).decode(self.text_encoding, errors="replace")[offset:]
+        found, _bad = _quoted_cells(text, self.defaults.delimiter, index, column)
         if not found or found[-1].end != -1:
             return number, size + cell_cap
         cell = found[-1]
+        line_start = text.rfind("\n", 0, cell.start) + 1
+        self.span_at = (start, cell.line, cell.start - line_start + (offset if not line_start else 0), cell.column)
         opens = start + cell.line
         span = number - opens + 1
         if span > cap:

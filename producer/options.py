@@ -210,13 +210,20 @@ def _text_problem(d: Declared, value: Any) -> str | None:
 
 
 def _mapping_problem(d: Declared, value: Any) -> str | None:
+    from producer.catalogue import surrogate_problem
+
     if not isinstance(value, Mapping):
         return f"must map override names to column names, got {_shown(value)}"
     for name, column in value.items():
         if not isinstance(name, str) or not (column is None or isinstance(column, str)):
             return f"must map override names to column names (or None), got {name!r:.40}: {column!r:.40}"
         if column is not None and len(column) > (d.spec.values_max_length or 0):
-            return f"--column {name}=...: the column must be at most {d.spec.values_max_length} characters"
+            return f"--column {name:.40}=...: the column must be at most {d.spec.values_max_length} characters"
+        for text in (name, column):  # echoed into rejections and stored in the ledger's events: must be storable
+            if text is not None and "\x00" in text:
+                return f"--column {name!r:.40}: contains a NUL byte, which PostgreSQL cannot store; remove it"
+            if text is not None and (problem := surrogate_problem(text)) is not None:
+                return f"--column {name!r:.40}: {problem}"
     return None
 
 

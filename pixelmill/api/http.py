@@ -51,8 +51,9 @@ def parse_tokens(raw: str) -> dict[str, str]:
             continue
         name, sep, token = entry.partition(":")
         if not sep or not name or len(token) < 16:
-            # Never the secret: a bare token (no `name:`) shows its first 4 characters, masked.
-            shown = name if sep and name else entry[:4] + "***"
+            # Never the secret: a bare token (no `name:`), or one written first (`token:name`), shows its first
+            # 4 characters, masked; a name is shown only while shorter than a token can be.
+            shown = name if sep and name and len(name) < 16 else entry[:4] + "***"
             raise ValueError(
                 f"PIXELMILL_API_TOKENS: {shown!r}: each entry must be name:token with a token of at least 16 characters"
             )

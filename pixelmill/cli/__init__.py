@@ -339,6 +339,12 @@ def _print_preview(preview: Any, as_json: bool) -> None:
                 out.print(f"  {change}: {escape(', '.join(keys))}{more}", highlight=False)
 
 
+# What a first submit creates in the data dir: the only names `_FreshInstall.undo` ever removes.
+_CREATED = frozenset(
+    {"pixelmill.db", "pixelmill.db-wal", "pixelmill.db-shm", "pixelmill.db-journal", ".migrate.lock", "broker"}
+)
+
+
 class _FreshInstall:
     """A submit into a data dir without a ledger: if it fails, what it created (the ledger, the embedded broker
     it started, the data dir itself, or the entries new in it) is removed again, so a failed first try leaves
@@ -374,22 +380,27 @@ class _FreshInstall:
         if self.unserved is not None:
             self.unserved.result(timeout=2.0)  # its broadcast may still be using the broker and the ledger
         if self.ledger is not None:
-            with contextlib.suppress(Exception), self.ledger.session(readonly=True) as session:
-                if session.scalar(select(func.count()).select_from(Job)):
-                    return  # committed before the failure (publishing is the reconciler's then): keep it
+            try:
+                with self.ledger.session(readonly=True) as session:
+                    if session.scalar(select(func.count()).select_from(Job)):
+                        return  # committed before the failure (publishing is the reconciler's then): keep it
+            except Exception:  # noqa: BLE001 (locked by another process? unknown is not empty: keep it all)
+                return
             self.ledger.close()
         if self.broker is not None and not self.broker_was_up:
             with contextlib.suppress(Exception):
                 self.broker.stop()
-        if not self.existed:
-            shutil.rmtree(self.path, ignore_errors=True)
+        if not self.path.is_dir():
             return
-        for name in set(os.listdir(self.path)) - self.before:
+        for name in (set(os.listdir(self.path)) & _CREATED) - self.before:  # never what another program put there
             target = self.path / name
             if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target, ignore_errors=True)
             else:
                 target.unlink(missing_ok=True)
+        if not self.existed:
+            with contextlib.suppress(OSError):
+                self.path.rmdir()  # only once empty
 
 
 @app.command()

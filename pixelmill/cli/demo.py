@@ -7,6 +7,7 @@ worker is a real `pixelmill worker` process, and the catalogue goes through `sub
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -124,7 +125,7 @@ def hand_over(variables: dict[str, str], console: Console, env_file: Path | None
     if env_file is None:
         console.print(
             "PIXELMILL_ENV_FILE is empty (no settings file); for later commands, set: "
-            + " ".join(f"{k}={_quoted(v)}" for k, v in variables.items()),
+            + " ".join(f"{k}={shlex.quote(v)}" for k, v in variables.items()),
             highlight=False,
             markup=False,
         )
@@ -140,7 +141,7 @@ def hand_over(variables: dict[str, str], console: Console, env_file: Path | None
     except OSError as exc:
         console.print(
             f"could not write {env_file.resolve()} ({exc.strerror}); for later commands, set: "
-            + " ".join(f"{k}={_quoted(v)}" for k, v in variables.items()),
+            + " ".join(f"{k}={shlex.quote(v)}" for k, v in variables.items()),
             highlight=False,
             markup=False,
         )
@@ -162,8 +163,14 @@ def hand_over(variables: dict[str, str], console: Console, env_file: Path | None
 
 
 def _quoted(value: str) -> str:
-    """A value as a .env line holds it: plain when it can be, else in single quotes (read literally)."""
-    return value if all(c.isalnum() or c in "/._-+:@," for c in value) else f"'{value}'"
+    """A value as a .env line holds it: plain when it can be, else in single quotes with `\\` and `\\'` escaped
+    (python-dotenv's rule: a path such as /home/o'brien/... made the line unreadable). "${" cannot be written
+    literally (dotenv expands it even in quotes): OSError, so the caller says what to set instead."""
+    if "${" in value:
+        raise OSError(0, f"the value {value!r} holds '${{', which a .env file would expand")
+    if all(c.isalnum() or c in "/._-+:@," for c in value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def stop_worker(worker: subprocess.Popen[bytes], timeout: float = 60) -> bool:
