@@ -387,3 +387,17 @@ def test_a_worker_still_loading_its_model_is_not_reported_missing(tmp_path: Path
         session.execute(update(Worker).values(last_seen=now - timedelta(seconds=120)))  # its heartbeat stopped
         line = no_worker_line(session, "acme/sd15", since=now, stale_after=60)
         assert line is not None and line.startswith("no worker has served"), line
+
+
+def test_a_missing_model_directory_says_how_to_build_one(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A newcomer's first submit outside the demo names a model directory that does not exist (the default one
+    under the data dir): the CLI says how to get one there, not only that it is missing."""
+    monkeypatch.setenv("PIXELMILL_DATA_DIR", str(clean_env / "data"))
+    monkeypatch.setenv("PIXELMILL_IMAGE_CHECKER", "none")
+    (clean_env / "shop.csv").write_text("sku,title\nA-1,mug\n")
+    result = invoke("submit", "shop.csv", "--key", "sku", "--template", "{title}")
+    model = clean_env / "data" / "models" / "tiny"
+    assert result.exit_code == 2 and f"pixelmill model tiny {model}" in result.output, result.output
+    assert "Traceback" not in result.output and not (clean_env / "data").exists()
+    hub = invoke("submit", "shop.csv", "--key", "sku", "--template", "{title}", "--model", "no-such-model")
+    assert hub.exit_code == 2 and "pixelmill model tiny" not in hub.output, hub.output  # not a path: no build hint

@@ -243,6 +243,7 @@ def submit(
         fail(f"catalogue {source} not found (give a .csv/.jsonl file, optionally .gz, or - for stdin)")
     problem = model_problem(model_id, hub=False)  # as submit_request refuses (every door); a dry run only warns
     if problem is not None:
+        problem += _build_hint(model_id)
         if not dry_run:
             fail(problem)
         err.print(f"warning: {problem}", highlight=False, markup=False)
@@ -307,6 +308,20 @@ def submit(
         )
     if wait:
         raise typer.Exit(wait_and_report(ledger, result.job, timeout=wait_timeout, fail_on_drift=fail_on_drift))
+
+
+def _build_hint(model: str) -> str:
+    """For a local model path that does not exist: how to get one there (the operator at this terminal; the
+    HTTP and intake doors answer a client, who cannot run it)."""
+    import shlex
+
+    path = Path(model).expanduser()
+    if path.exists() or not model.startswith(("/", ".", "~")):
+        return ""
+    return (
+        f"; to try pixelmill without a model, build the tiny random-weight test model there: "
+        f"pixelmill model tiny {shlex.quote(str(path))}"
+    )
 
 
 def _count(n: int, noun: str) -> str:
@@ -718,7 +733,7 @@ def worker(
     served = resolve_model(settings.default_model)
     problem = model_problem(served)
     if problem:  # a file, a typo, an unknown hub id: say so now rather than serve a queue it cannot run
-        fail(f"{problem} (--model / PIXELMILL_MODEL)")
+        fail(f"{problem} (--model / PIXELMILL_MODEL){_build_hint(served)}")
     from worker.app import app as celery_app
 
     queue = queue_for(served)
