@@ -264,7 +264,7 @@ def _rule_problems(options: Options, bad: set[str]) -> Iterator[tuple[str, str]]
     if options.catalogue is None:
         for name in ("max_retire", "allow_retire"):
             if name not in bad and getattr(options, name) not in (None, False):
-                yield name, "applies to catalogue runs only"
+                yield name, "applies to catalogue runs only (give catalogue, --catalogue on the command line)"
 
 
 def option_problems(options: Options) -> list[tuple[str, str]]:

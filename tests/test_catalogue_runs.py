@@ -170,7 +170,7 @@ def test_a_truncated_nightly_export_is_refused_by_default_and_accepted_with_allo
         typo = env.cli(*command, check=False)
         assert typo.returncode == 2 and "no catalogue 'shop-nighty'; did you mean 'shop-nightly'?" in typo.stderr
     wrong = env.cli("submit", str(cut), "--key", "sku", "--template", "x {title}", "--max-retire", "5", check=False)
-    assert wrong.returncode == 2 and "--catalogue runs only" in wrong.stderr, wrong.stderr
+    assert wrong.returncode == 2 and "catalogue runs only (give catalogue, --catalogue" in wrong.stderr, wrong.stderr
 
 
 def rows_of(keys: range, *, changed: Collection[int] = ()) -> list[dict[str, object]]:
