@@ -141,8 +141,10 @@ def test_a_plain_celery_client_gets_accepted_and_finished_on_its_reply_queue(doo
     assert rejected["request_id"] == "bad-1" and rejected["job"] is None
     assert rejected["data"]["problems"] == [  # every problem at once: the bad option and the rows' problems
         "request: field 'size': width 100 must be a multiple of 8 from 64 to 2048 (got '100x100')",
-        "<rows>:1: field 'sku': is missing",
-        "<rows>:1: field 'color': is missing",
+        "<rows>:1: field 'sku': is missing: no such field in the first object for the item key (--key sku); give "
+        "the key column with --key, e.g. --key title; available: 'title'",
+        "<rows>:1: field 'color': is missing: no such field in the first object for the template field {color}; "
+        "available: 'title'",
     ]
     assert items_of(env, "bad-1") == ([], [])
     got = [e for e in got if e["type"] != "job.rejected"]
