@@ -29,9 +29,9 @@ def fill_ledger(data_dir: Path, items: int, *, job_name: str = "bench", seed: in
     failed); returns its id. `images`: also an `images` row per succeeded item."""
     from sqlalchemy import insert
 
-    from pixelmill.ledger import Ledger
-    from pixelmill.schema import Image, Item, Job, State, utcnow
-    from pixelmill.settings import Settings
+    from contract.ledger import Ledger
+    from contract.schema import Image, Item, Job, State, utcnow
+    from contract.settings import Settings
 
     rng = random.Random(seed)
     ledger = Ledger(Settings(data_dir=data_dir))
@@ -109,8 +109,8 @@ def fill_ledger(data_dir: Path, items: int, *, job_name: str = "bench", seed: in
 
 def _child(data_dir: str, job: int, fmt: str, output: str) -> None:
     """In a fresh process: stream the manifest to `output`, report wall time and peak RSS as JSON."""
-    from pixelmill.ledger import Ledger
-    from pixelmill.settings import Settings
+    from contract.ledger import Ledger
+    from contract.settings import Settings
     from producer.manifest import WRITERS, iter_manifest
 
     imported = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "tests" / "data"))
 
 import make_prompt_corpora as corpora  # noqa: E402
 
-from pixelmill import promptfilter  # noqa: E402
+from contract import promptfilter  # noqa: E402
 
 
 def titles(count: int, seed: int = 7) -> list[str]:

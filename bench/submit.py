@@ -137,7 +137,7 @@ def write_titles(path: Path, rows: int, seed: int = 7) -> None:
 def filter_cost(path: Path) -> tuple[float, int, list[str]]:
     """The builtin prompt filter on a catalogue's prompts, in this process: µs per prompt (a fresh filter, so
     first-seen words cost what they cost in a submit), how many it blocks, and the first few blocked."""
-    from pixelmill.promptfilter import PromptFilter
+    from contract.promptfilter import PromptFilter
 
     with open(path, newline="") as f:
         prompts = [TEMPLATE.format(**row) for row in csv.DictReader(f)]
@@ -250,8 +250,8 @@ def fresh(tmp: Path, name: str) -> Path:
 def naive_loop(data: Path, n: int) -> float:
     """n apply_async calls, one item each, to the same embedded broker: what a straightforward producer does."""
     os.environ.update({k: v for k, v in env_for(data).items() if k.startswith("PIXELMILL_")})
-    from pixelmill.queue import TASK_GENERATE, make_celery
-    from pixelmill.settings import load_settings
+    from contract.queue import TASK_GENERATE, make_celery
+    from contract.settings import load_settings
 
     app = make_celery(load_settings(data_dir=data))
     task = app.signature(TASK_GENERATE)
@@ -268,9 +268,9 @@ def status_time(data: Path, job: int, repeat: int) -> tuple[float, int]:
 
     from sqlalchemy import Table, insert, text
 
-    from pixelmill.ledger import Ledger
-    from pixelmill.schema import Image, ImageScore, utcnow
-    from pixelmill.settings import load_settings
+    from contract.ledger import Ledger
+    from contract.schema import Image, ImageScore, utcnow
+    from contract.settings import load_settings
     from producer.status import job_status
 
     ledger = Ledger(load_settings(data_dir=data))

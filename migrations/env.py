@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from pixelmill.schema import Base
+from contract.schema import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -13,15 +13,15 @@ target_metadata = Base.metadata
 def _engine():
     engine = config.attributes.get("connection_engine")
     if engine is None:
-        from pixelmill.ledger import make_engine
-        from pixelmill.settings import get_settings
+        from contract.ledger import make_engine
+        from contract.settings import get_settings
 
         engine = make_engine(get_settings())
     return engine
 
 
 def run_migrations_offline() -> None:
-    from pixelmill.settings import get_settings
+    from contract.settings import get_settings
 
     context.configure(
         url=get_settings().resolved_database_url,

@@ -34,8 +34,8 @@ from operator import itemgetter
 from pathlib import Path
 from typing import IO, Literal, NamedTuple, NoReturn
 
-from pixelmill.identity import SEED_LIMIT, object_key
-from pixelmill.params import parse_size
+from contract.identity import SEED_LIMIT, object_key
+from contract.params import parse_size
 
 MAX_LISTED = 50
 MAX_KEY_LENGTH = 200  # characters; the byte limits of the store apply as well
@@ -426,7 +426,7 @@ def _shown(value: str, limit: int = 60) -> str:
 
 
 def key_bytes(key: str) -> int:
-    """Bytes the item key takes in an object key, percent-encoded as `pixelmill.identity.object_key` does."""
+    """Bytes the item key takes in an object key, percent-encoded as `contract.identity.object_key` does."""
     return len(object_key(0, key, 0, "")) - len("jobs/0//0.")
 
 

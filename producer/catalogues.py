@@ -21,8 +21,8 @@ from typing import Any, Protocol, cast
 from sqlalchemy import Table, bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
-from pixelmill.ledger import bound, bulk_insert, one_of
-from pixelmill.schema import CatalogueEntry, Job, utcnow
+from contract.ledger import bound, bulk_insert, one_of
+from contract.schema import CatalogueEntry, Job, utcnow
 from producer.catalogue import UsageError
 
 NEW, CHANGED, UNCHANGED, RETIRED = "new", "changed", "unchanged", "retired"

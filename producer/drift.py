@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from pixelmill.schema import ACTIVE, Image, Item, Job, RunStats, State
+from contract.schema import ACTIVE, Image, Item, Job, RunStats, State
 from producer.status import percentile
 
 # Scores where higher is better: a drop of the median is drift. (exposure and the clipped fractions are

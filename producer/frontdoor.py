@@ -2,7 +2,7 @@
 
 Every door (CLI, Python API `pixelmill.api`, the intake queue, HTTP) builds its `SubmitRequest` with
 `make_request` and submits it with `producer.submit.submit_request`: one validation, one all-or-nothing
-transaction, one refusal of a model no worker could load. The v1 message (pixelmill/schemas/request-v1.json)
+transaction, one refusal of a model no worker could load. The v1 message (contract/schemas/request-v1.json)
 is checked by `validate_v1`, which reports problems in the CLI's `where: field 'x': message` form.
 
 `intake(settings, ledger, message)` is the whole life of one v1 request: a known `request_id` gets its job's
@@ -25,14 +25,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pixelmill import events
-from pixelmill.checks import ChecksError, resolve_checks
-from pixelmill.events import Notify
-from pixelmill.identity import resolve_model
-from pixelmill.ledger import Ledger
-from pixelmill.outbox import WebhookUrlError, check_webhook_url
-from pixelmill.params import parse_size
-from pixelmill.settings import Settings
+from contract import events
+from contract.checks import ChecksError, resolve_checks
+from contract.events import Notify
+from contract.identity import resolve_model
+from contract.ledger import Ledger
+from contract.outbox import WebhookUrlError, check_webhook_url
+from contract.params import parse_size
+from contract.settings import Settings
 from producer.catalogue import CatalogueError, Defaults, UsageError, surrogate_problem
 from producer.options import Options as Options  # re-exported: the doors import it from here
 from producer.options import blocklists, from_v1, option, option_problems, v1_field_names
@@ -171,8 +171,8 @@ def _row_problems(
 
 @functools.cache
 def request_schema() -> dict[str, Any]:
-    """pixelmill/schemas/request-v1.json: the documented shape of a v1 request."""
-    return json.loads(resources.files("pixelmill").joinpath("schemas/request-v1.json").read_text())  # type: ignore[no-any-return]
+    """contract/schemas/request-v1.json: the documented shape of a v1 request."""
+    return json.loads(resources.files("contract").joinpath("schemas/request-v1.json").read_text())  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -294,7 +294,7 @@ def open_source(settings: Settings, source: str) -> Iterator[Path]:
         return
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from pixelmill.storage import S3Storage
+    from contract.storage import S3Storage
 
     bucket, _, key = source.removeprefix("s3://").partition("/")
     if not bucket or not key:

@@ -1,7 +1,7 @@
 """Acting on a job after submission: cancel it, retry its failed or blocked items, list its items.
 
 Functions take the caller's session (one transaction) so the command line and the front door share them;
-every state change goes through `pixelmill.transitions`. Retried items are published only after the caller's
+every state change goes through `contract.transitions`. Retried items are published only after the caller's
 transaction commits, so a worker never receives a message for items it cannot see yet.
 """
 
@@ -15,9 +15,9 @@ from celery import Celery
 from sqlalchemy import delete, event, func, select
 from sqlalchemy.orm import Session
 
-from pixelmill import promptfilter, transitions
-from pixelmill.queue import QueuedItem, publish_items
-from pixelmill.schema import Item, Job, RunStats, State
+from contract import promptfilter, transitions
+from contract.queue import QueuedItem, publish_items
+from contract.schema import Item, Job, RunStats, State
 
 
 class JobError(LookupError):

@@ -19,8 +19,8 @@ from typing import IO, Any
 from sqlalchemy import Select, String, Text, cast, func, select, type_coerce
 from sqlalchemy.orm import Session
 
-from pixelmill.schema import CatalogueEntry, Image, Item, Job
-from pixelmill.storage import Storage
+from contract.schema import CatalogueEntry, Image, Item, Job
+from contract.storage import Storage
 from producer.catalogues import has_entries, unknown_catalogue
 
 SCORES = ("clip_score", "aesthetic", "sharpness", "exposure", "clipped_dark", "clipped_light", "white_background")

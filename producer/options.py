@@ -2,12 +2,12 @@
 flag and place in the v1 request (its `Spec`, the field's metadata).
 
 The doors derive from this declaration: the CLI `submit` takes its defaults and help from it, the v1 JSON
-Schema (pixelmill/schemas/request-v1.json, also the HTTP body) is generated from it (`v1_schema`; a test keeps
+Schema (contract/schemas/request-v1.json, also the HTTP body) is generated from it (`v1_schema`; a test keeps
 the committed file equal), `Client.submit`'s keyword arguments are checked against it by a test, and
 `option_problems` checks every option against it, collecting every problem (producer/frontdoor.py
 `make_request`, the one function every door calls). Imports nothing heavy: the CLI reads it at start-up.
 
-Regenerate the schema after changing an option: `python -m producer.options > pixelmill/schemas/request-v1.json`.
+Regenerate the schema after changing an option: `python -m producer.options > contract/schemas/request-v1.json`.
 """
 
 from __future__ import annotations
@@ -242,7 +242,7 @@ def value_problem(d: Declared, value: Any) -> str | None:
 
 def _rule_problems(options: Options, bad: set[str]) -> Iterator[tuple[str, str]]:
     """The rules beyond type and bounds, each on options whose declared checks passed."""
-    from pixelmill.params import parse_size
+    from contract.params import parse_size
     from producer.catalogue import UsageError, check_columns, parse_delimiter, parse_encoding, template_fields
     from producer.catalogues import check_name
 
@@ -367,7 +367,7 @@ def property_schema(d: Declared) -> dict[str, Any]:
 
 
 def v1_schema() -> dict[str, Any]:
-    """pixelmill/schemas/request-v1.json, as this declaration makes it."""
+    """contract/schemas/request-v1.json, as this declaration makes it."""
     top = {d.name: property_schema(d) for d in declared() if d.spec.v1 == "top"}
     nested = {d.name: property_schema(d) for d in declared() if d.spec.v1 == "options"}
     request_id = top.pop("request_id")

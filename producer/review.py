@@ -11,11 +11,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pixelmill import transitions
-from pixelmill.checks import Checks
-from pixelmill.params import IMAGE_FORMATS
-from pixelmill.schema import Image, Item, Job, State
-from pixelmill.storage import Storage, create_or_get
+from contract import transitions
+from contract.checks import Checks
+from contract.params import IMAGE_FORMATS
+from contract.schema import Image, Item, Job, State
+from contract.storage import Storage, create_or_get
 
 
 class ReviewError(RuntimeError):

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the filter itself is imported where it runs: a rerun with nothing fresh never needs it
-    from pixelmill.promptfilter import Match, PromptFilter
+    from contract.promptfilter import Match, PromptFilter
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class _Helper:
             self.proc.kill()
 
     def _read(self) -> None:
-        from pixelmill.promptfilter import Match
+        from contract.promptfilter import Match
 
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
@@ -143,7 +143,7 @@ class Screen:
         if not prompts:
             return []
         if self._local is None:
-            from pixelmill import promptfilter
+            from contract import promptfilter
 
             self._local = promptfilter.load(self.sources)
         return [self._local.check(prompt) for prompt in prompts]
@@ -173,7 +173,7 @@ class Screen:
 def serve(sources: Sequence[str]) -> None:
     """The helper's loop: a JSON list of prompts per input line → a JSON list of verdicts per output line
     (null, or [category, term])."""
-    from pixelmill import promptfilter
+    from contract import promptfilter
 
     lists = promptfilter.load(tuple(sources))
     out = sys.stdout.buffer  # UTF-8 bytes both ways, whatever the locale

@@ -29,7 +29,7 @@ from typing import IO, Any
 
 from sqlalchemy.orm import Session
 
-from pixelmill.storage import Storage
+from contract.storage import Storage
 from producer.manifest import SCORES, ManifestRow, iter_manifest
 from producer.status import percentile
 

@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from pixelmill.checks import Checks
-from pixelmill.queue import queue_for
-from pixelmill.schema import ImageScore, Item, Job, State, Worker, utcnow
+from contract.checks import Checks
+from contract.queue import queue_for
+from contract.schema import ImageScore, Item, Job, State, Worker, utcnow
 
 
 @dataclass

@@ -41,16 +41,16 @@ from sqlalchemy import String, exists, select, type_coerce
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pixelmill import events, transitions
-from pixelmill.checks import Checks
-from pixelmill.events import Notify
-from pixelmill.identity import content_hasher, derive_seed, model_problem, offset_seed
-from pixelmill.ledger import Ledger, defer_checkpoint, listed, one_of
-from pixelmill.params import GenerationParams
-from pixelmill.queue import QueuedItem, make_celery, publish_items
-from pixelmill.schema import ACTIVE, Item, Job, State
-from pixelmill.settings import Settings
-from pixelmill.transitions import NewItem
+from contract import events, transitions
+from contract.checks import Checks
+from contract.events import Notify
+from contract.identity import content_hasher, derive_seed, model_problem, offset_seed
+from contract.ledger import Ledger, defer_checkpoint, listed, one_of
+from contract.params import GenerationParams
+from contract.queue import QueuedItem, make_celery, publish_items
+from contract.schema import ACTIVE, Item, Job, State
+from contract.settings import Settings
+from contract.transitions import NewItem
 from producer import catalogues
 from producer.catalogue import (
     Defaults,
@@ -66,7 +66,7 @@ from producer.catalogue import (
 from producer.screening import Screen, default_processes
 
 if TYPE_CHECKING:
-    from pixelmill.promptfilter import Match
+    from contract.promptfilter import Match
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 import servers  # tests/servers.py: real server processes for the production combinations
 
-from pixelmill.broker import EmbeddedRedis
-from pixelmill.identity import resolve_model
-from pixelmill.ledger import Ledger, make_engine, upgrade
-from pixelmill.queue import make_celery, queue_for
-from pixelmill.settings import Settings
-from pixelmill.storage import Storage, open_storage
+from contract.broker import EmbeddedRedis
+from contract.identity import resolve_model
+from contract.ledger import Ledger, make_engine, upgrade
+from contract.queue import make_celery, queue_for
+from contract.settings import Settings
+from contract.storage import Storage, open_storage
 
 # A ./.env in the checkout (`pixelmill demo` writes its checker's settings there) must not reach the tests'
 # own Settings nor the processes they start (they inherit PIXELMILL_ENV_FILE): each test says what it configures.

@@ -20,9 +20,9 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import Env
+from contract.settings import get_settings
 from pixelmill.cli import app
 from pixelmill.cli.errors import unknown_variables
-from pixelmill.settings import get_settings
 
 SECRET = "s3cr3t-Pa55"
 CATALOGUE = "sku,title,color\nA-1,mug,red\nA-2,cup,blue\n"
@@ -245,7 +245,7 @@ def state(env: Env) -> tuple[Any, ...]:
     )
     import redis
 
-    from pixelmill.broker import EmbeddedRedis
+    from contract.broker import EmbeddedRedis
 
     client = redis.Redis(unix_socket_path=str(EmbeddedRedis(env.data_dir).socket))
     queued = client.llen(env.queue)

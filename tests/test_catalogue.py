@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pixelmill.identity import SEED_BITS, derive_seed, object_key
-from pixelmill.identity import content_hash as identity_hash
-from pixelmill.params import GenerationParams
+from contract.identity import SEED_BITS, derive_seed, object_key
+from contract.identity import content_hash as identity_hash
+from contract.params import GenerationParams
 from producer.catalogue import (
     KEY_ROOM,
     SEED_MAX,
@@ -439,7 +439,7 @@ def test_parse_size_bad(text):
         parse_size(text)
 
 
-# --- pixelmill.identity ---------------------------------------------------------------------------------------
+# --- contract.identity ---------------------------------------------------------------------------------------
 
 
 def test_derive_seed_is_deterministic_and_sensitive():

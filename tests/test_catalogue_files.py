@@ -16,8 +16,8 @@ from test_bad_inputs import installation, state
 from typer.testing import CliRunner
 
 from conftest import Env
+from contract.settings import get_settings
 from pixelmill.cli import app
-from pixelmill.settings import get_settings
 
 __all__ = ["installation"]  # the fixture, shared with test_bad_inputs: one installation holding a job
 

@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import Env, finished, write_catalogue
-from pixelmill.identity import resolve_model
-from pixelmill.ledger import Ledger
-from pixelmill.schema import CatalogueEntry, Event, Image, Item, Job, State
-from pixelmill.settings import Settings
+from contract.identity import resolve_model
+from contract.ledger import Ledger
+from contract.schema import CatalogueEntry, Event, Image, Item, Job, State
+from contract.settings import Settings
 from producer.catalogue import Defaults, UsageError
 from producer.catalogues import RetireRefused, catalogue_entries
 from producer.submit import Preview, Submission, SubmitRequest, preview_request, submit_request

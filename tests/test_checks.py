@@ -18,7 +18,7 @@ from PIL import ImageFilter
 from sqlalchemy import select
 
 from conftest import Env, finished, tiny_checks, write_catalogue
-from pixelmill.checks import (
+from contract.checks import (
     Checks,
     ChecksError,
     Safety,
@@ -28,9 +28,9 @@ from pixelmill.checks import (
     parse_gate,
     resolve_checks,
 )
-from pixelmill.schema import Candidate as CandidateRow
-from pixelmill.schema import Image, Item, State
-from pixelmill.settings import Settings
+from contract.schema import Candidate as CandidateRow
+from contract.schema import Image, Item, State
+from contract.settings import Settings
 from producer.status import percentile
 from worker.quality import technical_scores
 

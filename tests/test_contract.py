@@ -14,12 +14,12 @@ from PIL import Image as PILImage
 from sqlalchemy import create_engine
 
 from conftest import write_catalogue
-from pixelmill.ledger import make_engine, upgrade
-from pixelmill.params import GenerationParams
-from pixelmill.queue import Chunk, QueuedItem, plan_chunks
-from pixelmill.schema import Base
-from pixelmill.settings import Settings, SettingsError, load_settings
-from pixelmill.storage import LocalStorage, open_storage
+from contract.ledger import make_engine, upgrade
+from contract.params import GenerationParams
+from contract.queue import Chunk, QueuedItem, plan_chunks
+from contract.schema import Base
+from contract.settings import Settings, SettingsError, load_settings
+from contract.storage import LocalStorage, open_storage
 from producer.catalogue import Defaults
 from producer.submit import plan
 from worker.encode import encode
@@ -229,7 +229,7 @@ def test_migration_0010_copies_the_numeric_scores_of_succeeded_images(
 def test_head_constant_is_the_newest_migration(tmp_path: Path) -> None:
     """`ledger.HEAD` (read without Alembic on every start) names the one head of migrations/, and a ledger at
     an older revision is not current."""
-    from pixelmill.ledger import HEAD, migration_heads, schema_is_current
+    from contract.ledger import HEAD, migration_heads, schema_is_current
 
     assert migration_heads() == {HEAD}
     engine = make_engine(Settings(data_dir=tmp_path))
@@ -242,7 +242,7 @@ def test_head_constant_is_the_newest_migration(tmp_path: Path) -> None:
 
 
 def test_ledger_migrates_itself_on_first_use(tmp_path: Path) -> None:
-    from pixelmill.ledger import Ledger, table_names
+    from contract.ledger import Ledger, table_names
 
     ledger = Ledger(Settings(data_dir=tmp_path))
     assert {"jobs", "items", "images", "alembic_version"} <= table_names(ledger.engine)
@@ -260,7 +260,7 @@ def test_a_deferred_checkpoint_lasts_one_commit(tmp_path: Path) -> None:
     connection's next write transaction turns it on again, and write transactions without it are left alone."""
     from sqlalchemy.orm import Session
 
-    from pixelmill.ledger import Ledger, defer_checkpoint
+    from contract.ledger import Ledger, defer_checkpoint
 
     ledger = Ledger(Settings(data_dir=tmp_path))
     with ledger.engine.connect() as conn:
@@ -297,8 +297,8 @@ def test_readers_do_not_take_the_write_lock(tmp_path: Path) -> None:
     import sqlalchemy.exc
     from sqlalchemy import select
 
-    from pixelmill.ledger import Ledger
-    from pixelmill.schema import Job
+    from contract.ledger import Ledger
+    from contract.schema import Job
 
     settings = Settings(data_dir=tmp_path, sqlite_busy_timeout=0.2)
     writer, other = Ledger(settings), Ledger(settings)
@@ -318,8 +318,8 @@ def test_content_hash_is_the_sha256_of_the_json_modules_canonical_form() -> None
     import hashlib
     import random
 
-    from pixelmill.identity import canonical_json, content_hash
-    from pixelmill.params import GenerationParams
+    from contract.identity import canonical_json, content_hash
+    from contract.params import GenerationParams
 
     rnd = random.Random(0)
     chars = 'ab "\\\n\t\x01é€😀\u2028/'

@@ -475,7 +475,7 @@ def test_env_example_values_are_the_compose_defaults() -> None:
 def test_pixelmill_variables_are_settings_fields() -> None:
     """Required fields (PIXELMILL_<FIELD>): every PIXELMILL_* variable .env.example, compose.yaml or a
     Dockerfile sets, e.g. database_url, broker_url, storage_url, s3_endpoint_url, s3_region, model, data_dir."""
-    from pixelmill.settings import Settings
+    from contract.settings import Settings
 
     fields = {f"PIXELMILL_{name.upper()}" for name in Settings.model_fields}
     assert not COMPOSE_ONLY & fields, f"compose-only variables collide with settings: {COMPOSE_ONLY & fields}"
@@ -488,7 +488,7 @@ def test_pixelmill_variables_are_settings_fields() -> None:
             if keyword == "ENV":
                 variables |= set(re.findall(r"\b(PIXELMILL_[A-Z0-9_]+)=", rest))
     unknown = sorted(variables - fields - COMPOSE_ONLY)
-    assert not unknown, f"not fields of pixelmill.settings.Settings: {unknown}"
+    assert not unknown, f"not fields of contract.settings.Settings: {unknown}"
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import COMBOS, Env, finished, write_catalogue
-from pixelmill.ledger import Ledger
-from pixelmill.queue import Chunk, make_celery, publish, queue_depth
-from pixelmill.schema import Image, Item, State
+from contract.ledger import Ledger
+from contract.queue import Chunk, make_celery, publish, queue_depth
+from contract.schema import Image, Item, State
 
 pytestmark = pytest.mark.e2e
 

@@ -174,7 +174,7 @@ def test_torch_engine_options_on_cpu(engine, tiny_model):
 
 
 def test_load_engine_follows_the_engine_setting(tiny_model, tmp_path):
-    from pixelmill.settings import Settings
+    from contract.settings import Settings
     from worker.engine.select import EngineUnavailable, tensorrt_version
 
     if tensorrt_version() is not None:

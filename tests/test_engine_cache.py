@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import select
 
 from conftest import Env, finished, write_catalogue
-from pixelmill.schema import Item
-from pixelmill.settings import Settings
+from contract.schema import Item
+from contract.settings import Settings
 from worker.engine.cache import EngineCache, EngineKey, Manifest, model_fingerprint
 from worker.engine.select import EngineUnavailable, choose, tensorrt_version
 

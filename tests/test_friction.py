@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 import pixelmill.cli as cli
 import pixelmill.cli.receipts as receipts
-from pixelmill.settings import Settings, get_settings
+from contract.settings import Settings, get_settings
 from producer.status import JobStatus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -281,12 +281,12 @@ def test_a_request_with_a_bad_size_and_a_wrong_key_reports_both(tmp_path: Path) 
 def test_http_items_accepts_cancelled_and_404s_carry_no_cli_hint(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
+    from contract.schema import Job
     from pixelmill.api.http import create_app
-    from pixelmill.schema import Job
 
     settings = Settings(data_dir=tmp_path, image_checker="none")
     with TestClient(create_app(settings, dispatch=False)) as client:
-        from pixelmill.ledger import Ledger
+        from contract.ledger import Ledger
 
         ledger = Ledger(settings)
         with ledger.session() as session:
@@ -326,7 +326,7 @@ def installation(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     monkeypatch.setenv("PIXELMILL_IMAGE_CHECKER", "none")
     monkeypatch.setenv("PIXELMILL_MODEL", "acme/sd15")  # a hub id: submit queues it, no worker needed
     yield data
-    from pixelmill.broker import EmbeddedRedis
+    from contract.broker import EmbeddedRedis
 
     if data.is_dir():
         EmbeddedRedis(data.resolve()).stop()
@@ -368,9 +368,9 @@ def test_a_worker_still_loading_its_model_is_not_reported_missing(tmp_path: Path
 
     from sqlalchemy import update
 
-    from pixelmill.ledger import Ledger
-    from pixelmill.queue import queue_for
-    from pixelmill.schema import Worker, utcnow
+    from contract.ledger import Ledger
+    from contract.queue import queue_for
+    from contract.schema import Worker, utcnow
     from producer.status import LOAD_GRACE, no_worker_line
 
     ledger = Ledger(Settings(data_dir=tmp_path))

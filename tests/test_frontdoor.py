@@ -22,12 +22,12 @@ from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook
 
 from conftest import Env
-from pixelmill import events, transitions
+from contract import events, transitions
+from contract.outbox import Dispatcher, WebhookUrlError, backoff, check_webhook_url
+from contract.queue import make_celery, queue_depth
+from contract.schema import Delivery, Event, Item, Job
+from contract.transitions import Finish
 from pixelmill.api import Job as Job_
-from pixelmill.outbox import Dispatcher, WebhookUrlError, backoff, check_webhook_url
-from pixelmill.queue import make_celery, queue_depth
-from pixelmill.schema import Delivery, Event, Item, Job
-from pixelmill.transitions import Finish
 from producer.frontdoor import INTAKE_QUEUE, intake, request_schema
 
 SECRET = "whsec_" + base64.b64encode(b"pixelmill-test-secret-0123456789").decode()
@@ -306,9 +306,9 @@ def test_backoff_grows_with_jitter_and_a_cap(env: Env) -> None:
 
 DISPATCH_ONCE = """
 import sys
-from pixelmill.ledger import Ledger
-from pixelmill.outbox import Dispatcher
-from pixelmill.settings import get_settings
+from contract.ledger import Ledger
+from contract.outbox import Dispatcher
+from contract.settings import get_settings
 settings = get_settings()
 print("dispatching", flush=True)
 Dispatcher(settings, Ledger(settings)).run_once()
@@ -376,7 +376,7 @@ def test_a_source_on_s3_is_read_with_the_configured_settings(
     tmp_path: Path, tiny_model: Path, test_servers: Any
 ) -> None:
     """`source: s3://bucket/key.csv` through boto3 with PIXELMILL_S3_* (a moto server on loopback)."""
-    from pixelmill.storage import S3Storage
+    from contract.storage import S3Storage
 
     env = Env(tmp_path / "data", tiny_model, test_servers.backend("sqlite-embedded-s3"))
     env.data_dir.mkdir()
@@ -448,8 +448,8 @@ def test_python_api_cancel_retry_and_manifest(env: Env) -> None:
     retried (queued again, attempts from 0); manifests stream one row per item or catalogue entry."""
     from sqlalchemy import update
 
+    from contract.schema import State
     from pixelmill.api import Client, ManifestError, UnknownJob
-    from pixelmill.schema import State
 
     with Client(env.settings()) as client:
         job = client.submit(

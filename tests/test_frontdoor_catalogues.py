@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from conftest import Env
+from contract.schema import Item, Job
 from pixelmill.api import Client, Preview, SubmitError
 from pixelmill.api.http import create_app
-from pixelmill.schema import Item, Job
 from producer.frontdoor import Options, RequestProblems, intake, make_request
 
 OPTIONS: dict[str, Any] = {"key": "sku", "template": "photo of {title}", "size": "64x64", "steps": 4}

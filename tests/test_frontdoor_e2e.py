@@ -21,8 +21,8 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import Env, write_catalogue
-from pixelmill.queue import make_celery
-from pixelmill.schema import Event, Item, Job
+from contract.queue import make_celery
+from contract.schema import Event, Item, Job
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,7 +98,7 @@ def run_client(env: Env, requests: list[dict[str, Any]], reply_to: str, want: di
 def door_env(request: pytest.FixtureRequest, tmp_path: Path, tiny_model: Path) -> Any:
     """The embedded defaults, and PostgreSQL + redis-server (tests/servers.py)."""
     from conftest import Env as E
-    from pixelmill.ledger import make_engine, upgrade
+    from contract.ledger import make_engine, upgrade
 
     combo = request.param
     backend = {} if combo == "embedded" else request.getfixturevalue("test_servers").backend(combo)

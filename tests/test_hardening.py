@@ -18,11 +18,11 @@ import pytest
 from sqlalchemy import select
 
 from conftest import Env, finished, write_catalogue
-from pixelmill.broker import BrokerError, EmbeddedRedis
-from pixelmill.faults import is_infra, mask
-from pixelmill.queue import make_celery
-from pixelmill.schema import Item, State
-from pixelmill.storage import LocalStorage
+from contract.broker import BrokerError, EmbeddedRedis
+from contract.faults import is_infra, mask
+from contract.queue import make_celery
+from contract.schema import Item, State
+from contract.storage import LocalStorage
 
 OUTAGE = float(os.environ.get("OUTAGE_SECONDS", "60"))
 ITEMS = 12

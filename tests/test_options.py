@@ -17,10 +17,10 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from conftest import Env
+from contract.settings import get_settings
 from pixelmill.api import Client, SubmitError
 from pixelmill.api.http import create_app
 from pixelmill.cli import app
-from pixelmill.settings import get_settings
 from producer import catalogue
 from producer.frontdoor import Options, RequestProblems, intake, make_request, request_schema
 from producer.options import DEFAULTS, declared, option, schema_text, v1_schema
@@ -31,8 +31,8 @@ GOOD = {"template": "photo of {title}"}
 
 
 def test_the_committed_v1_schema_is_the_generated_one() -> None:
-    committed = (ROOT / "pixelmill/schemas/request-v1.json").read_text()
-    assert committed == schema_text(), "run: python -m producer.options > pixelmill/schemas/request-v1.json"
+    committed = (ROOT / "contract/schemas/request-v1.json").read_text()
+    assert committed == schema_text(), "run: python -m producer.options > contract/schemas/request-v1.json"
     assert request_schema() == v1_schema()
 
 

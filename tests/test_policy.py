@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import select
 
 from conftest import Env, finished, tiny_checks, write_catalogue
-from pixelmill.checks import Checks, Policy, PolicyError
-from pixelmill.schema import Image, Item, State
-from pixelmill.settings import Settings
+from contract.checks import Checks, Policy, PolicyError
+from contract.schema import Image, Item, State
+from contract.settings import Settings
 
 
 def test_policy_raises_a_job_to_the_floor(tmp_path: Path) -> None:

@@ -22,10 +22,10 @@ from sqlalchemy import select
 from test_end_to_end import assert_exactly_once
 
 from conftest import S3_CREDENTIALS, Env, Servers, finished, write_catalogue
-from pixelmill.queue import make_celery, queue_depth, queue_for
-from pixelmill.schema import Item
-from pixelmill.settings import Settings
-from pixelmill.storage import S3Storage, open_storage
+from contract.queue import make_celery, queue_depth, queue_for
+from contract.schema import Item
+from contract.settings import Settings
+from contract.storage import S3Storage, open_storage
 
 pytestmark = pytest.mark.e2e
 HOST = socket.gethostname()
@@ -290,7 +290,7 @@ def test_flower_and_ping_see_the_workers_on_the_same_broker(env: Env) -> None:
 
 
 def test_settings_name_the_variable_for_a_consumer_timeout_below_the_time_limit(tmp_path: Path) -> None:
-    from pixelmill.settings import SettingsError, load_settings
+    from contract.settings import SettingsError, load_settings
 
     with pytest.raises(SettingsError, match="PIXELMILL_RABBITMQ_CONSUMER_TIMEOUT"):
         load_settings(data_dir=tmp_path, broker_url="amqp://guest@localhost//", rabbitmq_consumer_timeout=300)

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from conftest import Env, write_catalogue
-from pixelmill.promptfilter import PromptFilter, load, normalise
-from pixelmill.queue import make_celery, queue_depth
-from pixelmill.schema import Item, State
+from contract.promptfilter import PromptFilter, load, normalise
+from contract.queue import make_celery, queue_depth
+from contract.schema import Item, State
 
 DATA = Path(__file__).parent / "data"
 
@@ -296,7 +296,7 @@ def test_blocked_rows_end_blocked_with_their_reason_and_are_never_queued(env: En
     env.vars["PIXELMILL_PROMPT_BLOCKLISTS"] = ""
     unfiltered = env.submit(catalogue, "--seed", "1")
     assert (unfiltered["items"], unfiltered["blocked"]) == (6, 0)
-    from pixelmill.schema import Job
+    from contract.schema import Job
 
     with env.ledger().session() as session:
         assert session.get(Job, unfiltered["job"]).params["prompt_filter"] == []  # type: ignore[union-attr]

@@ -25,12 +25,13 @@ from PIL.PngImagePlugin import PngImageFile
 from sqlalchemy import select
 
 from conftest import Env, finished, write_catalogue
-from pixelmill.params import IMAGE_FORMATS
-from pixelmill.schema import Image, Item
-from pixelmill.settings import Settings, SettingsError, load_settings
-from worker import provenance
+from contract.params import IMAGE_FORMATS
+from contract.schema import Image, Item
+from contract.settings import Settings, SettingsError, load_settings
+from worker import provenance, xmp
 from worker.encode import encode
-from worker.provenance import DIGITAL_SOURCE_TYPE, Provenance, ProvenanceError, read_xmp
+from worker.provenance import Provenance, ProvenanceError
+from worker.xmp import DIGITAL_SOURCE_TYPE, read_xmp
 
 FORMATS = ["png", "jpeg", "webp"]
 NS_RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
@@ -211,7 +212,7 @@ def check_manifest(data: bytes, fmt: str, creds: Credentials) -> None:
         {
             "action": "c2pa.created",
             "digitalSourceType": DIGITAL_SOURCE_TYPE,
-            "softwareAgent": {"name": "pixelmill", "version": provenance.pixelmill_version()},
+            "softwareAgent": {"name": "pixelmill", "version": xmp.pixelmill_version()},
         }
     ]
     assert manifest["claim_generator_info"][0]["name"] == "pixelmill"
@@ -238,8 +239,8 @@ def test_every_format_carries_the_digital_source_type_in_xmp(fmt: str) -> None:
     attrs = xmp_attributes(data)
     assert attrs[f"{{{NS_IPTC_EXT}}}DigitalSourceType"] == DIGITAL_SOURCE_TYPE
     assert attrs["{http://ns.adobe.com/xap/1.0/}CreatorTool"].startswith("pixelmill ")
-    facts = {name: attrs[f"{{{provenance.NS_PIXELMILL}}}{name}"] for name in provenance.XMP_FACTS}
-    assert facts == {name: META[name] for name in provenance.XMP_FACTS}
+    facts = {name: attrs[f"{{{xmp.NS_PIXELMILL}}}{name}"] for name in xmp.XMP_FACTS}
+    assert facts == {name: META[name] for name in xmp.XMP_FACTS}
     assert read_xmp(PILImage.open(io.BytesIO(data)).info["xmp"])["pixelmill:item"] == "SKU-001"
     with PILImage.open(io.BytesIO(data)) as loaded:  # today's metadata is still there
         if isinstance(loaded, PngImageFile):
@@ -252,8 +253,8 @@ def test_every_format_carries_the_digital_source_type_in_xmp(fmt: str) -> None:
 def test_xmp_escapes_whatever_a_model_path_holds() -> None:
     odd = {**META, "model": 'C:\\models\\"mug" <v2> & co', "item": "Ä/ö ü"}
     attrs = xmp_attributes(encode(PILImage.new("RGB", (8, 8)), "png", odd))
-    assert attrs[f"{{{provenance.NS_PIXELMILL}}}model"] == odd["model"]
-    assert attrs[f"{{{provenance.NS_PIXELMILL}}}item"] == odd["item"]
+    assert attrs[f"{{{xmp.NS_PIXELMILL}}}model"] == odd["model"]
+    assert attrs[f"{{{xmp.NS_PIXELMILL}}}item"] == odd["item"]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -401,9 +402,9 @@ def test_worker_stores_signed_images_whose_ledger_hash_is_of_the_final_bytes(
             check_manifest(data, "png", creds)
             attrs = xmp_attributes(data)
             assert attrs[f"{{{NS_IPTC_EXT}}}DigitalSourceType"] == DIGITAL_SOURCE_TYPE
-            assert attrs[f"{{{provenance.NS_PIXELMILL}}}item"] == item.item_key
-            assert attrs[f"{{{provenance.NS_PIXELMILL}}}seed"] == str(item.seed)
-            assert attrs[f"{{{provenance.NS_PIXELMILL}}}job"] == str(job)
+            assert attrs[f"{{{xmp.NS_PIXELMILL}}}item"] == item.item_key
+            assert attrs[f"{{{xmp.NS_PIXELMILL}}}seed"] == str(item.seed)
+            assert attrs[f"{{{xmp.NS_PIXELMILL}}}job"] == str(job)
             assert image.provenance == {
                 "xmp": True,
                 "c2pa": True,

@@ -19,7 +19,7 @@ import servers
 from sqlalchemy import func, select
 
 from conftest import Env, finished, write_catalogue
-from pixelmill.schema import Image, Item, State, Worker
+from contract.schema import Image, Item, State, Worker
 
 SCORE_COLUMNS = [
     "clip_score",
@@ -288,7 +288,7 @@ def test_a_job_nobody_serves_says_so(env: Env, tmp_path: Path) -> None:
         "--model",
         "acme/typo-model",
     )
-    from pixelmill.queue import queue_for
+    from contract.queue import queue_for
 
     queue = queue_for("acme/typo-model")
     assert f"warning: no live worker serves this job's model queue {queue}" in proc.stderr
@@ -297,7 +297,7 @@ def test_a_job_nobody_serves_says_so(env: Env, tmp_path: Path) -> None:
     status = json.loads(env.cli("status", str(job), "--json").stdout)
     assert status["no_worker"].startswith(f"no worker has served this model's queue {queue} for ")
     assert "no worker has served" in env.cli("status", str(job)).stdout
-    from pixelmill.schema import Meta
+    from contract.schema import Meta
 
     with env.ledger().session() as session:  # where this ledger's data directory is, for whoever reads it
         assert session.get(Meta, "data_dir").value == str(env.data_dir.resolve())  # type: ignore[union-attr]
@@ -305,7 +305,7 @@ def test_a_job_nobody_serves_says_so(env: Env, tmp_path: Path) -> None:
 
 @pytest.mark.e2e
 def test_a_worker_whose_model_cannot_load_does_not_take_its_queue(env: Env, tmp_path: Path) -> None:
-    from pixelmill.queue import make_celery, queue_depth, queue_for
+    from contract.queue import make_celery, queue_depth, queue_for
 
     broken = tmp_path / "broken-model"
     broken.mkdir()
@@ -391,7 +391,7 @@ def test_submit_wait_exit_codes(env: Env, tmp_path: Path) -> None:
     assert status["cancelled"] == 2 and status["finished"] is True
 
     # Earlier nights of catalogue "mugs" were far sharper: tonight's run drifted, exit 5.
-    from pixelmill.schema import Job, RunStats
+    from contract.schema import Job, RunStats
 
     with env.ledger().session() as session:
         for night in range(3):
@@ -464,7 +464,7 @@ def test_read_commands_on_a_directory_without_a_ledger_exit_2(tmp_path: Path) ->
 def make_run(ledger, catalogue: str, *, scale: float = 1.0, failed: int = 0, items: int = 20) -> int:
     """A finished run of `catalogue` written straight into the ledger: `items` items, `failed` of them failed,
     the others succeeded with scores around fixed medians times `scale`."""
-    from pixelmill.schema import Job, utcnow
+    from contract.schema import Job, utcnow
 
     now = utcnow()
     with ledger.session() as session:
@@ -546,8 +546,8 @@ def test_drift_flags_the_run_whose_scores_were_lowered_and_not_the_normal_ones(e
 
 def test_manifest_and_drift_on_postgresql(test_servers, tmp_path: Path) -> None:
     """The manifest's JSON extraction, timestamps and server-side cursor, and run statistics, on PostgreSQL."""
-    from pixelmill.ledger import Ledger, make_engine, upgrade
-    from pixelmill.settings import Settings
+    from contract.ledger import Ledger, make_engine, upgrade
+    from contract.settings import Settings
     from producer.drift import drift_report
     from producer.manifest import iter_manifest, write_csv
 
@@ -742,7 +742,7 @@ def make_catalogue_runs(env: Env, name: str) -> None:
     """Two nightly runs of catalogue `name` written into the ledger (`ENTRIES`), real images in storage: 2 new,
     1 changed, 3 unchanged (one with a hostile key and prompt, one with a long prompt), 2 retired, 1 whose new
     item failed. Scores rise with the key's position."""
-    from pixelmill.schema import CatalogueEntry, Job, utcnow
+    from contract.schema import CatalogueEntry, Job, utcnow
 
     storage, now = env.storage(), utcnow()
     with env.ledger().session() as session:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from test_friction import clean_env, installation, invoke
 
-from pixelmill.settings import get_settings
+from contract.settings import get_settings
 from producer import catalogue
 from producer.catalogue import CatalogueError, Defaults, Limits, UsageError, read_catalogue
 from producer.options import Options, option_problems
@@ -102,10 +102,10 @@ def test_a_failed_first_submit_keeps_a_ledger_it_cannot_read(
 ) -> None:
     """Another submit committed a job into the same new ledger, and the undo's "any job?" check failed (the
     database locked): the failure was suppressed and the whole data dir, that job included, removed."""
-    from pixelmill.ledger import Ledger
+    from contract.ledger import Ledger
 
     def other_submit_then_lock(data: Path) -> None:
-        from pixelmill.schema import Job
+        from contract.schema import Job
 
         other = Ledger(get_settings())
         with other.session() as session:

@@ -14,11 +14,11 @@ import pytest
 import servers  # tests/servers.py (tests/ is on sys.path, as for conftest.py)
 from sqlalchemy import func, select
 
-from pixelmill import promptfilter
-from pixelmill.broker import EmbeddedRedis
-from pixelmill.ledger import Ledger
-from pixelmill.schema import Item, State
-from pixelmill.settings import Settings
+from contract import promptfilter
+from contract.broker import EmbeddedRedis
+from contract.ledger import Ledger
+from contract.schema import Item, State
+from contract.settings import Settings
 from producer.catalogue import Defaults
 from producer.screening import PARALLEL_MIN, Screen
 from producer.submit import BATCH, SubmitRequest, preview_request, submit_request
@@ -144,8 +144,8 @@ def test_pipelined_submit_plans_like_the_dry_run(tmp_path: Path, processes: int)
 def test_a_failure_mid_stream_leaves_nothing(tmp_path: Path, fault: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """All or nothing with the writer thread and the helpers busy: a bad last row (the reader's CatalogueError
     at the end of the stream) or an insert that fails on the third batch rolls back the job and every item."""
-    from pixelmill import transitions
-    from pixelmill.schema import Job
+    from contract import transitions
+    from contract.schema import Job
     from producer.catalogue import CatalogueError
 
     settings = Settings(data_dir=tmp_path, submit_processes=1)
@@ -189,8 +189,8 @@ def test_a_script_without_a_main_guard_submits_once(tmp_path: Path) -> None:
     script = tmp_path / "nightly.py"
     script.write_text(
         "from pathlib import Path\n"
-        "from pixelmill.ledger import Ledger\n"
-        "from pixelmill.settings import Settings\n"
+        "from contract.ledger import Ledger\n"
+        "from contract.settings import Settings\n"
         "from producer.catalogue import Defaults\n"
         "from producer.submit import SubmitRequest, submit_request\n"
         f"settings = Settings(data_dir=Path({str(tmp_path / 'data')!r}), submit_processes=2)\n"
@@ -205,7 +205,7 @@ def test_a_script_without_a_main_guard_submits_once(tmp_path: Path) -> None:
         assert done.stdout.split() == ["3000"]
         ledger = Ledger(Settings(data_dir=tmp_path / "data"))
         with ledger.session(readonly=True) as session:
-            from pixelmill.schema import Job
+            from contract.schema import Job
 
             assert session.scalar(select(func.count()).select_from(Job)) == 1
             assert session.scalar(select(func.count()).select_from(Item)) == 3000
@@ -232,8 +232,8 @@ def test_a_submit_killed_while_writing_leaves_nothing_and_no_helper(tmp_path: Pa
     import sys
     import time
 
-    from pixelmill.queue import make_celery, queue_depth, queue_for
-    from pixelmill.schema import Job
+    from contract.queue import make_celery, queue_depth, queue_for
+    from contract.schema import Job
 
     rows = 200_000
     catalogue = tmp_path / "nightly.csv"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pixelmill.settings import Settings
+from contract.settings import Settings
 from producer.catalogue import CatalogueError, Defaults, UsageError
 from producer.submit import SubmitRequest, limits_for, preview_request
 

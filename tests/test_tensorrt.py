@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 if not torch.cuda.is_available():
     pytest.skip("TensorRT tests need a CUDA GPU", allow_module_level=True)
 
-from pixelmill.settings import Settings  # noqa: E402
+from contract.settings import Settings  # noqa: E402
 from worker.engine import Request  # noqa: E402
 from worker.engine.build import build  # noqa: E402
 from worker.engine.cache import EngineCache  # noqa: E402

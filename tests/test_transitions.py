@@ -1,4 +1,4 @@
-"""The item state machine (pixelmill/transitions.py), each legal and illegal move, on a real SQLite ledger;
+"""The item state machine (contract/transitions.py), each legal and illegal move, on a real SQLite ledger;
 the upload/record hand-off of worker/uploads.py with plain threads; and the import boundaries."""
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from pixelmill import transitions
-from pixelmill.checks import Safety
-from pixelmill.ledger import Ledger
-from pixelmill.params import GenerationParams
-from pixelmill.schema import Candidate, Image, Item, Job, State, utcnow
-from pixelmill.settings import Settings
-from pixelmill.transitions import CandidateRecord, Finish, ImageRecord, NewItem, TransitionError
+from contract import transitions
+from contract.checks import Safety
+from contract.ledger import Ledger
+from contract.params import GenerationParams
+from contract.schema import Candidate, Image, Item, Job, State, utcnow
+from contract.settings import Settings
+from contract.transitions import CandidateRecord, Finish, ImageRecord, NewItem, TransitionError
 from worker.uploads import Uploads
 
 NODE = "w1@host"
@@ -298,7 +298,7 @@ def test_approve_publishes_only_blocked_items(ledger: Ledger) -> None:
 def test_scores_of_succeeded_items_are_indexed_once_and_status_reads_them(ledger: Ledger) -> None:
     """`image_scores` holds the numeric scores of exactly the succeeded items (finish, approve), once each;
     status percentiles from its index equal `percentile` over the images' own JSON."""
-    from pixelmill.schema import ImageScore
+    from contract.schema import ImageScore
     from producer.status import percentile, score_distributions
 
     ids = new_job(ledger, 4)
@@ -414,22 +414,14 @@ def test_slots_bound_how_far_generation_runs_ahead_of_storage() -> None:
 
 
 def test_the_contract_imports_neither_side() -> None:
-    """Every module of the contract package (`pixelmill` minus the command line) loads without `producer`,
-    `worker` or the GPU stack."""
+    """Every module of the contract package loads without a door (`pixelmill`), `producer`, `worker` or the
+    GPU stack."""
     code = (
-        "import pkgutil, sys, importlib, pixelmill\n"
-        # pixelmill.api (the Python and HTTP APIs) is a door over `producer`, like the command line: not contract.
-        # Walked by hand: walk_packages would import the excluded packages to list their modules.
-        "def walk(path, prefix):\n"
-        "    for m in pkgutil.iter_modules(path, prefix):\n"
-        "        if m.name.startswith(('pixelmill.cli', 'pixelmill.api')) or m.name == 'pixelmill.__main__':\n"
-        "            continue\n"
-        "        yield m.name\n"
-        "        if m.ispkg:\n"
-        "            yield from walk([path[0] + '/' + m.name.rsplit('.', 1)[1]], m.name + '.')\n"
-        "names = list(walk(list(pixelmill.__path__), 'pixelmill.'))\n"
+        "import pkgutil, sys, importlib, contract\n"
+        "names = [m.name for m in pkgutil.walk_packages(contract.__path__, 'contract.')]\n"
         "for name in names: importlib.import_module(name)\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('producer', 'worker', 'torch', 'diffusers'))\n"
+        "sides = ('pixelmill', 'producer', 'worker', 'torch', 'diffusers')\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in sides)\n"
         "print(len(names), bad)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -14,11 +14,11 @@ import pytest
 from sqlalchemy import select, update
 
 from conftest import Env, write_catalogue
-from pixelmill.identity import resolve_model
-from pixelmill.queue import Chunk, make_celery, queue_depth, queue_for
-from pixelmill.schema import Image, Item, Job, State, utcnow
-from pixelmill.storage import open_storage
-from pixelmill.transitions import reclaimable
+from contract.identity import resolve_model
+from contract.queue import Chunk, make_celery, queue_depth, queue_for
+from contract.schema import Image, Item, Job, State, utcnow
+from contract.storage import open_storage
+from contract.transitions import reclaimable
 from worker.chunk import ChunkOutcome, Context, run_chunk
 from worker.reconciler import reconcile
 
@@ -101,7 +101,7 @@ def test_a_storage_failure_backs_off_without_using_an_attempt(env: Env, ctx: Con
     their attempt back and wait for `not_before`; the reconciler publishes them once it has passed."""
     from datetime import timedelta
 
-    from pixelmill.schema import utcnow
+    from contract.schema import utcnow
     from worker.reconciler import reconcile
 
     job, ids = submitted(env, tmp_path, 1)
@@ -141,7 +141,7 @@ def test_a_chunk_for_another_model_is_refused(env: Env, ctx: Context, tmp_path: 
     rows = items(ctx, ids)
     for row in rows.values():
         assert "serves model" in (row.error or "") and other in (row.error or "") and str(env.model) in row.error
-    from pixelmill.queue import queue_depth, queue_for
+    from contract.queue import queue_depth, queue_for
 
     assert queue_depth(ctx.app, queue_for(other)) == 1 and depth(ctx) == 0
 
@@ -248,7 +248,7 @@ def test_an_object_stored_by_an_earlier_attempt_is_what_the_ledger_records(
 
     from PIL import Image as PILImage
 
-    from pixelmill.identity import object_key
+    from contract.identity import object_key
     from worker.encode import encode
 
     job, ids = submitted(env, tmp_path, 2)

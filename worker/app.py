@@ -18,13 +18,13 @@ from celery import bootsteps, signals
 from celery.exceptions import Reject
 from sqlalchemy import update
 
-from pixelmill import logs
-from pixelmill.identity import resolve_model
-from pixelmill.ledger import Ledger, insert_ignore
-from pixelmill.queue import TASK_GENERATE, Chunk, make_celery, queue_for
-from pixelmill.schema import Worker, utcnow
-from pixelmill.settings import get_settings
-from pixelmill.storage import open_storage
+from contract import logs
+from contract.identity import resolve_model
+from contract.ledger import Ledger, insert_ignore
+from contract.queue import TASK_GENERATE, Chunk, make_celery, queue_for
+from contract.schema import Worker, utcnow
+from contract.settings import get_settings
+from contract.storage import open_storage
 from worker import hardening
 from worker.chunk import Context, read_job, run_chunk
 from worker.engine import load_engine
@@ -169,7 +169,7 @@ def _report(**values: Any) -> None:
 
 def _preload_checks() -> None:
     """Load the checker and scorers this worker's settings name; jobs carry their own, loaded on first use."""
-    from pixelmill.checks import ChecksError, resolve_checks
+    from contract.checks import ChecksError, resolve_checks
 
     try:
         checks = resolve_checks(settings)

@@ -23,9 +23,9 @@ from typing import Any, Protocol
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from pixelmill.checks import Checks, Verdict, candidate_seed
-from pixelmill.params import GenerationParams
-from pixelmill.transitions import ClaimedItem
+from contract.checks import Checks, Verdict, candidate_seed
+from contract.params import GenerationParams
+from contract.transitions import ClaimedItem
 from worker.engine import Engine, Request
 
 log = logging.getLogger(__name__)

@@ -25,15 +25,15 @@ from dataclasses import dataclass, field
 from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 
-from pixelmill import faults, promptfilter, transitions
-from pixelmill.checks import Checks, Policy, PolicyError
-from pixelmill.ledger import Ledger
-from pixelmill.promptfilter import PromptFilter
-from pixelmill.queue import Chunk, QueuedItem, publish_items
-from pixelmill.schema import Job
-from pixelmill.settings import Settings
-from pixelmill.storage import Storage
-from pixelmill.transitions import ClaimedItem, Finish
+from contract import faults, promptfilter, transitions
+from contract.checks import Checks, Policy, PolicyError
+from contract.ledger import Ledger
+from contract.promptfilter import PromptFilter
+from contract.queue import Chunk, QueuedItem, publish_items
+from contract.schema import Job
+from contract.settings import Settings
+from contract.storage import Storage
+from contract.transitions import ClaimedItem, Finish
 from worker import hardening
 from worker.candidates import Candidates, Failure, JobSpec, Judge, make_candidates
 from worker.engine import Engine, load_engine

@@ -10,7 +10,7 @@ import json
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from worker.provenance import xmp_packet
+from worker.xmp import xmp_packet
 
 _EXIF_IMAGE_DESCRIPTION = 0x010E
 _EXIF_SOFTWARE = 0x0131

@@ -19,10 +19,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from pixelmill import faults, transitions
-from pixelmill.identity import resolve_model
-from pixelmill.ledger import Ledger
-from pixelmill.settings import Settings
+from contract import faults, transitions
+from contract.identity import resolve_model
+from contract.ledger import Ledger
+from contract.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def heal_broker(settings: Settings) -> bool:
     processes finding it dead start one). True if it was restarted."""
     if not settings.embedded_broker:
         return False
-    from pixelmill.broker import EmbeddedRedis
+    from contract.broker import EmbeddedRedis
 
     broker = EmbeddedRedis(settings.data_path)
     if broker.is_running():
@@ -176,7 +176,7 @@ class Sweeper:
         self._last = now
         if self.settings.resolved_storage_url.startswith("s3:"):
             return 0
-        from pixelmill.storage import LocalStorage, open_storage
+        from contract.storage import LocalStorage, open_storage
 
         storage = open_storage(self.settings)
         if not isinstance(storage, LocalStorage):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from pixelmill.checks import NONE, Checks, Safety, Verdict
+from contract.checks import NONE, Checks, Safety, Verdict
 from worker.engine import default_device
 from worker.quality import technical_scores
 

@@ -18,11 +18,11 @@ from datetime import timedelta
 from celery import Celery
 from sqlalchemy import select
 
-from pixelmill import transitions
-from pixelmill.ledger import Ledger
-from pixelmill.queue import publish_items, queue_depth, queue_for
-from pixelmill.schema import Item, Job, State, utcnow
-from pixelmill.settings import Settings
+from contract import transitions
+from contract.ledger import Ledger
+from contract.queue import publish_items, queue_depth, queue_for
+from contract.schema import Item, Job, State, utcnow
+from contract.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ import hashlib
 import time
 from dataclasses import replace
 
-from pixelmill.identity import object_key
-from pixelmill.params import IMAGE_FORMATS
-from pixelmill.settings import Settings
-from pixelmill.storage import Storage, create_or_get
-from pixelmill.transitions import CandidateRecord, Finish, ImageRecord
+from contract.identity import object_key
+from contract.params import IMAGE_FORMATS
+from contract.settings import Settings
+from contract.storage import Storage, create_or_get
+from contract.transitions import CandidateRecord, Finish, ImageRecord
 from worker import provenance
 from worker.candidates import Candidates, JobSpec, JudgedImage
 from worker.encode import encode

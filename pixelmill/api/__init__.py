@@ -27,10 +27,10 @@ from typing import Any, Literal, overload
 
 from sqlalchemy import select
 
-from pixelmill.ledger import Ledger
-from pixelmill.schema import Event, Image, Item, State
-from pixelmill.schema import Job as JobRow
-from pixelmill.settings import Settings, get_settings
+from contract.ledger import Ledger
+from contract.schema import Event, Image, Item, State
+from contract.schema import Job as JobRow
+from contract.settings import Settings, get_settings
 from producer.catalogues import CatalogueSummary, list_catalogues
 from producer.frontdoor import Options, RequestProblems, make_request
 from producer.jobs import CancelResult, JobError
@@ -303,7 +303,7 @@ class Client:
     def celery(self) -> Any:
         """The Celery app that publishes re-queued items (`Job.retry`)."""
         if self._celery is None:
-            from pixelmill.queue import make_celery
+            from contract.queue import make_celery
 
             self._celery = make_celery(self.settings)
         return self._celery
@@ -317,7 +317,7 @@ class Client:
     def _url_options(self, urls: bool, expires: int | None) -> dict[str, Any]:
         if not urls:
             return {}
-        from pixelmill.storage import open_storage
+        from contract.storage import open_storage
 
         return {
             "storage": open_storage(self.settings),

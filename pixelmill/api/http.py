@@ -1,6 +1,6 @@
 """The HTTP API (`pixelmill serve`): FastAPI over the same functions as the intake queue and the Python API.
 
-`POST /v1/jobs` takes the v1 request (pixelmill/schemas/request-v1.json) and runs it through
+`POST /v1/jobs` takes the v1 request (contract/schemas/request-v1.json) and runs it through
 producer/frontdoor.py `intake`, so a bad request gets the same problem list (422) and the same `job.rejected`
 event as on the queue, and a repeated `request_id` (or `Idempotency-Key` header) returns the same job.
 Bearer tokens come from PIXELMILL_API_TOKENS and are compared with `hmac.compare_digest`. Cancel, retry and the
@@ -28,11 +28,11 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
+from contract.ledger import Ledger
+from contract.outbox import Dispatcher
+from contract.schema import Job as JobRow
+from contract.settings import Settings
 from pixelmill.api import ItemInfo, UnknownJob, list_items, retry_job, stream_manifest
-from pixelmill.ledger import Ledger
-from pixelmill.outbox import Dispatcher
-from pixelmill.schema import Job as JobRow
-from pixelmill.settings import Settings
 from producer.catalogues import check_name, has_entries, list_catalogues, unknown_catalogue
 from producer.frontdoor import intake, request_schema
 from producer.jobs import JobError
@@ -223,7 +223,7 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
     def broker() -> Any:
         nonlocal celery
         if celery is None:
-            from pixelmill.queue import make_celery
+            from contract.queue import make_celery
 
             celery = make_celery(settings)
         return celery

@@ -19,13 +19,13 @@ from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 from rich.table import Table
 
-from pixelmill import logs
+from contract import logs
+from contract.settings import SettingsError, get_settings
 from pixelmill.cli import errors
-from pixelmill.settings import SettingsError, get_settings
 from producer.options import DEFAULTS, HELP
 
 if TYPE_CHECKING:
-    from pixelmill.ledger import Ledger
+    from contract.ledger import Ledger
 
 app = typer.Typer(
     help="Batch image generation: submit catalogues, run GPU workers, track jobs.",
@@ -81,14 +81,14 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _ledger() -> Ledger:
-    from pixelmill.ledger import Ledger
+    from contract.ledger import Ledger
 
     return Ledger(get_settings())
 
 
 def _existing_ledger() -> Ledger | None:
     """The ledger if it exists at the current schema, else None; creates nothing."""
-    from pixelmill.ledger import Ledger, schema_is_current
+    from contract.ledger import Ledger, schema_is_current
 
     settings = get_settings()
     if settings.database_url is None and not (settings.data_path / "pixelmill.db").exists():
@@ -182,7 +182,7 @@ def submit(
     ] = False,
 ) -> None:
     """Validate a catalogue and queue its items. Nothing is written if any row is bad."""
-    from pixelmill.identity import model_problem
+    from contract.identity import model_problem
     from producer.catalogue import CatalogueError, UsageError, parse_column_option
     from producer.frontdoor import Options, RequestProblems, make_request
     from producer.submit import preview_request, submit_request
@@ -376,7 +376,7 @@ class _FreshInstall:
         self.before = set(os.listdir(self.path)) if self.active and self.path.is_dir() else set()
         self.broker: Any = None
         if self.active and settings.embedded_broker:
-            from pixelmill.broker import EmbeddedRedis
+            from contract.broker import EmbeddedRedis
 
             self.broker = EmbeddedRedis(self.path)
         self.broker_was_up = bool(self.existed and self.broker is not None and self.broker.is_running())
@@ -388,7 +388,7 @@ class _FreshInstall:
 
         from sqlalchemy import func, select
 
-        from pixelmill.schema import Job
+        from contract.schema import Job
 
         if not self.active:
             return
@@ -698,7 +698,7 @@ def worker(
     missing = [m for m in ("torch", "diffusers", "transformers") if importlib.util.find_spec(m) is None]
     if missing:
         fail(f"a worker needs {', '.join(missing)}: pip install 'pixelmill[worker]' (torch first, for your CUDA)")
-    from pixelmill.params import ENGINE_NAMES
+    from contract.params import ENGINE_NAMES
 
     if engine is not None and engine not in ENGINE_NAMES:
         fail(f"--engine must be one of {', '.join(ENGINE_NAMES)}, got {engine!r}")
@@ -727,8 +727,8 @@ def worker(
             fail(str(exc))
         raise typer.Exit(Supervisor(selected, lambda gpu: worker_command(gpu, loglevel=loglevel)).run())
 
-    from pixelmill.identity import model_problem, resolve_model
-    from pixelmill.queue import queue_for
+    from contract.identity import model_problem, resolve_model
+    from contract.queue import queue_for
 
     served = resolve_model(settings.default_model)
     problem = model_problem(served)
@@ -737,7 +737,7 @@ def worker(
     from worker.app import app as celery_app
 
     queue = queue_for(served)
-    from pixelmill.schema import utcnow
+    from contract.schema import utcnow
 
     began = utcnow()
     try:
@@ -775,7 +775,7 @@ def ping(
     """Ask workers to answer through the broker; exits 1 if none does (a container health check)."""
     from celery.utils.nodenames import host_format
 
-    from pixelmill.queue import make_celery
+    from contract.queue import make_celery
 
     destination = [host_format(node)] if node else None
     celery_app = make_celery(get_settings())
@@ -798,7 +798,7 @@ def flower(
 
     if importlib.util.find_spec("flower") is None:
         fail("Flower is not installed: pip install 'pixelmill[flower]'")
-    from pixelmill.queue import make_celery
+    from contract.queue import make_celery
 
     celery_app = make_celery(get_settings(), main="pixelmill.flower")
     celery_app.start(["flower", f"--address={address}", f"--port={port}", *ctx.args])
@@ -829,7 +829,7 @@ def review(
         if target == "approve":
             if item is None:
                 fail("review approve needs an ITEM id; `pixelmill review JOB` lists them")
-            from pixelmill.storage import open_storage
+            from contract.storage import open_storage
             from producer.review import os_identity
 
             who = os_identity()
@@ -882,8 +882,8 @@ def url(
     """Print a URL for one stored image: presigned on S3, a file URI locally."""
     from sqlalchemy import select
 
-    from pixelmill.schema import Image, Item
-    from pixelmill.storage import open_storage
+    from contract.schema import Image, Item
+    from contract.storage import open_storage
 
     settings = get_settings()
     with _read_ledger().session(readonly=True) as session:
@@ -902,7 +902,7 @@ def reconcile(as_json: Annotated[bool, typer.Option("--json", help="Print one JS
     """Re-publish items whose lease expired or whose message was lost (workers also do this periodically)."""
     from dataclasses import asdict
 
-    from pixelmill.queue import make_celery
+    from contract.queue import make_celery
     from worker.reconciler import reconcile as run
 
     settings = get_settings()
@@ -944,7 +944,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
     """Migrate the ledger database to the latest schema."""
     from alembic.script import ScriptDirectory
 
-    from pixelmill.ledger import alembic_config, make_engine, upgrade
+    from contract.ledger import alembic_config, make_engine, upgrade
 
     scripts = ScriptDirectory.from_config(alembic_config())
     if revision not in ("head", "heads"):
@@ -1017,7 +1017,7 @@ def engine_build(
     """Calibrate, export ONNX, build TensorRT engines and store them in PIXELMILL_ENGINE_CACHE.
 
     Without TensorRT or a GPU the build stops after the ONNX export and exits with code 3."""
-    from pixelmill.params import parse_size
+    from contract.params import parse_size
     from worker.engine.build import build, parse_batches, read_prompts
     from worker.engine.cache import EngineCache
     from worker.engine.trt_build import TensorRTMissing
@@ -1073,7 +1073,7 @@ def engine_build(
 @broker_app.command("start")
 def broker_start() -> None:
     """Start the embedded Redis (processes also start it on first use)."""
-    from pixelmill.broker import EmbeddedRedis
+    from contract.broker import EmbeddedRedis
 
     out.print(EmbeddedRedis(get_settings().data_path).ensure_running())
 
@@ -1081,7 +1081,7 @@ def broker_start() -> None:
 @broker_app.command("stop")
 def broker_stop() -> None:
     """Stop the embedded Redis; queued messages persist in its append-only file."""
-    from pixelmill.broker import EmbeddedRedis
+    from contract.broker import EmbeddedRedis
 
     stopped = EmbeddedRedis(get_settings().data_path).stop()
     out.print("stopped" if stopped else "not running")
@@ -1090,7 +1090,7 @@ def broker_stop() -> None:
 @broker_app.command("status")
 def broker_status() -> None:
     """Whether the embedded Redis answers on its socket; exits 1 when it does not (scripts can test it)."""
-    from pixelmill.broker import EmbeddedRedis
+    from contract.broker import EmbeddedRedis
 
     broker = EmbeddedRedis(get_settings().data_path)
     running = broker.is_running()

@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
-from pixelmill.settings import Settings
+from contract.settings import Settings
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "catalogue.csv"
 TEMPLATE = "studio photo of {title}, {color}, {material}, white background"
@@ -35,8 +35,8 @@ def run_demo(
     console: Console,
     progress: Callable[..., Any],
 ) -> int:
-    from pixelmill.broker import EmbeddedRedis
-    from pixelmill.ledger import Ledger
+    from contract.broker import EmbeddedRedis
+    from contract.ledger import Ledger
     from producer.frontdoor import Options, make_request
     from producer.submit import submit_request
 
@@ -114,12 +114,12 @@ def _demo_checks(settings: Settings, console: Console) -> tuple[Settings, dict[s
 
 def hand_over(variables: dict[str, str], console: Console, env_file: Path | None = None) -> None:
     """Write the demo's settings where every later command in this directory reads them (`.env`, or
-    PIXELMILL_ENV_FILE; see pixelmill/settings.py), so the README's next command works as it did in the demo.
+    PIXELMILL_ENV_FILE; see contract/settings.py), so the README's next command works as it did in the demo.
     Only missing keys are appended: a user's own value is kept (and said so); if the file cannot be written, or
     PIXELMILL_ENV_FILE is empty, say what to set."""
     from dotenv import dotenv_values
 
-    from pixelmill.settings import env_file as settings_env_file
+    from contract.settings import env_file as settings_env_file
 
     env_file = env_file or settings_env_file()
     if env_file is None:

@@ -20,7 +20,7 @@ import typer
 from typer._click import ClickException  # typer vendors its click
 from typer.core import TyperGroup
 
-from pixelmill.faults import NAME_MAX, mask
+from contract.faults import NAME_MAX, mask
 
 __all__ = ["NAME_MAX", "GuardedGroup", "check_broker", "describe", "unknown_in_env_file", "unknown_variables"]
 
@@ -47,7 +47,7 @@ EXTRA_VARIABLES = frozenset(
 
 
 def known_variables() -> set[str]:
-    from pixelmill.settings import ENV_PREFIX, Settings
+    from contract.settings import ENV_PREFIX, Settings
 
     return {ENV_PREFIX + name.upper() for name in Settings.model_fields} | EXTRA_VARIABLES
 
@@ -72,7 +72,7 @@ def unknown_in_env_file(path: Path | None = None) -> list[str]:
     case-insensitively), each naming the file and line."""
     from dotenv.parser import parse_stream
 
-    from pixelmill.settings import env_file
+    from contract.settings import env_file
 
     path = path or env_file()
     if path is None:
@@ -95,7 +95,7 @@ def unknown_in_env_file(path: Path | None = None) -> list[str]:
 
 
 def _settings() -> Any:
-    from pixelmill.settings import SettingsError, get_settings
+    from contract.settings import SettingsError, get_settings
 
     try:
         return get_settings()
@@ -110,8 +110,8 @@ def _first_line(exc: BaseException) -> str:
 
 def describe(exc: BaseException) -> str | None:
     """The message for a user- or environment-caused error, or None for anything else (a bug)."""
-    from pixelmill.broker import BrokerError
-    from pixelmill.settings import SettingsError
+    from contract.broker import BrokerError
+    from contract.settings import SettingsError
 
     if isinstance(exc, (SettingsError, BrokerError)):
         return str(exc)

@@ -12,8 +12,8 @@ import typer
 from rich import box
 from rich.table import Table
 
+from contract.settings import get_settings
 from pixelmill.cli import _ledger, app, fail, out
-from pixelmill.settings import get_settings
 
 
 @app.command()
@@ -29,14 +29,14 @@ def intake(
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
 ) -> None:
     """Consume v1 requests from the queue `pixelmill.intake` (task `pixelmill.submit`) and deliver events."""
-    from pixelmill.outbox import Dispatcher  # noqa: F401 (fail here, not in the worker, if a dependency is missing)
+    from contract.outbox import Dispatcher  # noqa: F401 (fail here, not in the worker, if a dependency is missing)
 
     try:
         _ledger().close()
     except RuntimeError as exc:
         fail(str(exc))
+    from pixelmill.intake import app as intake_app
     from producer.frontdoor import INTAKE_QUEUE
-    from producer.intake_app import app as intake_app
 
     intake_app.conf.pixelmill_dispatch = dispatch
     intake_app.worker_main(
@@ -115,7 +115,7 @@ def events(
     """List event deliveries not yet delivered (pending, retrying or dead-lettered); re-send one or all."""
     from sqlalchemy import select, update
 
-    from pixelmill.schema import Delivery, Event, utcnow
+    from contract.schema import Delivery, Event, utcnow
 
     states = ["pending", "dead", "delivered"] if state == "all" else [s.strip() for s in state.split(",")]
     bad = [s for s in states if s not in ("pending", "dead", "delivered")]
@@ -148,7 +148,7 @@ def events(
             f"`pixelmill events --dispatch`) sends them"
         )
     if dispatch:
-        from pixelmill.outbox import Dispatcher
+        from contract.outbox import Dispatcher
 
         result = Dispatcher(get_settings(), ledger).run_once()
         out.print(f"delivered {result.delivered}, retrying {result.retrying}, dead {result.dead}")

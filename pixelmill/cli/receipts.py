@@ -19,8 +19,8 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from contract.settings import get_settings
 from pixelmill.cli import _read_ledger, app, err, fail, out
-from pixelmill.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def retry(
     """Queue a job's failed (and, with --blocked-by, blocked) items again: attempts from 0, same seeds and keys."""
     from kombu.exceptions import OperationalError
 
-    from pixelmill.queue import make_celery
+    from contract.queue import make_celery
     from producer.jobs import JobError, count_items
     from producer.jobs import retry as do_retry
     from producer.options import blocklists as blocklists_of
@@ -149,7 +149,7 @@ def items(
     limit: Annotated[int, typer.Option(help="At most N rows in the table (0: all; --json prints all).")] = 200,
 ) -> None:
     """A job's items: key, state, attempts and the last line of the last error."""
-    from pixelmill.schema import State
+    from contract.schema import State
     from producer.jobs import JobError, list_items
 
     wanted = None
@@ -208,7 +208,7 @@ def manifest(
     ] = None,
 ) -> None:
     """Export results for a shop system: key → object, URL, sha256, size, scores, safety, provenance, error."""
-    from pixelmill.storage import open_storage
+    from contract.storage import open_storage
     from producer.manifest import FORMATS, WRITERS, ManifestError, iter_manifest, parquet_schema
 
     if fmt not in FORMATS:
@@ -290,7 +290,7 @@ def load_failure(hostname: str, queue: str, *, since: datetime) -> str | None:
     from celery.utils.nodenames import default_nodename, host_format
     from sqlalchemy import select
 
-    from pixelmill.schema import Worker
+    from contract.schema import Worker
 
     node = host_format(default_nodename(hostname))
     ledger = _read_ledger()
@@ -310,8 +310,8 @@ def unserved_warning(ledger: Any, model: str, *, timeout: float = 1.0) -> str | 
     """A warning when no live worker serves `model`'s queue: the ledger's heartbeats show none ready or still
     loading it (`producer.status.no_worker_line`), and none answers Celery's `active_queues` within `timeout` s.
     Workers may start later: a warning, not a refusal."""
-    from pixelmill.queue import make_celery, queue_for
-    from pixelmill.schema import utcnow
+    from contract.queue import make_celery, queue_for
+    from contract.schema import utcnow
     from producer.status import no_worker_line
 
     settings = get_settings()
@@ -367,7 +367,7 @@ class UnservedCheck:
 
 def after_submit(ledger: Any, check: UnservedCheck, *, queued: bool) -> None:
     """Record the absolute data directory in the ledger, and warn (stderr) when nobody serves the model."""
-    from pixelmill.ledger import record_meta
+    from contract.ledger import record_meta
 
     with ledger.session() as session:
         record_meta(session, "data_dir", str(get_settings().data_path))
@@ -435,7 +435,7 @@ def sheet(
     """One self-contained HTML contact sheet: thumbnails, key, prompt, change, scores; blocked, failed and
     low-score images marked; sortable by score, 500 tiles per page, a summary with score histograms. A
     catalogue's sheet filters by the latest run's change and opens on the current entries (retired greyed out)."""
-    from pixelmill.storage import open_storage
+    from contract.storage import open_storage
     from producer.manifest import ManifestError
     from producer.sheet import write_sheet
 
@@ -447,7 +447,7 @@ def sheet(
     try:
         with ledger.session(readonly=True) as session, _written(output) as stream:
             if job is not None:
-                from pixelmill.schema import Job
+                from contract.schema import Job
 
                 found = session.get(Job, job)
                 if found is not None:

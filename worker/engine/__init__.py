@@ -15,12 +15,12 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from pixelmill.identity import SEED_LIMIT
+from contract.identity import SEED_LIMIT
 
 if TYPE_CHECKING:
     import PIL.Image
 
-    from pixelmill.settings import Settings
+    from contract.settings import Settings
 
 __all__ = ["Engine", "Request", "Result", "default_device", "load_engine"]
 
@@ -114,7 +114,7 @@ def load_engine(model: str, settings: Settings | None = None) -> Engine:
             _engine = None
             _release_memory()
         if settings is None:
-            from pixelmill.settings import get_settings
+            from contract.settings import get_settings
 
             settings = get_settings()
         from .select import open_engine

@@ -19,12 +19,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pixelmill.params import ENGINE_NAMES
+from contract.params import ENGINE_NAMES
 
 from .cache import EngineCache, Manifest, model_fingerprint
 
 if TYPE_CHECKING:
-    from pixelmill.settings import Settings
+    from contract.settings import Settings
 
     from . import Engine
 

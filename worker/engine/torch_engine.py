@@ -18,7 +18,7 @@ from . import Request, Result, default_device
 if TYPE_CHECKING:
     import PIL.Image
 
-    from pixelmill.settings import Settings
+    from contract.settings import Settings
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 

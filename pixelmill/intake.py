@@ -17,11 +17,11 @@ from celery import bootsteps, signals
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError as LedgerError
 
-from pixelmill import logs
-from pixelmill.ledger import Ledger
-from pixelmill.outbox import Dispatcher
-from pixelmill.queue import make_celery
-from pixelmill.settings import get_settings, is_amqp
+from contract import logs
+from contract.ledger import Ledger
+from contract.outbox import Dispatcher
+from contract.queue import make_celery
+from contract.settings import get_settings, is_amqp
 from producer.frontdoor import INTAKE_QUEUE, TASK_SUBMIT, answer_failure, intake
 
 log = logging.getLogger(__name__)

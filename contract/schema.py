@@ -51,7 +51,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            raise ValueError("naive datetime given to the ledger; use pixelmill.schema.utcnow()")
+            raise ValueError("naive datetime given to the ledger; use contract.schema.utcnow()")
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
@@ -136,7 +136,7 @@ class Item(Base):
     queued_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
-    # Infrastructure failures back off (pixelmill/faults.py): not published again before `not_before`; the
+    # Infrastructure failures back off (contract/faults.py): not published again before `not_before`; the
     # first such failure of the current streak is `infra_since` (its attempts are given back until the budget).
     not_before: Mapped[datetime | None]
     infra_since: Mapped[datetime | None]
@@ -233,7 +233,7 @@ class CatalogueEntry(Base):
 
 
 class Event(Base):
-    """The transactional outbox: one row per event, written in the transaction that causes it (pixelmill/events.py).
+    """The transactional outbox: one row per event, written in the transaction that causes it (contract/events.py).
 
     `uid` is the event's public id, derived from what it is about (job or item, and type), so a redelivered
     request or a second finish finds the same row instead of writing another one."""
@@ -251,7 +251,7 @@ class Event(Base):
 
 class Delivery(Base):
     """One event to one destination (a reply queue or a webhook URL) and how far its delivery got:
-    pending → delivered, or dead after PIXELMILL_WEBHOOK_RETRY_PERIOD (pixelmill/outbox.py)."""
+    pending → delivered, or dead after PIXELMILL_WEBHOOK_RETRY_PERIOD (contract/outbox.py)."""
 
     __tablename__ = "deliveries"
     __table_args__ = (

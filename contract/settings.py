@@ -14,8 +14,8 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pixelmill.faults import check_url, mask
-from pixelmill.params import EngineName, ImageFormatName
+from contract.faults import check_url, mask
+from contract.params import EngineName, ImageFormatName
 
 ENV_PREFIX = "PIXELMILL_"
 
@@ -53,7 +53,7 @@ class Settings(BaseSettings):
 
     sqlite_busy_timeout: float = Field(30.0, gt=0)
 
-    # Prompt filter: comma-separated sources, each `builtin` (pixelmill/blocklists), a list file (category =
+    # Prompt filter: comma-separated sources, each `builtin` (contract/blocklists), a list file (category =
     # file name) or a directory of *.txt lists. Add yours after `builtin`, or leave it out to replace it.
     # Empty turns the prompt filter off (recorded on the job).
     prompt_blocklists: str = "builtin"
@@ -158,7 +158,7 @@ class Settings(BaseSettings):
     drift_rate_rise: float = Field(0.05, ge=0, le=1)
     drift_runs: int = Field(7, ge=1, le=100)
 
-    # Hardening (pixelmill/faults.py): an infrastructure failure (storage, database or broker unreachable or
+    # Hardening (contract/faults.py): an infrastructure failure (storage, database or broker unreachable or
     # timing out) gives its attempt back and is retried after an exponential, jittered delay (the item's
     # `not_before`, honoured by the reconciler) until the item has been failing that way for
     # INFRA_RETRY_BUDGET seconds; after that such failures count like any other. Temp files of interrupted

@@ -1,4 +1,4 @@
-"""The dispatcher: delivers the outbox's pending deliveries (pixelmill/events.py) and records how each went.
+"""The dispatcher: delivers the outbox's pending deliveries (contract/events.py) and records how each went.
 
 At least once, never lost: an event row is committed with the state change that caused it, and a delivery is
 marked `delivered` only after the broker took the message (reply queues) or the webhook answered 2xx. A
@@ -26,10 +26,10 @@ from urllib.parse import urlsplit
 from celery import Celery
 from sqlalchemy import or_, select, update
 
-from pixelmill.events import TASK_EVENT
-from pixelmill.ledger import Ledger
-from pixelmill.schema import Delivery, Event, utcnow
-from pixelmill.settings import Settings
+from contract.events import TASK_EVENT
+from contract.ledger import Ledger
+from contract.schema import Delivery, Event, utcnow
+from contract.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class Dispatcher:
     @property
     def app(self) -> Celery:
         if self._app is None:
-            from pixelmill.queue import make_celery
+            from contract.queue import make_celery
 
             self._app = make_celery(self.settings, main="pixelmill.dispatch")
         return self._app

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pixelmill.identity import offset_seed
-from pixelmill.settings import Settings
+from contract.identity import offset_seed
+from contract.settings import Settings
 
 NONE = "none"
 

@@ -1,9 +1,9 @@
 """Events: how a job tells its caller what happened, written to the outbox (`events`, `deliveries`) in the very
-transaction that makes it true, and delivered later by the dispatcher (pixelmill/outbox.py).
+transaction that makes it true, and delivered later by the dispatcher (contract/outbox.py).
 
 - `job.accepted`: in the submit transaction (producer/submit.py `submit_request`).
 - `job.rejected`: on its own, since a rejected request writes nothing else (producer/frontdoor.py).
-- `item.succeeded` / `item.failed` / `item.blocked`: in the transitions that end an item (pixelmill/transitions.py),
+- `item.succeeded` / `item.failed` / `item.blocked`: in the transitions that end an item (contract/transitions.py),
   only for jobs whose request asked for them.
 - `job.finished`: in the transaction that leaves the job with no pending, queued or running item. Transitions
   that end an item call `touch`; before that transaction commits, `settle` locks the touched jobs' rows (so
@@ -25,8 +25,8 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from pixelmill.ledger import insert_ignore
-from pixelmill.schema import ACTIVE, Delivery, Event, Item, Job, State, utcnow
+from contract.ledger import insert_ignore
+from contract.schema import ACTIVE, Delivery, Event, Item, Job, State, utcnow
 
 EVENT_VERSION = 1
 TASK_EVENT = "pixelmill.event"  # the Celery task an event is sent as to a `reply_to` queue

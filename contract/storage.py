@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlparse
 
 if TYPE_CHECKING:
-    from pixelmill.settings import Settings
+    from contract.settings import Settings
 
 TEMP_PREFIX = ".tmp-"  # LocalStorage's temp files, swept by the reconciler when a store was interrupted
 _CONFLICT_RETRIES = 5  # 409 answers to a conditional PUT while a concurrent upload of the key finishes

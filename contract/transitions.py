@@ -14,7 +14,7 @@ from, so a late or duplicated caller changes nothing it should not: finishing tw
 reported by a process that no longer holds the item is ignored, a finished item is never claimed again.
 
 The transitions that end an item (`finish`, `fail` when final, `block`, attempts used up in `claim` and
-`requeue_lost`) also write its events in the same transaction (pixelmill/events.py): `item.*` when the job asked
+`requeue_lost`) also write its events in the same transaction (contract/events.py): `item.*` when the job asked
 for them, and `job.finished` before the commit that leaves the job with no active item.
 
 A holder is `<node name>:<pid>`: the process that claimed an item and holds its lease.
@@ -32,12 +32,12 @@ from typing import Any, NamedTuple, cast
 from sqlalchemy import Table, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from pixelmill import events, faults
-from pixelmill.checks import Safety
-from pixelmill.ledger import bound, bulk_insert, insert_ignore
-from pixelmill.params import GenerationParams
-from pixelmill.queue import QueuedItem
-from pixelmill.schema import ACTIVE, Candidate, Image, ImageScore, Item, Job, State, utcnow
+from contract import events, faults
+from contract.checks import Safety
+from contract.ledger import bound, bulk_insert, insert_ignore
+from contract.params import GenerationParams
+from contract.queue import QueuedItem
+from contract.schema import ACTIVE, Candidate, Image, ImageScore, Item, Job, State, utcnow
 
 _IN_BATCH = 500  # ids per IN (...) clause
 

@@ -18,9 +18,9 @@ from typing import Any
 
 from celery import Celery
 
-from pixelmill.identity import resolve_model
-from pixelmill.params import GenerationParams
-from pixelmill.settings import Settings, is_amqp
+from contract.identity import resolve_model
+from contract.params import GenerationParams
+from contract.settings import Settings, is_amqp
 
 TASK_GENERATE = "pixelmill.generate"
 QUEUE_PREFIX = "pixelmill"
@@ -96,7 +96,7 @@ def broker_url(settings: Settings) -> str:
     """The configured broker, or the embedded Redis (started on first use)."""
     if settings.broker_url:
         return settings.broker_url
-    from pixelmill.broker import EmbeddedRedis
+    from contract.broker import EmbeddedRedis
 
     return EmbeddedRedis(settings.data_path).ensure_running()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from pixelmill.params import GenerationParams
+from contract.params import GenerationParams
 
 SEED_BITS = 63  # fits a signed BIGINT and torch.Generator.manual_seed
 SEED_LIMIT = 1 << SEED_BITS  # every seed is in range(SEED_LIMIT)

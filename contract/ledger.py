@@ -36,8 +36,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
-from pixelmill.schema import Base
-from pixelmill.settings import Settings
+from contract.schema import Base
+from contract.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ def table_names(engine: Engine) -> set[str]:
 
 def record_meta(session: Session, key: str, value: str) -> None:
     """Set one installation fact in `meta` (e.g. `data_dir`: where this ledger's data directory is)."""
-    from pixelmill.schema import Meta, utcnow
+    from contract.schema import Meta, utcnow
 
     row = session.get(Meta, key)
     if row is None:
