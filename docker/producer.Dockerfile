@@ -33,6 +33,7 @@ RUN python docker/requirements.py ${EXTRAS} > /tmp/requirements.txt \
 # uses it.
 COPY README.md ./
 COPY pixelmill ./pixelmill
+COPY contract ./contract
 COPY producer ./producer
 COPY worker ./worker
 COPY migrations ./migrations

@@ -49,6 +49,7 @@ RUN python3 docker/requirements.py worker gpu > /opt/pixelmill/requirements.txt 
 # setuptools that builds the wheel.
 COPY README.md ./
 COPY pixelmill ./pixelmill
+COPY contract ./contract
 COPY producer ./producer
 COPY worker ./worker
 COPY migrations ./migrations
