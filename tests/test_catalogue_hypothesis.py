@@ -4,7 +4,7 @@ yields exactly the rows Python's csv module reads with strict=True, or refuses t
 Nothing else: no third outcome, no other exception.
 
 Documented normalisation: the BOM is dropped, blank lines are skipped, keys are stripped and prompts have
-their whitespace collapsed (README "Catalogue input")."""
+their whitespace collapsed (docs/catalogues.md, "Catalogue input")."""
 
 from __future__ import annotations
 

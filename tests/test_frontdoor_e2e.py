@@ -409,7 +409,7 @@ def test_serve_refuses_a_public_address_without_tokens(env: Env) -> None:
 
 def test_the_readme_python_example_runs_verbatim(env: Env) -> None:
     readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Integrations", 1)[1]
+    section = readme.split("### The same from Python", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S)
     assert code is not None
     env.start_worker()
