@@ -223,7 +223,7 @@ def measure_pipeline(
     data = work / f"data-{variant}"
     data.mkdir(parents=True, exist_ok=True)
     # "none" measures the pipeline without image checks: the bench's worker is told to allow unchecked jobs
-    # (production workers refuse them unless the operator says so, README "Content safety").
+    # (production workers refuse them unless the operator says so, docs/safety.md, "Content safety").
     checks = (
         {"PIXELMILL_IMAGE_CHECKER": "none", "PIXELMILL_POLICY_ALLOW_CHECKER_OFF": "true"}
         if variant == "none"

@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     # Helper processes that run the prompt filter over a large submission's fresh prompts (producer/screening.py);
     # unset: one per core beyond the submitting process, at most 4; 0: in the submitting process only.
     submit_processes: int | None = Field(None, ge=0, le=64)
-    # Catalogue caps (README "Catalogue input"; producer/catalogue.py `Limits`): raise one if your data needs it.
+    # Catalogue caps (docs/catalogues.md, "Catalogue input"; producer/catalogue.py `Limits`): raise one if needed.
     catalogue_cell_bytes: int = Field(16 * 1024, ge=1)  # one CSV cell or JSON value
     catalogue_row_bytes: int = Field(1024 * 1024, ge=1)  # one JSONL line or CSV record
     catalogue_columns: int = Field(1000, ge=1)  # CSV header columns or fields of one JSON object
@@ -129,7 +129,7 @@ class Settings(BaseSettings):
     # retiring up to catalogue_retire_floor entries is always allowed (small catalogues).
     catalogue_max_retire: float = Field(10.0, ge=0, le=100)
     catalogue_retire_floor: int = Field(10, ge=0)
-    # The front door (README "Integrations"): the intake queue, events and webhooks, the HTTP API.
+    # The front door (docs/message-v1.md, docs/http.md): the intake queue, events and webhooks, the HTTP API.
     intake_max_rows: int = Field(10_000, ge=1)  # inline `rows` in one v1 request; larger: use `source`
     # The intake consumer redelivers a request its process died on after this many seconds (Redis brokers).
     intake_visibility_timeout: int = Field(900, ge=2)

@@ -90,6 +90,31 @@ def test_the_readme_is_a_guide_of_at_most_300_lines() -> None:
     assert "docs/reference.md" in README.read_text(encoding="utf-8"), "the README links to the reference"
 
 
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading."""
+    text = re.sub(r"^#+\s*", "", heading).strip().lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+@pytest.mark.parametrize("page", sorted(guides()))
+def test_every_link_in_the_guides_resolves(page: str) -> None:
+    """Relative links name files that exist and, with `#anchor`, a heading there (anchors moved with the text)."""
+    here = (ROOT / page).parent
+    problems = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", guides()[page]):
+        if re.match(r"[a-z]+:", target):
+            continue  # https:, mailto:
+        path, _, anchor = target.partition("#")
+        file = (here / path).resolve() if path else ROOT / page
+        if not file.exists():
+            problems.append(f"{target}: no such file")
+        elif anchor and file.suffix == ".md":
+            anchors = {slug(heading) for heading, _ in sections(file.read_text(encoding="utf-8")) if heading}
+            if anchor not in anchors:
+                problems.append(f"{target}: no heading #{anchor}")
+    assert not problems, f"{page}:\n" + "\n".join(problems)
+
+
 # --- settings ----------------------------------------------------------------------------------------------
 
 

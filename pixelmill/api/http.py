@@ -183,7 +183,7 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
         version="1",
         lifespan=lifespan,
         description="Batch image generation: submit v1 requests, follow jobs. Events go to the request's "
-        "reply_to queue and webhook (README, Integrations).",
+        "reply_to queue and webhook (docs/message-v1.md).",
     )
     bearer = HTTPBearer(auto_error=False)
 
