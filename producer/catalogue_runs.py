@@ -23,9 +23,11 @@ from sqlalchemy.orm import Session
 
 from contract.ledger import bound, bulk_insert, one_of
 from contract.schema import CatalogueEntry, Job, utcnow
+from contract.settings import Settings
 from producer.catalogue import UsageError
 
 NEW, CHANGED, UNCHANGED, RETIRED = "new", "changed", "unchanged", "retired"
+CHANGES = (NEW, CHANGED, UNCHANGED, RETIRED)  # in the order runs report them
 CATALOGUE_MAX = 200  # characters, the column's size
 
 
@@ -243,6 +245,15 @@ class RetireGuard:
         if self.allow or retired <= self.limit(current):
             return None
         return RetireRefused(catalogue, retired, current, self, first)
+
+
+def retire_guard(settings: Settings, max_retire: float | None, allow: bool) -> RetireGuard:
+    """A run's guard: its max_retire (None: PIXELMILL_CATALOGUE_MAX_RETIRE), PIXELMILL_CATALOGUE_RETIRE_FLOOR."""
+    return RetireGuard(
+        max_retire=settings.catalogue_max_retire if max_retire is None else float(max_retire),
+        floor=settings.catalogue_retire_floor,
+        allow=allow,
+    )
 
 
 def current_entries(session: Session, catalogue: str) -> int:
