@@ -204,7 +204,7 @@ def _row(r: Any, change: str, locate: Any) -> ManifestRow:
         safety = "unchecked"
     else:
         safety = "blocked:image" if safety_blocked and state != "succeeded" else "ok"
-    return ManifestRow(
+    values = (
         item_key,
         variant,
         change or "",
@@ -224,6 +224,7 @@ def _row(r: Any, change: str, locate: Any) -> ManifestRow:
         (str(signer or "c2pa") if c2pa else "xmp" if xmp else None),
         _last_line(error) if state == "failed" else None,
     )
+    return ManifestRow(*values)
 
 
 def _last_line(error: str | None) -> str | None:

@@ -10,7 +10,7 @@ option's flag); the request is then submitted with `producer.submit.submit_reque
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,10 @@ from contract.checks import Checks, ChecksError, resolve_checks
 from contract.events import Notify
 from contract.identity import resolve_model
 from contract.params import parse_size
-from contract.settings import Settings
+from contract.settings import ENV_PREFIX, Settings
 from producer import catalogue_runs
 from producer.catalogue import (
+    ENV,
     CatalogueError,
     Defaults,
     Limits,
@@ -105,18 +106,10 @@ class SubmitRequest:
 
 
 def limits_for(settings: Settings) -> Limits:
-    """The reader's caps from PIXELMILL_CATALOGUE_* / PIXELMILL_PROMPT_* / PIXELMILL_JOB_MAX_ITEMS, for this store."""
-    return Limits.for_storage(
-        settings.resolved_storage_url,
-        cell_bytes=settings.catalogue_cell_bytes,
-        row_bytes=settings.catalogue_row_bytes,
-        columns=settings.catalogue_columns,
-        prompt_bytes=settings.prompt_bytes,
-        items=settings.job_max_items,
-        problems=settings.catalogue_max_problems,
-        tokens=settings.prompt_tokens,
-        quoted_lines=settings.catalogue_quoted_lines,
-    )
+    """The reader's caps, for this store, from the settings their messages name (`catalogue.ENV`: each cap's
+    PIXELMILL_* variable, whose setting is its name without the prefix, in lower case)."""
+    caps = {cap: getattr(settings, variable.removeprefix(ENV_PREFIX).lower()) for cap, variable in ENV.items()}
+    return Limits.for_storage(settings.resolved_storage_url, **caps)
 
 
 class RequestProblems(ValueError):
@@ -166,19 +159,9 @@ def make_request(
             lines += _row_problems(settings, options, width, height, source=source, rows=rows)
         raise RequestProblems(lines)
     try:
-        defaults = Defaults(
-            template=options.template,
-            negative=options.negative,
-            width=width,
-            height=height,
-            steps=options.steps,
-            guidance=options.guidance,
-            images_per_item=options.images_per_item,
-            key_column=options.key,
-            delimiter=options.delimiter,
-            encoding=options.encoding,
-            columns=tuple((options.columns or {}).items()),
-            row_overrides=options.row_overrides,
+        read = _defaults(options, width, height)  # then the numeric options, checked by now
+        defaults = replace(
+            read, steps=options.steps, guidance=options.guidance, images_per_item=options.images_per_item
         )
         return SubmitRequest(
             source=source,
@@ -199,6 +182,23 @@ def make_request(
         raise RequestProblems([f"{where}: {exc}"]) from None
 
 
+def _defaults(options: Options, width: int, height: int) -> Defaults:
+    """The reader's `Defaults` of these options but for the numeric ones (steps, guidance, images per item),
+    which keep the reader's defaults: `make_request` sets them once they are checked, `_row_problems` reads the
+    rows with these standing in for bad ones (and for a bad size, 512x512)."""
+    return Defaults(
+        template=options.template,
+        negative=options.negative,
+        width=width or 512,
+        height=height or 512,
+        key_column=options.key,
+        delimiter=options.delimiter,
+        encoding=options.encoding,
+        columns=tuple((options.columns or {}).items()),
+        row_overrides=options.row_overrides,
+    )
+
+
 def _row_problems(
     settings: Settings,
     options: Options,
@@ -215,17 +215,7 @@ def _row_problems(
     if rows is None and (source is None or str(source) == "-"):
         return []  # stdin cannot be read twice
     try:
-        stand_in = Defaults(
-            template=options.template,
-            negative=options.negative,
-            width=width or 512,
-            height=height or 512,
-            key_column=options.key,
-            delimiter=options.delimiter,
-            encoding=options.encoding,
-            columns=tuple((options.columns or {}).items()),
-            row_overrides=options.row_overrides,
-        )
+        stand_in = _defaults(options, width, height)
         limits = limits_for(settings)
         read = iter_rows(rows, stand_in, limits) if rows is not None else iter_catalogue(source or "", stand_in, limits)
         for _ in read:

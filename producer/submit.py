@@ -66,6 +66,9 @@ MAX_IN_FLIGHT = 16  # batches read ahead of their prompt filter verdicts (while 
 WRITES_AHEAD = 2  # checked batches queued for the writer thread
 WARM_BYTES = 1 << 20  # a catalogue file this big (some 20,000 rows) starts the filter helpers at once
 
+# What a submission reports (`Submission.as_dict`: the CLI's --json, the API), in this order.
+SUBMISSION_KEYS = ("job", "name", "rows", "items", "skipped", "blocked", "messages", "existing", "catalogue", "changes")
+
 
 @dataclass
 class Submission:
@@ -82,18 +85,7 @@ class Submission:
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "job": self.job,
-            "name": self.name,
-            "rows": self.rows,
-            "items": self.items,
-            "skipped": self.skipped,
-            "blocked": self.blocked,
-            "messages": self.messages,
-            "existing": self.existing,
-            "catalogue": self.catalogue,
-            "changes": self.changes,
-        }
+        return {name: getattr(self, name) for name in SUBMISSION_KEYS}
 
 
 def _large(request: SubmitRequest) -> bool:
@@ -251,6 +243,45 @@ def _existing(ledger: Ledger, request_id: str) -> Submission | None:
         )
 
 
+def _broker(settings: Settings, screen: Screen | None) -> Any:
+    """The Celery app, its broker reached: fail now, before writing, if it is unreachable (closing the filter
+    helpers already started)."""
+    try:
+        app = make_celery(settings)
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=3)
+    except BaseException:
+        if screen is not None:
+            screen.close()
+        raise
+    return app
+
+
+def _job_name(request: SubmitRequest) -> str:
+    """The request's name, else the file's (or the catalogue's, "rows", "stdin"), with the time."""
+    return (
+        request.name
+        or (
+            f"{Path(request.source).name.split('.')[0] or 'stdin'}"
+            if request.source is not None and str(request.source) != "-"
+            else request.catalogue or ("rows" if request.rows is not None else "stdin")
+        )
+        + f"-{datetime.now():%Y%m%d-%H%M%S}"
+    )
+
+
+def _retire(settings: Settings, session: Session, request: SubmitRequest, job_id: int, current: int) -> int:
+    """Retire the catalogue's entries this run did not list, unless that is more than the retire guard allows:
+    then RetireRefused, before the commit, so the job, its items and entries roll back."""
+    assert request.catalogue is not None
+    retired, first = catalogue_runs.pending_retire(session, request.catalogue, job_id)
+    guard = catalogue_runs.retire_guard(settings, request.max_retire, request.allow_retire)
+    refused = guard.refusal(request.catalogue, retired, current, first)
+    if refused is not None:
+        raise refused
+    return catalogue_runs.retire_absent(session, request.catalogue, job_id)
+
+
 def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -> Submission:
     """Validate → write (one transaction) → publish. Raises CatalogueError (nothing written), UsageError, or
     kombu's OperationalError when the broker is unreachable (checked before anything is written)."""
@@ -263,26 +294,11 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
     screen = screen_of(request, processes)
     if screen is not None and _large(request):
         screen.warm()  # their start-up overlaps the broker check and the first batches
-    try:
-        app = make_celery(settings)
-        with app.connection_for_write() as conn:  # fail now, before writing, if the broker is unreachable
-            conn.ensure_connection(max_retries=3)
-    except BaseException:
-        if screen is not None:
-            screen.close()
-        raise
+    app = _broker(settings, screen)
     started = time.perf_counter()
     limits = request.limits or limits_for(settings)
     stats = Stats()
-    name = (
-        request.name
-        or (
-            f"{Path(request.source).name.split('.')[0] or 'stdin'}"
-            if request.source is not None and str(request.source) != "-"
-            else request.catalogue or ("rows" if request.rows is not None else "stdin")
-        )
-        + f"-{datetime.now():%Y%m%d-%H%M%S}"
-    )
+    name = _job_name(request)
     try:
         with ledger.session() as session:
             job = Job(
@@ -301,13 +317,7 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
                     writing.plan(batch)
             changes = writing.changes
             if request.catalogue is not None:
-                retired, first = catalogue_runs.pending_retire(session, request.catalogue, job.id)
-                refused = catalogue_runs.retire_guard(settings, request.max_retire, request.allow_retire).refusal(
-                    request.catalogue, retired, current, first
-                )
-                if refused is not None:
-                    raise refused  # before the commit: the job, its items and entries roll back
-                changes[catalogue_runs.RETIRED] = catalogue_runs.retire_absent(session, request.catalogue, job.id)
+                changes[catalogue_runs.RETIRED] = _retire(settings, session, request, job.id, current)
             job.counts = {
                 "rows": stats.rows,
                 "items": writing.inserted,

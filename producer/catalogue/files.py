@@ -8,7 +8,7 @@ import gzip
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 from producer.catalogue.csv_reader import CsvReader
 from producer.catalogue.decoding import BOM, SPREADSHEET
@@ -18,6 +18,7 @@ from producer.catalogue.problems import UsageError
 from producer.catalogue.rows import Row, Stats
 
 Format = Literal["csv", "jsonl"]
+Source = Path | str  # a path, a `.gz` path, or "-" for stdin
 
 
 _RENAME = {  # what to do with a file type people export catalogues in
@@ -55,7 +56,7 @@ def _sniff(stream: IO[bytes]) -> Format:
     return "jsonl" if head[:1] in (b"{", b"[") else "csv"
 
 
-def _open(source: Path | str, fmt: Format | None) -> tuple[str, IO[bytes], Format, bool]:
+def _open(source: Source, fmt: Format | None) -> tuple[str, IO[bytes], Format, bool]:
     """(name for messages, binary stream, format, whether to close it) for a path, a `.gz` path or `-`."""
     if str(source) == "-":
         stream: IO[bytes] = sys.stdin.buffer
@@ -73,7 +74,7 @@ def _open(source: Path | str, fmt: Format | None) -> tuple[str, IO[bytes], Forma
 
 
 def iter_catalogue(
-    source: Path | str,
+    source: Source,
     defaults: Defaults,
     limits: Limits | None = None,
     *,
@@ -89,7 +90,7 @@ def iter_catalogue(
     return _read(source, defaults, limits or Limits(), fmt, stats if stats is not None else Stats())
 
 
-def _read(source: Path | str, defaults: Defaults, limits: Limits, fmt: Format | None, stats: Stats) -> Iterator[Row]:
+def _read(source: Source, defaults: Defaults, limits: Limits, fmt: Format | None, stats: Stats) -> Iterator[Row]:
     """The generator behind `iter_catalogue`: the file is opened at the first next() and always closed."""
     name, stream, kind, close = _open(source, fmt)
     if kind == "jsonl" and (defaults.delimiter != "," or not defaults.encoding.startswith("utf-8")):
@@ -104,14 +105,7 @@ def _read(source: Path | str, defaults: Defaults, limits: Limits, fmt: Format | 
             stream.close()
 
 
-def read_catalogue(
-    path: Path | str,
-    defaults: Defaults,
-    limits: Limits | None = None,
-    *,
-    fmt: Format | None = None,
-    stats: Stats | None = None,
-) -> list[Row]:
+def read_catalogue(path: Source, defaults: Defaults, limits: Limits | None = None, **reading: Any) -> list[Row]:
     """Every row of the catalogue, or CatalogueError listing every problem found. Holds all rows: use
-    `iter_catalogue` for large files."""
-    return list(iter_catalogue(path, defaults, limits, fmt=fmt, stats=stats))
+    `iter_catalogue` for large files (`reading`: its keyword options, `fmt` and `stats`)."""
+    return list(iter_catalogue(path, defaults, limits, **reading))
