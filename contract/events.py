@@ -2,7 +2,7 @@
 transaction that makes it true, and delivered later by the dispatcher (contract/outbox.py).
 
 - `job.accepted`: in the submit transaction (producer/submit.py `submit_request`).
-- `job.rejected`: on its own, since a rejected request writes nothing else (producer/frontdoor.py).
+- `job.rejected`: on its own, since a rejected request writes nothing else (producer/request_v1.py).
 - `item.succeeded` / `item.failed` / `item.blocked`: in the transitions that end an item (contract/transitions.py),
   only for jobs whose request asked for them.
 - `job.finished`: in the transaction that leaves the job with no pending, queued or running item. Transitions

@@ -210,7 +210,7 @@ class Candidate(Base):
 
 
 class CatalogueEntry(Base):
-    """One (key, variant) of a named catalogue and the item whose image serves it now (producer/catalogues.py).
+    """One (key, variant) of a named catalogue and the item whose image serves it now (producer/catalogue_runs.py).
 
     `change` says what the latest run (`job_id`) did to it: new | changed | unchanged | retired. Retired entries
     keep their item (and image): nothing is ever deleted. Failed and blocked are read from the item's state."""

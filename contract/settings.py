@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     # Helper processes that run the prompt filter over a large submission's fresh prompts (producer/screening.py);
     # unset: one per core beyond the submitting process, at most 4; 0: in the submitting process only.
     submit_processes: int | None = Field(None, ge=0, le=64)
-    # Catalogue caps (docs/catalogues.md, "Catalogue input"; producer/catalogue.py `Limits`): raise one if needed.
+    # Catalogue caps (docs/catalogues.md, "Catalogue input"; producer.catalogue `Limits`): raise one if needed.
     catalogue_cell_bytes: int = Field(16 * 1024, ge=1)  # one CSV cell or JSON value
     catalogue_row_bytes: int = Field(1024 * 1024, ge=1)  # one JSONL line or CSV record
     catalogue_columns: int = Field(1000, ge=1)  # CSV header columns or fields of one JSON object
@@ -124,7 +124,7 @@ class Settings(BaseSettings):
     catalogue_max_problems: int = Field(1000, ge=1)  # problems collected before reading stops
     catalogue_quoted_lines: int = Field(10, ge=1)  # lines one quoted CSV cell may span (more: a stray quote)
     prompt_tokens: int = Field(77, ge=1)  # the text encoder's limit, for the truncation warning
-    # The retire guard of catalogue runs (producer/catalogues.py `RetireGuard`): a run that would retire more than
+    # The retire guard of catalogue runs (producer/catalogue_runs.py `RetireGuard`): a run that would retire more than
     # this percent of the catalogue's current entries is refused (`submit --allow-retire` / `--max-retire`);
     # retiring up to catalogue_retire_floor entries is always allowed (small catalogues).
     catalogue_max_retire: float = Field(10.0, ge=0, le=100)

@@ -1,5 +1,5 @@
 """The intake consumer (`pixelmill intake`): a Celery worker for the queue `pixelmill.intake` whose one task,
-`pixelmill.submit`, takes one v1 request (producer/frontdoor.py `intake`), plus the outbox dispatcher on a
+`pixelmill.submit`, takes one v1 request (producer/request_v1.py `intake`), plus the outbox dispatcher on a
 thread beside it.
 
 It runs on the producer side (no torch, no GPU) with the solo pool: a request is validated and written by the
@@ -22,7 +22,7 @@ from contract.ledger import Ledger
 from contract.outbox import Dispatcher
 from contract.queue import make_celery
 from contract.settings import get_settings, is_amqp
-from producer.frontdoor import INTAKE_QUEUE, TASK_SUBMIT, answer_failure, intake
+from producer.request_v1 import INTAKE_QUEUE, TASK_SUBMIT, answer_failure, intake
 
 log = logging.getLogger(__name__)
 

@@ -64,15 +64,8 @@ class DriftReport:
     baseline: dict[str, float]  # "<score>" medians and "blocked_rate" / "failed_rate" of the earlier runs
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "catalogue": self.catalogue,
-            "job": self.job,
-            "flagged": self.flagged,
-            "reasons": self.reasons,
-            "baseline": self.baseline,
-            "run": self.run.as_dict(),
-            "earlier": [r.as_dict() for r in self.earlier],
-        }
+        plain = {name: getattr(self, name) for name in ("catalogue", "job", "flagged", "reasons", "baseline")}
+        return {**plain, "run": self.run.as_dict(), "earlier": [r.as_dict() for r in self.earlier]}
 
 
 def run_stats(session: Session, job_id: int, *, refresh: bool = False) -> Run | None:

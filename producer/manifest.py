@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from contract.schema import CatalogueEntry, Image, Item, Job
 from contract.storage import Storage
-from producer.catalogues import has_entries, unknown_catalogue
+from producer.catalogue_runs import has_entries, unknown_catalogue
 
 SCORES = ("clip_score", "aesthetic", "sharpness", "exposure", "clipped_dark", "clipped_light", "white_background")
 FORMATS = ("csv", "jsonl", "parquet")
@@ -184,39 +184,13 @@ def _timestamp(value: Any) -> str | None:
 
 
 def _row(r: Any, change: str, locate: Any) -> ManifestRow:
-    (
-        item,
-        job,
-        item_key,
-        variant,
-        state,
-        prompt,
-        seed,
-        error,
-        block_reason,
-        model,
-        key,
-        sha256,
-        size,
-        width,
-        height,
-        fmt,
-        engine,
-        created,
-        clip,
-        aesthetic,
-        sharpness,
-        exposure,
-        dark,
-        light,
-        white,
-        unchecked,
-        safety_blocked,
-        c2pa,
-        signer,
-        xmp,
-        visibility,
-    ) = r[:31]
+    """One result row of `_columns()` as a ManifestRow: the image's file columns and the scores pass through as
+    slices, in the order both declare them."""
+    item, job, item_key, variant, state, prompt, seed, error, block_reason, model, key = r[:11]
+    file_columns = r[11:16]  # sha256, bytes, width, height, format
+    engine, created = r[16], r[17]
+    scores = r[18 : 18 + len(SCORES)]
+    unchecked, safety_blocked, c2pa, signer, xmp, visibility = r[18 + len(SCORES) : 24 + len(SCORES)]
     state = state or ""
     if change and change != "retired" and state in _FINAL_CHANGES:  # catalogue rows: the serving item ended so
         change = _FINAL_CHANGES[state]
@@ -230,18 +204,14 @@ def _row(r: Any, change: str, locate: Any) -> ManifestRow:
         safety = "unchecked"
     else:
         safety = "blocked:image" if safety_blocked and state != "succeeded" else "ok"
-    return ManifestRow(
+    values = (
         item_key,
         variant,
         change or "",
         state,
         key if public else None,
         locate(key) if public and locate is not None else None,
-        sha256,
-        size,
-        width,
-        height,
-        fmt,
+        *file_columns,
         job,
         item,
         _timestamp(created),
@@ -249,17 +219,12 @@ def _row(r: Any, change: str, locate: Any) -> ManifestRow:
         seed,
         model,
         engine,
-        clip,
-        aesthetic,
-        sharpness,
-        exposure,
-        dark,
-        light,
-        white,
+        *scores,
         safety,
         (str(signer or "c2pa") if c2pa else "xmp" if xmp else None),
         _last_line(error) if state == "failed" else None,
     )
+    return ManifestRow(*values)
 
 
 def _last_line(error: str | None) -> str | None:

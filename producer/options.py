@@ -4,7 +4,7 @@ flag and place in the v1 request (its `Spec`, the field's metadata).
 The doors derive from this declaration: the CLI `submit` takes its defaults and help from it, the v1 JSON
 Schema (contract/schemas/request-v1.json, also the HTTP body) is generated from it (`v1_schema`; a test keeps
 the committed file equal), `Client.submit`'s keyword arguments are checked against it by a test, and
-`option_problems` checks every option against it, collecting every problem (producer/frontdoor.py
+`option_problems` checks every option against it, collecting every problem (producer/request.py
 `make_request`, the one function every door calls). Imports nothing heavy: the CLI reads it at start-up.
 
 Regenerate the schema after changing an option: `python -m producer.options > contract/schemas/request-v1.json`.
@@ -244,7 +244,7 @@ def _rule_problems(options: Options, bad: set[str]) -> Iterator[tuple[str, str]]
     """The rules beyond type and bounds, each on options whose declared checks passed."""
     from contract.params import parse_size
     from producer.catalogue import UsageError, check_columns, parse_delimiter, parse_encoding, template_fields
-    from producer.catalogues import check_name
+    from producer.catalogue_runs import check_name
 
     rules: list[tuple[str, Any]] = [
         ("size", lambda: parse_size(options.size)),

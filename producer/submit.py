@@ -1,15 +1,15 @@
 """Submit a catalogue: the one submission path for every door (CLI, Python API, intake queue, HTTP).
 
-`submit_request(settings, ledger, SubmitRequest(...))` validates, writes, then publishes; `preview_request` runs
-the same reading and skip lookup and writes nothing. Rows stream from the reader in batches, so a million-row
-file is never held whole:
+`submit_request(settings, ledger, SubmitRequest(...))` validates, writes, then publishes; the dry run
+(`producer.planning.preview_request`) runs the same reading and skip lookup and writes nothing. Rows stream from
+the reader in batches, so a million-row file is never held whole:
 
 1. read and validate (`producer.catalogue`): a problem anywhere raises CatalogueError at the end of the stream;
-2. seeds and content hashes; identical work already succeeded or under way is skipped, found by one query per
-   batch *before* the prompt filter, which then runs on fresh prompts only (for a large submission in helper
-   processes, `producer.screening`, while this process writes the batch before);
-3. bulk insert (`transitions.add_items`) and, for a named catalogue, its entries (`producer.catalogues`), all in
-   ONE transaction with the job: the CatalogueError of a bad last row rolls back everything, and so does the
+2. seeds and content hashes (`producer.planning`); identical work already succeeded or under way is skipped, found
+   by one query per batch *before* the prompt filter, which then runs on fresh prompts only (for a large
+   submission in helper processes, `producer.screening`, while this process writes the batch before);
+3. bulk insert (`transitions.add_items`) and, for a named catalogue, its entries (`producer.catalogue_runs`), all
+   in ONE transaction with the job: the CatalogueError of a bad last row rolls back everything, and so does the
    retire guard's RetireRefused (a run that would retire too much of the catalogue, checked before the commit);
 4. commit, then publish the items written `pending` (kept in memory as `Outgoing`) in messages of
    PIXELMILL_ITEMS_PER_MESSAGE over one producer connection, each page marked queued in one UPDATE
@@ -30,39 +30,30 @@ import threading
 import time
 from array import array
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import String, exists, select, type_coerce
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from contract import events, transitions
-from contract.checks import Checks
 from contract.events import Notify
-from contract.identity import content_hasher, derive_seed, model_problem, offset_seed
-from contract.ledger import Ledger, defer_checkpoint, listed, one_of
+from contract.identity import model_problem
+from contract.ledger import Ledger, defer_checkpoint
 from contract.params import GenerationParams
 from contract.queue import QueuedItem, make_celery, publish_items
-from contract.schema import ACTIVE, Item, Job, State
+from contract.schema import Job
 from contract.settings import Settings
 from contract.transitions import NewItem
-from producer import catalogues
-from producer.catalogue import (
-    Defaults,
-    Limits,
-    Row,
-    Stats,
-    UsageError,
-    check_seed,
-    iter_catalogue,
-    iter_rows,
-    surrogate_problem,
-)
+from producer import catalogue_runs
+from producer.catalogue import Stats, UsageError
+from producer.planning import BATCH, Batch, batches, items_of, rows_of, screen_of, screened, split_batch
+from producer.request import SubmitRequest, limits_for
 from producer.screening import Screen, default_processes
 
 if TYPE_CHECKING:
@@ -70,80 +61,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BATCH = 2000  # items per skip lookup, prompt filter request, insert and catalogue upsert
 PAGE = 25_600  # items published, then marked queued in one UPDATE, per step (a multiple of 32, 64, …)
 MAX_IN_FLIGHT = 16  # batches read ahead of their prompt filter verdicts (while the helper processes start)
 WRITES_AHEAD = 2  # checked batches queued for the writer thread
 WARM_BYTES = 1 << 20  # a catalogue file this big (some 20,000 rows) starts the filter helpers at once
-REQUEST_ID_MAX = 200
 
-
-@dataclass(frozen=True)
-class SubmitRequest:
-    """Everything one submission needs, whichever door it came through. Exactly one of `source` (a path, a
-    `.gz` path or "-" for stdin) and `rows` (mappings, as the Python API gives them). `model` is resolved
-    (`identity.resolve_model`). `request_id` is the idempotency key: a second request with it returns the
-    first job and writes nothing."""
-
-    defaults: Defaults
-    model: str
-    source: Path | str | None = None
-    rows: Iterable[Mapping[str, object]] | None = None
-    seed: int = 0
-    name: str | None = None
-    catalogue: str | None = None
-    request_id: str | None = None
-    checks: Checks | None = None
-    blocklists: tuple[str, ...] = ()  # prompt filter sources; empty: no prompt filter
-    limits: Limits | None = None  # default: `limits_for(settings)`
-    notify: Notify | None = None  # where the job's events go (the intake queue and HTTP doors); None: nowhere
-    # The retire guard of a catalogue run (`catalogues.RetireGuard`): percent of the current entries a run may
-    # retire (None: PIXELMILL_CATALOGUE_MAX_RETIRE), or no limit for this run (`allow_retire`).
-    max_retire: float | None = None
-    allow_retire: bool = False
-
-    def __post_init__(self) -> None:
-        if (self.source is None) == (self.rows is None):
-            raise UsageError("give exactly one of source (a file or '-') and rows")
-        if self.max_retire is not None and not (
-            isinstance(self.max_retire, int | float)
-            and not isinstance(self.max_retire, bool)
-            and 0 <= self.max_retire <= 100
-        ):
-            raise UsageError(f"max_retire must be a percent from 0 to 100, got {self.max_retire!r:.40}")
-        try:
-            check_seed(self.seed)
-            if self.catalogue is not None:
-                catalogues.check_name(self.catalogue)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        if self.request_id is not None and (not self.request_id.strip() or len(self.request_id) > REQUEST_ID_MAX):
-            raise UsageError(f"request_id must be 1 to {REQUEST_ID_MAX} characters, got {self.request_id!r:.80}")
-        for field_name, text in (
-            ("name", self.name),
-            ("catalogue", self.catalogue),
-            ("request_id", self.request_id),
-            ("model", self.model),
-        ):
-            if (problem := surrogate_problem(text)) is not None:  # stored as text: must be encodable
-                raise UsageError(f"{field_name}: {problem}")
-
-    @property
-    def source_name(self) -> str:
-        if self.source is None:
-            return "<rows>"
-        return "-" if str(self.source) == "-" else str(Path(self.source).resolve())
-
-    def job_params(self) -> dict[str, Any]:
-        """What the job records about how it was asked for (per-row overrides live on the items)."""
-        return {
-            "source": self.source_name,
-            **asdict(self.defaults),
-            "seed": self.seed,
-            "prompt_filter": list(self.blocklists),
-            "checks": self.checks.as_json() if self.checks else None,
-            **({"notify": self.notify.as_json()} if self.notify else {}),
-        }
+# What a submission reports (`Submission.as_dict`: the CLI's --json, the API), in this order.
+SUBMISSION_KEYS = ("job", "name", "rows", "items", "skipped", "blocked", "messages", "existing", "catalogue", "changes")
 
 
 @dataclass
@@ -161,190 +85,7 @@ class Submission:
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "job": self.job,
-            "name": self.name,
-            "rows": self.rows,
-            "items": self.items,
-            "skipped": self.skipped,
-            "blocked": self.blocked,
-            "messages": self.messages,
-            "existing": self.existing,
-            "catalogue": self.catalogue,
-            "changes": self.changes,
-        }
-
-
-@dataclass
-class Preview:
-    """A dry run: what submit would do, from the same reading and skip lookup; nothing written. For a catalogue
-    run, `changes` are the counts the run would record (new, changed, unchanged, retired), `first_keys` the
-    first keys of each, and `refused` the retire guard's refusal the real run would meet (None: it would pass)."""
-
-    rows: int = 0
-    items: int = 0  # to generate
-    skipped: int = 0
-    blocked: int = 0
-    first: list[NewItem] = field(default_factory=list)  # the first five items planned
-    first_blocked: list[NewItem] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    catalogue: str | None = None
-    current: int = 0  # the catalogue's entries not retired before this run
-    changes: dict[str, int] = field(default_factory=dict)
-    first_keys: dict[str, list[str]] = field(default_factory=dict)
-    refused: catalogues.RetireRefused | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "dry_run": True,
-            "rows": self.rows,
-            "items": self.items,
-            "skipped": self.skipped,
-            "blocked": self.blocked,
-            "prompts": [i.prompt for i in self.first],
-            "catalogue": self.catalogue,
-            **(
-                {
-                    "current": self.current,
-                    "changes": self.changes,
-                    "first_keys": self.first_keys,
-                    "refused": self.refused is not None,
-                    "refusal": str(self.refused) if self.refused is not None else None,
-                }
-                if self.catalogue is not None
-                else {}
-            ),
-        }
-
-
-def retire_guard(settings: Settings, request: SubmitRequest) -> catalogues.RetireGuard:
-    """The request's guard: its max_retire, else PIXELMILL_CATALOGUE_MAX_RETIRE; PIXELMILL_CATALOGUE_RETIRE_FLOOR."""
-    return catalogues.RetireGuard(
-        max_retire=settings.catalogue_max_retire if request.max_retire is None else float(request.max_retire),
-        floor=settings.catalogue_retire_floor,
-        allow=request.allow_retire,
-    )
-
-
-def limits_for(settings: Settings) -> Limits:
-    """The reader's caps from PIXELMILL_CATALOGUE_* / PIXELMILL_PROMPT_* / PIXELMILL_JOB_MAX_ITEMS, for this store."""
-    return Limits.for_storage(
-        settings.resolved_storage_url,
-        cell_bytes=settings.catalogue_cell_bytes,
-        row_bytes=settings.catalogue_row_bytes,
-        columns=settings.catalogue_columns,
-        prompt_bytes=settings.prompt_bytes,
-        items=settings.job_max_items,
-        problems=settings.catalogue_max_problems,
-        tokens=settings.prompt_tokens,
-        quoted_lines=settings.catalogue_quoted_lines,
-    )
-
-
-# --- planning ---------------------------------------------------------------------------------------------
-
-
-def _rows(request: SubmitRequest, limits: Limits, stats: Stats) -> Iterator[Row]:
-    if request.rows is not None:
-        return iter_rows(request.rows, request.defaults, limits, stats=stats)
-    assert request.source is not None
-    return iter_catalogue(request.source, request.defaults, limits, stats=stats)
-
-
-def _items(rows: Iterable[Row], seed: int, model: str) -> Iterator[NewItem]:
-    """Each row's variants with their seeds and content hashes (prompt filter not applied yet)."""
-    shapes: dict[tuple[int, int, int, float], tuple[GenerationParams, Callable[[str, str, int], str]]] = {}
-    for row in rows:
-        shape = (row.width, row.height, row.steps, row.guidance)
-        found = shapes.get(shape)
-        if found is None:
-            params = GenerationParams(width=row.width, height=row.height, steps=row.steps, guidance=row.guidance)
-            found = shapes[shape] = (params, content_hasher(params, model))
-        params, hasher = found
-        for variant in range(row.images_per_item):
-            item_seed = offset_seed(row.seed, variant) if row.seed is not None else derive_seed(seed, row.key, variant)
-            yield NewItem(
-                row.key,
-                variant,
-                row.prompt,
-                row.negative,
-                params,
-                item_seed,
-                hasher(row.prompt, row.negative, item_seed),
-            )
-
-
-def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def known_work(session: Session, hashes: Sequence[str], *, ids: bool = True) -> dict[str, int]:
-    """content hash -> the item already doing that work: succeeded first, else the newest active one. With
-    `ids=False` every known hash maps to 0: a plain submit only counts what it skips. States are filtered
-    here, not in SQL: with `state IN (...)` beside the hash list SQLite's planner may scan by state instead."""
-    unique = list(set(hashes))
-    if not ids:  # the database returns only the hashes nobody does yet: none at all on a nightly rerun
-        asked = listed(session, unique, String)
-        doing_it = exists().where(Item.content_hash == asked.c.value, Item.state.in_([State.succeeded, *ACTIVE]))
-        fresh = set(session.connection().execute(select(asked.c.value).where(~doing_it)).scalars())
-        return {digest: 0 for digest in unique if digest not in fresh}
-    match = one_of(session, Item.content_hash, unique)
-    succeeded = State.succeeded.value
-    doing = {succeeded, *(state.value for state in ACTIVE)}
-    found: dict[str, tuple[bool, int]] = {}
-    for item_id, digest, state in (
-        session.connection()
-        .execute(select(Item.id, Item.content_hash, type_coerce(Item.state, String)).where(match))
-        .all()
-    ):
-        if state not in doing:
-            continue
-        rank = (state == succeeded, item_id)
-        if digest not in found or rank > found[digest]:
-            found[digest] = rank
-    return {digest: rank[1] for digest, rank in found.items()}
-
-
-@dataclass
-class _Batch:
-    fresh: list[NewItem]  # to insert once the prompt filter has seen them
-    reused: list[tuple[NewItem, int]]  # skipped, with the item already doing the work (0: planned in this run)
-
-
-def _split(session: Session | None, batch: list[NewItem], seen: Mapping[str, int], *, ids: bool = True) -> _Batch:
-    """The skip lookup, before any prompt filter: work already succeeded or under way in the ledger, or planned
-    earlier in this run (`seen`: content hash → item id, 0 while its batch is not written yet), is reused;
-    identical work twice in one batch is planned once. `ids`: find the reused items' ids (catalogue entries
-    need them; a plain submit does not)."""
-    known = known_work(session, [i.content_hash for i in batch], ids=ids) if session is not None else {}
-    fresh: list[NewItem] = []
-    reused: list[tuple[NewItem, int]] = []
-    planned: set[str] = set()
-    for item in batch:
-        digest = item.content_hash
-        reuse = known[digest] if digest in known else seen.get(digest)
-        if reuse is not None:
-            reused.append((item, reuse))
-        elif digest in planned:
-            reused.append((item, 0))
-        else:
-            planned.add(digest)
-            fresh.append(item)
-    return _Batch(fresh=fresh, reused=reused)
-
-
-def _screened(items: list[NewItem], verdicts: Sequence[Match | None]) -> list[NewItem]:
-    """The items with the prompt filter's verdicts: a refused one is inserted `blocked`, never queued."""
-    return [
-        item._replace(blocked=found.as_dict()) if found else item for item, found in zip(items, verdicts, strict=True)
-    ]
+        return {name: getattr(self, name) for name in SUBMISSION_KEYS}
 
 
 def _large(request: SubmitRequest) -> bool:
@@ -357,15 +98,11 @@ def _large(request: SubmitRequest) -> bool:
         return False
 
 
-def _screen(request: SubmitRequest, processes: int) -> Screen | None:
-    return Screen(tuple(request.blocklists), processes) if request.blocklists else None
-
-
 @dataclass
 class _InFlight:
     """A batch whose fresh prompts are being checked (by a helper process, or already here)."""
 
-    split: _Batch
+    split: Batch
     prompts: list[str]
     verdicts: Future[list[Match | None]] | None
 
@@ -415,7 +152,12 @@ class _Writing:
         self.window = _Window(keep=MAX_IN_FLIGHT + 2)
         self.outgoing = Outgoing()
         self.inserted = self.skipped = self.blocked = 0
-        self.changes = {catalogues.NEW: 0, catalogues.CHANGED: 0, catalogues.UNCHANGED: 0, catalogues.RETIRED: 0}
+        self.changes = {
+            catalogue_runs.NEW: 0,
+            catalogue_runs.CHANGED: 0,
+            catalogue_runs.UNCHANGED: 0,
+            catalogue_runs.RETIRED: 0,
+        }
         self._db = threading.Lock()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="submit-writer")
         self._in_flight: deque[_InFlight] = deque()
@@ -436,7 +178,7 @@ class _Writing:
 
     def plan(self, batch: list[NewItem]) -> None:
         with self._db:
-            split = _split(self.session, batch, self.window.ids, ids=self.catalogue is not None)
+            split = split_batch(self.session, batch, self.window.ids, ids=self.catalogue is not None)
         self.window.planned(split.fresh)
         screen = self.screen
         prompts = [item.prompt for item in split.fresh] if screen is not None else []
@@ -447,12 +189,12 @@ class _Writing:
     def _hand_over(self, batch: _InFlight) -> None:
         fresh = batch.split.fresh
         if batch.verdicts is not None and self.screen is not None:
-            fresh = _screened(fresh, self.screen.verdicts(batch.verdicts, batch.prompts))
+            fresh = screened(fresh, self.screen.verdicts(batch.verdicts, batch.prompts))
         self._writes.append(self._writer.submit(self._write, batch.split, fresh))
         while self._writes and (self._writes[0].done() or len(self._writes) > WRITES_AHEAD):
             self._writes.popleft().result()  # a failed write raises here
 
-    def _write(self, split: _Batch, fresh: list[NewItem]) -> None:
+    def _write(self, split: Batch, fresh: list[NewItem]) -> None:
         with self._db:
             ids = transitions.add_items(self.session, self.job_id, fresh)
         self.window.written(fresh, ids)
@@ -462,64 +204,19 @@ class _Writing:
         self.skipped += len(split.reused)
         if self.catalogue is not None:
             listed = [
-                catalogues.Listed(i.key, i.variant, i.content_hash, item_id, True)
+                catalogue_runs.Listed(i.key, i.variant, i.content_hash, item_id, True)
                 for i, item_id in zip(fresh, ids, strict=True)
             ]
             listed += [
-                catalogues.Listed(i.key, i.variant, i.content_hash, reuse or self.window.ids[i.content_hash], False)
+                catalogue_runs.Listed(i.key, i.variant, i.content_hash, reuse or self.window.ids[i.content_hash], False)
                 for i, reuse in split.reused
             ]
             with self._db:
-                for change, n in catalogues.record_run(self.session, self.catalogue, self.job_id, listed).items():
+                for change, n in catalogue_runs.record_run(self.session, self.catalogue, self.job_id, listed).items():
                     self.changes[change] += n
 
 
 # --- the entry points -------------------------------------------------------------------------------------
-
-
-def preview_request(settings: Settings, ledger: Ledger | None, request: SubmitRequest) -> Preview:
-    """Validate the whole catalogue and count what submit would do (against `ledger` if given); writes nothing.
-    Raises CatalogueError / UsageError like `submit_request`."""
-    limits = request.limits or limits_for(settings)
-    stats = Stats()
-    screen = _screen(request, 0)
-    preview = Preview()
-    seen: dict[str, int] = {}
-    reader = ledger.session(readonly=True) if ledger is not None else None
-    session = reader.__enter__() if reader is not None else None
-    try:
-        changes = catalogues.ChangePreview.start(session, request.catalogue) if request.catalogue else None
-        for batch in _batches(_items(_rows(request, limits, stats), request.seed, request.model), BATCH):
-            if changes is not None:
-                changes.add(session, batch)
-            split = _split(session, batch, seen)
-            seen.update((item.content_hash, -1) for item in split.fresh)
-            preview.skipped += len(split.reused)
-            verdicts = screen.check_here([i.prompt for i in split.fresh]) if screen else [None] * len(split.fresh)
-            for item in _screened(split.fresh, verdicts):
-                if item.blocked:
-                    preview.blocked += 1
-                    if len(preview.first_blocked) < 5:
-                        preview.first_blocked.append(item)
-                else:
-                    preview.items += 1
-            preview.first += batch[: 5 - len(preview.first)]
-        if changes is not None:
-            changes.finish(session)
-            preview.catalogue, preview.current = changes.catalogue, changes.current
-            preview.changes, preview.first_keys = changes.counts, changes.first
-            preview.refused = retire_guard(settings, request).refusal(
-                changes.catalogue,
-                changes.counts[catalogues.RETIRED],
-                changes.current,
-                changes.first[catalogues.RETIRED],
-            )
-    finally:
-        if reader is not None:
-            reader.__exit__(None, None, None)
-    preview.rows = stats.rows
-    preview.warnings = stats.warnings(limits)
-    return preview
 
 
 def existing_job(session: Session, request_id: str) -> Job | None:
@@ -546,6 +243,45 @@ def _existing(ledger: Ledger, request_id: str) -> Submission | None:
         )
 
 
+def _broker(settings: Settings, screen: Screen | None) -> Any:
+    """The Celery app, its broker reached: fail now, before writing, if it is unreachable (closing the filter
+    helpers already started)."""
+    try:
+        app = make_celery(settings)
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=3)
+    except BaseException:
+        if screen is not None:
+            screen.close()
+        raise
+    return app
+
+
+def _job_name(request: SubmitRequest) -> str:
+    """The request's name, else the file's (or the catalogue's, "rows", "stdin"), with the time."""
+    return (
+        request.name
+        or (
+            f"{Path(request.source).name.split('.')[0] or 'stdin'}"
+            if request.source is not None and str(request.source) != "-"
+            else request.catalogue or ("rows" if request.rows is not None else "stdin")
+        )
+        + f"-{datetime.now():%Y%m%d-%H%M%S}"
+    )
+
+
+def _retire(settings: Settings, session: Session, request: SubmitRequest, job_id: int, current: int) -> int:
+    """Retire the catalogue's entries this run did not list, unless that is more than the retire guard allows:
+    then RetireRefused, before the commit, so the job, its items and entries roll back."""
+    assert request.catalogue is not None
+    retired, first = catalogue_runs.pending_retire(session, request.catalogue, job_id)
+    guard = catalogue_runs.retire_guard(settings, request.max_retire, request.allow_retire)
+    refused = guard.refusal(request.catalogue, retired, current, first)
+    if refused is not None:
+        raise refused
+    return catalogue_runs.retire_absent(session, request.catalogue, job_id)
+
+
 def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -> Submission:
     """Validate → write (one transaction) → publish. Raises CatalogueError (nothing written), UsageError, or
     kombu's OperationalError when the broker is unreachable (checked before anything is written)."""
@@ -555,29 +291,14 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
     if problem is not None:  # the same refusal for every door: a job no worker could run is never written
         raise UsageError(problem)
     processes = settings.submit_processes if settings.submit_processes is not None else default_processes()
-    screen = _screen(request, processes)
+    screen = screen_of(request, processes)
     if screen is not None and _large(request):
         screen.warm()  # their start-up overlaps the broker check and the first batches
-    try:
-        app = make_celery(settings)
-        with app.connection_for_write() as conn:  # fail now, before writing, if the broker is unreachable
-            conn.ensure_connection(max_retries=3)
-    except BaseException:
-        if screen is not None:
-            screen.close()
-        raise
+    app = _broker(settings, screen)
     started = time.perf_counter()
     limits = request.limits or limits_for(settings)
     stats = Stats()
-    name = (
-        request.name
-        or (
-            f"{Path(request.source).name.split('.')[0] or 'stdin'}"
-            if request.source is not None and str(request.source) != "-"
-            else request.catalogue or ("rows" if request.rows is not None else "stdin")
-        )
-        + f"-{datetime.now():%Y%m%d-%H%M%S}"
-    )
+    name = _job_name(request)
     try:
         with ledger.session() as session:
             job = Job(
@@ -590,17 +311,13 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
             )
             session.add(job)
             session.flush()  # a concurrent twin with the same request_id fails here (unique constraint)
-            current = catalogues.current_entries(session, request.catalogue) if request.catalogue else 0
+            current = catalogue_runs.current_entries(session, request.catalogue) if request.catalogue else 0
             with _Writing(session, job.id, request.catalogue, screen) as writing:
-                for batch in _batches(_items(_rows(request, limits, stats), request.seed, request.model), BATCH):
+                for batch in batches(items_of(rows_of(request, limits, stats), request.seed, request.model), BATCH):
                     writing.plan(batch)
             changes = writing.changes
             if request.catalogue is not None:
-                retired, first = catalogues.pending_retire(session, request.catalogue, job.id)
-                refused = retire_guard(settings, request).refusal(request.catalogue, retired, current, first)
-                if refused is not None:
-                    raise refused  # before the commit: the job, its items and entries roll back
-                changes[catalogues.RETIRED] = catalogues.retire_absent(session, request.catalogue, job.id)
+                changes[catalogue_runs.RETIRED] = _retire(settings, session, request, job.id, current)
             job.counts = {
                 "rows": stats.rows,
                 "items": writing.inserted,
@@ -699,19 +416,3 @@ def publish_pending(settings: Settings, ledger: Ledger, app: Any, job_id: int, m
 def _mark_queued(ledger: Ledger, job_id: int, first: int, last: int) -> int:
     with ledger.session() as session:
         return transitions.mark_queued_range(session, job_id, first, last)
-
-
-# --- small in-memory planning (tests, previews of a few rows) ---------------------------------------------
-
-
-@dataclass
-class Plan:
-    rows: int
-    items: list[NewItem]
-
-
-def plan(path: Path, defaults: Defaults, *, seed: int, model: str) -> Plan:
-    """Every item of a (small) catalogue with seeds and hashes, held in memory: determinism checks and tests."""
-    stats = Stats()
-    items = list(_items(iter_catalogue(path, defaults, stats=stats), seed, model))
-    return Plan(rows=stats.rows, items=items)

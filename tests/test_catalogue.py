@@ -29,7 +29,6 @@ from producer.catalogue import (
     Row,
     Stats,
     UsageError,
-    _Validator,
     check_seed,
     estimate_tokens,
     iter_catalogue,
@@ -41,6 +40,7 @@ from producer.catalogue import (
     render,
     template_fields,
 )
+from producer.catalogue.rows import Validator as _Validator
 
 TEMPLATE = "studio photo of {title}, {color}, white background"
 DEFAULTS = Defaults(template=TEMPLATE)

@@ -515,7 +515,7 @@ def test_the_python_api_and_the_request_maker_take_the_reader_options(
     installation: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from pixelmill.api import Client, SubmitError
-    from producer.frontdoor import Options, RequestProblems, make_request
+    from producer.request import Options, RequestProblems, make_request
 
     settings = installation.settings()
     request = make_request(

@@ -18,8 +18,10 @@ from contract.ledger import Ledger
 from contract.schema import CatalogueEntry, Event, Image, Item, Job, State
 from contract.settings import Settings
 from producer.catalogue import Defaults, UsageError
-from producer.catalogues import RetireRefused, catalogue_entries
-from producer.submit import Preview, Submission, SubmitRequest, preview_request, submit_request
+from producer.catalogue_runs import RetireRefused, catalogue_entries
+from producer.planning import Preview, preview_request
+from producer.request import SubmitRequest
+from producer.submit import Submission, submit_request
 
 
 def test_second_run_generates_only_changed_and_added_and_retires_the_deleted(env: Env, tmp_path: Path) -> None:

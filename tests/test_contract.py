@@ -21,7 +21,7 @@ from contract.schema import Base
 from contract.settings import Settings, SettingsError, load_settings
 from contract.storage import LocalStorage, open_storage
 from producer.catalogue import Defaults
-from producer.submit import plan
+from producer.planning import plan
 from worker.encode import encode
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -267,7 +267,7 @@ def test_broker_status_exits_1_when_not_running(clean_env: Path) -> None:
 
 
 def test_a_request_with_a_bad_size_and_a_wrong_key_reports_both(tmp_path: Path) -> None:
-    from producer.frontdoor import Options, RequestProblems, make_request
+    from producer.request import Options, RequestProblems, make_request
 
     settings = Settings(data_dir=tmp_path, image_checker="none")
     rows = [{"sku": "A-1", "title": "mug"}, {"sku": "A-2", "title": "cup"}]

@@ -28,7 +28,7 @@ from contract.queue import make_celery, queue_depth
 from contract.schema import Delivery, Event, Item, Job
 from contract.transitions import Finish
 from pixelmill.api import Job as Job_
-from producer.frontdoor import INTAKE_QUEUE, intake, request_schema
+from producer.request_v1 import INTAKE_QUEUE, intake, request_schema
 
 SECRET = "whsec_" + base64.b64encode(b"pixelmill-test-secret-0123456789").decode()
 ROWS = [{"sku": "MUG-1", "title": "mug", "color": "red"}, {"sku": "MUG-2", "title": "cup", "color": "blue"}]
@@ -534,17 +534,17 @@ def test_the_http_manifest_streams_in_chunks_and_stops_when_the_client_goes(
 
 def test_an_unexpected_intake_error_is_still_answered(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """A bug in the intake (not the request) ends in a job.rejected naming it, never in silence."""
-    from producer import frontdoor
+    from producer import request_v1
 
     def broken(*_: Any, **__: Any) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(frontdoor, "submit_v1", broken)
+    monkeypatch.setattr(request_v1, "submit_v1", broken)
     settings, ledger = env.settings(), env.ledger()
     try:
-        frontdoor.intake(settings, ledger, request("r-bug"))
+        request_v1.intake(settings, ledger, request("r-bug"))
     except RuntimeError as exc:
-        result = frontdoor.answer_failure(settings, ledger, request("r-bug"), exc)
+        result = request_v1.answer_failure(settings, ledger, request("r-bug"), exc)
     assert result.status == "rejected" and "RuntimeError: boom" in result.problems[0]
     assert [e["type"] for e in all_events(env)] == ["job.rejected"] and counts(env) == (0, 0)
     ledger.close()

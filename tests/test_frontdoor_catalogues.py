@@ -15,7 +15,8 @@ from conftest import Env
 from contract.schema import Item, Job
 from pixelmill.api import Client, Preview, SubmitError
 from pixelmill.api.http import create_app
-from producer.frontdoor import Options, RequestProblems, intake, make_request
+from producer.request import Options, RequestProblems, make_request
+from producer.request_v1 import intake
 
 OPTIONS: dict[str, Any] = {"key": "sku", "template": "photo of {title}", "size": "64x64", "steps": 4}
 

@@ -22,8 +22,9 @@ from pixelmill.api import Client, SubmitError
 from pixelmill.api.http import create_app
 from pixelmill.cli import app
 from producer import catalogue
-from producer.frontdoor import Options, RequestProblems, intake, make_request, request_schema
 from producer.options import DEFAULTS, declared, option, schema_text, v1_schema
+from producer.request import Options, RequestProblems, make_request
+from producer.request_v1 import intake, request_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = [{"id": "A-1", "title": "mug"}, {"id": "A-2", "title": "cup"}]
@@ -267,7 +268,7 @@ def test_the_demo_checks_its_options_as_submit_does() -> None:
 
 def test_v1_reader_options_reach_the_request(installation: Env) -> None:
     """delimiter, encoding, columns and row_overrides: in a v1 request as in the CLI."""
-    from producer.frontdoor import validate_v1
+    from producer.request_v1 import validate_v1
 
     message = v1_message(
         "reader", {**GOOD, "delimiter": ";", "encoding": "latin-1", "columns": {"size": None}, "row_overrides": False}

@@ -20,8 +20,10 @@ from contract.ledger import Ledger
 from contract.schema import Item, State
 from contract.settings import Settings
 from producer.catalogue import Defaults
+from producer.planning import BATCH, preview_request
+from producer.request import SubmitRequest
 from producer.screening import PARALLEL_MIN, Screen
-from producer.submit import BATCH, SubmitRequest, preview_request, submit_request
+from producer.submit import submit_request
 
 CORPORA = Path(__file__).parent / "data"
 DEFAULTS = Defaults(template=None, width=64, height=64, steps=4)
@@ -192,7 +194,8 @@ def test_a_script_without_a_main_guard_submits_once(tmp_path: Path) -> None:
         "from contract.ledger import Ledger\n"
         "from contract.settings import Settings\n"
         "from producer.catalogue import Defaults\n"
-        "from producer.submit import SubmitRequest, submit_request\n"
+        "from producer.request import SubmitRequest\n"
+        "from producer.submit import submit_request\n"
         f"settings = Settings(data_dir=Path({str(tmp_path / 'data')!r}), submit_processes=2)\n"
         "rows = [{'id': f'SKU-{i}', 'prompt': f'studio photo of mug {i}'} for i in range(3000)]\n"
         "request = SubmitRequest(rows=rows, defaults=Defaults(template=None, width=64, height=64, steps=4),\n"

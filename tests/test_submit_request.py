@@ -8,7 +8,8 @@ import pytest
 
 from contract.settings import Settings
 from producer.catalogue import CatalogueError, Defaults, UsageError
-from producer.submit import SubmitRequest, limits_for, preview_request
+from producer.planning import preview_request
+from producer.request import SubmitRequest, limits_for
 
 DEFAULTS = Defaults(template=None, width=64, height=64, steps=4)
 

@@ -9,7 +9,7 @@
     job.retry()                       # failed items queued again (after fixing what failed them)
     rows = list(job.manifest())       # one ManifestRow per item: object key, sha256, scores, ...
 
-It goes through the same submission path as every other door (producer/frontdoor.py `make_request`, then
+It goes through the same submission path as every other door (producer/request.py `make_request`, then
 producer/submit.py `submit_request`): the model is resolved and refused up front when no worker could load it,
 the whole catalogue is validated before anything is written (`SubmitError` lists every problem, in the CLI's
 `where: field 'x': message` form), and a `request_id` makes a retried call return the same job.
@@ -31,15 +31,16 @@ from contract.ledger import Ledger
 from contract.schema import Event, Image, Item, State
 from contract.schema import Job as JobRow
 from contract.settings import Settings, get_settings
-from producer.catalogues import CatalogueSummary, list_catalogues
-from producer.frontdoor import Options, RequestProblems, make_request
+from producer.catalogue_runs import CatalogueSummary, list_catalogues
 from producer.jobs import CancelResult, JobError
 from producer.jobs import cancel as cancel_job
 from producer.jobs import retry as retry_items
 from producer.manifest import ManifestError, ManifestRow, iter_manifest
 from producer.options import blocklists
+from producer.planning import Preview, preview_request
+from producer.request import Options, RequestProblems, make_request
 from producer.status import JobStatus, UnknownJob, job_status
-from producer.submit import Preview, Submission, preview_request, submit_request
+from producer.submit import Submission, submit_request
 
 __all__ = [
     "CancelResult",

@@ -1,7 +1,7 @@
 """The HTTP API (`pixelmill serve`): FastAPI over the same functions as the intake queue and the Python API.
 
 `POST /v1/jobs` takes the v1 request (contract/schemas/request-v1.json) and runs it through
-producer/frontdoor.py `intake`, so a bad request gets the same problem list (422) and the same `job.rejected`
+producer/request_v1.py `intake`, so a bad request gets the same problem list (422) and the same `job.rejected`
 event as on the queue, and a repeated `request_id` (or `Idempotency-Key` header) returns the same job.
 Bearer tokens come from PIXELMILL_API_TOKENS and are compared with `hmac.compare_digest`. Cancel, retry and the
 manifest call `producer.jobs` and `producer.manifest`, as `pixelmill cancel/retry/manifest` and the Python API do.
@@ -33,11 +33,11 @@ from contract.outbox import Dispatcher
 from contract.schema import Job as JobRow
 from contract.settings import Settings
 from pixelmill.api import ItemInfo, UnknownJob, list_items, retry_job, stream_manifest
-from producer.catalogues import check_name, has_entries, list_catalogues, unknown_catalogue
-from producer.frontdoor import intake, request_schema
+from producer.catalogue_runs import check_name, has_entries, list_catalogues, unknown_catalogue
 from producer.jobs import JobError
 from producer.jobs import cancel as cancel_job
 from producer.manifest import WRITERS, ManifestError, parquet_schema
+from producer.request_v1 import intake, request_schema
 from producer.status import job_status
 
 JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="Job id.")]  # a BIGINT: larger ids are a 422, not a 500

@@ -184,8 +184,9 @@ def submit(
     """Validate a catalogue and queue its items. Nothing is written if any row is bad."""
     from contract.identity import model_problem
     from producer.catalogue import CatalogueError, UsageError, parse_column_option
-    from producer.frontdoor import Options, RequestProblems, make_request
-    from producer.submit import preview_request, submit_request
+    from producer.planning import preview_request
+    from producer.request import Options, RequestProblems, make_request
+    from producer.submit import submit_request
 
     settings = get_settings()
     if (wait_timeout is not None or fail_on_drift) and not wait:

@@ -37,7 +37,7 @@ def run_demo(
 ) -> int:
     from contract.broker import EmbeddedRedis
     from contract.ledger import Ledger
-    from producer.frontdoor import Options, make_request
+    from producer.request import Options, make_request
     from producer.submit import submit_request
 
     catalogue = catalogue or EXAMPLES

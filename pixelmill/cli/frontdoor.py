@@ -36,7 +36,7 @@ def intake(
     except RuntimeError as exc:
         fail(str(exc))
     from pixelmill.intake import app as intake_app
-    from producer.frontdoor import INTAKE_QUEUE
+    from producer.request_v1 import INTAKE_QUEUE
 
     intake_app.conf.pixelmill_dispatch = dispatch
     intake_app.worker_main(

@@ -259,7 +259,7 @@ def manifest(
 @app.command()
 def catalogues(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False) -> None:
     """The named catalogues (submit --catalogue): runs, current and retired entries, the last run and its changes."""
-    from producer.catalogues import list_catalogues
+    from producer.catalogue_runs import list_catalogues
 
     with _read_ledger().session(readonly=True) as session:
         found = list_catalogues(session)
@@ -485,7 +485,7 @@ def drift(
     with _read_ledger().session() as session:  # writes the run_stats cache
         shown = finished_runs(session, catalogue, limit=count + settings.drift_runs)
     if not shown:
-        from producer.catalogues import catalogue_names, unknown_catalogue
+        from producer.catalogue_runs import catalogue_names, unknown_catalogue
 
         with _read_ledger().session(readonly=True) as session:
             if catalogue not in catalogue_names(session):

@@ -1,9 +1,6 @@
-"""The doors' shared half: options → `SubmitRequest`, the v1 request message, and intake.
-
-Every door (CLI, Python API `pixelmill.api`, the intake queue, HTTP) builds its `SubmitRequest` with
-`make_request` and submits it with `producer.submit.submit_request`: one validation, one all-or-nothing
-transaction, one refusal of a model no worker could load. The v1 message (contract/schemas/request-v1.json)
-is checked by `validate_v1`, which reports problems in the CLI's `where: field 'x': message` form.
+"""The v1 request message and intake: one v1 request (contract/schemas/request-v1.json) checked by `validate_v1`,
+which reports problems in the CLI's `where: field 'x': message` form, and submitted through the one submission
+path (`producer.request.make_request`, then `producer.submit.submit_request`).
 
 `intake(settings, ledger, message)` is the whole life of one v1 request: a known `request_id` gets its job's
 events again and writes nothing; a bad request gets a `job.rejected` event and writes nothing else; a good one
@@ -19,154 +16,35 @@ import json
 import logging
 import re
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from contract import events
-from contract.checks import ChecksError, resolve_checks
 from contract.events import Notify
-from contract.identity import resolve_model
 from contract.ledger import Ledger
 from contract.outbox import WebhookUrlError, check_webhook_url
-from contract.params import parse_size
 from contract.settings import Settings
-from producer.catalogue import CatalogueError, Defaults, UsageError, surrogate_problem
-from producer.options import Options as Options  # re-exported: the doors import it from here
-from producer.options import blocklists, from_v1, option, option_problems, v1_field_names
-from producer.submit import Submission, SubmitRequest, existing_job, submit_request
+from producer.catalogue import CatalogueError, UsageError, surrogate_problem
+from producer.options import Options, from_v1, option_problems, v1_field_names
+from producer.request import RequestProblems, make_request, problem_line
+from producer.submit import Submission, existing_job, submit_request
 
 log = logging.getLogger(__name__)
 
+
 TASK_SUBMIT = "pixelmill.submit"
+
+
 INTAKE_QUEUE = "pixelmill.intake"
+
+
 REQUEST_VERSION = 1
+
+
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
-
-
-class RequestProblems(ValueError):
-    """A request that cannot be submitted; `problems` are `where: field 'x': message` lines, as the CLI prints."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
-def problem_line(name: str, message: str, *, where: str = "request", flags: bool = False) -> str:
-    """One problem as a door reports it: `where: field 'x': message`, or (`flags`, the CLI) `--x: message`,
-    the message alone where it names its option or variable already."""
-    if not flags:
-        return f"{where}: field {name!r}: {message}"
-    return message if message.startswith(("--", "PIXELMILL_")) else f"{option(name).flag}: {message}"
-
-
-def make_request(
-    settings: Settings,
-    options: Options,
-    *,
-    source: Path | str | None = None,
-    rows: Iterable[Mapping[str, object]] | None = None,
-    notify: Notify | None = None,
-    where: str = "request",
-    flags: bool = False,
-) -> SubmitRequest:
-    """The `SubmitRequest` of these options, the model resolved (`resolve_model`) and the job's checks resolved;
-    raises RequestProblems listing every bad option (each named as `problem_line` says), and then every problem
-    of the rows, read with stand-in values for the bad options."""
-    problems = option_problems(options)
-    bad = {name for name, _ in problems}
-    checks = None
-    if not bad & {"gate", "gate_attempts", "best_of"}:
-        try:
-            checks = resolve_checks(
-                settings, gate=options.gate, gate_attempts=options.gate_attempts, best_of=options.best_of
-            )
-        except ChecksError as exc:
-            problems.append(("gate", str(exc)))
-    width, height = parse_size(options.size) if "size" not in bad else (0, 0)
-    if problems:
-        lines = [problem_line(n, m, where=where, flags=flags) for n, m in problems]
-        rows_too = not bad & {"template", "negative", "key", "delimiter", "encoding", "columns", "row_overrides"}
-        if rows_too:  # the rows are read as asked, with stand-ins for only the bad numeric options
-            lines += _row_problems(settings, options, width, height, source=source, rows=rows)
-        raise RequestProblems(lines)
-    try:
-        defaults = Defaults(
-            template=options.template,
-            negative=options.negative,
-            width=width,
-            height=height,
-            steps=options.steps,
-            guidance=options.guidance,
-            images_per_item=options.images_per_item,
-            key_column=options.key,
-            delimiter=options.delimiter,
-            encoding=options.encoding,
-            columns=tuple((options.columns or {}).items()),
-            row_overrides=options.row_overrides,
-        )
-        return SubmitRequest(
-            source=source,
-            rows=rows,
-            defaults=defaults,
-            seed=options.seed,
-            model=resolve_model(options.model or settings.default_model),
-            name=options.name,
-            catalogue=options.catalogue,
-            request_id=options.request_id,
-            checks=checks,
-            blocklists=blocklists(settings),
-            notify=notify,
-            max_retire=options.max_retire,
-            allow_retire=options.allow_retire,
-        )
-    except (UsageError, ValueError) as exc:  # what the declaration cannot check (no source, or rows and source)
-        raise RequestProblems([f"{where}: {exc}"]) from None
-
-
-def _row_problems(
-    settings: Settings,
-    options: Options,
-    width: int,
-    height: int,
-    *,
-    source: Path | str | None,
-    rows: Iterable[Mapping[str, object]] | None,
-) -> list[str]:
-    """An option is wrong, yet the caller hears of every problem at once: the rows are read with the job
-    defaults standing in for the bad numeric options, so a key or template field the rows lack (or a bad row)
-    is reported beside a bad size. Nothing when there is nothing to read, or the template itself is bad."""
-    from producer.catalogue import iter_catalogue, iter_rows
-    from producer.submit import limits_for
-
-    if rows is None and (source is None or str(source) == "-"):
-        return []  # stdin cannot be read twice
-    try:
-        stand_in = Defaults(
-            template=options.template,
-            negative=options.negative,
-            width=width or 512,
-            height=height or 512,
-            key_column=options.key,
-            delimiter=options.delimiter,
-            encoding=options.encoding,
-            columns=tuple((options.columns or {}).items()),
-            row_overrides=options.row_overrides,
-        )
-        limits = limits_for(settings)
-        read = iter_rows(rows, stand_in, limits) if rows is not None else iter_catalogue(source or "", stand_in, limits)
-        for _ in read:
-            pass
-    except CatalogueError as exc:
-        return [str(p) for p in exc.problems]
-    except (UsageError, ValueError, OSError):
-        pass  # reported already, or by the submission once the options are fixed
-    return []
-
-
-# --- the v1 message -----------------------------------------------------------------------------------------
 
 
 @functools.cache
@@ -186,7 +64,7 @@ class V1:
     source: str | None = None
 
 
-def notify_of(message: Any) -> Notify:
+def destinations_of(message: Any) -> Notify:
     """The destinations of a message, whatever else is wrong with it: a caller with a usable reply queue learns
     that its request was rejected. A webhook is used only once the request is valid (`validate_v1`)."""
     if not isinstance(message, dict):
@@ -272,7 +150,7 @@ def validate_v1(settings: Settings, message: Any) -> V1:
                 ]
             )
     options = from_v1(message)
-    notify = notify_of(message)
+    notify = destinations_of(message)
     return V1(
         request_id=message["request_id"],
         options=options,
@@ -307,9 +185,6 @@ def open_source(settings: Settings, source: str) -> Iterator[Path]:
             raise RequestProblems([f"request: field 'source': cannot read {source}: {exc}"]) from None
         fh.flush()
         yield Path(fh.name)
-
-
-# --- intake -------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -378,7 +253,7 @@ def intake(settings: Settings, ledger: Ledger, message: Any) -> IntakeResult:
     """Handle one v1 request (see the module docstring). Raises only for trouble the request did not cause (the
     ledger or broker unreachable): the intake task then leaves the message to be delivered again."""
     request_id = request_id_of(message)
-    notify = notify_of(message)
+    notify = destinations_of(message)
     if request_id is not None:
         job_id = _job_of(ledger, request_id)
         if job_id is not None:
@@ -409,11 +284,11 @@ def answer_failure(settings: Settings, ledger: Ledger, message: Any, exc: BaseEx
     if request_id is not None:
         job_id = _job_of(ledger, request_id)
         if job_id is not None:
-            resend_job_events(ledger, job_id, notify_of(message))
+            resend_job_events(ledger, job_id, destinations_of(message))
             return IntakeResult("duplicate", job=job_id)
     problems = [
         f"request: the intake failed ({type(exc).__name__}: {str(exc)[:300]}); nothing was written. "
         f"Send it again; if it fails again, tell the operator"
     ]
-    reject(ledger, request_id, message, notify_of(message), problems)
+    reject(ledger, request_id, message, destinations_of(message), problems)
     return IntakeResult("rejected", problems=problems)

@@ -23,9 +23,11 @@ from sqlalchemy.orm import Session
 
 from contract.ledger import bound, bulk_insert, one_of
 from contract.schema import CatalogueEntry, Job, utcnow
+from contract.settings import Settings
 from producer.catalogue import UsageError
 
 NEW, CHANGED, UNCHANGED, RETIRED = "new", "changed", "unchanged", "retired"
+CHANGES = (NEW, CHANGED, UNCHANGED, RETIRED)  # in the order runs report them
 CATALOGUE_MAX = 200  # characters, the column's size
 
 
@@ -161,23 +163,15 @@ def retire_absent(session: Session, catalogue: str, job_id: int) -> int:
 
 def catalogue_entries(session: Session, name: str, *, batch: int = 5000) -> Iterator[Entry]:
     """Every entry of catalogue `name`, retired ones included, by key and variant; streamed."""
+    table = cast(Table, CatalogueEntry.__table__)
     query = (
-        select(CatalogueEntry)
-        .where(CatalogueEntry.catalogue == name)
-        .order_by(CatalogueEntry.item_key, CatalogueEntry.variant)
+        select(*(table.c[column] for column in _ENTRY_COLUMNS))  # Entry's fields, in order
+        .where(table.c.catalogue == name)
+        .order_by(table.c.item_key, table.c.variant)
         .execution_options(yield_per=batch)
     )
-    for row in session.scalars(query):
-        yield Entry(
-            catalogue=row.catalogue,
-            key=row.item_key,
-            variant=row.variant,
-            content_hash=row.content_hash,
-            item_id=row.item_id,
-            job_id=row.job_id,
-            change=row.change,
-            updated=row.updated,
-        )
+    for row in session.execute(query):
+        yield Entry(*row)
 
 
 # --- the retire guard and the change preview --------------------------------------------------------------
@@ -217,14 +211,8 @@ class RetireRefused(UsageError):
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "catalogue": self.catalogue,
-            "retired": self.retired,
-            "current": self.current,
-            "max_retire": self.max_retire,
-            "limit": self.limit,
-            "first_retired": self.first,
-        }
+        plain = {name: getattr(self, name) for name in ("catalogue", "retired", "current", "max_retire", "limit")}
+        return {**plain, "first_retired": self.first}
 
 
 @dataclass(frozen=True)
@@ -243,6 +231,15 @@ class RetireGuard:
         if self.allow or retired <= self.limit(current):
             return None
         return RetireRefused(catalogue, retired, current, self, first)
+
+
+def retire_guard(settings: Settings, max_retire: float | None, allow: bool) -> RetireGuard:
+    """A run's guard: its max_retire (None: PIXELMILL_CATALOGUE_MAX_RETIRE), PIXELMILL_CATALOGUE_RETIRE_FLOOR."""
+    return RetireGuard(
+        max_retire=settings.catalogue_max_retire if max_retire is None else float(max_retire),
+        floor=settings.catalogue_retire_floor,
+        allow=allow,
+    )
 
 
 def current_entries(session: Session, catalogue: str) -> int:
