@@ -14,7 +14,7 @@ producer/submit.py `submit_request`): the model is resolved and refused up front
 the whole catalogue is validated before anything is written (`SubmitError` lists every problem, in the CLI's
 `where: field 'x': message` form), and a `request_id` makes a retried call return the same job.
 
-This package imports `producer`, so it is not part of the contract (tests/test_transitions.py excludes it).
+A door: it imports `producer` and the contract, never the other way round (tests/test_layout.py).
 """
 
 from __future__ import annotations
