@@ -147,12 +147,12 @@ class Settings(BaseSettings):
     api_tokens: str = ""
     http_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # POST bodies above this: 413
 
-    # Receipts for nightly runs (pixelmill/cli/receipts.py). A worker's heartbeat (its reconciler tick, every
-    # PIXELMILL_RECONCILE_INTERVAL s) older than this means nobody serves its model's queue any more: `status`
-    # and `jobs` say so, and `submit` warns. Drift (`pixelmill drift`, `submit --wait --fail-on-drift`) flags a
-    # run whose median score fell by more than DRIFT_SCORE_DROP (relative: 0.1 = 10 %) or whose blocked or
-    # failed rate rose by more than DRIFT_RATE_RISE (absolute: 0.05 = 5 points), each against the median of
-    # up to DRIFT_RUNS earlier runs of the same catalogue.
+    # Receipts for nightly runs (pixelmill/cli/job_control.py, reports.py, waiting.py). A worker's heartbeat (its
+    # reconciler tick, every PIXELMILL_RECONCILE_INTERVAL s) older than this means nobody serves its model's queue any
+    # more: `status` and `jobs` say so, and `submit` warns. Drift (`pixelmill drift`, `submit --wait --fail-on-drift`)
+    # flags a run whose median score fell by more than DRIFT_SCORE_DROP (relative: 0.1 = 10 %) or whose blocked or
+    # failed rate rose by more than DRIFT_RATE_RISE (absolute: 0.05 = 5 points), each against the median of up to
+    # DRIFT_RUNS earlier runs of the same catalogue.
     worker_stale_after: float = Field(90.0, gt=0)
     drift_score_drop: float = Field(0.1, ge=0, le=1)
     drift_rate_rise: float = Field(0.05, ge=0, le=1)

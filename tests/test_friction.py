@@ -19,9 +19,11 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-import pixelmill.cli as cli
-import pixelmill.cli.receipts as receipts
+import pixelmill.cli.status as status_cli
+import pixelmill.cli.waiting as waiting
 from contract.settings import Settings, get_settings
+from pixelmill.cli import app
+from pixelmill.cli.common import out
 from producer.status import JobStatus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +52,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]
 def invoke(*args: str) -> Any:
     get_settings.cache_clear()
     try:
-        return CliRunner().invoke(cli.app, list(args))
+        return CliRunner().invoke(app, list(args))
     finally:
         get_settings.cache_clear()
 
@@ -107,9 +109,9 @@ def test_piped_output_keeps_long_paths_on_one_line(clean_env: Path, monkeypatch:
 
 def test_status_watch_fits_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
     screen = io.StringIO()
-    monkeypatch.setattr(cli, "err", Console(file=screen, width=80, force_terminal=True, color_system=None))
+    monkeypatch.setattr(status_cli, "err", Console(file=screen, width=80, force_terminal=True, color_system=None))
     feed(monkeypatch, [status(no_worker=NO_WORKER)])
-    cli.watch_job(FakeLedger(), 3, 0.01, timeout=0.05)
+    status_cli.watch_job(FakeLedger(), 3, 0.01, timeout=0.05)
     lines = [ANSI.sub("", line) for line in screen.getvalue().replace("\r", "\n").splitlines()]
     shown = [line for line in lines if line.strip()]
     assert all(len(line) <= 80 for line in shown), shown
@@ -124,12 +126,12 @@ def test_jobs_keeps_names_and_shows_the_catalogue_at_80_columns() -> None:
         status(job=11, name="mugs-20261206-021650", catalogue=None, blocked=3, cancelled=4, skipped=40),
     ]
     screen = Console(file=io.StringIO(), width=80, color_system=None)
-    screen.print(cli._status_table(rows))
+    screen.print(status_cli.status_table(rows))
     text = screen.file.getvalue()  # type: ignore[attr-defined]
     assert all(len(line) <= 80 for line in text.splitlines()), text
     assert "shop-nightly-20261207-021656" in text and "mugs-20261206-021650" in text
     assert "catalogue" in text and "shop-nigh" in text
-    assert cli._no_worker_lines(rows) == [f"job 12: {NO_WORKER}"]
+    assert status_cli.no_worker_lines(rows) == [f"job 12: {NO_WORKER}"]
 
 
 # --- submit --wait progress ------------------------------------------------------------------------------------
@@ -138,33 +140,33 @@ def test_jobs_keeps_names_and_shows_the_catalogue_at_80_columns() -> None:
 def test_submit_wait_prints_a_progress_line_when_piped(monkeypatch: pytest.MonkeyPatch) -> None:
     screen = io.StringIO()
     piped = Console(file=screen, color_system=None)
-    monkeypatch.setattr(cli, "err", piped)
-    monkeypatch.setattr(receipts, "err", piped)
+    monkeypatch.setattr(status_cli, "err", piped)
+    monkeypatch.setattr(waiting, "err", piped)
     busy = status(succeeded=118, failed=2, images_per_s=1.8, eta_s=150.0)
     done = status(pending=0, queued=0, running=0, succeeded=398, failed=2, images_per_s=1.8, eta_s=0.0)
     feed(monkeypatch, [busy, busy, busy, done])
-    code = receipts.wait_and_report(FakeLedger(), 3, timeout=None, fail_on_drift=False, interval=0.01, report_every=0.0)
+    code = waiting.wait_and_report(FakeLedger(), 3, timeout=None, fail_on_drift=False, interval=0.01, report_every=0.0)
     lines = screen.getvalue().splitlines()
-    assert code == receipts.EXIT_FAILED
+    assert code == waiting.EXIT_FAILED
     assert lines.count("job 3: 120/400 done, 2 failed, 1.8 images/s, ETA 2m") == 3, lines
     assert lines[-1].startswith("job 3: 398 succeeded")
 
 
 def test_submit_wait_reports_at_most_once_per_interval_when_piped(monkeypatch: pytest.MonkeyPatch) -> None:
     screen = io.StringIO()
-    monkeypatch.setattr(cli, "err", Console(file=screen, color_system=None))
+    monkeypatch.setattr(status_cli, "err", Console(file=screen, color_system=None))
     feed(monkeypatch, [status()] * 5 + [status(pending=0, queued=0, running=0, succeeded=400, failed=0)])
-    cli.watch_job(FakeLedger(), 3, 0.01, report_every=60.0)
+    status_cli.watch_job(FakeLedger(), 3, 0.01, report_every=60.0)
     assert screen.getvalue().splitlines() == ["job 3: 120/400 done, 2 failed"]
 
 
 def test_submit_wait_shows_a_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     screen = io.StringIO()
     terminal = Console(file=screen, width=80, force_terminal=True, color_system=None)
-    monkeypatch.setattr(cli, "err", terminal)
-    monkeypatch.setattr(receipts, "err", terminal)
+    monkeypatch.setattr(status_cli, "err", terminal)
+    monkeypatch.setattr(waiting, "err", terminal)
     feed(monkeypatch, [status(), status(pending=0, queued=0, running=0, succeeded=400, failed=0)])
-    assert receipts.wait_and_report(FakeLedger(), 3, timeout=None, fail_on_drift=False, interval=0.01) == 0
+    assert waiting.wait_and_report(FakeLedger(), 3, timeout=None, fail_on_drift=False, interval=0.01) == 0
     assert "━" in screen.getvalue() and "400/400" in ANSI.sub("", screen.getvalue())
 
 
@@ -191,7 +193,7 @@ def test_after_the_demo_the_next_command_works_in_the_same_directory(
     assert before.exit_code == 2 and "PIXELMILL_IMAGE_CHECKER is not set" in before.output
     assert "./.env" in before.output and "pixelmill demo" in before.output  # says where the demo's settings are
 
-    _demo_checks(get_settings(), cli.out)  # the demo's settings step, printing as the demo does
+    _demo_checks(get_settings(), out)  # the demo's settings step, printing as the demo does
     printed = capsys.readouterr().out
     env_file = clean_env / ".env"
     assert f"to {env_file.resolve()}:" in printed and "PIXELMILL_IMAGE_CHECKER" in printed
@@ -206,7 +208,7 @@ def test_the_demo_keeps_a_users_own_setting(clean_env: Path, capsys: pytest.Capt
     from pixelmill.cli.demo import hand_over
 
     (clean_env / ".env").write_text("PIXELMILL_CLIP_MODEL=/mine/clip\n")
-    hand_over({"PIXELMILL_CLIP_MODEL": "/demo/clip", "PIXELMILL_IMAGE_CHECKER": "/demo/checker"}, cli.out)
+    hand_over({"PIXELMILL_CLIP_MODEL": "/demo/clip", "PIXELMILL_IMAGE_CHECKER": "/demo/checker"}, out)
     assert (
         clean_env / ".env"
     ).read_text() == "PIXELMILL_CLIP_MODEL=/mine/clip\nPIXELMILL_IMAGE_CHECKER=/demo/checker\n"

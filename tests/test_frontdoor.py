@@ -514,7 +514,7 @@ def test_the_http_manifest_streams_in_chunks_and_stops_when_the_client_goes(
     """`manifest_chunks` hands the writer's output over in bounded chunks; closing the response (a client that
     went away) ends the writer's thread and its session."""
     from pixelmill.api import Client
-    from pixelmill.api import http as api_http
+    from pixelmill.api import manifest_routes as api_http
 
     monkeypatch.setattr(api_http, "_CHUNK", 512)
     rows = [{"sku": f"S-{n:04d}", "title": "mug", "color": "red"} for n in range(400)]

@@ -58,21 +58,37 @@ def test_the_declaration_agrees_with_the_reader() -> None:
         assert getattr(DEFAULTS, d.name) == d.default
 
 
-def _signature_params(function: Any) -> dict[str, inspect.Parameter]:
-    skip = {"self", "source", "rows", "dry_run"}
-    return {n: p for n, p in inspect.signature(function).parameters.items() if n not in skip}
-
-
 @pytest.mark.parametrize("which", ["implementation", "overload-job", "overload-preview"])
-def test_client_submit_takes_every_option_with_its_declared_default_and_type(which: str) -> None:
+def test_client_submit_takes_the_options_as_declared_keyword_arguments(which: str) -> None:
+    """`Client.submit` spells out only what is not an option; the options come as keyword arguments."""
     overloads = typing.get_overloads(Client.submit)
     function = {"implementation": Client.submit, "overload-job": overloads[0], "overload-preview": overloads[1]}[which]
-    params = _signature_params(function)
-    assert set(params) == {d.name for d in declared()}
-    for d in declared():
-        assert params[d.name].default == d.default, d.name
-        assert params[d.name].kind is inspect.Parameter.KEYWORD_ONLY, d.name
-        assert params[d.name].annotation == Options.__annotations__[d.name], d.name  # as written, both
+    params = inspect.signature(function).parameters
+    assert set(params) == {"self", "source", "rows", "dry_run", "options"}
+    assert params["options"].kind is inspect.Parameter.VAR_KEYWORD
+    assert not {d.name for d in declared()} & set(params)
+
+
+def test_client_submit_passes_every_option_on_with_its_declared_default(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pixelmill.api
+
+    seen: list[Options] = []
+
+    def capture(settings: Any, options: Options, **_: Any) -> Any:
+        seen.append(options)
+        raise RequestProblems(["captured"])
+
+    monkeypatch.setattr(pixelmill.api, "make_request", capture)
+    changed = {d.name: f"value-of-{d.name}" for d in declared()}  # any value: make_request checks them
+    with Client(env.settings()) as client:
+        for given in ({}, changed):
+            with pytest.raises(SubmitError):
+                client.submit(rows=ROWS, **given)
+        with pytest.raises(TypeError, match="'colour'"):
+            client.submit(rows=ROWS, colour="red")
+    assert seen == [DEFAULTS, Options(**changed)]
 
 
 def test_the_cli_submit_options_are_the_declared_ones() -> None:

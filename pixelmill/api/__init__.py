@@ -14,7 +14,7 @@ producer/submit.py `submit_request`): the model is resolved and refused up front
 the whole catalogue is validated before anything is written (`SubmitError` lists every problem, in the CLI's
 `where: field 'x': message` form), and a `request_id` makes a retried call return the same job.
 
-This package imports `producer`, so it is not part of the contract (tests/test_transitions.py excludes it).
+A door: it imports `producer` and the contract, never the other way round (tests/test_layout.py).
 """
 
 from __future__ import annotations
@@ -28,18 +28,21 @@ from typing import Any, Literal, overload
 from sqlalchemy import select
 
 from contract.ledger import Ledger
+from contract.queue import make_celery
 from contract.schema import Event, Image, Item, State
 from contract.schema import Job as JobRow
 from contract.settings import Settings, get_settings
+from contract.storage import open_storage
+from producer.catalogue import CatalogueError, UsageError
 from producer.catalogue_runs import CatalogueSummary, list_catalogues
 from producer.jobs import CancelResult, JobError
 from producer.jobs import cancel as cancel_job
 from producer.jobs import retry as retry_items
 from producer.manifest import ManifestError, ManifestRow, iter_manifest
-from producer.options import blocklists
+from producer.options import blocklists, declared
 from producer.planning import Preview, preview_request
 from producer.request import Options, RequestProblems, make_request
-from producer.status import JobStatus, UnknownJob, job_status
+from producer.status import JobStatus, UnknownJob, job_status, list_jobs
 from producer.submit import Submission, submit_request
 
 __all__ = [
@@ -59,6 +62,8 @@ __all__ = [
 ]
 
 SubmitError = RequestProblems  # raised before anything is written; `.problems` lists every problem
+Rows = Iterable[Mapping[str, object]]  # a catalogue's rows, one dict per product
+OPTION_NAMES = frozenset(d.name for d in declared())  # the keyword arguments `Client.submit` takes as options
 
 
 @dataclass
@@ -165,131 +170,42 @@ class Client:
             self._ledger = Ledger(self.settings)
         return self._ledger
 
+    # The options are keyword arguments named as producer/options.py declares them (`Options`' fields, with
+    # their defaults there); only what is not an option is spelled out here.
     @overload
     def submit(
         self,
         source: str | Path | None = None,
         *,
-        rows: Iterable[Mapping[str, object]] | None = None,
-        template: str | None = None,
-        key: str = "id",
-        delimiter: str = ",",
-        encoding: str = "utf-8",
-        columns: Mapping[str, str | None] | None = None,
-        row_overrides: bool = True,
-        size: str = "512x512",
-        steps: int = 30,
-        guidance: float = 7.5,
-        negative: str = "",
-        images_per_item: int = 1,
-        seed: int = 0,
-        model: str | None = None,
-        name: str | None = None,
-        catalogue: str | None = None,
-        request_id: str | None = None,
-        gate: str | None = None,
-        gate_attempts: int | None = None,
-        best_of: int | None = None,
-        max_retire: float | None = None,
-        allow_retire: bool = False,
+        rows: Rows | None = None,
         dry_run: Literal[False] = False,
+        **options: Any,
     ) -> Job: ...
 
     @overload
     def submit(
-        self,
-        source: str | Path | None = None,
-        *,
-        rows: Iterable[Mapping[str, object]] | None = None,
-        template: str | None = None,
-        key: str = "id",
-        delimiter: str = ",",
-        encoding: str = "utf-8",
-        columns: Mapping[str, str | None] | None = None,
-        row_overrides: bool = True,
-        size: str = "512x512",
-        steps: int = 30,
-        guidance: float = 7.5,
-        negative: str = "",
-        images_per_item: int = 1,
-        seed: int = 0,
-        model: str | None = None,
-        name: str | None = None,
-        catalogue: str | None = None,
-        request_id: str | None = None,
-        gate: str | None = None,
-        gate_attempts: int | None = None,
-        best_of: int | None = None,
-        max_retire: float | None = None,
-        allow_retire: bool = False,
-        dry_run: Literal[True],
+        self, source: str | Path | None = None, *, rows: Rows | None = None, dry_run: Literal[True], **options: Any
     ) -> Preview: ...
 
     def submit(
-        self,
-        source: str | Path | None = None,
-        *,
-        rows: Iterable[Mapping[str, object]] | None = None,
-        template: str | None = None,
-        key: str = "id",
-        delimiter: str = ",",
-        encoding: str = "utf-8",
-        columns: Mapping[str, str | None] | None = None,
-        row_overrides: bool = True,
-        size: str = "512x512",
-        steps: int = 30,
-        guidance: float = 7.5,
-        negative: str = "",
-        images_per_item: int = 1,
-        seed: int = 0,
-        model: str | None = None,
-        name: str | None = None,
-        catalogue: str | None = None,
-        request_id: str | None = None,
-        gate: str | None = None,
-        gate_attempts: int | None = None,
-        best_of: int | None = None,
-        max_retire: float | None = None,
-        allow_retire: bool = False,
-        dry_run: bool = False,
+        self, source: str | Path | None = None, *, rows: Rows | None = None, dry_run: bool = False, **options: Any
     ) -> Job | Preview:
         """Validate and queue a catalogue: a file path (.csv/.jsonl, optionally .gz) or `rows`, an iterable of
-        dicts (one per product). Options have the CLI's names and defaults; `columns` is --column as a mapping
-        ({"size": "render_size", "seed": None}), `row_overrides=False` is --no-row-overrides. Raises
+        dicts (one per product). `options` are the submit options with the CLI's names and defaults (every field
+        of `producer.options.Options`); `columns` is --column as a mapping ({"size": "render_size", "seed":
+        None}), `row_overrides=False` is --no-row-overrides. Raises TypeError for a name that is no option,
         SubmitError (nothing written) or kombu's OperationalError (broker unreachable, nothing written). A
         catalogue run that would retire more than `max_retire` percent of the current entries is refused
         (SubmitError) unless `allow_retire`. `dry_run=True` writes nothing and returns a `Preview` (for a
         catalogue: the changes it would record, their first keys, and `refused`, the guard's refusal the real run
         would meet)."""
+        unknown = sorted(set(options) - OPTION_NAMES)
+        if unknown:
+            raise TypeError(f"submit() got an unexpected keyword argument {unknown[0]!r}")
         if (source is None) == (rows is None):
             raise SubmitError(["request: give exactly one of source (a catalogue file) and rows"])
-        options = Options(
-            template=template,
-            negative=negative,
-            size=size,
-            steps=steps,
-            guidance=guidance,
-            images_per_item=images_per_item,
-            seed=seed,
-            model=model,
-            key=key,
-            delimiter=delimiter,
-            encoding=encoding,
-            columns=columns,
-            row_overrides=row_overrides,
-            name=name,
-            catalogue=catalogue,
-            request_id=request_id,
-            gate=gate,
-            gate_attempts=gate_attempts,
-            best_of=best_of,
-            max_retire=max_retire,
-            allow_retire=allow_retire,
-        )
         path = Path(source) if source is not None and str(source) != "-" else source
-        request = make_request(self.settings, options, source=path, rows=rows)
-        from producer.catalogue import CatalogueError, UsageError
-
+        request = make_request(self.settings, Options(**options), source=path, rows=rows)
         try:
             if dry_run:
                 return preview_request(self.settings, self.ledger, request)
@@ -304,8 +220,6 @@ class Client:
     def celery(self) -> Any:
         """The Celery app that publishes re-queued items (`Job.retry`)."""
         if self._celery is None:
-            from contract.queue import make_celery
-
             self._celery = make_celery(self.settings)
         return self._celery
 
@@ -318,8 +232,6 @@ class Client:
     def _url_options(self, urls: bool, expires: int | None) -> dict[str, Any]:
         if not urls:
             return {}
-        from contract.storage import open_storage
-
         return {
             "storage": open_storage(self.settings),
             "urls": True,
@@ -328,8 +240,6 @@ class Client:
 
     def jobs(self, limit: int = 50) -> list[JobStatus]:
         """The newest `limit` jobs, newest first, as `pixelmill jobs --json` (each with its `catalogue`)."""
-        from producer.status import list_jobs
-
         with self.ledger.session(readonly=True) as session:
             return list_jobs(session, limit, stale_after=self.settings.worker_stale_after)
 

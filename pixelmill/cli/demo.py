@@ -16,9 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dotenv import dotenv_values
 from rich.console import Console
 
+from contract.broker import EmbeddedRedis
 from contract.settings import Settings
+from contract.settings import env_file as settings_env_file
+from producer.options import Options
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "catalogue.csv"
 TEMPLATE = "studio photo of {title}, {color}, {material}, white background"
@@ -35,9 +39,8 @@ def run_demo(
     console: Console,
     progress: Callable[..., Any],
 ) -> int:
-    from contract.broker import EmbeddedRedis
-    from contract.ledger import Ledger
-    from producer.request import Options, make_request
+    from contract.ledger import Ledger  # SQLAlchemy: loaded when the demo runs, not by `pixelmill --help`
+    from producer.request import make_request
     from producer.submit import submit_request
 
     catalogue = catalogue or EXAMPLES
@@ -117,10 +120,6 @@ def hand_over(variables: dict[str, str], console: Console, env_file: Path | None
     PIXELMILL_ENV_FILE; see contract/settings.py), so the README's next command works as it did in the demo.
     Only missing keys are appended: a user's own value is kept (and said so); if the file cannot be written, or
     PIXELMILL_ENV_FILE is empty, say what to set."""
-    from dotenv import dotenv_values
-
-    from contract.settings import env_file as settings_env_file
-
     env_file = env_file or settings_env_file()
     if env_file is None:
         console.print(

@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from dotenv.parser import parse_stream
 from typer._click import ClickException  # typer vendors its click
 from typer.core import TyperGroup
 
+from contract.broker import BrokerError
 from contract.faults import NAME_MAX, mask
+from contract.settings import ENV_PREFIX, Settings, SettingsError, env_file, get_settings
 
 __all__ = ["NAME_MAX", "GuardedGroup", "check_broker", "describe", "unknown_in_env_file", "unknown_variables"]
 
@@ -47,8 +50,6 @@ EXTRA_VARIABLES = frozenset(
 
 
 def known_variables() -> set[str]:
-    from contract.settings import ENV_PREFIX, Settings
-
     return {ENV_PREFIX + name.upper() for name in Settings.model_fields} | EXTRA_VARIABLES
 
 
@@ -70,10 +71,6 @@ def _did_you_mean(name: str, known: set[str]) -> str:
 def unknown_in_env_file(path: Path | None = None) -> list[str]:
     """The same warnings for the `.env` file the settings read (pydantic-settings ignores unknown keys there,
     case-insensitively), each naming the file and line."""
-    from dotenv.parser import parse_stream
-
-    from contract.settings import env_file
-
     path = path or env_file()
     if path is None:
         return []
@@ -95,8 +92,6 @@ def unknown_in_env_file(path: Path | None = None) -> list[str]:
 
 
 def _settings() -> Any:
-    from contract.settings import SettingsError, get_settings
-
     try:
         return get_settings()
     except SettingsError:
@@ -110,9 +105,6 @@ def _first_line(exc: BaseException) -> str:
 
 def describe(exc: BaseException) -> str | None:
     """The message for a user- or environment-caused error, or None for anything else (a bug)."""
-    from contract.broker import BrokerError
-    from contract.settings import SettingsError
-
     if isinstance(exc, (SettingsError, BrokerError)):
         return str(exc)
     module, name = type(exc).__module__ or "", type(exc).__name__

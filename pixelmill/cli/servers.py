@@ -1,22 +1,26 @@
-"""The front door's commands: `pixelmill intake` (the intake queue's consumer), `pixelmill serve` (the HTTP
-API) and `pixelmill events` (the outbox: pending and dead deliveries, re-sending). Registered by the import at
-the end of pixelmill/cli/__init__.py."""
+"""The servers in front of the submission path: `pixelmill intake` (the intake queue's consumer), `pixelmill
+serve` (the HTTP API) and `pixelmill events` (the outbox: pending and dead deliveries, re-sending)."""
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import json
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich import box
 from rich.table import Table
 
 from contract.settings import get_settings
-from pixelmill.cli import _ledger, app, fail, out
+from pixelmill.cli.common import check_schema, fail, open_ledger, out
+
+# The outbox, the intake app, FastAPI and uvicorn pull in SQLAlchemy, Celery and a web stack: imported by the
+# command that runs them, so `pixelmill --help` starts without them.
+
+EVENT_STATES = ("pending", "dead", "delivered")
 
 
-@app.command()
 def intake(
     dispatch: Annotated[
         bool,
@@ -31,10 +35,7 @@ def intake(
     """Consume v1 requests from the queue `pixelmill.intake` (task `pixelmill.submit`) and deliver events."""
     from contract.outbox import Dispatcher  # noqa: F401 (fail here, not in the worker, if a dependency is missing)
 
-    try:
-        _ledger().close()
-    except RuntimeError as exc:
-        fail(str(exc))
+    check_schema()
     from pixelmill.intake import app as intake_app
     from producer.request_v1 import INTAKE_QUEUE
 
@@ -52,14 +53,13 @@ def intake(
     )
 
 
-def _loopback(host: str) -> bool:
+def loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
 
 
-@app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Listen port.")] = 8080,
@@ -68,8 +68,6 @@ def serve(
     ] = True,
 ) -> None:
     """The HTTP API (FastAPI on uvicorn): /v1/jobs…, /healthz, OpenAPI at /openapi.json and /docs."""
-    import importlib.util
-
     if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
         fail("the HTTP API needs FastAPI and uvicorn: pip install 'pixelmill[http]'")
     from pixelmill.api.http import create_app, parse_tokens
@@ -79,15 +77,12 @@ def serve(
         tokens = parse_tokens(settings.api_tokens)
     except ValueError as exc:
         fail(str(exc))
-    if not tokens and not _loopback(host):
+    if not tokens and not loopback(host):
         fail(
             f"no PIXELMILL_API_TOKENS set: refusing to serve an unauthenticated API on {host}; "
             f"set tokens (name:token,...) or listen on 127.0.0.1"
         )
-    try:
-        _ledger().close()
-    except RuntimeError as exc:
-        fail(str(exc))
+    check_schema()
     import uvicorn
 
     uvicorn.run(
@@ -100,7 +95,6 @@ def serve(
     )
 
 
-@app.command()
 def events(
     state: Annotated[str, typer.Option(help="pending | dead | delivered | all.")] = "pending,dead",
     job: Annotated[Optional[int], typer.Option(help="Only this job's events.")] = None,
@@ -113,15 +107,15 @@ def events(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
 ) -> None:
     """List event deliveries not yet delivered (pending, retrying or dead-lettered); re-send one or all."""
-    from sqlalchemy import select, update
+    from sqlalchemy import select
 
-    from contract.schema import Delivery, Event, utcnow
+    from contract.schema import Delivery, Event
 
-    states = ["pending", "dead", "delivered"] if state == "all" else [s.strip() for s in state.split(",")]
-    bad = [s for s in states if s not in ("pending", "dead", "delivered")]
+    states = list(EVENT_STATES) if state == "all" else [s.strip() for s in state.split(",")]
+    bad = [s for s in states if s not in EVENT_STATES]
     if bad:
         fail(f"--state: unknown {', '.join(bad)}; use pending, dead, delivered or all")
-    ledger = _ledger()
+    ledger = open_ledger()
     query = (
         select(Delivery, Event)
         .join(Event, Event.id == Delivery.event_id)
@@ -134,18 +128,8 @@ def events(
     if resend is not None:
         query = query.where(Delivery.id == resend)
     if resend is not None or resend_all:
-        with ledger.session() as session:
-            ids = [d.id for d, _ in session.execute(query)]
-            if not ids:
-                fail(f"no delivery {resend} in state {state}" if resend is not None else "nothing to re-send")
-            session.execute(
-                update(Delivery)
-                .where(Delivery.id.in_(ids))
-                .values(state="pending", attempts=0, next_at=utcnow(), lease_until=None)
-            )
-        out.print(
-            f"{len(ids)} deliveries pending again; a dispatcher (pixelmill intake/serve, or "
-            f"`pixelmill events --dispatch`) sends them"
+        resend_deliveries(
+            ledger, query, missing=f"no delivery {resend} in state {state}" if resend is not None else None
         )
     if dispatch:
         from contract.outbox import Dispatcher
@@ -157,27 +141,50 @@ def events(
     with ledger.session(readonly=True) as session:
         rows = [(d, e) for d, e in session.execute(query)]
     if as_json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "delivery": d.id,
-                        "event": e.uid,
-                        "type": e.type,
-                        "job": e.job_id,
-                        "request_id": e.request_id,
-                        "kind": d.kind,
-                        "target": d.target,
-                        "state": d.state,
-                        "attempts": d.attempts,
-                        "next_at": d.next_at.isoformat(),
-                        "last_error": d.last_error,
-                    }
-                    for d, e in rows
-                ]
-            )
-        )
+        print(json.dumps([delivery_dict(d, e) for d, e in rows]))
         return
+    out.print(deliveries_table(rows))
+
+
+def resend_deliveries(ledger: Any, query: Any, *, missing: str | None) -> None:
+    """Make the deliveries the query selects pending again, from their first attempt; exit 2 with `missing`
+    (or `nothing to re-send`) when it selects none."""
+    from sqlalchemy import update
+
+    from contract.schema import Delivery, utcnow
+
+    with ledger.session() as session:
+        ids = [d.id for d, _ in session.execute(query)]
+        if not ids:
+            fail(missing or "nothing to re-send")
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids))
+            .values(state="pending", attempts=0, next_at=utcnow(), lease_until=None)
+        )
+    out.print(
+        f"{len(ids)} deliveries pending again; a dispatcher (pixelmill intake/serve, or "
+        f"`pixelmill events --dispatch`) sends them"
+    )
+
+
+def delivery_dict(d: Any, e: Any) -> dict[str, Any]:
+    return {
+        "delivery": d.id,
+        "event": e.uid,
+        "type": e.type,
+        "job": e.job_id,
+        "request_id": e.request_id,
+        "kind": d.kind,
+        "target": d.target,
+        "state": d.state,
+        "attempts": d.attempts,
+        "next_at": d.next_at.isoformat(),
+        "last_error": d.last_error,
+    }
+
+
+def deliveries_table(rows: list[tuple[Any, Any]]) -> Table:
     table = Table(
         "delivery", "event", "type", "job", "to", "state", "tries", "last error", box=box.SIMPLE_HEAD, pad_edge=False
     )
@@ -192,4 +199,4 @@ def events(
             str(d.attempts),
             (d.last_error or "-")[:60],
         )
-    out.print(table)
+    return table
