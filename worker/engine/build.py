@@ -104,7 +104,7 @@ def build(
     device: str | None = None,
 ) -> BuildResult:
     """Run every step that can run here; see the module docstring."""
-    from . import default_device
+    from .interface import default_device
     from .select import gpu_arch, tensorrt_version
     from .torch_engine import TorchEngine
     from .trt_build import TensorRTMissing, build_engine, import_tensorrt, profile_shapes

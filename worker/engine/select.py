@@ -26,7 +26,7 @@ from .cache import EngineCache, Manifest, model_fingerprint
 if TYPE_CHECKING:
     from contract.settings import Settings
 
-    from . import Engine
+    from .interface import Engine
 
 log = logging.getLogger(__name__)
 

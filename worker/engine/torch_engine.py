@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from diffusers import AutoPipelineForText2Image, DiffusionPipeline, StableDiffusionPipeline
 
-from . import Request, Result, default_device
+from .interface import Request, Result, default_device
 
 if TYPE_CHECKING:
     import PIL.Image

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from . import Request, Result
 from .cache import EngineCache, Manifest
+from .interface import Request, Result
 from .onnx_export import UNetSpec
 from .trt_build import import_tensorrt
 
