@@ -3,9 +3,10 @@ flag and place in the v1 request (its `Spec`, the field's metadata).
 
 The doors derive from this declaration: the CLI `submit` takes its defaults and help from it, the v1 JSON
 Schema (contract/schemas/request-v1.json, also the HTTP body) is generated from it (`v1_schema`; a test keeps
-the committed file equal), `Client.submit`'s keyword arguments are checked against it by a test, and
-`option_problems` checks every option against it, collecting every problem (producer/request.py
-`make_request`, the one function every door calls). Imports nothing heavy: the CLI reads it at start-up.
+the committed file equal), `Client.submit`'s keyword arguments are typed by `OptionArgs` (a test keeps it
+equal to `Options`), and `option_problems` checks every option against it, collecting every problem
+(producer/request.py `make_request`, the one function every door calls). Imports nothing heavy: the CLI
+reads it at start-up.
 
 Regenerate the schema after changing an option: `python -m producer.options > contract/schemas/request-v1.json`.
 """
@@ -18,7 +19,7 @@ import math
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 SEED_MAX = 2**63 - 1  # producer.catalogue.SEED_MAX: a signed BIGINT (test_options checks they agree)
 NAME_MAX = 200  # jobs.name, catalogues.name, jobs.request_id: VARCHAR(200)
@@ -135,6 +136,33 @@ class Options:
     best_of: int | None = _option(
         None, "Make N candidates per item and keep the best.", v1="options", minimum=1, maximum=16
     )
+
+
+class OptionArgs(TypedDict, total=False):
+    """`Options` as keyword arguments (`Client.submit(**options)`), so type checkers and editors see each option's
+    type; test_options checks that it names every field of `Options` with the same type."""
+
+    template: str | None
+    negative: str
+    size: str
+    steps: int
+    guidance: float
+    images_per_item: int
+    seed: int
+    model: str | None
+    key: str
+    delimiter: str
+    encoding: str
+    columns: Mapping[str, str | None] | None
+    row_overrides: bool
+    name: str | None
+    catalogue: str | None
+    request_id: str | None
+    max_retire: float | None
+    allow_retire: bool
+    gate: str | None
+    gate_attempts: int | None
+    best_of: int | None
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,17 @@ def test_client_submit_takes_the_options_as_declared_keyword_arguments(which: st
     assert not {d.name for d in declared()} & set(params)
 
 
+def test_the_keyword_arguments_type_every_option_as_declared() -> None:
+    """`OptionArgs` (the type of `Client.submit`'s `**options`) names every `Options` field with the same type, so
+    an editor's completion and a type checker see exactly the declared options."""
+    from producer.options import OptionArgs
+
+    hints = typing.get_type_hints(OptionArgs)
+    assert hints == typing.get_type_hints(Options)
+    assert list(hints) == [d.name for d in declared()]  # and in the declared order
+    assert not OptionArgs.__required_keys__  # every option has its default
+
+
 def test_client_submit_passes_every_option_on_with_its_declared_default(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:

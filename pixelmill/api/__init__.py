@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal, Unpack, overload
 
 from sqlalchemy import select
 
@@ -39,7 +39,7 @@ from producer.jobs import CancelResult, JobError
 from producer.jobs import cancel as cancel_job
 from producer.jobs import retry as retry_items
 from producer.manifest import ManifestError, ManifestRow, iter_manifest
-from producer.options import blocklists, declared
+from producer.options import OptionArgs, blocklists, declared
 from producer.planning import Preview, preview_request
 from producer.request import Options, RequestProblems, make_request
 from producer.status import JobStatus, UnknownJob, job_status, list_jobs
@@ -179,16 +179,26 @@ class Client:
         *,
         rows: Rows | None = None,
         dry_run: Literal[False] = False,
-        **options: Any,
+        **options: Unpack[OptionArgs],
     ) -> Job: ...
 
     @overload
     def submit(
-        self, source: str | Path | None = None, *, rows: Rows | None = None, dry_run: Literal[True], **options: Any
+        self,
+        source: str | Path | None = None,
+        *,
+        rows: Rows | None = None,
+        dry_run: Literal[True],
+        **options: Unpack[OptionArgs],
     ) -> Preview: ...
 
     def submit(
-        self, source: str | Path | None = None, *, rows: Rows | None = None, dry_run: bool = False, **options: Any
+        self,
+        source: str | Path | None = None,
+        *,
+        rows: Rows | None = None,
+        dry_run: bool = False,
+        **options: Unpack[OptionArgs],
     ) -> Job | Preview:
         """Validate and queue a catalogue: a file path (.csv/.jsonl, optionally .gz) or `rows`, an iterable of
         dicts (one per product). `options` are the submit options with the CLI's names and defaults (every field
