@@ -980,7 +980,7 @@ def model_tiny_judges(
     seed: Annotated[int, typer.Option(help="Weight seed.")] = 0,
 ) -> None:
     """Write a tiny random safety checker, CLIP model and aesthetic head for demos and tests."""
-    from worker.tiny_judges import build_tiny_judges
+    from worker.tiny_image_checks import build_tiny_judges
 
     if directory.exists() and not directory.is_dir():
         raise typer.BadParameter(f"{directory} exists and is not a directory", param_hint="'DIRECTORY'")
