@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.orm import Session
 
 from contract import faults, promptfilter, transitions
 from contract.checks import Checks, Policy, PolicyError
@@ -63,6 +64,15 @@ class Context:
         self.judging = ThreadPoolExecutor(1, thread_name_prefix="pixelmill-judge")
         self.policy = Policy.from_settings(self.settings)
         self.prompt_floor = promptfilter.load(self.policy.prompt_lists) if self.policy.prompt_lists else None
+
+    def back_off(self, session: Session, item_id: int, error: str) -> bool:
+        """`transitions.back_off` on this worker's PIXELMILL_INFRA_RETRY_* settings."""
+        budget, base, cap = (
+            self.settings.infra_retry_budget,
+            self.settings.infra_retry_base,
+            self.settings.infra_retry_max_delay,
+        )
+        return transitions.back_off(session, item_id, error, node=self.node, budget=budget, base=base, cap=cap)
 
     def close(self) -> None:
         self.uploads.close(timeout=self.settings.task_time_limit)
@@ -270,15 +280,7 @@ class Recording:
                 if item.id not in errors:
                     continue
                 failure = errors[item.id]
-                if failure.infra and transitions.back_off(
-                    session,
-                    item.id,
-                    failure.error,
-                    node=ctx.node,
-                    budget=settings.infra_retry_budget,
-                    base=settings.infra_retry_base,
-                    cap=settings.infra_retry_max_delay,
-                ):
+                if failure.infra and ctx.back_off(session, item.id, failure.error):
                     outcome.retried.append(item.id)  # published by the reconciler once its delay is over
                 elif transitions.fail(
                     session,
