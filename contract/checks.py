@@ -2,7 +2,7 @@
 
 Resolved from settings (and `submit` options) once, at submission, and stored on the job: a worker applies
 the job's checks, never its own defaults, so the ledger says exactly how each image was judged. Pure data
-and arithmetic; workers import the torch models that compute the scores (worker/judge.py).
+and arithmetic; workers import the torch models that compute the scores (worker/image_checks.py).
 """
 
 from __future__ import annotations

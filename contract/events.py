@@ -193,18 +193,29 @@ def notify_of(session: Session, job_id: int) -> tuple[Notify, str | None, str | 
 # --- what the transitions call ----------------------------------------------------------------------------
 
 
-def job_accepted(session: Session, job: Job, notify: Notify) -> None:
-    """In the submit transaction, once the job's counts are known."""
-    counts = job.counts or {}
+def _emit_job(session: Session, job: Job, type_: str, notify: Notify, data: dict[str, Any]) -> None:
+    """One event about a whole job (scope `job:<id>`), with the job's request id and catalogue."""
     emit(
         session,
-        type_=JOB_ACCEPTED,
+        type_=type_,
         scope=f"job:{job.id}",
         job_id=job.id,
         request_id=job.request_id,
         catalogue=job.catalogue,
         notify=notify,
-        data={
+        data=data,
+    )
+
+
+def job_accepted(session: Session, job: Job, notify: Notify) -> None:
+    """In the submit transaction, once the job's counts are known."""
+    counts = job.counts or {}
+    _emit_job(
+        session,
+        job,
+        JOB_ACCEPTED,
+        notify,
+        {
             "name": job.name,
             "model": job.model,
             "rows": counts.get("rows", 0),
@@ -282,15 +293,12 @@ def settle(session: Session, job_ids: Iterable[int]) -> list[int]:
             )
         )
         notify, _, _ = notify_of(session, job.id)
-        emit(
+        _emit_job(
             session,
-            type_=JOB_FINISHED,
-            scope=f"job:{job.id}",
-            job_id=job.id,
-            request_id=job.request_id,
-            catalogue=job.catalogue,
-            notify=notify,
-            data={
+            job,
+            JOB_FINISHED,
+            notify,
+            {
                 "counts": counts,
                 "failed_keys": failed[:FAILED_KEYS_MAX],
                 "failed_keys_truncated": len(failed) > FAILED_KEYS_MAX,

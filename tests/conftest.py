@@ -53,7 +53,7 @@ FAST_TIMINGS = {
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny pipeline, with the tiny checker, CLIP and aesthetic head beside it in `../judges`."""
     from worker.engine.tiny import build_tiny_pipeline
-    from worker.tiny_judges import build_tiny_judges
+    from worker.tiny_image_checks import build_tiny_judges
 
     root = tmp_path_factory.mktemp("models")
     build_tiny_judges(root / "judges", seed=0)

@@ -127,7 +127,7 @@ def test_concept_scores_match_diffusers_safety_checker(tiny_model: Path, tmp_pat
     """Our per-concept scores and decisions are diffusers' own, on thresholds that flag some images only."""
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
 
-    from worker.judge import Judge
+    from worker.image_checks import Judge
 
     source = Path(tiny_checks(tiny_model)["PIXELMILL_IMAGE_CHECKER"])
     checker = StableDiffusionSafetyChecker.from_pretrained(source / "safety_checker", attn_implementation="eager")
@@ -168,7 +168,7 @@ def test_concept_scores_match_diffusers_safety_checker(tiny_model: Path, tmp_pat
 def test_one_clip_forward_serves_checker_and_scores(tiny_model: Path, tmp_path: Path, monkeypatch) -> None:
     """With the checker's tower equal to CLIP's, the checker's own tower is never run, and the verdicts equal
     those of a checker whose tower is a separate copy."""
-    from worker.judge import Judge
+    from worker.image_checks import Judge
 
     paths = tiny_checks(tiny_model)
     checks = Checks(
@@ -195,7 +195,7 @@ def test_one_clip_forward_serves_checker_and_scores(tiny_model: Path, tmp_path: 
 
 def test_aesthetic_head_loads_laion_state_dict_layout(tmp_path: Path) -> None:
     """The published predictor is a .pth state dict with keys layers.0/2/4/6/7; it loads unchanged."""
-    from worker.judge import AestheticHead
+    from worker.image_checks import AestheticHead
 
     head = AestheticHead(24)
     state = head.state_dict()

@@ -235,7 +235,7 @@ def test_producer_does_not_import_the_gpu_stack() -> None:
 
 def test_batch_over_the_soft_time_limit_is_retried_then_failed(env: Env, tmp_path: Path) -> None:
     """Celery's soft time limit interrupts a real prefork child mid-batch; attempts bound the retries.
-    (The limit is set by settings: workers refuse the `time_limit` control command, see worker/hardening.py.
+    (The limit is set by settings: workers refuse the `time_limit` control command, see worker/control.py.
     The child loads its model and checks before taking tasks, so only generation counts against it.)"""
     env.start_worker(PIXELMILL_MAX_ATTEMPTS="2", PIXELMILL_TASK_SOFT_TIME_LIMIT="1", PIXELMILL_TASK_TIME_LIMIT="25")
 

@@ -95,9 +95,9 @@ def feed(monkeypatch: pytest.MonkeyPatch, statuses: list[JobStatus]) -> None:
 
 
 def test_piped_output_keeps_long_paths_on_one_line(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = types.ModuleType("worker.tiny_judges")
+    fake = types.ModuleType("worker.tiny_image_checks")
     fake.build_tiny_judges = lambda directory, seed=0: {"image_checker": Path(LONG) / "checker"}  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "worker.tiny_judges", fake)
+    monkeypatch.setitem(sys.modules, "worker.tiny_image_checks", fake)
     result = invoke("model", "tiny-judges", str(clean_env / "judges"))
     assert result.exit_code == 0, result.output
     assert f"PIXELMILL_IMAGE_CHECKER={LONG}/checker\n" in result.output

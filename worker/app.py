@@ -25,16 +25,17 @@ from contract.queue import TASK_GENERATE, Chunk, make_celery, queue_for
 from contract.schema import Worker, utcnow
 from contract.settings import get_settings
 from contract.storage import open_storage
-from worker import hardening
 from worker.chunk import Context, read_job, run_chunk
+from worker.control import limit_remote_control
 from worker.engine import load_engine
-from worker.reconciler import reconcile
+from worker.reconciler import ReconcilerThread, heal_broker, reconcile
+from worker.temp_sweep import Sweeper
 
 log = logging.getLogger(__name__)
 
 settings = get_settings()
 app = make_celery(settings, main="pixelmill.worker")
-hardening.limit_remote_control()  # only ping and read-only inspection over the broker (see ALLOWED_CONTROL)
+limit_remote_control()  # only ping and read-only inspection over the broker (see ALLOWED_CONTROL)
 
 _context: Context | None = None
 _parent_ledger: Ledger | None = None
@@ -176,7 +177,7 @@ def _preload_checks() -> None:
     except ChecksError:
         return  # nothing (valid) configured here: each job's checks load with its first chunk
     try:
-        from worker.judge import load_judge
+        from worker.image_checks import load_judge
 
         load_judge(checks)
     except Exception:
@@ -192,7 +193,7 @@ def _before_exit(**_: Any) -> None:
 
 class Reconciler(bootsteps.StartStopStep):
     """Runs the reconciler at start (recovering what a previous run of this node held) and then every
-    PIXELMILL_RECONCILE_INTERVAL seconds, on its own thread (worker/hardening.py: a locked ledger must not
+    PIXELMILL_RECONCILE_INTERVAL seconds, on its own thread (worker/reconciler.py: a locked ledger must not
     stall the timer that fires the time limits). Each pass first restarts a dead embedded broker and sweeps
     temp files of interrupted stores."""
 
@@ -200,7 +201,7 @@ class Reconciler(bootsteps.StartStopStep):
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
-        self.thread: hardening.ReconcilerThread | None = None
+        self.thread: ReconcilerThread | None = None
 
     def start(self, worker: Any) -> None:
         global _parent_ledger
@@ -210,8 +211,8 @@ class Reconciler(bootsteps.StartStopStep):
             heartbeat(_parent_ledger, self.node, state="loading", only_before=_booted)
         except Exception:
             log.exception("recording the worker's state failed", extra={"node": self.node})
-        self.sweep = hardening.Sweeper(settings)
-        self.thread = hardening.ReconcilerThread(self.tick, settings.reconcile_interval)
+        self.sweep = Sweeper(settings)
+        self.thread = ReconcilerThread(self.tick, settings.reconcile_interval)
         self.thread.start()
 
     def stop(self, worker: Any) -> None:
@@ -222,7 +223,7 @@ class Reconciler(bootsteps.StartStopStep):
         assert _parent_ledger is not None
         ledger = _parent_ledger
         for step in (
-            lambda: hardening.heal_broker(settings),
+            lambda: heal_broker(settings),
             self.sweep,
             lambda: heartbeat(ledger, self.node),
             lambda: reconcile(ledger, app, settings, node=self.node),

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.orm import Session
 
 from contract import faults, promptfilter, transitions
 from contract.checks import Checks, Policy, PolicyError
@@ -34,9 +35,10 @@ from contract.schema import Job
 from contract.settings import Settings
 from contract.storage import Storage
 from contract.transitions import ClaimedItem, Finish
-from worker import hardening
 from worker.candidates import Candidates, Failure, JobSpec, Judge, make_candidates
 from worker.engine import Engine, load_engine
+from worker.leases import renew_lease, within_lease
+from worker.model_guard import foreign_model
 from worker.store import store_item
 from worker.uploads import Uploads
 
@@ -62,6 +64,15 @@ class Context:
         self.judging = ThreadPoolExecutor(1, thread_name_prefix="pixelmill-judge")
         self.policy = Policy.from_settings(self.settings)
         self.prompt_floor = promptfilter.load(self.policy.prompt_lists) if self.policy.prompt_lists else None
+
+    def back_off(self, session: Session, item_id: int, error: str) -> bool:
+        """`transitions.back_off` on this worker's PIXELMILL_INFRA_RETRY_* settings."""
+        budget, base, cap = (
+            self.settings.infra_retry_budget,
+            self.settings.infra_retry_base,
+            self.settings.infra_retry_max_delay,
+        )
+        return transitions.back_off(session, item_id, error, node=self.node, budget=budget, base=base, cap=cap)
 
     def close(self) -> None:
         self.uploads.close(timeout=self.settings.task_time_limit)
@@ -124,7 +135,7 @@ def run_chunk(ctx: Context, chunk: Chunk, job: JobSpec | None = None) -> Future[
         if stores and time.monotonic() - claimed_at > ctx.settings.lease_seconds / 4:
             # Storing gets at least three quarters of a lease, whatever generation took (a quick batch spares the
             # ledger a write; a locked ledger keeps the claim's lease).
-            hardening.renew_lease(ctx.ledger, list(stores), node=ctx.node, lease_seconds=ctx.settings.lease_seconds)
+            renew_lease(ctx.ledger, list(stores), node=ctx.node, lease_seconds=ctx.settings.lease_seconds)
         failures = {item_id: f for item_id, f in made.items() if isinstance(f, Failure)}
         skipped, refused = len(chunk.items) - len(claimed), [i.id for i in claimed if i not in items]
         recording = Recording(ctx, job, items, failures, skipped=skipped, blocked=refused)  # 6
@@ -151,12 +162,12 @@ def load_models(ctx: Context, job: JobSpec) -> Models | Failure:
     kept); a failure to load is recorded against every claimed item."""
     if job.refused is not None:
         return Failure(job.refused, final=True)
-    if (refused := hardening.foreign_model(ctx.settings, job.model)) is not None:
+    if (refused := foreign_model(ctx.settings, job.model)) is not None:
         return Failure(refused)  # re-published on the job's own model's queue (attempts bound it)
     engine: Engine | None = None
     try:
         engine = load_engine(job.model, ctx.settings)
-        from worker.judge import load_judge  # imports torch: only ever after fork
+        from worker.image_checks import load_judge  # imports torch: only ever after fork
 
         return Models(engine, load_judge(job.checks))
     except SoftTimeLimitExceeded:
@@ -224,7 +235,7 @@ class Recording:
                     infra=faults.is_infra(exc),
                 )
         # A locked or briefly unreachable ledger: the whole transaction is tried again within the lease.
-        outcome, retry = hardening.within_lease(lambda: self._record(finished, errors), settings)
+        outcome, retry = within_lease(lambda: self._record(finished, errors), settings)
         if retry:  # were it lost here (broker down), the reconciler would publish them again
             try:
                 publish_items(ctx.app, retry, self.job.model, settings.batch_size, settings.items_per_message)
@@ -269,15 +280,7 @@ class Recording:
                 if item.id not in errors:
                     continue
                 failure = errors[item.id]
-                if failure.infra and transitions.back_off(
-                    session,
-                    item.id,
-                    failure.error,
-                    node=ctx.node,
-                    budget=settings.infra_retry_budget,
-                    base=settings.infra_retry_base,
-                    cap=settings.infra_retry_max_delay,
-                ):
+                if failure.infra and ctx.back_off(session, item.id, failure.error):
                     outcome.retried.append(item.id)  # published by the reconciler once its delay is over
                 elif transitions.fail(
                     session,

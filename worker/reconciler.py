@@ -7,11 +7,18 @@
 
 Duplicated messages are harmless (claims skip finished and held items), so erring towards re-publishing
 is safe. Attempts are counted at claim time, so a lost message never uses one up.
+
+`ReconcilerThread`: the reconciler runs on its own thread of the worker's main process, so a ledger that blocks
+for the busy timeout never stalls Celery's timer (which also fires the time limits: a blocked timer fired stale
+ones and replaced a healthy child). Each pass also restarts a dead embedded broker (`heal_broker`) and sweeps
+temp files left by interrupted local stores (worker/temp_sweep.py).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -66,3 +73,43 @@ def reconcile(ledger: Ledger, app: Celery, settings: Settings, *, node: str | No
             },
         )
     return report
+
+
+class ReconcilerThread:
+    """The reconciler's loop on its own daemon thread: at start, then every `interval` seconds."""
+
+    def __init__(self, tick: Callable[[], None], interval: float) -> None:
+        self.tick, self.interval = tick, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pixelmill-reconciler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.tick()
+            except Exception:
+                log.exception("reconcile failed; will try again")
+            if self._stop.wait(self.interval):
+                return
+
+
+def heal_broker(settings: Settings) -> bool:
+    """Restart the embedded Redis from its append-only file if it died (under its start lock, so several
+    processes finding it dead start one). True if it was restarted."""
+    if not settings.embedded_broker:
+        return False
+    from contract.broker import EmbeddedRedis
+
+    broker = EmbeddedRedis(settings.data_path)
+    if broker.is_running():
+        return False
+    log.warning("embedded broker not answering; restarting it", extra={"socket": str(broker.socket)})
+    broker.ensure_running()
+    return True

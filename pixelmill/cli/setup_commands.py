@@ -18,7 +18,7 @@ from pixelmill.cli.demo import run_demo
 from pixelmill.cli.status import watch_job
 from producer.options import Options, option_problems
 
-# Alembic and SQLAlchemy (the ledger), torch and diffusers (worker.engine, worker.tiny_judges) are imported by
+# Alembic and SQLAlchemy (the ledger), torch and diffusers (worker.engine, worker.tiny_image_checks) are imported by
 # the command that needs them: `pixelmill --help` starts without them, and a host without torch runs the rest.
 
 
@@ -65,7 +65,7 @@ def model_tiny_judges(
     seed: Annotated[int, typer.Option(help="Weight seed.")] = 0,
 ) -> None:
     """Write a tiny random safety checker, CLIP model and aesthetic head for demos and tests."""
-    from worker.tiny_judges import build_tiny_judges  # torch
+    from worker.tiny_image_checks import build_tiny_judges  # torch
 
     for setting, path in build_tiny_judges(writable_directory(directory), seed=seed).items():
         out.print(f"PIXELMILL_{setting.upper()}={path}", highlight=False, markup=False)

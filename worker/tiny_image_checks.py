@@ -26,7 +26,7 @@ def build_tiny_judges(out_dir: Path, seed: int = 0) -> dict[str, Path]:
     from safetensors.torch import save_file
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    from worker.judge import AestheticHead
+    from worker.image_checks import AestheticHead
 
     out_dir = Path(out_dir)
     tokenizer = build_tokenizer()

@@ -1,0 +1,117 @@
+"""The prompt filter's lists: reading list files (`builtin` is contract/blocklists/), a line's flags
+(`parse_line` → `Term`) and the inflections a listed word stands for."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from contract.promptfilter.languages import (
+    E_DROP_SUFFIXES,
+    FORM_STOP,
+    LATIN_SUFFIXES,
+    RUSSIAN_ENDINGS,
+    SHORT_SUFFIXES,
+)
+from contract.promptfilter.normalise import CJK, CYRILLIC, fold
+
+BUILTIN = "builtin"
+
+
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "blocklists"
+
+
+ALLOW = "allow"  # the list (allow.txt) of phrases that contain a blocked term but are fine
+
+
+MINORS = "minors"
+
+
+SEXUAL = "sexual"
+
+
+MINOR_GROUP = "minor"  # weak terms of minors.txt in this group make any sexual term a `minors` match
+
+
+TEASE_GROUP = "tease"  # weak sexual terms that count only towards `minors` ("lingerie", "seductive")
+
+
+PERSON_GROUP = "person"  # weak sexual terms that are people: they need a sexual term of another group
+
+
+@dataclass
+class Term:
+    category: str
+    term: str  # as written in the list (reported in matches)
+    group: str = ""  # weak terms: their group; "" = strong
+    inside: bool = False  # `*`: may sit inside a longer word
+    exact: bool = False  # `=`: no inflections or typos
+    colour: bool = False  # `%`: not next to a product or colour noun
+
+    @property
+    def weak(self) -> bool:
+        return bool(self.group)
+
+
+def parse_line(category: str, line: str) -> Term | None:
+    """One list line: flags, then the term (see the package docstring, contract/promptfilter/__init__.py)."""
+    text = line.split("#", 1)[0].strip() if not line.lstrip().startswith("\\#") else line.strip()[1:]
+    if not text:
+        return None
+    term = Term(category, "")
+    while text and text[0] in "*=%~":
+        flag, text = text[0], text[1:]
+        if flag == "~":
+            group, _, text = text.partition(" ")
+            term.group = group or "weak"
+        else:
+            term.inside |= flag == "*"
+            term.exact |= flag == "="
+            term.colour |= flag == "%"
+        text = text.strip()
+    term.term = text
+    term.exact |= term.weak  # weak words are listed with their forms: "cut" must not become "cute"
+    if CJK.search(text):
+        term.inside = True
+    return term if text else None
+
+
+@functools.cache
+def russian_endings() -> tuple[str, ...]:
+    """Russian adjective and noun endings, folded as prompts are (some Cyrillic letters become Latin)."""
+    return tuple(sorted({fold(e) for e in RUSSIAN_ENDINGS}, key=len, reverse=True))
+
+
+def inflections(word: str, exact: bool) -> set[str]:
+    """A word and its inflections: plural, -ed, -ing, -er, Romance and German endings; Russian case endings."""
+    if not exact and len(word) >= 5 and CYRILLIC.search(word) and word.isalpha():
+        endings = russian_endings()
+        stem = next((word[: -len(e)] for e in endings if e and word.endswith(e) and len(word) - len(e) >= 4), word)
+        return {stem + e for e in endings} | {word}
+    if exact or word in FORM_STOP or not word.isalpha() or not word.isascii():
+        return {word}
+    forms = {word + suffix for suffix in (LATIN_SUFFIXES if len(word) >= 4 else SHORT_SUFFIXES)}
+    if word.endswith("e") and len(word) >= 4:
+        forms.update(word[:-1] + suffix for suffix in E_DROP_SUFFIXES)
+    if word.endswith("y") and len(word) >= 4:
+        forms.update(word[:-1] + suffix for suffix in ("ies", "ied", "ier", "iest"))
+    if word[-1] not in "aeiouyw" and len(word) >= 3:
+        forms.update(word + word[-1] + suffix for suffix in ("ing", "ed", "er", "ers", "y", "ies"))
+    return (forms - FORM_STOP) | {word}
+
+
+def deletions(word: str) -> set[str]:
+    return {word[:i] + word[i + 1 :] for i in range(len(word))}
+
+
+def read_source(source: str) -> Iterable[tuple[str, str]]:
+    path = BUILTIN_DIR if source == BUILTIN else Path(source).expanduser()
+    files = sorted(path.glob("*.txt")) if path.is_dir() else [path]
+    if not files or not all(f.is_file() for f in files):
+        raise FileNotFoundError(f"PIXELMILL_PROMPT_BLOCKLISTS: no list at {source!r}")
+    for file in files:
+        for line in file.read_text(encoding="utf-8").splitlines():
+            if line.split("#", 1)[0].strip():
+                yield file.stem, line
