@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, and_, delete, func, or_, select, update
+from sqlalchemy import Row, Table, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from contract import events, faults
@@ -362,15 +362,7 @@ def finish(session: Session, item_id: int, outcome: Finish) -> None:
     if ended is not None:
         if outcome.image is not None and not outcome.blocked:
             _record_scores(session, item_id, ended.job_id, outcome.image.scores)
-        events.item_ended(
-            session,
-            item_id=item_id,
-            job_id=ended.job_id,
-            key=ended.item_key,
-            variant=ended.variant,
-            state=State.blocked if outcome.blocked else State.succeeded,
-            reason=outcome.blocked,
-        )
+        _ended(session, item_id, ended, State.blocked if outcome.blocked else State.succeeded, outcome.blocked)
 
 
 def fail(
@@ -433,16 +425,21 @@ def block(session: Session, item_id: int, reason: dict[str, Any], *, node: str) 
     ).first()
     if ended is None:
         return False
+    _ended(session, item_id, ended, State.blocked, reason)
+    return True
+
+
+def _ended(session: Session, item_id: int, ended: Row[int, str, int], state: State, reason: Any) -> None:
+    """The `item.ended` event of an item that just ended; `ended` is the RETURNING row (job, key, variant)."""
     events.item_ended(
         session,
         item_id=item_id,
         job_id=ended.job_id,
         key=ended.item_key,
         variant=ended.variant,
-        state=State.blocked,
+        state=state,
         reason=reason,
     )
-    return True
 
 
 def requeue_lost(
