@@ -3,6 +3,7 @@ type and HTTP route is documented, and every one the README or docs/ name exists
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from collections.abc import Iterator
@@ -335,3 +336,136 @@ def test_the_http_reference_lists_every_route_and_no_other(tmp_path: Path) -> No
             listed.add(f"{method} {shape(path)}")
     assert served - listed == set(), f"docs/http.md lacks {sorted(served - listed)}"
     assert listed - served == set(), f"docs/http.md lists routes the app lacks: {sorted(listed - served)}"
+
+
+# --- paths and modules the guides name -------------------------------------------------------------------------
+
+# Where the guides point into the repository. docs/benchmarks.md is a record of what was measured at the time, so
+# its paths and modules are the ones of that time.
+TREE_FOLDERS = ("contract", "producer", "worker", "pixelmill", "tests", "bench", "migrations", "docker", "examples")
+PACKAGES = ("contract", "producer", "worker", "pixelmill", "tests", "bench", "migrations")
+HISTORICAL = {"docs/benchmarks.md"}
+TREE_PATH = re.compile(rf"(?<![\w./<>-])(?:{'|'.join(TREE_FOLDERS)})/[\w./*-]*")
+DOTTED = re.compile(rf"(?<![\w./<>-])(?:{'|'.join(PACKAGES)})(?:\.\w+)+(?![\w/-])")
+
+
+def inline_code(text: str) -> list[str]:
+    """The inline code spans of a page, outside fenced blocks."""
+    return re.findall(r"`([^`\n]+)`", re.sub(r"^```[^\n]*\n.*?^```", "", text, flags=re.S | re.M))
+
+
+def statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """A body's statements, those under `if`, `try` and `with` included (TYPE_CHECKING imports, fallbacks)."""
+    for node in body:
+        yield node
+        if isinstance(node, (ast.If, ast.Try, ast.With)):
+            for block in (node.body, getattr(node, "orelse", []), getattr(node, "finalbody", [])):
+                yield from statements(block)
+            for handler in getattr(node, "handlers", []):
+                yield from statements(handler.body)
+
+
+def bound_names(node: ast.stmt) -> list[str]:
+    """The names a statement binds at its level: defs, classes, assignment targets."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [node.name]
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+    return [name.id for target in targets for name in ast.walk(target) if isinstance(name, ast.Name)]
+
+
+def module_file(name: str) -> Path | None:
+    """The tree's file for a dotted module name, by file existence (nothing is imported)."""
+    base = ROOT.joinpath(*name.split("."))
+    return next((f for f in (base.with_suffix(".py"), base / "__init__.py") if f.is_file()), None)
+
+
+@cache
+def parsed(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"), str(path))
+
+
+def has_attribute(module: str, parts: tuple[str, ...]) -> bool:
+    """Whether `module.parts[0]` (and `.parts[1]`, a member of that class) is defined at the module's top level,
+    following `from x import name` re-exports to the module they come from."""
+    path = module_file(module)
+    if path is None or not parts:
+        return path is not None
+    name, rest = parts[0], parts[1:]
+    for node in statements(parsed(path).body):
+        if isinstance(node, ast.ImportFrom) and any((a.asname or a.name) == name for a in node.names):
+            source = next(a.name for a in node.names if (a.asname or a.name) == name)
+            package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            if module_file(f"{base}.{source}") is not None:
+                return has_attribute(f"{base}.{source}", rest)
+            return has_attribute(base, (source, *rest))
+        if name in bound_names(node):
+            if not rest:
+                return True
+            if isinstance(node, ast.ClassDef) and len(rest) == 1:
+                return any(rest[0] in bound_names(member) for member in statements(node.body))
+            return False
+    return False
+
+
+def names_module_or_attribute(dotted: str) -> bool:
+    """The longest prefix that is a module of the tree exists, and the rest is an attribute of it."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        if module_file(".".join(parts[:cut])) is not None:
+            return has_attribute(".".join(parts[:cut]), tuple(parts[cut:]))
+    return False
+
+
+@cache
+def strings_in_code() -> frozenset[str]:
+    """Every string constant of the code: Celery task and queue names (`pixelmill.generate`, `pixelmill.intake`)
+    are dotted like modules but are names the code spells."""
+    found: set[str] = set()
+    for folder in PACKAGES:
+        for path in (ROOT / folder).rglob("*.py"):
+            found.update(
+                n.value for n in ast.walk(parsed(path)) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+            )
+    return frozenset(found)
+
+
+def path_exists(written: str) -> bool:
+    """A path into the tree, with or without a trailing `/`; `file.py::test_name` names a test of that file."""
+    path, _, test = written.partition("::")
+    path = re.sub(r":\d+$", "", path.rstrip(".,;:"))
+    if "*" in path:
+        return any(ROOT.glob(path))
+    if not (ROOT / path).exists():
+        return False
+    return not test or test.split("[")[0] in {n for s in parsed(ROOT / path).body for n in bound_names(s)}
+
+
+def tree_names_offenders(text: str) -> list[str]:
+    """The paths and dotted modules a page names in inline code that the tree does not have."""
+    problems = []
+    for span in inline_code(text):
+        for written in TREE_PATH.findall(span):
+            if not path_exists(written):
+                problems.append(f"`{span}`: no file or folder {written}")
+        for dotted in DOTTED.findall(span):
+            if not names_module_or_attribute(dotted) and dotted not in strings_in_code():
+                problems.append(f"`{span}`: no module or attribute {dotted}")
+    return problems
+
+
+@pytest.mark.parametrize("page", sorted(set(guides()) - HISTORICAL))
+def test_every_path_and_module_a_guide_names_exists(page: str) -> None:
+    problems = tree_names_offenders(guides()[page])
+    assert not problems, f"{page}:\n" + "\n".join(problems)
+
+
+def test_the_name_check_catches_invented_names() -> None:
+    real = "`producer/submit.py`, `worker/engine/`, `producer.submit.submit_request`, `contract.promptfilter`"
+    assert tree_names_offenders(real) == []
+    invented = "`producer/frontdoor.py`, `worker/hardening/`, `producer.submit.no_such_function`, `worker.judge`"
+    assert len(tree_names_offenders(invented)) == 4
+    assert tree_names_offenders("`contract.transitions.NewItem.no_such_field`"), "class members are checked"
