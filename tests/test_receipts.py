@@ -18,7 +18,8 @@ import pytest
 import servers
 from sqlalchemy import func, select
 
-from conftest import Env, finished, write_catalogue
+from conftest import Env, Servers, finished, write_catalogue
+from contract.ledger import Ledger
 from contract.schema import Image, Item, State, Worker
 
 SCORE_COLUMNS = [
@@ -213,7 +214,7 @@ def test_manifest_and_contact_sheet_of_a_40_image_job(env: Env, tmp_path: Path) 
 
 def image_count(env: Env, job: int) -> int:
     with env.ledger().session() as session:
-        return int(session.scalar(select(func.count()).select_from(Image).join(Item).where(Item.job_id == job)))
+        return session.scalars(select(func.count()).select_from(Image).join(Item).where(Item.job_id == job)).one()
 
 
 @pytest.mark.e2e
@@ -461,7 +462,7 @@ def test_read_commands_on_a_directory_without_a_ledger_exit_2(tmp_path: Path) ->
     assert list(empty.iterdir()) == []  # nothing created
 
 
-def make_run(ledger, catalogue: str, *, scale: float = 1.0, failed: int = 0, items: int = 20) -> int:
+def make_run(ledger: Ledger, catalogue: str, *, scale: float = 1.0, failed: int = 0, items: int = 20) -> int:
     """A finished run of `catalogue` written straight into the ledger: `items` items, `failed` of them failed,
     the others succeeded with scores around fixed medians times `scale`."""
     from contract.schema import Job, utcnow
@@ -544,7 +545,7 @@ def test_drift_flags_the_run_whose_scores_were_lowered_and_not_the_normal_ones(e
     assert rows[4]["flagged"] is False
 
 
-def test_manifest_and_drift_on_postgresql(test_servers, tmp_path: Path) -> None:
+def test_manifest_and_drift_on_postgresql(test_servers: Servers, tmp_path: Path) -> None:
     """The manifest's JSON extraction, timestamps and server-side cursor, and run statistics, on PostgreSQL."""
     from contract.ledger import Ledger, make_engine, upgrade
     from contract.settings import Settings
@@ -620,7 +621,8 @@ class Chromium:
         for fd in (to_browser[0], from_browser[1], *ends):
             os.close(fd)
         self.out, self.inp = to_browser[1], from_browser[0]
-        self.buffer, self.next_id, self.errors = b"", 0, []
+        self.errors: list[str] = []
+        self.buffer, self.next_id = b"", 0
         target = self.send("Target.createTarget", url="about:blank")["targetId"]
         self.session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for domain in ("Runtime.enable", "Page.enable", "Log.enable"):
