@@ -136,7 +136,8 @@ class Env:
             "--json",
             *args,
         )
-        return json.loads(proc.stdout)
+        submitted: dict[str, Any] = json.loads(proc.stdout)
+        return submitted
 
     def start_worker(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
         log = open(self.data_dir / f"worker-{len(self.workers)}.log", "wb")
@@ -159,7 +160,7 @@ class Env:
     def worker_logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.data_dir.glob("worker-*.log")))
 
-    def wait_for(self, job: int, predicate: Callable[[dict[str, int]], bool], timeout: float = 180) -> dict:
+    def wait_for(self, job: int, predicate: Callable[[dict[str, int]], bool], timeout: float = 180) -> dict[str, int]:
         deadline = time.monotonic() + timeout
         ledger = self.ledger()
         try:

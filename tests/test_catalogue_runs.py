@@ -119,7 +119,7 @@ def ledger_rows(env: Env) -> tuple[int, int, int, int, list[tuple[str, str, int]
                     CatalogueEntry.id
                 )
             ).all()
-            return count[0], count[1], count[2], len(entries), [tuple(e) for e in entries]
+            return count[0], count[1], count[2], len(entries), [e._tuple() for e in entries]
     finally:
         ledger.close()
 

@@ -91,7 +91,8 @@ def run_client(env: Env, requests: list[dict[str, Any]], reply_to: str, want: di
         [sys.executable, "-c", CLIENT, *args], env=clean, cwd="/", capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-3000:] + logs(env, "intake")[-3000:] + env.worker_logs()[-3000:]
-    return json.loads(proc.stdout)
+    replies: list[dict[str, Any]] = json.loads(proc.stdout)
+    return replies
 
 
 @pytest.fixture(params=["embedded", "pg-redis-local"])

@@ -27,7 +27,7 @@ from producer.options import DEFAULTS, declared, option, schema_text, v1_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = [{"id": "A-1", "title": "mug"}, {"id": "A-2", "title": "cup"}]
-GOOD = {"template": "photo of {title}"}
+GOOD: dict[str, Any] = {"template": "photo of {title}"}
 
 
 def test_the_committed_v1_schema_is_the_generated_one() -> None:
