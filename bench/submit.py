@@ -276,7 +276,7 @@ def status_time(data: Path, job: int, repeat: int) -> tuple[float, int]:
     ledger = Ledger(load_settings(data_dir=data))
     rnd = random.Random(1)
     now = utcnow()
-    scores = {}
+    scores: dict[int, dict[str, float]] = {}
     with ledger.session() as session:
         # Bench set-up only: the ledger rows a finished job has, written directly (not a transition).
         session.execute(
