@@ -121,21 +121,14 @@ class Env:
             raise AssertionError(f"pixelmill {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
         return proc
 
+    def cli_submit(
+        self, catalogue: Path, *args: str, template: str = "studio photo of {title}, {color}", check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """`pixelmill submit` of a catalogue from write_catalogue (rows keyed by sku), as a user types it."""
+        return self.cli("submit", str(catalogue), "--template", template, "--key", "sku", *args, check=check)
+
     def submit(self, catalogue: Path, *args: str) -> dict[str, Any]:
-        proc = self.cli(
-            "submit",
-            str(catalogue),
-            "--template",
-            "studio photo of {title}, {color}",
-            "--key",
-            "sku",
-            "--size",
-            "64x64",
-            "--steps",
-            "4",
-            "--json",
-            *args,
-        )
+        proc = self.cli_submit(catalogue, "--size", "64x64", "--steps", "4", "--json", *args)
         submitted: dict[str, Any] = json.loads(proc.stdout)
         return submitted
 

@@ -320,9 +320,7 @@ def test_blocked_images_are_quarantined_and_review_publishes_them(env: Env, tmp_
 @pytest.mark.e2e
 def test_submit_refuses_without_an_explicit_image_checker(env: Env, tmp_path: Path) -> None:
     del env.vars["PIXELMILL_IMAGE_CHECKER"]
-    proc = env.cli(
-        "submit", str(write_catalogue(tmp_path / "c.csv", 2)), "--template", "{title}", "--key", "sku", check=False
-    )
+    proc = env.cli_submit(write_catalogue(tmp_path / "c.csv", 2), template="{title}", check=False)
     assert proc.returncode == 2 and "PIXELMILL_IMAGE_CHECKER is not set" in proc.stderr
     assert not (env.data_dir / "pixelmill.db").exists() or env.cli("jobs", "--json").stdout.strip() == "[]"
     env.vars["PIXELMILL_IMAGE_CHECKER"] = "none"

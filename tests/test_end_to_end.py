@@ -212,7 +212,7 @@ def test_bad_catalogue_touches_neither_ledger_nor_queue(env: Env, tmp_path: Path
 
     bad = tmp_path / "bad.csv"
     bad.write_text("sku,title,color\nA-1,mug,red\nA-2,,blue\nA-3,cup,green\n")
-    proc = env.cli("submit", str(bad), "--template", "photo of {title}, {color}", "--key", "sku", check=False)
+    proc = env.cli_submit(bad, template="photo of {title}, {color}", check=False)
     assert proc.returncode == 2
     assert f"{bad}:3: field 'title'" in proc.stderr
     assert "nothing was submitted" in proc.stderr
@@ -254,17 +254,7 @@ def test_batch_over_the_soft_time_limit_is_retried_then_failed(env: Env, tmp_pat
 
 def test_dry_run_writes_nothing_and_watch_follows_a_job(env: Env, tmp_path: Path) -> None:
     catalogue = write_catalogue(tmp_path / "catalogue.csv", 6)
-    proc = env.cli(
-        "submit",
-        str(catalogue),
-        "--template",
-        "studio photo of {title}, {color}",
-        "--key",
-        "sku",
-        "--images-per-item",
-        "2",
-        "--dry-run",
-    )
+    proc = env.cli_submit(catalogue, "--images-per-item", "2", "--dry-run")
     assert "studio photo of ceramic mug model 0, red" in proc.stdout
     assert "6 rows → 12 items to generate" in proc.stdout
     assert list(env.data_dir.iterdir()) == []  # no ledger, no broker, no images

@@ -421,7 +421,7 @@ def test_rediss_broker_with_certificate_verification(tmp_path: Path, tiny_model:
     env.data_dir.mkdir()
     try:
         catalogue = write_catalogue(tmp_path / "catalogue.csv", 4)
-        refused = env.cli("submit", str(catalogue), "--template", "{title}", "--key", "sku", check=False)
+        refused = env.cli_submit(catalogue, template="{title}", check=False)
         assert refused.returncode == 2 and "cannot reach the broker" in refused.stderr, refused.stderr
         with env.ledger().session() as session:
             assert session.scalar(select(Item.id).limit(1)) is None

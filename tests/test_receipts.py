@@ -279,15 +279,8 @@ def test_retry_succeeds_failed_items_with_fresh_attempts(env: Env, tmp_path: Pat
 
 
 def test_a_job_nobody_serves_says_so(env: Env, tmp_path: Path) -> None:
-    proc = env.cli(
-        "submit",
-        str(write_catalogue(tmp_path / "catalogue.csv", 2)),
-        "--template",
-        "photo of {title}",
-        "--key",
-        "sku",
-        "--model",
-        "acme/typo-model",
+    proc = env.cli_submit(
+        write_catalogue(tmp_path / "catalogue.csv", 2), "--model", "acme/typo-model", template="photo of {title}"
     )
     from contract.queue import queue_for
 
@@ -336,13 +329,8 @@ def test_a_worker_whose_model_cannot_load_does_not_take_its_queue(env: Env, tmp_
 @pytest.mark.e2e
 def test_submit_wait_exit_codes(env: Env, tmp_path: Path) -> None:
     env.start_worker(PIXELMILL_POLICY_ALLOW_CHECKER_OFF="false")  # refuses jobs without an image checker
-    ok = env.cli(
-        "submit",
-        str(write_catalogue(tmp_path / "a.csv", 3)),
-        "--template",
-        "photo of {title}",
-        "--key",
-        "sku",
+    ok = env.cli_submit(
+        write_catalogue(tmp_path / "a.csv", 3),
         "--size",
         "64x64",
         "--steps",
@@ -350,38 +338,31 @@ def test_submit_wait_exit_codes(env: Env, tmp_path: Path) -> None:
         "--wait",
         "--timeout",
         "240",
+        template="photo of {title}",
         check=False,
     )
     assert ok.returncode == 0, ok.stderr
     assert "3 succeeded, 0 blocked, 0 failed" in ok.stderr
     env.vars["PIXELMILL_IMAGE_CHECKER"] = "none"
-    failed = env.cli(
-        "submit",
-        str(write_catalogue(tmp_path / "b.csv", 2, start=10)),
-        "--template",
-        "photo of {title}",
-        "--key",
-        "sku",
+    failed = env.cli_submit(
+        write_catalogue(tmp_path / "b.csv", 2, start=10),
         "--size",
         "64x64",
         "--steps",
         "2",
         "--wait",
+        template="photo of {title}",
         check=False,
     )
     assert failed.returncode == 3, failed.stderr
-    timeout = env.cli(
-        "submit",
-        str(write_catalogue(tmp_path / "c.csv", 2, start=20)),
-        "--template",
-        "photo of {title}",
-        "--key",
-        "sku",
+    timeout = env.cli_submit(
+        write_catalogue(tmp_path / "c.csv", 2, start=20),
         "--model",
         "acme/nobody",
         "--wait",
         "--timeout",
         "2",
+        template="photo of {title}",
         check=False,
     )
     assert timeout.returncode == 4 and "unfinished after --timeout 2 s" in timeout.stderr, timeout.stderr
@@ -414,13 +395,8 @@ def test_submit_wait_exit_codes(env: Env, tmp_path: Path) -> None:
             )
     env.vars.pop("PIXELMILL_IMAGE_CHECKER")
     env.vars.update(env.backend)
-    drifted = env.cli(
-        "submit",
-        str(write_catalogue(tmp_path / "d.csv", 2, start=30)),
-        "--template",
-        "photo of {title}",
-        "--key",
-        "sku",
+    drifted = env.cli_submit(
+        write_catalogue(tmp_path / "d.csv", 2, start=30),
         "--size",
         "64x64",
         "--steps",
@@ -429,6 +405,7 @@ def test_submit_wait_exit_codes(env: Env, tmp_path: Path) -> None:
         "mugs",
         "--wait",
         "--fail-on-drift",
+        template="photo of {title}",
         check=False,
     )
     assert drifted.returncode == 5 and "drift: median sharpness" in drifted.stderr, drifted.stderr
