@@ -136,14 +136,8 @@ def build_pipeline(name: str, device: str, dtype: torch.dtype, seed: int = 0) ->
             **parts, tokenizer=tokenizer, tokenizer_2=tokenizer, scheduler=scheduler
         )
     else:
-        pipe = StableDiffusionPipeline(  # type: ignore[no-untyped-call]
-            **parts,
-            tokenizer=tokenizer,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
+        unchecked = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+        pipe = StableDiffusionPipeline(**parts, tokenizer=tokenizer, scheduler=scheduler, **unchecked)  # type: ignore[no-untyped-call]
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device, dtype)
 
@@ -201,6 +195,12 @@ def count_flops(pipe: Any, request: Request, steps: int, device: str) -> float:
     return (one + (steps - 1) * (two - one)) / len(request.prompts)
 
 
+def square_request(prompts: list[str], size: int, steps: int, guidance: float) -> Request:
+    """The benchmarks' batch: `prompts` at size² px, each with the negative prompt "blurry" and its index as seed."""
+    n = len(prompts)
+    return Request(prompts, ["blurry"] * n, list(range(n)), size, size, steps, guidance)
+
+
 def asdict_request(request: Request) -> dict[str, Any]:
     return {k: getattr(request, k) for k in ("prompts", "negatives", "seeds", "width", "height", "steps", "guidance")}
 
@@ -211,8 +211,7 @@ def run_baseline(pipe: Any, request: Request, device: str) -> list[PILImage.Imag
     images: list[PILImage.Image] = pipe(
         prompt=request.prompts,
         negative_prompt=request.negatives,
-        width=request.width,
-        height=request.height,
+        **{"width": request.width, "height": request.height},
         num_inference_steps=request.steps,
         guidance_scale=request.guidance,
         generator=generators,
@@ -315,15 +314,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 ]
                 continue
             for batch in args.batches:
-                request = Request(
-                    prompts=[f"{PROMPT} {i}" for i in range(batch)],
-                    negatives=["blurry"] * batch,
-                    seeds=list(range(batch)),
-                    width=size,
-                    height=size,
-                    steps=args.steps,
-                    guidance=args.guidance,
-                )
+                request = square_request([f"{PROMPT} {i}" for i in range(batch)], size, args.steps, args.guidance)
                 row = Row(model, f"{size}x{size}", args.steps, variant, batch, engine_id=engine_id)
                 try:
                     with torch.inference_mode():
@@ -349,15 +340,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # FLOPs with the baseline architecture at each batch (identical arithmetic for every variant).
         pipe = build_pipeline(model, device, half)
         for batch in args.batches:
-            request = Request(
-                prompts=[PROMPT] * batch,
-                negatives=["blurry"] * batch,
-                seeds=list(range(batch)),
-                width=size,
-                height=size,
-                steps=args.steps,
-                guidance=args.guidance,
-            )
+            request = square_request([PROMPT] * batch, size, args.steps, args.guidance)
             flops[batch] = count_flops(pipe, request, args.steps, device)
         del pipe
         for row in rows:

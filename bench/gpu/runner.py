@@ -172,15 +172,7 @@ def child(spec: dict[str, Any]) -> int:
     args = argparse.Namespace(models_dir=None, engine_cache=None)
 
     def request(batch: int, steps: int | None = None) -> Request:
-        return Request(
-            prompts=[f"{eb.PROMPT} {i}" for i in range(batch)],
-            negatives=["blurry"] * batch,
-            seeds=list(range(batch)),
-            width=spec["size"],
-            height=spec["size"],
-            steps=steps or spec["steps"],
-            guidance=7.5,
-        )
+        return eb.square_request([f"{eb.PROMPT} {i}" for i in range(batch)], spec["size"], steps or spec["steps"], 7.5)
 
     pipe: Any = None
     generate: Any = None
