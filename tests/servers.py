@@ -400,36 +400,11 @@ class Postgres(_Server):
         self.datadir = self._base / "data"
         sockdir = self._base / "sock"
         self.log_path = self._base / "postgres.log"
-        res = self._run(
-            [
-                str(self.bindir / "initdb"),
-                "-D",
-                str(self.datadir),
-                "-U",
-                self.user,
-                "--auth=trust",
-                "--no-sync",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-instructions",
-            ]
-        )
+        initdb = [str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", self.user, "--auth=trust", "--no-sync"]
+        initdb += ["-E", "UTF8", "--locale=C"]
+        res = self._run([*initdb, "--no-instructions"])
         if res.returncode != 0 and "--no-instructions" in res.stderr:  # PostgreSQL < 13
-            res = self._run(
-                [
-                    str(self.bindir / "initdb"),
-                    "-D",
-                    str(self.datadir),
-                    "-U",
-                    self.user,
-                    "--auth=trust",
-                    "--no-sync",
-                    "-E",
-                    "UTF8",
-                    "--locale=C",
-                ]
-            )
+            res = self._run(initdb)
         self._check(res, "initdb")
         res = self._run(["mkdir", "-p", str(sockdir)])
         self._check(res, "mkdir socket dir")
@@ -1029,25 +1004,9 @@ def _make_proxy_handler(proxy: FaultyS3Proxy) -> type[http.server.BaseHTTPReques
 
         # Every method goes through _handle.
         def do_GET(self) -> None:
-            self._handle()  # noqa: E704
+            self._handle()
 
-        def do_HEAD(self) -> None:
-            self._handle()  # noqa: E704
-
-        def do_PUT(self) -> None:
-            self._handle()  # noqa: E704
-
-        def do_POST(self) -> None:
-            self._handle()  # noqa: E704
-
-        def do_DELETE(self) -> None:
-            self._handle()  # noqa: E704
-
-        def do_OPTIONS(self) -> None:
-            self._handle()  # noqa: E704
-
-        def do_PATCH(self) -> None:
-            self._handle()  # noqa: E704
+        do_HEAD = do_PUT = do_POST = do_DELETE = do_OPTIONS = do_PATCH = do_GET
 
         def _read_body(self) -> bytes | None:
             te = (self.headers.get("Transfer-Encoding") or "").lower()
