@@ -133,9 +133,13 @@ class Env:
         return submitted
 
     def start_worker(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
-        log = open(self.data_dir / f"worker-{len(self.workers)}.log", "wb")
+        return self.start("worker", "--loglevel", "INFO", *args, **env)
+
+    def start(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        """A `pixelmill` process of this installation, its log in <command>-N.log (stopped with the workers)."""
+        log = open(self.data_dir / f"{args[0]}-{len(self.workers)}.log", "wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pixelmill", "worker", "--loglevel", "INFO", *args],
+            [sys.executable, "-m", "pixelmill", *args],
             env={**self.vars, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
