@@ -374,16 +374,18 @@ def test_a_traditional_ec_key_file_is_accepted(tmp_path: Path, creds: Credential
 # --- end to end ----------------------------------------------------------------------------------------------
 
 
+def signing_env(directory: Path, tiny_model: Path, cert: Path, key: Path) -> Env:
+    """An installation whose workers sign their images with `cert` and `key` (its data directory made)."""
+    env = Env(directory, tiny_model, backend={"PIXELMILL_C2PA_CERT": str(cert), "PIXELMILL_C2PA_KEY": str(key)})
+    env.data_dir.mkdir()
+    return env
+
+
 @pytest.mark.e2e
 def test_worker_stores_signed_images_whose_ledger_hash_is_of_the_final_bytes(
     tmp_path: Path, tiny_model: Path, creds: Credentials
 ) -> None:
-    env = Env(
-        tmp_path / "data",
-        tiny_model,
-        backend={"PIXELMILL_C2PA_CERT": str(creds.chain), "PIXELMILL_C2PA_KEY": str(creds.key)},
-    )
-    env.data_dir.mkdir()
+    env = signing_env(tmp_path / "data", tiny_model, creds.chain, creds.key)
     try:
         env.start_worker()
         job = env.submit(write_catalogue(tmp_path / "catalogue.csv", 4))["job"]
@@ -416,12 +418,7 @@ def test_worker_stores_signed_images_whose_ledger_hash_is_of_the_final_bytes(
     finally:
         env.close()
     # A worker whose key does not match its certificate refuses to start, naming the setting.
-    bad = Env(
-        tmp_path / "bad",
-        tiny_model,
-        backend={"PIXELMILL_C2PA_CERT": str(creds.chain), "PIXELMILL_C2PA_KEY": str(creds.chain)},
-    )
-    bad.data_dir.mkdir()
+    bad = signing_env(tmp_path / "bad", tiny_model, creds.chain, creds.chain)
     try:
         proc = bad.cli("worker", check=False)
         assert proc.returncode != 0 and "PIXELMILL_C2PA_KEY" in proc.stderr, proc.stderr
