@@ -109,7 +109,7 @@ def ledger_rows(env: Env) -> tuple[int, int, int, int, list[tuple[str, str, int]
                     CatalogueEntry.id
                 )
             ).all()
-            return count[0], count[1], count[2], len(entries), [e._tuple() for e in entries]
+            return count[0], count[1], count[2], len(entries), [(key, change, job) for key, change, job in entries]
     finally:
         ledger.close()
 
