@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import platform
 import statistics
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image as PILImage
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -53,6 +55,8 @@ VARIANTS = [
     "trt-fp8",
     "trt-fp16",
 ]
+# (engine id, a callable that generates a Request's images)
+Runner = tuple[str, Callable[[Request], object]]
 PROMPT = "studio photo of a red ceramic mug on a white background, soft light, product shot"
 
 
@@ -78,7 +82,7 @@ class Row:
 # Models
 
 
-def build_pipeline(name: str, device: str, dtype: torch.dtype, seed: int = 0):  # type: ignore[no-untyped-def]
+def build_pipeline(name: str, device: str, dtype: torch.dtype, seed: int = 0) -> Any:
     """A random-weight pipeline of architecture ``name`` (sd15, sdxl, or tiny) on ``device`` in ``dtype``."""
     from diffusers import (
         AutoencoderKL,
@@ -98,7 +102,7 @@ def build_pipeline(name: str, device: str, dtype: torch.dtype, seed: int = 0):  
 
         with tempfile.TemporaryDirectory() as tmp:
             path = build_tiny_pipeline(Path(tmp) / "tiny", seed=seed)
-            pipe = StableDiffusionPipeline.from_pretrained(path, safety_checker=None)
+            pipe = StableDiffusionPipeline.from_pretrained(path, safety_checker=None)  # type: ignore[no-untyped-call]
         pipe.set_progress_bar_config(disable=True)
         return pipe.to(device, dtype)
     config = json.loads((CONFIGS / f"{name}.json").read_text())
@@ -120,24 +124,20 @@ def build_pipeline(name: str, device: str, dtype: torch.dtype, seed: int = 0):  
     torch.manual_seed(seed)
     with torch.device(device):  # initialise on the GPU directly: minutes faster than on CPU for SDXL
         parts: dict[str, Any] = {
-            "unet": UNet2DConditionModel(**config["unet"]),
-            "vae": AutoencoderKL(**config["vae"]),
+            "unet": UNet2DConditionModel(**config["unet"]),  # type: ignore[no-untyped-call]
+            "vae": AutoencoderKL(**config["vae"]),  # type: ignore[no-untyped-call]
             "text_encoder": encoder(config["text_encoder"]),
         }
         if "text_encoder_2" in config:
             parts["text_encoder_2"] = encoder(config["text_encoder_2"])
-    scheduler = EulerDiscreteScheduler(**config["scheduler"])
+    scheduler = EulerDiscreteScheduler(**config["scheduler"])  # type: ignore[no-untyped-call]
     if config["pipeline"] == "StableDiffusionXLPipeline":
-        pipe = StableDiffusionXLPipeline(**parts, tokenizer=tokenizer, tokenizer_2=tokenizer, scheduler=scheduler)
-    else:
-        pipe = StableDiffusionPipeline(
-            **parts,
-            tokenizer=tokenizer,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
+        pipe = StableDiffusionXLPipeline(  # type: ignore[no-untyped-call]
+            **parts, tokenizer=tokenizer, tokenizer_2=tokenizer, scheduler=scheduler
         )
+    else:
+        unchecked = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+        pipe = StableDiffusionPipeline(**parts, tokenizer=tokenizer, scheduler=scheduler, **unchecked)  # type: ignore[no-untyped-call]
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device, dtype)
 
@@ -159,7 +159,8 @@ def time_call(fn: Callable[[], Any], device: str, warmup: int, repeats: int) -> 
     times = []
     for _ in range(repeats):
         if device == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]  # torch leaves it unannotated
+            end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
             start.record()
             fn()
             end.record()
@@ -181,42 +182,48 @@ def matmul_rate(device: str, dtype: torch.dtype) -> float:
     return 2 * n**3 / (ms / 1000)
 
 
-def count_flops(pipe, request: Request, steps: int, device: str) -> float:  # type: ignore[no-untyped-def]
+def count_flops(pipe: Any, request: Request, steps: int, device: str) -> float:
     """FLOPs per image of a whole ``steps``-step call, from counted 1- and 2-step calls."""
     from torch.utils.flop_counter import FlopCounterMode
 
     def counted(n_steps: int) -> int:
         with FlopCounterMode(display=False) as counter, torch.inference_mode():
             run_baseline(pipe, Request(**{**asdict_request(request), "steps": n_steps}), device)
-        return counter.get_total_flops()
+        return int(counter.get_total_flops())
 
     one, two = counted(1), counted(2)
     return (one + (steps - 1) * (two - one)) / len(request.prompts)
+
+
+def square_request(prompts: list[str], size: int, steps: int, guidance: float) -> Request:
+    """The benchmarks' batch: `prompts` at size² px, each with the negative prompt "blurry" and its index as seed."""
+    n = len(prompts)
+    return Request(prompts, ["blurry"] * n, list(range(n)), size, size, steps, guidance)
 
 
 def asdict_request(request: Request) -> dict[str, Any]:
     return {k: getattr(request, k) for k in ("prompts", "negatives", "seeds", "width", "height", "steps", "guidance")}
 
 
-def run_baseline(pipe, request: Request, device: str):  # type: ignore[no-untyped-def]
+def run_baseline(pipe: Any, request: Request, device: str) -> list[PILImage.Image]:
     """What a user of plain diffusers would write."""
     generators = [torch.Generator(device).manual_seed(s) for s in request.seeds]
-    return pipe(
+    images: list[PILImage.Image] = pipe(
         prompt=request.prompts,
         negative_prompt=request.negatives,
-        width=request.width,
-        height=request.height,
+        **{"width": request.width, "height": request.height},
         num_inference_steps=request.steps,
         guidance_scale=request.guidance,
         generator=generators,
     ).images
+    return images
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Variants
 
 
-def variant_runner(variant: str, model: str, device: str, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def variant_runner(variant: str, model: str, device: str, args: argparse.Namespace) -> Runner:
     """(engine id, callable taking a Request) for ``variant``, or raise Unavailable with the reason."""
     cuda = device == "cuda"
     half = torch.float16 if cuda else torch.float32
@@ -227,7 +234,7 @@ def variant_runner(variant: str, model: str, device: str, args: argparse.Namespa
         return trt_runner(variant, model, device, args)
     from worker.engine.torch_engine import TorchEngine
 
-    options = {
+    options: dict[str, dict[str, Any]] = {
         "torch-fp16": {},
         "torch-bf16": {"dtype": "bf16"},
         "torch-compile": {"compile": True},
@@ -250,7 +257,7 @@ def variant_runner(variant: str, model: str, device: str, args: argparse.Namespa
     return engine.engine_id, engine.generate
 
 
-def trt_runner(variant: str, model: str, device: str, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def trt_runner(variant: str, model: str, device: str, args: argparse.Namespace) -> Runner:
     from worker.engine.cache import EngineCache, model_fingerprint
     from worker.engine.select import gpu_arch, tensorrt_version
 
@@ -307,20 +314,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 ]
                 continue
             for batch in args.batches:
-                request = Request(
-                    prompts=[f"{PROMPT} {i}" for i in range(batch)],
-                    negatives=["blurry"] * batch,
-                    seeds=list(range(batch)),
-                    width=size,
-                    height=size,
-                    steps=args.steps,
-                    guidance=args.guidance,
-                )
+                request = square_request([f"{PROMPT} {i}" for i in range(batch)], size, args.steps, args.guidance)
                 row = Row(model, f"{size}x{size}", args.steps, variant, batch, engine_id=engine_id)
                 try:
                     with torch.inference_mode():
                         warmup = args.warmup + (2 if variant == "torch-compile" else 0)
-                        times = time_call(lambda r=request, g=generate: g(r), device, warmup, args.repeats)
+                        times = time_call(functools.partial(generate, request), device, warmup, args.repeats)
                 except torch.cuda.OutOfMemoryError:
                     row.note = "out of memory"
                     torch.cuda.empty_cache()
@@ -335,21 +334,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if batch in baseline_ms:
                     row.speedup = baseline_ms[batch] / row.ms_per_image
                 rows.append(row)
-            generate = None  # drop the variant's pipeline before building the next one
+            del generate  # drop the variant's pipeline before building the next one
             if cuda:
                 torch.cuda.empty_cache()
         # FLOPs with the baseline architecture at each batch (identical arithmetic for every variant).
         pipe = build_pipeline(model, device, half)
         for batch in args.batches:
-            request = Request(
-                prompts=[PROMPT] * batch,
-                negatives=["blurry"] * batch,
-                seeds=list(range(batch)),
-                width=size,
-                height=size,
-                steps=args.steps,
-                guidance=args.guidance,
-            )
+            request = square_request([PROMPT] * batch, size, args.steps, args.guidance)
             flops[batch] = count_flops(pipe, request, args.steps, device)
         del pipe
         for row in rows:

@@ -16,6 +16,7 @@ import argparse
 import csv
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -166,39 +167,35 @@ def env_for(data: Path, **extra: str) -> dict[str, str]:
 CPU: dict[str, list[float]] = {}  # scenario -> CPU seconds (user + sys) of each submit process
 
 
+def timed_submit(
+    data: Path, model: Path, catalogue: Path, *args: str, env: dict[str, str], label: str, stem: str
+) -> tuple[float, dict[str, Any], resource.struct_rusage]:
+    """Wall seconds, the JSON result and the resource usage of one `pixelmill submit`, reaped with os.wait4 (its
+    output in `stem`.out/.err beside `data`); its CPU seconds go to CPU[label]."""
+    options = ["--model", str(model), "--size", "64x64", "--steps", "4", "--json"]
+    argv = [sys.executable, "-m", "pixelmill", "submit", str(catalogue), "--template", TEMPLATE, *options, *args]
+    out_path, err_path = data.parent / f"{stem}.out", data.parent / f"{stem}.err"
+    start = time.perf_counter()
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{label} submit failed ({proc.returncode}): {err_path.read_text()[-2000:]}")
+    CPU.setdefault(label, []).append(usage.ru_utime + usage.ru_stime)
+    return seconds, json.loads(out_path.read_text().strip().splitlines()[-1]), usage
+
+
 def cli_submit(
     data: Path, model: Path, catalogue: Path, *args: str, env: dict[str, str] | None = None, label: str = ""
 ) -> tuple[float, dict[str, Any]]:
     """Wall seconds and the JSON result of one `pixelmill submit`; its CPU seconds go to CPU[label] (on a shared,
     loaded machine wall time includes waiting for a core; CPU time does not)."""
-    argv = [
-        sys.executable,
-        "-m",
-        "pixelmill",
-        "submit",
-        str(catalogue),
-        "--template",
-        TEMPLATE,
-        "--model",
-        str(model),
-        "--size",
-        "64x64",
-        "--steps",
-        "4",
-        "--json",
-        *args,
-    ]
-    out_path, err_path = data.parent / f"{data.name}.out", data.parent / f"{data.name}.err"
-    start = time.perf_counter()
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen(argv, env=env or env_for(data), stdout=out, stderr=err)
-        _pid, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"submit failed ({proc.returncode}): {err_path.read_text()[-2000:]}")
-    CPU.setdefault(label, []).append(usage.ru_utime + usage.ru_stime)
-    return seconds, json.loads(out_path.read_text().strip().splitlines()[-1])
+    seconds, result, _ = timed_submit(
+        data, model, catalogue, *args, env=env or env_for(data), label=label, stem=data.name
+    )
+    return seconds, result
 
 
 def stop_broker(data: Path) -> None:
@@ -206,33 +203,8 @@ def stop_broker(data: Path) -> None:
 
 
 def submit_peak_rss(data: Path, model: Path, catalogue: Path, env: dict[str, str]) -> tuple[float, dict[str, Any], int]:
-    """Like cli_submit, reaped with os.wait4 so the child's own peak RSS is known."""
-    argv = [
-        sys.executable,
-        "-m",
-        "pixelmill",
-        "submit",
-        str(catalogue),
-        "--template",
-        TEMPLATE,
-        "--model",
-        str(model),
-        "--size",
-        "64x64",
-        "--steps",
-        "4",
-        "--json",
-    ]
-    start = time.perf_counter()
-    with open(data.parent / "million.out", "wb") as out, open(data.parent / "million.err", "wb") as err:
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err)
-        _pid, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"1M submit failed: {(data.parent / 'million.err').read_text()[-2000:]}")
-    result = json.loads((data.parent / "million.out").read_text().strip().splitlines()[-1])
-    CPU.setdefault("million", []).append(usage.ru_utime + usage.ru_stime)
+    """Like cli_submit, with the child's own peak RSS (os.wait4 reports it)."""
+    seconds, result, usage = timed_submit(data, model, catalogue, env=env, label="million", stem="million")
     return seconds, result, usage.ru_maxrss  # KiB on Linux
 
 
@@ -276,7 +248,7 @@ def status_time(data: Path, job: int, repeat: int) -> tuple[float, int]:
     ledger = Ledger(load_settings(data_dir=data))
     rnd = random.Random(1)
     now = utcnow()
-    scores = {}
+    scores: dict[int, dict[str, float]] = {}
     with ledger.session() as session:
         # Bench set-up only: the ledger rows a finished job has, written directly (not a transition).
         session.execute(

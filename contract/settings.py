@@ -265,7 +265,7 @@ def env_file() -> Path | None:
 def load_settings(**overrides: object) -> Settings:
     """Build settings, turning pydantic's report into one line per bad variable."""
     try:
-        return Settings(_env_file=env_file(), **overrides)  # type: ignore[arg-type,call-arg]
+        return Settings(_env_file=env_file(), **overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

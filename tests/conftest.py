@@ -121,27 +121,25 @@ class Env:
             raise AssertionError(f"pixelmill {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
         return proc
 
+    def cli_submit(
+        self, catalogue: Path, *args: str, template: str = "studio photo of {title}, {color}", check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """`pixelmill submit` of a catalogue from write_catalogue (rows keyed by sku), as a user types it."""
+        return self.cli("submit", str(catalogue), "--template", template, "--key", "sku", *args, check=check)
+
     def submit(self, catalogue: Path, *args: str) -> dict[str, Any]:
-        proc = self.cli(
-            "submit",
-            str(catalogue),
-            "--template",
-            "studio photo of {title}, {color}",
-            "--key",
-            "sku",
-            "--size",
-            "64x64",
-            "--steps",
-            "4",
-            "--json",
-            *args,
-        )
-        return json.loads(proc.stdout)
+        proc = self.cli_submit(catalogue, "--size", "64x64", "--steps", "4", "--json", *args)
+        submitted: dict[str, Any] = json.loads(proc.stdout)
+        return submitted
 
     def start_worker(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
-        log = open(self.data_dir / f"worker-{len(self.workers)}.log", "wb")
+        return self.start("worker", "--loglevel", "INFO", *args, **env)
+
+    def start(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        """A `pixelmill` process of this installation, its log in <command>-N.log (stopped with the workers)."""
+        log = open(self.data_dir / f"{args[0]}-{len(self.workers)}.log", "wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pixelmill", "worker", "--loglevel", "INFO", *args],
+            [sys.executable, "-m", "pixelmill", *args],
             env={**self.vars, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -159,7 +157,7 @@ class Env:
     def worker_logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.data_dir.glob("worker-*.log")))
 
-    def wait_for(self, job: int, predicate: Callable[[dict[str, int]], bool], timeout: float = 180) -> dict:
+    def wait_for(self, job: int, predicate: Callable[[dict[str, int]], bool], timeout: float = 180) -> dict[str, int]:
         deadline = time.monotonic() + timeout
         ledger = self.ledger()
         try:

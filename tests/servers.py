@@ -33,7 +33,9 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
+from email.message import Message
 from pathlib import Path
+from typing import Any, Self
 
 __all__ = [
     "ServerError",
@@ -61,7 +63,7 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def _free_ports(n: int) -> list[int]:
@@ -109,7 +111,7 @@ def _port_open(port: int, host: str = HOST) -> bool:
         return False
 
 
-def _stop_process(proc: subprocess.Popen | None, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
+def _stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
     """Send sig to proc (and its process group, which it leads), wait; SIGKILL after timeout."""
     if proc is None:
         return
@@ -146,7 +148,7 @@ class _Server:
         self.tmpdir = Path(tmpdir)
         self.timeout = timeout
         self.port: int | None = None
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.startup_seconds: float | None = None
         self._started = False
 
@@ -159,7 +161,7 @@ class _Server:
     def running(self) -> bool:
         return self._started
 
-    def start(self):
+    def start(self) -> Self:
         if self._started:
             return self
         self.tmpdir.mkdir(parents=True, exist_ok=True)
@@ -188,10 +190,10 @@ class _Server:
     def log_tail(self, lines: int = 40) -> str:
         return _tail(self.log_path, lines)
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def __repr__(self) -> str:
@@ -221,7 +223,7 @@ class _Server:
             delay = min(delay * 1.5, 0.2)
 
     def _start_on_free_port(
-        self, argv: Callable[[int], list[str]], ready: Callable[[], bool], env: dict | None = None
+        self, argv: Callable[[int], list[str]], ready: Callable[[], bool], env: dict[str, str] | None = None
     ) -> None:
         """Start on a random free port; another process may grab it first, so try up to three ports."""
         for attempt in range(3):
@@ -235,7 +237,9 @@ class _Server:
                     raise
                 _stop_process(self.proc)
 
-    def _popen(self, argv: list[str], env: dict | None = None, log: Path | None = None) -> subprocess.Popen:
+    def _popen(
+        self, argv: list[str], env: dict[str, str] | None = None, log: Path | None = None
+    ) -> subprocess.Popen[bytes]:
         out = open(log or os.devnull, "ab")
         try:
             return subprocess.Popen(
@@ -265,7 +269,7 @@ class _Server:
 def _postgres_bindir() -> Path | None:
     """Directory with initdb and pg_ctl: newest /usr/lib/postgresql/*/bin, else from PATH."""
 
-    def version(p: str) -> tuple:
+    def version(p: str) -> tuple[int, ...]:
         m = re.search(r"/postgresql/([0-9.]+)/bin$", p)
         return tuple(int(x) for x in m.group(1).split(".") if x) if m else (0,)
 
@@ -274,9 +278,9 @@ def _postgres_bindir() -> Path | None:
             return Path(d)
     initdb = shutil.which("initdb")
     if initdb:
-        d = Path(os.path.realpath(initdb)).parent
-        if (d / "pg_ctl").exists():
-            return d
+        found = Path(os.path.realpath(initdb)).parent
+        if (found / "pg_ctl").exists():
+            return found
     return None
 
 
@@ -336,6 +340,7 @@ class Postgres(_Server):
 
     def create_database(self, name: str) -> str:
         """Create another database on this server (createdb); returns its SQLAlchemy URL."""
+        assert self.bindir is not None
         res = subprocess.run(
             [str(self.bindir / "createdb"), "-h", HOST, "-p", str(self.port), "-U", self.user, name],
             stdin=subprocess.DEVNULL,
@@ -346,7 +351,9 @@ class Postgres(_Server):
         self._check(res, f"createdb {name}")
         return self.url_for(name)
 
-    def _run(self, argv: list[str], as_owner: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
+    def _run(
+        self, argv: list[str], as_owner: bool = True, timeout: float | None = None
+    ) -> subprocess.CompletedProcess[str]:
         prefix = _as_postgres_prefix() if as_owner else []
         if prefix and prefix[0] == "su":
             import shlex
@@ -363,7 +370,7 @@ class Postgres(_Server):
             cwd="/",  # postgres may not be able to enter our cwd
         )
 
-    def _check(self, res: subprocess.CompletedProcess, what: str) -> None:
+    def _check(self, res: subprocess.CompletedProcess[str], what: str) -> None:
         if res.returncode != 0:
             raise ServerError(
                 f"PostgreSQL: {what} failed with status {res.returncode}:\n{res.stdout}\n{res.stderr}\n"
@@ -393,36 +400,11 @@ class Postgres(_Server):
         self.datadir = self._base / "data"
         sockdir = self._base / "sock"
         self.log_path = self._base / "postgres.log"
-        res = self._run(
-            [
-                str(self.bindir / "initdb"),
-                "-D",
-                str(self.datadir),
-                "-U",
-                self.user,
-                "--auth=trust",
-                "--no-sync",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-instructions",
-            ]
-        )
+        initdb = [str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", self.user, "--auth=trust", "--no-sync"]
+        initdb += ["-E", "UTF8", "--locale=C"]
+        res = self._run([*initdb, "--no-instructions"])
         if res.returncode != 0 and "--no-instructions" in res.stderr:  # PostgreSQL < 13
-            res = self._run(
-                [
-                    str(self.bindir / "initdb"),
-                    "-D",
-                    str(self.datadir),
-                    "-U",
-                    self.user,
-                    "--auth=trust",
-                    "--no-sync",
-                    "-E",
-                    "UTF8",
-                    "--locale=C",
-                ]
-            )
+            res = self._run(initdb)
         self._check(res, "initdb")
         res = self._run(["mkdir", "-p", str(sockdir)])
         self._check(res, "mkdir socket dir")
@@ -455,6 +437,7 @@ class Postgres(_Server):
 
     def _stop(self) -> None:
         if self.datadir is not None and (self.datadir / "postmaster.pid").exists():
+            assert self.bindir is not None  # the cluster exists, so its binaries were found
             res = self._run(
                 [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "-t", "30", "stop"],
                 timeout=60,
@@ -551,10 +534,11 @@ class RedisServer(_Server):
     def _start(self) -> None:
         if self.binary is None:
             raise ServerError(redis_skip_reason() or "redis-server not found")
+        binary = self.binary
         self.log_path = self.tmpdir / "redis.log"
         self._start_on_free_port(
             lambda port: [
-                self.binary,
+                binary,
                 "--bind",
                 HOST,
                 "--port",
@@ -645,7 +629,7 @@ class RabbitMQ(_Server):
         self.nodename = f"pm{secrets.token_hex(4)}@localhost"
         self.dist_port: int | None = None
         self.epmd_port: int | None = None
-        self.epmd_proc: subprocess.Popen | None = None
+        self.epmd_proc: subprocess.Popen[bytes] | None = None
         self.env: dict[str, str] = {}
 
     @property
@@ -695,10 +679,11 @@ class RabbitMQ(_Server):
 
         with Connection(self.url, connect_timeout=1) as conn:
             conn.connect()
-            return conn.connected
+            return bool(conn.connected)
 
-    def ctl(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    def ctl(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """Run ``rabbitmqctl -n NODE args...`` against this node; returns the CompletedProcess."""
+        assert self.bindir is not None
         return subprocess.run(
             [str(self.bindir / "rabbitmqctl"), "-n", self.nodename, *args],
             env=self.env,
@@ -710,7 +695,8 @@ class RabbitMQ(_Server):
         )
 
     def _start(self) -> None:
-        if self.bindir is None or _epmd_binary() is None:
+        epmd = _epmd_binary()
+        if self.bindir is None or epmd is None:
             raise ServerError(rabbitmq_skip_reason() or "rabbitmq-server not found")
         self._write_files()
         self.port, self.dist_port, self.epmd_port = _free_ports(3)
@@ -718,7 +704,7 @@ class RabbitMQ(_Server):
         self.log_path = self.tmpdir / "rabbitmq-server.out"
         # Our own epmd, in the foreground, as our child: the node finds it and does not daemonize one.
         self.epmd_proc = self._popen(
-            [_epmd_binary(), "-port", str(self.epmd_port), "-address", HOST], env=self.env, log=self.tmpdir / "epmd.log"
+            [epmd, "-port", str(self.epmd_port), "-address", HOST], env=self.env, log=self.tmpdir / "epmd.log"
         )
         deadline = time.monotonic() + 10
         while not _port_open(self.epmd_port):
@@ -796,6 +782,7 @@ class MotoS3(_Server):
     def _start(self) -> None:
         if self.binary is None:
             raise ServerError(moto_skip_reason() or "moto_server not found")
+        binary = self.binary
         self.log_path = self.tmpdir / "moto.log"
         env = dict(
             os.environ,
@@ -803,9 +790,9 @@ class MotoS3(_Server):
             AWS_SECRET_ACCESS_KEY=self.secret_key,
             AWS_DEFAULT_REGION=self.region,
         )
-        self._start_on_free_port(lambda port: [self.binary, "-H", HOST, "-p", str(port)], self._http_ready, env=env)
+        self._start_on_free_port(lambda port: [binary, "-H", HOST, "-p", str(port)], self._http_ready, env=env)
 
-    def client(self, endpoint_url: str | None = None, **config_kwargs):
+    def client(self, endpoint_url: str | None = None, **config_kwargs: Any) -> Any:
         """A boto3 S3 client for this server (or for endpoint_url, e.g. a FaultyS3Proxy in front of it).
 
         Config defaults: path-style addressing, request_checksum_calculation='when_required',
@@ -892,7 +879,7 @@ class FaultyS3Proxy:
 
     def __init__(self, upstream_url: str, fail_first: int = 2, status: int = 503, host: str = HOST):
         parts = urllib.parse.urlsplit(upstream_url)
-        if parts.scheme != "http":
+        if parts.scheme != "http" or parts.hostname is None:
             raise ValueError(f"FaultyS3Proxy forwards plain http only, got {upstream_url!r}")
         self.upstream_url = upstream_url
         self.upstream_host = parts.hostname
@@ -951,7 +938,7 @@ class FaultyS3Proxy:
             return None
         return path
 
-    def _should_reject(self, method: str, raw_path: str, headers=None) -> bool:
+    def _should_reject(self, method: str, raw_path: str, headers: Message | None = None) -> bool:
         obj = self._object_put_path(method, raw_path)
         with self.lock:
             self.requests += 1
@@ -996,7 +983,7 @@ class FaultyS3Proxy:
     def __enter__(self) -> FaultyS3Proxy:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def __repr__(self) -> str:
@@ -1006,36 +993,20 @@ class FaultyS3Proxy:
         )
 
 
-def _make_proxy_handler(proxy: FaultyS3Proxy):
+def _make_proxy_handler(proxy: FaultyS3Proxy) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         timeout = 60  # idle keep-alive connections end after this
         server_version = "FaultyS3Proxy"
 
-        def log_message(self, format, *args):  # noqa: A002 - quiet
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
             pass
 
         # Every method goes through _handle.
-        def do_GET(self):
-            self._handle()  # noqa: E704
+        def do_GET(self) -> None:
+            self._handle()
 
-        def do_HEAD(self):
-            self._handle()  # noqa: E704
-
-        def do_PUT(self):
-            self._handle()  # noqa: E704
-
-        def do_POST(self):
-            self._handle()  # noqa: E704
-
-        def do_DELETE(self):
-            self._handle()  # noqa: E704
-
-        def do_OPTIONS(self):
-            self._handle()  # noqa: E704
-
-        def do_PATCH(self):
-            self._handle()  # noqa: E704
+        do_HEAD = do_PUT = do_POST = do_DELETE = do_OPTIONS = do_PATCH = do_GET
 
         def _read_body(self) -> bytes | None:
             te = (self.headers.get("Transfer-Encoding") or "").lower()

@@ -29,6 +29,7 @@ CATALOGUE = "sku,title,color\nA-1,mug,red\nA-2,cup,blue\n"
 
 # (id, arguments, extra environment, what the message must name). `{data}` is the installation's data dir,
 # `{tmp}` a scratch dir, `{cat}` a good catalogue, `{file}` an existing regular file.
+SUBMIT = ["submit", "{cat}", "--key", "sku", "--template", "{title}"]  # a submit of the test catalogue
 CASES: list[tuple[str, list[str], dict[str, str], str]] = [
     # settings and the environment
     ("data-dir-is-a-file", ["jobs"], {"PIXELMILL_DATA_DIR": "{file}"}, "PIXELMILL_DATA_DIR"),
@@ -146,41 +147,16 @@ CASES: list[tuple[str, list[str], dict[str, str], str]] = [
     ("unknown-command", ["frobnicate"], {}, "frobnicate"),
     ("nul-in-option", ["jobs", "--limit", "1\x00"], {}, "NUL"),
     # submit
-    (
-        "submit-name-too-long",
-        ["submit", "{cat}", "--key", "sku", "--template", "{title}", "--name", "n" * 500],
-        {},
-        "--name",
-    ),
-    ("submit-name-nul", ["submit", "{cat}", "--key", "sku", "--template", "{title}", "--name", "a\x00b"], {}, "NUL"),
+    ("submit-name-too-long", [*SUBMIT, "--name", "n" * 500], {}, "--name"),
+    ("submit-name-nul", [*SUBMIT, "--name", "a\x00b"], {}, "NUL"),
     ("submit-template-nul", ["submit", "{cat}", "--key", "sku", "--template", "{title}\x00"], {}, "NUL"),
     ("submit-missing-file", ["submit", "{tmp}/none.csv", "--key", "sku", "--template", "{title}"], {}, "none.csv"),
-    ("submit-size-3x3", ["submit", "{cat}", "--key", "sku", "--template", "{title}", "--size", "3x3"], {}, "3x3"),
-    ("submit-steps-zero", ["submit", "{cat}", "--key", "sku", "--template", "{title}", "--steps", "0"], {}, "steps"),
-    (
-        "submit-guidance-negative",
-        ["submit", "{cat}", "--key", "sku", "--template", "{title}", "--guidance", "-1"],
-        {},
-        "guidance",
-    ),
-    (
-        "submit-images-per-item-zero",
-        ["submit", "{cat}", "--key", "sku", "--template", "{title}", "--images-per-item", "0"],
-        {},
-        "images",
-    ),
-    (
-        "submit-gate-bogus",
-        ["submit", "{cat}", "--key", "sku", "--template", "{title}", "--gate", "bogus"],
-        {},
-        "--gate",
-    ),
-    (
-        "submit-missing-model",
-        ["submit", "{cat}", "--key", "sku", "--template", "{title}", "--model", "{tmp}/no-model"],
-        {},
-        "no-model",
-    ),
+    ("submit-size-3x3", [*SUBMIT, "--size", "3x3"], {}, "3x3"),
+    ("submit-steps-zero", [*SUBMIT, "--steps", "0"], {}, "steps"),
+    ("submit-guidance-negative", [*SUBMIT, "--guidance", "-1"], {}, "guidance"),
+    ("submit-images-per-item-zero", [*SUBMIT, "--images-per-item", "0"], {}, "images"),
+    ("submit-gate-bogus", [*SUBMIT, "--gate", "bogus"], {}, "--gate"),
+    ("submit-missing-model", [*SUBMIT, "--model", "{tmp}/no-model"], {}, "no-model"),
     ("submit-template-positional", ["submit", "{cat}", "--key", "sku", "--template", "{0}"], {}, "{0}"),
     ("submit-template-no-column", ["submit", "{cat}", "--key", "sku", "--template", "{nope}"], {}, "nope"),
     ("submit-key-no-column", ["submit", "{cat}", "--key", "nope", "--template", "{title}"], {}, "nope"),
@@ -193,12 +169,7 @@ CASES: list[tuple[str, list[str], dict[str, str], str]] = [
         "catalogue.txt",
     ),
     ("submit-invalid-jsonl", ["submit", "{tmp}/bad.jsonl", "--key", "sku", "--template", "{title}"], {}, "bad.jsonl"),
-    (
-        "submit-name-lone-surrogate",
-        ["submit", "{cat}", "--key", "sku", "--template", "{title}", "--name", "night \udcff"],
-        {},
-        "name: contains a lone surrogate (U+DCFF)",
-    ),
+    ("submit-name-lone-surrogate", [*SUBMIT, "--name", "night \udcff"], {}, "name: contains a lone surrogate (U+DCFF)"),
     (
         "submit-lone-surrogate",
         ["submit", "{tmp}/surrogate.jsonl", "--key", "sku", "--template", "{title}"],

@@ -9,8 +9,10 @@ import re
 import sys
 import time
 import tracemalloc
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,12 +20,13 @@ from hypothesis import strategies as st
 
 from contract.identity import SEED_BITS, derive_seed, object_key
 from contract.identity import content_hash as identity_hash
-from contract.params import GenerationParams
+from contract.params import GenerationParams, parse_size
 from producer.catalogue import (
     KEY_ROOM,
     SEED_MAX,
     CatalogueError,
     Defaults,
+    Format,
     Limits,
     Problem,
     Row,
@@ -35,7 +38,6 @@ from producer.catalogue import (
     iter_rows,
     key_bytes,
     parse_seed,
-    parse_size,
     read_catalogue,
     render,
     template_fields,
@@ -75,7 +77,7 @@ def assert_problem(err: CatalogueError, path: Path, line: int, field: str | None
 # --- good input --------------------------------------------------------------------------------------------
 
 
-def test_good_csv_with_overrides(tmp_path):
+def test_good_csv_with_overrides(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         "c.csv",
@@ -112,7 +114,7 @@ def test_good_csv_with_overrides(tmp_path):
     ]
 
 
-def test_good_jsonl_with_overrides_and_numbers(tmp_path):
+def test_good_jsonl_with_overrides_and_numbers(tmp_path: Path) -> None:
     lines = [
         {"id": 7, "title": "Lamp", "color": 3},
         {},  # replaced by a blank line below
@@ -147,13 +149,13 @@ def test_good_jsonl_with_overrides_and_numbers(tmp_path):
     )
 
 
-def test_bom_is_stripped(tmp_path):
+def test_bom_is_stripped(tmp_path: Path) -> None:
     path = write(tmp_path, "c.csv", b"\xef\xbb\xbfid,title,color\nX,Mug,red\n")
     [row] = read_catalogue(path, DEFAULTS)
     assert row.key == "X"
 
 
-def test_multiline_quoted_cell_keeps_physical_line_numbers(tmp_path):
+def test_multiline_quoted_cell_keeps_physical_line_numbers(tmp_path: Path) -> None:
     path = write(tmp_path, "c.csv", 'id,title,color\nA,"Mug\nwith\nhandle",red\n\nB,Tee,\nC,Cap,blue\n')
     err = problems_of(path)
     assert_problem(err, path, 6, "color", "is empty")
@@ -165,7 +167,7 @@ def test_multiline_quoted_cell_keeps_physical_line_numbers(tmp_path):
     assert rows[0].prompt == "studio photo of Mug with handle, red, white background"
 
 
-def test_ordinary_content_passes(tmp_path):
+def test_ordinary_content_passes(tmp_path: Path) -> None:
     # Substrings like "sex" in "Sussex", SQL-ish or brace characters are ordinary data.
     path = write(
         tmp_path, "c.csv", 'id,title,color\nS1,Sussex Tea Mug,"duck-egg blue, glossy"\nS2,{title} Scunthorpe; DROP,ok\n'
@@ -175,7 +177,7 @@ def test_ordinary_content_passes(tmp_path):
     assert rows[1].prompt == "studio photo of {title} Scunthorpe; DROP, ok, white background"
 
 
-def test_example_catalogue_parses():
+def test_example_catalogue_parses() -> None:
     rows = read_catalogue(
         EXAMPLE, Defaults(template="studio photo of {title}, {color}, {material}, white background", key_column="sku")
     )
@@ -185,7 +187,7 @@ def test_example_catalogue_parses():
     assert any("Café" in r.prompt for r in rows)
 
 
-def test_prompt_column_without_template(tmp_path):
+def test_prompt_column_without_template(tmp_path: Path) -> None:
     path = write(tmp_path, "c.csv", "id,prompt\nA,  a red   mug \n")
     [row] = read_catalogue(path, Defaults(template=None))
     assert row.prompt == "a red mug"
@@ -194,30 +196,30 @@ def test_prompt_column_without_template(tmp_path):
 # --- bad input: one test per class ---------------------------------------------------------------------------
 
 
-def test_non_utf8_reports_line_and_column(tmp_path):
+def test_non_utf8_reports_line_and_column(tmp_path: Path) -> None:
     path = write(tmp_path, "c.csv", b"id,title,color\nA,Mug,red\nB,Caf\xe9,blue\n")
     err = problems_of(path)
     assert_problem(err, path, 3, "title", "UTF-8")
 
 
-def test_non_utf8_inside_multiline_cell(tmp_path):
+def test_non_utf8_inside_multiline_cell(tmp_path: Path) -> None:
     path = write(tmp_path, "c.csv", b'id,title,color\nA,Mug,"red\nand \xc3(blue"\n')
     assert_problem(problems_of(path), path, 3, "color", "UTF-8")
 
 
-def test_non_utf8_in_jsonl(tmp_path):
+def test_non_utf8_in_jsonl(tmp_path: Path) -> None:
     path = write(tmp_path, "c.jsonl", b'{"id": "A", "title": "x", "color": "y"}\n{"id": "B", "title": "\xff"}\n')
     err = problems_of(path)
     assert_problem(err, path, 2, None, "UTF-8")
 
 
 @pytest.mark.parametrize("cell, how", [("", "is empty"), ("   ", "is empty")])
-def test_missing_field_csv(tmp_path, cell, how):
+def test_missing_field_csv(tmp_path: Path, cell: str, how: str) -> None:
     path = write(tmp_path, "c.csv", f"id,title,color\nA,Mug,{cell}\n")
     assert_problem(problems_of(path), path, 2, "color", how)
 
 
-def test_missing_field_short_csv_row(tmp_path):
+def test_missing_field_short_csv_row(tmp_path: Path) -> None:
     path = write(tmp_path, "c.csv", "id,title,color\nA,Mug\n")
     assert_problem(problems_of(path), path, 2, "color", "missing")
 
@@ -230,42 +232,42 @@ def test_missing_field_short_csv_row(tmp_path):
         ({"id": "A", "title": "Mug", "color": " "}, "is empty"),
     ],
 )
-def test_missing_field_jsonl(tmp_path, obj, how):
+def test_missing_field_jsonl(tmp_path: Path, obj: dict[str, object], how: str) -> None:
     path = write(tmp_path, "c.jsonl", json.dumps(obj) + "\n")
     assert_problem(problems_of(path), path, 1, "color", how)
 
 
-def test_missing_key(tmp_path):
+def test_missing_key(tmp_path: Path) -> None:
     path = write(tmp_path, "c.csv", "id,title,color\n,Mug,red\n")
     assert_problem(problems_of(path), path, 2, "id", "is empty")
 
 
-def test_unknown_template_column_csv_is_one_header_problem(tmp_path):
+def test_unknown_template_column_csv_is_one_header_problem(tmp_path: Path) -> None:
     path = write(tmp_path, "c.csv", "id,title,colour\nA,Mug,red\nB,Tee,blue\n")
     err = problems_of(path)
     assert_problem(err, path, 1, "color", "'colour'", "'title'")
     assert len(err.problems) == 1
 
 
-def test_missing_key_column_csv(tmp_path):
+def test_missing_key_column_csv(tmp_path: Path) -> None:
     path = write(tmp_path, "c.csv", "title,color\nMug,red\n")
     err = problems_of(path)
     assert_problem(err, path, 1, "id", "no such column")
     assert len(err.problems) == 1
 
 
-def test_empty_prompt_without_template(tmp_path):
+def test_empty_prompt_without_template(tmp_path: Path) -> None:
     path = write(tmp_path, "c.csv", "id,prompt\nA,a mug\nB, \n")
     err = problems_of(path, Defaults(template=None))
     assert_problem(err, path, 3, "prompt", "empty")
 
 
-def test_prompt_column_absent_without_template(tmp_path):
+def test_prompt_column_absent_without_template(tmp_path: Path) -> None:
     path = write(tmp_path, "c.csv", "id,title\nA,a mug\n")
     assert_problem(problems_of(path, Defaults(template=None)), path, 1, "prompt", "no such column")
 
 
-def test_whitespace_only_value_is_missing_not_rendered(tmp_path):
+def test_whitespace_only_value_is_missing_not_rendered(tmp_path: Path) -> None:
     path = write(tmp_path, "c.jsonl", '{"id": "A", "t": "\\u00a0"}\n{"id": "B", "t": "x"}\n')
     # A value that is all whitespace is a missing field before it can render an empty prompt.
     assert_problem(problems_of(path, Defaults(template="{t}")), path, 1, "t", "is empty")
@@ -286,7 +288,7 @@ def test_whitespace_only_value_is_missing_not_rendered(tmp_path):
         ("images_per_item", "17", ("1 to 16",)),
     ],
 )
-def test_bad_override_values(tmp_path, column, value, words):
+def test_bad_override_values(tmp_path: Path, column: str, value: str, words: tuple[str, ...]) -> None:
     path = write(
         tmp_path,
         "c.csv",
@@ -299,24 +301,24 @@ def test_bad_override_values(tmp_path, column, value, words):
     assert len(err.problems) == 1
 
 
-def test_duplicate_key_names_first_line(tmp_path):
+def test_duplicate_key_names_first_line(tmp_path: Path) -> None:
     path = write(tmp_path, "c.csv", "id,title,color\nA,Mug,red\nB,Tee,blue\nA,Cap,green\n")
     err = problems_of(path)
     assert_problem(err, path, 4, "id", "duplicate", "line 2")
 
 
 @pytest.mark.parametrize("key", [".", "..", "a\tb", "x" * 201])
-def test_invalid_item_key(tmp_path, key):
+def test_invalid_item_key(tmp_path: Path, key: str) -> None:
     path = write(tmp_path, "c.jsonl", json.dumps({"id": key, "title": "Mug", "color": "red"}) + "\n")
     assert_problem(problems_of(path), path, 1, "id", "invalid item key")
 
 
-def test_long_but_allowed_key(tmp_path):
+def test_long_but_allowed_key(tmp_path: Path) -> None:
     path = write(tmp_path, "c.jsonl", json.dumps({"id": "x" * 200, "title": "Mug", "color": "red"}) + "\n")
     assert read_catalogue(path, DEFAULTS)[0].key == "x" * 200
 
 
-def test_csv_row_with_too_many_cells(tmp_path):
+def test_csv_row_with_too_many_cells(tmp_path: Path) -> None:
     path = write(tmp_path, "c.csv", "id,title,color\nA,Mug, large,red\n")
     err = problems_of(path)
     assert_problem(err, path, 2, None, "4 cells", "3 columns")
@@ -326,13 +328,13 @@ def test_csv_row_with_too_many_cells(tmp_path):
 @pytest.mark.parametrize(
     "line, words", [("{not json", ("not valid JSON",)), ("[1, 2]", ("JSON object",)), ('"text"', ("JSON object",))]
 )
-def test_jsonl_bad_line(tmp_path, line, words):
+def test_jsonl_bad_line(tmp_path: Path, line: str, words: tuple[str, ...]) -> None:
     path = write(tmp_path, "c.jsonl", '{"id": "A", "title": "Mug", "color": "red"}\n' + line + "\n")
     err = problems_of(path)
     assert_problem(err, path, 2, None, *words)
 
 
-def test_jsonl_nested_value_used_by_template(tmp_path):
+def test_jsonl_nested_value_used_by_template(tmp_path: Path) -> None:
     path = write(tmp_path, "c.jsonl", '{"id": "A", "title": ["Mug"], "color": "red", "extra": {"ok": 1}}\n')
     err = problems_of(path)
     assert_problem(err, path, 1, "title", "an array")
@@ -340,18 +342,18 @@ def test_jsonl_nested_value_used_by_template(tmp_path):
 
 
 @pytest.mark.parametrize("name, content", [("c.csv", ""), ("c.csv", "id,title,color\n\n"), ("c.jsonl", "\n \n")])
-def test_empty_catalogue(tmp_path, name, content):
+def test_empty_catalogue(tmp_path: Path, name: str, content: str) -> None:
     path = write(tmp_path, name, content)
     err = problems_of(path)
     assert_problem(err, path, 1, None, "no rows")
 
 
-def test_unsupported_extension(tmp_path):
+def test_unsupported_extension(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=".txt"):
         read_catalogue(write(tmp_path, "c.txt", "id\nA\n"), DEFAULTS)
 
 
-def test_all_problems_reported(tmp_path):
+def test_all_problems_reported(tmp_path: Path) -> None:
     path = write(
         tmp_path, "c.csv", "id,title,color,steps\nA,Mug,,\nA,Tee,blue,\nB,,red,999\nC,Cap,red,1,extra\nD,Hat,red,5\n"
     )
@@ -365,7 +367,7 @@ def test_all_problems_reported(tmp_path):
     assert [p.line for p in err.problems] == sorted(p.line for p in err.problems)
 
 
-def test_problem_listing_is_capped(tmp_path):
+def test_problem_listing_is_capped(tmp_path: Path) -> None:
     body = "".join(f"K{i},Mug,\n" for i in range(60))
     err = problems_of(write(tmp_path, "c.csv", "id,title,color\n" + body))
     text = str(err)
@@ -374,7 +376,7 @@ def test_problem_listing_is_capped(tmp_path):
     assert text.splitlines()[-1] == "... and 10 more"
 
 
-def test_problem_str():
+def test_problem_str() -> None:
     assert str(Problem("catalogue.csv", 12, "color", "is empty")) == "catalogue.csv:12: field 'color': is empty"
     assert str(Problem("catalogue.csv", 3, None, "bad")) == "catalogue.csv:3: bad"
 
@@ -382,7 +384,7 @@ def test_problem_str():
 # --- templates, defaults, sizes ----------------------------------------------------------------------------------
 
 
-def test_render_and_fields():
+def test_render_and_fields() -> None:
     assert template_fields("{a} and {b}, {a}") == ["a", "b"]
     assert template_fields("no fields {{here}}") == []
     assert render("{a}  x\n{b}", {"a": " hi ", "b": "3"}) == "hi x 3"
@@ -392,14 +394,14 @@ def test_render_and_fields():
 
 
 @pytest.mark.parametrize("template", ["{}", "{0}", "{a.b}", "{a[0]}", "{a!r}", "{a:>10}", "{a", "a}", "{ }"])
-def test_bad_templates_are_usage_errors(template):
+def test_bad_templates_are_usage_errors(template: str) -> None:
     with pytest.raises(UsageError):
         template_fields(template)
     with pytest.raises(UsageError):
         Defaults(template=template)
 
 
-def test_bad_template_is_usage_error_not_row_error(tmp_path):
+def test_bad_template_is_usage_error_not_row_error(tmp_path: Path) -> None:
     path = write(tmp_path, "c.csv", "id,title\nA,Mug\n")
     with pytest.raises(UsageError):
         read_catalogue(path, Defaults(template="{title!s}"))
@@ -420,21 +422,21 @@ def test_bad_template_is_usage_error_not_row_error(tmp_path):
         dict(key_column=""),
     ],
 )
-def test_bad_defaults_are_usage_errors(kwargs):
+def test_bad_defaults_are_usage_errors(kwargs: dict[str, Any]) -> None:
     kwargs.setdefault("template", TEMPLATE)
     with pytest.raises(UsageError):
         Defaults(**kwargs)
 
 
 @pytest.mark.parametrize("text, size", [("512x512", (512, 512)), ("768X1024", (768, 1024)), (" 64x2048 ", (64, 2048))])
-def test_parse_size_good(text, size):
+def test_parse_size_good(text: str, size: tuple[int, int]) -> None:
     assert parse_size(text) == size
 
 
 @pytest.mark.parametrize(
     "text", ["512", "512x", "x512", "56x512", "512x2056", "513x512", "512*512", "-512x512", "512x512x3", ""]
 )
-def test_parse_size_bad(text):
+def test_parse_size_bad(text: str) -> None:
     with pytest.raises(ValueError):
         parse_size(text)
 
@@ -442,14 +444,14 @@ def test_parse_size_bad(text):
 # --- contract.identity ---------------------------------------------------------------------------------------
 
 
-def test_derive_seed_is_deterministic_and_sensitive():
+def test_derive_seed_is_deterministic_and_sensitive() -> None:
     seed = derive_seed(1234, "MUG-001", 0)
     assert seed == derive_seed(1234, "MUG-001", 0)
     others = {derive_seed(1235, "MUG-001", 0), derive_seed(1234, "MUG-002", 0), derive_seed(1234, "MUG-001", 1)}
     assert seed not in others and len(others) == 3
 
 
-def test_derive_seed_fits_63_bits():
+def test_derive_seed_fits_63_bits() -> None:
     seeds = [derive_seed(j, f"K{i}", v) for j in (0, 2**63 - 1) for i in range(200) for v in range(3)]
     assert all(0 <= s < 2**SEED_BITS for s in seeds)
     assert SEED_BITS == 63
@@ -459,13 +461,13 @@ def test_derive_seed_fits_63_bits():
 HASH_FIELDS = dict(prompt="a mug", negative="", width=512, height=512, steps=30, guidance=7.5, seed=1, model="m")
 
 
-def content_hash(**fields):
+def content_hash(**fields: Any) -> str:
     """The identity's hash over flat fields, the generation parameters gathered into their typed value."""
     params = GenerationParams(**{name: fields.pop(name) for name in ("width", "height", "steps", "guidance")})
     return identity_hash(params=params, **fields)
 
 
-def test_content_hash_stable_across_order():
+def test_content_hash_stable_across_order() -> None:
     reordered = dict(reversed(list(HASH_FIELDS.items())))
     assert content_hash(**HASH_FIELDS) == content_hash(**reordered)
     assert content_hash(**{**HASH_FIELDS, "guidance": 7}) == content_hash(**{**HASH_FIELDS, "guidance": 7.0})
@@ -484,7 +486,7 @@ def test_content_hash_stable_across_order():
         ("model", "n"),
     ],
 )
-def test_content_hash_changes_with_each_field(field, value):
+def test_content_hash_changes_with_each_field(field: str, value: object) -> None:
     assert content_hash(**HASH_FIELDS) != content_hash(**{**HASH_FIELDS, field: value})
 
 
@@ -500,7 +502,7 @@ def test_content_hash_changes_with_each_field(field, value):
         ("v1.2", "v1.2"),
     ],
 )
-def test_object_key_encodes_segment(key, segment):
+def test_object_key_encodes_segment(key: str, segment: str) -> None:
     result = object_key(9, key, 2, "png")
     assert result == f"jobs/9/{segment}/2.png"
     assert all(part not in (".", "..", "") for part in result.split("/"))
@@ -803,15 +805,17 @@ BAD_CASES = [
 @pytest.mark.parametrize(
     "name, content, line, field, words, limits", [c[1:] for c in BAD_CASES], ids=[c[0] for c in BAD_CASES]
 )
-def test_bad_catalogue(tmp_path, name, content, line, field, words, limits):
+def test_bad_catalogue(
+    tmp_path: Path, name: str, content: str, line: int, field: str | None, words: tuple[str, ...], limits: Limits | None
+) -> None:
     expect(tmp_path, name, content, line, field, *words, limits=limits)
 
 
-def test_bad_cases_are_many():
+def test_bad_cases_are_many() -> None:
     assert len(BAD_CASES) >= 40
 
 
-def test_long_json_line_is_skipped_and_later_lines_checked(tmp_path):
+def test_long_json_line_is_skipped_and_later_lines_checked(tmp_path: Path) -> None:
     err = expect(
         tmp_path,
         "c.jsonl",
@@ -824,18 +828,18 @@ def test_long_json_line_is_skipped_and_later_lines_checked(tmp_path):
     assert_problem(err, tmp_path / "c.jsonl", 2, "color", "is empty")
 
 
-def test_unclosed_quote_is_not_reported_as_missing_field(tmp_path):
+def test_unclosed_quote_is_not_reported_as_missing_field(tmp_path: Path) -> None:
     err = expect(tmp_path, "c.csv", HEAD + 'A,"Mug,red\nB,Tee,blue\n', 2, "title", "unclosed quote")
     assert not any("missing" in p.message for p in err.problems)
 
 
-def test_pretty_printed_json_is_one_problem_not_many(tmp_path):
+def test_pretty_printed_json_is_one_problem_not_many(tmp_path: Path) -> None:
     content = json.dumps({"id": "A", "title": "Mug", "color": "red", "a": 1, "b": 2}, indent=2)
     err = expect(tmp_path, "c.jsonl", content, 1, None, "pretty-printed")
     assert len(err.problems) == 1
 
 
-def test_problem_count_cap_stops_reading(tmp_path):
+def test_problem_count_cap_stops_reading(tmp_path: Path) -> None:
     body = "".join(f"K{i},Mug,\n" for i in range(100))
     err = expect(
         tmp_path, "c.csv", HEAD + body, 11, None, "stopped reading after 10 problems", limits=Limits(problems=10)
@@ -843,7 +847,7 @@ def test_problem_count_cap_stops_reading(tmp_path):
     assert len(err.problems) == 11
 
 
-def test_key_limits_follow_the_store(tmp_path):
+def test_key_limits_follow_the_store(tmp_path: Path) -> None:
     key = "k" * 300  # 300 bytes: too long for a path segment, fine in S3
     path = write(tmp_path, "c.jsonl", json.dumps({"id": key, "prompt": "a mug"}) + "\n")
     defaults = Defaults(template=None)
@@ -860,13 +864,13 @@ def test_key_limits_follow_the_store(tmp_path):
     assert Limits().key_bytes == 255
 
 
-def test_key_byte_length_matches_object_key():
+def test_key_byte_length_matches_object_key() -> None:
     for key in ["MUG-001", "%" * 10, "界" * 3, "a b/c", "😀"]:
         segment = object_key(1, key, 0, "png").split("/")[2]
         assert key_bytes(key) == len(segment.encode())
 
 
-def test_key_at_the_segment_limit(tmp_path):
+def test_key_at_the_segment_limit(tmp_path: Path) -> None:
     ok, over = "界" * 28, "界" * 29  # 252 and 261 bytes once encoded
     path = write(tmp_path, "c.jsonl", obj_line(id=ok) + obj_line(id="B"))
     assert read_catalogue(path, DEFAULTS)[0].key == ok
@@ -874,9 +878,9 @@ def test_key_at_the_segment_limit(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [-1, 2**63, 1.0, True, "1"])
-def test_job_seed_uses_the_row_seed_range(bad):
+def test_job_seed_uses_the_row_seed_range(bad: object) -> None:
     with pytest.raises(ValueError, match=str(SEED_MAX)):
-        check_seed(bad)
+        check_seed(bad)  # type: ignore[arg-type]  # wrong types on purpose: the check is at run time
     assert check_seed(0) == 0 and check_seed(SEED_MAX) == SEED_MAX == 2**SEED_BITS - 1
     assert parse_seed(str(SEED_MAX)) == SEED_MAX
     with pytest.raises(ValueError, match=str(SEED_MAX)):
@@ -895,7 +899,7 @@ def test_job_seed_uses_the_row_seed_range(bad):
         dict(key_prefix_bytes=2000),
     ],
 )
-def test_bad_limits_are_usage_errors(kwargs):
+def test_bad_limits_are_usage_errors(kwargs: dict[str, Any]) -> None:
     with pytest.raises(UsageError):
         Limits(**kwargs)
 
@@ -907,7 +911,7 @@ GOOD_JSONL = obj_line() + obj_line(id="B", title="Tee", color="blue")
 
 
 @pytest.mark.parametrize("name, content", [("c.csv.gz", GOOD_CSV), ("c.jsonl.gz", GOOD_JSONL), ("C.CSV.GZ", GOOD_CSV)])
-def test_gzip_catalogues(tmp_path, name, content):
+def test_gzip_catalogues(tmp_path: Path, name: str, content: str) -> None:
     path = write(tmp_path, name, gzip.compress(content.encode()))
     rows = read_catalogue(path, DEFAULTS)
     assert [(r.line, r.key) for r in rows] == [
@@ -916,7 +920,7 @@ def test_gzip_catalogues(tmp_path, name, content):
     ]
 
 
-def test_corrupt_gzip(tmp_path):
+def test_corrupt_gzip(tmp_path: Path) -> None:
     data = gzip.compress((GOOD_CSV * 200).encode())
     for name, content in [("bad.csv.gz", b"not gzip at all\n"), ("cut.csv.gz", data[: len(data) // 2])]:
         with pytest.raises(CatalogueError, match=r"\.csv\.gz:\d+: could not read the file.*gzip -t"):
@@ -939,26 +943,26 @@ class FakeStdin:
         (GOOD_JSONL, "jsonl"),
     ],
 )
-def test_stdin(monkeypatch, content, fmt):
+def test_stdin(monkeypatch: pytest.MonkeyPatch, content: str, fmt: Format | None) -> None:
     monkeypatch.setattr(sys, "stdin", FakeStdin(content.encode()))
     rows = read_catalogue("-", DEFAULTS, fmt=fmt)
     assert [r.key for r in rows] == ["A", "B"]
     assert not sys.stdin.buffer.closed
 
 
-def test_stdin_problem_names_stdin(monkeypatch):
+def test_stdin_problem_names_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "stdin", FakeStdin(b"id,title,color\nA,Mug,\n"))
     with pytest.raises(CatalogueError, match=r"^<stdin>:2: field 'color': is empty"):
         read_catalogue("-", DEFAULTS)
 
 
-def test_unsupported_types_name_the_supported_ones(tmp_path):
+def test_unsupported_types_name_the_supported_ones(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"\.json.*\.csv\.gz"):
         read_catalogue(write(tmp_path, "c.json", "{}"), DEFAULTS)
 
 
 @pytest.mark.parametrize("jsonl", [True, False], ids=["jsonl", "python-rows"])
-def test_a_wrong_key_or_field_in_json_is_one_problem_per_field_with_the_likely_fix(tmp_path, jsonl):
+def test_a_wrong_key_or_field_in_json_is_one_problem_per_field_with_the_likely_fix(tmp_path: Path, jsonl: bool) -> None:
     """Without the first object's hint, every row said only "is missing" (1,000 lines for a big file)."""
     rows = [{"sku": f"A{i}", "titel": "Mug", "color": "red"} for i in range(3)]
     with pytest.raises(CatalogueError) as info:
@@ -977,18 +981,18 @@ def test_a_wrong_key_or_field_in_json_is_one_problem_per_field_with_the_likely_f
     "name, words",
     [("c.tsv", "--delimiter tab"), ("c.txt", "--encoding utf-16"), ("c.xlsx", "as CSV"), ("c.json", "jq -c")],
 )
-def test_an_export_under_another_file_type_says_what_to_do(tmp_path, name, words):
+def test_an_export_under_another_file_type_says_what_to_do(tmp_path: Path, name: str, words: str) -> None:
     with pytest.raises(UsageError, match=re.escape(words)):
         read_catalogue(write(tmp_path, name, "sku\tid\n"), DEFAULTS)
 
 
-def test_nan_in_an_override_column_means_the_job_default():
+def test_nan_in_an_override_column_means_the_job_default() -> None:
     """pandas writes NaN for an empty cell: in an optional override column it is "not given", never 'nan'."""
     rows = list(iter_rows([{"id": "A", "title": "Mug", "color": "red", "seed": float("nan")}], DEFAULTS))
     assert [(r.prompt, r.seed) for r in rows] == [("studio photo of Mug, red, white background", None)]
 
 
-def test_iter_rows_python_api():
+def test_iter_rows_python_api() -> None:
     rows = list(
         iter_rows(
             [
@@ -1027,7 +1031,9 @@ def test_iter_rows_python_api():
         ([{"id": "A", "title": "Mug", "color": "red", "steps": float("inf")}], 1, "steps", ("finite",)),
     ],
 )
-def test_iter_rows_problems(rows, line, field, words):
+def test_iter_rows_problems(
+    rows: list[Mapping[str, object]], line: int, field: str | None, words: tuple[str, ...]
+) -> None:
     with pytest.raises(CatalogueError) as info:
         list(iter_rows(rows, DEFAULTS, name="api"))
     assert_problem(info.value, Path("api"), line, field, *words)
@@ -1036,7 +1042,7 @@ def test_iter_rows_problems(rows, line, field, words):
 # --- streaming and all-or-nothing --------------------------------------------------------------------------------
 
 
-def test_iter_catalogue_streams(monkeypatch):
+def test_iter_catalogue_streams(monkeypatch: pytest.MonkeyPatch) -> None:
     body = "".join(f"K{i},Mug {i},red\n" for i in range(50_000))
     stdin = FakeStdin((HEAD + body).encode())
     monkeypatch.setattr(sys, "stdin", stdin)
@@ -1046,7 +1052,7 @@ def test_iter_catalogue_streams(monkeypatch):
     assert sum(1 for _ in rows) == 49_999
 
 
-def test_no_rows_after_the_first_problem_and_error_at_the_end(tmp_path):
+def test_no_rows_after_the_first_problem_and_error_at_the_end(tmp_path: Path) -> None:
     path = write(tmp_path, "c.csv", HEAD + "A,Mug,red\nB,Tee,\nC,Cap,blue\nD,Hat,\n")
     seen: list[str] = []
     with pytest.raises(CatalogueError) as info:
@@ -1056,7 +1062,7 @@ def test_no_rows_after_the_first_problem_and_error_at_the_end(tmp_path):
     assert [p.line for p in info.value.problems] == [3, 5]
 
 
-def test_stats_and_long_prompt_warning(tmp_path):
+def test_stats_and_long_prompt_warning(tmp_path: Path) -> None:
     long_title = " ".join(f"word{i}" for i in range(80))
     path = write(tmp_path, "c.csv", HEAD + f"A,Mug,red\nB,{long_title},blue\n")
     stats = Stats()
@@ -1078,11 +1084,11 @@ def test_stats_and_long_prompt_warning(tmp_path):
         ("a" * 200, 3, 3),
     ],
 )
-def test_estimate_tokens_is_a_lower_bound(prompt, low, high):
+def test_estimate_tokens_is_a_lower_bound(prompt: str, low: int, high: int) -> None:
     assert low <= estimate_tokens(prompt) <= high
 
 
-def test_csv_fast_and_full_paths_agree(tmp_path):
+def test_csv_fast_and_full_paths_agree(tmp_path: Path) -> None:
     # The same rows through the fast path (plain columns) and the full path (an override column present).
     plain = HEAD + "A,Mug,red\nB, Tee  , blue\nC,{x},  green \n"
     with_seed = "id,title,color,seed\nA,Mug,red,\nB, Tee  , blue,\nC,{x},  green ,\n"
@@ -1095,7 +1101,7 @@ def test_csv_fast_and_full_paths_agree(tmp_path):
 # --- linear time, flat memory -------------------------------------------------------------------------------------
 
 
-def test_huge_header_is_refused_linearly(tmp_path):
+def test_huge_header_is_refused_linearly(tmp_path: Path) -> None:
     # 200k distinct columns, caps raised so the header is parsed: refused at the column cap.
     path = write(tmp_path, "wide.csv", ",".join(f"c{i}" for i in range(200_000)) + "\n1\n")
     started = time.process_time()
@@ -1104,7 +1110,7 @@ def test_huge_header_is_refused_linearly(tmp_path):
     assert time.process_time() - started < 5  # quadratic duplicate detection took minutes
 
 
-def test_duplicate_header_detection_is_linear(tmp_path):
+def test_duplicate_header_detection_is_linear(tmp_path: Path) -> None:
     # 200k columns all allowed, all duplicates: a quadratic check would take hours; this one is one pass.
     path = write(tmp_path, "dups.csv", "id," + ",".join(["a", "b"] * 100_000) + "\n")
     started = time.process_time()
@@ -1121,7 +1127,7 @@ def test_duplicate_header_detection_is_linear(tmp_path):
         ("big.csv", b"id,title,color\nA,Mug," + b"r" * (20 << 20) + b"\n"),
     ],
 )
-def test_huge_line_is_not_held_in_memory(tmp_path, name, content):
+def test_huge_line_is_not_held_in_memory(tmp_path: Path, name: str, content: bytes) -> None:
     path = write(tmp_path, name, content)
     tracemalloc.start()
     try:
@@ -1139,7 +1145,7 @@ def test_huge_line_is_not_held_in_memory(tmp_path, name, content):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=400) | st.text(alphabet='id,tle"co\n\r\x00;{}[]:é界 \\', max_size=200).map(str.encode))
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
-def test_any_bytes_give_rows_or_catalogue_error(monkeypatch, fmt, data):
+def test_any_bytes_give_rows_or_catalogue_error(monkeypatch: pytest.MonkeyPatch, fmt: Format, data: bytes) -> None:
     monkeypatch.setattr(sys, "stdin", FakeStdin(HEAD.encode() + data if fmt == "csv" and data[:1] != b"!" else data))
     try:
         rows = read_catalogue("-", DEFAULTS, Limits(cell_bytes=32, row_bytes=64, columns=8), fmt=fmt)
@@ -1164,7 +1170,7 @@ def test_any_bytes_give_rows_or_catalogue_error(monkeypatch, fmt, data):
         max_size=5,
     )
 )
-def test_any_python_rows_give_rows_or_catalogue_error(rows):
+def test_any_python_rows_give_rows_or_catalogue_error(rows: list[dict[str, object]]) -> None:
     try:
         result = list(iter_rows(rows, DEFAULTS))
     except CatalogueError as exc:
@@ -1180,7 +1186,7 @@ def test_any_python_rows_give_rows_or_catalogue_error(rows):
         ["{a} {b}", "{a}{b}", "x{a}y{b}z", "{a}, {b}", "{{{a}}} {b}", " {a} ", "{b}{{", "{a} {a}"]
     ),
 )
-def test_fast_path_agrees_with_the_full_check(values, template):
+def test_fast_path_agrees_with_the_full_check(values: list[str], template: str) -> None:
     defaults = Defaults(template=template)
     fast_v, full_v = (_Validator("p", defaults, Limits(), ["id", "a", "b"], 1, Stats()) for _ in range(2))
     assert fast_v.fast is not None
@@ -1191,7 +1197,7 @@ def test_fast_path_agrees_with_the_full_check(values, template):
         assert fast is None
 
 
-def test_unsupported_type_is_refused_before_iteration(tmp_path):
+def test_unsupported_type_is_refused_before_iteration(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="unsupported catalogue type"):
         iter_catalogue(tmp_path / "c.xlsx", DEFAULTS)
 
@@ -1204,12 +1210,14 @@ def test_unsupported_type_is_refused_before_iteration(tmp_path):
         ("\nid,title,color\nA,Mug,red\n", 1, None, ("first line is blank", "header")),
     ],
 )
-def test_more_structure_messages(tmp_path, content, line, field, words):
+def test_more_structure_messages(
+    tmp_path: Path, content: str, line: int, field: str | None, words: tuple[str, ...]
+) -> None:
     err = expect(tmp_path, "c.csv", content, line, field, *words)
     assert not any("missing" in p.message for p in err.problems)
 
 
-def test_literal_quote_in_unquoted_cell_is_data(tmp_path):
+def test_literal_quote_in_unquoted_cell_is_data(tmp_path: Path) -> None:
     rows = read_catalogue(write(tmp_path, "c.csv", HEAD + 'A,12" pizza,red\nB,Tee,blue\nC,Hat 6",red'), DEFAULTS)
     assert [r.prompt.split(",")[0] for r in rows] == [
         'studio photo of 12" pizza',
@@ -1218,7 +1226,7 @@ def test_literal_quote_in_unquoted_cell_is_data(tmp_path):
     ]
 
 
-def test_surrogate_pairs_are_text_and_lone_surrogates_are_refused(tmp_path):
+def test_surrogate_pairs_are_text_and_lone_surrogates_are_refused(tmp_path: Path) -> None:
     """JSON's escaped pair for one character outside the BMP is fine; a template holding a lone surrogate (from
     a mis-decoded command line: Python maps each undecodable byte to one) is refused up front."""
     path = write(tmp_path, "c.jsonl", '{"id": "A", "title": "Mug \\ud83d\\ude00", "color": "red"}\n')
@@ -1228,7 +1236,7 @@ def test_surrogate_pairs_are_text_and_lone_surrogates_are_refused(tmp_path):
         Defaults(template="photo of {title} \udcff")
 
 
-def test_a_reserved_column_is_explained_once_not_on_every_row(tmp_path):
+def test_a_reserved_column_is_explained_once_not_on_every_row(tmp_path: Path) -> None:
     """A shop's own `size` column (S/M/XL) fails on every row: the first problem says why the column is read as
     an override and how to map it; the other 149 point back to it instead of repeating the paragraph."""
     rows = "".join(f"P-{i},Shirt {i},{('S', 'M', 'XL')[i % 3]}\n" for i in range(150))
@@ -1241,7 +1249,7 @@ def test_a_reserved_column_is_explained_once_not_on_every_row(tmp_path):
 
 
 @pytest.mark.parametrize("hidden", ["\u200b", "\u202e", "\ufeff"])
-def test_a_key_with_an_invisible_character_is_refused(tmp_path, hidden):
+def test_a_key_with_an_invisible_character_is_refused(tmp_path: Path, hidden: str) -> None:
     """`Z1` and `Z1<ZERO WIDTH SPACE>` look the same to a person but would be two products: refused, named."""
     path = write(tmp_path, "c.csv", f"id,title,color\nZ1,Mug,red\nZ1{hidden},Mug,red\n")
     err = problems_of(path)

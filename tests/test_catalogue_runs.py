@@ -79,17 +79,7 @@ def test_a_bad_last_row_writes_nothing_for_a_catalogue_run(env: Env, tmp_path: P
     catalogue = write_catalogue(tmp_path / "c.csv", 2500)  # more than one write batch before the bad row
     with open(catalogue, "a") as fh:
         fh.write("SKU-000,again,red\n")  # a duplicate key, found only at the very end
-    proc = env.cli(
-        "submit",
-        str(catalogue),
-        "--template",
-        "studio photo of {title}, {color}",
-        "--key",
-        "sku",
-        "--catalogue",
-        "mugs",
-        check=False,
-    )
+    proc = env.cli_submit(catalogue, "--catalogue", "mugs", check=False)
     assert proc.returncode == 2 and "nothing was submitted" in proc.stderr, proc.stderr
     assert f"{catalogue}:2502" in proc.stderr or ":2502" in proc.stderr, proc.stderr
     with env.ledger().session(readonly=True) as session:
@@ -121,7 +111,7 @@ def ledger_rows(env: Env) -> tuple[int, int, int, int, list[tuple[str, str, int]
                     CatalogueEntry.id
                 )
             ).all()
-            return count[0], count[1], count[2], len(entries), [tuple(e) for e in entries]
+            return count[0], count[1], count[2], len(entries), [(key, change, job) for key, change, job in entries]
     finally:
         ledger.close()
 

@@ -9,12 +9,14 @@ import math
 import os
 import pwd
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image as PILImage
 from PIL import ImageFilter
+from PIL.PngImagePlugin import PngImageFile
 from sqlalchemy import select
 
 from conftest import Env, finished, tiny_checks, write_catalogue
@@ -68,7 +70,7 @@ def test_checks_must_be_configured_explicitly(tmp_path: Path, tiny_model: Path) 
         resolve_checks(Settings(data_dir=tmp_path, image_checker="none"), gate="clip_score>=20")
     with pytest.raises(ChecksError, match="re-rolling needs a gate"):
         resolve_checks(Settings(data_dir=tmp_path, image_checker="none"), gate_attempts=3)
-    configured = {k.removeprefix("PIXELMILL_").lower(): v for k, v in tiny_checks(tiny_model).items()}
+    configured: dict[str, Any] = {k.removeprefix("PIXELMILL_").lower(): v for k, v in tiny_checks(tiny_model).items()}
     checks = resolve_checks(Settings(data_dir=tmp_path, **configured), gate="clip_score>=20", best_of=2)
     assert (checks.gate_mode, checks.gate_n, checks.ranking_score) == ("best_of", 2, "clip_score")
     assert Checks.from_json(json.loads(json.dumps(checks.as_json()))) == checks
@@ -132,11 +134,9 @@ def test_concept_scores_match_diffusers_safety_checker(tiny_model: Path, tmp_pat
     source = Path(tiny_checks(tiny_model)["PIXELMILL_IMAGE_CHECKER"])
     checker = StableDiffusionSafetyChecker.from_pretrained(source / "safety_checker", attn_implementation="eager")
     images = [noise(i) for i in range(6)] + [PILImage.new("RGB", (64, 64), c) for c in ((255, 255, 255), (9, 9, 9))]
-    pixels = (
-        Judge(Checks(image_checker=str(source)), device="cpu")
-        .concepts.processor(images=images, return_tensors="pt")
-        .pixel_values
-    )
+    concepts = Judge(Checks(image_checker=str(source)), device="cpu").concepts
+    assert concepts is not None
+    pixels = concepts.processor(images=images, return_tensors="pt").pixel_values
     with torch.no_grad():
         embeds = torch.nn.functional.normalize(checker.visual_projection(checker.vision_model(pixels)[1]))
         cosines = embeds @ torch.nn.functional.normalize(checker.concept_embeds).T
@@ -159,13 +159,16 @@ def test_concept_scores_match_diffusers_safety_checker(tiny_model: Path, tmp_pat
     assert flagged == [bool(t) for t in theirs] and any(flagged) and not all(flagged)
     thresholds = checker.concept_embeds_weights.detach()
     for verdict, image_cosines in zip(ours, cosines):
+        assert verdict.safety is not None
         for j in range(17):
             assert verdict.safety.scores[f"concept_{j}"] == pytest.approx(
                 float(image_cosines[j] - thresholds[j]), abs=2e-4
             )
 
 
-def test_one_clip_forward_serves_checker_and_scores(tiny_model: Path, tmp_path: Path, monkeypatch) -> None:
+def test_one_clip_forward_serves_checker_and_scores(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With the checker's tower equal to CLIP's, the checker's own tower is never run, and the verdicts equal
     those of a checker whose tower is a separate copy."""
     from worker.image_checks import Judge
@@ -180,15 +183,22 @@ def test_one_clip_forward_serves_checker_and_scores(tiny_model: Path, tmp_path: 
     shared = Judge(checks, device="cpu")
     separate = Judge(Checks(image_checker=checks.image_checker, safety_shift=-0.9), device="cpu")
     assert shared.shared and not separate.shared
-    calls = []
+    calls: list[int] = []
+    assert shared.clip is not None
     tower = shared.clip.vision_model
-    monkeypatch.setattr(tower, "forward", lambda *a, _f=tower.forward, **k: calls.append(1) or _f(*a, **k))
+
+    def counted(*a: Any, _f: Any = tower.forward, **k: Any) -> Any:
+        calls.append(1)
+        return _f(*a, **k)
+
+    monkeypatch.setattr(tower, "forward", counted)
     images = [noise(i) for i in range(3)]
     judged = shared(images, ["studio photo of a red mug"] * 3)
     assert len(calls) == 1
     reference = separate(images, ["x"] * 3)
     for verdict, expected in zip(judged, reference):
         assert {"clip_score", "aesthetic", "sharpness"} <= set(verdict.scores)
+        assert verdict.safety is not None and expected.safety is not None
         assert verdict.safety.flagged == expected.safety.flagged
         assert verdict.safety.scores == pytest.approx(expected.safety.scores, abs=2e-4)
 
@@ -229,6 +239,13 @@ def rows_of(env: Env, job: int) -> list[tuple[Item, Image | None, list[Candidate
     return out
 
 
+def rows_with_images(env: Env, job: int) -> list[tuple[Item, Image, list[CandidateRow]]]:
+    """rows_of for a job whose every item kept an image (public or quarantined)."""
+    rows = rows_of(env, job)
+    assert all(image is not None for _, image, _ in rows)
+    return [(item, image, candidates) for item, image, candidates in rows if image is not None]
+
+
 @pytest.mark.e2e
 def test_blocked_images_are_quarantined_and_review_publishes_them(env: Env, tmp_path: Path) -> None:
     catalogue = write_catalogue(tmp_path / "catalogue.csv", 4)
@@ -238,8 +255,9 @@ def test_blocked_images_are_quarantined_and_review_publishes_them(env: Env, tmp_
     assert env.wait_for(job, finished)["blocked"] == 4
     storage = env.storage()
     assert list(storage.keys(f"jobs/{job}/")) == []  # nothing public
-    rows = rows_of(env, job)
+    rows = rows_with_images(env, job)
     for item, image, candidates in rows:
+        assert item.block_reason is not None and image.safety is not None
         assert item.state == State.blocked and item.block_reason["stage"] == "image"
         assert item.block_reason["flagged"] and item.block_reason["quarantined"] == image.storage_key
         assert image.visibility == "quarantine" and image.storage_key == f"quarantine/jobs/{job}/{item.item_key}/0.png"
@@ -263,7 +281,7 @@ def test_blocked_images_are_quarantined_and_review_publishes_them(env: Env, tmp_
     assert refused.returncode == 2 and "not the image the checker judged" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert not storage.exists(f"jobs/{job}/{rows[1][0].item_key}/0.png")
-    item, image, _ = rows_of(env, job)[1]
+    item, image, _ = rows_with_images(env, job)[1]
     assert (item.state, image.storage_key, image.sha256, image.approved_by) == (
         State.blocked,
         second_image.storage_key,
@@ -279,7 +297,8 @@ def test_blocked_images_are_quarantined_and_review_publishes_them(env: Env, tmp_
     public = f"jobs/{job}/{rows[0][0].item_key}/0.png"
     assert approved == {"item": first, "published": public, "approved_by": who}
     assert storage.get(public) == storage.get(f"quarantine/{public}")
-    item, image, _ = rows_of(env, job)[0]
+    item, image, _ = rows_with_images(env, job)[0]
+    assert item.block_reason is not None
     assert item.state == State.succeeded and item.block_reason["approved_by"] == who
     assert item.block_reason["approval_note"] == "a mug, not nudity"
     assert (image.storage_key, image.visibility, image.approved_by) == (public, "public", who)
@@ -290,8 +309,9 @@ def test_blocked_images_are_quarantined_and_review_publishes_them(env: Env, tmp_
     env.vars["PIXELMILL_QUARANTINE"] = "none"
     other = env.submit(write_catalogue(tmp_path / "more.csv", 2, start=10))["job"]
     assert env.wait_for(other, finished)["blocked"] == 2
-    for _, image, candidates in rows_of(env, other):
-        assert image is None and candidates[0].outcome == "blocked" and candidates[0].safety["blocked"]
+    for _, unkept, candidates in rows_of(env, other):
+        assert unkept is None and candidates[0].outcome == "blocked"
+        assert candidates[0].safety is not None and candidates[0].safety["blocked"]
     assert list(storage.keys(f"quarantine/jobs/{other}/")) == list(storage.keys(f"jobs/{other}/")) == []
     refused = env.cli("review", "approve", str(rows_of(env, other)[0][0].id), check=False)
     assert refused.returncode == 2 and "PIXELMILL_QUARANTINE=none" in refused.stderr
@@ -300,9 +320,7 @@ def test_blocked_images_are_quarantined_and_review_publishes_them(env: Env, tmp_
 @pytest.mark.e2e
 def test_submit_refuses_without_an_explicit_image_checker(env: Env, tmp_path: Path) -> None:
     del env.vars["PIXELMILL_IMAGE_CHECKER"]
-    proc = env.cli(
-        "submit", str(write_catalogue(tmp_path / "c.csv", 2)), "--template", "{title}", "--key", "sku", check=False
-    )
+    proc = env.cli_submit(write_catalogue(tmp_path / "c.csv", 2), template="{title}", check=False)
     assert proc.returncode == 2 and "PIXELMILL_IMAGE_CHECKER is not set" in proc.stderr
     assert not (env.data_dir / "pixelmill.db").exists() or env.cli("jobs", "--json").stdout.strip() == "[]"
     env.vars["PIXELMILL_IMAGE_CHECKER"] = "none"
@@ -311,7 +329,7 @@ def test_submit_refuses_without_an_explicit_image_checker(env: Env, tmp_path: Pa
     assert env.wait_for(job, finished)["succeeded"] == 2
     status = json.loads(env.cli("status", str(job), "--json").stdout)
     assert status["image_checker"] == "none"
-    assert all(image.safety is None and image.scores for _, image, _ in rows_of(env, job))
+    assert all(image.safety is None and image.scores for _, image, _ in rows_with_images(env, job))
 
 
 @pytest.mark.e2e
@@ -326,18 +344,18 @@ def test_quality_gate_rerolls_a_weak_item_and_records_every_candidate(
         probe.start_worker()
         first = probe.submit(catalogue)["job"]
         assert probe.wait_for(first, finished)["succeeded"] == 4
-        learned = {item.item_key: image.scores["sharpness"] for item, image, _ in rows_of(probe, first)}
+        learned = {item.item_key: image.scores["sharpness"] for item, image, _ in rows_with_images(probe, first)}
     finally:
         probe.close()
     ordered = sorted(learned.values())
-    weak = min(learned, key=learned.get)
+    weak = min(learned, key=learned.__getitem__)
     threshold = (ordered[0] + ordered[1]) / 2  # only the weakest item's first candidate falls below it
     assert ordered[0] < threshold < ordered[1]
 
     env.start_worker()
     job = env.submit(catalogue, "--gate", f"sharpness>={threshold}", "--gate-attempts", "4")["job"]
     assert env.wait_for(job, finished)["succeeded"] == 4
-    for item, image, candidates in rows_of(env, job):
+    for item, image, candidates in rows_with_images(env, job):
         assert [c.candidate for c in candidates] == list(range(len(candidates)))
         assert [c.seed for c in candidates] == [candidate_seed(item.seed, c.candidate) for c in candidates]
         assert candidates[0].scores["sharpness"] == pytest.approx(learned[item.item_key], rel=1e-6)
@@ -355,6 +373,7 @@ def test_quality_gate_rerolls_a_weak_item_and_records_every_candidate(
             assert len(candidates) == 4
             assert kept[0].scores["sharpness"] == max(c.scores["sharpness"] for c in candidates)
         with PILImage.open(env.data_dir / "images" / image.storage_key) as stored:
+            assert isinstance(stored, PngImageFile)
             assert stored.text["seed"] == str(kept[0].seed) and stored.text["candidate"] == str(kept[0].candidate)
     status = json.loads(env.cli("status", str(job), "--json").stdout)
     assert status["gate"] == f"sharpness>={threshold:g} (reroll, up to 4 candidates)"
@@ -364,7 +383,7 @@ def test_quality_gate_rerolls_a_weak_item_and_records_every_candidate(
         "job"
     ]
     assert env.wait_for(best, finished)["succeeded"] == 2
-    for _, image, candidates in rows_of(env, best):
+    for _, image, candidates in rows_with_images(env, best):
         assert len(candidates) == 3
         top = max(candidates, key=lambda c: (c.scores["sharpness"], -c.candidate))
         assert image.candidate == top.candidate and [c.outcome for c in candidates].count("kept") == 1

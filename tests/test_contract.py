@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image as PILImage
+from PIL.PngImagePlugin import PngImageFile
 from sqlalchemy import create_engine
 
 from conftest import write_catalogue
@@ -152,6 +153,7 @@ def test_images_carry_their_generation_params(fmt: str) -> None:
     loaded = PILImage.open(io.BytesIO(data))
     assert loaded.format == {"png": "PNG", "webp": "WEBP", "jpeg": "JPEG"}[fmt] and loaded.size == (16, 24)
     if fmt == "png":
+        assert isinstance(loaded, PngImageFile)
         assert {k: loaded.text[k] for k in meta} == meta
     else:
         assert json.loads(loaded.getexif()[0x010E]) == meta

@@ -81,9 +81,9 @@ def interpolate(text: str, env: dict[str, str]) -> str:
             value = env.get(name)
             empty = value is None or (op is not None and op.startswith(":") and value == "")
             if op in ("-", ":-"):
-                out.append(interpolate(arg, env) if empty else value)
+                out.append(interpolate(arg, env) if empty or value is None else value)
             elif op in ("?", ":?"):
-                if empty:
+                if empty or value is None:
                     raise ValueError(f"{name} is required: {arg}")
                 out.append(value)
             elif op in ("+", ":+"):
@@ -137,7 +137,9 @@ def interpolated(node: Any, env: dict[str, str]) -> Any:
 
 @cache
 def raw_compose() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    loaded = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    assert isinstance(loaded, dict), f"{COMPOSE_FILE} is not a mapping"
+    return loaded
 
 
 # The secrets compose.yaml requires (`${VAR:?…}`: no default passwords); docker/.env sets them.
@@ -154,11 +156,13 @@ SECRETS = {
 def compose() -> dict[str, Any]:
     """compose.yaml as Compose sees it with a docker/.env holding only the required secrets: every other
     variable at its default."""
-    return interpolated(raw_compose(), SECRETS)
+    resolved: dict[str, Any] = interpolated(raw_compose(), SECRETS)
+    return resolved
 
 
 def services() -> dict[str, dict[str, Any]]:
-    return compose()["services"]
+    found: dict[str, dict[str, Any]] = compose()["services"]
+    return found
 
 
 def dockerfile_of(service: dict[str, Any]) -> str | None:
@@ -167,8 +171,9 @@ def dockerfile_of(service: dict[str, Any]) -> str | None:
         return None
     if isinstance(build, str):
         return str(Path(build, "Dockerfile"))
-    context = (DOCKER / build.get("context", ".")).resolve()
-    return (context / build.get("dockerfile", "Dockerfile")).relative_to(ROOT).as_posix()
+    context_dir: str = build.get("context", ".")
+    dockerfile: str = build.get("dockerfile", "Dockerfile")
+    return ((DOCKER / context_dir).resolve() / dockerfile).relative_to(ROOT).as_posix()
 
 
 def workers() -> dict[str, dict[str, Any]]:
@@ -235,7 +240,8 @@ def healthcheck_command(path: Path) -> list[str] | None:
         return None
     match = re.search(r"\bCMD\s+(\[.*\])\s*$", found[-1])
     assert match, f"{path.name}: HEALTHCHECK should use the exec form CMD [...]"
-    return json.loads(match.group(1))
+    command: list[str] = json.loads(match.group(1))
+    return command
 
 
 def load_script(name: str) -> ModuleType:

@@ -34,7 +34,7 @@ def ledger_rows(ledger: Ledger, job: int) -> list[tuple[Item, Image | None]]:
         return [(item, image) for item, image in rows]
 
 
-def assert_exactly_once(env: Env, job: int, expected: int) -> list[tuple[Item, Image | None]]:
+def assert_exactly_once(env: Env, job: int, expected: int) -> list[tuple[Item, Image]]:
     """Every item succeeded once: one image row each, one object each whose sha256 and size match, and
     nothing else under the job's prefix."""
     ledger = env.ledger()
@@ -55,7 +55,7 @@ def assert_exactly_once(env: Env, job: int, expected: int) -> list[tuple[Item, I
         assert session.scalar(select(func.count()).select_from(Image).join(Item).where(Item.job_id == job)) == expected
     assert sorted(storage.keys(f"jobs/{job}/")) == sorted(keys), "stray or temporary objects in storage"
     ledger.close()
-    return rows
+    return [(item, image) for item, image in rows if image is not None]
 
 
 def ledger_snapshot(env: Env, job: int) -> list[tuple[object, ...]]:
@@ -181,7 +181,7 @@ def test_sigkill_mid_job_loses_and_duplicates_nothing(any_env: Env, tmp_path: Pa
     while not victims:
         assert time.monotonic() < deadline, env.worker_logs()[-4000:]
         with ledger.session() as session:
-            done = session.scalar(select(func.count()).where(Item.job_id == job, Item.state == State.succeeded))
+            done = session.scalars(select(func.count()).where(Item.job_id == job, Item.state == State.succeeded)).one()
             running = session.scalars(select(Item.id).where(Item.job_id == job, Item.state == State.running)).all()
         if done >= 2 and running:
             victims = list(running)
@@ -212,7 +212,7 @@ def test_bad_catalogue_touches_neither_ledger_nor_queue(env: Env, tmp_path: Path
 
     bad = tmp_path / "bad.csv"
     bad.write_text("sku,title,color\nA-1,mug,red\nA-2,,blue\nA-3,cup,green\n")
-    proc = env.cli("submit", str(bad), "--template", "photo of {title}, {color}", "--key", "sku", check=False)
+    proc = env.cli_submit(bad, template="photo of {title}, {color}", check=False)
     assert proc.returncode == 2
     assert f"{bad}:3: field 'title'" in proc.stderr
     assert "nothing was submitted" in proc.stderr
@@ -244,26 +244,17 @@ def test_batch_over_the_soft_time_limit_is_retried_then_failed(env: Env, tmp_pat
     counts = env.wait_for(job, finished, timeout=240)
     assert counts["failed"] == 2, counts
     rows = ledger_rows(env.ledger(), job)
-    assert all(item.attempts == 2 and "PIXELMILL_TASK_SOFT_TIME_LIMIT" in item.error for item, _ in rows), [
-        (item.attempts, item.error) for item, _ in rows
-    ]
+    assert all(
+        item.attempts == 2 and item.error is not None and "PIXELMILL_TASK_SOFT_TIME_LIMIT" in item.error
+        for item, _ in rows
+    ), [(item.attempts, item.error) for item, _ in rows]
     assert all(image is None for _, image in rows)
     assert not (env.data_dir / "images" / "jobs" / str(job)).exists()
 
 
 def test_dry_run_writes_nothing_and_watch_follows_a_job(env: Env, tmp_path: Path) -> None:
     catalogue = write_catalogue(tmp_path / "catalogue.csv", 6)
-    proc = env.cli(
-        "submit",
-        str(catalogue),
-        "--template",
-        "studio photo of {title}, {color}",
-        "--key",
-        "sku",
-        "--images-per-item",
-        "2",
-        "--dry-run",
-    )
+    proc = env.cli_submit(catalogue, "--images-per-item", "2", "--dry-run")
     assert "studio photo of ceramic mug model 0, red" in proc.stdout
     assert "6 rows → 12 items to generate" in proc.stdout
     assert list(env.data_dir.iterdir()) == []  # no ledger, no broker, no images

@@ -6,9 +6,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
+from PIL import Image as PILImage
 
 from worker.engine import Request, load_engine
 from worker.engine.tiny import build_tiny_pipeline
@@ -19,7 +22,15 @@ PROMPT = "studio photo of a red ceramic mug, white background"
 
 
 def make_request(
-    n=4, *, prompts=None, negatives=None, seeds=None, width=64, height=64, steps=3, guidance=7.5
+    n: int = 4,
+    *,
+    prompts: list[str] | None = None,
+    negatives: list[str] | None = None,
+    seeds: list[int] | None = None,
+    width: int = 64,
+    height: int = 64,
+    steps: int = 3,
+    guidance: float = 7.5,
 ) -> Request:
     return Request(
         prompts=prompts if prompts is not None else [f"{PROMPT}, variant {i}" for i in range(n)],
@@ -32,22 +43,24 @@ def make_request(
     )
 
 
-def pixels(image) -> np.ndarray:
+def pixels(image: PILImage.Image) -> npt.NDArray[np.int16]:
     return np.asarray(image, dtype=np.int16)
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_model):
-    return load_engine(str(tiny_model))
+def engine(tiny_model: Path) -> TorchEngine:
+    loaded = load_engine(str(tiny_model))
+    assert isinstance(loaded, TorchEngine)
+    return loaded
 
 
-def test_importing_engine_package_does_not_import_torch():
+def test_importing_engine_package_does_not_import_torch() -> None:
     """The Celery parent imports worker.engine before forking; torch there would risk CUDA init pre-fork."""
     code = "import sys, worker.engine; assert 'torch' not in sys.modules and 'diffusers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
-def test_tiny_build_is_deterministic(tiny_model, tmp_path):
+def test_tiny_build_is_deterministic(tiny_model: Path, tmp_path: Path) -> None:
     again = build_tiny_pipeline(tmp_path / "again", seed=0)
     other = build_tiny_pipeline(tmp_path / "other", seed=1)
     weights = sorted(p.relative_to(tiny_model) for p in tiny_model.rglob("*.safetensors"))
@@ -57,7 +70,7 @@ def test_tiny_build_is_deterministic(tiny_model, tmp_path):
         assert (tiny_model / rel).read_bytes() != (other / rel).read_bytes(), rel
 
 
-def test_tiny_tokenizer_and_text_encoder_agree(tiny_model):
+def test_tiny_tokenizer_and_text_encoder_agree(tiny_model: Path) -> None:
     from transformers import CLIPTextConfig, CLIPTokenizer
 
     tokenizer = CLIPTokenizer.from_pretrained(tiny_model / "tokenizer")
@@ -69,16 +82,18 @@ def test_tiny_tokenizer_and_text_encoder_agree(tiny_model):
     assert tokenizer.decode(ids, skip_special_tokens=True).replace(" ,", ",") == PROMPT
 
 
-def test_tiny_model_loads_with_auto_pipeline(tiny_model):
+def test_tiny_model_loads_with_auto_pipeline(tiny_model: Path) -> None:
     from diffusers import AutoPipelineForText2Image, StableDiffusionPipeline
 
-    pipe = AutoPipelineForText2Image.from_pretrained(tiny_model)
+    pipe = AutoPipelineForText2Image.from_pretrained(tiny_model)  # type: ignore[no-untyped-call]
     assert isinstance(pipe, StableDiffusionPipeline)
-    assert pipe.safety_checker is None
+    assert pipe.safety_checker is None  # type: ignore[attr-defined]  # set at run time by register_modules
 
 
 @pytest.mark.parametrize(("n", "width", "height"), [(4, 64, 64), (2, 64, 96)])
-def test_generate_returns_rgb_images_of_requested_size(engine, tiny_model, n, width, height):
+def test_generate_returns_rgb_images_of_requested_size(
+    engine: TorchEngine, tiny_model: Path, n: int, width: int, height: int
+) -> None:
     result = engine.generate(make_request(n, width=width, height=height))
     assert engine.engine_id == "torch-fp32-cpu"
     assert engine.model == str(tiny_model)
@@ -89,7 +104,7 @@ def test_generate_returns_rgb_images_of_requested_size(engine, tiny_model, n, wi
     assert result.timings["total"] >= result.timings["denoise"]
 
 
-def test_same_seed_same_image_different_seed_different_image(engine):
+def test_same_seed_same_image_different_seed_different_image(engine: TorchEngine) -> None:
     request = make_request(3, prompts=[PROMPT] * 3, seeds=[7, 7, 8])
     first, twin, other = map(pixels, engine.generate(request).images)
     assert np.array_equal(first, twin)
@@ -98,7 +113,7 @@ def test_same_seed_same_image_different_seed_different_image(engine):
     assert np.array_equal(first, rerun)
 
 
-def test_item_does_not_depend_on_batch_neighbours(engine):
+def test_item_does_not_depend_on_batch_neighbours(engine: TorchEngine) -> None:
     """An item generated alone and at position 2 of a batch of 4 (other prompts, negatives and seeds)
     gives the same image within a max absolute pixel difference of 2/255, allowing for float
     reassociation in batched CPU/GPU kernels.
@@ -116,7 +131,7 @@ def test_item_does_not_depend_on_batch_neighbours(engine):
     assert diff <= 2, f"max pixel difference {diff}"
 
 
-def test_split_stages_match_one_plain_pipeline_call(engine, monkeypatch):
+def test_split_stages_match_one_plain_pipeline_call(engine: TorchEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     """The timed text/denoise/decode split must produce what one plain diffusers call produces
     (the path non-SD pipelines such as SDXL take)."""
     request = make_request(2, negatives=["", "blurry"])
@@ -142,12 +157,12 @@ def test_split_stages_match_one_plain_pipeline_call(engine, monkeypatch):
         dict(guidance=float("nan")),
     ],
 )
-def test_invalid_requests_raise_value_error(engine, bad):
+def test_invalid_requests_raise_value_error(engine: TorchEngine, bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         engine.generate(make_request(**{"n": 4, **bad}))
 
 
-def test_load_engine_caches_one_model_per_process(engine, tiny_model, tmp_path):
+def test_load_engine_caches_one_model_per_process(engine: TorchEngine, tiny_model: Path, tmp_path: Path) -> None:
     assert load_engine(str(tiny_model)) is engine
     copy = shutil.copytree(tiny_model, tmp_path / "copy")
     replacement = load_engine(str(copy))
@@ -156,7 +171,7 @@ def test_load_engine_caches_one_model_per_process(engine, tiny_model, tmp_path):
     assert load_engine(str(tiny_model)) is not engine  # the first was dropped, so it loads afresh
 
 
-def test_torch_engine_options_on_cpu(engine, tiny_model):
+def test_torch_engine_options_on_cpu(engine: TorchEngine, tiny_model: Path) -> None:
     """Fused QKV is always applied; torchao INT8 (Linear layers) runs on CPU too and shows in the engine id;
     FP8 needs a Hopper/Ada GPU and is refused here with the reason; CPU stays fp32 whatever the dtype setting."""
     fused = {type(p).__name__ for p in engine.pipe.unet.attn_processors.values()}
@@ -173,7 +188,7 @@ def test_torch_engine_options_on_cpu(engine, tiny_model):
     assert 0 < diff < 32, diff
 
 
-def test_load_engine_follows_the_engine_setting(tiny_model, tmp_path):
+def test_load_engine_follows_the_engine_setting(tiny_model: Path, tmp_path: Path) -> None:
     from contract.settings import Settings
     from worker.engine.select import EngineUnavailable, tensorrt_version
 

@@ -49,7 +49,7 @@ def commit(cache: EngineCache, m: Manifest) -> Path:
     return cache.commit(staging, m)
 
 
-def test_manifest_json_round_trip():
+def test_manifest_json_round_trip() -> None:
     m = manifest()
     again = Manifest.from_json(m.to_json())
     assert again == m and again.key == KEY and again.short_id == m.short_id
@@ -59,7 +59,7 @@ def test_manifest_json_round_trip():
         Manifest.from_json(json.dumps(data))
 
 
-def test_cache_lookup_matches_only_the_same_key(tmp_path):
+def test_cache_lookup_matches_only_the_same_key(tmp_path: Path) -> None:
     cache = EngineCache(tmp_path)
     final = commit(cache, manifest())
     assert (final / "manifest.json").is_file() and (final / "unet.plan").read_bytes() == b"plan"
@@ -79,7 +79,7 @@ def test_cache_lookup_matches_only_the_same_key(tmp_path):
     assert KEY.covers(512, 512, 16) and not KEY.covers(512, 512, 17) and not KEY.covers(768, 512, 1)
 
 
-def test_concurrent_builds_of_one_key_leave_one_complete_build(tmp_path):
+def test_concurrent_builds_of_one_key_leave_one_complete_build(tmp_path: Path) -> None:
     cache = EngineCache(tmp_path)
     results: list[Path] = []
     stagings = [cache.staging(KEY) for _ in range(4)]
@@ -96,7 +96,7 @@ def test_concurrent_builds_of_one_key_leave_one_complete_build(tmp_path):
     assert leftovers == []
 
 
-def test_corrupt_manifest_counts_as_absent(tmp_path):
+def test_corrupt_manifest_counts_as_absent(tmp_path: Path) -> None:
     cache = EngineCache(tmp_path)
     final = commit(cache, manifest())
     (final / "manifest.json").write_text("{not json")
@@ -104,7 +104,7 @@ def test_corrupt_manifest_counts_as_absent(tmp_path):
     assert cache.find(KEY.model_hash, gpu="sm90", trt_version="10.13.0") == []
 
 
-def test_model_fingerprint_follows_weights_and_config(tiny_model, tmp_path):
+def test_model_fingerprint_follows_weights_and_config(tiny_model: Path, tmp_path: Path) -> None:
     copy = shutil.copytree(tiny_model, tmp_path / "copy")
     assert model_fingerprint(str(copy)) == model_fingerprint(str(tiny_model))
     config = copy / "unet" / "config.json"
@@ -121,7 +121,7 @@ def test_model_fingerprint_follows_weights_and_config(tiny_model, tmp_path):
 
 
 @pytest.mark.skipif(tensorrt_version() is not None, reason="TensorRT imports here")
-def test_selection_without_tensorrt(tiny_model, tmp_path):
+def test_selection_without_tensorrt(tiny_model: Path, tmp_path: Path) -> None:
     cache = EngineCache(tmp_path)
     assert choose(str(tiny_model), "torch", cache, "cpu").kind == "torch"
     auto = choose(str(tiny_model), "auto", cache, "cpu")
@@ -132,7 +132,9 @@ def test_selection_without_tensorrt(tiny_model, tmp_path):
         choose(str(tiny_model), "onnx", cache, "cpu")
 
 
-def test_selection_with_tensorrt_needs_a_build_for_this_gpu(tiny_model, tmp_path, monkeypatch):
+def test_selection_with_tensorrt_needs_a_build_for_this_gpu(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The decision logic with TensorRT and a GPU faked: a build for this model/GPU/TensorRT is required."""
     import worker.engine.select as sel
 
@@ -149,7 +151,7 @@ def test_selection_with_tensorrt_needs_a_build_for_this_gpu(tiny_model, tmp_path
     assert chosen.kind == "tensorrt" and [m.key.gpu for m in chosen.manifests] == ["sm90"]
 
 
-def test_engine_cache_setting_defaults_to_the_data_dir(tmp_path):
+def test_engine_cache_setting_defaults_to_the_data_dir(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
     assert settings.engine == "auto" and settings.engine_cache_path == (tmp_path / "engines").resolve()
     assert Settings(data_dir=tmp_path, engine_cache=tmp_path / "shared").engine_cache_path == tmp_path / "shared"
@@ -165,12 +167,12 @@ def test_worker_with_engine_tensorrt_records_why_items_failed(env: Env, tmp_path
     assert counts["failed"] == 2, counts
     with env.ledger().session() as session:
         errors = session.scalars(select(Item.error).where(Item.job_id == job)).all()
-    assert all("PIXELMILL_ENGINE=tensorrt, but TensorRT does not import" in e for e in errors), errors
+    assert all(e is not None and "PIXELMILL_ENGINE=tensorrt, but TensorRT does not import" in e for e in errors), errors
     assert env.images() == []
 
 
 @pytest.mark.skipif(tensorrt_version() is not None, reason="TensorRT imports here")
-def test_tensorrt_modules_import_without_tensorrt_and_refuse_clearly(tiny_model, tmp_path):
+def test_tensorrt_modules_import_without_tensorrt_and_refuse_clearly(tiny_model: Path, tmp_path: Path) -> None:
     """The build and runtime modules are import-guarded: importing them works, using them says what is missing."""
     from worker.engine.trt_build import TensorRTMissing, build_engine
     from worker.engine.trt_runtime import TensorRTEngine

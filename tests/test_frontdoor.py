@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -158,6 +158,7 @@ def test_webhook_urls() -> None:
 def test_job_finished_once_in_the_transaction_of_the_last_item_with_item_events(env: Env) -> None:
     settings, ledger = env.settings(), env.ledger()
     result = intake(settings, ledger, request("r-items", reply_to="replies", events=["item.succeeded", "item.failed"]))
+    assert result.job is not None
     with ledger.session() as session:
         ids = list(session.scalars(select(Item.id).where(Item.job_id == result.job).order_by(Item.id)))
         transitions.claim(session, result.job, ids, node="t", lease_seconds=60, max_attempts=3)
@@ -183,6 +184,7 @@ def test_job_finished_once_in_the_transaction_of_the_last_item_with_item_events(
 def test_a_job_with_nothing_to_generate_is_finished_at_once(env: Env) -> None:
     settings, ledger = env.settings(), env.ledger()
     first = intake(settings, ledger, request("r-a"))
+    assert first.job is not None
     with ledger.session() as session:
         ids = list(session.scalars(select(Item.id).where(Item.job_id == first.job)))
         transitions.claim(session, first.job, ids, node="t", lease_seconds=60, max_attempts=3)
@@ -523,6 +525,7 @@ def test_the_http_manifest_streams_in_chunks_and_stops_when_the_client_goes(
         whole = b"".join(api_http.manifest_chunks(client.ledger, job.id, "jsonl"))
         assert [json.loads(line)["key"] for line in whole.splitlines()] == [r["sku"] for r in rows]
         chunks = api_http.manifest_chunks(client.ledger, job.id, "csv")
+        assert isinstance(chunks, Generator)  # closed below, as a client that goes away closes it
         first = next(chunks)
         assert first.startswith(b"key,variant,change,state,") and len(first) < 4096
         chunks.close()

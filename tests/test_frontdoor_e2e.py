@@ -51,18 +51,9 @@ CLIENT = textwrap.dedent("""
 """)
 
 
-def start(env: Env, *args: str, **extra: str) -> subprocess.Popen[bytes]:
-    """A `pixelmill` process of this installation (killed with the workers at the end of the test)."""
-    log = open(env.data_dir / f"{args[0]}-{len(env.workers)}.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pixelmill", *args],
-        env={**env.vars, **extra},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    env.workers.append(proc)
-    return proc
+def tiny_request(template: str, reply_to: str) -> dict[str, Any]:
+    """What the requests of a test share: a v1 message keyed by sku, at the tiny size."""
+    return {"v": 1, "key": "sku", "template": template, "reply_to": reply_to, "options": {"size": "64x64", "steps": 4}}
 
 
 def logs(env: Env, name: str) -> str:
@@ -91,7 +82,8 @@ def run_client(env: Env, requests: list[dict[str, Any]], reply_to: str, want: di
         [sys.executable, "-c", CLIENT, *args], env=clean, cwd="/", capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-3000:] + logs(env, "intake")[-3000:] + env.worker_logs()[-3000:]
-    return json.loads(proc.stdout)
+    replies: list[dict[str, Any]] = json.loads(proc.stdout)
+    return replies
 
 
 @pytest.fixture(params=["embedded", "pg-redis-local"])
@@ -115,15 +107,9 @@ def door_env(request: pytest.FixtureRequest, tmp_path: Path, tiny_model: Path) -
 def test_a_plain_celery_client_gets_accepted_and_finished_on_its_reply_queue(door_env: Env) -> None:
     env = door_env
     source = write_catalogue(env.data_dir / "catalogue.csv", 3)
-    start(env, "intake")
+    env.start("intake")
     env.start_worker()
-    common = {
-        "v": 1,
-        "key": "sku",
-        "template": "studio photo of {title}, {color}",
-        "reply_to": "client.replies",
-        "options": {"size": "64x64", "steps": 4},
-    }
+    common = tiny_request("studio photo of {title}, {color}", "client.replies")
     inline = {
         **common,
         "request_id": "inline-1",
@@ -167,14 +153,8 @@ def test_repeats_and_a_killed_intake_each_give_exactly_one_job(env: Env) -> None
     (redelivered after PIXELMILL_INTAKE_VISIBILITY_TIMEOUT to the restarted intake): one job each."""
     source = write_catalogue(env.data_dir / "big.csv", 3000)
     fast = {"PIXELMILL_INTAKE_VISIBILITY_TIMEOUT": "3"}
-    intake = start(env, "intake", "--loglevel", "INFO", **fast)
-    common = {
-        "v": 1,
-        "key": "sku",
-        "template": "studio photo of {title}",
-        "reply_to": "repeat.replies",
-        "options": {"size": "64x64", "steps": 4},
-    }
+    intake = env.start("intake", "--loglevel", "INFO", **fast)
+    common = tiny_request("studio photo of {title}", "repeat.replies")
     repeated = {**common, "request_id": "again", "rows": [{"sku": "R-1", "title": "mug"}]}
     # Sent 3 times, each once the previous answer came: each time its job.accepted again (the same event id).
     got = [event for _ in range(3) for event in run_client(env, [repeated], "repeat.replies", {"job.accepted": 1})]
@@ -186,7 +166,7 @@ def test_repeats_and_a_killed_intake_each_give_exactly_one_job(env: Env) -> None
         time.sleep(0.02)
     assert "killed" in logs(env, "intake"), logs(env, "intake")[-3000:]
     env.kill(intake)
-    start(env, "intake", **fast)
+    env.start("intake", **fast)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and len(items_of(env, "killed")[1]) < 3000:
         time.sleep(0.5)
@@ -216,7 +196,7 @@ def test_http_api_with_a_real_uvicorn(env: Env) -> None:
     # no budget, so the item fails now.
     env.vars["PIXELMILL_INFRA_RETRY_BUDGET"] = "0"
     port = free_port()
-    start(env, "serve", "--port", str(port), PIXELMILL_API_TOKENS=f"ci:{TOKEN}")
+    env.start("serve", "--port", str(port), PIXELMILL_API_TOKENS=f"ci:{TOKEN}")
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:

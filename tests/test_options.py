@@ -28,7 +28,7 @@ from producer.request_v1 import intake, request_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = [{"id": "A-1", "title": "mug"}, {"id": "A-2", "title": "cup"}]
-GOOD = {"template": "photo of {title}"}
+GOOD: dict[str, Any] = {"template": "photo of {title}"}
 
 
 def test_the_committed_v1_schema_is_the_generated_one() -> None:

@@ -264,18 +264,7 @@ def test_blocked_rows_end_blocked_with_their_reason_and_are_never_queued(env: En
     text = catalogue.read_text().replace("ceramic mug model 2,", "n.u.d.e model 2,")
     catalogue.write_text(text.replace("ceramic mug model 4,", "Sussex mug model 4,"))
 
-    dry = json.loads(
-        env.cli(
-            "submit",
-            str(catalogue),
-            "--template",
-            "studio photo of {title}, {color}",
-            "--key",
-            "sku",
-            "--dry-run",
-            "--json",
-        ).stdout
-    )
+    dry = json.loads(env.cli_submit(catalogue, "--dry-run", "--json").stdout)
     assert (dry["items"], dry["blocked"]) == (5, 1)
 
     submitted = env.submit(catalogue)

@@ -86,31 +86,34 @@ def _usage(*, sign: bool, ca: bool) -> x509.KeyUsage:
     )
 
 
+def _valid_for_30_days(
+    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey, now: datetime
+) -> x509.CertificateBuilder:
+    """A certificate of `subject`'s key, issued by `issuer`, valid from a day before `now` to 30 days after."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+    )
+
+
 def make_credentials(directory: Path) -> Credentials:
     """An ES256 CA and a signing certificate with the extensions C2PA's certificate profile asks for."""
     now = datetime.now(UTC)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("pixelmill test CA"))
-        .issuer_name(_name("pixelmill test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=30))
+        _valid_for_30_days(_name("pixelmill test CA"), _name("pixelmill test CA"), ca_key.public_key(), now)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(_usage(sign=False, ca=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("pixelmill signer"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=30))
+        _valid_for_30_days(_name("pixelmill signer"), ca.subject, key.public_key(), now)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_usage(sign=True, ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
@@ -374,16 +377,18 @@ def test_a_traditional_ec_key_file_is_accepted(tmp_path: Path, creds: Credential
 # --- end to end ----------------------------------------------------------------------------------------------
 
 
+def signing_env(directory: Path, tiny_model: Path, cert: Path, key: Path) -> Env:
+    """An installation whose workers sign their images with `cert` and `key` (its data directory made)."""
+    env = Env(directory, tiny_model, backend={"PIXELMILL_C2PA_CERT": str(cert), "PIXELMILL_C2PA_KEY": str(key)})
+    env.data_dir.mkdir()
+    return env
+
+
 @pytest.mark.e2e
 def test_worker_stores_signed_images_whose_ledger_hash_is_of_the_final_bytes(
     tmp_path: Path, tiny_model: Path, creds: Credentials
 ) -> None:
-    env = Env(
-        tmp_path / "data",
-        tiny_model,
-        backend={"PIXELMILL_C2PA_CERT": str(creds.chain), "PIXELMILL_C2PA_KEY": str(creds.key)},
-    )
-    env.data_dir.mkdir()
+    env = signing_env(tmp_path / "data", tiny_model, creds.chain, creds.key)
     try:
         env.start_worker()
         job = env.submit(write_catalogue(tmp_path / "catalogue.csv", 4))["job"]
@@ -416,12 +421,7 @@ def test_worker_stores_signed_images_whose_ledger_hash_is_of_the_final_bytes(
     finally:
         env.close()
     # A worker whose key does not match its certificate refuses to start, naming the setting.
-    bad = Env(
-        tmp_path / "bad",
-        tiny_model,
-        backend={"PIXELMILL_C2PA_CERT": str(creds.chain), "PIXELMILL_C2PA_KEY": str(creds.chain)},
-    )
-    bad.data_dir.mkdir()
+    bad = signing_env(tmp_path / "bad", tiny_model, creds.chain, creds.chain)
     try:
         proc = bad.cli("worker", check=False)
         assert proc.returncode != 0 and "PIXELMILL_C2PA_KEY" in proc.stderr, proc.stderr

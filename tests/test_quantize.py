@@ -14,8 +14,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 import torch
 
@@ -30,6 +32,9 @@ from worker.engine.recipe import is_sensitive, quantised_layers  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 INT8_BOUND = 0.1
 FLOAT_BOUND = 1e-4
+# (float32 reference UNet, calibrated pipeline, exported Q/DQ ONNX path); a pipeline's components (unet, vae...)
+# are registered at run time, so diffusers' class does not declare them.
+Quantised = tuple[torch.nn.Module, Any, Path]
 PROMPTS = [line for line in (REPO / "tests/data/benign_prompts.txt").read_text().splitlines() if line.strip()][:8]
 
 
@@ -38,11 +43,11 @@ def rel_err(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def quantised(tiny_model, tmp_path_factory):
+def quantised(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Quantised:
     """(float32 reference UNet, calibrated pipeline, exported Q/DQ ONNX path)."""
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(tiny_model, safety_checker=None)
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_model, safety_checker=None)  # type: ignore[no-untyped-call]
     pipe.set_progress_bar_config(disable=True)
     reference = copy.deepcopy(pipe.unet)
     quantise(pipe, PROMPTS, steps=4, width=64, height=64, batch=4)
@@ -50,7 +55,9 @@ def quantised(tiny_model, tmp_path_factory):
     return reference, pipe, path
 
 
-def unet_outputs(path: Path, unet: torch.nn.Module, spec: UNetSpec, batch: int, seed: int):
+def unet_outputs(
+    path: Path, unet: torch.nn.Module, spec: UNetSpec, batch: int, seed: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     inputs = spec.random_inputs(batch, generator=torch.Generator().manual_seed(seed))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {k: v.numpy() for k, v in inputs.items()})[0]
@@ -59,7 +66,7 @@ def unet_outputs(path: Path, unet: torch.nn.Module, spec: UNetSpec, batch: int, 
     return got, want
 
 
-def test_recipe_keeps_sensitive_layers_in_high_precision(quantised):
+def test_recipe_keeps_sensitive_layers_in_high_precision(quantised: Quantised) -> None:
     from modelopt.torch.quantization.nn import TensorQuantizer
 
     _, pipe, _ = quantised
@@ -78,7 +85,7 @@ def test_recipe_keeps_sensitive_layers_in_high_precision(quantised):
     assert is_sensitive("down_blocks.1.resnets.0.conv_shortcut") and not is_sensitive("down_blocks.1.resnets.0.conv1")
 
 
-def test_conv_activation_ranges_come_from_the_step_calibrator(quantised):
+def test_conv_activation_ranges_come_from_the_step_calibrator(quantised: Quantised) -> None:
     _, pipe, _ = quantised
     conv = pipe.unet.down_blocks[0].resnets[0].conv1
     amax = conv.input_quantizer.amax
@@ -86,7 +93,7 @@ def test_conv_activation_ranges_come_from_the_step_calibrator(quantised):
     assert conv.weight_quantizer.amax.numel() == conv.out_channels  # per output channel
 
 
-def test_onnx_graph_has_qdq_only_on_quantised_layers(quantised):
+def test_onnx_graph_has_qdq_only_on_quantised_layers(quantised: Quantised) -> None:
     _, pipe, path = quantised
     graph = onnx.load(str(path)).graph
     ops = [n.op_type for n in graph.node]
@@ -104,7 +111,7 @@ def test_onnx_graph_has_qdq_only_on_quantised_layers(quantised):
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-def test_int8_onnx_matches_float_unet_within_bound(quantised, batch):
+def test_int8_onnx_matches_float_unet_within_bound(quantised: Quantised, batch: int) -> None:
     reference, pipe, path = quantised
     got, want = unet_outputs(path, reference, UNetSpec.of(pipe.unet, 64, 64), batch, seed=1000 + batch)
     err = rel_err(got, want)
@@ -112,17 +119,17 @@ def test_int8_onnx_matches_float_unet_within_bound(quantised, batch):
     assert err > 1e-3, "no quantisation error at all: the Q/DQ nodes are not doing anything"
 
 
-def test_float_export_matches_torch(tiny_model, tmp_path):
+def test_float_export_matches_torch(tiny_model: Path, tmp_path: Path) -> None:
     from diffusers import UNet2DConditionModel
 
-    unet = UNet2DConditionModel.from_pretrained(tiny_model, subfolder="unet").eval()
+    unet = UNet2DConditionModel.from_pretrained(tiny_model, subfolder="unet").eval()  # type: ignore[no-untyped-call]
     spec = UNetSpec.of(unet, 64, 64)
     path = export_unet(unet, spec, tmp_path / "unet.onnx")
     got, want = unet_outputs(path, unet, spec, 2, seed=7)
     assert rel_err(got, want) < FLOAT_BOUND
 
 
-def test_engine_build_cli_exports_then_stops_without_tensorrt(tiny_model, tmp_path):
+def test_engine_build_cli_exports_then_stops_without_tensorrt(tiny_model: Path, tmp_path: Path) -> None:
     """`pixelmill engine build` runs calibration and the ONNX export here and exits 3 at the TensorRT step."""
     if _tensorrt_imports():
         pytest.skip("TensorRT imports here: the build would not stop after the export")

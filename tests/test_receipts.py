@@ -11,14 +11,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import servers
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from conftest import Env, finished, write_catalogue
+from conftest import Env, Servers, finished, write_catalogue
+from contract.ledger import Ledger
 from contract.schema import Image, Item, State, Worker
 
 SCORE_COLUMNS = [
@@ -213,7 +216,7 @@ def test_manifest_and_contact_sheet_of_a_40_image_job(env: Env, tmp_path: Path) 
 
 def image_count(env: Env, job: int) -> int:
     with env.ledger().session() as session:
-        return int(session.scalar(select(func.count()).select_from(Image).join(Item).where(Item.job_id == job)))
+        return session.scalars(select(func.count()).select_from(Image).join(Item).where(Item.job_id == job)).one()
 
 
 @pytest.mark.e2e
@@ -278,15 +281,8 @@ def test_retry_succeeds_failed_items_with_fresh_attempts(env: Env, tmp_path: Pat
 
 
 def test_a_job_nobody_serves_says_so(env: Env, tmp_path: Path) -> None:
-    proc = env.cli(
-        "submit",
-        str(write_catalogue(tmp_path / "catalogue.csv", 2)),
-        "--template",
-        "photo of {title}",
-        "--key",
-        "sku",
-        "--model",
-        "acme/typo-model",
+    proc = env.cli_submit(
+        write_catalogue(tmp_path / "catalogue.csv", 2), "--model", "acme/typo-model", template="photo of {title}"
     )
     from contract.queue import queue_for
 
@@ -335,54 +331,18 @@ def test_a_worker_whose_model_cannot_load_does_not_take_its_queue(env: Env, tmp_
 @pytest.mark.e2e
 def test_submit_wait_exit_codes(env: Env, tmp_path: Path) -> None:
     env.start_worker(PIXELMILL_POLICY_ALLOW_CHECKER_OFF="false")  # refuses jobs without an image checker
-    ok = env.cli(
-        "submit",
-        str(write_catalogue(tmp_path / "a.csv", 3)),
-        "--template",
-        "photo of {title}",
-        "--key",
-        "sku",
-        "--size",
-        "64x64",
-        "--steps",
-        "2",
-        "--wait",
-        "--timeout",
-        "240",
-        check=False,
-    )
+    tiny = ("--size", "64x64", "--steps", "2")
+
+    def submit_wait(catalogue: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return env.cli_submit(catalogue, *args, "--wait", template="photo of {title}", check=False)
+
+    ok = submit_wait(write_catalogue(tmp_path / "a.csv", 3), *tiny, "--timeout", "240")
     assert ok.returncode == 0, ok.stderr
     assert "3 succeeded, 0 blocked, 0 failed" in ok.stderr
     env.vars["PIXELMILL_IMAGE_CHECKER"] = "none"
-    failed = env.cli(
-        "submit",
-        str(write_catalogue(tmp_path / "b.csv", 2, start=10)),
-        "--template",
-        "photo of {title}",
-        "--key",
-        "sku",
-        "--size",
-        "64x64",
-        "--steps",
-        "2",
-        "--wait",
-        check=False,
-    )
+    failed = submit_wait(write_catalogue(tmp_path / "b.csv", 2, start=10), *tiny)
     assert failed.returncode == 3, failed.stderr
-    timeout = env.cli(
-        "submit",
-        str(write_catalogue(tmp_path / "c.csv", 2, start=20)),
-        "--template",
-        "photo of {title}",
-        "--key",
-        "sku",
-        "--model",
-        "acme/nobody",
-        "--wait",
-        "--timeout",
-        "2",
-        check=False,
-    )
+    timeout = submit_wait(write_catalogue(tmp_path / "c.csv", 2, start=20), "--model", "acme/nobody", "--timeout", "2")
     assert timeout.returncode == 4 and "unfinished after --timeout 2 s" in timeout.stderr, timeout.stderr
     assert "no worker has served this model's queue" in timeout.stderr
     job = int(timeout.stdout.split()[1])
@@ -402,33 +362,15 @@ def test_submit_wait_exit_codes(env: Env, tmp_path: Path) -> None:
                 RunStats(
                     job_id=earlier.id,
                     catalogue="mugs",
-                    items=10,
-                    succeeded=10,
-                    blocked=0,
-                    failed=0,
-                    cancelled=0,
                     gpu_seconds=1.0,
                     scores={"sharpness": {"n": 10, "median": 1e9, "p10": 1e9, "p90": 1e9}},
+                    **dict(items=10, succeeded=10, blocked=0, failed=0, cancelled=0),
                 )
             )
     env.vars.pop("PIXELMILL_IMAGE_CHECKER")
     env.vars.update(env.backend)
-    drifted = env.cli(
-        "submit",
-        str(write_catalogue(tmp_path / "d.csv", 2, start=30)),
-        "--template",
-        "photo of {title}",
-        "--key",
-        "sku",
-        "--size",
-        "64x64",
-        "--steps",
-        "2",
-        "--catalogue",
-        "mugs",
-        "--wait",
-        "--fail-on-drift",
-        check=False,
+    drifted = submit_wait(
+        write_catalogue(tmp_path / "d.csv", 2, start=30), *tiny, "--catalogue", "mugs", "--fail-on-drift"
     )
     assert drifted.returncode == 5 and "drift: median sharpness" in drifted.stderr, drifted.stderr
 
@@ -461,7 +403,48 @@ def test_read_commands_on_a_directory_without_a_ledger_exit_2(tmp_path: Path) ->
     assert list(empty.iterdir()) == []  # nothing created
 
 
-def make_run(ledger, catalogue: str, *, scale: float = 1.0, failed: int = 0, items: int = 20) -> int:
+def written_item(
+    session: Session,
+    job_id: int,
+    key: str,
+    n: int,
+    state: State,
+    now: datetime,
+    *,
+    content_hash: str,
+    prompt: str = "p",
+    error: str | None = None,
+) -> Item:
+    """A finished item row written straight into the ledger (set-up, not a transition), flushed for its id."""
+    item = Item(
+        job_id=job_id,
+        item_key=key,
+        variant=0,
+        prompt=prompt,
+        negative="",
+        params={},
+        seed=n,
+        content_hash=content_hash,
+        state=state,
+        attempts=1,
+        error=error,
+        created=now,
+        finished_at=now,
+    )
+    session.add(item)
+    session.flush()
+    return item
+
+
+def written_image(
+    item: Item, storage_key: str, now: datetime, *, timings: dict[str, float], scores: dict[str, float]
+) -> Image:
+    """The image row of a succeeded item, written straight into the ledger beside it."""
+    stored = dict(sha256="0" * 64, width=64, height=64, bytes=1, format="png", engine_id="e")
+    return Image(item_id=item.id, storage_key=storage_key, timings=timings, scores=scores, created=now, **stored)
+
+
+def make_run(ledger: Ledger, catalogue: str, *, scale: float = 1.0, failed: int = 0, items: int = 20) -> int:
     """A finished run of `catalogue` written straight into the ledger: `items` items, `failed` of them failed,
     the others succeeded with scores around fixed medians times `scale`."""
     from contract.schema import Job, utcnow
@@ -473,44 +456,16 @@ def make_run(ledger, catalogue: str, *, scale: float = 1.0, failed: int = 0, ite
         session.flush()
         for n in range(items):
             state = State.failed if n < failed else State.succeeded
-            item = Item(
-                job_id=job.id,
-                item_key=f"K{n}",
-                variant=0,
-                prompt="p",
-                negative="",
-                params={},
-                seed=n,
-                content_hash=f"{job.id}-{n}",
-                state=state,
-                attempts=1,
-                created=now,
-                finished_at=now,
-            )
-            session.add(item)
-            session.flush()
+            item = written_item(session, job.id, f"K{n}", n, state, now, content_hash=f"{job.id}-{n}")
             if state == State.succeeded:
                 wobble = 1 + (n % 5 - 2) / 100
-                session.add(
-                    Image(
-                        item_id=item.id,
-                        storage_key=f"k{item.id}",
-                        sha256="0" * 64,
-                        width=64,
-                        height=64,
-                        bytes=1,
-                        format="png",
-                        engine_id="e",
-                        timings={"total": 0.8, "batch": 4},
-                        scores={
-                            "clip_score": 30 * scale * wobble,
-                            "aesthetic": 5.5 * scale * wobble,
-                            "sharpness": 400 * wobble,
-                            "exposure": 0.6,
-                        },
-                        created=now,
-                    )
-                )
+                scores = {
+                    "clip_score": 30 * scale * wobble,
+                    "aesthetic": 5.5 * scale * wobble,
+                    "sharpness": 400 * wobble,
+                    "exposure": 0.6,
+                }
+                session.add(written_image(item, f"k{item.id}", now, timings={"total": 0.8, "batch": 4}, scores=scores))
         return job.id
 
 
@@ -544,7 +499,7 @@ def test_drift_flags_the_run_whose_scores_were_lowered_and_not_the_normal_ones(e
     assert rows[4]["flagged"] is False
 
 
-def test_manifest_and_drift_on_postgresql(test_servers, tmp_path: Path) -> None:
+def test_manifest_and_drift_on_postgresql(test_servers: Servers, tmp_path: Path) -> None:
     """The manifest's JSON extraction, timestamps and server-side cursor, and run statistics, on PostgreSQL."""
     from contract.ledger import Ledger, make_engine, upgrade
     from contract.settings import Settings
@@ -620,7 +575,8 @@ class Chromium:
         for fd in (to_browser[0], from_browser[1], *ends):
             os.close(fd)
         self.out, self.inp = to_browser[1], from_browser[0]
-        self.buffer, self.next_id, self.errors = b"", 0, []
+        self.errors: list[str] = []
+        self.buffer, self.next_id = b"", 0
         target = self.send("Target.createTarget", url="about:blank")["targetId"]
         self.session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for domain in ("Runtime.enable", "Page.enable", "Log.enable"):
@@ -756,40 +712,13 @@ def make_catalogue_runs(env: Env, name: str) -> None:
             job = jobs[1] if change in ("new", "changed") else jobs[0]
             failed = key == "SKU-F"
             prompt = {HOSTILE_KEY: HOSTILE_PROMPT, "SKU-LONG": LONG_PROMPT}.get(key, f"ceramic mug {key}")
-            item = Item(
-                job_id=job.id,
-                item_key=key,
-                variant=0,
-                prompt=prompt,
-                negative="",
-                params={},
-                seed=n,
-                content_hash=f"h{n}",
-                state=State.failed if failed else State.succeeded,
-                attempts=1,
-                error="storage: disk full" if failed else None,
-                created=now,
-                finished_at=now,
-            )
-            session.add(item)
-            session.flush()
+            state = State.failed if failed else State.succeeded
+            error = "storage: disk full" if failed else None
+            item = written_item(session, job.id, key, n, state, now, prompt=prompt, content_hash=f"h{n}", error=error)
             if not failed:
                 storage.create(f"img/{n}.png", png((40 * n % 256, 90, 200 - 20 * n)), "image/png")
-                session.add(
-                    Image(
-                        item_id=item.id,
-                        storage_key=f"img/{n}.png",
-                        sha256="0" * 64,
-                        width=64,
-                        height=64,
-                        bytes=1,
-                        format="png",
-                        engine_id="e",
-                        timings={},
-                        scores={"clip_score": 30 + n, "aesthetic": 5 + n / 10, "sharpness": 400 + n},
-                        created=now,
-                    )
-                )
+                scores = {"clip_score": 30 + n, "aesthetic": 5 + n / 10, "sharpness": 400 + n}
+                session.add(written_image(item, f"img/{n}.png", now, timings={}, scores=scores))
             session.add(
                 CatalogueEntry(
                     catalogue=name,

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import io
 import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import servers  # tests/servers.py (tests/ is on sys.path, as for conftest.py)
 
 
-def _skip_unless(reason_fn):
+def _skip_unless(reason_fn: Callable[[], str | None]) -> None:
     reason = reason_fn()
     if reason:
         pytest.skip(reason)
 
 
-def _port_closed(port: int) -> bool:
+def _port_closed(port: int | None) -> bool:
+    assert port is not None, "the server never had a port"
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return False
@@ -23,7 +27,7 @@ def _port_closed(port: int) -> bool:
         return True
 
 
-def test_postgres(tmp_path):
+def test_postgres(tmp_path: Path) -> None:
     _skip_unless(servers.postgres_skip_reason)
     sqlalchemy = pytest.importorskip("sqlalchemy")
     pytest.importorskip("psycopg")
@@ -40,7 +44,7 @@ def test_postgres(tmp_path):
     pg.stop()  # idempotent
 
 
-def test_redis(tmp_path):
+def test_redis(tmp_path: Path) -> None:
     _skip_unless(servers.redis_skip_reason)
     redis = pytest.importorskip("redis")
     with servers.RedisServer(tmp_path) as rs:
@@ -51,12 +55,13 @@ def test_redis(tmp_path):
         assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
         assert client.config_get("save")["save"] == ""
         client.close()
+        assert rs.proc is not None
         pid = rs.proc.pid
     assert not servers.pid_alive(pid)
     rs.stop()
 
 
-def test_rabbitmq_quorum_queue_and_confirms(tmp_path):
+def test_rabbitmq_quorum_queue_and_confirms(tmp_path: Path) -> None:
     _skip_unless(servers.rabbitmq_skip_reason)
     from kombu import Connection, Exchange, Queue
 
@@ -79,6 +84,7 @@ def test_rabbitmq_quorum_queue_and_confirms(tmp_path):
             msg = queue(channel).get(no_ack=False)
             assert msg.payload == {"i": 0}
             msg.ack()
+        assert rmq.proc is not None and rmq.epmd_proc is not None
         pids = [rmq.proc.pid, rmq.epmd_proc.pid]
         ports = [rmq.port, rmq.dist_port, rmq.epmd_port]
     assert not any(servers.pid_alive(p) for p in pids)
@@ -86,20 +92,21 @@ def test_rabbitmq_quorum_queue_and_confirms(tmp_path):
     rmq.stop()
 
 
-def test_moto_put_get(tmp_path):
+def test_moto_put_get(tmp_path: Path) -> None:
     _skip_unless(servers.moto_skip_reason)
     with servers.MotoS3(tmp_path) as s3:
         s3.create_bucket("smoke")
         client = s3.client()
         client.put_object(Bucket="smoke", Key="a/b.txt", Body=b"hello")
         assert client.get_object(Bucket="smoke", Key="a/b.txt")["Body"].read() == b"hello"
+        assert s3.proc is not None
         pid = s3.proc.pid
     assert not servers.pid_alive(pid)
     s3.stop()
 
 
 @pytest.fixture(scope="module")
-def moto(tmp_path_factory):
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.MotoS3]:
     reason = servers.moto_skip_reason()
     if reason:
         pytest.skip(reason)
@@ -108,10 +115,16 @@ def moto(tmp_path_factory):
         yield s3
 
 
-def _client(moto, proxy, max_attempts=None, total_max_attempts=None, **extra):
+def _client(
+    moto: servers.MotoS3,
+    proxy: servers.FaultyS3Proxy,
+    max_attempts: int | None = None,
+    total_max_attempts: int | None = None,
+    **extra: Any,
+) -> Any:
     # botocore: retries["max_attempts"] counts RETRIES (total = max_attempts + 1); total_max_attempts
     # counts all attempts (as AWS_MAX_ATTEMPTS / the config file's max_attempts do).
-    retries = {"mode": "standard"}
+    retries: dict[str, str | int] = {"mode": "standard"}
     if max_attempts is not None:
         retries["max_attempts"] = max_attempts
     if total_max_attempts is not None:
@@ -119,7 +132,7 @@ def _client(moto, proxy, max_attempts=None, total_max_attempts=None, **extra):
     return moto.client(endpoint_url=proxy.url, retries=retries, **extra)
 
 
-def test_faulty_proxy_third_put_succeeds(moto):
+def test_faulty_proxy_third_put_succeeds(moto: servers.MotoS3) -> None:
     with servers.FaultyS3Proxy(moto.url, fail_first=2, status=503) as proxy:
         client = _client(moto, proxy, max_attempts=5)
         client.put_object(Bucket="images", Key="job/1.png", Body=b"\x89PNG" + b"x" * 1000)
@@ -142,7 +155,7 @@ def test_faulty_proxy_third_put_succeeds(moto):
         assert client2.get_object(Bucket="images", Key="job/2.png")["Body"].read() == b"y" * 70_000
 
 
-def test_faulty_proxy_gives_up_with_two_attempts(moto):
+def test_faulty_proxy_gives_up_with_two_attempts(moto: servers.MotoS3) -> None:
     from botocore.exceptions import ClientError
 
     with servers.FaultyS3Proxy(moto.url, fail_first=2, status=500) as proxy:

@@ -272,8 +272,8 @@ def test_a_submit_killed_while_writing_leaves_nothing_and_no_helper(tmp_path: Pa
             time.sleep(0.02)
         assert proc.poll() is None, "the submit finished before it could be killed; make the catalogue larger"
         proc.send_signal(signal.SIGKILL)
-        out, _ = proc.communicate(timeout=30)
-        assert proc.returncode == -signal.SIGKILL and out == b""
+        printed, _ = proc.communicate(timeout=30)
+        assert proc.returncode == -signal.SIGKILL and printed == b""
         deadline = time.monotonic() + 20
         while any(map(servers.pid_alive, helpers)) and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -32,7 +32,7 @@ def request(n: int, size: int = 64) -> Request:
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
-def test_build_then_auto_selects_tensorrt_and_matches_torch(tiny_model, tmp_path, precision):
+def test_build_then_auto_selects_tensorrt_and_matches_torch(tiny_model: Path, tmp_path: Path, precision: str) -> None:
     cache = EngineCache(tmp_path / "engines")
     result = build(
         str(tiny_model),

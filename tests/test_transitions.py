@@ -9,10 +9,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -358,10 +359,13 @@ def test_record_runs_once_every_store_is_done_and_items_stay_busy_until_then() -
     uploads = Uploads(2)
     gate = threading.Event()
     slot = uploads.begin()
-    stores = {1: uploads.store(lambda: gate.wait(5) and "a"), 2: uploads.store(lambda: "b")}
-    seen: list[dict[int, str]] = []
+    stores: dict[int, Future[str | bool]] = {
+        1: uploads.store(lambda: gate.wait(5) and "a"),
+        2: uploads.store(lambda: "b"),
+    }
+    seen: list[dict[int, str | bool]] = []
 
-    def record(done: dict[int, Future[str]]) -> int:
+    def record(done: Mapping[int, Future[str | bool]]) -> int:
         seen.append({k: f.result() for k, f in done.items()})
         return len(done)
 
@@ -462,7 +466,7 @@ def test_infrastructure_failures_give_their_attempt_back_until_the_budget(ledger
     Past the budget (counted from the first failure of the streak) back_off refuses and `fail(infra=True)`
     counts the attempt but keeps the streak; an item failure ends it; finishing clears both columns."""
     ids = new_job(ledger, 1)
-    backoff = {"node": NODE, "budget": 600.0, "base": 2.0, "cap": 300.0}
+    backoff: dict[str, Any] = {"node": NODE, "budget": 600.0, "base": 2.0, "cap": 300.0}
     for _ in range(5):  # more than max_attempts=3, none counted
         assert claim(ledger, ids) == ids
         with ledger.session() as session:

@@ -80,7 +80,7 @@ def test_one_failing_item_does_not_fail_its_neighbours(env: Env, ctx: Context, t
     assert len(outcome.succeeded) == 3 and outcome.retried == [ids[2]] and not outcome.failed
     rows = items(ctx, ids)
     assert rows[ids[2]].state == State.queued and rows[ids[2]].attempts == 1
-    assert "storing the image failed" in rows[ids[2]].error
+    assert "storing the image failed" in (rows[ids[2]].error or "")
     assert all(rows[i].state == State.succeeded for i in ids if i != ids[2])
     assert depth(ctx) == 1  # the retry went out as its own message
 
@@ -140,7 +140,9 @@ def test_a_chunk_for_another_model_is_refused(env: Env, ctx: Context, tmp_path: 
     assert sorted(outcome.retried) == sorted(ids)
     rows = items(ctx, ids)
     for row in rows.values():
-        assert "serves model" in (row.error or "") and other in (row.error or "") and str(env.model) in row.error
+        assert (
+            "serves model" in (row.error or "") and other in (row.error or "") and str(env.model) in (row.error or "")
+        )
     from contract.queue import queue_depth, queue_for
 
     assert queue_depth(ctx.app, queue_for(other)) == 1 and depth(ctx) == 0
@@ -155,7 +157,7 @@ def test_a_model_that_will_not_load_uses_up_attempts(env: Env, ctx: Context, tmp
         run(ctx, Chunk(job, tuple(ids)))
     rows = items(ctx, ids)
     assert {r.state for r in rows.values()} == {State.failed}
-    assert all("loading model" in r.error for r in rows.values())
+    assert all("loading model" in (r.error or "") for r in rows.values())
 
 
 def test_reconciler_requeues_expired_leases_and_gives_up_after_max_attempts(
@@ -184,7 +186,7 @@ def test_reconciler_requeues_expired_leases_and_gives_up_after_max_attempts(
     report = reconcile(ctx.ledger, ctx.app, ctx.settings)
     assert (report.requeued, report.failed, report.messages) == (1, 1, 1)
     rows = items(ctx, ids)
-    assert rows[ids[0]].state == State.queued and "worker lost" in rows[ids[0]].error
+    assert rows[ids[0]].state == State.queued and "worker lost" in (rows[ids[0]].error or "")
     assert rows[ids[1]].state == State.failed
     assert rows[ids[2]].state == State.running  # its lease is still good
     assert depth(ctx) == 1

@@ -72,6 +72,29 @@ class Part:
     seconds: float = 0.0
 
 
+def pipeline_args(
+    device: str, items: int, size: int, steps: int, variants: str, *, batches: int, repeats: int, warmup: int
+) -> list[str]:
+    """bench/pipeline.py's command line for a part: `items` images at `size` px and `steps` steps."""
+    shape = f"--device {device} --items {items} --size {size} --steps {steps} --variants {variants}"
+    return [
+        *shape.split(),
+        "--engine-batches",
+        str(batches),
+        "--repeats",
+        str(repeats),
+        "--warmup-batches",
+        str(warmup),
+    ]
+
+
+def compile_part(model: str, size: int, steps: int, batches: list[int], *, box_s: float, min_s: float) -> Part:
+    """torch.compile of `model`: its box is there to cut the compile short, so --box-scale leaves it alone."""
+    part = Part(f"{model}-compile", "engine", box_s, min_s, scalable=False, model=model, size=size, steps=steps)
+    part.batches, part.variants = batches, ["torch-compile"]
+    return part
+
+
 def plan(cpu_smoke: bool) -> list[Part]:
     """The parts in priority order; the CPU smoke form keeps every code path with tiny shapes."""
     if cpu_smoke:
@@ -81,38 +104,10 @@ def plan(cpu_smoke: bool) -> list[Part]:
                 "pipeline-none",
                 "pipeline",
                 box_s=75,
-                pipeline_args=[
-                    "--device",
-                    "cpu",
-                    "--items",
-                    "12",
-                    "--size",
-                    "64",
-                    "--steps",
-                    "2",
-                    "--variants",
-                    "none",
-                    "--engine-batches",
-                    "1",
-                    "--repeats",
-                    "1",
-                    "--warmup-batches",
-                    "1",
-                ],
+                pipeline_args=pipeline_args("cpu", 12, 64, 2, "none", batches=1, repeats=1, warmup=1),
             ),
             # Deliberately short: on 2 CPU cores inductor's compile usually overruns it, which exercises the kill.
-            Part(
-                "tiny-compile",
-                "engine",
-                box_s=12,
-                min_s=5,
-                model="tiny",
-                size=64,
-                steps=3,
-                batches=[1, 2],
-                variants=["torch-compile"],
-                scalable=False,
-            ),
+            compile_part("tiny", 64, 3, [1, 2], box_s=12, min_s=5),
         ]
     return [
         Part(
@@ -133,73 +128,17 @@ def plan(cpu_smoke: bool) -> list[Part]:
             "pipeline-none",
             "pipeline",
             box_s=60,
-            pipeline_args=[
-                "--device",
-                "cuda",
-                "--items",
-                "256",
-                "--size",
-                "128",
-                "--steps",
-                "10",
-                "--variants",
-                "none",
-                "--engine-batches",
-                "16",
-                "--repeats",
-                "2",
-                "--warmup-batches",
-                "2",
-            ],
+            pipeline_args=pipeline_args("cuda", 256, 128, 10, "none", batches=16, repeats=2, warmup=2),
         ),
-        Part(
-            "sd15-compile",
-            "engine",
-            box_s=75,
-            min_s=40,
-            model="sd15",
-            size=512,
-            steps=30,
-            batches=[1, 4, 8],
-            variants=["torch-compile"],
-            scalable=False,
-        ),
+        compile_part("sd15", 512, 30, [1, 4, 8], box_s=75, min_s=40),
         Part(
             "pipeline-judges",
             "pipeline",
             box_s=45,
             min_s=40,
-            pipeline_args=[
-                "--device",
-                "cuda",
-                "--items",
-                "256",
-                "--size",
-                "128",
-                "--steps",
-                "10",
-                "--variants",
-                "judges",
-                "--engine-batches",
-                "16",
-                "--repeats",
-                "2",
-                "--warmup-batches",
-                "2",
-            ],
+            pipeline_args=pipeline_args("cuda", 256, 128, 10, "judges", batches=16, repeats=2, warmup=2),
         ),
-        Part(
-            "sdxl-compile",
-            "engine",
-            box_s=120,
-            min_s=60,
-            model="sdxl",
-            size=1024,
-            steps=20,
-            batches=[1, 4, 8],
-            variants=["torch-compile"],
-            scalable=False,
-        ),
+        compile_part("sdxl", 1024, 20, [1, 4, 8], box_s=120, min_s=60),
     ]
 
 
@@ -233,15 +172,7 @@ def child(spec: dict[str, Any]) -> int:
     args = argparse.Namespace(models_dir=None, engine_cache=None)
 
     def request(batch: int, steps: int | None = None) -> Request:
-        return Request(
-            prompts=[f"{eb.PROMPT} {i}" for i in range(batch)],
-            negatives=["blurry"] * batch,
-            seeds=list(range(batch)),
-            width=spec["size"],
-            height=spec["size"],
-            steps=steps or spec["steps"],
-            guidance=7.5,
-        )
+        return eb.square_request([f"{eb.PROMPT} {i}" for i in range(batch)], spec["size"], steps or spec["steps"], 7.5)
 
     pipe: Any = None
     generate: Any = None
