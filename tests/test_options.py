@@ -7,7 +7,7 @@ from __future__ import annotations
 import inspect
 import os
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,12 @@ def test_the_declaration_agrees_with_the_reader() -> None:
 def test_client_submit_takes_the_options_as_declared_keyword_arguments(which: str) -> None:
     """`Client.submit` spells out only what is not an option; the options come as keyword arguments."""
     overloads = typing.get_overloads(Client.submit)
-    function = {"implementation": Client.submit, "overload-job": overloads[0], "overload-preview": overloads[1]}[which]
+    functions: dict[str, Callable[..., Any]] = {
+        "implementation": Client.submit,
+        "overload-job": overloads[0],
+        "overload-preview": overloads[1],
+    }
+    function = functions[which]
     params = inspect.signature(function).parameters
     assert set(params) == {"self", "source", "rows", "dry_run", "options"}
     assert params["options"].kind is inspect.Parameter.VAR_KEYWORD
@@ -96,10 +101,10 @@ def test_client_submit_passes_every_option_on_with_its_declared_default(
     with Client(env.settings()) as client:
         for given in ({}, changed):
             with pytest.raises(SubmitError):
-                client.submit(rows=ROWS, **given)
+                client.submit(rows=ROWS, **given)  # type: ignore[call-overload]  # strings everywhere, on purpose
         with pytest.raises(TypeError, match="'colour'"):
-            client.submit(rows=ROWS, colour="red")
-    assert seen == [DEFAULTS, Options(**changed)]
+            client.submit(rows=ROWS, colour="red")  # type: ignore[call-overload]  # no such option, on purpose
+    assert seen == [DEFAULTS, Options(**changed)]  # type: ignore[arg-type]
 
 
 def test_the_cli_submit_options_are_the_declared_ones() -> None:

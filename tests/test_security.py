@@ -10,8 +10,7 @@ import pytest
 from test_friction import clean_env, installation, invoke
 
 from contract.settings import get_settings
-from producer import catalogue
-from producer.catalogue import CatalogueError, Defaults, Limits, UsageError, read_catalogue
+from producer.catalogue import CatalogueError, Defaults, Limits, UsageError, quotes, read_catalogue
 from producer.options import Options, option_problems
 
 __all__ = ["clean_env", "installation"]  # the fixtures, shared with test_friction
@@ -27,13 +26,13 @@ def test_a_record_of_many_multiline_cells_is_scanned_in_linear_time(
     path = tmp_path / "cells.csv"
     path.write_text(data)
     scanned = [0]
-    real = catalogue._quoted_cells
+    real = quotes.quoted_cells
 
     def counting(text: str, *args: object) -> object:
         scanned[0] += len(text)
         return real(text, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(catalogue, "_quoted_cells", counting)
+    monkeypatch.setattr("producer.catalogue.csv_reader.quoted_cells", counting)  # what the reader calls
     with pytest.raises(CatalogueError, match="row has 2001 cells for 2 columns"):
         read_catalogue(path, Defaults(template="{title}"), Limits())
     assert scanned[0] < 4 * len(data)
