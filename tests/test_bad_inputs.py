@@ -29,97 +29,63 @@ CATALOGUE = "sku,title,color\nA-1,mug,red\nA-2,cup,blue\n"
 
 # (id, arguments, extra environment, what the message must name). `{data}` is the installation's data dir,
 # `{tmp}` a scratch dir, `{cat}` a good catalogue, `{file}` an existing regular file.
-SUBMIT = ["submit", "{cat}", "--key", "sku", "--template", "{title}"]  # a submit of the test catalogue
-CASES: list[tuple[str, list[str], dict[str, str], str]] = [
+Case = tuple[str, list[str], dict[str, str], str]
+
+
+def submit(catalogue: str = "{cat}", *, key: str = "sku", template: str = "{title}") -> list[str]:
+    """The arguments of a submit (by default, of the test catalogue)."""
+    return ["submit", catalogue, "--key", key, "--template", template]
+
+
+def setting(id_: str, variable: str, value: str, args: list[str] | None = None, names: str | None = None) -> Case:
+    """A bad PIXELMILL_* value under `args` (default `jobs`); the message names the variable unless `names` says."""
+    return (id_, args or ["jobs"], {variable: value}, names or variable)
+
+
+SUBMIT = submit()
+POSTGRES, REDIS = f"postgresql+psycopg://u:{SECRET}@127.0.0.1:1/x", f"redis://:{SECRET}@127.0.0.1:1/0"  # unreachable
+CASES: list[Case] = [
     # settings and the environment
-    ("data-dir-is-a-file", ["jobs"], {"PIXELMILL_DATA_DIR": "{file}"}, "PIXELMILL_DATA_DIR"),
-    ("data-dir-unwritable", ["jobs"], {"PIXELMILL_DATA_DIR": "/proc/1/pixelmill-data"}, "PIXELMILL_DATA_DIR"),
-    (
-        "data-dir-file-submit",
-        ["submit", "{cat}", "--key", "sku", "--template", "{title}"],
-        {"PIXELMILL_DATA_DIR": "{file}"},
-        "PIXELMILL_DATA_DIR",
+    setting("data-dir-is-a-file", "PIXELMILL_DATA_DIR", "{file}"),
+    setting("data-dir-unwritable", "PIXELMILL_DATA_DIR", "/proc/1/pixelmill-data"),
+    setting("data-dir-file-submit", "PIXELMILL_DATA_DIR", "{file}", SUBMIT),
+    setting("data-dir-file-broker", "PIXELMILL_DATA_DIR", "{file}", ["broker", "status"], names="{file}"),
+    setting("database-url-garbage", "PIXELMILL_DATABASE_URL", "garbage"),
+    setting(
+        "database-url-unreachable", "PIXELMILL_DATABASE_URL", f"postgresql+psycopg://pixelmill:{SECRET}@127.0.0.1:1/x"
     ),
-    ("data-dir-file-broker", ["broker", "status"], {"PIXELMILL_DATA_DIR": "{file}"}, "{file}"),
-    ("database-url-garbage", ["jobs"], {"PIXELMILL_DATABASE_URL": "garbage"}, "PIXELMILL_DATABASE_URL"),
-    (
-        "database-url-unreachable",
-        ["jobs"],
-        {"PIXELMILL_DATABASE_URL": f"postgresql+psycopg://pixelmill:{SECRET}@127.0.0.1:1/x"},
-        "PIXELMILL_DATABASE_URL",
-    ),
-    ("database-url-mysql", ["jobs"], {"PIXELMILL_DATABASE_URL": "mysql://u@h/db"}, "PIXELMILL_DATABASE_URL"),
-    (
-        "database-url-bad-driver",
-        ["jobs"],
-        {"PIXELMILL_DATABASE_URL": "postgresql+nosuchdriver://u@h/db"},
-        "PIXELMILL_DATABASE_URL",
-    ),
-    (
-        "database-url-status",
-        ["status", "1"],
-        {"PIXELMILL_DATABASE_URL": f"postgresql+psycopg://u:{SECRET}@127.0.0.1:1/x"},
-        "PIXELMILL_DATABASE_URL",
-    ),
-    ("broker-url-foo", ["reconcile"], {"PIXELMILL_BROKER_URL": "foo://"}, "PIXELMILL_BROKER_URL"),
-    (
-        "broker-url-foo-submit",
-        ["submit", "{cat}", "--key", "sku", "--template", "{title}"],
-        {"PIXELMILL_BROKER_URL": "foo://"},
-        "PIXELMILL_BROKER_URL",
-    ),
-    (
-        "broker-unreachable-reconcile",
-        ["reconcile"],
-        {"PIXELMILL_BROKER_URL": f"redis://:{SECRET}@127.0.0.1:1/0"},
-        "PIXELMILL_BROKER_URL",
-    ),
-    (
-        "broker-unreachable-ping",
-        ["ping", "--timeout", "1"],
-        {"PIXELMILL_BROKER_URL": f"redis://:{SECRET}@127.0.0.1:1/0"},
-        "PIXELMILL_BROKER_URL",
-    ),
-    (
-        "storage-url-ftp",
-        ["jobs"],
-        {"PIXELMILL_STORAGE_URL": f"ftp://user:{SECRET}@host/images"},
-        "PIXELMILL_STORAGE_URL",
-    ),
-    (
-        "storage-url-ftp-submit",
-        ["submit", "{cat}", "--key", "sku", "--template", "{title}"],
-        {"PIXELMILL_STORAGE_URL": f"ftp://user:{SECRET}@host/images"},
-        "PIXELMILL_STORAGE_URL",
-    ),
-    ("storage-url-s3-no-bucket", ["jobs"], {"PIXELMILL_STORAGE_URL": "s3:///prefix"}, "PIXELMILL_STORAGE_URL"),
-    (
-        "storage-url-s3-credentials",
-        ["jobs"],
-        {"PIXELMILL_STORAGE_URL": f"s3://AKIA:{SECRET}@bucket/p"},
-        "PIXELMILL_STORAGE_URL",
-    ),
-    ("storage-url-file-host", ["jobs"], {"PIXELMILL_STORAGE_URL": "file://host/images"}, "PIXELMILL_STORAGE_URL"),
-    ("batch-size-zero", ["jobs"], {"PIXELMILL_BATCH_SIZE": "0"}, "PIXELMILL_BATCH_SIZE"),
-    ("batch-size-text", ["jobs"], {"PIXELMILL_BATCH_SIZE": "four"}, "PIXELMILL_BATCH_SIZE"),
-    ("max-attempts-zero", ["jobs"], {"PIXELMILL_MAX_ATTEMPTS": "0"}, "PIXELMILL_MAX_ATTEMPTS"),
+    setting("database-url-mysql", "PIXELMILL_DATABASE_URL", "mysql://u@h/db"),
+    setting("database-url-bad-driver", "PIXELMILL_DATABASE_URL", "postgresql+nosuchdriver://u@h/db"),
+    setting("database-url-status", "PIXELMILL_DATABASE_URL", POSTGRES, ["status", "1"]),
+    setting("broker-url-foo", "PIXELMILL_BROKER_URL", "foo://", ["reconcile"]),
+    setting("broker-url-foo-submit", "PIXELMILL_BROKER_URL", "foo://", SUBMIT),
+    setting("broker-unreachable-reconcile", "PIXELMILL_BROKER_URL", REDIS, ["reconcile"]),
+    setting("broker-unreachable-ping", "PIXELMILL_BROKER_URL", REDIS, ["ping", "--timeout", "1"]),
+    setting("storage-url-ftp", "PIXELMILL_STORAGE_URL", f"ftp://user:{SECRET}@host/images"),
+    setting("storage-url-ftp-submit", "PIXELMILL_STORAGE_URL", f"ftp://user:{SECRET}@host/images", SUBMIT),
+    setting("storage-url-s3-no-bucket", "PIXELMILL_STORAGE_URL", "s3:///prefix"),
+    setting("storage-url-s3-credentials", "PIXELMILL_STORAGE_URL", f"s3://AKIA:{SECRET}@bucket/p"),
+    setting("storage-url-file-host", "PIXELMILL_STORAGE_URL", "file://host/images"),
+    setting("batch-size-zero", "PIXELMILL_BATCH_SIZE", "0"),
+    setting("batch-size-text", "PIXELMILL_BATCH_SIZE", "four"),
+    setting("max-attempts-zero", "PIXELMILL_MAX_ATTEMPTS", "0"),
     (
         "soft-limit-above-limit",
         ["jobs"],
         {"PIXELMILL_TASK_SOFT_TIME_LIMIT": "100", "PIXELMILL_TASK_TIME_LIMIT": "50"},
         "PIXELMILL_TASK_SOFT_TIME_LIMIT",
     ),
-    ("lease-below-limit", ["jobs"], {"PIXELMILL_LEASE_SECONDS": "10"}, "PIXELMILL_LEASE_SECONDS"),
-    ("image-format-gif", ["jobs"], {"PIXELMILL_IMAGE_FORMAT": "gif"}, "PIXELMILL_IMAGE_FORMAT"),
-    ("image-quality-101", ["jobs"], {"PIXELMILL_IMAGE_QUALITY": "101"}, "PIXELMILL_IMAGE_QUALITY"),
-    ("quarantine-under-jobs", ["jobs"], {"PIXELMILL_QUARANTINE": "jobs/q"}, "PIXELMILL_QUARANTINE"),
-    ("c2pa-cert-without-key", ["jobs"], {"PIXELMILL_C2PA_CERT": "{file}"}, "PIXELMILL_C2PA_CERT"),
-    ("engine-unknown", ["jobs"], {"PIXELMILL_ENGINE": "cuda"}, "PIXELMILL_ENGINE"),
-    ("infra-budget-negative", ["jobs"], {"PIXELMILL_INFRA_RETRY_BUDGET": "-1"}, "PIXELMILL_INFRA_RETRY_BUDGET"),
-    ("presign-expires-zero", ["jobs"], {"PIXELMILL_S3_PRESIGN_EXPIRES": "0"}, "PIXELMILL_S3_PRESIGN_EXPIRES"),
-    ("reconcile-interval-zero", ["jobs"], {"PIXELMILL_RECONCILE_INTERVAL": "0"}, "PIXELMILL_RECONCILE_INTERVAL"),
-    ("s3-addressing-style", ["jobs"], {"PIXELMILL_S3_ADDRESSING_STYLE": "sideways"}, "PIXELMILL_S3_ADDRESSING_STYLE"),
-    ("gate-mode-unknown", ["jobs"], {"PIXELMILL_GATE_MODE": "worst_of"}, "PIXELMILL_GATE_MODE"),
+    setting("lease-below-limit", "PIXELMILL_LEASE_SECONDS", "10"),
+    setting("image-format-gif", "PIXELMILL_IMAGE_FORMAT", "gif"),
+    setting("image-quality-101", "PIXELMILL_IMAGE_QUALITY", "101"),
+    setting("quarantine-under-jobs", "PIXELMILL_QUARANTINE", "jobs/q"),
+    setting("c2pa-cert-without-key", "PIXELMILL_C2PA_CERT", "{file}"),
+    setting("engine-unknown", "PIXELMILL_ENGINE", "cuda"),
+    setting("infra-budget-negative", "PIXELMILL_INFRA_RETRY_BUDGET", "-1"),
+    setting("presign-expires-zero", "PIXELMILL_S3_PRESIGN_EXPIRES", "0"),
+    setting("reconcile-interval-zero", "PIXELMILL_RECONCILE_INTERVAL", "0"),
+    setting("s3-addressing-style", "PIXELMILL_S3_ADDRESSING_STYLE", "sideways"),
+    setting("gate-mode-unknown", "PIXELMILL_GATE_MODE", "worst_of"),
     # options
     ("status-interval-negative", ["status", "1", "--watch", "--interval", "-1"], {}, "--interval"),
     ("status-interval-zero", ["status", "1", "--interval", "0"], {}, "--interval"),
@@ -149,34 +115,24 @@ CASES: list[tuple[str, list[str], dict[str, str], str]] = [
     # submit
     ("submit-name-too-long", [*SUBMIT, "--name", "n" * 500], {}, "--name"),
     ("submit-name-nul", [*SUBMIT, "--name", "a\x00b"], {}, "NUL"),
-    ("submit-template-nul", ["submit", "{cat}", "--key", "sku", "--template", "{title}\x00"], {}, "NUL"),
-    ("submit-missing-file", ["submit", "{tmp}/none.csv", "--key", "sku", "--template", "{title}"], {}, "none.csv"),
+    ("submit-template-nul", submit(template="{title}\x00"), {}, "NUL"),
+    ("submit-missing-file", submit("{tmp}/none.csv"), {}, "none.csv"),
     ("submit-size-3x3", [*SUBMIT, "--size", "3x3"], {}, "3x3"),
     ("submit-steps-zero", [*SUBMIT, "--steps", "0"], {}, "steps"),
     ("submit-guidance-negative", [*SUBMIT, "--guidance", "-1"], {}, "guidance"),
     ("submit-images-per-item-zero", [*SUBMIT, "--images-per-item", "0"], {}, "images"),
     ("submit-gate-bogus", [*SUBMIT, "--gate", "bogus"], {}, "--gate"),
     ("submit-missing-model", [*SUBMIT, "--model", "{tmp}/no-model"], {}, "no-model"),
-    ("submit-template-positional", ["submit", "{cat}", "--key", "sku", "--template", "{0}"], {}, "{0}"),
-    ("submit-template-no-column", ["submit", "{cat}", "--key", "sku", "--template", "{nope}"], {}, "nope"),
-    ("submit-key-no-column", ["submit", "{cat}", "--key", "nope", "--template", "{title}"], {}, "nope"),
-    ("submit-bad-rows", ["submit", "{tmp}/bad.csv", "--key", "sku", "--template", "{title}"], {}, "bad.csv"),
-    ("submit-empty-file", ["submit", "{tmp}/empty.csv", "--key", "sku", "--template", "{title}"], {}, "empty.csv"),
-    (
-        "submit-wrong-extension",
-        ["submit", "{tmp}/catalogue.txt", "--key", "sku", "--template", "{title}"],
-        {},
-        "catalogue.txt",
-    ),
-    ("submit-invalid-jsonl", ["submit", "{tmp}/bad.jsonl", "--key", "sku", "--template", "{title}"], {}, "bad.jsonl"),
+    ("submit-template-positional", submit(template="{0}"), {}, "{0}"),
+    ("submit-template-no-column", submit(template="{nope}"), {}, "nope"),
+    ("submit-key-no-column", submit(key="nope"), {}, "nope"),
+    ("submit-bad-rows", submit("{tmp}/bad.csv"), {}, "bad.csv"),
+    ("submit-empty-file", submit("{tmp}/empty.csv"), {}, "empty.csv"),
+    ("submit-wrong-extension", submit("{tmp}/catalogue.txt"), {}, "catalogue.txt"),
+    ("submit-invalid-jsonl", submit("{tmp}/bad.jsonl"), {}, "bad.jsonl"),
     ("submit-name-lone-surrogate", [*SUBMIT, "--name", "night \udcff"], {}, "name: contains a lone surrogate (U+DCFF)"),
-    (
-        "submit-lone-surrogate",
-        ["submit", "{tmp}/surrogate.jsonl", "--key", "sku", "--template", "{title}"],
-        {},
-        "surrogate.jsonl:2: field 'title'",
-    ),
-    ("submit-directory", ["submit", "{tmp}", "--key", "sku", "--template", "{title}"], {}, "{tmp}"),
+    ("submit-lone-surrogate", submit("{tmp}/surrogate.jsonl"), {}, "surrogate.jsonl:2: field 'title'"),
+    ("submit-directory", submit("{tmp}"), {}, "{tmp}"),
 ]
 
 
