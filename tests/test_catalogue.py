@@ -86,31 +86,9 @@ def test_good_csv_with_overrides(tmp_path: Path) -> None:
         "A2,Tee,blue,768x512,50,4.5,42,3,blurry  text\n",
     )
     rows = read_catalogue(path, Defaults(template=TEMPLATE, negative="ugly", steps=20))
-    assert rows == [
-        Row(
-            line=2,
-            key="A1",
-            prompt="studio photo of Mug, red, white background",
-            negative="ugly",
-            width=512,
-            height=512,
-            steps=20,
-            guidance=7.5,
-            images_per_item=1,
-            seed=None,
-        ),
-        Row(
-            line=3,
-            key="A2",
-            prompt="studio photo of Tee, blue, white background",
-            negative="blurry text",
-            width=768,
-            height=512,
-            steps=50,
-            guidance=4.5,
-            images_per_item=3,
-            seed=42,
-        ),
+    assert rows == [  # Row's fields: line, key, prompt, negative, width, height, steps, guidance, images_per_item, seed
+        (2, "A1", "studio photo of Mug, red, white background", "ugly", 512, 512, 20, 7.5, 1, None),
+        (3, "A2", "studio photo of Tee, blue, white background", "blurry text", 768, 512, 50, 4.5, 3, 42),
     ]
 
 
@@ -135,18 +113,7 @@ def test_good_jsonl_with_overrides_and_numbers(tmp_path: Path) -> None:
     rows = read_catalogue(write(tmp_path, "c.jsonl", text), DEFAULTS)
     assert [r.line for r in rows] == [1, 3]
     assert rows[0].key == "7" and rows[0].prompt == "studio photo of Lamp, 3, white background"
-    assert rows[1] == Row(
-        line=3,
-        key="B",
-        prompt="a chair on grass",
-        negative="dark",
-        width=1024,
-        height=1024,
-        steps=12,
-        guidance=0.0,
-        images_per_item=16,
-        seed=2**63 - 1,
-    )
+    assert rows[1] == (3, "B", "a chair on grass", "dark", 1024, 1024, 12, 0.0, 16, 2**63 - 1)  # Row's fields in order
 
 
 def test_bom_is_stripped(tmp_path: Path) -> None:
