@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -23,6 +24,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+    T = TypeVar("T", bound=DataclassInstance)
 
 # Named constraints so Alembic (and SQLite batch mode) can address them on every dialect.
 NAMING = {
@@ -82,6 +88,13 @@ ACTIVE = frozenset({State.pending, State.queued, State.running})
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+def detached(cls: type[T], row: Base, **others: Any) -> T:
+    """The dataclass `cls` holding `row`'s columns of the same names as its fields, and `others` for the rest: a
+    value that outlives the row's session. A field that is neither raises AttributeError."""
+    copied = {f.name: getattr(row, f.name) for f in fields(cls) if f.name not in others}
+    return cls(**copied, **others)
 
 
 class Job(Base):

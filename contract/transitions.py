@@ -37,7 +37,7 @@ from contract.checks import Safety
 from contract.ledger import bound, bulk_insert, insert_ignore
 from contract.params import GenerationParams
 from contract.queue import QueuedItem
-from contract.schema import ACTIVE, Candidate, Image, ImageScore, Item, Job, State, utcnow
+from contract.schema import ACTIVE, Candidate, Image, ImageScore, Item, Job, State, detached, utcnow
 
 _IN_BATCH = 500  # ids per IN (...) clause
 
@@ -311,18 +311,8 @@ def claim(
         item.lease_expires = now + timedelta(seconds=lease_seconds)
         item.worker = holder_name(node)
         item.started_at = now
-        claimed.append(
-            ClaimedItem(
-                id=item.id,
-                job=item.job_id,
-                key=item.item_key,
-                variant=item.variant,
-                prompt=item.prompt,
-                negative=item.negative,
-                seed=item.seed,
-                params=GenerationParams.from_json(item.params),
-            )
-        )
+        params = GenerationParams.from_json(item.params)
+        claimed.append(detached(ClaimedItem, item, job=item.job_id, key=item.item_key, params=params))
     return claimed
 
 

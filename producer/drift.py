@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from contract.schema import ACTIVE, Image, Item, Job, RunStats, State
+from contract.schema import ACTIVE, Image, Item, Job, RunStats, State, detached
 from producer.status import percentile
 
 # Scores where higher is better: a drop of the median is drift. (exposure and the clipped fractions are
@@ -110,18 +110,8 @@ def run_stats(session: Session, job_id: int, *, refresh: bool = False) -> Run | 
 
 
 def _from_row(job: Job, row: RunStats) -> Run:
-    return Run(
-        job=job.id,
-        name=job.name,
-        created=job.created.isoformat(timespec="seconds"),
-        items=row.items,
-        succeeded=row.succeeded,
-        blocked=row.blocked,
-        failed=row.failed,
-        cancelled=row.cancelled,
-        gpu_seconds=row.gpu_seconds,
-        scores=dict(row.scores or {}),
-    )
+    created = job.created.isoformat(timespec="seconds")
+    return detached(Run, row, job=job.id, name=job.name, created=created, scores=dict(row.scores or {}))
 
 
 def compare(
