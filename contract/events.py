@@ -88,14 +88,15 @@ def emit(
     *,
     type_: str,
     scope: str,
-    job_id: int | None,
     request_id: str | None,
-    catalogue: str | None,
     data: dict[str, Any],
     notify: Notify,
+    job_id: int | None = None,
+    catalogue: str | None = None,
     created: datetime | None = None,
 ) -> bool:
-    """Write one event and its deliveries in the caller's transaction. False: it already existed (nothing added)."""
+    """Write one event and its deliveries in the caller's transaction. False: it already existed (nothing added).
+    No `job_id` nor `catalogue`: an event about a request that made no job (`job.rejected`)."""
     now = created or utcnow()
     uid = event_uid(scope, type_)
     body = {

@@ -139,20 +139,14 @@ def calibration_loop(
     if not prompts:
         raise ValueError("no calibration prompts")
 
+    # What every batch shares, as `TorchEngine.generate` passes it; the latents are all calibration needs.
+    common = dict(num_inference_steps=steps, guidance_scale=guidance, width=width, height=height, output_type="latent")
+
     def loop(_unet: torch.nn.Module) -> None:
         generator = torch.Generator("cpu").manual_seed(seed)
         for start in range(0, len(prompts), batch):
             chunk = list(prompts[start : start + batch])
-            pipe(
-                prompt=chunk,
-                negative_prompt=[""] * len(chunk),
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                width=width,
-                height=height,
-                generator=generator,
-                output_type="latent",
-            )
+            pipe(prompt=chunk, negative_prompt=[""] * len(chunk), generator=generator, **common)
 
     return loop
 
