@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from .cache import EngineCache, EngineKey, Manifest, calibration_hash, model_fingerprint
-from .onnx_export import UNetSpec, export_text_encoder, export_unet, export_vae_decoder
+from .onnx_export import Target, UNetSpec, export_text_encoder, export_unet, export_vae_decoder
 
 log = logging.getLogger(__name__)
 
@@ -60,25 +60,21 @@ def export_all(
     """ONNX of every network the runtime needs; returns the manifest's component table (without plans)."""
     components: dict[str, dict[str, Any]] = {}
     spec = UNetSpec.of(pipe.unet, height, width)
-    export_unet(pipe.unet, spec, out / "unet.onnx", opset=opset, dtype=dtype, device=device)
+    target = Target(opset, dtype, device)
+    export_unet(pipe.unet, spec, out / "unet.onnx", target)
     components["unet"] = {"onnx": "unet.onnx", "inputs": spec.input_names, "spec": spec.__dict__}
     sdxl = getattr(pipe, "text_encoder_2", None) is not None
     for name in ("text_encoder", "text_encoder_2"):
         encoder = getattr(pipe, name, None)
         if encoder is not None:
-            export_text_encoder(encoder, out / f"{name}.onnx", penultimate=sdxl, opset=opset, device=device)
+            export_text_encoder(encoder, out / f"{name}.onnx", target, penultimate=sdxl)
             components[name] = {"onnx": f"{name}.onnx", "penultimate": sdxl}
     vae = pipe.vae
     if getattr(vae.config, "force_upcast", False):  # SDXL's VAE overflows in fp16: diffusers decodes it in fp32
         vae = vae.to(torch.float32)
+    vae_target = replace(target, dtype=vae.dtype)
     export_vae_decoder(
-        vae,
-        out / "vae_decoder.onnx",
-        latent_height=spec.latent_height,
-        latent_width=spec.latent_width,
-        opset=opset,
-        dtype=vae.dtype,
-        device=device,
+        vae, out / "vae_decoder.onnx", vae_target, latent_height=spec.latent_height, latent_width=spec.latent_width
     )
     components["vae_decoder"] = {"onnx": "vae_decoder.onnx", "precision": str(vae.dtype).removeprefix("torch.")}
     return components

@@ -125,6 +125,18 @@ class VaeDecoderWrapper(torch.nn.Module):
         return image
 
 
+@dataclass(frozen=True)
+class Target:
+    """How every network is exported: the ONNX opset, and the dtype and device of its example inputs."""
+
+    opset: int = 17
+    dtype: torch.dtype = torch.float32
+    device: str = "cpu"
+
+
+CPU = Target()
+
+
 def _export(
     module: torch.nn.Module,
     args: tuple[torch.Tensor, ...],
@@ -151,48 +163,27 @@ def _export(
     return path
 
 
-def export_unet(
-    unet: torch.nn.Module,
-    spec: UNetSpec,
-    path: Path,
-    *,
-    batch: int = 2,
-    opset: int = 17,
-    dtype: torch.dtype = torch.float32,
-    device: str = "cpu",
-) -> Path:
+def export_unet(unet: torch.nn.Module, spec: UNetSpec, path: Path, target: Target = CPU, *, batch: int = 2) -> Path:
     """Export the (possibly modelopt-quantised) UNet; ``batch`` is only the example batch (the axis is dynamic)."""
     wrapper = UNetWrapper(unet, spec)
-    inputs = spec.random_inputs(batch, generator=torch.Generator().manual_seed(0), dtype=dtype, device=device)
+    generator = torch.Generator().manual_seed(0)
+    inputs = spec.random_inputs(batch, generator=generator, dtype=target.dtype, device=target.device)
     # modelopt's quantisers emit QuantizeLinear/DequantizeLinear pairs under torch.onnx.export by themselves.
-    return _export(wrapper, tuple(inputs.values()), path, spec.input_names, ["latent"], opset)
+    return _export(wrapper, tuple(inputs.values()), path, spec.input_names, ["latent"], target.opset)
 
 
 def export_text_encoder(
-    encoder: torch.nn.Module,
-    path: Path,
-    *,
-    penultimate: bool,
-    context_len: int = 77,
-    opset: int = 17,
-    device: str = "cpu",
+    encoder: torch.nn.Module, path: Path, target: Target = CPU, *, penultimate: bool, context_len: int = 77
 ) -> Path:
-    ids = torch.zeros((1, context_len), dtype=torch.int32, device=device)
-    return _export(
-        TextEncoderWrapper(encoder, penultimate), (ids,), path, ["input_ids"], ["hidden_states", "pooled"], opset
-    )
+    """The token ids are int32 whatever ``target.dtype`` says."""
+    ids = torch.zeros((1, context_len), dtype=torch.int32, device=target.device)
+    wrapper = TextEncoderWrapper(encoder, penultimate)
+    return _export(wrapper, (ids,), path, ["input_ids"], ["hidden_states", "pooled"], target.opset)
 
 
 def export_vae_decoder(
-    vae: torch.nn.Module,
-    path: Path,
-    *,
-    latent_height: int,
-    latent_width: int,
-    opset: int = 17,
-    dtype: torch.dtype = torch.float32,
-    device: str = "cpu",
+    vae: torch.nn.Module, path: Path, target: Target = CPU, *, latent_height: int, latent_width: int
 ) -> Path:
     config: Any = vae.config  # diffusers' config of the VAE's init arguments
-    latent = torch.randn((1, config.latent_channels, latent_height, latent_width)).to(device, dtype)
-    return _export(VaeDecoderWrapper(vae), (latent,), path, ["latent"], ["images"], opset)
+    latent = torch.randn((1, config.latent_channels, latent_height, latent_width)).to(target.device, target.dtype)
+    return _export(VaeDecoderWrapper(vae), (latent,), path, ["latent"], ["images"], target.opset)
