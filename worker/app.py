@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from celery import bootsteps, signals
 from celery.exceptions import Reject
@@ -50,15 +51,18 @@ def served_queue() -> tuple[str, str]:
     return model, queue_for(model)
 
 
+@dataclass(frozen=True)
+class WorkerState:
+    """What a worker says of itself in `workers.state`: loading, ready, or failed with its error."""
+
+    state: Literal["loading", "ready", "failed"]
+    error: str | None = None
+
+
 def heartbeat(
-    ledger: Ledger,
-    node: str,
-    *,
-    state: str | None = None,
-    error: str | None = None,
-    only_before: datetime | None = None,
+    ledger: Ledger, node: str, *, state: WorkerState | None = None, only_before: datetime | None = None
 ) -> None:
-    """Record this worker's queue in `workers`: `state` (loading/ready/failed) when given, `last_seen` always.
+    """Record this worker's queue in `workers`: `state` when given, `last_seen` always.
     `only_before`: change the state only of a row last seen before then (a previous run's)."""
     model, queue = served_queue()
     now = utcnow()
@@ -71,8 +75,8 @@ def heartbeat(
                     "node": node,
                     "queue": queue,
                     "model": model,
-                    "state": state or "loading",
-                    "error": error,
+                    "state": state.state if state else "loading",
+                    "error": state.error if state else None,
                     "started": now,
                     "last_seen": now,
                 }
@@ -81,7 +85,7 @@ def heartbeat(
         )
         values: dict[str, Any] = {"last_seen": now, "model": model}
         if state is not None:
-            values.update(state=state, error=error)
+            values.update(state=state.state, error=state.error)
         where = [Worker.node == node, Worker.queue == queue]
         if only_before is not None:
             where.append(Worker.last_seen < only_before)
@@ -138,7 +142,7 @@ def _after_fork(**_: Any) -> None:
 
         if isinstance(exc, EngineUnavailable):  # the engine setting, not the model: recorded on every item
             log.exception("the requested engine cannot run here", extra={"model": model})
-            _report(state="ready")
+            _report(WorkerState("ready"))
             _preload_checks()
             return
         # Not ready for this queue: record why, hand back anything delivered meanwhile, and stop the worker
@@ -148,20 +152,20 @@ def _after_fork(**_: Any) -> None:
             "loading the worker's model failed; this worker stops and serves no queue",
             extra={"model": model, "queue": queue},
         )
-        _report(state="failed", error=f"model {model!r}: {_load_failed}")
+        _report(WorkerState("failed", f"model {model!r}: {_load_failed}"))
         os.kill(os.getppid(), signal.SIGTERM)
         return
-    _report(state="ready")
+    _report(WorkerState("ready"))
     _preload_checks()
 
 
-def _report(**values: Any) -> None:
+def _report(state: WorkerState) -> None:
     if _node is None:
         return
     try:
         ledger = Ledger(settings)
         try:
-            heartbeat(ledger, _node, **values)
+            heartbeat(ledger, _node, state=state)
         finally:
             ledger.close()
     except Exception:
@@ -208,7 +212,7 @@ class Reconciler(bootsteps.StartStopStep):
         _parent_ledger = _parent_ledger or Ledger(settings)
         self.node = worker.hostname
         try:  # a previous run's "ready" is not this run's: loading until the child says otherwise
-            heartbeat(_parent_ledger, self.node, state="loading", only_before=_booted)
+            heartbeat(_parent_ledger, self.node, state=WorkerState("loading"), only_before=_booted)
         except Exception:
             log.exception("recording the worker's state failed", extra={"node": self.node})
         self.sweep = Sweeper(settings)
