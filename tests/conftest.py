@@ -49,15 +49,64 @@ FAST_TIMINGS = {
 }
 
 
+# Fixtures of the tests that start worker processes or servers: they take seconds to minutes.
+SLOW_FIXTURES = {"env", "any_env", "test_servers"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first (file order kept within each half): run in parallel (pytest-xdist, `-n` in pyproject's
+    addopts), the long ones start at once and the many short ones fill the gaps, instead of one long test
+    starting last and running alone."""
+
+    def slow(item: pytest.Item) -> bool:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        return bool(fixtures & SLOW_FIXTURES) or any(item.iter_markers("e2e")) or any(item.iter_markers("slow"))
+
+    items.sort(key=lambda item: not slow(item))
+
+
+# Tests that share state in their process's memory (FINAL_LEDGERS), so pytest-xdist runs them in one process, in
+# file order. (xdist's own `xdist_group` mark does nothing on pytest 9: the id suffix it relies on is ignored.)
+SAME_PROCESS = (
+    "tests/test_end_to_end.py::test_catalogue_end_to_end_then_resubmit_skips",
+    "tests/test_end_to_end.py::test_every_combination_reaches_the_same_final_ledger",
+)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Every test is its own unit of work, handed to whichever process is free, except the SAME_PROCESS ones."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return "same-process" if nodeid.split("[")[0] in SAME_PROCESS else nodeid
+
+    return Scheduling(config, log)
+
+
+def run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory of this whole test run: shared by every pytest-xdist worker (each has its own basetemp
+    inside it), the basetemp itself when the tests run in one process."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny pipeline, with the tiny checker, CLIP and aesthetic head beside it in `../judges`."""
+    """The tiny pipeline, with the tiny checker, CLIP and aesthetic head beside it in `../judges`: built once
+    per test run (the first xdist worker builds it under a file lock, the others wait and share it, read-only)."""
+    from filelock import FileLock
+
     from worker.engine.tiny import build_tiny_pipeline
     from worker.tiny_judges import build_tiny_judges
 
-    root = tmp_path_factory.mktemp("models")
-    build_tiny_judges(root / "judges", seed=0)
-    return build_tiny_pipeline(root / "tiny", seed=0)
+    root = run_root(tmp_path_factory) / "models"
+    with FileLock(f"{root}.lock"):
+        if not (root / "built").exists():
+            build_tiny_judges(root / "judges", seed=0)
+            build_tiny_pipeline(root / "tiny", seed=0)
+            (root / "built").touch()
+    return root / "tiny"
 
 
 def tiny_checks(model: Path) -> dict[str, str]:
