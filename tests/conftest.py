@@ -54,15 +54,17 @@ SLOW_FIXTURES = {"env", "any_env", "test_servers"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow tests first (file order kept within each half): run in parallel (pytest-xdist, `-n` in pyproject's
-    addopts), the long ones start at once and the many short ones fill the gaps, instead of one long test
-    starting last and running alone."""
+    """Slow tests first, those marked `alone` last (file order kept within each part): run in parallel
+    (pytest-xdist, `-n` in pyproject's addopts), the long ones start at once and the many short ones fill the gaps,
+    instead of one long test starting last and running by itself; the `alone` ones find the run's servers started."""
 
-    def slow(item: pytest.Item) -> bool:
+    def part(item: pytest.Item) -> int:
+        if any(item.iter_markers("alone")):
+            return 2
         fixtures = set(getattr(item, "fixturenames", ()))
-        return bool(fixtures & SLOW_FIXTURES) or any(item.iter_markers("e2e")) or any(item.iter_markers("slow"))
+        return 0 if fixtures & SLOW_FIXTURES or any(item.iter_markers("e2e")) or any(item.iter_markers("slow")) else 1
 
-    items.sort(key=lambda item: not slow(item))
+    items.sort(key=part)
 
 
 # Tests that share state in their process's memory (FINAL_LEDGERS), so pytest-xdist runs them in one process, in
@@ -89,6 +91,29 @@ def run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     inside it), the basetemp itself when the tests run in one process."""
     base = tmp_path_factory.getbasetemp()
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(autouse=True)
+def _alone_when_timing(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A test marked `alone` (it checks ratios of timings) runs while no other test of this run does: under
+    pytest-xdist it closes the gate to new tests, waits for the running ones, and opens it again when done."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    import fcntl
+
+    alone = request.node.get_closest_marker("alone") is not None
+    root = run_root(tmp_path_factory)
+    with open(root / "alone.gate", "a") as gate, open(root / "alone.lock", "a") as running:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        fcntl.flock(running, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        if not alone:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(running, fcntl.LOCK_UN)
+            fcntl.flock(gate, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
