@@ -49,15 +49,89 @@ FAST_TIMINGS = {
 }
 
 
+# Fixtures of the tests that start worker processes or servers: they take seconds to minutes.
+SLOW_FIXTURES = {"env", "any_env", "test_servers"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first, those marked `alone` last (file order kept within each part): run in parallel
+    (pytest-xdist, `-n` in pyproject's addopts), the long ones start at once and the many short ones fill the gaps,
+    instead of one long test starting last and running by itself; the `alone` ones find the run's servers started."""
+
+    def part(item: pytest.Item) -> int:
+        if any(item.iter_markers("alone")):
+            return 2
+        fixtures = set(getattr(item, "fixturenames", ()))
+        return 0 if fixtures & SLOW_FIXTURES or any(item.iter_markers("e2e")) or any(item.iter_markers("slow")) else 1
+
+    items.sort(key=part)
+
+
+# Tests that share state in their process's memory (FINAL_LEDGERS), so pytest-xdist runs them in one process, in
+# file order. (xdist's own `xdist_group` mark does nothing on pytest 9: the id suffix it relies on is ignored.)
+SAME_PROCESS = (
+    "tests/test_end_to_end.py::test_catalogue_end_to_end_then_resubmit_skips",
+    "tests/test_end_to_end.py::test_every_combination_reaches_the_same_final_ledger",
+)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Every test is its own unit of work, handed to whichever process is free, except the SAME_PROCESS ones."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return "same-process" if nodeid.split("[")[0] in SAME_PROCESS else nodeid
+
+    return Scheduling(config, log)
+
+
+def run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory of this whole test run: shared by every pytest-xdist worker (each has its own basetemp
+    inside it), the basetemp itself when the tests run in one process."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(autouse=True)
+def _alone_when_timing(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A test marked `alone` (it checks ratios of timings) runs while no other test of this run does: under
+    pytest-xdist it closes the gate to new tests, waits for the running ones, and opens it again when done."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    import fcntl
+
+    alone = request.node.get_closest_marker("alone") is not None
+    root = run_root(tmp_path_factory)
+    with open(root / "alone.gate", "a") as gate, open(root / "alone.lock", "a") as running:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        fcntl.flock(running, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        if not alone:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(running, fcntl.LOCK_UN)
+            fcntl.flock(gate, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny pipeline, with the tiny checker, CLIP and aesthetic head beside it in `../judges`."""
+    """The tiny pipeline, with the tiny checker, CLIP and aesthetic head beside it in `../judges`: built once
+    per test run (the first xdist worker builds it under a file lock, the others wait and share it, read-only)."""
+    from filelock import FileLock
+
     from worker.engine.tiny import build_tiny_pipeline
     from worker.tiny_image_checks import build_tiny_judges
 
-    root = tmp_path_factory.mktemp("models")
-    build_tiny_judges(root / "judges", seed=0)
-    return build_tiny_pipeline(root / "tiny", seed=0)
+    root = run_root(tmp_path_factory) / "models"
+    with FileLock(f"{root}.lock"):
+        if not (root / "built").exists():
+            build_tiny_judges(root / "judges", seed=0)
+            build_tiny_pipeline(root / "tiny", seed=0)
+            (root / "built").touch()
+    return root / "tiny"
 
 
 def tiny_checks(model: Path) -> dict[str, str]:

@@ -79,6 +79,7 @@ def ledger_snapshot(env: Env, job: int) -> list[tuple[object, ...]]:
     ]
 
 
+# Filled and compared in one process: conftest.SAME_PROCESS keeps these tests together under pytest-xdist.
 FINAL_LEDGERS: dict[str, list[tuple[object, ...]]] = {}
 
 

@@ -22,6 +22,7 @@ BIN = Path(sys.executable).parent
     ],
     ids=["ruff-check", "ruff-format", "mypy"],
 )
+@pytest.mark.slow
 def test_static_checks_pass(command: list[str]) -> None:
     tool = BIN / command[0]
     assert tool.exists(), f"{command[0]} is not installed in this environment: pip install -e '.[dev]'"
