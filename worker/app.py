@@ -85,7 +85,7 @@ def heartbeat(
         )
         values: dict[str, Any] = {"last_seen": now, "model": model}
         if state is not None:
-            values.update(state=state.state, error=state.error)
+            values.update(error=state.error, state=state.state)  # workers.state: a worker row, not an item
         where = [Worker.node == node, Worker.queue == queue]
         if only_before is not None:
             where.append(Worker.last_seen < only_before)
