@@ -32,12 +32,20 @@ def fill_ledger(data_dir: Path, items: int, *, job_name: str = "bench", seed: in
     from contract.ledger import Ledger
     from contract.schema import Image, Item, Job, State, utcnow
     from contract.settings import Settings
+    from contract.tenants import DEFAULT_TENANT_ID
 
     rng = random.Random(seed)
     ledger = Ledger(Settings(data_dir=data_dir))
     now = utcnow()
     with ledger.session() as session:
-        job = Job(name=job_name, model="/models/sd15", params={"checks": None}, counts={}, created=now)
+        job = Job(
+            tenant_id=DEFAULT_TENANT_ID,
+            name=job_name,
+            model="/models/sd15",
+            params={"checks": None},
+            counts={},
+            created=now,
+        )
         session.add(job)
         session.flush()
         job_id = job.id

@@ -87,7 +87,7 @@ ACTIVE = frozenset({State.pending, State.queued, State.running})
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[str]: JSON}
 
 
 def detached(cls: type[T], row: Base, **others: Any) -> T:
@@ -97,8 +97,37 @@ def detached(cls: type[T], row: Base, **others: Any) -> T:
     return cls(**copied, **others)
 
 
+class Tenant(Base):
+    """Who owns a job (contract/tenants.py): every door learns its caller's tenant before it reads a body, and every
+    read, cancel, event and idempotency key is scoped to it. `reply_prefix`, `source_roots` and `webhook_hosts`
+    bound what a request of this tenant may point at (an empty `webhook_hosts`: any public host)."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(40), unique=True)
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked: Mapped[datetime | None] = mapped_column()
+    reply_prefix: Mapped[str] = mapped_column(String(200))
+    source_roots: Mapped[list[str]] = mapped_column(default=list)
+    webhook_hosts: Mapped[list[str]] = mapped_column(default=list)
+
+
+class TenantToken(Base):
+    """A tenant's API token, stored only as its SHA-256 (tokens are 256-bit random, so a plain hash suffices)."""
+
+    __tablename__ = "tenant_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked: Mapped[datetime | None] = mapped_column()
+
+
 class Job(Base):
     __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("tenant_id", "request_id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -109,8 +138,12 @@ class Job(Base):
     counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # The named catalogue this job is a run of (`submit --catalogue`); None: a one-off job.
     catalogue: Mapped[str | None] = mapped_column(String(200), index=True)
-    # The submitter's idempotency key: a second submission with it returns this job and writes nothing.
-    request_id: Mapped[str | None] = mapped_column(String(200), unique=True)
+    # The owner: every read and change of this job is scoped to it (contract/tenants.py).
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    # The submitter's idempotency key, per tenant: a second submission with it and the same request
+    # (`request_digest`) returns this job and writes nothing; with a different request it is refused.
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    request_digest: Mapped[str | None] = mapped_column(String(64))
 
     items: Mapped[list[Item]] = relationship(back_populates="job", passive_deletes=True)
 
@@ -230,11 +263,12 @@ class CatalogueEntry(Base):
 
     __tablename__ = "catalogue_entries"
     __table_args__ = (
-        UniqueConstraint("catalogue", "item_key", "variant"),
-        Index("ix_catalogue_entries_catalogue_job_id", "catalogue", "job_id"),
+        UniqueConstraint("tenant_id", "catalogue", "item_key", "variant"),
+        Index("ix_catalogue_entries_tenant_id_catalogue_job_id", "tenant_id", "catalogue", "job_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))  # catalogue names are per tenant
     catalogue: Mapped[str] = mapped_column(String(200))
     item_key: Mapped[str] = mapped_column(String(200))
     variant: Mapped[int] = mapped_column(Integer)

@@ -68,7 +68,9 @@ def check_name(name: str) -> str:
     return name
 
 
-def record_run(session: Session, catalogue: str, job_id: int, batch: Sequence[Listed]) -> dict[str, int]:
+def record_run(
+    session: Session, tenant_id: int, catalogue: str, job_id: int, batch: Sequence[Listed]
+) -> dict[str, int]:
     """Upsert one batch of tonight's (key, variant)s: read their entries in one query, then one UPDATE for all
     the unchanged ones (the common case of a nightly rerun: a 100k-entry catalogue is one statement a batch,
     not 100k parameter sets), one executemany UPDATE for the changed ones and one bulk INSERT for new ones.
@@ -79,7 +81,7 @@ def record_run(session: Session, catalogue: str, job_id: int, batch: Sequence[Li
     table = cast(Table, CatalogueEntry.__table__)
     old = {
         at: (entry_id, content_hash, item_id)
-        for at, (entry_id, content_hash, item_id, _) in _stored(session, catalogue, batch).items()
+        for at, (entry_id, content_hash, item_id, _) in _stored(session, tenant_id, catalogue, batch).items()
     }
     now = utcnow()
     stays: list[int] = []  # unchanged entries keeping their item: only the run, change and time move
@@ -90,9 +92,8 @@ def record_run(session: Session, catalogue: str, job_id: int, batch: Sequence[Li
         found = old.get((listed.key, listed.variant))
         if found is None:
             counts[NEW] += 1
-            inserts.append(
-                (catalogue, listed.key, listed.variant, listed.content_hash, listed.item_id, job_id, new, stamp)
-            )
+            at = (listed.key, listed.variant, listed.content_hash, listed.item_id)
+            inserts.append((tenant_id, catalogue, *at, job_id, new, stamp))
             continue
         entry_id, old_hash, old_item = found
         change = change_of(old_hash, listed.content_hash)
@@ -125,7 +126,7 @@ def record_run(session: Session, catalogue: str, job_id: int, batch: Sequence[Li
 
 
 def _stored(
-    session: Session, catalogue: str, batch: Sequence[Keyed]
+    session: Session, tenant_id: int, catalogue: str, batch: Sequence[Keyed]
 ) -> dict[tuple[str, int], tuple[int, str, int, str]]:
     """(key, variant) -> (entry id, content hash, item id, change) of the batch's stored entries: one query."""
     table = cast(Table, CatalogueEntry.__table__)
@@ -135,7 +136,11 @@ def _stored(
         for entry_id, key, variant, content_hash, item_id, change in session.execute(
             select(
                 table.c.id, table.c.item_key, table.c.variant, table.c.content_hash, table.c.item_id, table.c.change
-            ).where(table.c.catalogue == catalogue, one_of(session, table.c.item_key, keys))
+            ).where(
+                table.c.tenant_id == tenant_id,
+                table.c.catalogue == catalogue,
+                one_of(session, table.c.item_key, keys),
+            )
         ).all()
     }
 
@@ -148,25 +153,40 @@ def change_of(stored_hash: str | None, content_hash: str) -> str:
     return UNCHANGED if stored_hash == content_hash else CHANGED
 
 
-_ENTRY_COLUMNS = ("catalogue", "item_key", "variant", "content_hash", "item_id", "job_id", "change", "updated")
+_ENTRY_COLUMNS = (
+    "tenant_id",
+    "catalogue",
+    "item_key",
+    "variant",
+    "content_hash",
+    "item_id",
+    "job_id",
+    "change",
+    "updated",
+)
 
 
-def retire_absent(session: Session, catalogue: str, job_id: int) -> int:
+def retire_absent(session: Session, tenant_id: int, catalogue: str, job_id: int) -> int:
     """After the last batch: entries this run did not list become `retired` (item and image kept)."""
     result = session.execute(
         update(CatalogueEntry)
-        .where(CatalogueEntry.catalogue == catalogue, CatalogueEntry.job_id != job_id, CatalogueEntry.change != RETIRED)
+        .where(
+            CatalogueEntry.tenant_id == tenant_id,
+            CatalogueEntry.catalogue == catalogue,
+            CatalogueEntry.job_id != job_id,
+            CatalogueEntry.change != RETIRED,
+        )
         .values(change=RETIRED, job_id=job_id, updated=utcnow())
     )
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def catalogue_entries(session: Session, name: str, *, batch: int = 5000) -> Iterator[Entry]:
+def catalogue_entries(session: Session, tenant_id: int, name: str, *, batch: int = 5000) -> Iterator[Entry]:
     """Every entry of catalogue `name`, retired ones included, by key and variant; streamed."""
     table = cast(Table, CatalogueEntry.__table__)
     query = (
-        select(*(table.c[column] for column in _ENTRY_COLUMNS))  # Entry's fields, in order
-        .where(table.c.catalogue == name)
+        select(*(table.c[column] for column in _ENTRY_COLUMNS[1:]))  # Entry's fields, in order
+        .where(table.c.tenant_id == tenant_id, table.c.catalogue == name)
         .order_by(table.c.item_key, table.c.variant)
         .execution_options(yield_per=batch)
     )
@@ -242,13 +262,17 @@ def retire_guard(settings: Settings, max_retire: float | None, allow: bool) -> R
     )
 
 
-def current_entries(session: Session, catalogue: str) -> int:
+def current_entries(session: Session, tenant_id: int, catalogue: str) -> int:
     """How many entries of the catalogue are not retired: what a run's retirements are measured against."""
     return int(
         session.scalar(
             select(func.count())
             .select_from(CatalogueEntry)
-            .where(CatalogueEntry.catalogue == catalogue, CatalogueEntry.change != RETIRED)
+            .where(
+                CatalogueEntry.tenant_id == tenant_id,
+                CatalogueEntry.catalogue == catalogue,
+                CatalogueEntry.change != RETIRED,
+            )
         )
         or 0
     )
@@ -264,9 +288,10 @@ def _first_keys(pairs: Iterable[tuple[str, int]], limit: int = FIRST) -> list[st
     return keys
 
 
-def pending_retire(session: Session, catalogue: str, job_id: int) -> tuple[int, list[str]]:
+def pending_retire(session: Session, tenant_id: int, catalogue: str, job_id: int) -> tuple[int, list[str]]:
     """What `retire_absent` would retire now, in this run's transaction: how many entries, and the first keys."""
     absent = (
+        CatalogueEntry.tenant_id == tenant_id,
         CatalogueEntry.catalogue == catalogue,
         CatalogueEntry.job_id != job_id,
         CatalogueEntry.change != RETIRED,
@@ -288,6 +313,7 @@ class ChangePreview:
     """What a run would record in the catalogue (`record_run` + `retire_absent`), worked out read-only batch by
     batch: counts per change and the first keys of each. Memory: one int per listed entry that was current."""
 
+    tenant_id: int
     catalogue: str
     current: int = 0  # non-retired entries before the run
     counts: dict[str, int] = field(default_factory=lambda: {NEW: 0, CHANGED: 0, UNCHANGED: 0, RETIRED: 0})
@@ -296,11 +322,12 @@ class ChangePreview:
     _seen: set[int] = field(default_factory=set)  # hash((key, variant)) of those, for the first retired keys
 
     @classmethod
-    def start(cls, session: Session | None, catalogue: str) -> ChangePreview:
-        return cls(catalogue, current_entries(session, catalogue) if session is not None else 0)
+    def start(cls, session: Session | None, tenant_id: int, catalogue: str) -> ChangePreview:
+        current = current_entries(session, tenant_id, catalogue) if session is not None else 0
+        return cls(tenant_id, catalogue, current)
 
     def add(self, session: Session | None, batch: Sequence[Keyed]) -> None:
-        stored = _stored(session, self.catalogue, batch) if session is not None and batch else {}
+        stored = _stored(session, self.tenant_id, self.catalogue, batch) if session is not None and batch else {}
         for item in batch:
             found = stored.get((item.key, item.variant))
             change = change_of(found[1] if found else None, item.content_hash)
@@ -319,7 +346,11 @@ class ChangePreview:
             return
         query = (
             select(CatalogueEntry.item_key, CatalogueEntry.variant)
-            .where(CatalogueEntry.catalogue == self.catalogue, CatalogueEntry.change != RETIRED)
+            .where(
+                CatalogueEntry.tenant_id == self.tenant_id,
+                CatalogueEntry.catalogue == self.catalogue,
+                CatalogueEntry.change != RETIRED,
+            )
             .order_by(CatalogueEntry.item_key, CatalogueEntry.variant)
             .execution_options(yield_per=1000)
         )
@@ -347,16 +378,20 @@ class CatalogueSummary:
         return {**asdict(self), "last_run": self.last_run.isoformat(timespec="seconds")}
 
 
-def list_catalogues(session: Session) -> list[CatalogueSummary]:
-    """Every catalogue that has a run, by name: three grouped queries, whatever the number of entries."""
+def list_catalogues(session: Session, tenant_id: int) -> list[CatalogueSummary]:
+    """Every catalogue of the tenant that has a run, by name: three grouped queries, whatever the number of entries."""
     runs = session.execute(
-        select(Job.catalogue, func.count(), func.max(Job.id)).where(Job.catalogue.is_not(None)).group_by(Job.catalogue)
+        select(Job.catalogue, func.count(), func.max(Job.id))
+        .where(Job.tenant_id == tenant_id, Job.catalogue.is_not(None))
+        .group_by(Job.catalogue)
     ).all()
     is_retired = case((CatalogueEntry.change == RETIRED, 1), else_=0)
     entries = {
         name: (int(total or 0), int(retired or 0))
         for name, total, retired in session.execute(
-            select(CatalogueEntry.catalogue, func.count(), func.sum(is_retired)).group_by(CatalogueEntry.catalogue)
+            select(CatalogueEntry.catalogue, func.count(), func.sum(is_retired))
+            .where(CatalogueEntry.tenant_id == tenant_id)
+            .group_by(CatalogueEntry.catalogue)
         )
     }
     last = {job.id: job for job in session.scalars(select(Job).where(Job.id.in_([r[2] for r in runs])))}
@@ -378,18 +413,20 @@ def list_catalogues(session: Session) -> list[CatalogueSummary]:
     return found
 
 
-def has_entries(session: Session, name: str) -> bool:
-    return session.scalar(select(CatalogueEntry.id).where(CatalogueEntry.catalogue == name).limit(1)) is not None
+def has_entries(session: Session, tenant_id: int, name: str) -> bool:
+    found = select(CatalogueEntry.id).where(CatalogueEntry.tenant_id == tenant_id, CatalogueEntry.catalogue == name)
+    return session.scalar(found.limit(1)) is not None
 
 
-def catalogue_names(session: Session) -> list[str]:
-    return [str(n) for n in session.scalars(select(Job.catalogue).where(Job.catalogue.is_not(None)).distinct())]
+def catalogue_names(session: Session, tenant_id: int) -> list[str]:
+    named = select(Job.catalogue).where(Job.tenant_id == tenant_id, Job.catalogue.is_not(None)).distinct()
+    return [str(n) for n in session.scalars(named)]
 
 
-def unknown_catalogue(session: Session, name: str) -> str:
+def unknown_catalogue(session: Session, tenant_id: int, name: str) -> str:
     """The message for a catalogue name that has no run, with the closest known name if one is close."""
     message = f"no catalogue {name!r} (no job was submitted with --catalogue {name})"
-    names = [n for n in catalogue_names(session) if n != name]
+    names = [n for n in catalogue_names(session, tenant_id) if n != name]
     close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
     if close:
         return f"no catalogue {name!r}; did you mean {close[0]!r}?"

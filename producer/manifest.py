@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from contract.schema import CatalogueEntry, Image, Item, Job
 from contract.storage import Storage
+from contract.tenants import DEFAULT_TENANT_ID
 from producer.catalogue_runs import has_entries, unknown_catalogue
 
 SCORES = ("clip_score", "aesthetic", "sharpness", "exposure", "clipped_dark", "clipped_light", "white_background")
@@ -124,6 +125,7 @@ def iter_manifest(
     *,
     job: int | None = None,
     catalogue: str | None = None,
+    tenant_id: int = DEFAULT_TENANT_ID,
     storage: Storage | None = None,
     urls: bool = False,
     expires: int = 3600,
@@ -141,7 +143,7 @@ def iter_manifest(
             raise ManifestError(f"no job {job}; `pixelmill jobs` lists them")
         yield from _stream(session, job_query(job), None, locate)
         return
-    yield from _catalogue_rows(session, str(catalogue), locate)
+    yield from _catalogue_rows(session, tenant_id, str(catalogue), locate)
 
 
 def _stream(session: Session, query: Select[Any], change_column: str | None, locate: Any) -> Iterator[ManifestRow]:
@@ -151,7 +153,7 @@ def _stream(session: Session, query: Select[Any], change_column: str | None, loc
         yield _row(row, getattr(row, change_column) if change_column else "", locate)
 
 
-def catalogue_query(catalogue: str) -> Select[Any]:
+def catalogue_query(tenant_id: int, catalogue: str) -> Select[Any]:
     """One row per entry of the catalogue (retired included), with the item that serves it now."""
     return (
         select(*_columns(), CatalogueEntry.change.label("entry_change"))
@@ -159,15 +161,15 @@ def catalogue_query(catalogue: str) -> Select[Any]:
         .join(Item, Item.id == CatalogueEntry.item_id)
         .join(Job, Job.id == Item.job_id)
         .outerjoin(Image, Image.item_id == Item.id)
-        .where(CatalogueEntry.catalogue == catalogue)
+        .where(CatalogueEntry.tenant_id == tenant_id, CatalogueEntry.catalogue == catalogue)
         .order_by(CatalogueEntry.item_key, CatalogueEntry.variant)
     )
 
 
-def _catalogue_rows(session: Session, catalogue: str, locate: Any) -> Iterator[ManifestRow]:
-    if not has_entries(session, catalogue):
-        raise ManifestError(unknown_catalogue(session, catalogue))  # with the closest name, if one is close
-    yield from _stream(session, catalogue_query(catalogue), "entry_change", locate)
+def _catalogue_rows(session: Session, tenant_id: int, catalogue: str, locate: Any) -> Iterator[ManifestRow]:
+    if not has_entries(session, tenant_id, catalogue):
+        raise ManifestError(unknown_catalogue(session, tenant_id, catalogue))  # with the closest name, if one is close
+    yield from _stream(session, catalogue_query(tenant_id, catalogue), "entry_change", locate)
 
 
 _FINAL_CHANGES = {"failed": "failed", "blocked": "blocked", "cancelled": "cancelled"}

@@ -190,7 +190,11 @@ def preview_request(settings: Settings, ledger: Ledger | None, request: SubmitRe
     reader = ledger.session(readonly=True) if ledger is not None else None
     session = reader.__enter__() if reader is not None else None
     try:
-        changes = catalogue_runs.ChangePreview.start(session, request.catalogue) if request.catalogue else None
+        changes = (
+            catalogue_runs.ChangePreview.start(session, request.tenant_id, request.catalogue)
+            if request.catalogue
+            else None
+        )
         for batch in batches(items_of(rows_of(request, limits, stats), request.seed, request.model), BATCH):
             if changes is not None:
                 changes.add(session, batch)

@@ -19,6 +19,7 @@ from contract.events import Notify
 from contract.identity import resolve_model
 from contract.params import parse_size
 from contract.settings import ENV_PREFIX, Settings
+from contract.tenants import DEFAULT_TENANT_ID
 from producer import catalogue_runs
 from producer.catalogue import (
     ENV,
@@ -51,7 +52,8 @@ class SubmitRequest:
     seed: int = 0
     name: str | None = None
     catalogue: str | None = None
-    request_id: str | None = None
+    request_id: str | None = None  # unique per tenant
+    tenant_id: int = DEFAULT_TENANT_ID  # the owner (contract/tenants.py): the door's caller
     checks: Checks | None = None
     blocklists: tuple[str, ...] = ()  # prompt filter sources; empty: no prompt filter
     limits: Limits | None = None  # default: `limits_for(settings)`

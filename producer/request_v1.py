@@ -27,6 +27,7 @@ from contract.events import Notify
 from contract.ledger import Ledger
 from contract.outbox import WebhookUrlError, check_webhook_url
 from contract.settings import Settings
+from contract.tenants import DEFAULT_TENANT_ID
 from producer.catalogue import CatalogueError, UsageError, surrogate_problem
 from producer.options import Options, from_v1, option_problems, v1_field_names
 from producer.request import RequestProblems, make_request, problem_line
@@ -243,7 +244,7 @@ def submit_v1(settings: Settings, ledger: Ledger, request: V1) -> Submission:
 def _job_of(ledger: Ledger, request_id: str) -> int | None:
     """The job a request_id already made, if any."""
     with ledger.session(readonly=True) as session:
-        job = existing_job(session, request_id)
+        job = existing_job(session, DEFAULT_TENANT_ID, request_id)
         return job.id if job is not None else None
 
 

@@ -147,8 +147,11 @@ class _Writing:
     the `with` block waits for every write; on an error, for the one running, and drops the rest: the
     caller's session then rolls back with nothing still writing."""
 
-    def __init__(self, session: Session, job_id: int, catalogue: str | None, screen: Screen | None) -> None:
-        self.session, self.job_id, self.catalogue, self.screen = session, job_id, catalogue, screen
+    def __init__(
+        self, session: Session, tenant_id: int, job_id: int, catalogue: str | None, screen: Screen | None
+    ) -> None:
+        self.session, self.tenant_id, self.job_id = session, tenant_id, job_id
+        self.catalogue, self.screen = catalogue, screen
         self.window = _Window(keep=MAX_IN_FLIGHT + 2)
         self.outgoing = Outgoing()
         self.inserted = self.skipped = self.blocked = 0
@@ -212,20 +215,21 @@ class _Writing:
                 for i, reuse in split.reused
             ]
             with self._db:
-                for change, n in catalogue_runs.record_run(self.session, self.catalogue, self.job_id, listed).items():
+                recorded = catalogue_runs.record_run(self.session, self.tenant_id, self.catalogue, self.job_id, listed)
+                for change, n in recorded.items():
                     self.changes[change] += n
 
 
 # --- the entry points -------------------------------------------------------------------------------------
 
 
-def existing_job(session: Session, request_id: str) -> Job | None:
-    return session.scalars(select(Job).where(Job.request_id == request_id)).one_or_none()
+def existing_job(session: Session, tenant_id: int, request_id: str) -> Job | None:
+    return session.scalars(select(Job).where(Job.tenant_id == tenant_id, Job.request_id == request_id)).one_or_none()
 
 
-def _existing(ledger: Ledger, request_id: str) -> Submission | None:
+def _existing(ledger: Ledger, tenant_id: int, request_id: str) -> Submission | None:
     with ledger.session(readonly=True) as session:
-        job = existing_job(session, request_id)
+        job = existing_job(session, tenant_id, request_id)
         if job is None:
             return None
         counts = job.counts
@@ -274,18 +278,20 @@ def _retire(settings: Settings, session: Session, request: SubmitRequest, job_id
     """Retire the catalogue's entries this run did not list, unless that is more than the retire guard allows:
     then RetireRefused, before the commit, so the job, its items and entries roll back."""
     assert request.catalogue is not None
-    retired, first = catalogue_runs.pending_retire(session, request.catalogue, job_id)
+    retired, first = catalogue_runs.pending_retire(session, request.tenant_id, request.catalogue, job_id)
     guard = catalogue_runs.retire_guard(settings, request.max_retire, request.allow_retire)
     refused = guard.refusal(request.catalogue, retired, current, first)
     if refused is not None:
         raise refused
-    return catalogue_runs.retire_absent(session, request.catalogue, job_id)
+    return catalogue_runs.retire_absent(session, request.tenant_id, request.catalogue, job_id)
 
 
 def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -> Submission:
     """Validate → write (one transaction) → publish. Raises CatalogueError (nothing written), UsageError, or
     kombu's OperationalError when the broker is unreachable (checked before anything is written)."""
-    if request.request_id is not None and (found := _existing(ledger, request.request_id)) is not None:
+    if request.request_id is not None and (
+        (found := _existing(ledger, request.tenant_id, request.request_id)) is not None
+    ):
         return found
     problem = model_problem(request.model, hub=False)  # resolving a hub id is the worker's (it may have the cache)
     if problem is not None:  # the same refusal for every door: a job no worker could run is never written
@@ -308,11 +314,13 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
                 counts={},
                 catalogue=request.catalogue,
                 request_id=request.request_id,
+                tenant_id=request.tenant_id,
             )
             session.add(job)
             session.flush()  # a concurrent twin with the same request_id fails here (unique constraint)
-            current = catalogue_runs.current_entries(session, request.catalogue) if request.catalogue else 0
-            with _Writing(session, job.id, request.catalogue, screen) as writing:
+            catalogue = request.catalogue
+            current = catalogue_runs.current_entries(session, request.tenant_id, catalogue) if catalogue else 0
+            with _Writing(session, request.tenant_id, job.id, request.catalogue, screen) as writing:
                 for batch in batches(items_of(rows_of(request, limits, stats), request.seed, request.model), BATCH):
                     writing.plan(batch)
             changes = writing.changes
@@ -329,7 +337,9 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
             defer_checkpoint(session)  # the first mark (on its thread) check-points instead
             job_id = job.id
     except IntegrityError:
-        if request.request_id is not None and (found := _existing(ledger, request.request_id)) is not None:
+        if request.request_id is not None and (
+            (found := _existing(ledger, request.tenant_id, request.request_id)) is not None
+        ):
             return found  # lost the race to a twin request: its job is the answer
         raise
     finally:

@@ -17,6 +17,7 @@ from contract.identity import resolve_model
 from contract.ledger import Ledger
 from contract.schema import CatalogueEntry, Event, Image, Item, Job, State
 from contract.settings import Settings
+from contract.tenants import DEFAULT_TENANT_ID
 from producer.catalogue import Defaults, UsageError
 from producer.catalogue_runs import RetireRefused, catalogue_entries
 from producer.planning import Preview, preview_request
@@ -46,7 +47,7 @@ def test_second_run_generates_only_changed_and_added_and_retires_the_deleted(env
 
     storage = env.storage()
     with env.ledger().session(readonly=True) as session:
-        entries = {e.key: e for e in catalogue_entries(session, "mugs")}
+        entries = {e.key: e for e in catalogue_entries(session, DEFAULT_TENANT_ID, "mugs")}
         assert set(entries) == {f"SKU-{i:03d}" for i in range(42)}
         live = {k: e for k, e in entries.items() if e.change != "retired"}
         assert len(live) == 41 and entries["SKU-039"].change == "retired"
@@ -84,7 +85,7 @@ def test_a_bad_last_row_writes_nothing_for_a_catalogue_run(env: Env, tmp_path: P
     assert f"{catalogue}:2502" in proc.stderr or ":2502" in proc.stderr, proc.stderr
     with env.ledger().session(readonly=True) as session:
         assert session.scalars(select(Item.id)).first() is None
-        assert list(catalogue_entries(session, "mugs")) == []
+        assert list(catalogue_entries(session, DEFAULT_TENANT_ID, "mugs")) == []
 
 
 def test_identical_work_under_two_keys_is_generated_once(env: Env, tmp_path: Path) -> None:
@@ -93,7 +94,7 @@ def test_identical_work_under_two_keys_is_generated_once(env: Env, tmp_path: Pat
     submitted = env.submit(path, "--catalogue", "twins")
     assert (submitted["items"], submitted["skipped"]) == (2, 1)
     with env.ledger().session(readonly=True) as session:
-        entries = {e.key: e for e in catalogue_entries(session, "twins")}
+        entries = {e.key: e for e in catalogue_entries(session, DEFAULT_TENANT_ID, "twins")}
     assert entries["A"].item_id == entries["B"].item_id != entries["C"].item_id
 
 

@@ -21,6 +21,7 @@ from contract.queue import Chunk, QueuedItem, plan_chunks
 from contract.schema import Base
 from contract.settings import Settings, SettingsError, load_settings
 from contract.storage import LocalStorage, open_storage
+from contract.tenants import DEFAULT_TENANT_ID
 from producer.catalogue import Defaults
 from producer.planning import plan
 from worker.encode import encode
@@ -305,13 +306,13 @@ def test_readers_do_not_take_the_write_lock(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, sqlite_busy_timeout=0.2)
     writer, other = Ledger(settings), Ledger(settings)
     with writer.session() as held:
-        held.add(Job(name="j", model="m"))
+        held.add(Job(tenant_id=DEFAULT_TENANT_ID, name="j", model="m"))
         held.flush()  # the write lock is now held until this block ends
         with other.session(readonly=True) as reader:
             assert reader.scalars(select(Job)).all() == []  # committed state only
         with pytest.raises(sqlalchemy.exc.OperationalError, match="locked"):
             with other.session() as second:
-                second.add(Job(name="k", model="m"))
+                second.add(Job(tenant_id=DEFAULT_TENANT_ID, name="k", model="m"))
 
 
 def test_content_hash_is_the_sha256_of_the_json_modules_canonical_form() -> None:

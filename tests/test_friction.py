@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 import pixelmill.cli.status as status_cli
 import pixelmill.cli.waiting as waiting
 from contract.settings import Settings, get_settings
+from contract.tenants import DEFAULT_TENANT_ID
 from pixelmill.cli import app
 from pixelmill.cli.common import out
 from producer.status import JobStatus
@@ -292,7 +293,7 @@ def test_http_items_accepts_cancelled_and_404s_carry_no_cli_hint(tmp_path: Path)
 
         ledger = Ledger(settings)
         with ledger.session() as session:
-            job = Job(name="n", model="acme/sd15", params={}, counts={})
+            job = Job(tenant_id=DEFAULT_TENANT_ID, name="n", model="acme/sd15", params={}, counts={})
             session.add(job)
             session.flush()
             job_id = job.id

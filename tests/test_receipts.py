@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from conftest import Env, Servers, finished, write_catalogue
 from contract.ledger import Ledger
 from contract.schema import Image, Item, State, Worker
+from contract.tenants import DEFAULT_TENANT_ID
 
 SCORE_COLUMNS = [
     "clip_score",
@@ -355,7 +356,14 @@ def test_submit_wait_exit_codes(env: Env, tmp_path: Path) -> None:
 
     with env.ledger().session() as session:
         for night in range(3):
-            earlier = Job(name=f"mugs-{night}", model=str(env.model), params={}, counts={}, catalogue="mugs")
+            earlier = Job(
+                tenant_id=DEFAULT_TENANT_ID,
+                name=f"mugs-{night}",
+                model=str(env.model),
+                params={},
+                counts={},
+                catalogue="mugs",
+            )
             session.add(earlier)
             session.flush()
             session.add(
@@ -451,7 +459,15 @@ def make_run(ledger: Ledger, catalogue: str, *, scale: float = 1.0, failed: int 
 
     now = utcnow()
     with ledger.session() as session:
-        job = Job(name=f"{catalogue}-run", model="m", params={}, counts={}, catalogue=catalogue, created=now)
+        job = Job(
+            tenant_id=DEFAULT_TENANT_ID,
+            name=f"{catalogue}-run",
+            model="m",
+            params={},
+            counts={},
+            catalogue=catalogue,
+            created=now,
+        )
         session.add(job)
         session.flush()
         for n in range(items):
@@ -704,7 +720,15 @@ def make_catalogue_runs(env: Env, name: str) -> None:
     with env.ledger().session() as session:
         jobs = []
         for night in (1, 2):
-            job = Job(name=f"{name}-{night}", model="m", params={}, counts={}, catalogue=name, created=now)
+            job = Job(
+                tenant_id=DEFAULT_TENANT_ID,
+                name=f"{name}-{night}",
+                model="m",
+                params={},
+                counts={},
+                catalogue=name,
+                created=now,
+            )
             session.add(job)
             session.flush()
             jobs.append(job)
@@ -721,6 +745,7 @@ def make_catalogue_runs(env: Env, name: str) -> None:
                 session.add(written_image(item, f"img/{n}.png", now, timings={}, scores=scores))
             session.add(
                 CatalogueEntry(
+                    tenant_id=DEFAULT_TENANT_ID,
                     catalogue=name,
                     item_key=key,
                     variant=0,

@@ -10,6 +10,7 @@ import pytest
 from test_friction import clean_env, installation, invoke
 
 from contract.settings import get_settings
+from contract.tenants import DEFAULT_TENANT_ID
 from producer.catalogue import CatalogueError, Defaults, Limits, UsageError, quotes, read_catalogue
 from producer.options import Options, option_problems
 
@@ -108,7 +109,7 @@ def test_a_failed_first_submit_keeps_a_ledger_it_cannot_read(
 
         other = Ledger(get_settings())
         with other.session() as session:
-            session.add(Job(name="theirs", model="acme/sd15", params={}))
+            session.add(Job(tenant_id=DEFAULT_TENANT_ID, name="theirs", model="acme/sd15", params={}))
         other.close()
 
         def locked(self: Any, readonly: bool = False) -> Any:

@@ -24,6 +24,7 @@ from contract.ledger import Ledger
 from contract.params import GenerationParams
 from contract.schema import Candidate, Image, Item, Job, State, utcnow
 from contract.settings import Settings
+from contract.tenants import DEFAULT_TENANT_ID
 from contract.transitions import CandidateRecord, Finish, ImageRecord, NewItem, TransitionError
 from worker.uploads import Uploads
 
@@ -54,7 +55,7 @@ def new_job(ledger: Ledger, n: int, *, blocked: int = 0, model: str = "m") -> li
         for i in range(n)
     ]
     with ledger.session() as session:
-        job = Job(name="t", model=model, params={}, counts={})
+        job = Job(tenant_id=DEFAULT_TENANT_ID, name="t", model=model, params={}, counts={})
         session.add(job)
         session.flush()
         return transitions.add_items(session, job.id, items)

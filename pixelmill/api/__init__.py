@@ -33,6 +33,7 @@ from contract.schema import Event, Image, Item, State
 from contract.schema import Job as JobRow
 from contract.settings import Settings, get_settings
 from contract.storage import open_storage
+from contract.tenants import DEFAULT_TENANT_ID
 from producer.catalogue import CatalogueError, UsageError
 from producer.catalogue_runs import CatalogueSummary, list_catalogues
 from producer.jobs import CancelResult, JobError
@@ -256,7 +257,7 @@ class Client:
     def catalogues(self) -> list[CatalogueSummary]:
         """Every named catalogue, by name: runs, current and retired entries, the last run and its changes."""
         with self.ledger.session(readonly=True) as session:
-            return list_catalogues(session)
+            return list_catalogues(session, DEFAULT_TENANT_ID)
 
     def job(self, job_id: int) -> Job:
         """A handle on an existing job; raises UnknownJob."""

@@ -14,6 +14,7 @@ from fastapi.responses import StreamingResponse
 
 from contract.ledger import Ledger
 from contract.schema import Job as JobRow
+from contract.tenants import DEFAULT_TENANT_ID
 from pixelmill.api import stream_manifest
 from pixelmill.api.access import Auth, Served
 from producer.catalogue_runs import check_name, has_entries, list_catalogues, unknown_catalogue
@@ -158,7 +159,7 @@ def get_catalogues(served: Served, _who: Auth) -> dict[str, Any]:
     """The named catalogues (`pixelmill catalogues --json`): runs, current and retired entries, the last run
     and its changes."""
     with served.ledger.session(readonly=True) as session:
-        return {"catalogues": [c.as_dict() for c in list_catalogues(session)]}
+        return {"catalogues": [c.as_dict() for c in list_catalogues(session, DEFAULT_TENANT_ID)]}
 
 
 @router.get(
@@ -183,7 +184,7 @@ def get_catalogue_manifest(
     except ValueError:
         raise HTTPException(404, f"no catalogue {name!r}") from None
     with served.ledger.session(readonly=True) as session:
-        if not has_entries(session, name):
-            raise HTTPException(404, unknown_catalogue(session, name))
+        if not has_entries(session, DEFAULT_TENANT_ID, name):
+            raise HTTPException(404, unknown_catalogue(session, DEFAULT_TENANT_ID, name))
     filename = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:100]
     return streamed(manifest_chunks(served.ledger, None, format, catalogue=name), format, f"catalogue-{filename}")

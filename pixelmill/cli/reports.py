@@ -109,10 +109,11 @@ def manifest(
 
 def catalogues(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False) -> None:
     """The named catalogues (submit --catalogue): runs, current and retired entries, the last run and its changes."""
+    from contract.tenants import DEFAULT_TENANT_ID
     from producer.catalogue_runs import list_catalogues
 
     with read_ledger().session(readonly=True) as session:
-        found = list_catalogues(session)
+        found = list_catalogues(session, DEFAULT_TENANT_ID)
     if as_json:
         print(json.dumps([c.as_dict() for c in found]))
         return
@@ -218,11 +219,12 @@ def drift(
 
 def no_finished_run(catalogue: str) -> NoReturn:
     """Exit 2: no such catalogue (with the closest name), or one without a finished run."""
+    from contract.tenants import DEFAULT_TENANT_ID
     from producer.catalogue_runs import catalogue_names, unknown_catalogue
 
     with read_ledger().session(readonly=True) as session:
-        if catalogue not in catalogue_names(session):
-            fail(unknown_catalogue(session, catalogue))
+        if catalogue not in catalogue_names(session, DEFAULT_TENANT_ID):
+            fail(unknown_catalogue(session, DEFAULT_TENANT_ID, catalogue))
     fail(f"catalogue {catalogue!r} has no finished run; `pixelmill jobs` lists the jobs")
 
 

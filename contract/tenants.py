@@ -1,0 +1,205 @@
+"""Tenants: who owns a job. Every door resolves its caller to a `TenantInfo` before it reads a request body, and
+passes the tenant's id down; every read, cancel, event and idempotency key is scoped by it.
+
+A tenant's API tokens are 256-bit random strings shown once (`pixelmill tenants add | rotate`) and stored only as
+SHA-256 digests: with that much entropy a plain digest cannot be reversed, and a lookup by digest compares no
+secret byte by byte. The tenant `default` (created by migration 0011) owns what a one-team setup submits without
+naming a tenant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from contract.schema import Tenant, TenantToken, utcnow
+
+DEFAULT_TENANT = "default"
+DEFAULT_TENANT_ID = 1  # made by migration 0011 with that id
+# Lower-case letters, digits and hyphens: a tenant's name also names its intake and reply queues and broker user.
+NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
+TOKEN_PREFIX = "pm_"
+
+
+class TenantError(ValueError):
+    """A tenant operation that cannot be done as asked (bad name, unknown or revoked tenant, a name taken)."""
+
+
+@dataclass(frozen=True)
+class TenantInfo:
+    """A tenant as the doors and checks see it, detached from any session."""
+
+    id: int
+    name: str
+    reply_prefix: str
+    source_roots: tuple[str, ...]
+    webhook_hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TenantSummary:
+    """One line of `pixelmill tenants list`."""
+
+    name: str
+    created: datetime
+    revoked: datetime | None
+    tokens: int
+    reply_prefix: str
+    source_roots: tuple[str, ...]
+    webhook_hosts: tuple[str, ...]
+
+
+def check_name(name: str) -> str:
+    """`name` if it is a valid tenant name, else TenantError saying what a name may hold."""
+    if not NAME.fullmatch(name):
+        raise TenantError(
+            f"tenant name {name[:60]!r}: use 1–40 lower-case letters, digits and inner hyphens (it names queues too)"
+        )
+    return name
+
+
+def default_reply_prefix(name: str) -> str:
+    return f"pixelmill.reply.{name}."
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def _info(row: Tenant) -> TenantInfo:
+    return TenantInfo(
+        id=row.id,
+        name=row.name,
+        reply_prefix=row.reply_prefix,
+        source_roots=tuple(row.source_roots or ()),
+        webhook_hosts=tuple(row.webhook_hosts or ()),
+    )
+
+
+def _row(session: Session, name: str) -> Tenant | None:
+    return session.scalars(select(Tenant).where(Tenant.name == name)).one_or_none()
+
+
+def find_tenant(session: Session, name: str) -> TenantInfo | None:
+    """The active tenant called `name`, or None (unknown or revoked)."""
+    row = _row(session, name)
+    return None if row is None or row.revoked is not None else _info(row)
+
+
+def tenant_by_id(session: Session, tenant_id: int) -> TenantInfo | None:
+    row = session.get(Tenant, tenant_id)
+    return None if row is None else _info(row)
+
+
+def add_tenant(
+    session: Session,
+    name: str,
+    *,
+    reply_prefix: str | None = None,
+    source_roots: Sequence[str] = (),
+    webhook_hosts: Sequence[str] = (),
+    with_token: bool = True,
+) -> tuple[TenantInfo, str | None]:
+    """A new tenant and, with `with_token`, its first token (returned once, stored as a digest)."""
+    check_name(name)
+    if _row(session, name) is not None:
+        raise TenantError(f"tenant {name!r} exists (a revoked name is not reused)")
+    row = Tenant(
+        name=name,
+        reply_prefix=reply_prefix or default_reply_prefix(name),
+        source_roots=list(source_roots),
+        webhook_hosts=list(webhook_hosts),
+    )
+    session.add(row)
+    session.flush()
+    token = _issue(session, row.id) if with_token else None
+    return _info(row), token
+
+
+def ensure_tenant(session: Session, name: str) -> TenantInfo:
+    """The active tenant `name`, made (without a token) when missing: how a name from PIXELMILL_API_TOKENS or
+    PIXELMILL_TENANT becomes a tenant. A revoked one stays revoked (TenantError)."""
+    row = _row(session, check_name(name))
+    if row is None:
+        return add_tenant(session, name, with_token=False)[0]
+    if row.revoked is not None:
+        raise TenantError(f"tenant {name!r} was revoked")
+    return _info(row)
+
+
+def tenant_for_token(session: Session, token: str) -> TenantInfo | None:
+    """The active tenant whose unrevoked token this is, or None."""
+    found = session.execute(
+        select(Tenant)
+        .join(TenantToken, TenantToken.tenant_id == Tenant.id)
+        .where(TenantToken.digest == token_digest(token), TenantToken.revoked.is_(None), Tenant.revoked.is_(None))
+    ).scalar_one_or_none()
+    return None if found is None else _info(found)
+
+
+def _issue(session: Session, tenant_id: int) -> str:
+    token = new_token()
+    session.add(TenantToken(tenant_id=tenant_id, digest=token_digest(token)))
+    session.flush()
+    return token
+
+
+def _active_row(session: Session, name: str) -> Tenant:
+    row = _row(session, name)
+    if row is None or row.revoked is not None:
+        raise TenantError(f"no such tenant {name!r}; `pixelmill tenants list` shows them")
+    return row
+
+
+def rotate_token(session: Session, name: str, *, keep_old: bool = False) -> str:
+    """A new token for `name`; its older tokens are revoked unless `keep_old` (a rollover window)."""
+    row = _active_row(session, name)
+    if not keep_old:
+        session.execute(
+            update(TenantToken)
+            .where(TenantToken.tenant_id == row.id, TenantToken.revoked.is_(None))
+            .values(revoked=utcnow())
+        )
+    return _issue(session, row.id)
+
+
+def revoke_tenant(session: Session, name: str) -> None:
+    """Revoke `name` and every token of it: its requests answer 401 from now on. Its jobs stay in the ledger."""
+    row = _active_row(session, name)
+    now = utcnow()
+    row.revoked = now
+    session.execute(
+        update(TenantToken).where(TenantToken.tenant_id == row.id, TenantToken.revoked.is_(None)).values(revoked=now)
+    )
+
+
+def list_tenants(session: Session) -> list[TenantSummary]:
+    summaries = []
+    for row in session.scalars(select(Tenant).order_by(Tenant.name)):
+        tokens = session.scalars(
+            select(TenantToken.id).where(TenantToken.tenant_id == row.id, TenantToken.revoked.is_(None))
+        ).all()
+        info = _info(row)
+        summaries.append(
+            TenantSummary(
+                name=row.name,
+                created=row.created,
+                revoked=row.revoked,
+                tokens=len(tokens),
+                reply_prefix=info.reply_prefix,
+                source_roots=info.source_roots,
+                webhook_hosts=info.webhook_hosts,
+            )
+        )
+    return summaries

@@ -1,0 +1,94 @@
+"""contract/tenants.py: names, tokens stored as digests, rotation and revocation, and migration 0011's default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from contract.ledger import Ledger
+from contract.schema import TenantToken
+from contract.settings import Settings
+from contract.tenants import (
+    DEFAULT_TENANT,
+    DEFAULT_TENANT_ID,
+    TenantError,
+    add_tenant,
+    check_name,
+    ensure_tenant,
+    find_tenant,
+    list_tenants,
+    revoke_tenant,
+    rotate_token,
+    tenant_for_token,
+    token_digest,
+)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    return Ledger(Settings(database_url=f"sqlite:///{tmp_path / 'ledger.db'}"))
+
+
+def test_the_migration_makes_the_default_tenant_with_its_fixed_id(ledger: Ledger) -> None:
+    with ledger.session() as session:
+        found = find_tenant(session, DEFAULT_TENANT)
+    assert found is not None and found.id == DEFAULT_TENANT_ID
+    assert found.reply_prefix == "pixelmill.reply.default."
+
+
+@pytest.mark.parametrize("name", ["", "A", "-a", "a-", "a_b", "a.b", "a" * 41, "ä", "a b", "x\n"])
+def test_a_bad_tenant_name_is_refused(name: str) -> None:
+    with pytest.raises(TenantError, match="lower-case"):
+        check_name(name)
+
+
+def test_a_token_is_shown_once_and_stored_only_as_its_digest(ledger: Ledger) -> None:
+    with ledger.session() as session:
+        acme, token = add_tenant(session, "acme")
+    assert token is not None and token.startswith("pm_") and len(token) > 40
+    with ledger.session() as session:
+        stored = session.scalars(select(TenantToken.digest)).all()
+        assert stored == [token_digest(token)]
+        assert token not in stored
+        assert tenant_for_token(session, token) == acme
+        assert tenant_for_token(session, token + "x") is None
+        assert tenant_for_token(session, "") is None
+
+
+def test_rotation_revokes_the_old_token_unless_kept(ledger: Ledger) -> None:
+    with ledger.session() as session:
+        _, first = add_tenant(session, "acme")
+        second = rotate_token(session, "acme", keep_old=True)
+    with ledger.session() as session:
+        assert first is not None and tenant_for_token(session, first) is not None
+        assert tenant_for_token(session, second) is not None
+        third = rotate_token(session, "acme")
+    with ledger.session() as session:
+        assert tenant_for_token(session, first) is None
+        assert tenant_for_token(session, second) is None
+        assert tenant_for_token(session, third) is not None
+
+
+def test_a_revoked_tenant_loses_every_token_and_its_name(ledger: Ledger) -> None:
+    with ledger.session() as session:
+        _, token = add_tenant(session, "acme")
+        revoke_tenant(session, "acme")
+    with ledger.session() as session:
+        assert token is not None and tenant_for_token(session, token) is None
+        assert find_tenant(session, "acme") is None
+        with pytest.raises(TenantError, match="revoked"):
+            ensure_tenant(session, "acme")
+        with pytest.raises(TenantError, match="exists"):
+            add_tenant(session, "acme")
+        [summary] = [t for t in list_tenants(session) if t.name == "acme"]
+        assert summary.revoked is not None and summary.tokens == 0
+
+
+def test_ensure_tenant_makes_a_missing_tenant_once(ledger: Ledger) -> None:
+    with ledger.session() as session:
+        first = ensure_tenant(session, "team-b")
+    with ledger.session() as session:
+        assert ensure_tenant(session, "team-b") == first
+        assert [t.name for t in list_tenants(session)] == ["default", "team-b"]
