@@ -41,15 +41,15 @@ def run_migrations_online() -> None:
             # Batch mode rebuilds a table by copy, drop and rename: with foreign keys on, the drop would cascade
             # into every row that refers to it. The pragma only takes effect outside a transaction, hence the
             # DB-API connection before SQLAlchemy begins one; the check afterwards proves nothing dangles.
-            connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+            connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")
         context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=sqlite)
         with context.begin_transaction():
             context.run_migrations()
         connection.commit()
         if sqlite:
             raw = connection.connection.dbapi_connection
-            dangling = raw.execute("PRAGMA foreign_key_check").fetchall()  # type: ignore[union-attr]
-            raw.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
+            dangling = raw.execute("PRAGMA foreign_key_check").fetchall()
+            raw.execute("PRAGMA foreign_keys=ON")
             if dangling:
                 raise RuntimeError(f"migration left rows that refer to nothing: {dangling[:5]}")
 
