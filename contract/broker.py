@@ -12,13 +12,14 @@ import fcntl
 import functools
 import logging
 import os
-import stat
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from contract.host_files import DATA_DIR_REMEDY, HostFileError, check_ours, private_data_dir, private_dir
 
 if TYPE_CHECKING:
     import redis
@@ -36,29 +37,18 @@ def check_private(path: Path, *, directory: bool) -> None:
     """Refuse a path another user could have planted: it must be ours (and a directory must not be a symlink;
     a directory of ours is made 0700). Raises BrokerError naming the path; a missing path is fine."""
     try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if st.st_uid != os.getuid():
-        raise BrokerError(
-            f"{path} belongs to uid {st.st_uid}, not to this user (uid {os.getuid()}); refusing to "
-            "use it for the embedded broker (another local user may have planted it): remove it, "
-            "or set PIXELMILL_DATA_DIR to a directory of your own"
-        )
-    if directory:
-        if not stat.S_ISDIR(st.st_mode):
-            raise BrokerError(f"{path} is not a directory; refusing to use it for the embedded broker")
-        if stat.S_IMODE(st.st_mode) & 0o077:
-            os.chmod(path, 0o700)
+        check_ours(path, directory=directory, what="the embedded broker", remedy=DATA_DIR_REMEDY)
+    except HostFileError as exc:
+        raise BrokerError(str(exc)) from None
 
 
 def _private_dir(path: Path) -> Path:
     """`path` as a directory only this user can enter (created 0700, or checked and tightened)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
-    check_private(path, directory=True)
-    return path
+    try:
+        private_data_dir(path.parent)
+        return private_dir(path, what="the embedded broker", remedy=DATA_DIR_REMEDY)
+    except HostFileError as exc:
+        raise BrokerError(str(exc)) from None
 
 
 class EmbeddedRedis:

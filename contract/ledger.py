@@ -34,8 +34,10 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from contract.host_files import private_data_dir, private_file
 from contract.schema import Base
 from contract.settings import Settings
 
@@ -50,7 +52,11 @@ def make_engine(settings: Settings) -> Engine:
     url = settings.resolved_database_url
     if url.startswith("sqlite"):
         if settings.database_url is None:
-            settings.data_path.mkdir(parents=True, exist_ok=True)
+            private_data_dir(settings.data_path)
+        database = make_url(url).database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            # Prompts, webhook URLs and tenants' token digests: this user's only (SQLite gives -wal/-shm the same).
+            private_file(Path(database), what="the ledger", remedy="set PIXELMILL_DATABASE_URL to a file of your own")
         engine = create_engine(url, connect_args={"timeout": settings.sqlite_busy_timeout})
         _configure_sqlite(engine, settings.sqlite_busy_timeout)
     else:

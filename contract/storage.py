@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlparse
 
+from contract.host_files import private_data_dir
+
 if TYPE_CHECKING:
     from contract.settings import Settings
 
@@ -216,6 +218,8 @@ def open_storage(settings: Settings) -> Storage:
     url = settings.resolved_storage_url
     parsed = urlparse(url)
     if parsed.scheme == "file":
+        if settings.storage_url is None:  # the default, inside the data directory: make that private first
+            private_data_dir(settings.data_path)
         return LocalStorage(Path(unquote(parsed.path)))
     if parsed.scheme == "":
         return LocalStorage(Path(url))

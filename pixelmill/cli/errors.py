@@ -22,6 +22,7 @@ from typer._click import ClickException  # typer vendors its click
 from typer.core import TyperGroup
 
 from contract.broker import BrokerError
+from contract.host_files import HostFileError
 from contract.faults import NAME_MAX, mask
 from contract.settings import ENV_PREFIX, Settings, SettingsError, env_file, get_settings
 
@@ -105,7 +106,7 @@ def _first_line(exc: BaseException) -> str:
 
 def describe(exc: BaseException) -> str | None:
     """The message for a user- or environment-caused error, or None for anything else (a bug)."""
-    if isinstance(exc, (SettingsError, BrokerError)):
+    if isinstance(exc, (SettingsError, BrokerError, HostFileError)):
         return str(exc)
     module, name = type(exc).__module__ or "", type(exc).__name__
     settings = _settings()

@@ -5,10 +5,12 @@ check), `flower` (Celery's UI), `reconcile` (re-publish lost items), `url` (wher
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import json
 import os
 from dataclasses import asdict
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -180,14 +182,57 @@ def flower(
     ctx: typer.Context,
     address: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Listen port.")] = 5555,
+    auth_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="A file of `user:password` lines (yours, mode 0600) for Flower's basic auth; "
+            "or set FLOWER_BASIC_AUTH. Never on the command line, where `ps` shows it to every local user."
+        ),
+    ] = None,
 ) -> None:
-    """Celery's Flower UI on the configured broker; further options go to Flower (e.g. --basic-auth)."""
+    """Celery's Flower UI on the configured broker; further options go to Flower (credentials excepted)."""
+    if any(arg.split("=", 1)[0] in _ARGV_SECRETS for arg in ctx.args):
+        fail(
+            "pass Flower's credentials with --auth-file or the FLOWER_BASIC_AUTH variable, not on the command "
+            "line: every local user can read a process's arguments"
+        )
+    if auth_file is not None:
+        os.environ["FLOWER_BASIC_AUTH"] = _read_auth_file(auth_file)
+    if not _is_loopback(address) and not (os.environ.get("FLOWER_BASIC_AUTH") or os.environ.get("FLOWER_AUTH")):
+        fail(f"Flower on {address} needs credentials: --auth-file or FLOWER_BASIC_AUTH (or a loopback --address)")
     if importlib.util.find_spec("flower") is None:
         fail("Flower is not installed: pip install 'pixelmill[flower]'")
     from contract.queue import make_celery
 
     celery_app = make_celery(get_settings(), main="pixelmill.flower")
     celery_app.start(["flower", f"--address={address}", f"--port={port}", *ctx.args])
+
+
+# Flower options that carry secrets (they also read as FLOWER_<NAME> variables, which is how to give them).
+_SECRET_OPTIONS = (("basic", "auth"), ("oauth2", "secret"), ("cookie", "secret"))
+_ARGV_SECRETS = {f"--{name}{sep}{tail}" for name, tail in _SECRET_OPTIONS for sep in "-_"}
+
+
+def _read_auth_file(path: Path) -> str:
+    """The `user:password` lines of `path`, joined as Flower's FLOWER_BASIC_AUTH wants them; refused when the file
+    is not this user's or others may read it."""
+    try:
+        st = path.stat()
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    except OSError as exc:
+        fail(f"--auth-file {path}: {exc.strerror or exc}")
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        fail(f"--auth-file {path}: must be yours and readable by you alone (chmod 600 {path})")
+    if not lines or any(":" not in line or line.startswith(":") for line in lines):
+        fail(f"--auth-file {path}: expected `user:password` lines")
+    return ",".join(lines)
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return address == "localhost"
 
 
 def review(
