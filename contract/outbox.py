@@ -150,16 +150,20 @@ class Dispatcher:
         """Send every delivery due now and record each result; returns when none is due and none in flight."""
         outcome = Outcome()
         while not self._stop.is_set():
+            with self._changed:
+                idle = not self._busy  # only this thread adds to it: idle now means no slot was full in _lease
             leased = self._lease()
             for delivery in leased:
                 if delivery.kind == "queue":
                     self._record(delivery, self._send_queue(delivery), outcome)
                 else:
                     self._start(delivery, outcome)
+            if leased:
+                continue
+            if idle:
+                break
             with self._changed:
-                if not leased:
-                    if not sum(self._busy.values()):
-                        break
+                if self._busy:
                     self._changed.wait(self.settings.dispatch_interval)
         return outcome
 

@@ -230,10 +230,21 @@ def _unmapped(address: IPAddress) -> IPAddress:
 
 def _not_public(address: IPAddress) -> str | None:
     """Why a connection to `address` would reach something other than the public internet; None if it would not."""
-    for candidate in dict.fromkeys((address, _unmapped(address))):
-        for kind in ("loopback", "link_local", "multicast", "unspecified", "reserved", "private", "site_local"):
+    for candidate in dict.fromkeys((_unmapped(address), address)):
+        for kind, why in _KINDS:
             if getattr(candidate, f"is_{kind}", False):
-                return f"a {kind.replace('_', '-')} address"
+                return why
         if not candidate.is_global:
             return "not a public address"
     return None
+
+
+_KINDS = (
+    ("loopback", "a loopback address"),
+    ("link_local", "a link-local address"),
+    ("multicast", "a multicast address"),
+    ("unspecified", "an unspecified address"),
+    ("reserved", "a reserved address"),
+    ("private", "a private address"),
+    ("site_local", "a site-local address"),
+)
