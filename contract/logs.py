@@ -43,9 +43,14 @@ class MaskingFilter(logging.Filter):
     """Masks secrets in a record before any handler writes it (issue 22, finding 12)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # Arguments are masked one by one where possible: some formatters (uvicorn's access log) read them.
+        if isinstance(record.msg, str):
+            record.msg = mask_text(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(mask_text(a) if isinstance(a, str) else a for a in record.args)
         message = record.getMessage()
         masked = mask_text(message)
-        if masked != message:
+        if masked != message:  # a secret in a non-string argument (httpx logs URL objects)
             record.msg, record.args = masked, None
         for key, value in list(vars(record).items()):
             if key not in _STANDARD and isinstance(value, str):
@@ -55,6 +60,11 @@ class MaskingFilter(logging.Filter):
         if record.exc_text:
             record.exc_text = mask_text(record.exc_text)
         return True
+
+
+# Loggers that write through handlers of their own (uvicorn's dictConfig, propagate=False), not the root's: the
+# masking goes on the loggers themselves, where a later dictConfig leaves it.
+_OWN_HANDLERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 def _render(value: object) -> str:
@@ -84,6 +94,10 @@ def configure(level: int | str = logging.INFO) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(KeyValueFormatter())
     handler.addFilter(MaskingFilter())
+    for name in _OWN_HANDLERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, MaskingFilter) for f in logger.filters):
+            logger.addFilter(MaskingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

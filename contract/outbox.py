@@ -153,11 +153,12 @@ class Dispatcher:
             with self._changed:
                 idle = not self._busy  # only this thread adds to it: idle now means no slot was full in _lease
             leased = self._lease()
+            for delivery in leased:  # webhooks first: their attempts start at once, well inside their leases
+                if delivery.kind != "queue":
+                    self._start(delivery, outcome)
             for delivery in leased:
                 if delivery.kind == "queue":
                     self._record(delivery, self._send_queue(delivery), outcome)
-                else:
-                    self._start(delivery, outcome)
             if leased:
                 continue
             if idle:

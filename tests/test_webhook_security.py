@@ -437,6 +437,26 @@ def test_finding_12_webhook_secrets_are_masked_in_logs(tmp_path: Path, receivers
     assert token not in (deliveries(ledger)[0].last_error or "")
 
 
+def test_finding_12_uvicorn_log_lines_are_masked_too(capfd: pytest.CaptureFixture[str]) -> None:
+    """`pixelmill serve`'s uvicorn writes through handlers of its own (not the root's): masked as well."""
+    import uvicorn
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        logs.configure(logging.WARNING)
+        uvicorn.Config(lambda *_: None, log_level="info")  # installs uvicorn's logging, as `serve` does
+        access = '%s - "%s %s HTTP/%s" %d'
+        logging.getLogger("uvicorn.access").info(access, "127.0.0.1:5", "GET", "/x?token=hunter22", "1.1", 200)
+        logging.getLogger("uvicorn.error").warning("callback https://user:hunter22@hooks.example.com failed")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    out, err = capfd.readouterr()
+    assert "/x?token=***" in out + err and "https://***@hooks.example.com" in out + err
+    assert "hunter22" not in out + err
+
+
 def test_finding_12_a_refused_webhook_never_echoes_its_secrets(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, webhook_allow_hosts="")
     for url in ("https://user:hunter22@10.0.0.5/x", "https://10.0.0.5/x?token=hunter22"):
