@@ -106,6 +106,11 @@ def test_same_request_id_three_times_is_one_job_and_its_events_again(env: Env) -
             {"webhook": "http://example.com/hook"},
             "request: field 'webhook': webhook 'http://example.com/hook' is plain http",
         ),
+        (
+            {"webhook": "https://169.254.169.254/latest/meta-data/"},
+            "request: field 'webhook': webhook 'https://169.254.169.254/latest/meta-data/' resolves to "
+            "169.254.169.254, a cloud metadata address: refused",
+        ),
         ({"model": "no-such-model"}, "request: model 'no-such-model' does not exist: neither a local directory"),
         # lone surrogates: valid JSON ("\\ud800"), but no text a database takes
         ({"rows": [{"sku": "A", "title": "mug \ud800", "color": "red"}]}, "request: field 'rows.0.title': contains a"),
