@@ -312,7 +312,7 @@ def test_finding_8_a_trickling_receiver_is_cut_off_at_the_total_deadline(
     add_event(ledger, slow.url)
     started = time.monotonic()
     outcome = Dispatcher(settings, ledger).run_once()
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 3.0  # the whole status line would take 340 s
     assert outcome.retrying == 1 and (deliveries(ledger)[0].last_error or "").startswith("timeout")
 
 
@@ -325,7 +325,7 @@ def test_finding_8_a_huge_answer_is_not_read(tmp_path: Path, receivers: Callable
     add_event(ledger, huge.url)
     started = time.monotonic()
     assert Dispatcher(settings, ledger).run_once().retrying == 1
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 4.0  # not the 5 s deadline: it hung up
     error = deliveries(ledger)[0].last_error or ""
     assert error.startswith("HTTP 500: xxx") and len(error) <= 220
     huge.release.set()
@@ -346,7 +346,7 @@ def test_finding_8_slow_receiver_delays_no_other_receiver(tmp_path: Path, receiv
     dispatcher.start()
     try:
         healthy.wait_for(1)
-        assert healthy.received and healthy.received[0]["at"] - started < 1.0
+        assert healthy.received and healthy.received[0]["at"] - started < 2.0  # 6 x 3 s one after another before
         stuck.wait_for(3, timeout=0.5)  # it must not get a third before its first two end
         assert len(stuck.received) == 2  # its two slots; the other four wait for them, not for everyone
     finally:
