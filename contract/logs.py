@@ -1,10 +1,17 @@
 """Logging with structured fields: `log.info("claimed", extra={"job": 3, "items": 4})` prints
-`... claimed job=3 items=4`, so logs stay greppable and machine-parsable without a JSON dependency."""
+`... claimed job=3 items=4`, so logs stay greppable and machine-parsable without a JSON dependency.
+
+Every record reaching the handler `configure` installs is masked first (`MaskingFilter`): URL passwords and
+userinfo, and secret-looking query values (`token=`, `sig=`, ...), in the message, its fields and its traceback,
+whichever library logged it (httpx logs whole request URLs at INFO)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+
+from contract.faults import mask
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
@@ -22,6 +29,42 @@ class KeyValueFormatter(logging.Formatter):
         if fields:
             text += " " + " ".join(f"{k}={_render(v)}" for k, v in fields.items())
         return text
+
+
+_USERINFO = re.compile(r"(?i)\b(https?://)[^/\s@?#]+@")
+
+
+def mask_text(text: str) -> str:
+    """`faults.mask`, plus any userinfo of an http(s) URL (a token sent as the user name has no password)."""
+    return _USERINFO.sub(r"\1***@", mask(text))
+
+
+class MaskingFilter(logging.Filter):
+    """Masks secrets in a record before any handler writes it (issue 22, finding 12)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Arguments are masked one by one where possible: some formatters (uvicorn's access log) read them.
+        if isinstance(record.msg, str):
+            record.msg = mask_text(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(mask_text(a) if isinstance(a, str) else a for a in record.args)
+        message = record.getMessage()
+        masked = mask_text(message)
+        if masked != message:  # a secret in a non-string argument (httpx logs URL objects)
+            record.msg, record.args = masked, None
+        for key, value in list(vars(record).items()):
+            if key not in _STANDARD and isinstance(value, str):
+                setattr(record, key, mask_text(value))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_text(record.exc_text)
+        return True
+
+
+# Loggers that write through handlers of their own (uvicorn's dictConfig, propagate=False), not the root's: the
+# masking goes on the loggers themselves, where a later dictConfig leaves it.
+_OWN_HANDLERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 def _render(value: object) -> str:
@@ -50,6 +93,11 @@ def configure(level: int | str = logging.INFO) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
     handler = logging.StreamHandler()
     handler.setFormatter(KeyValueFormatter())
+    handler.addFilter(MaskingFilter())
+    for name in _OWN_HANDLERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, MaskingFilter) for f in logger.filters):
+            logger.addFilter(MaskingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

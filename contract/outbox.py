@@ -4,20 +4,28 @@ At least once, never lost: an event row is committed with the state change that 
 marked `delivered` only after the broker took the message (reply queues) or the webhook answered 2xx. A
 dispatcher that dies between the two leaves the delivery `pending` under a lease (PIXELMILL_DISPATCH_LEASE);
 whichever dispatcher runs next sends it again. Receivers dedupe on the event `id` (the `webhook-id` header).
+A live dispatcher never sends twice: an attempt ends (PIXELMILL_WEBHOOK_TIMEOUT, a total deadline) well
+before its lease does, and the outcome is written only while `lease_until` still holds the value this
+dispatcher wrote (a compare-and-set, so a late writer cannot overwrite another dispatcher's record).
 
-Webhooks are signed per Standard Webhooks (`standardwebhooks`, HMAC-SHA256 with PIXELMILL_WEBHOOK_SECRET) and
-retried on a non-2xx answer, a timeout or a connection error with exponential backoff and full jitter
+Webhooks are signed per Standard Webhooks (`standardwebhooks`, HMAC-SHA256 with PIXELMILL_WEBHOOK_SECRET),
+checked again before every attempt (contract/webhook_target.py: DNS may have changed since submit; a refused
+target is dead at once) and sent to the checked address (contract/webhook_post.py). They are retried on a
+non-2xx answer, a timeout or a connection error with exponential backoff and full jitter
 (PIXELMILL_WEBHOOK_BACKOFF doubled per attempt, at most PIXELMILL_WEBHOOK_BACKOFF_MAX apart) until
 PIXELMILL_WEBHOOK_RETRY_PERIOD after the event, then dead-lettered (`state = dead`; `pixelmill events --resend`).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import random
+import ssl
 import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -27,36 +35,25 @@ from celery import Celery
 from sqlalchemy import or_, select, update
 
 from contract.events import TASK_EVENT
+from contract.faults import mask
 from contract.ledger import Ledger
 from contract.schema import Delivery, Event, utcnow
 from contract.settings import Settings
+from contract.webhook_post import post
+from contract.webhook_target import (
+    Resolver,
+    WebhookResolveError,
+    WebhookUrlError,
+    check_webhook_target,
+    parse_hosts,
+    shown_url,
+)
 
 log = logging.getLogger(__name__)
 
-_BATCH = 50  # deliveries leased per scan
+_BATCH = 50  # reply-queue deliveries leased per scan
+_PAGE = 200  # due rows read per query while looking for receivers with room
 _USER_AGENT = "pixelmill-webhooks/1"
-
-
-class WebhookUrlError(ValueError):
-    """A webhook URL the dispatcher would not call; the message says what to change."""
-
-
-def check_webhook_url(url: str, *, allow_http: bool) -> None:
-    """https, or plain http to a loopback address (or anywhere with PIXELMILL_WEBHOOK_ALLOW_HTTP)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise WebhookUrlError(f"webhook must be an https:// URL, got {url!r:.200}")
-    if parts.scheme == "http" and not allow_http:
-        host = parts.hostname
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = host == "localhost"
-        if not loopback:
-            raise WebhookUrlError(
-                f"webhook {url!r:.200} is plain http: use https, or a loopback address "
-                f"(PIXELMILL_WEBHOOK_ALLOW_HTTP=true allows http on a private network)"
-            )
 
 
 def sign(secret: str, msg_id: str, when: datetime, payload: str) -> dict[str, str]:
@@ -85,6 +82,8 @@ class Leased(NamedTuple):
     attempts: int
     body: dict[str, Any]
     created: datetime
+    lease: datetime  # the lease_until this dispatcher wrote: its fencing token when recording the outcome
+    expires: float  # time.monotonic() when that lease runs out
 
 
 @dataclass
@@ -92,22 +91,52 @@ class Outcome:
     delivered: int = 0
     retrying: int = 0
     dead: int = 0
+    lost: int = 0  # outcomes not recorded: the lease had passed to another dispatcher
 
     @property
     def total(self) -> int:
         return self.delivered + self.retrying + self.dead
 
 
-class Dispatcher:
-    """Leases due deliveries, sends them, records the result. `run_once` is one scan; `start` runs scans on a
-    daemon thread (in `pixelmill intake` and `pixelmill serve`) until `stop`."""
+def receiver_of(kind: str, target: str) -> str:
+    """What the per-receiver limit counts: a webhook's host:port, or the reply queue."""
+    if kind == "queue":
+        return f"queue:{target}"
+    parts = urlsplit(target)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        port = 0
+    return f"{(parts.hostname or '').rstrip('.')}:{port}"
 
-    def __init__(self, settings: Settings, ledger: Ledger, app: Celery | None = None) -> None:
+
+class Dispatcher:
+    """Leases due deliveries, sends them, records the result. `run_once` sends everything due (webhooks on a pool
+    of PIXELMILL_WEBHOOK_WORKERS threads, at most PIXELMILL_WEBHOOK_PER_RECEIVER at a time to one host:port, so a
+    slow receiver holds only its own slots) and returns once all it started are recorded; `start` runs it on a
+    daemon thread (in `pixelmill intake` and `pixelmill serve`) until `stop`. `ssl_context` and `resolve` replace
+    the system's CAs and DNS (tests)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        app: Celery | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        resolve: Resolver | None = None,
+    ) -> None:
         self.settings = settings
         self.ledger = ledger
         self._app = app
+        self._ssl_context = ssl_context
+        self._resolve = resolve
+        self._allow = parse_hosts(settings.webhook_allow_hosts)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._changed = threading.Condition()
+        self._busy: Counter[str] = Counter()  # receiver -> webhook deliveries in flight
 
     @property
     def app(self) -> Celery:
@@ -117,95 +146,191 @@ class Dispatcher:
             self._app = make_celery(self.settings, main="pixelmill.dispatch")
         return self._app
 
+    def run_once(self) -> Outcome:
+        """Send every delivery due now and record each result; returns when none is due and none in flight."""
+        outcome = Outcome()
+        while not self._stop.is_set():
+            with self._changed:
+                idle = not self._busy  # only this thread adds to it: idle now means no slot was full in _lease
+            leased = self._lease()
+            for delivery in leased:  # webhooks first: their attempts start at once, well inside their leases
+                if delivery.kind != "queue":
+                    self._start(delivery, outcome)
+            for delivery in leased:
+                if delivery.kind == "queue":
+                    self._record(delivery, self._send_queue(delivery), outcome)
+            if leased:
+                continue
+            if idle:
+                break
+            with self._changed:
+                if self._busy:
+                    self._changed.wait(self.settings.dispatch_interval)
+        return outcome
+
     def _lease(self) -> list[Leased]:
-        """Take up to a batch of due deliveries under this dispatcher's lease. A read-only look first, so an
-        idle dispatcher never takes SQLite's write lock."""
+        """Take the due deliveries there is room for now. A read-only look first (an idle dispatcher never takes
+        SQLite's write lock), then each row is leased by a compare-and-set on `lease_until`, so two dispatchers
+        never both hold one; the value written is this lease's fencing token."""
+        with self._changed:
+            busy = Counter(self._busy)
+        free = self.settings.webhook_workers - sum(busy.values())
+        picked: list[int] = []
+        queues, after = 0, 0
+        with self.ledger.session(readonly=True) as session:
+            while free > 0 or queues < _BATCH:
+                rows = session.execute(
+                    select(Delivery.id, Delivery.kind, Delivery.target)
+                    .where(*self._due(utcnow()), Delivery.id > after)
+                    .order_by(Delivery.id)
+                    .limit(_PAGE)
+                ).all()
+                for delivery_id, kind, target in rows:
+                    receiver = receiver_of(kind, target)
+                    if kind == "queue" and queues < _BATCH:
+                        picked.append(delivery_id)
+                        queues += 1
+                    elif kind != "queue" and free > 0 and busy[receiver] < self.settings.webhook_per_receiver:
+                        picked.append(delivery_id)
+                        busy[receiver] += 1
+                        free -= 1
+                if len(rows) < _PAGE:
+                    break
+                after = rows[-1][0]
+        if not picked:
+            return []
+        expires = time.monotonic() + self.settings.dispatch_lease
         now = utcnow()
-        due = (
+        lease = now + timedelta(seconds=self.settings.dispatch_lease)
+        with self.ledger.session() as session:
+            got = [
+                delivery_id
+                for delivery_id in picked
+                if _rowcount(
+                    session.execute(
+                        update(Delivery).where(Delivery.id == delivery_id, *self._due(now)).values(lease_until=lease)
+                    )
+                )
+            ]
+            taken = session.execute(
+                select(Delivery.id, Delivery.kind, Delivery.target, Delivery.attempts, Event.body, Event.created)
+                .join(Event, Event.id == Delivery.event_id)
+                .where(Delivery.id.in_(got))
+                .order_by(Delivery.id)
+            ).all()
+        return [
+            Leased(i, kind, target, n, body, created, lease, expires) for i, kind, target, n, body, created in taken
+        ]
+
+    @staticmethod
+    def _due(now: datetime) -> tuple[Any, ...]:
+        return (
             Delivery.state == "pending",
             Delivery.next_at <= now,
             or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
         )
-        with self.ledger.session(readonly=True) as session:
-            if session.scalar(select(Delivery.id).where(*due).limit(1)) is None:
-                return []
-        with self.ledger.session() as session:
-            rows = session.execute(
-                select(Delivery.id, Delivery.kind, Delivery.target, Delivery.attempts, Event.body, Event.created)
-                .join(Event, Event.id == Delivery.event_id)
-                .where(*due)
-                .order_by(Delivery.id)
-                .limit(_BATCH)
-                .with_for_update(skip_locked=True, of=Delivery)
-            ).all()
-            if rows:
-                session.execute(
-                    update(Delivery)
-                    .where(Delivery.id.in_([r[0] for r in rows]))
-                    .values(lease_until=now + timedelta(seconds=self.settings.dispatch_lease))
-                )
-        return [Leased(*r) for r in rows]
 
-    def run_once(self) -> Outcome:
-        """Send every delivery due now (a batch at a time) and record each result."""
-        outcome = Outcome()
-        while not self._stop.is_set():
-            leased = self._lease()
-            if not leased:
-                break
-            for delivery_id, kind, target, attempts, body, created in leased:
-                error = self._send(kind, target, body)
-                self._record(delivery_id, attempts + 1, created, error, outcome)
-        return outcome
+    def _start(self, delivery: Leased, outcome: Outcome) -> None:
+        receiver = receiver_of(delivery.kind, delivery.target)
+        with self._changed:
+            self._busy[receiver] += 1
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.settings.webhook_workers, thread_name_prefix="pixelmill-webhook")
+        self._pool.submit(self._deliver, delivery, receiver, outcome)
 
-    def _send(self, kind: str, target: str, body: dict[str, Any]) -> str | None:
-        """None when the destination took it; else why not."""
+    def _deliver(self, delivery: Leased, receiver: str, outcome: Outcome) -> None:
         try:
-            if kind == "queue":
-                self.app.send_task(TASK_EVENT, args=[body], queue=target)
-                return None
-            return self._post(target, body)
-        except Exception as exc:  # noqa: BLE001 (any failure is recorded and retried)
-            return f"{type(exc).__name__}: {exc}"
+            self._record(delivery, self._send_webhook(delivery), outcome)
+        except Exception:
+            log.exception(
+                "webhook delivery failed; the lease runs out and it is sent again", extra={"delivery": delivery.id}
+            )
+        finally:
+            with self._changed:
+                self._busy[receiver] -= 1
+                if not self._busy[receiver]:
+                    del self._busy[receiver]
+                self._changed.notify_all()
 
-    def _post(self, url: str, body: dict[str, Any]) -> str | None:
-        import httpx
+    def _send_queue(self, delivery: Leased) -> Failure | None:
+        try:
+            self.app.send_task(TASK_EVENT, args=[delivery.body], queue=delivery.target)
+            return None
+        except Exception as exc:  # noqa: BLE001 (any failure is recorded and retried)
+            return Failure(f"{type(exc).__name__}: {exc}")
+
+    def _send_webhook(self, delivery: Leased) -> Failure | None:
+        """None when the receiver answered 2xx; else why not (`final` when retrying cannot help)."""
+        import httpcore
 
         secret = self.settings.webhook_secret
         if not secret:
-            return "PIXELMILL_WEBHOOK_SECRET is not set on this dispatcher: webhooks cannot be signed"
-        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
-        headers = sign(secret, str(body["id"]), utcnow(), payload)
-        response = httpx.post(
-            url,
-            content=payload.encode(),
-            headers=headers,
-            timeout=self.settings.webhook_timeout,
-            follow_redirects=False,
-        )
-        if 200 <= response.status_code < 300:
-            return None
-        return f"HTTP {response.status_code}: {response.text[:200]}"
-
-    def _record(self, delivery_id: int, attempts: int, created: datetime, error: str | None, outcome: Outcome) -> None:
-        now = utcnow()
-        if error is None:
-            values: dict[str, Any] = {"state": "delivered", "delivered_at": now, "last_error": None}
-            outcome.delivered += 1
-        elif now - created > timedelta(seconds=self.settings.webhook_retry_period):
-            values = {"state": "dead", "last_error": error}
-            outcome.dead += 1
-            log.warning("delivery dead-lettered", extra={"delivery": delivery_id, "error": error})
-        else:
-            values = {"next_at": now + timedelta(seconds=backoff(self.settings, attempts)), "last_error": error}
-            outcome.retrying += 1
-            log.info("delivery failed; will retry", extra={"delivery": delivery_id, "error": error})
-        with self.ledger.session() as session:
-            session.execute(
-                update(Delivery)
-                .where(Delivery.id == delivery_id, Delivery.state == "pending")
-                .values(attempts=attempts, lease_until=None, **values)
+            return Failure("PIXELMILL_WEBHOOK_SECRET is not set on this dispatcher: webhooks cannot be signed")
+        timeout = self.settings.webhook_timeout
+        start = time.monotonic()
+        # The attempt ends well inside the lease: nobody else can take the delivery while it runs.
+        deadline = min(start + timeout, delivery.expires - timeout / 2)
+        try:
+            target = check_webhook_target(
+                delivery.target,
+                allow_http=self.settings.webhook_allow_http,
+                allow_hosts=self._allow,
+                resolve=self._resolve,
             )
+        except WebhookResolveError as exc:
+            return Failure(str(exc))
+        except WebhookUrlError as exc:  # checked at submit time too; DNS may have changed since
+            return Failure(f"refused: {exc}", final=True)
+        payload = json.dumps(delivery.body, separators=(",", ":"), ensure_ascii=False)
+        headers = sign(secret, str(delivery.body["id"]), utcnow(), payload)
+        try:
+            answer = post(target, payload.encode(), headers, deadline=deadline, ssl_context=self._ssl_context)
+        except httpcore.TimeoutException:
+            return Failure(f"timeout: no complete answer within {timeout:g} s (PIXELMILL_WEBHOOK_TIMEOUT)")
+        except Exception as exc:  # noqa: BLE001 (connection refused, TLS verification, protocol: recorded, retried)
+            return Failure(f"{type(exc).__name__}: {exc}")
+        if 200 <= answer.status < 300:
+            log.debug("webhook delivered", extra={"delivery": delivery.id, "url": shown_url(delivery.target)})
+            return None
+        return Failure(f"HTTP {answer.status}: {answer.body.decode('utf-8', 'replace')[:200]}")
+
+    def _record(self, delivery: Leased, failure: Failure | None, outcome: Outcome) -> None:
+        """Write the outcome only while the lease is still ours (`lease_until` unchanged: the fencing token)."""
+        now = utcnow()
+        attempts = delivery.attempts + 1
+        shown = shown_url(delivery.target) if delivery.kind == "webhook" else delivery.target
+        if failure is None:
+            values: dict[str, Any] = {"state": "delivered", "delivered_at": now, "last_error": None}
+        elif failure.final or now - delivery.created > timedelta(seconds=self.settings.webhook_retry_period):
+            values = {"state": "dead", "last_error": mask(failure.error)}
+        else:
+            values = {
+                "next_at": now + timedelta(seconds=backoff(self.settings, attempts)),
+                "last_error": mask(failure.error),
+            }
+        with self.ledger.session() as session:
+            recorded = _rowcount(
+                session.execute(
+                    update(Delivery)
+                    .where(
+                        Delivery.id == delivery.id, Delivery.state == "pending", Delivery.lease_until == delivery.lease
+                    )
+                    .values(attempts=attempts, lease_until=None, **values)
+                )
+            )
+        fields = {"delivery": delivery.id, "target": shown, "error": values.get("last_error")}
+        with self._changed:
+            if not recorded:
+                outcome.lost += 1
+                log.warning("delivery outcome not recorded: the lease passed to another dispatcher", extra=fields)
+            elif failure is None:
+                outcome.delivered += 1
+            elif values.get("state") == "dead":
+                outcome.dead += 1
+                log.warning("delivery dead-lettered", extra=fields)
+            else:
+                outcome.retrying += 1
+                log.info("delivery failed; will retry", extra=fields)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="pixelmill-dispatch", daemon=True)
@@ -223,5 +348,19 @@ class Dispatcher:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        with self._changed:
+            self._changed.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+
+@dataclass(frozen=True)
+class Failure:
+    error: str
+    final: bool = False  # dead at once (a refused target), not retried
+
+
+def _rowcount(result: Any) -> int:
+    return int(result.rowcount)

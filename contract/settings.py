@@ -134,15 +134,22 @@ class Settings(BaseSettings):
     # The intake consumer redelivers a request its process died on after this many seconds (Redis brokers).
     intake_visibility_timeout: int = Field(900, ge=2)
     dispatch_interval: float = Field(1.0, gt=0)  # seconds between outbox scans when nothing is due
-    dispatch_lease: float = Field(60.0, gt=0)  # a delivery being sent is left to its dispatcher this long
+    # A delivery being sent is left to its dispatcher this long; at least twice PIXELMILL_WEBHOOK_TIMEOUT, so an
+    # attempt and the record of its outcome end before another dispatcher may take the delivery.
+    dispatch_lease: float = Field(60.0, gt=0)
     # Webhooks are signed per Standard Webhooks with this secret (`whsec_` + base64 of 24-64 random bytes);
     # a request naming a webhook is rejected while it is unset.
     webhook_secret: str | None = None
-    webhook_timeout: float = Field(10.0, gt=0)  # one POST; a timeout counts as a failure and is retried
+    webhook_timeout: float = Field(10.0, gt=0)  # total deadline of one POST (connect to last byte); then retried
     webhook_backoff: float = Field(5.0, gt=0)  # first retry after about this, doubled per attempt, with jitter
     webhook_backoff_max: float = Field(3600.0, gt=0)  # the longest wait between two attempts
     webhook_retry_period: float = Field(24 * 3600.0, gt=0)  # then the delivery is dead-lettered (`pixelmill events`)
-    webhook_allow_http: bool = False  # plain http:// webhooks beyond loopback addresses (a private network)
+    webhook_allow_http: bool = False  # plain http:// webhooks to any allowed address (a private network)
+    # The only way a webhook reaches a non-public address (loopback, private, link-local...): `host`, `host:port`,
+    # `*.domain`, IP, `IP:port` or CIDR entries, comma-separated (contract/webhook_target.py).
+    webhook_allow_hosts: str = ""
+    webhook_workers: int = Field(4, ge=1, le=64)  # delivery threads of one dispatcher
+    webhook_per_receiver: int = Field(2, ge=1)  # deliveries in flight to one receiver (host:port) at a time
     # HTTP API bearer tokens, `name:token,name:token`; none set: `pixelmill serve` listens on loopback only.
     api_tokens: str = ""
     http_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # POST bodies above this: 413
@@ -204,6 +211,14 @@ class Settings(BaseSettings):
             )
         if self.webhook_secret is not None:
             _check_webhook_secret(self.webhook_secret)
+        if self.dispatch_lease < 2 * self.webhook_timeout:
+            raise ValueError(
+                "PIXELMILL_DISPATCH_LEASE must be at least twice PIXELMILL_WEBHOOK_TIMEOUT, or another "
+                "dispatcher could take a delivery while its attempt is still running and send it twice"
+            )
+        from contract.webhook_target import parse_hosts
+
+        parse_hosts(self.webhook_allow_hosts)
         return self
 
     @property

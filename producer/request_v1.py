@@ -25,9 +25,9 @@ from typing import Any, Literal
 from contract import events
 from contract.events import Notify
 from contract.ledger import Ledger
-from contract.outbox import WebhookUrlError, check_webhook_url
 from contract.settings import Settings
 from contract.tenants import DEFAULT_TENANT_ID
+from contract.webhook_target import WebhookUrlError, check_webhook_target
 from producer.catalogue import CatalogueError, UsageError, surrogate_problem
 from producer.options import Options, from_v1, option_problems, v1_field_names
 from producer.request import RequestProblems, make_request, problem_line
@@ -140,7 +140,10 @@ def validate_v1(settings: Settings, message: Any) -> V1:
     webhook = message.get("webhook")
     if webhook is not None:
         try:
-            check_webhook_url(webhook, allow_http=settings.webhook_allow_http)
+            # Resolved and checked now so the sender hears it; the dispatcher checks again before every attempt.
+            check_webhook_target(
+                webhook, allow_http=settings.webhook_allow_http, allow_hosts=settings.webhook_allow_hosts
+            )
         except WebhookUrlError as exc:
             raise RequestProblems([f"request: field 'webhook': {exc}"]) from None
         if not settings.webhook_secret:

@@ -23,14 +23,16 @@ from standardwebhooks.webhooks import Webhook
 
 from conftest import Env
 from contract import events, transitions
-from contract.outbox import Dispatcher, WebhookUrlError, backoff, check_webhook_url
+from contract.outbox import Dispatcher, backoff
 from contract.queue import make_celery, queue_depth
 from contract.schema import Delivery, Event, Item, Job
 from contract.transitions import Finish
+from contract.webhook_target import WebhookUrlError, check_webhook_target
 from pixelmill.api import Job as Job_
 from producer.request_v1 import INTAKE_QUEUE, intake, request_schema
 
 SECRET = "whsec_" + base64.b64encode(b"pixelmill-test-secret-0123456789").decode()
+LOOPBACK = "127.0.0.1"  # the receivers below listen there: an internal receiver the operator allows
 ROWS = [{"sku": "MUG-1", "title": "mug", "color": "red"}, {"sku": "MUG-2", "title": "cup", "color": "blue"}]
 
 
@@ -104,6 +106,11 @@ def test_same_request_id_three_times_is_one_job_and_its_events_again(env: Env) -
             {"webhook": "http://example.com/hook"},
             "request: field 'webhook': webhook 'http://example.com/hook' is plain http",
         ),
+        (
+            {"webhook": "https://169.254.169.254/latest/meta-data/"},
+            "request: field 'webhook': webhook 'https://169.254.169.254/latest/meta-data/' resolves to "
+            "169.254.169.254, a cloud metadata address: refused",
+        ),
         ({"model": "no-such-model"}, "request: model 'no-such-model' does not exist: neither a local directory"),
         # lone surrogates: valid JSON ("\\ud800"), but no text a database takes
         ({"rows": [{"sku": "A", "title": "mug \ud800", "color": "red"}]}, "request: field 'rows.0.title': contains a"),
@@ -143,13 +150,25 @@ def test_a_message_that_is_not_even_a_request_is_rejected(env: Env) -> None:
 
 
 def test_webhook_urls() -> None:
-    check_webhook_url("https://hooks.example.com/x", allow_http=False)
-    check_webhook_url("http://127.0.0.1:9/x", allow_http=False)
-    check_webhook_url("http://[::1]:9/x", allow_http=False)
-    check_webhook_url("http://10.0.0.5/x", allow_http=True)
-    for url in ("http://10.0.0.5/x", "ftp://x/y", "https://", "javascript:alert(1)"):
+    """Public https passes; loopback and private receivers (http or not) only through the operator's allow-list.
+    The addresses of the attacks are in tests/test_webhook_security.py."""
+    public = {"hooks.example.com": ["93.184.215.14"]}
+
+    def check(url: str, allow_http: bool = False, allow_hosts: str = "") -> str:
+        return check_webhook_target(
+            url, allow_http=allow_http, allow_hosts=allow_hosts, resolve=lambda host, _: public[host]
+        ).address
+
+    assert check("https://hooks.example.com/x") == "93.184.215.14"
+    assert check("http://127.0.0.1:9/x", allow_hosts="127.0.0.1") == "127.0.0.1"
+    assert check("http://[::1]:9/x", allow_hosts="[::1]:9") == "::1"
+    assert check("http://10.0.0.5/x", allow_hosts="10.0.0.0/8") == "10.0.0.5"
+    refused = ["http://127.0.0.1:9/x", "http://[::1]:9/x", "http://10.0.0.5/x", "ftp://x/y", "https://"]
+    for url in [*refused, "javascript:alert(1)", "http://hooks.example.com/x"]:
         with pytest.raises(WebhookUrlError):
-            check_webhook_url(url, allow_http=False)
+            check(url)
+    with pytest.raises(WebhookUrlError):
+        check("http://10.0.0.5/x", allow_http=True)  # plain http is allowed; the private address is not
 
 
 # --- events written by the transitions --------------------------------------------------------------------
@@ -252,7 +271,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 def test_webhook_500_twice_then_200_is_signed_and_delivered_once(env: Env, receiver: Receiver) -> None:
-    settings = env.settings(webhook_secret=SECRET, webhook_backoff=0.05)
+    settings = env.settings(webhook_secret=SECRET, webhook_backoff=0.05, webhook_allow_hosts=LOOPBACK)
     ledger = env.ledger()
     result = intake(settings, ledger, request("r-hook", webhook=receiver.url))
     assert result.status == "accepted"
@@ -277,7 +296,9 @@ def test_webhook_500_twice_then_200_is_signed_and_delivered_once(env: Env, recei
 def test_a_webhook_that_keeps_failing_is_dead_lettered_and_resent_on_demand(env: Env) -> None:
     receiver = Receiver([500] * 100)
     try:
-        settings = env.settings(webhook_secret=SECRET, webhook_backoff=0.01, webhook_retry_period=0.5)
+        settings = env.settings(
+            webhook_secret=SECRET, webhook_backoff=0.01, webhook_retry_period=0.5, webhook_allow_hosts=LOOPBACK
+        )
         ledger = env.ledger()
         intake(settings, ledger, request("r-dead", webhook=receiver.url))
         dispatcher = Dispatcher(settings, ledger)
@@ -289,6 +310,7 @@ def test_a_webhook_that_keeps_failing_is_dead_lettered_and_resent_on_demand(env:
         assert listed["state"] == "dead" and listed["last_error"].startswith("HTTP 500")
         receiver.script = []
         env.vars["PIXELMILL_WEBHOOK_SECRET"] = SECRET
+        env.vars["PIXELMILL_WEBHOOK_ALLOW_HOSTS"] = LOOPBACK
         env.cli("events", "--resend-all")
         env.cli("events", "--dispatch")
         assert receiver.received[-1]["status"] == 200 and receiver.received[-1]["verified"]
@@ -322,13 +344,15 @@ def test_a_dispatcher_killed_before_delivery_delivers_on_restart(env: Env) -> No
     receiver stalls on it). The next dispatcher, once the lease ran out, delivers it and marks it once."""
     receiver = Receiver(stall=30)
     try:
-        settings = env.settings(webhook_secret=SECRET)
+        settings = env.settings(webhook_secret=SECRET, webhook_allow_hosts=LOOPBACK)
         ledger = env.ledger()
         intake(settings, ledger, request("r-kill", webhook=receiver.url))
         vars_ = {
             **env.vars,
             "PIXELMILL_WEBHOOK_SECRET": SECRET,
+            "PIXELMILL_WEBHOOK_ALLOW_HOSTS": LOOPBACK,
             "PIXELMILL_DISPATCH_LEASE": "2",
+            "PIXELMILL_WEBHOOK_TIMEOUT": "1",  # the lease must be at least twice one attempt's deadline
             "PYTHONPATH": os.environ.get("PYTHONPATH", str(Path(__file__).parent.parent)),
         }
         proc = subprocess.Popen([sys.executable, "-c", DISPATCH_ONCE], env=vars_, start_new_session=True)

@@ -22,8 +22,8 @@ from typer._click import ClickException  # typer vendors its click
 from typer.core import TyperGroup
 
 from contract.broker import BrokerError
-from contract.host_files import HostFileError
 from contract.faults import NAME_MAX, mask
+from contract.host_files import HostFileError
 from contract.settings import ENV_PREFIX, Settings, SettingsError, env_file, get_settings
 
 __all__ = ["NAME_MAX", "GuardedGroup", "check_broker", "describe", "unknown_in_env_file", "unknown_variables"]
