@@ -204,6 +204,9 @@ def test_finding_7_a_trickled_request_head_or_body_is_closed_at_its_deadline(tig
         sock.sendall(b"GET /healthz HTTP/1.1\r\n")
         assert closed_within(sock, 4)
     assert httpx.get(f"{tight.base}/healthz", timeout=5).status_code == 200  # a prompt client is unaffected
+    log = logs(tight.env, "serve")
+    assert "Traceback" not in log and "request head not complete within 1s" in log, log[-3000:]
+    assert "request body not complete within 1s (PIXELMILL_HTTP_BODY_TIMEOUT)" in log
 
 
 @pytest.fixture(scope="module")

@@ -54,7 +54,10 @@ class Bounds:
         if not has_body:
             await self.app(scope, receive, send)
             return
-        body = await read_capped(receive, self.door.settings.http_max_body_bytes)
+        try:
+            body = await read_capped(receive, self.door.settings.http_max_body_bytes)
+        except ClientGone:  # nobody to answer; the route never sees half a body
+            return
         if body is None:
             await answer(scope, receive, send, 413, self.too_large(), unread=True)
             return
@@ -90,14 +93,18 @@ class Bounds:
         }
 
 
+class ClientGone(Exception):
+    """The client disconnected before its body was complete."""
+
+
 async def read_capped(receive: Receive, limit: int) -> bytes | None:
     """The whole body, counted as it arrives; None as soon as it passes `limit` bytes (the rest is not read).
-    A client gone mid-body reads as what arrived: the app then answers nobody."""
+    ClientGone when the connection closes first (or its body deadline closed it)."""
     body = bytearray()
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return bytes(body)
+            raise ClientGone
         body += message.get("body", b"")
         if len(body) > limit:
             return None

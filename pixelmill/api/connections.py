@@ -24,7 +24,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from contract.settings import Settings
 
-log = logging.getLogger("pixelmill.serve")
+log = logging.getLogger("uvicorn.error")  # where `pixelmill serve` logs: uvicorn configures it
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
 MAX_HEAD_BYTES = 16 * 1024  # a request line and headers larger than this: 400 (h11's incomplete-event limit)
 
@@ -76,6 +76,7 @@ class BoundedH11Protocol(H11Protocol):
         if not waiting:
             return False
         oldest = min(waiting, key=lambda c: c.waiting_since)
+        log.info("connection closed: over PIXELMILL_HTTP_MAX_CONNECTIONS, it waited longest for a request head")
         oldest.stop_deadline()
         oldest.transport.close()
         return True
