@@ -8,6 +8,7 @@ import re
 import select
 import socket
 import subprocess
+import sys
 import time
 import tomllib
 from collections.abc import Iterator
@@ -303,3 +304,17 @@ def test_finding_15_dependency_floors_exclude_the_known_cves() -> None:
     tag = re.fullmatch(r"redis:(\d+\.\d+\.\d+)", image)
     assert tag is not None, image
     assert Version(tag.group(1)) >= Version("7.4.6"), image  # CVE-2025-49844
+
+
+def test_bench_http_bounds_runs_and_meets_its_goals_at_a_small_size() -> None:
+    """bench/http_bounds.py (docs/benchmarks.md) at 20 MB and 50 slow connections."""
+    script = str(ROOT / "bench" / "http_bounds.py")
+    proc = subprocess.run(
+        [sys.executable, script, "--mb", "20", "--slow", "50"], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    chunked, slow = result["chunked_401"], result["slowloris"]
+    assert chunked["answer"] == "HTTP/1.1 401 Unauthorized" and chunked["answered_after_s"] < 1, chunked
+    assert chunked["peak_growth_mb"] < 20 and chunked["body_mb_sent_before_answer"] < 20, chunked
+    assert slow["healthz_statuses"] == [200] * 5 and slow["healthz_slowest_s"] < 1, slow
