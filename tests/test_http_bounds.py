@@ -197,6 +197,9 @@ def test_finding_7_a_trickled_request_head_or_body_is_closed_at_its_deadline(tig
     with tight.connect() as sock:  # a complete head, then part of the body
         sock.sendall(head(tight, "POST", "/v1/jobs", *AUTH_LINE, JSON, "Content-Length: 100") + b"{")
         assert closed_within(sock, 4)
+    with tight.connect() as sock:  # a head that never ends, faster than its deadline: refused past 16 KiB
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 20000)
+        assert response(sock)[0] == 400
     with tight.connect() as sock:  # a connection that sends nothing at all
         assert closed_within(sock, 4)
     with tight.connect() as sock:  # keep-alive: answered, then the next head has its own deadline

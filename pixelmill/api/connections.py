@@ -26,7 +26,9 @@ from contract.settings import Settings
 
 log = logging.getLogger("uvicorn.error")  # where `pixelmill serve` logs: uvicorn configures it
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
-MAX_HEAD_BYTES = 16 * 1024  # a request line and headers larger than this: 400 (h11's incomplete-event limit)
+# A request head still incomplete past this many bytes: 400 (h11 buffers no more of an unfinished event; a head
+# that arrives whole in one read, at most 256 KiB, is parsed).
+MAX_HEAD_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
