@@ -152,7 +152,15 @@ class Settings(BaseSettings):
     webhook_per_receiver: int = Field(2, ge=1)  # deliveries in flight to one receiver (host:port) at a time
     # HTTP API bearer tokens, `name:token,name:token`; none set: `pixelmill serve` listens on loopback only.
     api_tokens: str = ""
-    http_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # POST bodies above this: 413
+    http_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # request bodies above this, chunked too: 413
+    # Slow clients (pixelmill/api/connections.py): a request head must arrive within http_header_timeout seconds
+    # of the connection opening (or of the previous response), its body within http_body_timeout seconds of the
+    # head; an idle keep-alive connection closes after http_keep_alive_timeout. Past http_max_connections a new
+    # connection closes the oldest one that is idle or still sending its head, so /healthz keeps answering.
+    http_header_timeout: float = Field(10.0, gt=0)
+    http_body_timeout: float = Field(60.0, gt=0)
+    http_keep_alive_timeout: int = Field(5, ge=1)
+    http_max_connections: int = Field(512, ge=8)
 
     # Receipts for nightly runs (pixelmill/cli/job_control.py, reports.py, waiting.py). A worker's heartbeat (its
     # reconciler tick, every PIXELMILL_RECONCILE_INTERVAL s) older than this means nobody serves its model's queue any

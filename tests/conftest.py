@@ -34,6 +34,9 @@ from contract.storage import Storage, open_storage
 Settings.model_config["env_file"] = None
 os.environ["PIXELMILL_ENV_FILE"] = ""
 
+# TestClient's base URL: a tokenless API answers only requests to a loopback Host (pixelmill/api/bounds.py).
+LOOPBACK = "http://127.0.0.1"
+
 FAST_TIMINGS = {
     "PIXELMILL_TASK_SOFT_TIME_LIMIT": "20",
     "PIXELMILL_TASK_TIME_LIMIT": "30",

@@ -284,11 +284,12 @@ def test_a_request_with_a_bad_size_and_a_wrong_key_reports_both(tmp_path: Path) 
 def test_http_items_accepts_cancelled_and_404s_carry_no_cli_hint(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
+    from conftest import LOOPBACK
     from contract.schema import Job
     from pixelmill.api.http import create_app
 
     settings = Settings(data_dir=tmp_path, image_checker="none")
-    with TestClient(create_app(settings, dispatch=False)) as client:
+    with TestClient(create_app(settings, dispatch=False), base_url=LOOPBACK) as client:
         from contract.ledger import Ledger
 
         ledger = Ledger(settings)

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from conftest import Env
+from conftest import LOOPBACK, Env
 from contract.schema import Item, Job
 from pixelmill.api import Client, Preview, SubmitError
 from pixelmill.api.http import create_app
@@ -75,7 +75,7 @@ def test_the_retire_guard_and_its_dry_run_on_every_door(env: Env) -> None:
         with pytest.raises(RequestProblems, match="field 'allow_retire': applies to catalogue runs only"):
             make_request(settings, Options(allow_retire=True), rows=rows_of(1))
 
-        with TestClient(create_app(settings, dispatch=False)) as http:
+        with TestClient(create_app(settings, dispatch=False), base_url=LOOPBACK) as http:
             answer = http.post("/v1/jobs", json=v1("cut-3", rows_of(30)))
             assert answer.status_code == 422 and answer.json()["problems"] == refused.value.problems
             assert written(client) == before

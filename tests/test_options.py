@@ -16,7 +16,7 @@ import typer
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from conftest import Env
+from conftest import LOOPBACK, Env
 from contract.settings import get_settings
 from pixelmill.api import Client, SubmitError
 from pixelmill.api.http import create_app
@@ -239,7 +239,7 @@ def through_intake(env: Env, rid: str, values: dict[str, Any]) -> list[str]:
 
 
 def through_http(env: Env, rid: str, values: dict[str, Any]) -> list[str]:
-    with TestClient(create_app(env.settings(), dispatch=False)) as http:
+    with TestClient(create_app(env.settings(), dispatch=False), base_url=LOOPBACK) as http:
         answer = http.post("/v1/jobs", json=v1_message(rid, {**GOOD, **values}))
     assert answer.status_code == 422, answer.text
     return answer.json()["problems"]  # type: ignore[no-any-return]

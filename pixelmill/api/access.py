@@ -24,6 +24,11 @@ class Door:
     tokens: dict[str, str]
     celery: Any = None
 
+    @property
+    def anonymous(self) -> bool:
+        """No tokens: every caller is "anonymous", which `pixelmill serve` allows on loopback only."""
+        return not self.tokens
+
     def broker(self) -> Any:
         """The Celery app that publishes retried items, made on first use."""
         if self.celery is None:
@@ -40,21 +45,33 @@ Served = Annotated[Door, Depends(door)]
 bearer = HTTPBearer(auto_error=False)
 
 
+def caller(served: Door, token: str | None) -> str | None:
+    """Who a bearer token belongs to: its name, "anonymous" when the API has no tokens, None for a missing or
+    wrong one. The one token check: the `Bounds` middleware (before any body byte) and `authorised` call it."""
+    if served.anonymous:
+        return "anonymous"
+    given = token.encode() if token is not None else b""
+    found = None
+    for known, name in served.tokens.items():  # compare with every token, in constant time each
+        if hmac.compare_digest(given, known.encode()):
+            found = name
+    return found
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (the scheme in any case), as HTTPBearer reads it."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+UNAUTHORISED = "missing or wrong bearer token (Authorization: Bearer <token>)"
+
+
 def authorised(served: Served, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
     """The caller's name for its bearer token; 401 for a missing or wrong one."""
-    if not served.tokens:  # only ever on loopback: `pixelmill serve` refuses other addresses without tokens
-        return "anonymous"
-    given = credentials.credentials.encode() if credentials is not None else b""
-    found = None
-    for token, name in served.tokens.items():  # compare with every token, in constant time each
-        if hmac.compare_digest(given, token.encode()):
-            found = name
+    found = caller(served, credentials.credentials if credentials is not None else None)
     if found is None:
-        raise HTTPException(
-            401,
-            "missing or wrong bearer token (Authorization: Bearer <token>)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise HTTPException(401, UNAUTHORISED, headers={"WWW-Authenticate": "Bearer"})
     return found
 
 

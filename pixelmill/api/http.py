@@ -7,14 +7,16 @@ Bearer tokens come from PIXELMILL_API_TOKENS and are compared with `hmac.compare
 manifest call `producer.jobs` and `producer.manifest`, as `pixelmill cancel/retry/manifest` and the Python API do.
 
 The routes are in pixelmill/api/job_routes.py and pixelmill/api/manifest_routes.py; what they depend on (the
-served `Door` on `app.state`, the token check) in pixelmill/api/access.py.
+served `Door` on `app.state`, the token check) in pixelmill/api/access.py; the bounds every request meets
+before a route (token before body, body size, type and depth, Host and Origin without tokens) in
+pixelmill/api/bounds.py; the connection limits and timeouts `pixelmill serve` runs uvicorn with in
+pixelmill/api/connections.py.
 """
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
@@ -23,6 +25,7 @@ from contract.outbox import Dispatcher
 from contract.settings import Settings
 from pixelmill.api import job_routes, manifest_routes
 from pixelmill.api.access import Door, Served
+from pixelmill.api.bounds import Bounds
 
 
 def parse_tokens(raw: str) -> dict[str, str]:
@@ -65,27 +68,12 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
         "reply_to queue and webhook (README, Integrations).",
     )
     app.state.door = door
-    app.middleware("http")(limit_body)
+    app.add_middleware(Bounds, door=door)  # token, Host/Origin, body size, type and depth: before any route
     app.get("/healthz", responses={503: {"description": "the ledger is unreachable"}})(healthz)
     app.include_router(job_routes.reading)
     app.include_router(manifest_routes.router)
     app.include_router(job_routes.acting)
     return app
-
-
-async def limit_body(request: Request, call_next: Any) -> Any:
-    """413 for a declared length over PIXELMILL_HTTP_MAX_BODY_BYTES, before the body is read."""
-    limit = request.app.state.door.settings.http_max_body_bytes
-    length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > limit):
-        return JSONResponse(
-            {
-                "detail": f"request body over {limit} bytes "
-                f"(PIXELMILL_HTTP_MAX_BODY_BYTES); send large catalogues as 'source'"
-            },
-            status_code=413,
-        )
-    return await call_next(request)
 
 
 def healthz(served: Served) -> JSONResponse:

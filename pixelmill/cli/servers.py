@@ -70,6 +70,7 @@ def serve(
     """The HTTP API (FastAPI on uvicorn): /v1/jobs…, /healthz, OpenAPI at /openapi.json and /docs."""
     if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
         fail("the HTTP API needs FastAPI and uvicorn: pip install 'pixelmill[http]'")
+    from pixelmill.api.connections import uvicorn_options
     from pixelmill.api.http import create_app, parse_tokens
 
     settings = get_settings()
@@ -90,8 +91,8 @@ def serve(
         host=host,
         port=port,
         log_level="info",
-        limit_concurrency=256,
         timeout_graceful_shutdown=10,
+        **uvicorn_options(settings),  # header/body deadlines, keep-alive, the connection cap (docs/http.md)
     )
 
 
