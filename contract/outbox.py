@@ -28,6 +28,7 @@ from sqlalchemy import or_, select, update
 
 from contract.events import TASK_EVENT
 from contract.ledger import Ledger
+from contract.replies import check_reply_queue
 from contract.schema import Delivery, Event, utcnow
 from contract.settings import Settings
 
@@ -162,7 +163,7 @@ class Dispatcher:
         """None when the destination took it; else why not."""
         try:
             if kind == "queue":
-                self.app.send_task(TASK_EVENT, args=[body], queue=target)
+                self.app.send_task(TASK_EVENT, args=[body], queue=check_reply_queue(target))
                 return None
             return self._post(target, body)
         except Exception as exc:  # noqa: BLE001 (any failure is recorded and retried)

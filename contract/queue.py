@@ -98,7 +98,8 @@ def broker_url(settings: Settings) -> str:
         return settings.broker_url
     from contract.broker import EmbeddedRedis
 
-    return EmbeddedRedis(settings.data_path).ensure_running()
+    # Twice the intake's cap: a message the intake would read fits with its envelope (base64, headers) to spare.
+    return EmbeddedRedis(settings.data_path, 2 * settings.intake_max_message_bytes).ensure_running()
 
 
 def make_celery(settings: Settings, *, main: str = "pixelmill") -> Celery:
