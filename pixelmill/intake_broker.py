@@ -91,7 +91,9 @@ class ProvenChannel(kombu_redis.Channel):  # type: ignore[misc]
 
 def _envelope(queue: str, item: bytes) -> dict[str, Any] | None:
     """The envelope with its delivery facts from the broker, or None (logged) when it cannot be read safely."""
-    if len(item) > 2 * Bounds.max_bytes or depth(item, _ENVELOPE_DEPTH) > _ENVELOPE_DEPTH:
+    # The envelope holds the body in base64 (4/3) beside headers: up to 4x the cap is read, so a body over the cap
+    # is still answered (`bounded_json_loads`); beyond that, and on a broker without a cap, it is dropped unread.
+    if len(item) > 4 * Bounds.max_bytes or depth(item, _ENVELOPE_DEPTH) > _ENVELOPE_DEPTH:
         log.warning("intake envelope refused unread", extra={"queue": queue, "bytes": len(item)})
         return None
     try:

@@ -67,13 +67,13 @@ def acl_user(server: RedisServer, name: str) -> str:
     return f"redis://{name}:{password}@127.0.0.1:{server.port}/0"
 
 
-def send(broker: str, queue: str, message: dict[str, Any]) -> None:
+def send(broker: str, queue: str, message: dict[str, Any], **options: Any) -> None:
     """What any Celery client does: send the task `pixelmill.submit` to a queue."""
     from celery import Celery
 
     client = Celery(broker=broker, set_as_current=False)
     try:
-        client.send_task("pixelmill.submit", args=[message], queue=queue)
+        client.send_task("pixelmill.submit", args=[message], queue=queue, **options)
     finally:
         client.close()
 
@@ -196,3 +196,50 @@ def test_the_intake_proves_the_tenant_by_the_acl_locked_queue_a_message_came_on(
     send(carol_url, "pixelmill.intake.carol", request("c-1", "pixelmill.reply.carol.events"))
     assert next_event(carol_url, "pixelmill.reply.carol.events", timeout=60)["request_id"] == "c-1"
     assert jobs(env)["c-1"] == carol.id
+
+
+def test_finding_4_source_outside_the_tenants_roots_reads_nothing(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from producer import request_v1
+    from producer.source_roots import REFUSED
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    secret = outside / "secret.csv"
+    secret.write_text("sku,password\nA,hunter2\n")
+    (root / "escape.csv").symlink_to(secret)
+    (root / "mine.csv").write_text("sku,title\nA-1,mug\n")
+    owner = tenants(env, "alice", source_roots=(str(root), "s3://bucket/alice/"))["alice"]
+    opened: list[str] = []
+    real_open = request_v1.open_source
+    monkeypatch.setattr(
+        request_v1, "open_source", lambda settings, source: opened.append(source) or real_open(settings, source)
+    )
+    settings, ledger = env.settings(), env.ledger()
+
+    def attempt(source: str) -> list[str]:
+        message = {**request(f"r-{len(opened)}-{uuid.uuid4().hex[:6]}", None), "source": source}
+        del message["rows"]
+        return request_v1.intake(settings, ledger, message, owner).problems
+
+    refused = [
+        str(secret),  # an existing file outside every root
+        str(outside / "missing.csv"),  # a missing one: the same words, so no oracle
+        str(root / "escape.csv"),  # a symlink inside the root that leads out of it
+        f"{root}/../outside/secret.csv",  # `..`
+        "secret.csv",  # relative: resolved against nothing
+        "s3://bucket/bob/x.csv",  # an S3 key outside the prefix
+        "s3://bucket/alice/../bob/x.csv",
+        "s3://other/alice/x.csv",
+        "s3://bucket/alicex/x.csv",  # a prefix is a folder, not a string prefix
+    ]
+    for source in refused:
+        assert attempt(source) == [REFUSED], source  # nothing of the file (no header) in the answer
+    assert opened == []  # nothing was read
+    assert attempt(str(root / "mine.csv")) == []
+    assert opened == [str(root / "mine.csv")]
+    with ledger.session(readonly=True) as session:
+        assert list(session.scalars(select(Job.tenant_id))) == [owner.id]
+    ledger.close()
