@@ -19,7 +19,8 @@ QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
 # Names, or prefixes of names, that belong to kombu, Celery or pixelmill's own queues (the model queues and the
 # intake queues all start with `pixelmill.`; only `pixelmill.reply.` is for replies).
 _INTERNAL_PREFIXES = ("unacked", "_kombu", "celery", "celeryev", "pixelmill.")
-_REPLY_SPACE = "pixelmill.reply."
+REPLY_ROOT = "pixelmill.reply"  # every default reply prefix lies under it: `pixelmill.reply.<tenant>.`
+_REPLY_SPACE = REPLY_ROOT + "."
 
 
 class ReplyQueueError(ValueError):

@@ -63,7 +63,7 @@ def tenant_name_of(queue: str | None) -> str | None:
     return None
 
 
-class ProvenChannel(kombu_redis.Channel):  # type: ignore[misc]
+class ProvenChannel(kombu_redis.Channel):
     """kombu's Redis channel, with the delivery's queue and tag taken from the broker (see the module doc)."""
 
     def _brpop_read(self, **options: Any) -> bool:
@@ -83,7 +83,7 @@ class ProvenChannel(kombu_redis.Channel):  # type: ignore[misc]
                 self.connection._deliver(payload, queue)
             return True
         finally:
-            self._in_poll = None
+            self._in_poll = None  # type: ignore[assignment]  # kombu's own reset
             flush = getattr(self, "_flush_brpop_reauth", None)  # kombu >= 5.7
             if flush is not None:
                 flush()
@@ -110,7 +110,7 @@ def _envelope(queue: str, item: bytes) -> dict[str, Any] | None:
     return payload
 
 
-class ProvenTransport(kombu_redis.Transport):  # type: ignore[misc]
+class ProvenTransport(kombu_redis.Transport):
     Channel = ProvenChannel
 
 

@@ -61,7 +61,9 @@ def raw_task(client: redis.Redis, url: str, body: bytes) -> None:
     intake queue: a real envelope, its body swapped."""
     scratch = f"scratch.{uuid.uuid4().hex}"
     send(url, scratch, {"placeholder": True})
-    envelope = json.loads(client.rpop(scratch))
+    popped = client.rpop(scratch)
+    assert isinstance(popped, bytes)
+    envelope = json.loads(popped)
     envelope["body"] = base64.b64encode(body).decode()
     client.lpush("pixelmill.intake", json.dumps(envelope))
 

@@ -41,7 +41,7 @@ def acl_user(server: RedisServer, name: str) -> str:
     """A broker user for tenant `name`, as docs/operations.md ("Broker ACLs") tells the operator to make it."""
     password = f"{name}-secret-{uuid.uuid4().hex}"
     admin = redis.Redis.from_url(server.url)
-    admin.execute_command(
+    admin.execute_command(  # type: ignore[no-untyped-call]
         "ACL",
         "SETUSER",
         name,
@@ -142,6 +142,7 @@ def forged_envelope(server: RedisServer, message: dict[str, Any], claims: str) -
     scratch = f"scratch.{uuid.uuid4().hex}"
     send(server.url, scratch, message)
     raw = redis.Redis.from_url(server.url).rpop(scratch)
+    assert isinstance(raw, bytes)
     envelope = json.loads(raw)
     envelope["properties"]["delivery_info"] = {"exchange": claims, "routing_key": claims}
     return json.dumps(envelope).encode()
@@ -214,9 +215,12 @@ def test_finding_4_source_outside_the_tenants_roots_reads_nothing(
     owner = tenants(env, "alice", source_roots=(str(root), "s3://bucket/alice/"))["alice"]
     opened: list[str] = []
     real_open = request_v1.open_source
-    monkeypatch.setattr(
-        request_v1, "open_source", lambda settings, source: opened.append(source) or real_open(settings, source)
-    )
+
+    def spy(settings: Any, source: str) -> Any:
+        opened.append(source)
+        return real_open(settings, source)
+
+    monkeypatch.setattr(request_v1, "open_source", spy)
     settings, ledger = env.settings(), env.ledger()
 
     def attempt(source: str) -> list[str]:
