@@ -66,7 +66,7 @@ class EmbeddedRedis:
     in a private `mkdtemp` directory (under $XDG_RUNTIME_DIR when it is ours, else the temp dir) whose name is
     recorded in `<data dir>/broker/socket-dir`: never a predictable shared path another user could occupy."""
 
-    def __init__(self, data_dir: Path, max_bulk_bytes: int = 32 * 1024 * 1024) -> None:
+    def __init__(self, data_dir: Path, max_bulk_bytes: int = 24 * 1024 * 1024) -> None:
         self.data_dir = data_dir
         self.dir = data_dir / "broker"
         # Redis refuses any one value larger than this when it parses the command (`proto-max-bulk-len`, at least

@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     # The intake consumer redelivers a request its process died on after this many seconds (Redis brokers).
     intake_visibility_timeout: int = Field(900, ge=2)
     # One intake message, in bytes, before it is decoded (issue 22, finding 9); the embedded broker refuses a
-    # command over twice this at the socket (Redis `proto-max-bulk-len`), so a larger one never reaches the intake.
+    # value over 1.5 times this at the socket (Redis `proto-max-bulk-len`), so a larger one never reaches the intake.
     intake_max_message_bytes: int = Field(16 * 1024 * 1024, ge=64 * 1024)
     intake_max_depth: int = Field(32, ge=8, le=512)  # JSON nesting of one intake message, checked before decoding
     # How often the intake looks for tenants added since it started, to consume their intake queues.
