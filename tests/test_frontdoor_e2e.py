@@ -133,7 +133,9 @@ def test_a_plain_celery_client_gets_accepted_and_finished_on_its_reply_queue(doo
         "options": {"size": "64x64", "steps": 4, "images_per_item": 2},
     }
     bad = {**common, "request_id": "bad-1", "rows": [{"title": "no key"}], "options": {"size": "100x100"}}
-    got = run_client(env, [inline, from_file, bad], "pixelmill.reply.default.client", want={"job.finished": 2, "job.rejected": 1})
+    got = run_client(
+        env, [inline, from_file, bad], "pixelmill.reply.default.client", want={"job.finished": 2, "job.rejected": 1}
+    )
     [rejected] = [e for e in got if e["type"] == "job.rejected"]
     assert rejected["request_id"] == "bad-1" and rejected["job"] is None
     assert rejected["data"]["problems"] == [  # every problem at once: the bad option and the rows' problems
@@ -169,7 +171,11 @@ def test_repeats_and_a_killed_intake_each_give_exactly_one_job(env: Env) -> None
     common = tiny_request("studio photo of {title}", "pixelmill.reply.default.repeat")
     repeated = {**common, "request_id": "again", "rows": [{"sku": "R-1", "title": "mug"}]}
     # Sent 3 times, each once the previous answer came: each time its job.accepted again (the same event id).
-    got = [event for _ in range(3) for event in run_client(env, [repeated], "pixelmill.reply.default.repeat", {"job.accepted": 1})]
+    got = [
+        event
+        for _ in range(3)
+        for event in run_client(env, [repeated], "pixelmill.reply.default.repeat", {"job.accepted": 1})
+    ]
     assert len(got) == 3 and len({e["id"] for e in got}) == 1 and {e["request_id"] for e in got} == {"again"}
     killed = {**common, "request_id": "killed", "source": str(source)}
     run_client(env, [killed], "unused", want={})

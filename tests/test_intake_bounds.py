@@ -149,3 +149,20 @@ def test_finding_13_deep_json_and_a_wrong_argument_count_are_answered_with_job_r
     assert len(got) == 4
     assert set(jobs(env)) == {"after-13"}
     assert intake.poll() is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "deep", "reply_to"),
+    [
+        (b'[[{"reply_to": "q", "rows": [{"a": "[[[[[[[[[["}]}], {}, {}]', 5, "q"),  # brackets in a string count nothing
+        (b'[[{"rows": [{"reply_to": "inner"}], "x": "\\"reply_to\\": \\"no\\""}], {}, {}]', 5, None),  # not top level
+        (b'[[{"a": 1}], {"reply_to": "kw"}, {}]', 3, None),  # only the first argument is the request
+        (b'[1, [{"reply_to": "q"}]]', 3, None),  # not protocol 2
+        (b'[[{"reply_to": "' + b"x" * 500 + b'"}], {}, {}]', 3, None),  # longer than any reply queue
+    ],
+)
+def test_depth_and_reply_to_are_read_from_raw_bytes(raw: bytes, deep: int, reply_to: str | None) -> None:
+    from producer.message_bounds import depth, reply_to_of
+
+    assert depth(raw, 64) == deep
+    assert reply_to_of(raw) == reply_to

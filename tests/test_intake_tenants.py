@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from conftest import Env
 from contract.schema import Job
-from contract.tenants import TenantInfo, add_tenant
+from contract.tenants import TenantInfo, add_tenant, revoke_tenant
 
 ROWS = [{"sku": "MUG-1", "title": "mug"}]
 
@@ -197,6 +197,20 @@ def test_the_intake_proves_the_tenant_by_the_acl_locked_queue_a_message_came_on(
     send(carol_url, "pixelmill.intake.carol", request("c-1", "pixelmill.reply.carol.events"))
     assert next_event(carol_url, "pixelmill.reply.carol.events", timeout=60)["request_id"] == "c-1"
     assert jobs(env)["c-1"] == carol.id
+    # Revoked: its queue is no longer consumed, and what it sends then creates nothing.
+    ledger = env.ledger()
+    with ledger.session() as session:
+        revoke_tenant(session, "carol")
+    ledger.close()
+    deadline = time.monotonic() + 60
+    while "no longer consuming its intake queue" not in (env.data_dir / "intake-0.log").read_text(errors="replace"):
+        assert time.monotonic() < deadline, "the intake did not notice the revocation"
+        time.sleep(0.1)
+    send(carol_url, "pixelmill.intake.carol", request("c-2", "pixelmill.reply.carol.events"))
+    send(alice, "pixelmill.intake.alice", request("a-6", "pixelmill.reply.alice.events"))
+    assert next_event(alice, "pixelmill.reply.alice.events")["request_id"] == "a-6"
+    assert "c-2" not in jobs(env)
+    assert redis.Redis.from_url(server.url).llen("pixelmill.intake.carol") == 1  # left to the operator
 
 
 def test_finding_4_source_outside_the_tenants_roots_reads_nothing(
