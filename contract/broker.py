@@ -56,9 +56,12 @@ class EmbeddedRedis:
     in a private `mkdtemp` directory (under $XDG_RUNTIME_DIR when it is ours, else the temp dir) whose name is
     recorded in `<data dir>/broker/socket-dir`: never a predictable shared path another user could occupy."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, max_bulk_bytes: int = 24 * 1024 * 1024) -> None:
         self.data_dir = data_dir
         self.dir = data_dir / "broker"
+        # Redis refuses any one value larger than this when it parses the command (`proto-max-bulk-len`, at least
+        # 1 MiB): a 100 MB intake message is turned away at the socket, never held by the broker or the intake.
+        self.max_bulk_bytes = max(1024 * 1024, max_bulk_bytes)
 
     @functools.cached_property
     def socket(self) -> Path:
@@ -142,6 +145,7 @@ class EmbeddedRedis:
                     "appendfsync everysec",
                     'save ""',
                     "maxmemory-policy noeviction",  # never drop a queued message to make room
+                    f"proto-max-bulk-len {self.max_bulk_bytes}",
                     "",
                 ]
             )

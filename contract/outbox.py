@@ -37,6 +37,7 @@ from sqlalchemy import or_, select, update
 from contract.events import TASK_EVENT
 from contract.faults import mask
 from contract.ledger import Ledger
+from contract.replies import ReplyQueueError, check_reply_queue
 from contract.schema import Delivery, Event, utcnow
 from contract.settings import Settings
 from contract.webhook_post import post
@@ -253,8 +254,12 @@ class Dispatcher:
                 self._changed.notify_all()
 
     def _send_queue(self, delivery: Leased) -> Failure | None:
+        try:  # the name was checked at submit time; checked again here, whoever wrote the row
+            queue = check_reply_queue(delivery.target)
+        except ReplyQueueError as exc:
+            return Failure(f"refused: {exc}", final=True)
         try:
-            self.app.send_task(TASK_EVENT, args=[delivery.body], queue=delivery.target)
+            self.app.send_task(TASK_EVENT, args=[delivery.body], queue=queue)
             return None
         except Exception as exc:  # noqa: BLE001 (any failure is recorded and retried)
             return Failure(f"{type(exc).__name__}: {exc}")

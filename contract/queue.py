@@ -98,7 +98,9 @@ def broker_url(settings: Settings) -> str:
         return settings.broker_url
     from contract.broker import EmbeddedRedis
 
-    return EmbeddedRedis(settings.data_path).ensure_running()
+    # 1.5 x the intake's cap: a message the intake would read fits with its envelope (the body in base64, 4/3, and
+    # the headers); anything larger is refused at the socket and never read by the intake.
+    return EmbeddedRedis(settings.data_path, settings.intake_max_message_bytes * 3 // 2).ensure_running()
 
 
 def make_celery(settings: Settings, *, main: str = "pixelmill") -> Celery:

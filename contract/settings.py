@@ -133,6 +133,12 @@ class Settings(BaseSettings):
     intake_max_rows: int = Field(10_000, ge=1)  # inline `rows` in one v1 request; larger: use `source`
     # The intake consumer redelivers a request its process died on after this many seconds (Redis brokers).
     intake_visibility_timeout: int = Field(900, ge=2)
+    # One intake message, in bytes, before it is decoded (issue 22, finding 9); the embedded broker refuses a
+    # value over 1.5 times this at the socket (Redis `proto-max-bulk-len`), so a larger one never reaches the intake.
+    intake_max_message_bytes: int = Field(16 * 1024 * 1024, ge=64 * 1024)
+    intake_max_depth: int = Field(32, ge=8, le=512)  # JSON nesting of one intake message, checked before decoding
+    # How often the intake looks for tenants added since it started, to consume their intake queues.
+    intake_tenant_refresh: float = Field(30.0, gt=0)
     dispatch_interval: float = Field(1.0, gt=0)  # seconds between outbox scans when nothing is due
     # A delivery being sent is left to its dispatcher this long; at least twice PIXELMILL_WEBHOOK_TIMEOUT, so an
     # attempt and the record of its outcome end before another dispatcher may take the delivery.

@@ -2,19 +2,22 @@
 which reports problems in the CLI's `where: field 'x': message` form, and submitted through the one submission
 path (`producer.request.make_request`, then `producer.submit.submit_request`).
 
-`intake(settings, ledger, message)` is the whole life of one v1 request: a known `request_id` gets its job's
-events again and writes nothing; a bad request gets a `job.rejected` event and writes nothing else; a good one
-becomes a job whose `job.accepted` event is committed with it.
+`intake(settings, ledger, message, tenant)` is the whole life of one v1 request of one tenant (the door proved
+who it is: the intake by the queue the message came on, HTTP by the token): a known `request_id` of that tenant
+gets its job's events again and writes nothing; a bad request gets a `job.rejected` event and writes nothing else;
+a good one becomes a job owned by the tenant whose `job.accepted` event is committed with it. What a request points
+at stays inside its tenant: `reply_to` under the tenant's reply prefix (contract/replies.py), `source` under its
+source roots (producer/source_roots.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import itertools
 import json
 import logging
-import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,12 +28,14 @@ from typing import Any, Literal
 from contract import events
 from contract.events import Notify
 from contract.ledger import Ledger
+from contract.replies import reply_to_problem
 from contract.settings import Settings
-from contract.tenants import DEFAULT_TENANT_ID
+from contract.tenants import DEFAULT_TENANT_ID, TenantInfo, tenant_by_id
 from contract.webhook_target import WebhookUrlError, check_webhook_target
 from producer.catalogue import CatalogueError, UsageError, surrogate_problem
 from producer.options import Options, from_v1, option_problems, v1_field_names
 from producer.request import RequestProblems, make_request, problem_line
+from producer.source_roots import REFUSED, allowed_source
 from producer.submit import Submission, existing_job, submit_request
 
 log = logging.getLogger(__name__)
@@ -39,13 +44,10 @@ log = logging.getLogger(__name__)
 TASK_SUBMIT = "pixelmill.submit"
 
 
-INTAKE_QUEUE = "pixelmill.intake"
+INTAKE_QUEUE = "pixelmill.intake"  # the tenant `default`'s intake queue; tenant NAME's is `pixelmill.intake.NAME`
 
 
 REQUEST_VERSION = 1
-
-
-_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 
 
 @functools.cache
@@ -65,16 +67,29 @@ class V1:
     source: str | None = None
 
 
-def destinations_of(message: Any) -> Notify:
+def usable_reply_to(reply_to: Any, tenant: TenantInfo) -> str | None:
+    """`reply_to` if this tenant may be answered there, else None: a refused reply queue hears nothing, not even
+    the rejection (it could be a name the broker uses itself); the refusal is logged instead."""
+    if not isinstance(reply_to, str):
+        return None
+    if (problem := reply_to_problem(reply_to, tenant.reply_prefix)) is not None:
+        log.warning(
+            "reply_to refused; answering nowhere",
+            extra={"tenant": tenant.name, "reply_to": reply_to[:60], "why": problem},
+        )
+        return None
+    return reply_to
+
+
+def destinations_of(message: Any, tenant: TenantInfo) -> Notify:
     """The destinations of a message, whatever else is wrong with it: a caller with a usable reply queue learns
     that its request was rejected. A webhook is used only once the request is valid (`validate_v1`)."""
     if not isinstance(message, dict):
         return Notify()
-    reply_to = message.get("reply_to")
     wanted = message.get("events")
     types = tuple(t for t in wanted if t in events.EVENT_TYPES) if isinstance(wanted, list) else events.JOB_EVENTS
     return Notify(
-        reply_to=reply_to if isinstance(reply_to, str) and _QUEUE_NAME.fullmatch(reply_to) else None,
+        reply_to=usable_reply_to(message.get("reply_to"), tenant),
         events=tuple(dict.fromkeys(events.JOB_EVENTS + types)),
     )
 
@@ -102,8 +117,9 @@ def _unstorable(value: Any, path: str = "") -> Iterator[str]:
             yield from _unstorable(item, f"{path}.{index}" if path else str(index))
 
 
-def validate_v1(settings: Settings, message: Any) -> V1:
-    """The message against request-v1.json, then the rules a schema cannot say; raises RequestProblems."""
+def validate_v1(settings: Settings, message: Any, tenant: TenantInfo) -> V1:
+    """The message against request-v1.json, then the rules a schema cannot say (among them what the tenant may
+    point at); raises RequestProblems."""
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(request_schema())
@@ -137,12 +153,16 @@ def validate_v1(settings: Settings, message: Any) -> V1:
                 f"({settings.intake_max_rows}) inline; send the catalogue as 'source'"
             ]
         )
+    _check_pointers(message, tenant)
     webhook = message.get("webhook")
     if webhook is not None:
         try:
             # Resolved and checked now so the sender hears it; the dispatcher checks again before every attempt.
             check_webhook_target(
-                webhook, allow_http=settings.webhook_allow_http, allow_hosts=settings.webhook_allow_hosts
+                webhook,
+                allow_http=settings.webhook_allow_http,
+                allow_hosts=settings.webhook_allow_hosts,
+                tenant_hosts=tenant.webhook_hosts,
             )
         except WebhookUrlError as exc:
             raise RequestProblems([f"request: field 'webhook': {exc}"]) from None
@@ -154,14 +174,28 @@ def validate_v1(settings: Settings, message: Any) -> V1:
                 ]
             )
     options = from_v1(message)
-    notify = destinations_of(message)
+    notify = destinations_of(message, tenant)
+    source = message.get("source")
     return V1(
         request_id=message["request_id"],
         options=options,
         rows=rows,
-        source=message.get("source"),
+        source=allowed_source(source, tenant.source_roots) if source is not None else None,
         notify=Notify(reply_to=notify.reply_to, webhook=webhook, events=notify.events),
     )
+
+
+def _check_pointers(message: dict[str, Any], tenant: TenantInfo) -> None:
+    """`reply_to` and `source` name only what the tenant owns; raises RequestProblems."""
+    problems = []
+    reply_to = message.get("reply_to")
+    if reply_to is not None and (problem := reply_to_problem(reply_to, tenant.reply_prefix)) is not None:
+        problems.append(f"request: field 'reply_to': {problem}")
+    source = message.get("source")
+    if source is not None and allowed_source(source, tenant.source_roots) is None:
+        problems.append(REFUSED)  # the same words for every refused path: no oracle, nothing of the file echoed
+    if problems:
+        raise RequestProblems(problems)
 
 
 @contextlib.contextmanager
@@ -205,11 +239,15 @@ def resend_job_events(ledger: Ledger, job_id: int, notify: Notify) -> int:
         return events.resend(session, events.job_event_uids(session, job_id), notify)
 
 
-def reject(ledger: Ledger, request_id: str | None, message: Any, notify: Notify, problems: list[str]) -> None:
+def reject(
+    ledger: Ledger, tenant: TenantInfo, request_id: str | None, message: Any, notify: Notify, problems: list[str]
+) -> None:
     """`job.rejected`, written on its own: nothing else of a bad request is ever written."""
     import hashlib
 
-    scope = (
+    # The scope names the tenant: two tenants' rejections of the same request_id are two events.
+    owner = "" if tenant.id == DEFAULT_TENANT_ID else f"tenant:{tenant.id}:"
+    scope = owner + (
         f"request:{request_id}"
         if request_id is not None
         else "message:" + hashlib.sha256(json.dumps(message, sort_keys=True, default=str).encode()).hexdigest()
@@ -226,49 +264,59 @@ def reject(ledger: Ledger, request_id: str | None, message: Any, notify: Notify,
             events.resend(session, [events.event_uid(scope, events.JOB_REJECTED)], notify)
 
 
-def submit_v1(settings: Settings, ledger: Ledger, request: V1) -> Submission:
-    """Submit a validated v1 request through the one submission path; raises RequestProblems."""
+def submit_v1(settings: Settings, ledger: Ledger, request: V1, tenant: TenantInfo) -> Submission:
+    """Submit a validated v1 request of `tenant` through the one submission path; raises RequestProblems."""
     try:
         if request.rows is not None:
-            return submit_request(
-                settings, ledger, make_request(settings, request.options, rows=request.rows, notify=request.notify)
-            )
+            made = make_request(settings, request.options, rows=request.rows, notify=request.notify)
+            return submit_request(settings, ledger, dataclasses.replace(made, tenant_id=tenant.id))
         assert request.source is not None
         with open_source(settings, request.source) as path:
-            return submit_request(
-                settings, ledger, make_request(settings, request.options, source=path, notify=request.notify)
-            )
+            made = make_request(settings, request.options, source=path, notify=request.notify)
+            return submit_request(settings, ledger, dataclasses.replace(made, tenant_id=tenant.id))
+        # HOOK (tenants helper): `except RequestIdReused: raise RequestProblems(["request_id reused with a
+        # different request"])` belongs here once producer/submit.py raises it.
     except CatalogueError as exc:
         raise RequestProblems([str(p) for p in exc.problems]) from None
     except (UsageError, OSError) as exc:
         raise RequestProblems([f"request: {exc}"]) from None
 
 
-def _job_of(ledger: Ledger, request_id: str) -> int | None:
-    """The job a request_id already made, if any."""
+def _job_of(ledger: Ledger, tenant: TenantInfo, request_id: str) -> int | None:
+    """The job a request_id of this tenant already made, if any."""
     with ledger.session(readonly=True) as session:
-        job = existing_job(session, DEFAULT_TENANT_ID, request_id)
+        job = existing_job(session, tenant.id, request_id)
         return job.id if job is not None else None
 
 
-def intake(settings: Settings, ledger: Ledger, message: Any) -> IntakeResult:
-    """Handle one v1 request (see the module docstring). Raises only for trouble the request did not cause (the
-    ledger or broker unreachable): the intake task then leaves the message to be delivered again."""
+def default_tenant(ledger: Ledger) -> TenantInfo:
+    """The tenant `default` (migration 0011): who a door that names no tenant acts for."""
+    with ledger.session(readonly=True) as session:
+        found = tenant_by_id(session, DEFAULT_TENANT_ID)
+    assert found is not None, "migration 0011 makes the tenant default"
+    return found
+
+
+def intake(settings: Settings, ledger: Ledger, message: Any, tenant: TenantInfo | None = None) -> IntakeResult:
+    """Handle one v1 request of `tenant` (default: the tenant `default`; see the module docstring). Raises only
+    for trouble the request did not cause (the ledger or broker unreachable): the intake task then leaves the
+    message to be delivered again."""
+    tenant = tenant or default_tenant(ledger)
     request_id = request_id_of(message)
-    notify = destinations_of(message)
+    notify = destinations_of(message, tenant)
     if request_id is not None:
-        job_id = _job_of(ledger, request_id)
+        job_id = _job_of(ledger, tenant, request_id)
         if job_id is not None:
             if isinstance(message, dict) and isinstance(message.get("webhook"), str):
                 with contextlib.suppress(RequestProblems):
-                    notify = validate_v1(settings, message).notify
+                    notify = validate_v1(settings, message, tenant).notify
             resend_job_events(ledger, job_id, notify)
             return IntakeResult("duplicate", job=job_id)
     try:
-        request = validate_v1(settings, message)
-        submission = submit_v1(settings, ledger, request)
+        request = validate_v1(settings, message, tenant)
+        submission = submit_v1(settings, ledger, request, tenant)
     except RequestProblems as exc:
-        reject(ledger, request_id, message, notify, exc.problems)
+        reject(ledger, tenant, request_id, message, notify, exc.problems)
         log.info("request rejected", extra={"request_id": request_id, "problems": len(exc.problems)})
         return IntakeResult("rejected", problems=exc.problems)
     if submission.existing:  # a twin of this request won the race: same job, its events again
@@ -278,19 +326,34 @@ def intake(settings: Settings, ledger: Ledger, message: Any) -> IntakeResult:
     return IntakeResult("accepted", job=submission.job, submission=submission)
 
 
-def answer_failure(settings: Settings, ledger: Ledger, message: Any, exc: BaseException) -> IntakeResult:
+def answer_failure(
+    settings: Settings, ledger: Ledger, message: Any, exc: BaseException, tenant: TenantInfo | None = None
+) -> IntakeResult:
     """`intake` raised something unexpected. If the job was committed before it (publishing failed after the
     commit: its pending items are published by the reconciler), answer as for a repeat; else nothing was
     written, and the caller gets a `job.rejected` naming the error rather than silence."""
+    tenant = tenant or default_tenant(ledger)
     request_id = request_id_of(message)
     if request_id is not None:
-        job_id = _job_of(ledger, request_id)
+        job_id = _job_of(ledger, tenant, request_id)
         if job_id is not None:
-            resend_job_events(ledger, job_id, destinations_of(message))
+            resend_job_events(ledger, job_id, destinations_of(message, tenant))
             return IntakeResult("duplicate", job=job_id)
     problems = [
         f"request: the intake failed ({type(exc).__name__}: {str(exc)[:300]}); nothing was written. "
         f"Send it again; if it fails again, tell the operator"
     ]
-    reject(ledger, request_id, message, destinations_of(message), problems)
+    reject(ledger, tenant, request_id, message, destinations_of(message, tenant), problems)
     return IntakeResult("rejected", problems=problems)
+
+
+def reject_unread(
+    ledger: Ledger, tenant: TenantInfo, message_id: str, reply_to: str | None, problem: str
+) -> IntakeResult:
+    """A message the intake would not read as a request (too large, nested too deep, not one argument): nothing
+    is written but a `job.rejected`, sent to `reply_to` when the tenant may be answered there. `message_id` (the
+    Celery task id) tells two such messages apart."""
+    notify = Notify(reply_to=usable_reply_to(reply_to, tenant), events=events.JOB_EVENTS)
+    reject(ledger, tenant, None, {"unread": problem, "id": message_id, "reply_to": reply_to}, notify, [problem])
+    log.info("message refused unread", extra={"tenant": tenant.name, "problem": problem[:200]})
+    return IntakeResult("rejected", problems=[problem])

@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from standardwebhooks.webhooks import Webhook
 
 from conftest import Env
 from contract import events, transitions
 from contract.outbox import Dispatcher, backoff
 from contract.queue import make_celery, queue_depth
-from contract.schema import Delivery, Event, Item, Job
+from contract.schema import Delivery, Event, Item, Job, Tenant
 from contract.transitions import Finish
 from contract.webhook_target import WebhookUrlError, check_webhook_target
 from pixelmill.api import Job as Job_
@@ -81,7 +81,7 @@ def test_the_documented_schema_is_valid_json_schema() -> None:
 
 def test_same_request_id_three_times_is_one_job_and_its_events_again(env: Env) -> None:
     settings, ledger = env.settings(), env.ledger()
-    results = [intake(settings, ledger, request("r-1", reply_to="replies")) for _ in range(3)]
+    results = [intake(settings, ledger, request("r-1", reply_to="pixelmill.reply.default.replies")) for _ in range(3)]
     assert [r.status for r in results] == ["accepted", "duplicate", "duplicate"]
     assert {r.job for r in results} == {results[0].job}
     assert counts(env) == (1, 2)
@@ -89,7 +89,11 @@ def test_same_request_id_three_times_is_one_job_and_its_events_again(env: Env) -
         accepted = session.scalars(select(Event).where(Event.type == events.JOB_ACCEPTED)).all()
         assert len(accepted) == 1 and accepted[0].request_id == "r-1"
         delivery = session.scalars(select(Delivery)).one()  # re-sent: the same delivery, pending again
-        assert (delivery.kind, delivery.target, delivery.state) == ("queue", "replies", "pending")
+        assert (delivery.kind, delivery.target, delivery.state) == (
+            "queue",
+            "pixelmill.reply.default.replies",
+            "pending",
+        )
     ledger.close()
 
 
@@ -123,10 +127,10 @@ def test_a_bad_request_is_rejected_with_problems_and_writes_nothing(
 ) -> None:
     settings, ledger = env.settings(), env.ledger()
     app = make_celery(settings)
-    result = intake(settings, ledger, {**request("bad-1", reply_to="replies"), **bad})
+    result = intake(settings, ledger, {**request("bad-1", reply_to="pixelmill.reply.default.replies"), **bad})
     assert result.status == "rejected" and any(p.startswith(problem) for p in result.problems), result.problems
     assert counts(env) == (0, 0)
-    assert queue_depth(app, env.queue) == 0 and queue_depth(app, "replies") == 0
+    assert queue_depth(app, env.queue) == 0 and queue_depth(app, "pixelmill.reply.default.replies") == 0
     [rejected] = all_events(env)
     assert rejected["type"] == "job.rejected" and rejected["job"] is None and rejected["request_id"] == "bad-1"
     assert rejected["data"]["problems"] == result.problems
@@ -136,7 +140,7 @@ def test_a_bad_request_is_rejected_with_problems_and_writes_nothing(
 def test_a_request_id_that_is_no_text_is_rejected_not_looked_up(env: Env) -> None:
     """The idempotency key is looked up and stored: one holding a lone surrogate is refused like any bad field
     (the rejection keyed by the message, not by that id), never raised on (a poison message redelivered)."""
-    result = intake(env.settings(), env.ledger(), request("r-\ud800", reply_to="replies"))
+    result = intake(env.settings(), env.ledger(), request("r-\ud800", reply_to="pixelmill.reply.default.replies"))
     assert result.status == "rejected" and result.problems[0].startswith("request: field 'request_id': contains a")
     assert counts(env) == (0, 0)
     [rejected] = all_events(env)
@@ -176,7 +180,11 @@ def test_webhook_urls() -> None:
 
 def test_job_finished_once_in_the_transaction_of_the_last_item_with_item_events(env: Env) -> None:
     settings, ledger = env.settings(), env.ledger()
-    result = intake(settings, ledger, request("r-items", reply_to="replies", events=["item.succeeded", "item.failed"]))
+    result = intake(
+        settings,
+        ledger,
+        request("r-items", reply_to="pixelmill.reply.default.replies", events=["item.succeeded", "item.failed"]),
+    )
     assert result.job is not None
     with ledger.session() as session:
         ids = list(session.scalars(select(Item.id).where(Item.job_id == result.job).order_by(Item.id)))
@@ -379,12 +387,12 @@ def test_events_go_to_the_reply_queue_as_pixelmill_event_tasks(env: Env) -> None
     from kombu import Connection, Queue
 
     settings, ledger = env.settings(), env.ledger()
-    intake(settings, ledger, request("r-q", reply_to="replies-q"))
-    intake(settings, ledger, {**request("r-bad", reply_to="replies-q"), "options": {"size": "1x1"}})
+    intake(settings, ledger, request("r-q", reply_to="pixelmill.reply.default.q"))
+    intake(settings, ledger, {**request("r-bad", reply_to="pixelmill.reply.default.q"), "options": {"size": "1x1"}})
     assert Dispatcher(settings, ledger).run_once().delivered == 2
     got: list[tuple[str, dict[str, Any]]] = []
     with Connection(make_celery(settings).conf.broker_url) as conn:
-        with conn.SimpleQueue(Queue("replies-q")) as queue:
+        with conn.SimpleQueue(Queue("pixelmill.reply.default.q")) as queue:
             for _ in range(2):
                 message = queue.get(timeout=10)
                 args = message.payload[0] if isinstance(message.payload, list) else message.payload
@@ -411,6 +419,8 @@ def test_a_source_on_s3_is_read_with_the_configured_settings(
         bucket = settings.storage_url.removeprefix("s3://").split("/")[0]  # type: ignore[union-attr]
         csv = "sku,title,color\nS3-1,mug,red\nS3-2,cup,blue\n"
         S3Storage(bucket, "", settings).client.put_object(Bucket=bucket, Key="in/cat.csv", Body=csv.encode())
+        with env.ledger().session() as session:  # the operator lets the tenant read s3://bucket/in/
+            session.execute(update(Tenant).where(Tenant.name == "default").values(source_roots=[f"s3://{bucket}/in/"]))
         message = {k: v for k, v in request("r-s3").items() if k != "rows"}
         result = intake(settings, env.ledger(), {**message, "source": f"s3://{bucket}/in/cat.csv"})
         assert result.status == "accepted", result.problems

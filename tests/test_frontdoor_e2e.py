@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from conftest import Env, write_catalogue
 from contract.queue import make_celery
-from contract.schema import Event, Item, Job
+from contract.schema import Event, Item, Job, Tenant
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +71,16 @@ def items_of(env: Env, request_id: str) -> tuple[list[int], list[str]]:
         ledger.close()
 
 
+def allow_sources(env: Env, root: Path) -> None:
+    """The operator lets the tenant `default` name catalogue files under `root` as a request's `source`."""
+    ledger = env.ledger()
+    try:
+        with ledger.session() as session:
+            session.execute(update(Tenant).where(Tenant.name == "default").values(source_roots=[str(root)]))
+    finally:
+        ledger.close()
+
+
 def broker_url(env: Env) -> str:
     return str(make_celery(env.settings()).conf.broker_url)
 
@@ -107,9 +117,10 @@ def door_env(request: pytest.FixtureRequest, tmp_path: Path, tiny_model: Path) -
 def test_a_plain_celery_client_gets_accepted_and_finished_on_its_reply_queue(door_env: Env) -> None:
     env = door_env
     source = write_catalogue(env.data_dir / "catalogue.csv", 3)
+    allow_sources(env, env.data_dir)
     env.start("intake")
     env.start_worker()
-    common = tiny_request("studio photo of {title}, {color}", "client.replies")
+    common = tiny_request("studio photo of {title}, {color}", "pixelmill.reply.default.client")
     inline = {
         **common,
         "request_id": "inline-1",
@@ -122,7 +133,9 @@ def test_a_plain_celery_client_gets_accepted_and_finished_on_its_reply_queue(doo
         "options": {"size": "64x64", "steps": 4, "images_per_item": 2},
     }
     bad = {**common, "request_id": "bad-1", "rows": [{"title": "no key"}], "options": {"size": "100x100"}}
-    got = run_client(env, [inline, from_file, bad], "client.replies", want={"job.finished": 2, "job.rejected": 1})
+    got = run_client(
+        env, [inline, from_file, bad], "pixelmill.reply.default.client", want={"job.finished": 2, "job.rejected": 1}
+    )
     [rejected] = [e for e in got if e["type"] == "job.rejected"]
     assert rejected["request_id"] == "bad-1" and rejected["job"] is None
     assert rejected["data"]["problems"] == [  # every problem at once: the bad option and the rows' problems
@@ -152,12 +165,17 @@ def test_repeats_and_a_killed_intake_each_give_exactly_one_job(env: Env) -> None
     """The same request_id sent 3 times, and a request whose intake process is SIGKILLed while it works on it
     (redelivered after PIXELMILL_INTAKE_VISIBILITY_TIMEOUT to the restarted intake): one job each."""
     source = write_catalogue(env.data_dir / "big.csv", 3000)
+    allow_sources(env, env.data_dir)
     fast = {"PIXELMILL_INTAKE_VISIBILITY_TIMEOUT": "3"}
     intake = env.start("intake", "--loglevel", "INFO", **fast)
-    common = tiny_request("studio photo of {title}", "repeat.replies")
+    common = tiny_request("studio photo of {title}", "pixelmill.reply.default.repeat")
     repeated = {**common, "request_id": "again", "rows": [{"sku": "R-1", "title": "mug"}]}
     # Sent 3 times, each once the previous answer came: each time its job.accepted again (the same event id).
-    got = [event for _ in range(3) for event in run_client(env, [repeated], "repeat.replies", {"job.accepted": 1})]
+    got = [
+        event
+        for _ in range(3)
+        for event in run_client(env, [repeated], "pixelmill.reply.default.repeat", {"job.accepted": 1})
+    ]
     assert len(got) == 3 and len({e["id"] for e in got}) == 1 and {e["request_id"] for e in got} == {"again"}
     killed = {**common, "request_id": "killed", "source": str(source)}
     run_client(env, [killed], "unused", want={})

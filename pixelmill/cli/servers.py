@@ -32,12 +32,13 @@ def intake(
     hostname: Annotated[str, typer.Option("--hostname", "-n", help="Celery node name.")] = "intake@%h",
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
 ) -> None:
-    """Consume v1 requests from the queue `pixelmill.intake` (task `pixelmill.submit`) and deliver events."""
+    """Consume v1 requests from the intake queues, `pixelmill.intake.TENANT` per tenant (task `pixelmill.submit`),
+    and deliver events."""
     from contract.outbox import Dispatcher  # noqa: F401 (fail here, not in the worker, if a dependency is missing)
 
     check_schema()
     from pixelmill.intake import app as intake_app
-    from producer.request_v1 import INTAKE_QUEUE
+    from pixelmill.intake import current_intake_queues
 
     intake_app.conf.pixelmill_dispatch = dispatch
     intake_app.worker_main(
@@ -46,7 +47,7 @@ def intake(
             f"--loglevel={loglevel}",
             f"--hostname={hostname}",
             "--pool=solo",
-            f"--queues={INTAKE_QUEUE}",
+            f"--queues={','.join(current_intake_queues())}",  # then new tenants' queues as they are added
             "--without-gossip",
             "--without-mingle",
         ]

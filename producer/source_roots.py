@@ -1,0 +1,62 @@
+"""Which catalogue files a v1 request's `source` may name: only those under its tenant's `source_roots` (issue 22,
+finding 4: any readable .csv on the intake host, or any S3 object its credentials reach, could be read out).
+
+A root is a local directory or an `s3://bucket/prefix/`. A local path is resolved (symlinks, `..`) before it is
+compared, so neither a link inside a root nor a `..` leads out of it; an S3 key is compared literally and may hold
+no `.`, `..` or empty segment (S3 keys are not paths, but some S3-compatible servers normalise them). Every
+refusal says the same words, whether or not the file exists, so a refusal tells nothing about the host.
+A tenant with no roots may name no `source` at all; its requests send `rows`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+REFUSED = "request: field 'source': not under a source root of this tenant"
+
+
+def _s3_parts(location: str) -> tuple[str, str] | None:
+    bucket, _, key = location.removeprefix("s3://").partition("/")
+    return (bucket, key) if bucket else None
+
+
+def _s3_allowed(source: str, roots: Iterable[str]) -> bool:
+    parts = _s3_parts(source)
+    if parts is None or not parts[1]:
+        return False
+    bucket, key = parts
+    if any(segment in ("", ".", "..") for segment in key.split("/")):
+        return False
+    for root in roots:
+        if not root.startswith("s3://"):
+            continue
+        root_parts = _s3_parts(root)
+        if root_parts is None:
+            continue
+        root_bucket, prefix = root_parts
+        if root_bucket == bucket and key.startswith(prefix if not prefix or prefix.endswith("/") else prefix + "/"):
+            return True
+    return False
+
+
+def _local(source: str, roots: Iterable[str]) -> str | None:
+    if "\0" in source or not os.path.isabs(source):
+        return None
+    real = Path(os.path.realpath(source))
+    for root in roots:
+        if root.startswith("s3://") or not os.path.isabs(root):
+            continue
+        if real.is_relative_to(os.path.realpath(root)):
+            return str(real)
+    return None
+
+
+def allowed_source(source: str, roots: Iterable[str]) -> str | None:
+    """`source` as it is to be read (a local path resolved, so what is opened is what was checked) if it lies
+    under one of `roots`; else None, and the caller answers `REFUSED`."""
+    roots = tuple(roots)
+    if source.startswith("s3://"):
+        return source if _s3_allowed(source, roots) else None
+    return _local(source, roots)
