@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     # HTTP API bearer tokens, `name:token,name:token`; none set: `pixelmill serve` listens on loopback only.
     api_tokens: str = ""
     http_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # POST bodies above this: 413
+    # The tenant the CLI and the Python API act as (contract/tenants.py): they run on the operator's host with
+    # the ledger's credentials, so they are trusted to name it; HTTP callers are known by their token instead.
+    tenant: str = "default"
 
     # Receipts for nightly runs (pixelmill/cli/job_control.py, reports.py, waiting.py). A worker's heartbeat (its
     # reconciler tick, every PIXELMILL_RECONCILE_INTERVAL s) older than this means nobody serves its model's queue any

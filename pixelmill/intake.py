@@ -22,6 +22,7 @@ from contract.ledger import Ledger
 from contract.outbox import Dispatcher
 from contract.queue import make_celery
 from contract.settings import get_settings, is_amqp
+from contract.tenants import DEFAULT_TENANT_ID, TenantInfo, tenant_by_id
 from producer.request_v1 import INTAKE_QUEUE, TASK_SUBMIT, answer_failure, intake
 
 log = logging.getLogger(__name__)
@@ -48,19 +49,27 @@ def ledger() -> Ledger:
     return _ledger
 
 
+def tenant() -> TenantInfo:
+    """Whose requests this queue carries: the tenant `default` (made by migration 0011)."""
+    with ledger().session(readonly=True) as session:
+        found = tenant_by_id(session, DEFAULT_TENANT_ID)
+    assert found is not None, "migration 0011 makes the tenant default"
+    return found
+
+
 @app.task(name=TASK_SUBMIT, bind=True, max_retries=None)
 def submit(self: Any, message: Any) -> dict[str, Any]:
     """One v1 request. A bad request is answered with `job.rejected`, never retried; an unreachable ledger or
     broker is retried (the request did nothing wrong)."""
     log.info("intake started", extra={"request_id": message.get("request_id") if isinstance(message, dict) else None})
     try:
-        result = intake(settings, ledger(), message)
+        result = intake(settings, ledger(), message, tenant=tenant())
     except (BrokerError, LedgerError) as exc:
         log.warning("intake could not reach the ledger or broker; retrying", extra={"error": str(exc)[:200]})
         raise self.retry(countdown=min(60, 2 ** min(self.request.retries, 6))) from exc
     except Exception as exc:  # a bug, not the request: still tell the caller how it ended, never drop it silently
         log.exception("intake failed")
-        result = answer_failure(settings, ledger(), message, exc)
+        result = answer_failure(settings, ledger(), message, exc, tenant=tenant())
     return {"status": result.status, "job": result.job, "problems": result.problems}
 
 

@@ -27,7 +27,7 @@ from contract.events import Notify
 from contract.ledger import Ledger
 from contract.outbox import WebhookUrlError, check_webhook_url
 from contract.settings import Settings
-from contract.tenants import DEFAULT_TENANT_ID
+from contract.tenants import TenantInfo
 from producer.catalogue import CatalogueError, UsageError, surrogate_problem
 from producer.options import Options, from_v1, option_problems, v1_field_names
 from producer.request import RequestProblems, make_request, problem_line
@@ -202,12 +202,15 @@ def resend_job_events(ledger: Ledger, job_id: int, notify: Notify) -> int:
         return events.resend(session, events.job_event_uids(session, job_id), notify)
 
 
-def reject(ledger: Ledger, request_id: str | None, message: Any, notify: Notify, problems: list[str]) -> None:
-    """`job.rejected`, written on its own: nothing else of a bad request is ever written."""
+def reject(
+    ledger: Ledger, request_id: str | None, message: Any, notify: Notify, problems: list[str], *, tenant_id: int
+) -> None:
+    """`job.rejected`, written on its own: nothing else of a bad request is ever written. Its scope (and so its
+    event id) holds the tenant: one tenant's rejection is never re-sent to another's destinations."""
     import hashlib
 
     scope = (
-        f"request:{request_id}"
+        f"tenant:{tenant_id}:request:{request_id}"
         if request_id is not None
         else "message:" + hashlib.sha256(json.dumps(message, sort_keys=True, default=str).encode()).hexdigest()
     )
@@ -223,49 +226,52 @@ def reject(ledger: Ledger, request_id: str | None, message: Any, notify: Notify,
             events.resend(session, [events.event_uid(scope, events.JOB_REJECTED)], notify)
 
 
-def submit_v1(settings: Settings, ledger: Ledger, request: V1) -> Submission:
-    """Submit a validated v1 request through the one submission path; raises RequestProblems."""
+def submit_v1(settings: Settings, ledger: Ledger, request: V1, *, tenant_id: int) -> Submission:
+    """Submit a validated v1 request of the tenant's through the one submission path; raises RequestProblems
+    (a `request_id` the tenant used for another request: `producer.submit.REQUEST_ID_REUSED`)."""
     try:
         if request.rows is not None:
-            return submit_request(
-                settings, ledger, make_request(settings, request.options, rows=request.rows, notify=request.notify)
+            asked = make_request(
+                settings, request.options, rows=request.rows, notify=request.notify, tenant_id=tenant_id
             )
+            return submit_request(settings, ledger, asked)
         assert request.source is not None
         with open_source(settings, request.source) as path:
-            return submit_request(
-                settings, ledger, make_request(settings, request.options, source=path, notify=request.notify)
+            asked = make_request(
+                settings,
+                request.options,
+                source=path,
+                notify=request.notify,
+                tenant_id=tenant_id,
+                source_label=request.source,
             )
+            return submit_request(settings, ledger, asked)
     except CatalogueError as exc:
         raise RequestProblems([str(p) for p in exc.problems]) from None
     except (UsageError, OSError) as exc:
         raise RequestProblems([f"request: {exc}"]) from None
 
 
-def _job_of(ledger: Ledger, request_id: str) -> int | None:
-    """The job a request_id already made, if any."""
+def _job_of(ledger: Ledger, tenant_id: int, request_id: str) -> int | None:
+    """The job the tenant's request_id already made, if any."""
     with ledger.session(readonly=True) as session:
-        job = existing_job(session, DEFAULT_TENANT_ID, request_id)
+        job = existing_job(session, tenant_id, request_id)
         return job.id if job is not None else None
 
 
-def intake(settings: Settings, ledger: Ledger, message: Any) -> IntakeResult:
-    """Handle one v1 request (see the module docstring). Raises only for trouble the request did not cause (the
-    ledger or broker unreachable): the intake task then leaves the message to be delivered again."""
+def intake(settings: Settings, ledger: Ledger, message: Any, *, tenant: TenantInfo) -> IntakeResult:
+    """Handle one v1 request of `tenant`'s (see the module docstring). A known `request_id` is answered by
+    `submit_request` once the request is validated: the same request gets its job's events again, a different
+    one `job.rejected` (the first caller's events never reach the second's destinations). Raises only for trouble
+    the request did not cause (the ledger or broker unreachable): the intake task then leaves the message to be
+    delivered again."""
     request_id = request_id_of(message)
     notify = destinations_of(message)
-    if request_id is not None:
-        job_id = _job_of(ledger, request_id)
-        if job_id is not None:
-            if isinstance(message, dict) and isinstance(message.get("webhook"), str):
-                with contextlib.suppress(RequestProblems):
-                    notify = validate_v1(settings, message).notify
-            resend_job_events(ledger, job_id, notify)
-            return IntakeResult("duplicate", job=job_id)
     try:
         request = validate_v1(settings, message)
-        submission = submit_v1(settings, ledger, request)
+        submission = submit_v1(settings, ledger, request, tenant_id=tenant.id)
     except RequestProblems as exc:
-        reject(ledger, request_id, message, notify, exc.problems)
+        reject(ledger, request_id, message, notify, exc.problems, tenant_id=tenant.id)
         log.info("request rejected", extra={"request_id": request_id, "problems": len(exc.problems)})
         return IntakeResult("rejected", problems=exc.problems)
     if submission.existing:  # a twin of this request won the race: same job, its events again
@@ -275,13 +281,15 @@ def intake(settings: Settings, ledger: Ledger, message: Any) -> IntakeResult:
     return IntakeResult("accepted", job=submission.job, submission=submission)
 
 
-def answer_failure(settings: Settings, ledger: Ledger, message: Any, exc: BaseException) -> IntakeResult:
+def answer_failure(
+    settings: Settings, ledger: Ledger, message: Any, exc: BaseException, *, tenant: TenantInfo
+) -> IntakeResult:
     """`intake` raised something unexpected. If the job was committed before it (publishing failed after the
     commit: its pending items are published by the reconciler), answer as for a repeat; else nothing was
     written, and the caller gets a `job.rejected` naming the error rather than silence."""
     request_id = request_id_of(message)
     if request_id is not None:
-        job_id = _job_of(ledger, request_id)
+        job_id = _job_of(ledger, tenant.id, request_id)
         if job_id is not None:
             resend_job_events(ledger, job_id, destinations_of(message))
             return IntakeResult("duplicate", job=job_id)
@@ -289,5 +297,5 @@ def answer_failure(settings: Settings, ledger: Ledger, message: Any, exc: BaseEx
         f"request: the intake failed ({type(exc).__name__}: {str(exc)[:300]}); nothing was written. "
         f"Send it again; if it fails again, tell the operator"
     ]
-    reject(ledger, request_id, message, destinations_of(message), problems)
+    reject(ledger, request_id, message, destinations_of(message), problems, tenant_id=tenant.id)
     return IntakeResult("rejected", problems=problems)
