@@ -176,8 +176,8 @@ def drift_report(
     runs: int = 7,
 ) -> DriftReport | None:
     """Did the tenant's run `job` (default: the catalogue's latest finished run) drift from up to `runs` earlier
-    runs? None when there is no such finished run of the tenant's (or the job is not a run of a catalogue). Needs a writable session:
-    statistics computed here are cached in `run_stats`."""
+    runs? None when there is no such finished run of the tenant's (or the job is not a run of a catalogue). Needs
+    a writable session: statistics computed here are cached in `run_stats`."""
     if job is not None:
         found = owned_job(session, tenant_id, job)
         if found is None or (catalogue is None and found.catalogue is None):

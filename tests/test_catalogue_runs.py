@@ -182,7 +182,9 @@ class Runs:
         defaults = Defaults(
             template="photo of {title}", width=64, height=64, steps=4, key_column="sku", images_per_item=images
         )
-        return SubmitRequest(rows=rows, defaults=defaults, model=self.model, catalogue=catalogue, **extra)
+        return SubmitRequest(
+            rows=rows, defaults=defaults, model=self.model, catalogue=catalogue, tenant_id=DEFAULT_TENANT_ID, **extra
+        )
 
     def both(self, rows: list[dict[str, object]], catalogue: str, **extra: Any) -> tuple[Preview, Submission]:
         """The dry run, then the run: the preview's counts must be the ones the run records."""

@@ -5,7 +5,8 @@ producer/request_v1.py `intake`, so a bad request gets the same problem list (42
 event as on the queue, and a repeated `request_id` (or `Idempotency-Key` header) returns the same job.
 A bearer token names the caller's tenant (pixelmill/api/access.py `caller`): a ledger token (`pixelmill tenants
 add`) or one of PIXELMILL_API_TOKENS (compared with `hmac.compare_digest`); every route is scoped to it.
-Cancel, retry and the manifest call `producer.jobs` and `producer.manifest`, as `pixelmill cancel/retry/manifest` and the Python API do.
+Cancel, retry and the manifest call `producer.jobs` and `producer.manifest`, as `pixelmill cancel/retry/manifest`
+and the Python API do.
 
 The routes are in pixelmill/api/job_routes.py and pixelmill/api/manifest_routes.py; what they depend on (the
 served `Door` on `app.state`, the token check) in pixelmill/api/access.py.

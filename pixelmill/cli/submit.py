@@ -100,8 +100,7 @@ def submit(
     settings = get_settings()
     if (wait_timeout is not None or fail_on_drift) and not wait:
         fail("--timeout and --fail-on-drift apply to --wait only")
-    tenant_id = submitting_tenant_id()
-    request = make_cli_request(settings, cli_options(ctx.params), source, tenant_id=tenant_id)
+    request = make_cli_request(settings, cli_options(ctx.params), source, tenant_id=submitting_tenant_id())
     check_model_and_source(request.model, source, dry_run=dry_run)
     shown = "stdin" if source == "-" else source
     if dry_run:
@@ -119,7 +118,7 @@ def submit(
     print_result(result, as_json)
     if wait:
         code = wait_and_report(
-            ledger, result.job, tenant_id=tenant_id, timeout=wait_timeout, fail_on_drift=fail_on_drift
+            ledger, result.job, tenant_id=request.tenant_id, timeout=wait_timeout, fail_on_drift=fail_on_drift
         )
         raise typer.Exit(code)
 
