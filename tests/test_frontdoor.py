@@ -447,7 +447,10 @@ def test_python_api_problems_status_items_and_a_wait_that_times_out(env: Env) ->
         job = client.submit(
             rows=ROWS, key="sku", template="photo of {title}", size="64x64", steps=4, request_id="api-1"
         )
-        assert client.submit(rows=ROWS, key="sku", template="photo of {title}", request_id="api-1").id == job.id
+        again = client.submit(
+            rows=ROWS, key="sku", template="photo of {title}", size="64x64", steps=4, request_id="api-1"
+        )
+        assert again.id == job.id
         seen: list[int] = []
         with pytest.raises(TimeoutError, match="is a worker running for model"):
             job.wait(timeout=0.3, interval=0.1, progress=lambda s: seen.append(s.queued))
@@ -534,9 +537,9 @@ def test_the_http_manifest_streams_in_chunks_and_stops_when_the_client_goes(
     rows = [{"sku": f"S-{n:04d}", "title": "mug", "color": "red"} for n in range(400)]
     with Client(env.settings()) as client:
         job = client.submit(rows=rows, key="sku", template="photo of {title}", size="64x64", request_id="stream")
-        whole = b"".join(api_http.manifest_chunks(client.ledger, job.id, "jsonl"))
+        whole = b"".join(api_http.manifest_chunks(client.ledger, job.id, "jsonl", tenant_id=DEFAULT_TENANT.id))
         assert [json.loads(line)["key"] for line in whole.splitlines()] == [r["sku"] for r in rows]
-        chunks = api_http.manifest_chunks(client.ledger, job.id, "csv")
+        chunks = api_http.manifest_chunks(client.ledger, job.id, "csv", tenant_id=DEFAULT_TENANT.id)
         assert isinstance(chunks, Generator)  # closed below, as a client that goes away closes it
         first = next(chunks)
         assert first.startswith(b"key,variant,change,state,") and len(first) < 4096
