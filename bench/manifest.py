@@ -119,13 +119,15 @@ def _child(data_dir: str, job: int, fmt: str, output: str) -> None:
     """In a fresh process: stream the manifest to `output`, report wall time and peak RSS as JSON."""
     from contract.ledger import Ledger
     from contract.settings import Settings
+    from contract.tenants import DEFAULT_TENANT_ID
     from producer.manifest import WRITERS, iter_manifest
 
     imported = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     ledger = Ledger(Settings(data_dir=Path(data_dir)))
     started = time.perf_counter()
     with ledger.session(readonly=True) as session, open(output, "wb" if fmt == "parquet" else "w") as stream:
-        rows = WRITERS[fmt](iter_manifest(session, job=job), stream)  # type: ignore[operator]
+        manifest = iter_manifest(session, tenant_id=DEFAULT_TENANT_ID, job=job)
+        rows = WRITERS[fmt](manifest, stream)  # type: ignore[operator]
     took = time.perf_counter() - started
     print(
         json.dumps(

@@ -243,6 +243,7 @@ def status_time(data: Path, job: int, repeat: int) -> tuple[float, int]:
     from contract.ledger import Ledger
     from contract.schema import Image, ImageScore, utcnow
     from contract.settings import load_settings
+    from contract.tenants import DEFAULT_TENANT_ID
     from producer.status import job_status
 
     ledger = Ledger(load_settings(data_dir=data))
@@ -297,7 +298,7 @@ def status_time(data: Path, job: int, repeat: int) -> tuple[float, int]:
     for _ in range(repeat):
         start = time.perf_counter()
         with ledger.session(readonly=True) as session:
-            status = job_status(session, job)
+            status = job_status(session, job, tenant_id=DEFAULT_TENANT_ID)
         times.append(time.perf_counter() - start)
     assert status.succeeded == len(ids) and status.scores["clip_score"]["n"] == len(ids), status
     ledger.close()

@@ -167,6 +167,9 @@ class Settings(BaseSettings):
     http_body_timeout: float = Field(60.0, gt=0)
     http_keep_alive_timeout: int = Field(5, ge=1)
     http_max_connections: int = Field(512, ge=8)
+    # The tenant the CLI and the Python API act as (contract/tenants.py): they run on the operator's host with
+    # the ledger's credentials, so they are trusted to name it; HTTP callers are known by their token instead.
+    tenant: str = "default"
 
     # Receipts for nightly runs (pixelmill/cli/job_control.py, reports.py, waiting.py). A worker's heartbeat (its
     # reconciler tick, every PIXELMILL_RECONCILE_INTERVAL s) older than this means nobody serves its model's queue any

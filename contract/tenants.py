@@ -19,7 +19,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from contract.schema import Tenant, TenantToken, utcnow
+from contract.schema import Job, Tenant, TenantToken, utcnow
 
 DEFAULT_TENANT = "default"
 DEFAULT_TENANT_ID = 1  # made by migration 0011 with that id
@@ -203,3 +203,21 @@ def list_tenants(session: Session) -> list[TenantSummary]:
             )
         )
     return summaries
+
+
+def owned_job(session: Session, tenant_id: int, job_id: int) -> Job | None:
+    """Job `job_id` if `tenant_id` owns it, else None: another tenant's job is looked up exactly as a missing one,
+    so every door answers both with the same words (and the same status)."""
+    job = session.get(Job, job_id)
+    return job if job is not None and job.tenant_id == tenant_id else None
+
+
+def has_live_tokens(session: Session) -> bool:
+    """Whether any active tenant holds an unrevoked token: then the HTTP API asks every caller for one."""
+    found = (
+        select(TenantToken.id)
+        .join(Tenant, Tenant.id == TenantToken.tenant_id)
+        .where(TenantToken.revoked.is_(None), Tenant.revoked.is_(None))
+        .limit(1)
+    )
+    return session.scalar(found) is not None

@@ -98,6 +98,8 @@ def submit(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """One v1 request, of the tenant whose queue it came on. A bad request is answered with `job.rejected`, never
     retried; an unreachable ledger or broker is retried (the request did nothing wrong). A message on no active
     tenant's queue creates nothing and is answered nowhere."""
+    tenant: TenantInfo | None = None
+    message: Any = None
     try:
         tenant = tenant_of(self.request.delivery_info)
         if tenant is None:
@@ -110,7 +112,7 @@ def submit(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
             return {"status": result.status, "job": None, "problems": result.problems}
         rid = message.get("request_id") if isinstance(message, dict) else None
         log.info("intake started", extra={"request_id": rid, "tenant": tenant.name})
-        result = intake(settings, ledger(), message, tenant)
+        result = intake(settings, ledger(), message, tenant=tenant)
     except (BrokerError, LedgerError) as exc:
         log.warning("intake could not reach the ledger or broker; retrying", extra={"error": str(exc)[:200]})
         raise self.retry(countdown=min(60, 2 ** min(self.request.retries, 6))) from exc
@@ -118,7 +120,7 @@ def submit(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         log.exception("intake failed")
         if tenant is None:
             return {"status": "refused", "job": None, "problems": ["no tenant"]}
-        result = answer_failure(settings, ledger(), message, exc, tenant)
+        result = answer_failure(settings, ledger(), message, exc, tenant=tenant)
     return {"status": result.status, "job": result.job, "problems": result.problems}
 
 

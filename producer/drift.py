@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from contract.schema import ACTIVE, Image, Item, Job, RunStats, State, detached
+from contract.tenants import owned_job
 from producer.status import percentile
 
 # Scores where higher is better: a drop of the median is drift. (exposure and the clipped fractions are
@@ -146,9 +147,12 @@ def compare(
     return reasons, {k: round(v, 4) for k, v in baseline.items()}
 
 
-def finished_runs(session: Session, catalogue: str, *, before: int | None = None, limit: int = 7) -> list[Run]:
-    """Up to `limit` most recent finished runs of the catalogue (oldest first), before job `before` if given."""
-    query = select(Job.id).where(Job.catalogue == catalogue).order_by(Job.id.desc())
+def finished_runs(
+    session: Session, tenant_id: int, catalogue: str, *, before: int | None = None, limit: int = 7
+) -> list[Run]:
+    """Up to `limit` most recent finished runs of the tenant's catalogue (oldest first), before job `before` if
+    given."""
+    query = select(Job.id).where(Job.tenant_id == tenant_id, Job.catalogue == catalogue).order_by(Job.id.desc())
     if before is not None:
         query = query.where(Job.id < before)
     runs: list[Run] = []
@@ -163,6 +167,7 @@ def finished_runs(session: Session, catalogue: str, *, before: int | None = None
 
 def drift_report(
     session: Session,
+    tenant_id: int,
     catalogue: str | None,
     job: int | None = None,
     *,
@@ -170,25 +175,25 @@ def drift_report(
     rate_rise: float = 0.05,
     runs: int = 7,
 ) -> DriftReport | None:
-    """Did run `job` (default: the catalogue's latest finished run) drift from up to `runs` earlier runs? None
-    when there is no such finished run (or the job is not a run of a catalogue). Needs a writable session:
-    statistics computed here are cached in `run_stats`."""
+    """Did the tenant's run `job` (default: the catalogue's latest finished run) drift from up to `runs` earlier
+    runs? None when there is no such finished run of the tenant's (or the job is not a run of a catalogue). Needs
+    a writable session: statistics computed here are cached in `run_stats`."""
     if job is not None:
-        found = session.get(Job, job)
+        found = owned_job(session, tenant_id, job)
         if found is None or (catalogue is None and found.catalogue is None):
             return None
         catalogue = catalogue or found.catalogue
     if catalogue is None:
         return None
     if job is None:
-        latest = finished_runs(session, catalogue, limit=1)
+        latest = finished_runs(session, tenant_id, catalogue, limit=1)
         if not latest:
             return None
         job = latest[0].job
     run = run_stats(session, job)
     if run is None:
         return None
-    earlier = finished_runs(session, catalogue, before=job, limit=runs)
+    earlier = finished_runs(session, tenant_id, catalogue, before=job, limit=runs)
     reasons, baseline = compare(run, earlier, score_drop=score_drop, rate_rise=rate_rise)
     return DriftReport(
         catalogue=catalogue,

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from contract import promptfilter, transitions
 from contract.queue import QueuedItem, publish_items
 from contract.schema import Item, Job, RunStats, State
+from contract.tenants import owned_job
 
 
 class JobError(LookupError):
@@ -57,16 +58,17 @@ class ItemRow:
         return asdict(self)
 
 
-def _job(session: Session, job_id: int) -> Job:
-    job = session.get(Job, job_id)
+def _job(session: Session, tenant_id: int, job_id: int) -> Job:
+    """The tenant's job; JobError for a missing one and, in the same words, for another tenant's."""
+    job = owned_job(session, tenant_id, job_id)
     if job is None:
         raise JobError(f"no job {job_id}; `pixelmill jobs` lists them")
     return job
 
 
-def cancel(session: Session, job_id: int) -> CancelResult:
-    """Cancel every pending, queued and running item of the job (see `transitions.cancel`)."""
-    _job(session, job_id)
+def cancel(session: Session, job_id: int, *, tenant_id: int) -> CancelResult:
+    """Cancel every pending, queued and running item of the tenant's job (see `transitions.cancel`)."""
+    _job(session, tenant_id, job_id)
     left = transitions.cancel(session, job_id)
     return CancelResult(job=job_id, pending=left[State.pending], queued=left[State.queued], running=left[State.running])
 
@@ -76,6 +78,7 @@ def retry(
     app: Celery,
     job_id: int,
     *,
+    tenant_id: int,
     failed: bool = True,
     blocked_by: str | None = None,
     batch_size: int,
@@ -85,7 +88,7 @@ def retry(
     again with the same seed, worth it after changing the checker settings; "prompt": only those the current
     prompt filter, `blocklists`, now lets through). Attempts start again from 0. Returns how many; they are
     published once the caller's transaction commits (lost publishes are redone by the reconciler)."""
-    job = _job(session, job_id)
+    job = _job(session, tenant_id, job_id)
     refused: set[int] = set()
     if blocked_by == "prompt":
         lists = promptfilter.load(tuple(blocklists)) if blocklists else None
@@ -113,9 +116,9 @@ def _publish_after_commit(session: Session, app: Celery, items: list[QueuedItem]
     event.listen(session, "after_commit", publish, once=True)
 
 
-def list_items(session: Session, job_id: int, state: State | None = None) -> Iterator[ItemRow]:
-    """The job's items in id order (streamed), optionally only those in `state`."""
-    _job(session, job_id)
+def list_items(session: Session, job_id: int, state: State | None = None, *, tenant_id: int) -> Iterator[ItemRow]:
+    """The tenant's job's items in id order (streamed), optionally only those in `state`."""
+    _job(session, tenant_id, job_id)
     query = (
         select(Item.id, Item.item_key, Item.variant, Item.state, Item.attempts, Item.error, Item.block_reason)
         .where(Item.job_id == job_id)
@@ -135,7 +138,8 @@ def list_items(session: Session, job_id: int, state: State | None = None) -> Ite
         )
 
 
-def count_items(session: Session, job_id: int) -> dict[str, int]:
+def count_items(session: Session, job_id: int, *, tenant_id: int) -> dict[str, int]:
+    _job(session, tenant_id, job_id)
     return {
         State(s).value: n
         for s, n in session.execute(select(Item.state, func.count()).where(Item.job_id == job_id).group_by(Item.state))

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from contract.schema import CatalogueEntry, Image, Item, Job
 from contract.storage import Storage
-from contract.tenants import DEFAULT_TENANT_ID
+from contract.tenants import owned_job
 from producer.catalogue_runs import has_entries, unknown_catalogue
 
 SCORES = ("clip_score", "aesthetic", "sharpness", "exposure", "clipped_dark", "clipped_light", "white_background")
@@ -123,23 +123,23 @@ def job_query(job_id: int) -> Select[Any]:
 def iter_manifest(
     session: Session,
     *,
+    tenant_id: int,
     job: int | None = None,
     catalogue: str | None = None,
-    tenant_id: int = DEFAULT_TENANT_ID,
     storage: Storage | None = None,
     urls: bool = False,
     expires: int = 3600,
 ) -> Iterator[ManifestRow]:
-    """Stream the manifest of one job (one row per item) or of one catalogue (one row per current entry,
-    retired ones included). `urls` needs `storage`: presigned GET links valid `expires` s on S3, file URIs
-    locally."""
+    """Stream the manifest of one of the tenant's jobs (one row per item) or catalogues (one row per current
+    entry, retired ones included); another tenant's job or catalogue is missing. `urls` needs `storage`:
+    presigned GET links valid `expires` s on S3, file URIs locally."""
     if (job is None) == (catalogue is None):
         raise ManifestError("give exactly one of --job or --catalogue")
     if urls and storage is None:
         raise ManifestError("URLs need the storage (PIXELMILL_STORAGE_URL)")
     locate = (lambda key: storage.locate(key, expires)) if urls and storage is not None else None
     if job is not None:
-        if session.get(Job, job) is None:
+        if owned_job(session, tenant_id, job) is None:
             raise ManifestError(f"no job {job}; `pixelmill jobs` lists them")
         yield from _stream(session, job_query(job), None, locate)
         return

@@ -9,8 +9,10 @@ option's flag); the request is then submitted with `producer.submit.submit_reque
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, replace
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,6 @@ from contract.events import Notify
 from contract.identity import resolve_model
 from contract.params import parse_size
 from contract.settings import ENV_PREFIX, Settings
-from contract.tenants import DEFAULT_TENANT_ID
 from producer import catalogue_runs
 from producer.catalogue import (
     ENV,
@@ -38,6 +39,46 @@ from producer.options import blocklists, option, option_problems
 REQUEST_ID_MAX = 200
 
 
+def _canonical(value: object) -> bytes:
+    """One line of canonical JSON (keys sorted, no spaces): equal values, equal bytes, whatever their order."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
+    return text.encode("utf-8", "surrogatepass") + b"\n"
+
+
+@dataclass(frozen=True)
+class RequestDigest:
+    """What makes two requests with one `request_id` the same request (finding 3 of issue 22): the SHA-256 of
+    the options as the caller gave them (less the `request_id`), the source as the caller named it (a path or
+    URL: a file's contents are not read twice), the destinations of its events, and every inline row. A repeat
+    with the same digest gets the first job; a different one is refused (`producer.submit.RequestIdReused`), so
+    a second caller can neither take over nor silently drop a request. Rows may be a one-pass iterable: the
+    submission digests them as it reads them (`running` + `digesting`)."""
+
+    header: bytes
+
+    @classmethod
+    def of(cls, options: Options, *, source: str | None, notify: Notify | None) -> RequestDigest:
+        asked = {k: v for k, v in asdict(options).items() if k != "request_id"}
+        return cls(_canonical({"options": asked, "source": source, "notify": notify.as_json() if notify else None}))
+
+    def running(self) -> hashlib._Hash:
+        return hashlib.sha256(self.header)
+
+    def of_rows(self, rows: Iterable[Mapping[str, object]] | None) -> str:
+        """The whole digest (reads `rows` through)."""
+        hasher = self.running()
+        for _ in digesting(rows or (), hasher):
+            pass
+        return hasher.hexdigest()
+
+
+def digesting(rows: Iterable[Mapping[str, object]], hasher: hashlib._Hash) -> Iterator[Mapping[str, object]]:
+    """`rows`, each added to `hasher` as it is read."""
+    for row in rows:
+        hasher.update(_canonical(dict(row) if isinstance(row, Mapping) else row))
+        yield row
+
+
 @dataclass(frozen=True)
 class SubmitRequest:
     """Everything one submission needs, whichever door it came through. Exactly one of `source` (a path, a
@@ -47,13 +88,14 @@ class SubmitRequest:
 
     defaults: Defaults
     model: str
+    tenant_id: int  # the owner (contract/tenants.py): the door's caller; no default, so no door can forget it
     source: Path | str | None = None
     rows: Iterable[Mapping[str, object]] | None = None
     seed: int = 0
     name: str | None = None
     catalogue: str | None = None
     request_id: str | None = None  # unique per tenant
-    tenant_id: int = DEFAULT_TENANT_ID  # the owner (contract/tenants.py): the door's caller
+    digest: RequestDigest | None = field(default=None, repr=False)  # what a repeat of `request_id` must match
     checks: Checks | None = None
     blocklists: tuple[str, ...] = ()  # prompt filter sources; empty: no prompt filter
     limits: Limits | None = None  # default: `limits_for(settings)`
@@ -137,12 +179,16 @@ def make_request(
     source: Path | str | None = None,
     rows: Iterable[Mapping[str, object]] | None = None,
     notify: Notify | None = None,
+    tenant_id: int,
+    source_label: str | None = None,
     where: str = "request",
     flags: bool = False,
 ) -> SubmitRequest:
     """The `SubmitRequest` of these options, the model resolved (`resolve_model`) and the job's checks resolved;
     raises RequestProblems listing every bad option (each named as `problem_line` says), and then every problem
-    of the rows, read with stand-in values for the bad options."""
+    of the rows, read with stand-in values for the bad options. `tenant_id`: the caller's tenant, who will own
+    the job; `source_label`: the source as the caller named it, for the digest (the intake's URL, not the
+    temporary file it fetched it into)."""
     problems = option_problems(options)
     bad = {name for name, _ in problems}
     checks = None
@@ -174,6 +220,12 @@ def make_request(
             name=options.name,
             catalogue=options.catalogue,
             request_id=options.request_id,
+            tenant_id=tenant_id,
+            digest=RequestDigest.of(
+                options,
+                source=source_label if source_label is not None else None if source is None else str(source),
+                notify=notify,
+            ),
             checks=checks,
             blocklists=blocklists(settings),
             notify=notify,

@@ -13,7 +13,6 @@ source roots (producer/source_roots.py).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import itertools
 import json
@@ -30,7 +29,7 @@ from contract.events import Notify
 from contract.ledger import Ledger
 from contract.replies import reply_to_problem
 from contract.settings import Settings
-from contract.tenants import DEFAULT_TENANT_ID, TenantInfo, tenant_by_id
+from contract.tenants import TenantInfo
 from contract.webhook_target import WebhookUrlError, check_webhook_target
 from producer.catalogue import CatalogueError, UsageError, surrogate_problem
 from producer.options import Options, from_v1, option_problems, v1_field_names
@@ -240,14 +239,13 @@ def resend_job_events(ledger: Ledger, job_id: int, notify: Notify) -> int:
 
 
 def reject(
-    ledger: Ledger, tenant: TenantInfo, request_id: str | None, message: Any, notify: Notify, problems: list[str]
+    ledger: Ledger, request_id: str | None, message: Any, notify: Notify, problems: list[str], *, tenant_id: int
 ) -> None:
-    """`job.rejected`, written on its own: nothing else of a bad request is ever written."""
+    """`job.rejected`, written on its own: nothing else of a bad request is ever written. Its scope (and so its
+    event id) holds the tenant: one tenant's rejection is never re-sent to another's destinations."""
     import hashlib
 
-    # The scope names the tenant: two tenants' rejections of the same request_id are two events.
-    owner = "" if tenant.id == DEFAULT_TENANT_ID else f"tenant:{tenant.id}:"
-    scope = owner + (
+    scope = f"tenant:{tenant_id}:" + (
         f"request:{request_id}"
         if request_id is not None
         else "message:" + hashlib.sha256(json.dumps(message, sort_keys=True, default=str).encode()).hexdigest()
@@ -264,59 +262,52 @@ def reject(
             events.resend(session, [events.event_uid(scope, events.JOB_REJECTED)], notify)
 
 
-def submit_v1(settings: Settings, ledger: Ledger, request: V1, tenant: TenantInfo) -> Submission:
-    """Submit a validated v1 request of `tenant` through the one submission path; raises RequestProblems."""
+def submit_v1(settings: Settings, ledger: Ledger, request: V1, *, tenant_id: int) -> Submission:
+    """Submit a validated v1 request of the tenant's through the one submission path; raises RequestProblems
+    (a `request_id` the tenant used for another request: `producer.submit.REQUEST_ID_REUSED`)."""
     try:
         if request.rows is not None:
-            made = make_request(settings, request.options, rows=request.rows, notify=request.notify)
-            return submit_request(settings, ledger, dataclasses.replace(made, tenant_id=tenant.id))
+            asked = make_request(
+                settings, request.options, rows=request.rows, notify=request.notify, tenant_id=tenant_id
+            )
+            return submit_request(settings, ledger, asked)
         assert request.source is not None
         with open_source(settings, request.source) as path:
-            made = make_request(settings, request.options, source=path, notify=request.notify)
-            return submit_request(settings, ledger, dataclasses.replace(made, tenant_id=tenant.id))
-        # HOOK (tenants helper): `except RequestIdReused: raise RequestProblems(["request_id reused with a
-        # different request"])` belongs here once producer/submit.py raises it.
+            asked = make_request(
+                settings,
+                request.options,
+                source=path,
+                notify=request.notify,
+                tenant_id=tenant_id,
+                source_label=request.source,
+            )
+            return submit_request(settings, ledger, asked)
     except CatalogueError as exc:
         raise RequestProblems([str(p) for p in exc.problems]) from None
     except (UsageError, OSError) as exc:
         raise RequestProblems([f"request: {exc}"]) from None
 
 
-def _job_of(ledger: Ledger, tenant: TenantInfo, request_id: str) -> int | None:
-    """The job a request_id of this tenant already made, if any."""
+def _job_of(ledger: Ledger, tenant_id: int, request_id: str) -> int | None:
+    """The job the tenant's request_id already made, if any."""
     with ledger.session(readonly=True) as session:
-        job = existing_job(session, tenant.id, request_id)
+        job = existing_job(session, tenant_id, request_id)
         return job.id if job is not None else None
 
 
-def default_tenant(ledger: Ledger) -> TenantInfo:
-    """The tenant `default` (migration 0011): who a door that names no tenant acts for."""
-    with ledger.session(readonly=True) as session:
-        found = tenant_by_id(session, DEFAULT_TENANT_ID)
-    assert found is not None, "migration 0011 makes the tenant default"
-    return found
-
-
-def intake(settings: Settings, ledger: Ledger, message: Any, tenant: TenantInfo | None = None) -> IntakeResult:
-    """Handle one v1 request of `tenant` (default: the tenant `default`; see the module docstring). Raises only
-    for trouble the request did not cause (the ledger or broker unreachable): the intake task then leaves the
-    message to be delivered again."""
-    tenant = tenant or default_tenant(ledger)
+def intake(settings: Settings, ledger: Ledger, message: Any, *, tenant: TenantInfo) -> IntakeResult:
+    """Handle one v1 request of `tenant`'s (see the module docstring). A known `request_id` is answered by
+    `submit_request` once the request is validated: the same request gets its job's events again, a different
+    one `job.rejected` (the first caller's events never reach the second's destinations). Raises only for trouble
+    the request did not cause (the ledger or broker unreachable): the intake task then leaves the message to be
+    delivered again."""
     request_id = request_id_of(message)
     notify = destinations_of(message, tenant)
-    if request_id is not None:
-        job_id = _job_of(ledger, tenant, request_id)
-        if job_id is not None:
-            if isinstance(message, dict) and isinstance(message.get("webhook"), str):
-                with contextlib.suppress(RequestProblems):
-                    notify = validate_v1(settings, message, tenant).notify
-            resend_job_events(ledger, job_id, notify)
-            return IntakeResult("duplicate", job=job_id)
     try:
         request = validate_v1(settings, message, tenant)
-        submission = submit_v1(settings, ledger, request, tenant)
+        submission = submit_v1(settings, ledger, request, tenant_id=tenant.id)
     except RequestProblems as exc:
-        reject(ledger, tenant, request_id, message, notify, exc.problems)
+        reject(ledger, request_id, message, notify, exc.problems, tenant_id=tenant.id)
         log.info("request rejected", extra={"request_id": request_id, "problems": len(exc.problems)})
         return IntakeResult("rejected", problems=exc.problems)
     if submission.existing:  # a twin of this request won the race: same job, its events again
@@ -327,15 +318,14 @@ def intake(settings: Settings, ledger: Ledger, message: Any, tenant: TenantInfo 
 
 
 def answer_failure(
-    settings: Settings, ledger: Ledger, message: Any, exc: BaseException, tenant: TenantInfo | None = None
+    settings: Settings, ledger: Ledger, message: Any, exc: BaseException, *, tenant: TenantInfo
 ) -> IntakeResult:
     """`intake` raised something unexpected. If the job was committed before it (publishing failed after the
     commit: its pending items are published by the reconciler), answer as for a repeat; else nothing was
     written, and the caller gets a `job.rejected` naming the error rather than silence."""
-    tenant = tenant or default_tenant(ledger)
     request_id = request_id_of(message)
     if request_id is not None:
-        job_id = _job_of(ledger, tenant, request_id)
+        job_id = _job_of(ledger, tenant.id, request_id)
         if job_id is not None:
             resend_job_events(ledger, job_id, destinations_of(message, tenant))
             return IntakeResult("duplicate", job=job_id)
@@ -343,7 +333,7 @@ def answer_failure(
         f"request: the intake failed ({type(exc).__name__}: {str(exc)[:300]}); nothing was written. "
         f"Send it again; if it fails again, tell the operator"
     ]
-    reject(ledger, tenant, request_id, message, destinations_of(message, tenant), problems)
+    reject(ledger, request_id, message, destinations_of(message, tenant), problems, tenant_id=tenant.id)
     return IntakeResult("rejected", problems=problems)
 
 
@@ -354,6 +344,13 @@ def reject_unread(
     is written but a `job.rejected`, sent to `reply_to` when the tenant may be answered there. `message_id` (the
     Celery task id) tells two such messages apart."""
     notify = Notify(reply_to=usable_reply_to(reply_to, tenant), events=events.JOB_EVENTS)
-    reject(ledger, tenant, None, {"unread": problem, "id": message_id, "reply_to": reply_to}, notify, [problem])
+    reject(
+        ledger,
+        None,
+        {"unread": problem, "id": message_id, "reply_to": reply_to},
+        notify,
+        [problem],
+        tenant_id=tenant.id,
+    )
     log.info("message refused unread", extra={"tenant": tenant.name, "problem": problem[:200]})
     return IntakeResult("rejected", problems=[problem])

@@ -73,6 +73,7 @@ def write_sheet(
     stream: IO[str],
     *,
     title: str,
+    tenant_id: int,
     job: int | None = None,
     catalogue: str | None = None,
     storage: Storage,
@@ -81,13 +82,15 @@ def write_sheet(
 ) -> int:
     """Write the sheet; returns the number of tiles. Two passes over the ledger: the summary, then tiles."""
     summary = Summary()
-    for row in iter_manifest(session, job=job, catalogue=catalogue):
+    for row in iter_manifest(session, tenant_id=tenant_id, job=job, catalogue=catalogue):
         summary.add(row)
     low = summary.p10()
     stream.write(_HEAD.replace("{{title}}", html.escape(title)))
     stream.write(_summary_html(title, summary, catalogue=catalogue is not None))
     stream.write('<script id="tiles" type="application/json">[')
-    rows = iter_manifest(session, job=job, catalogue=catalogue, storage=storage, urls=link, expires=expires)
+    rows = iter_manifest(
+        session, tenant_id=tenant_id, job=job, catalogue=catalogue, storage=storage, urls=link, expires=expires
+    )
     for n, row in enumerate(rows):
         stream.write(("," if n else "") + _json(_tile(row, storage, link, low)))
     stream.write("]</script>\n")

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from contract.checks import Checks
 from contract.queue import queue_for
 from contract.schema import ImageScore, Item, Job, State, Worker, utcnow
+from contract.tenants import owned_job
 
 
 @dataclass
@@ -61,10 +62,10 @@ class UnknownJob(LookupError):
     pass
 
 
-def job_status(session: Session, job_id: int, *, stale_after: float = 90.0) -> JobStatus:
-    """One job's progress; `stale_after`: seconds after a worker's last heartbeat it no longer counts as
-    serving its queue (PIXELMILL_WORKER_STALE_AFTER)."""
-    job = session.get(Job, job_id)
+def job_status(session: Session, job_id: int, *, tenant_id: int, stale_after: float = 90.0) -> JobStatus:
+    """One job of the tenant's, its progress (another tenant's job: UnknownJob, as a missing one); `stale_after`:
+    seconds after a worker's last heartbeat it no longer counts as serving its queue (PIXELMILL_WORKER_STALE_AFTER)."""
+    job = owned_job(session, tenant_id, job_id)
     if job is None:
         raise UnknownJob(f"no job {job_id}; `pixelmill jobs` lists them")
     counts = {state: 0 for state in State}
@@ -118,9 +119,10 @@ def job_status(session: Session, job_id: int, *, stale_after: float = 90.0) -> J
     )
 
 
-def list_jobs(session: Session, limit: int = 50, *, stale_after: float = 90.0) -> list[JobStatus]:
-    ids = session.scalars(select(Job.id).order_by(Job.id.desc()).limit(limit)).all()
-    return [job_status(session, job_id, stale_after=stale_after) for job_id in ids]
+def list_jobs(session: Session, limit: int = 50, *, tenant_id: int, stale_after: float = 90.0) -> list[JobStatus]:
+    """The tenant's newest `limit` jobs, newest first."""
+    ids = session.scalars(select(Job.id).where(Job.tenant_id == tenant_id).order_by(Job.id.desc()).limit(limit)).all()
+    return [job_status(session, job_id, tenant_id=tenant_id, stale_after=stale_after) for job_id in ids]
 
 
 LOAD_GRACE = 600.0  # seconds a live worker may spend loading a model (an engine build, a cold disk) unremarked

@@ -32,7 +32,7 @@ from array import array
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,7 +53,7 @@ from contract.transitions import NewItem
 from producer import catalogue_runs
 from producer.catalogue import Stats, UsageError
 from producer.planning import BATCH, Batch, batches, items_of, rows_of, screen_of, screened, split_batch
-from producer.request import SubmitRequest, limits_for
+from producer.request import SubmitRequest, digesting, limits_for
 from producer.screening import Screen, default_processes
 
 if TYPE_CHECKING:
@@ -223,15 +223,33 @@ class _Writing:
 # --- the entry points -------------------------------------------------------------------------------------
 
 
+REQUEST_ID_REUSED = "request_id reused with a different request"
+
+
+class RequestIdReused(UsageError):
+    """A `request_id` the tenant used before, sent with a different request (`RequestDigest`): refused, nothing
+    written, and the first request's job and events stay its own. The HTTP API answers 409; the intake
+    `job.rejected` (a UsageError, as every door reports one)."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"{REQUEST_ID_REUSED} (request_id {request_id[:80]!r}); use a new request_id")
+
+
 def existing_job(session: Session, tenant_id: int, request_id: str) -> Job | None:
     return session.scalars(select(Job).where(Job.tenant_id == tenant_id, Job.request_id == request_id)).one_or_none()
 
 
-def _existing(ledger: Ledger, tenant_id: int, request_id: str) -> Submission | None:
+def _existing(ledger: Ledger, request: SubmitRequest) -> Submission | None:
+    """The job the tenant's earlier request with this `request_id` made, if the request is the same one (its
+    digest); RequestIdReused if it is not. A job stored without a digest (before migration 0011) matches."""
+    assert request.request_id is not None
     with ledger.session(readonly=True) as session:
-        job = existing_job(session, tenant_id, request_id)
+        job = existing_job(session, request.tenant_id, request.request_id)
         if job is None:
             return None
+        if job.request_digest is not None and request.digest is not None:
+            if request.digest.of_rows(request.rows) != job.request_digest:
+                raise RequestIdReused(request.request_id)
         counts = job.counts
         return Submission(
             job=job.id,
@@ -289,10 +307,12 @@ def _retire(settings: Settings, session: Session, request: SubmitRequest, job_id
 def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -> Submission:
     """Validate → write (one transaction) → publish. Raises CatalogueError (nothing written), UsageError, or
     kombu's OperationalError when the broker is unreachable (checked before anything is written)."""
-    if request.request_id is not None and (
-        (found := _existing(ledger, request.tenant_id, request.request_id)) is not None
-    ):
+    if request.request_id is not None and (found := _existing(ledger, request)) is not None:
         return found
+    digest = request.digest.running() if request.request_id is not None and request.digest is not None else None
+    asked = request
+    if digest is not None and request.rows is not None:  # digested as they are read: one pass over the rows
+        request = replace(request, rows=digesting(request.rows, digest))
     problem = model_problem(request.model, hub=False)  # resolving a hub id is the worker's (it may have the cache)
     if problem is not None:  # the same refusal for every door: a job no worker could run is never written
         raise UsageError(problem)
@@ -333,13 +353,12 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
                 "blocked": writing.blocked,
                 **({"changes": changes} if request.catalogue is not None else {}),
             }
+            job.request_digest = digest.hexdigest() if digest is not None else None
             events.job_accepted(session, job, request.notify or Notify())  # the outbox, same transaction
             defer_checkpoint(session)  # the first mark (on its thread) check-points instead
             job_id = job.id
     except IntegrityError:
-        if request.request_id is not None and (
-            (found := _existing(ledger, request.tenant_id, request.request_id)) is not None
-        ):
+        if request.request_id is not None and (found := _existing(ledger, asked)) is not None:
             return found  # lost the race to a twin request: its job is the answer
         raise
     finally:

@@ -28,6 +28,7 @@ from contract.ledger import Ledger, make_engine, upgrade
 from contract.queue import make_celery, queue_for
 from contract.settings import Settings
 from contract.storage import Storage, open_storage
+from contract.tenants import DEFAULT_TENANT_ID, TenantInfo
 
 # A ./.env in the checkout (`pixelmill demo` writes its checker's settings there) must not reach the tests'
 # own Settings nor the processes they start (they inherit PIXELMILL_ENV_FILE): each test says what it configures.
@@ -276,7 +277,7 @@ def job_counts(ledger: Ledger, job: int) -> dict[str, int]:
     from producer.status import job_status
 
     with ledger.session() as session:
-        status = job_status(session, job)
+        status = job_status(session, job, tenant_id=DEFAULT_TENANT_ID)
     return {k: v for k, v in status.as_dict().items() if isinstance(v, int) and not isinstance(v, bool)}
 
 
@@ -396,3 +397,7 @@ def write_catalogue(path: Path, rows: int, *, start: int = 0) -> Path:
 
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# The tenant `default` as migration 0011 makes it: what a one-team installation's doors act as.
+DEFAULT_TENANT = TenantInfo(DEFAULT_TENANT_ID, "default", "pixelmill.reply.default.", (), ())

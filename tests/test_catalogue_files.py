@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from conftest import Env
 from contract.settings import get_settings
+from contract.tenants import DEFAULT_TENANT_ID
 from pixelmill.cli import app
 
 __all__ = ["installation"]  # the fixture, shared with test_bad_inputs: one installation holding a job
@@ -502,11 +503,14 @@ def test_the_python_api_and_the_request_maker_take_the_reader_options(
         settings,
         Options(template="{title}", key="sku", delimiter="tab", encoding="latin-1", columns={"size": None}),
         source="-",
+        tenant_id=DEFAULT_TENANT_ID,
     )
     assert (request.defaults.delimiter, request.defaults.encoding) == ("\t", "iso8859-1")
     assert request.defaults.override_columns()["size"] is None
     with pytest.raises(RequestProblems) as bad:
-        make_request(settings, Options(template="{title}", key="sku", delimiter="x"), source="-")
+        make_request(
+            settings, Options(template="{title}", key="sku", delimiter="x"), source="-", tenant_id=DEFAULT_TENANT_ID
+        )
     assert bad.value.problems[0].startswith("request: field 'delimiter': --delimiter must be one of")
     path = write(tmp_path, "t.csv", "sku;title;size\nT-1;Tée;XL\n".encode("cp1252"))
     with Client(settings) as client:

@@ -67,11 +67,16 @@ def test_second_run_generates_only_changed_and_added_and_retires_the_deleted(env
         assert session.get(Item, entries["SKU-039"].item_id).job_id == first["job"]  # type: ignore[union-attr]
 
 
-def test_request_id_returns_the_first_job_and_writes_nothing(env: Env, tmp_path: Path) -> None:
+def test_request_id_returns_the_first_job_for_the_same_request_and_refuses_another(env: Env, tmp_path: Path) -> None:
     catalogue = write_catalogue(tmp_path / "c.csv", 3)
     first = env.submit(catalogue, "--request-id", "nightly-2026-11-30")
-    again = env.submit(write_catalogue(tmp_path / "d.csv", 5, start=10), "--request-id", "nightly-2026-11-30")
+    again = env.submit(catalogue, "--request-id", "nightly-2026-11-30")
     assert again["job"] == first["job"] and again["existing"] and again["messages"] == 0
+    other = write_catalogue(tmp_path / "d.csv", 5, start=10)
+    refused = env.cli_submit(
+        other, "--size", "64x64", "--steps", "4", "--request-id", "nightly-2026-11-30", check=False
+    )
+    assert refused.returncode == 2 and "request_id reused with a different request" in refused.stderr
     with env.ledger().session(readonly=True) as session:
         assert len(session.scalars(select(Item.id)).all()) == 3
 
@@ -182,7 +187,9 @@ class Runs:
         defaults = Defaults(
             template="photo of {title}", width=64, height=64, steps=4, key_column="sku", images_per_item=images
         )
-        return SubmitRequest(rows=rows, defaults=defaults, model=self.model, catalogue=catalogue, **extra)
+        return SubmitRequest(
+            rows=rows, defaults=defaults, model=self.model, catalogue=catalogue, tenant_id=DEFAULT_TENANT_ID, **extra
+        )
 
     def both(self, rows: list[dict[str, object]], catalogue: str, **extra: Any) -> tuple[Preview, Submission]:
         """The dry run, then the run: the preview's counts must be the ones the run records."""

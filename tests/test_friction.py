@@ -112,7 +112,7 @@ def test_status_watch_fits_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
     screen = io.StringIO()
     monkeypatch.setattr(status_cli, "err", Console(file=screen, width=80, force_terminal=True, color_system=None))
     feed(monkeypatch, [status(no_worker=NO_WORKER)])
-    status_cli.watch_job(FakeLedger(), 3, 0.01, timeout=0.05)
+    status_cli.watch_job(FakeLedger(), 3, 0.01, timeout=0.05, tenant_id=DEFAULT_TENANT_ID)
     lines = [ANSI.sub("", line) for line in screen.getvalue().replace("\r", "\n").splitlines()]
     shown = [line for line in lines if line.strip()]
     assert all(len(line) <= 80 for line in shown), shown
@@ -146,7 +146,9 @@ def test_submit_wait_prints_a_progress_line_when_piped(monkeypatch: pytest.Monke
     busy = status(succeeded=118, failed=2, images_per_s=1.8, eta_s=150.0)
     done = status(pending=0, queued=0, running=0, succeeded=398, failed=2, images_per_s=1.8, eta_s=0.0)
     feed(monkeypatch, [busy, busy, busy, done])
-    code = waiting.wait_and_report(FakeLedger(), 3, timeout=None, fail_on_drift=False, interval=0.01, report_every=0.0)
+    code = waiting.wait_and_report(
+        FakeLedger(), 3, timeout=None, fail_on_drift=False, interval=0.01, report_every=0.0, tenant_id=DEFAULT_TENANT_ID
+    )
     lines = screen.getvalue().splitlines()
     assert code == waiting.EXIT_FAILED
     assert lines.count("job 3: 120/400 done, 2 failed, 1.8 images/s, ETA 2m") == 3, lines
@@ -157,7 +159,7 @@ def test_submit_wait_reports_at_most_once_per_interval_when_piped(monkeypatch: p
     screen = io.StringIO()
     monkeypatch.setattr(status_cli, "err", Console(file=screen, color_system=None))
     feed(monkeypatch, [status()] * 5 + [status(pending=0, queued=0, running=0, succeeded=400, failed=0)])
-    status_cli.watch_job(FakeLedger(), 3, 0.01, report_every=60.0)
+    status_cli.watch_job(FakeLedger(), 3, 0.01, report_every=60.0, tenant_id=DEFAULT_TENANT_ID)
     assert screen.getvalue().splitlines() == ["job 3: 120/400 done, 2 failed"]
 
 
@@ -167,7 +169,12 @@ def test_submit_wait_shows_a_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(status_cli, "err", terminal)
     monkeypatch.setattr(waiting, "err", terminal)
     feed(monkeypatch, [status(), status(pending=0, queued=0, running=0, succeeded=400, failed=0)])
-    assert waiting.wait_and_report(FakeLedger(), 3, timeout=None, fail_on_drift=False, interval=0.01) == 0
+    assert (
+        waiting.wait_and_report(
+            FakeLedger(), 3, timeout=None, fail_on_drift=False, interval=0.01, tenant_id=DEFAULT_TENANT_ID
+        )
+        == 0
+    )
     assert "━" in screen.getvalue() and "400/400" in ANSI.sub("", screen.getvalue())
 
 
@@ -275,7 +282,9 @@ def test_a_request_with_a_bad_size_and_a_wrong_key_reports_both(tmp_path: Path) 
     settings = Settings(data_dir=tmp_path, image_checker="none")
     rows = [{"sku": "A-1", "title": "mug"}, {"sku": "A-2", "title": "cup"}]
     with pytest.raises(RequestProblems) as caught:
-        make_request(settings, Options(size="3x3", key="id", template="photo of {title}"), rows=rows)
+        make_request(
+            settings, Options(size="3x3", key="id", template="photo of {title}"), rows=rows, tenant_id=DEFAULT_TENANT_ID
+        )
     problems = caught.value.problems
     assert any("field 'size'" in p and "3x3" in p for p in problems), problems
     assert any("'id'" in p for p in problems), problems

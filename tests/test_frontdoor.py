@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import func, select, update
 from standardwebhooks.webhooks import Webhook
 
-from conftest import Env
+from conftest import DEFAULT_TENANT, Env
 from contract import events, transitions
 from contract.outbox import Dispatcher, backoff
 from contract.queue import make_celery, queue_depth
@@ -81,7 +81,10 @@ def test_the_documented_schema_is_valid_json_schema() -> None:
 
 def test_same_request_id_three_times_is_one_job_and_its_events_again(env: Env) -> None:
     settings, ledger = env.settings(), env.ledger()
-    results = [intake(settings, ledger, request("r-1", reply_to="pixelmill.reply.default.replies")) for _ in range(3)]
+    results = [
+        intake(settings, ledger, request("r-1", reply_to="pixelmill.reply.default.replies"), tenant=DEFAULT_TENANT)
+        for _ in range(3)
+    ]
     assert [r.status for r in results] == ["accepted", "duplicate", "duplicate"]
     assert {r.job for r in results} == {results[0].job}
     assert counts(env) == (1, 2)
@@ -127,7 +130,9 @@ def test_a_bad_request_is_rejected_with_problems_and_writes_nothing(
 ) -> None:
     settings, ledger = env.settings(), env.ledger()
     app = make_celery(settings)
-    result = intake(settings, ledger, {**request("bad-1", reply_to="pixelmill.reply.default.replies"), **bad})
+    result = intake(
+        settings, ledger, {**request("bad-1", reply_to="pixelmill.reply.default.replies"), **bad}, tenant=DEFAULT_TENANT
+    )
     assert result.status == "rejected" and any(p.startswith(problem) for p in result.problems), result.problems
     assert counts(env) == (0, 0)
     assert queue_depth(app, env.queue) == 0 and queue_depth(app, "pixelmill.reply.default.replies") == 0
@@ -140,7 +145,12 @@ def test_a_bad_request_is_rejected_with_problems_and_writes_nothing(
 def test_a_request_id_that_is_no_text_is_rejected_not_looked_up(env: Env) -> None:
     """The idempotency key is looked up and stored: one holding a lone surrogate is refused like any bad field
     (the rejection keyed by the message, not by that id), never raised on (a poison message redelivered)."""
-    result = intake(env.settings(), env.ledger(), request("r-\ud800", reply_to="pixelmill.reply.default.replies"))
+    result = intake(
+        env.settings(),
+        env.ledger(),
+        request("r-\ud800", reply_to="pixelmill.reply.default.replies"),
+        tenant=DEFAULT_TENANT,
+    )
     assert result.status == "rejected" and result.problems[0].startswith("request: field 'request_id': contains a")
     assert counts(env) == (0, 0)
     [rejected] = all_events(env)
@@ -148,7 +158,7 @@ def test_a_request_id_that_is_no_text_is_rejected_not_looked_up(env: Env) -> Non
 
 
 def test_a_message_that_is_not_even_a_request_is_rejected(env: Env) -> None:
-    result = intake(env.settings(), env.ledger(), ["not", "an", "object"])
+    result = intake(env.settings(), env.ledger(), ["not", "an", "object"], tenant=DEFAULT_TENANT)
     assert result.status == "rejected" and result.problems
     assert counts(env) == (0, 0)
 
@@ -184,6 +194,7 @@ def test_job_finished_once_in_the_transaction_of_the_last_item_with_item_events(
         settings,
         ledger,
         request("r-items", reply_to="pixelmill.reply.default.replies", events=["item.succeeded", "item.failed"]),
+        tenant=DEFAULT_TENANT,
     )
     assert result.job is not None
     with ledger.session() as session:
@@ -210,14 +221,14 @@ def test_job_finished_once_in_the_transaction_of_the_last_item_with_item_events(
 
 def test_a_job_with_nothing_to_generate_is_finished_at_once(env: Env) -> None:
     settings, ledger = env.settings(), env.ledger()
-    first = intake(settings, ledger, request("r-a"))
+    first = intake(settings, ledger, request("r-a"), tenant=DEFAULT_TENANT)
     assert first.job is not None
     with ledger.session() as session:
         ids = list(session.scalars(select(Item.id).where(Item.job_id == first.job)))
         transitions.claim(session, first.job, ids, node="t", lease_seconds=60, max_attempts=3)
         for item_id in ids:
             transitions.finish(session, item_id, Finish(image=None, candidates=()))
-    second = intake(settings, ledger, request("r-b"))  # the same work: every item skipped
+    second = intake(settings, ledger, request("r-b"), tenant=DEFAULT_TENANT)  # the same work: every item skipped
     types = [(e["type"], e["job"]) for e in all_events(env)]
     assert types == [
         ("job.accepted", first.job),
@@ -281,7 +292,7 @@ def receiver() -> Iterator[Receiver]:
 def test_webhook_500_twice_then_200_is_signed_and_delivered_once(env: Env, receiver: Receiver) -> None:
     settings = env.settings(webhook_secret=SECRET, webhook_backoff=0.05, webhook_allow_hosts=LOOPBACK)
     ledger = env.ledger()
-    result = intake(settings, ledger, request("r-hook", webhook=receiver.url))
+    result = intake(settings, ledger, request("r-hook", webhook=receiver.url), tenant=DEFAULT_TENANT)
     assert result.status == "accepted"
     dispatcher = Dispatcher(settings, ledger)
     deadline = time.monotonic() + 20
@@ -308,7 +319,7 @@ def test_a_webhook_that_keeps_failing_is_dead_lettered_and_resent_on_demand(env:
             webhook_secret=SECRET, webhook_backoff=0.01, webhook_retry_period=0.5, webhook_allow_hosts=LOOPBACK
         )
         ledger = env.ledger()
-        intake(settings, ledger, request("r-dead", webhook=receiver.url))
+        intake(settings, ledger, request("r-dead", webhook=receiver.url), tenant=DEFAULT_TENANT)
         dispatcher = Dispatcher(settings, ledger)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not dispatcher.run_once().dead:
@@ -354,7 +365,7 @@ def test_a_dispatcher_killed_before_delivery_delivers_on_restart(env: Env) -> No
     try:
         settings = env.settings(webhook_secret=SECRET, webhook_allow_hosts=LOOPBACK)
         ledger = env.ledger()
-        intake(settings, ledger, request("r-kill", webhook=receiver.url))
+        intake(settings, ledger, request("r-kill", webhook=receiver.url), tenant=DEFAULT_TENANT)
         vars_ = {
             **env.vars,
             "PIXELMILL_WEBHOOK_SECRET": SECRET,
@@ -387,8 +398,13 @@ def test_events_go_to_the_reply_queue_as_pixelmill_event_tasks(env: Env) -> None
     from kombu import Connection, Queue
 
     settings, ledger = env.settings(), env.ledger()
-    intake(settings, ledger, request("r-q", reply_to="pixelmill.reply.default.q"))
-    intake(settings, ledger, {**request("r-bad", reply_to="pixelmill.reply.default.q"), "options": {"size": "1x1"}})
+    intake(settings, ledger, request("r-q", reply_to="pixelmill.reply.default.q"), tenant=DEFAULT_TENANT)
+    intake(
+        settings,
+        ledger,
+        {**request("r-bad", reply_to="pixelmill.reply.default.q"), "options": {"size": "1x1"}},
+        tenant=DEFAULT_TENANT,
+    )
     assert Dispatcher(settings, ledger).run_once().delivered == 2
     got: list[tuple[str, dict[str, Any]]] = []
     with Connection(make_celery(settings).conf.broker_url) as conn:
@@ -422,11 +438,16 @@ def test_a_source_on_s3_is_read_with_the_configured_settings(
         with env.ledger().session() as session:  # the operator lets the tenant read s3://bucket/in/
             session.execute(update(Tenant).where(Tenant.name == "default").values(source_roots=[f"s3://{bucket}/in/"]))
         message = {k: v for k, v in request("r-s3").items() if k != "rows"}
-        result = intake(settings, env.ledger(), {**message, "source": f"s3://{bucket}/in/cat.csv"})
+        result = intake(
+            settings, env.ledger(), {**message, "source": f"s3://{bucket}/in/cat.csv"}, tenant=DEFAULT_TENANT
+        )
         assert result.status == "accepted", result.problems
         assert counts(env) == (1, 2)
         missing = intake(
-            settings, env.ledger(), {**message, "request_id": "r-s3-missing", "source": f"s3://{bucket}/in/nope.csv"}
+            settings,
+            env.ledger(),
+            {**message, "request_id": "r-s3-missing", "source": f"s3://{bucket}/in/nope.csv"},
+            tenant=DEFAULT_TENANT,
         )
         assert missing.status == "rejected" and missing.problems[0].startswith(
             f"request: field 'source': cannot read s3://{bucket}/in/nope.csv"
@@ -449,7 +470,7 @@ def test_a_model_no_worker_could_load_is_refused_by_every_door(env: Env) -> None
     with Client(env.settings()) as client, pytest.raises(SubmitError) as refused:
         client.submit(rows=ROWS, key="sku", template="photo of {title}", model="nosuch")
     assert refused.value.problems[0].startswith("request: model 'nosuch' does not exist: neither a local directory")
-    result = intake(env.settings(), env.ledger(), {**request("r-model"), "model": "nosuch"})
+    result = intake(env.settings(), env.ledger(), {**request("r-model"), "model": "nosuch"}, tenant=DEFAULT_TENANT)
     assert result.problems == refused.value.problems
     assert counts(env) == (0, 0)
 
@@ -469,7 +490,10 @@ def test_python_api_problems_status_items_and_a_wait_that_times_out(env: Env) ->
         job = client.submit(
             rows=ROWS, key="sku", template="photo of {title}", size="64x64", steps=4, request_id="api-1"
         )
-        assert client.submit(rows=ROWS, key="sku", template="photo of {title}", request_id="api-1").id == job.id
+        again = client.submit(
+            rows=ROWS, key="sku", template="photo of {title}", size="64x64", steps=4, request_id="api-1"
+        )
+        assert again.id == job.id
         seen: list[int] = []
         with pytest.raises(TimeoutError, match="is a worker running for model"):
             job.wait(timeout=0.3, interval=0.1, progress=lambda s: seen.append(s.queued))
@@ -556,9 +580,9 @@ def test_the_http_manifest_streams_in_chunks_and_stops_when_the_client_goes(
     rows = [{"sku": f"S-{n:04d}", "title": "mug", "color": "red"} for n in range(400)]
     with Client(env.settings()) as client:
         job = client.submit(rows=rows, key="sku", template="photo of {title}", size="64x64", request_id="stream")
-        whole = b"".join(api_http.manifest_chunks(client.ledger, job.id, "jsonl"))
+        whole = b"".join(api_http.manifest_chunks(client.ledger, job.id, "jsonl", tenant_id=DEFAULT_TENANT.id))
         assert [json.loads(line)["key"] for line in whole.splitlines()] == [r["sku"] for r in rows]
-        chunks = api_http.manifest_chunks(client.ledger, job.id, "csv")
+        chunks = api_http.manifest_chunks(client.ledger, job.id, "csv", tenant_id=DEFAULT_TENANT.id)
         assert isinstance(chunks, Generator)  # closed below, as a client that goes away closes it
         first = next(chunks)
         assert first.startswith(b"key,variant,change,state,") and len(first) < 4096
@@ -579,9 +603,9 @@ def test_an_unexpected_intake_error_is_still_answered(env: Env, monkeypatch: pyt
     monkeypatch.setattr(request_v1, "submit_v1", broken)
     settings, ledger = env.settings(), env.ledger()
     try:
-        request_v1.intake(settings, ledger, request("r-bug"))
+        request_v1.intake(settings, ledger, request("r-bug"), tenant=DEFAULT_TENANT)
     except RuntimeError as exc:
-        result = request_v1.answer_failure(settings, ledger, request("r-bug"), exc)
+        result = request_v1.answer_failure(settings, ledger, request("r-bug"), exc, tenant=DEFAULT_TENANT)
     assert result.status == "rejected" and "RuntimeError: boom" in result.problems[0]
     assert [e["type"] for e in all_events(env)] == ["job.rejected"] and counts(env) == (0, 0)
     ledger.close()

@@ -11,8 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from conftest import LOOPBACK, Env
+from conftest import DEFAULT_TENANT, LOOPBACK, Env
 from contract.schema import Item, Job
+from contract.tenants import DEFAULT_TENANT_ID
 from pixelmill.api import Client, Preview, SubmitError
 from pixelmill.api.http import create_app
 from producer.request import Options, RequestProblems, make_request
@@ -65,15 +66,17 @@ def test_the_retire_guard_and_its_dry_run_on_every_door(env: Env) -> None:
         assert "would retire 70 of its 100 current entries" in problem and "allow_retire" in problem
         assert written(client) == before
 
-        result = intake(settings, client.ledger, v1("cut-1", rows_of(30)))
+        result = intake(settings, client.ledger, v1("cut-1", rows_of(30)), tenant=DEFAULT_TENANT)
         assert result.status == "rejected" and result.problems == refused.value.problems
         assert written(client) == before
-        out_of_range = intake(settings, client.ledger, v1("cut-2", rows_of(30), max_retire=101))
+        out_of_range = intake(settings, client.ledger, v1("cut-2", rows_of(30), max_retire=101), tenant=DEFAULT_TENANT)
         assert out_of_range.status == "rejected" and "field 'max_retire'" in out_of_range.problems[0]
         with pytest.raises(RequestProblems, match="field 'max_retire'"):
-            make_request(settings, Options(catalogue="shop", max_retire=-1), rows=rows_of(1))
+            make_request(
+                settings, Options(catalogue="shop", max_retire=-1), rows=rows_of(1), tenant_id=DEFAULT_TENANT_ID
+            )
         with pytest.raises(RequestProblems, match="field 'allow_retire': applies to catalogue runs only"):
-            make_request(settings, Options(allow_retire=True), rows=rows_of(1))
+            make_request(settings, Options(allow_retire=True), rows=rows_of(1), tenant_id=DEFAULT_TENANT_ID)
 
         with TestClient(create_app(settings, dispatch=False), base_url=LOOPBACK) as http:
             answer = http.post("/v1/jobs", json=v1("cut-3", rows_of(30)))
@@ -98,7 +101,7 @@ def test_the_retire_guard_and_its_dry_run_on_every_door(env: Env) -> None:
             assert missing.status_code == 404
             assert missing.json()["detail"] == "no catalogue 'shopp'; did you mean 'shop'?"
 
-        allowed = intake(settings, client.ledger, v1("back", rows_of(100), allow_retire=True))
+        allowed = intake(settings, client.ledger, v1("back", rows_of(100), allow_retire=True), tenant=DEFAULT_TENANT)
         assert allowed.status == "accepted" and allowed.submission is not None
         assert allowed.submission.changes == {"new": 0, "changed": 0, "unchanged": 100, "retired": 0}
         assert [c.current for c in client.catalogues()] == [100]

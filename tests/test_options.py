@@ -16,8 +16,9 @@ import typer
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from conftest import LOOPBACK, Env
+from conftest import DEFAULT_TENANT, LOOPBACK, Env
 from contract.settings import get_settings
+from contract.tenants import DEFAULT_TENANT_ID
 from pixelmill.api import Client, SubmitError
 from pixelmill.api.http import create_app
 from pixelmill.cli import app
@@ -218,7 +219,7 @@ def through_cli(env: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value
 
 def through_request(env: Env, values: dict[str, Any]) -> list[str]:
     with pytest.raises(RequestProblems) as refused:
-        make_request(env.settings(), Options(**{**GOOD, **values}), rows=ROWS)
+        make_request(env.settings(), Options(**{**GOOD, **values}), rows=ROWS, tenant_id=DEFAULT_TENANT_ID)
     return refused.value.problems
 
 
@@ -231,7 +232,7 @@ def through_client(env: Env, values: dict[str, Any]) -> list[str]:
 def through_intake(env: Env, rid: str, values: dict[str, Any]) -> list[str]:
     ledger = env.ledger()
     try:
-        result = intake(env.settings(), ledger, v1_message(rid, {**GOOD, **values}))
+        result = intake(env.settings(), ledger, v1_message(rid, {**GOOD, **values}), tenant=DEFAULT_TENANT)
     finally:
         ledger.close()
     assert result.status == "rejected"
@@ -307,7 +308,7 @@ def test_v1_reader_options_reach_the_request(installation: Env) -> None:
     )
     options = validate_v1(installation.settings(), message, default_tenant(installation.ledger())).options
     assert (options.delimiter, options.encoding, options.row_overrides) == (";", "latin-1", False)
-    request = make_request(installation.settings(), options, rows=ROWS)
+    request = make_request(installation.settings(), options, rows=ROWS, tenant_id=DEFAULT_TENANT_ID)
     assert request.defaults.override_columns()["size"] is None and request.defaults.delimiter == ";"
 
 
@@ -316,5 +317,10 @@ def test_the_rows_beside_a_bad_option_are_read_as_asked(installation: Env, tmp_p
     path = tmp_path / "c.csv"
     path.write_text("id;title\nA-1;mug\n;cup\n")
     with pytest.raises(RequestProblems) as refused:
-        make_request(installation.settings(), Options(**GOOD, size="3x3", delimiter=";"), source=path)
+        make_request(
+            installation.settings(),
+            Options(**GOOD, size="3x3", delimiter=";"),
+            source=path,
+            tenant_id=DEFAULT_TENANT_ID,
+        )
     assert [p.split(": ", 1)[0] for p in refused.value.problems] == ["request", f"{path}:3"]

@@ -502,9 +502,9 @@ def test_drift_flags_the_run_whose_scores_were_lowered_and_not_the_normal_ones(e
     table = env.cli("drift", "--catalogue", "shop").stdout
     assert "FLAGGED" in table and f"job {lowered}: median clip_score" in table
     with ledger.session() as session:
-        report = drift_report(session, "shop", lowered)
+        report = drift_report(session, DEFAULT_TENANT_ID, "shop", lowered)
         assert report is not None and report.flagged and [r.job for r in report.earlier] == normal
-        assert not drift_report(session, None, normal[-1]).flagged  # type: ignore[union-attr]
+        assert not drift_report(session, DEFAULT_TENANT_ID, None, normal[-1]).flagged  # type: ignore[union-attr]
     env.cli("sheet", "--job", str(lowered), "--link", "-o", str(env.data_dir / "linked.html"))
     linked = (env.data_dir / "linked.html").read_text()  # large jobs: the objects' URLs, nothing embedded
     assert linked.count('"src":"file://') == 20 and "data:image" not in linked
@@ -539,16 +539,16 @@ def test_manifest_and_drift_on_postgresql(test_servers: Servers, tmp_path: Path)
                 )
             )
         with ledger.session(readonly=True) as session:
-            rows = list(iter_manifest(session, job=first))
+            rows = list(iter_manifest(session, tenant_id=DEFAULT_TENANT_ID, job=first))
             out = io.StringIO()
-            write_csv(iter_manifest(session, job=first), out)
+            write_csv(iter_manifest(session, tenant_id=DEFAULT_TENANT_ID, job=first), out)
         assert len(rows) == 20 and [r.state for r in rows[:3]] == ["failed", "failed", "succeeded"]
         ok = rows[2]
         assert ok.safety == "ok" and ok.provenance == "CN=shop" and ok.clip_score is not None
         assert ok.generated_at is not None and ok.generated_at.endswith("+00:00") and rows[0].error is None
         assert len(out.getvalue().splitlines()) == 21
         with ledger.session() as session:
-            report = drift_report(session, "pg", lowered)
+            report = drift_report(session, DEFAULT_TENANT_ID, "pg", lowered)
             assert report is not None and report.flagged and [r.job for r in report.earlier] == [first]
     finally:
         ledger.close()

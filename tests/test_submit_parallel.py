@@ -108,12 +108,14 @@ def catalogue_rows(n: int) -> list[dict[str, object]]:
 def test_pipelined_submit_plans_like_the_dry_run(tmp_path: Path, processes: int) -> None:
     settings = Settings(data_dir=tmp_path, submit_processes=processes)
     rows = catalogue_rows(5 * BATCH + 123)
-    request = SubmitRequest(rows=rows, defaults=DEFAULTS, model="org/m", blocklists=("builtin",))
+    request = SubmitRequest(rows=rows, defaults=DEFAULTS, model="org/m", tenant_id=1, blocklists=("builtin",))
     preview = preview_request(settings, None, request)
     ledger = Ledger(settings)
     try:
         result = submit_request(
-            settings, ledger, SubmitRequest(rows=rows, defaults=DEFAULTS, model="org/m", blocklists=("builtin",))
+            settings,
+            ledger,
+            SubmitRequest(rows=rows, defaults=DEFAULTS, model="org/m", tenant_id=1, blocklists=("builtin",)),
         )
         assert (result.rows, result.items, result.skipped, result.blocked) == (
             preview.rows,
@@ -134,7 +136,9 @@ def test_pipelined_submit_plans_like_the_dry_run(tmp_path: Path, processes: int)
         assert hashes == result.items + result.blocked  # identical work never inserted twice
 
         again = submit_request(
-            settings, ledger, SubmitRequest(rows=rows, defaults=DEFAULTS, model="org/m", blocklists=("builtin",))
+            settings,
+            ledger,
+            SubmitRequest(rows=rows, defaults=DEFAULTS, model="org/m", tenant_id=1, blocklists=("builtin",)),
         )
         assert (again.items, again.skipped, again.messages) == (0, len(rows) - result.blocked, 0)
     finally:
@@ -171,7 +175,9 @@ def test_a_failure_mid_stream_leaves_nothing(tmp_path: Path, fault: str, monkeyp
     try:
         with pytest.raises(expected):
             submit_request(
-                settings, ledger, SubmitRequest(rows=rows, defaults=DEFAULTS, model="org/m", blocklists=("builtin",))
+                settings,
+                ledger,
+                SubmitRequest(rows=rows, defaults=DEFAULTS, model="org/m", tenant_id=1, blocklists=("builtin",)),
             )
         with ledger.session(readonly=True) as session:
             assert session.scalar(select(func.count()).select_from(Job)) == 0
@@ -199,7 +205,7 @@ def test_a_script_without_a_main_guard_submits_once(tmp_path: Path) -> None:
         f"settings = Settings(data_dir=Path({str(tmp_path / 'data')!r}), submit_processes=2)\n"
         "rows = [{'id': f'SKU-{i}', 'prompt': f'studio photo of mug {i}'} for i in range(3000)]\n"
         "request = SubmitRequest(rows=rows, defaults=Defaults(template=None, width=64, height=64, steps=4),\n"
-        "                        model='org/m', blocklists=('builtin',))\n"
+        "                        model='org/m', tenant_id=1, blocklists=('builtin',))\n"
         "print(submit_request(settings, Ledger(settings), request).items)\n"
     )
     try:

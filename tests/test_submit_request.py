@@ -15,12 +15,12 @@ DEFAULTS = Defaults(template=None, width=64, height=64, steps=4)
 
 
 def request(rows: list[dict[str, object]], **extra: object) -> SubmitRequest:
-    return SubmitRequest(rows=rows, defaults=DEFAULTS, model="m", **extra)  # type: ignore[arg-type]
+    return SubmitRequest(rows=rows, defaults=DEFAULTS, model="m", tenant_id=1, **extra)  # type: ignore[arg-type]
 
 
 def test_a_request_needs_exactly_one_source_and_bounded_ids() -> None:
     with pytest.raises(UsageError, match="exactly one"):
-        SubmitRequest(defaults=DEFAULTS, model="m")
+        SubmitRequest(defaults=DEFAULTS, model="m", tenant_id=1)
     with pytest.raises(UsageError, match="request_id"):
         request([], request_id="x" * 201)
     with pytest.raises(UsageError, match="seed"):

@@ -2,7 +2,7 @@
 
     from pixelmill.api import Client
 
-    client = Client()  # PIXELMILL_* settings, as the CLI reads them
+    client = Client()  # PIXELMILL_* settings, as the CLI reads them; acting as PIXELMILL_TENANT (`default`)
     job = client.submit(rows=[{"sku": "MUG-1", "title": "mug"}], key="sku", template="photo of {title}")
     final = job.wait(timeout=600, progress=lambda s: print(s.succeeded, "/", s.total))
     failed = job.items(state="failed")
@@ -13,6 +13,10 @@ It goes through the same submission path as every other door (producer/request.p
 producer/submit.py `submit_request`): the model is resolved and refused up front when no worker could load it,
 the whole catalogue is validated before anything is written (`SubmitError` lists every problem, in the CLI's
 `where: field 'x': message` form), and a `request_id` makes a retried call return the same job.
+
+A client acts as one tenant (`Client(tenant="team-a")`, default PIXELMILL_TENANT): it sees, cancels and
+retries only that tenant's jobs and catalogues. It runs with the ledger's credentials, on the operator's side, so
+it is trusted to name its tenant; callers who are not go through the HTTP API, which knows them by their token.
 
 A door: it imports `producer` and the contract, never the other way round (tests/test_layout.py).
 """
@@ -30,10 +34,9 @@ from sqlalchemy import select
 from contract.ledger import Ledger
 from contract.queue import make_celery
 from contract.schema import Event, Image, Item, State
-from contract.schema import Job as JobRow
 from contract.settings import Settings, get_settings
 from contract.storage import open_storage
-from contract.tenants import DEFAULT_TENANT_ID
+from contract.tenants import TenantError, TenantInfo, find_tenant, owned_job
 from producer.catalogue import CatalogueError, UsageError
 from producer.catalogue_runs import CatalogueSummary, list_catalogues
 from producer.jobs import CancelResult, JobError
@@ -57,6 +60,7 @@ __all__ = [
     "ManifestError",
     "ManifestRow",
     "SubmitError",
+    "TenantError",
     "UnknownJob",
     "list_items",
     "retry_job",
@@ -86,10 +90,10 @@ class ItemInfo:
 
 
 def list_items(
-    session: Any, job_id: int, *, state: str | None = None, after: int = 0, limit: int = 1000
+    session: Any, job_id: int, *, tenant_id: int, state: str | None = None, after: int = 0, limit: int = 1000
 ) -> list[ItemInfo]:
-    """The job's items in id order, after item id `after` (paging), optionally in one state."""
-    if session.get(JobRow, job_id) is None:
+    """The tenant's job's items in id order, after item id `after` (paging), optionally in one state."""
+    if owned_job(session, tenant_id, job_id) is None:
         raise UnknownJob(f"no job {job_id}")
     query = (
         select(Item, Image.storage_key, Image.sha256)
@@ -117,7 +121,14 @@ def list_items(
 
 
 def retry_job(
-    settings: Settings, ledger: Ledger, celery: Any, job_id: int, *, failed: bool = True, blocked_by: str | None = None
+    settings: Settings,
+    ledger: Ledger,
+    celery: Any,
+    job_id: int,
+    *,
+    tenant_id: int,
+    failed: bool = True,
+    blocked_by: str | None = None,
 ) -> int:
     """`producer.jobs.retry` as `pixelmill retry` runs it: the broker checked first (kombu's OperationalError,
     nothing changed), the items committed as pending, then published. Returns how many were re-queued; raises
@@ -134,6 +145,7 @@ def retry_job(
                 session,
                 celery,
                 job_id,
+                tenant_id=tenant_id,
                 failed=failed,
                 blocked_by=blocked_by,
                 batch_size=settings.batch_size,
@@ -146,6 +158,7 @@ def retry_job(
 def stream_manifest(
     ledger: Ledger,
     *,
+    tenant_id: int,
     job: int | None = None,
     catalogue: str | None = None,
     storage: Any = None,
@@ -154,16 +167,36 @@ def stream_manifest(
 ) -> Iterator[ManifestRow]:
     """`producer.manifest.iter_manifest` in a read-only session held open while the rows are read."""
     with ledger.session(readonly=True) as session:
-        yield from iter_manifest(session, job=job, catalogue=catalogue, storage=storage, urls=urls, expires=expires)
+        yield from iter_manifest(
+            session, tenant_id=tenant_id, job=job, catalogue=catalogue, storage=storage, urls=urls, expires=expires
+        )
 
 
 class Client:
-    """A connection to one pixelmill installation (its ledger and broker, from settings)."""
+    """A connection to one pixelmill installation (its ledger and broker, from settings), acting as `tenant`
+    (default: PIXELMILL_TENANT)."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, tenant: str | None = None) -> None:
         self.settings = settings or get_settings()
+        self.tenant_name = tenant if tenant is not None else self.settings.tenant
+        self._tenant: TenantInfo | None = None
         self._ledger: Ledger | None = None
         self._celery: Any = None
+
+    @property
+    def tenant(self) -> TenantInfo:
+        """The tenant this client acts as, read from the ledger on first use; TenantError if it is unknown or
+        revoked (`pixelmill tenants list`)."""
+        if self._tenant is None:
+            with self.ledger.session(readonly=True) as session:
+                found = find_tenant(session, self.tenant_name)
+            if found is None:
+                raise TenantError(
+                    f"no tenant {self.tenant_name!r} (unknown or revoked; Client(tenant=...) or PIXELMILL_TENANT "
+                    "names it, `pixelmill tenants list` shows them)"
+                )
+            self._tenant = found
+        return self._tenant
 
     @property
     def ledger(self) -> Ledger:
@@ -216,7 +249,7 @@ class Client:
         if (source is None) == (rows is None):
             raise SubmitError(["request: give exactly one of source (a catalogue file) and rows"])
         path = Path(source) if source is not None and str(source) != "-" else source
-        request = make_request(self.settings, Options(**options), source=path, rows=rows)
+        request = make_request(self.settings, Options(**options), source=path, rows=rows, tenant_id=self.tenant.id)
         try:
             if dry_run:
                 return preview_request(self.settings, self.ledger, request)
@@ -238,7 +271,9 @@ class Client:
         """Stream a catalogue's manifest: one row per current entry (retired ones included, `change` says so),
         as `pixelmill manifest --catalogue`. `urls`: presigned (S3) or file URLs valid `expires` s. Raises
         ManifestError (no such catalogue) when the first row is read."""
-        return stream_manifest(self.ledger, catalogue=catalogue, **self._url_options(urls, expires))
+        return stream_manifest(
+            self.ledger, tenant_id=self.tenant.id, catalogue=catalogue, **self._url_options(urls, expires)
+        )
 
     def _url_options(self, urls: bool, expires: int | None) -> dict[str, Any]:
         if not urls:
@@ -250,19 +285,22 @@ class Client:
         }
 
     def jobs(self, limit: int = 50) -> list[JobStatus]:
-        """The newest `limit` jobs, newest first, as `pixelmill jobs --json` (each with its `catalogue`)."""
+        """The tenant's newest `limit` jobs, newest first, as `pixelmill jobs --json` (each with its `catalogue`)."""
+        tenant_id = self.tenant.id
         with self.ledger.session(readonly=True) as session:
-            return list_jobs(session, limit, stale_after=self.settings.worker_stale_after)
+            return list_jobs(session, limit, tenant_id=tenant_id, stale_after=self.settings.worker_stale_after)
 
     def catalogues(self) -> list[CatalogueSummary]:
-        """Every named catalogue, by name: runs, current and retired entries, the last run and its changes."""
+        """The tenant's named catalogues, by name: runs, current and retired entries, the last run and its changes."""
+        tenant_id = self.tenant.id
         with self.ledger.session(readonly=True) as session:
-            return list_catalogues(session, DEFAULT_TENANT_ID)
+            return list_catalogues(session, tenant_id)
 
     def job(self, job_id: int) -> Job:
-        """A handle on an existing job; raises UnknownJob."""
+        """A handle on an existing job of the tenant's; raises UnknownJob (another tenant's job is unknown)."""
+        tenant_id = self.tenant.id
         with self.ledger.session(readonly=True) as session:
-            if session.get(JobRow, job_id) is None:
+            if owned_job(session, tenant_id, job_id) is None:
                 raise UnknownJob(f"no job {job_id}")
         return Job(self, job_id)
 
@@ -291,8 +329,9 @@ class Job:
 
     def status(self) -> JobStatus:
         """Counts per state, images/s, ETA, scores: the same `JobStatus` as `pixelmill status --json`."""
+        tenant_id = self.client.tenant.id
         with self.client.ledger.session(readonly=True) as session:
-            return job_status(session, self.id)
+            return job_status(session, self.id, tenant_id=tenant_id)
 
     def wait(
         self,
@@ -322,11 +361,13 @@ class Job:
         """The job's items (optionally in one state: pending, queued, running, succeeded, blocked, failed)
         with their errors, block reasons and stored images."""
         found: list[ItemInfo] = []
+        tenant_id = self.client.tenant.id
         with self.client.ledger.session(readonly=True) as session:
             while len(found) < limit:
                 page = list_items(
                     session,
                     self.id,
+                    tenant_id=tenant_id,
                     state=state,
                     after=found[-1].id if found else 0,
                     limit=min(1000, limit - len(found)),
@@ -337,16 +378,21 @@ class Job:
         return found
 
     def events(self) -> list[dict[str, Any]]:
-        """The job's events so far (job.accepted, job.finished, item events it asked for), oldest first."""
+        """The job's events so far (job.accepted, job.finished, item events it asked for), oldest first; raises
+        UnknownJob for a job that is not the tenant's."""
+        tenant_id = self.client.tenant.id
         with self.client.ledger.session(readonly=True) as session:
+            if owned_job(session, tenant_id, self.id) is None:
+                raise UnknownJob(f"no job {self.id}")
             return list(session.scalars(select(Event.body).where(Event.job_id == self.id).order_by(Event.id)))
 
     def cancel(self) -> CancelResult:
         """Cancel the job (`pixelmill cancel`): its pending, queued and running items become `cancelled`
         (running ones are discarded), finished ones stay; the job is then finished (`job.finished` event)."""
+        tenant_id = self.client.tenant.id
         try:
             with self.client.ledger.session() as session:
-                return cancel_job(session, self.id)
+                return cancel_job(session, self.id, tenant_id=tenant_id)
         except JobError as exc:
             raise UnknownJob(str(exc)) from None
 
@@ -354,9 +400,19 @@ class Job:
         """Queue failed items (`failed`) and/or items blocked by the `image` checker or the `prompt` filter
         (`blocked_by`) again, as `pixelmill retry`: attempts from 0, same seeds and keys. Returns how many."""
         client = self.client
-        return retry_job(client.settings, client.ledger, client.celery, self.id, failed=failed, blocked_by=blocked_by)
+        return retry_job(
+            client.settings,
+            client.ledger,
+            client.celery,
+            self.id,
+            tenant_id=client.tenant.id,
+            failed=failed,
+            blocked_by=blocked_by,
+        )
 
     def manifest(self, *, urls: bool = False, expires: int | None = None) -> Iterator[ManifestRow]:
         """Stream the job's manifest, one `ManifestRow` per item in id order (`pixelmill manifest --job`),
         in constant memory; `urls` fills the url column. Raises ManifestError (no such job) on the first read."""
-        return stream_manifest(self.client.ledger, job=self.id, **self.client._url_options(urls, expires))
+        return stream_manifest(
+            self.client.ledger, tenant_id=self.client.tenant.id, job=self.id, **self.client._url_options(urls, expires)
+        )

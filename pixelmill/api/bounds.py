@@ -47,7 +47,7 @@ class Bounds:
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         has_body = "transfer-encoding" in headers or headers.get("content-length", "0") not in ("", "0")
-        refusal = self.refusal(scope, headers, has_body)
+        refusal = await run_in_threadpool(self.refusal, scope, headers, has_body)  # the token: a ledger lookup
         if refusal is not None:
             await answer(scope, receive, send, *refusal, unread=has_body)
             return

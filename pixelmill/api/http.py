@@ -3,8 +3,10 @@
 `POST /v1/jobs` takes the v1 request (contract/schemas/request-v1.json) and runs it through
 producer/request_v1.py `intake`, so a bad request gets the same problem list (422) and the same `job.rejected`
 event as on the queue, and a repeated `request_id` (or `Idempotency-Key` header) returns the same job.
-Bearer tokens come from PIXELMILL_API_TOKENS and are compared with `hmac.compare_digest`. Cancel, retry and the
-manifest call `producer.jobs` and `producer.manifest`, as `pixelmill cancel/retry/manifest` and the Python API do.
+A bearer token names the caller's tenant (pixelmill/api/access.py `caller`): a ledger token (`pixelmill tenants
+add`) or one of PIXELMILL_API_TOKENS (compared with `hmac.compare_digest`); every route is scoped to it.
+Cancel, retry and the manifest call `producer.jobs` and `producer.manifest`, as `pixelmill cancel/retry/manifest`
+and the Python API do.
 
 The routes are in pixelmill/api/job_routes.py and pixelmill/api/manifest_routes.py; what they depend on (the
 served `Door` on `app.state`, the token check) in pixelmill/api/access.py; the bounds every request meets
@@ -20,11 +22,10 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from contract.ledger import Ledger
 from contract.outbox import Dispatcher
 from contract.settings import Settings
 from pixelmill.api import job_routes, manifest_routes
-from pixelmill.api.access import Door, Served
+from pixelmill.api.access import Served, make_door
 from pixelmill.api.bounds import Bounds
 
 
@@ -48,7 +49,7 @@ def parse_tokens(raw: str) -> dict[str, str]:
 
 def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
     """The API over one ledger; with `dispatch`, the outbox dispatcher runs while the app does."""
-    door = Door(settings, Ledger(settings), parse_tokens(settings.api_tokens))
+    door = make_door(settings, parse_tokens(settings.api_tokens))
     dispatcher = Dispatcher(settings, door.ledger) if dispatch else None
 
     @asynccontextmanager

@@ -21,6 +21,7 @@ from producer.jobs import JobError
 from producer.jobs import cancel as cancel_job
 from producer.request_v1 import intake, request_schema
 from producer.status import job_status
+from producer.submit import REQUEST_ID_REUSED
 
 AUTH_AND_JOB: dict[int | str, dict[str, Any]] = {404: {"description": "no such job"}, 401: {"description": "auth"}}
 IDEMPOTENCY_MISMATCH = (
@@ -57,6 +58,7 @@ def request_schema_for_openapi() -> dict[str, Any]:
         200: {"description": "a request with this request_id was submitted before: that job"},
         201: {"description": "accepted: the new job"},
         401: {"description": "no or wrong bearer token"},
+        409: {"description": "request_id reused with a different request (request_ids are per tenant)"},
         413: {"description": "body too large"},
         415: {"description": "body not application/json"},
         422: {"description": "bad request: `problems` lists every one; nothing was written"},
@@ -65,7 +67,7 @@ def request_schema_for_openapi() -> dict[str, Any]:
 async def submit(
     request: Request,
     served: Served,
-    _who: Auth,
+    who: Auth,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JSONResponse:
     body = await request.body()  # capped in bytes and JSON depth by pixelmill/api/bounds.py before this runs
@@ -78,9 +80,10 @@ async def submit(
     if idempotency_key is not None and isinstance(message, dict):
         if message.setdefault("request_id", idempotency_key) != idempotency_key:
             return JSONResponse({"problems": [IDEMPOTENCY_MISMATCH]}, status_code=422)
-    result = await run_in_threadpool(intake, served.settings, served.ledger, message)
+    result = await run_in_threadpool(intake, served.settings, served.ledger, message, tenant=who)
     if result.status == "rejected":
-        return JSONResponse({"problems": result.problems}, status_code=422)
+        reused = any(REQUEST_ID_REUSED in problem for problem in result.problems)
+        return JSONResponse({"problems": result.problems}, status_code=409 if reused else 422)
     assert result.job is not None
     status = 201 if result.status == "accepted" else 200
     sub = result.submission
@@ -97,10 +100,11 @@ async def submit(
 
 
 @reading.get("/v1/jobs/{job_id}", responses=AUTH_AND_JOB)
-def get_job(job_id: JobId, served: Served, _who: Auth) -> dict[str, Any]:
+def get_job(job_id: JobId, served: Served, who: Auth) -> dict[str, Any]:
     try:
         with served.ledger.session(readonly=True) as session:
-            return job_status(session, job_id).as_dict()
+            stale_after = served.settings.worker_stale_after
+            return job_status(session, job_id, tenant_id=who.id, stale_after=stale_after).as_dict()
     except UnknownJob as exc:
         raise not_found(exc) from None
 
@@ -109,7 +113,7 @@ def get_job(job_id: JobId, served: Served, _who: Auth) -> dict[str, Any]:
 def get_items(
     job_id: JobId,
     served: Served,
-    _who: Auth,
+    who: Auth,
     state: Annotated[
         Literal["pending", "queued", "running", "succeeded", "blocked", "failed", "cancelled"] | None, Query()
     ] = None,
@@ -119,19 +123,19 @@ def get_items(
     """One page of the job's items (id order); pass `next_after` as `after` for the next page."""
     try:
         with served.ledger.session(readonly=True) as session:
-            page: list[ItemInfo] = list_items(session, job_id, state=state, after=after, limit=limit)
+            page: list[ItemInfo] = list_items(session, job_id, tenant_id=who.id, state=state, after=after, limit=limit)
     except UnknownJob as exc:
         raise not_found(exc) from None
     return {"items": [i.as_dict() for i in page], "next_after": page[-1].id if len(page) == limit else None}
 
 
 @acting.post("/v1/jobs/{job_id}/cancel", responses=AUTH_AND_JOB)
-def post_cancel(job_id: JobId, served: Served, _who: Auth) -> dict[str, Any]:
+def post_cancel(job_id: JobId, served: Served, who: Auth) -> dict[str, Any]:
     """Cancel the job (`pixelmill cancel`): pending, queued and running items become `cancelled` (running
     ones discarded). Returns how many left each state and `cancelled`, their sum."""
     try:
         with served.ledger.session() as session:
-            return cancel_job(session, job_id).as_dict()
+            return cancel_job(session, job_id, tenant_id=who.id).as_dict()
     except JobError as exc:
         raise not_found(exc) from None
 
@@ -145,14 +149,22 @@ def post_cancel(job_id: JobId, served: Served, _who: Auth) -> dict[str, Any]:
     },
 )
 def post_retry(
-    job_id: JobId, served: Served, _who: Auth, body: Annotated[RetryRequest | None, Body()] = None
+    job_id: JobId, served: Served, who: Auth, body: Annotated[RetryRequest | None, Body()] = None
 ) -> dict[str, Any]:
     """Queue failed (and, with `blocked_by`, blocked) items again (`pixelmill retry`): attempts from 0,
     same seeds and keys. Returns `{"job", "requeued"}`."""
     wanted = body or RetryRequest()
     settings, ledger = served.settings, served.ledger
     try:
-        count = retry_job(settings, ledger, served.broker(), job_id, failed=wanted.failed, blocked_by=wanted.blocked_by)
+        count = retry_job(
+            settings,
+            ledger,
+            served.broker(),
+            job_id,
+            tenant_id=who.id,
+            failed=wanted.failed,
+            blocked_by=wanted.blocked_by,
+        )
     except UnknownJob as exc:
         raise not_found(exc) from None
     except ValueError as exc:

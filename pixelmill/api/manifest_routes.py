@@ -13,8 +13,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import StreamingResponse
 
 from contract.ledger import Ledger
-from contract.schema import Job as JobRow
-from contract.tenants import DEFAULT_TENANT_ID
+from contract.tenants import owned_job
 from pixelmill.api import stream_manifest
 from pixelmill.api.access import Auth, Served
 from producer.catalogue_runs import check_name, has_entries, list_catalogues, unknown_catalogue
@@ -80,8 +79,10 @@ class _Pipe:
         pass
 
 
-def manifest_chunks(ledger: Ledger, job_id: int | None, fmt: str, *, catalogue: str | None = None) -> Iterator[bytes]:
-    """The job's (or, with `catalogue`, the catalogue's) manifest in `fmt`, written by `producer.manifest`'s
+def manifest_chunks(
+    ledger: Ledger, job_id: int | None, fmt: str, *, tenant_id: int, catalogue: str | None = None
+) -> Iterator[bytes]:
+    """The tenant's job's (or, with `catalogue`, catalogue's) manifest in `fmt`, written by `producer.manifest`'s
     writer in a thread of its own and handed over in chunks through a queue of 8: memory stays flat whatever
     the job's size."""
     chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=8)
@@ -90,7 +91,11 @@ def manifest_chunks(ledger: Ledger, job_id: int | None, fmt: str, *, catalogue: 
 
     def produce() -> None:
         try:
-            rows = stream_manifest(ledger, catalogue=catalogue) if catalogue else stream_manifest(ledger, job=job_id)
+            rows = (
+                stream_manifest(ledger, tenant_id=tenant_id, catalogue=catalogue)
+                if catalogue
+                else stream_manifest(ledger, tenant_id=tenant_id, job=job_id)
+            )
             WRITERS[fmt](rows, pipe)  # type: ignore[operator]
             pipe.flush()
             pipe.put(None)
@@ -144,22 +149,22 @@ def streamed(chunks: Iterator[bytes], fmt: str, filename: str) -> StreamingRespo
     response_class=StreamingResponse,
     responses=manifest_responses("one row per item (id order), streamed", "no such job"),
 )
-def get_manifest(job_id: JobId, served: Served, _who: Auth, format: Format = "csv") -> StreamingResponse:
+def get_manifest(job_id: JobId, served: Served, who: Auth, format: Format = "csv") -> StreamingResponse:
     """The job's manifest (`pixelmill manifest --job`): object key, sha256, size, scores, safety,
     provenance and error per item, as CSV (with a header row), JSON lines or Parquet."""
     check_format(format)
     with served.ledger.session(readonly=True) as session:
-        if session.get(JobRow, job_id) is None:
+        if owned_job(session, who.id, job_id) is None:
             raise HTTPException(404, f"no job {job_id}")
-    return streamed(manifest_chunks(served.ledger, job_id, format), format, f"job-{job_id}")
+    return streamed(manifest_chunks(served.ledger, job_id, format, tenant_id=who.id), format, f"job-{job_id}")
 
 
 @router.get("/v1/catalogues", responses={401: {"description": "auth"}})
-def get_catalogues(served: Served, _who: Auth) -> dict[str, Any]:
-    """The named catalogues (`pixelmill catalogues --json`): runs, current and retired entries, the last run
-    and its changes."""
+def get_catalogues(served: Served, who: Auth) -> dict[str, Any]:
+    """The caller's named catalogues (`pixelmill catalogues --json`): runs, current and retired entries, the
+    last run and its changes."""
     with served.ledger.session(readonly=True) as session:
-        return {"catalogues": [c.as_dict() for c in list_catalogues(session, DEFAULT_TENANT_ID)]}
+        return {"catalogues": [c.as_dict() for c in list_catalogues(session, who.id)]}
 
 
 @router.get(
@@ -173,7 +178,7 @@ def get_catalogues(served: Served, _who: Auth) -> dict[str, Any]:
 def get_catalogue_manifest(
     name: Annotated[str, Path(min_length=1, max_length=200, description="Catalogue name (submit --catalogue).")],
     served: Served,
-    _who: Auth,
+    who: Auth,
     format: Format = "csv",
 ) -> StreamingResponse:
     """The catalogue's manifest (`pixelmill manifest --catalogue`): one row per entry, its `change`, and the
@@ -184,7 +189,8 @@ def get_catalogue_manifest(
     except ValueError:
         raise HTTPException(404, f"no catalogue {name!r}") from None
     with served.ledger.session(readonly=True) as session:
-        if not has_entries(session, DEFAULT_TENANT_ID, name):
-            raise HTTPException(404, unknown_catalogue(session, DEFAULT_TENANT_ID, name))
+        if not has_entries(session, who.id, name):
+            raise HTTPException(404, unknown_catalogue(session, who.id, name))
     filename = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:100]
-    return streamed(manifest_chunks(served.ledger, None, format, catalogue=name), format, f"catalogue-{filename}")
+    chunks = manifest_chunks(served.ledger, None, format, tenant_id=who.id, catalogue=name)
+    return streamed(chunks, format, f"catalogue-{filename}")

@@ -8,6 +8,7 @@ and `main`. The commands live in one module per group and know nothing of this o
     servers.py        intake, serve, events
     job_control.py    cancel, retry, items
     reports.py        manifest, catalogues, sheet, drift
+    tenants.py        tenants add|list|rotate|revoke
 
 Heavy modules (SQLAlchemy, Celery, torch) are imported inside the commands that use them, so `pixelmill --help`,
 `pixelmill submit` and `pixelmill status` never load torch."""
@@ -17,13 +18,13 @@ from __future__ import annotations
 import gc
 import logging
 import sys
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from contract import logs
 from contract.settings import SettingsError
-from pixelmill.cli import errors, job_control, ops, reports, servers, setup_commands, status, submit
+from pixelmill.cli import common, errors, job_control, ops, reports, servers, setup_commands, status, submit, tenants
 from pixelmill.cli.common import err
 
 app = typer.Typer(
@@ -36,9 +37,16 @@ app = typer.Typer(
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False) -> None:
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
+    tenant: Annotated[
+        Optional[str],
+        typer.Option("--tenant", help="Act as this tenant (default: PIXELMILL_TENANT, `default`).", show_default=False),
+    ] = None,
+) -> None:
     logs.configure(logging.INFO if verbose else logging.WARNING)
     errors.VERBOSE = verbose
+    common.TENANT = tenant
 
 
 def group(name: str, help: str) -> typer.Typer:  # noqa: A002 (typer's word)
@@ -52,6 +60,7 @@ db_app = group("db", "Ledger database.")
 model_app = group("model", "Models.")
 broker_app = group("broker", "The embedded Redis broker (used when PIXELMILL_BROKER_URL is unset).")
 engine_app = group("engine", "Diffusion engines: TensorRT builds in the engine cache.")
+tenants_app = group("tenants", "Tenants: who owns jobs, and their API tokens.")
 
 app.command()(submit.submit)
 app.command()(status.status)
@@ -81,6 +90,10 @@ engine_app.command("build")(setup_commands.engine_build)
 broker_app.command("start")(setup_commands.broker_start)
 broker_app.command("stop")(setup_commands.broker_stop)
 broker_app.command("status")(setup_commands.broker_status)
+tenants_app.command("add")(tenants.add)
+tenants_app.command("list")(tenants.list_)
+tenants_app.command("rotate")(tenants.rotate)
+tenants_app.command("revoke")(tenants.revoke)
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from contract.settings import get_settings
 
 if TYPE_CHECKING:
     from contract.ledger import Ledger
+    from contract.tenants import TenantInfo
 
 PLAIN_WIDTH = 10_000  # lines in a pipe or a file are never wrapped (a path stays one line)
 
@@ -108,6 +109,41 @@ def check_schema() -> None:
         open_ledger().close()
     except RuntimeError as exc:
         fail(str(exc))
+
+
+TENANT: str | None = None  # `pixelmill --tenant NAME ...`; None: PIXELMILL_TENANT
+
+
+def caller_tenant(ledger: Ledger) -> TenantInfo:
+    """The tenant this command acts as: `--tenant`, else PIXELMILL_TENANT (`default`). The CLI runs on the
+    operator's host with the ledger's credentials, so it is trusted to name it. Exit 2 for an unknown or revoked
+    one."""
+    from contract.tenants import find_tenant
+
+    name = TENANT if TENANT is not None else get_settings().tenant
+    with ledger.session(readonly=True) as session:
+        found = find_tenant(session, name)
+    if found is None:
+        source = "--tenant" if TENANT is not None else "PIXELMILL_TENANT"
+        fail(f"no tenant {name!r} ({source}): unknown or revoked; `pixelmill tenants list` shows them")
+    return found
+
+
+def submitting_tenant_id() -> int:
+    """`caller_tenant`'s id for a submission, which may be the one that creates the ledger: with no ledger yet,
+    only the tenant `default` (which migration 0011 makes, with its fixed id) can be named."""
+    from contract.tenants import DEFAULT_TENANT, DEFAULT_TENANT_ID
+
+    ledger = existing_ledger()
+    if ledger is None:
+        name = TENANT if TENANT is not None else get_settings().tenant
+        if name != DEFAULT_TENANT:
+            fail(f"no tenant {name!r}: there is no ledger yet; `pixelmill tenants add {name}` makes one")
+        return DEFAULT_TENANT_ID
+    try:
+        return caller_tenant(ledger).id
+    finally:
+        ledger.close()
 
 
 def count(n: int, noun: str) -> str:

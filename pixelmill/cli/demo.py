@@ -40,6 +40,7 @@ def run_demo(
     progress: Callable[..., Any],
 ) -> int:
     from contract.ledger import Ledger  # SQLAlchemy: loaded when the demo runs, not by `pixelmill --help`
+    from contract.tenants import DEFAULT_TENANT_ID  # the demo is the fresh installation's: the tenant `default`
     from producer.request import make_request
     from producer.submit import submit_request
 
@@ -72,9 +73,11 @@ def run_demo(
         options = Options(
             template=TEMPLATE, negative=NEGATIVE, size=size, steps=steps, key="sku", name="demo", model=str(model)
         )
-        result = submit_request(settings, ledger, make_request(settings, options, source=catalogue))
+        asked = make_request(settings, options, source=catalogue, tenant_id=DEFAULT_TENANT_ID)
+        result = submit_request(settings, ledger, asked)
         console.print(f"job {result.job}: {result.items} items queued, {result.skipped} already done")
-        final = progress(ledger, result.job, 0.5, timeout - (time.monotonic() - started), lambda: worker.poll() is None)
+        left = timeout - (time.monotonic() - started)
+        final = progress(ledger, result.job, 0.5, left, lambda: worker.poll() is None, tenant_id=DEFAULT_TENANT_ID)
     finally:
         _stop(worker, console)
         if started_broker:

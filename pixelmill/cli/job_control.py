@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from contract.settings import get_settings
-from pixelmill.cli.common import fail, out, read_ledger
+from pixelmill.cli.common import caller_tenant, fail, out, read_ledger
 from producer.options import blocklists as blocklists_of
 
 # producer.jobs and contract.schema pull in SQLAlchemy, contract.queue Celery: imported by each command, so
@@ -31,9 +31,11 @@ def cancel(
     from producer.jobs import JobError
     from producer.jobs import cancel as do_cancel
 
+    ledger = read_ledger()
+    tenant = caller_tenant(ledger)
     try:
-        with read_ledger().session() as session:
-            result = do_cancel(session, job)
+        with ledger.session() as session:
+            result = do_cancel(session, job, tenant_id=tenant.id)
     except JobError as exc:
         fail(str(exc))
     if as_json:
@@ -71,17 +73,19 @@ def retry(
         fail("nothing to retry: --no-failed without --blocked-by")
     settings = get_settings()
     ledger = read_ledger()
+    tenant = caller_tenant(ledger)
     blocklists = list(blocklists_of(settings))
     try:
         celery = make_celery(settings)
         with celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=3)
         with ledger.session() as session:
-            before = count_items(session, job) if blocked_by else {}
+            before = count_items(session, job, tenant_id=tenant.id) if blocked_by else {}
             requeued = do_retry(
                 session,
                 celery,
                 job,
+                tenant_id=tenant.id,
                 failed=failed,
                 blocked_by=blocked_by,
                 batch_size=settings.batch_size,
@@ -97,7 +101,7 @@ def retry(
     out.print(f"job {job}: {requeued} items queued again", highlight=False)
     if blocked_by == "prompt":
         with ledger.session(readonly=True) as session:
-            still = count_items(session, job).get("blocked", 0)
+            still = count_items(session, job, tenant_id=tenant.id).get("blocked", 0)
         if still and before.get("blocked", 0):
             out.print(
                 f"{still} items stay blocked (the prompt filter still refuses them, or they were "
@@ -127,9 +131,11 @@ def items(
             wanted = State(state)
         except ValueError:
             fail(f"--state must be one of {', '.join(s.value for s in State)}, got {state!r}")
+    ledger = read_ledger()
+    tenant = caller_tenant(ledger)
     try:
-        with read_ledger().session(readonly=True) as session:
-            rows = list_items(session, job, wanted)
+        with ledger.session(readonly=True) as session:
+            rows = list_items(session, job, wanted, tenant_id=tenant.id)
             if as_json:
                 for row in rows:
                     sys.stdout.write(json.dumps(row.as_dict()) + "\n")

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from contract.settings import get_settings
 from contract.storage import open_storage
-from pixelmill.cli.common import err, fail, out, read_ledger
+from pixelmill.cli.common import caller_tenant, err, fail, out, read_ledger
 
 # producer.manifest, producer.sheet, producer.drift and producer.catalogue_runs pull in SQLAlchemy: imported by
 # each command, so `pixelmill --help` starts without it.
@@ -77,11 +77,13 @@ def manifest(
         fail("--expires applies to --urls only")
     settings = get_settings()
     ledger = read_ledger()
+    tenant = caller_tenant(ledger)
     storage = open_storage(settings) if urls else None
     try:
         with ledger.session(readonly=True) as session:
             rows = iter_manifest(
                 session,
+                tenant_id=tenant.id,
                 job=job,
                 catalogue=catalogue,
                 storage=storage,
@@ -109,11 +111,12 @@ def manifest(
 
 def catalogues(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False) -> None:
     """The named catalogues (submit --catalogue): runs, current and retired entries, the last run and its changes."""
-    from contract.tenants import DEFAULT_TENANT_ID
     from producer.catalogue_runs import list_catalogues
 
-    with read_ledger().session(readonly=True) as session:
-        found = list_catalogues(session, DEFAULT_TENANT_ID)
+    ledger = read_ledger()
+    tenant = caller_tenant(ledger)
+    with ledger.session(readonly=True) as session:
+        found = list_catalogues(session, tenant.id)
     if as_json:
         print(json.dumps([c.as_dict() for c in found]))
         return
@@ -152,7 +155,7 @@ def sheet(
     """One self-contained HTML contact sheet: thumbnails, key, prompt, change, scores; blocked, failed and
     low-score images marked; sortable by score, 500 tiles per page, a summary with score histograms. A
     catalogue's sheet filters by the latest run's change and opens on the current entries (retired greyed out)."""
-    from contract.schema import Job
+    from contract.tenants import owned_job
     from producer.manifest import ManifestError
     from producer.sheet import write_sheet
 
@@ -160,17 +163,19 @@ def sheet(
         fail("give exactly one of --job N or --catalogue NAME")
     settings = get_settings()
     ledger = read_ledger()
+    tenant = caller_tenant(ledger)
     title = f"job {job}" if job is not None else f"catalogue {catalogue}"
     try:
         with ledger.session(readonly=True) as session, written(output) as stream:
             if job is not None:
-                found = session.get(Job, job)
+                found = owned_job(session, tenant.id, job)
                 if found is not None:
                     title = f"job {job} · {found.name}"
             count = write_sheet(
                 session,
                 stream,
                 title=title,
+                tenant_id=tenant.id,
                 job=job,
                 catalogue=catalogue,
                 storage=open_storage(settings),
@@ -196,10 +201,12 @@ def drift(
 
     settings = get_settings()
     count = runs or settings.drift_runs
-    with read_ledger().session() as session:  # writes the run_stats cache
-        shown = finished_runs(session, catalogue, limit=count + settings.drift_runs)
+    ledger = read_ledger()
+    tenant = caller_tenant(ledger)
+    with ledger.session() as session:  # writes the run_stats cache
+        shown = finished_runs(session, tenant.id, catalogue, limit=count + settings.drift_runs)
     if not shown:
-        no_finished_run(catalogue)
+        no_finished_run(catalogue, tenant.id)
     verdicts = []
     for index, run in enumerate(shown):
         earlier = shown[max(0, index - settings.drift_runs) : index]
@@ -217,14 +224,13 @@ def drift(
             out.print(f"job {run.job}: {escape(reason)}", highlight=False)
 
 
-def no_finished_run(catalogue: str) -> NoReturn:
-    """Exit 2: no such catalogue (with the closest name), or one without a finished run."""
-    from contract.tenants import DEFAULT_TENANT_ID
+def no_finished_run(catalogue: str, tenant_id: int) -> NoReturn:
+    """Exit 2: no such catalogue of the tenant's (with the closest name), or one without a finished run."""
     from producer.catalogue_runs import catalogue_names, unknown_catalogue
 
     with read_ledger().session(readonly=True) as session:
-        if catalogue not in catalogue_names(session, DEFAULT_TENANT_ID):
-            fail(unknown_catalogue(session, DEFAULT_TENANT_ID, catalogue))
+        if catalogue not in catalogue_names(session, tenant_id):
+            fail(unknown_catalogue(session, tenant_id, catalogue))
     fail(f"catalogue {catalogue!r} has no finished run; `pixelmill jobs` lists the jobs")
 
 

@@ -13,7 +13,7 @@ from rich import box
 from rich.table import Table
 
 from contract.settings import get_settings
-from pixelmill.cli.common import check_schema, fail, open_ledger, out
+from pixelmill.cli.common import caller_tenant, check_schema, fail, open_ledger, out
 
 # The outbox, the intake app, FastAPI and uvicorn pull in SQLAlchemy, Celery and a web stack: imported by the
 # command that runs them, so `pixelmill --help` starts without them.
@@ -71,24 +71,29 @@ def serve(
     """The HTTP API (FastAPI on uvicorn): /v1/jobs…, /healthz, OpenAPI at /openapi.json and /docs."""
     if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
         fail("the HTTP API needs FastAPI and uvicorn: pip install 'pixelmill[http]'")
+    from contract.tenants import TenantError
     from pixelmill.api.connections import uvicorn_options
     from pixelmill.api.http import create_app, parse_tokens
 
     settings = get_settings()
     try:
-        tokens = parse_tokens(settings.api_tokens)
+        parse_tokens(settings.api_tokens)  # its format, before the ledger is opened
     except ValueError as exc:
         fail(str(exc))
-    if not tokens and not loopback(host):
-        fail(
-            f"no PIXELMILL_API_TOKENS set: refusing to serve an unauthenticated API on {host}; "
-            f"set tokens (name:token,...) or listen on 127.0.0.1"
-        )
     check_schema()
+    try:
+        app = create_app(settings, dispatch=dispatch)
+    except (ValueError, TenantError) as exc:  # a PIXELMILL_API_TOKENS name that is no tenant, or a revoked one
+        fail(str(exc))
+    if app.state.door.open and not loopback(host):
+        fail(
+            f"no PIXELMILL_API_TOKENS set and no tenant token (`pixelmill tenants add`): refusing to serve an "
+            f"unauthenticated API on {host}; set tokens (name:token,...), add a tenant, or listen on 127.0.0.1"
+        )
     import uvicorn
 
     uvicorn.run(
-        create_app(settings, dispatch=dispatch),
+        app,
         host=host,
         port=port,
         log_level="info",
@@ -108,20 +113,24 @@ def events(
     limit: Annotated[int, typer.Option(help="Most deliveries listed.")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
 ) -> None:
-    """List event deliveries not yet delivered (pending, retrying or dead-lettered); re-send one or all."""
-    from sqlalchemy import select
+    """List event deliveries not yet delivered (pending, retrying or dead-lettered) of the tenant's jobs (and of
+    rejected requests, which made no job); re-send one or all."""
+    from sqlalchemy import or_, select
 
     from contract.schema import Delivery, Event
+    from contract.schema import Job as JobRow
 
     states = list(EVENT_STATES) if state == "all" else [s.strip() for s in state.split(",")]
     bad = [s for s in states if s not in EVENT_STATES]
     if bad:
         fail(f"--state: unknown {', '.join(bad)}; use pending, dead, delivered or all")
     ledger = open_ledger()
+    tenant = caller_tenant(ledger)
     query = (
         select(Delivery, Event)
         .join(Event, Event.id == Delivery.event_id)
-        .where(Delivery.state.in_(states))
+        .outerjoin(JobRow, JobRow.id == Event.job_id)
+        .where(Delivery.state.in_(states), or_(Event.job_id.is_(None), JobRow.tenant_id == tenant.id))
         .order_by(Delivery.id)
         .limit(limit)
     )

@@ -17,7 +17,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from contract.settings import get_settings
-from pixelmill.cli.common import err, fail, out, read_ledger
+from pixelmill.cli.common import caller_tenant, err, fail, out, read_ledger
 
 
 def status(
@@ -33,13 +33,14 @@ def status(
         raise typer.BadParameter(f"must be greater than 0, got {interval:g}", param_hint="'--interval'")
 
     ledger = read_ledger()
+    tenant = caller_tenant(ledger)
     try:
         with ledger.session(readonly=True) as session:
-            current = job_status(session, job, stale_after=get_settings().worker_stale_after)
+            current = job_status(session, job, tenant_id=tenant.id, stale_after=get_settings().worker_stale_after)
     except UnknownJob as exc:
         fail(str(exc))
     if watch and not current.finished:
-        current = watch_job(ledger, job, interval)
+        current = watch_job(ledger, job, interval, tenant_id=tenant.id)
     if as_json:
         print(json.dumps(current.as_dict()))
     else:
@@ -53,8 +54,10 @@ def jobs(
     """List jobs, newest first."""
     from producer.status import list_jobs  # SQLAlchemy
 
-    with read_ledger().session(readonly=True) as session:
-        rows = list_jobs(session, limit, stale_after=get_settings().worker_stale_after)
+    ledger = read_ledger()
+    tenant = caller_tenant(ledger)
+    with ledger.session(readonly=True) as session:
+        rows = list_jobs(session, limit, tenant_id=tenant.id, stale_after=get_settings().worker_stale_after)
     if as_json:
         print(json.dumps([r.as_dict() for r in rows]))
     else:
@@ -70,6 +73,7 @@ def watch_job(
     timeout: float | None = None,
     alive: Any = None,
     *,
+    tenant_id: int,
     report_every: float = 30.0,
 ) -> Any:
     """Follow the job until it has nothing left to do (or `timeout` s pass, or `alive()` turns false): a
@@ -82,7 +86,9 @@ def watch_job(
     try:
         while True:
             with ledger.session(readonly=True) as session:
-                current = producer.status.job_status(session, job, stale_after=get_settings().worker_stale_after)
+                current = producer.status.job_status(
+                    session, job, tenant_id=tenant_id, stale_after=get_settings().worker_stale_after
+                )
             if view is not None:
                 view.update(current)
             elif not current.finished and (reported is None or time.monotonic() - reported >= report_every):

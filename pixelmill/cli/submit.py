@@ -20,7 +20,17 @@ from rich.markup import escape
 from contract.broker import EmbeddedRedis
 from contract.identity import model_problem
 from contract.settings import Settings, get_settings
-from pixelmill.cli.common import build_hint, count, err, existing_ledger, fail, open_ledger, out, warn
+from pixelmill.cli.common import (
+    build_hint,
+    count,
+    err,
+    existing_ledger,
+    fail,
+    open_ledger,
+    out,
+    submitting_tenant_id,
+    warn,
+)
 from pixelmill.cli.errors import describe
 from pixelmill.cli.waiting import UnservedCheck, after_submit, wait_and_report
 from producer.options import DEFAULTS, HELP, Options, declared
@@ -90,7 +100,7 @@ def submit(
     settings = get_settings()
     if (wait_timeout is not None or fail_on_drift) and not wait:
         fail("--timeout and --fail-on-drift apply to --wait only")
-    request = make_cli_request(settings, cli_options(ctx.params), source)
+    request = make_cli_request(settings, cli_options(ctx.params), source, tenant_id=submitting_tenant_id())
     check_model_and_source(request.model, source, dry_run=dry_run)
     shown = "stdin" if source == "-" else source
     if dry_run:
@@ -107,7 +117,10 @@ def submit(
     after_submit(ledger, unserved, queued=result.items > 0 and not result.existing)
     print_result(result, as_json)
     if wait:
-        raise typer.Exit(wait_and_report(ledger, result.job, timeout=wait_timeout, fail_on_drift=fail_on_drift))
+        code = wait_and_report(
+            ledger, result.job, tenant_id=request.tenant_id, timeout=wait_timeout, fail_on_drift=fail_on_drift
+        )
+        raise typer.Exit(code)
 
 
 def cli_options(params: Mapping[str, Any]) -> Options:
@@ -128,12 +141,13 @@ def cli_options(params: Mapping[str, Any]) -> Options:
     )
 
 
-def make_cli_request(settings: Settings, options: Options, source: str) -> SubmitRequest:
+def make_cli_request(settings: Settings, options: Options, source: str, *, tenant_id: int) -> SubmitRequest:
     """`make_request` as every door calls it, its problems printed as the CLI's --flag lines (exit 2)."""
     from producer.request import RequestProblems, make_request  # SQLAlchemy: only when a submit runs
 
     try:
-        return make_request(settings, options, source=source if source == "-" else Path(source), flags=True)
+        path = source if source == "-" else Path(source)
+        return make_request(settings, options, source=path, tenant_id=tenant_id, flags=True)
     except RequestProblems as exc:
         hint = (  # the CLI's hint only: other doors answer a client, not the operator in this directory
             "; in the environment or in ./.env, where `pixelmill demo` writes its tiny checker's settings "

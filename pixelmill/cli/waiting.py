@@ -77,11 +77,11 @@ def after_submit(ledger: Any, check: UnservedCheck, *, queued: bool) -> None:
 
 
 def wait_for(
-    ledger: Any, job: int, *, timeout: float | None, interval: float = 2.0, report_every: float = 30.0
+    ledger: Any, job: int, *, tenant_id: int, timeout: float | None, interval: float = 2.0, report_every: float = 30.0
 ) -> tuple[int, Any]:
     """Block until the job has nothing left to do (or `timeout` s pass), showing progress (`watch_job`: a bar on
     a terminal, a line every `report_every` s in a pipe); the `submit --wait` exit code and the last status."""
-    status = watch_job(ledger, job, interval, timeout, report_every=report_every)
+    status = watch_job(ledger, job, interval, timeout, tenant_id=tenant_id, report_every=report_every)
     if not status.finished or status.cancelled:
         return EXIT_CANCELLED, status
     return (EXIT_FAILED if status.failed else EXIT_OK), status
@@ -91,13 +91,16 @@ def wait_and_report(
     ledger: Any,
     job: int,
     *,
+    tenant_id: int,
     timeout: float | None,
     fail_on_drift: bool,
     interval: float = 2.0,
     report_every: float = 30.0,
 ) -> int:
     """`submit --wait`: wait (with progress), print a one-line outcome on stderr, and return the exit code."""
-    code, status = wait_for(ledger, job, timeout=timeout, interval=interval, report_every=report_every)
+    code, status = wait_for(
+        ledger, job, tenant_id=tenant_id, timeout=timeout, interval=interval, report_every=report_every
+    )
     outcome = (
         f"job {job}: {status.succeeded} succeeded, {status.blocked} blocked, {status.failed} failed, "
         f"{status.cancelled} cancelled"
@@ -107,12 +110,12 @@ def wait_and_report(
         if status.no_worker:
             outcome += f" ({status.no_worker})"
     err.print(outcome, highlight=False, markup=False, soft_wrap=True)
-    if code == EXIT_OK and fail_on_drift and drifted(ledger, job):
+    if code == EXIT_OK and fail_on_drift and drifted(ledger, job, tenant_id=tenant_id):
         return EXIT_DRIFT
     return code
 
 
-def drifted(ledger: Any, job: int) -> bool:
+def drifted(ledger: Any, job: int, *, tenant_id: int) -> bool:
     """Whether the finished job drifted from its catalogue's earlier runs (`pixelmill drift`'s verdict), saying
     why on stderr."""
     from producer.drift import drift_report  # SQLAlchemy
@@ -121,6 +124,7 @@ def drifted(ledger: Any, job: int) -> bool:
     with ledger.session() as session:
         report = drift_report(
             session,
+            tenant_id,
             None,
             job,
             score_drop=settings.drift_score_drop,

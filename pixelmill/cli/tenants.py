@@ -1,0 +1,130 @@
+"""`pixelmill tenants add | list | rotate | revoke`: who may use this installation (contract/tenants.py).
+
+A token is printed once, alone on stdout (`TOKEN=$(pixelmill tenants add team-a)`), and stored only as its
+SHA-256; everything else goes to stderr. These are the operator's commands: they run with the ledger's
+credentials and act on every tenant, whatever `--tenant` says."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+
+from pixelmill.cli.common import err, fail, open_ledger, out
+
+# contract.tenants pulls in SQLAlchemy: imported by each command, so `pixelmill --help` starts without it.
+
+NameArg = Annotated[str, typer.Argument(help="Tenant name: lower-case letters, digits and inner hyphens.")]
+
+
+def add(
+    name: NameArg,
+    reply_prefix: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Reply queues this tenant's requests may name start with this (default pixelmill.reply.NAME.)."
+        ),
+    ] = None,
+    source_root: Annotated[
+        Optional[list[str]],
+        typer.Option("--source-root", help="A directory or s3:// prefix its requests' `source` may read (repeat)."),
+    ] = None,
+    webhook_host: Annotated[
+        Optional[list[str]],
+        typer.Option("--webhook-host", help="An internal webhook host it may name beyond public ones (repeat)."),
+    ] = None,
+) -> None:
+    """Add a tenant and print its first API token (once: only its hash is kept)."""
+    from contract.tenants import TenantError, add_tenant
+
+    try:
+        with open_ledger().session() as session:
+            tenant, token = add_tenant(
+                session,
+                name,
+                reply_prefix=reply_prefix,
+                source_roots=source_root or (),
+                webhook_hosts=webhook_host or (),
+            )
+    except TenantError as exc:
+        fail(str(exc))
+    print(token)
+    err.print(
+        f"tenant {tenant.name} added; its token is printed above, once (HTTP: Authorization: Bearer <token>)",
+        highlight=False,
+        markup=False,
+    )
+
+
+def list_(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False) -> None:
+    """Every tenant: created, revoked, live tokens, reply prefix, source roots and webhook hosts."""
+    from contract.tenants import list_tenants
+
+    with open_ledger().session(readonly=True) as session:
+        found = list_tenants(session)
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": t.name,
+                        "created": t.created.isoformat(timespec="seconds"),
+                        "revoked": t.revoked.isoformat(timespec="seconds") if t.revoked else None,
+                        "tokens": t.tokens,
+                        "reply_prefix": t.reply_prefix,
+                        "source_roots": list(t.source_roots),
+                        "webhook_hosts": list(t.webhook_hosts),
+                    }
+                    for t in found
+                ]
+            )
+        )
+        return
+    table = Table("tenant", "created", "revoked", "tokens", "reply prefix", "source roots", "webhook hosts")
+    table.box = box.SIMPLE_HEAD
+    for t in found:
+        table.add_row(
+            escape(t.name),
+            f"{t.created:%Y-%m-%d %H:%M}",
+            f"{t.revoked:%Y-%m-%d %H:%M}" if t.revoked else "",
+            str(t.tokens),
+            escape(t.reply_prefix),
+            escape(", ".join(t.source_roots)),
+            escape(", ".join(t.webhook_hosts)),
+        )
+    out.print(table)
+
+
+def rotate(
+    name: NameArg,
+    keep_old: Annotated[
+        bool, typer.Option("--keep-old", help="Keep the older tokens valid too (revoke them later with rotate).")
+    ] = False,
+) -> None:
+    """Print a new token for the tenant (once); its older tokens stop working unless --keep-old."""
+    from contract.tenants import TenantError, rotate_token
+
+    try:
+        with open_ledger().session() as session:
+            token = rotate_token(session, name, keep_old=keep_old)
+    except TenantError as exc:
+        fail(str(exc))
+    print(token)
+    kept = "its older tokens still work" if keep_old else "its older tokens no longer work"
+    err.print(f"tenant {name}: new token printed above, once; {kept}", highlight=False, markup=False)
+
+
+def revoke(name: NameArg) -> None:
+    """Revoke the tenant and every token of it: its requests are refused from now on; its jobs stay."""
+    from contract.tenants import TenantError, revoke_tenant
+
+    try:
+        with open_ledger().session() as session:
+            revoke_tenant(session, name)
+    except TenantError as exc:
+        fail(str(exc))
+    err.print(f"tenant {name} revoked", highlight=False, markup=False)
