@@ -240,7 +240,7 @@ def test_finding_4_source_outside_the_tenants_roots_reads_nothing(
     def attempt(source: str) -> list[str]:
         message = {**request(f"r-{len(opened)}-{uuid.uuid4().hex[:6]}", None), "source": source}
         del message["rows"]
-        return request_v1.intake(settings, ledger, message, owner).problems
+        return request_v1.intake(settings, ledger, message, tenant=owner).problems
 
     refused = [
         str(secret),  # an existing file outside every root

@@ -301,12 +301,12 @@ def test_the_demo_checks_its_options_as_submit_does() -> None:
 
 def test_v1_reader_options_reach_the_request(installation: Env) -> None:
     """delimiter, encoding, columns and row_overrides: in a v1 request as in the CLI."""
-    from producer.request_v1 import default_tenant, validate_v1
+    from producer.request_v1 import validate_v1
 
     message = v1_message(
         "reader", {**GOOD, "delimiter": ";", "encoding": "latin-1", "columns": {"size": None}, "row_overrides": False}
     )
-    options = validate_v1(installation.settings(), message, default_tenant(installation.ledger())).options
+    options = validate_v1(installation.settings(), message, DEFAULT_TENANT).options
     assert (options.delimiter, options.encoding, options.row_overrides) == (";", "latin-1", False)
     request = make_request(installation.settings(), options, rows=ROWS, tenant_id=DEFAULT_TENANT_ID)
     assert request.defaults.override_columns()["size"] is None and request.defaults.delimiter == ";"

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from conftest import DEFAULT_TENANT
 from contract import events, logs
 from contract.events import Notify
 from contract.ledger import Ledger, make_engine, upgrade
@@ -157,7 +158,7 @@ def test_finding_5_webhook_to_internal_addresses_is_refused_at_submit(tmp_path: 
     settings = settings_for(tmp_path, webhook_allow_hosts="")
     message = {"v": 1, "request_id": "r", "rows": [{"k": "a"}], "key": "k", "template": "{k}", "webhook": url}
     with pytest.raises(RequestProblems) as problems:
-        validate_v1(settings, message)
+        validate_v1(settings, message, DEFAULT_TENANT)
     [line] = problems.value.problems
     assert line.startswith("request: field 'webhook': webhook ") and why in line, line
     assert "pass" not in line.replace("password", "")
