@@ -26,6 +26,7 @@ from contract import events, transitions
 from contract.outbox import Dispatcher, backoff
 from contract.queue import make_celery, queue_depth
 from contract.schema import Delivery, Event, Item, Job, Tenant
+from contract.tenants import find_tenant
 from contract.transitions import Finish
 from contract.webhook_target import WebhookUrlError, check_webhook_target
 from pixelmill.api import Job as Job_
@@ -437,17 +438,18 @@ def test_a_source_on_s3_is_read_with_the_configured_settings(
         S3Storage(bucket, "", settings).client.put_object(Bucket=bucket, Key="in/cat.csv", Body=csv.encode())
         with env.ledger().session() as session:  # the operator lets the tenant read s3://bucket/in/
             session.execute(update(Tenant).where(Tenant.name == "default").values(source_roots=[f"s3://{bucket}/in/"]))
+        with env.ledger().session() as session:
+            tenant = find_tenant(session, "default")
+        assert tenant is not None
         message = {k: v for k, v in request("r-s3").items() if k != "rows"}
-        result = intake(
-            settings, env.ledger(), {**message, "source": f"s3://{bucket}/in/cat.csv"}, tenant=DEFAULT_TENANT
-        )
+        result = intake(settings, env.ledger(), {**message, "source": f"s3://{bucket}/in/cat.csv"}, tenant=tenant)
         assert result.status == "accepted", result.problems
         assert counts(env) == (1, 2)
         missing = intake(
             settings,
             env.ledger(),
             {**message, "request_id": "r-s3-missing", "source": f"s3://{bucket}/in/nope.csv"},
-            tenant=DEFAULT_TENANT,
+            tenant=tenant,
         )
         assert missing.status == "rejected" and missing.problems[0].startswith(
             f"request: field 'source': cannot read s3://{bucket}/in/nope.csv"

@@ -89,7 +89,7 @@ def test_finding_1_reply_to_a_kombu_internal_key_is_refused_and_every_consumer_k
 
 def test_the_dispatcher_refuses_an_internal_reply_queue_whoever_wrote_it(env: Env) -> None:
     """Defence in depth: a delivery row naming `unacked` (written before the rule, or by a buggy door) is never
-    published; it is recorded as failed."""
+    published; it is recorded as dead at once (retrying cannot make the name allowed)."""
     from contract import events as outbox_events
     from contract.outbox import Dispatcher
 
@@ -101,7 +101,7 @@ def test_the_dispatcher_refuses_an_internal_reply_queue_whoever_wrote_it(env: En
             session, type_=outbox_events.JOB_REJECTED, scope="old", request_id="old", notify=notify, data={}
         )
     outcome = Dispatcher(env.settings(), ledger).run_once()
-    assert (outcome.delivered, outcome.retrying) == (0, 1)
+    assert (outcome.delivered, outcome.retrying, outcome.dead) == (0, 0, 1)
     assert client.type("unacked") in (b"hash", b"none")
     ledger.close()
 

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from conftest import Env
+from conftest import LOOPBACK, Env
 from contract.ledger import make_engine, upgrade
 from contract.schema import Delivery, Event, Item, Job, State, TenantToken
 from contract.settings import Settings, get_settings
@@ -70,7 +70,7 @@ def same_as_missing(answer: Any, missing: Any, job: int, absent: int) -> bool:
 def test_finding_2_a_second_token_cannot_read_or_cancel_the_first_tenants_job(env: Env) -> None:
     settings = env.settings()
     token = tenants(settings, "team-a", "team-b")
-    with TestClient(create_app(settings, dispatch=False)) as http:
+    with TestClient(create_app(settings, dispatch=False), base_url=LOOPBACK) as http:
         assert http.post("/v1/jobs", json=v1("a-1", rows_of(2))).status_code == 401  # tokens exist: no open door
         created = http.post("/v1/jobs", json=v1("a-1", rows_of(2), catalogue="shop"), headers=bearer(token["team-a"]))
         assert created.status_code == 201, created.text
@@ -120,7 +120,7 @@ def test_finding_3_request_id_is_per_tenant_and_a_changed_body_is_refused(env: E
     token = tenants(settings, "team-a", "team-b")
     a, b = bearer(token["team-a"]), bearer(token["team-b"])
     first = v1("r-1", rows_of(2), reply_to="pixelmill.reply.team-a.replies")
-    with TestClient(create_app(settings, dispatch=False)) as http:
+    with TestClient(create_app(settings, dispatch=False), base_url=LOOPBACK) as http:
         accepted = http.post("/v1/jobs", json=first, headers=a)
         assert accepted.status_code == 201, accepted.text
         job = accepted.json()["job"]
@@ -246,7 +246,7 @@ def test_two_tenants_cannot_see_cancel_retry_or_read_each_other_through_cli_pyth
         assert unknown.exit_code == 2 and "no tenant 'nobody'" in unknown.output
 
         # HTTP, with team-b's token
-        with TestClient(create_app(settings, dispatch=False)) as http:
+        with TestClient(create_app(settings, dispatch=False), base_url=LOOPBACK) as http:
             for method, path in [("GET", f"/v1/jobs/{a_job}"), ("POST", f"/v1/jobs/{a_job}/cancel")]:
                 assert http.request(method, path, headers=bearer(token["team-b"])).status_code == 404
             named = http.get("/v1/catalogues", headers=bearer(token["team-b"])).json()["catalogues"]
@@ -298,7 +298,7 @@ def test_tenants_cli_prints_a_token_once_keeps_its_hash_and_rotate_and_revoke_ta
 def test_api_tokens_name_their_tenant_and_a_name_that_cannot_be_one_is_refused(env: Env) -> None:
     """PIXELMILL_API_TOKENS keeps a one-team setup working: each name becomes its tenant, isolated as any other."""
     settings = env.settings(api_tokens="ci:" + "c" * 32 + ",ops:" + "o" * 32)
-    with TestClient(create_app(settings, dispatch=False)) as http:
+    with TestClient(create_app(settings, dispatch=False), base_url=LOOPBACK) as http:
         made = http.post("/v1/jobs", json=v1("e-1", rows_of(1)), headers=bearer("c" * 32))
         assert made.status_code == 201, made.text
         assert http.get(f"/v1/jobs/{made.json()['job']}", headers=bearer("o" * 32)).status_code == 404
@@ -311,7 +311,7 @@ def test_api_tokens_name_their_tenant_and_a_name_that_cannot_be_one_is_refused(e
 
 def test_a_tokenless_loopback_door_acts_as_the_default_tenant_only(env: Env) -> None:
     settings = env.settings()
-    with TestClient(create_app(settings, dispatch=False)) as http:
+    with TestClient(create_app(settings, dispatch=False), base_url=LOOPBACK) as http:
         made = http.post("/v1/jobs", json=v1("d-1", rows_of(1)))
         assert made.status_code == 201, made.text
     with Client(settings) as default, Client(settings, tenant="team-a") as other:
