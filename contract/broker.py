@@ -95,10 +95,19 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis+socket://{self.socket}"
 
-    def _client(self) -> redis.Redis:
+    def _client(self, *, retry: bool = True) -> redis.Redis:
+        """A client on the socket; `retry=False` for SHUTDOWN, whose dropped connection is the success that
+        redis-py's default retries (exponential backoff, about 4 s in all) would otherwise wait out."""
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
-        return redis.Redis(unix_socket_path=str(self.socket), socket_connect_timeout=2, socket_timeout=5)
+        path = str(self.socket)
+        if retry:
+            return redis.Redis(unix_socket_path=path, socket_connect_timeout=2, socket_timeout=5)
+        return redis.Redis(
+            unix_socket_path=path, socket_connect_timeout=2, socket_timeout=5, retry=Retry(NoBackoff(), 0)
+        )
 
     def is_running(self) -> bool:
         check_private(self.socket.parent, directory=True)
@@ -168,7 +177,7 @@ class EmbeddedRedis:
         import redis
 
         with contextlib.suppress(redis.ConnectionError):
-            self._client().shutdown()
+            self._client(retry=False).shutdown()
         deadline = time.monotonic() + 10
         while self.is_running() and time.monotonic() < deadline:
             time.sleep(0.05)

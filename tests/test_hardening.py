@@ -26,6 +26,10 @@ from contract.storage import LocalStorage
 
 OUTAGE = float(os.environ.get("OUTAGE_SECONDS", "60"))
 ITEMS = 12
+# Items back off for about as long as the outage has lasted so far (contract/faults.py: 2, 4, 8 … s), so after
+# a 60 s outage the next try could come 75 s later. The outage tests cap the delay at 10 s: items still back
+# off several times through the whole outage (the cap is reached early on), and succeed seconds after it ends.
+RETRY_CAP = {"PIXELMILL_INFRA_RETRY_MAX_DELAY": "10"}
 
 
 def attempts(env: Env, job: int) -> list[tuple[str, int]]:
@@ -172,6 +176,7 @@ def _finish(env: Env, job: int) -> None:
 def test_a_storage_outage_fails_no_item(env: Env, tmp_path: Path) -> None:
     """The images directory is replaced by a file for OUTAGE seconds mid-job: stores fail with ENOTDIR,
     items back off with their attempts given back, and all succeed once it is back."""
+    env.vars.update(RETRY_CAP)
     env.start_worker()
     job = env.submit(write_catalogue(tmp_path / "c.csv", ITEMS), "--name", "storage-outage")["job"]
     wait_running(env, job, 2)
@@ -196,6 +201,7 @@ def test_a_locked_database_fails_no_item(env: Env, tmp_path: Path) -> None:
     env.vars.update(
         PIXELMILL_SQLITE_BUSY_TIMEOUT="5", PIXELMILL_LEASE_SECONDS="300", PIXELMILL_VISIBILITY_TIMEOUT="600"
     )
+    env.vars.update(RETRY_CAP)
     env.start_worker()
     job = env.submit(write_catalogue(tmp_path / "c.csv", ITEMS), "--name", "db-outage")["job"]
     wait_running(env, job, 2)
@@ -212,6 +218,7 @@ def test_a_locked_database_fails_no_item(env: Env, tmp_path: Path) -> None:
 def test_a_killed_embedded_broker_heals_itself(env: Env, tmp_path: Path) -> None:
     """SIGKILL the embedded Redis mid-job; nobody runs `pixelmill broker start`: the worker's reconciler
     restarts it from its append-only file and the job finishes."""
+    env.vars.update(RETRY_CAP)
     env.start_worker()
     job = env.submit(write_catalogue(tmp_path / "c.csv", ITEMS), "--name", "broker-outage")["job"]
     wait_running(env, job, 2)
@@ -245,6 +252,7 @@ def test_an_s3_outage_fails_no_item(tmp_path: Path, tiny_model: Path, test_serve
             "PIXELMILL_S3_ENDPOINT_URL": proxy.url,
             "PIXELMILL_S3_REGION": "us-east-1",
             "PIXELMILL_S3_MAX_ATTEMPTS": "2",
+            **RETRY_CAP,
             **S3_CREDENTIALS,
         },
         name="s3-outage",

@@ -13,7 +13,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,9 @@ import servers
 from sqlalchemy import select
 from test_end_to_end import assert_exactly_once
 
-from conftest import S3_CREDENTIALS, Env, Servers, finished, write_catalogue
+from conftest import FAST_TIMINGS, S3_CREDENTIALS, Env, Servers, finished, write_catalogue
 from contract.queue import make_celery, queue_depth, queue_for
-from contract.schema import Item
+from contract.schema import Item, Worker
 from contract.settings import Settings
 from contract.storage import S3Storage, open_storage
 
@@ -321,6 +322,23 @@ def test_rabbitmq_queues_are_quorum_queues_named_by_model(
 # --- queues routed by model -----------------------------------------------------------------------------
 
 
+def wait_for_heartbeat(env: Env, predicate: Callable[[Worker], bool], timeout: float = 120) -> datetime:
+    """The `last_seen` of the first heartbeat of the installation's one worker that satisfies `predicate`."""
+    deadline = time.monotonic() + timeout
+    ledger = env.ledger()
+    try:
+        while True:
+            with ledger.session(readonly=True) as session:
+                rows = session.scalars(select(Worker)).all()
+                if len(rows) == 1 and predicate(rows[0]):
+                    return rows[0].last_seen
+                seen = [(w.node, w.state, w.last_seen) for w in rows]
+            assert time.monotonic() < deadline, f"no such heartbeat: {seen}; {env.worker_logs()[-3000:]}"
+            time.sleep(0.2)
+    finally:
+        ledger.close()
+
+
 def test_a_worker_consumes_only_the_queue_of_its_model(env: Env, tmp_path: Path) -> None:
     from worker.engine.tiny import build_tiny_pipeline
 
@@ -330,7 +348,13 @@ def test_a_worker_consumes_only_the_queue_of_its_model(env: Env, tmp_path: Path)
     app = make_celery(env.settings())
     other_queue = queue_for(str(other.resolve()))
     assert other_queue != env.queue
-    time.sleep(8)  # the worker is up (and reconciling) but must not touch another model's work
+    # The worker is up (its model loaded) and has reconciled with the items past PIXELMILL_REQUEUE_AFTER, when
+    # its reconciler would re-queue lost ones: it must not touch another model's work.
+    with env.ledger().session() as session:
+        queued = max(t for t in session.scalars(select(Item.queued_at).where(Item.job_id == job)) if t)
+    after = queued + timedelta(seconds=float(FAST_TIMINGS["PIXELMILL_REQUEUE_AFTER"]))
+    seen = wait_for_heartbeat(env, lambda w: w.state == "ready" and w.last_seen > after)
+    wait_for_heartbeat(env, lambda w: w.last_seen > seen)  # each pass beats, then reconciles: that pass is done
     with env.ledger().session() as session:
         states = set(session.scalars(select(Item.state).where(Item.job_id == job)))
     assert {s.value for s in states} == {"queued"} and queue_depth(app, other_queue) == 1

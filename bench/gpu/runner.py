@@ -107,7 +107,7 @@ def plan(cpu_smoke: bool) -> list[Part]:
                 pipeline_args=pipeline_args("cpu", 12, 64, 2, "none", batches=1, repeats=1, warmup=1),
             ),
             # Deliberately short: on 2 CPU cores inductor's compile usually overruns it, which exercises the kill.
-            compile_part("tiny", 64, 3, [1, 2], box_s=12, min_s=5),
+            compile_part("tiny", 64, 3, [1, 2], box_s=6, min_s=5),
         ]
     return [
         Part(
