@@ -102,6 +102,30 @@ def tenant_by_id(session: Session, tenant_id: int) -> TenantInfo | None:
     return None if row is None else _info(row)
 
 
+def check_pointers(
+    session: Session, name: str, reply_prefix: str, source_roots: Sequence[str], webhook_hosts: Sequence[str]
+) -> None:
+    """TenantError unless what a tenant may point at is well formed: a reply prefix that names no broker, Celery or
+    pixelmill queue and neither contains nor is contained in another tenant's (or one could read the other's
+    replies); absolute directories or `s3://bucket/prefix` roots; webhook hosts in the allow-list syntax."""
+    from contract.replies import internal_problem
+    from contract.webhook_target import parse_hosts
+
+    if len(reply_prefix) > 150 or (problem := internal_problem(reply_prefix + "x")) is not None:
+        raise TenantError(f"reply prefix {reply_prefix[:60]!r}: {problem or 'at most 150 characters'}")
+    for other, prefix in session.execute(select(Tenant.name, Tenant.reply_prefix).where(Tenant.name != name)):
+        if prefix.startswith(reply_prefix) or reply_prefix.startswith(prefix):
+            raise TenantError(f"reply prefix {reply_prefix!r} overlaps tenant {other}'s {prefix!r}")
+    for root in source_roots:
+        bucket = root.removeprefix("s3://").partition("/")[0] if root.startswith("s3://") else None
+        if (bucket is None and not root.startswith("/")) or bucket == "" or "\0" in root or len(root) > 1000:
+            raise TenantError(f"source root {root[:80]!r}: give an absolute directory or s3://bucket/prefix/")
+    try:
+        parse_hosts(list(webhook_hosts), variable="--webhook-host")
+    except ValueError as exc:
+        raise TenantError(str(exc)) from None
+
+
 def add_tenant(
     session: Session,
     name: str,
@@ -115,9 +139,11 @@ def add_tenant(
     check_name(name)
     if _row(session, name) is not None:
         raise TenantError(f"tenant {name!r} exists (a revoked name is not reused)")
+    reply_prefix = reply_prefix or default_reply_prefix(name)
+    check_pointers(session, name, reply_prefix, source_roots, webhook_hosts)
     row = Tenant(
         name=name,
-        reply_prefix=reply_prefix or default_reply_prefix(name),
+        reply_prefix=reply_prefix,
         source_roots=list(source_roots),
         webhook_hosts=list(webhook_hosts),
     )
@@ -160,6 +186,25 @@ def _active_row(session: Session, name: str) -> Tenant:
     if row is None or row.revoked is not None:
         raise TenantError(f"no such tenant {name!r}; `pixelmill tenants list` shows them")
     return row
+
+
+def configure_tenant(
+    session: Session,
+    name: str,
+    *,
+    reply_prefix: str | None = None,
+    source_roots: Sequence[str] | None = None,
+    webhook_hosts: Sequence[str] | None = None,
+) -> TenantInfo:
+    """Change what an active tenant may point at; None leaves a field as it is (an empty list clears it)."""
+    row = _active_row(session, name)
+    prefix = row.reply_prefix if reply_prefix is None else reply_prefix
+    roots = list(row.source_roots or ()) if source_roots is None else list(source_roots)
+    hosts = list(row.webhook_hosts or ()) if webhook_hosts is None else list(webhook_hosts)
+    check_pointers(session, name, prefix, roots, hosts)
+    row.reply_prefix, row.source_roots, row.webhook_hosts = prefix, roots, hosts
+    session.flush()
+    return _info(row)
 
 
 def rotate_token(session: Session, name: str, *, keep_old: bool = False) -> str:

@@ -16,6 +16,7 @@ from contract.tenants import (
     TenantError,
     add_tenant,
     check_name,
+    configure_tenant,
     ensure_tenant,
     find_tenant,
     list_tenants,
@@ -92,3 +93,58 @@ def test_ensure_tenant_makes_a_missing_tenant_once(ledger: Ledger) -> None:
     with ledger.session() as session:
         assert ensure_tenant(session, "team-b") == first
         assert [t.name for t in list_tenants(session)] == ["default", "team-b"]
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"reply_prefix": "unacked"}, "the broker, Celery or pixelmill uses"),
+        ({"reply_prefix": "celery."}, "the broker, Celery or pixelmill uses"),
+        ({"reply_prefix": "pixelmill.reply."}, "overlaps tenant default"),  # would read every tenant's replies
+        ({"reply_prefix": "pixelmill.reply.default.b."}, "overlaps tenant default"),
+        ({"reply_prefix": "bad name "}, "letters, digits"),
+        ({"source_roots": ["relative/dir"]}, "absolute directory or s3://"),
+        ({"source_roots": ["s3:///key"]}, "absolute directory or s3://"),
+        ({"webhook_hosts": ["not a host!"]}, "--webhook-host"),
+    ],
+)
+def test_what_a_tenant_may_point_at_is_checked_when_added_or_changed(
+    ledger: Ledger, change: dict[str, object], problem: str
+) -> None:
+    with ledger.session() as session:
+        with pytest.raises(TenantError, match=problem):
+            add_tenant(session, "acme", **change)  # type: ignore[arg-type]
+        add_tenant(session, "acme")
+        with pytest.raises(TenantError, match=problem):
+            configure_tenant(session, "acme", **change)  # type: ignore[arg-type]
+        assert find_tenant(session, "acme") == configure_tenant(session, "acme")  # nothing changed
+
+
+def test_the_operator_gives_the_default_tenant_source_roots_and_clears_them(ledger: Ledger, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from contract.settings import get_settings
+    from pixelmill.cli import app
+
+    get_settings.cache_clear()  # the CLI reads the settings once per process: these, not an earlier test's
+
+    environ = {"PIXELMILL_DATA_DIR": str(tmp_path), "PIXELMILL_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}"}
+    runner = CliRunner()
+    given = runner.invoke(
+        app, ["tenants", "set", "default", "--source-root", "/srv/exports", "--source-root", "s3://b/in/"], env=environ
+    )
+    assert given.exit_code == 0, given.output
+    with ledger.session() as session:
+        found = find_tenant(session, DEFAULT_TENANT)
+        assert found is not None and found.source_roots == ("/srv/exports", "s3://b/in/")
+        assert found.reply_prefix == "pixelmill.reply.default."  # not named: kept
+    refused = runner.invoke(app, ["tenants", "set", "default", "--reply-prefix", "unacked"], env=environ)
+    assert refused.exit_code == 2 and "uses itself" in refused.output
+    cleared = runner.invoke(app, ["tenants", "set", "default", "--clear-source-roots"], env=environ)
+    assert cleared.exit_code == 0, cleared.output
+    with ledger.session() as session:
+        found = find_tenant(session, DEFAULT_TENANT)
+        assert found is not None and found.source_roots == ()
+    missing = runner.invoke(app, ["tenants", "set", "nobody", "--clear-source-roots"], env=environ)
+    assert missing.exit_code == 2 and "no such tenant" in missing.output
+    get_settings.cache_clear()

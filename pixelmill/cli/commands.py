@@ -8,7 +8,7 @@ and `main`. The commands live in one module per group and know nothing of this o
     servers.py        intake, serve, events
     job_control.py    cancel, retry, items
     reports.py        manifest, catalogues, sheet, drift
-    tenants.py        tenants add|list|rotate|revoke
+    tenants.py        tenants add|set|list|rotate|revoke
 
 Heavy modules (SQLAlchemy, Celery, torch) are imported inside the commands that use them, so `pixelmill --help`,
 `pixelmill submit` and `pixelmill status` never load torch."""
@@ -91,6 +91,7 @@ broker_app.command("start")(setup_commands.broker_start)
 broker_app.command("stop")(setup_commands.broker_stop)
 broker_app.command("status")(setup_commands.broker_status)
 tenants_app.command("add")(tenants.add)
+tenants_app.command("set")(tenants.set_)
 tenants_app.command("list")(tenants.list_)
 tenants_app.command("rotate")(tenants.rotate)
 tenants_app.command("revoke")(tenants.revoke)

@@ -1,4 +1,4 @@
-"""`pixelmill tenants add | list | rotate | revoke`: who may use this installation (contract/tenants.py).
+"""`pixelmill tenants add | set | list | rotate | revoke`: who may use this installation (contract/tenants.py).
 
 A token is printed once, alone on stdout (`TOKEN=$(pixelmill tenants add team-a)`), and stored only as its
 SHA-256; everything else goes to stderr. These are the operator's commands: they run with the ledger's
@@ -55,6 +55,44 @@ def add(
     print(token)
     err.print(
         f"tenant {tenant.name} added; its token is printed above, once (HTTP: Authorization: Bearer <token>)",
+        highlight=False,
+        markup=False,
+    )
+
+
+def set_(
+    name: NameArg,
+    reply_prefix: Annotated[Optional[str], typer.Option(help="New prefix of the reply queues it may name.")] = None,
+    source_root: Annotated[
+        Optional[list[str]],
+        typer.Option("--source-root", help="Replace its source roots with these (repeat)."),
+    ] = None,
+    webhook_host: Annotated[
+        Optional[list[str]],
+        typer.Option("--webhook-host", help="Replace its webhook hosts with these (repeat)."),
+    ] = None,
+    clear_source_roots: Annotated[bool, typer.Option(help="Remove every source root.")] = False,
+    clear_webhook_hosts: Annotated[bool, typer.Option(help="Remove every webhook host.")] = False,
+) -> None:
+    """Change what a tenant's requests may point at (the tenant `default` included); unnamed fields stay."""
+    from contract.tenants import TenantError, configure_tenant
+
+    if (source_root and clear_source_roots) or (webhook_host and clear_webhook_hosts):
+        fail("give either new values or --clear-..., not both")
+    try:
+        with open_ledger().session() as session:
+            tenant = configure_tenant(
+                session,
+                name,
+                reply_prefix=reply_prefix,
+                source_roots=[] if clear_source_roots else source_root,
+                webhook_hosts=[] if clear_webhook_hosts else webhook_host,
+            )
+    except TenantError as exc:
+        fail(str(exc))
+    roots, hosts = ", ".join(tenant.source_roots) or "none", ", ".join(tenant.webhook_hosts) or "any public host"
+    err.print(
+        f"tenant {tenant.name}: reply prefix {tenant.reply_prefix}; source roots {roots}; webhook hosts {hosts}",
         highlight=False,
         markup=False,
     )
