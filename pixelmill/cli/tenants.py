@@ -71,8 +71,10 @@ def set_(
         Optional[list[str]],
         typer.Option("--webhook-host", help="Replace its webhook hosts with these (repeat)."),
     ] = None,
-    clear_source_roots: Annotated[bool, typer.Option(help="Remove every source root.")] = False,
-    clear_webhook_hosts: Annotated[bool, typer.Option(help="Remove every webhook host.")] = False,
+    clear_source_roots: Annotated[bool, typer.Option("--clear-source-roots", help="Remove every source root.")] = False,
+    clear_webhook_hosts: Annotated[
+        bool, typer.Option("--clear-webhook-hosts", help="Remove every webhook host.")
+    ] = False,
 ) -> None:
     """Change what a tenant's requests may point at (the tenant `default` included); unnamed fields stay."""
     from contract.tenants import TenantError, configure_tenant
