@@ -32,6 +32,7 @@ from contract.events import Notify  # noqa: E402
 from contract.ledger import Ledger  # noqa: E402
 from contract.outbox import Dispatcher  # noqa: E402
 from contract.settings import Settings  # noqa: E402
+from contract.tenants import DEFAULT_TENANT_ID  # noqa: E402
 
 SECRET = "whsec_" + base64.b64encode(b"pixelmill-bench-secret-012345678").decode()
 
@@ -103,7 +104,15 @@ def run(rounds: int, stuck: int, with_silent: bool) -> list[float]:
 
 
 def emit(session: Any, scope: str, url: str) -> str:
-    events.emit(session, type_=events.JOB_REJECTED, scope=scope, request_id=scope, data={}, notify=Notify(webhook=url))
+    events.emit(
+        session,
+        type_=events.JOB_REJECTED,
+        scope=scope,
+        request_id=scope,
+        data={},
+        notify=Notify(webhook=url),
+        tenant_id=DEFAULT_TENANT_ID,
+    )
     return events.event_uid(scope, events.JOB_REJECTED)
 
 

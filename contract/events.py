@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from contract.ledger import insert_ignore
 from contract.schema import ACTIVE, Delivery, Event, Item, Job, State, utcnow
+from contract.tenants import DEFAULT_TENANT_ID
 
 EVENT_VERSION = 1
 TASK_EVENT = "pixelmill.event"  # the Celery task an event is sent as to a `reply_to` queue
@@ -91,12 +92,14 @@ def emit(
     request_id: str | None,
     data: dict[str, Any],
     notify: Notify,
+    tenant_id: int,
     job_id: int | None = None,
     catalogue: str | None = None,
     created: datetime | None = None,
 ) -> bool:
     """Write one event and its deliveries in the caller's transaction. False: it already existed (nothing added).
-    No `job_id` nor `catalogue`: an event about a request that made no job (`job.rejected`)."""
+    No `job_id` nor `catalogue`: an event about a request that made no job (`job.rejected`). `tenant_id`: whose
+    event it is (the job's owner, or the tenant that sent the refused request): who may list it."""
     now = created or utcnow()
     uid = event_uid(scope, type_)
     body = {
@@ -112,7 +115,15 @@ def emit(
     event_id = _insert_new(
         session,
         Event,
-        {"uid": uid, "type": type_, "job_id": job_id, "request_id": request_id, "body": body, "created": now},
+        {
+            "uid": uid,
+            "type": type_,
+            "job_id": job_id,
+            "tenant_id": tenant_id,
+            "request_id": request_id,
+            "body": body,
+            "created": now,
+        },
         ["uid"],
     )
     if event_id is None:
@@ -178,15 +189,27 @@ def job_event_uids(session: Session, job_id: int) -> list[str]:
     )
 
 
-def notify_of(session: Session, job_id: int) -> tuple[Notify, str | None, str | None]:
-    """The job's notify targets, request id and catalogue, cached for the session (one read per job)."""
-    cache: dict[int, tuple[Notify, str | None, str | None]] = session.info.setdefault(_NOTIFY, {})
+@dataclass(frozen=True)
+class JobFacts:
+    """What an event about a job carries besides its data: where it goes, the request id, catalogue and owner."""
+
+    notify: Notify
+    request_id: str | None
+    catalogue: str | None
+    tenant_id: int
+
+
+def notify_of(session: Session, job_id: int) -> JobFacts:
+    """The job's notify targets, request id, catalogue and tenant, cached for the session (one read per job)."""
+    cache: dict[int, JobFacts] = session.info.setdefault(_NOTIFY, {})
     if job_id not in cache:
-        row = session.execute(select(Job.params, Job.request_id, Job.catalogue).where(Job.id == job_id)).one_or_none()
+        row = session.execute(
+            select(Job.params, Job.request_id, Job.catalogue, Job.tenant_id).where(Job.id == job_id)
+        ).one_or_none()
         cache[job_id] = (
-            (Notify.from_json((row[0] or {}).get("notify")), row[1], row[2])
+            JobFacts(Notify.from_json((row[0] or {}).get("notify")), row[1], row[2], row[3])
             if row is not None
-            else (Notify(), None, None)
+            else JobFacts(Notify(), None, None, DEFAULT_TENANT_ID)
         )
     return cache[job_id]
 
@@ -201,6 +224,7 @@ def _emit_job(session: Session, job: Job, type_: str, notify: Notify, data: dict
         type_=type_,
         scope=f"job:{job.id}",
         job_id=job.id,
+        tenant_id=job.tenant_id,
         request_id=job.request_id,
         catalogue=job.catalogue,
         notify=notify,
@@ -242,9 +266,9 @@ def item_ended(
 ) -> None:
     """An item reached a final state in this transaction: its event if asked for, and the job re-checked."""
     touch(session, job_id)
-    notify, request_id, catalogue = notify_of(session, job_id)
+    facts = notify_of(session, job_id)
     type_ = {State.succeeded: ITEM_SUCCEEDED, State.failed: ITEM_FAILED, State.blocked: ITEM_BLOCKED}[state]
-    if type_ not in notify.events:
+    if type_ not in facts.notify.events:
         return
     data: dict[str, Any] = {"item": item_id, "key": key, "variant": variant, "state": state.value}
     if error is not None:
@@ -256,10 +280,11 @@ def item_ended(
         type_=type_,
         scope=f"item:{item_id}",
         job_id=job_id,
-        request_id=request_id,
-        catalogue=catalogue,
+        tenant_id=facts.tenant_id,
+        request_id=facts.request_id,
+        catalogue=facts.catalogue,
         data=data,
-        notify=notify,
+        notify=facts.notify,
     )
 
 
@@ -293,7 +318,7 @@ def settle(session: Session, job_ids: Iterable[int]) -> list[int]:
                 .limit(FAILED_KEYS_MAX + 1)
             )
         )
-        notify, _, _ = notify_of(session, job.id)
+        notify = notify_of(session, job.id).notify
         _emit_job(
             session,
             job,

@@ -38,7 +38,7 @@ from contract.events import TASK_EVENT
 from contract.faults import mask
 from contract.ledger import Ledger
 from contract.replies import ReplyQueueError, check_reply_queue
-from contract.schema import Delivery, Event, utcnow
+from contract.schema import Delivery, Event, Tenant, utcnow
 from contract.settings import Settings
 from contract.webhook_post import post
 from contract.webhook_target import (
@@ -85,6 +85,7 @@ class Leased(NamedTuple):
     created: datetime
     lease: datetime  # the lease_until this dispatcher wrote: its fencing token when recording the outcome
     expires: float  # time.monotonic() when that lease runs out
+    tenant_hosts: tuple[str, ...] = ()  # the event's tenant's webhook hosts (empty: any allowed host)
 
 
 @dataclass
@@ -214,13 +215,23 @@ class Dispatcher:
                 )
             ]
             taken = session.execute(
-                select(Delivery.id, Delivery.kind, Delivery.target, Delivery.attempts, Event.body, Event.created)
+                select(
+                    Delivery.id,
+                    Delivery.kind,
+                    Delivery.target,
+                    Delivery.attempts,
+                    Event.body,
+                    Event.created,
+                    Tenant.webhook_hosts,
+                )
                 .join(Event, Event.id == Delivery.event_id)
+                .join(Tenant, Tenant.id == Event.tenant_id)
                 .where(Delivery.id.in_(got))
                 .order_by(Delivery.id)
             ).all()
         return [
-            Leased(i, kind, target, n, body, created, lease, expires) for i, kind, target, n, body, created in taken
+            Leased(i, kind, target, n, body, created, lease, expires, tuple(hosts or ()))
+            for i, kind, target, n, body, created, hosts in taken
         ]
 
     @staticmethod
@@ -280,6 +291,7 @@ class Dispatcher:
                 delivery.target,
                 allow_http=self.settings.webhook_allow_http,
                 allow_hosts=self._allow,
+                tenant_hosts=delivery.tenant_hosts,  # as at submit: the operator may have narrowed them since
                 resolve=self._resolve,
             )
         except WebhookResolveError as exc:

@@ -291,6 +291,8 @@ class Event(Base):
     uid: Mapped[str] = mapped_column(String(64), unique=True)
     type: Mapped[str] = mapped_column(String(32))
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    # Whose event: the job's owner, or the tenant whose refused request it answers (`job.rejected` has no job).
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
     request_id: Mapped[str | None] = mapped_column(String(200), index=True)
     body: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the event exactly as delivered
     created: Mapped[datetime] = mapped_column(default=utcnow)

@@ -257,6 +257,7 @@ def reject(
             scope=scope,
             request_id=request_id,
             notify=notify,
+            tenant_id=tenant_id,
             data={"problems": problems[:1000], "problem_count": len(problems)},
         ):
             events.resend(session, [events.event_uid(scope, events.JOB_REJECTED)], notify)

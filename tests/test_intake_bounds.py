@@ -92,13 +92,20 @@ def test_the_dispatcher_refuses_an_internal_reply_queue_whoever_wrote_it(env: En
     published; it is recorded as dead at once (retrying cannot make the name allowed)."""
     from contract import events as outbox_events
     from contract.outbox import Dispatcher
+    from contract.tenants import DEFAULT_TENANT_ID
 
     url, client = broker(env)
     ledger = env.ledger()
     with ledger.session() as session:
         notify = outbox_events.Notify(reply_to="unacked", events=outbox_events.JOB_EVENTS)
         outbox_events.emit(
-            session, type_=outbox_events.JOB_REJECTED, scope="old", request_id="old", notify=notify, data={}
+            session,
+            type_=outbox_events.JOB_REJECTED,
+            scope="old",
+            request_id="old",
+            notify=notify,
+            data={},
+            tenant_id=DEFAULT_TENANT_ID,
         )
     outcome = Dispatcher(env.settings(), ledger).run_once()
     assert (outcome.delivered, outcome.retrying, outcome.dead) == (0, 0, 1)

@@ -148,3 +148,36 @@ def test_the_operator_gives_the_default_tenant_source_roots_and_clears_them(ledg
     missing = runner.invoke(app, ["tenants", "set", "nobody", "--clear-source-roots"], env=environ)
     assert missing.exit_code == 2 and "no such tenant" in missing.output
     get_settings.cache_clear()
+
+
+def test_a_rejection_that_made_no_job_is_listed_only_to_its_tenant(ledger: Ledger, tmp_path: Path) -> None:
+    """`job.rejected` of a request that wrote nothing carries the tenant that sent it (migration 0012)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from contract import events
+    from contract.settings import get_settings
+    from pixelmill.cli import app
+
+    with ledger.session() as session:
+        shop, _ = add_tenant(session, "shop", with_token=False)
+        for tenant_id, request_id in ((DEFAULT_TENANT_ID, "default-bad"), (shop.id, "shop-bad")):
+            events.emit(
+                session,
+                type_=events.JOB_REJECTED,
+                scope=f"tenant:{tenant_id}:request:{request_id}",
+                request_id=request_id,
+                data={"problems": ["x"]},
+                notify=events.Notify(reply_to=f"pixelmill.reply.{'default' if tenant_id == 1 else 'shop'}.r"),
+                tenant_id=tenant_id,
+            )
+    get_settings.cache_clear()
+    environ = {"PIXELMILL_DATA_DIR": str(tmp_path), "PIXELMILL_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}"}
+    seen = {}
+    for tenant in ("default", "shop"):
+        listed = CliRunner().invoke(app, ["--tenant", tenant, "events", "--json"], env=environ)
+        assert listed.exit_code == 0, listed.output
+        seen[tenant] = {row["request_id"] for row in json.loads(listed.stdout)}
+    get_settings.cache_clear()
+    assert seen == {"default": {"default-bad"}, "shop": {"shop-bad"}}

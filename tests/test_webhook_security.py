@@ -27,6 +27,7 @@ from contract.ledger import Ledger, make_engine, upgrade
 from contract.outbox import Dispatcher
 from contract.schema import Delivery
 from contract.settings import Settings
+from contract.tenants import DEFAULT_TENANT_ID, add_tenant
 from contract.webhook_target import WebhookResolveError, WebhookUrlError, check_webhook_target
 from producer.request import RequestProblems
 from producer.request_v1 import validate_v1
@@ -118,11 +119,17 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
     return Settings(data_dir=tmp_path, **{**values, **overrides})
 
 
-def add_event(ledger: Ledger, url: str, scope: str = "r-1") -> None:
+def add_event(ledger: Ledger, url: str, scope: str = "r-1", tenant_id: int = DEFAULT_TENANT_ID) -> None:
     """A committed event with a webhook delivery, as a request accepted before its target went bad would leave."""
     with ledger.session() as session:
         events.emit(
-            session, type_=events.JOB_REJECTED, scope=scope, request_id=scope, data={}, notify=Notify(webhook=url)
+            session,
+            type_=events.JOB_REJECTED,
+            scope=scope,
+            request_id=scope,
+            data={},
+            notify=Notify(webhook=url),
+            tenant_id=tenant_id,
         )
 
 
@@ -216,6 +223,24 @@ def test_finding_5_the_checked_address_is_the_one_connected_to(
     assert Dispatcher(settings, ledger, resolve=resolve).run_once().delivered == 1
     assert lookups == ["hooks.internal"]
     assert receiver.received[0]["host"] == f"hooks.internal:{receiver.port}"
+
+
+def test_a_tenants_webhook_hosts_narrowed_after_submit_are_applied_at_delivery(
+    tmp_path: Path, receivers: Callable[..., Receiver]
+) -> None:
+    """The operator limits a tenant to its own receivers; an event written before that is not sent elsewhere."""
+    receiver = receivers()
+    settings = settings_for(tmp_path, webhook_allow_hosts="hooks.internal")
+    ledger = Ledger(settings)
+    with ledger.session() as session:
+        shop, _ = add_tenant(session, "shop", webhook_hosts=["hooks.shop.internal"], with_token=False)
+    add_event(ledger, f"http://hooks.internal:{receiver.port}/hook", tenant_id=shop.id)
+    add_event(ledger, f"http://hooks.internal:{receiver.port}/hook", scope="r-2")  # the default tenant: any host
+    outcome = Dispatcher(settings, ledger, resolve=lambda host, port: [LOOPBACK]).run_once()
+    assert (outcome.delivered, outcome.dead) == (1, 1)
+    assert len(receiver.received) == 1
+    refused = [d for d in deliveries(ledger) if d.state == "dead"]
+    assert "refused" in (refused[0].last_error or "") and "hooks.internal" in (refused[0].last_error or "")
 
 
 def test_finding_5_allow_list_and_tenant_hosts() -> None:

@@ -113,12 +113,11 @@ def events(
     limit: Annotated[int, typer.Option(help="Most deliveries listed.")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
 ) -> None:
-    """List event deliveries not yet delivered (pending, retrying or dead-lettered) of the tenant's jobs (and of
-    rejected requests, which made no job); re-send one or all."""
-    from sqlalchemy import or_, select
+    """List event deliveries not yet delivered (pending, retrying or dead-lettered) of the tenant's events (its
+    jobs' and its rejected requests', which made no job); re-send one or all."""
+    from sqlalchemy import select
 
     from contract.schema import Delivery, Event
-    from contract.schema import Job as JobRow
 
     states = list(EVENT_STATES) if state == "all" else [s.strip() for s in state.split(",")]
     bad = [s for s in states if s not in EVENT_STATES]
@@ -129,8 +128,7 @@ def events(
     query = (
         select(Delivery, Event)
         .join(Event, Event.id == Delivery.event_id)
-        .outerjoin(JobRow, JobRow.id == Event.job_id)
-        .where(Delivery.state.in_(states), or_(Event.job_id.is_(None), JobRow.tenant_id == tenant.id))
+        .where(Delivery.state.in_(states), Event.tenant_id == tenant.id)
         .order_by(Delivery.id)
         .limit(limit)
     )
