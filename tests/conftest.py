@@ -370,10 +370,8 @@ def test_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     running.close()
 
 
-@pytest.fixture(params=COMBOS)
-def any_env(request: pytest.FixtureRequest, tmp_path: Path, tiny_model: Path) -> Iterator[Env]:
-    """An installation on one combination of ledger, broker and storage."""
-    combo = request.param
+def installation_on(request: pytest.FixtureRequest, tmp_path: Path, tiny_model: Path, combo: str) -> Env:
+    """An installation on `combo` (a COMBOS name): its servers started, its server database migrated."""
     backend = {} if combo == "embedded" else request.getfixturevalue("test_servers").backend(combo)
     installation = Env(tmp_path / "data", tiny_model, backend, name=combo)
     installation.data_dir.mkdir()
@@ -381,6 +379,13 @@ def any_env(request: pytest.FixtureRequest, tmp_path: Path, tiny_model: Path) ->
         engine = make_engine(installation.settings())
         upgrade(engine)
         engine.dispose()
+    return installation
+
+
+@pytest.fixture(params=COMBOS)
+def any_env(request: pytest.FixtureRequest, tmp_path: Path, tiny_model: Path) -> Iterator[Env]:
+    """An installation on one combination of ledger, broker and storage."""
+    installation = installation_on(request, tmp_path, tiny_model, request.param)
     yield installation
     installation.close()
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from conftest import Env, write_catalogue
+from conftest import Env, installation_on, write_catalogue
 from contract.queue import make_celery
 from contract.schema import Event, Item, Job, Tenant
 
@@ -99,17 +99,7 @@ def run_client(env: Env, requests: list[dict[str, Any]], reply_to: str, want: di
 @pytest.fixture(params=["embedded", "pg-redis-local"])
 def door_env(request: pytest.FixtureRequest, tmp_path: Path, tiny_model: Path) -> Any:
     """The embedded defaults, and PostgreSQL + redis-server (tests/servers.py)."""
-    from conftest import Env as E
-    from contract.ledger import make_engine, upgrade
-
-    combo = request.param
-    backend = {} if combo == "embedded" else request.getfixturevalue("test_servers").backend(combo)
-    installation = E(tmp_path / "data", tiny_model, backend, name=combo)
-    installation.data_dir.mkdir()
-    if "PIXELMILL_DATABASE_URL" in backend:
-        engine = make_engine(installation.settings())
-        upgrade(engine)
-        engine.dispose()
+    installation = installation_on(request, tmp_path, tiny_model, request.param)
     yield installation
     installation.close()
 

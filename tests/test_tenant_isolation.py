@@ -19,8 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from conftest import LOOPBACK, Env
-from contract.ledger import make_engine, upgrade
+from conftest import LOOPBACK, Env, installation_on
 from contract.schema import Delivery, Event, Item, Job, State, TenantToken
 from contract.settings import Settings, get_settings
 from contract.tenants import add_tenant, tenant_for_token
@@ -167,14 +166,7 @@ def test_finding_3_request_id_is_per_tenant_and_a_changed_body_is_refused(env: E
 @pytest.fixture(params=["embedded", "pg-redis-local"])
 def two_backends(request: pytest.FixtureRequest, tmp_path: Path, tiny_model: Path) -> Iterator[Env]:
     """An installation on the embedded defaults, or on PostgreSQL and redis-server."""
-    combo = request.param
-    backend = {} if combo == "embedded" else request.getfixturevalue("test_servers").backend(combo)
-    installation = Env(tmp_path / "data", tiny_model, backend, name=combo)
-    installation.data_dir.mkdir()
-    if "PIXELMILL_DATABASE_URL" in backend:
-        engine = make_engine(installation.settings())
-        upgrade(engine)
-        engine.dispose()
+    installation = installation_on(request, tmp_path, tiny_model, request.param)
     yield installation
     installation.close()
 
