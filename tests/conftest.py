@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import servers  # tests/servers.py: real server processes for the production combinations
@@ -310,10 +310,8 @@ class Servers:
                 "s3": servers.MotoS3,
             }[kind]
             reason = servers.unavailable(kind)
-            if reason and os.environ.get("REQUIRE_TEST_SERVERS"):  # .ci/run sets it: no silent skips in CI
-                pytest.fail(f"{kind} is required (REQUIRE_TEST_SERVERS is set) but {reason}")
             if reason:
-                pytest.skip(f"{kind}: {reason}")
+                missing_server(kind, reason)
             server = cls(self.root / kind)
             server.start()
             self.running[kind] = server
@@ -380,6 +378,13 @@ def installation_on(request: pytest.FixtureRequest, tmp_path: Path, tiny_model: 
         upgrade(engine)
         engine.dispose()
     return installation
+
+
+def missing_server(kind: str, reason: str) -> NoReturn:
+    """Skip a test whose server is not installed; fail it under .ci/run (REQUIRE_TEST_SERVERS): no silent skips."""
+    if os.environ.get("REQUIRE_TEST_SERVERS"):
+        pytest.fail(f"{kind} is required (REQUIRE_TEST_SERVERS is set) but {reason}")
+    pytest.skip(f"{kind}: {reason}")
 
 
 @pytest.fixture(params=COMBOS)

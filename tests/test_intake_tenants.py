@@ -17,7 +17,7 @@ import redis
 from servers import RedisServer, redis_skip_reason
 from sqlalchemy import select
 
-from conftest import Env
+from conftest import Env, missing_server
 from contract.schema import Job
 from contract.tenants import TenantInfo, add_tenant, revoke_tenant
 
@@ -98,7 +98,7 @@ def next_event(broker: str, queue: str, timeout: float = 60) -> dict[str, Any]:
 @pytest.fixture
 def acl_env(tmp_path: Path, tiny_model: Path) -> Iterator[tuple[Env, RedisServer]]:
     if reason := redis_skip_reason():
-        pytest.skip(reason)
+        missing_server("redis-server", reason)
     server = RedisServer(tmp_path / "redis", extra_args=["--proto-max-bulk-len", "2mb"])
     server.start()
     installation = Env(
