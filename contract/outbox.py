@@ -86,6 +86,7 @@ class Leased(NamedTuple):
     lease: datetime  # the lease_until this dispatcher wrote: its fencing token when recording the outcome
     expires: float  # time.monotonic() when that lease runs out
     tenant_hosts: tuple[str, ...] = ()  # the event's tenant's webhook hosts (empty: any allowed host)
+    tenant_id: int = 0  # the event's tenant: it holds at most all but one of the delivery threads
 
 
 @dataclass
@@ -114,8 +115,9 @@ def receiver_of(kind: str, target: str) -> str:
 
 class Dispatcher:
     """Leases due deliveries, sends them, records the result. `run_once` sends everything due (webhooks on a pool
-    of PIXELMILL_WEBHOOK_WORKERS threads, at most PIXELMILL_WEBHOOK_PER_RECEIVER at a time to one host:port, so a
-    slow receiver holds only its own slots) and returns once all it started are recorded; `start` runs it on a
+    of PIXELMILL_WEBHOOK_WORKERS threads, at most PIXELMILL_WEBHOOK_PER_RECEIVER at a time to one host:port and
+    all but one thread to one tenant, so a slow receiver holds only its own slots and a tenant's many slow
+    receivers never hold every thread) and returns once all it started are recorded; `start` runs it on a
     daemon thread (in `pixelmill intake` and `pixelmill serve`) until `stop`. `ssl_context` and `resolve` replace
     the system's CAs and DNS (tests)."""
 
@@ -139,6 +141,9 @@ class Dispatcher:
         self._pool: ThreadPoolExecutor | None = None
         self._changed = threading.Condition()
         self._busy: Counter[str] = Counter()  # receiver -> webhook deliveries in flight
+        self._by_tenant: Counter[int] = Counter()  # tenant -> webhook deliveries in flight
+        # One tenant's receivers (many slow hosts of its own) never hold every thread: another tenant keeps one.
+        self._per_tenant = max(1, settings.webhook_workers - 1)
 
     @property
     def app(self) -> Celery:
@@ -175,26 +180,33 @@ class Dispatcher:
         SQLite's write lock), then each row is leased by a compare-and-set on `lease_until`, so two dispatchers
         never both hold one; the value written is this lease's fencing token."""
         with self._changed:
-            busy = Counter(self._busy)
+            busy, by_tenant = Counter(self._busy), Counter(self._by_tenant)
         free = self.settings.webhook_workers - sum(busy.values())
         picked: list[int] = []
         queues, after = 0, 0
         with self.ledger.session(readonly=True) as session:
             while free > 0 or queues < _BATCH:
                 rows = session.execute(
-                    select(Delivery.id, Delivery.kind, Delivery.target)
+                    select(Delivery.id, Delivery.kind, Delivery.target, Event.tenant_id)
+                    .join(Event, Event.id == Delivery.event_id)
                     .where(*self._due(utcnow()), Delivery.id > after)
                     .order_by(Delivery.id)
                     .limit(_PAGE)
                 ).all()
-                for delivery_id, kind, target in rows:
+                for delivery_id, kind, target, tenant_id in rows:
                     receiver = receiver_of(kind, target)
                     if kind == "queue" and queues < _BATCH:
                         picked.append(delivery_id)
                         queues += 1
-                    elif kind != "queue" and free > 0 and busy[receiver] < self.settings.webhook_per_receiver:
+                    elif (
+                        kind != "queue"
+                        and free > 0
+                        and busy[receiver] < self.settings.webhook_per_receiver
+                        and by_tenant[tenant_id] < self._per_tenant
+                    ):
                         picked.append(delivery_id)
                         busy[receiver] += 1
+                        by_tenant[tenant_id] += 1
                         free -= 1
                 if len(rows) < _PAGE:
                     break
@@ -223,6 +235,7 @@ class Dispatcher:
                     Event.body,
                     Event.created,
                     Tenant.webhook_hosts,
+                    Event.tenant_id,
                 )
                 .join(Event, Event.id == Delivery.event_id)
                 .join(Tenant, Tenant.id == Event.tenant_id)
@@ -230,8 +243,8 @@ class Dispatcher:
                 .order_by(Delivery.id)
             ).all()
         return [
-            Leased(i, kind, target, n, body, created, lease, expires, tuple(hosts or ()))
-            for i, kind, target, n, body, created, hosts in taken
+            Leased(i, kind, target, n, body, created, lease, expires, tuple(hosts or ()), tenant)
+            for i, kind, target, n, body, created, hosts, tenant in taken
         ]
 
     @staticmethod
@@ -246,6 +259,7 @@ class Dispatcher:
         receiver = receiver_of(delivery.kind, delivery.target)
         with self._changed:
             self._busy[receiver] += 1
+            self._by_tenant[delivery.tenant_id] += 1
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.settings.webhook_workers, thread_name_prefix="pixelmill-webhook")
         self._pool.submit(self._deliver, delivery, receiver, outcome)
@@ -262,6 +276,9 @@ class Dispatcher:
                 self._busy[receiver] -= 1
                 if not self._busy[receiver]:
                     del self._busy[receiver]
+                self._by_tenant[delivery.tenant_id] -= 1
+                if not self._by_tenant[delivery.tenant_id]:
+                    del self._by_tenant[delivery.tenant_id]
                 self._changed.notify_all()
 
     def _send_queue(self, delivery: Leased) -> Failure | None:

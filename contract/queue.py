@@ -103,6 +103,23 @@ def broker_url(settings: Settings) -> str:
     return EmbeddedRedis(settings.data_path, settings.intake_max_message_bytes * 3 // 2).ensure_running()
 
 
+def serve_only(app: Celery, *names: str) -> None:
+    """A consuming app runs only its own tasks: Celery's built-ins (`celery.group`, `celery.chord`, `celery.map`,
+    ...) are unregistered once the app is finalised, so a message naming one is discarded as unregistered.
+    Whoever may write a queue could otherwise have the consumer run `celery.group`, which republishes any
+    signature with options the sender chose (another tenant's intake queue, kombu's own keys) under the
+    consumer's broker user."""
+
+    def drop(sender: Celery, **_: Any) -> None:
+        for name in [name for name in sender.tasks if name not in names]:
+            sender.tasks.unregister(name)
+
+    if app.finalized:
+        drop(app)
+    else:
+        app.on_after_finalize.connect(drop, weak=False)
+
+
 def make_celery(settings: Settings, *, main: str = "pixelmill") -> Celery:
     url = broker_url(settings)
     if is_amqp(url):

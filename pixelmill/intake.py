@@ -27,7 +27,7 @@ from sqlalchemy.exc import OperationalError as LedgerError
 from contract import logs
 from contract.ledger import Ledger
 from contract.outbox import Dispatcher
-from contract.queue import make_celery
+from contract.queue import make_celery, serve_only
 from contract.schema import Tenant
 from contract.settings import get_settings, is_amqp
 from contract.tenants import TenantInfo, find_tenant
@@ -40,6 +40,7 @@ settings = get_settings()
 install(settings.intake_max_message_bytes, settings.intake_max_depth)
 app = make_celery(settings, main="pixelmill.intake")
 app.conf.task_default_queue = INTAKE_QUEUE
+serve_only(app, TASK_SUBMIT)  # no built-in task (celery.group would republish anywhere as the intake)
 if not is_amqp(app.conf.broker_url):
     # A request is short: redeliver one whose process died after minutes, not after the GPU batches' hour.
     app.conf.broker_transport_options = {

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from contract.identity import content_hasher, derive_seed, offset_seed
 from contract.ledger import Ledger, listed, one_of
 from contract.params import GenerationParams
-from contract.schema import ACTIVE, Item, State
+from contract.schema import ACTIVE, Item, Job, State
 from contract.settings import Settings
 from contract.transitions import NewItem
 from producer import catalogue_runs
@@ -113,14 +113,20 @@ def batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-def known_work(session: Session, hashes: Sequence[str], *, ids: bool = True) -> dict[str, int]:
-    """content hash -> the item already doing that work: succeeded first, else the newest active one. With
+def known_work(session: Session, tenant_id: int, hashes: Sequence[str], *, ids: bool = True) -> dict[str, int]:
+    """content hash -> the tenant's item already doing that work: succeeded first, else the newest active one. Only
+    the tenant's own items count: another tenant's would tell it what others generate, and its job would lack the
+    image (its manifest would show another tenant's item). With
     `ids=False` every known hash maps to 0: a plain submit only counts what it skips. States are filtered
     here, not in SQL: with `state IN (...)` beside the hash list SQLite's planner may scan by state instead."""
     unique = list(set(hashes))
     if not ids:  # the database returns only the hashes nobody does yet: none at all on a nightly rerun
         asked = listed(session, unique, String)
-        doing_it = exists().where(Item.content_hash == asked.c.value, Item.state.in_([State.succeeded, *ACTIVE]))
+        doing_it = (
+            exists()
+            .where(Item.content_hash == asked.c.value, Item.state.in_([State.succeeded, *ACTIVE]))
+            .where(Job.id == Item.job_id, Job.tenant_id == tenant_id)
+        )
         fresh = set(session.connection().execute(select(asked.c.value).where(~doing_it)).scalars())
         return {digest: 0 for digest in unique if digest not in fresh}
     match = one_of(session, Item.content_hash, unique)
@@ -129,7 +135,11 @@ def known_work(session: Session, hashes: Sequence[str], *, ids: bool = True) -> 
     found: dict[str, tuple[bool, int]] = {}
     for item_id, digest, state in (
         session.connection()
-        .execute(select(Item.id, Item.content_hash, type_coerce(Item.state, String)).where(match))
+        .execute(
+            select(Item.id, Item.content_hash, type_coerce(Item.state, String))
+            .join(Job, Job.id == Item.job_id)
+            .where(match, Job.tenant_id == tenant_id)
+        )
         .all()
     ):
         if state not in doing:
@@ -146,12 +156,15 @@ class Batch:
     reused: list[tuple[NewItem, int]]  # skipped, with the item already doing the work (0: planned in this run)
 
 
-def split_batch(session: Session | None, batch: list[NewItem], seen: Mapping[str, int], *, ids: bool = True) -> Batch:
+def split_batch(
+    session: Session | None, tenant_id: int, batch: list[NewItem], seen: Mapping[str, int], *, ids: bool = True
+) -> Batch:
     """The skip lookup, before any prompt filter: work already succeeded or under way in the ledger, or planned
     earlier in this run (`seen`: content hash → item id, 0 while its batch is not written yet), is reused;
     identical work twice in one batch is planned once. `ids`: find the reused items' ids (catalogue entries
     need them; a plain submit does not)."""
-    known = known_work(session, [i.content_hash for i in batch], ids=ids) if session is not None else {}
+    hashes = [i.content_hash for i in batch]
+    known = known_work(session, tenant_id, hashes, ids=ids) if session is not None else {}
     fresh: list[NewItem] = []
     reused: list[tuple[NewItem, int]] = []
     planned: set[str] = set()
@@ -198,7 +211,7 @@ def preview_request(settings: Settings, ledger: Ledger | None, request: SubmitRe
         for batch in batches(items_of(rows_of(request, limits, stats), request.seed, request.model), BATCH):
             if changes is not None:
                 changes.add(session, batch)
-            split = split_batch(session, batch, seen)
+            split = split_batch(session, request.tenant_id, batch, seen)
             seen.update((item.content_hash, -1) for item in split.fresh)
             preview.skipped += len(split.reused)
             verdicts = screen.check_here([i.prompt for i in split.fresh]) if screen else [None] * len(split.fresh)

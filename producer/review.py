@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session
 from contract import transitions
 from contract.checks import Checks
 from contract.params import IMAGE_FORMATS
-from contract.schema import Image, Item, Job, State
+from contract.schema import Image, Item, State
 from contract.storage import Storage, create_or_get
+from contract.tenants import owned_job
 
 
 class ReviewError(RuntimeError):
@@ -38,8 +39,9 @@ class Blocked:
         return asdict(self)
 
 
-def blocked_items(session: Session, job_id: int) -> list[Blocked]:
-    if session.get(Job, job_id) is None:
+def blocked_items(session: Session, tenant_id: int, job_id: int) -> list[Blocked]:
+    """The blocked items of the tenant's job; another tenant's job is "no job N", as a missing one."""
+    if owned_job(session, tenant_id, job_id) is None:
         raise ReviewError(f"no job {job_id}; `pixelmill jobs` lists them")
     rows = session.execute(
         select(Item, Image)
@@ -69,14 +71,16 @@ def os_identity() -> str:
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
-def approve(session: Session, storage: Storage, item_id: int, *, by: str, note: str | None = None) -> str:
+def approve(
+    session: Session, storage: Storage, tenant_id: int, item_id: int, *, by: str, note: str | None = None
+) -> str:
     """Publish a blocked image: copy it from quarantine to its public key, mark the item succeeded and record
     who approved it (`by`: an authenticated identity, never free text) and when. Returns the public key.
 
     Only the bytes the checker judged are published: the quarantined object must hash to the sha256 the
     ledger recorded for it, and an object already at the public key must be those same bytes."""
     item = session.get(Item, item_id, with_for_update=True)
-    if item is None:
+    if item is None or owned_job(session, tenant_id, item.job_id) is None:  # another tenant's: as a missing one
         raise ReviewError(f"no item {item_id}; `pixelmill review JOB` lists blocked items with their ids")
     if item.state != State.blocked:
         raise ReviewError(f"item {item_id} is {item.state.value}, not blocked")

@@ -181,7 +181,7 @@ class _Writing:
 
     def plan(self, batch: list[NewItem]) -> None:
         with self._db:
-            split = split_batch(self.session, batch, self.window.ids, ids=self.catalogue is not None)
+            split = split_batch(self.session, self.tenant_id, batch, self.window.ids, ids=self.catalogue is not None)
         self.window.planned(split.fresh)
         screen = self.screen
         prompts = [item.prompt for item in split.fresh] if screen is not None else []

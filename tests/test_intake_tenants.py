@@ -14,12 +14,14 @@ from typing import Any
 
 import pytest
 import redis
+from celery import signature
 from servers import RedisServer, redis_skip_reason
 from sqlalchemy import select
 
 from conftest import Env, missing_server
 from contract.schema import Job
 from contract.tenants import TenantInfo, add_tenant, revoke_tenant
+from producer.request_v1 import TASK_SUBMIT
 
 ROWS = [{"sku": "MUG-1", "title": "mug"}]
 
@@ -67,13 +69,21 @@ def acl_user(server: RedisServer, name: str) -> str:
     return f"redis://{name}:{password}@127.0.0.1:{server.port}/0"
 
 
-def send(broker: str, queue: str, message: dict[str, Any], **options: Any) -> None:
-    """What any Celery client does: send the task `pixelmill.submit` to a queue."""
+def send(
+    broker: str,
+    queue: str,
+    message: Any,
+    *,
+    task: str = "pixelmill.submit",
+    extra_args: list[Any] | None = None,
+    **options: Any,
+) -> None:
+    """What any Celery client does: send the task `pixelmill.submit` (or `task`) to a queue."""
     from celery import Celery
 
     client = Celery(broker=broker, set_as_current=False)
     try:
-        client.send_task("pixelmill.submit", args=[message], queue=queue, **options)
+        client.send_task(task, args=[message, *(extra_args or [])], queue=queue, **options)
     finally:
         client.close()
 
@@ -177,6 +187,14 @@ def test_the_intake_proves_the_tenant_by_the_acl_locked_queue_a_message_came_on(
     forged = forged_envelope(server, request("a-3", "pixelmill.reply.alice.events"), claims="pixelmill.intake.bob")
     redis.Redis.from_url(alice).lpush("pixelmill.intake.alice", forged)
     assert next_event(alice, "pixelmill.reply.alice.events")["request_id"] == "a-3"
+    # Celery's built-in `celery.group` would republish any signature with options the sender chose, with the
+    # intake's own broker user: into bob's queue (a job owned by bob) or into kombu's keys. The intake runs only
+    # `pixelmill.submit`: the message is discarded as an unregistered task.
+    smuggled = [
+        dict(signature(TASK_SUBMIT, args=[request("a-g", "pixelmill.reply.alice.events")], queue=queue))
+        for queue in ("pixelmill.intake.bob", "unacked_mutex")
+    ]
+    send(alice, "pixelmill.intake.alice", smuggled, task="celery.group", extra_args=[[["x", None], None], "g", []])
     send(alice, "pixelmill.intake.alice", request("a-4", "pixelmill.reply.bob.events"))
     send(bob, "pixelmill.intake.bob", request("b-1", "pixelmill.reply.bob.events"))
     assert next_event(bob, "pixelmill.reply.bob.events")["request_id"] == "b-1"
@@ -188,6 +206,7 @@ def test_the_intake_proves_the_tenant_by_the_acl_locked_queue_a_message_came_on(
         "b-1": owners["bob"].id,
         "a-5": owners["alice"].id,
     }
+    assert redis.Redis.from_url(server.url).type("unacked_mutex") in (b"string", b"none")
     heard = redis.Redis.from_url(server.url).lrange("pixelmill.reply.bob.events", 0, -1)
     assert {json.loads(base64.b64decode(json.loads(m)["body"]))[0][0]["request_id"] for m in heard} <= {"b-1"}
 

@@ -380,6 +380,33 @@ def test_finding_8_slow_receiver_delays_no_other_receiver(tmp_path: Path, receiv
         dispatcher.stop()
 
 
+def test_one_tenants_many_slow_receivers_never_hold_every_delivery_thread(
+    tmp_path: Path, receivers: Callable[..., Receiver]
+) -> None:
+    """A tenant with five receivers (different ports: the per-receiver limit does not bind) that never answer
+    holds at most all but one of the four threads; another tenant's event behind them goes out at once."""
+    stuck = [receivers("hang") for _ in range(5)]
+    healthy = receivers()
+    settings = settings_for(tmp_path, webhook_timeout=3.0, dispatch_lease=6.0, webhook_workers=4)
+    ledger = Ledger(settings)
+    with ledger.session() as session:
+        noisy, _ = add_tenant(session, "noisy", with_token=False)
+    for n, receiver in enumerate(stuck):
+        add_event(ledger, receiver.url, f"stuck-{n}", tenant_id=noisy.id)
+    add_event(ledger, healthy.url, "healthy")
+    dispatcher = Dispatcher(settings, ledger)
+    started = time.monotonic()
+    dispatcher.start()
+    try:
+        healthy.wait_for(1)
+        assert healthy.received and healthy.received[0]["at"] - started < 2.0
+        assert sum(len(r.received) for r in stuck) == 3  # 4 threads, all but one for the noisy tenant
+    finally:
+        for receiver in stuck:
+            receiver.release.set()
+        dispatcher.stop()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
     if request.param == "sqlite":

@@ -22,7 +22,7 @@ from sqlalchemy import update
 from contract import logs
 from contract.identity import resolve_model
 from contract.ledger import Ledger, insert_ignore
-from contract.queue import TASK_GENERATE, Chunk, make_celery, queue_for
+from contract.queue import TASK_GENERATE, Chunk, make_celery, queue_for, serve_only
 from contract.schema import Worker, utcnow
 from contract.settings import get_settings
 from contract.storage import open_storage
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 settings = get_settings()
 app = make_celery(settings, main="pixelmill.worker")
+serve_only(app, TASK_GENERATE)  # a model queue's writer cannot make the worker run Celery's built-ins
 limit_remote_control()  # only ping and read-only inspection over the broker (see ALLOWED_CONTROL)
 
 _context: Context | None = None

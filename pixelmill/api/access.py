@@ -42,9 +42,13 @@ class Door:
 
     @property
     def anonymous(self) -> bool:
-        """Open: no token anywhere, every caller is the tenant `default`; `pixelmill serve` allows it on loopback
-        only, and the HTTP bounds then check Host and Origin (a browser on this host is the threat)."""
-        return self.open
+        """Open now: it started without a token anywhere and the ledger still holds none (a `pixelmill tenants add`
+        closes it at once, without a restart). Every caller is then the tenant `default`; `pixelmill serve` allows
+        it on loopback only, and the HTTP bounds check Host and Origin (a browser on this host is the threat)."""
+        if not self.open:
+            return False
+        with self.ledger.session(readonly=True) as session:
+            return not has_live_tokens(session)
 
     def broker(self) -> Any:
         """The Celery app that publishes retried items, made on first use."""
@@ -77,9 +81,10 @@ def make_door(settings: Settings, tokens: dict[str, str]) -> Door:
 def caller(served: Door, token: str | None) -> TenantInfo | None:
     """The tenant a bearer token acts as, or None (401): a PIXELMILL_API_TOKENS token (compared with every one,
     in constant time each) is its name's tenant; any other is looked up by its digest among the ledger's
-    (`pixelmill tenants add|rotate`). A revoked tenant or token is None. An open door (loopback, no tokens
-    anywhere at start-up) takes every caller as the tenant `default`. The one place a token becomes a caller:
-    the routes' `Auth` and the HTTP bounds both ask it."""
+    (`pixelmill tenants add|rotate`). A revoked tenant or token is None, and so is any token given to an open
+    door that it does not know. An open door (loopback, no token anywhere at start-up) takes a caller without a
+    token as the tenant `default` only while the ledger holds no live token. The one place a token becomes a
+    caller: the routes' `Auth` and the HTTP bounds both ask it."""
     given = (token or "").encode()
     named = None
     for known, name in served.tokens.items():
@@ -88,11 +93,10 @@ def caller(served: Door, token: str | None) -> TenantInfo | None:
     with served.ledger.session(readonly=True) as session:
         if named is not None:
             return find_tenant(session, named)
-        if token:
-            found = tenant_for_token(session, token)
-            if found is not None or not served.open:
-                return found
-        return find_tenant(session, DEFAULT_TENANT) if served.open else None
+        if token:  # a token that was given is checked, never waved through as `default`
+            return tenant_for_token(session, token)
+        open_now = served.open and not has_live_tokens(session)
+        return find_tenant(session, DEFAULT_TENANT) if open_now else None
 
 
 def door(request: Request) -> Door:

@@ -22,7 +22,7 @@ from contract.params import ENGINE_NAMES
 from contract.settings import Settings, get_settings
 from contract.storage import open_storage
 from pixelmill.cli import errors
-from pixelmill.cli.common import build_hint, check_schema, fail, open_ledger, out, read_ledger
+from pixelmill.cli.common import build_hint, caller_tenant, check_schema, fail, open_ledger, out, read_ledger
 
 # Celery (contract.queue, celery.*), SQLAlchemy (contract.schema, producer.*) and the worker package (torch
 # once it runs) are imported by the commands that use them, so `pixelmill --help` starts without them.
@@ -255,13 +255,14 @@ def review(
     from producer.review import ReviewError, approve, blocked_items, os_identity
 
     ledger = read_ledger()
+    tenant = caller_tenant(ledger)
     try:
         if target == "approve":
             if item is None:
                 fail("review approve needs an ITEM id; `pixelmill review JOB` lists them")
             who = os_identity()
             with ledger.session() as session:
-                key = approve(session, open_storage(get_settings()), item, by=who, note=note)
+                key = approve(session, open_storage(get_settings()), tenant.id, item, by=who, note=note)
             if as_json:
                 print(json.dumps({"item": item, "published": key, "approved_by": who}))
             else:
@@ -270,7 +271,7 @@ def review(
         if not target.isdigit() or item is not None:
             fail(f"usage: pixelmill review JOB | pixelmill review approve ITEM (got {target!r})")
         with ledger.session(readonly=True) as session:
-            rows = blocked_items(session, int(target))
+            rows = blocked_items(session, tenant.id, int(target))
     except ReviewError as exc:
         fail(str(exc))
     if as_json:
@@ -308,14 +309,17 @@ def url(
     """Print a URL for one stored image: presigned on S3, a file URI locally."""
     from sqlalchemy import select
 
-    from contract.schema import Image, Item
+    from contract.schema import Image, Item, Job
 
     settings = get_settings()
-    with read_ledger().session(readonly=True) as session:
+    ledger = read_ledger()
+    tenant = caller_tenant(ledger)
+    with ledger.session(readonly=True) as session:
         key = session.scalar(
             select(Image.storage_key)
             .join(Item)
-            .where(Item.job_id == job, Item.item_key == item, Item.variant == variant)
+            .join(Job, Job.id == Item.job_id)
+            .where(Item.job_id == job, Item.item_key == item, Item.variant == variant, Job.tenant_id == tenant.id)
         )
     if key is None:
         fail(f"no stored image for job {job}, item {item!r}, variant {variant}")

@@ -155,6 +155,7 @@ def rotate(
         fail(str(exc))
     print(token)
     kept = "its older tokens still work" if keep_old else "its older tokens no longer work"
+    kept += " (a PIXELMILL_API_TOKENS token of this name works until it is removed from that variable)"
     err.print(f"tenant {name}: new token printed above, once; {kept}", highlight=False, markup=False)
 
 
