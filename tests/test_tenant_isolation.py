@@ -311,3 +311,21 @@ def test_a_tokenless_loopback_door_acts_as_the_default_tenant_only(env: Env) -> 
         with default.ledger.session() as session:
             add_tenant(session, "team-a")
         assert other.jobs() == []
+
+
+def test_the_same_rows_from_another_tenant_are_its_own_work_never_skipped_as_done(env: Env) -> None:
+    """The skip lookup counts only the tenant's own items: another tenant's would tell it what others generate
+    (`skipped`), and its job and catalogue would point at an image it does not own."""
+    settings = env.settings()
+    tenants(settings, "team-a", "team-b", "team-c")
+    with Client(settings, tenant="team-a") as client_a, Client(settings, tenant="team-b") as client_b:
+        first = client_a.submit(rows=rows_of(3), catalogue="shop", **OPTIONS).submission
+        again = client_a.submit(rows=rows_of(3), **OPTIONS).submission
+        theirs = client_b.submit(rows=rows_of(3), catalogue="shop", **OPTIONS).submission
+        assert first is not None and again is not None and theirs is not None
+        assert (first.items, again.skipped) == (3, 3)  # the tenant's own repeat is skipped
+        assert (theirs.items, theirs.skipped) == (3, 0)  # the same rows from another tenant are new work
+        assert {row.job for row in client_b.manifest(catalogue="shop")} == {theirs.job}
+    with Client(settings, tenant="team-c") as client_c:  # a plain submit looks up hashes only: the same rule
+        plain = client_c.submit(rows=rows_of(3), **OPTIONS).submission
+        assert plain is not None and (plain.items, plain.skipped) == (3, 0)
