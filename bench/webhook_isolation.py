@@ -104,16 +104,11 @@ def run(rounds: int, stuck: int, with_silent: bool) -> list[float]:
 
 
 def emit(session: Any, scope: str, url: str) -> str:
-    events.emit(
-        session,
-        type_=events.JOB_REJECTED,
-        scope=scope,
-        request_id=scope,
-        data={},
-        notify=Notify(webhook=url),
-        tenant_id=DEFAULT_TENANT_ID,
-    )
-    return events.event_uid(scope, events.JOB_REJECTED)
+    """One committed `job.rejected` with a webhook delivery to `url` (an event that needs no job); its uid."""
+    kind = events.JOB_REJECTED
+    notify = Notify(webhook=url)
+    events.emit(session, type_=kind, scope=scope, request_id=scope, data={}, notify=notify, tenant_id=DEFAULT_TENANT_ID)
+    return events.event_uid(scope, kind)
 
 
 def main() -> None:
