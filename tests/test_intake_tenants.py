@@ -19,6 +19,7 @@ from servers import RedisServer, redis_skip_reason
 from sqlalchemy import select
 
 from conftest import Env, missing_server
+from contract.ledger import make_engine, upgrade
 from contract.schema import Job
 from contract.tenants import TenantInfo, add_tenant, revoke_tenant
 from producer.request_v1 import TASK_SUBMIT
@@ -105,10 +106,15 @@ def next_event(broker: str, queue: str, timeout: float = 60) -> dict[str, Any]:
     raise AssertionError(f"no event on {queue} within {timeout}s")
 
 
-@pytest.fixture
-def acl_env(tmp_path: Path, tiny_model: Path) -> Iterator[tuple[Env, RedisServer]]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def acl_env(request: pytest.FixtureRequest, tmp_path: Path, tiny_model: Path) -> Iterator[tuple[Env, RedisServer]]:
+    """A redis-server with ACL users beside the embedded ledger, or beside PostgreSQL (migrated on purpose)."""
     if reason := redis_skip_reason():
         missing_server("redis-server", reason)
+    ledger: dict[str, str] = {}
+    if request.param == "postgresql":
+        servers = request.getfixturevalue("test_servers")
+        ledger["PIXELMILL_DATABASE_URL"] = servers.get("postgres").create_database(servers.next_name("acl"))
     server = RedisServer(tmp_path / "redis", extra_args=["--proto-max-bulk-len", "2mb"])
     server.start()
     installation = Env(
@@ -118,9 +124,14 @@ def acl_env(tmp_path: Path, tiny_model: Path) -> Iterator[tuple[Env, RedisServer
             "PIXELMILL_BROKER_URL": server.url,
             "PIXELMILL_INTAKE_TENANT_REFRESH": "0.3",
             "PIXELMILL_INTAKE_MAX_MESSAGE_BYTES": str(256 * 1024),
+            **ledger,
         },
     )
     installation.data_dir.mkdir()
+    if ledger:
+        engine = make_engine(installation.settings())
+        upgrade(engine)
+        engine.dispose()
     try:
         yield installation, server
     finally:
