@@ -2,7 +2,7 @@
 
 Python's json module decodes a whole document into objects (a 100 MB message cost the intake 700 MB) and
 recurses once per nesting level (3,000 levels raised RecursionError). So the intake measures first: the byte
-length, then the nesting depth with one regular-expression pass that skips over strings (no object is built).
+length, then the nesting depth with `contract.jsondepth` (strings skipped, no object built).
 A refused message is not decoded at all, yet its caller should still hear why: `reply_to_of` picks the request's
 `reply_to` out of the raw Celery body by the same scan, and the intake answers there with `job.rejected` (the
 name is still checked against the tenant's prefix like any other).
@@ -14,11 +14,10 @@ import json
 import re
 from dataclasses import dataclass
 
+from contract.jsondepth import json_depth
+
 # A JSON string, escapes included (the unrolled form: linear, no backtracking), or one structural character.
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}:,]', re.DOTALL)
-_BRACKETS = bytes(range(256)).translate(None, b"[]{}")  # every byte but the four brackets: deleted
-_OPEN = frozenset(b"[{")
 
 
 @dataclass(frozen=True)
@@ -31,18 +30,9 @@ class Refused:
 
 
 def depth(raw: bytes, limit: int) -> int:
-    """The nesting depth of a JSON document, counting no further than `limit + 1` (enough to refuse it). Strings
-    are skipped first, so a bracket inside one counts for nothing; on invalid JSON the figure is a bound that
-    json.loads never exceeds before it fails."""
-    brackets = _STRING.sub(b"", raw).translate(None, _BRACKETS)
-    level = deepest = 0
-    for byte in brackets:
-        level = level + 1 if byte in _OPEN else level - 1
-        if level > deepest:
-            deepest = level
-            if deepest > limit:
-                break
-    return deepest
+    """The nesting depth of a JSON document, without decoding it: `contract.jsondepth.json_depth`, the scan the
+    HTTP door uses too (`limit` is kept for the callers' reading; the scan is linear whatever it is)."""
+    return json_depth(raw)
 
 
 def reply_to_of(raw: bytes) -> str | None:
