@@ -117,11 +117,17 @@ def bearer_token(authorization: str | None) -> str | None:
 UNAUTHORISED = "missing or wrong bearer token (Authorization: Bearer <token>)"
 
 
+CALLER = "pixelmill_caller"  # where the HTTP bounds leave the tenant they found, in the request's state
+
+
 def authorised(
-    served: Served, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    request: Request, served: Served, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> TenantInfo:
-    """The caller's tenant for its bearer token (`caller`); 401 for a missing, wrong or revoked one."""
-    found = caller(served, credentials.credentials if credentials is not None else None)
+    """The caller's tenant for its bearer token (`caller`); 401 for a missing, wrong or revoked one. The HTTP
+    bounds looked it up already, before the body was read; an app without them looks it up here."""
+    found = getattr(request.state, CALLER, None)
+    if found is None:
+        found = caller(served, credentials.credentials if credentials is not None else None)
     if found is None:
         raise HTTPException(401, UNAUTHORISED, headers={"WWW-Authenticate": "Bearer"})
     return found

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from contract.jsondepth import too_deep
-from pixelmill.api.access import UNAUTHORISED, Door, bearer_token, caller
+from pixelmill.api.access import CALLER, UNAUTHORISED, Door, bearer_token, caller
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -73,8 +73,11 @@ class Bounds:
             wrong = wrong_host(scope, headers)
             if wrong is not None:
                 return wrong[0], {"detail": wrong[1]}
-        if scope["path"].startswith("/v1") and caller(self.door, bearer_token(headers.get("authorization"))) is None:
-            return 401, {"detail": UNAUTHORISED}
+        if scope["path"].startswith("/v1"):
+            who = caller(self.door, bearer_token(headers.get("authorization")))
+            if who is None:
+                return 401, {"detail": UNAUTHORISED}
+            scope.setdefault("state", {})[CALLER] = who  # the route's `Auth` reads it: one lookup a request
         if not has_body:
             return None
         length = headers.get("content-length")
