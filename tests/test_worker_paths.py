@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select, update
 
 from conftest import Env, write_catalogue
@@ -94,6 +95,30 @@ def test_one_failing_item_does_not_fail_its_neighbours(env: Env, ctx: Context, t
     assert outcome.skipped == 4 and not outcome.succeeded
     with ctx.ledger.session() as session:
         assert len(session.scalars(select(Image).join(Item).where(Item.job_id == job)).all()) == 3
+
+
+def test_a_soft_time_limit_before_generation_still_records_the_claimed_items(
+    env: Env, ctx: Context, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Celery's soft limit can strike anywhere in the task, on a loaded machine even before generation starts:
+    the claimed items are failed (attempts bound them) instead of sitting `running` until their lease expires."""
+    import worker.chunk
+
+    def too_late(ctx: Context, items: list[object]) -> list[object]:
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(worker.chunk, "screen_prompts", too_late)
+    job, ids = submitted(env, tmp_path, 2)
+    drain(ctx)
+    outcome = run(ctx, Chunk(job, tuple(ids)))
+    assert sorted(outcome.retried) == ids and not outcome.succeeded
+    rows = items(ctx, ids)
+    assert all(r.state == State.queued and r.attempts == 1 for r in rows.values())
+    assert all("PIXELMILL_TASK_SOFT_TIME_LIMIT" in (r.error or "") for r in rows.values())
+
+    outcome = run(ctx, Chunk(job, tuple(ids)))  # the last attempt (max_attempts=2)
+    assert sorted(outcome.failed) == ids
+    assert all(r.state == State.failed and r.lease_expires is None for r in items(ctx, ids).values())
 
 
 def test_a_storage_failure_backs_off_without_using_an_attempt(env: Env, ctx: Context, tmp_path: Path) -> None:

@@ -108,25 +108,31 @@ def run_chunk(ctx: Context, chunk: Chunk, job: JobSpec | None = None) -> Future[
     try:
         claimed = claim_items(ctx, chunk)  # 3
         claimed_at = time.monotonic()
-        items = screen_prompts(ctx, claimed)
-        blocked = len(claimed) - len(items)
-        if not items:
-            log.info(
-                "chunk already done or held elsewhere",
-                extra={"job": chunk.job, "items": len(chunk.items), "blocked": blocked},
-            )
-            return _completed(ChunkOutcome(skipped=len(chunk.items) - blocked, blocked=[i.id for i in claimed]))
-        if isinstance(models, Failure):  # claimed all the same, so attempts bound the retries of a broken model
-            made: dict[int, Candidates | Failure] = {item.id: models for item in items}
-        else:
-            made = make_candidates(  # 4
-                models.engine,
-                models.judge,
-                ctx.judging,
-                job.checks,
-                items,
-                soft_limit=ctx.settings.task_soft_time_limit,
-            )
+        try:
+            items = screen_prompts(ctx, claimed)
+            blocked = len(claimed) - len(items)
+            if not items:
+                log.info(
+                    "chunk already done or held elsewhere",
+                    extra={"job": chunk.job, "items": len(chunk.items), "blocked": blocked},
+                )
+                return _completed(ChunkOutcome(skipped=len(chunk.items) - blocked, blocked=[i.id for i in claimed]))
+            if isinstance(models, Failure):  # claimed all the same: attempts bound the retries of a broken model
+                made: dict[int, Candidates | Failure] = {item.id: models for item in items}
+            else:
+                made = make_candidates(  # 4
+                    models.engine,
+                    models.judge,
+                    ctx.judging,
+                    job.checks,
+                    items,
+                    soft_limit=ctx.settings.task_soft_time_limit,
+                )
+        except SoftTimeLimitExceeded:
+            # The limit struck before generation began (a slow ledger, a long prompt check): the claimed items
+            # are still ours and running, so they are recorded now rather than left for their lease to expire.
+            over = Failure(f"batch exceeded PIXELMILL_TASK_SOFT_TIME_LIMIT ({ctx.settings.task_soft_time_limit} s)")
+            items, made = claimed, {item.id: over for item in claimed}
         stores = {
             item_id: ctx.uploads.store(store_item, ctx.storage, ctx.settings, job, candidates)  # 5
             for item_id, candidates in made.items()
