@@ -58,13 +58,11 @@ SLOW_FIXTURES = {"env", "any_env", "test_servers"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow tests first, those marked `alone` last (file order kept within each part): run in parallel
-    (pytest-xdist, `-n` in pyproject's addopts), the long ones start at once and the many short ones fill the gaps,
-    instead of one long test starting last and running by itself; the `alone` ones find the run's servers started."""
+    """Slow tests first (file order kept within each part): run in parallel (pytest-xdist, `-n` in pyproject's
+    addopts), the long ones start at once and the many short ones fill the gaps, instead of one long test starting
+    last and running by itself."""
 
     def part(item: pytest.Item) -> int:
-        if any(item.iter_markers("alone")):
-            return 2
         fixtures = set(getattr(item, "fixturenames", ()))
         return 0 if fixtures & SLOW_FIXTURES or any(item.iter_markers("e2e")) or any(item.iter_markers("slow")) else 1
 
@@ -95,29 +93,6 @@ def run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     inside it), the basetemp itself when the tests run in one process."""
     base = tmp_path_factory.getbasetemp()
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-
-
-@pytest.fixture(autouse=True)
-def _alone_when_timing(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A test marked `alone` (it checks ratios of timings) runs while no other test of this run does: under
-    pytest-xdist it closes the gate to new tests, waits for the running ones, and opens it again when done."""
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        yield
-        return
-    import fcntl
-
-    alone = request.node.get_closest_marker("alone") is not None
-    root = run_root(tmp_path_factory)
-    with open(root / "alone.gate", "a") as gate, open(root / "alone.lock", "a") as running:
-        fcntl.flock(gate, fcntl.LOCK_EX)
-        fcntl.flock(running, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
-        if not alone:
-            fcntl.flock(gate, fcntl.LOCK_UN)
-        try:
-            yield
-        finally:
-            fcntl.flock(running, fcntl.LOCK_UN)
-            fcntl.flock(gate, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
@@ -225,6 +200,23 @@ class Env:
         )
         self.workers.append(proc)
         return proc
+
+    def serve(self, *args: str, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+        """`pixelmill serve` on a free loopback port, once /healthz answers: the process and its base URL."""
+        import httpx
+
+        port = servers.free_port()
+        proc = self.start("serve", "--port", str(port), *args, **env)
+        base, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    return proc, base
+            except httpx.TransportError:
+                pass
+            log = self.data_dir / f"serve-{len(self.workers) - 1}.log"
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
+            time.sleep(0.1)
 
     def kill(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
         """Signal the worker's whole process group: the main process and its prefork child."""

@@ -9,7 +9,6 @@ import io
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import servers
 from sqlalchemy import func, select, update
 
 from conftest import Env, installation_on, write_catalogue
@@ -190,12 +190,6 @@ def test_repeats_and_a_killed_intake_each_give_exactly_one_job(env: Env) -> None
     assert "request_id=killed" in second  # the message was delivered again to the restarted intake
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_http_api_with_a_real_uvicorn(env: Env) -> None:
     import httpx
 
@@ -203,18 +197,7 @@ def test_http_api_with_a_real_uvicorn(env: Env) -> None:
     # A file in the way is a storage error, which backs off for PIXELMILL_INFRA_RETRY_BUDGET before it counts:
     # no budget, so the item fails now.
     env.vars["PIXELMILL_INFRA_RETRY_BUDGET"] = "0"
-    port = free_port()
-    env.start("serve", "--port", str(port), PIXELMILL_API_TOKENS=f"ci:{TOKEN}")
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, logs(env, "serve")[-3000:]
-        time.sleep(0.2)
+    _, base = env.serve(PIXELMILL_API_TOKENS=f"ci:{TOKEN}")
     auth = {"Authorization": f"Bearer {TOKEN}"}
     body = {
         "v": 1,
@@ -391,7 +374,7 @@ def test_http_api_with_a_real_uvicorn(env: Env) -> None:
 
 
 def test_serve_refuses_a_public_address_without_tokens(env: Env) -> None:
-    proc = env.cli("serve", "--host", "0.0.0.0", "--port", str(free_port()), check=False)
+    proc = env.cli("serve", "--host", "0.0.0.0", "--port", str(servers.free_port()), check=False)
     assert proc.returncode == 2 and "no PIXELMILL_API_TOKENS set" in proc.stderr
 
 

@@ -14,12 +14,13 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
-from test_frontdoor_e2e import ROOT, TOKEN, free_port, logs
+from test_frontdoor_e2e import ROOT, TOKEN, logs
 
 from conftest import Env
 
@@ -51,33 +52,29 @@ def serve(tmp: Path, **settings: str) -> Iterator[Served]:
     """`pixelmill serve --no-dispatch` with these settings, once /healthz answers; stopped after."""
     env = Env(tmp / "data", tmp / "no-model")
     env.data_dir.mkdir(parents=True)
-    port = free_port()
-    proc = env.start("serve", "--port", str(port), "--no-dispatch", **settings)
-    served = Served(env, port, proc)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{served.base}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, served.log()
-        time.sleep(0.1)
-    yield served
+    proc, base = env.serve("--no-dispatch", **{"PIXELMILL_API_TOKENS": f"ci:{TOKEN}", **settings})
+    yield Served(env, int(base.rpartition(":")[2]), proc)
     env.close()
 
 
-@pytest.fixture(scope="module")
-def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """Tokens, a 256 KiB body cap, the default timeouts and connection cap."""
-    yield from serve(
-        tmp_path_factory.mktemp("guarded"), PIXELMILL_API_TOKENS=f"ci:{TOKEN}", PIXELMILL_HTTP_MAX_BODY_BYTES="262144"
-    )
+def served(name: str, doc: str, **settings: str) -> Any:
+    """A module-scoped fixture serving with these settings (and the test token)."""
+
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+        yield from serve(tmp_path_factory.mktemp(name), **settings)
+
+    fixture.__doc__ = doc
+    return pytest.fixture(scope="module", name=name)(fixture)
 
 
-@pytest.fixture(scope="module")
-def tokenless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    yield from serve(tmp_path_factory.mktemp("tokenless"), PIXELMILL_API_TOKENS="")
+guarded = served(
+    "guarded",
+    "Tokens, a 256 KiB body cap, the default timeouts and connection cap.",
+    PIXELMILL_HTTP_MAX_BODY_BYTES="262144",
+)
+
+
+tokenless = served("tokenless", "No tokens configured at all.", PIXELMILL_API_TOKENS="")
 
 
 def head(served: Served, method: str, path: str, *headers: str) -> bytes:
@@ -172,15 +169,9 @@ def test_finding_7_300_slow_connections_leave_healthz_answering(guarded: Served)
             sock.close()
 
 
-@pytest.fixture(scope="module")
-def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """One-second head and body deadlines."""
-    yield from serve(
-        tmp_path_factory.mktemp("tight"),
-        PIXELMILL_API_TOKENS=f"ci:{TOKEN}",
-        PIXELMILL_HTTP_HEADER_TIMEOUT="1",
-        PIXELMILL_HTTP_BODY_TIMEOUT="1",
-    )
+tight = served(
+    "tight", "One-second head and body deadlines.", PIXELMILL_HTTP_HEADER_TIMEOUT="1", PIXELMILL_HTTP_BODY_TIMEOUT="1"
+)
 
 
 def test_finding_7_a_trickled_request_head_or_body_is_closed_at_its_deadline(tight: Served) -> None:
@@ -213,15 +204,12 @@ def test_finding_7_a_trickled_request_head_or_body_is_closed_at_its_deadline(tig
     assert "request body not complete within 1s (PIXELMILL_HTTP_BODY_TIMEOUT)" in log
 
 
-@pytest.fixture(scope="module")
-def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """At most 8 connections, long deadlines: only the cap can free a slot."""
-    yield from serve(
-        tmp_path_factory.mktemp("capped"),
-        PIXELMILL_API_TOKENS=f"ci:{TOKEN}",
-        PIXELMILL_HTTP_MAX_CONNECTIONS="8",
-        PIXELMILL_HTTP_HEADER_TIMEOUT="120",
-    )
+capped = served(
+    "capped",
+    "At most 8 connections, long deadlines: only the cap can free a slot.",
+    PIXELMILL_HTTP_MAX_CONNECTIONS="8",
+    PIXELMILL_HTTP_HEADER_TIMEOUT="120",
+)
 
 
 def test_finding_7_past_the_connection_cap_the_oldest_waiting_connection_is_shed(capped: Served) -> None:

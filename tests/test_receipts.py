@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from conftest import Env, Servers, finished, missing_server, write_catalogue
 from contract.ledger import Ledger
-from contract.schema import Image, Item, State, Worker
+from contract.schema import Image, Item, Job, State, Worker
 from contract.tenants import DEFAULT_TENANT_ID
 
 SCORE_COLUMNS = [
@@ -442,6 +442,14 @@ def written_item(
     return item
 
 
+def written_job(session: Session, name: str, catalogue: str, now: datetime) -> Job:
+    """A job row of the default tenant for `catalogue`, written straight into the ledger."""
+    job = Job(tenant_id=DEFAULT_TENANT_ID, name=name, model="m", params={}, counts={}, catalogue=catalogue, created=now)
+    session.add(job)
+    session.flush()
+    return job
+
+
 def written_image(
     item: Item, storage_key: str, now: datetime, *, timings: dict[str, float], scores: dict[str, float]
 ) -> Image:
@@ -453,21 +461,11 @@ def written_image(
 def make_run(ledger: Ledger, catalogue: str, *, scale: float = 1.0, failed: int = 0, items: int = 20) -> int:
     """A finished run of `catalogue` written straight into the ledger: `items` items, `failed` of them failed,
     the others succeeded with scores around fixed medians times `scale`."""
-    from contract.schema import Job, utcnow
+    from contract.schema import utcnow
 
     now = utcnow()
     with ledger.session() as session:
-        job = Job(
-            tenant_id=DEFAULT_TENANT_ID,
-            name=f"{catalogue}-run",
-            model="m",
-            params={},
-            counts={},
-            catalogue=catalogue,
-            created=now,
-        )
-        session.add(job)
-        session.flush()
+        job = written_job(session, f"{catalogue}-run", catalogue, now)
         for n in range(items):
             state = State.failed if n < failed else State.succeeded
             item = written_item(session, job.id, f"K{n}", n, state, now, content_hash=f"{job.id}-{n}")
@@ -712,24 +710,11 @@ def make_catalogue_runs(env: Env, name: str) -> None:
     """Two nightly runs of catalogue `name` written into the ledger (`ENTRIES`), real images in storage: 2 new,
     1 changed, 3 unchanged (one with a hostile key and prompt, one with a long prompt), 2 retired, 1 whose new
     item failed. Scores rise with the key's position."""
-    from contract.schema import CatalogueEntry, Job, utcnow
+    from contract.schema import CatalogueEntry, utcnow
 
     storage, now = env.storage(), utcnow()
     with env.ledger().session() as session:
-        jobs = []
-        for night in (1, 2):
-            job = Job(
-                tenant_id=DEFAULT_TENANT_ID,
-                name=f"{name}-{night}",
-                model="m",
-                params={},
-                counts={},
-                catalogue=name,
-                created=now,
-            )
-            session.add(job)
-            session.flush()
-            jobs.append(job)
+        jobs = [written_job(session, f"{name}-{night}", name, now) for night in (1, 2)]
         for n, (key, change) in enumerate(ENTRIES.items()):
             job = jobs[1] if change in ("new", "changed") else jobs[0]
             failed = key == "SKU-F"

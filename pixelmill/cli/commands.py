@@ -18,7 +18,8 @@ from __future__ import annotations
 import gc
 import logging
 import sys
-from typing import Annotated, Optional
+from collections.abc import Callable
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -83,18 +84,26 @@ app.command()(reports.catalogues)
 app.command()(reports.sheet)
 app.command()(reports.drift)
 
-db_app.command("upgrade")(setup_commands.db_upgrade)
-model_app.command("tiny")(setup_commands.model_tiny)
-model_app.command("tiny-judges")(setup_commands.model_tiny_judges)
-engine_app.command("build")(setup_commands.engine_build)
-broker_app.command("start")(setup_commands.broker_start)
-broker_app.command("stop")(setup_commands.broker_stop)
-broker_app.command("status")(setup_commands.broker_status)
-tenants_app.command("add")(tenants.add)
-tenants_app.command("set")(tenants.set_)
-tenants_app.command("list")(tenants.list_)
-tenants_app.command("rotate")(tenants.rotate)
-tenants_app.command("revoke")(tenants.revoke)
+SUBCOMMANDS: dict[typer.Typer, dict[str, Callable[..., Any]]] = {
+    db_app: {"upgrade": setup_commands.db_upgrade},
+    model_app: {"tiny": setup_commands.model_tiny, "tiny-judges": setup_commands.model_tiny_judges},
+    engine_app: {"build": setup_commands.engine_build},
+    broker_app: {
+        "start": setup_commands.broker_start,
+        "stop": setup_commands.broker_stop,
+        "status": setup_commands.broker_status,
+    },
+    tenants_app: {
+        "add": tenants.add,
+        "set": tenants.set_,
+        "list": tenants.list_,
+        "rotate": tenants.rotate,
+        "revoke": tenants.revoke,
+    },
+}
+for sub, commands in SUBCOMMANDS.items():
+    for name, command in commands.items():
+        sub.command(name)(command)
 
 
 def main() -> None:
