@@ -92,18 +92,19 @@ def write_sheet(
         session, tenant_id=tenant_id, job=job, catalogue=catalogue, storage=storage, urls=link, expires=expires
     )
     for n, row in enumerate(rows):
-        stream.write(("," if n else "") + _json(_tile(row, storage, link, low)))
+        stream.write(("," if n else "") + script_json(_tile(row, storage, link, low)))
     stream.write("]</script>\n")
     kind = "job" if catalogue is None else "catalogue"
     stream.write(
-        f"<script>const PAGE = {PAGE}; const SCORES = {_json(list(SCORES))}; const KIND = {_json(kind)};</script>\n"
+        f"<script>const PAGE = {PAGE}; const SCORES = {script_json(list(SCORES))}; "
+        f"const KIND = {script_json(kind)};</script>\n"
     )
     stream.write(_SCRIPT)
     stream.write("</body></html>\n")
     return summary.rows
 
 
-def _json(value: Any) -> str:
+def script_json(value: Any) -> str:
     """JSON safe inside <script>: no `</script>`, no HTML comment openers."""
     return (
         json.dumps(value, ensure_ascii=False, separators=(",", ":"))

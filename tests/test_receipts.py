@@ -631,7 +631,8 @@ class Chromium:
         assert "exceptionDetails" not in reply, reply["exceptionDetails"]
         return reply["result"].get("value")
 
-    def open(self, url: str, width: int = 1280, height: int = 900) -> None:
+    def open(self, url: str, width: int = 1280, height: int = 900, *, ready: str = "#grid > *") -> None:
+        """Load `url` at this viewport and wait until the page has rendered an element matching `ready`."""
         self.send(
             "Emulation.setDeviceMetricsOverride",
             session=self.session,
@@ -642,8 +643,9 @@ class Chromium:
         )
         self.send("Page.navigate", session=self.session, url=url)
         deadline = time.monotonic() + 30
-        while self.js("document.readyState + ':' + !!document.querySelector('#grid > *')") != "complete:true":
-            assert time.monotonic() < deadline, "the sheet did not render"
+        probe = f"document.readyState + ':' + !!document.querySelector({json.dumps(ready)})"
+        while self.js(probe) != "complete:true":
+            assert time.monotonic() < deadline, f"the page did not render {ready}"
             time.sleep(0.1)
 
     def click(self, selector: str) -> None:

@@ -25,7 +25,19 @@ import typer
 
 from contract import logs
 from contract.settings import SettingsError
-from pixelmill.cli import common, errors, job_control, ops, reports, servers, setup_commands, status, submit, tenants
+from pixelmill.cli import (
+    common,
+    compare,
+    errors,
+    job_control,
+    ops,
+    reports,
+    servers,
+    setup_commands,
+    status,
+    submit,
+    tenants,
+)
 from pixelmill.cli.common import err
 
 app = typer.Typer(
@@ -83,6 +95,7 @@ app.command()(reports.manifest)
 app.command()(reports.catalogues)
 app.command()(reports.sheet)
 app.command()(reports.drift)
+app.command()(compare.compare)
 
 SUBCOMMANDS: dict[typer.Typer, dict[str, Callable[..., Any]]] = {
     db_app: {"upgrade": setup_commands.db_upgrade},
