@@ -9,8 +9,9 @@ import itertools
 import operator
 import re
 
+from contract.promptfilter.glyphs import alternates
 from contract.promptfilter.languages import ATTRIBUTE_COLOUR, COLOUR_WORDS, COMMON
-from contract.promptfilter.lexicon import MINORS, PERSON_GROUP, SEXUAL, TEASE_GROUP
+from contract.promptfilter.lexicon import MINOR_GROUP, MINORS, PERSON_GROUP, SEXUAL, TEASE_GROUP
 from contract.promptfilter.lookup import CACHE_LIMIT, SEGMENT_MIN
 from contract.promptfilter.normalise import LETTER, POSSESSIVE, REPEATS, collapse, fold, leet_variants, read_word
 from contract.promptfilter.rules import Match, Reading, minor_age, spread_piece
@@ -43,7 +44,52 @@ class PromptFilter(Reading):
     """Matches prompts against category lists; build it once (`load` caches) and call `check` per prompt."""
 
     def check(self, prompt: str) -> Match | None:
-        """The first blocked term (or weak combination) the prompt asks for, or None.
+        """The first blocked term (or weak combination) the prompt asks for, or None: the lexical reading of the
+        prompt (`_lexical`), then of its other readings where letters are drawn with symbols or spelt between
+        punctuation (`glyphs.alternates`), then the concept layer (`concepts`, builtin lists only)."""
+        found = self._lexical(prompt)
+        if found is not None or not self.terms:
+            return found
+        others = alternates(prompt, self._known)
+        for other in others:
+            found = self._lexical(other)
+            if found is not None:
+                return found
+        if self._concepts is not None:
+            for text in [prompt, *others]:
+                found = self._concept_match(text)
+                if found is not None:
+                    return found
+        return None
+
+    def _known(self, piece: str) -> str:
+        """The word the lists know (a term, weak ones too, or a phrase's word) that a drawn piece read one way
+        is, leetspeak read ("ki||" → "kill"), or "": which readings of "|{i||" `glyphs.alternates` tries."""
+        for variant in sorted(leet_variants(piece)) if not piece.isalpha() else [fold(piece)]:
+            if variant in self._word or variant in self._phrase_words or self._word_terms(variant):
+                return variant
+        return ""
+
+    def _concept_match(self, prompt: str) -> Match | None:
+        """A concept pattern the prompt matches, as a match of its category (`minors` where a minor word or an
+        age under 18 goes with a sexual concept), with `concept:<name>` as its term."""
+        assert self._concepts is not None
+        folded = prompt.lower() if prompt.isascii() else fold(prompt)
+        if not self._concepts.gated(folded):
+            return None
+        words = self._concepts.words(folded)
+        concept = self._concepts.match(words)
+        if concept is None:
+            return None
+        if concept.category == SEXUAL:
+            minor = [w for w in words if any(t.group == MINOR_GROUP for t in self._word.get(w, ()))]
+            who = minor[0] if minor else minor_age(folded, words)
+            if who:
+                return Match(MINORS, f"{who} + concept:{concept.name}")
+        return Match(concept.category, f"concept:{concept.name}")
+
+    def _lexical(self, prompt: str) -> Match | None:
+        """The lexical reading: listed terms, weak pairs and minors.
 
         Plain-ASCII prompts whose every word is known to be clean, and no two neighbours of which join into a
         listed word ("nu de", "top-less"), are passed without the full reading below: that is most catalogue
@@ -92,7 +138,9 @@ class PromptFilter(Reading):
         core = token.rstrip("!|+¡")
         read = read_word(core) if core else ""
         terms = list(self._word_terms(read))
-        if not core.isalpha() and LETTER.search(core):
+        if core.isalpha():
+            terms.extend(self._sound_terms(read))
+        elif LETTER.search(core):
             for variant in leet_variants(core):
                 terms.extend(self._word_terms(variant))
                 if len(variant) >= SEGMENT_MIN and variant.isalpha():

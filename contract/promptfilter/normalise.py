@@ -131,13 +131,38 @@ def _fold_table() -> _FoldTable:
     return _FoldTable()
 
 
+_DRAWN_LETTER = re.compile(r"(?:LATIN (?:CAPITAL|SMALL) LETTER|REGIONAL INDICATOR SYMBOL LETTER) ([A-Z])")
+
+
+class _LetterTable(dict[int, str]):
+    """Letters in boxes, circles and brackets → the plain letter, by Unicode name, before NFKC: every enclosed,
+    squared, negative, parenthesised and regional-indicator letter ("🅽", "🇳", "⒩"), whatever block it is in.
+    NFKC leaves the negative and regional ones alone and turns parenthesised ones into "(n)"."""
+
+    def __missing__(self, code: int) -> str:
+        char = chr(code)
+        letter = char
+        if code >= 0x2000 and not 0xD800 <= code <= 0xDFFF:
+            name = unicodedata.name(char, "")
+            found = _DRAWN_LETTER.search(name)
+            if found and (name.startswith(("CIRCLED", "NEGATIVE", "SQUARED", "PARENTHESIZED", "REGIONAL"))):
+                letter = found.group(1).lower()
+        self[code] = letter
+        return letter
+
+
+@functools.cache
+def _letter_table() -> _LetterTable:
+    return _LetterTable()
+
+
 def fold(text: str) -> str:
     """Lower case with look-alikes, invisibles and accents undone; digits and punctuation kept."""
     if text.isascii():
         text = text.lower()
         return text if text.isprintable() else text.translate(_fold_table())  # controls out, tabs → spaces
     table = _fold_table()
-    text = unicodedata.normalize("NFKC", text).translate(table)
+    text = unicodedata.normalize("NFKC", text.translate(_letter_table())).translate(table)
     text = unicodedata.normalize("NFD", text.casefold().lower().translate(table)).translate(table)  # Cherokee
     return unicodedata.normalize("NFC", text)
 
