@@ -27,7 +27,8 @@ CONCEPTS_FILE = Path(__file__).resolve().parent / "concepts.txt"
 # Words too common to gate a line: a line's gate is its first part's smallest slot without any of these.
 _COMMON = frozenset(
     "a an the in on at to of it up all by and or with for from his her their my your its is are be de la le el "
-    "en un une des du al se y et e o l s m x white black red blue green knife set pack glass".split()
+    "en un une des du al se y et e o l s m x white black red blue green knife set pack glass off on out over "
+    "down under back top side full half open".split()
 )
 
 _WORD = re.compile(r"[^\W_]+|[,.;:!?()\[\]/|–—-]+")

@@ -185,14 +185,16 @@ def readings(chunk: str) -> tuple[str, ...]:
     return tuple(suffixes[0])
 
 
-def alternates(prompt: str, known: Callable[[str], str] | None = None) -> list[str]:
+def alternates(prompt: str, known: Callable[[str], str] | None = None, tokens: list[str] | None = None) -> list[str]:
     """The prompt's other readings (none for most prompts): symbols read as the letters they draw (the usual
     reading, then the other one where a symbol has two), and letters spelt between punctuation joined. With
     `known` (the word the lists know that a reading is, leetspeak read, or ""), each drawn piece is also read
-    every other way (`readings`), and the known words they make are tried together."""
+    every other way (`readings`), and the known words they make are tried together. `tokens`: the prompt's
+    lower-case words where the caller has them (letter names are looked for only where one is among them)."""
     named = prompt
-    if sum(1 for _ in itertools.islice(_NAME_AUTOMATON.iter(f" {prompt.lower()} "), 3)) >= 3:
-        named = _SPELT_NAMES.sub(_letters, prompt)
+    if tokens is None or not LETTER_NAMES.keys().isdisjoint(tokens):
+        if sum(1 for _ in itertools.islice(_NAME_AUTOMATON.iter(f" {prompt.lower()} "), 3)) >= 3:
+            named = _SPELT_NAMES.sub(_letters, prompt)
     if not candidate(prompt):
         return [named] if named != prompt else []
     found = _alternates(prompt)

@@ -22,9 +22,12 @@ from contract.promptfilter.lookup import SEGMENT_MIN, Lookup
 from contract.promptfilter.normalise import (
     CJK,
     CJK_SPREAD,
+    CODE,
     INWORD_SEPARATOR,
     LETTER,
+    code_letters,
     fold,
+    joined_read,
     leet_variants,
     read_word,
     words_of,
@@ -82,6 +85,8 @@ class Reading(Lookup):
             raw = raws[index]
             if raw.isalpha():
                 hits.extend(Hit(term, index, index + 1) for term in self._sound_terms(word))
+            elif letters := code_letters(raw):  # "fag907": a code's letters as a word
+                hits.extend(Hit(term, index, index + 1) for term in self._word.get(letters, ()))
             if not raw.isalpha() and LETTER.search(raw):  # leetspeak read other ways: "1" as "l", "53x"
                 for other in leet_variants(raw) - {word}:
                     found = self._word_terms(other)
@@ -122,7 +127,7 @@ class Reading(Lookup):
         for index in range(1, count):
             sep = seps[index]
             if sep and " " not in sep and INWORD_SEPARATOR.fullmatch(sep):
-                joined = read_word(raws[index - 1] + raws[index])
+                joined = joined_read(raws[index - 1], raws[index])
                 for term in self._word_terms(joined, inside=False):
                     yield Hit(term, index - 1, index + 1)
                 if len(joined) >= SEGMENT_MIN and joined.isalpha():  # "self-harmaesthetic"
@@ -153,8 +158,9 @@ class Reading(Lookup):
                                 COMMON.issuperset(reads[first : last + 1])
                                 or raws[first].isdigit()
                                 or raws[last].isdigit()
+                                or any(CODE.fullmatch(r) for r in raws[first : last + 1])
                             ):
-                                continue  # "pen is", "the rap is", "nude, 4 g": words, not a spread one
+                                continue  # "pen is", "the rap is", "nude, 4 g", "t-1771x": not a spread word
                             spread = any(spread_piece(r) for r in reads[first : last + 1])  # typos only then
                             own = (
                                 self._word.get(reads[first], ())
