@@ -1,9 +1,10 @@
 """The prompt filter: refuse prompts that ask for unsafe content before any GPU work is spent on them.
 
-Modules by concern: `normalise` (folding, leetspeak, words), `languages` (per-language word data), `lexicon`
-(list files, flags, inflections), `index` (the indexes built from the lists), `lookup` (which terms one word
-is), `rules` (the full reading and its verdict), `fast_path` (`PromptFilter.check`). Callers use only the names
-in `__all__` below.
+Modules by concern: `normalise` (folding, leetspeak, words, model codes), `languages` (per-language word data),
+`lexicon` (list files, flags, inflections, sound keys, the dictionary guard), `index` (the indexes built from the
+lists), `lookup` (which terms one word is), `rules` (the full reading and its verdict), `glyphs` (other readings
+of letters drawn with symbols or spelt out), `concepts` (the concept layer: paraphrases), `fast_path`
+(`PromptFilter.check`). Callers use only the names in `__all__` below.
 
 Lists are plain text files, one term or phrase per line, the category being the file's name (`sexual.txt` →
 `sexual`); `allow.txt` holds phrases that are fine although they contain a listed term ("naked cake", "ball cock")

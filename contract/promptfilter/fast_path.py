@@ -9,10 +9,21 @@ import itertools
 import operator
 import re
 
+from contract.promptfilter.glyphs import alternates
 from contract.promptfilter.languages import ATTRIBUTE_COLOUR, COLOUR_WORDS, COMMON
-from contract.promptfilter.lexicon import MINORS, PERSON_GROUP, SEXUAL, TEASE_GROUP
+from contract.promptfilter.lexicon import MINOR_GROUP, MINORS, PERSON_GROUP, SEXUAL, TEASE_GROUP
 from contract.promptfilter.lookup import CACHE_LIMIT, SEGMENT_MIN
-from contract.promptfilter.normalise import LETTER, POSSESSIVE, REPEATS, collapse, fold, leet_variants, read_word
+from contract.promptfilter.normalise import (
+    LETTER,
+    POSSESSIVE,
+    REPEATS,
+    code_letters,
+    collapse,
+    fold,
+    joined_read,
+    leet_variants,
+    read_word,
+)
 from contract.promptfilter.rules import Match, Reading, minor_age, spread_piece
 
 _SHORT_RUN = re.compile(r"[sm]{2,}|s")
@@ -39,22 +50,84 @@ _ASCII_TOKEN = re.compile(r"[a-z0-9$@!|+]+")
 _REPEAT3 = re.compile(r"([a-z])\1\1")
 
 
+# Short words with a doubled letter that catalogue text is full of ("50% off"): not letters doubled to disguise.
+_DOUBLED = frozenset("off all too see add egg odd inn bee fee tee zoo boo moo goo ebb".split())
+
+
 class PromptFilter(Reading):
     """Matches prompts against category lists; build it once (`load` caches) and call `check` per prompt."""
 
     def check(self, prompt: str) -> Match | None:
-        """The first blocked term (or weak combination) the prompt asks for, or None.
+        """The first blocked term (or weak combination) the prompt asks for, or None: the lexical reading of the
+        prompt (`_lexical`), then of its other readings where letters are drawn with symbols or spelt between
+        punctuation (`glyphs.alternates`), then the concept layer (`concepts`, builtin lists only)."""
+        if not self.terms:
+            return None
+        folded = low = prompt.lower() if prompt.isascii() else fold(prompt)
+        tokens: list[str] | None = None
+        if low.isascii():
+            if "'" in low or "`" in low:
+                low = POSSESSIVE.sub("", low)
+            tokens = _ASCII_TOKEN.findall(low)
+        found = self._lexical(prompt, folded, low, tokens)
+        if found is not None:
+            return found
+        others = alternates(prompt, self._known, tokens)
+        for other in others:
+            found = self._lexical(other)
+            if found is not None:
+                return found
+        if self._concepts is None:
+            return None
+        if others or tokens is None or low != folded or not self._concepts.gates.keys().isdisjoint(tokens):
+            for text in [prompt, *others]:
+                folded = text.lower() if text.isascii() else fold(text)
+                found = self._concept_match(folded) if self._concepts.gated(folded) else None
+                if found is not None:
+                    return found
+        return None
+
+    def _known(self, piece: str) -> str:
+        """The word the lists know (a term, weak ones too, or a phrase's word) that a drawn piece read one way
+        is, leetspeak read ("ki||" → "kill"), or "": which readings of "|{i||" `glyphs.alternates` tries."""
+        for variant in sorted(leet_variants(piece)) if not piece.isalpha() else [fold(piece)]:
+            if variant in self._word or variant in self._phrase_words or self._word_terms(variant):
+                return variant
+        return ""
+
+    def _concept_match(self, folded: str) -> Match | None:
+        """A concept pattern a folded prompt matches, as a match of its category (`minors` where a minor word or
+        an age under 18 goes with a sexual concept), with `concept:<name>` as its term."""
+        assert self._concepts is not None
+        words = self._concepts.words(folded)
+        concept = self._concepts.match(words)
+        if concept is None:
+            return None
+        if concept.category == SEXUAL:
+            minor = [w for w in words if any(t.group == MINOR_GROUP for t in self._word.get(w, ()))]
+            who = minor[0] if minor else minor_age(folded, words)
+            if who:
+                return Match(MINORS, f"{who} + concept:{concept.name}")
+        return Match(concept.category, f"concept:{concept.name}")
+
+    def _lexical(
+        self, prompt: str, folded: str | None = None, low: str = "", tokens: list[str] | None = None
+    ) -> Match | None:
+        """The lexical reading: listed terms, weak pairs and minors (`folded`, `low` and `tokens`: as `check`
+        computed them, or None).
 
         Plain-ASCII prompts whose every word is known to be clean, and no two neighbours of which join into a
         listed word ("nu de", "top-less"), are passed without the full reading below: that is most catalogue
         text, at a few microseconds."""
         if not self.terms:
             return None
-        folded = low = prompt.lower() if prompt.isascii() else fold(prompt)  # accents, look-alikes, invisibles undone
-        if low.isascii():
+        if folded is None:
+            folded = low = prompt.lower() if prompt.isascii() else fold(prompt)  # accents, look-alikes undone
+        if tokens is None and low.isascii():
             if "'" in low or "`" in low:
                 low = POSSESSIVE.sub("", low)
             tokens = _ASCII_TOKEN.findall(low)
+        if tokens is not None:
             states = list(map(self._state.get, tokens))
             if None in states:
                 states = [self._token_state(token) for token in tokens]
@@ -92,7 +165,11 @@ class PromptFilter(Reading):
         core = token.rstrip("!|+¡")
         read = read_word(core) if core else ""
         terms = list(self._word_terms(read))
-        if not core.isalpha() and LETTER.search(core):
+        if core.isalpha():
+            terms.extend(self._sound_terms(read))
+        elif letters := code_letters(core):
+            terms.extend(self._word.get(letters, ()))
+        elif LETTER.search(core):
             for variant in leet_variants(core):
                 terms.extend(self._word_terms(variant))
                 if len(variant) >= SEGMENT_MIN and variant.isalpha():
@@ -112,7 +189,13 @@ class PromptFilter(Reading):
         if (
             strong
             or _REPEAT3.search(read)
-            or (len(read) <= 3 and REPEATS.search(read) and read not in COMMON and read.isalpha())
+            or (
+                len(read) <= 3
+                and REPEATS.search(read)
+                and read not in COMMON
+                and read not in _DOUBLED
+                and read.isalpha()
+            )
         ):
             result = False  # a strong term, a strong phrase's gate, or letters repeated to disguise a word
         else:
@@ -206,7 +289,7 @@ class PromptFilter(Reading):
         """Two pieces joined by an in-word separator ("self-ahrm", "p*rn", "self-harmaesthetic") are no listed
         word, typo of one, or words run together; cached by `_no_joins`."""
         joined = first + second
-        read = joined if joined.isalpha() else read_word(joined)
+        read = joined_read(first, second)
         if len(joined) >= 5 and self._word_terms(read, inside=False):
             return False  # "self-ahrm": a typo across a hyphen
         if len(read) >= SEGMENT_MIN and read.isalpha() and self._compound_terms(read):

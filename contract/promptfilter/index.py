@@ -9,9 +9,11 @@ from typing import Any, Self
 
 import ahocorasick
 
+from contract.promptfilter.concepts import Concepts
 from contract.promptfilter.languages import COLLAPSE_STOP, COMMON, COMPOUND_STOP, FREQUENT
 from contract.promptfilter.lexicon import (
     ALLOW,
+    BUILTIN,
     MINOR_GROUP,
     PERSON_GROUP,
     Term,
@@ -19,8 +21,11 @@ from contract.promptfilter.lexicon import (
     inflections,
     parse_line,
     read_source,
+    sound_key,
 )
 from contract.promptfilter.normalise import CJK, collapse, fold, words_of
+
+PRODUCT_SENSE = Term(ALLOW, "product sense")  # an allowed phrase that needs a product noun beside it (`+`)
 
 
 @dataclass
@@ -45,12 +50,14 @@ class Index:
         self._word: dict[str, list[Term]] = {}  # a word form → the single-word terms it is
         self._collapsed: dict[str, list[Term]] = {}  # the same with repeated letters collapsed
         self._fuzzy: dict[str, list[tuple[str, Term]]] = {}  # deletion neighbourhood of long words
+        self._sounds: dict[str, list[tuple[str, Term]]] = {}  # sound keys of strong words of 5+ letters (`sound_key`)
         self._phrase_fuzzy: dict[str, list[str]] = {}  # the same for the words of phrases
         self._phrase_words: set[str] = set()
         self._inside = ahocorasick.Automaton()  # terms that may sit inside a word; allowed spans (no terms)
         self._minor_inside = ahocorasick.Automaton()  # minor words inside joined words ("niñadesnuda")
         self._phrases = ahocorasick.Automaton()  # multi-word terms and allowed phrases over " word word "
         self._nouns: set[str] = set()
+        self._product_nouns: set[str] = set()  # `^noun` and `&noun`: what gives a `+` phrase its product sense
         self._people: set[str] = set()  # forms of weak `person` and `minor` words
         self._colour_forms: set[str] = set()  # forms of `%` terms
         self._first_words: set[str] = set()  # the first word of each phrase (a quick "could a phrase start here")
@@ -59,6 +66,7 @@ class Index:
         self._gates: dict[str, set[tuple[tuple[str, ...], str]]] = {}
         self._prefixes: set[str] = set()  # every start of a listed word form: joins stop when they leave it
         self._init_caches()
+        self._concepts: Concepts | None = None  # the concept layer (`from_sources` with the builtin lists)
         listed = _Listed()
         for category, line in terms:
             self._read_line(category, line, listed)
@@ -68,6 +76,7 @@ class Index:
         self._index_gates(listed.gate_phrases)
         for form in [*self._word, *self._collapsed]:
             self._prefixes.update(form[:i] for i in range(1, len(form) + 1))
+        self._product_nouns |= self._nouns
         self.categories = sorted({t.category for t in self.terms})
 
     def _init_caches(self) -> None:
@@ -81,15 +90,19 @@ class Index:
         self._readings: dict[str, frozenset[str]] = {}  # a word's readings for phrases (typos fixed, leetspeak)
         self._canon_cache: dict[str, str] = {}
         self._compound_cache: dict[str, tuple[Term, ...]] = {}
+        self._sound_cache: dict[str, tuple[Term, ...]] = {}
         self._state: dict[str, frozenset[tuple[str, str]] | bool] = {}  # see `_token_state`
 
     def _read_line(self, category: str, line: str, listed: _Listed) -> None:
         """One list line: an `&noun`, an allowed phrase, or a term indexed by its word forms."""
-        if category == ALLOW and line.strip().startswith("&"):
-            noun = self._key(line.strip()[1:].split("#", 1)[0].strip())
-            self._nouns.update((noun, noun + "s", noun + "es"))
+        stripped = line.strip()
+        if category == ALLOW and stripped[:1] in ("&", "^"):
+            noun = self._key(stripped[1:].split("#", 1)[0].strip())
+            nouns = self._nouns if stripped[0] == "&" else self._product_nouns
+            nouns.update((noun, noun + "s", noun + "es"))
             return
-        term = parse_line(category, line)
+        product = category == ALLOW and stripped.startswith("+")
+        term = parse_line(category, stripped[1:] if product else line)
         if term is None:
             return
         key = self._key(term.term)
@@ -97,10 +110,10 @@ class Index:
             return
         words = key.split()
         if category == ALLOW:
-            if CJK.search(key) or len(words) > 1:
+            if (CJK.search(key) or len(words) > 1) and not product:
                 listed.inside_allowed.append(key.replace(" ", ""))  # "カロリー" holds "ロリ", "whitepowerbank"
             for variant in self._phrase_variants(words):
-                listed.phrases.setdefault(variant, []).append(None)
+                listed.phrases.setdefault(variant, []).append(PRODUCT_SENSE if product else None)
             return
         self.terms.append(term)
         if term.group in (PERSON_GROUP, MINOR_GROUP, MINOR_GROUP + "x") and len(words) == 1:
@@ -129,7 +142,11 @@ class Index:
             listed.inside.setdefault(joined, []).append(term)  # "girlwearingnothingbutasmile"
 
     def _index_inside(self, listed: _Listed) -> None:
-        """The automata of terms that may sit inside a word, of allowed spans, and of minor words."""
+        """The automata of terms that may sit inside a word, of allowed spans, and of minor words. A CJK colour
+        term next to a CJK product noun is an allowed span ("パンプスヌード": CJK text is read without spaces)."""
+        for colour in (c for c in self._colour_forms if CJK.search(c)):
+            for noun in (n for n in self._nouns if CJK.search(n) and not n.endswith(("s", "es"))):
+                listed.inside_allowed += [noun + colour, colour + noun]
         for key, found in listed.inside.items():
             self._inside.add_word(key, (key, tuple(found)))
         for key in listed.inside_allowed:
@@ -220,7 +237,7 @@ class Index:
         for form in inflections(key, term.exact):
             self._word.setdefault(form, []).append(term)
             collapsed = collapse(form)
-            if len(collapsed) >= 4 and collapsed not in COLLAPSE_STOP:
+            if len(collapsed) >= 4 and collapsed not in COLLAPSE_STOP and len(collapse(key)) >= 3:  # "kkking" → "king"
                 self._collapsed.setdefault(collapsed, []).append(term)
         if not fuzzy:
             return
@@ -231,6 +248,9 @@ class Index:
                     if swapped != key:
                         self._word.setdefault(swapped, []).append(term)
             return
+        if not term.weak and len(key) >= 3 and key.isascii() and key.isalpha() and len(sound_key(key)) >= 3:
+            for form in inflections(key, False) if key.endswith(("e", "y")) else (key,):
+                self._sounds.setdefault(sound_key(form), []).append((form, term))
         if key.isascii() and key.isalpha() and (len(key) >= 6 if not term.weak else len(key) >= 7):
             for variant in {key} | deletions(key):
                 self._fuzzy.setdefault(variant, []).append((key, term))
@@ -243,4 +263,6 @@ class Index:
     @classmethod
     def from_sources(cls, sources: Sequence[str]) -> Self:
         """`sources`: `builtin`, list files, or directories of `*.txt` lists."""
-        return cls(term for source in sources for term in read_source(source))
+        built = cls(term for source in sources for term in read_source(source))
+        built._concepts = Concepts.builtin() if BUILTIN in sources else None  # with the builtin lists only
+        return built

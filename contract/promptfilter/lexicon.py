@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from contract.promptfilter.languages import (
     RUSSIAN_ENDINGS,
     SHORT_SUFFIXES,
 )
-from contract.promptfilter.normalise import CJK, CYRILLIC, fold
+from contract.promptfilter.normalise import CJK, CYRILLIC, REPEATS, fold
 
 BUILTIN = "builtin"
 
@@ -100,6 +101,43 @@ def inflections(word: str, exact: bool) -> set[str]:
     if word[-1] not in "aeiouyw" and len(word) >= 3:
         forms.update(word + word[-1] + suffix for suffix in ("ing", "ed", "er", "ers", "y", "ies"))
     return (forms - FORM_STOP) | {word}
+
+
+_SOUNDS = (("ph", "f"), ("ck", "k"), ("c", "k"), ("q", "k"), ("x", "ks"), ("z", "s"))
+
+
+def sound_key(word: str) -> str:
+    """A spelling-by-sound key: repeated letters collapsed, ph/ck/c/q/x/z written one way, vowels after the first
+    letter dropped ("nekkid" and "naked" → "nkd", "sooicide" and "suicide" → "skd")."""
+    word = REPEATS.sub(r"\1", word)
+    for old, new in _SOUNDS:
+        word = word.replace(old, new)
+    word = REPEATS.sub(r"\1", word).replace("gs", "ks").replace("gz", "ks")  # "seggs" sounds like "sex"
+    return word[:1] + "".join(c for c in word[1:] if c not in "aeiouy")
+
+
+_VOWEL_GROUP = re.compile("[aeiouy]+")
+
+
+def syllables(word: str) -> int:
+    """Vowel groups, a final silent "e" not counted ("nudes" 1, "noodz" 1, "naked" 2): words of one sound key
+    must have as many ("seikoset" is not "sextoy")."""
+    if word.endswith("ies") and len(word) > 4:
+        word = word[:-3] + "s"  # "boobies" as "boobs"
+    elif word.endswith("es") and len(word) > 3:
+        word = word[:-2] + "s"
+    elif word.endswith("e") and len(word) > 3:
+        word = word[:-1]
+    return len(_VOWEL_GROUP.findall(word))
+
+
+@functools.cache
+def dictionary_guard() -> frozenset[str]:
+    """Real English words (and their inflections) that a typo or a sound key would read as a listed word: fuzzy
+    matching never turns these into a blocked one (`dictionary_guard.txt`, made by
+    tests/data/make_dictionary_guard.py from the public-domain Webster's 2nd word list)."""
+    text = (Path(__file__).resolve().parent / "dictionary_guard.txt").read_text(encoding="utf-8")
+    return frozenset(line for line in text.split() if not line.startswith("#"))
 
 
 def deletions(word: str) -> set[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contract.promptfilter.index import Index
 from contract.promptfilter.languages import FUZZY_STOP, SEGMENT_WORDS
-from contract.promptfilter.lexicon import ALLOW, Term, deletions
+from contract.promptfilter.lexicon import ALLOW, Term, deletions, dictionary_guard, sound_key, syllables
 from contract.promptfilter.normalise import collapse
 
 CACHE_LIMIT = 200_000  # words remembered between prompts (catalogue vocabularies repeat)
@@ -34,15 +34,43 @@ class Lookup(Index):
             for start, end, terms in spans:
                 if terms and not any(a <= start and end <= b for a, b in allowed):
                     found.extend(terms)
-        if fuzzy and not found and len(word) >= 5 and word not in FUZZY_STOP and self._fuzzy and word.isalpha():
-            for variant in {word} | deletions(word):
-                for key, term in self._fuzzy.get(variant, ()):
-                    if key[0] == word[0] and edit_distance_at_most_one(key, word):
-                        found.append(term)
+        if fuzzy and not found and len(word) >= 5 and word.isalpha() and word not in FUZZY_STOP:
+            if word not in dictionary_guard():
+                for variant in {word} | deletions(word):
+                    for key, term in self._fuzzy.get(variant, ()):
+                        if key[0] == word[0] and edit_distance_at_most_one(key, word):
+                            found.append(term)
         result = tuple({id(t): t for t in found}.values())
         if len(cache) > CACHE_LIMIT:
             cache.clear()
         cache[word] = result
+        return result
+
+    def _sound_terms(self, word: str) -> tuple[Term, ...]:
+        """Strong terms a word spelt by sound stands for ("nekkid", "sooicide", "prno"): same sound key, first
+        letter, vowel groups and length within two; only for words written in letters (codes such as "BZ3730"
+        read as leetspeak are not spelt by sound) and never for a dictionary word (`dictionary_guard`)."""
+        cached = self._sound_cache.get(word)
+        if cached is not None:
+            return cached
+        found: list[Term] = []
+        if len(word) >= 4 and word.isascii() and word.isalpha() and word not in FUZZY_STOP:
+            if word not in dictionary_guard() and not self._word_terms(word, inside=False, fuzzy=False):
+                first, sounds = "f" if word.startswith("ph") else word[0], syllables(word)
+                for form, term in self._sounds.get(sound_key(word), ()):
+                    if (
+                        form[0] == first
+                        and abs(len(form) - len(word)) <= 2
+                        and syllables(form) == sounds
+                        and (
+                            len(form) >= 4 or len(word) >= 5  # "secks" for "sex", not "saks"
+                        )
+                    ):
+                        found.append(term)  # not "xiaomi" for "csam", nor "seikoset" for "sextoy"
+        result = tuple({id(t): t for t in found}.values())
+        if len(self._sound_cache) > CACHE_LIMIT:
+            self._sound_cache.clear()
+        self._sound_cache[word] = result
         return result
 
     def _compound_terms(self, word: str) -> tuple[Term, ...]:

@@ -131,13 +131,38 @@ def _fold_table() -> _FoldTable:
     return _FoldTable()
 
 
+_DRAWN_LETTER = re.compile(r"(?:LATIN (?:CAPITAL|SMALL) LETTER|REGIONAL INDICATOR SYMBOL LETTER) ([A-Z])")
+
+
+class _LetterTable(dict[int, str]):
+    """Letters in boxes, circles and brackets → the plain letter, by Unicode name, before NFKC: every enclosed,
+    squared, negative, parenthesised and regional-indicator letter ("🅽", "🇳", "⒩"), whatever block it is in.
+    NFKC leaves the negative and regional ones alone and turns parenthesised ones into "(n)"."""
+
+    def __missing__(self, code: int) -> str:
+        char = chr(code)
+        letter = char
+        if code >= 0x2000 and not 0xD800 <= code <= 0xDFFF:
+            name = unicodedata.name(char, "")
+            found = _DRAWN_LETTER.search(name)
+            if found and (name.startswith(("CIRCLED", "NEGATIVE", "SQUARED", "PARENTHESIZED", "REGIONAL"))):
+                letter = found.group(1).lower()
+        self[code] = letter
+        return letter
+
+
+@functools.cache
+def _letter_table() -> _LetterTable:
+    return _LetterTable()
+
+
 def fold(text: str) -> str:
     """Lower case with look-alikes, invisibles and accents undone; digits and punctuation kept."""
     if text.isascii():
         text = text.lower()
         return text if text.isprintable() else text.translate(_fold_table())  # controls out, tabs → spaces
     table = _fold_table()
-    text = unicodedata.normalize("NFKC", text).translate(table)
+    text = unicodedata.normalize("NFKC", text.translate(_letter_table())).translate(table)
     text = unicodedata.normalize("NFD", text.casefold().lower().translate(table)).translate(table)  # Cherokee
     return unicodedata.normalize("NFC", text)
 
@@ -179,6 +204,31 @@ LETTER = re.compile(r"[^\W\d_]")
 _MEASURE = re.compile(r"\d+[a-z]{0,3}")  # "14yo", "32w", "4k", "3xl", "1080p": a number, not leetspeak
 
 
+# A model code: a few letters then three or more digits, or digits then a short suffix ("b4135", "1698pro",
+# "8080s"). Its digits are a number, not leetspeak ("b4135" is not "baise"); its letters are still looked up as a
+# word ("fag907": `code_letters`). Letters on both sides of a digit run stay leetspeak ("n1663r"); two pieces
+# joined across a separator are read as codes when either piece is one (`joined_read`: "t-1771x").
+CODE = re.compile(r"[a-z]{1,4}\d{3,}|\d{3,}[a-z]{1,3}")
+
+
+def joined_read(first: str, second: str) -> str:
+    """Two pieces joined across an in-word separator, read: as they are where either is a model code."""
+    joined = first + second
+    if joined.isalpha():
+        return joined
+    return joined if CODE.fullmatch(first) or CODE.fullmatch(second) else read_word(joined)
+
+
+def code_letters(raw: str) -> str:
+    """The letters a model code starts with ("fag907" → "fag"), or "" for anything that is no model code."""
+    if not CODE.fullmatch(raw):
+        return ""
+    end = 0
+    while end < len(raw) and raw[end].isalpha():
+        end += 1
+    return raw[:end]
+
+
 INWORD_SEPARATOR = re.compile(r"[-=._*~^·•'’`:/\\]+")
 
 
@@ -212,7 +262,7 @@ def words_of(text: str) -> Iterator[tuple[str, str, str]]:
 @functools.lru_cache(maxsize=65536)
 def read_word(raw: str) -> str:
     """A word with leetspeak undone where it holds letters; numbers and measures ("14yo", "4k") stay."""
-    if raw.isdigit() or not LETTER.search(raw) or _MEASURE.fullmatch(raw):
+    if raw.isdigit() or not LETTER.search(raw) or _MEASURE.fullmatch(raw) or CODE.fullmatch(raw):
         return raw
     return raw.translate(_LEET)
 
@@ -238,7 +288,10 @@ _AMBIGUOUS = {"1": "il", "!": "il", "|": "li"}
 
 
 def leet_variants(raw: str) -> set[str]:
-    """Readings of a leetspeak word: "1", "!" and "|" may each be "i" or "l" ("|o1i" → "loli")."""
+    """Readings of a leetspeak word: "1", "!" and "|" may each be "i" or "l" ("|o1i" → "loli"); a model code is
+    read only as it is (`CODE`)."""
+    if CODE.fullmatch(raw):
+        return {raw}
     base = raw.translate(_LEET)
     spots = [i for i, c in enumerate(raw) if c in _AMBIGUOUS][:4]
     variants = {base, raw.translate(_LEET_ALT)}

@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from contract.promptfilter.index import PRODUCT_SENSE
 from contract.promptfilter.languages import (
     ATTRIBUTE_AFTER,
     ATTRIBUTE_BEFORE,
@@ -21,9 +22,12 @@ from contract.promptfilter.lookup import SEGMENT_MIN, Lookup
 from contract.promptfilter.normalise import (
     CJK,
     CJK_SPREAD,
+    CODE,
     INWORD_SEPARATOR,
     LETTER,
+    code_letters,
     fold,
+    joined_read,
     leet_variants,
     read_word,
     words_of,
@@ -79,6 +83,10 @@ class Reading(Lookup):
             for term in self._word_terms(word):
                 hits.append(Hit(term, index, index + 1))
             raw = raws[index]
+            if raw.isalpha():
+                hits.extend(Hit(term, index, index + 1) for term in self._sound_terms(word))
+            elif letters := code_letters(raw):  # "fag907": a code's letters as a word
+                hits.extend(Hit(term, index, index + 1) for term in self._word.get(letters, ()))
             if not raw.isalpha() and LETTER.search(raw):  # leetspeak read other ways: "1" as "l", "53x"
                 for other in leet_variants(raw) - {word}:
                     found = self._word_terms(other)
@@ -100,9 +108,9 @@ class Reading(Lookup):
                     continue
                 last = first + key.count(" ") + 1
                 for entry in entries:
-                    if entry is None:
+                    if entry is None or (entry is PRODUCT_SENSE and self._product_sense(reads, first, last)):
                         excused.update(range(first, last))
-                    else:
+                    elif entry is not PRODUCT_SENSE:
                         hits.append(Hit(entry, first, last))
         if not hits:
             return None
@@ -119,7 +127,7 @@ class Reading(Lookup):
         for index in range(1, count):
             sep = seps[index]
             if sep and " " not in sep and INWORD_SEPARATOR.fullmatch(sep):
-                joined = read_word(raws[index - 1] + raws[index])
+                joined = joined_read(raws[index - 1], raws[index])
                 for term in self._word_terms(joined, inside=False):
                     yield Hit(term, index - 1, index + 1)
                 if len(joined) >= SEGMENT_MIN and joined.isalpha():  # "self-harmaesthetic"
@@ -150,8 +158,9 @@ class Reading(Lookup):
                                 COMMON.issuperset(reads[first : last + 1])
                                 or raws[first].isdigit()
                                 or raws[last].isdigit()
+                                or any(CODE.fullmatch(r) for r in raws[first : last + 1])
                             ):
-                                continue  # "pen is", "the rap is", "nude, 4 g": words, not a spread one
+                                continue  # "pen is", "the rap is", "nude, 4 g", "t-1771x": not a spread word
                             spread = any(spread_piece(r) for r in reads[first : last + 1])  # typos only then
                             own = (
                                 self._word.get(reads[first], ())
@@ -168,6 +177,15 @@ class Reading(Lookup):
                     for _, (_, terms) in self._inside.iter(whole):
                         yield from (Hit(term, index, end) for term in terms)
             index = end
+
+    def _product_sense(self, reads: list[str], first: int, last: int) -> bool:
+        """A `+` phrase ("sex on the beach", "orgasm", "naked chef") names a product where a product noun sits
+        within three words of it ("… cocktail mix", "… blush", "… cookbook") and no person word right beside it
+        ("orgasm face of a woman, blush" is no blush)."""
+        beside = reads[max(first - 1, 0) : first] + reads[last : last + 1]
+        if not self._people.isdisjoint(beside):
+            return False
+        return not self._product_nouns.isdisjoint(reads[max(first - 3, 0) : first] + reads[last : last + 3])
 
     def _colour_sense(self, reads: list[str], seps: list[str], hit: Hit, folded: str) -> bool:
         """A `%` term ("nude") means a colour two words or fewer from a product or colour noun ("nude heels"),
