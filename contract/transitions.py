@@ -1,9 +1,10 @@
 """Every change of an item's state, in one place: the ledger's state machine.
 
-    pending ──publish──▶ queued ──claim──▶ running ──finish──▶ succeeded | blocked
-       │                   ▲                  │
-       │                   └──fail (attempts left) / lost (lease expired, holder gone)
-       └─(prompt filter at submit)─▶ blocked     running ──fail (attempts used up)──▶ failed
+    pending ──schedule──▶ queued ──claim──▶ running ──finish──▶ succeeded | blocked
+     ▲ │  ▲                  │                  │
+     │ │  └──lost message────┘                  │
+     │ └─(prompt filter at submit)─▶ blocked    running ──fail (attempts used up)──▶ failed
+     └──fail (attempts left), back_off, lost (lease expired, holder gone): back to the backlog
     blocked (image) ──approve──▶ succeeded
     pending | queued | running ──cancel──▶ cancelled (a late finish of a cancelled item records nothing)
     failed | blocked ──retry──▶ pending (attempts 0, same seed; the caller publishes and marks them queued)
@@ -151,9 +152,10 @@ class Finish:
 
 @dataclass
 class Recovery:
-    """What `requeue_lost` did: items to publish again (by model), and items that used up their attempts."""
+    """What `requeue_lost` did: items put back to `pending` (by model; the scheduler dispatches them again),
+    and items that used up their attempts."""
 
-    outstanding: dict[str, list[QueuedItem]] = field(default_factory=dict)
+    requeued: dict[str, int] = field(default_factory=dict)
     failed: int = 0
 
 
@@ -365,9 +367,9 @@ def fail(
     final: bool = False,
     infra: bool = False,
 ) -> bool:
-    """running → queued (attempts left; True: publish it again) or → failed (attempts used up, or `final`: no
-    attempt could succeed). An item another process has claimed since (after our lease ran out) is theirs to
-    finish: nothing changes."""
+    """running → pending (attempts left; True: the scheduler dispatches it again) or → failed (attempts used
+    up, or `final`: no attempt could succeed). An item another process has claimed since (after our lease ran
+    out) is theirs to finish: nothing changes."""
     item = session.get(Item, item_id)
     if item is None or item.state != State.running or item.worker != holder_name(node):
         return False
@@ -380,13 +382,13 @@ def fail(
     if final or item.attempts >= max_attempts:
         _give_up(item, now, item.error)
         return False
-    item.state, item.queued_at = State.queued, now
+    item.state = State.pending
     return True
 
 
 def back_off(session: Session, item_id: int, error: str, *, node: str, budget: float, base: float, cap: float) -> bool:
-    """running → queued with its attempt given back and `not_before` set (exponential, jittered): an
-    infrastructure failure (storage, database, broker) says nothing about the item. The reconciler publishes
+    """running → pending with its attempt given back and `not_before` set (exponential, jittered): an
+    infrastructure failure (storage, database, broker) says nothing about the item. The scheduler dispatches
     it once `not_before` has passed. False (nothing changed: use `fail`) when the item is not ours, or has
     been failing this way for longer than `budget` seconds."""
     item = session.get(Item, item_id)
@@ -401,7 +403,7 @@ def back_off(session: Session, item_id: int, error: str, *, node: str, budget: f
     item.error = (
         f"infrastructure failure, retrying after {item.not_before.isoformat(timespec='seconds')}: " + error[-3800:]
     )
-    item.state, item.queued_at, item.lease_expires = State.queued, now, None
+    item.state, item.lease_expires = State.pending, None
     return True
 
 
@@ -441,36 +443,24 @@ def requeue_lost(
     empty_models: Collection[str],
     node: str | None = None,
 ) -> Recovery:
-    """Put lost work back in the queue, or fail it when its attempts are used up:
+    """Put lost work back in the backlog (`pending`, for the scheduler to dispatch again), or fail it when its
+    attempts are used up:
 
     - running items whose lease expired, or whose holder is a dead process of `node`;
-    - pending items older than `requeue_after` s (a producer died between insert and publish);
     - queued items older than `requeue_after` s whose model's queue is empty (`empty_models`: the message is
-      gone), or older than `queued_timeout` s whatever the queue holds."""
+      gone), or older than `queued_timeout` s whatever the queue holds.
+
+    Pending items are the backlog, never "lost": the scheduler dispatches them."""
     now = utcnow()
-    recent = now - timedelta(seconds=requeue_after)
-    waiting = and_(Item.not_before.is_not(None), Item.not_before > now)  # backing off: not yet
     stale_queued = or_(
-        and_(Item.not_before.is_not(None), Item.not_before <= now),
-        and_(
-            ~waiting,
-            or_(
-                Item.queued_at < now - timedelta(seconds=queued_timeout),
-                and_(Item.queued_at < recent, Job.model.in_(list(empty_models))),
-            ),
-        ),
+        Item.queued_at < now - timedelta(seconds=queued_timeout),
+        and_(Item.queued_at < now - timedelta(seconds=requeue_after), Job.model.in_(list(empty_models))),
     )
     recovery = Recovery()
     candidates = session.execute(
         select(Item, Job.model)
         .join(Job)
-        .where(
-            or_(
-                Item.state == State.running,
-                and_(Item.state == State.pending, Item.created < recent),
-                and_(Item.state == State.queued, stale_queued),
-            )
-        )
+        .where(or_(Item.state == State.running, and_(Item.state == State.queued, stale_queued)))
         .with_for_update(skip_locked=True, of=Item)
     ).all()
     for item, model in candidates:
@@ -487,10 +477,8 @@ def requeue_lost(
                 recovery.failed += 1
                 continue
             item.error = f"worker lost on attempt {item.attempts} (holder {item.worker}); re-queued"
-        item.state, item.queued_at, item.lease_expires, item.not_before = State.queued, now, None, None
-        recovery.outstanding.setdefault(model, []).append(
-            QueuedItem(item=item.id, job=item.job_id, params=GenerationParams.from_json(item.params))
-        )
+        item.state, item.lease_expires = State.pending, None
+        recovery.requeued[model] = recovery.requeued.get(model, 0) + 1
     return recovery
 
 

@@ -131,8 +131,8 @@ def retry_job(
     blocked_by: str | None = None,
 ) -> int:
     """`producer.jobs.retry` as `pixelmill retry` runs it: the broker checked first (kombu's OperationalError,
-    nothing changed), the items committed as pending, then published. Returns how many were re-queued; raises
-    UnknownJob, or ValueError for nothing to retry or a `blocked_by` other than image/prompt."""
+    nothing changed), the items committed as pending for the scheduler to dispatch. Returns how many were
+    re-queued; raises UnknownJob, or ValueError for nothing to retry or a `blocked_by` other than image/prompt."""
     if blocked_by is not None and blocked_by not in ("image", "prompt"):
         raise ValueError(f"blocked_by must be image or prompt, got {blocked_by!r}")
     if not failed and blocked_by is None:
@@ -143,12 +143,10 @@ def retry_job(
         with ledger.session() as session:  # published after this commits (producer.jobs)
             return retry_items(
                 session,
-                celery,
                 job_id,
                 tenant_id=tenant_id,
                 failed=failed,
                 blocked_by=blocked_by,
-                batch_size=settings.batch_size,
                 blocklists=list(blocklists(settings)),
             )
     except JobError as exc:

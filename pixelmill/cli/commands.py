@@ -6,7 +6,7 @@ and `main`. The commands live in one module per group and know nothing of this o
     ops.py            worker, ping, flower, review, url, reconcile
     setup_commands.py demo; db upgrade, model tiny|tiny-judges, broker start|stop|status, engine build
     servers.py        intake, serve, events
-    job_control.py    cancel, retry, items
+    job_control.py    cancel, retry, pause, resume, items
     reports.py        manifest, catalogues, sheet, drift
     tenants.py        tenants add|set|list|rotate|revoke
 
@@ -77,6 +77,8 @@ app.command()(servers.serve)
 app.command()(servers.events)
 app.command()(job_control.cancel)
 app.command()(job_control.retry)
+app.command()(job_control.pause)
+app.command()(job_control.resume)
 app.command()(job_control.items)
 app.command()(reports.manifest)
 app.command()(reports.catalogues)
