@@ -58,6 +58,8 @@ class FairShare:
 
     passes: dict[int, float] = field(default_factory=dict)
     active: set[int] = field(default_factory=set)  # tenants that had a backlog at the last choice
+    served: dict[int, int] = field(default_factory=dict)  # tenant -> the sequence number of its latest pick
+    _picks: int = 0
 
     def choose(
         self,
@@ -86,6 +88,8 @@ class FairShare:
                 queues[tenant].pop(0)
                 continue
             picks.append(Pick(job.job, tenant, got))
+            self._picks += 1
+            self.served[tenant] = self._picks
             in_flight[tenant] += got
             self.passes[tenant] += got / max(1, share.weight)
         return picks
@@ -103,16 +107,17 @@ class FairShare:
     def _next(
         self, queues: Mapping[int, list[JobBacklog]], tenants: Mapping[int, TenantShare], in_flight: Mapping[int, int]
     ) -> int | None:
-        """The eligible tenant with the lowest pass (ties: the lower id): it has a job left and quota room."""
-        best: tuple[float, int] | None = None
+        """The eligible tenant with the lowest pass (ties: the one served least recently, a newcomer first):
+        it has a job left and quota room."""
+        best: tuple[float, int, int] | None = None
         for tenant, queue in queues.items():
             quota = tenants[tenant].max_in_flight if tenant in tenants else None
             if not queue or (quota is not None and in_flight[tenant] >= quota):
                 continue
-            key = (self.passes[tenant], tenant)
+            key = (self.passes[tenant], self.served.get(tenant, -1), tenant)
             if best is None or key < best:
                 best = key
-        return None if best is None else best[1]
+        return None if best is None else best[2]
 
 
 def _by_tenant(jobs: Iterable[JobBacklog]) -> dict[int, list[JobBacklog]]:
