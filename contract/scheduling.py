@@ -111,14 +111,19 @@ class BacklogRow:
 
 
 def backlog(session: Session, *, tenant_id: int | None = None, model: str | None = None) -> list[BacklogRow]:
-    """The backlog (pending items, paused ones included) per model, tenant and priority: one grouped count over
-    the items' `(job_id, state, id)` index, per job with pending items."""
-    query = (
-        select(Job.model, Tenant.name, Job.priority, func.count())
+    """The backlog (pending items, paused ones included) per model, tenant and priority: per job with pending
+    items, a count over the items' `(job_id, state, id)` index alone (no row is read), summed by group."""
+    pending = (
+        select(func.count())
         .select_from(Item)
-        .join(Job, Job.id == Item.job_id)
+        .where(Item.job_id == Job.id, Item.state == State.pending)
+        .correlate(Job)
+        .scalar_subquery()
+    )
+    query = (
+        select(Job.model, Tenant.name, Job.priority, func.sum(pending))
         .join(Tenant, Tenant.id == Job.tenant_id)
-        .where(Item.state == State.pending)
+        .where(exists().where(Item.job_id == Job.id, Item.state == State.pending))
         .group_by(Job.model, Tenant.name, Job.priority)
         .order_by(Job.model, Tenant.name, Job.priority)
     )
@@ -272,8 +277,12 @@ class Scheduler:
         again, and the duplicate message claims nothing."""
         settings = self.settings
         chunks = publish_items(self.app, items, model, settings.batch_size, settings.items_per_message)
+        by_job: dict[int, list[int]] = {}
+        for queued in items:
+            by_job.setdefault(queued.job, []).append(queued.item)
         with self.ledger.session() as session:
-            transitions.mark_queued(session, [q.item for q in items])
+            for job, ids in by_job.items():
+                transitions.mark_queued(session, ids, job_id=job)
         return len(chunks)
 
     def release(self) -> None:

@@ -255,26 +255,18 @@ def add_items(session: Session, job_id: int, items: Sequence[NewItem]) -> list[i
     return [ids[(it.key, it.variant)] for it in items]
 
 
-def mark_queued(session: Session, item_ids: Collection[int]) -> None:
-    """pending → queued, once a message carrying them is published (never moves an item that went on)."""
+def mark_queued(session: Session, item_ids: Collection[int], *, job_id: int | None = None) -> None:
+    """pending → queued, once the scheduler published a message carrying them (never moves an item that went on:
+    a worker may have claimed it from `pending` already). With `job_id` (all of the items' job) the UPDATE finds
+    them on the `(job_id, state, id)` index: SQLite would otherwise walk every pending item of the state index."""
     ids = list(item_ids)
+    same_job = [Item.job_id == job_id] if job_id is not None else []
     for start in range(0, len(ids), _IN_BATCH):
         session.execute(
             update(Item)
-            .where(Item.id.in_(ids[start : start + _IN_BATCH]), Item.state == State.pending)
+            .where(*same_job, Item.state == State.pending, Item.id.in_(ids[start : start + _IN_BATCH]))
             .values(state=State.queued, queued_at=utcnow())
         )
-
-
-def mark_queued_range(session: Session, job_id: int, first: int, last: int) -> int:
-    """pending → queued for the job's items with ids in [first, last], once every one of them was published:
-    one UPDATE for a whole page of a large submission. Returns how many moved."""
-    result = session.execute(
-        update(Item)
-        .where(Item.job_id == job_id, Item.id >= first, Item.id <= last, Item.state == State.pending)
-        .values(state=State.queued, queued_at=utcnow())
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def claim(

@@ -24,6 +24,7 @@ from test_end_to_end import assert_exactly_once
 
 from conftest import FAST_TIMINGS, S3_CREDENTIALS, Env, Servers, finished, missing_server, write_catalogue
 from contract.queue import make_celery, queue_depth, queue_for
+from contract.scheduling import Scheduler
 from contract.schema import Item, Worker
 from contract.settings import Settings
 from contract.storage import S3Storage, open_storage
@@ -308,9 +309,15 @@ def test_rabbitmq_queues_are_quorum_queues_named_by_model(
     env = Env(tmp_path / "data", tiny_model, test_servers.backend("sqlite-rabbitmq-local"), name="rabbit")
     env.data_dir.mkdir()
     try:
-        submitted = env.submit(write_catalogue(tmp_path / "catalogue.csv", 8))
-        assert submitted["messages"] == 2
-        assert queue_depth(make_celery(env.settings()), env.queue) == 2  # confirmed, so already counted
+        env.submit(write_catalogue(tmp_path / "catalogue.csv", 8))
+        app = make_celery(env.settings())
+        assert queue_depth(app, env.queue) == 0  # submit publishes nothing: the scheduler does
+        ledger = env.ledger()
+        try:
+            assert Scheduler(env.settings(), ledger, app).run_pass().messages == 1  # no live worker: a window of 1
+        finally:
+            ledger.close()
+        assert queue_depth(app, env.queue) == 1  # confirmed, so already counted
         listing = rabbit.ctl("list_queues", "name", "type", "--no-table-headers").stdout
         queues = dict(line.split()[:2] for line in listing.splitlines() if line.strip())
         assert queues[env.queue] == "quorum", listing

@@ -22,7 +22,7 @@ from contract.fairshare import FairShare, JobBacklog, TenantShare
 from contract.ledger import Ledger, upgrade
 from contract.params import GenerationParams
 from contract.queue import Chunk, QueuedItem, plan_chunks
-from contract.schema import Item, Job, State, Tenant, Worker, utcnow
+from contract.schema import Item, Job, SchedulerLease, State, Tenant, Worker, utcnow
 from contract.settings import Settings
 from contract.tenants import DEFAULT_TENANT_ID, add_tenant, configure_share
 from contract.transitions import NewItem
@@ -295,7 +295,7 @@ def test_one_scheduler_holds_the_lease_and_another_takes_over_when_it_expires(le
     assert not scheduling.take_lease(ledger, second, 5)
     assert scheduling.take_lease(ledger, first, 5)  # renewed by its holder
     with ledger.session() as session:  # the holder is SIGKILLed: its lease runs out
-        session.execute(update(scheduling.SchedulerLease).values(expires=utcnow() - timedelta(seconds=1)))
+        session.execute(update(SchedulerLease).values(expires=utcnow() - timedelta(seconds=1)))
     assert scheduling.take_lease(ledger, second, 5)
     assert not scheduling.take_lease(ledger, first, 5)
     scheduling.release_lease(ledger, second)  # a clean stop hands it over at once

@@ -288,6 +288,25 @@ class Client:
         with self.ledger.session(readonly=True) as session:
             return list_jobs(session, limit, tenant_id=tenant_id, stale_after=self.settings.worker_stale_after)
 
+    def backlog(self) -> list[dict[str, Any]]:
+        """The tenant's pending items per model and priority (`pixelmill backlog --json`): the ledger's backlog,
+        which the scheduler sends to the workers a few chunks at a time."""
+        from contract.scheduling import backlog
+
+        with self.ledger.session(readonly=True) as session:
+            return [row.as_dict() for row in backlog(session, tenant_id=self.tenant.id)]
+
+    def pause(self, job_id: int, *, paused: bool = True) -> None:
+        """Pause (or, `paused=False`, resume) one of the tenant's jobs: the scheduler sends none of its pending
+        items meanwhile. Raises UnknownJob."""
+        from producer.jobs import JobError, pause
+
+        try:
+            with self.ledger.session() as session:
+                pause(session, job_id, tenant_id=self.tenant.id, paused=paused)
+        except JobError as exc:
+            raise UnknownJob(str(exc)) from None
+
     def catalogues(self) -> list[CatalogueSummary]:
         """The tenant's named catalogues, by name: runs, current and retired entries, the last run and its changes."""
         tenant_id = self.tenant.id

@@ -2,7 +2,7 @@
 and `main`. The commands live in one module per group and know nothing of this one:
 
     submit.py         submit (with --dry-run's preview and --wait, waiting.py)
-    status.py         status, jobs
+    status.py         status, jobs, backlog
     ops.py            worker, ping, flower, review, url, reconcile
     setup_commands.py demo; db upgrade, model tiny|tiny-judges, broker start|stop|status, engine build
     servers.py        intake, serve, events
@@ -65,6 +65,7 @@ tenants_app = group("tenants", "Tenants: who owns jobs, and their API tokens.")
 app.command()(submit.submit)
 app.command()(status.status)
 app.command()(status.jobs)
+app.command()(status.backlog)
 app.command()(ops.worker)
 app.command()(ops.ping)
 app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(ops.flower)

@@ -1,0 +1,159 @@
+"""The scheduler's figures (issue 23), recorded in docs/benchmarks.md "Fair share".
+
+    PYTHONPATH=. python bench/fair_share.py cost [--pending 1000000] [--tenants 50] [--passes 50] [--sqlite]
+    PYTHONPATH=. python bench/fair_share.py ratio [--seconds 300] [--weights 3,1]
+
+- `cost`: PENDING items across TENANTS tenants (one job each) in a ledger on PostgreSQL (started on loopback with
+  tests/servers.py; `--sqlite` for the embedded ledger), two live workers per model recorded in `workers`. Times
+  `Scheduler.run_pass` with the publish replaced by a no-op (ledger time only, the mark included) over PASSES
+  passes, each draining the window it filled, per chunk chosen; and the backlog query (`scheduling.backlog`).
+- `ratio`: the fair-share choice alone on two saturating tenants for SECONDS of simulated time at one chunk per
+  simulated second per GPU: the throughput ratio the weights give.
+The runs with real workers the issue asks for (20,000 vs 20 with two workers, 3:1 over five minutes of saturated
+GPUs, three SIGKILLs of the scheduler's holder over ten minutes) are not scripted yet: see docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+
+def _fill(ledger: Any, pending: int, tenants: int) -> None:
+    """PENDING items over TENANTS tenants, one job each, with `ledger.bulk_insert` (COPY on PostgreSQL)."""
+    from contract import tenants as tenant_ops
+    from contract import transitions
+    from contract.params import GenerationParams
+    from contract.schema import Job, Tenant, Worker, utcnow
+    from contract.transitions import NewItem
+
+    params = GenerationParams(64, 64, 2, 1.0)
+    per = pending // tenants
+    for t in range(tenants):
+        with ledger.session() as session:
+            name = "default" if t == 0 else f"t{t}"
+            if t:
+                tenant_ops.add_tenant(session, name)
+            tenant_id = session.query(Tenant.id).filter(Tenant.name == name).scalar()
+            job = Job(tenant_id=tenant_id, name=name, model="m", params={}, counts={})
+            session.add(job)
+            session.flush()
+            for start in range(0, per, 50_000):
+                end = min(per, start + 50_000)
+                items = [NewItem(f"K{i}", 0, f"p{i}", "", params, i, f"{t}-{i}") for i in range(start, end)]
+                transitions.add_items(session, job.id, items)
+    with ledger.session() as session:
+        for w in range(2):
+            session.add(Worker(node=f"w{w}", queue="q", model="m", state="ready", last_seen=utcnow()))
+    with ledger.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("ANALYZE")
+
+
+def cost(args: argparse.Namespace) -> dict[str, Any]:
+    from sqlalchemy import update
+
+    from contract import scheduling
+    from contract.ledger import Ledger
+    from contract.queue import plan_chunks
+    from contract.schema import Item, State
+    from contract.settings import Settings
+
+    scheduling.publish_items = lambda _app, items, _m, b, p=None: plan_chunks(items, max(b, p or b))  # type: ignore[attr-defined,assignment]
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        pg = None
+        if args.sqlite:
+            settings = Settings(data_dir=tmp / "data")
+        else:
+            from servers import Postgres
+
+            pg = Postgres(tmp / "pg").start()
+            settings = Settings(data_dir=tmp / "data", database_url=pg.url)
+        try:
+            ledger = Ledger(settings)
+            if not args.sqlite:
+                from contract.ledger import upgrade
+
+                upgrade(ledger.engine)
+            started = time.perf_counter()
+            _fill(ledger, args.pending, args.tenants)
+            fill_s = time.perf_counter() - started
+            scheduler = scheduling.Scheduler(settings, ledger, app=None)
+            per_chunk, backlog_ms = [], []
+            for _ in range(args.passes):
+                t0 = time.perf_counter()
+                report = scheduler.run_pass()
+                elapsed = time.perf_counter() - t0
+                chunks = report.messages
+                if chunks:
+                    per_chunk.append(elapsed * 1000 / chunks)
+                with ledger.session() as session:  # the workers took the window
+                    session.execute(update(Item).where(Item.state == State.queued).values(state=State.succeeded))
+                t0 = time.perf_counter()
+                with ledger.session(readonly=True) as session:
+                    rows = scheduling.backlog(session)
+                backlog_ms.append((time.perf_counter() - t0) * 1000)
+            ledger.close()
+        finally:
+            if pg is not None:
+                pg.stop()
+    return {
+        "database": "sqlite" if args.sqlite else "postgresql",
+        "pending": args.pending,
+        "tenants": args.tenants,
+        "fill_s": round(fill_s, 1),
+        "passes": args.passes,
+        "ms_per_chunk_median": round(statistics.median(per_chunk), 3),
+        "ms_per_chunk_max": round(max(per_chunk), 3),
+        "backlog_ms_median": round(statistics.median(backlog_ms), 2),
+        "backlog_ms_max": round(max(backlog_ms), 2),
+        "backlog_rows": len(rows),
+    }
+
+
+def ratio(args: argparse.Namespace) -> dict[str, Any]:
+    from contract.fairshare import FairShare, JobBacklog, TenantShare
+
+    weights = [int(w) for w in args.weights.split(",")]
+    tenants = {t: TenantShare(t, weight=w) for t, w in enumerate(weights, 1)}
+    jobs = [JobBacklog(t, t) for t in tenants]
+    fair, served = FairShare(), Counter[int]()
+    gpus, size = 8, 4
+    for _ in range(args.seconds * gpus):
+        for pick in fair.choose(tenants, jobs, chunks=1, chunk_size=size, take=lambda _j, n: n):
+            served[pick.tenant] += pick.items
+    first, second = served[1], served[2]
+    return {"weights": weights, "served": dict(served), "ratio": round(first / second, 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="mode", required=True)
+    c = sub.add_parser("cost")
+    c.add_argument("--pending", type=int, default=1_000_000)
+    c.add_argument("--tenants", type=int, default=50)
+    c.add_argument("--passes", type=int, default=50)
+    c.add_argument("--sqlite", action="store_true")
+    r = sub.add_parser("ratio")
+    r.add_argument("--seconds", type=int, default=300)
+    r.add_argument("--weights", default="3,1")
+    args = parser.parse_args()
+    os.environ.setdefault("PIXELMILL_IMAGE_CHECKER", "none")
+    result = {"cost": cost, "ratio": ratio}[args.mode](args)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
