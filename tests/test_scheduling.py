@@ -5,7 +5,9 @@ and migration 0013 over an existing ledger."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
@@ -17,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, update
 
+from conftest import Env, write_catalogue
 from contract import scheduling, transitions
 from contract.fairshare import FairShare, JobBacklog, TenantShare
 from contract.ledger import Ledger, upgrade
@@ -335,3 +338,35 @@ def test_migration_0013_upgrades_an_existing_ledger(tmp_path: Path) -> None:
         assert conn.execute("SELECT weight, max_in_flight, paused FROM tenants").fetchall() == [(1, None, 0)]
         indexes = {r[1] for r in conn.execute("PRAGMA index_list('items')")}
     assert "ix_items_job_id_state_id" in indexes and "ix_items_job_id_state" not in indexes
+
+
+# --- end to end: a worker parent runs the scheduler --------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_a_small_tenants_job_finishes_while_a_big_ones_waits_end_to_end(env: Env, tmp_path: Path) -> None:
+    """One worker (whose parent holds the scheduler lease): tenant default submits 400 items, then tenant b 8.
+    All of b's succeed while more than 90 % of default's are still pending, and the broker never holds more than
+    the window (2 messages for one live worker)."""
+    from contract.queue import make_celery, queue_depth
+
+    big = env.submit(write_catalogue(tmp_path / "big.csv", 400))["job"]
+    env.cli("tenants", "add", "b")
+    env.start_worker()
+    app = make_celery(env.settings())
+    env.wait_for(big, lambda c: c["succeeded"] >= 8, timeout=240)
+    small_csv = write_catalogue(tmp_path / "small.csv", 8)
+    args = ("--template", "studio photo of {title}", "--key", "sku", "--size", "64x64", "--steps", "4", "--json")
+    small = json.loads(env.cli("--tenant", "b", "submit", str(small_csv), *args).stdout)["job"]
+    ledger = env.ledger()
+    deepest = 0
+    deadline = time.monotonic() + 240
+    try:
+        while counts(ledger, small)[State.succeeded] < 8:
+            assert time.monotonic() < deadline, counts(ledger, small)
+            deepest = max(deepest, queue_depth(app, env.queue))
+            time.sleep(0.2)
+        assert counts(ledger, big)[State.pending] > 0.9 * 400, counts(ledger, big)
+    finally:
+        ledger.close()
+    assert deepest <= 2
