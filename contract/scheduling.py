@@ -111,19 +111,13 @@ class BacklogRow:
 
 
 def backlog(session: Session, *, tenant_id: int | None = None, model: str | None = None) -> list[BacklogRow]:
-    """The backlog (pending items, paused ones included) per model, tenant and priority: per job with pending
-    items, a count over the items' `(job_id, state, id)` index alone (no row is read), summed by group."""
-    pending = (
-        select(func.count())
-        .select_from(Item)
-        .where(Item.job_id == Job.id, Item.state == State.pending)
-        .correlate(Job)
-        .scalar_subquery()
-    )
+    """The backlog (pending items, paused ones included) per model, tenant and priority: a sum of the jobs'
+    `pending` counters, which the transitions keep in the transactions that move items to or from `pending`
+    (no item is read, so it costs the same for a million pending items as for ten)."""
     query = (
-        select(Job.model, Tenant.name, Job.priority, func.sum(pending))
+        select(Job.model, Tenant.name, Job.priority, func.sum(Job.pending))
         .join(Tenant, Tenant.id == Job.tenant_id)
-        .where(exists().where(Item.job_id == Job.id, Item.state == State.pending))
+        .where(Job.pending > 0)
         .group_by(Job.model, Tenant.name, Job.priority)
         .order_by(Job.model, Tenant.name, Job.priority)
     )

@@ -156,6 +156,9 @@ class Job(Base):
     # a paused job keeps its pending items in the ledger until resumed.
     priority: Mapped[str] = mapped_column(String(16), default="normal", server_default="normal")
     paused: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    # How many of its items are `pending`: kept by every transition to or from pending, in its transaction
+    # (contract/transitions.py `_backlog`), so the backlog is a sum over jobs, not a count over items.
+    pending: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     items: Mapped[list[Item]] = relationship(back_populates="job", passive_deletes=True)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -190,6 +191,19 @@ def reclaimable(holder: str | None, node: str) -> bool:
 # --- transitions ------------------------------------------------------------------------------------------
 
 
+def _backlog(session: Session, changes: Mapping[int, int]) -> None:
+    """Add each job's change of pending items to `jobs.pending`, in the transaction that made it: every move to
+    or from `pending` calls this with the rows it actually moved, so the backlog is a sum over jobs."""
+    for job_id, delta in changes.items():
+        if delta:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(pending=Job.pending + delta)
+                .execution_options(synchronize_session=False)
+            )
+
+
 _NEW_ITEM_COLUMNS = (
     "job_id",
     "item_key",
@@ -241,6 +255,7 @@ def add_items(session: Session, job_id: int, items: Sequence[NewItem]) -> list[i
         )
     before = session.scalar(select(func.max(Item.id))) or 0
     bulk_insert(session, table, _NEW_ITEM_COLUMNS, rows)
+    _backlog(session, {job_id: sum(1 for it in items if not it.blocked)})
     count, first, last = session.execute(
         select(func.count(), func.min(Item.id), func.max(Item.id)).where(Item.job_id == job_id, Item.id > before)
     ).one()
@@ -261,12 +276,17 @@ def mark_queued(session: Session, item_ids: Collection[int], *, job_id: int | No
     them on the `(job_id, state, id)` index: SQLite would otherwise walk every pending item of the state index."""
     ids = list(item_ids)
     same_job = [Item.job_id == job_id] if job_id is not None else []
+    moved: Counter[int] = Counter()
     for start in range(0, len(ids), _IN_BATCH):
-        session.execute(
-            update(Item)
-            .where(*same_job, Item.state == State.pending, Item.id.in_(ids[start : start + _IN_BATCH]))
-            .values(state=State.queued, queued_at=utcnow())
+        moved.update(
+            session.scalars(
+                update(Item)
+                .where(*same_job, Item.state == State.pending, Item.id.in_(ids[start : start + _IN_BATCH]))
+                .values(state=State.queued, queued_at=utcnow())
+                .returning(Item.job_id)
+            )
         )
+    _backlog(session, {job: -n for job, n in moved.items()})
 
 
 def claim(
@@ -291,9 +311,11 @@ def claim(
         .with_for_update(skip_locked=True)
     ).all()
     claimed = []
+    left_pending = 0
     for item in rows:
         if item.id in busy or (item.not_before is not None and item.not_before > now):
             continue  # still storing it here, or backing off after an infrastructure failure
+        left_pending += item.state == State.pending
         held = item.state == State.running and item.lease_expires is not None and item.lease_expires > now
         if held and not reclaimable(item.worker, node):
             continue
@@ -307,6 +329,7 @@ def claim(
         item.started_at = now
         params = GenerationParams.from_json(item.params)
         claimed.append(detached(ClaimedItem, item, job=item.job_id, key=item.item_key, params=params))
+    _backlog(session, {job_id: -left_pending})
     return claimed
 
 
@@ -326,7 +349,8 @@ def finish(session: Session, item_id: int, outcome: Finish) -> None:
     Idempotent: a second finish of the same item adds no image or candidate row and changes nothing. A
     cancelled item stays cancelled and gets no rows: its job was called off while this image was made."""
     now = utcnow()
-    if session.scalar(select(Item.state).where(Item.id == item_id)) == State.cancelled:
+    before = session.scalar(select(Item.state).where(Item.id == item_id).with_for_update())
+    if before == State.cancelled:
         return
     if outcome.image is not None:
         insert_ignore(session, Image, [{"item_id": item_id, "created": now, **outcome.image.row()}], ["item_id"])
@@ -344,6 +368,8 @@ def finish(session: Session, item_id: int, outcome: Finish) -> None:
         .returning(Item.job_id, Item.item_key, Item.variant)
     ).first()
     if ended is not None:
+        if before == State.pending:  # a late finish of an item that went back to the backlog
+            _backlog(session, {ended.job_id: -1})
         if outcome.image is not None and not outcome.blocked:
             _record_scores(session, item_id, ended.job_id, outcome.image.scores)
         _ended(session, item_id, ended, State.blocked if outcome.blocked else State.succeeded, outcome.blocked)
@@ -375,6 +401,7 @@ def fail(
         _give_up(item, now, item.error)
         return False
     item.state = State.pending
+    _backlog(session, {item.job_id: 1})
     return True
 
 
@@ -396,6 +423,7 @@ def back_off(session: Session, item_id: int, error: str, *, node: str, budget: f
         f"infrastructure failure, retrying after {item.not_before.isoformat(timespec='seconds')}: " + error[-3800:]
     )
     item.state, item.lease_expires = State.pending, None
+    _backlog(session, {item.job_id: 1})
     return True
 
 
@@ -449,6 +477,7 @@ def requeue_lost(
         and_(Item.queued_at < now - timedelta(seconds=requeue_after), Job.model.in_(list(empty_models))),
     )
     recovery = Recovery()
+    back: Counter[int] = Counter()
     candidates = session.execute(
         select(Item, Job.model)
         .join(Job)
@@ -471,6 +500,8 @@ def requeue_lost(
             item.error = f"worker lost on attempt {item.attempts} (holder {item.worker}); re-queued"
         item.state, item.lease_expires = State.pending, None
         recovery.requeued[model] = recovery.requeued.get(model, 0) + 1
+        back[item.job_id] += 1
+    _backlog(session, back)
     return recovery
 
 
@@ -526,6 +557,7 @@ def cancel(session: Session, job_id: int) -> dict[State, int]:
             .execution_options(synchronize_session=False)
         )
         left[state] = int(getattr(result, "rowcount", 0) or 0)
+    _backlog(session, {job_id: -left[State.pending]})
     if any(left.values()):
         events.touch(session, job_id)  # the job may be over now: `job.finished` is settled before the commit
     return left
@@ -566,6 +598,7 @@ def retry(
         batch = blocked_ids[start : start + _IN_BATCH]
         session.execute(delete(Candidate).where(Candidate.item_id.in_(batch)))
         session.execute(delete(Image).where(Image.item_id.in_(batch)))
+    _backlog(session, {job_id: len(chosen)})
     for item in chosen:
         item.state, item.attempts, item.error, item.block_reason = State.pending, 0, None, None
         item.lease_expires = item.worker = item.started_at = item.finished_at = None

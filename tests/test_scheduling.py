@@ -331,10 +331,16 @@ def test_migration_0013_upgrades_an_existing_ledger(tmp_path: Path) -> None:
             "INSERT INTO jobs (name, created, model, params, counts, tenant_id) "
             "VALUES ('old', '2026-01-01 00:00:00', 'm', '{}', '{}', 1)"
         )
+        for key, state in (("a", "pending"), ("b", "pending"), ("c", "queued"), ("d", "succeeded")):
+            conn.exec_driver_sql(
+                "INSERT INTO items (job_id, item_key, variant, prompt, negative, params, seed, content_hash, state, "
+                f"attempts, created) VALUES (1, '{key}', 0, 'p', '', '{{}}', 1, '{key}', '{state}', 0, "
+                "'2026-01-01 00:00:00')"
+            )
     upgrade(ledger.engine)
     ledger.close()
     with sqlite3.connect(tmp_path / "pixelmill.db") as conn:
-        assert conn.execute("SELECT priority, paused FROM jobs").fetchall() == [("normal", 0)]
+        assert conn.execute("SELECT priority, paused, pending FROM jobs").fetchall() == [("normal", 0, 2)]
         assert conn.execute("SELECT weight, max_in_flight, paused FROM tenants").fetchall() == [(1, None, 0)]
         indexes = {r[1] for r in conn.execute("PRAGMA index_list('items')")}
     assert "ix_items_job_id_state_id" in indexes and "ix_items_job_id_state" not in indexes

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select, update
 
 from contract import transitions
@@ -499,3 +501,58 @@ def test_infrastructure_failures_give_their_attempt_back_until_the_budget(ledger
     assert claim(ledger, ids) == ids
     with ledger.session() as session:
         assert transitions.back_off(session, ids[0], "db locked", **{**backoff, "budget": 0.0}) is False
+
+
+def pending_counter(ledger: Ledger, job_id: int) -> tuple[int, int]:
+    """(jobs.pending, the items actually pending): the counter the transitions keep, and the truth."""
+    with ledger.session(readonly=True) as session:
+        counter = session.scalar(select(Job.pending).where(Job.id == job_id))
+        actual = len(session.scalars(select(Item.id).where(Item.job_id == job_id, Item.state == State.pending)).all())
+    return int(counter or 0), actual
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(st.sampled_from(["mark", "claim", "fail", "back_off", "lose", "finish", "retry", "cancel"]), max_size=12)
+)
+def test_the_pending_counter_follows_every_transition(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[str]
+) -> None:
+    """Whatever sequence of transitions the items go through, `jobs.pending` equals the pending items (the backlog
+    that `pixelmill backlog` sums)."""
+    ledger = Ledger(Settings(data_dir=tmp_path_factory.mktemp("counter")))
+    try:
+        ids = new_job(ledger, 6, blocked=1)
+        job_id = job_of(ledger, ids[0])
+        live = ids[1:]
+        assert pending_counter(ledger, job_id) == (5, 5)
+        for step in steps:
+            if step == "finish":  # its own transaction, as the recorder's
+                finish(ledger, live[3])
+            with ledger.session() as session:
+                if step == "mark":
+                    transitions.mark_queued(session, live[:3])
+                elif step == "claim":
+                    transitions.claim(session, job_id, live[1:4], node=NODE, lease_seconds=LEASE, max_attempts=3)
+                elif step == "fail":
+                    transitions.fail(session, live[1], "boom", node=NODE, max_attempts=3)
+                elif step == "back_off":
+                    transitions.back_off(session, live[2], "down", node=NODE, budget=600, base=2, cap=300)
+                elif step == "lose":
+                    session.execute(update(Item).where(Item.id.in_(live)).values(lease_expires=utcnow()))
+                    session.execute(
+                        update(Item)
+                        .where(Item.id.in_(live), Item.state == State.queued)
+                        .values(queued_at=utcnow() - timedelta(hours=1))
+                    )
+                    transitions.requeue_lost(
+                        session, max_attempts=3, requeue_after=1, queued_timeout=60, empty_models=["m"]
+                    )
+                elif step == "retry":
+                    transitions.retry(session, job_id)
+                elif step == "cancel":
+                    transitions.cancel(session, job_id)
+            counter, actual = pending_counter(ledger, job_id)
+            assert counter == actual, (step, steps)
+    finally:
+        ledger.close()

@@ -1,6 +1,6 @@
 """fair_share: the ledger holds the backlog and a scheduler dispatches it (contract/scheduling.py)
 
-Jobs get a priority (interactive, normal, bulk) and a pause flag; tenants a weight, a most-in-flight quota and a
+Jobs get a priority (interactive, normal, bulk), a pause flag and their count of pending items (filled here); tenants a weight, a most-in-flight quota and a
 pause flag; `scheduler_leases` elects the one scheduler. The items' (job_id, state) index gains `id`, so the
 scheduler reads a job's next pending ids in order from the index alone on every dialect.
 
@@ -24,6 +24,10 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("priority", sa.String(16), nullable=False, server_default="normal"))
         batch.add_column(sa.Column("paused", sa.Boolean(), nullable=False, server_default=sa.false()))
+        batch.add_column(sa.Column("pending", sa.BigInteger(), nullable=False, server_default="0"))
+    op.execute(
+        "UPDATE jobs SET pending = (SELECT count(*) FROM items WHERE items.job_id = jobs.id AND items.state = 'pending')"
+    )
     with op.batch_alter_table("tenants") as batch:
         batch.add_column(sa.Column("weight", sa.Integer(), nullable=False, server_default="1"))
         batch.add_column(sa.Column("max_in_flight", sa.Integer(), nullable=True))
@@ -48,5 +52,6 @@ def downgrade() -> None:
         batch.drop_column("max_in_flight")
         batch.drop_column("weight")
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("pending")
         batch.drop_column("paused")
         batch.drop_column("priority")
