@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 
-def _fill(ledger: Any, pending: int, tenants: int) -> None:
+def _fill(ledger: Any, pending: int, tenants: int, workers: int) -> None:
     """PENDING items over TENANTS tenants, one job each, with `ledger.bulk_insert` (COPY on PostgreSQL)."""
     from contract import tenants as tenant_ops
     from contract import transitions
@@ -60,11 +60,44 @@ def _fill(ledger: Any, pending: int, tenants: int) -> None:
                 items = [NewItem(f"K{i}", 0, f"p{i}", "", params, i, f"{t}-{i}") for i in range(start, end)]
                 transitions.add_items(session, job.id, items)
     with ledger.session() as session:
-        for w in range(2):
+        for w in range(workers):
             session.add(Worker(node=f"w{w}", queue="q", model="m", state="ready", last_seen=utcnow()))
     if ledger.engine.dialect.name == "postgresql":  # as autovacuum leaves a table: statistics, visibility map
         with ledger.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("VACUUM ANALYZE")
+
+
+def _timed(scheduling: Any, scheduler: Any) -> dict[str, float]:
+    """Wrap the pass's steps to add up their wall time: the lease, reading the backlog, choosing (one indexed read
+    per chunk) and sending (the mark)."""
+    totals: dict[str, float] = {"lease": 0.0, "read_backlog": 0.0, "choose": 0.0, "mark": 0.0, "chunks": 0}
+
+    def wrap(owner: Any, name: str, key: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*a: Any, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return original(*a, **kw)
+            finally:
+                totals[key] += time.perf_counter() - t0
+
+        setattr(owner, name, timed)
+
+    wrap(scheduling, "take_lease", "lease")
+    wrap(scheduling, "_read_backlog", "read_backlog")
+    wrap(scheduler, "_choose", "choose")
+    send = scheduler._send
+
+    def counted(model: str, items: Any) -> int:
+        t0 = time.perf_counter()
+        sent = int(send(model, items))
+        totals["mark"] += time.perf_counter() - t0
+        totals["chunks"] += sent
+        return sent
+
+    scheduler._send = counted
+    return totals
 
 
 def cost(args: argparse.Namespace) -> dict[str, Any]:
@@ -94,9 +127,10 @@ def cost(args: argparse.Namespace) -> dict[str, Any]:
 
                 upgrade(ledger.engine)
             started = time.perf_counter()
-            _fill(ledger, args.pending, args.tenants)
+            _fill(ledger, args.pending, args.tenants, args.workers)
             fill_s = time.perf_counter() - started
             scheduler = scheduling.Scheduler(settings, ledger, app=None)
+            phases = _timed(scheduling, scheduler)
             per_chunk, backlog_ms = [], []
             for _ in range(args.passes):
                 t0 = time.perf_counter()
@@ -115,7 +149,11 @@ def cost(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             if pg is not None:
                 pg.stop()
+    chunks_sent = phases.pop("chunks")
     return {
+        "phases_ms_per_pass": {k: round(v * 1000 / args.passes, 3) for k, v in phases.items() if k != "chunks"},
+        "chunks_per_pass": round(chunks_sent / args.passes, 1),
+        "live_workers": args.workers,
         "database": "sqlite" if args.sqlite else "postgresql",
         "pending": args.pending,
         "tenants": args.tenants,
@@ -235,6 +273,7 @@ def main() -> None:
     c.add_argument("--tenants", type=int, default=50)
     c.add_argument("--passes", type=int, default=50)
     c.add_argument("--sqlite", action="store_true")
+    c.add_argument("--workers", type=int, default=2, help="live workers recorded for the model (window: 2 each)")
     r = sub.add_parser("ratio")
     r.add_argument("--seconds", type=int, default=300)
     r.add_argument("--weights", default="3,1")

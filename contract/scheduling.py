@@ -271,12 +271,8 @@ class Scheduler:
         again, and the duplicate message claims nothing."""
         settings = self.settings
         chunks = publish_items(self.app, items, model, settings.batch_size, settings.items_per_message)
-        by_job: dict[int, list[int]] = {}
-        for queued in items:
-            by_job.setdefault(queued.job, []).append(queued.item)
         with self.ledger.session() as session:
-            for job, ids in by_job.items():
-                transitions.mark_queued(session, ids, job_id=job)
+            transitions.mark_queued(session, [q.item for q in items], jobs={q.job for q in items})
         return len(chunks)
 
     def release(self) -> None:

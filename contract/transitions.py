@@ -270,12 +270,12 @@ def add_items(session: Session, job_id: int, items: Sequence[NewItem]) -> list[i
     return [ids[(it.key, it.variant)] for it in items]
 
 
-def mark_queued(session: Session, item_ids: Collection[int], *, job_id: int | None = None) -> None:
+def mark_queued(session: Session, item_ids: Collection[int], *, jobs: Collection[int] | None = None) -> None:
     """pending → queued, once the scheduler published a message carrying them (never moves an item that went on:
-    a worker may have claimed it from `pending` already). With `job_id` (all of the items' job) the UPDATE finds
-    them on the `(job_id, state, id)` index: SQLite would otherwise walk every pending item of the state index."""
+    a worker may have claimed it from `pending` already). With `jobs` (the items' jobs) the UPDATE finds them on
+    the `(job_id, state, id)` index: SQLite would otherwise walk every pending item of the state index."""
     ids = list(item_ids)
-    same_job = [Item.job_id == job_id] if job_id is not None else []
+    same_job = [Item.job_id.in_(list(jobs))] if jobs is not None else []
     moved: Counter[int] = Counter()
     for start in range(0, len(ids), _IN_BATCH):
         moved.update(

@@ -276,6 +276,27 @@ def test_paused_jobs_and_tenants_wait_and_cancelled_jobs_are_never_sent(
     assert counts(ledger, other) == {State.pending: 40} and counts(ledger, cancelled) == {State.cancelled: 40}
 
 
+def test_a_cancelled_jobs_sent_chunks_claim_nothing_and_its_backlog_is_gone(
+    ledger: Ledger, tmp_path: Path, sent: Sent
+) -> None:
+    big, other = new_job(ledger, 2000), new_job(ledger, 40)
+    live_workers(ledger, 1)
+    pass_ = scheduler(ledger, tmp_path)
+    pass_.run_pass()
+    out = [c for c in sent.chunks if c.job == big]
+    assert out
+    with ledger.session() as session:
+        assert cancel(session, big, tenant_id=DEFAULT_TENANT_ID).cancelled == 2000
+    with ledger.session() as session:  # the messages already in the broker: a worker claims none of their items
+        for chunk in out:
+            assert transitions.claim(session, big, chunk.items, node="w@x", lease_seconds=60, max_attempts=3) == []
+    before = len(sent.chunks)
+    pass_.run_pass()
+    assert {c.job for c in sent.chunks[before:]} == {other}  # the window refills with other work only
+    with ledger.session(readonly=True) as session:
+        assert [r.as_dict()["pending"] for r in scheduling.backlog(session)] == [40 - CHUNK * len(sent.chunks[before:])]
+
+
 def test_items_claimed_before_the_mark_stay_running_and_backing_off_ones_wait(
     ledger: Ledger, tmp_path: Path, sent: Sent
 ) -> None:
