@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Row, Table, and_, delete, func, or_, select, update
+from sqlalchemy import Row, Table, and_, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from contract import events, faults
@@ -194,14 +194,16 @@ def reclaimable(holder: str | None, node: str) -> bool:
 def _backlog(session: Session, changes: Mapping[int, int]) -> None:
     """Add each job's change of pending items to `jobs.pending`, in the transaction that made it: every move to
     or from `pending` calls this with the rows it actually moved, so the backlog is a sum over jobs."""
-    for job_id, delta in changes.items():
-        if delta:
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id)
-                .values(pending=Job.pending + delta)
-                .execution_options(synchronize_session=False)
-            )
+    moved = {job_id: delta for job_id, delta in changes.items() if delta}
+    if not moved:
+        return
+    delta: Any = next(iter(moved.values())) if len(moved) == 1 else case(moved, value=Job.id, else_=0)
+    session.execute(  # one statement for the jobs of a scheduler pass's mark
+        update(Job)
+        .where(Job.id.in_(list(moved)))
+        .values(pending=Job.pending + delta)
+        .execution_options(synchronize_session=False)
+    )
 
 
 _NEW_ITEM_COLUMNS = (

@@ -217,6 +217,10 @@ def test_a_small_tenant_is_served_while_a_big_ones_backlog_waits(ledger: Ledger,
         passes += 1
     assert passes <= 3  # 20 items: 5 chunks, about half of each window of 4
     assert counts(ledger, big)[State.pending] > 0.9 * 2000
+    with ledger.session(readonly=True) as session:  # the counters the marks kept (several jobs in one UPDATE)
+        assert {r.tenant: r.pending for r in scheduling.backlog(session)} == {
+            "default": counts(ledger, big)[State.pending]
+        }
     first_of_b = next(i for i, c in enumerate(sent.chunks) if c.job == small)
     assert first_of_b <= len([c for c in sent.chunks if c.job == big]) + 2  # B's first chunk in its first window
 
