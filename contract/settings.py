@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     # queue, SCHEDULER_WINDOW messages per live worker of the model (1 while none is live); one process at a time
     # (a lease in the ledger, taken over after min(SCHEDULER_LEASE, RECONCILE_INTERVAL) s) tops the windows up
     # every SCHEDULER_INTERVAL s, choosing by fair share across tenants.
-    scheduler_window: int = Field(2, ge=1, le=64)
+    scheduler_window: int = Field(1, ge=1, le=64)
     scheduler_interval: float = Field(0.5, gt=0, le=60)
     scheduler_lease: float = Field(10.0, gt=0)
     # Helper processes that run the prompt filter over a large submission's fresh prompts (producer/screening.py);
