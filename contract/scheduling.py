@@ -31,7 +31,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -261,9 +261,13 @@ class Scheduler:
             return len(rows)
 
         jobs = [job for job, job_model in found.jobs if job_model == model]
-        self.fair.setdefault(model, FairShare()).choose(
+        picks = self.fair.setdefault(model, FairShare()).choose(
             found.tenants, jobs, chunks=chunks, chunk_size=self.chunk_size, take=take
         )
+        for pick in picks:  # a quota spans models: the next model of this pass sees these items in flight
+            share = found.tenants.get(pick.tenant)
+            if share is not None:
+                found.tenants[pick.tenant] = replace(share, in_flight=share.in_flight + pick.items)
         return chosen
 
     def _send(self, model: str, items: Sequence[QueuedItem]) -> int:

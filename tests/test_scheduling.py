@@ -262,6 +262,18 @@ def test_weights_and_quotas_from_the_tenants_table(ledger: Ledger, tmp_path: Pat
     assert 0 < len(flying) <= 6
 
 
+def test_a_quota_holds_across_the_models_of_one_pass(ledger: Ledger, tmp_path: Path, sent: Sent) -> None:
+    with ledger.session() as session:
+        configure_share(session, "default", max_in_flight=6)
+    new_job(ledger, 100, model="m")
+    new_job(ledger, 100, model="n")
+    live_workers(ledger, 4, model="m")
+    with ledger.session() as session:
+        for i in range(4):
+            session.add(Worker(node=f"v{i}", queue="q2", model="n", state="ready", last_seen=utcnow()))
+    assert scheduler(ledger, tmp_path).run_pass().items == 6
+
+
 def test_paused_jobs_and_tenants_wait_and_cancelled_jobs_are_never_sent(
     ledger: Ledger, tmp_path: Path, sent: Sent
 ) -> None:
