@@ -275,7 +275,7 @@ def test_blocked_rows_end_blocked_with_their_reason_and_are_never_queued(env: En
     blocked = items["SKU-002"]
     assert blocked.state == State.blocked and blocked.finished_at is not None and blocked.attempts == 0
     assert blocked.block_reason == {"stage": "prompt", "category": "sexual", "term": "nude"}
-    assert {i.state for k, i in items.items() if k != "SKU-002"} == {State.queued}
+    assert {i.state for k, i in items.items() if k != "SKU-002"} == {State.pending}  # the backlog
     status = json.loads(env.cli("status", str(submitted["job"]), "--json").stdout)
     assert status["blocked"] == 1 and status["blocked_by"] == {"prompt:sexual": 1}
     detail = env.cli("status", str(submitted["job"])).stdout
