@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from conftest import COMBOS, Env, finished, write_catalogue
 from contract.ledger import Ledger
 from contract.queue import Chunk, make_celery, publish, queue_depth
+from contract.scheduling import Scheduler
 from contract.schema import Image, Item, State
 
 pytestmark = pytest.mark.e2e
@@ -209,6 +210,11 @@ def test_bad_catalogue_touches_neither_ledger_nor_queue(env: Env, tmp_path: Path
     good = write_catalogue(tmp_path / "good.csv", 4)
     first = env.submit(good)  # gives the ledger and the queue some state to compare against
     app = make_celery(env.settings())
+    ledger = env.ledger()
+    try:  # one scheduler pass sends a message, as a worker's would (no worker runs here)
+        assert Scheduler(env.settings(), ledger, app).run_pass().messages == 1
+    finally:
+        ledger.close()
     depth = queue_depth(app, env.queue)
     assert depth == 1
 

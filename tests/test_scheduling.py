@@ -10,7 +10,7 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, update
 
-from conftest import Env, write_catalogue
+from conftest import Env, finished, write_catalogue
 from contract import scheduling, transitions
 from contract.fairshare import FairShare, JobBacklog, TenantShare
 from contract.ledger import Ledger, upgrade
@@ -413,3 +413,37 @@ def test_a_small_tenants_job_finishes_while_a_big_ones_waits_end_to_end(env: Env
     finally:
         ledger.close()
     assert deepest <= 1
+
+
+@pytest.mark.e2e
+def test_sigkill_of_the_scheduler_holder_hands_the_lease_over_and_loses_nothing(env: Env, tmp_path: Path) -> None:
+    """Two workers, both scheduler candidates: SIGKILL the one holding the lease; the other takes it within the
+    lease (min(PIXELMILL_SCHEDULER_LEASE, PIXELMILL_RECONCILE_INTERVAL) = 1 s here, plus a pass), and every item
+    still succeeds exactly once, with one stored object each."""
+    from test_end_to_end import assert_exactly_once
+
+    job = env.submit(write_catalogue(tmp_path / "catalogue.csv", 24))["job"]
+    workers = {w.pid: w for w in (env.start_worker("--hostname", f"w{i}@%h") for i in range(2))}
+    ledger = env.ledger()
+
+    def holder() -> tuple[str, datetime] | None:
+        with ledger.session(readonly=True) as session:
+            row = session.get(SchedulerLease, scheduling.LEASE)
+            return (row.holder, row.expires) if row is not None and row.expires > utcnow() else None
+
+    try:
+        deadline = time.monotonic() + 180
+        while (held := holder()) is None or int(held[0].rsplit(":", 2)[1]) not in workers:
+            assert time.monotonic() < deadline, f"no worker took the scheduler lease: {held}"
+            time.sleep(0.2)
+        env.wait_for(job, lambda c: c["succeeded"] >= 4, timeout=180)
+        victim = int(held[0].rsplit(":", 2)[1])
+        env.kill(workers[victim])
+        killed = time.monotonic()
+        while (now := holder()) is None or int(now[0].rsplit(":", 2)[1]) == victim:
+            assert time.monotonic() - killed < 15, f"the lease was not taken over: {now}"
+            time.sleep(0.1)
+        env.wait_for(job, finished, timeout=240)  # the dead worker's items come back when their lease expires
+    finally:
+        ledger.close()
+    assert_exactly_once(env, job, 24)
