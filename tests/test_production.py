@@ -357,8 +357,15 @@ def test_a_worker_consumes_only_the_queue_of_its_model(env: Env, tmp_path: Path)
     assert other_queue != env.queue
     # The worker is up (its model loaded) and has reconciled with the items past PIXELMILL_REQUEUE_AFTER, when
     # its reconciler would re-queue lost ones: it must not touch another model's work.
-    with env.ledger().session() as session:
-        queued = max(t for t in session.scalars(select(Item.queued_at).where(Item.job_id == job)) if t)
+    deadline = time.monotonic() + 60
+    while True:  # the worker's scheduler sends it (a window of one message while nobody serves its model)
+        with env.ledger().session() as session:
+            stamps = [t for t in session.scalars(select(Item.queued_at).where(Item.job_id == job)) if t]
+        if len(stamps) == 4:
+            break
+        assert time.monotonic() < deadline, stamps
+        time.sleep(0.2)
+    queued = max(stamps)
     after = queued + timedelta(seconds=float(FAST_TIMINGS["PIXELMILL_REQUEUE_AFTER"]))
     seen = wait_for_heartbeat(env, lambda w: w.state == "ready" and w.last_seen > after)
     wait_for_heartbeat(env, lambda w: w.last_seen > seen)  # each pass beats, then reconciles: that pass is done
