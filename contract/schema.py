@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Enum,
     Float,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy import false as sa_false
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -111,6 +113,12 @@ class Tenant(Base):
     reply_prefix: Mapped[str] = mapped_column(String(200))
     source_roots: Mapped[list[str]] = mapped_column(default=list)
     webhook_hosts: Mapped[list[str]] = mapped_column(default=list)
+    # Fair share (contract/fairshare.py, migration 0013): the tenant's share of each model's GPUs against the
+    # other tenants with a backlog there; the most items it may have queued or running at once (None: no
+    # limit); paused: nothing of its is dispatched (what is already in the broker still runs).
+    weight: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    max_in_flight: Mapped[int | None] = mapped_column(Integer)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
 
 
 class TenantToken(Base):
@@ -144,6 +152,13 @@ class Job(Base):
     # (`request_digest`) returns this job and writes nothing; with a different request it is refused.
     request_id: Mapped[str | None] = mapped_column(String(200))
     request_digest: Mapped[str | None] = mapped_column(String(64))
+    # Within its tenant, the scheduler dispatches interactive before normal before bulk (contract/fairshare.py);
+    # a paused job keeps its pending items in the ledger until resumed.
+    priority: Mapped[str] = mapped_column(String(16), default="normal", server_default="normal")
+    paused: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    # How many of its items are `pending`: kept by every transition to or from pending, in its transaction
+    # (contract/transitions.py `_backlog`), so the backlog is a sum over jobs, not a count over items.
+    pending: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     items: Mapped[list[Item]] = relationship(back_populates="job", passive_deletes=True)
 
@@ -152,7 +167,8 @@ class Item(Base):
     __tablename__ = "items"
     __table_args__ = (
         UniqueConstraint("job_id", "item_key", "variant"),
-        Index("ix_items_job_id_state", "job_id", "state"),
+        # Also the scheduler's next chunk of a job: its first pending ids, in order (migration 0013 added `id`).
+        Index("ix_items_job_id_state_id", "job_id", "state", "id"),
         # The submit's skip lookup (state read from the row: with state here, every state change rewrote
         # pages all over this index; migration 0009).
         Index("ix_items_content_hash", "content_hash"),
@@ -335,6 +351,17 @@ class Worker(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SchedulerLease(Base):
+    """Who runs the scheduler (contract/scheduling.py): one row per role, held by `holder` until `expires`;
+    any process may take it once it has expired, so a killed holder is replaced within one lease."""
+
+    __tablename__ = "scheduler_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires: Mapped[datetime] = mapped_column()
 
 
 class Meta(Base):

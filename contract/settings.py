@@ -112,6 +112,13 @@ class Settings(BaseSettings):
     # finish within PIXELMILL_TASK_SOFT_TIME_LIMIT (items_per_message / batch_size batches per task); a message
     # cut short leaves its remaining items queued for the reconciler. Bigger messages: faster submit.
     items_per_message: int = Field(32, ge=1, le=1024)  # at least one batch: max(this, batch_size)
+    # The scheduler (contract/scheduling.py): the ledger holds the backlog and the broker only a window per model
+    # queue, SCHEDULER_WINDOW messages per live worker of the model (1 while none is live); one process at a time
+    # (a lease in the ledger, taken over after min(SCHEDULER_LEASE, RECONCILE_INTERVAL) s) tops the windows up
+    # every SCHEDULER_INTERVAL s, choosing by fair share across tenants.
+    scheduler_window: int = Field(1, ge=1, le=64)
+    scheduler_interval: float = Field(0.5, gt=0, le=60)
+    scheduler_lease: float = Field(10.0, gt=0)
     # Helper processes that run the prompt filter over a large submission's fresh prompts (producer/screening.py);
     # unset: one per core beyond the submitting process, at most 4; 0: in the submitting process only.
     submit_processes: int | None = Field(None, ge=0, le=64)

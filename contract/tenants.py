@@ -207,6 +207,44 @@ def configure_tenant(
     return _info(row)
 
 
+@dataclass(frozen=True)
+class TenantShareInfo:
+    """A tenant's place in the scheduler's fair share (contract/fairshare.py)."""
+
+    name: str
+    weight: int
+    max_in_flight: int | None
+    paused: bool
+
+
+def configure_share(
+    session: Session,
+    name: str,
+    *,
+    weight: int | None = None,
+    max_in_flight: int | None = None,
+    no_max_in_flight: bool = False,
+    paused: bool | None = None,
+) -> TenantShareInfo:
+    """Change an active tenant's weight (1 to 1000), most items in flight (queued + running; `no_max_in_flight`:
+    no limit) or pause; None leaves a field as it is. The scheduler reads them at its next pass."""
+    row = _active_row(session, name)
+    if weight is not None:
+        if not 1 <= weight <= 1000:
+            raise TenantError(f"weight must be a whole number from 1 to 1000, got {weight}")
+        row.weight = weight
+    if max_in_flight is not None:
+        if max_in_flight < 1:
+            raise TenantError(f"max in flight must be at least 1 item (or no limit), got {max_in_flight}")
+        row.max_in_flight = max_in_flight
+    if no_max_in_flight:
+        row.max_in_flight = None
+    if paused is not None:
+        row.paused = paused
+    session.flush()
+    return TenantShareInfo(row.name, row.weight, row.max_in_flight, row.paused)
+
+
 def rotate_token(session: Session, name: str, *, keep_old: bool = False) -> str:
     """A new token for `name`; its older tokens are revoked unless `keep_old` (a rollover window)."""
     row = _active_row(session, name)

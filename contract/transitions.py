@@ -1,9 +1,10 @@
 """Every change of an item's state, in one place: the ledger's state machine.
 
-    pending ──publish──▶ queued ──claim──▶ running ──finish──▶ succeeded | blocked
-       │                   ▲                  │
-       │                   └──fail (attempts left) / lost (lease expired, holder gone)
-       └─(prompt filter at submit)─▶ blocked     running ──fail (attempts used up)──▶ failed
+    pending ──schedule──▶ queued ──claim──▶ running ──finish──▶ succeeded | blocked
+     ▲ │  ▲                  │                  │
+     │ │  └──lost message────┘                  │
+     │ └─(prompt filter at submit)─▶ blocked    running ──fail (attempts used up)──▶ failed
+     └──fail (attempts left), back_off, lost (lease expired, holder gone): back to the backlog
     blocked (image) ──approve──▶ succeeded
     pending | queued | running ──cancel──▶ cancelled (a late finish of a cancelled item records nothing)
     failed | blocked ──retry──▶ pending (attempts 0, same seed; the caller publishes and marks them queued)
@@ -24,12 +25,13 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Row, Table, and_, delete, func, or_, select, update
+from sqlalchemy import Row, Table, and_, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from contract import events, faults
@@ -151,9 +153,10 @@ class Finish:
 
 @dataclass
 class Recovery:
-    """What `requeue_lost` did: items to publish again (by model), and items that used up their attempts."""
+    """What `requeue_lost` did: items put back to `pending` (by model; the scheduler dispatches them again),
+    and items that used up their attempts."""
 
-    outstanding: dict[str, list[QueuedItem]] = field(default_factory=dict)
+    requeued: dict[str, int] = field(default_factory=dict)
     failed: int = 0
 
 
@@ -186,6 +189,21 @@ def reclaimable(holder: str | None, node: str) -> bool:
 
 
 # --- transitions ------------------------------------------------------------------------------------------
+
+
+def _backlog(session: Session, changes: Mapping[int, int]) -> None:
+    """Add each job's change of pending items to `jobs.pending`, in the transaction that made it: every move to
+    or from `pending` calls this with the rows it actually moved, so the backlog is a sum over jobs."""
+    moved = {job_id: delta for job_id, delta in changes.items() if delta}
+    if not moved:
+        return
+    delta: Any = next(iter(moved.values())) if len(moved) == 1 else case(moved, value=Job.id, else_=0)
+    session.execute(  # one statement for the jobs of a scheduler pass's mark
+        update(Job)
+        .where(Job.id.in_(list(moved)))
+        .values(pending=Job.pending + delta)
+        .execution_options(synchronize_session=False)
+    )
 
 
 _NEW_ITEM_COLUMNS = (
@@ -239,6 +257,7 @@ def add_items(session: Session, job_id: int, items: Sequence[NewItem]) -> list[i
         )
     before = session.scalar(select(func.max(Item.id))) or 0
     bulk_insert(session, table, _NEW_ITEM_COLUMNS, rows)
+    _backlog(session, {job_id: sum(1 for it in items if not it.blocked)})
     count, first, last = session.execute(
         select(func.count(), func.min(Item.id), func.max(Item.id)).where(Item.job_id == job_id, Item.id > before)
     ).one()
@@ -253,26 +272,23 @@ def add_items(session: Session, job_id: int, items: Sequence[NewItem]) -> list[i
     return [ids[(it.key, it.variant)] for it in items]
 
 
-def mark_queued(session: Session, item_ids: Collection[int]) -> None:
-    """pending → queued, once a message carrying them is published (never moves an item that went on)."""
+def mark_queued(session: Session, item_ids: Collection[int], *, jobs: Collection[int] | None = None) -> None:
+    """pending → queued, once the scheduler published a message carrying them (never moves an item that went on:
+    a worker may have claimed it from `pending` already). With `jobs` (the items' jobs) the UPDATE finds them on
+    the `(job_id, state, id)` index: SQLite would otherwise walk every pending item of the state index."""
     ids = list(item_ids)
+    same_job = [Item.job_id.in_(list(jobs))] if jobs is not None else []
+    moved: Counter[int] = Counter()
     for start in range(0, len(ids), _IN_BATCH):
-        session.execute(
-            update(Item)
-            .where(Item.id.in_(ids[start : start + _IN_BATCH]), Item.state == State.pending)
-            .values(state=State.queued, queued_at=utcnow())
+        moved.update(
+            session.scalars(
+                update(Item)
+                .where(*same_job, Item.state == State.pending, Item.id.in_(ids[start : start + _IN_BATCH]))
+                .values(state=State.queued, queued_at=utcnow())
+                .returning(Item.job_id)
+            )
         )
-
-
-def mark_queued_range(session: Session, job_id: int, first: int, last: int) -> int:
-    """pending → queued for the job's items with ids in [first, last], once every one of them was published:
-    one UPDATE for a whole page of a large submission. Returns how many moved."""
-    result = session.execute(
-        update(Item)
-        .where(Item.job_id == job_id, Item.id >= first, Item.id <= last, Item.state == State.pending)
-        .values(state=State.queued, queued_at=utcnow())
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
+    _backlog(session, {job: -n for job, n in moved.items()})
 
 
 def claim(
@@ -297,9 +313,11 @@ def claim(
         .with_for_update(skip_locked=True)
     ).all()
     claimed = []
+    left_pending = 0
     for item in rows:
         if item.id in busy or (item.not_before is not None and item.not_before > now):
             continue  # still storing it here, or backing off after an infrastructure failure
+        left_pending += item.state == State.pending
         held = item.state == State.running and item.lease_expires is not None and item.lease_expires > now
         if held and not reclaimable(item.worker, node):
             continue
@@ -313,6 +331,7 @@ def claim(
         item.started_at = now
         params = GenerationParams.from_json(item.params)
         claimed.append(detached(ClaimedItem, item, job=item.job_id, key=item.item_key, params=params))
+    _backlog(session, {job_id: -left_pending})
     return claimed
 
 
@@ -332,7 +351,8 @@ def finish(session: Session, item_id: int, outcome: Finish) -> None:
     Idempotent: a second finish of the same item adds no image or candidate row and changes nothing. A
     cancelled item stays cancelled and gets no rows: its job was called off while this image was made."""
     now = utcnow()
-    if session.scalar(select(Item.state).where(Item.id == item_id)) == State.cancelled:
+    before = session.scalar(select(Item.state).where(Item.id == item_id).with_for_update())
+    if before == State.cancelled:
         return
     if outcome.image is not None:
         insert_ignore(session, Image, [{"item_id": item_id, "created": now, **outcome.image.row()}], ["item_id"])
@@ -350,6 +370,8 @@ def finish(session: Session, item_id: int, outcome: Finish) -> None:
         .returning(Item.job_id, Item.item_key, Item.variant)
     ).first()
     if ended is not None:
+        if before == State.pending:  # a late finish of an item that went back to the backlog
+            _backlog(session, {ended.job_id: -1})
         if outcome.image is not None and not outcome.blocked:
             _record_scores(session, item_id, ended.job_id, outcome.image.scores)
         _ended(session, item_id, ended, State.blocked if outcome.blocked else State.succeeded, outcome.blocked)
@@ -365,9 +387,9 @@ def fail(
     final: bool = False,
     infra: bool = False,
 ) -> bool:
-    """running → queued (attempts left; True: publish it again) or → failed (attempts used up, or `final`: no
-    attempt could succeed). An item another process has claimed since (after our lease ran out) is theirs to
-    finish: nothing changes."""
+    """running → pending (attempts left; True: the scheduler dispatches it again) or → failed (attempts used
+    up, or `final`: no attempt could succeed). An item another process has claimed since (after our lease ran
+    out) is theirs to finish: nothing changes."""
     item = session.get(Item, item_id)
     if item is None or item.state != State.running or item.worker != holder_name(node):
         return False
@@ -380,13 +402,14 @@ def fail(
     if final or item.attempts >= max_attempts:
         _give_up(item, now, item.error)
         return False
-    item.state, item.queued_at = State.queued, now
+    item.state = State.pending
+    _backlog(session, {item.job_id: 1})
     return True
 
 
 def back_off(session: Session, item_id: int, error: str, *, node: str, budget: float, base: float, cap: float) -> bool:
-    """running → queued with its attempt given back and `not_before` set (exponential, jittered): an
-    infrastructure failure (storage, database, broker) says nothing about the item. The reconciler publishes
+    """running → pending with its attempt given back and `not_before` set (exponential, jittered): an
+    infrastructure failure (storage, database, broker) says nothing about the item. The scheduler dispatches
     it once `not_before` has passed. False (nothing changed: use `fail`) when the item is not ours, or has
     been failing this way for longer than `budget` seconds."""
     item = session.get(Item, item_id)
@@ -401,7 +424,8 @@ def back_off(session: Session, item_id: int, error: str, *, node: str, budget: f
     item.error = (
         f"infrastructure failure, retrying after {item.not_before.isoformat(timespec='seconds')}: " + error[-3800:]
     )
-    item.state, item.queued_at, item.lease_expires = State.queued, now, None
+    item.state, item.lease_expires = State.pending, None
+    _backlog(session, {item.job_id: 1})
     return True
 
 
@@ -441,36 +465,25 @@ def requeue_lost(
     empty_models: Collection[str],
     node: str | None = None,
 ) -> Recovery:
-    """Put lost work back in the queue, or fail it when its attempts are used up:
+    """Put lost work back in the backlog (`pending`, for the scheduler to dispatch again), or fail it when its
+    attempts are used up:
 
     - running items whose lease expired, or whose holder is a dead process of `node`;
-    - pending items older than `requeue_after` s (a producer died between insert and publish);
     - queued items older than `requeue_after` s whose model's queue is empty (`empty_models`: the message is
-      gone), or older than `queued_timeout` s whatever the queue holds."""
+      gone), or older than `queued_timeout` s whatever the queue holds.
+
+    Pending items are the backlog, never "lost": the scheduler dispatches them."""
     now = utcnow()
-    recent = now - timedelta(seconds=requeue_after)
-    waiting = and_(Item.not_before.is_not(None), Item.not_before > now)  # backing off: not yet
     stale_queued = or_(
-        and_(Item.not_before.is_not(None), Item.not_before <= now),
-        and_(
-            ~waiting,
-            or_(
-                Item.queued_at < now - timedelta(seconds=queued_timeout),
-                and_(Item.queued_at < recent, Job.model.in_(list(empty_models))),
-            ),
-        ),
+        Item.queued_at < now - timedelta(seconds=queued_timeout),
+        and_(Item.queued_at < now - timedelta(seconds=requeue_after), Job.model.in_(list(empty_models))),
     )
     recovery = Recovery()
+    back: Counter[int] = Counter()
     candidates = session.execute(
         select(Item, Job.model)
         .join(Job)
-        .where(
-            or_(
-                Item.state == State.running,
-                and_(Item.state == State.pending, Item.created < recent),
-                and_(Item.state == State.queued, stale_queued),
-            )
-        )
+        .where(or_(Item.state == State.running, and_(Item.state == State.queued, stale_queued)))
         .with_for_update(skip_locked=True, of=Item)
     ).all()
     for item, model in candidates:
@@ -487,10 +500,10 @@ def requeue_lost(
                 recovery.failed += 1
                 continue
             item.error = f"worker lost on attempt {item.attempts} (holder {item.worker}); re-queued"
-        item.state, item.queued_at, item.lease_expires, item.not_before = State.queued, now, None, None
-        recovery.outstanding.setdefault(model, []).append(
-            QueuedItem(item=item.id, job=item.job_id, params=GenerationParams.from_json(item.params))
-        )
+        item.state, item.lease_expires = State.pending, None
+        recovery.requeued[model] = recovery.requeued.get(model, 0) + 1
+        back[item.job_id] += 1
+    _backlog(session, back)
     return recovery
 
 
@@ -546,6 +559,7 @@ def cancel(session: Session, job_id: int) -> dict[State, int]:
             .execution_options(synchronize_session=False)
         )
         left[state] = int(getattr(result, "rowcount", 0) or 0)
+    _backlog(session, {job_id: -left[State.pending]})
     if any(left.values()):
         events.touch(session, job_id)  # the job may be over now: `job.finished` is settled before the commit
     return left
@@ -586,6 +600,7 @@ def retry(
         batch = blocked_ids[start : start + _IN_BATCH]
         session.execute(delete(Candidate).where(Candidate.item_id.in_(batch)))
         session.execute(delete(Image).where(Image.item_id.in_(batch)))
+    _backlog(session, {job_id: len(chosen)})
     for item in chosen:
         item.state, item.attempts, item.error, item.block_reason = State.pending, 0, None, None
         item.lease_expires = item.worker = item.started_at = item.finished_at = None

@@ -28,6 +28,7 @@ from contract import logs
 from contract.ledger import Ledger
 from contract.outbox import Dispatcher
 from contract.queue import make_celery, serve_only
+from contract.scheduling import Scheduler, SchedulerThread
 from contract.schema import Tenant
 from contract.settings import get_settings, is_amqp
 from contract.tenants import TenantInfo, find_tenant
@@ -131,18 +132,24 @@ def _setup_logging(loglevel: Any = None, **_: Any) -> None:
 
 
 class DispatchStep(bootsteps.StartStopStep):
-    """The outbox dispatcher on a thread of the intake process (off with `pixelmill intake --no-dispatch`)."""
+    """The outbox dispatcher on a thread of the intake process (off with `pixelmill intake --no-dispatch`), and
+    the scheduler (contract/scheduling.py): the intake may hold its lease as any worker parent may."""
 
     def __init__(self, parent: Any, dispatch: bool = True, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
         self.dispatcher: Dispatcher | None = None
+        self.scheduler: SchedulerThread | None = None
 
     def start(self, worker: Any) -> None:
         if worker.app.conf.get("pixelmill_dispatch", True):
             self.dispatcher = Dispatcher(settings, Ledger(settings), app)
             self.dispatcher.start()
+        self.scheduler = SchedulerThread(Scheduler(settings, Ledger(settings), app))
+        self.scheduler.start()
 
     def stop(self, worker: Any) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
         if self.dispatcher is not None:
             self.dispatcher.stop()
 

@@ -1,8 +1,9 @@
 """Acting on a job after submission: cancel it, retry its failed or blocked items, list its items.
 
 Functions take the caller's session (one transaction) so the command line and the front door share them;
-every state change goes through `contract.transitions`. Retried items are published only after the caller's
-transaction commits, so a worker never receives a message for items it cannot see yet.
+every state change goes through `contract.transitions`. Retried items go back to `pending`; the scheduler
+(contract/scheduling.py) dispatches them after the caller's transaction commits. Pause and resume stop and start
+the scheduler's dispatch of a job; `contract.tenants.configure_share` does the same for a whole tenant.
 """
 
 from __future__ import annotations
@@ -11,12 +12,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from celery import Celery
-from sqlalchemy import delete, event, func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from contract import promptfilter, transitions
-from contract.queue import QueuedItem, publish_items
 from contract.schema import Item, Job, RunStats, State
 from contract.tenants import owned_job
 
@@ -75,20 +74,18 @@ def cancel(session: Session, job_id: int, *, tenant_id: int) -> CancelResult:
 
 def retry(
     session: Session,
-    app: Celery,
     job_id: int,
     *,
     tenant_id: int,
     failed: bool = True,
     blocked_by: str | None = None,
-    batch_size: int,
     blocklists: Sequence[str] = (),
 ) -> int:
     """Re-queue the job's failed items (`failed`) and/or items blocked at `blocked_by` ("image": generated
     again with the same seed, worth it after changing the checker settings; "prompt": only those the current
     prompt filter, `blocklists`, now lets through). Attempts start again from 0. Returns how many; they are
-    published once the caller's transaction commits (lost publishes are redone by the reconciler)."""
-    job = _job(session, tenant_id, job_id)
+    pending again, and the scheduler dispatches them once the caller's transaction commits."""
+    _job(session, tenant_id, job_id)
     refused: set[int] = set()
     if blocked_by == "prompt":
         lists = promptfilter.load(tuple(blocklists)) if blocklists else None
@@ -101,19 +98,13 @@ def retry(
     queued = transitions.retry(session, job_id, failed=failed, blocked_by=blocked_by, refused=refused)
     if queued:
         session.execute(delete(RunStats).where(RunStats.job_id == job_id))  # the run is not finished any more
-        _publish_after_commit(session, app, queued, job.model, batch_size)
     return len(queued)
 
 
-def _publish_after_commit(session: Session, app: Celery, items: list[QueuedItem], model: str, batch_size: int) -> None:
-    bind = session.get_bind()
-
-    def publish(_session: Session) -> None:
-        publish_items(app, items, model, batch_size)
-        with Session(bind) as marking, marking.begin():
-            transitions.mark_queued(marking, [q.item for q in items])
-
-    event.listen(session, "after_commit", publish, once=True)
+def pause(session: Session, job_id: int, *, tenant_id: int, paused: bool = True) -> None:
+    """Pause (or resume) the tenant's job: the scheduler sends none of its pending items while it is paused.
+    Items already sent (at most the model's window) still run; cancel stops those too."""
+    _job(session, tenant_id, job_id).paused = paused
 
 
 def list_items(session: Session, job_id: int, state: State | None = None, *, tenant_id: int) -> Iterator[ItemRow]:

@@ -21,6 +21,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypedDict
 
+from contract.fairshare import DEFAULT_PRIORITY, PRIORITIES
+
 SEED_MAX = 2**63 - 1  # producer.catalogue.SEED_MAX: a signed BIGINT (test_options checks they agree)
 NAME_MAX = 200  # jobs.name, catalogues.name, jobs.request_id: VARCHAR(200)
 OVERRIDE_NAMES = ("prompt", "negative", "size", "steps", "guidance", "images_per_item", "seed")  # catalogue.OVERRIDES
@@ -40,6 +42,7 @@ class Spec:
     pattern: str | None = None  # the v1 schema's pattern (the value is checked by `option_problems` anyway)
     values_max_length: int | None = None  # mappings: the longest value
     v1_help: str = ""  # the v1 schema's description where `help` speaks of CLI flags
+    choices: tuple[str, ...] = ()  # strings: one of these (the v1 schema's enum)
 
 
 def _option(default: Any, help: str, **spec: Any) -> Any:  # noqa: A002 (the declaration's word)
@@ -136,6 +139,13 @@ class Options:
     best_of: int | None = _option(
         None, "Make N candidates per item and keep the best.", v1="options", minimum=1, maximum=16
     )
+    priority: str = _option(
+        DEFAULT_PRIORITY,
+        "interactive, normal or bulk: within its tenant, the scheduler sends a higher priority's items first.",
+        choices=PRIORITIES,
+        v1_help="interactive, normal or bulk: within the tenant's share of the GPUs, the scheduler sends a "
+        "higher priority's items first.",
+    )
 
 
 class OptionArgs(TypedDict, total=False):
@@ -163,6 +173,7 @@ class OptionArgs(TypedDict, total=False):
     gate: str | None
     gate_attempts: int | None
     best_of: int | None
+    priority: str
 
 
 @dataclass(frozen=True)
@@ -230,6 +241,8 @@ def _text_problem(d: Declared, value: Any) -> str | None:
     if not isinstance(value, str):
         return f"must be text, got {_shown(value)}"
     lo, hi = d.spec.min_length, d.spec.max_length
+    if d.spec.choices and value not in d.spec.choices:
+        return f"must be one of {', '.join(d.spec.choices)}, got {_shown(value)}"
     if (lo and not value.strip()) or (hi is not None and len(value) > hi):
         return f"must be {lo or 0} to {hi} characters{', not blank' if lo else ''}, got {len(value)}"
     if "\x00" in value:
@@ -388,6 +401,8 @@ def property_schema(d: Declared) -> dict[str, Any]:
     ):
         if value is not None:
             schema[key] = int(value) if isinstance(value, float) and value.is_integer() else value
+    if spec.choices:
+        schema["enum"] = list(spec.choices)
     if d.default is not None:
         schema["default"] = dict(d.default) if isinstance(d.default, Mapping) else d.default
     schema["description"] = spec.v1_help or spec.help

@@ -59,6 +59,8 @@ class RequestDigest:
     @classmethod
     def of(cls, options: Options, *, source: str | None, notify: Notify | None) -> RequestDigest:
         asked = {k: v for k, v in asdict(options).items() if k != "request_id"}
+        if asked.get("priority") == "normal":  # added by migration 0013: the digests stored before still match
+            del asked["priority"]
         return cls(_canonical({"options": asked, "source": source, "notify": notify.as_json() if notify else None}))
 
     def running(self) -> hashlib._Hash:
@@ -104,6 +106,7 @@ class SubmitRequest:
     # retire (None: PIXELMILL_CATALOGUE_MAX_RETIRE), or no limit for this run (`allow_retire`).
     max_retire: float | None = None
     allow_retire: bool = False
+    priority: str = "normal"  # interactive | normal | bulk (contract/fairshare.py): the order within the tenant
 
     def __post_init__(self) -> None:
         if (self.source is None) == (self.rows is None):
@@ -231,6 +234,7 @@ def make_request(
             notify=notify,
             max_retire=options.max_retire,
             allow_retire=options.allow_retire,
+            priority=options.priority,
         )
     except (UsageError, ValueError) as exc:  # what the declaration cannot check (no source, or rows and source)
         raise RequestProblems([f"{where}: {exc}"]) from None

@@ -1,6 +1,6 @@
 """Submit a catalogue: the one submission path for every door (CLI, Python API, intake queue, HTTP).
 
-`submit_request(settings, ledger, SubmitRequest(...))` validates, writes, then publishes; the dry run
+`submit_request(settings, ledger, SubmitRequest(...))` validates and writes; the dry run
 (`producer.planning.preview_request`) runs the same reading and skip lookup and writes nothing. Rows stream from
 the reader in batches, so a million-row file is never held whole:
 
@@ -11,13 +11,12 @@ the reader in batches, so a million-row file is never held whole:
 3. bulk insert (`transitions.add_items`) and, for a named catalogue, its entries (`producer.catalogue_runs`), all
    in ONE transaction with the job: the CatalogueError of a bad last row rolls back everything, and so does the
    retire guard's RetireRefused (a run that would retire too much of the catalogue, checked before the commit);
-4. commit, then publish the items written `pending` (kept in memory as `Outgoing`) in messages of
-   PIXELMILL_ITEMS_PER_MESSAGE over one producer connection, each page marked queued in one UPDATE
-   (`transitions.mark_queued_range`) on a thread while the next page is published.
+4. commit. The items stay `pending`: the ledger holds the backlog, and the scheduler (contract/scheduling.py)
+   dispatches it a few chunks at a time, by fair share across tenants and by the job's priority. Nothing is
+   published here, so a million-row job never sits in the broker ahead of another tenant's request.
 
-Order matters for safety. The broker is checked first, so a dead broker leaves nothing behind. Items are
-committed as `pending` before any message exists; a producer that dies while publishing leaves pending
-items, which the reconciler publishes later. Nothing is lost either way.
+The broker is still checked first: an installation whose broker is unreachable is reported to the submitter
+(before anything is written) rather than leaving a job that no worker will ever be sent.
 
 On SQLite the write transaction holds the database's write lock while the file streams (about 2.5 s per 100k
 rows on 2 cores); workers' writes wait for it within PIXELMILL_SQLITE_BUSY_TIMEOUT.
@@ -28,9 +27,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from array import array
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -45,8 +43,7 @@ from contract import events, transitions
 from contract.events import Notify
 from contract.identity import model_problem
 from contract.ledger import Ledger, defer_checkpoint
-from contract.params import GenerationParams
-from contract.queue import QueuedItem, make_celery, publish_items
+from contract.queue import make_celery
 from contract.schema import Job
 from contract.settings import Settings
 from contract.transitions import NewItem
@@ -61,7 +58,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PAGE = 25_600  # items published, then marked queued in one UPDATE, per step (a multiple of 32, 64, …)
 MAX_IN_FLIGHT = 16  # batches read ahead of their prompt filter verdicts (while the helper processes start)
 WRITES_AHEAD = 2  # checked batches queued for the writer thread
 WARM_BYTES = 1 << 20  # a catalogue file this big (some 20,000 rows) starts the filter helpers at once
@@ -77,7 +73,7 @@ class Submission:
     rows: int
     items: int  # new work queued
     skipped: int  # already succeeded or already in progress elsewhere
-    messages: int
+    messages: int  # always 0 since the scheduler dispatches (issue 23); kept in the answer's keys for its readers
     blocked: int = 0  # refused by the prompt filter (in the ledger as `blocked`, never queued)
     existing: bool = False  # the request_id was seen before: this is that job, nothing new was written
     catalogue: str | None = None
@@ -153,7 +149,6 @@ class _Writing:
         self.session, self.tenant_id, self.job_id = session, tenant_id, job_id
         self.catalogue, self.screen = catalogue, screen
         self.window = _Window(keep=MAX_IN_FLIGHT + 2)
-        self.outgoing = Outgoing()
         self.inserted = self.skipped = self.blocked = 0
         self.changes = {
             catalogue_runs.NEW: 0,
@@ -201,7 +196,6 @@ class _Writing:
         with self._db:
             ids = transitions.add_items(self.session, self.job_id, fresh)
         self.window.written(fresh, ids)
-        self.outgoing.add(fresh, ids)
         self.inserted += len(ids)
         self.blocked += sum(1 for item in fresh if item.blocked)
         self.skipped += len(split.reused)
@@ -305,7 +299,8 @@ def _retire(settings: Settings, session: Session, request: SubmitRequest, job_id
 
 
 def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -> Submission:
-    """Validate → write (one transaction) → publish. Raises CatalogueError (nothing written), UsageError, or
+    """Validate → write (one transaction; the items wait `pending` for the scheduler). Raises CatalogueError
+    (nothing written), UsageError, or
     kombu's OperationalError when the broker is unreachable (checked before anything is written)."""
     if request.request_id is not None and (found := _existing(ledger, request)) is not None:
         return found
@@ -320,7 +315,7 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
     screen = screen_of(request, processes)
     if screen is not None and _large(request):
         screen.warm()  # their start-up overlaps the broker check and the first batches
-    app = _broker(settings, screen)
+    _broker(settings, screen)  # reachable, or refused before anything is written
     started = time.perf_counter()
     limits = request.limits or limits_for(settings)
     stats = Stats()
@@ -335,6 +330,7 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
                 catalogue=request.catalogue,
                 request_id=request.request_id,
                 tenant_id=request.tenant_id,
+                priority=request.priority,
             )
             session.add(job)
             session.flush()  # a concurrent twin with the same request_id fails here (unique constraint)
@@ -355,7 +351,7 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
             }
             job.request_digest = digest.hexdigest() if digest is not None else None
             events.job_accepted(session, job, request.notify or Notify())  # the outbox, same transaction
-            defer_checkpoint(session)  # the first mark (on its thread) check-points instead
+            defer_checkpoint(session)  # the next writer (the scheduler's first mark) check-points instead
             job_id = job.id
     except IntegrityError:
         if request.request_id is not None and (found := _existing(ledger, asked)) is not None:
@@ -364,9 +360,7 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
     finally:
         if screen is not None:
             screen.close()
-    inserted, skipped, blocked, outgoing = writing.inserted, writing.skipped, writing.blocked, writing.outgoing
-    written = time.perf_counter()
-    messages = publish_pending(settings, ledger, app, job_id, request.model, outgoing)
+    inserted, skipped, blocked = writing.inserted, writing.skipped, writing.blocked
     log.info(
         "submitted",
         extra={
@@ -374,9 +368,8 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
             "items": inserted - blocked,
             "skipped": skipped,
             "blocked": blocked,
-            "messages": messages,
-            "write_s": round(written - started, 3),  # read, check, insert and commit
-            "publish_s": round(time.perf_counter() - written, 3),
+            "priority": request.priority,
+            "write_s": round(time.perf_counter() - started, 3),  # read, check, insert and commit
         },
     )
     return Submission(
@@ -385,63 +378,9 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
         rows=stats.rows,
         items=inserted - blocked,
         skipped=skipped,
-        messages=messages,
+        messages=0,
         blocked=blocked,
         catalogue=request.catalogue,
         changes=changes if request.catalogue is not None else {},
         warnings=stats.warnings(limits),
     )
-
-
-class Outgoing:
-    """The items a submission wrote `pending`, to publish once it commits: ids (ascending, as inserted) and an
-    index into their distinct params, in two arrays (12 bytes an item: a million-row submit holds 12 MB), so
-    publishing needs no read back of the rows."""
-
-    def __init__(self) -> None:
-        self.ids = array("q")
-        self._shape = array("I")
-        self._params: list[GenerationParams] = []
-        self._index: dict[GenerationParams, int] = {}
-
-    def add(self, items: Sequence[NewItem], ids: Sequence[int]) -> None:
-        for item, item_id in zip(items, ids, strict=True):
-            if item.blocked:
-                continue
-            index = self._index.get(item.params)
-            if index is None:
-                index = self._index[item.params] = len(self._params)
-                self._params.append(item.params)
-            self.ids.append(item_id)
-            self._shape.append(index)
-
-    def pages(self, job_id: int, size: int) -> Iterator[list[QueuedItem]]:
-        params, shape, ids = self._params, self._shape, self.ids
-        if any(a >= b for a, b in zip(ids, ids[1:])):  # never seen: inserts draw ascending ids
-            raise RuntimeError("submitted item ids are not ascending; the reconciler will publish them")
-        for start in range(0, len(ids), size):
-            yield [
-                QueuedItem(item=item_id, job=job_id, params=params[index])
-                for item_id, index in zip(ids[start : start + size], shape[start : start + size])
-            ]
-
-
-def publish_pending(settings: Settings, ledger: Ledger, app: Any, job_id: int, model: str, outgoing: Outgoing) -> int:
-    """Publish the items a submission wrote, page by page (ids ascending), marking each page queued once its
-    messages are out; the marking runs on a thread while the next page is published (SQLite's writer and the
-    broker's socket both wait without the GIL). A crash in between leaves pending items: the reconciler
-    publishes them."""
-    messages = 0
-    with ThreadPoolExecutor(1, thread_name_prefix="mark-queued") as marker:
-        marks: list[Future[int]] = []
-        for page in outgoing.pages(job_id, PAGE):
-            messages += len(publish_items(app, page, model, settings.batch_size, settings.items_per_message))
-            marks.append(marker.submit(_mark_queued, ledger, job_id, page[0].item, page[-1].item))
-        for mark in marks:
-            mark.result()  # a failed mark leaves its page pending: published again by the reconciler
-    return messages
-
-
-def _mark_queued(ledger: Ledger, job_id: int, first: int, last: int) -> int:
-    with ledger.session() as session:
-        return transitions.mark_queued_range(session, job_id, first, last)

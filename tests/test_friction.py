@@ -355,7 +355,9 @@ def test_a_submit_shows_one_line_and_its_catalogue_in_jobs_and_status(installati
     assert result.exit_code == 0, result.output
     summary = [line for line in result.output.splitlines() if line.startswith("job 1 (")]
     assert summary and "blocked by the prompt filter; catalogue shop: 2 new" in summary[0], result.output
-    assert f"job 1 ({name}): 2 items queued in 1 message, 0 skipped" in summary[0], result.output  # not "1 messages"
+    assert f"job 1 ({name}): 2 items queued (the scheduler sends them to the workers), 0 skipped" in summary[0], (
+        result.output
+    )
     listed = invoke("jobs")
     assert name in listed.output and " shop " in listed.output, listed.output
     assert json.loads(invoke("status", "1", "--json").output)["catalogue"] == "shop"

@@ -24,6 +24,7 @@ from test_end_to_end import assert_exactly_once
 
 from conftest import FAST_TIMINGS, S3_CREDENTIALS, Env, Servers, finished, missing_server, write_catalogue
 from contract.queue import make_celery, queue_depth, queue_for
+from contract.scheduling import Scheduler
 from contract.schema import Item, Worker
 from contract.settings import Settings
 from contract.storage import S3Storage, open_storage
@@ -308,9 +309,15 @@ def test_rabbitmq_queues_are_quorum_queues_named_by_model(
     env = Env(tmp_path / "data", tiny_model, test_servers.backend("sqlite-rabbitmq-local"), name="rabbit")
     env.data_dir.mkdir()
     try:
-        submitted = env.submit(write_catalogue(tmp_path / "catalogue.csv", 8))
-        assert submitted["messages"] == 2
-        assert queue_depth(make_celery(env.settings()), env.queue) == 2  # confirmed, so already counted
+        env.submit(write_catalogue(tmp_path / "catalogue.csv", 8))
+        app = make_celery(env.settings())
+        assert queue_depth(app, env.queue) == 0  # submit publishes nothing: the scheduler does
+        ledger = env.ledger()
+        try:
+            assert Scheduler(env.settings(), ledger, app).run_pass().messages == 1  # no live worker: a window of 1
+        finally:
+            ledger.close()
+        assert queue_depth(app, env.queue) == 1  # confirmed, so already counted
         listing = rabbit.ctl("list_queues", "name", "type", "--no-table-headers").stdout
         queues = dict(line.split()[:2] for line in listing.splitlines() if line.strip())
         assert queues[env.queue] == "quorum", listing
@@ -350,8 +357,15 @@ def test_a_worker_consumes_only_the_queue_of_its_model(env: Env, tmp_path: Path)
     assert other_queue != env.queue
     # The worker is up (its model loaded) and has reconciled with the items past PIXELMILL_REQUEUE_AFTER, when
     # its reconciler would re-queue lost ones: it must not touch another model's work.
-    with env.ledger().session() as session:
-        queued = max(t for t in session.scalars(select(Item.queued_at).where(Item.job_id == job)) if t)
+    deadline = time.monotonic() + 60
+    while True:  # the worker's scheduler sends it (a window of one message while nobody serves its model)
+        with env.ledger().session() as session:
+            stamps = [t for t in session.scalars(select(Item.queued_at).where(Item.job_id == job)) if t]
+        if len(stamps) == 4:
+            break
+        assert time.monotonic() < deadline, stamps
+        time.sleep(0.2)
+    queued = max(stamps)
     after = queued + timedelta(seconds=float(FAST_TIMINGS["PIXELMILL_REQUEUE_AFTER"]))
     seen = wait_for_heartbeat(env, lambda w: w.state == "ready" and w.last_seen > after)
     wait_for_heartbeat(env, lambda w: w.last_seen > seen)  # each pass beats, then reconciles: that pass is done

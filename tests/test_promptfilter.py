@@ -291,14 +291,14 @@ def test_blocked_rows_end_blocked_with_their_reason_and_are_never_queued(env: En
     assert (dry["items"], dry["blocked"]) == (5, 1)
 
     submitted = env.submit(catalogue)
-    assert (submitted["items"], submitted["blocked"], submitted["messages"]) == (5, 1, 2)
-    assert queue_depth(make_celery(env.settings()), env.queue) == 2  # 4 + 1 items: the blocked one has none
+    assert (submitted["items"], submitted["blocked"]) == (5, 1)
+    assert queue_depth(make_celery(env.settings()), env.queue) == 0  # the scheduler sends them, never the blocked one
     with env.ledger().session() as session:
         items = {i.item_key: i for i in session.scalars(select(Item).where(Item.job_id == submitted["job"]))}
     blocked = items["SKU-002"]
     assert blocked.state == State.blocked and blocked.finished_at is not None and blocked.attempts == 0
     assert blocked.block_reason == {"stage": "prompt", "category": "sexual", "term": "nude"}
-    assert {i.state for k, i in items.items() if k != "SKU-002"} == {State.queued}
+    assert {i.state for k, i in items.items() if k != "SKU-002"} == {State.pending}  # the backlog
     status = json.loads(env.cli("status", str(submitted["job"]), "--json").stdout)
     assert status["blocked"] == 1 and status["blocked_by"] == {"prompt:sexual": 1}
     detail = env.cli("status", str(submitted["job"])).stdout

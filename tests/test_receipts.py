@@ -300,7 +300,7 @@ def test_a_job_nobody_serves_says_so(env: Env, tmp_path: Path) -> None:
 
 @pytest.mark.e2e
 def test_a_worker_whose_model_cannot_load_does_not_take_its_queue(env: Env, tmp_path: Path) -> None:
-    from contract.queue import make_celery, queue_depth, queue_for
+    from contract.queue import queue_for
 
     broken = tmp_path / "broken-model"
     broken.mkdir()
@@ -311,8 +311,9 @@ def test_a_worker_whose_model_cannot_load_does_not_take_its_queue(env: Env, tmp_
     assert "worker stopped: model" in env.worker_logs()
     time.sleep(1)
     counts = env.wait_for(job, lambda c: True)
-    assert counts["queued"] == 4, counts  # not claimed: no attempt used, nothing failed
-    assert queue_depth(make_celery(env.settings()), queue_for(str(broken))) >= 1  # + a reconciler re-publish
+    # Not claimed: no attempt used, nothing failed. Whether the stopping worker's scheduler sent them first (and its
+    # reconciler put them back while the failed child held the message) depends on timing: pending or queued.
+    assert counts["queued"] + counts["pending"] == 4, counts
     with env.ledger().session() as session:
         assert session.scalars(select(Item.attempts).where(Item.job_id == job)).all() == [0] * 4
         assert session.scalars(select(Worker.state).where(Worker.queue == queue_for(str(broken)))).all() == ["failed"]

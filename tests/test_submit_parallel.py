@@ -132,7 +132,7 @@ def test_pipelined_submit_plans_like_the_dry_run(tmp_path: Path, processes: int)
                 ).all()
             )
             hashes = session.scalar(select(func.count(func.distinct(Item.content_hash))))
-        assert states == {State.queued: result.items, State.blocked: result.blocked}
+        assert states == {State.pending: result.items, State.blocked: result.blocked}  # the backlog: nothing sent
         assert hashes == result.items + result.blocked  # identical work never inserted twice
 
         again = submit_request(

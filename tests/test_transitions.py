@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select, update
 
 from contract import transitions
@@ -237,7 +239,7 @@ def test_fail_requeues_until_the_attempts_are_used_up(ledger: Ledger) -> None:
     claim(ledger, ids)
     assert fail(ledger, ids[0], max_attempts=2) is True
     row = item(ledger, ids[0])
-    assert row.state == State.queued and row.error == "boom" and row.lease_expires is None
+    assert row.state == State.pending and row.error == "boom" and row.lease_expires is None  # back to the backlog
     claim(ledger, ids)
     assert fail(ledger, ids[0], max_attempts=2) is False
     assert states(ledger, ids) == [State.failed] and item(ledger, ids[0]).attempts == 2
@@ -252,30 +254,37 @@ def test_fail_from_a_process_that_no_longer_holds_the_item_changes_nothing(ledge
     assert states(ledger, ids) == [State.running, State.succeeded]
 
 
-def test_requeue_lost_recovers_expired_leases_stale_pending_and_lost_messages(ledger: Ledger) -> None:
+def test_requeue_lost_puts_expired_leases_and_lost_messages_back_in_the_backlog(ledger: Ledger) -> None:
     ids = new_job(ledger, 6, model="m")
     past, future = utcnow() - timedelta(seconds=5), utcnow() + timedelta(seconds=LEASE)
     old = utcnow() - timedelta(seconds=100)
     set_item(ledger, [ids[0]], state=State.running, lease_expires=past, worker="gone@x:1", attempts=1)
     set_item(ledger, [ids[1]], state=State.running, lease_expires=past, worker="gone@x:1", attempts=3)
     set_item(ledger, [ids[2]], state=State.running, lease_expires=future, worker="alive@x:1", attempts=1)
-    set_item(ledger, [ids[3]], created=old)  # pending, its producer died before publishing
+    set_item(ledger, [ids[3]], created=old)  # pending: the backlog, not lost work (the scheduler's, not ours)
     set_item(ledger, [ids[4]], state=State.queued, queued_at=old)  # its message is gone (queue empty)
     set_item(ledger, [ids[5]], state=State.queued, queued_at=utcnow())  # just queued: left alone
     with ledger.session() as session:
         recovery = transitions.requeue_lost(
             session, max_attempts=3, requeue_after=10, queued_timeout=3600, empty_models=["m"]
         )
-    assert states(ledger, ids) == [State.queued, State.failed, State.running, State.queued, State.queued, State.queued]
-    assert recovery.failed == 1 and sorted(q.item for q in recovery.outstanding["m"]) == [ids[0], ids[3], ids[4]]
+    assert states(ledger, ids) == [
+        State.pending,
+        State.failed,
+        State.running,
+        State.pending,
+        State.pending,
+        State.queued,
+    ]
+    assert recovery.failed == 1 and recovery.requeued == {"m": 2}  # ids[0] and ids[4]; ids[3] stayed as it was
     assert "worker lost on attempt 1" in (item(ledger, ids[0]).error or "")
     assert "gave up" in (item(ledger, ids[1]).error or "")
+    set_item(ledger, [ids[4]], state=State.queued, queued_at=old)
     with ledger.session() as session:  # a queue that still holds messages keeps its queued items
-        set_item(ledger, [ids[4]], queued_at=old)
         again = transitions.requeue_lost(
             session, max_attempts=3, requeue_after=10, queued_timeout=3600, empty_models=[]
         )
-    assert ids[4] not in [q.item for q in again.outstanding.get("m", [])]
+    assert again.requeued == {} and states(ledger, [ids[4]]) == [State.queued]
 
 
 def test_approve_publishes_only_blocked_items(ledger: Ledger) -> None:
@@ -463,7 +472,7 @@ def test_retry_resets_failed_and_chosen_blocked_items_keeping_their_seeds(ledger
 
 
 def test_infrastructure_failures_give_their_attempt_back_until_the_budget(ledger: Ledger) -> None:
-    """back_off: running → queued, attempt given back, not_before ahead; the claim skips the item until then.
+    """back_off: running → pending, attempt given back, not_before ahead; the claim skips the item until then.
     Past the budget (counted from the first failure of the streak) back_off refuses and `fail(infra=True)`
     counts the attempt but keeps the streak; an item failure ends it; finishing clears both columns."""
     ids = new_job(ledger, 1)
@@ -473,7 +482,7 @@ def test_infrastructure_failures_give_their_attempt_back_until_the_budget(ledger
         with ledger.session() as session:
             assert transitions.back_off(session, ids[0], "storage down", **backoff)
         row = item(ledger, ids[0])
-        assert row.state == State.queued and row.attempts == 0 and row.not_before and row.not_before > utcnow()
+        assert row.state == State.pending and row.attempts == 0 and row.not_before and row.not_before > utcnow()
         assert claim(ledger, ids) == []  # backing off: a duplicate message claims nothing
         with ledger.session() as session:
             session.execute(update(Item).values(not_before=utcnow() - timedelta(seconds=1)))
@@ -492,3 +501,58 @@ def test_infrastructure_failures_give_their_attempt_back_until_the_budget(ledger
     assert claim(ledger, ids) == ids
     with ledger.session() as session:
         assert transitions.back_off(session, ids[0], "db locked", **{**backoff, "budget": 0.0}) is False
+
+
+def pending_counter(ledger: Ledger, job_id: int) -> tuple[int, int]:
+    """(jobs.pending, the items actually pending): the counter the transitions keep, and the truth."""
+    with ledger.session(readonly=True) as session:
+        counter = session.scalar(select(Job.pending).where(Job.id == job_id))
+        actual = len(session.scalars(select(Item.id).where(Item.job_id == job_id, Item.state == State.pending)).all())
+    return int(counter or 0), actual
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(st.sampled_from(["mark", "claim", "fail", "back_off", "lose", "finish", "retry", "cancel"]), max_size=12)
+)
+def test_the_pending_counter_follows_every_transition(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[str]
+) -> None:
+    """Whatever sequence of transitions the items go through, `jobs.pending` equals the pending items (the backlog
+    that `pixelmill backlog` sums)."""
+    ledger = Ledger(Settings(data_dir=tmp_path_factory.mktemp("counter")))
+    try:
+        ids = new_job(ledger, 6, blocked=1)
+        job_id = job_of(ledger, ids[0])
+        live = ids[1:]
+        assert pending_counter(ledger, job_id) == (5, 5)
+        for step in steps:
+            if step == "finish":  # its own transaction, as the recorder's
+                finish(ledger, live[3])
+            with ledger.session() as session:
+                if step == "mark":
+                    transitions.mark_queued(session, live[:3])
+                elif step == "claim":
+                    transitions.claim(session, job_id, live[1:4], node=NODE, lease_seconds=LEASE, max_attempts=3)
+                elif step == "fail":
+                    transitions.fail(session, live[1], "boom", node=NODE, max_attempts=3)
+                elif step == "back_off":
+                    transitions.back_off(session, live[2], "down", node=NODE, budget=600, base=2, cap=300)
+                elif step == "lose":
+                    session.execute(update(Item).where(Item.id.in_(live)).values(lease_expires=utcnow()))
+                    session.execute(
+                        update(Item)
+                        .where(Item.id.in_(live), Item.state == State.queued)
+                        .values(queued_at=utcnow() - timedelta(hours=1))
+                    )
+                    transitions.requeue_lost(
+                        session, max_attempts=3, requeue_after=1, queued_timeout=60, empty_models=["m"]
+                    )
+                elif step == "retry":
+                    transitions.retry(session, job_id)
+                elif step == "cancel":
+                    transitions.cancel(session, job_id)
+            counter, actual = pending_counter(ledger, job_id)
+            assert counter == actual, (step, steps)
+    finally:
+        ledger.close()

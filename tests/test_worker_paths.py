@@ -55,6 +55,13 @@ def drain(ctx: Context) -> None:
         conn.default_channel.queue_purge(depth_queue(ctx))
 
 
+def dispatch(ctx: Context) -> int:
+    """One scheduler pass (contract/scheduling.py) through the test's broker: the items it sent."""
+    from contract.scheduling import Scheduler
+
+    return Scheduler(ctx.settings, ctx.ledger, ctx.app, holder="tests").run_pass().items  # one lease holder
+
+
 def depth_queue(ctx: Context) -> str:
     return queue_for(resolve_model(ctx.settings.default_model))
 
@@ -80,16 +87,16 @@ def test_one_failing_item_does_not_fail_its_neighbours(env: Env, ctx: Context, t
     outcome = run(ctx, Chunk(job, tuple(ids)))
     assert len(outcome.succeeded) == 3 and outcome.retried == [ids[2]] and not outcome.failed
     rows = items(ctx, ids)
-    assert rows[ids[2]].state == State.queued and rows[ids[2]].attempts == 1
+    assert rows[ids[2]].state == State.pending and rows[ids[2]].attempts == 1  # back in the backlog
     assert "storing the image failed" in (rows[ids[2]].error or "")
     assert all(rows[i].state == State.succeeded for i in ids if i != ids[2])
-    assert depth(ctx) == 1  # the retry went out as its own message
+    assert depth(ctx) == 0  # no message from the worker: the scheduler sends the retry in its turn
 
     outcome = run(ctx, Chunk(job, tuple(ids)))  # second and last attempt (max_attempts=2)
     assert outcome.failed == [ids[2]] and outcome.skipped == 3
     rows = items(ctx, ids)
     assert rows[ids[2]].state == State.failed and rows[ids[2]].attempts == 2
-    assert depth(ctx) == 1  # no third message
+    assert depth(ctx) == 0
 
     outcome = run(ctx, Chunk(job, tuple(ids)))
     assert outcome.skipped == 4 and not outcome.succeeded
@@ -113,7 +120,7 @@ def test_a_soft_time_limit_before_generation_still_records_the_claimed_items(
     outcome = run(ctx, Chunk(job, tuple(ids)))
     assert sorted(outcome.retried) == ids and not outcome.succeeded
     rows = items(ctx, ids)
-    assert all(r.state == State.queued and r.attempts == 1 for r in rows.values())
+    assert all(r.state == State.pending and r.attempts == 1 for r in rows.values())  # back in the backlog
     assert all("PIXELMILL_TASK_SOFT_TIME_LIMIT" in (r.error or "") for r in rows.values())
 
     outcome = run(ctx, Chunk(job, tuple(ids)))  # the last attempt (max_attempts=2)
@@ -123,14 +130,12 @@ def test_a_soft_time_limit_before_generation_still_records_the_claimed_items(
 
 def test_a_storage_failure_backs_off_without_using_an_attempt(env: Env, ctx: Context, tmp_path: Path) -> None:
     """Infrastructure failures (here: a file where the item's directory must go, errno ENOTDIR/EEXIST) give
-    their attempt back and wait for `not_before`; the reconciler publishes them once it has passed."""
+    their attempt back and wait `pending` for `not_before`; the scheduler sends them once it has passed."""
     from datetime import timedelta
 
     from contract.schema import utcnow
-    from worker.reconciler import reconcile
 
     job, ids = submitted(env, tmp_path, 1)
-    drain(ctx)
     blocker = env.data_dir / "images" / "jobs" / str(job) / "SKU-000"
     blocker.parent.mkdir(parents=True)
     blocker.write_text("in the way")
@@ -138,14 +143,13 @@ def test_a_storage_failure_backs_off_without_using_an_attempt(env: Env, ctx: Con
         outcome = run(ctx, Chunk(job, (ids[0],)))
         assert outcome.retried == [ids[0]] and not outcome.failed
         row = items(ctx, ids)[ids[0]]
-        assert row.state == State.queued and row.attempts == 0 and row.not_before is not None
+        assert row.state == State.pending and row.attempts == 0 and row.not_before is not None
         assert "infrastructure failure" in (row.error or "") and row.infra_since is not None
-        assert depth(ctx) == 0  # not re-published at once: it backs off
+        assert dispatch(ctx) == 0 and depth(ctx) == 0  # not sent again at once: it backs off
         assert run(ctx, Chunk(job, (ids[0],))).skipped == 1  # a duplicate message before not_before: skipped
-        assert reconcile(ctx.ledger, ctx.app, ctx.settings).requeued == 0  # not yet
         with ctx.ledger.session() as session:
             session.get(Item, ids[0]).not_before = utcnow() - timedelta(seconds=1)  # type: ignore[union-attr]
-        assert reconcile(ctx.ledger, ctx.app, ctx.settings).requeued == 1
+        assert dispatch(ctx) == 1 and depth(ctx) == 1
         drain(ctx)
     blocker.unlink()
     assert run(ctx, Chunk(job, (ids[0],))).succeeded == [ids[0]]
@@ -155,9 +159,9 @@ def test_a_storage_failure_backs_off_without_using_an_attempt(env: Env, ctx: Con
 
 def test_a_chunk_for_another_model_is_refused(env: Env, ctx: Context, tmp_path: Path) -> None:
     """A worker serves only its own model: a chunk of a job for another model (on its queue by mistake or
-    malice) is never loaded; the error names both models and the items go back to their own model's queue."""
+    malice) is never loaded; the error names both models and the items go back to the backlog, from which the
+    scheduler sends them to their own model's queue."""
     job, ids = submitted(env, tmp_path, 2)
-    drain(ctx)
     other = str(tmp_path / "someone-elses-model")
     with ctx.ledger.session() as session:
         session.execute(update(Job).where(Job.id == job).values(model=other))
@@ -170,6 +174,7 @@ def test_a_chunk_for_another_model_is_refused(env: Env, ctx: Context, tmp_path: 
         )
     from contract.queue import queue_depth, queue_for
 
+    assert {r.state for r in rows.values()} == {State.pending} and dispatch(ctx) == 2
     assert queue_depth(ctx.app, queue_for(other)) == 1 and depth(ctx) == 0
 
 
@@ -189,7 +194,6 @@ def test_reconciler_requeues_expired_leases_and_gives_up_after_max_attempts(
     env: Env, ctx: Context, tmp_path: Path
 ) -> None:
     job, ids = submitted(env, tmp_path, 3)
-    drain(ctx)
     past = utcnow() - timedelta(seconds=5)
     with ctx.ledger.session() as session:
         session.execute(
@@ -209,17 +213,16 @@ def test_reconciler_requeues_expired_leases_and_gives_up_after_max_attempts(
             )
         )
     report = reconcile(ctx.ledger, ctx.app, ctx.settings)
-    assert (report.requeued, report.failed, report.messages) == (1, 1, 1)
+    assert (report.requeued, report.failed) == (1, 1)
     rows = items(ctx, ids)
-    assert rows[ids[0]].state == State.queued and "worker lost" in (rows[ids[0]].error or "")
+    assert rows[ids[0]].state == State.pending and "worker lost" in (rows[ids[0]].error or "")
     assert rows[ids[1]].state == State.failed
     assert rows[ids[2]].state == State.running  # its lease is still good
-    assert depth(ctx) == 1
+    assert depth(ctx) == 0 and dispatch(ctx) == 1 and depth(ctx) == 1  # the scheduler sends it again
 
 
 def test_reconciler_reclaims_items_of_a_dead_process_on_this_node(env: Env, ctx: Context, tmp_path: Path) -> None:
     job, ids = submitted(env, tmp_path, 2)
-    drain(ctx)
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
     )
@@ -241,27 +244,30 @@ def test_reconciler_reclaims_items_of_a_dead_process_on_this_node(env: Env, ctx:
     report = reconcile(ctx.ledger, ctx.app, ctx.settings, node=ctx.node)
     assert report.requeued == 1
     rows = items(ctx, ids)
-    assert rows[ids[0]].state == State.queued
+    assert rows[ids[0]].state == State.pending
     assert rows[ids[1]].state == State.running  # another node's item: only its lease can free it
 
 
-def test_reconciler_publishes_lost_queued_and_stranded_pending_items(env: Env, ctx: Context, tmp_path: Path) -> None:
+def test_submit_publishes_nothing_and_lost_messages_go_back_to_the_backlog(
+    env: Env, ctx: Context, tmp_path: Path
+) -> None:
     job, ids = submitted(env, tmp_path, 3)
+    assert depth(ctx) == 0 and {r.state for r in items(ctx, ids).values()} == {State.pending}
+    assert dispatch(ctx) == 3 and depth(ctx) == 1  # no live worker: one message (batch size 4)
+    assert {r.state for r in items(ctx, ids).values()} == {State.queued}
     long_ago = utcnow() - timedelta(seconds=ctx.settings.requeue_after + 5)
     with ctx.ledger.session() as session:
         session.execute(update(Item).where(Item.id.in_(ids)).values(queued_at=long_ago))
         session.execute(update(Item).where(Item.id == ids[2]).values(state=State.pending, created=long_ago))
-    # Messages still in the queue: queued items are presumed on their way; only the stranded pending one goes.
-    assert depth(ctx) == 1
-    assert reconcile(ctx.ledger, ctx.app, ctx.settings).requeued == 1
-    assert items(ctx, ids)[ids[2]].state == State.queued
+    # The message is still in the queue: queued items are on their way; a pending one is backlog, not lost.
+    assert reconcile(ctx.ledger, ctx.app, ctx.settings).requeued == 0
+    assert dispatch(ctx) == 0  # the window (one message) is full
 
     drain(ctx)  # the broker lost everything
-    with ctx.ledger.session() as session:
-        session.execute(update(Item).where(Item.id.in_(ids)).values(queued_at=long_ago))
     report = reconcile(ctx.ledger, ctx.app, ctx.settings)
-    assert report.requeued == 3 and depth(ctx) == report.messages == 1
-    # The re-published message completes the job.
+    assert report.requeued == 2 and {r.state for r in items(ctx, ids).values()} == {State.pending}
+    assert dispatch(ctx) == 3 and depth(ctx) == 1
+    # The message sent again completes the job.
     outcome = run(ctx, Chunk(job, tuple(ids)))
     assert sorted(outcome.succeeded) == ids
 

@@ -2,8 +2,8 @@
 
 One prefork child per GPU. The parent never imports torch: the child loads the worker's model (PIXELMILL_MODEL,
 whose queue it consumes) right after the fork, and builds its ledger engine and storage client there too.
-The reconciler runs in the parent on the worker's own timer (a bootstep), so every worker keeps the ledger
-and the queue in agreement.
+The reconciler and the scheduler run in the parent (a bootstep), so every worker keeps the ledger and the queue
+in agreement, and one of them (the scheduler lease's holder) dispatches the backlog (contract/scheduling.py).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from contract import logs
 from contract.identity import resolve_model
 from contract.ledger import Ledger, insert_ignore
 from contract.queue import TASK_GENERATE, Chunk, make_celery, queue_for, serve_only
+from contract.scheduling import Scheduler, SchedulerThread
 from contract.schema import Worker, utcnow
 from contract.settings import get_settings
 from contract.storage import open_storage
@@ -197,7 +198,8 @@ def _before_exit(**_: Any) -> None:
 
 
 class Reconciler(bootsteps.StartStopStep):
-    """Runs the reconciler at start (recovering what a previous run of this node held) and then every
+    """Starts the scheduler's thread (contract/scheduling.py: it dispatches while this process holds the lease),
+    and runs the reconciler at start (recovering what a previous run of this node held) and then every
     PIXELMILL_RECONCILE_INTERVAL seconds, on its own thread (worker/reconciler.py: a locked ledger must not
     stall the timer that fires the time limits). Each pass first restarts a dead embedded broker and sweeps
     temp files of interrupted stores."""
@@ -207,6 +209,7 @@ class Reconciler(bootsteps.StartStopStep):
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
         self.thread: ReconcilerThread | None = None
+        self.scheduler: SchedulerThread | None = None
 
     def start(self, worker: Any) -> None:
         global _parent_ledger
@@ -219,8 +222,13 @@ class Reconciler(bootsteps.StartStopStep):
         self.sweep = Sweeper(settings)
         self.thread = ReconcilerThread(self.tick, settings.reconcile_interval)
         self.thread.start()
+        # Every worker parent may hold the scheduler lease; the holder tops up the model queues' windows.
+        self.scheduler = SchedulerThread(Scheduler(settings, _parent_ledger, app))
+        self.scheduler.start()
 
     def stop(self, worker: Any) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
         if self.thread is not None:
             self.thread.stop()
 

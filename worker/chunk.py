@@ -30,7 +30,7 @@ from contract import faults, promptfilter, transitions
 from contract.checks import Checks, Policy, PolicyError
 from contract.ledger import Ledger
 from contract.promptfilter import PromptFilter
-from contract.queue import Chunk, QueuedItem, publish_items
+from contract.queue import Chunk
 from contract.schema import Job
 from contract.settings import Settings
 from contract.storage import Storage
@@ -229,7 +229,7 @@ class Recording:
     blocked: list[int]  # refused by the worker's prompt check (already recorded)
 
     def __call__(self, stores: Mapping[int, Future[Finish]]) -> ChunkOutcome:
-        ctx, settings = self.ctx, self.ctx.settings
+        settings = self.ctx.settings
         errors = dict(self.failures)
         finished: dict[int, Finish] = {}
         for item_id, future in stores.items():
@@ -241,14 +241,8 @@ class Recording:
                     infra=faults.is_infra(exc),
                 )
         # A locked or briefly unreachable ledger: the whole transaction is tried again within the lease.
-        outcome, retry = within_lease(lambda: self._record(finished, errors), settings)
-        if retry:  # were it lost here (broker down), the reconciler would publish them again
-            try:
-                publish_items(ctx.app, retry, self.job.model, settings.batch_size, settings.items_per_message)
-            except Exception as exc:
-                if not faults.is_infra(exc):
-                    raise
-                log.warning("re-publishing failed items failed; the reconciler will", extra={"error": str(exc)})
+        # Failed items with attempts left go back to pending: the scheduler dispatches them again.
+        outcome = within_lease(lambda: self._record(finished, errors), settings)
         for item_id in outcome.retried + outcome.failed:
             log.warning(
                 "item failed",
@@ -272,12 +266,9 @@ class Recording:
         )
         return outcome
 
-    def _record(
-        self, finished: Mapping[int, Finish], errors: Mapping[int, Failure]
-    ) -> tuple[ChunkOutcome, list[QueuedItem]]:
+    def _record(self, finished: Mapping[int, Finish], errors: Mapping[int, Failure]) -> ChunkOutcome:
         ctx, settings = self.ctx, self.ctx.settings
         outcome = ChunkOutcome(skipped=self.skipped, blocked=list(self.blocked))
-        retry: list[QueuedItem] = []
         with ctx.ledger.session() as session:
             for item_id, finish in finished.items():
                 transitions.finish(session, item_id, finish)
@@ -287,7 +278,7 @@ class Recording:
                     continue
                 failure = errors[item.id]
                 if failure.infra and ctx.back_off(session, item.id, failure.error):
-                    outcome.retried.append(item.id)  # published by the reconciler once its delay is over
+                    outcome.retried.append(item.id)  # dispatched by the scheduler once its delay is over
                 elif transitions.fail(
                     session,
                     item.id,
@@ -297,11 +288,10 @@ class Recording:
                     max_attempts=settings.max_attempts,
                     final=failure.final,
                 ):
-                    retry.append(QueuedItem(item=item.id, job=item.job, params=item.params))
                     outcome.retried.append(item.id)
                 else:
                     outcome.failed.append(item.id)
-        return outcome, retry
+        return outcome
 
 
 def _completed(outcome: ChunkOutcome) -> Future[ChunkOutcome]:

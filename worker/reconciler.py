@@ -1,12 +1,13 @@
-"""Re-publish work the broker may have lost. The ledger, not the queue, decides what is outstanding:
+"""Put back in the backlog the work the broker or a worker may have lost. The ledger, not the queue, decides:
 
 - running items whose lease expired (a worker died or hung), or held by a dead process of this node;
-- pending items older than PIXELMILL_REQUEUE_AFTER (a producer died between insert and publish);
 - queued items older than PIXELMILL_REQUEUE_AFTER while their model's queue is empty (the message is gone),
   or older than PIXELMILL_QUEUED_TIMEOUT whatever the queue holds.
 
-Duplicated messages are harmless (claims skip finished and held items), so erring towards re-publishing
-is safe. Attempts are counted at claim time, so a lost message never uses one up.
+They go back to `pending`; the scheduler (contract/scheduling.py) is the one place that dispatches, so recovered
+work takes its fair-share turn like any other. Pending items are the backlog, not stranded work. Duplicated
+messages are harmless (claims skip finished and held items). Attempts are counted at claim time, so a lost
+message never uses one up.
 
 `ReconcilerThread`: the reconciler runs on its own thread of the worker's main process, so a ledger that blocks
 for the busy timeout never stalls Celery's timer (which also fires the time limits: a blocked timer fired stale
@@ -27,7 +28,7 @@ from sqlalchemy import select
 
 from contract import transitions
 from contract.ledger import Ledger
-from contract.queue import publish_items, queue_depth, queue_for
+from contract.queue import queue_depth, queue_for
 from contract.schema import Item, Job, State, utcnow
 from contract.settings import Settings
 
@@ -38,11 +39,10 @@ log = logging.getLogger(__name__)
 class Report:
     requeued: int = 0
     failed: int = 0
-    messages: int = 0
 
 
 def reconcile(ledger: Ledger, app: Celery, settings: Settings, *, node: str | None = None) -> Report:
-    """One pass: find which models' queues are empty, re-queue lost items in the ledger, then publish them."""
+    """One pass: find which models' queues are empty, then put lost items back to pending in the ledger."""
     recent = utcnow() - timedelta(seconds=settings.requeue_after)
     with ledger.session(readonly=True) as session:  # whose queues could have lost messages?
         models = session.scalars(
@@ -58,20 +58,9 @@ def reconcile(ledger: Ledger, app: Celery, settings: Settings, *, node: str | No
             empty_models=empty,
             node=node,
         )
-    report = Report(failed=recovery.failed)
-    for model, items in recovery.outstanding.items():
-        report.requeued += len(items)
-        report.messages += len(publish_items(app, items, model, settings.batch_size, settings.items_per_message))
+    report = Report(requeued=sum(recovery.requeued.values()), failed=recovery.failed)
     if report.requeued or report.failed:
-        log.warning(
-            "reconciled",
-            extra={
-                "requeued": report.requeued,
-                "failed": report.failed,
-                "messages": report.messages,
-                "node": node or "-",
-            },
-        )
+        log.warning("reconciled", extra={"requeued": report.requeued, "failed": report.failed, "node": node or "-"})
     return report
 
 

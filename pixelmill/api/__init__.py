@@ -131,8 +131,8 @@ def retry_job(
     blocked_by: str | None = None,
 ) -> int:
     """`producer.jobs.retry` as `pixelmill retry` runs it: the broker checked first (kombu's OperationalError,
-    nothing changed), the items committed as pending, then published. Returns how many were re-queued; raises
-    UnknownJob, or ValueError for nothing to retry or a `blocked_by` other than image/prompt."""
+    nothing changed), the items committed as pending for the scheduler to dispatch. Returns how many were
+    re-queued; raises UnknownJob, or ValueError for nothing to retry or a `blocked_by` other than image/prompt."""
     if blocked_by is not None and blocked_by not in ("image", "prompt"):
         raise ValueError(f"blocked_by must be image or prompt, got {blocked_by!r}")
     if not failed and blocked_by is None:
@@ -143,12 +143,10 @@ def retry_job(
         with ledger.session() as session:  # published after this commits (producer.jobs)
             return retry_items(
                 session,
-                celery,
                 job_id,
                 tenant_id=tenant_id,
                 failed=failed,
                 blocked_by=blocked_by,
-                batch_size=settings.batch_size,
                 blocklists=list(blocklists(settings)),
             )
     except JobError as exc:
@@ -289,6 +287,25 @@ class Client:
         tenant_id = self.tenant.id
         with self.ledger.session(readonly=True) as session:
             return list_jobs(session, limit, tenant_id=tenant_id, stale_after=self.settings.worker_stale_after)
+
+    def backlog(self) -> list[dict[str, Any]]:
+        """The tenant's pending items per model and priority (`pixelmill backlog --json`): the ledger's backlog,
+        which the scheduler sends to the workers a few chunks at a time."""
+        from contract.scheduling import backlog
+
+        with self.ledger.session(readonly=True) as session:
+            return [row.as_dict() for row in backlog(session, tenant_id=self.tenant.id)]
+
+    def pause(self, job_id: int, *, paused: bool = True) -> None:
+        """Pause (or, `paused=False`, resume) one of the tenant's jobs: the scheduler sends none of its pending
+        items meanwhile. Raises UnknownJob."""
+        from producer.jobs import JobError, pause
+
+        try:
+            with self.ledger.session() as session:
+                pause(session, job_id, tenant_id=self.tenant.id, paused=paused)
+        except JobError as exc:
+            raise UnknownJob(str(exc)) from None
 
     def catalogues(self) -> list[CatalogueSummary]:
         """The tenant's named catalogues, by name: runs, current and retired entries, the last run and its changes."""

@@ -99,6 +99,15 @@ async def submit(
     )
 
 
+@reading.get("/v1/backlog", responses={401: {"description": "auth"}})
+def get_backlog(served: Served, who: Auth) -> dict[str, Any]:
+    """The caller's pending items per model and priority: the ledger's backlog (what an autoscaler reads)."""
+    from contract.scheduling import backlog
+
+    with served.ledger.session(readonly=True) as session:
+        return {"backlog": [row.as_dict() for row in backlog(session, tenant_id=who.id)]}
+
+
 @reading.get("/v1/jobs/{job_id}", responses=AUTH_AND_JOB)
 def get_job(job_id: JobId, served: Served, who: Auth) -> dict[str, Any]:
     try:

@@ -2,11 +2,11 @@
 and `main`. The commands live in one module per group and know nothing of this one:
 
     submit.py         submit (with --dry-run's preview and --wait, waiting.py)
-    status.py         status, jobs
+    status.py         status, jobs, backlog
     ops.py            worker, ping, flower, review, url, reconcile
     setup_commands.py demo; db upgrade, model tiny|tiny-judges, broker start|stop|status, engine build
     servers.py        intake, serve, events
-    job_control.py    cancel, retry, items
+    job_control.py    cancel, retry, pause, resume, items
     reports.py        manifest, catalogues, sheet, drift
     tenants.py        tenants add|set|list|rotate|revoke
 
@@ -78,6 +78,7 @@ tenants_app = group("tenants", "Tenants: who owns jobs, and their API tokens.")
 app.command()(submit.submit)
 app.command()(status.status)
 app.command()(status.jobs)
+app.command()(status.backlog)
 app.command()(ops.worker)
 app.command()(ops.ping)
 app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(ops.flower)
@@ -90,6 +91,8 @@ app.command()(servers.serve)
 app.command()(servers.events)
 app.command()(job_control.cancel)
 app.command()(job_control.retry)
+app.command()(job_control.pause)
+app.command()(job_control.resume)
 app.command()(job_control.items)
 app.command()(reports.manifest)
 app.command()(reports.catalogues)

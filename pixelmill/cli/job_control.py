@@ -48,6 +48,48 @@ def cancel(
         )
 
 
+def pause(
+    job: Annotated[Optional[int], typer.Argument(help="Job id.")] = None,
+    whole_tenant: Annotated[
+        bool, typer.Option("--whole-tenant", help="Pause every job of the tenant (--tenant / PIXELMILL_TENANT).")
+    ] = False,
+) -> None:
+    """Stop sending a job's (or a whole tenant's) pending items to the workers; what was already sent (at most
+    the model's window) still runs. `pixelmill resume` sends them again."""
+    _set_paused(job, whole_tenant, paused=True)
+
+
+def resume(
+    job: Annotated[Optional[int], typer.Argument(help="Job id.")] = None,
+    whole_tenant: Annotated[
+        bool, typer.Option("--whole-tenant", help="Resume the tenant (--tenant / PIXELMILL_TENANT).")
+    ] = False,
+) -> None:
+    """Send a paused job's (or tenant's) pending items to the workers again, in its fair-share turn."""
+    _set_paused(job, whole_tenant, paused=False)
+
+
+def _set_paused(job: int | None, whole_tenant: bool, *, paused: bool) -> None:
+    from contract.tenants import configure_share
+    from producer.jobs import JobError
+    from producer.jobs import pause as do_pause
+
+    if (job is None) == (not whole_tenant):
+        fail("give a job id or --whole-tenant (one of them)")
+    ledger = read_ledger()
+    tenant = caller_tenant(ledger)
+    try:
+        with ledger.session() as session:
+            if job is not None:
+                do_pause(session, job, tenant_id=tenant.id, paused=paused)
+            else:
+                configure_share(session, tenant.name, paused=paused)
+    except JobError as exc:
+        fail(str(exc))
+    what = f"job {job}" if job is not None else f"tenant {tenant.name}"
+    out.print(f"{what}: {'paused' if paused else 'resumed'}", highlight=False)
+
+
 def retry(
     job: Annotated[int, typer.Argument(help="Job id.")],
     failed: Annotated[bool, typer.Option("--failed/--no-failed", help="Retry failed items.")] = True,
@@ -83,12 +125,10 @@ def retry(
             before = count_items(session, job, tenant_id=tenant.id) if blocked_by else {}
             requeued = do_retry(
                 session,
-                celery,
                 job,
                 tenant_id=tenant.id,
                 failed=failed,
                 blocked_by=blocked_by,
-                batch_size=settings.batch_size,
                 blocklists=blocklists,
             )
     except JobError as exc:

@@ -327,7 +327,7 @@ def url(
 
 
 def reconcile(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
-    """Re-publish items whose lease expired or whose message was lost (workers also do this periodically)."""
+    """Put items whose lease expired or whose message was lost back in the backlog (workers also do this)."""
     from contract.queue import make_celery
     from worker.reconciler import reconcile as run
 
@@ -338,4 +338,6 @@ def reconcile(as_json: Annotated[bool, typer.Option("--json", help="Print one JS
     if as_json:
         print(json.dumps(asdict(report)))
     else:
-        out.print(f"re-queued {report.requeued} items in {report.messages} messages; failed {report.failed}")
+        out.print(
+            f"put {report.requeued} lost items back in the backlog (the scheduler sends them); failed {report.failed}"
+        )

@@ -47,6 +47,27 @@ def status(
         out.print(status_detail(current))
 
 
+def backlog(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+    all_tenants: Annotated[bool, typer.Option("--all-tenants", help="Every tenant's (the operator's view).")] = False,
+) -> None:
+    """Pending items per model, tenant and priority: the ledger's backlog, which the scheduler sends to the
+    workers a few chunks at a time (what an autoscaler should read, not the broker's queue length)."""
+    from contract.scheduling import backlog as read_backlog  # SQLAlchemy
+
+    ledger = read_ledger()
+    tenant = caller_tenant(ledger)
+    with ledger.session(readonly=True) as session:
+        rows = read_backlog(session, tenant_id=None if all_tenants else tenant.id)
+    if as_json:
+        print(json.dumps([r.as_dict() for r in rows]))
+        return
+    table = Table("model", "tenant", "priority", "pending")
+    for r in rows:
+        table.add_row(r.model, r.tenant, r.priority, str(r.pending))
+    out.print(table if rows else "no pending items")
+
+
 def jobs(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
     limit: Annotated[int, typer.Option(help="Most recent N jobs.", min=1)] = 50,

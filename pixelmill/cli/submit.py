@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# The submit options take their defaults and help from their one declaration (producer/options.py).
 def submit(
     ctx: typer.Context,
     source: Annotated[
@@ -49,7 +50,6 @@ def submit(
             metavar="CATALOGUE", help="Catalogue .csv or .jsonl (optionally .gz), one product per row, or - for stdin."
         ),
     ],
-    # The submit options: defaults and help from their one declaration (producer/options.py).
     template: Annotated[Optional[str], typer.Option(help=HELP["template"])] = DEFAULTS.template,
     negative: Annotated[str, typer.Option(help=HELP["negative"])] = DEFAULTS.negative,
     size: Annotated[str, typer.Option(help=HELP["size"])] = DEFAULTS.size,
@@ -75,14 +75,15 @@ def submit(
     gate: Annotated[Optional[str], typer.Option(help=HELP["gate"])] = DEFAULTS.gate,
     gate_attempts: Annotated[Optional[int], typer.Option(help=HELP["gate_attempts"])] = DEFAULTS.gate_attempts,
     best_of: Annotated[Optional[int], typer.Option(help=HELP["best_of"])] = DEFAULTS.best_of,
+    priority: Annotated[str, typer.Option(help=HELP["priority"])] = DEFAULTS.priority,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and preview; write nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     wait: Annotated[
         bool,
         typer.Option(
             "--wait",
-            help="Block until the job is finished; exit 0 (all succeeded "
-            "or blocked), 3 (some failed), 4 (cancelled, or --timeout).",
+            help="Block until the job is finished; exit 0 (all succeeded or blocked), 3 (some failed), 4 "
+            "(cancelled, or --timeout).",
         ),
     ] = False,
     wait_timeout: Annotated[
@@ -234,8 +235,8 @@ def print_result(result: Any, as_json: bool) -> None:
         out.print(f"job {result.job} ({result.name}) was already submitted with this request id; nothing new written")
     else:
         out.print(
-            f"job {result.job} ({result.name}): {count(result.items, 'item')} queued in "
-            f"{count(result.messages, 'message')}, {result.skipped} skipped (already done), "
+            f"job {result.job} ({result.name}): {count(result.items, 'item')} queued (the scheduler sends them to "
+            f"the workers), {result.skipped} skipped (already done), "
             f"{result.blocked} blocked by the prompt filter"
             + (
                 f"; catalogue {result.catalogue}: " + ", ".join(f"{n} {c}" for c, n in result.changes.items())

@@ -75,9 +75,17 @@ def set_(
     clear_webhook_hosts: Annotated[
         bool, typer.Option("--clear-webhook-hosts", help="Remove every webhook host.")
     ] = False,
+    weight: Annotated[
+        Optional[int],
+        typer.Option(help="Its share of each model's GPUs against other tenants with a backlog, 1-1000."),
+    ] = None,
+    max_in_flight: Annotated[
+        Optional[int], typer.Option(help="The most items it may have queued or running at once; 0: no limit.")
+    ] = None,
 ) -> None:
-    """Change what a tenant's requests may point at (the tenant `default` included); unnamed fields stay."""
-    from contract.tenants import TenantError, configure_tenant
+    """Change what a tenant's requests may point at and its fair share (the tenant `default` included); unnamed
+    fields stay."""
+    from contract.tenants import TenantError, configure_share, configure_tenant
 
     if (source_root and clear_source_roots) or (webhook_host and clear_webhook_hosts):
         fail("give either new values or --clear-..., not both")
@@ -90,8 +98,21 @@ def set_(
                 source_roots=[] if clear_source_roots else source_root,
                 webhook_hosts=[] if clear_webhook_hosts else webhook_host,
             )
+            share = configure_share(
+                session,
+                name,
+                weight=weight,
+                max_in_flight=max_in_flight or None,
+                no_max_in_flight=max_in_flight == 0,
+            )
     except TenantError as exc:
         fail(str(exc))
+    limit = share.max_in_flight if share.max_in_flight is not None else "no limit"
+    err.print(
+        f"tenant {tenant.name}: weight {share.weight}; max in flight {limit}" + ("; paused" if share.paused else ""),
+        highlight=False,
+        markup=False,
+    )
     roots, hosts = ", ".join(tenant.source_roots) or "none", ", ".join(tenant.webhook_hosts) or "any public host"
     err.print(
         f"tenant {tenant.name}: reply prefix {tenant.reply_prefix}; source roots {roots}; webhook hosts {hosts}",
