@@ -75,7 +75,7 @@ def run_demo(
         )
         asked = make_request(settings, options, source=catalogue, tenant_id=DEFAULT_TENANT_ID)
         result = submit_request(settings, ledger, asked)
-        console.print(f"job {result.job}: {result.items} items queued, {result.skipped} already done")
+        console.print(f"job {result.job}: {result.items} items submitted, {result.skipped} already done")
         left = timeout - (time.monotonic() - started)
         final = progress(ledger, result.job, 0.5, left, lambda: worker.poll() is None, tenant_id=DEFAULT_TENANT_ID)
     finally:
