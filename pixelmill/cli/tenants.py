@@ -19,6 +19,20 @@ from pixelmill.cli.common import err, fail, open_ledger, out
 # contract.tenants pulls in SQLAlchemy: imported by each command, so `pixelmill --help` starts without it.
 
 NameArg = Annotated[str, typer.Argument(help="Tenant name: lower-case letters, digits and inner hyphens.")]
+SourceRoots = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--source-root",
+        help="A directory or s3:// prefix its requests' `source` may read (repeat; `set` replaces the list).",
+    ),
+]
+WebhookHosts = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--webhook-host",
+        help="An internal webhook host it may name beyond public ones (repeat; `set` replaces the list).",
+    ),
+]
 
 
 def add(
@@ -29,14 +43,8 @@ def add(
             help="Reply queues this tenant's requests may name start with this (default pixelmill.reply.NAME.)."
         ),
     ] = None,
-    source_root: Annotated[
-        Optional[list[str]],
-        typer.Option("--source-root", help="A directory or s3:// prefix its requests' `source` may read (repeat)."),
-    ] = None,
-    webhook_host: Annotated[
-        Optional[list[str]],
-        typer.Option("--webhook-host", help="An internal webhook host it may name beyond public ones (repeat)."),
-    ] = None,
+    source_root: SourceRoots = None,
+    webhook_host: WebhookHosts = None,
 ) -> None:
     """Add a tenant and print its first API token (once: only its hash is kept)."""
     from contract.tenants import TenantError, add_tenant
@@ -63,14 +71,8 @@ def add(
 def set_(
     name: NameArg,
     reply_prefix: Annotated[Optional[str], typer.Option(help="New prefix of the reply queues it may name.")] = None,
-    source_root: Annotated[
-        Optional[list[str]],
-        typer.Option("--source-root", help="Replace its source roots with these (repeat)."),
-    ] = None,
-    webhook_host: Annotated[
-        Optional[list[str]],
-        typer.Option("--webhook-host", help="Replace its webhook hosts with these (repeat)."),
-    ] = None,
+    source_root: SourceRoots = None,
+    webhook_host: WebhookHosts = None,
     clear_source_roots: Annotated[bool, typer.Option("--clear-source-roots", help="Remove every source root.")] = False,
     clear_webhook_hosts: Annotated[
         bool, typer.Option("--clear-webhook-hosts", help="Remove every webhook host.")
