@@ -138,7 +138,7 @@ CASES: list[Case] = [
 
 @pytest.fixture(scope="module")
 def installation(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[Env]:
-    """One data dir with a ledger, a submitted job (queued in the embedded broker) and bad input files."""
+    """One data dir with a ledger, a submitted job (its items pending in the ledger) and bad input files."""
     root = tmp_path_factory.mktemp("bad-inputs")
     env = Env(root / "data", tiny_model)
     env.data_dir.mkdir()
@@ -151,7 +151,7 @@ def installation(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> 
     (scratch / "catalogue.txt").write_text(CATALOGUE)
     (scratch / "bad.jsonl").write_text('{"sku": "A-1", "title": "mug"}\n{not json\n')
     (scratch / "surrogate.jsonl").write_text('{"sku": "A-1", "title": "mug"}\n{"sku": "A-2", "title": "cup \\ud800"}\n')
-    env.submit(scratch / "good.csv")  # job 1, two items queued
+    env.submit(scratch / "good.csv")  # job 1, two items pending
     env.scratch = scratch  # type: ignore[attr-defined]
     yield env
     env.close()

@@ -498,9 +498,9 @@ def test_python_api_problems_status_items_and_a_wait_that_times_out(env: Env) ->
         assert again.id == job.id
         seen: list[int] = []
         with pytest.raises(TimeoutError, match="is a worker running for model"):
-            job.wait(timeout=0.3, interval=0.1, progress=lambda s: seen.append(s.queued))
-        assert seen and seen[-1] == 2
-        assert [i.key for i in job.items(state="queued")] == ["MUG-1", "MUG-2"] and job.items(state="failed") == []
+            job.wait(timeout=0.3, interval=0.1, progress=lambda s: seen.append(s.pending))
+        assert seen and seen[-1] == 2  # the backlog: no worker, so no scheduler sent them
+        assert [i.key for i in job.items(state="pending")] == ["MUG-1", "MUG-2"] and job.items(state="failed") == []
         assert [e["type"] for e in job.events()] == ["job.accepted"]
         assert client.job(job.id).status().total == 2
 
@@ -525,8 +525,8 @@ def test_python_api_cancel_retry_and_manifest(env: Env) -> None:
         )
         rows = list(job.manifest())
         assert [(r.key, r.state, r.change, r.job) for r in rows] == [
-            ("MUG-1", "queued", "", job.id),
-            ("MUG-2", "queued", "", job.id),
+            ("MUG-1", "pending", "", job.id),
+            ("MUG-2", "pending", "", job.id),
         ]
         assert [(r.key, r.change) for r in client.manifest(catalogue="api-shop")] == [
             ("MUG-1", "new"),
@@ -535,7 +535,7 @@ def test_python_api_cancel_retry_and_manifest(env: Env) -> None:
         with pytest.raises(ManifestError, match="no catalogue"):
             next(client.manifest(catalogue="nosuch"))
         result = job.cancel()
-        assert (result.queued, result.cancelled) == (2, 2)
+        assert (result.pending, result.cancelled) == (2, 2)
         status = job.status()
         assert status.cancelled == 2 and status.finished
         assert [e["type"] for e in job.events()] == ["job.accepted", "job.finished"]
@@ -555,7 +555,7 @@ def test_python_api_cancel_retry_and_manifest(env: Env) -> None:
             )
         assert [r.error for r in again.manifest()] == ["OSError: disk full"] * 2
         assert again.retry(blocked_by="image") == 2
-        assert [(i.state, i.attempts) for i in again.items()] == [("queued", 0)] * 2
+        assert [(i.state, i.attempts) for i in again.items()] == [("pending", 0)] * 2  # for the scheduler
         assert again.retry() == 0
         with pytest.raises(ValueError, match="nothing to retry"):
             again.retry(failed=False)

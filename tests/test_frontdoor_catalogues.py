@@ -1,6 +1,6 @@
 """Catalogue runs through every door other than the CLI (tests/test_catalogue_runs.py has the CLI): the retire
 guard and its dry run in the Python API, the intake and HTTP, the catalogue listing and manifest routes,
-`Client.jobs()` and the names of jobs submitted as `rows=`. In process, no worker: items stay queued."""
+`Client.jobs()` and the names of jobs submitted as `rows=`. In process, no worker: items stay pending."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Two tenants on one installation, driven through HTTP (FastAPI's TestClient over `create_app`, as the other route
 tests), the Python API and the CLI (in process, through Typer's runner): neither can see, cancel, retry, or read
 the manifests, sheets, catalogues or events of the other's jobs, and another tenant's job answers exactly as a
-missing one. In process, no worker: items stay queued."""
+missing one. In process, no worker: items stay pending."""
 
 from __future__ import annotations
 
