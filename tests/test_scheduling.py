@@ -389,8 +389,8 @@ def test_migration_0013_upgrades_an_existing_ledger(tmp_path: Path) -> None:
 @pytest.mark.e2e
 def test_a_small_tenants_job_finishes_while_a_big_ones_waits_end_to_end(env: Env, tmp_path: Path) -> None:
     """One worker (whose parent holds the scheduler lease): tenant default submits 400 items, then tenant b 8.
-    All of b's succeed while more than 90 % of default's are still pending, and the broker never holds more than
-    the window (1 message for one live worker, the default)."""
+    All of b's succeed while default's job gets at most five chunks more (most of it still pending), and the broker
+    never holds more than the window (1 message for one live worker, the default)."""
     from contract.queue import make_celery, queue_depth
 
     big = env.submit(write_catalogue(tmp_path / "big.csv", 400))["job"]
@@ -402,6 +402,10 @@ def test_a_small_tenants_job_finishes_while_a_big_ones_waits_end_to_end(env: Env
     args = ("--template", "studio photo of {title}", "--key", "sku", "--size", "64x64", "--steps", "4", "--json")
     small = json.loads(env.cli("--tenant", "b", "submit", str(small_csv), *args).stdout)["job"]
     ledger = env.ledger()
+    # The big job went on while the CLI started (seconds on a loaded machine): what counts is what it gets after b
+    # arrived. b has 2 chunks; the big job may finish the chunk running and the one in the window, then the fair
+    # share alternates: at most 2 + 2 chunks of it, and one more for a pass that saw b's job a moment late.
+    pending_at_submit = counts(ledger, big)[State.pending]
     deepest = 0
     deadline = time.monotonic() + 240
     try:
@@ -409,7 +413,9 @@ def test_a_small_tenants_job_finishes_while_a_big_ones_waits_end_to_end(env: Env
             assert time.monotonic() < deadline, counts(ledger, small)
             deepest = max(deepest, queue_depth(app, env.queue))
             time.sleep(0.2)
-        assert counts(ledger, big)[State.pending] > 0.9 * 400, counts(ledger, big)
+        left = counts(ledger, big)
+        assert pending_at_submit - left[State.pending] <= 5 * 4, (pending_at_submit, left)
+        assert left[State.pending] > 0.8 * 400, left
     finally:
         ledger.close()
     assert deepest <= 1
