@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 MIN_SIDE, MAX_SIDE = 64, 2048  # both sides multiples of 8 in this range: what every engine can render
@@ -38,13 +38,13 @@ IMAGE_FORMATS: dict[str, ImageFormat] = {
 class GenerationParams:
     """What one pipeline call shares: items with equal params can run in one GPU batch."""
 
-    width: int
+    width: int  # pixels, a multiple of 8
     height: int
-    steps: int
-    guidance: float
+    steps: int  # scheduler steps
+    guidance: float  # classifier-free guidance scale; 1.0 or less turns it off
 
     def to_json(self) -> dict[str, Any]:
-        return {"width": self.width, "height": self.height, "steps": self.steps, "guidance": self.guidance}
+        return asdict(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> GenerationParams:

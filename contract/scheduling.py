@@ -31,7 +31,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -107,7 +107,7 @@ class BacklogRow:
     pending: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "tenant": self.tenant, "priority": self.priority, "pending": self.pending}
+        return asdict(self)
 
 
 def backlog(session: Session, *, tenant_id: int | None = None, model: str | None = None) -> list[BacklogRow]:

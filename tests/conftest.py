@@ -203,20 +203,11 @@ class Env:
 
     def serve(self, *args: str, **env: str) -> tuple[subprocess.Popen[bytes], str]:
         """`pixelmill serve` on a free loopback port, once /healthz answers: the process and its base URL."""
-        import httpx
-
         port = servers.free_port()
         proc = self.start("serve", "--port", str(port), *args, **env)
-        base, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    return proc, base
-            except httpx.TransportError:
-                pass
-            log = self.data_dir / f"serve-{len(self.workers) - 1}.log"
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
-            time.sleep(0.1)
+        base = f"http://127.0.0.1:{port}"
+        servers.wait_healthy(base, proc, self.data_dir / f"serve-{len(self.workers) - 1}.log")
+        return proc, base
 
     def kill(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
         """Signal the worker's whole process group: the main process and its prefork child."""
