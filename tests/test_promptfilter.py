@@ -103,6 +103,7 @@ def catalogue_titles(count: int, seed: int = 11) -> list[str]:
     )
 
 
+@pytest.mark.minute(1)
 def test_fast_path_agrees_with_the_full_reading() -> None:
     """The fast path (plain prompts: cached word states, neighbour joins) and the full reading agree on every
     corpus prompt and on 100k generated catalogue titles."""

@@ -422,6 +422,7 @@ def test_a_small_tenants_job_finishes_while_a_big_ones_waits_end_to_end(env: Env
 
 
 @pytest.mark.e2e
+@pytest.mark.minute(1)
 def test_sigkill_of_the_scheduler_holder_hands_the_lease_over_and_loses_nothing(env: Env, tmp_path: Path) -> None:
     """Two workers, both scheduler candidates: SIGKILL the one holding the lease; the other takes it within the
     lease (min(PIXELMILL_SCHEDULER_LEASE, PIXELMILL_RECONCILE_INTERVAL) = 1 s here, plus a pass), and every item

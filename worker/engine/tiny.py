@@ -192,7 +192,7 @@ def build_tiny_pipeline(out_dir: Path, seed: int = 0) -> Path:
     # The ignores below: mypy sees diffusers' top-level names as its untyped placeholder (dummy) classes.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(  # type: ignore[no-untyped-call]
+        unet = UNet2DConditionModel(
             # Latent side = image side / 2 with this VAE; 32 latents = the 64px default size.
             sample_size=32,
             in_channels=4,
@@ -205,7 +205,7 @@ def build_tiny_pipeline(out_dir: Path, seed: int = 0) -> Path:
             attention_head_dim=8,
             norm_num_groups=32,
         )
-        vae = AutoencoderKL(  # type: ignore[no-untyped-call]
+        vae = AutoencoderKL(
             sample_size=64,
             in_channels=3,
             out_channels=3,
@@ -230,7 +230,7 @@ def build_tiny_pipeline(out_dir: Path, seed: int = 0) -> Path:
             )
         )
     # SD 1.x's noise schedule (scaled_linear 0.00085..0.012 over 1000 steps, epsilon, offset 1).
-    scheduler = EulerDiscreteScheduler(  # type: ignore[no-untyped-call]
+    scheduler = EulerDiscreteScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,
         beta_end=0.012,
@@ -239,7 +239,7 @@ def build_tiny_pipeline(out_dir: Path, seed: int = 0) -> Path:
         timestep_spacing="leading",
         steps_offset=1,
     )
-    pipe = StableDiffusionPipeline(  # type: ignore[no-untyped-call]
+    pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
@@ -249,5 +249,5 @@ def build_tiny_pipeline(out_dir: Path, seed: int = 0) -> Path:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.save_pretrained(out_dir)  # type: ignore[attr-defined]
+    pipe.save_pretrained(out_dir)
     return out_dir
