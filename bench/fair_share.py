@@ -7,7 +7,9 @@
 - `cost`: PENDING items across TENANTS tenants (one job each) in a ledger on PostgreSQL (started on loopback with
   tests/servers.py; `--sqlite` for the embedded ledger), two live workers per model recorded in `workers`. Times
   `Scheduler.run_pass` with the publish replaced by a no-op (ledger time only, the mark included) over PASSES
-  passes, each draining the window it filled, per chunk chosen; and the backlog query (`scheduling.backlog`).
+  passes, each draining the window it filled, per chunk chosen (a chunk: max(batch size, items per message) items,
+  32 by default); the sweep of the counters runs at the first pass only (then once per reconcile interval), its
+  time is given per pass apart; and the backlog query (`scheduling.backlog`).
 - `ratio`: the fair-share choice alone on two saturating tenants for SECONDS of simulated time at one chunk per
   simulated second per GPU: the throughput ratio the weights give.
 - `small-behind-big`: the real thing, with `pixelmill worker` processes (each a scheduler candidate) and the tiny
@@ -68,9 +70,9 @@ def _fill(ledger: Any, pending: int, tenants: int, workers: int) -> None:
 
 
 def _timed(scheduling: Any, scheduler: Any) -> dict[str, float]:
-    """Wrap the pass's steps to add up their wall time: the lease, reading the backlog, choosing (one indexed read
-    per chunk) and sending (the mark)."""
-    totals: dict[str, float] = {"lease": 0.0, "read_backlog": 0.0, "choose": 0.0, "mark": 0.0, "chunks": 0}
+    """Wrap the pass's steps to add up their wall time: the lease, the counters' sweep, reading the backlog, choosing
+    (one read of every chunk) and sending (the mark)."""
+    totals = dict.fromkeys(("lease", "sweep", "read_backlog", "choose", "mark", "chunks"), 0.0)
 
     def wrap(owner: Any, name: str, key: str) -> None:
         original = getattr(owner, name)
@@ -87,6 +89,7 @@ def _timed(scheduling: Any, scheduler: Any) -> dict[str, float]:
     wrap(scheduling, "take_lease", "lease")
     wrap(scheduling, "_read_backlog", "read_backlog")
     wrap(scheduler, "_choose", "choose")
+    wrap(scheduler, "sweep", "sweep")  # the counters' check: a holder's first pass, then once per reconcile interval
     send = scheduler._send
 
     def counted(model: str, items: Any) -> int:
