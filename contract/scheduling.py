@@ -27,6 +27,7 @@ the same items twice. `SchedulerThread` runs it in the worker parent (worker/app
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -40,7 +41,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, union_all, update
+from sqlalchemy import Text, and_, cast, exists, func, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
 from contract import transitions
@@ -202,12 +203,13 @@ def _read_backlog(session: Session, settings: Settings) -> _Backlogged | None:
 
 def _next_pending(
     session: Session, want: Mapping[int, int], after: Mapping[int, int]
-) -> dict[int, list[tuple[int, Any]]]:
-    """Each job's next `want[job]` ready pending items (id, params) above `after[job]`, in id order: one statement,
-    a UNION ALL of one `(job_id, state, id)` index range per job (SQLite has no LATERAL)."""
+) -> dict[int, list[tuple[int, str]]]:
+    """Each job's next `want[job]` ready pending items (id, params as JSON text) above `after[job]`, in id order:
+    one statement, a UNION ALL of one `(job_id, state, id)` index range per job (SQLite has no LATERAL). The params
+    come as text: a chunk's items mostly share them, and decoding each row's JSON was most of a pass's Python."""
     now = utcnow()
     parts = [
-        select(Item.id, Item.job_id, Item.params)
+        select(Item.id, Item.job_id, cast(Item.params, Text).label("params"))
         .where(
             Item.job_id == job,
             Item.state == State.pending,
@@ -219,15 +221,19 @@ def _next_pending(
         for job, n in want.items()
         if n > 0
     ]
-    found: dict[int, list[tuple[int, Any]]] = {job: [] for job in want}
+    found: dict[int, list[tuple[int, str]]] = {job: [] for job in want}
     if not parts:
         return found
     query = parts[0] if len(parts) == 1 else union_all(*(select(part.subquery()) for part in parts))
-    for item_id, job, params in session.execute(query):
+    for item_id, job, params in session.execute(query).all():
         found[job].append((item_id, params))
     for rows in found.values():
         rows.sort(key=lambda row: row[0])
     return found
+
+
+def _params(raw: str) -> GenerationParams:
+    return GenerationParams.from_json(json.loads(raw))
 
 
 def stranded_jobs(session: Session) -> list[int]:
@@ -337,9 +343,8 @@ class Scheduler:
                 after[pick.job] = got[-1][0]
                 # A quota spans models and rounds: what follows sees these items in flight.
                 found.tenants[pick.tenant] = replace(share, in_flight=share.in_flight + len(got))
-                for item_id, params in got:
-                    key = repr(sorted(params.items()))
-                    parsed = params_of.get(key) or params_of.setdefault(key, GenerationParams.from_json(params))
+                for item_id, raw in got:
+                    parsed = params_of.get(raw) or params_of.setdefault(raw, _params(raw))
                     chosen.append(QueuedItem(item=item_id, job=pick.job, params=parsed))
             if not short or chunks <= 0:
                 break
