@@ -21,8 +21,9 @@ is lost, nothing runs twice (claims skip finished and held items).
 
 The lease (`take_lease`) is a row with holder and expiry, renewed by the holder's passes; it expires after
 min(PIXELMILL_SCHEDULER_LEASE, PIXELMILL_RECONCILE_INTERVAL) seconds, so a SIGKILLed holder is replaced within
-one reconcile interval. Two holders for a moment (a paused process waking after its lease passed) only publish
-the same items twice. `SchedulerThread` runs it in the worker parent (worker/app.py) and in `pixelmill intake`.
+one reconcile interval and one scheduler pass. Two holders for a moment (a paused process waking after its lease
+passed) only publish the same items twice. `SchedulerThread` runs it in the worker parent (worker/app.py) and in
+`pixelmill intake`.
 """
 
 from __future__ import annotations
