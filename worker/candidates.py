@@ -95,6 +95,7 @@ class JobSpec:
     asked: Checks
     checks: Checks
     refused: str | None = None  # why this worker's policy will not run the job at all
+    tenant: str = ""  # its tenant's name (a metrics label)
 
 
 def make_candidates(
