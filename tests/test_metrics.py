@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from conftest import Env, missing_server
 from contract.queue import make_celery
-from contract.schema import Image, Item, Job, State
+from contract.schema import Event, Image, Item, Job, State
 
 pytestmark = pytest.mark.e2e
 yaml = pytest.importorskip("yaml", reason="PyYAML (in the dev extra) reads the rules and manifests")
@@ -218,6 +218,13 @@ def test_prometheus_sees_the_job_the_ledger_records(observed: tuple[Env, Prometh
     assert prometheus.value("max(pixelmill_live_workers)") == 1
     engines = prometheus.query("pixelmill_engine_info == 1")
     assert [e["metric"]["job"] for e in engines] == ["worker"], engines
+    with env.ledger().session() as session:  # the intake's trace id: on the job, its events and the worker's logs
+        job = session.scalar(select(Job).where(Job.request_id == "metrics-1"))
+        assert job is not None
+        trace = job.params["trace_id"]
+        finished = session.scalar(select(Event.body).where(Event.job_id == job.id, Event.type == "job.finished"))
+    assert finished is not None and finished["trace_id"] == trace
+    assert f"trace_id={trace}" in env.worker_logs()
     assert not prometheus.query('{__name__=~"pixelmill_gpu_.*"}'), "a CPU host has no GPU samples, not zeros"
     assert not prometheus.query('{__name__=~"celery_.*"}')  # celery-exporter's names stay free
     assert not prometheus.query('{__name__=~"pixelmill_.*", job_id!=""} or {__name__=~"pixelmill_.*", item!=""}')
@@ -296,18 +303,32 @@ def test_metric_names_follow_the_conventions() -> None:
                 assert re.search(r"_(seconds|score)$", metric._name), metric._name
 
 
-def test_the_api_serves_metrics_behind_its_token_and_traces_requests(tmp_path: Path) -> None:
+def test_the_api_serves_metrics_behind_its_token_and_traces_requests(env: Env) -> None:
     from fastapi.testclient import TestClient
 
     from conftest import LOOPBACK
-    from contract.settings import load_settings
     from pixelmill.api.http import create_app
 
-    settings = load_settings(data_dir=tmp_path, metrics_token="scrape-token-0123456789")
+    settings = env.settings(metrics_token="scrape-token-0123456789")
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    traced = {"traceparent": f"00-{trace}-00f067aa0ba902b7-01"}
+    request = {
+        "v": 1,
+        "request_id": "traced-1",
+        "key": "sku",
+        "template": "photo of {title}",
+        "rows": [{"sku": "A-1", "title": "mug"}],
+        "options": {"size": "64x64", "steps": 1},
+        "reply_to": "pixelmill.reply.default.traced",
+    }
     with TestClient(create_app(settings, dispatch=False), base_url=LOOPBACK) as client:
-        trace = "4bf92f3577b34da6a3ce929d0e0e4736"
-        answer = client.get("/healthz", headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01"})
+        answer = client.get("/healthz", headers=traced)
         assert answer.headers["x-trace-id"] == trace
+        accepted = client.post("/v1/jobs", json=request, headers=traced)
+        assert accepted.status_code in (200, 201, 202), accepted.text
+        assert accepted.headers["x-trace-id"] == trace
+        other = client.get("/healthz").headers["x-trace-id"]
+        assert other != trace and len(other) == 32  # a request without one gets its own
         assert client.get("/metrics").status_code == 401
         assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
         scraped = client.get("/metrics", headers={"Authorization": "Bearer scrape-token-0123456789"})
@@ -315,6 +336,11 @@ def test_the_api_serves_metrics_behind_its_token_and_traces_requests(tmp_path: P
     assert 'pixelmill_http_requests_total{code="200",method="GET",route="/healthz"}' in scraped.text
     assert "pixelmill_ledger_up 1.0" in scraped.text
     assert 'pixelmill_event_deliveries_waiting{kind="webhook",state="dead"} 0.0' in scraped.text
+    with env.ledger().session() as session:  # the request's trace id is on the job and on its event
+        job = session.scalar(select(Job).where(Job.request_id == "traced-1"))
+        assert job is not None and job.params["trace_id"] == trace
+        bodies = list(session.scalars(select(Event.body).where(Event.job_id == job.id)))
+    assert [b["type"] for b in bodies] == ["job.accepted"] and bodies[0]["trace_id"] == trace
 
 
 def test_json_log_lines_carry_the_fields_and_the_trace_id() -> None:
@@ -342,7 +368,7 @@ def test_the_metrics_cost_bench_small(tiny_model: Path) -> None:
 
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "metrics_cost.py"), "--model", str(tiny_model)]
-        + ["--size", "64", "--steps", "1", "--chunks", "200", "--repeats", "3"],
+        + ["--size", "64", "--steps", "1", "--chunks", "100", "--repeats", "1"],
         capture_output=True,
         text=True,
         timeout=300,

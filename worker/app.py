@@ -117,6 +117,7 @@ def generate(self: Any, message: dict[str, Any]) -> None:
     ctx = context(self.request.hostname)
     chunk = Chunk.from_message(message)
     job = read_job(ctx, chunk)  # once per message
+    logs.TRACE_ID.set(job.trace if job else None)  # this task's log lines carry the trace of the job's request
     for batch in chunk.batches(ctx.settings.batch_size):  # a message may hold several GPU batches
         run_chunk(ctx, batch, job)
 

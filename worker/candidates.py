@@ -96,6 +96,7 @@ class JobSpec:
     checks: Checks
     refused: str | None = None  # why this worker's policy will not run the job at all
     tenant: str = ""  # its tenant's name (a metrics label)
+    trace: str | None = None  # the trace id of the request that made it (its log lines carry it)
 
 
 def make_candidates(

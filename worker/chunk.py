@@ -27,7 +27,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from contract import faults, metrics, promptfilter, transitions
+from contract import faults, logs, metrics, promptfilter, transitions
 from contract.checks import Checks, Policy, PolicyError
 from contract.ledger import Ledger
 from contract.promptfilter import PromptFilter
@@ -160,10 +160,11 @@ def read_job(ctx: Context, chunk: Chunk) -> JobSpec | None:
             return None
         model, asked = job.model, Checks.from_json(job.params.get("checks"))
         tenant = session.scalar(select(Tenant.name).where(Tenant.id == job.tenant_id)) or ""
+        trace = job.params.get("trace_id")
     try:
-        return JobSpec(chunk.job, model, asked=asked, checks=ctx.policy.apply(asked), tenant=tenant)
+        return JobSpec(chunk.job, model, asked=asked, checks=ctx.policy.apply(asked), tenant=tenant, trace=trace)
     except PolicyError as exc:
-        return JobSpec(chunk.job, model, asked=asked, checks=asked, refused=str(exc), tenant=tenant)
+        return JobSpec(chunk.job, model, asked=asked, checks=asked, refused=str(exc), tenant=tenant, trace=trace)
 
 
 def load_models(ctx: Context, job: JobSpec) -> Models | Failure:
@@ -232,6 +233,13 @@ class Recording:
     blocked: list[int]  # refused by the worker's prompt check (already recorded)
 
     def __call__(self, stores: Mapping[int, Future[Finish]]) -> ChunkOutcome:
+        token = logs.TRACE_ID.set(self.job.trace)  # the recorder thread's log lines and events: the job's request
+        try:
+            return self._recorded(stores)
+        finally:
+            logs.TRACE_ID.reset(token)
+
+    def _recorded(self, stores: Mapping[int, Future[Finish]]) -> ChunkOutcome:
         settings = self.ctx.settings
         errors = dict(self.failures)
         finished: dict[int, Finish] = {}
