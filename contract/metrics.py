@@ -62,9 +62,9 @@ SCORES = Histogram(
 )
 ENGINE = Gauge(
     "pixelmill_engine_info",
-    "1 for the engine each live worker process runs its model with.",
+    "Live worker processes running their model with this engine.",
     ["model", "engine"],
-    multiprocess_mode="liveall",
+    multiprocess_mode="livesum",  # live processes only, summed: no pid label
 )
 INTAKE = Counter(
     "pixelmill_intake_requests", "v1 requests taken off the intake queues, by outcome.", ["outcome", "tenant"]

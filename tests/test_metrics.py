@@ -5,6 +5,7 @@ rules pass `promtool check rules`; the Kubernetes manifests and the KEDA ScaledO
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -409,3 +410,66 @@ def test_gpu_gauges_come_from_nvml_and_skip_a_gpu_that_stops_answering() -> None
         "pixelmill_gpu_memory_used_bytes": [({"gpu": "0"}, 3 * 2**30)],
         "pixelmill_gpu_power_watts": [({"gpu": "0"}, 250.5)],
     }
+
+
+MULTIPROCESS = """
+import os, sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+from contract import metrics
+
+directory = Path(sys.argv[1])
+directory.mkdir()
+(directory / "counter_999999.db").write_bytes(b"a previous run's file")
+metrics.enable_multiprocess(directory)  # the worker parent, before the fork
+assert not (directory / "counter_999999.db").exists()
+metrics.scheduler_pass(True, {"m": 4}, 0.01)  # the parent counts too (its scheduler)
+ready, go = os.pipe(), os.pipe()
+child = os.fork()
+if child == 0:  # the prefork child: loads its model, records a chunk of 4, waits, exits
+    now = datetime.now(UTC)
+    metrics.model_loaded("m", "torch-cpu", 1.5)
+    timings = [{"total": 0.4, "batch": 4, "judge": 0.2, "encode": 0.01, "store": 0.02}] * 4
+    metrics.recorded("m", "acme", {"succeeded": 4}, timings, [{"clip": 0.3}] * 4, [now - timedelta(seconds=9)] * 4, now)
+    os.write(ready[1], b"x")
+    os.read(go[0], 1)
+    metrics.process_exited()
+    os._exit(0)
+os.read(ready[0], 1)
+registry = CollectorRegistry()
+multiprocess.MultiProcessCollector(registry, path=str(directory))
+alive = generate_latest(registry).decode()
+os.write(go[1], b"x")
+os.waitpid(child, 0)
+dead = generate_latest(registry).decode()
+print(alive)
+print("----")
+print(dead)
+"""
+
+
+def test_a_prefork_childs_counts_reach_the_parents_endpoint(tmp_path: Path) -> None:
+    """Multiprocess mode as the worker runs it (in a fresh interpreter: it switches prometheus-client's value class
+    for good): the directory is emptied, the child's and the parent's counts are served together, and the child's
+    engine gauge goes when it exits while its counters stay."""
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", MULTIPROCESS, str(tmp_path / "metrics")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    alive, dead = proc.stdout.split("----")
+    for text in (alive, dead):
+        assert 'pixelmill_items_total{model="m",outcome="succeeded",tenant="acme"} 4.0' in text
+        assert 'pixelmill_stage_seconds_count{model="m",stage="generate"} 4.0' in text
+        assert 'pixelmill_stage_seconds_sum{model="m",stage="generate"} 0.4' in text  # 0.4 s over a batch of 4
+        assert 'pixelmill_stage_seconds_count{model="m",stage="load"} 1.0' in text
+        assert 'pixelmill_scheduler_dispatched_items_total{model="m"} 4.0' in text
+    assert 'pixelmill_engine_info{engine="torch-cpu",model="m"} 1.0' in alive
+    assert "pixelmill_engine_info{" not in dead

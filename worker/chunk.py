@@ -118,6 +118,7 @@ def run_chunk(ctx: Context, chunk: Chunk, job: JobSpec | None = None) -> Future[
                     "chunk already done or held elsewhere",
                     extra={"job": chunk.job, "items": len(chunk.items), "blocked": blocked},
                 )
+                metrics.recorded(job.model, job.tenant, {"blocked": blocked}, (), (), (), utcnow())
                 return _completed(ChunkOutcome(skipped=len(chunk.items) - blocked, blocked=[i.id for i in claimed]))
             if isinstance(models, Failure):  # claimed all the same: attempts bound the retries of a broken model
                 made: dict[int, Candidates | Failure] = {item.id: models for item in items}
