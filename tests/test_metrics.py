@@ -249,6 +249,11 @@ def test_the_alert_rules_pass_promtool() -> None:
     rules = DEPLOY / "prometheus" / "alerts.yml"
     check = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
+    # deploy/prometheus/alerts_test.yml: which alerts fire on given series (and which do not), with their text
+    tested = subprocess.run(
+        [promtool, "test", "rules", "alerts_test.yml"], capture_output=True, text=True, cwd=rules.parent
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
     names = {r["alert"] for g in yaml.safe_load(rules.read_text())["groups"] for r in g["rules"]}
     assert {"PixelmillBacklogWithoutWorker", "PixelmillErrorRate", "PixelmillDeadWebhooks"} <= names
     assert {"PixelmillJobNoProgress", "PixelmillScoreDrift"} <= names
