@@ -12,14 +12,19 @@ The hooks below are what the processes call; each costs a few microseconds per i
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import shutil
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import ParamSpec
 
 from prometheus_client import Counter, Gauge, Histogram, values
+
+log = logging.getLogger(__name__)
 
 # Seconds: a stage of one image (milliseconds on the tiny model to minutes on a big one) and the time an item
 # waits or lives (seconds to a day).
@@ -99,6 +104,22 @@ SCHEDULER_PASS = Histogram(
 
 MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
+P = ParamSpec("P")
+
+
+def never_raises(hook: Callable[P, None]) -> Callable[P, None]:
+    """A hook's failure (a full disk under the multiprocess directory, a bug) is logged, never raised into the
+    chunk, request or pass that called it: counting must not cost an item."""
+
+    @functools.wraps(hook)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            hook(*args, **kwargs)
+        except Exception:
+            log.exception("recording metrics failed", extra={"hook": hook.__name__})
+
+    return guarded
+
 
 def enable_multiprocess(directory: str | Path) -> Path:
     """Count into `directory` (emptied first) from now on, in this process and in the processes it forks: the
@@ -128,11 +149,13 @@ def process_exited(pid: int | None = None) -> None:
         multiprocess.mark_process_dead(pid or os.getpid(), directory)  # type: ignore[no-untyped-call]
 
 
+@never_raises
 def model_loaded(model: str, engine: str, seconds: float) -> None:
     ENGINE.labels(model, engine).set(1)
     STAGE.labels("load", model).observe(seconds)
 
 
+@never_raises
 def claimed(model: str, created: Iterable[datetime | None], now: datetime) -> None:
     """Queue wait of the items a worker just claimed (`created`: their submission times)."""
     wait = QUEUE_WAIT.labels(model)
@@ -141,6 +164,7 @@ def claimed(model: str, created: Iterable[datetime | None], now: datetime) -> No
             wait.observe(max(0.0, (now - when).total_seconds()))
 
 
+@never_raises
 def recorded(
     model: str,
     tenant: str,
@@ -180,25 +204,30 @@ def recorded(
             latency.observe(max(0.0, (now - when).total_seconds()))
 
 
+@never_raises
 def cancelled(model: str, tenant: str, n: int) -> None:
     if n:
         ITEMS.labels("cancelled", model, tenant).inc(n)
 
 
+@never_raises
 def intake_done(outcome: str, tenant: str, started: float) -> None:
     INTAKE.labels(outcome, tenant).inc()
     INTAKE_SECONDS.labels(outcome).observe(time.perf_counter() - started)
 
 
+@never_raises
 def http_done(route: str, method: str, code: int, seconds: float) -> None:
     HTTP.labels(route, method, str(code)).inc()
     HTTP_SECONDS.labels(route, method).observe(seconds)
 
 
+@never_raises
 def delivery_done(kind: str, outcome: str) -> None:
     DELIVERIES.labels(kind, outcome).inc()
 
 
+@never_raises
 def scheduler_pass(leader: bool, by_model: Mapping[str, int], seconds: float) -> None:
     SCHEDULER_PASS.labels("true" if leader else "false").observe(seconds)
     for model, n in by_model.items():

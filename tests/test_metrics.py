@@ -478,3 +478,18 @@ def test_a_prefork_childs_counts_reach_the_parents_endpoint(tmp_path: Path) -> N
         assert 'pixelmill_scheduler_dispatched_items_total{model="m"} 4.0' in text
     assert 'pixelmill_engine_info{engine="torch-cpu",model="m"} 1.0' in alive
     assert "pixelmill_engine_info{" not in dead
+
+
+def test_a_failing_metric_never_fails_what_it_counts(monkeypatch: pytest.MonkeyPatch, caplog: Any) -> None:
+    """A hook that raises (a full disk under the multiprocess directory) is logged; the chunk goes on."""
+    from datetime import UTC, datetime
+
+    from contract import metrics
+
+    class Broken:
+        def labels(self, *_: str) -> Any:
+            raise OSError("No space left on device")
+
+    monkeypatch.setattr(metrics, "ITEMS", Broken())
+    metrics.recorded("m", "acme", {"succeeded": 1}, (), (), (), datetime.now(UTC))
+    assert "recording metrics failed" in caplog.text and "No space left" in caplog.text

@@ -234,13 +234,7 @@ class Recording:
     blocked: list[int]  # refused by the worker's prompt check (already recorded)
 
     def __call__(self, stores: Mapping[int, Future[Finish]]) -> ChunkOutcome:
-        token = logs.TRACE_ID.set(self.job.trace)  # the recorder thread's log lines and events: the job's request
-        try:
-            return self._recorded(stores)
-        finally:
-            logs.TRACE_ID.reset(token)
-
-    def _recorded(self, stores: Mapping[int, Future[Finish]]) -> ChunkOutcome:
+        logs.TRACE_ID.set(self.job.trace)  # the recorder thread's log lines: the trace of the job's request
         settings = self.ctx.settings
         errors = dict(self.failures)
         finished: dict[int, Finish] = {}
