@@ -25,6 +25,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from contract import logs
 from contract.ledger import insert_ignore
 from contract.schema import ACTIVE, Delivery, Event, Item, Job, State, utcnow
 from contract.tenants import DEFAULT_TENANT_ID
@@ -96,17 +97,21 @@ def emit(
     job_id: int | None = None,
     catalogue: str | None = None,
     created: datetime | None = None,
+    trace_id: str | None = None,
 ) -> bool:
     """Write one event and its deliveries in the caller's transaction. False: it already existed (nothing added).
     No `job_id` nor `catalogue`: an event about a request that made no job (`job.rejected`). `tenant_id`: whose
-    event it is (the job's owner, or the tenant that sent the refused request): who may list it."""
+    event it is (the job's owner, or the tenant that sent the refused request): who may list it. `trace_id`: the
+    request's (else the trace being served, contract/logs.py), in the body when there is one."""
     now = created or utcnow()
+    trace_id = trace_id or logs.TRACE_ID.get()
     uid = event_uid(scope, type_)
     body = {
         "v": EVENT_VERSION,
         "type": type_,
         "id": uid,
         "request_id": request_id,
+        **({"trace_id": trace_id} if trace_id else {}),
         "job": job_id,
         "catalogue": catalogue,
         "created_at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -197,6 +202,7 @@ class JobFacts:
     request_id: str | None
     catalogue: str | None
     tenant_id: int
+    trace_id: str | None = None  # of the request that made the job (`jobs.params["trace_id"]`)
 
 
 def notify_of(session: Session, job_id: int) -> JobFacts:
@@ -206,8 +212,9 @@ def notify_of(session: Session, job_id: int) -> JobFacts:
         row = session.execute(
             select(Job.params, Job.request_id, Job.catalogue, Job.tenant_id).where(Job.id == job_id)
         ).one_or_none()
+        params = (row[0] or {}) if row is not None else {}
         cache[job_id] = (
-            JobFacts(Notify.from_json((row[0] or {}).get("notify")), row[1], row[2], row[3])
+            JobFacts(Notify.from_json(params.get("notify")), row[1], row[2], row[3], params.get("trace_id"))
             if row is not None
             else JobFacts(Notify(), None, None, DEFAULT_TENANT_ID)
         )
@@ -229,6 +236,7 @@ def _emit_job(session: Session, job: Job, type_: str, notify: Notify, data: dict
         catalogue=job.catalogue,
         notify=notify,
         data=data,
+        trace_id=(job.params or {}).get("trace_id"),
     )
 
 
@@ -283,6 +291,7 @@ def item_ended(
         tenant_id=facts.tenant_id,
         request_id=facts.request_id,
         catalogue=facts.catalogue,
+        trace_id=facts.trace_id,
         data=data,
         notify=facts.notify,
     )

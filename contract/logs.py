@@ -1,5 +1,7 @@
 """Logging with structured fields: `log.info("claimed", extra={"job": 3, "items": 4})` prints
-`... claimed job=3 items=4`, so logs stay greppable and machine-parsable without a JSON dependency.
+`... claimed job=3 items=4`, so logs stay greppable and machine-parsable without a JSON dependency; with
+PIXELMILL_LOG_FORMAT=json the same record is one JSON object (`JsonFormatter`), with the trace id of the request
+being served (`TRACE_ID`, set by the doors).
 
 Every record reaching the handler `configure` installs is masked first (`MaskingFilter`): URL passwords and
 userinfo, and secret-looking query values (`token=`, `sig=`, ...), in the message, its fields and its traceback,
@@ -7,9 +9,13 @@ whichever library logged it (httpx logs whole request URLs at INFO)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
+import uuid
+from contextvars import ContextVar
+from datetime import UTC, datetime
 
 from contract.faults import mask
 
@@ -29,6 +35,51 @@ class KeyValueFormatter(logging.Formatter):
         if fields:
             text += " " + " ".join(f"{k}={_render(v)}" for k, v in fields.items())
         return text
+
+
+class JsonFormatter(logging.Formatter):
+    """PIXELMILL_LOG_FORMAT=json: one JSON object per line, the record's `extra=` fields (job, item, tenant, ...)
+    and the trace id of the request being served (`trace_id`) beside time, level, logger and message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "process": record.processName,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_") and key not in entry:
+                entry[key] = value if isinstance(value, str | int | float | bool) or value is None else str(value)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, ensure_ascii=False)
+
+
+# The trace id of the request this thread or task is serving: set by the doors (the HTTP API from a W3C
+# `traceparent` or `X-Request-Id` header, else a new one; the intake from its task id), added to every record.
+TRACE_ID: ContextVar[str | None] = ContextVar("pixelmill_trace_id", default=None)
+
+
+class TraceFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (trace := TRACE_ID.get()) is not None and not hasattr(record, "trace_id"):
+            record.trace_id = trace
+        return True
+
+
+def trace_of(traceparent: str | None, request_id: str | None = None) -> str:
+    """The trace id of a request: a valid W3C `traceparent`'s, else its request id (bounded), else a new one."""
+    if traceparent:
+        parts = traceparent.strip().split("-")
+        if len(parts) == 4 and re.fullmatch(r"[0-9a-f]{32}", parts[1]) and parts[1] != "0" * 32:
+            return parts[1]
+    if request_id and re.fullmatch(r"[\w.:-]{1,64}", request_id):
+        return request_id
+    return uuid.uuid4().hex
 
 
 _USERINFO = re.compile(r"(?i)\b(https?://)[^/\s@?#]+@")
@@ -84,6 +135,16 @@ _QUIET_ENV = {
 }
 
 
+def log_format() -> str:
+    """PIXELMILL_LOG_FORMAT (`kv` unless the settings say `json`; settings that do not load leave `kv`)."""
+    try:
+        from contract.settings import get_settings
+
+        return get_settings().log_format
+    except Exception:  # noqa: BLE001 (the command reports bad settings itself)
+        return "kv"
+
+
 def configure(level: int | str = logging.INFO) -> None:
     numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
     if isinstance(numeric, int) and numeric > logging.INFO:
@@ -92,8 +153,9 @@ def configure(level: int | str = logging.INFO) -> None:
         for name in _CHATTY:
             logging.getLogger(name).setLevel(logging.ERROR)
     handler = logging.StreamHandler()
-    handler.setFormatter(KeyValueFormatter())
+    handler.setFormatter(JsonFormatter() if log_format() == "json" else KeyValueFormatter())
     handler.addFilter(MaskingFilter())
+    handler.addFilter(TraceFilter())
     for name in _OWN_HANDLERS:
         logger = logging.getLogger(name)
         if not any(isinstance(f, MaskingFilter) for f in logger.filters):

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 from celery import Celery
 from sqlalchemy import or_, select, update
 
+from contract import metrics
 from contract.events import TASK_EVENT
 from contract.faults import mask
 from contract.ledger import Ledger
@@ -353,6 +354,8 @@ class Dispatcher:
                 )
             )
         fields = {"delivery": delivery.id, "target": shown, "error": values.get("last_error")}
+        if recorded:
+            metrics.delivery_done(delivery.kind, values.get("state", "retrying"))
         with self._changed:
             if not recorded:
                 outcome.lost += 1

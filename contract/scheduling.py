@@ -45,7 +45,7 @@ from typing import Any
 from sqlalchemy import Text, and_, cast, exists, func, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
-from contract import transitions
+from contract import metrics, transitions
 from contract.fairshare import FairShare, JobBacklog, TenantShare
 from contract.ledger import Ledger, insert_ignore
 from contract.params import GenerationParams
@@ -393,7 +393,9 @@ class SchedulerThread:
         interval = self.scheduler.settings.scheduler_interval
         while not self._stop.is_set():
             try:
+                started = time.perf_counter()
                 report = self.scheduler.run_pass()
+                metrics.scheduler_pass(report.leader, report.by_model, time.perf_counter() - started)
                 if report.items:
                     log.debug("dispatched", extra={"items": report.items, "messages": report.messages})
             except Exception:

@@ -178,6 +178,17 @@ class Settings(BaseSettings):
     # the ledger's credentials, so they are trusted to name it; HTTP callers are known by their token instead.
     tenant: str = "default"
 
+    # Observability (contract/metrics.py, docs/operations.md "Metrics"): the Prometheus endpoint of a worker, the
+    # intake and the dispatcher (0: none; the HTTP API serves /metrics on its own port), where it listens, the
+    # bearer token the HTTP API's /metrics asks for (empty: none), the prefork worker's multiprocess directory
+    # (empty: a fresh temporary one per worker; emptied at start either way), and the log format (`kv`: key=value
+    # lines; `json`: one JSON object per line, with job, item, tenant and trace ids as fields).
+    metrics_port: int = Field(0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    metrics_token: str = ""
+    metrics_dir: str = ""
+    log_format: Literal["kv", "json"] = "kv"
+
     # Receipts for nightly runs (pixelmill/cli/job_control.py, reports.py, waiting.py). A worker's heartbeat (its
     # reconciler tick, every PIXELMILL_RECONCILE_INTERVAL s) older than this means nobody serves its model's queue any
     # more: `status` and `jobs` say so, and `submit` warns. Drift (`pixelmill drift`, `submit --wait --fail-on-drift`)

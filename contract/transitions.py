@@ -77,6 +77,7 @@ class ClaimedItem:
     negative: str
     seed: int
     params: GenerationParams
+    created: datetime | None = None  # its submission (queue wait and latency metrics)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # The GPU worker: NVIDIA's NGC PyTorch container (CUDA, cuDNN, NCCL, NVIDIA's torch build, TensorRT and
-# Torch-TensorRT) with pixelmill[worker,gpu] installed on top, running `pixelmill worker`.
+# Torch-TensorRT) with pixelmill[worker,gpu,gpu-metrics] installed on top, running `pixelmill worker`.
 #
 # Build from the repository root (docker/compose.yaml does this):
 #   docker build -f docker/worker.Dockerfile -t pixelmill-worker .
@@ -39,7 +39,7 @@ RUN python3 -c "import sys; sys.exit(0 if sys.version_info >= (3, 11) else \
 
 # Dependencies first, in a layer rebuilt only when pyproject.toml changes.
 COPY pyproject.toml ./
-RUN python3 docker/requirements.py worker gpu > /opt/pixelmill/requirements.txt \
+RUN python3 docker/requirements.py worker gpu gpu-metrics > /opt/pixelmill/requirements.txt \
  && PIP_CONSTRAINT=/opt/pixelmill/constraints.txt PIP_BREAK_SYSTEM_PACKAGES=1 \
         python3 -m pip install -r /opt/pixelmill/requirements.txt \
  && python3 docker/pin_base.py check /opt/pixelmill/constraints.txt

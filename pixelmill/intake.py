@@ -17,6 +17,7 @@ that redelivery harmless: the job is written once, in one transaction, or not at
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery import bootsteps, signals
@@ -24,7 +25,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError as LedgerError
 
-from contract import logs
+from contract import ledger_metrics, logs, metrics
 from contract.ledger import Ledger
 from contract.outbox import Dispatcher
 from contract.queue import make_celery, serve_only
@@ -102,27 +103,34 @@ def submit(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
     tenant's queue creates nothing and is answered nowhere."""
     tenant: TenantInfo | None = None
     message: Any = None
+    started = time.perf_counter()
+    headers = getattr(self.request, "headers", None) or {}
+    logs.TRACE_ID.set(logs.trace_of(headers.get("traceparent"), str(self.request.id)))  # this task's log lines
     try:
         tenant = tenant_of(self.request.delivery_info)
         if tenant is None:
             queue = arrival_queue(self.request.delivery_info)
             log.warning("intake message on no active tenant's queue; dropped", extra={"queue": queue})
+            metrics.intake_done("refused", "", started)
             return {"status": "refused", "job": None, "problems": ["no tenant"]}
         message, refused = _one_request(args, kwargs)
         if refused is not None:
             result = reject_unread(ledger(), tenant, str(self.request.id), refused.reply_to, refused.problem)
+            metrics.intake_done(result.status, tenant.name, started)
             return {"status": result.status, "job": None, "problems": result.problems}
         rid = message.get("request_id") if isinstance(message, dict) else None
         log.info("intake started", extra={"request_id": rid, "tenant": tenant.name})
         result = intake(settings, ledger(), message, tenant=tenant)
     except (BrokerError, LedgerError) as exc:
         log.warning("intake could not reach the ledger or broker; retrying", extra={"error": str(exc)[:200]})
+        metrics.intake_done("retried", tenant.name if tenant else "", started)
         raise self.retry(countdown=min(60, 2 ** min(self.request.retries, 6))) from exc
     except Exception as exc:  # a bug, not the request: still tell the caller how it ended, never drop it silently
         log.exception("intake failed")
         if tenant is None:
             return {"status": "refused", "job": None, "problems": ["no tenant"]}
         result = answer_failure(settings, ledger(), message, exc, tenant=tenant)
+    metrics.intake_done(result.status, tenant.name, started)
     return {"status": result.status, "job": result.job, "problems": result.problems}
 
 
@@ -146,6 +154,10 @@ class DispatchStep(bootsteps.StartStopStep):
             self.dispatcher.start()
         self.scheduler = SchedulerThread(Scheduler(settings, Ledger(settings), app))
         self.scheduler.start()
+        try:
+            ledger_metrics.serve(settings, ledger())
+        except OSError:
+            log.exception("serving metrics failed; the intake runs without", extra={"port": settings.metrics_port})
 
     def stop(self, worker: Any) -> None:
         for thread in (self.scheduler, self.dispatcher):  # the scheduler first: it may still publish

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from contract import logs
 from contract.checks import Checks, ChecksError, resolve_checks
 from contract.events import Notify
 from contract.identity import resolve_model
@@ -149,6 +150,8 @@ class SubmitRequest:
             "prompt_filter": list(self.blocklists),
             "checks": self.checks.as_json() if self.checks else None,
             **({"notify": self.notify.as_json()} if self.notify else {}),
+            # The trace id of the request that made the job (a door's, contract/logs.py): on its events and logs.
+            **({"trace_id": trace} if (trace := logs.TRACE_ID.get()) else {}),
         }
 
 

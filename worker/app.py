@@ -8,9 +8,13 @@ in agreement, and one of them (the scheduler lease's holder) dispatches the back
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import signal
+import tempfile
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -19,7 +23,7 @@ from celery import bootsteps, signals
 from celery.exceptions import Reject
 from sqlalchemy import update
 
-from contract import logs
+from contract import ledger_metrics, logs, metrics
 from contract.identity import resolve_model
 from contract.ledger import Ledger, insert_ignore
 from contract.queue import TASK_GENERATE, Chunk, make_celery, queue_for, serve_only
@@ -113,6 +117,7 @@ def generate(self: Any, message: dict[str, Any]) -> None:
     ctx = context(self.request.hostname)
     chunk = Chunk.from_message(message)
     job = read_job(ctx, chunk)  # once per message
+    logs.TRACE_ID.set(job.trace if job else None)  # this task's log lines carry the trace of the job's request
     for batch in chunk.batches(ctx.settings.batch_size):  # a message may hold several GPU batches
         run_chunk(ctx, batch, job)
 
@@ -137,7 +142,9 @@ def _after_fork(**_: Any) -> None:
     global _load_failed
     model, queue = served_queue()
     try:  # now, not inside the first task's time limit (PIXELMILL_MODEL_LOAD_TIMEOUT bounds it)
+        started = time.perf_counter()
         engine = load_engine(model, settings)
+        metrics.model_loaded(model, engine.engine_id, time.perf_counter() - started)
         log.info("model loaded", extra={"model": model, "engine": engine.engine_id, "queue": queue})
     except Exception as exc:
         from worker.engine.select import EngineUnavailable
@@ -195,6 +202,27 @@ def _before_exit(**_: Any) -> None:
     """A warm shutdown lets the last chunks finish storing and recording before the child exits."""
     if _context is not None:
         _context.close()
+    metrics.process_exited()
+
+
+@signals.worker_init.connect
+def _metrics_dir(**_: Any) -> None:
+    """In the parent, before the pool forks: where it and its child count (PIXELMILL_METRICS_DIR, emptied, or a
+    temporary directory removed at exit). Without PIXELMILL_METRICS_PORT nothing is served and nothing is set up."""
+    if not settings.metrics_port:
+        return
+    if settings.metrics_dir:
+        metrics.enable_multiprocess(settings.metrics_dir)
+        return
+    made = tempfile.mkdtemp(prefix="pixelmill-metrics-")
+    metrics.enable_multiprocess(made)
+    parent = os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == parent:  # the parent's exit, not a forked child's
+            shutil.rmtree(made, ignore_errors=True)
+
+    atexit.register(remove)
 
 
 class Reconciler(bootsteps.StartStopStep):
@@ -225,6 +253,12 @@ class Reconciler(bootsteps.StartStopStep):
         # Every worker parent may hold the scheduler lease; the holder tops up the model queues' windows.
         self.scheduler = SchedulerThread(Scheduler(settings, _parent_ledger, app))
         self.scheduler.start()
+        try:  # with --gpus, the worker of GPU N serves PIXELMILL_METRICS_PORT + N
+            ledger_metrics.serve(
+                settings, _parent_ledger, port_offset=int(os.environ.get("PIXELMILL_GPU") or 0), gpus=True
+            )
+        except OSError:
+            log.exception("serving metrics failed; the worker runs without", extra={"port": settings.metrics_port})
 
     def stop(self, worker: Any) -> None:
         if self.scheduler is not None:

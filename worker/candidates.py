@@ -95,6 +95,8 @@ class JobSpec:
     asked: Checks
     checks: Checks
     refused: str | None = None  # why this worker's policy will not run the job at all
+    tenant: str = ""  # its tenant's name (a metrics label)
+    trace: str | None = None  # the trace id of the request that made it (its log lines carry it)
 
 
 def make_candidates(

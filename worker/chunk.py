@@ -24,14 +24,15 @@ from dataclasses import dataclass, field
 
 from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from contract import faults, promptfilter, transitions
+from contract import faults, logs, metrics, promptfilter, transitions
 from contract.checks import Checks, Policy, PolicyError
 from contract.ledger import Ledger
 from contract.promptfilter import PromptFilter
 from contract.queue import Chunk
-from contract.schema import Job
+from contract.schema import Job, Tenant, utcnow
 from contract.settings import Settings
 from contract.storage import Storage
 from contract.transitions import ClaimedItem, Finish
@@ -108,6 +109,7 @@ def run_chunk(ctx: Context, chunk: Chunk, job: JobSpec | None = None) -> Future[
     try:
         claimed = claim_items(ctx, chunk)  # 3
         claimed_at = time.monotonic()
+        metrics.claimed(job.model, (item.created for item in claimed), utcnow())
         try:
             items = screen_prompts(ctx, claimed)
             blocked = len(claimed) - len(items)
@@ -116,6 +118,7 @@ def run_chunk(ctx: Context, chunk: Chunk, job: JobSpec | None = None) -> Future[
                     "chunk already done or held elsewhere",
                     extra={"job": chunk.job, "items": len(chunk.items), "blocked": blocked},
                 )
+                metrics.recorded(job.model, job.tenant, {"blocked": blocked}, (), (), (), utcnow())
                 return _completed(ChunkOutcome(skipped=len(chunk.items) - blocked, blocked=[i.id for i in claimed]))
             if isinstance(models, Failure):  # claimed all the same: attempts bound the retries of a broken model
                 made: dict[int, Candidates | Failure] = {item.id: models for item in items}
@@ -157,10 +160,12 @@ def read_job(ctx: Context, chunk: Chunk) -> JobSpec | None:
         if job is None:
             return None
         model, asked = job.model, Checks.from_json(job.params.get("checks"))
+        tenant = session.scalar(select(Tenant.name).where(Tenant.id == job.tenant_id)) or ""
+        trace = job.params.get("trace_id")
     try:
-        return JobSpec(chunk.job, model, asked=asked, checks=ctx.policy.apply(asked))
+        return JobSpec(chunk.job, model, asked=asked, checks=ctx.policy.apply(asked), tenant=tenant, trace=trace)
     except PolicyError as exc:
-        return JobSpec(chunk.job, model, asked=asked, checks=asked, refused=str(exc))
+        return JobSpec(chunk.job, model, asked=asked, checks=asked, refused=str(exc), tenant=tenant, trace=trace)
 
 
 def load_models(ctx: Context, job: JobSpec) -> Models | Failure:
@@ -229,6 +234,7 @@ class Recording:
     blocked: list[int]  # refused by the worker's prompt check (already recorded)
 
     def __call__(self, stores: Mapping[int, Future[Finish]]) -> ChunkOutcome:
+        logs.TRACE_ID.set(self.job.trace)  # the recorder thread's log lines: the trace of the job's request
         settings = self.ctx.settings
         errors = dict(self.failures)
         finished: dict[int, Finish] = {}
@@ -243,6 +249,7 @@ class Recording:
         # A locked or briefly unreachable ledger: the whole transaction is tried again within the lease.
         # Failed items with attempts left go back to pending: the scheduler dispatches them again.
         outcome = within_lease(lambda: self._record(finished, errors), settings)
+        self.count(outcome, finished)
         for item_id in outcome.retried + outcome.failed:
             log.warning(
                 "item failed",
@@ -265,6 +272,25 @@ class Recording:
             },
         )
         return outcome
+
+    def count(self, outcome: ChunkOutcome, finished: Mapping[int, Finish]) -> None:
+        """The chunk's metrics: outcomes, and per recorded image its stages, scores and item latency."""
+        recorded, succeeded = set(outcome.succeeded) | set(outcome.blocked), set(outcome.succeeded)
+        images = [(item_id, f.image) for item_id, f in finished.items() if item_id in recorded and f.image is not None]
+        metrics.recorded(
+            self.job.model,
+            self.job.tenant,
+            {
+                "succeeded": len(outcome.succeeded),
+                "blocked": len(outcome.blocked),
+                "retried": len(outcome.retried),
+                "failed": len(outcome.failed),
+            },
+            [image.timings for _, image in images],
+            [image.scores for item_id, image in images if item_id in succeeded],
+            [item.created for item in self.items if item.id in recorded],
+            utcnow(),
+        )
 
     def _record(self, finished: Mapping[int, Finish], errors: Mapping[int, Failure]) -> ChunkOutcome:
         ctx, settings = self.ctx, self.ctx.settings

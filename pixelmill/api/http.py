@@ -20,15 +20,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
+from contract import ledger_metrics
 from contract.faults import mask
 from contract.outbox import Dispatcher
 from contract.settings import Settings
 from pixelmill.api import job_routes, manifest_routes
 from pixelmill.api.access import Served, make_door
 from pixelmill.api.bounds import Bounds
+from pixelmill.api.metrics_route import Measured, metrics_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,13 @@ def create_app(settings: Settings, *, dispatch: bool = True) -> FastAPI:
     )
     app.state.door = door
     app.add_middleware(Bounds, door=door)  # token, Host/Origin, body size, type and depth: before any route
+    app.add_middleware(Measured)  # outside Bounds: its refusals are counted too
+    app.get(
+        "/metrics",
+        include_in_schema=True,
+        response_class=Response,
+        responses={401: {"description": "PIXELMILL_METRICS_TOKEN is set and was not sent"}},
+    )(metrics_endpoint(ledger_metrics.registry_for(door.ledger, settings), settings.metrics_token))
     app.get("/healthz", responses={503: {"description": "the ledger is unreachable"}})(healthz)
     app.include_router(job_routes.reading)
     app.include_router(manifest_routes.router)
