@@ -53,13 +53,13 @@ STAGE = Histogram(
     "pixelmill_stage_seconds",
     "Seconds per image of each stage: generate and judge (the batch's time over its size), encode, store; "
     "load: one model load.",
-    ["stage", "model"],
+    ["stage", "model"],  # five stages × the models served
     buckets=STAGE_BUCKETS,
 )
 LATENCY = Histogram(
     "pixelmill_item_latency_seconds",
     "From an item's submission to its image being recorded (succeeded or blocked).",
-    ["model", "tenant"],
+    ["model", "tenant"],  # tenants are operator-made: bounded
     buckets=WAIT_BUCKETS,
 )
 SCORES = Histogram(

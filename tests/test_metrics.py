@@ -70,15 +70,7 @@ class Prometheus:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{self.base}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert self.proc.poll() is None and time.monotonic() < deadline, (root / "prometheus.log").read_text()
-            time.sleep(0.2)
+        servers.wait_healthy(self.base, self.proc, root / "prometheus.log", timeout=30, path="/-/ready")
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         answer = httpx.get(f"{self.base}/api/v1/query", params={"query": expr}, timeout=10).json()
@@ -317,6 +309,7 @@ def test_metric_names_follow_the_conventions() -> None:
 
 def test_the_api_serves_metrics_behind_its_token_and_traces_requests(env: Env) -> None:
     from fastapi.testclient import TestClient
+    from test_frontdoor import request as v1_request
 
     from conftest import LOOPBACK
     from pixelmill.api.http import create_app
@@ -324,15 +317,7 @@ def test_the_api_serves_metrics_behind_its_token_and_traces_requests(env: Env) -
     settings = env.settings(metrics_token="scrape-token-0123456789")
     trace = "4bf92f3577b34da6a3ce929d0e0e4736"
     traced = {"traceparent": f"00-{trace}-00f067aa0ba902b7-01"}
-    request = {
-        "v": 1,
-        "request_id": "traced-1",
-        "key": "sku",
-        "template": "photo of {title}",
-        "rows": [{"sku": "A-1", "title": "mug"}],
-        "options": {"size": "64x64", "steps": 1},
-        "reply_to": "pixelmill.reply.default.traced",
-    }
+    request = v1_request("traced-1", options={"size": "64x64", "steps": 1}, reply_to="pixelmill.reply.default.traced")
     with TestClient(create_app(settings, dispatch=False), base_url=LOOPBACK) as client:
         answer = client.get("/healthz", headers=traced)
         assert answer.headers["x-trace-id"] == trace
