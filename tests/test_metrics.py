@@ -201,6 +201,8 @@ def test_prometheus_sees_the_job_the_ledger_records(observed: tuple[Env, Prometh
         images = session.scalar(select(func.count()).select_from(Image))
     assert succeeded == prometheus.value('sum(pixelmill_items_total{outcome="succeeded"})')
     assert succeeded and succeeded >= ITEMS - 10  # the tiny checker blocks a few at most
+    # Every item of the job reached exactly one final outcome, and each was counted once.
+    assert prometheus.value('sum(pixelmill_items_total{outcome=~"succeeded|blocked|failed"})') == ITEMS
     assert images == prometheus.value("sum(pixelmill_images_generated_total)")
     for stage in ("generate", "judge", "encode", "store"):
         assert images == prometheus.value(f'sum(pixelmill_stage_seconds_count{{stage="{stage}"}})'), stage
