@@ -63,6 +63,7 @@ class NewItem(NamedTuple):
     seed: int
     content_hash: str
     blocked: dict[str, str] | None = None  # the prompt filter's reason: never generated
+    inputs: dict[str, str] | None = None  # the photo and mask (paths and sha256) of a background/restyle item
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class ClaimedItem:
     negative: str
     seed: int
     params: GenerationParams
+    inputs: dict[str, Any] | None = None  # NewItem.inputs
 
 
 @dataclass(frozen=True)
@@ -220,6 +222,7 @@ _NEW_ITEM_COLUMNS = (
     "created",
     "block_reason",
     "finished_at",
+    "inputs",
 )
 
 
@@ -242,6 +245,7 @@ def add_items(session: Session, job_id: int, items: Sequence[NewItem]) -> list[i
     now = bind("created", utcnow())
     pending, blocked, no_reason = bind("state", State.pending), bind("state", State.blocked), bind("block_reason", None)
     params_of: dict[GenerationParams, Any] = {}
+    no_inputs = bind("inputs", None)
     rows = []
     for it in items:
         params = params_of.get(it.params)
@@ -253,7 +257,7 @@ def add_items(session: Session, job_id: int, items: Sequence[NewItem]) -> list[i
             state, reason, finished = pending, no_reason, None
         rows.append(
             (job_id, it.key, it.variant, it.prompt, it.negative, params, it.seed, it.content_hash)
-            + (state, 0, now, reason, finished)
+            + (state, 0, now, reason, finished, bind("inputs", it.inputs) if it.inputs else no_inputs)
         )
     before = session.scalar(select(func.max(Item.id))) or 0
     bulk_insert(session, table, _NEW_ITEM_COLUMNS, rows)
