@@ -1,0 +1,290 @@
+"""Product photos (issue 25): per-row `image`/`mask` inputs checked at submit, all or nothing; background mode keeps
+the product's pixels byte for byte; restyle differs from its photo and is the same for the same seed; the photo's
+sha256 is part of the item's identity in catalogue runs.
+
+The photos are drawn here: simple products (a mug, a bottle, a box) on white, with alpha.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+from test_bad_inputs import state
+from test_catalogue_files import entries
+from typer.testing import CliRunner
+
+from conftest import Env, finished
+from contract.settings import get_settings
+from pixelmill.cli import app
+
+PRODUCTS = {  # key: (colour, shape, size): sides not multiples of 8 on purpose (the canvas rounds them up)
+    "MUG-1": ((200, 30, 30), "ellipse", (60, 52)),
+    "BOTTLE-2": ((30, 90, 200), "rectangle", (44, 70)),
+    "BOX-3": ((40, 160, 60), "rectangle", (64, 64)),
+    "BALL-4": ((220, 180, 20), "ellipse", (72, 58)),
+}
+
+
+def product(path: Path, colour: tuple[int, int, int], shape: str, size: tuple[int, int], *, alpha: bool = True) -> Path:
+    """A product on white: opaque where the product is, transparent elsewhere (or opaque white: `alpha=False`)."""
+    width, height = size
+    image = Image.new("RGBA", size, (255, 255, 255, 0 if alpha else 255))
+    draw = ImageDraw.Draw(image)
+    box = (width // 5, height // 6, width - width // 5, height - height // 6)
+    getattr(draw, shape)(box, fill=(*colour, 255))
+    draw.line((box[0], box[1], box[2], box[3]), fill=(255, 255, 255, 255), width=2)  # a highlight: not a flat blob
+    (image if alpha else image.convert("RGB")).save(path)
+    return path
+
+
+def bomb_png(path: Path, width: int = 50_000, height: int = 50_000) -> Path:
+    """A valid PNG header declaring `width` x `height` with a tiny IDAT: a few hundred bytes, gigabytes decoded."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def installation(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[Env]:
+    """A ledger with one job, the tenant `default` given an input root holding good and bad inputs, and a place
+    outside the root."""
+    base = tmp_path_factory.mktemp("photos")
+    env = Env(base / "data", tiny_model)
+    env.data_dir.mkdir()
+    root, outside = base / "root", base / "outside"
+    root.mkdir()
+    outside.mkdir()
+    for key, (colour, shape, size) in PRODUCTS.items():
+        product(root / f"{key}.png", colour, shape, size)
+    product(root / "plain.png", (90, 60, 160), "ellipse", (64, 48), alpha=False)
+    Image.new("L", (60, 52), 255).save(root / "mask-small.png")
+    Image.new("L", (64, 64), 0).save(root / "mask-wrong.png")
+    data = (root / "MUG-1.png").read_bytes()
+    (root / "truncated.png").write_bytes(data[: len(data) // 2])
+    Image.effect_noise((64, 64), 60).convert("RGB").save(root / "photo.jpg", quality=90)
+    jpeg = (root / "photo.jpg").read_bytes()
+    (root / "truncated.jpg").write_bytes(jpeg[: len(jpeg) - 200])  # the header whole, the scan cut short
+    (root / "text.png").write_text("not an image at all\n")
+    (root / "empty.png").write_bytes(b"")
+    Image.new("RGB", (64, 64), "red").save(root / "photo.gif")
+    Image.new("RGB", (64, 64), "red").save(root / "photo.bmp")
+    Image.new("RGB", (64, 64), "red").save(root / "photo.tiff")
+    Image.new("RGB", (3000, 8), "red").save(root / "wide.png")
+    bomb_png(root / "bomb.png")
+    (root / "a-directory.png").mkdir()
+    os.mkfifo(root / "fifo.png")
+    product(outside / "elsewhere.png", (10, 10, 10), "ellipse", (64, 64))
+    (root / "link-out.png").symlink_to(outside / "elsewhere.png")
+    (root / "link-in.png").symlink_to(root / "MUG-1.png")
+    (base / "good.csv").write_text("sku,title,color\nA-1,mug,red\n")
+    env.submit(base / "good.csv")  # the ledger exists, with one job's items in it
+    env.cli("tenants", "set", "default", "--source-root", str(root))
+    env.root, env.outside, env.base = root, outside, base  # type: ignore[attr-defined]
+    yield env
+    env.close()
+
+
+# (id, image cell, mask cell, extra CSV columns, submit arguments, extra environment, field, words)
+BadCase = tuple[str, str, str, str, list[str], dict[str, str], str, str]
+BG = ["--mode", "background"]
+BAD: list[BadCase] = [
+    ("missing", "{root}/nope.png", "", "", BG, {}, "image", "does not exist"),
+    ("missing-relative", "nope.png", "", "", BG, {}, "image", "does not exist"),
+    ("truncated-png", "truncated.png", "", "", BG, {}, "image", "truncated"),
+    ("truncated-jpeg", "truncated.jpg", "", "", BG, {}, "image", "truncated"),
+    ("not-an-image", "text.png", "", "", BG, {}, "image", "not a PNG, JPEG or WebP"),
+    ("empty-file", "empty.png", "", "", BG, {}, "image", "empty"),
+    ("gif", "photo.gif", "", "", BG, {}, "image", "not a PNG, JPEG or WebP"),
+    ("bmp", "photo.bmp", "", "", BG, {}, "image", "not a PNG, JPEG or WebP"),
+    ("tiff", "photo.tiff", "", "", BG, {}, "image", "not a PNG, JPEG or WebP"),
+    ("bomb-50000x50000", "bomb.png", "", "", BG, {}, "image", "bomb"),
+    (
+        "over-pixel-limit",
+        "MUG-1.png",
+        "",
+        "",
+        BG,
+        {"PIXELMILL_INPUT_MAX_PIXELS": "1000"},
+        "image",
+        "PIXELMILL_INPUT_MAX_PIXELS",
+    ),
+    (
+        "over-byte-limit",
+        "MUG-1.png",
+        "",
+        "",
+        BG,
+        {"PIXELMILL_INPUT_MAX_BYTES": "100"},
+        "image",
+        "PIXELMILL_INPUT_MAX_BYTES",
+    ),
+    ("side-over-2048", "wide.png", "", "", BG, {}, "image", "2048"),
+    ("directory", "a-directory.png", "", "", BG, {}, "image", "not a regular file"),
+    ("fifo", "fifo.png", "", "", BG, {}, "image", "not a regular file"),
+    ("outside-root", "{outside}/elsewhere.png", "", "", BG, {}, "image", "not under an input root"),
+    ("dotdot-out", "../outside/elsewhere.png", "", "", BG, {}, "image", "not under an input root"),
+    ("etc-passwd", "/etc/passwd", "", "", BG, {}, "image", "not under an input root"),
+    ("symlink-out", "link-out.png", "", "", BG, {}, "image", "not under an input root"),
+    ("http-url", "http://example.com/mug.png", "", "", BG, {}, "image", "URL"),
+    ("https-url", "https://example.com/mug.png", "", "", BG, {}, "image", "URL"),
+    ("file-url", "file:///etc/passwd", "", "", BG, {}, "image", "URL"),
+    ("s3-url", "s3://bucket/mug.png", "", "", BG, {}, "image", "URL"),
+    ("no-photo", "", "", "", BG, {}, "image", "needs a photo"),
+    ("mask-wrong-size", "MUG-1.png", "mask-wrong.png", "", BG, {}, "mask", "same size"),
+    ("mask-missing", "MUG-1.png", "nope-mask.png", "", BG, {}, "mask", "does not exist"),
+    ("mask-not-an-image", "MUG-1.png", "text.png", "", BG, {}, "mask", "not a PNG"),
+    ("mask-symlink-out", "MUG-1.png", "link-out.png", "", BG, {}, "mask", "not under an input root"),
+    ("mask-url", "MUG-1.png", "http://example.com/m.png", "", BG, {}, "mask", "URL"),
+    ("mask-with-restyle", "MUG-1.png", "mask-small.png", "", ["--mode", "restyle"], {}, "mask", "background only"),
+    ("bad-mode-column", "MUG-1.png", "", ",mode", [], {}, "mode", "must be one of"),
+    ("bad-strength-column", "MUG-1.png", "", ",strength", ["--mode", "restyle"], {}, "strength", "from 0.05 to 1"),
+]
+EXTRA_VALUE = {",mode": ",inpaint", ",strength": ",2"}
+
+
+def fill(text: str, env: Env) -> str:
+    return text.replace("{root}", str(env.root)).replace("{outside}", str(env.outside))  # type: ignore[attr-defined]
+
+
+def test_the_table_holds_at_least_25_bad_inputs() -> None:
+    assert len(BAD) >= 25 and len({c[0] for c in BAD}) == len(BAD)
+
+
+@pytest.mark.parametrize(
+    ("image", "mask", "extra", "args", "env_vars", "field", "words"), [c[1:] for c in BAD], ids=[c[0] for c in BAD]
+)
+def test_a_bad_input_exits_2_with_file_line_field_and_writes_nothing(
+    installation: Env,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    image: str,
+    mask: str,
+    extra: str,
+    args: list[str],
+    env_vars: dict[str, str],
+    field: str,
+    words: str,
+) -> None:
+    env = installation
+    for key in [k for k in os.environ if k.startswith("PIXELMILL_")]:
+        monkeypatch.delenv(key)
+    for key, value in {**env.vars, **env_vars}.items():
+        if key.startswith(("PIXELMILL_", "OMP_")):
+            monkeypatch.setenv(key, value)
+    catalogue = tmp_path / "photos.csv"  # a good row first: the bad one (line 3) stops the whole job
+    good = {",mode": ",background", ",strength": ",0.5"}.get(extra, "")
+    catalogue.write_text(
+        f"sku,title,image,mask{extra}\nGOOD-1,mug,MUG-1.png,{good}\n"
+        f"BAD-2,mug,{fill(image, env)},{fill(mask, env)}{EXTRA_VALUE.get(extra, '')}\n"
+    )
+    get_settings.cache_clear()
+    try:
+        before, listed = state(env), entries(env)
+        result = CliRunner().invoke(
+            app, ["submit", str(catalogue), "--key", "sku", "--template", "{title}", "--catalogue", "photos", *args]
+        )
+    finally:
+        get_settings.cache_clear()
+    output = result.output
+    assert result.exit_code == 2, f"exit {result.exit_code}: {output}\n{result.exception!r}"
+    assert "Traceback" not in output
+    where = f"{catalogue}:3: field {field!r}: "
+    lines = [line for line in output.splitlines() if line.startswith(where)]
+    assert lines and any(words in line for line in lines), f"no {where!r} ... {words!r} in:\n{output}"
+    if not env_vars:  # the good row is good (under a lowered limit it is over it too)
+        assert not [line for line in output.splitlines() if line.startswith(f"{catalogue}:2:")], output
+    assert state(env) == before and entries(env) == listed
+
+
+def expected_product(key: str, photo: Image.Image, env: Env) -> Image.Image:
+    """The product mask the test knows without the worker's code: alpha >= 128, the mask file's >= 128, or (plain
+    photos) every pixel not near white, which the automatic mask must keep whatever else it keeps."""
+    if key == "MASKED-6":
+        return Image.open(env.root / "mask-small.png").convert("L").point(lambda v: 255 if v >= 128 else 0)  # type: ignore[attr-defined]
+    if key == "PLAIN-5":
+        gray = photo.convert("RGB").point(lambda v: 255 if v < 255 - 24 else 0).convert("L")
+        return gray.point(lambda v: 255 if v > 0 else 0)
+    return photo.getchannel("A").point(lambda v: 255 if v >= 128 else 0)
+
+
+def test_background_mode_keeps_every_product_pixel_byte_for_byte(installation: Env, tmp_path: Path) -> None:
+    env = installation
+    env.vars |= {"PIXELMILL_IMAGE_CHECKER": "none", "PIXELMILL_POLICY_ALLOW_CHECKER_OFF": "true"}
+    photos = {key: f"{key}.png" for key in PRODUCTS} | {"PLAIN-5": "plain.png", "MASKED-6": "MUG-1.png"}
+    rows = [f"{key},thing,{name},{'mask-small.png' if key == 'MASKED-6' else ''}" for key, name in photos.items()]
+    catalogue = tmp_path / "background.csv"
+    catalogue.write_text("sku,title,image,mask\n" + "\n".join(rows) + "\n")
+    submitted = json.loads(
+        env.cli_submit(catalogue, "--mode", "background", "--steps", "1", "--json", template="{title} on marble").stdout
+    )
+    env.start_worker()
+    counts = env.wait_for(submitted["job"], finished, timeout=120)
+    assert counts["succeeded"] == len(photos), counts
+    for key, name in photos.items():
+        photo = Image.open(env.root / name)  # type: ignore[attr-defined]
+        output = Image.open(env.data_dir / "images" / "jobs" / str(submitted["job"]) / key / "0.png").convert("RGB")
+        assert output.size == (max(64, -(-photo.width // 8) * 8), max(64, -(-photo.height // 8) * 8))
+        left, top = (output.width - photo.width) // 2, (output.height - photo.height) // 2
+        placed = output.crop((left, top, left + photo.width, top + photo.height))
+        mask = expected_product(key, photo, env)
+        inside = Image.new("RGB", photo.size)
+        inside.paste(photo.convert("RGB"), (0, 0), mask)
+        kept = Image.new("RGB", photo.size)
+        kept.paste(placed, (0, 0), mask)
+        assert kept.tobytes() == inside.tobytes(), f"{key}: a product pixel changed"
+        assert sum(1 for v in mask.getdata() if v) > 100, key  # the check compared a real product
+        if key != "MASKED-6":  # the background was generated, not copied: it is not the photo's white
+            corner = output.getpixel((0, 0))
+            assert corner != (255, 255, 255), key
+
+
+def test_restyle_differs_from_its_photo_and_repeats_for_its_seed(tiny_model: Path) -> None:
+    from worker.engine.interface import Request
+    from worker.engine.torch_engine import TorchEngine
+
+    engine = TorchEngine(str(tiny_model), device="cpu")
+    photo = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(photo).ellipse((16, 12, 48, 52), fill=(200, 30, 30))
+
+    def restyle(seed: int, strength: float = 0.6) -> bytes:
+        request = Request(
+            ["a red mug"], [""], [seed], 64, 64, 3, 5.0, mode="restyle", strength=strength, images=[photo]
+        )
+        return engine.generate(request).images[0].tobytes()
+
+    first = restyle(7)
+    assert first != photo.tobytes()
+    assert restyle(7) == first
+    assert restyle(8) != first
+
+
+def test_a_new_photo_is_changed_and_the_same_photo_unchanged(installation: Env, tmp_path: Path) -> None:
+    env = installation
+    root: Path = env.root  # type: ignore[attr-defined]
+    product(root / "night-a.png", (200, 30, 30), "ellipse", (64, 64))
+    product(root / "night-b.png", (30, 90, 200), "rectangle", (64, 64))
+    catalogue = tmp_path / "nightly.csv"
+    catalogue.write_text("sku,title,image\nN-A,mug,night-a.png\nN-B,box,night-b.png\n")
+
+    def night() -> dict[str, int]:
+        args = ("--mode", "background", "--catalogue", "shop-photos", "--json")
+        changes: dict[str, int] = json.loads(env.cli_submit(catalogue, *args, template="{title}").stdout)["changes"]
+        return changes
+
+    assert night()["new"] == 2
+    product(root / "night-b.png", (30, 200, 90), "rectangle", (64, 64))  # a new photo under the same path and key
+    second = night()
+    assert (second["changed"], second["unchanged"], second.get("new", 0)) == (1, 1, 0), second
