@@ -288,3 +288,19 @@ def test_a_new_photo_is_changed_and_the_same_photo_unchanged(installation: Env, 
     product(root / "night-b.png", (30, 200, 90), "rectangle", (64, 64))  # a new photo under the same path and key
     second = night()
     assert (second["changed"], second["unchanged"], second.get("new", 0)) == (1, 1, 0), second
+
+
+def test_the_manifest_records_each_photo_and_its_sha256(installation: Env, tmp_path: Path) -> None:
+    import hashlib
+
+    env = installation
+    root: Path = env.root  # type: ignore[attr-defined]
+    catalogue = tmp_path / "manifest.csv"
+    catalogue.write_text("sku,title,image\nM-1,mug,MUG-1.png\nM-2,box,link-in.png\n")
+    job = json.loads(env.cli_submit(catalogue, "--mode", "restyle", "--json", template="{title}").stdout)["job"]
+    out = tmp_path / "manifest.jsonl"
+    env.cli("manifest", "--job", str(job), "--format", "jsonl", "--output", str(out))
+    rows = {row["key"]: row for row in map(json.loads, out.read_text().splitlines())}
+    want = hashlib.sha256((root / "MUG-1.png").read_bytes()).hexdigest()
+    for key in ("M-1", "M-2"):  # the link inside the root is recorded as what it resolves to
+        assert (rows[key]["input"], rows[key]["input_sha256"]) == (str((root / "MUG-1.png").resolve()), want)
