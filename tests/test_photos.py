@@ -7,6 +7,7 @@ The photos are drawn here: simple products (a mug, a bottle, a box) on white, wi
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -15,12 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageChops, ImageDraw
 from test_bad_inputs import state
 from test_catalogue_files import entries
 from typer.testing import CliRunner
 
-from conftest import Env, finished
+from conftest import Env, finished, installation_on
 from contract.settings import get_settings
 from pixelmill.cli import app
 
@@ -209,46 +210,78 @@ def test_a_bad_input_exits_2_with_file_line_field_and_writes_nothing(
     assert state(env) == before and entries(env) == listed
 
 
-def expected_product(key: str, photo: Image.Image, env: Env) -> Image.Image:
-    """The product mask the test knows without the worker's code: alpha >= 128, the mask file's >= 128, or (plain
+SIZES = [(60, 52), (44, 70), (64, 64), (72, 58)]
+COLOURS = [(200, 30, 30), (30, 90, 200), (40, 160, 60), (220, 180, 20), (120, 40, 140), (20, 20, 20)]
+
+
+PRODUCT_COUNT = int(os.environ.get("PIXELMILL_TEST_PRODUCTS", "8"))  # 40: the issue's 40-product job
+
+
+def many_products(root: Path, count: int = PRODUCT_COUNT) -> dict[str, tuple[str, str]]:
+    """`count` products drawn into `root`: key -> (photo, mask or ""). Most have alpha; every 7th is opaque on plain
+    white (the automatic mask); every 5th brings a mask file (a box around the product)."""
+    rows: dict[str, tuple[str, str]] = {}
+    for i in range(count):
+        size, colour = SIZES[i % len(SIZES)], COLOURS[i % len(COLOURS)]
+        key, plain = f"P-{i:02d}", i % 7 == 3
+        product(root / f"{key}.png", colour, ("ellipse", "rectangle")[i % 2], size, alpha=not plain)
+        mask = ""
+        if i % 5 == 1 and not plain:
+            mask = f"{key}-mask.png"
+            shape = Image.new("L", size, 0)
+            ImageDraw.Draw(shape).rectangle((size[0] // 4, size[1] // 4, size[0] * 3 // 4, size[1] * 3 // 4), fill=255)
+            shape.save(root / mask)
+        rows[key] = (f"{key}.png", mask)
+    return rows
+
+
+def expected_product(photo: Image.Image, mask: Path | None) -> Image.Image:
+    """The product mask the test knows without the worker's code: the mask file's >= 128, alpha >= 128, or (plain
     photos) every pixel not near white, which the automatic mask must keep whatever else it keeps."""
-    if key == "MASKED-6":
-        return Image.open(env.root / "mask-small.png").convert("L").point(lambda v: 255 if v >= 128 else 0)  # type: ignore[attr-defined]
-    if key == "PLAIN-5":
-        gray = photo.convert("RGB").point(lambda v: 255 if v < 255 - 24 else 0).convert("L")
-        return gray.point(lambda v: 255 if v > 0 else 0)
+    if mask is not None:
+        return Image.open(mask).convert("L").point(lambda v: 255 if v >= 128 else 0)
+    if photo.mode != "RGBA":
+        return photo.convert("L").point(lambda v: 255 if v < 255 - 24 else 0)
     return photo.getchannel("A").point(lambda v: 255 if v >= 128 else 0)
 
 
-def test_background_mode_keeps_every_product_pixel_byte_for_byte(installation: Env, tmp_path: Path) -> None:
-    env = installation
-    env.vars |= {"PIXELMILL_IMAGE_CHECKER": "none", "PIXELMILL_POLICY_ALLOW_CHECKER_OFF": "true"}
-    photos = {key: f"{key}.png" for key in PRODUCTS} | {"PLAIN-5": "plain.png", "MASKED-6": "MUG-1.png"}
-    rows = [f"{key},thing,{name},{'mask-small.png' if key == 'MASKED-6' else ''}" for key, name in photos.items()]
-    catalogue = tmp_path / "background.csv"
-    catalogue.write_text("sku,title,image,mask\n" + "\n".join(rows) + "\n")
-    submitted = json.loads(
-        env.cli_submit(catalogue, "--mode", "background", "--steps", "1", "--json", template="{title} on marble").stdout
-    )
-    env.start_worker()
-    counts = env.wait_for(submitted["job"], finished, timeout=120)
-    assert counts["succeeded"] == len(photos), counts
-    for key, name in photos.items():
-        photo = Image.open(env.root / name)  # type: ignore[attr-defined]
-        output = Image.open(env.data_dir / "images" / "jobs" / str(submitted["job"]) / key / "0.png").convert("RGB")
-        assert output.size == (max(64, -(-photo.width // 8) * 8), max(64, -(-photo.height // 8) * 8))
-        left, top = (output.width - photo.width) // 2, (output.height - photo.height) // 2
-        placed = output.crop((left, top, left + photo.width, top + photo.height))
-        mask = expected_product(key, photo, env)
-        inside = Image.new("RGB", photo.size)
-        inside.paste(photo.convert("RGB"), (0, 0), mask)
-        kept = Image.new("RGB", photo.size)
-        kept.paste(placed, (0, 0), mask)
-        assert kept.tobytes() == inside.tobytes(), f"{key}: a product pixel changed"
-        assert mask.histogram()[255] > 100, key  # the check compared a real product
-        if key != "MASKED-6":  # the background was generated, not copied: it is not the photo's white
-            corner = output.getpixel((0, 0))
-            assert corner != (255, 255, 255), key
+@pytest.mark.parametrize("combo", ["embedded", "pg-redis-s3"])
+def test_background_mode_keeps_every_product_pixel_of_every_product(
+    request: pytest.FixtureRequest, tmp_path: Path, tiny_model: Path, combo: str
+) -> None:
+    env = installation_on(request, tmp_path, tiny_model, combo)
+    try:
+        env.vars |= {"PIXELMILL_IMAGE_CHECKER": "none", "PIXELMILL_POLICY_ALLOW_CHECKER_OFF": "true"}
+        root = tmp_path / "photos"
+        root.mkdir()
+        photos = many_products(root)
+        env.cli("tenants", "set", "default", "--source-root", str(root))
+        catalogue = tmp_path / "background.csv"
+        catalogue.write_text("sku,title,image,mask\n" + "".join(f"{k},thing,{p},{m}\n" for k, (p, m) in photos.items()))
+        args = ("--mode", "background", "--steps", "1", "--json")
+        job = json.loads(env.cli_submit(catalogue, *args, template="{title} on marble").stdout)["job"]
+        env.start_worker()
+        counts = env.wait_for(job, finished, timeout=150)
+        assert counts["succeeded"] == len(photos), counts
+        storage = env.storage()
+        for key, (name, mask_name) in photos.items():
+            photo = Image.open(root / name)
+            output = Image.open(io.BytesIO(storage.get(f"jobs/{job}/{key}/0.png"))).convert("RGB")
+            assert output.size == (max(64, -(-photo.width // 8) * 8), max(64, -(-photo.height // 8) * 8))
+            left, top = (output.width - photo.width) // 2, (output.height - photo.height) // 2
+            placed = output.crop((left, top, left + photo.width, top + photo.height))
+            mask = expected_product(photo, root / mask_name if mask_name else None)
+            inside, kept = Image.new("RGB", photo.size), Image.new("RGB", photo.size)
+            inside.paste(photo.convert("RGB"), (0, 0), mask)
+            kept.paste(placed, (0, 0), mask)
+            assert kept.tobytes() == inside.tobytes(), f"{key}: a product pixel changed"
+            assert mask.histogram()[255] > 100, key  # the check compared a real product
+            background = ImageChops.invert(mask)  # generated, not copied: most of it differs from the photo
+            differs = ImageChops.difference(placed, photo.convert("RGB")).convert("L").point(lambda v: 255 if v else 0)
+            changed = ImageChops.multiply(differs, background).histogram()[255]
+            assert changed > background.histogram()[255] // 2, key
+    finally:
+        env.close()
 
 
 def test_restyle_differs_from_its_photo_and_repeats_for_its_seed(tiny_model: Path) -> None:
@@ -343,3 +376,16 @@ def test_the_tiny_inpainting_model_makes_background_items_and_keeps_the_product(
     assert kept.tobytes() == want.tobytes()
     with pytest.raises(ValueError, match="inpainting model"):
         engine.generate(Request(["mug"], [""], [3], 64, 64, 2, 5.0))
+
+
+def test_the_automatic_mask_takes_the_plain_background_connected_to_the_border() -> None:
+    from worker.photos import auto_mask
+
+    photo = Image.new("RGB", (64, 48), (250, 250, 250))  # near-white studio background
+    draw = ImageDraw.Draw(photo)
+    draw.rectangle((16, 8, 47, 39), fill=(30, 90, 200))
+    draw.rectangle((28, 20, 35, 27), fill=(255, 255, 255))  # a white hole closed in by the product: product
+    mask = auto_mask(photo)
+    assert mask.getpixel((0, 0)) == 0 and mask.getpixel((63, 47)) == 0 and mask.getpixel((8, 24)) == 0
+    assert mask.getpixel((20, 10)) == 255 and mask.getpixel((31, 23)) == 255
+    assert mask.histogram()[255] == 32 * 32  # exactly the product's box, its hole included

@@ -74,7 +74,7 @@ def auto_mask(photo: PILImage.Image) -> PILImage.Image:
     colour = np.median(border, axis=0)
     near = (np.abs(rgb - colour).max(axis=2) <= TOLERANCE).astype(np.uint8) * 255
     padded = np.pad(near, 1, constant_values=255)  # a frame of background joins every border pixel
-    flood = Image.fromarray(padded, "L")
+    flood = Image.fromarray(padded, "L").copy()  # fromarray may share the (read-only) array: fill a copy
     ImageDraw.floodfill(flood, (0, 0), 128)  # background connected to the border becomes 128
     reached = np.asarray(flood)[1:-1, 1:-1] == 128
     return Image.fromarray(np.where(reached, 0, 255).astype(np.uint8), "L")

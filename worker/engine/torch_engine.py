@@ -6,6 +6,7 @@ would initialise CUDA before fork.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -166,7 +167,10 @@ class TorchEngine:
         else:
             if self.pipe.unet.config.in_channels != 4:
                 raise ValueError(f"model {self.model!r} is an inpainting model: restyle needs a text-to-image model")
-            images = self._derived("img2img")(image=request.images, strength=request.strength, **common).images
+            # img2img denoises int(steps x strength) of the schedule's steps: at least one, however few were asked.
+            strength = request.strength if request.strength is not None else 0.6
+            common["num_inference_steps"] = max(request.steps, math.ceil(1 / strength))
+            images = self._derived("img2img")(image=request.images, strength=strength, **common).images
         return Result(images=[image.convert("RGB") for image in images], timings={"total": self._clock() - start})
 
     def _generate_whole(
