@@ -389,3 +389,45 @@ def test_the_automatic_mask_takes_the_plain_background_connected_to_the_border()
     assert mask.getpixel((0, 0)) == 0 and mask.getpixel((63, 47)) == 0 and mask.getpixel((8, 24)) == 0
     assert mask.getpixel((20, 10)) == 255 and mask.getpixel((31, 23)) == 255
     assert mask.histogram()[255] == 32 * 32  # exactly the product's box, its hole included
+
+
+def test_v1_rows_name_photos_under_their_own_tenants_roots_only(env: Env, tmp_path: Path) -> None:
+    from sqlalchemy import select
+    from test_intake_tenants import tenants
+
+    from contract.schema import Item
+    from producer import request_v1
+
+    alice_root, bob_root = tmp_path / "alice", tmp_path / "bob"
+    alice_root.mkdir()
+    bob_root.mkdir()
+    product(alice_root / "mug.png", (200, 30, 30), "ellipse", (60, 52))
+    owners = {
+        name: tenants(env, name, source_roots=(str(root),))[name]
+        for name, root in (("alice", alice_root), ("bob", bob_root))
+    }
+    settings, ledger = env.settings(), env.ledger()
+
+    def intake(tenant: str, image: str, rid: str) -> list[str]:
+        message = {
+            "v": 1,
+            "request_id": rid,
+            "rows": [{"sku": "M-1", "title": "mug", "image": image}],
+            "key": "sku",
+            "template": "{title} on marble",
+            "options": {"mode": "background", "steps": 2},
+        }
+        return request_v1.intake(settings, ledger, message, tenant=owners[tenant]).problems
+
+    try:
+        refused = intake("bob", str(alice_root / "mug.png"), "bob-1")  # another tenant's photo
+        assert len(refused) == 1 and "field 'image'" in refused[0] and "not under an input root" in refused[0]
+        assert intake("alice", "http://example.com/mug.png", "alice-0")[0].endswith(
+            "is a URL; give a path under the tenant's input root (URLs are never read)"
+        )
+        assert intake("alice", "mug.png", "alice-1") == []  # relative: under alice's first root
+        with ledger.session(readonly=True) as session:
+            (inputs,) = session.scalars(select(Item.inputs)).all()
+        assert inputs is not None and inputs["image"] == str((alice_root / "mug.png").resolve())
+    finally:
+        ledger.close()
