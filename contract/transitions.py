@@ -371,7 +371,7 @@ def finish(session: Session, item_id: int, outcome: Finish) -> None:
         update(Item)
         .where(Item.id == item_id, Item.state.not_in([State.succeeded, State.blocked, State.cancelled]))
         .values(**state, finished_at=now, lease_expires=None, error=None, not_before=None, infra_since=None)
-        .returning(Item.job_id, Item.item_key, Item.variant)
+        .returning(Item.job_id, Item.item_key, Item.variant, Item.inputs)
     ).first()
     if ended is not None:
         if before == State.pending:  # a late finish of an item that went back to the backlog
@@ -439,7 +439,7 @@ def block(session: Session, item_id: int, reason: dict[str, Any], *, node: str) 
         update(Item)
         .where(Item.id == item_id, Item.state == State.running, Item.worker == holder_name(node))
         .values(state=State.blocked, block_reason=reason, finished_at=utcnow(), lease_expires=None, error=None)
-        .returning(Item.job_id, Item.item_key, Item.variant)
+        .returning(Item.job_id, Item.item_key, Item.variant, Item.inputs)
     ).first()
     if ended is None:
         return False
@@ -447,8 +447,8 @@ def block(session: Session, item_id: int, reason: dict[str, Any], *, node: str) 
     return True
 
 
-def _ended(session: Session, item_id: int, ended: Row[int, str, int], state: State, reason: Any) -> None:
-    """The `item.ended` event of an item that just ended; `ended` is the RETURNING row (job, key, variant)."""
+def _ended(session: Session, item_id: int, ended: Row[int, str, int, Any], state: State, reason: Any) -> None:
+    """The `item.ended` event of an item that just ended; `ended` is the RETURNING row (job, key, variant, inputs)."""
     events.item_ended(
         session,
         item_id=item_id,
@@ -457,6 +457,7 @@ def _ended(session: Session, item_id: int, ended: Row[int, str, int], state: Sta
         variant=ended.variant,
         state=state,
         reason=reason,
+        inputs=ended.inputs,
     )
 
 
@@ -627,4 +628,5 @@ def _give_up(item: Item, now: datetime, error: str) -> None:
         variant=item.variant,
         state=State.failed,
         error=error,
+        inputs=item.inputs,
     )

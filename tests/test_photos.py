@@ -11,6 +11,7 @@ import io
 import json
 import os
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -395,7 +396,7 @@ def test_v1_rows_name_photos_under_their_own_tenants_roots_only(env: Env, tmp_pa
     from sqlalchemy import select
     from test_intake_tenants import tenants
 
-    from contract.schema import Item
+    from contract.schema import Event, Item
     from producer import request_v1
 
     alice_root, bob_root = tmp_path / "alice", tmp_path / "bob"
@@ -416,6 +417,7 @@ def test_v1_rows_name_photos_under_their_own_tenants_roots_only(env: Env, tmp_pa
             "key": "sku",
             "template": "{title} on marble",
             "options": {"mode": "background", "steps": 2},
+            "events": ["item.succeeded"],
         }
         return request_v1.intake(settings, ledger, message, tenant=owners[tenant]).problems
 
@@ -428,6 +430,19 @@ def test_v1_rows_name_photos_under_their_own_tenants_roots_only(env: Env, tmp_pa
         assert intake("alice", "mug.png", "alice-1") == []  # relative: under alice's first root
         with ledger.session(readonly=True) as session:
             (inputs,) = session.scalars(select(Item.inputs)).all()
+            (job,) = session.scalars(select(Item.job_id)).all()
         assert inputs is not None and inputs["image"] == str((alice_root / "mug.png").resolve())
+        env.vars |= {"PIXELMILL_IMAGE_CHECKER": "none", "PIXELMILL_POLICY_ALLOW_CHECKER_OFF": "true"}
+        env.start_worker()
+        deadline = time.monotonic() + 120
+        while True:  # alice's job: the status helpers read the tenant `default`'s
+            with ledger.session(readonly=True) as session:
+                bodies = session.scalars(select(Event.body).where(Event.type == "item.succeeded")).all()
+            if bodies or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert len(bodies) == 1, env.worker_logs()[-3000:]
+        data = bodies[0]["data"]  # the event names the photo the item was made from
+        assert (data["key"], data["input"], data["input_sha256"]) == ("M-1", inputs["image"], inputs["image_sha256"])
     finally:
         ledger.close()
