@@ -152,9 +152,10 @@ BAD: list[BadCase] = [
     ("mask-url", "MUG-1.png", "http://example.com/m.png", "", BG, {}, "mask", "URL"),
     ("mask-with-restyle", "MUG-1.png", "mask-small.png", "", ["--mode", "restyle"], {}, "mask", "background only"),
     ("bad-mode-column", "MUG-1.png", "", ",mode", [], {}, "mode", "must be one of"),
+    ("size-under-photo", "BOTTLE-2.png", "", ",size", BG, {}, "size", "smaller than the row's photo"),
     ("bad-strength-column", "MUG-1.png", "", ",strength", ["--mode", "restyle"], {}, "strength", "from 0.05 to 1"),
 ]
-EXTRA_VALUE = {",mode": ",inpaint", ",strength": ",2"}
+EXTRA_VALUE = {",mode": ",inpaint", ",strength": ",2", ",size": ",64x64"}  # BOTTLE-2 is 44x70
 
 
 def fill(text: str, env: Env) -> str:
@@ -187,7 +188,7 @@ def test_a_bad_input_exits_2_with_file_line_field_and_writes_nothing(
         if key.startswith(("PIXELMILL_", "OMP_")):
             monkeypatch.setenv(key, value)
     catalogue = tmp_path / "photos.csv"  # a good row first: the bad one (line 3) stops the whole job
-    good = {",mode": ",background", ",strength": ",0.5"}.get(extra, "")
+    good = {",mode": ",background", ",strength": ",0.5", ",size": ",64x64"}.get(extra, "")
     catalogue.write_text(
         f"sku,title,image,mask{extra}\nGOOD-1,mug,MUG-1.png,{good}\n"
         f"BAD-2,mug,{fill(image, env)},{fill(mask, env)}{EXTRA_VALUE.get(extra, '')}\n"
@@ -258,7 +259,11 @@ def test_background_mode_keeps_every_product_pixel_of_every_product(
         photos = many_products(root)
         env.cli("tenants", "set", "default", "--source-root", str(root))
         catalogue = tmp_path / "background.csv"
-        catalogue.write_text("sku,title,image,mask\n" + "".join(f"{k},thing,{p},{m}\n" for k, (p, m) in photos.items()))
+        sizes = {"P-00": "96x80"}  # a row's own size: the photo centred on it, unscaled
+        catalogue.write_text(
+            "sku,title,image,mask,size\n"
+            + "".join(f"{k},thing,{p},{m},{sizes.get(k, '')}\n" for k, (p, m) in photos.items())
+        )
         args = ("--mode", "background", "--steps", "1", "--json")
         job = json.loads(env.cli_submit(catalogue, *args, template="{title} on marble").stdout)["job"]
         env.start_worker()
@@ -268,7 +273,8 @@ def test_background_mode_keeps_every_product_pixel_of_every_product(
         for key, (name, mask_name) in photos.items():
             photo = Image.open(root / name)
             output = Image.open(io.BytesIO(storage.get(f"jobs/{job}/{key}/0.png"))).convert("RGB")
-            assert output.size == (max(64, -(-photo.width // 8) * 8), max(64, -(-photo.height // 8) * 8))
+            rounded = (max(64, -(-photo.width // 8) * 8), max(64, -(-photo.height // 8) * 8))
+            assert output.size == (tuple(map(int, sizes[key].split("x"))) if key in sizes else rounded)
             left, top = (output.width - photo.width) // 2, (output.height - photo.height) // 2
             placed = output.crop((left, top, left + photo.width, top + photo.height))
             mask = expected_product(photo, root / mask_name if mask_name else None)

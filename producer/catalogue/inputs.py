@@ -9,7 +9,7 @@ BEFORE any pixel is decoded (a 50,000 x 50,000 PNG is a few hundred bytes and gi
 whole image is decoded, so a truncated file is refused here and not on a GPU. A mask has the photo's size.
 
 The output is the photo's size rounded up to a multiple of 8 (at least 64), the photo centred on it
-(`placement`); the rows' `size` does not apply to photo rows.
+(`placement`), unless the row's own `size` says otherwise (the photo centred on it, never scaled).
 """
 
 from __future__ import annotations
@@ -126,9 +126,17 @@ class PhotoRow:
 
     mode: ModeName
     strength: float | None
-    width: int
+    width: int  # the output: the photo's size rounded up (`placement`)
     height: int
     inputs: dict[str, str] | None
+    photo_size: tuple[int, int] = (0, 0)  # the photo's own
+
+    def sized(self, width: int, height: int) -> str | None:
+        """Why the photo cannot sit unscaled on a `width` x `height` output (a row's `size`), or None."""
+        if self.photo_size[0] <= width and self.photo_size[1] <= height:
+            return None
+        w, h = self.photo_size
+        return f"is {width}x{height}, smaller than the row's photo ({w}x{h}): the photo is never scaled; crop it"
 
     @property
     def fields(self) -> tuple[str, float | None, dict[str, str] | None]:
@@ -190,7 +198,7 @@ def photo_row(
         inputs |= {"mask": shape.path, "mask_sha256": shape.sha256}
     width, height, _, _ = placement(photo.width, photo.height)
     used = (strength if strength is not None else STRENGTH_DEFAULT) if mode == "restyle" else None
-    return PhotoRow(mode, used, width, height, inputs), []
+    return PhotoRow(mode, used, width, height, inputs, (photo.width, photo.height)), []
 
 
 class PhotoColumns:

@@ -15,7 +15,7 @@ from typing import NamedTuple, NoReturn
 
 from contract.params import parse_size
 from producer.catalogue.defaults import OVERRIDES, Defaults, Limits
-from producer.catalogue.inputs import PhotoColumns
+from producer.catalogue.inputs import PhotoColumns, PhotoRow
 from producer.catalogue.problems import ENV, CatalogueError, Problem
 from producer.catalogue.values import (
     TOKEN_OVERHEAD,
@@ -378,7 +378,7 @@ class Validator:
         if self.photos is not None:
             _, photo = self.photos.row(cells, lambda field, message: self.problem(line, field, message))
             if photo is not None:
-                width, height = photo.width, photo.height
+                width, height = self._photo_size(line, cells, photo, width, height)
         stats = self.stats
         stats.items += images
         if stats.items > self.limits.items:
@@ -487,6 +487,20 @@ class Validator:
             else:
                 seed = int(parsed)  # type: ignore[call-overload]
         return width, height, steps, guidance, images, seed
+
+    def _photo_size(
+        self, line: int, cells: Sequence[Cell], photo: PhotoRow, width: int, height: int
+    ) -> tuple[int, int]:
+        """A photo row's output size: the row's own `size` if it has one (the photo centred on it, unscaled), else
+        the photo's size rounded up (producer/catalogue/inputs.py `placement`)."""
+        for column, i, _, name in self.overrides:
+            cell = cells[i]
+            if name == "size" and isinstance(cell, str) and cell.strip():
+                problem = photo.sized(width, height)
+                if problem is not None:
+                    self.problem(line, column, problem)
+                return width, height
+        return photo.width, photo.height
 
     def _reserved(self, line: int, name: str, column: str) -> str:
         """Why this column is read as an override, and how to map or switch it off (a bad value's message): in
