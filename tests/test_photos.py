@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 from conftest import Env, finished, installation_on
 from contract.settings import get_settings
 from pixelmill.cli import app
+from producer.sheet import thumbnail
 
 PRODUCTS = {  # key: (colour, shape, size): sides not multiples of 8 on purpose (the canvas rounds them up)
     "MUG-1": ((200, 30, 30), "ellipse", (60, 52)),
@@ -287,6 +288,15 @@ def test_background_mode_keeps_every_product_pixel_of_every_product(
             differs = ImageChops.difference(placed, photo.convert("RGB")).convert("L").point(lambda v: 255 if v else 0)
             changed = ImageChops.multiply(differs, background).histogram()[255]
             assert changed > background.histogram()[255] // 2, key
+        sheet = tmp_path / "sheet.html"  # the contact sheet shows each photo beside its output
+        env.cli("sheet", "--job", str(job), "-o", str(sheet))
+        page = sheet.read_text()
+        start = page.index('<script id="tiles" type="application/json">') + len(
+            '<script id="tiles" type="application/json">'
+        )
+        tiles = {t["k"]: t for t in json.loads(page[start : page.index("</script>", start)])}
+        for key, (name, _) in photos.items():
+            assert tiles[key]["src"] and tiles[key]["in"] == thumbnail((root / name).read_bytes()), key
     finally:
         env.close()
 
