@@ -462,3 +462,16 @@ def test_v1_rows_name_photos_under_their_own_tenants_roots_only(env: Env, tmp_pa
         assert (data["key"], data["input"], data["input_sha256"]) == ("M-1", inputs["image"], inputs["image_sha256"])
     finally:
         ledger.close()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_png_jpeg_and_webp_photos_are_read_and_hashed_as_stored(tmp_path: Path, fmt: str) -> None:
+    import hashlib
+
+    from producer.catalogue.inputs import check_input
+
+    path = tmp_path / f"photo.{fmt.lower()}"
+    Image.effect_noise((70, 50), 40).convert("RGB").save(path, fmt)
+    checked = check_input(path.name, [str(tmp_path)], max_bytes=10**6, max_pixels=10**6)
+    assert (checked.path, checked.width, checked.height) == (str(path.resolve()), 70, 50)
+    assert checked.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
