@@ -102,7 +102,7 @@ def build_pipeline(name: str, device: str, dtype: torch.dtype, seed: int = 0) ->
 
         with tempfile.TemporaryDirectory() as tmp:
             path = build_tiny_pipeline(Path(tmp) / "tiny", seed=seed)
-            pipe = StableDiffusionPipeline.from_pretrained(path, safety_checker=None)  # type: ignore[no-untyped-call]
+            pipe = StableDiffusionPipeline.from_pretrained(path, safety_checker=None)
         pipe.set_progress_bar_config(disable=True)
         return pipe.to(device, dtype)
     config = json.loads((CONFIGS / f"{name}.json").read_text())
@@ -112,7 +112,7 @@ def build_pipeline(name: str, device: str, dtype: torch.dtype, seed: int = 0) ->
     def encoder(cfg: dict[str, Any]) -> torch.nn.Module:
         cfg = dict(cfg)
         cls = classes[cfg.pop("class")]
-        return cls(
+        model: torch.nn.Module = cls(
             CLIPTextConfig(
                 **cfg,
                 bos_token_id=tokenizer.bos_token_id,
@@ -120,24 +120,23 @@ def build_pipeline(name: str, device: str, dtype: torch.dtype, seed: int = 0) ->
                 pad_token_id=tokenizer.pad_token_id,
             )
         )
+        return model
 
     torch.manual_seed(seed)
     with torch.device(device):  # initialise on the GPU directly: minutes faster than on CPU for SDXL
         parts: dict[str, Any] = {
-            "unet": UNet2DConditionModel(**config["unet"]),  # type: ignore[no-untyped-call]
-            "vae": AutoencoderKL(**config["vae"]),  # type: ignore[no-untyped-call]
+            "unet": UNet2DConditionModel(**config["unet"]),
+            "vae": AutoencoderKL(**config["vae"]),
             "text_encoder": encoder(config["text_encoder"]),
         }
         if "text_encoder_2" in config:
             parts["text_encoder_2"] = encoder(config["text_encoder_2"])
-    scheduler = EulerDiscreteScheduler(**config["scheduler"])  # type: ignore[no-untyped-call]
+    scheduler = EulerDiscreteScheduler(**config["scheduler"])
     if config["pipeline"] == "StableDiffusionXLPipeline":
-        pipe = StableDiffusionXLPipeline(  # type: ignore[no-untyped-call]
-            **parts, tokenizer=tokenizer, tokenizer_2=tokenizer, scheduler=scheduler
-        )
+        pipe = StableDiffusionXLPipeline(**parts, tokenizer=tokenizer, tokenizer_2=tokenizer, scheduler=scheduler)
     else:
         unchecked = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
-        pipe = StableDiffusionPipeline(**parts, tokenizer=tokenizer, scheduler=scheduler, **unchecked)  # type: ignore[no-untyped-call]
+        pipe = StableDiffusionPipeline(**parts, tokenizer=tokenizer, scheduler=scheduler, **unchecked)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device, dtype)
 

@@ -3,20 +3,36 @@
     PYTHONPATH=. python bench/fair_share.py cost [--pending 1000000] [--tenants 50] [--passes 50] [--sqlite]
     PYTHONPATH=. python bench/fair_share.py ratio [--seconds 300] [--weights 3,1]
     PYTHONPATH=. python bench/fair_share.py small-behind-big [--big 20000] [--small 20] [--workers 2] [--servers]
+        [--priority]
+    PYTHONPATH=. python bench/fair_share.py ratio-live [--seconds 300] [--weights 3,1] [--items 3000] [--servers]
+    PYTHONPATH=. python bench/fair_share.py cancel [--big 20000] [--workers 2]
+    PYTHONPATH=. python bench/fair_share.py kills [--items 1000] [--kills 3] [--seconds 600] [--grace 600]
 
 - `cost`: PENDING items across TENANTS tenants (one job each) in a ledger on PostgreSQL (started on loopback with
   tests/servers.py; `--sqlite` for the embedded ledger), two live workers per model recorded in `workers`. Times
   `Scheduler.run_pass` with the publish replaced by a no-op (ledger time only, the mark included) over PASSES
-  passes, each draining the window it filled, per chunk chosen; and the backlog query (`scheduling.backlog`).
+  passes, each draining the window it filled, per chunk chosen (a chunk: max(batch size, items per message) items,
+  32 by default); the sweep of the counters runs at the first pass only (then once per reconcile interval), its
+  time is given per pass apart; and the backlog query (`scheduling.backlog`).
 - `ratio`: the fair-share choice alone on two saturating tenants for SECONDS of simulated time at one chunk per
   simulated second per GPU: the throughput ratio the weights give.
 - `small-behind-big`: the real thing, with `pixelmill worker` processes (each a scheduler candidate) and the tiny
   model: tenant `default` submits BIG items, the workers start, then tenant `b` submits SMALL; records when b's first
   image arrives, when its last does, how much of the big job is still pending then, and the deepest the model's
   queue got. `--servers`: PostgreSQL + redis-server (started here) instead of the embedded defaults.
+  `--priority`: one tenant, its BIG items `--priority bulk`, then SMALL `--priority interactive`.
+- `ratio-live`: tenants `default` and `b` with the weights, ITEMS each (both stay backlogged), WORKERS workers;
+  once both have images, the items each finished over SECONDS (and per minute), from the ledger's `finished_at`.
+- `cancel` (PostgreSQL + redis-server): BIG items on WORKERS workers; once they are busy, `pixelmill cancel`; then
+  the job's items whose `started_at` is after the CLI returned, and its messages in redis-server (the queue's list
+  and the `unacked` hash of messages workers hold) right after and one chunk's time later.
+- `kills` (PostgreSQL + redis-server): ITEMS items on WORKERS workers; KILLS times, evenly within SECONDS, SIGKILL
+  the process group of the worker whose parent holds the scheduler lease, time until another holds it, and start
+  a fresh worker; then wait (GRACE at most) for the job to finish and check every item succeeded once, with one
+  image row and one stored object whose sha256 matches, and nothing else under the job's prefix.
 
-The 3:1 run over five minutes of saturated GPUs and the three SIGKILLs of the scheduler's holder over ten minutes
-are not scripted yet: see docs/benchmarks.md.
+Every scenario with workers uses the tests' installation (tests/conftest.py `Env`: the tiny model at 64x64, 4
+steps, 4-item messages, the tests' fast timings: reconcile interval 1 s, item lease 40 s).
 """
 
 from __future__ import annotations
@@ -68,9 +84,9 @@ def _fill(ledger: Any, pending: int, tenants: int, workers: int) -> None:
 
 
 def _timed(scheduling: Any, scheduler: Any) -> dict[str, float]:
-    """Wrap the pass's steps to add up their wall time: the lease, reading the backlog, choosing (one indexed read
-    per chunk) and sending (the mark)."""
-    totals: dict[str, float] = {"lease": 0.0, "read_backlog": 0.0, "choose": 0.0, "mark": 0.0, "chunks": 0}
+    """Wrap the pass's steps to add up their wall time: the lease, the counters' sweep, reading the backlog, choosing
+    (one read of every chunk) and sending (the mark)."""
+    totals = dict.fromkeys(("lease", "sweep", "read_backlog", "choose", "mark", "chunks"), 0.0)
 
     def wrap(owner: Any, name: str, key: str) -> None:
         original = getattr(owner, name)
@@ -87,6 +103,7 @@ def _timed(scheduling: Any, scheduler: Any) -> dict[str, float]:
     wrap(scheduling, "take_lease", "lease")
     wrap(scheduling, "_read_backlog", "read_backlog")
     wrap(scheduler, "_choose", "choose")
+    wrap(scheduler, "sweep", "sweep")  # the counters' check: a holder's first pass, then once per reconcile interval
     send = scheduler._send
 
     def counted(model: str, items: Any) -> int:
@@ -231,7 +248,23 @@ def _chunk_seconds(ledger: Any, job: int) -> float:
     return statistics.median(spans) if spans else 0.0
 
 
+OPTIONS = ("--template", "studio photo of {title}", "--key", "sku", "--size", "64x64", "--steps", "4", "--json")
+
+
+def _submit(env: Any, catalogue: Path, *args: str, tenant: str | None = None) -> int:
+    """`pixelmill [--tenant T] submit CATALOGUE ...` as a user types it: the job id."""
+    head = ("--tenant", tenant) if tenant else ()
+    return int(json.loads(env.cli(*head, "submit", str(catalogue), *OPTIONS, *args).stdout)["job"])
+
+
+def _start_workers(env: Any, n: int, first: int = 0) -> dict[int, Any]:
+    """N `pixelmill worker` processes (each a scheduler candidate), by pid."""
+    return {w.pid: w for w in (env.start_worker("--hostname", f"bench{i}@%h") for i in range(first, first + n))}
+
+
 def small_behind_big(args: argparse.Namespace) -> dict[str, Any]:
+    """Tenant A's BIG items, then tenant b's SMALL; with --priority, one tenant's `bulk` job, then its
+    `interactive` one."""
     import contextlib
 
     from conftest import write_catalogue
@@ -241,19 +274,22 @@ def small_behind_big(args: argparse.Namespace) -> dict[str, Any]:
         tmp = Path(tmp_name)
         env = _installation(tmp, args.servers, stack)
         started = time.perf_counter()
-        big = env.submit(write_catalogue(tmp / "big.csv", args.big))["job"]
+        big_args = ("--priority", "bulk") if args.priority else ()
+        big = _submit(env, write_catalogue(tmp / "big.csv", args.big), *big_args)
         big_submit_s = time.perf_counter() - started
         env.cli("tenants", "add", "b")
-        for w in range(args.workers):
-            env.start_worker("--hostname", f"bench{w}@%h")
+        _start_workers(env, args.workers)
         ledger, app = env.ledger(), make_celery(env.settings())
         while _states(ledger, big)["succeeded"] < 4 * args.workers:  # every worker is up and busy with A
             time.sleep(0.2)
-        catalogue = write_catalogue(tmp / "small.csv", args.small)
-        options = ("--template", "studio photo of {title}", "--key", "sku", "--size", "64x64", "--steps", "4")
+        catalogue = write_catalogue(tmp / "small.csv", args.small, start=1_000_000)
         asked = time.perf_counter()
-        small = json.loads(env.cli("--tenant", "b", "submit", str(catalogue), *options, "--json").stdout)["job"]
+        if args.priority:
+            small = _submit(env, catalogue, "--priority", "interactive")
+        else:
+            small = _submit(env, catalogue, tenant="b")
         submitted = time.perf_counter()  # the job is committed: from here the scheduler may send it
+        big_pending_at_submit = _states(ledger, big)["pending"]
         first = None
         deepest = 0
         while True:
@@ -273,15 +309,234 @@ def small_behind_big(args: argparse.Namespace) -> dict[str, Any]:
         "workers": args.workers,
         "big": args.big,
         "small": args.small,
+        "same_tenant_bulk_then_interactive": args.priority,
         "big_submit_s": round(big_submit_s, 2),
         "small_submit_cli_s": round(submitted - asked, 2),
         "chunk_s_median": round(chunk_s, 2),
         "small_first_image_s": round(first or 0.0, 2),
         "small_first_image_in_chunks": round((first or 0.0) / chunk_s, 2) if chunk_s else None,
         "small_all_done_s": round(done, 2),
+        "small_states": dict(states),
+        "big_items_taken_meanwhile": big_pending_at_submit - big_states["pending"],
         "big_pending_fraction_then": round(big_states["pending"] / args.big, 4),
         "big_states_then": dict(big_states),
         "deepest_queue_messages": deepest,
+    }
+
+
+def _finished_between(ledger: Any, job: int, start: Any, end: Any) -> int:
+    from sqlalchemy import func, select
+
+    from contract.schema import Item, State
+
+    with ledger.session(readonly=True) as session:
+        return int(
+            session.scalar(
+                select(func.count()).where(
+                    Item.job_id == job,
+                    Item.state == State.succeeded,
+                    Item.finished_at >= start,
+                    Item.finished_at < end,
+                )
+            )
+            or 0
+        )
+
+
+def ratio_live(args: argparse.Namespace) -> dict[str, Any]:
+    """Two tenants with weights W0:W1, both backlogged throughout: items each finished over SECONDS, on workers."""
+    import contextlib
+
+    from conftest import write_catalogue
+    from contract.schema import utcnow
+
+    weights = [int(w) for w in args.weights.split(",")]
+    with tempfile.TemporaryDirectory() as tmp_name, contextlib.ExitStack() as stack:
+        tmp = Path(tmp_name)
+        env = _installation(tmp, args.servers, stack)
+        env.cli("tenants", "add", "b")
+        env.cli("tenants", "set", "default", "--weight", str(weights[0]))
+        env.cli("tenants", "set", "b", "--weight", str(weights[1]))
+        jobs = {
+            "default": _submit(env, write_catalogue(tmp / "a.csv", args.items)),
+            "b": _submit(env, write_catalogue(tmp / "b.csv", args.items, start=1_000_000), tenant="b"),
+        }
+        _start_workers(env, args.workers)
+        ledger = env.ledger()
+        while min(_states(ledger, job)["succeeded"] for job in jobs.values()) < 4:  # warmed up, both served
+            time.sleep(0.5)
+        start, minutes = utcnow(), []
+        for _ in range(max(1, args.seconds // 60)):
+            t0 = utcnow()
+            time.sleep(args.seconds / max(1, args.seconds // 60))
+            minutes.append({t: _finished_between(ledger, job, t0, utcnow()) for t, job in jobs.items()})
+        end = utcnow()
+        served = {t: _finished_between(ledger, job, start, end) for t, job in jobs.items()}
+        left = {t: _states(ledger, job)["pending"] for t, job in jobs.items()}
+        ledger.close()
+    return {
+        "backend": "postgresql+redis-server" if args.servers else "embedded",
+        "workers": args.workers,
+        "weights": weights,
+        "seconds": round((end - start).total_seconds(), 1),
+        "succeeded_in_window": served,
+        "ratio": round(served["default"] / served["b"], 3) if served["b"] else None,
+        "per_interval": minutes,
+        "pending_at_end": left,
+    }
+
+
+def _broker_messages_of(env: Any, job: int) -> dict[str, int]:
+    """Messages of `job` in redis-server: waiting in the model's queue and held unacknowledged by workers."""
+    import redis
+
+    client = redis.Redis.from_url(env.backend["PIXELMILL_BROKER_URL"])
+    mark = f"[job {job}:"
+    waiting: list[Any] = [m for key in client.keys(f"{env.queue}*") for m in client.lrange(key, 0, -1)]
+    unacked: list[Any] = list(client.hvals("unacked")) if client.exists("unacked") else []
+    count = {
+        "waiting": sum(mark in m.decode(errors="replace") for m in waiting),
+        "unacked": sum(mark in m.decode(errors="replace") for m in unacked),
+        "waiting_all_jobs": len(waiting),
+        "unacked_all_jobs": len(unacked),
+    }
+    client.close()
+    return count
+
+
+def cancel_live(args: argparse.Namespace) -> dict[str, Any]:
+    """Cancel a BIG-item job while workers run it: items started after `cancel` returned, and its messages in
+    the broker one chunk's time later."""
+    import contextlib
+
+    from sqlalchemy import func, select
+
+    from conftest import write_catalogue
+    from contract.schema import Item, utcnow
+
+    with tempfile.TemporaryDirectory() as tmp_name, contextlib.ExitStack() as stack:
+        tmp = Path(tmp_name)
+        env = _installation(tmp, True, stack)
+        job = _submit(env, write_catalogue(tmp / "big.csv", args.big))
+        _start_workers(env, args.workers)
+        ledger = env.ledger()
+        while _states(ledger, job)["succeeded"] < 4 * args.workers:
+            time.sleep(0.2)
+        before = _broker_messages_of(env, job)
+        asked = utcnow()
+        out = json.loads(env.cli("cancel", str(job), "--json").stdout)
+        returned = utcnow()
+        chunk_s = _chunk_seconds(ledger, job)
+        right_after = _broker_messages_of(env, job)
+        time.sleep(chunk_s)
+        later = _broker_messages_of(env, job)
+        time.sleep(chunk_s)
+        with ledger.session(readonly=True) as session:
+            started_after = session.scalar(select(func.count()).where(Item.job_id == job, Item.started_at > returned))
+            last_start = session.scalar(select(func.max(Item.started_at)).where(Item.job_id == job))
+        states = _states(ledger, job)
+        ledger.close()
+    return {
+        "backend": "postgresql+redis-server",
+        "workers": args.workers,
+        "big": args.big,
+        "cancel_cli_s": round((returned - asked).total_seconds(), 2),
+        "cancel_output": out,
+        "chunk_s_median": round(chunk_s, 2),
+        "items_started_after_cancel_returned": started_after,
+        "last_start_minus_cancel_return_s": round((last_start - returned).total_seconds(), 3) if last_start else None,
+        "broker_before_cancel": before,
+        "broker_right_after": right_after,
+        "broker_one_chunk_later": later,
+        "states_two_chunks_later": dict(states),
+    }
+
+
+def _holder_pid(ledger: Any) -> int | None:
+    """The pid in the scheduler lease's holder (host:pid:nonce), while the lease is valid."""
+    from contract import scheduling
+    from contract.schema import SchedulerLease, utcnow
+
+    with ledger.session(readonly=True) as session:
+        row = session.get(SchedulerLease, scheduling.LEASE)
+        return int(row.holder.rsplit(":", 2)[1]) if row is not None and row.expires > utcnow() else None
+
+
+def _exactly_once(env: Any, ledger: Any, job: int) -> dict[str, Any]:
+    """Every item succeeded, with one image row (unique per item) and one stored object whose bytes match it, and
+    nothing else stored under the job's prefix."""
+    import hashlib
+
+    from sqlalchemy import select
+
+    from contract.schema import Image, Item
+
+    with ledger.session(readonly=True) as session:
+        items = session.execute(select(Item.id, Item.state, Item.attempts).where(Item.job_id == job)).all()
+        images = session.execute(
+            select(Image.item_id, Image.storage_key, Image.sha256).join(Item).where(Item.job_id == job)
+        ).all()
+    storage = env.storage()
+    keys = sorted(storage.keys(f"jobs/{job}/"))
+    bad = [key for _, key, digest in images if hashlib.sha256(storage.get(key)).hexdigest() != digest]
+    per_item = Counter(item for item, _, _ in images)
+    return {
+        "items": len(items),
+        "states": dict(Counter(state.value for _, state, _ in items)),
+        "attempts": dict(Counter(attempts for _, _, attempts in items)),
+        "image_rows": len(images),
+        "items_with_one_image": sum(1 for n in per_item.values() if n == 1),
+        "stored_objects": len(keys),
+        "objects_matching_image_rows": len(set(keys) & {key for _, key, _ in images}) - len(bad),
+        "stray_objects": len(set(keys) - {key for _, key, _ in images}),
+        "exactly_once": len(items) == len(images) == len(keys) == len(per_item)
+        and all(state.value == "succeeded" for _, state, _ in items)
+        and not bad
+        and set(keys) == {key for _, key, _ in images},
+    }
+
+
+def kills_live(args: argparse.Namespace) -> dict[str, Any]:
+    """ITEMS items on WORKERS workers; KILLS times, evenly over SECONDS, SIGKILL the scheduler lease's holder (its
+    whole process group) and start a fresh worker in its place; then run to the end and check exactly-once."""
+    import contextlib
+
+    from conftest import finished, job_counts, write_catalogue
+
+    with tempfile.TemporaryDirectory() as tmp_name, contextlib.ExitStack() as stack:
+        tmp = Path(tmp_name)
+        env = _installation(tmp, True, stack)
+        job = _submit(env, write_catalogue(tmp / "k.csv", args.items))
+        workers = _start_workers(env, args.workers)
+        ledger, began, kills, spawned = env.ledger(), time.monotonic(), [], args.workers
+        for k in range(args.kills):
+            time.sleep(max(0.0, began + args.seconds * (k + 1) / (args.kills + 1) - time.monotonic()))
+            while (victim := _holder_pid(ledger)) not in workers:
+                time.sleep(0.1)
+            succeeded = _states(ledger, job)["succeeded"]
+            env.kill(workers.pop(victim))
+            killed = time.monotonic()
+            while (now := _holder_pid(ledger)) is None or now == victim:
+                time.sleep(0.05)
+            took = time.monotonic() - killed
+            kills.append({"at_s": round(killed - began, 1), "takeover_s": round(took, 2), "succeeded_then": succeeded})
+            workers.update(_start_workers(env, 1, spawned))
+            spawned += 1
+        while not finished(job_counts(ledger, job)) and time.monotonic() - began < args.seconds + args.grace:
+            time.sleep(2)
+        total_s = time.monotonic() - began
+        result = _exactly_once(env, ledger, job)
+        ledger.close()
+    settings = env.settings()
+    return {
+        "backend": "postgresql+redis-server",
+        "workers": args.workers,
+        "items": args.items,
+        "run_s": round(total_s, 1),
+        "reconcile_interval_s": settings.reconcile_interval,
+        "scheduler_interval_s": settings.scheduler_interval,
+        "kills": kills,
+        **result,
     }
 
 
@@ -302,9 +557,27 @@ def main() -> None:
     s.add_argument("--small", type=int, default=20)
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--servers", action="store_true")
+    s.add_argument("--priority", action="store_true", help="one tenant: a bulk job, then an interactive one")
+    rl = sub.add_parser("ratio-live")
+    rl.add_argument("--seconds", type=int, default=300)
+    rl.add_argument("--weights", default="3,1")
+    rl.add_argument("--items", type=int, default=3000, help="per tenant: enough to stay backlogged")
+    rl.add_argument("--workers", type=int, default=2)
+    rl.add_argument("--servers", action="store_true")
+    cl = sub.add_parser("cancel")
+    cl.add_argument("--big", type=int, default=20_000)
+    cl.add_argument("--workers", type=int, default=2)
+    kl = sub.add_parser("kills")
+    kl.add_argument("--items", type=int, default=1000)
+    kl.add_argument("--workers", type=int, default=2)
+    kl.add_argument("--kills", type=int, default=3)
+    kl.add_argument("--seconds", type=int, default=600, help="the kills fall evenly within these seconds")
+    kl.add_argument("--grace", type=int, default=600, help="then at most this long for the job to finish")
     args = parser.parse_args()
     os.environ.setdefault("PIXELMILL_IMAGE_CHECKER", "none")
-    result = {"cost": cost, "ratio": ratio, "small-behind-big": small_behind_big}[args.mode](args)
+    modes = {"cost": cost, "ratio": ratio, "small-behind-big": small_behind_big, "ratio-live": ratio_live}
+    modes.update({"cancel": cancel_live, "kills": kills_live})
+    result = modes[args.mode](args)
     print(json.dumps(result))
 
 

@@ -28,13 +28,10 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
 TOKEN = "bench-token-0123456789abcdef"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+import servers  # noqa: E402  (tests/servers.py: the same loopback helpers the tests use)
 
 
 def memory_mb(pid: int) -> dict[str, float]:
@@ -44,7 +41,7 @@ def memory_mb(pid: int) -> dict[str, float]:
 
 
 def start(code: Path, data: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
+    port = servers.free_port()
     env = {
         **os.environ,
         "PYTHONPATH": str(code),
@@ -60,16 +57,8 @@ def start(code: Path, data: Path) -> tuple[subprocess.Popen[bytes], str]:
         stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit((data.parent / "serve.log").read_text()[-3000:])
-        time.sleep(0.1)
+    servers.wait_healthy(base, proc, data.parent / "serve.log")
+    return proc, base
 
 
 def chunked_unauthenticated(base: str, pid: int, megabytes: int) -> dict[str, object]:

@@ -94,6 +94,12 @@ class FairShare:
             self.passes[tenant] += got / max(1, share.weight)
         return picks
 
+    def refund(self, tenant: int, items: int, weight: int) -> None:
+        """Take back the charge for `items` that a pick counted on and the ledger did not have (the scheduler plans
+        a pass's picks from the jobs' counters, then reads them all in one query)."""
+        if tenant in self.passes and items > 0:
+            self.passes[tenant] -= items / max(1, weight)
+
     def _join(self, queues: Mapping[int, list[JobBacklog]]) -> None:
         """Tenants that (re)gained a backlog start at the lowest pass among those that kept one."""
         kept = [self.passes[t] for t in queues if t in self.active and t in self.passes]

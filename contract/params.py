@@ -44,10 +44,10 @@ class GenerationParams:
     """What one pipeline call shares: items with equal params can run in one GPU batch. `mode` is how an item is
     made (text only, or from its photo: `background`, `restyle`); `strength` is restyle's img2img strength."""
 
-    width: int
+    width: int  # pixels, a multiple of 8
     height: int
-    steps: int
-    guidance: float
+    steps: int  # scheduler steps
+    guidance: float  # classifier-free guidance scale; 1.0 or less turns it off
     mode: ModeName = "text"
     strength: float | None = None
 

@@ -8,9 +8,12 @@ a broker's list, the ledger's count does not), and tops the model's window up to
     PIXELMILL_SCHEDULER_WINDOW messages per live worker of the model (`workers` heartbeats), 1 while none is live
 
 with chunks chosen by `contract.fairshare.FairShare` (weighted fair share across tenants, priority within one,
-quotas; paused jobs and tenants are skipped). A chunk is read from the ledger (a job's first pending ids, on the
-`(job_id, state, id)` index), published, and then marked `queued` (`transitions.mark_queued`, pending only): the
-order submit always used. A crash between publish and mark leaves the items pending with a message out: the
+quotas; paused jobs and tenants are skipped), planned on the jobs' `pending` counters (the jobs with a backlog come
+from the partial index `ix_jobs_backlog`) and read from the ledger in one statement (each job's first pending ids,
+on the `(job_id, state, id)` index), published, and then marked `queued` (`transitions.mark_queued`, pending
+only): the order submit always used. A counter can be wrong; the sweep (a holder's first pass, then once per
+reconcile interval) recounts any job whose counter disagrees with its items, so a wrong one never strands work.
+A crash between publish and mark leaves the items pending with a message out: the
 worker claims them from `pending` (claims take pending items), and the scheduler may publish them once more,
 which claims nothing. A message that is lost after the mark leaves `queued` items with no message: the
 reconciler (worker/reconciler.py) puts them back to `pending` and the scheduler dispatches them again. Nothing
@@ -18,24 +21,28 @@ is lost, nothing runs twice (claims skip finished and held items).
 
 The lease (`take_lease`) is a row with holder and expiry, renewed by the holder's passes; it expires after
 min(PIXELMILL_SCHEDULER_LEASE, PIXELMILL_RECONCILE_INTERVAL) seconds, so a SIGKILLed holder is replaced within
-one reconcile interval. Two holders for a moment (a paused process waking after its lease passed) only publish
-the same items twice. `SchedulerThread` runs it in the worker parent (worker/app.py) and in `pixelmill intake`.
+one reconcile interval and one scheduler pass. Two holders for a moment (a paused process waking after its lease
+passed) only publish the same items twice. `SchedulerThread` runs it in the worker parent (worker/app.py) and in
+`pixelmill intake`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import socket
 import threading
+import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy import Text, and_, cast, exists, func, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
 from contract import transitions
@@ -107,7 +114,7 @@ class BacklogRow:
     pending: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "tenant": self.tenant, "priority": self.priority, "pending": self.pending}
+        return asdict(self)
 
 
 def backlog(session: Session, *, tenant_id: int | None = None, model: str | None = None) -> list[BacklogRow]:
@@ -130,9 +137,11 @@ def backlog(session: Session, *, tenant_id: int | None = None, model: str | None
 
 @dataclass
 class Report:
-    """What one pass did: whether this process held the lease, items and messages sent, per model."""
+    """What one pass did: whether this process held the lease, whether it swept the counters, items and messages
+    sent, per model."""
 
     leader: bool = False
+    swept: bool = False
     items: int = 0
     messages: int = 0
     by_model: dict[str, int] = field(default_factory=dict)
@@ -141,67 +150,113 @@ class Report:
 @dataclass(frozen=True)
 class _Backlogged:
     jobs: list[tuple[JobBacklog, str]]  # each job with its model
+    pending: dict[int, int]  # each job's `pending` counter: what a pass plans on
     tenants: dict[int, TenantShare]
     live: dict[str, int]  # live workers per model
     queued: dict[str, int]  # items queued per model
 
 
+_ROUNDS = 4  # reads of one model's chunks in a pass: one unless the counters promised items the ledger lacks
+
+
 def _read_backlog(session: Session, settings: Settings) -> _Backlogged | None:
-    """Jobs that have pending items and may run (neither they nor their tenant paused), their tenants' shares,
-    live workers and queued items per model. Each job costs one probe of the items' index."""
-    has_pending = exists().where(Item.job_id == Job.id, Item.state == State.pending)
+    """Jobs whose `pending` counter is positive and that may run (neither they nor their tenant paused), from the
+    partial index `ix_jobs_backlog`, with their tenants' shares; live workers per model; items queued per model and
+    in flight per tenant (both from the items' state index: bounded by the windows and the workers, not the
+    backlog). Three statements, whatever the number of jobs or pending items."""
     rows = session.execute(
-        select(Job.id, Job.model, Job.tenant_id, Job.priority)
+        select(Job.id, Job.model, Job.tenant_id, Job.priority, Job.pending, Tenant.weight, Tenant.max_in_flight)
         .join(Tenant, Tenant.id == Job.tenant_id)
-        .where(Job.paused.is_(False), Tenant.paused.is_(False), has_pending)
+        .where(Job.pending > 0, Job.paused.is_(False), Tenant.paused.is_(False))
     ).all()
     if not rows:
         return None
     models = sorted({r.model for r in rows})
-    tenant_ids = sorted({r.tenant_id for r in rows})
     since = utcnow() - timedelta(seconds=settings.worker_stale_after)
     live = session.execute(
         select(Worker.model, func.count())
         .where(Worker.model.in_(models), Worker.last_seen > since, Worker.state != "failed")
         .group_by(Worker.model)
     ).all()
-    queued = session.execute(
-        select(Job.model, func.count())
+    queued: Counter[str] = Counter()
+    flying: Counter[int] = Counter()
+    for model, tenant, state, n in session.execute(
+        select(Job.model, Job.tenant_id, Item.state, func.count())
         .select_from(Item)
         .join(Job, Job.id == Item.job_id)
-        .where(Item.state == State.queued, Job.model.in_(models))
-        .group_by(Job.model)
-    ).all()
-    flying = dict(
-        session.execute(
-            select(Job.tenant_id, func.count())
-            .select_from(Item)
-            .join(Job, Job.id == Item.job_id)
-            .where(Item.state.in_([State.queued, State.running]), Job.tenant_id.in_(tenant_ids))
-            .group_by(Job.tenant_id)
-        ).all()
-    )
+        .where(Item.state.in_([State.queued, State.running]))
+        .group_by(Job.model, Job.tenant_id, Item.state)
+    ):
+        flying[tenant] += n
+        if state == State.queued:
+            queued[model] += n
     tenants = {
-        t.id: TenantShare(t.id, max(1, t.weight), int(flying.get(t.id, 0)), t.max_in_flight)
-        for t in session.execute(
-            select(Tenant.id, Tenant.weight, Tenant.max_in_flight).where(Tenant.id.in_(tenant_ids))
-        )
+        r.tenant_id: TenantShare(r.tenant_id, max(1, r.weight), flying[r.tenant_id], r.max_in_flight) for r in rows
     }
     return _Backlogged(
         jobs=[(JobBacklog(r.id, r.tenant_id, r.priority), r.model) for r in rows],
+        pending={r.id: int(r.pending) for r in rows},
         tenants=tenants,
         live={m: int(n) for m, n in live},
-        queued={m: int(n) for m, n in queued},
+        queued=dict(queued),
+    )
+
+
+def _next_pending(
+    session: Session, want: Mapping[int, int], after: Mapping[int, int]
+) -> dict[int, list[tuple[int, str]]]:
+    """Each job's next `want[job]` ready pending items (id, params as JSON text) above `after[job]`, in id order:
+    one statement, a UNION ALL of one `(job_id, state, id)` index range per job (SQLite has no LATERAL). The params
+    come as text: a chunk's items mostly share them, and decoding each row's JSON was most of a pass's Python."""
+    now = utcnow()
+    parts = [
+        select(Item.id, Item.job_id, cast(Item.params, Text).label("params"))
+        .where(
+            Item.job_id == job,
+            Item.state == State.pending,
+            Item.id > after.get(job, 0),
+            or_(Item.not_before.is_(None), Item.not_before <= now),
+        )
+        .order_by(Item.id)
+        .limit(n)
+        for job, n in want.items()
+        if n > 0
+    ]
+    found: dict[int, list[tuple[int, str]]] = {job: [] for job in want}
+    if not parts:
+        return found
+    query = parts[0] if len(parts) == 1 else union_all(*(select(part.subquery()) for part in parts))
+    for item_id, job, params in session.execute(query).all():
+        found[job].append((item_id, params))
+    for rows in found.values():
+        rows.sort(key=lambda row: row[0])
+    return found
+
+
+def _params(raw: str) -> GenerationParams:
+    return GenerationParams.from_json(json.loads(raw))
+
+
+def stranded_jobs(session: Session) -> list[int]:
+    """Jobs whose `pending` counter disagrees with their items about having any: one probe of the items' index per
+    job (the full check that the counters spare every other pass)."""
+    has_pending = exists().where(Item.job_id == Job.id, Item.state == State.pending)
+    return list(
+        session.scalars(
+            select(Job.id).where(or_(and_(Job.pending <= 0, has_pending), and_(Job.pending > 0, ~has_pending)))
+        )
     )
 
 
 class Scheduler:
-    """One process's scheduler: its lease holder id and the fair-share memory of each model queue."""
+    """One process's scheduler: its lease holder id, the fair-share memory of each model queue, and when it last
+    swept the counters."""
 
     def __init__(self, settings: Settings, ledger: Ledger, app: Any, *, holder: str | None = None) -> None:
         self.settings, self.ledger, self.app = settings, ledger, app
         self.holder = holder or holder_id()
         self.fair: dict[str, FairShare] = {}
+        self.swept_at: float | None = None  # monotonic time of the last sweep while holding the lease
 
     @property
     def chunk_size(self) -> int:
@@ -212,10 +267,14 @@ class Scheduler:
         return self.settings.scheduler_window * live_workers if live_workers else IDLE_WINDOW
 
     def run_pass(self) -> Report:
-        """Take or renew the lease; if held, top every model's window up with fairly chosen chunks."""
+        """Take or renew the lease; if held, sweep the counters when due, then top every model's window up with
+        fairly chosen chunks."""
         if not take_lease(self.ledger, self.holder, lease_seconds(self.settings)):
+            self.swept_at = None  # a holder sweeps at its first pass
             return Report()
-        report = Report(leader=True)
+        report = Report(leader=True, swept=self.sweep_due())
+        if report.swept:
+            self.sweep()
         with self.ledger.session(readonly=True) as session:
             found = _read_backlog(session, self.settings)
             if found is None:
@@ -233,41 +292,63 @@ class Scheduler:
                     report.by_model[model] = len(chosen)
         return report
 
+    def sweep_due(self) -> bool:
+        """At a holder's first pass, then once per reconcile interval."""
+        interval = self.settings.reconcile_interval
+        return self.swept_at is None or time.monotonic() - self.swept_at >= interval
+
+    def sweep(self) -> list[int]:
+        """The safety net under the counters: a job whose counter says it has no pending items while it has some
+        would never be chosen; recount every job that disagrees (logged: a counter went wrong)."""
+        self.swept_at = time.monotonic()
+        with self.ledger.session(readonly=True) as session:
+            wrong = stranded_jobs(session)
+        if wrong:
+            log.warning("jobs' pending counters disagreed with their items; recounted", extra={"jobs": wrong})
+            with self.ledger.session() as session:
+                transitions.recount_pending(session, wrong)
+        return wrong
+
     def _choose(self, session: Session, model: str, found: _Backlogged, chunks: int) -> list[QueuedItem]:
-        """Up to `chunks` chunks of the model's backlog, in fair-share order, read from the ledger."""
-        now = utcnow()
-        chosen: list[QueuedItem] = []
-        after: dict[int, int] = {}  # per job: the highest id taken in this pass (the next take starts above it)
-
-        def take(job: int, n: int) -> int:
-            rows = session.execute(
-                select(Item.id, Item.params)
-                .where(
-                    Item.job_id == job,
-                    Item.state == State.pending,
-                    Item.id > after.get(job, 0),
-                    or_(Item.not_before.is_(None), Item.not_before <= now),
-                )
-                .order_by(Item.id)
-                .limit(n)
-            ).all()
-            if rows:
-                after[job] = rows[-1].id
-                params_of: dict[str, GenerationParams] = {}
-                for item_id, params in rows:
-                    key = repr(sorted(params.items()))
-                    parsed = params_of.get(key) or params_of.setdefault(key, GenerationParams.from_json(params))
-                    chosen.append(QueuedItem(item=item_id, job=job, params=parsed))
-            return len(rows)
-
+        """Up to `chunks` chunks of the model's backlog in fair-share order: planned on the jobs' counters, then read
+        in one statement. A job that had fewer ready items than its counter (items backing off, a counter too
+        high) gets its pick's shortfall refunded and no more picks; the room left is planned again."""
+        size, fair = self.chunk_size, self.fair.setdefault(model, FairShare())
         jobs = [job for job, job_model in found.jobs if job_model == model]
-        picks = self.fair.setdefault(model, FairShare()).choose(
-            found.tenants, jobs, chunks=chunks, chunk_size=self.chunk_size, take=take
-        )
-        for pick in picks:  # a quota spans models: the next model of this pass sees these items in flight
-            share = found.tenants.get(pick.tenant)
-            if share is not None:
-                found.tenants[pick.tenant] = replace(share, in_flight=share.in_flight + pick.items)
+        left = {job.job: found.pending[job.job] for job in jobs}
+        after: dict[int, int] = {}  # per job: the highest id taken in this pass (the next read starts above it)
+        chosen: list[QueuedItem] = []
+        params_of: dict[str, GenerationParams] = {}
+
+        def plan(job: int, n: int) -> int:
+            n = max(0, min(n, left[job]))
+            left[job] -= n
+            return n
+
+        for _ in range(_ROUNDS):
+            picks = fair.choose(found.tenants, jobs, chunks=chunks, chunk_size=size, take=plan)
+            want = Counter[int]()
+            for pick in picks:
+                want[pick.job] += pick.items
+            rows = _next_pending(session, want, after)
+            short = False
+            for pick in picks:
+                got, rows[pick.job] = rows[pick.job][: pick.items], rows[pick.job][pick.items :]
+                share = found.tenants.get(pick.tenant, TenantShare(pick.tenant))
+                if len(got) < pick.items:
+                    fair.refund(pick.tenant, pick.items - len(got), share.weight)
+                    left[pick.job], short = 0, True
+                if not got:
+                    continue
+                chunks -= 1
+                after[pick.job] = got[-1][0]
+                # A quota spans models and rounds: what follows sees these items in flight.
+                found.tenants[pick.tenant] = replace(share, in_flight=share.in_flight + len(got))
+                for item_id, raw in got:
+                    parsed = params_of.get(raw) or params_of.setdefault(raw, _params(raw))
+                    chosen.append(QueuedItem(item=item_id, job=pick.job, params=parsed))
+            if not short or chunks <= 0:
+                break
         return chosen
 
     def _send(self, model: str, items: Sequence[QueuedItem]) -> int:

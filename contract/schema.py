@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy import false as sa_false
 from sqlalchemy.engine import Dialect
@@ -135,7 +136,11 @@ class TenantToken(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
-    __table_args__ = (UniqueConstraint("tenant_id", "request_id"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "request_id"),
+        # The scheduler's candidates: the jobs with a backlog, whatever the number of finished jobs (migration 0014).
+        Index("ix_jobs_backlog", "id", postgresql_where=text("pending > 0"), sqlite_where=text("pending > 0")),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200))

@@ -130,9 +130,9 @@ def add_tenant(
     session: Session,
     name: str,
     *,
-    reply_prefix: str | None = None,
-    source_roots: Sequence[str] = (),
-    webhook_hosts: Sequence[str] = (),
+    reply_prefix: str | None = None,  # None: pixelmill.reply.<name>.
+    source_roots: Sequence[str] = (),  # directories or s3://bucket/prefix/ its `source` may read
+    webhook_hosts: Sequence[str] = (),  # internal receivers its webhooks may reach (public ones need none)
     with_token: bool = True,
 ) -> tuple[TenantInfo, str | None]:
     """A new tenant and, with `with_token`, its first token (returned once, stored as a digest)."""

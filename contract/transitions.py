@@ -208,6 +208,20 @@ def _backlog(session: Session, changes: Mapping[int, int]) -> None:
     )
 
 
+def recount_pending(session: Session, job_ids: Collection[int]) -> None:
+    """Set the jobs' `pending` counters to their items' count: the scheduler's sweep repairs a counter that
+    disagrees with the items (a bug, or a hand edit of the ledger), so that a wrong counter never strands work."""
+    counted = (
+        select(func.count()).where(Item.job_id == Job.id, Item.state == State.pending).correlate(Job).scalar_subquery()
+    )
+    session.execute(
+        update(Job)
+        .where(Job.id.in_(list(job_ids)))
+        .values(pending=counted)
+        .execution_options(synchronize_session=False)
+    )
+
+
 _NEW_ITEM_COLUMNS = (
     "job_id",
     "item_key",

@@ -148,10 +148,9 @@ class DispatchStep(bootsteps.StartStopStep):
         self.scheduler.start()
 
     def stop(self, worker: Any) -> None:
-        if self.scheduler is not None:
-            self.scheduler.stop()
-        if self.dispatcher is not None:
-            self.dispatcher.stop()
+        for thread in (self.scheduler, self.dispatcher):  # the scheduler first: it may still publish
+            if thread is not None:
+                thread.stop()
 
 
 class TenantQueues(bootsteps.StartStopStep):

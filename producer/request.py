@@ -61,7 +61,7 @@ class RequestDigest:
         asked = {k: v for k, v in asdict(options).items() if k != "request_id"}
         if asked.get("priority") == "normal":  # added by migration 0013: the digests stored before still match
             del asked["priority"]
-        if asked.get("mode") == "text" and asked.get("strength") == STRENGTH_DEFAULT:  # added by 0014: likewise
+        if asked.get("mode") == "text" and asked.get("strength") == STRENGTH_DEFAULT:  # added by 0015: likewise
             del asked["mode"], asked["strength"]
         return cls(_canonical({"options": asked, "source": source, "notify": notify.as_json() if notify else None}))
 

@@ -58,13 +58,17 @@ SLOW_FIXTURES = {"env", "any_env", "test_servers"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow tests first (file order kept within each part): run in parallel (pytest-xdist, `-n` in pyproject's
-    addopts), the long ones start at once and the many short ones fill the gaps, instead of one long test starting
-    last and running by itself."""
+    """The tests marked `minute(n)` first, the longest first (n: minutes on a loaded 2-core machine), then the
+    other slow ones, then the rest (file order kept within each part): run in parallel (pytest-xdist, `-n` in
+    pyproject's addopts), the long ones start at once and the many short ones fill the gaps, instead of one long
+    test starting last and running by itself."""
 
-    def part(item: pytest.Item) -> int:
+    def part(item: pytest.Item) -> tuple[int, int]:
+        if (minutes := item.get_closest_marker("minute")) is not None:
+            return 0, -minutes.args[0]  # the longest first
         fixtures = set(getattr(item, "fixturenames", ()))
-        return 0 if fixtures & SLOW_FIXTURES or any(item.iter_markers("e2e")) or any(item.iter_markers("slow")) else 1
+        slow = fixtures & SLOW_FIXTURES or any(item.iter_markers("e2e")) or any(item.iter_markers("slow"))
+        return (1 if slow else 2), 0
 
     items.sort(key=part)
 
@@ -203,20 +207,11 @@ class Env:
 
     def serve(self, *args: str, **env: str) -> tuple[subprocess.Popen[bytes], str]:
         """`pixelmill serve` on a free loopback port, once /healthz answers: the process and its base URL."""
-        import httpx
-
         port = servers.free_port()
         proc = self.start("serve", "--port", str(port), *args, **env)
-        base, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    return proc, base
-            except httpx.TransportError:
-                pass
-            log = self.data_dir / f"serve-{len(self.workers) - 1}.log"
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
-            time.sleep(0.1)
+        base = f"http://127.0.0.1:{port}"
+        servers.wait_healthy(base, proc, self.data_dir / f"serve-{len(self.workers) - 1}.log")
+        return proc, base
 
     def kill(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
         """Signal the worker's whole process group: the main process and its prefork child."""

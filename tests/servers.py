@@ -90,6 +90,23 @@ def _tail(path: Path | None, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def wait_healthy(base: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> None:
+    """Return once `base`/healthz answers 200; raise ServerError with the log's tail if `proc` exits first or
+    the time runs out (a server's start is a condition to wait on, never a fixed sleep)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise ServerError(f"{base} did not become healthy:\n{_tail(log, 60)}")
+        time.sleep(0.1)
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process runs (a zombie waiting to be reaped by someone else counts as gone)."""
     try:

@@ -63,6 +63,7 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.e2e
+@pytest.mark.minute(3)
 def test_gpu_runner_cpu_smoke(tmp_path: Path) -> None:
     """The GPU runner end to end on CPU (bench/gpu/run.sh --cpu-smoke): the engine part, CUDA-only variants
     skipped with the reason, the pipeline part through a real worker, a compile part killed at its time box, and
@@ -106,6 +107,7 @@ def test_gpu_runner_cpu_smoke(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.minute(2)
 def test_pipeline_bench_small(tmp_path: Path, tiny_model: Path) -> None:
     """bench/pipeline.py in a small form: a real worker makes 16 images; both rates, the ratio and the per-batch
     breakdown are in the JSON, and the breakdown adds up to the measured cycle. It finds the run's tiny model in

@@ -122,6 +122,7 @@ def ledger_rows(env: Env) -> tuple[int, int, int, int, list[tuple[str, str, int]
         ledger.close()
 
 
+@pytest.mark.minute(1)
 def test_a_truncated_nightly_export_is_refused_by_default_and_accepted_with_allow_retire(
     env: Env, tmp_path: Path
 ) -> None:

@@ -247,6 +247,7 @@ def rows_with_images(env: Env, job: int) -> list[tuple[Item, Image, list[Candida
 
 
 @pytest.mark.e2e
+@pytest.mark.minute(1)
 def test_blocked_images_are_quarantined_and_review_publishes_them(env: Env, tmp_path: Path) -> None:
     catalogue = write_catalogue(tmp_path / "catalogue.csv", 4)
     env.start_worker()

@@ -84,6 +84,7 @@ def ledger_snapshot(env: Env, job: int) -> list[tuple[object, ...]]:
 FINAL_LEDGERS: dict[str, list[tuple[object, ...]]] = {}
 
 
+@pytest.mark.minute(1)
 def test_catalogue_end_to_end_then_resubmit_skips(any_env: Env, tmp_path: Path) -> None:
     env = any_env
     catalogue = write_catalogue(tmp_path / "catalogue.csv", 16)
@@ -169,6 +170,7 @@ def test_duplicate_delivery_makes_one_row_and_one_file(any_env: Env, tmp_path: P
     assert all(item.attempts == 1 for item, _ in rows), "a duplicate message re-ran a finished item"
 
 
+@pytest.mark.minute(2)
 def test_sigkill_mid_job_loses_and_duplicates_nothing(any_env: Env, tmp_path: Path) -> None:
     env = any_env
     catalogue = write_catalogue(tmp_path / "catalogue.csv", 16)
@@ -241,6 +243,7 @@ def test_producer_does_not_import_the_gpu_stack() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.minute(3)
 def test_batch_over_the_soft_time_limit_is_retried_then_failed(env: Env, tmp_path: Path) -> None:
     """Celery's soft time limit interrupts a real prefork child mid-batch; attempts bound the retries.
     (The limit is set by settings: workers refuse the `time_limit` control command, see worker/control.py.

@@ -190,6 +190,7 @@ def test_repeats_and_a_killed_intake_each_give_exactly_one_job(env: Env) -> None
     assert "request_id=killed" in second  # the message was delivered again to the restarted intake
 
 
+@pytest.mark.minute(2)
 def test_http_api_with_a_real_uvicorn(env: Env) -> None:
     import httpx
 

@@ -173,6 +173,7 @@ def _finish(env: Env, job: int) -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.minute(2)
 def test_a_storage_outage_fails_no_item(env: Env, tmp_path: Path) -> None:
     """The images directory is replaced by a file for OUTAGE seconds mid-job: stores fail with ENOTDIR,
     items back off with their attempts given back, and all succeed once it is back."""
@@ -193,6 +194,7 @@ def test_a_storage_outage_fails_no_item(env: Env, tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.minute(2)
 def test_a_locked_database_fails_no_item(env: Env, tmp_path: Path) -> None:
     """The test holds SQLite's write lock for OUTAGE seconds mid-job: claims, lease renewals and recordings
     wait and try again; nothing fails, no child is replaced."""
@@ -215,6 +217,7 @@ def test_a_locked_database_fails_no_item(env: Env, tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.minute(1)
 def test_a_killed_embedded_broker_heals_itself(env: Env, tmp_path: Path) -> None:
     """SIGKILL the embedded Redis mid-job; nobody runs `pixelmill broker start`: the worker's reconciler
     restarts it from its append-only file and the job finishes."""
@@ -232,6 +235,7 @@ def test_a_killed_embedded_broker_heals_itself(env: Env, tmp_path: Path) -> None
 
 
 @pytest.mark.e2e
+@pytest.mark.minute(2)
 def test_an_s3_outage_fails_no_item(tmp_path: Path, tiny_model: Path, test_servers: Any) -> None:
     """Every object PUT answers 503 SlowDown for OUTAGE seconds mid-job (the fault proxy of tests/servers.py
     in front of moto_server): boto3's own retries run out, the items back off without using attempts, and

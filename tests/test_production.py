@@ -168,6 +168,7 @@ def nodes_answering(env: Env) -> set[str]:
     return {name for reply in replies for name in reply}
 
 
+@pytest.mark.minute(2)
 def test_worker_per_gpu_pins_each_process_restarts_the_dead_and_stops_gracefully(env: Env, tmp_path: Path) -> None:
     supervisor = env.start_worker("--gpus", "all", PIXELMILL_FAKE_GPUS="0,1,2")
     expected = {f"gpu{i}@{HOST}" for i in range(3)}
@@ -408,6 +409,7 @@ def test_a_worker_refuses_a_server_database_that_was_not_upgraded(
 # --- Redis over TLS ------------------------------------------------------------------------------------
 
 
+@pytest.mark.minute(1)
 def test_rediss_broker_with_certificate_verification(tmp_path: Path, tiny_model: Path) -> None:
     """`rediss://…?ssl_cert_reqs=required&ssl_ca_certs=CA` end to end; a broker whose certificate does not
     verify stops `submit` before anything is written."""

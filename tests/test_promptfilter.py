@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import sys
 import unicodedata
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from corpus_report import rates, report, rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -43,29 +42,6 @@ def test_corpus_rates(capsys: pytest.CaptureFixture[str]) -> None:
     assert missed == [] and false_positives == []
 
 
-def rows(name: str) -> list[dict[str, str]]:
-    """A generated corpus (tests/data/make_prompt_corpora.py): split, category, technique, language, prompt."""
-    with (DATA / name).open(encoding="utf-8") as handle:
-        return list(csv.DictReader(handle, delimiter="\t"))
-
-
-def rates(found: list[tuple[dict[str, str], bool]], keys: tuple[str, ...]) -> dict[tuple[str, str], list[int]]:
-    """(column, value) → [blocked, total]."""
-    table: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-    for row, blocked in found:
-        for key in keys:
-            table[(key, row[key])][0] += blocked
-            table[(key, row[key])][1] += 1
-    return table
-
-
-def report(title: str, table: dict[tuple[str, str], list[int]]) -> str:
-    lines = [title]
-    for (key, value), (blocked, total) in sorted(table.items()):
-        lines.append(f"  {key:<10}{value:<16}blocked {blocked:>4}/{total:<5}{100 * blocked / total:6.1f} %")
-    return "\n".join(lines)
-
-
 def test_generated_corpora_rates(capsys: pytest.CaptureFixture[str]) -> None:
     """≥ 95 % of the evasive corpus caught and ≤ 1 % of the benign one blocked, per category and per technique,
     on the whole corpus and on each of the dev half and the held-back half of the seeds; minors prompts are
@@ -92,10 +68,10 @@ def test_generated_corpora_rates(capsys: pytest.CaptureFixture[str]) -> None:
             continue  # printed; the languages are held through the categories and techniques
         assert hits / total >= 0.95, (key, value, hits, total)
     for split in ("dev", "holdout"):  # each half on its own, per category and per technique
-        half = rates([(row, hit) for row, hit in caught if row["split"] == split], ("category", "technique"))
+        half = rates(caught, ("category", "technique"), split)
         for (key, value), (hits, total) in half.items():
             assert hits / total >= 0.95, (split, key, value, hits, total)
-        benign_half = rates([(row, hit) for row, hit in blocked if row["split"] == split], ("category", "technique"))
+        benign_half = rates(blocked, ("category", "technique"), split)
         for (key, value), (hits, total) in benign_half.items():
             assert hits / total <= 0.01, (split, key, value, hits, total)
     for (key, value), (hits, total) in benign_rates.items():
@@ -127,6 +103,7 @@ def catalogue_titles(count: int, seed: int = 11) -> list[str]:
     )
 
 
+@pytest.mark.minute(1)
 def test_fast_path_agrees_with_the_full_reading() -> None:
     """The fast path (plain prompts: cached word states, neighbour joins) and the full reading agree on every
     corpus prompt and on 100k generated catalogue titles."""

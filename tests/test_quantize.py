@@ -47,7 +47,7 @@ def quantised(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Qua
     """(float32 reference UNet, calibrated pipeline, exported Q/DQ ONNX path)."""
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(tiny_model, safety_checker=None)  # type: ignore[no-untyped-call]
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_model, safety_checker=None)
     pipe.set_progress_bar_config(disable=True)
     reference = copy.deepcopy(pipe.unet)
     quantise(pipe, PROMPTS, steps=4, width=64, height=64, batch=4)
@@ -122,13 +122,14 @@ def test_int8_onnx_matches_float_unet_within_bound(quantised: Quantised, batch: 
 def test_float_export_matches_torch(tiny_model: Path, tmp_path: Path) -> None:
     from diffusers import UNet2DConditionModel
 
-    unet = UNet2DConditionModel.from_pretrained(tiny_model, subfolder="unet").eval()  # type: ignore[no-untyped-call]
+    unet = UNet2DConditionModel.from_pretrained(tiny_model, subfolder="unet").eval()
     spec = UNetSpec.of(unet, 64, 64)
     path = export_unet(unet, spec, tmp_path / "unet.onnx")
     got, want = unet_outputs(path, unet, spec, 2, seed=7)
     assert rel_err(got, want) < FLOAT_BOUND
 
 
+@pytest.mark.minute(1)
 def test_engine_build_cli_exports_then_stops_without_tensorrt(tiny_model: Path, tmp_path: Path) -> None:
     """`pixelmill engine build` runs calibration and the ONNX export here and exits 3 at the TensorRT step."""
     if _tensorrt_imports():

@@ -107,6 +107,7 @@ def distinct_colours(png: Path) -> int:
 
 
 @pytest.mark.e2e
+@pytest.mark.minute(1)
 def test_manifest_and_contact_sheet_of_a_40_image_job(env: Env, tmp_path: Path) -> None:
     catalogue = write_catalogue(tmp_path / "catalogue.csv", 40)
     # A key and a prompt that would be markup if anything failed to escape them.
@@ -221,6 +222,7 @@ def image_count(env: Env, job: int) -> int:
 
 
 @pytest.mark.e2e
+@pytest.mark.minute(1)
 def test_cancel_mid_job_stops_it_at_once(env: Env, tmp_path: Path) -> None:
     env.vars["PIXELMILL_BATCH_SIZE"] = "2"
     env.start_worker()
@@ -331,6 +333,7 @@ def test_a_worker_whose_model_cannot_load_does_not_take_its_queue(env: Env, tmp_
 
 
 @pytest.mark.e2e
+@pytest.mark.minute(1)
 def test_submit_wait_exit_codes(env: Env, tmp_path: Path) -> None:
     env.start_worker(PIXELMILL_POLICY_ALLOW_CHECKER_OFF="false")  # refuses jobs without an image checker
     tiny = ("--size", "64x64", "--steps", "2")

@@ -329,6 +329,50 @@ def test_items_claimed_before_the_mark_stay_running_and_backing_off_ones_wait(
     assert counts(ledger, job)[State.running] == 3
 
 
+def set_counter(ledger: Ledger, job: int, pending: int) -> None:
+    """A counter gone wrong (a bug, a hand edit): the items say otherwise."""
+    with ledger.session() as session:
+        session.execute(update(Job).where(Job.id == job).values(pending=pending))
+
+
+def test_a_counter_at_zero_strands_nothing_the_sweep_recounts_it(ledger: Ledger, tmp_path: Path, sent: Sent) -> None:
+    """Passes choose jobs by their `pending` counters; a job whose counter says 0 while it has pending items is
+    found by the sweep (a holder's first pass, then once per reconcile interval), recounted and dispatched."""
+    first, second = new_job(ledger, 40), new_job(ledger, 40)
+    set_counter(ledger, first, 0)
+    live_workers(ledger, 1)
+    pass_ = scheduler(ledger, tmp_path)
+    report = pass_.run_pass()
+    assert report.swept and {c.job for c in sent.chunks} == {first}  # recounted at once: the oldest job first
+    with ledger.session(readonly=True) as session:
+        assert session.scalar(select(Job.pending).where(Job.id == first)) == 40 - 2 * CHUNK
+    work_off_queued(ledger)
+    set_counter(ledger, second, 0)
+    set_counter(ledger, first, 0)
+    before = len(sent.chunks)
+    report = pass_.run_pass()  # between sweeps the counters are believed: nothing to send
+    assert not report.swept and report.items == 0 and len(sent.chunks) == before
+    pass_.swept_at = time.monotonic() - 31  # a reconcile interval later (30 s by default)
+    report = pass_.run_pass()
+    assert report.swept and report.items == 2 * CHUNK
+    with ledger.session(readonly=True) as session:
+        assert {r.tenant: r.pending for r in scheduling.backlog(session)} == {"default": 80 - 4 * CHUNK}
+    assert sum(counts(ledger, job)[State.pending] for job in (first, second)) == 80 - 4 * CHUNK
+
+
+def test_a_counter_too_high_costs_a_second_read_not_the_window(ledger: Ledger, tmp_path: Path, sent: Sent) -> None:
+    """A job with fewer ready items than its counter (items backing off, or a counter gone wrong) gets what it has
+    and the rest of the window goes to the next jobs in the same pass."""
+    short, other = new_job(ledger, 6), new_job(ledger, 40)
+    set_counter(ledger, short, 1000)
+    live_workers(ledger, 2)
+    pass_ = scheduler(ledger, tmp_path)
+    pass_.swept_at = time.monotonic()  # no sweep: the counter stays wrong for this pass
+    report = pass_.run_pass()
+    assert report.items == 6 + 2 * CHUNK and report.messages == 4  # the window: the short job's 6 items are 2
+    assert [c.job for c in sent.chunks].count(other) == 2 and counts(ledger, short) == {State.queued: 6}
+
+
 def test_one_scheduler_holds_the_lease_and_another_takes_over_when_it_expires(ledger: Ledger, tmp_path: Path) -> None:
     first, second = scheduling.holder_id(), scheduling.holder_id()
     assert scheduling.take_lease(ledger, first, 5)
@@ -422,6 +466,7 @@ def test_a_small_tenants_job_finishes_while_a_big_ones_waits_end_to_end(env: Env
 
 
 @pytest.mark.e2e
+@pytest.mark.minute(1)
 def test_sigkill_of_the_scheduler_holder_hands_the_lease_over_and_loses_nothing(env: Env, tmp_path: Path) -> None:
     """Two workers, both scheduler candidates: SIGKILL the one holding the lease; the other takes it within the
     lease (min(PIXELMILL_SCHEDULER_LEASE, PIXELMILL_RECONCILE_INTERVAL) = 1 s here, plus a pass), and every item

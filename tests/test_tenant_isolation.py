@@ -238,10 +238,27 @@ def test_two_tenants_cannot_see_cancel_retry_or_read_each_other_through_cli_pyth
         assert unknown.exit_code == 2 and "no tenant 'nobody'" in unknown.output
 
         # HTTP, with team-b's token
+        # HTTP, with team-b's token: every route that names a job answers team-a's job exactly as a missing one
+        # (status and body, the job's number aside), and team-a's own catalogue is team-b's catalogue of that name.
+        client_a.submit(rows=rows_of(1, 40), catalogue="only-a", **OPTIONS)
         with TestClient(create_app(settings, dispatch=False), base_url=LOOPBACK) as http:
-            for method, path in [("GET", f"/v1/jobs/{a_job}"), ("POST", f"/v1/jobs/{a_job}/cancel")]:
-                assert http.request(method, path, headers=bearer(token["team-b"])).status_code == 404
-            named = http.get("/v1/catalogues", headers=bearer(token["team-b"])).json()["catalogues"]
+            as_b = bearer(token["team-b"])
+            for method, route in [
+                ("GET", "/v1/jobs/{}"),
+                ("GET", "/v1/jobs/{}/items"),
+                ("GET", "/v1/jobs/{}/manifest"),
+                ("POST", "/v1/jobs/{}/cancel"),
+                ("POST", "/v1/jobs/{}/retry"),
+            ]:
+                foreign_answer = http.request(method, route.format(a_job), headers=as_b)
+                missing_answer = http.request(method, route.format(999999), headers=as_b)
+                assert foreign_answer.status_code == missing_answer.status_code == 404, (route, foreign_answer.text)
+                assert foreign_answer.text.replace(str(a_job), "N") == missing_answer.text.replace("999999", "N")
+            foreign_answer = http.get("/v1/catalogues/only-a/manifest", headers=as_b)
+            missing_answer = http.get("/v1/catalogues/no-such/manifest", headers=as_b)
+            assert foreign_answer.status_code == missing_answer.status_code == 404
+            assert foreign_answer.text.replace("only-a", "N") == missing_answer.text.replace("no-such", "N")
+            named = http.get("/v1/catalogues", headers=as_b).json()["catalogues"]
             assert [(c["name"], c["last_job"]) for c in named] == [("shop", b_job)]
 
         # Nothing of team-a's job was touched by any of it.

@@ -95,11 +95,9 @@ class ConceptChecker:
         root = Path(path)
         weights = root / "safety_checker" if (root / "safety_checker").is_dir() else root
         # The checker class declares no SDPA support, so transformers must be asked for eager attention.
-        # (The ignore: transformers decorates PreTrainedModel.to with functools.wraps, whose typeshed type
-        # is not a method, so mypy takes the device for ``self``.)
         self.model = (
             StableDiffusionSafetyChecker.from_pretrained(weights, torch_dtype=dtype, attn_implementation="eager")
-            .to(device)  # type: ignore[arg-type]
+            .to(device)
             .eval()
         )
         processor_dir = next(
@@ -208,7 +206,7 @@ class Judge:
             from transformers import CLIPModel, CLIPProcessor
 
             clip = CLIPModel.from_pretrained(checks.clip_model, torch_dtype=self.dtype)
-            self.clip = clip.to(self.device).eval()  # type: ignore[arg-type]  # see ConceptChecker.__init__
+            self.clip = clip.to(self.device).eval()
             self.clip_processor = CLIPProcessor.from_pretrained(checks.clip_model)
         if checks.aesthetic_head:
             self.aesthetic = AestheticHead.load(checks.aesthetic_head).to(self.device, torch.float32)
@@ -257,9 +255,7 @@ class Judge:
             pixels = self._pixels(self.clip_processor.image_processor, images)
             pooled = self.clip.vision_model(pixel_values=pixels).pooler_output
             image_embeds = nn.functional.normalize(self.clip.visual_projection(pooled).float())
-            # CLIPConfig declares text_config as its constructor takes it (dict | CLIPTextConfig | None); a
-            # constructed config always holds a CLIPTextConfig.
-            max_length = self.clip.config.text_config.max_position_embeddings  # type: ignore[union-attr]
+            max_length = self.clip.config.text_config.max_position_embeddings
             tokens = self.clip_processor.tokenizer(
                 list(prompts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
             ).to(self.device)

@@ -53,12 +53,12 @@ class Provenance:
 class _Credentials:
     """The validated certificate chain and key (plain bytes: safe to cache across a fork)."""
 
-    chain: bytes
-    key: bytes
-    alg: str
-    tsa_url: str | None
-    signer: str
-    cert_sha256: str
+    chain: bytes  # PEM, leaf first
+    key: bytes  # PEM private key matching the leaf
+    alg: str  # C2PA signature algorithm name (es256, ps256, ed25519 …)
+    tsa_url: str | None  # RFC 3161 time-stamp authority, when configured
+    signer: str  # the leaf's subject (RFC 4514)
+    cert_sha256: str  # SHA-256 of the leaf (DER)
 
 
 def signing_configured(settings: Settings) -> bool:

@@ -47,12 +47,12 @@ def build_tiny_judges(out_dir: Path, seed: int = 0) -> dict[str, Path]:
     processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        clip = CLIPModel(config).eval()  # type: ignore[no-untyped-call]  # PreTrainedModel.eval is unannotated
+        clip = CLIPModel(config).eval()  # PreTrainedModel.eval is unannotated
         # The checker class declares no SDPA support; transformers must be told to use eager attention.
         # transformers' configs accept extra kwargs (strict(accept_kwargs=True)), which mypy's dataclass view misses.
         checker = StableDiffusionSafetyChecker(
-            CLIPConfig(**config.to_dict(), attn_implementation="eager")  # type: ignore[call-arg]
-        ).eval()  # type: ignore[no-untyped-call]  # PreTrainedModel.eval is unannotated
+            CLIPConfig(**config.to_dict(), attn_implementation="eager")
+        ).eval()  # PreTrainedModel.eval is unannotated
         checker.vision_model.load_state_dict(clip.vision_model.state_dict())  # the same tower class
         checker.visual_projection.load_state_dict(clip.visual_projection.state_dict())
         with torch.no_grad():
@@ -64,7 +64,7 @@ def build_tiny_judges(out_dir: Path, seed: int = 0) -> dict[str, Path]:
 
     clip_dir = out_dir / "clip"
     clip.save_pretrained(clip_dir)
-    clip_processor = CLIPProcessor(  # type: ignore[no-untyped-call]  # its __init__ is unannotated
+    clip_processor = CLIPProcessor(  # its __init__ is unannotated
         image_processor=processor, tokenizer=tokenizer
     )
     clip_processor.save_pretrained(clip_dir)

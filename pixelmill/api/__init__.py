@@ -27,9 +27,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Unpack, overload
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, Unpack, overload
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from contract.ledger import Ledger
 from contract.queue import make_celery
@@ -153,21 +154,17 @@ def retry_job(
         raise UnknownJob(str(exc)) from None
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
 def stream_manifest(
-    ledger: Ledger,
-    *,
-    tenant_id: int,
-    job: int | None = None,
-    catalogue: str | None = None,
-    storage: Any = None,
-    urls: bool = False,
-    expires: int = 3600,
-) -> Iterator[ManifestRow]:
-    """`producer.manifest.iter_manifest` in a read-only session held open while the rows are read."""
+    ledger: Ledger, query: Callable[Concatenate[Session, P], Iterator[T]], *args: P.args, **kwargs: P.kwargs
+) -> Iterator[T]:
+    """`query(session, ...)` (such as `producer.manifest.iter_manifest`) in a read-only session held open while
+    the rows are read: a manifest streams in constant memory."""
     with ledger.session(readonly=True) as session:
-        yield from iter_manifest(
-            session, tenant_id=tenant_id, job=job, catalogue=catalogue, storage=storage, urls=urls, expires=expires
-        )
+        yield from query(session, *args, **kwargs)
 
 
 class Client:
@@ -277,7 +274,11 @@ class Client:
         as `pixelmill manifest --catalogue`. `urls`: presigned (S3) or file URLs valid `expires` s. Raises
         ManifestError (no such catalogue) when the first row is read."""
         return stream_manifest(
-            self.ledger, tenant_id=self.tenant.id, catalogue=catalogue, **self._url_options(urls, expires)
+            self.ledger,
+            iter_manifest,
+            tenant_id=self.tenant.id,
+            catalogue=catalogue,
+            **self._url_options(urls, expires),
         )
 
     def _url_options(self, urls: bool, expires: int | None) -> dict[str, Any]:
@@ -437,6 +438,7 @@ class Job:
     def manifest(self, *, urls: bool = False, expires: int | None = None) -> Iterator[ManifestRow]:
         """Stream the job's manifest, one `ManifestRow` per item in id order (`pixelmill manifest --job`),
         in constant memory; `urls` fills the url column. Raises ManifestError (no such job) on the first read."""
+        client = self.client
         return stream_manifest(
-            self.client.ledger, tenant_id=self.client.tenant.id, job=self.id, **self.client._url_options(urls, expires)
+            client.ledger, iter_manifest, tenant_id=client.tenant.id, job=self.id, **client._url_options(urls, expires)
         )

@@ -17,7 +17,7 @@ from contract.tenants import owned_job
 from pixelmill.api import stream_manifest
 from pixelmill.api.access import Auth, Served
 from producer.catalogue_runs import check_name, has_entries, list_catalogues, unknown_catalogue
-from producer.manifest import WRITERS, ManifestError, parquet_schema
+from producer.manifest import WRITERS, ManifestError, iter_manifest, parquet_schema
 
 JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="Job id.")]  # a BIGINT: larger ids are a 422, not a 500
 Format = Annotated[Literal["csv", "jsonl", "parquet"], Query()]
@@ -92,9 +92,9 @@ def manifest_chunks(
     def produce() -> None:
         try:
             rows = (
-                stream_manifest(ledger, tenant_id=tenant_id, catalogue=catalogue)
+                stream_manifest(ledger, iter_manifest, tenant_id=tenant_id, catalogue=catalogue)
                 if catalogue
-                else stream_manifest(ledger, tenant_id=tenant_id, job=job_id)
+                else stream_manifest(ledger, iter_manifest, tenant_id=tenant_id, job=job_id)
             )
             WRITERS[fmt](rows, pipe)  # type: ignore[operator]
             pipe.flush()

@@ -48,23 +48,19 @@ def cancel(
         )
 
 
-def pause(
-    job: Annotated[Optional[int], typer.Argument(help="Job id.")] = None,
-    whole_tenant: Annotated[
-        bool, typer.Option("--whole-tenant", help="Pause every job of the tenant (--tenant / PIXELMILL_TENANT).")
-    ] = False,
-) -> None:
+OneJob = Annotated[Optional[int], typer.Argument(help="Job id.")]
+WholeTenant = Annotated[
+    bool, typer.Option("--whole-tenant", help="Every job of the tenant (--tenant / PIXELMILL_TENANT), not one job.")
+]
+
+
+def pause(job: OneJob = None, whole_tenant: WholeTenant = False) -> None:
     """Stop sending a job's (or a whole tenant's) pending items to the workers; what was already sent (at most
     the model's window) still runs. `pixelmill resume` sends them again."""
     _set_paused(job, whole_tenant, paused=True)
 
 
-def resume(
-    job: Annotated[Optional[int], typer.Argument(help="Job id.")] = None,
-    whole_tenant: Annotated[
-        bool, typer.Option("--whole-tenant", help="Resume the tenant (--tenant / PIXELMILL_TENANT).")
-    ] = False,
-) -> None:
+def resume(job: OneJob = None, whole_tenant: WholeTenant = False) -> None:
     """Send a paused job's (or tenant's) pending items to the workers again, in its fair-share turn."""
     _set_paused(job, whole_tenant, paused=False)
 

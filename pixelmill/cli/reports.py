@@ -81,14 +81,9 @@ def manifest(
     storage = open_storage(settings) if urls else None
     try:
         with ledger.session(readonly=True) as session:
+            lifetime = expires or settings.s3_presign_expires
             rows = iter_manifest(
-                session,
-                tenant_id=tenant.id,
-                job=job,
-                catalogue=catalogue,
-                storage=storage,
-                urls=urls,
-                expires=expires or settings.s3_presign_expires,
+                session, tenant_id=tenant.id, job=job, catalogue=catalogue, storage=storage, urls=urls, expires=lifetime
             )
             first = next(rows, None)  # errors (no such job) before any file is opened
 

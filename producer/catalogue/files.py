@@ -76,10 +76,10 @@ def _open(source: Source, fmt: Format | None) -> tuple[str, IO[bytes], Format, b
 def iter_catalogue(
     source: Source,
     defaults: Defaults,
-    limits: Limits | None = None,
+    limits: Limits | None = None,  # None: the settings' defaults
     *,
-    fmt: Format | None = None,
-    stats: Stats | None = None,
+    fmt: Format | None = None,  # None: told by the file name, then sniffed
+    stats: Stats | None = None,  # filled in as rows are read (counts for the CLI's summary)
 ) -> Iterator[Row]:
     """Validated rows of the catalogue at `source` (a path, a `.gz` path, or `-` for stdin), as they are
     read. After the last row, raises CatalogueError listing every problem if there was any; once one is

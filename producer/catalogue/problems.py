@@ -16,9 +16,9 @@ class UsageError(ValueError):
 class Problem:
     """One thing wrong with a catalogue, located precisely enough to fix it in an editor."""
 
-    path: str
-    line: int
-    field: str | None
+    path: str  # as the user named the file ("-" for stdin)
+    line: int  # 1-based, as an editor counts
+    field: str | None  # the column or option at fault; None for the whole line or file
     message: str
 
     def __str__(self) -> str:

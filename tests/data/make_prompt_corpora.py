@@ -809,6 +809,11 @@ def catalogue_titles(
     return out
 
 
+def row(split: str, category: str, technique: str, language: str, prompt: str) -> dict[str, str]:
+    """One corpus line, in the column order `write` gives the file."""
+    return {"split": split, "category": category, "technique": technique, "language": language, "prompt": prompt}
+
+
 def write(path: Path, rows: list[dict[str, str]]) -> None:
     with path.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(
@@ -822,11 +827,15 @@ def write(path: Path, rows: list[dict[str, str]]) -> None:
         writer.writerows(rows)
 
 
-def main() -> None:
-    rng = random.Random(SEED)
-    write(HERE / "prompt_corpus_evasive.tsv", evasive(rng))
-    write(HERE / "prompt_corpus_benign.tsv", benign(rng))
+Corpus = Callable[[random.Random], list[dict[str, str]]]
+
+
+def generate(stem: str, seed: int, evasive: Corpus, benign: Corpus) -> None:
+    """Write `<stem>_evasive.tsv` and `<stem>_benign.tsv` beside this script, both drawn from one seeded generator."""
+    rng = random.Random(seed)
+    write(HERE / f"{stem}_evasive.tsv", evasive(rng))
+    write(HERE / f"{stem}_benign.tsv", benign(rng))
 
 
 if __name__ == "__main__":
-    main()
+    generate("prompt_corpus", SEED, evasive, benign)

@@ -206,7 +206,7 @@ def build_tiny_pipeline(out_dir: Path, seed: int = 0, *, inpaint: bool = False) 
     # The ignores below: mypy sees diffusers' top-level names as its untyped placeholder (dummy) classes.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(  # type: ignore[no-untyped-call]
+        unet = UNet2DConditionModel(
             # Latent side = image side / 2 with this VAE; 32 latents = the 64px default size.
             sample_size=32,
             in_channels=9 if inpaint else 4,
@@ -219,7 +219,7 @@ def build_tiny_pipeline(out_dir: Path, seed: int = 0, *, inpaint: bool = False) 
             attention_head_dim=8,
             norm_num_groups=32,
         )
-        vae = AutoencoderKL(  # type: ignore[no-untyped-call]
+        vae = AutoencoderKL(
             sample_size=64,
             in_channels=3,
             out_channels=3,
@@ -244,7 +244,7 @@ def build_tiny_pipeline(out_dir: Path, seed: int = 0, *, inpaint: bool = False) 
             )
         )
     # SD 1.x's noise schedule (scaled_linear 0.00085..0.012 over 1000 steps, epsilon, offset 1).
-    scheduler = EulerDiscreteScheduler(  # type: ignore[no-untyped-call]
+    scheduler = EulerDiscreteScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,
         beta_end=0.012,

@@ -90,10 +90,7 @@ class TorchEngine:
             # do not accept; torch_dtype works in all of them, so keep it and mute the rename notice.
             warnings.filterwarnings("ignore", message="`torch_dtype` is deprecated", category=FutureWarning)
             # from_pretrained returns modules in eval mode already.
-            # mypy sees diffusers' untyped placeholder (dummy) classes for its top-level names.
-            pipe: DiffusionPipeline = AutoPipelineForText2Image.from_pretrained(  # type: ignore[no-untyped-call]
-                model, torch_dtype=dtype, **kwargs
-            )
+            pipe: DiffusionPipeline = AutoPipelineForText2Image.from_pretrained(model, torch_dtype=dtype, **kwargs)
             return pipe
 
     def __repr__(self) -> str:

@@ -3,8 +3,8 @@
 `items.inputs` holds the paths as checked at submit and their sha256 (null for text items); an item's mode and
 restyle strength live in `items.params` beside its size, so rows written before read as text items.
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-07 15:30:00
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
