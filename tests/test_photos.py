@@ -217,7 +217,7 @@ SIZES = [(60, 52), (44, 70), (64, 64), (72, 58)]
 COLOURS = [(200, 30, 30), (30, 90, 200), (40, 160, 60), (220, 180, 20), (120, 40, 140), (20, 20, 20)]
 
 
-PRODUCT_COUNT = int(os.environ.get("PIXELMILL_TEST_PRODUCTS", "8"))  # 40: the 40-product job
+PRODUCT_COUNT = int(os.environ.get("PHOTOS_TEST_PRODUCTS", "8"))  # 40: the 40-product job
 
 
 def many_products(root: Path, count: int = PRODUCT_COUNT) -> dict[str, tuple[str, str]]:
