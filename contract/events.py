@@ -271,8 +271,10 @@ def item_ended(
     state: State,
     error: str | None = None,
     reason: dict[str, Any] | None = None,
+    inputs: dict[str, Any] | None = None,
 ) -> None:
-    """An item reached a final state in this transaction: its event if asked for, and the job re-checked."""
+    """An item reached a final state in this transaction: its event if asked for, and the job re-checked. A photo
+    row's event names its photo (`input`, `input_sha256`: `items.inputs`)."""
     touch(session, job_id)
     facts = notify_of(session, job_id)
     type_ = {State.succeeded: ITEM_SUCCEEDED, State.failed: ITEM_FAILED, State.blocked: ITEM_BLOCKED}[state]
@@ -283,6 +285,8 @@ def item_ended(
         data["error"] = error[-1000:]
     if reason is not None:
         data["reason"] = reason
+    if inputs:
+        data["input"], data["input_sha256"] = inputs.get("image"), inputs.get("image_sha256")
     emit(
         session,
         type_=type_,

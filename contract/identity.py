@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring as _json_str
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,18 @@ def content_hasher(params: GenerationParams, model: str) -> Callable[[str, str, 
         return sha256(payload.encode()).hexdigest()
 
     return fast
+
+
+def with_inputs(digest: str, params: GenerationParams, inputs: Mapping[str, Any] | None) -> str:
+    """An item's content hash once its mode and photo join it: `digest` (`content_hash` of the text fields) for a
+    text item, else the SHA-256 of it with the mode, the strength and the sha256 of the photo and of its mask. A new
+    photo under the same key is then `changed` in a catalogue run and the same photo `unchanged`."""
+    if params.mode == "text" and not inputs:
+        return digest
+    got = inputs or {}
+    shas = (str(got.get("image_sha256", "")), str(got.get("mask_sha256", "")))
+    parts = (digest, params.mode, repr(params.strength), *shas)
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
 def canonical_json(*, prompt: str, negative: str, params: GenerationParams, seed: int, model: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 MIN_SIDE, MAX_SIDE = 64, 2048  # both sides multiples of 8 in this range: what every engine can render
@@ -34,25 +34,44 @@ IMAGE_FORMATS: dict[str, ImageFormat] = {
 }
 
 
+ModeName = Literal["text", "background", "restyle"]
+MODES: tuple[ModeName, ...] = ("text", "background", "restyle")  # what an item is made from (docs/catalogues.md)
+STRENGTH_DEFAULT = 0.6  # restyle: how far img2img may move from the photo (0: not at all, 1: all the way)
+
+
 @dataclass(frozen=True)
 class GenerationParams:
-    """What one pipeline call shares: items with equal params can run in one GPU batch."""
+    """What one pipeline call shares: items with equal params can run in one GPU batch. `mode` is how an item is
+    made (text only, or from its photo: `background`, `restyle`); `strength` is restyle's img2img strength."""
 
     width: int  # pixels, a multiple of 8
     height: int
     steps: int  # scheduler steps
     guidance: float  # classifier-free guidance scale; 1.0 or less turns it off
+    mode: ModeName = "text"
+    strength: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """Text mode writes the four fields it always had, so rows stored before photo modes read the same."""
+        out: dict[str, Any] = {"width": self.width, "height": self.height, "steps": self.steps}
+        out["guidance"] = self.guidance
+        if self.mode != "text":
+            out["mode"] = self.mode
+        if self.strength is not None:
+            out["strength"] = self.strength
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> GenerationParams:
+        mode = data.get("mode", "text")
+        strength = data.get("strength")
         return cls(
             width=int(data["width"]),
             height=int(data["height"]),
             steps=int(data["steps"]),
             guidance=float(data["guidance"]),
+            mode=mode if mode in MODES else "text",
+            strength=float(strength) if strength is not None else None,
         )
 
     @property

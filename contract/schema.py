@@ -187,7 +187,9 @@ class Item(Base):
     variant: Mapped[int] = mapped_column(Integer, default=0)
     prompt: Mapped[str] = mapped_column(Text)
     negative: Mapped[str] = mapped_column(Text, default="")
-    params: Mapped[dict[str, Any]] = mapped_column(default=dict)  # width, height, steps, guidance
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)  # width, height, steps, guidance (mode, strength)
+    # The photo (and mask) a background/restyle item is made from: paths as checked at submit, and their sha256.
+    inputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     seed: Mapped[int] = mapped_column(BigInteger)
     content_hash: Mapped[str] = mapped_column(String(64))
     state: Mapped[State] = mapped_column(

@@ -130,6 +130,8 @@ class Settings(BaseSettings):
     job_max_items: int = Field(2_000_000, ge=1)  # rows x images_per_item in one job
     catalogue_max_problems: int = Field(1000, ge=1)  # problems collected before reading stops
     catalogue_quoted_lines: int = Field(10, ge=1)  # lines one quoted CSV cell may span (more: a stray quote)
+    input_max_bytes: int = Field(30 * 1024 * 1024, ge=1)  # one photo or mask file of a photo row
+    input_max_pixels: int = Field(4096 * 4096, ge=1)  # one photo or mask, read from its header before decoding
     prompt_tokens: int = Field(77, ge=1)  # the text encoder's limit, for the truncation warning
     # The retire guard of catalogue runs (producer/catalogue_runs.py `RetireGuard`): a run that would retire more than
     # this percent of the catalogue's current entries is refused (`submit --allow-retire` / `--max-retire`);

@@ -63,6 +63,7 @@ class NewItem(NamedTuple):
     seed: int
     content_hash: str
     blocked: dict[str, str] | None = None  # the prompt filter's reason: never generated
+    inputs: dict[str, str] | None = None  # the photo and mask (paths and sha256) of a background/restyle item
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class ClaimedItem:
     seed: int
     params: GenerationParams
     created: datetime | None = None  # its submission (queue wait and latency metrics)
+    inputs: dict[str, Any] | None = None  # NewItem.inputs
 
 
 @dataclass(frozen=True)
@@ -235,6 +237,7 @@ _NEW_ITEM_COLUMNS = (
     "created",
     "block_reason",
     "finished_at",
+    "inputs",
 )
 
 
@@ -257,6 +260,7 @@ def add_items(session: Session, job_id: int, items: Sequence[NewItem]) -> list[i
     now = bind("created", utcnow())
     pending, blocked, no_reason = bind("state", State.pending), bind("state", State.blocked), bind("block_reason", None)
     params_of: dict[GenerationParams, Any] = {}
+    no_inputs = bind("inputs", None)
     rows = []
     for it in items:
         params = params_of.get(it.params)
@@ -268,7 +272,7 @@ def add_items(session: Session, job_id: int, items: Sequence[NewItem]) -> list[i
             state, reason, finished = pending, no_reason, None
         rows.append(
             (job_id, it.key, it.variant, it.prompt, it.negative, params, it.seed, it.content_hash)
-            + (state, 0, now, reason, finished)
+            + (state, 0, now, reason, finished, bind("inputs", it.inputs) if it.inputs else no_inputs)
         )
     before = session.scalar(select(func.max(Item.id))) or 0
     bulk_insert(session, table, _NEW_ITEM_COLUMNS, rows)
@@ -382,7 +386,7 @@ def finish(session: Session, item_id: int, outcome: Finish) -> None:
         update(Item)
         .where(Item.id == item_id, Item.state.not_in([State.succeeded, State.blocked, State.cancelled]))
         .values(**state, finished_at=now, lease_expires=None, error=None, not_before=None, infra_since=None)
-        .returning(Item.job_id, Item.item_key, Item.variant)
+        .returning(Item.job_id, Item.item_key, Item.variant, Item.inputs)
     ).first()
     if ended is not None:
         if before == State.pending:  # a late finish of an item that went back to the backlog
@@ -450,7 +454,7 @@ def block(session: Session, item_id: int, reason: dict[str, Any], *, node: str) 
         update(Item)
         .where(Item.id == item_id, Item.state == State.running, Item.worker == holder_name(node))
         .values(state=State.blocked, block_reason=reason, finished_at=utcnow(), lease_expires=None, error=None)
-        .returning(Item.job_id, Item.item_key, Item.variant)
+        .returning(Item.job_id, Item.item_key, Item.variant, Item.inputs)
     ).first()
     if ended is None:
         return False
@@ -458,8 +462,8 @@ def block(session: Session, item_id: int, reason: dict[str, Any], *, node: str) 
     return True
 
 
-def _ended(session: Session, item_id: int, ended: Row[int, str, int], state: State, reason: Any) -> None:
-    """The `item.ended` event of an item that just ended; `ended` is the RETURNING row (job, key, variant)."""
+def _ended(session: Session, item_id: int, ended: Row[int, str, int, Any], state: State, reason: Any) -> None:
+    """The `item.ended` event of an item that just ended; `ended` is the RETURNING row (job, key, variant, inputs)."""
     events.item_ended(
         session,
         item_id=item_id,
@@ -468,6 +472,7 @@ def _ended(session: Session, item_id: int, ended: Row[int, str, int], state: Sta
         variant=ended.variant,
         state=state,
         reason=reason,
+        inputs=ended.inputs,
     )
 
 
@@ -638,4 +643,5 @@ def _give_up(item: Item, now: datetime, error: str) -> None:
         variant=item.variant,
         state=State.failed,
         error=error,
+        inputs=item.inputs,
     )

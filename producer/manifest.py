@@ -67,6 +67,8 @@ class ManifestRow:
     safety: str | None  # ok | blocked:<flagged,...> | unchecked
     provenance: str | None  # the C2PA signer, or "xmp" (the IPTC digital source type only)
     error: str | None  # failed items: the last line of their last error
+    input: str | None  # photo rows: the photo's path as checked at submit (docs/catalogues.md, "Product photos")
+    input_sha256: str | None  # and the sha256 of its bytes
 
     def as_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in COLUMNS}
@@ -106,6 +108,8 @@ def _columns() -> tuple[Any, ...]:
         Image.provenance["signer"].as_string().label("signer"),
         Image.provenance["xmp"].as_boolean().label("xmp"),
         Image.visibility,
+        Item.inputs["image"].as_string().label("input"),
+        Item.inputs["image_sha256"].as_string().label("input_sha256"),
     )
 
 
@@ -193,6 +197,7 @@ def _row(r: Any, change: str, locate: Any) -> ManifestRow:
     engine, created = r[16], r[17]
     scores = r[18 : 18 + len(SCORES)]
     unchecked, safety_blocked, c2pa, signer, xmp, visibility = r[18 + len(SCORES) : 24 + len(SCORES)]
+    photo = r[24 + len(SCORES) : 26 + len(SCORES)]  # input, input_sha256
     state = state or ""
     if change and change != "retired" and state in _FINAL_CHANGES:  # catalogue rows: the serving item ended so
         change = _FINAL_CHANGES[state]
@@ -225,6 +230,7 @@ def _row(r: Any, change: str, locate: Any) -> ManifestRow:
         safety,
         (str(signer or "c2pa") if c2pa else "xmp" if xmp else None),
         _last_line(error) if state == "failed" else None,
+        *photo,
     )
     return ManifestRow(*values)
 

@@ -22,10 +22,23 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypedDict
 
 from contract.fairshare import DEFAULT_PRIORITY, PRIORITIES
+from contract.params import MODES, STRENGTH_DEFAULT
 
 SEED_MAX = 2**63 - 1  # producer.catalogue.SEED_MAX: a signed BIGINT (test_options checks they agree)
 NAME_MAX = 200  # jobs.name, catalogues.name, jobs.request_id: VARCHAR(200)
-OVERRIDE_NAMES = ("prompt", "negative", "size", "steps", "guidance", "images_per_item", "seed")  # catalogue.OVERRIDES
+OVERRIDE_NAMES = (  # catalogue.OVERRIDES
+    "prompt",
+    "negative",
+    "size",
+    "steps",
+    "guidance",
+    "images_per_item",
+    "seed",
+    "mode",
+    "strength",
+    "image",
+    "mask",
+)
 
 
 @dataclass(frozen=True)
@@ -79,8 +92,8 @@ class Options:
     )
     columns: Mapping[str, str | None] | None = _option(
         None,
-        "Read the per-row override NAME (prompt, negative, size, steps, guidance, images_per_item, seed) "
-        "from COLUMN; NAME= switches it off. Repeatable.",
+        "Read the per-row override NAME (prompt, negative, size, steps, guidance, images_per_item, seed, mode, "
+        "strength, image, mask) from COLUMN; NAME= switches it off. Repeatable.",
         flag="--column",
         values_max_length=NAME_MAX,
         v1_help="Per-row override name -> the column it is read from (null: not read), e.g. "
@@ -139,6 +152,20 @@ class Options:
     best_of: int | None = _option(
         None, "Make N candidates per item and keep the best.", v1="options", minimum=1, maximum=16
     )
+    mode: str = _option(
+        "text",
+        "text, background or restyle: background keeps each row's photo (its `image` column) pixel for pixel and "
+        "generates what surrounds it; restyle redraws the photo (img2img). A `mode` column overrides it per row.",
+        v1="options",
+        choices=MODES,
+    )
+    strength: float = _option(
+        STRENGTH_DEFAULT,
+        "restyle: how far the image may move from the photo (0.05 to 1); a `strength` column overrides it.",
+        v1="options",
+        minimum=0.05,
+        maximum=1,
+    )
     priority: str = _option(
         DEFAULT_PRIORITY,
         "interactive, normal or bulk: within its tenant, the scheduler sends a higher priority's items first.",
@@ -173,6 +200,8 @@ class OptionArgs(TypedDict, total=False):
     gate: str | None
     gate_attempts: int | None
     best_of: int | None
+    mode: str
+    strength: float
     priority: str
 
 

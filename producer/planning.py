@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import String, exists, select, type_coerce
 from sqlalchemy.orm import Session
 
-from contract.identity import content_hasher, derive_seed, offset_seed
+from contract.identity import content_hasher, derive_seed, offset_seed, with_inputs
 from contract.ledger import Ledger, listed, one_of
 from contract.params import GenerationParams
 from contract.schema import ACTIVE, Item, Job, State
@@ -81,25 +81,20 @@ def rows_of(request: SubmitRequest, limits: Limits, stats: Stats) -> Iterator[Ro
 
 def items_of(rows: Iterable[Row], seed: int, model: str) -> Iterator[NewItem]:
     """Each row's variants with their seeds and content hashes (prompt filter not applied yet)."""
-    shapes: dict[tuple[int, int, int, float], tuple[GenerationParams, Callable[[str, str, int], str]]] = {}
+    shapes: dict[tuple[Any, ...], tuple[GenerationParams, Callable[[str, str, int], str]]] = {}
     for row in rows:
-        shape = (row.width, row.height, row.steps, row.guidance)
+        shape = (row.width, row.height, row.steps, row.guidance, row.mode, row.strength)
         found = shapes.get(shape)
         if found is None:
-            params = GenerationParams(width=row.width, height=row.height, steps=row.steps, guidance=row.guidance)
+            params = GenerationParams(row.width, row.height, row.steps, row.guidance, row.mode, row.strength)  # type: ignore[arg-type]
             found = shapes[shape] = (params, content_hasher(params, model))
         params, hasher = found
         for variant in range(row.images_per_item):
             item_seed = offset_seed(row.seed, variant) if row.seed is not None else derive_seed(seed, row.key, variant)
-            yield NewItem(
-                row.key,
-                variant,
-                row.prompt,
-                row.negative,
-                params,
-                item_seed,
-                hasher(row.prompt, row.negative, item_seed),
-            )
+            digest = hasher(row.prompt, row.negative, item_seed)
+            if row.inputs is not None or row.mode != "text":
+                digest = with_inputs(digest, params, row.inputs)
+            yield NewItem(row.key, variant, row.prompt, row.negative, params, item_seed, digest, None, row.inputs)
 
 
 def batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from contract import logs
 from contract.checks import Checks, ChecksError, resolve_checks
 from contract.events import Notify
 from contract.identity import resolve_model
-from contract.params import parse_size
+from contract.params import MODES, STRENGTH_DEFAULT, parse_size
 from contract.settings import ENV_PREFIX, Settings
 from producer import catalogue_runs
 from producer.catalogue import (
@@ -35,7 +35,7 @@ from producer.catalogue import (
     surrogate_problem,
 )
 from producer.options import Options as Options  # re-exported: the doors import it from here
-from producer.options import blocklists, option, option_problems
+from producer.options import blocklists, option, option_problems, value_problem
 
 REQUEST_ID_MAX = 200
 
@@ -62,6 +62,8 @@ class RequestDigest:
         asked = {k: v for k, v in asdict(options).items() if k != "request_id"}
         if asked.get("priority") == "normal":  # added by migration 0013: the digests stored before still match
             del asked["priority"]
+        if asked.get("mode") == "text" and asked.get("strength") == STRENGTH_DEFAULT:  # added by 0015: likewise
+            del asked["mode"], asked["strength"]
         return cls(_canonical({"options": asked, "source": source, "notify": notify.as_json() if notify else None}))
 
     def running(self) -> hashlib._Hash:
@@ -189,12 +191,14 @@ def make_request(
     source_label: str | None = None,
     where: str = "request",
     flags: bool = False,
+    input_roots: Sequence[str] = (),
 ) -> SubmitRequest:
     """The `SubmitRequest` of these options, the model resolved (`resolve_model`) and the job's checks resolved;
     raises RequestProblems listing every bad option (each named as `problem_line` says), and then every problem
     of the rows, read with stand-in values for the bad options. `tenant_id`: the caller's tenant, who will own
     the job; `source_label`: the source as the caller named it, for the digest (the intake's URL, not the
-    temporary file it fetched it into)."""
+    temporary file it fetched it into); `input_roots`: where photo rows' inputs may be (the tenant's source
+    roots)."""
     problems = option_problems(options)
     bad = {name for name, _ in problems}
     checks = None
@@ -210,10 +214,10 @@ def make_request(
         lines = [problem_line(n, m, where=where, flags=flags) for n, m in problems]
         rows_too = not bad & {"template", "negative", "key", "delimiter", "encoding", "columns", "row_overrides"}
         if rows_too:  # the rows are read as asked, with stand-ins for only the bad numeric options
-            lines += _row_problems(settings, options, width, height, source=source, rows=rows)
+            lines += _row_problems(settings, options, width, height, source=source, rows=rows, roots=input_roots)
         raise RequestProblems(lines)
     try:
-        read = _defaults(options, width, height)  # then the numeric options, checked by now
+        read = _defaults(options, width, height, input_roots)  # then the numeric options, checked by now
         defaults = replace(
             read, steps=options.steps, guidance=options.guidance, images_per_item=options.images_per_item
         )
@@ -243,7 +247,7 @@ def make_request(
         raise RequestProblems([f"{where}: {exc}"]) from None
 
 
-def _defaults(options: Options, width: int, height: int) -> Defaults:
+def _defaults(options: Options, width: int, height: int, roots: Sequence[str] = ()) -> Defaults:
     """The reader's `Defaults` of these options but for the numeric ones (steps, guidance, images per item),
     which keep the reader's defaults: `make_request` sets them once they are checked, `_row_problems` reads the
     rows with these standing in for bad ones (and for a bad size, 512x512)."""
@@ -257,6 +261,9 @@ def _defaults(options: Options, width: int, height: int) -> Defaults:
         encoding=options.encoding,
         columns=tuple((options.columns or {}).items()),
         row_overrides=options.row_overrides,
+        mode=options.mode if options.mode in MODES else "text",
+        strength=options.strength if value_problem(option("strength"), options.strength) is None else STRENGTH_DEFAULT,
+        input_roots=tuple(roots),
     )
 
 
@@ -268,6 +275,7 @@ def _row_problems(
     *,
     source: Path | str | None,
     rows: Iterable[Mapping[str, object]] | None,
+    roots: Sequence[str] = (),
 ) -> list[str]:
     """An option is wrong, yet the caller hears of every problem at once: the rows are read with the job
     defaults standing in for the bad numeric options, so a key or template field the rows lack (or a bad row)
@@ -276,7 +284,7 @@ def _row_problems(
     if rows is None and (source is None or str(source) == "-"):
         return []  # stdin cannot be read twice
     try:
-        stand_in = _defaults(options, width, height)
+        stand_in = _defaults(options, width, height, roots)
         limits = limits_for(settings)
         read = iter_rows(rows, stand_in, limits) if rows is not None else iter_catalogue(source or "", stand_in, limits)
         for _ in read:

@@ -18,7 +18,7 @@ import itertools
 import json
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -263,13 +263,21 @@ def reject(
             events.resend(session, [events.event_uid(scope, events.JOB_REJECTED)], notify)
 
 
-def submit_v1(settings: Settings, ledger: Ledger, request: V1, *, tenant_id: int) -> Submission:
+def submit_v1(
+    settings: Settings, ledger: Ledger, request: V1, *, tenant_id: int, input_roots: Sequence[str] = ()
+) -> Submission:
     """Submit a validated v1 request of the tenant's through the one submission path; raises RequestProblems
-    (a `request_id` the tenant used for another request: `producer.submit.REQUEST_ID_REUSED`)."""
+    (a `request_id` the tenant used for another request: `producer.submit.REQUEST_ID_REUSED`). Photo rows'
+    inputs must lie under `input_roots` (the tenant's source roots)."""
     try:
         if request.rows is not None:
             asked = make_request(
-                settings, request.options, rows=request.rows, notify=request.notify, tenant_id=tenant_id
+                settings,
+                request.options,
+                rows=request.rows,
+                notify=request.notify,
+                tenant_id=tenant_id,
+                input_roots=input_roots,
             )
             return submit_request(settings, ledger, asked)
         assert request.source is not None
@@ -281,6 +289,7 @@ def submit_v1(settings: Settings, ledger: Ledger, request: V1, *, tenant_id: int
                 notify=request.notify,
                 tenant_id=tenant_id,
                 source_label=request.source,
+                input_roots=input_roots,
             )
             return submit_request(settings, ledger, asked)
     except CatalogueError as exc:
@@ -306,7 +315,7 @@ def intake(settings: Settings, ledger: Ledger, message: Any, *, tenant: TenantIn
     notify = destinations_of(message, tenant)
     try:
         request = validate_v1(settings, message, tenant)
-        submission = submit_v1(settings, ledger, request, tenant_id=tenant.id)
+        submission = submit_v1(settings, ledger, request, tenant_id=tenant.id, input_roots=tenant.source_roots)
     except RequestProblems as exc:
         reject(ledger, request_id, message, notify, exc.problems, tenant_id=tenant.id)
         log.info("request rejected", extra={"request_id": request_id, "problems": len(exc.problems)})

@@ -19,6 +19,7 @@ lines of its prompt as text, the whole prompt in the tooltip.
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import json
@@ -137,7 +138,23 @@ def _tile(row: ManifestRow, storage: Storage, link: bool, low: dict[str, float])
         "err": row.error,
         "low": lows,
         "p": (row.prompt or "")[:300],
+        "in": _input_thumbnail(row),
     }
+
+
+def _input_thumbnail(row: ManifestRow) -> str | None:
+    """A photo row's photo as a thumbnail beside its output; only when the file still holds the bytes checked at
+    submit (its sha256), so the sheet shows what the item was made from and never another file at that path."""
+    if row.input is None or row.input_sha256 is None:
+        return None
+    try:
+        with open(row.input, "rb") as stream:
+            data = stream.read()
+        if hashlib.sha256(data).hexdigest() != row.input_sha256:
+            return None
+        return thumbnail(data)
+    except Exception:  # noqa: BLE001 (a photo gone or unreadable: the tile shows the output alone)
+        return None
 
 
 def thumbnail(data: bytes) -> str:
@@ -273,6 +290,8 @@ main { display:grid; grid-template-columns:repeat(auto-fill, minmax(176px, 1fr))
 .thumb { position:relative; width:100%; aspect-ratio:1; display:flex; align-items:center; justify-content:center;
          background:#eee; border-radius:4px; overflow:hidden; color:var(--dim); font-size:12px; text-align:center; }
 .thumb img { width:100%; height:100%; object-fit:contain; image-rendering:auto; }
+.thumb.pair { display:grid; grid-template-columns:1fr 1fr; gap:3px; background:#ddd; }
+.thumb.pair img { min-width:0; background:#eee; }
 .tile.bad .thumb { background:repeating-linear-gradient(45deg,#f7dcd9,#f7dcd9 8px,#fbeeed 8px,#fbeeed 16px);
                    color:var(--bad); font-weight:600; }
 .tile.retired { background:#ecebe8; border:2px dashed #b5b4b0; }
@@ -371,8 +390,13 @@ _SCRIPT = """<script>
     var d = el("div", cls);
     d.setAttribute("data-change", t.ch || "");
     d.setAttribute("data-state", t.st || "");
-    var th = el("div", "thumb");
+    var th = el("div", t.in ? "thumb pair" : "thumb");
+    if (t.in) {  // a photo row: the product photo beside what was made from it
+      var photo = el("img"); photo.alt = t.k + " (photo)"; photo.title = "photo"; photo.src = t.in;
+      th.appendChild(photo);
+    }
     if (t.src) { var img = el("img"); img.loading = "lazy"; img.alt = t.k; img.src = t.src; th.appendChild(img); }
+    else if (t.in) { th.appendChild(el("span", "", bad(t) ? t.st : "no image")); }
     else { th.textContent = bad(t) ? t.st : "no image"; }
     if (retired(t)) th.appendChild(el("span", "ribbon", "retired"));
     d.appendChild(th);

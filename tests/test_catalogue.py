@@ -86,9 +86,10 @@ def test_good_csv_with_overrides(tmp_path: Path) -> None:
         "A2,Tee,blue,768x512,50,4.5,42,3,blurry  text\n",
     )
     rows = read_catalogue(path, Defaults(template=TEMPLATE, negative="ugly", steps=20))
+    text = ("text", None, None)  # mode, strength, inputs: a text row's
     assert rows == [  # Row's fields: line, key, prompt, negative, width, height, steps, guidance, images_per_item, seed
-        (2, "A1", "studio photo of Mug, red, white background", "ugly", 512, 512, 20, 7.5, 1, None),
-        (3, "A2", "studio photo of Tee, blue, white background", "blurry text", 768, 512, 50, 4.5, 3, 42),
+        (2, "A1", "studio photo of Mug, red, white background", "ugly", 512, 512, 20, 7.5, 1, None, *text),
+        (3, "A2", "studio photo of Tee, blue, white background", "blurry text", 768, 512, 50, 4.5, 3, 42, *text),
     ]
 
 
@@ -113,7 +114,7 @@ def test_good_jsonl_with_overrides_and_numbers(tmp_path: Path) -> None:
     rows = read_catalogue(write(tmp_path, "c.jsonl", text), DEFAULTS)
     assert [r.line for r in rows] == [1, 3]
     assert rows[0].key == "7" and rows[0].prompt == "studio photo of Lamp, 3, white background"
-    assert rows[1] == (3, "B", "a chair on grass", "dark", 1024, 1024, 12, 0.0, 16, 2**63 - 1)  # Row's fields in order
+    assert rows[1] == (3, "B", "a chair on grass", "dark", 1024, 1024, 12, 0.0, 16, 2**63 - 1, "text", None, None)
 
 
 def test_bom_is_stripped(tmp_path: Path) -> None:

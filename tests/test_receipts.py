@@ -57,6 +57,8 @@ COLUMNS = [
     "safety",
     "provenance",
     "error",
+    "input",
+    "input_sha256",
 ]
 
 

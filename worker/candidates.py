@@ -26,6 +26,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from contract.checks import Checks, Verdict, candidate_seed
 from contract.params import GenerationParams
 from contract.transitions import ClaimedItem
+from worker import photos
 from worker.engine import Engine, Request
 
 log = logging.getLogger(__name__)
@@ -198,6 +199,19 @@ def generate_batch(
     the culprit."""
     seeds = [candidate_seed(item.seed, n) for item in items]
     params = items[0].params
+    try:
+        placed = [
+            photos.place(i.inputs or {}, params.width, params.height, mode=params.mode)
+            for i in items
+            if params.mode != "text"
+        ]
+    except (OSError, KeyError, ValueError) as exc:  # a photo gone or changed since submit: no attempt can help
+        if len(items) > 1:  # only the culprit fails
+            for item in items:
+                yield from generate_batch(engine, [item], n=n)
+        else:
+            yield items[0], Failure(f"input: {exc}", final=True)
+        return
     request = Request(
         prompts=[i.prompt for i in items],
         negatives=[i.negative for i in items],
@@ -206,6 +220,10 @@ def generate_batch(
         height=params.height,
         steps=params.steps,
         guidance=params.guidance,
+        mode=params.mode,
+        strength=params.strength,
+        images=[p.canvas for p in placed] if placed else None,
+        masks=[p.inpaint_mask() for p in placed] if params.mode == "background" else None,
     )
     try:
         result = engine.generate(request)
@@ -221,5 +239,8 @@ def generate_batch(
         return
     timings = {**result.timings, "batch": len(items)}
     engine_id = result.engine_id or engine.engine_id
-    for item, seed, image in zip(items, seeds, result.images, strict=True):
+    images = result.images
+    if params.mode == "background":  # the product's own pixels, exactly, whatever the engine did there
+        images = [photos.composite(image, p) for image, p in zip(images, placed, strict=True)]
+    for item, seed, image in zip(items, seeds, images, strict=True):
         yield item, GeneratedImage(n=n, seed=seed, image=image, engine_id=engine_id, timings=timings)

@@ -244,7 +244,14 @@ class Client:
         if (source is None) == (rows is None):
             raise SubmitError(["request: give exactly one of source (a catalogue file) and rows"])
         path = Path(source) if source is not None and str(source) != "-" else source
-        request = make_request(self.settings, Options(**options), source=path, rows=rows, tenant_id=self.tenant.id)
+        request = make_request(
+            self.settings,
+            Options(**options),
+            source=path,
+            rows=rows,
+            tenant_id=self.tenant.id,
+            input_roots=self.tenant.source_roots,
+        )
         try:
             if dry_run:
                 return preview_request(self.settings, self.ledger, request)

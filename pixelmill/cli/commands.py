@@ -102,7 +102,11 @@ app.command()(compare.compare)
 
 SUBCOMMANDS: dict[typer.Typer, dict[str, Callable[..., Any]]] = {
     db_app: {"upgrade": setup_commands.db_upgrade},
-    model_app: {"tiny": setup_commands.model_tiny, "tiny-judges": setup_commands.model_tiny_judges},
+    model_app: {
+        "tiny": setup_commands.model_tiny,
+        "tiny-inpaint": setup_commands.model_tiny_inpaint,
+        "tiny-judges": setup_commands.model_tiny_judges,
+    },
     engine_app: {"build": setup_commands.engine_build},
     broker_app: {
         "start": setup_commands.broker_start,

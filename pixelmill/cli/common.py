@@ -129,9 +129,10 @@ def caller_tenant(ledger: Ledger) -> TenantInfo:
     return found
 
 
-def submitting_tenant_id() -> int:
-    """`caller_tenant`'s id for a submission, which may be the one that creates the ledger: with no ledger yet,
-    only the tenant `default` (which migration 0011 makes, with its fixed id) can be named."""
+def submitting_tenant() -> tuple[int, tuple[str, ...]]:
+    """`caller_tenant`'s id and source roots (where its photo rows' inputs may be) for a submission, which may be
+    the one that creates the ledger: with no ledger yet, only the tenant `default` (which migration 0011 makes,
+    with its fixed id) can be named, and it has no roots yet."""
     from contract.tenants import DEFAULT_TENANT, DEFAULT_TENANT_ID
 
     ledger = existing_ledger()
@@ -139,9 +140,10 @@ def submitting_tenant_id() -> int:
         name = TENANT if TENANT is not None else get_settings().tenant
         if name != DEFAULT_TENANT:
             fail(f"no tenant {name!r}: there is no ledger yet; `pixelmill tenants add {name}` makes one")
-        return DEFAULT_TENANT_ID
+        return DEFAULT_TENANT_ID, ()
     try:
-        return caller_tenant(ledger).id
+        tenant = caller_tenant(ledger)
+        return tenant.id, tenant.source_roots
     finally:
         ledger.close()
 

@@ -60,6 +60,17 @@ def model_tiny(
     out.print(f"tiny Stable Diffusion pipeline written to {path}")
 
 
+def model_tiny_inpaint(
+    directory: Annotated[Path, typer.Argument(help="Where to write the pipeline.")],
+    seed: Annotated[int, typer.Option(help="Weight seed.")] = 0,
+) -> None:
+    """Write a small random-weight Stable Diffusion inpainting pipeline (a 9-channel UNet) for background mode."""
+    from worker.engine.tiny import build_tiny_inpaint_pipeline  # torch
+
+    path = build_tiny_inpaint_pipeline(writable_directory(directory), seed=seed)
+    out.print(f"tiny Stable Diffusion inpainting pipeline written to {path}")
+
+
 def model_tiny_judges(
     directory: Annotated[Path, typer.Argument(help="Where to write the models.")],
     seed: Annotated[int, typer.Option(help="Weight seed.")] = 0,

@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -28,7 +28,7 @@ from pixelmill.cli.common import (
     fail,
     open_ledger,
     out,
-    submitting_tenant_id,
+    submitting_tenant,
     warn,
 )
 from pixelmill.cli.errors import describe
@@ -76,6 +76,8 @@ def submit(
     gate_attempts: Annotated[Optional[int], typer.Option(help=HELP["gate_attempts"])] = DEFAULTS.gate_attempts,
     best_of: Annotated[Optional[int], typer.Option(help=HELP["best_of"])] = DEFAULTS.best_of,
     priority: Annotated[str, typer.Option(help=HELP["priority"])] = DEFAULTS.priority,
+    mode: Annotated[str, typer.Option(help=HELP["mode"])] = DEFAULTS.mode,
+    strength: Annotated[float, typer.Option(help=HELP["strength"])] = DEFAULTS.strength,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and preview; write nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     wait: Annotated[
@@ -101,17 +103,12 @@ def submit(
     settings = get_settings()
     if (wait_timeout is not None or fail_on_drift) and not wait:
         fail("--timeout and --fail-on-drift apply to --wait only")
-    request = make_cli_request(settings, cli_options(ctx.params), source, tenant_id=submitting_tenant_id())
+    tenant_id, roots = submitting_tenant()
+    request = make_cli_request(settings, cli_options(ctx.params), source, tenant_id=tenant_id, input_roots=roots)
     check_model_and_source(request.model, source, dry_run=dry_run)
     shown = "stdin" if source == "-" else source
     if dry_run:
-        with refusals(shown):  # reads the ledger if there is one, and writes nothing anywhere
-            preview = dry_run_preview(settings, request)
-        print_preview(preview, as_json)
-        if preview.refused is not None:  # a nightly script's dry-run gate fails as the real run would
-            err.print(f"error: the real run would be refused: {preview.refused}", highlight=False, markup=False)
-            raise typer.Exit(2)
-        return
+        return dry_run_and_report(settings, request, shown, as_json)
     ledger, unserved, result = submit_first_time(settings, request, shown)
     for warning in result.warnings:
         warn(warning)
@@ -122,6 +119,16 @@ def submit(
             ledger, result.job, tenant_id=request.tenant_id, timeout=wait_timeout, fail_on_drift=fail_on_drift
         )
         raise typer.Exit(code)
+
+
+def dry_run_and_report(settings: Settings, request: SubmitRequest, shown: str, as_json: bool) -> None:
+    """`--dry-run`: the preview printed; exit 2 where the real run would be refused."""
+    with refusals(shown):  # reads the ledger if there is one, and writes nothing anywhere
+        preview = dry_run_preview(settings, request)
+    print_preview(preview, as_json)
+    if preview.refused is not None:  # a nightly script's dry-run gate fails as the real run would
+        err.print(f"error: the real run would be refused: {preview.refused}", highlight=False, markup=False)
+        raise typer.Exit(2)
 
 
 def cli_options(params: Mapping[str, Any]) -> Options:
@@ -142,13 +149,15 @@ def cli_options(params: Mapping[str, Any]) -> Options:
     )
 
 
-def make_cli_request(settings: Settings, options: Options, source: str, *, tenant_id: int) -> SubmitRequest:
+def make_cli_request(
+    settings: Settings, options: Options, source: str, *, tenant_id: int, input_roots: Sequence[str] = ()
+) -> SubmitRequest:
     """`make_request` as every door calls it, its problems printed as the CLI's --flag lines (exit 2)."""
     from producer.request import RequestProblems, make_request  # SQLAlchemy: only when a submit runs
 
     try:
         path = source if source == "-" else Path(source)
-        return make_request(settings, options, source=path, tenant_id=tenant_id, flags=True)
+        return make_request(settings, options, source=path, tenant_id=tenant_id, flags=True, input_roots=input_roots)
     except RequestProblems as exc:
         hint = (  # the CLI's hint only: other doors answer a client, not the operator in this directory
             "; in the environment or in ./.env, where `pixelmill demo` writes its tiny checker's settings "

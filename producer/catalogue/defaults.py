@@ -7,7 +7,7 @@ import codecs
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from contract.params import parse_size
+from contract.params import MODES, STRENGTH_DEFAULT, parse_size
 from producer.catalogue.problems import UsageError
 from producer.catalogue.values import parse_guidance, parse_images, parse_steps, surrogate_problem, template_fields
 
@@ -30,7 +30,12 @@ OVERRIDES = {
     "guidance": "--guidance",
     "images_per_item": "--images-per-item",
     "seed": "--seed",
+    "mode": "--mode",
+    "strength": "--strength",
+    "image": "--mode",  # the photo of a background/restyle row (producer/catalogue/inputs.py)
+    "mask": "--mode",  # its product mask (background rows)
 }
+_INPUTS = ("image", "mask")  # read even with row_overrides off: a photo row's input, not an override
 
 
 _DELIMITER_NAMES = {",": ",", ";": ";", "|": "|", "\t": "\t", "\\t": "\t", "tab": "\t"}
@@ -52,10 +57,14 @@ class Limits:
     problems: int = 1000  # stop reading after this many problems
     tokens: int = 77  # the text encoder's limit, for the truncation warning
     quoted_lines: int = 10  # physical lines one quoted CSV cell may span before it is called a stray quote
+    input_bytes: int = 30 * 1024 * 1024  # one photo or mask file (producer/catalogue/inputs.py)
+    input_pixels: int = 4096 * 4096  # one photo or mask, from its header, before any pixel is decoded
 
     def __post_init__(self) -> None:
         for name in (
             "quoted_lines",
+            "input_bytes",
+            "input_pixels",
             "cell_bytes",
             "row_bytes",
             "columns",
@@ -120,11 +129,19 @@ class Defaults:
     # Per-row override columns renamed ((name, column)) or switched off ((name, None)); see OVERRIDES.
     columns: tuple[tuple[str, str | None], ...] = ()
     row_overrides: bool = True  # False: no column overrides the job's options unless `columns` maps it
+    mode: str = "text"  # text, background or restyle (contract.params.MODES); a `mode` column overrides it
+    strength: float = STRENGTH_DEFAULT  # restyle's img2img strength; a `strength` column overrides it
+    input_roots: tuple[str, ...] = ()  # where photo rows' inputs may be: the tenant's source roots
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "delimiter", parse_delimiter(self.delimiter))
         object.__setattr__(self, "encoding", parse_encoding(self.encoding))
         object.__setattr__(self, "columns", check_columns(self.columns, self.template))
+        if self.mode not in MODES:
+            raise UsageError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r:.40}")
+        strength = self.strength
+        if isinstance(strength, bool) or not isinstance(strength, int | float) or not 0.05 <= strength <= 1:
+            raise UsageError(f"--strength must be a number from 0.05 to 1, got {self.strength!r:.40}")
         if self.template is not None:
             if not isinstance(self.template, str) or not self.template.strip():
                 raise UsageError("template must be non-empty text (or None to require a prompt column)")
@@ -160,7 +177,7 @@ class Defaults:
         Without a template, `prompt` is the text itself, not an override: --no-row-overrides keeps it."""
         on = self.row_overrides
         names: dict[str, str | None] = {
-            n: n if on or (n == "prompt" and self.template is None) else None for n in OVERRIDES
+            n: n if on or (n == "prompt" and self.template is None) or n in _INPUTS else None for n in OVERRIDES
         }
         names.update(self.columns)
         return names

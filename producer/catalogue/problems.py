@@ -49,4 +49,6 @@ ENV = {
     "problems": "PIXELMILL_CATALOGUE_MAX_PROBLEMS",
     "tokens": "PIXELMILL_PROMPT_TOKENS",
     "quoted_lines": "PIXELMILL_CATALOGUE_QUOTED_LINES",
+    "input_bytes": "PIXELMILL_INPUT_MAX_BYTES",
+    "input_pixels": "PIXELMILL_INPUT_MAX_PIXELS",
 }

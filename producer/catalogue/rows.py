@@ -15,6 +15,7 @@ from typing import NamedTuple, NoReturn
 
 from contract.params import parse_size
 from producer.catalogue.defaults import OVERRIDES, Defaults, Limits
+from producer.catalogue.inputs import PhotoColumns, PhotoRow
 from producer.catalogue.problems import ENV, CatalogueError, Problem
 from producer.catalogue.values import (
     TOKEN_OVERHEAD,
@@ -53,6 +54,9 @@ class Row(NamedTuple):
     guidance: float
     images_per_item: int
     seed: int | None  # per-row seed override, else None
+    mode: str = "text"  # text, background or restyle (producer/catalogue/inputs.py)
+    strength: float | None = None  # restyle's img2img strength
+    inputs: dict[str, str] | None = None  # a photo row's checked inputs: paths and sha256 (`items.inputs`)
 
 
 @dataclass
@@ -177,6 +181,12 @@ class Validator:
             for name, parse in parsers
             if (column := mapped[name]) is not None and column in index
         ]
+        self.photos = PhotoColumns.of(
+            (defaults.mode, defaults.strength, defaults.input_roots),  # type: ignore[arg-type]
+            mapped,
+            index,
+            (limits.input_bytes, limits.input_pixels),
+        )
         self.explained: dict[str, int] = {}  # override column -> the line whose problem says why it is reserved
         self.key_fast = min(MAX_KEY_LENGTH, limits.key_bytes // 3)  # ASCII keys this short always fit
         self.prompt_fast = limits.prompt_bytes // 4  # prompts this short always fit
@@ -196,6 +206,7 @@ class Validator:
             or self.prompt_index is not None
             or self.negative_index is not None
             or self.overrides
+            or self.photos is not None
         ):
             return None
         key_index, stats, count_long = self.key_index, self.stats, self._count_long
@@ -205,7 +216,7 @@ class Validator:
         key_fast, prompt_fast, token_fast, item_cap = self.key_fast, self.prompt_fast, self.token_fast, limits.items
         images, tail = (
             d.images_per_item,
-            (self.negative, d.width, d.height, d.steps, float(d.guidance), d.images_per_item, None),
+            (self.negative, d.width, d.height, d.steps, float(d.guidance), d.images_per_item, None, "text", None, None),
         )
         new = tuple.__new__
         # A blank value next to a literal space (or at an end) leaves a double, leading or trailing space,
@@ -363,6 +374,11 @@ class Validator:
         prompt = self._prompt(line, cells)
         negative = self._negative(line, cells)
         width, height, steps, guidance, images, seed = self._overrides(line, cells)
+        photo = None
+        if self.photos is not None:
+            _, photo = self.photos.row(cells, lambda field, message: self.problem(line, field, message))
+            if photo is not None:
+                width, height = self._photo_size(line, cells, photo, width, height)
         stats = self.stats
         stats.items += images
         if stats.items > self.limits.items:
@@ -378,6 +394,8 @@ class Validator:
         if len(prompt) > self.token_fast:
             self._count_long(line, prompt)
         stats.rows += 1
+        if photo is not None:
+            return Row(line, key, prompt, negative, width, height, steps, guidance, images, seed, *photo.fields)
         return Row(line, key, prompt, negative, width, height, steps, guidance, images, seed)
 
     def _key(self, line: int, value: Cell) -> str | None:
@@ -469,6 +487,20 @@ class Validator:
             else:
                 seed = int(parsed)  # type: ignore[call-overload]
         return width, height, steps, guidance, images, seed
+
+    def _photo_size(
+        self, line: int, cells: Sequence[Cell], photo: PhotoRow, width: int, height: int
+    ) -> tuple[int, int]:
+        """A photo row's output size: the row's own `size` if it has one (the photo centred on it, unscaled), else
+        the photo's size rounded up (producer/catalogue/inputs.py `placement`)."""
+        for column, i, _, name in self.overrides:
+            cell = cells[i]
+            if name == "size" and isinstance(cell, str) and cell.strip():
+                problem = photo.sized(width, height)
+                if problem is not None:
+                    self.problem(line, column, problem)
+                return width, height
+        return photo.width, photo.height
 
     def _reserved(self, line: int, name: str, column: str) -> str:
         """Why this column is read as an override, and how to map or switch it off (a bad value's message): in

@@ -31,6 +31,12 @@ class Request:
     height: int
     steps: int
     guidance: float
+    # Photo rows (worker/photos.py): `background` inpaints `images[i]` where `masks[i]` is white; `restyle` is
+    # img2img of `images[i]` at `strength`. Text rows leave them as they are.
+    mode: str = "text"
+    strength: float | None = None
+    images: list[PIL.Image.Image] | None = None
+    masks: list[PIL.Image.Image] | None = None
 
     def validate(self) -> None:
         """Raise ``ValueError`` if the request cannot be generated as one batch."""
@@ -55,6 +61,13 @@ class Request:
         guidance = self.guidance
         if not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or guidance < 0:
             raise ValueError(f"guidance must be finite and >= 0, got {self.guidance!r}")
+        if self.mode != "text":
+            wanted = 2 if self.mode == "background" else 1
+            given = [x for x in (self.images, self.masks if self.mode == "background" else None) if x is not None]
+            if self.mode not in ("background", "restyle") or len(given) != wanted:
+                raise ValueError(f"mode {self.mode!r} needs its images (and background its masks)")
+            if any(len(x) != len(self.prompts) for x in given):
+                raise ValueError("images and masks must have one entry per prompt")
 
 
 @dataclass

@@ -17,7 +17,7 @@ import re
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from transformers import CLIPTokenizer
@@ -177,14 +177,28 @@ def build_tokenizer(num_merges: int = 400) -> CLIPTokenizer:
     return tokenizer
 
 
-def build_tiny_pipeline(out_dir: Path, seed: int = 0) -> Path:
+def build_tiny_inpaint_pipeline(out_dir: Path, seed: int = 0) -> Path:
+    """The tiny pipeline as an inpainting model: its UNet takes 9 input channels (4 noisy latents, 1 mask, 4
+    latents of the masked photo), as SD inpainting checkpoints do, saved as a ``StableDiffusionInpaintPipeline``
+    and loaded with ``from_pretrained`` like them. The product photos' background mode runs on it."""
+    return build_tiny_pipeline(out_dir, seed, inpaint=True)
+
+
+def build_tiny_pipeline(out_dir: Path, seed: int = 0, *, inpaint: bool = False) -> Path:
     """Build the tiny pipeline and ``save_pretrained`` it to ``out_dir``; return ``out_dir``.
 
     All weights are drawn from ``torch.manual_seed(seed)`` inside a forked RNG (the caller's global
-    RNG is untouched), so equal seeds give byte-identical safetensors files.
+    RNG is untouched), so equal seeds give byte-identical safetensors files. ``inpaint``: a 9-channel UNet in a
+    ``StableDiffusionInpaintPipeline`` (``build_tiny_inpaint_pipeline``).
     """
     import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionInpaintPipeline,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel
 
     out_dir = Path(out_dir)
@@ -195,7 +209,7 @@ def build_tiny_pipeline(out_dir: Path, seed: int = 0) -> Path:
         unet = UNet2DConditionModel(
             # Latent side = image side / 2 with this VAE; 32 latents = the 64px default size.
             sample_size=32,
-            in_channels=4,
+            in_channels=9 if inpaint else 4,
             out_channels=4,
             block_out_channels=(32, 64),
             layers_per_block=1,
@@ -239,7 +253,8 @@ def build_tiny_pipeline(out_dir: Path, seed: int = 0) -> Path:
         timestep_spacing="leading",
         steps_offset=1,
     )
-    pipe = StableDiffusionPipeline(
+    kind: Any = StableDiffusionInpaintPipeline if inpaint else StableDiffusionPipeline
+    pipe = kind(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,

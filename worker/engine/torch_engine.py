@@ -6,12 +6,19 @@ would initialise CUDA before fork.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
-from diffusers import AutoPipelineForText2Image, DiffusionPipeline, StableDiffusionPipeline
+from diffusers import (
+    AutoPipelineForImage2Image,
+    AutoPipelineForInpainting,
+    AutoPipelineForText2Image,
+    DiffusionPipeline,
+    StableDiffusionPipeline,
+)
 
 from .interface import Request, Result, default_device
 
@@ -57,6 +64,7 @@ class TorchEngine:
         # Any: a pipeline's components (unet, vae, ...) and its __call__ exist only at runtime.
         pipe: Any = pipeline if pipeline is not None else self._load(model, self.dtype)
         self.pipe = pipe
+        self._photo_pipes: dict[str, Any] = {}  # inpaint / img2img pipelines sharing `pipe`'s components
         self.pipe.to(self.device, self.dtype)
         self.pipe.set_progress_bar_config(disable=True)
         # SD 1.x/2.x split cleanly into timed stages; others (e.g. SDXL) run as one call.
@@ -99,6 +107,13 @@ class TorchEngine:
         """
         request.validate()
         generators = [torch.Generator(self.device).manual_seed(seed) for seed in request.seeds]
+        if request.mode != "text":
+            return self._generate_photos(request, generators)
+        if self.pipe.unet.config.in_channels != 4:
+            raise ValueError(
+                f"model {self.model!r} has a {self.pipe.unet.config.in_channels}-channel UNet (an inpainting model): "
+                "it makes background-mode items only"
+            )
         common = dict(
             width=request.width,
             height=request.height,
@@ -114,6 +129,46 @@ class TorchEngine:
             images, timings = self._generate_whole(request, common)
         timings["total"] = self._clock() - start
         return Result(images=[image.convert("RGB") for image in images], timings=timings)
+
+    def _derived(self, kind: str) -> Any:
+        """The inpainting or img2img pipeline made from this engine's own components (no second copy of the
+        weights), built once. A 9-channel inpainting model is its own inpainting pipeline."""
+        found = self._photo_pipes.get(kind)
+        if found is None:
+            auto = AutoPipelineForInpainting if kind == "inpaint" else AutoPipelineForImage2Image
+            found = auto.from_pipe(self.pipe)
+            found.set_progress_bar_config(disable=True)
+            self._photo_pipes[kind] = found
+        return found
+
+    def _generate_photos(self, request: Request, generators: list[torch.Generator]) -> Result:
+        """Background (inpaint outside the product; the worker composites the product back) or restyle (img2img
+        at the request's strength), one pipeline call, timed as a whole."""
+        start = self._clock()
+        common: dict[str, Any] = dict(
+            prompt=request.prompts,
+            negative_prompt=request.negatives,
+            num_inference_steps=request.steps,
+            guidance_scale=request.guidance,
+            generator=generators,
+        )
+        if request.mode == "background":
+            images = self._derived("inpaint")(
+                image=request.images,
+                mask_image=request.masks,
+                width=request.width,
+                height=request.height,
+                strength=1.0,
+                **common,
+            ).images
+        else:
+            if self.pipe.unet.config.in_channels != 4:
+                raise ValueError(f"model {self.model!r} is an inpainting model: restyle needs a text-to-image model")
+            # img2img denoises int(steps x strength) of the schedule's steps: at least one, however few were asked.
+            strength = request.strength if request.strength is not None else 0.6
+            common["num_inference_steps"] = max(request.steps, math.ceil(1 / strength))
+            images = self._derived("img2img")(image=request.images, strength=strength, **common).images
+        return Result(images=[image.convert("RGB") for image in images], timings={"total": self._clock() - start})
 
     def _generate_whole(
         self, request: Request, common: dict[str, Any]

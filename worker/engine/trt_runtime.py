@@ -155,7 +155,7 @@ class TensorRTEngine:
 
     def generate(self, request: Request) -> Result:
         request.validate()
-        build = self._build_for(request)
+        build = self._build_for(request) if request.mode == "text" else None  # photo rows: torch's pipelines
         if build is None:
             return self._generate_torch(request)
         return self._generate_trt(request, build)
@@ -165,7 +165,7 @@ class TensorRTEngine:
             from .torch_engine import TorchEngine
 
             log.warning(
-                "no TensorRT build covers this shape; using torch for it",
+                "no TensorRT build covers this shape or mode; using torch for it",
                 extra={"model": self.model, "size": f"{request.width}x{request.height}", "batch": len(request.prompts)},
             )
             self._fallback = (
