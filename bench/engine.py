@@ -65,9 +65,9 @@ class Row:
     model: str
     size: str
     steps: int
-    variant: str
-    batch: int
-    engine_id: str = ""
+    variant: str  # baseline, torch-fp16, torch-compile, trt-int8 … (--variants)
+    batch: int  # images per pipeline call
+    engine_id: str = ""  # what the engine reported it ran (a fallback shows here)
     ms_per_image: float | None = None
     images_per_s: float | None = None
     speedup: float | None = None

@@ -295,7 +295,7 @@ def item_ended(
         tenant_id=facts.tenant_id,
         request_id=facts.request_id,
         catalogue=facts.catalogue,
-        trace_id=facts.trace_id,
+        trace_id=facts.trace_id,  # None unless the request carried or was given one
         data=data,
         notify=facts.notify,
     )

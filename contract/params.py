@@ -53,13 +53,9 @@ class GenerationParams:
 
     def to_json(self) -> dict[str, Any]:
         """Text mode writes the four fields it always had, so rows stored before photo modes read the same."""
-        out: dict[str, Any] = {"width": self.width, "height": self.height, "steps": self.steps}
-        out["guidance"] = self.guidance
-        if self.mode != "text":
-            out["mode"] = self.mode
-        if self.strength is not None:
-            out["strength"] = self.strength
-        return out
+        photo = {"mode": None if self.mode == "text" else self.mode, "strength": self.strength}
+        plain = {"width": self.width, "height": self.height, "steps": self.steps, "guidance": self.guidance}
+        return plain | {name: value for name, value in photo.items() if value is not None}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> GenerationParams:

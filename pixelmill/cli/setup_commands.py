@@ -49,10 +49,11 @@ def writable_directory(directory: Path) -> Path:
     return directory
 
 
-def model_tiny(
-    directory: Annotated[Path, typer.Argument(help="Where to write the pipeline.")],
-    seed: Annotated[int, typer.Option(help="Weight seed.")] = 0,
-) -> None:
+PipelineDir = Annotated[Path, typer.Argument(help="Where to write the pipeline.")]
+WeightSeed = Annotated[int, typer.Option(help="Weight seed.")]
+
+
+def model_tiny(directory: PipelineDir, seed: WeightSeed = 0) -> None:
     """Write a small random-weight Stable Diffusion pipeline (diffusers format) for demos and tests."""
     from worker.engine.tiny import build_tiny_pipeline  # torch
 
@@ -60,10 +61,7 @@ def model_tiny(
     out.print(f"tiny Stable Diffusion pipeline written to {path}")
 
 
-def model_tiny_inpaint(
-    directory: Annotated[Path, typer.Argument(help="Where to write the pipeline.")],
-    seed: Annotated[int, typer.Option(help="Weight seed.")] = 0,
-) -> None:
+def model_tiny_inpaint(directory: PipelineDir, seed: WeightSeed = 0) -> None:
     """Write a small random-weight Stable Diffusion inpainting pipeline (a 9-channel UNet) for background mode."""
     from worker.engine.tiny import build_tiny_inpaint_pipeline  # torch
 
