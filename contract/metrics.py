@@ -36,6 +36,7 @@ SCORE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 2, 3, 4, 
 # by its size, so every stage's count is the number of images made. `load` is one model load.
 STAGES = ("generate", "judge", "encode", "store")
 
+ITEM_OUTCOMES = ("succeeded", "blocked", "failed", "retried", "cancelled")
 ITEMS = Counter(
     "pixelmill_items",
     "Item attempts that ended, by outcome: succeeded, blocked, failed (for good), retried (back to pending), "
@@ -176,9 +177,8 @@ def recorded(
 ) -> None:
     """What one chunk's recording did: item counts by outcome, and per stored image its stage seconds
     (worker/store.py's `timings`), its scores and its item's latency (`created`: each recorded item's submission)."""
-    for outcome, n in outcomes.items():
-        if n:
-            ITEMS.labels(outcome, model, tenant).inc(n)
+    for outcome in {*ITEM_OUTCOMES, *outcomes}:  # every outcome's series exists, at 0 until it happens:
+        ITEMS.labels(outcome, model, tenant).inc(outcomes.get(outcome, 0))  # rate() and alerts see a 0, not nothing
     stages = {stage: STAGE.labels(stage, model) for stage in STAGES}
     images = 0
     for timing in timings:

@@ -73,21 +73,36 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=part)
 
 
-# Tests that share state in their process's memory (FINAL_LEDGERS), so pytest-xdist runs them in one process, in
-# file order. (xdist's own `xdist_group` mark does nothing on pytest 9: the id suffix it relies on is ignored.)
-SAME_PROCESS = (
-    "tests/test_end_to_end.py::test_catalogue_end_to_end_then_resubmit_skips",
-    "tests/test_end_to_end.py::test_every_combination_reaches_the_same_final_ledger",
-)
+# Tests pytest-xdist runs in one process, in file order (xdist's own `xdist_group` mark does nothing on pytest 9:
+# the id suffix it relies on is ignored), by group:
+SAME_PROCESS: dict[str, tuple[str, ...]] = {
+    # They share state in their process's memory (FINAL_LEDGERS).
+    "final-ledgers": (
+        "tests/test_end_to_end.py::test_catalogue_end_to_end_then_resubmit_skips",
+        "tests/test_end_to_end.py::test_every_combination_reaches_the_same_final_ledger",
+    ),
+    # They share a module-scoped fixture that takes a minute of CPU to build (`quantised`): built once, not once in
+    # every process that happens to get one of them.
+    "quantised": tuple(
+        f"tests/test_quantize.py::test_{name}"
+        for name in (
+            "recipe_keeps_sensitive_layers_in_high_precision",
+            "conv_activation_ranges_come_from_the_step_calibrator",
+            "onnx_graph_has_qdq_only_on_quantised_layers",
+            "int8_onnx_matches_float_unet_within_bound",
+        )
+    ),
+}
+GROUP_OF = {nodeid: group for group, nodeids in SAME_PROCESS.items() for nodeid in nodeids}
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """Every test is its own unit of work, handed to whichever process is free, except the SAME_PROCESS ones."""
+    """Every test is its own unit of work, handed to whichever process is free, except the SAME_PROCESS groups."""
     from xdist.scheduler import LoadScopeScheduling
 
     class Scheduling(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
-            return "same-process" if nodeid.split("[")[0] in SAME_PROCESS else nodeid
+            return GROUP_OF.get(nodeid.split("[")[0], nodeid)
 
     return Scheduling(config, log)
 

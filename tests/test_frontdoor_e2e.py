@@ -374,7 +374,7 @@ def test_http_api_with_a_real_uvicorn(env: Env) -> None:
     )  # its .schemathesis cache stays out of the repository
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:] + logs(env, "serve")[-3000:]
     operations = sum(len(methods) for methods in spec["paths"].values())
-    assert operations == 10 and f"Tested: {operations}" in proc.stdout, proc.stdout[-4000:]  # GET /v1/backlog too
+    assert operations == 11 and f"Tested: {operations}" in proc.stdout, proc.stdout[-4000:]  # /v1/backlog, /metrics too
 
 
 def test_serve_refuses_a_public_address_without_tokens(env: Env) -> None:
