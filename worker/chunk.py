@@ -156,11 +156,13 @@ def run_chunk(ctx: Context, chunk: Chunk, job: JobSpec | None = None) -> Future[
 def read_job(ctx: Context, chunk: Chunk) -> JobSpec | None:
     """The job, with the checks it runs with here (raised to this worker's policy, or why it may not run)."""
     with ctx.ledger.session(readonly=True) as session:
-        job = session.get(Job, chunk.job)
-        if job is None:
+        found = session.execute(
+            select(Job, Tenant.name).outerjoin(Tenant, Tenant.id == Job.tenant_id).where(Job.id == chunk.job)
+        ).first()  # one round trip per chunk: the job and its tenant's name (the metrics' label)
+        if found is None:
             return None
+        job, tenant = found[0], found[1] or ""
         model, asked = job.model, Checks.from_json(job.params.get("checks"))
-        tenant = session.scalar(select(Tenant.name).where(Tenant.id == job.tenant_id)) or ""
         trace = job.params.get("trace_id")
     try:
         return JobSpec(chunk.job, model, asked=asked, checks=ctx.policy.apply(asked), tenant=tenant, trace=trace)
