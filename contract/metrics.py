@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
@@ -123,14 +122,14 @@ def never_raises(hook: Callable[P, None]) -> Callable[P, None]:
 
 
 def enable_multiprocess(directory: str | Path) -> Path:
-    """Count into `directory` (emptied first) from now on, in this process and in the processes it forks: the
-    worker's parent calls it before its prefork child exists; the parent's endpoint reads every process's files."""
+    """Count into `directory` (its earlier counter files removed first) from now on, in this process and in the
+    processes it forks: the worker's parent calls it before its prefork child exists; the parent's endpoint reads
+    every process's files. Only prometheus-client's own `*.db` files are removed, so a mistyped setting pointing
+    at a directory that holds anything else costs nothing."""
     path = Path(directory)
     if path.exists():
-        for entry in path.iterdir():  # a previous run's files would be summed into this one's
-            if entry.is_dir():
-                shutil.rmtree(entry)
-            else:
+        for entry in path.glob("*.db"):  # a previous run's files would be summed into this one's
+            if entry.is_file() and entry.name.split("_", 1)[0] in ("counter", "gauge", "histogram", "summary"):
                 entry.unlink()
     path.mkdir(parents=True, exist_ok=True)
     os.environ[MULTIPROC_VARIABLE] = str(path)

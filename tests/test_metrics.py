@@ -415,8 +415,12 @@ from contract import metrics
 directory = Path(sys.argv[1])
 directory.mkdir()
 (directory / "counter_999999.db").write_bytes(b"a previous run's file")
+(directory / "ledger.db").write_bytes(b"not ours")  # a mistyped setting: what is not a counter file stays
+(directory / "kept").mkdir()
 metrics.enable_multiprocess(directory)  # the worker parent, before the fork
 assert not (directory / "counter_999999.db").exists()
+assert (directory / "ledger.db").read_bytes() == b"not ours" and (directory / "kept").is_dir()
+(directory / "ledger.db").unlink()  # (the collector below reads every *.db here)
 metrics.scheduler_pass(True, {"m": 4}, 0.01)  # the parent counts too (its scheduler)
 ready, go = os.pipe(), os.pipe()
 child = os.fork()
