@@ -38,6 +38,7 @@ from contract import metrics
 from contract.events import TASK_EVENT
 from contract.faults import mask
 from contract.ledger import Ledger
+from contract.queue import declare_queue
 from contract.replies import ReplyQueueError, check_reply_queue
 from contract.schema import Delivery, Event, Tenant, utcnow
 from contract.settings import Settings
@@ -288,7 +289,9 @@ class Dispatcher:
         except ReplyQueueError as exc:
             return Failure(f"refused: {exc}", final=True)
         try:
-            self.app.send_task(TASK_EVENT, args=[delivery.body], queue=queue)
+            with self.app.producer_or_acquire() as producer:
+                declare_queue(self.app, producer, queue)
+                self.app.send_task(TASK_EVENT, args=[delivery.body], queue=queue, producer=producer, declare=[])
             return None
         except Exception as exc:  # noqa: BLE001 (any failure is recorded and retried)
             return Failure(f"{type(exc).__name__}: {exc}")

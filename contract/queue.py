@@ -161,22 +161,36 @@ def make_celery(settings: Settings, *, main: str = "pixelmill") -> Celery:
     return app
 
 
+def declare_queue(app: Celery, producer: Any, queue: str) -> None:
+    """Declare `queue` now, whatever kombu remembers; send on this producer with `declare=[]` after it.
+
+    Left to itself kombu declares a queue once per process: its producer pool is shared by every app with the
+    same broker URL, and its cache of declared queues with it. A queue deleted since (by an operator, a policy,
+    a client, a test's clean-up) would then swallow every message: the default exchange drops what it cannot
+    route, and the broker still confirms it.
+    """
+    app.amqp.queues[queue].bind(producer.channel).declare()
+
+
 def publish(app: Celery, chunks: Iterable[Chunk], queue: str) -> int:
     """Send chunks over one pooled connection (per-message connections are an order of magnitude slower), in
     pipelined batches where the transport supports them."""
     sent = 0
-    # producer.batch: Redis gets the LPUSHes in pipelines of 1,000 (one round trip each instead of one per
-    # message); AMQP publishes (and confirms) one by one as before.
-    with app.producer_or_acquire() as producer, producer.batch(max_size=1000):
-        for chunk in chunks:
-            app.send_task(
-                TASK_GENERATE,
-                args=[chunk.to_message()],
-                queue=queue,
-                producer=producer,
-                argsrepr=f"[job {chunk.job}: {len(chunk.items)} items]",
-            )  # not a repr of every id
-            sent += 1
+    with app.producer_or_acquire() as producer:
+        declare_queue(app, producer, queue)
+        # producer.batch: Redis gets the LPUSHes in pipelines of 1,000 (one round trip each instead of one per
+        # message); AMQP publishes (and confirms) one by one as before.
+        with producer.batch(max_size=1000):
+            for chunk in chunks:
+                app.send_task(
+                    TASK_GENERATE,
+                    args=[chunk.to_message()],
+                    queue=queue,
+                    producer=producer,
+                    declare=[],  # declared above
+                    argsrepr=f"[job {chunk.job}: {len(chunk.items)} items]",
+                )  # not a repr of every id
+                sent += 1
     return sent
 
 

@@ -25,7 +25,7 @@ import servers  # tests/servers.py: real server processes for the production com
 from contract.broker import EmbeddedRedis
 from contract.identity import resolve_model
 from contract.ledger import Ledger, make_engine, upgrade
-from contract.queue import make_celery, queue_for
+from contract.queue import make_celery, queue_depth, queue_for
 from contract.settings import Settings
 from contract.storage import Storage, open_storage
 from contract.tenants import DEFAULT_TENANT_ID, TenantInfo
@@ -281,6 +281,18 @@ def job_counts(ledger: Ledger, job: int) -> dict[str, int]:
     with ledger.session() as session:
         status = job_status(session, job, tenant_id=DEFAULT_TENANT_ID)
     return {k: v for k, v in status.as_dict().items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
+def settled_depth(app: Any, queue: str, expected: int, timeout: float = 10.0) -> int:
+    """The queue's depth once it reads `expected`, or its last reading after `timeout` seconds.
+
+    A RabbitMQ quorum queue answers a passive declare from its Raft state, which can trail a confirmed publish by
+    a moment; Redis counts at once. Tests that assert a depth wait for it to settle instead of reading it once.
+    """
+    deadline = time.monotonic() + timeout
+    while (depth := queue_depth(app, queue)) != expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return depth
 
 
 def finished(counts: dict[str, int]) -> bool:

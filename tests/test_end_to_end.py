@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from conftest import COMBOS, Env, finished, write_catalogue
+from conftest import COMBOS, Env, finished, settled_depth, write_catalogue
 from contract.ledger import Ledger
 from contract.queue import Chunk, make_celery, publish, queue_depth
 from contract.scheduling import Scheduler
@@ -157,7 +157,7 @@ def test_duplicate_delivery_makes_one_row_and_one_file(any_env: Env, tmp_path: P
     # a different shape.
     assert publish(app, [Chunk(first["job"], tuple(ids[i : i + 4])) for i in range(0, 16, 4)], env.queue) == 4
     publish(app, [Chunk(first["job"], tuple(ids[2:6]))], env.queue)
-    assert queue_depth(app, env.queue) == 5
+    assert settled_depth(app, env.queue, 5) == 5
 
     env.start_worker()
     env.wait_for(first["job"], finished)
@@ -217,7 +217,7 @@ def test_bad_catalogue_touches_neither_ledger_nor_queue(env: Env, tmp_path: Path
         assert Scheduler(env.settings(), ledger, app).run_pass().messages == 1
     finally:
         ledger.close()
-    depth = queue_depth(app, env.queue)
+    depth = settled_depth(app, env.queue, 1)
     assert depth == 1
 
     bad = tmp_path / "bad.csv"

@@ -22,8 +22,17 @@ import servers
 from sqlalchemy import select
 from test_end_to_end import assert_exactly_once
 
-from conftest import FAST_TIMINGS, S3_CREDENTIALS, Env, Servers, finished, missing_server, write_catalogue
-from contract.queue import make_celery, queue_depth, queue_for
+from conftest import (
+    FAST_TIMINGS,
+    S3_CREDENTIALS,
+    Env,
+    Servers,
+    finished,
+    missing_server,
+    settled_depth,
+    write_catalogue,
+)
+from contract.queue import Chunk, make_celery, publish, queue_depth, queue_for
 from contract.scheduling import Scheduler
 from contract.schema import Item, Worker
 from contract.settings import Settings
@@ -318,11 +327,30 @@ def test_rabbitmq_queues_are_quorum_queues_named_by_model(
             assert Scheduler(env.settings(), ledger, app).run_pass().messages == 1  # no live worker: a window of 1
         finally:
             ledger.close()
-        assert queue_depth(app, env.queue) == 1  # confirmed, so already counted
+        assert settled_depth(app, env.queue, 1) == 1  # confirmed; a quorum queue's count may trail a moment
         listing = rabbit.ctl("list_queues", "name", "type", "--no-table-headers").stdout
         queues = dict(line.split()[:2] for line in listing.splitlines() if line.strip())
         assert queues[env.queue] == "quorum", listing
         assert env.queue.startswith("pixelmill.tiny.")
+    finally:
+        env.close()
+
+
+def test_a_queue_deleted_under_a_running_producer_is_declared_again_not_fed_to_nothing(
+    test_servers: Servers, tmp_path: Path, tiny_model: Path
+) -> None:
+    """kombu shares one producer pool, and its cache of declared queues, per broker URL per process; a queue
+    deleted behind it must not make every later publish vanish (RabbitMQ confirms what it cannot route).
+    RabbitMQ only: kombu's Redis transport deletes only the queues its own connection bound."""
+    env = Env(tmp_path / "data", tiny_model, test_servers.backend("sqlite-rabbitmq-local"), name="redeclare")
+    env.data_dir.mkdir()
+    try:
+        for attempt in range(3):
+            app = make_celery(env.settings())  # a fresh app, as each test and each CLI call has: the pool is shared
+            assert publish(app, [Chunk(1, (attempt, attempt + 100))], env.queue) == 1
+            assert settled_depth(app, env.queue, 1) == 1, f"attempt {attempt}: the message went nowhere"
+            with app.connection_for_write() as conn:
+                conn.default_channel.queue_delete(env.queue)
     finally:
         env.close()
 
@@ -372,7 +400,7 @@ def test_a_worker_consumes_only_the_queue_of_its_model(env: Env, tmp_path: Path)
     wait_for_heartbeat(env, lambda w: w.last_seen > seen)  # each pass beats, then reconciles: that pass is done
     with env.ledger().session() as session:
         states = set(session.scalars(select(Item.state).where(Item.job_id == job)))
-    assert {s.value for s in states} == {"queued"} and queue_depth(app, other_queue) == 1
+    assert {s.value for s in states} == {"queued"} and settled_depth(app, other_queue, 1) == 1
 
     env.start_worker("--model", str(other), "--hostname", "other@%h")
     assert env.wait_for(job, finished)["succeeded"] == 4
