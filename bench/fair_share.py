@@ -506,6 +506,9 @@ def kills_live(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp_name, contextlib.ExitStack() as stack:
         tmp = Path(tmp_name)
         env = _installation(tmp, True, stack)
+        # The tests' 1 s reconcile interval: passes every 0.25 s make the lease 0.75 s (contract.scheduling's
+        # lease_seconds), so lease + one pass fits the interval; at 0.5 s the two-pass floor would make it 1 s.
+        env.vars["PIXELMILL_SCHEDULER_INTERVAL"] = "0.25"
         job = _submit(env, write_catalogue(tmp / "k.csv", args.items))
         workers = _start_workers(env, args.workers)
         ledger, began, kills, spawned = env.ledger(), time.monotonic(), [], args.workers

@@ -20,10 +20,10 @@ reconciler (worker/reconciler.py) puts them back to `pending` and the scheduler 
 is lost, nothing runs twice (claims skip finished and held items).
 
 The lease (`take_lease`) is a row with holder and expiry, renewed by the holder's passes; it expires after
-min(PIXELMILL_SCHEDULER_LEASE, PIXELMILL_RECONCILE_INTERVAL) seconds, so a SIGKILLed holder is replaced within
-one reconcile interval and one scheduler pass. Two holders for a moment (a paused process waking after its lease
-passed) only publish the same items twice. `SchedulerThread` runs it in the worker parent (worker/app.py) and in
-`pixelmill intake`.
+min(PIXELMILL_SCHEDULER_LEASE, PIXELMILL_RECONCILE_INTERVAL - PIXELMILL_SCHEDULER_INTERVAL) seconds (never under
+two scheduler intervals), so a SIGKILLed holder is replaced within one reconcile interval. Two holders for a
+moment (a paused process waking after its lease passed) only publish the same items twice. `SchedulerThread` runs
+it in the worker parent (worker/app.py) and in `pixelmill intake`.
 """
 
 from __future__ import annotations
@@ -60,8 +60,15 @@ IDLE_WINDOW = 1  # messages per model queue while no worker of the model is live
 
 
 def lease_seconds(settings: Settings) -> float:
-    """How long a holder keeps the lease without renewing it: within one reconcile interval."""
-    return min(settings.scheduler_lease, settings.reconcile_interval)
+    """How long a holder keeps the lease without renewing it.
+
+    A SIGKILLed holder's lease runs out, then another process's next pass (at most one scheduler interval later)
+    takes it: lease + one interval stays within the reconcile interval. Never under two intervals, or a holder
+    whose pass ran late would lose the lease every time; with a reconcile interval under three scheduler
+    intervals that floor wins and the take-over may take up to three scheduler intervals.
+    """
+    interval = settings.scheduler_interval
+    return max(2 * interval, min(settings.scheduler_lease, settings.reconcile_interval - interval))
 
 
 def holder_id() -> str:

@@ -384,7 +384,11 @@ def test_one_scheduler_holds_the_lease_and_another_takes_over_when_it_expires(le
     assert not scheduling.take_lease(ledger, first, 5)
     scheduling.release_lease(ledger, second)  # a clean stop hands it over at once
     assert scheduling.take_lease(ledger, first, 5)
-    assert scheduling.lease_seconds(Settings(data_dir=tmp_path, reconcile_interval=3, worker_stale_after=9)) == 3
+    lease = scheduling.lease_seconds  # a killed holder's lease runs out, then the next pass takes it: both within
+    assert lease(Settings(data_dir=tmp_path, reconcile_interval=3, worker_stale_after=9)) == 2.5  # one interval
+    assert lease(Settings(data_dir=tmp_path, reconcile_interval=1, scheduler_interval=0.2)) == 0.8
+    assert lease(Settings(data_dir=tmp_path)) == 10  # PIXELMILL_SCHEDULER_LEASE under the 30 s default
+    assert lease(Settings(data_dir=tmp_path, reconcile_interval=1)) == 1  # never under two 0.5 s passes
 
 
 def test_the_backlog_per_model_tenant_and_priority(ledger: Ledger) -> None:
