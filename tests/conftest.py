@@ -19,8 +19,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
-import pytest
-import servers  # tests/servers.py: real server processes for the production combinations
+# Parallelism comes from xdist's processes (addopts: -n 6 on 2 cores), so each process gets one intra-op thread:
+# OpenMP and BLAS threads of six processes otherwise spin against each other (the INT8 calibration of
+# tests/test_quantize.py: 2.5 CPU-s with one thread, 20 with two on a busy machine). Set before torch is imported.
+for _threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_threads, "1")
+
+import pytest  # noqa: E402
+import servers  # noqa: E402  # tests/servers.py: real server processes for the production combinations
 
 from contract.broker import EmbeddedRedis
 from contract.identity import resolve_model
