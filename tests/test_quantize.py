@@ -59,7 +59,9 @@ def unet_outputs(
     path: Path, unet: torch.nn.Module, spec: UNetSpec, batch: int, seed: int
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     inputs = spec.random_inputs(batch, generator=torch.Generator().manual_seed(seed))
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # like torch here (tests/conftest.py): xdist's processes are the parallelism
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     got = session.run(None, {k: v.numpy() for k, v in inputs.items()})[0]
     with torch.no_grad():
         want = unet(inputs["sample"], inputs["timestep"], inputs["encoder_hidden_states"]).sample.numpy()
