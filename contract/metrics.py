@@ -39,7 +39,7 @@ ITEM_OUTCOMES = ("succeeded", "blocked", "failed", "retried", "cancelled")
 ITEMS = Counter(
     "pixelmill_items",
     "Item attempts that ended, by outcome: succeeded, blocked, failed (for good), retried (back to pending), "
-    "cancelled (by `pixelmill cancel`).",
+    "cancelled (`pixelmill cancel`, POST /v1/jobs/{id}/cancel).",
     ["outcome", "model", "tenant"],
 )
 IMAGES = Counter("pixelmill_images_generated", "Images stored (the kept candidate of each item).", ["model", "tenant"])
@@ -204,9 +204,11 @@ def recorded(
 
 
 @never_raises
-def cancelled(model: str, tenant: str, n: int) -> None:
-    if n:
-        ITEMS.labels("cancelled", model, tenant).inc(n)
+def tallied(counted: Mapping[tuple[str, str, str], int]) -> None:
+    """Outcomes the ledger tallied ({(outcome, model, tenant): items}): made outside a worker's recording of its
+    chunk, counted by the scheduler's leader (contract/scheduling.py `count_tallies`)."""
+    for (outcome, model, tenant), n in counted.items():
+        ITEMS.labels(outcome, model, tenant).inc(n)
 
 
 @never_raises
