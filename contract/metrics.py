@@ -8,6 +8,9 @@ labels, so no value is created at import: `enable_multiprocess` can still switch
 worker's parent before anything is counted, and the child writes to the same directory after the fork.
 
 The hooks below are what the processes call; each costs a few microseconds per item (bench/metrics_cost.py).
+`pixelmill_items_total` counts each outcome once, in a long-running process: a worker as it records a chunk
+(`recorded`); outcomes made elsewhere, possibly by a short command nobody scrapes (a cancel, a claim's give-up,
+the reconciler), are tallied in the ledger by their transition and counted by the scheduler's leader (`tallied`).
 """
 
 from __future__ import annotations
