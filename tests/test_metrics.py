@@ -661,3 +661,31 @@ def test_the_reconcilers_events_carry_the_jobs_trace_id(
         bodies = list(session.scalars(select(Event.body).where(Event.job_id == job).order_by(Event.id)))
     assert [b["type"] for b in bodies] == ["item.failed", "job.finished"], bodies
     assert all(b["trace_id"] == trace for b in bodies), bodies
+
+
+def test_a_cli_cancel_reaches_the_intakes_scrape(env: Env, tmp_path: Path) -> None:
+    """End to end: a job submitted and cancelled with the CLI while the intake (a long-running process, the only
+    scheduler and so its leader; no worker) serves /metrics: a scrape of the intake counts every cancelled item."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from conftest import write_catalogue
+
+    port = servers.free_port()
+    intake = env.start("intake", PIXELMILL_METRICS_PORT=str(port))
+    job = env.submit(write_catalogue(tmp_path / "cancelled.csv", 12))["job"]
+    assert json.loads(env.cli("cancel", str(job), "--json").stdout)["cancelled"] == 12
+    deadline, seen = time.monotonic() + 60, -1.0
+    while seen != 12:
+        assert intake.poll() is None, (env.data_dir / "intake-0.log").read_text(errors="replace")[-3000:]
+        assert time.monotonic() < deadline, f"the intake's scrape counted {seen} cancelled items, not 12"
+        time.sleep(0.3)
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        except httpx.TransportError:  # not serving yet
+            continue
+        seen = sum(
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "pixelmill_items_total" and s.labels["outcome"] == "cancelled"
+        )
