@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _READONLY = "pixelmill_readonly"
-HEAD = "0015"  # the newest migration's revision: a new migration changes it (tests/test_contract.py checks)
+HEAD = "0016"  # the newest migration's revision: a new migration changes it (tests/test_contract.py checks)
 
 
 def make_engine(settings: Settings) -> Engine:

@@ -8,6 +8,9 @@ labels, so no value is created at import: `enable_multiprocess` can still switch
 worker's parent before anything is counted, and the child writes to the same directory after the fork.
 
 The hooks below are what the processes call; each costs a few microseconds per item (bench/metrics_cost.py).
+`pixelmill_items_total` counts each outcome once, in a long-running process: a worker as it records a chunk
+(`recorded`); outcomes made elsewhere, possibly by a short command nobody scrapes (a cancel, a claim's give-up,
+the reconciler), are tallied in the ledger by their transition and counted by the scheduler's leader (`tallied`).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ ITEM_OUTCOMES = ("succeeded", "blocked", "failed", "retried", "cancelled")
 ITEMS = Counter(
     "pixelmill_items",
     "Item attempts that ended, by outcome: succeeded, blocked, failed (for good), retried (back to pending), "
-    "cancelled (by `pixelmill cancel`).",
+    "cancelled (`pixelmill cancel`, POST /v1/jobs/{id}/cancel).",
     ["outcome", "model", "tenant"],
 )
 IMAGES = Counter("pixelmill_images_generated", "Images stored (the kept candidate of each item).", ["model", "tenant"])
@@ -204,9 +207,11 @@ def recorded(
 
 
 @never_raises
-def cancelled(model: str, tenant: str, n: int) -> None:
-    if n:
-        ITEMS.labels("cancelled", model, tenant).inc(n)
+def tallied(counted: Mapping[tuple[str, str, str], int]) -> None:
+    """Outcomes the ledger tallied ({(outcome, model, tenant): items}): made outside a worker's recording of its
+    chunk, counted by the scheduler's leader (contract/scheduling.py `count_tallies`)."""
+    for (outcome, model, tenant), n in counted.items():
+        ITEMS.labels(outcome, model, tenant).inc(n)
 
 
 @never_raises

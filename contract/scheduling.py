@@ -24,6 +24,10 @@ min(PIXELMILL_SCHEDULER_LEASE, PIXELMILL_RECONCILE_INTERVAL - PIXELMILL_SCHEDULE
 two scheduler intervals), so a SIGKILLed holder is replaced within one reconcile interval. Two holders for a
 moment (a paused process waking after its lease passed) only publish the same items twice. `SchedulerThread` runs
 it in the worker parent (worker/app.py) and in `pixelmill intake`.
+
+The holder also counts the item outcomes that transitions tallied in the ledger (`count_tallies`: a cancel, a
+claim's give-up, the reconciler's requeues), since the process that made them may be a short command that no
+Prometheus scrapes: each tally is deleted and counted in the same step, once, by this long-running process.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Text, and_, cast, exists, func, or_, select, union_all, update
+from sqlalchemy import Text, and_, cast, delete, exists, func, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
 from contract import metrics, transitions
@@ -50,7 +54,7 @@ from contract.fairshare import FairShare, JobBacklog, TenantShare
 from contract.ledger import Ledger, insert_ignore
 from contract.params import GenerationParams
 from contract.queue import QueuedItem, publish_items
-from contract.schema import Item, Job, SchedulerLease, State, Tenant, Worker, utcnow
+from contract.schema import Item, Job, OutcomeTally, SchedulerLease, State, Tenant, Worker, utcnow
 from contract.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -244,6 +248,36 @@ def _params(raw: str) -> GenerationParams:
     return GenerationParams.from_json(json.loads(raw))
 
 
+def count_tallies(ledger: Ledger) -> int:
+    """Move the outcome tallies (contract/schema.py `OutcomeTally`) into `pixelmill_items_total`: delete them and
+    count what was deleted, so two holders for a moment never count one twice. A read first: while there is nothing
+    to count (nearly always) nothing is written. Returns the items counted."""
+    with ledger.session(readonly=True) as session:
+        if session.scalar(select(OutcomeTally.id).limit(1)) is None:
+            return 0
+    with ledger.session() as session:
+        taken = session.execute(
+            delete(OutcomeTally).returning(OutcomeTally.job_id, OutcomeTally.outcome, OutcomeTally.n)
+        ).all()
+        per_job = Counter[tuple[int, str]]()
+        for job_id, outcome, n in taken:
+            per_job[(job_id, outcome)] += n
+        labels = {
+            job_id: (model, tenant or "")
+            for job_id, model, tenant in session.execute(
+                select(Job.id, Job.model, Tenant.name)
+                .outerjoin(Tenant, Tenant.id == Job.tenant_id)
+                .where(Job.id.in_({job_id for job_id, _ in per_job}))
+            )
+        }
+    counted = Counter[tuple[str, str, str]]()
+    for (job_id, outcome), n in per_job.items():
+        model, tenant = labels.get(job_id, ("", ""))
+        counted[(outcome, model, tenant)] += n
+    metrics.tallied(counted)  # after the commit: a rolled-back take counts nothing
+    return sum(counted.values())
+
+
 def stranded_jobs(session: Session) -> list[int]:
     """Jobs whose `pending` counter disagrees with their items about having any: one probe of the items' index per
     job (the full check that the counters spare every other pass)."""
@@ -282,6 +316,10 @@ class Scheduler:
         report = Report(leader=True, swept=self.sweep_due())
         if report.swept:
             self.sweep()
+        try:
+            count_tallies(self.ledger)
+        except Exception:  # counting must never stop dispatch; the tallies wait for the next pass
+            log.exception("counting the ledger's outcome tallies failed; will try again")
         with self.ledger.session(readonly=True) as session:
             found = _read_backlog(session, self.settings)
             if found is None:

@@ -371,6 +371,20 @@ class SchedulerLease(Base):
     expires: Mapped[datetime] = mapped_column()
 
 
+class OutcomeTally(Base):
+    """Item outcomes made outside a worker's recording of its chunk (a cancel, a claim's give-up, the reconciler's
+    requeue or give-up), written by that transition in its own transaction. Such a transition may run in a short
+    command nobody scrapes, so the scheduler's leader takes these rows (deleting them) into `pixelmill_items_total`:
+    each is counted once, by a long-running process (contract/metrics.py). A row lives about one scheduler pass."""
+
+    __tablename__ = "outcome_tallies"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    outcome: Mapped[str] = mapped_column(String(16))  # cancelled | failed | retried
+    n: Mapped[int] = mapped_column(Integer)
+
+
 class Meta(Base):
     """Facts about the installation, e.g. `data_dir`: the absolute data directory of the last submit."""
 

@@ -18,6 +18,10 @@ The transitions that end an item (`finish`, `fail` when final, `block`, attempts
 `requeue_lost`) also write its events in the same transaction (contract/events.py): `item.*` when the job asked
 for them, and `job.finished` before the commit that leaves the job with no active item.
 
+Outcomes made outside a worker's recording of its chunk (`cancel`, `claim`'s give-ups, `requeue_lost`) are also
+tallied in the ledger (`_tally`): their caller may be a short command nobody scrapes (contract/scheduling.py
+counts the tallies).
+
 A holder is `<node name>:<pid>`: the process that claimed an item and holds its lease.
 """
 
@@ -31,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Row, Table, and_, case, delete, func, or_, select, update
+from sqlalchemy import Row, Table, and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from contract import events, faults
@@ -39,7 +43,7 @@ from contract.checks import Safety
 from contract.ledger import bound, bulk_insert, insert_ignore
 from contract.params import GenerationParams
 from contract.queue import QueuedItem
-from contract.schema import ACTIVE, Candidate, Image, ImageScore, Item, Job, State, detached, utcnow
+from contract.schema import ACTIVE, Candidate, Image, ImageScore, Item, Job, OutcomeTally, State, detached, utcnow
 
 _IN_BATCH = 500  # ids per IN (...) clause
 
@@ -209,6 +213,14 @@ def _backlog(session: Session, changes: Mapping[int, int]) -> None:
     )
 
 
+def _tally(session: Session, outcome: str, per_job: Mapping[int, int]) -> None:
+    """Record `outcome` for this many items per job, in the caller's transaction: an insert, never an update, so
+    concurrent transitions never wait on one another; the scheduler's leader counts and deletes the rows."""
+    rows = [{"job_id": job_id, "outcome": outcome, "n": n} for job_id, n in per_job.items() if n]
+    if rows:
+        session.execute(insert(OutcomeTally), rows)
+
+
 def recount_pending(session: Session, job_ids: Collection[int]) -> None:
     """Set the jobs' `pending` counters to their items' count: the scheduler's sweep repairs a counter that
     disagrees with the items (a bug, or a hand edit of the ledger), so that a wrong counter never strands work."""
@@ -332,7 +344,7 @@ def claim(
         .with_for_update(skip_locked=True)
     ).all()
     claimed = []
-    left_pending = 0
+    left_pending = gave_up = 0
     for item in rows:
         if item.id in busy or (item.not_before is not None and item.not_before > now):
             continue  # still storing it here, or backing off after an infrastructure failure
@@ -342,6 +354,7 @@ def claim(
             continue
         if item.attempts >= max_attempts:
             _give_up(item, now, f"gave up after {item.attempts} attempts; last error: {item.error or 'worker lost'}")
+            gave_up += 1
             continue
         item.state = State.running
         item.attempts += 1
@@ -351,6 +364,7 @@ def claim(
         params = GenerationParams.from_json(item.params)
         claimed.append(detached(ClaimedItem, item, job=item.job_id, key=item.item_key, params=params))
     _backlog(session, {job_id: -left_pending})
+    _tally(session, "failed", {job_id: gave_up})
     return claimed
 
 
@@ -500,6 +514,8 @@ def requeue_lost(
     )
     recovery = Recovery()
     back: Counter[int] = Counter()
+    lost: Counter[int] = Counter()  # running items: an attempt ended (a queued item's lost message used none)
+    failed: Counter[int] = Counter()
     candidates = session.execute(
         select(Item, Job.model)
         .join(Job)
@@ -518,12 +534,16 @@ def requeue_lost(
                     f"worker lost on attempt {item.attempts} of {max_attempts} (holder {item.worker}); gave up",
                 )
                 recovery.failed += 1
+                failed[item.job_id] += 1
                 continue
             item.error = f"worker lost on attempt {item.attempts} (holder {item.worker}); re-queued"
+            lost[item.job_id] += 1
         item.state, item.lease_expires = State.pending, None
         recovery.requeued[model] = recovery.requeued.get(model, 0) + 1
         back[item.job_id] += 1
     _backlog(session, back)
+    _tally(session, "retried", lost)
+    _tally(session, "failed", failed)
     return recovery
 
 
@@ -580,6 +600,7 @@ def cancel(session: Session, job_id: int) -> dict[State, int]:
         )
         left[state] = int(getattr(result, "rowcount", 0) or 0)
     _backlog(session, {job_id: -left[State.pending]})
+    _tally(session, "cancelled", {job_id: sum(left.values())})
     if any(left.values()):
         events.touch(session, job_id)  # the job may be over now: `job.finished` is settled before the commit
     return left

@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from contract import metrics, promptfilter, transitions
-from contract.schema import Item, Job, RunStats, State, Tenant
+from contract import promptfilter, transitions
+from contract.schema import Item, Job, RunStats, State
 from contract.tenants import owned_job
 
 
@@ -67,10 +67,8 @@ def _job(session: Session, tenant_id: int, job_id: int) -> Job:
 
 def cancel(session: Session, job_id: int, *, tenant_id: int) -> CancelResult:
     """Cancel every pending, queued and running item of the tenant's job (see `transitions.cancel`)."""
-    job = _job(session, tenant_id, job_id)
-    left = transitions.cancel(session, job_id)
-    owner = session.get(Tenant, job.tenant_id)  # counted by the process that cancels (the HTTP API's /metrics)
-    metrics.cancelled(job.model, owner.name if owner else "", sum(left.values()))
+    _job(session, tenant_id, job_id)  # the tenant's, or JobError
+    left = transitions.cancel(session, job_id)  # tallied in the ledger: counted by the scheduler's leader
     return CancelResult(job=job_id, pending=left[State.pending], queued=left[State.queued], running=left[State.running])
 
 

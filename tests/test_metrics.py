@@ -10,14 +10,15 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import servers
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from conftest import Env, missing_server
 from contract.queue import make_celery
@@ -485,3 +486,206 @@ def test_a_failing_metric_never_fails_what_it_counts(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(metrics, "ITEMS", Broken())
     metrics.recorded("m", "acme", {"succeeded": 1}, (), (), (), datetime.now(UTC))
     assert "recording metrics failed" in caplog.text and "No space left" in caplog.text
+
+
+# --- outcomes made outside a chunk's recording: tallied in the ledger, counted by the scheduler's leader ---------
+
+
+def items_counted(ledger: Any, settings: Any, model: str) -> dict[tuple[str, str], float]:
+    """`pixelmill_items_total` of `model` as a scrape of this process's endpoint reports it ({(outcome, tenant): n})."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from contract.ledger_metrics import registry_for
+
+    text = generate_latest(registry_for(ledger, settings)).decode()
+    return {
+        (s.labels["outcome"], s.labels["tenant"]): s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "pixelmill_items"
+        for s in family.samples
+        if s.name == "pixelmill_items_total" and s.labels["model"] == model
+    }
+
+
+def fresh_model(name: str) -> str:
+    """A model name of its own: the counters are this process's, and other tests (or parameters) count too."""
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def tallied_job(ledger: Any, model: str, n: int, params: dict[str, Any] | None = None) -> tuple[int, list[int]]:
+    """A job of `n` pending items of `model`."""
+    from test_transitions import PARAMS
+
+    from contract import transitions
+    from contract.tenants import DEFAULT_TENANT_ID
+
+    items = [transitions.NewItem(f"K{i}", 0, f"p{i}", "", PARAMS, i, f"{model}-{i}") for i in range(n)]
+    with ledger.session() as session:
+        job = Job(tenant_id=DEFAULT_TENANT_ID, name="t", model=model, params=params or {}, counts={})
+        session.add(job)
+        session.flush()
+        return job.id, transitions.add_items(session, job.id, items)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def quiet_ledger(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Any, Any]]:
+    """A ledger of each kind and its settings, no broker: what the scheduler's leader and a scrape read."""
+    from contract.ledger import Ledger, make_engine, upgrade
+    from contract.settings import Settings
+
+    url = None
+    if request.param == "postgresql":
+        test_servers = request.getfixturevalue("test_servers")
+        url = test_servers.get("postgres").create_database(test_servers.next_name("tally"))
+    settings = Settings(data_dir=tmp_path / "data", database_url=url)
+    if url is not None:  # a server's database is upgraded by `pixelmill db upgrade`, never on first use
+        engine = make_engine(settings)
+        upgrade(engine)
+        engine.dispose()
+    ledger = Ledger(settings)
+    yield ledger, settings
+    ledger.close()
+
+
+def leader_pass(ledger: Any, settings: Any) -> None:
+    """One pass of a long-running process's scheduler (it holds the lease: nobody else runs one here)."""
+    from contract.scheduling import Scheduler
+
+    assert Scheduler(settings, ledger, app=None, holder="this-test").run_pass().leader
+
+
+def test_a_cli_cancel_is_counted_by_a_long_running_process(quiet_ledger: tuple[Any, Any], tmp_path: Path) -> None:
+    """`pixelmill cancel` is a short process that no Prometheus scrapes: its cancel reaches the scrape of a
+    long-running one (the scheduler's leader), once."""
+    import sys
+
+    from contract.schema import OutcomeTally
+
+    ledger, settings = quiet_ledger
+    model = fresh_model("m-cli-cancel")
+    job, _ = tallied_job(ledger, model, 3)
+    cancel = subprocess.run(
+        [sys.executable, "-m", "pixelmill", "cancel", str(job), "--json"],
+        env={**os.environ, "PIXELMILL_DATA_DIR": str(settings.data_dir), "PYTHONPATH": str(ROOT)}
+        | ({"PIXELMILL_DATABASE_URL": settings.database_url} if settings.database_url else {}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert cancel.returncode == 0, cancel.stderr
+    assert json.loads(cancel.stdout)["cancelled"] == 3
+    assert items_counted(ledger, settings, model).get(("cancelled", "default"), 0) == 0  # not counted yet
+    leader_pass(ledger, settings)
+    assert items_counted(ledger, settings, model)[("cancelled", "default")] == 3
+    leader_pass(ledger, settings)  # counted once: the tally went with the count
+    assert items_counted(ledger, settings, model)[("cancelled", "default")] == 3
+    with ledger.session() as session:
+        assert session.scalar(select(func.count()).select_from(OutcomeTally)) == 0
+
+
+def test_an_item_failed_at_claim_is_counted(quiet_ledger: tuple[Any, Any]) -> None:
+    """An item whose attempts were used up is failed by the claim (not by a chunk's recording): counted as failed."""
+    from contract import transitions
+
+    ledger, settings = quiet_ledger
+    model = fresh_model("m-claim-give-up")
+    job, ids = tallied_job(ledger, model, 2)
+    with ledger.session() as session:
+        session.execute(update(Item).where(Item.id == ids[0]).values(state=State.queued, attempts=3))
+        session.execute(update(Job).where(Job.id == job).values(paused=True))  # the pass dispatches nothing
+    with ledger.session() as session:
+        claimed = transitions.claim(session, job, ids, node="n", lease_seconds=60, max_attempts=3)
+    assert [c.id for c in claimed] == [ids[1]]
+    leader_pass(ledger, settings)
+    counted = items_counted(ledger, settings, model)
+    assert counted[("failed", "default")] == 1 and counted.get(("retried", "default"), 0) == 0
+
+
+LOST = {"worker": "gone@x:1"}  # a holder on another node: its items are lost once their lease expired
+
+
+def lost_items(ledger: Any, model: str, trace: str, attempts: Sequence[int], queued: int = 0) -> tuple[int, list[int]]:
+    """A paused job (a pass dispatches nothing) whose request had a trace id and asked for item events: running
+    items with expired leases on these attempts, then `queued` items whose message was lost two hours ago."""
+    from datetime import timedelta
+
+    from contract.schema import utcnow
+
+    notify = {"reply_to": "pixelmill.reply.default.t", "events": ["item.failed", "job.finished"]}
+    job, ids = tallied_job(ledger, model, len(attempts) + queued, params={"trace_id": trace, "notify": notify})
+    past, old = utcnow() - timedelta(seconds=5), utcnow() - timedelta(hours=2)
+    with ledger.session() as session:
+        for item_id, attempt in zip(ids, attempts, strict=False):
+            values = {"state": State.running, "lease_expires": past, "attempts": attempt, **LOST}
+            session.execute(update(Item).where(Item.id == item_id).values(**values))
+        lost_messages = ids[len(attempts) :]
+        session.execute(update(Item).where(Item.id.in_(lost_messages)).values(state=State.queued, queued_at=old))
+        session.execute(update(Job).where(Job.id == job).values(paused=True, pending=0))
+    return job, ids
+
+
+def test_reconciler_requeues_and_give_ups_are_counted(
+    quiet_ledger: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lost attempt the reconciler puts back is `retried`, one it gives up on `failed`; a queued item whose
+    message was lost used no attempt and is not an outcome."""
+    from worker import reconciler
+
+    ledger, settings = quiet_ledger
+    model = fresh_model("m-reconciled")
+    lost_items(ledger, model, "a" * 32, attempts=[1, 3], queued=1)
+    monkeypatch.setattr(reconciler, "queue_depth", lambda app, queue: 0)  # its model's queue is empty
+    report = reconciler.reconcile(ledger, make_celery(settings), settings)
+    assert (report.requeued, report.failed) == (2, 1)
+    leader_pass(ledger, settings)
+    counted = items_counted(ledger, settings, model)
+    assert counted[("retried", "default")] == 1 and counted[("failed", "default")] == 1
+    assert counted.get(("cancelled", "default"), 0) == 0
+
+
+def test_the_reconcilers_events_carry_the_jobs_trace_id(
+    quiet_ledger: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The events a reconciler's give-up writes (item.failed, then job.finished once nothing is active) carry the
+    trace id of the request that made the job, like the job's other events, though no request is being served."""
+    from worker import reconciler
+
+    ledger, settings = quiet_ledger
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    job, _ = lost_items(ledger, fresh_model("m-traced"), trace, attempts=[3])  # its last attempt: the job ends with it
+    monkeypatch.setattr(reconciler, "queue_depth", lambda app, queue: 0)
+    assert reconciler.reconcile(ledger, make_celery(settings), settings).failed == 1
+    with ledger.session() as session:
+        bodies = list(session.scalars(select(Event.body).where(Event.job_id == job).order_by(Event.id)))
+    assert [b["type"] for b in bodies] == ["item.failed", "job.finished"], bodies
+    assert all(b["trace_id"] == trace for b in bodies), bodies
+
+
+def test_a_cli_cancel_reaches_the_intakes_scrape(env: Env, tmp_path: Path) -> None:
+    """End to end: a job submitted and cancelled with the CLI while the intake (a long-running process, the only
+    scheduler and so its leader; no worker) serves /metrics: a scrape of the intake counts every cancelled item."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from conftest import write_catalogue
+
+    port = servers.free_port()
+    intake = env.start("intake", PIXELMILL_METRICS_PORT=str(port))
+    job = env.submit(write_catalogue(tmp_path / "cancelled.csv", 12))["job"]
+    assert json.loads(env.cli("cancel", str(job), "--json").stdout)["cancelled"] == 12
+    deadline, seen = time.monotonic() + 60, -1.0
+    while seen != 12:
+        assert intake.poll() is None, (env.data_dir / "intake-0.log").read_text(errors="replace")[-3000:]
+        assert time.monotonic() < deadline, f"the intake's scrape counted {seen} cancelled items, not 12"
+        time.sleep(0.3)
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        except httpx.TransportError:  # not serving yet
+            continue
+        seen = sum(
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "pixelmill_items_total" and s.labels["outcome"] == "cancelled"
+        )

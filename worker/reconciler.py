@@ -7,7 +7,8 @@
 They go back to `pending`; the scheduler (contract/scheduling.py) is the one place that dispatches, so recovered
 work takes its fair-share turn like any other. Pending items are the backlog, not stranded work. Duplicated
 messages are harmless (claims skip finished and held items). Attempts are counted at claim time, so a lost
-message never uses one up.
+message never uses one up. What it puts back or gives up is tallied in the ledger by the transition and counted in
+`pixelmill_items_total` by the scheduler's leader (`pixelmill reconcile` is a short command nobody scrapes).
 
 `ReconcilerThread`: the reconciler runs on its own thread of the worker's main process, so a ledger that blocks
 for the busy timeout never stalls Celery's timer (which also fires the time limits: a blocked timer fired stale
