@@ -290,3 +290,39 @@ def test_blocked_rows_end_blocked_with_their_reason_and_are_never_queued(env: En
     with env.ledger().session() as session:
         assert session.get(Job, unfiltered["job"]).params["prompt_filter"] == []  # type: ignore[union-attr]
         assert session.get(Job, submitted["job"]).params["prompt_filter"] == ["builtin"]  # type: ignore[union-attr]
+
+
+def test_fold_by_pieces_is_fold_of_the_whole() -> None:
+    """`fold` folds a text that is not ASCII piece by piece between spaces, with a cache: the same text as the
+    five passes over the whole text, on random mixes of scripts, marks, spaces and invisibles, and on every
+    character of the blocks where normalisation or case joins characters, on both sides of a space."""
+    import importlib
+    import random
+
+    folding = importlib.import_module("contract.promptfilter.normalise")
+    blocks = [(0x80, 0x600), (0x1100, 0x1200), (0x1E00, 0x2500), (0x3000, 0x3100), (0xFB00, 0xFB50), (0xFF00, 0xFFF0)]
+    pool = [chr(c) for low, high in blocks for c in range(low, high)] + list("abc xyz 09 \t\u00a0\u200b\U0001f17d")
+    rnd = random.Random(26)
+    texts = ["".join(rnd.choices(pool, k=rnd.randint(1, 24))) for _ in range(3000)]
+    texts += [f"{chr(c)} \u0301{chr(c)}\u0308 x{chr(c)}" for low, high in blocks for c in range(low, high)]
+    for text in texts:
+        assert folding.fold(text) == folding._fold_piece(text), ascii(text)
+
+
+def test_numbers_and_codes_read_quickly_read_as_the_general_reading_does() -> None:
+    """`_inert_code` (numbers and model codes cleared with a few look-ups) never clears a token the general
+    reading of `_token_state` would not: listed codes, codes starting with a listed word, inside terms,
+    repeated letters, and generated codes of every shape."""
+    import random
+
+    quick, general = PromptFilter.from_sources(("builtin",)), PromptFilter.from_sources(("builtin",))
+    general._inert_code = lambda token: False  # type: ignore[method-assign]
+    rnd = random.Random(26)
+    tokens = ["1488", "14", "88", "14881", "8814", "1488x", "88s", "fag907", "sex1234", "xxx1234", "kkk47", "b4135"]
+    for _ in range(3000):
+        letters = "".join(rnd.choices("abcdefghijklmnopqrstuvwxyz", k=rnd.randint(1, 4)))
+        number = str(rnd.randint(0, 10 ** rnd.randint(1, 7)))
+        tokens += [number, letters + number.zfill(3), number.zfill(3) + letters[:3]]
+    assert sum(map(quick._inert_code, tokens)) > len(tokens) // 2  # the shortcut is taken
+    for token in tokens:
+        assert quick._token_state(token) == general._token_state(token), token
