@@ -326,3 +326,34 @@ def test_numbers_and_codes_read_quickly_read_as_the_general_reading_does() -> No
     assert sum(map(quick._inert_code, tokens)) > len(tokens) // 2  # the shortcut is taken
     for token in tokens:
         assert quick._token_state(token) == general._token_state(token), token
+
+
+def test_run_windows_with_an_inert_neighbour_read_as_the_window_does() -> None:
+    """`_window_clean` caches a run window under a key with inert neighbours (codes and numbers seen once) as
+    `_INERT`: its answer is `_run_clean`'s on the window itself, for every run window of the corpora and of
+    generated titles, spread letters and leetspeak beside codes included."""
+    import random
+
+    from contract.promptfilter.fast_path import _ASCII_TOKEN, _INERT
+
+    prompt_filter = PromptFilter.from_sources(("builtin",))
+    rnd = random.Random(26)
+    prompts = [row["prompt"] for row in rows("prompt_corpus_evasive.tsv") + rows("prompt_corpus_benign.tsv")]
+    codes = [f"{rnd.choice(['', 'tl', 'b', 's3', 'xx'])}{rnd.randint(10, 99999)}{rnd.choice(['', 'x', 'pro'])}"]
+    pieces = ["n", "u", "d", "e", "se", "xy", "p", "0", "rn", "10", "x", "cm", "eu", "38", "1", "5", "l", "a"]
+    for _ in range(3000):
+        codes.append(f"{rnd.choice(['', 'tl', 'b', 's3', 'xx'])}{rnd.randint(10, 99999)}{rnd.choice(['', 'x'])}")
+        middle = " ".join(rnd.choices(pieces, k=rnd.randint(1, 5)))
+        prompts.append(f"{rnd.choice(['lamp', 'nu', 'algodon', codes[-2]])} {middle} {codes[-1]} black")
+    windows = 0
+    for prompt in prompts + catalogue_titles(3000):
+        tokens = _ASCII_TOKEN.findall(prompt.lower())
+        shape = "".join("s" if len(t) <= 2 else "m" if len(t) == 3 else "L" for t in tokens)
+        for run in re.finditer(r"[sm]{2,}|s", shape):
+            low_end, end = max(run.start() - 1, 0), run.end()
+            window = tuple(tokens[low_end : end + 1])
+            expected = prompt_filter._run_clean(list(window), run.start() - low_end, end - low_end)
+            assert prompt_filter._window_clean(window, run.start() - low_end, end - low_end) == expected, window
+            windows += 1
+    inert = [key for key in prompt_filter._run_cache if key[0] == _INERT or key[-1] == _INERT]
+    assert windows > 5000 and len(inert) > 500, (windows, len(inert))  # both neighbours are replaced, often

@@ -134,7 +134,7 @@ class PromptFilter(Reading):
         if tokens is not None:
             states = list(map(self._state.get, tokens))
             if None in states:
-                states = [self._token_state(token) for token in tokens]
+                states = [self._token_state(t) if s is None else s for s, t in zip(states, tokens, strict=True)]
             if False in states:
                 return self._check(prompt, folded)
             if states.count(True) != len(states):  # weak words, phrase gates or colours
@@ -309,12 +309,17 @@ class PromptFilter(Reading):
         return True
 
     def _window_clean(self, window: tuple[str, ...], start: int, end: int) -> bool:
-        """`_run_clean` of a window not in the run cache, cached. A left neighbour that starts no listed word and
-        is followed by no spread letters is skipped by `_run_clean` whatever it is, so the window is also cached
-        with it as `_INERT` (it is mostly a model code or number seen once: "2776 10 x 20 cm")."""
+        """`_run_clean` of a window not in the run cache, cached. Neighbours that `_run_clean` gets nothing from,
+        whatever they are, are also cached as `_INERT`: they are mostly model codes and numbers seen once ("2776
+        10 x 20 cm", "sac a dos 38270"). On the left: `_inert_left`. On the right: a piece holding a character
+        no listed form has, written or read (`Index._dead`): every join that ends with it holds that character,
+        so it is no listed word, no start of one, and (not alphabetic) no typo of one."""
         key = window
         if start == 1 and self._inert_left(window):
-            key = (_INERT, *window[1:])
+            key = (_INERT, *key[1:])
+        if len(window) > end and not self._dead.isdisjoint(window[end]):
+            key = (*key[:end], _INERT)
+        if key is not window:
             clean = self._run_cache.get(key)
             if clean is not None:
                 self._run_cache[window] = clean

@@ -219,6 +219,11 @@ _LEET_MAP = {
 _LEET = str.maketrans(_LEET_MAP)
 
 
+def leet_read(text: str) -> str:
+    """A text with every leetspeak character read as its letter, whatever surrounds it."""
+    return text.translate(_LEET)
+
+
 _TOKEN = re.compile(r"(?:[^\W_]|[$@!|€+¡£¢])+")
 
 
