@@ -357,3 +357,23 @@ def test_run_windows_with_an_inert_neighbour_read_as_the_window_does() -> None:
             windows += 1
     inert = [key for key in prompt_filter._run_cache if key[0] == _INERT or key[-1] == _INERT]
     assert windows > 5000 and len(inert) > 500, (windows, len(inert))  # both neighbours are replaced, often
+
+
+def test_pieces_joined_by_a_separator_skip_no_listed_word() -> None:
+    """`_pair_clean` clears a join holding a character no listed form has without reading it further: the same
+    answers as the full pair reading on generated codes, corpus words and leetspeak pieces."""
+    import random
+
+    quick, general = PromptFilter.from_sources(("builtin",)), PromptFilter.from_sources(("builtin",))
+    rnd = random.Random(26)
+    words = [
+        w for row in rows("prompt_corpus_evasive.tsv") for w in re.findall(r"[a-z0-9$@!|+]+", row["prompt"].lower())
+    ]
+    pairs = []
+    for _ in range(4000):
+        code = f"{rnd.choice(['', 'pbp', 's3', 'x'])}{rnd.randint(10, 99999)}{rnd.choice(['', 'x', 's'])}"
+        pairs.append((rnd.choice([code, *rnd.choices(words, k=2)]), rnd.choice("-./*"), rnd.choice([code, *words])))
+    general._live = frozenset("".join(a + b for a, _, b in pairs))  # the shortcut never applies
+    assert sum(not quick._live.issuperset(a + b) for a, _, b in pairs) > 1000
+    for first, separator, second in pairs:
+        assert quick._pair_clean(first, separator, second) == general._pair_clean(first, separator, second)

@@ -347,6 +347,8 @@ class PromptFilter(Reading):
         word, typo of one, or words run together; cached by `_no_joins`."""
         joined = first + second
         read = joined_read(first, second)
+        if separator != "*" and not read.isalpha() and not self._live.issuperset(read):
+            return True  # a character no listed form has ("pbp-9603s" read as written), and no typo (not a word)
         if len(joined) >= 5 and self._word_terms(read, inside=False):
             return False  # "self-ahrm": a typo across a hyphen
         if len(read) >= SEGMENT_MIN and read.isalpha() and self._compound_terms(read):
