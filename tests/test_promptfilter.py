@@ -290,3 +290,90 @@ def test_blocked_rows_end_blocked_with_their_reason_and_are_never_queued(env: En
     with env.ledger().session() as session:
         assert session.get(Job, unfiltered["job"]).params["prompt_filter"] == []  # type: ignore[union-attr]
         assert session.get(Job, submitted["job"]).params["prompt_filter"] == ["builtin"]  # type: ignore[union-attr]
+
+
+def test_fold_by_pieces_is_fold_of_the_whole() -> None:
+    """`fold` folds a text that is not ASCII piece by piece between spaces, with a cache: the same text as the
+    five passes over the whole text, on random mixes of scripts, marks, spaces and invisibles, and on every
+    character of the blocks where normalisation or case joins characters, on both sides of a space."""
+    import importlib
+    import random
+
+    folding = importlib.import_module("contract.promptfilter.normalise")
+    blocks = [(0x80, 0x600), (0x1100, 0x1200), (0x1E00, 0x2500), (0x3000, 0x3100), (0xFB00, 0xFB50), (0xFF00, 0xFFF0)]
+    pool = [chr(c) for low, high in blocks for c in range(low, high)] + list("abc xyz 09 \t\u00a0\u200b\U0001f17d")
+    rnd = random.Random(26)
+    texts = ["".join(rnd.choices(pool, k=rnd.randint(1, 24))) for _ in range(3000)]
+    texts += [f"{chr(c)} \u0301{chr(c)}\u0308 x{chr(c)}" for low, high in blocks for c in range(low, high)]
+    for text in texts:
+        assert folding.fold(text) == folding._fold_piece(text), ascii(text)
+
+
+def test_numbers_and_codes_read_quickly_read_as_the_general_reading_does() -> None:
+    """`_inert_code` (numbers and model codes cleared with a few look-ups) never clears a token the general
+    reading of `_token_state` would not: listed codes, codes starting with a listed word, inside terms,
+    repeated letters, and generated codes of every shape."""
+    import random
+
+    quick, general = PromptFilter.from_sources(("builtin",)), PromptFilter.from_sources(("builtin",))
+    general._inert_code = lambda token: False  # type: ignore[method-assign]
+    rnd = random.Random(26)
+    tokens = ["1488", "14", "88", "14881", "8814", "1488x", "88s", "fag907", "sex1234", "xxx1234", "kkk47", "b4135"]
+    for _ in range(3000):
+        letters = "".join(rnd.choices("abcdefghijklmnopqrstuvwxyz", k=rnd.randint(1, 4)))
+        number = str(rnd.randint(0, 10 ** rnd.randint(1, 7)))
+        tokens += [number, letters + number.zfill(3), number.zfill(3) + letters[:3]]
+    assert sum(map(quick._inert_code, tokens)) > len(tokens) // 2  # the shortcut is taken
+    for token in tokens:
+        assert quick._token_state(token) == general._token_state(token), token
+
+
+def test_run_windows_with_an_inert_neighbour_read_as_the_window_does() -> None:
+    """`_window_clean` caches a run window under a key with inert neighbours (codes and numbers seen once) as
+    `_INERT`: its answer is `_run_clean`'s on the window itself, for every run window of the corpora and of
+    generated titles, spread letters and leetspeak beside codes included."""
+    import random
+
+    from contract.promptfilter.fast_path import _ASCII_TOKEN, _INERT
+
+    prompt_filter = PromptFilter.from_sources(("builtin",))
+    rnd = random.Random(26)
+    prompts = [row["prompt"] for row in rows("prompt_corpus_evasive.tsv") + rows("prompt_corpus_benign.tsv")]
+    codes = [f"{rnd.choice(['', 'tl', 'b', 's3', 'xx'])}{rnd.randint(10, 99999)}{rnd.choice(['', 'x', 'pro'])}"]
+    pieces = ["n", "u", "d", "e", "se", "xy", "p", "0", "rn", "10", "x", "cm", "eu", "38", "1", "5", "l", "a"]
+    for _ in range(3000):
+        codes.append(f"{rnd.choice(['', 'tl', 'b', 's3', 'xx'])}{rnd.randint(10, 99999)}{rnd.choice(['', 'x'])}")
+        middle = " ".join(rnd.choices(pieces, k=rnd.randint(1, 5)))
+        prompts.append(f"{rnd.choice(['lamp', 'nu', 'algodon', codes[-2]])} {middle} {codes[-1]} black")
+    windows = 0
+    for prompt in prompts + catalogue_titles(3000):
+        tokens = _ASCII_TOKEN.findall(prompt.lower())
+        shape = "".join("s" if len(t) <= 2 else "m" if len(t) == 3 else "L" for t in tokens)
+        for run in re.finditer(r"[sm]{2,}|s", shape):
+            low_end, end = max(run.start() - 1, 0), run.end()
+            window = tuple(tokens[low_end : end + 1])
+            expected = prompt_filter._run_clean(list(window), run.start() - low_end, end - low_end)
+            assert prompt_filter._window_clean(window, run.start() - low_end, end - low_end) == expected, window
+            windows += 1
+    inert = [key for key in prompt_filter._run_cache if key[0] == _INERT or key[-1] == _INERT]
+    assert windows > 5000 and len(inert) > 500, (windows, len(inert))  # both neighbours are replaced, often
+
+
+def test_pieces_joined_by_a_separator_skip_no_listed_word() -> None:
+    """`_pair_clean` clears a join holding a character no listed form has without reading it further: the same
+    answers as the full pair reading on generated codes, corpus words and leetspeak pieces."""
+    import random
+
+    quick, general = PromptFilter.from_sources(("builtin",)), PromptFilter.from_sources(("builtin",))
+    rnd = random.Random(26)
+    words = [
+        w for row in rows("prompt_corpus_evasive.tsv") for w in re.findall(r"[a-z0-9$@!|+]+", row["prompt"].lower())
+    ]
+    pairs = []
+    for _ in range(4000):
+        code = f"{rnd.choice(['', 'pbp', 's3', 'x'])}{rnd.randint(10, 99999)}{rnd.choice(['', 'x', 's'])}"
+        pairs.append((rnd.choice([code, *rnd.choices(words, k=2)]), rnd.choice("-./*"), rnd.choice([code, *words])))
+    general._live = frozenset("".join(a + b for a, _, b in pairs))  # the shortcut never applies
+    assert sum(not quick._live.issuperset(a + b) for a, _, b in pairs) > 1000
+    for first, separator, second in pairs:
+        assert quick._pair_clean(first, separator, second) == general._pair_clean(first, separator, second)

@@ -14,6 +14,7 @@ from contract.promptfilter.languages import ATTRIBUTE_COLOUR, COLOUR_WORDS, COMM
 from contract.promptfilter.lexicon import MINOR_GROUP, MINORS, PERSON_GROUP, SEXUAL, TEASE_GROUP
 from contract.promptfilter.lookup import CACHE_LIMIT, SEGMENT_MIN
 from contract.promptfilter.normalise import (
+    CODE,
     LETTER,
     POSSESSIVE,
     REPEATS,
@@ -42,6 +43,9 @@ _GATE = "\x00gate"  # marks a phrase's gate word among a word's (category, group
 
 
 _SPLIT_PAIR = re.compile(r"([a-z0-9$@!|+]+)([-=._*~^:/\\]+)(?=([a-z0-9$@!|+]+))")
+
+
+_INERT = "\x00"  # a run window's left neighbour that `_run_clean` skips (`_window_clean`)
 
 
 _ASCII_TOKEN = re.compile(r"[a-z0-9$@!|+]+")
@@ -130,7 +134,7 @@ class PromptFilter(Reading):
         if tokens is not None:
             states = list(map(self._state.get, tokens))
             if None in states:
-                states = [self._token_state(token) for token in tokens]
+                states = [self._token_state(t) if s is None else s for s, t in zip(states, tokens, strict=True)]
             if False in states:
                 return self._check(prompt, folded)
             if states.count(True) != len(states):  # weak words, phrase gates or colours
@@ -162,6 +166,11 @@ class PromptFilter(Reading):
         state = self._state.get(token)
         if state is not None:
             return state
+        if (token.isdigit() or CODE.fullmatch(token)) and self._inert_code(token):
+            if len(self._state) > CACHE_LIMIT:
+                self._state.clear()
+            self._state[token] = True
+            return True
         core = token.rstrip("!|+¡")
         read = read_word(core) if core else ""
         terms = list(self._word_terms(read))
@@ -204,6 +213,23 @@ class PromptFilter(Reading):
             self._state.clear()
         self._state[token] = result
         return result
+
+    def _inert_code(self, token: str) -> bool:
+        """Whether a number or model code ("48031", "lc3953", "2049x": unique in most titles, so rarely cached)
+        is certainly nothing by itself, with a few look-ups instead of the ~15 µs of the general reading below:
+        such a token is read as it is (`read_word`, `leet_variants`), is no alphabetic word (no typo, sound or
+        compound reading, `_canon` only collapses or fixes a short word), so it can only be a listed form, a
+        collapsed one, hold an inside term, start with a listed word (`code_letters`), be a phrase's gate word,
+        or repeat a letter three times. False: read it the general way."""
+        collapsed = collapse(token)
+        if token in self._word or collapsed in self._word or collapsed in self._collapsed:
+            return False
+        if collapsed in self._gates or collapsed in self._short_fix or _REPEAT3.search(token):
+            return False
+        letters = code_letters(token)
+        if letters and letters in self._word:
+            return False
+        return not (self._has_inside and len(token) >= 3 and next(self._inside.iter(token), None) is not None)
 
     def _phrase_possible(self, gates: list[str], tokens: list[str]) -> bool:
         """Whether all other words of a phrase whose gate word is in the prompt are there too (typos fixed)."""
@@ -277,19 +303,52 @@ class PromptFilter(Reading):
             window = tuple(tokens[low_end : end + 1])
             clean = self._run_cache.get(window)
             if clean is None:
-                clean = self._run_clean(list(window), run.start() - low_end, end - low_end)
-                if len(self._run_cache) > CACHE_LIMIT:
-                    self._run_cache.clear()
-                self._run_cache[window] = clean
+                clean = self._window_clean(window, run.start() - low_end, end - low_end)
             if not clean:
                 return False
         return True
+
+    def _window_clean(self, window: tuple[str, ...], start: int, end: int) -> bool:
+        """`_run_clean` of a window not in the run cache, cached. Neighbours that `_run_clean` gets nothing from,
+        whatever they are, are also cached as `_INERT`: they are mostly model codes and numbers seen once ("2776
+        10 x 20 cm", "sac a dos 38270"). On the left: `_inert_left`. On the right: a piece holding a character
+        no listed form has, written or read (`Index._dead`): every join that ends with it holds that character,
+        so it is no listed word, no start of one, and (not alphabetic) no typo of one."""
+        key = window
+        if start == 1 and self._inert_left(window):
+            key = (_INERT, *key[1:])
+        if len(window) > end and not self._dead.isdisjoint(window[end]):
+            key = (*key[:end], _INERT)
+        if key is not window:
+            clean = self._run_cache.get(key)
+            if clean is not None:
+                self._run_cache[window] = clean
+                return clean
+        clean = self._run_clean(list(key), start, end)
+        if len(self._run_cache) > CACHE_LIMIT:
+            self._run_cache.clear()
+        self._run_cache[key] = self._run_cache[window] = clean
+        return clean
+
+    def _inert_left(self, window: tuple[str, ...]) -> bool:
+        """Whether `_run_clean` gets nothing from the window's first piece, as from `_INERT`: it starts no listed
+        word and either no spread letters follow (its `continue`) or its join with the next piece is no start
+        of one and that piece is no spread letter (the first step's `break`)."""
+        left, prefixes = window[0], self._prefixes
+        if spread_piece(left) or left in prefixes or (not left.isalpha() and read_word(left) in prefixes):
+            return False
+        if not any(map(spread_piece, window[1:])):
+            return True
+        joined = left + window[1]
+        return not spread_piece(window[1]) and (joined if joined.isalpha() else read_word(joined)) not in prefixes
 
     def _pair_clean(self, first: str, separator: str, second: str) -> bool:
         """Two pieces joined by an in-word separator ("self-ahrm", "p*rn", "self-harmaesthetic") are no listed
         word, typo of one, or words run together; cached by `_no_joins`."""
         joined = first + second
         read = joined_read(first, second)
+        if separator != "*" and not read.isalpha() and not self._live.issuperset(read):
+            return True  # a character no listed form has ("pbp-9603s" read as written), and no typo (not a word)
         if len(joined) >= 5 and self._word_terms(read, inside=False):
             return False  # "self-ahrm": a typo across a hyphen
         if len(read) >= SEGMENT_MIN and read.isalpha() and self._compound_terms(read):

@@ -154,9 +154,14 @@ def _drawn(chunk: str) -> bool:
     return False
 
 
+# `_SEQUENCE` ignores case the way `re` does: "µ" (micro sign) also matches Greek "Μ" and "μ", which `str.lower`
+# does not turn back into "µ"; every such form is keyed here.
+_GLYPH_OF = {**{key.upper().lower(): value for key, value in GLYPHS.items()}, **GLYPHS}
+
+
 def _read(chunk: str, which: int) -> str:
     def letter(found: re.Match[str]) -> str:
-        options = GLYPHS[found.group().lower()]
+        options = _GLYPH_OF[found.group().lower()]
         return options[min(which, len(options) - 1)]
 
     return _SEQUENCE.sub(letter, chunk)

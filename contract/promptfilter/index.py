@@ -23,7 +23,7 @@ from contract.promptfilter.lexicon import (
     read_source,
     sound_key,
 )
-from contract.promptfilter.normalise import CJK, collapse, fold, words_of
+from contract.promptfilter.normalise import CJK, collapse, fold, leet_read, words_of
 
 PRODUCT_SENSE = Term(ALLOW, "product sense")  # an allowed phrase that needs a product noun beside it (`+`)
 
@@ -76,6 +76,13 @@ class Index:
         self._index_gates(listed.gate_phrases)
         for form in [*self._word, *self._collapsed]:
             self._prefixes.update(form[:i] for i in range(1, len(form) + 1))
+        live = self._live = frozenset("".join(self._word)) | frozenset("".join(self._collapsed))
+        # Characters of plain words that no listed form holds, written or read as leetspeak, and that read as no
+        # letter ("2"): a join that holds one is no listed word, no start of one, and (not alphabetic) no typo of
+        # one (`fast_path._window_clean`).
+        self._dead = frozenset(
+            c for c in "0123456789$@!|+" if c not in live and leet_read(c) not in live and not leet_read(c).isalpha()
+        )
         self._product_nouns |= self._nouns
         self.categories = sorted({t.category for t in self.terms})
 
