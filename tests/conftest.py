@@ -19,14 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
-# Parallelism comes from xdist's processes (addopts: -n 6 on 2 cores), so each process gets one intra-op thread:
-# OpenMP and BLAS threads of six processes otherwise spin against each other (the INT8 calibration of
-# tests/test_quantize.py: 2.5 CPU-s with one thread, 20 with two on a busy machine). Set before torch is imported.
-for _threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_threads, "1")
-
-import pytest  # noqa: E402
-import servers  # noqa: E402  # tests/servers.py: real server processes for the production combinations
+import pytest
+import servers  # tests/servers.py: real server processes for the production combinations
 
 from contract.broker import EmbeddedRedis
 from contract.identity import resolve_model
@@ -35,6 +29,13 @@ from contract.queue import make_celery, queue_depth, queue_for
 from contract.settings import Settings
 from contract.storage import Storage, open_storage
 from contract.tenants import DEFAULT_TENANT_ID, TenantInfo
+
+# Parallelism comes from xdist's processes (addopts: -n 6 on 2 cores), so each process gets one intra-op thread:
+# OpenMP and BLAS threads of six processes otherwise spin against each other (the INT8 calibration of
+# tests/test_quantize.py: 2.5 CPU-s with one thread, 20 with two on a busy machine). Torch reads these when it is
+# first imported, by a test module after this file (contract/ never imports it).
+for _threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_threads, "1")
 
 # A ./.env in the checkout (`pixelmill demo` writes its checker's settings there) must not reach the tests'
 # own Settings nor the processes they start (they inherit PIXELMILL_ENV_FILE): each test says what it configures.

@@ -159,6 +159,7 @@ def _letter_table() -> _LetterTable:
 _FOLDED: dict[str, str] = {}  # piece between spaces → its fold (`fold`)
 
 _FOLDED_LIMIT = 200_000
+_FOLDED_PIECE = 64  # longer pieces are folded, never kept: the cache stays a few tens of MB whatever is submitted
 
 
 def fold(text: str) -> str:
@@ -179,7 +180,9 @@ def fold(text: str) -> str:
             _FOLDED.clear()
         for index, piece in enumerate(pieces):
             if folded[index] is None:
-                folded[index] = _FOLDED[piece] = _fold_piece(piece)
+                folded[index] = done = _fold_piece(piece)
+                if len(piece) <= _FOLDED_PIECE:
+                    _FOLDED[piece] = done
     return " ".join(folded)  # type: ignore[arg-type]
 
 
