@@ -537,7 +537,7 @@ def kills_live(args: argparse.Namespace) -> dict[str, Any]:
         "items": args.items,
         "run_s": round(total_s, 1),
         "reconcile_interval_s": settings.reconcile_interval,
-        "scheduler_interval_s": settings.scheduler_interval,
+        "scheduler_interval_s": float(env.vars["PIXELMILL_SCHEDULER_INTERVAL"]),  # the workers' (Env.settings: not)
         "kills": kills,
         **result,
     }

@@ -5,7 +5,7 @@ Submit writes items `pending` and publishes nothing. One process at a time (the 
 backlog it counts the items already `queued` (the ledger, not the broker: prefetched and reserved messages leave
 a broker's list, the ledger's count does not), and tops the model's window up to
 
-    PIXELMILL_SCHEDULER_WINDOW messages per live worker of the model (`workers` heartbeats), 1 while none is live
+    PIXELMILL_SCHEDULER_WINDOW messages per live worker of the model (`workers` heartbeats), less one, at least 1
 
 with chunks chosen by `contract.fairshare.FairShare` (weighted fair share across tenants, priority within one,
 quotas; paused jobs and tenants are skipped), planned on the jobs' `pending` counters (the jobs with a backlog come
@@ -304,8 +304,14 @@ class Scheduler:
         return max(self.settings.batch_size, self.settings.items_per_message)
 
     def window(self, live_workers: int) -> int:
-        """Messages the broker may hold for a model with this many live workers."""
-        return self.settings.scheduler_window * live_workers if live_workers else IDLE_WINDOW
+        """Messages the broker may hold for a model with this many live workers: one fewer than the window per
+        worker would give, and at least one. A tenant whose work just arrived then has its first chunk taken by the
+        last of the busy workers to finish at the latest (its first images within about two chunks' time), not by
+        the first worker to finish a second chunk; the price is that two workers finishing within one scheduler
+        interval of each other leave the second idle until the next pass."""
+        if not live_workers:
+            return IDLE_WINDOW
+        return max(1, self.settings.scheduler_window * live_workers - 1)
 
     def run_pass(self) -> Report:
         """Take or renew the lease; if held, sweep the counters when due, then top every model's window up with

@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     # cut short leaves its remaining items queued for the reconciler. Bigger messages: faster submit.
     items_per_message: int = Field(32, ge=1, le=1024)  # at least one batch: max(this, batch_size)
     # The scheduler (contract/scheduling.py): the ledger holds the backlog and the broker only a window per model
-    # queue, SCHEDULER_WINDOW messages per live worker of the model (1 while none is live); one process at a time
+    # queue, SCHEDULER_WINDOW messages per live worker of the model less one (at least 1); one process at a time
     # (a lease in the ledger, taken over after min(SCHEDULER_LEASE, RECONCILE_INTERVAL - SCHEDULER_INTERVAL) s)
     # tops the windows up every SCHEDULER_INTERVAL s, choosing by fair share across tenants.
     scheduler_window: int = Field(1, ge=1, le=64)

@@ -186,7 +186,7 @@ def work_off_queued(ledger: Ledger) -> int:
         return int(getattr(result, "rowcount", 0))
 
 
-def test_the_window_is_a_few_chunks_per_live_worker_counted_in_the_ledger(
+def test_the_window_is_a_few_chunks_per_live_worker_less_one_counted_in_the_ledger(
     ledger: Ledger, tmp_path: Path, sent: Sent
 ) -> None:
     job = new_job(ledger, 100)
@@ -195,8 +195,10 @@ def test_the_window_is_a_few_chunks_per_live_worker_counted_in_the_ledger(
     assert pass_.run_pass().items == 0  # still queued: the window is full
     live_workers(ledger, 3)
     report = pass_.run_pass()
-    assert report.leader and report.items == 5 * CHUNK and report.messages == 5  # 2 per worker, 1 already there
-    assert counts(ledger, job)[State.queued] == 6 * CHUNK
+    # 2 per worker less one (so that a newly arrived tenant's chunk waits behind fewer messages than there are
+    # workers), 1 already there
+    assert report.leader and report.items == 4 * CHUNK and report.messages == 4
+    assert counts(ledger, job)[State.queued] == 5 * CHUNK
     assert {c.items for c in sent.chunks} == {tuple(range(min(c.items), min(c.items) + CHUNK)) for c in sent.chunks}
     assert pass_.run_pass().items == 0
 
@@ -215,7 +217,7 @@ def test_a_small_tenant_is_served_while_a_big_ones_backlog_waits(ledger: Ledger,
         pass_.run_pass()
         work_off_queued(ledger)
         passes += 1
-    assert passes <= 3  # 20 items: 5 chunks, about half of each window of 4
+    assert passes <= 3  # 20 items: 5 chunks, about half of each window of 3 (2 × 2 workers - 1)
     assert counts(ledger, big)[State.pending] > 0.9 * 2000
     with ledger.session(readonly=True) as session:  # the counters the marks kept (several jobs in one UPDATE)
         assert {r.tenant: r.pending for r in scheduling.backlog(session)} == {
@@ -228,7 +230,7 @@ def test_a_small_tenant_is_served_while_a_big_ones_backlog_waits(ledger: Ledger,
 def test_interactive_overtakes_bulk_of_the_same_tenant(ledger: Ledger, tmp_path: Path, sent: Sent) -> None:
     bulk = new_job(ledger, 400, priority="bulk")
     live_workers(ledger, 1)
-    pass_ = scheduler(ledger, tmp_path)
+    pass_ = scheduler(ledger, tmp_path, scheduler_window=3)  # one worker: 3 - 1 = 2 messages
     pass_.run_pass()
     work_off_queued(ledger)
     urgent = new_job(ledger, 8, priority="interactive")
@@ -288,7 +290,7 @@ def test_paused_jobs_and_tenants_wait_and_cancelled_jobs_are_never_sent(
     assert pass_.run_pass().items == 0 and sent.chunks == []
     with ledger.session() as session:
         pause(session, paused, tenant_id=DEFAULT_TENANT_ID, paused=False)
-    assert pass_.run_pass().items == 8 * CHUNK and {c.job for c in sent.chunks} == {paused}
+    assert pass_.run_pass().items == 7 * CHUNK and {c.job for c in sent.chunks} == {paused}  # 2 × 4 workers - 1
     assert counts(ledger, other) == {State.pending: 40} and counts(ledger, cancelled) == {State.cancelled: 40}
 
 
@@ -341,7 +343,7 @@ def test_a_counter_at_zero_strands_nothing_the_sweep_recounts_it(ledger: Ledger,
     first, second = new_job(ledger, 40), new_job(ledger, 40)
     set_counter(ledger, first, 0)
     live_workers(ledger, 1)
-    pass_ = scheduler(ledger, tmp_path)
+    pass_ = scheduler(ledger, tmp_path, scheduler_window=3)  # one worker: 3 - 1 = 2 messages
     report = pass_.run_pass()
     assert report.swept and {c.job for c in sent.chunks} == {first}  # recounted at once: the oldest job first
     with ledger.session(readonly=True) as session:
@@ -369,8 +371,8 @@ def test_a_counter_too_high_costs_a_second_read_not_the_window(ledger: Ledger, t
     pass_ = scheduler(ledger, tmp_path)
     pass_.swept_at = time.monotonic()  # no sweep: the counter stays wrong for this pass
     report = pass_.run_pass()
-    assert report.items == 6 + 2 * CHUNK and report.messages == 4  # the window: the short job's 6 items are 2
-    assert [c.job for c in sent.chunks].count(other) == 2 and counts(ledger, short) == {State.queued: 6}
+    assert report.items == 6 + CHUNK and report.messages == 3  # the window (2 × 2 - 1): the short job's 6 items are 2
+    assert [c.job for c in sent.chunks].count(other) == 1 and counts(ledger, short) == {State.queued: 6}
 
 
 def test_one_scheduler_holds_the_lease_and_another_takes_over_when_it_expires(ledger: Ledger, tmp_path: Path) -> None:
