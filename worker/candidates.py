@@ -224,6 +224,9 @@ def generate_batch(
         strength=params.strength,
         images=[p.canvas for p in placed] if placed else None,
         masks=[p.inpaint_mask() for p in placed] if params.mode == "background" else None,
+        lora=params.lora,
+        lora_sha256=params.lora_sha256,
+        lora_scale=params.lora_scale if params.lora_scale is not None else 1.0,
     )
     try:
         result = engine.generate(request)

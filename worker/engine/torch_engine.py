@@ -6,6 +6,7 @@ would initialise CUDA before fork.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import warnings
@@ -21,12 +22,14 @@ from diffusers import (
 )
 
 from .interface import Request, Result, default_device
+from .lora import LoraSwitch
 
 if TYPE_CHECKING:
     import PIL.Image
 
     from contract.settings import Settings
 
+log = logging.getLogger(__name__)
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
@@ -62,7 +65,10 @@ class TorchEngine:
         precision = {v: k for k, v in DTYPES.items()}[self.dtype]
         # ``pipeline``: an already built one (the benchmark's random-weight models), else loaded from ``model``.
         # Any: a pipeline's components (unet, vae, ...) and its __call__ exist only at runtime.
+        started = time.perf_counter()
         pipe: Any = pipeline if pipeline is not None else self._load(model, self.dtype)
+        if pipeline is None:  # once per worker process and model: switching LoRAs never gets here (tests count it)
+            log.info("base model loaded", extra={"model": model, "seconds": round(time.perf_counter() - started, 3)})
         self.pipe = pipe
         self._photo_pipes: dict[str, Any] = {}  # inpaint / img2img pipelines sharing `pipe`'s components
         self.pipe.to(self.device, self.dtype)
@@ -71,6 +77,10 @@ class TorchEngine:
         self.split_stages = isinstance(self.pipe, StableDiffusionPipeline)
         options = optimise(self.pipe, cuda=cuda, compile=compile, quant=quant)
         self.engine_id = "+".join([f"torch-{precision}-{self.device.type}", *options])
+        blocked = (
+            "PIXELMILL_TORCH_QUANT / PIXELMILL_TORCH_COMPILE are set (unset them for LoRA jobs)" if options else None
+        )
+        self.loras = LoraSwitch(self.pipe, model=model, blocked=blocked)
 
     @classmethod
     def from_settings(cls, model: str, settings: Settings, device: str | None = None) -> TorchEngine:
@@ -106,6 +116,7 @@ class TorchEngine:
         other pipelines (e.g. SDXL, which also needs pooled embeddings) run as one timed call.
         """
         request.validate()
+        self.loras.apply(request)
         generators = [torch.Generator(self.device).manual_seed(seed) for seed in request.seeds]
         if request.mode != "text":
             return self._generate_photos(request, generators)
