@@ -91,18 +91,7 @@ def run_demo(
         _stop(worker, console)
         if started_broker:
             broker.stop()
-    images = settings.resolved_storage_url
-    console.print(
-        f"\n[bold]demo summary[/] job {final.job}: {final.total} items, "
-        f"{final.succeeded} succeeded, {final.failed} failed, {final.blocked} blocked, "
-        f"{final.skipped} skipped as already done"
-    )
-    if final.images_per_s:
-        console.print(
-            f"throughput {final.images_per_s:.2f} images/s on this machine ({size}, {steps} steps, tiny model)"
-        )
-    where = f"{images}/jobs/{final.job}/" if final.total else f"{images}/jobs/ (from earlier jobs)"
-    console.print(f"images under {where} · ledger {settings.resolved_database_url}")
+    _summary(settings, console, final, f"{size}, {steps} steps")
     sheet = demo_photos.write_photo_sheet(settings, ledger, DEFAULT_TENANT_ID, photos.job)
     console.print(
         f"product photos: job {photos.job}, {photos.succeeded} of {photos.total} in background mode; "
@@ -111,6 +100,19 @@ def run_demo(
     console.print(f"took {time.monotonic() - started:.0f} s")
     ok = all(f.finished and f.failed == 0 for f in (final, photos))
     return 0 if ok else 1
+
+
+def _summary(settings: Settings, console: Console, final: Any, shape: str) -> None:
+    images = settings.resolved_storage_url
+    console.print(
+        f"\n[bold]demo summary[/] job {final.job}: {final.total} items, "
+        f"{final.succeeded} succeeded, {final.failed} failed, {final.blocked} blocked, "
+        f"{final.skipped} skipped as already done"
+    )
+    if final.images_per_s:
+        console.print(f"throughput {final.images_per_s:.2f} images/s on this machine ({shape}, tiny model)")
+    where = f"{images}/jobs/{final.job}/" if final.total else f"{images}/jobs/ (from earlier jobs)"
+    console.print(f"images under {where} · ledger {settings.resolved_database_url}")
 
 
 def _submit_photos(settings: Settings, ledger: Any, text: Options, console: Console) -> int:

@@ -164,8 +164,12 @@ class TorchEngine:
             generator=generators,
         )
         if request.mode == "background":
-            images = self._derived("inpaint")(
-                image=request.images,
+            pipe = self._derived("inpaint")
+            image: Any = request.images
+            if self.pipe.unet.config.in_channels == 4:
+                image = common["masked_image_latents"] = self._photo_latents(pipe, request)
+            images = pipe(
+                image=image,
                 mask_image=request.masks,
                 width=request.width,
                 height=request.height,
@@ -180,6 +184,16 @@ class TorchEngine:
             common["num_inference_steps"] = max(request.steps, math.ceil(1 / strength))
             images = self._derived("img2img")(image=request.images, strength=strength, **common).images
         return Result(images=[image.convert("RGB") for image in images], timings={"total": self._clock() - start})
+
+    def _photo_latents(self, pipe: Any, request: Request) -> torch.Tensor:
+        """The photos' latents for a 4-channel UNet's inpainting, encoded in one batched VAE call (the latent
+        mean: the product area is composited back from the photo's own pixels anyway). Given as latents, they
+        spare the pipeline its per-image encodes, and as the masked photo's latents (which a 4-channel UNet never
+        reads) a second encode of every photo: background mode's whole overhead on a small model."""
+        pixels = pipe.image_processor.preprocess(request.images, height=request.height, width=request.width)
+        encoded = pipe.vae.encode(pixels.to(self.device, self.dtype)).latent_dist.mode()
+        latents: torch.Tensor = encoded * pipe.vae.config.scaling_factor
+        return latents
 
     def _generate_whole(
         self, request: Request, common: dict[str, Any]
