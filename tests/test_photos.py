@@ -591,3 +591,17 @@ def test_a_bad_lora_exits_2_naming_it_and_writes_nothing(
     assert result.returncode == 2, result.stderr
     assert "lora" in result.stderr and words in result.stderr, result.stderr
     assert state(env) == before
+
+
+def test_the_demos_product_photos_pass_the_submit_checks_with_their_alpha_as_mask(tmp_path: Path) -> None:
+    from pixelmill.cli.demo_photos import PRODUCTS, photo_rows
+    from producer.catalogue.inputs import check_input
+
+    rows = photo_rows(tmp_path)
+    assert [r["sku"] for r in rows] == [p[0] for p in PRODUCTS]
+    for row, (_, _, _, _, size) in zip(rows, PRODUCTS, strict=True):
+        checked = check_input(str(row["image"]), [str(tmp_path)], max_bytes=1 << 20, max_pixels=1 << 20)
+        assert checked.alpha and (checked.width, checked.height) == size
+        alpha = Image.open(str(row["image"])).getchannel("A")
+        product = alpha.histogram()[255]
+        assert 0.3 * size[0] * size[1] < product < 0.95 * size[0] * size[1], row  # a product, with background
