@@ -494,7 +494,7 @@ def test_lora_at_scale_0_is_the_base_model_exactly_and_at_scale_1_another_image(
     tiny_model: Path, loras: tuple[Path, Path]
 ) -> None:
     from worker.engine.interface import Request
-    from worker.engine.lora import file_sha256
+    from worker.engine.lora import LoraChanged, file_sha256
     from worker.engine.torch_engine import TorchEngine
 
     engine = TorchEngine(str(tiny_model), device="cpu")
@@ -524,6 +524,10 @@ def test_lora_at_scale_0_is_the_base_model_exactly_and_at_scale_1_another_image(
     assert make(brand_a, 0.5) not in (base, at_one)
     assert make() == base  # adapters loaded but off (and the fused attention back): the base model's bytes
     assert make(brand_a, 1.0) == at_one  # switching back reads nothing again
+    assert engine.loras.loads == 2
+    changed = Request(["a red mug"], [""], [7], 64, 64, 2, 5.0, lora=str(brand_b), lora_sha256="0" * 64)
+    with pytest.raises(LoraChanged, match="changed since it was checked at submit"):
+        engine.generate(changed)  # a file that is not the one checked at submit is never loaded
     assert engine.loras.loads == 2
 
 
