@@ -72,12 +72,14 @@ def content_hasher(params: GenerationParams, model: str) -> Callable[[str, str, 
 def with_inputs(digest: str, params: GenerationParams, inputs: Mapping[str, Any] | None) -> str:
     """An item's content hash once its mode and photo join it: `digest` (`content_hash` of the text fields) for a
     text item, else the SHA-256 of it with the mode, the strength and the sha256 of the photo and of its mask. A new
-    photo under the same key is then `changed` in a catalogue run and the same photo `unchanged`."""
-    if params.mode == "text" and not inputs:
+    photo under the same key is then `changed` in a catalogue run and the same photo `unchanged`. A brand LoRA
+    joins it the same way (its sha256 and scale): another LoRA, or the same at another scale, is another image."""
+    if params.mode == "text" and not inputs and params.lora is None:
         return digest
     got = inputs or {}
     shas = (str(got.get("image_sha256", "")), str(got.get("mask_sha256", "")))
-    parts = (digest, params.mode, repr(params.strength), *shas)
+    lora = (str(params.lora_sha256), repr(params.lora_scale)) if params.lora is not None else ()
+    parts = (digest, params.mode, repr(params.strength), *shas, *lora)
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 

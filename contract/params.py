@@ -37,12 +37,15 @@ IMAGE_FORMATS: dict[str, ImageFormat] = {
 ModeName = Literal["text", "background", "restyle"]
 MODES: tuple[ModeName, ...] = ("text", "background", "restyle")  # what an item is made from (docs/catalogues.md)
 STRENGTH_DEFAULT = 0.6  # restyle: how far img2img may move from the photo (0: not at all, 1: all the way)
+LORA_SCALE_MAX = 2.0  # a brand LoRA's scale: 0 (the base model, exactly) to this
 
 
 @dataclass(frozen=True)
 class GenerationParams:
     """What one pipeline call shares: items with equal params can run in one GPU batch. `mode` is how an item is
-    made (text only, or from its photo: `background`, `restyle`); `strength` is restyle's img2img strength."""
+    made (text only, or from its photo: `background`, `restyle`); `strength` is restyle's img2img strength; `lora`
+    is a job's brand LoRA (the resolved path checked at submit), `lora_sha256` its bytes' hash, `lora_scale` its
+    weight: items with different LoRAs never share a batch."""
 
     width: int  # pixels, a multiple of 8
     height: int
@@ -50,17 +53,22 @@ class GenerationParams:
     guidance: float  # classifier-free guidance scale; 1.0 or less turns it off
     mode: ModeName = "text"
     strength: float | None = None
+    lora: str | None = None
+    lora_sha256: str | None = None
+    lora_scale: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Text mode writes the four fields it always had, so rows stored before photo modes read the same."""
-        photo = {"mode": None if self.mode == "text" else self.mode, "strength": self.strength}
+        photo = {"mode": None if self.mode == "text" else self.mode, "strength": self.strength, "lora": self.lora}
+        if self.lora is not None:
+            photo |= {"lora_sha256": self.lora_sha256, "lora_scale": self.lora_scale}
         plain = {"width": self.width, "height": self.height, "steps": self.steps, "guidance": self.guidance}
         return plain | {name: value for name, value in photo.items() if value is not None}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> GenerationParams:
         mode = data.get("mode", "text")
-        strength = data.get("strength")
+        strength, lora_scale = data.get("strength"), data.get("lora_scale")
         return cls(
             width=int(data["width"]),
             height=int(data["height"]),
@@ -68,6 +76,9 @@ class GenerationParams:
             guidance=float(data["guidance"]),
             mode=mode if mode in MODES else "text",
             strength=float(strength) if strength is not None else None,
+            lora=data.get("lora"),
+            lora_sha256=data.get("lora_sha256"),
+            lora_scale=float(lora_scale) if lora_scale is not None else None,
         )
 
     @property

@@ -132,6 +132,10 @@ class Settings(BaseSettings):
     catalogue_quoted_lines: int = Field(10, ge=1)  # lines one quoted CSV cell may span (more: a stray quote)
     input_max_bytes: int = Field(30 * 1024 * 1024, ge=1)  # one photo or mask file of a photo row
     input_max_pixels: int = Field(4096 * 4096, ge=1)  # one photo or mask, read from its header before decoding
+    # Brand LoRAs (producer/lora.py): a job's `lora` is a .safetensors file under this operator-set directory or
+    # under the tenant's source roots, at most lora_max_bytes.
+    lora_dir: Path | None = None
+    lora_max_bytes: int = Field(1024 * 1024 * 1024, ge=1)
     prompt_tokens: int = Field(77, ge=1)  # the text encoder's limit, for the truncation warning
     # The retire guard of catalogue runs (producer/catalogue_runs.py `RetireGuard`): a run that would retire more than
     # this percent of the catalogue's current entries is refused (`submit --allow-retire` / `--max-retire`);

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypedDict
 
 from contract.fairshare import DEFAULT_PRIORITY, PRIORITIES
-from contract.params import MODES, STRENGTH_DEFAULT
+from contract.params import LORA_SCALE_MAX, MODES, STRENGTH_DEFAULT
 
 SEED_MAX = 2**63 - 1  # producer.catalogue.SEED_MAX: a signed BIGINT (test_options checks they agree)
 NAME_MAX = 200  # jobs.name, catalogues.name, jobs.request_id: VARCHAR(200)
@@ -166,6 +166,22 @@ class Options:
         minimum=0.05,
         maximum=1,
     )
+    lora: str | None = _option(
+        None,
+        "Brand LoRA: a .safetensors file under PIXELMILL_LORA_DIR or the tenant's input root (a relative path is "
+        "looked up there); every item of the job is made with it.",
+        v1="options",
+        min_length=1,
+        max_length=1000,
+    )
+    lora_scale: float = _option(
+        1.0,
+        f"With --lora: its weight, 0 (the base model, exactly) to {LORA_SCALE_MAX:g}.",
+        v1="options",
+        minimum=0,
+        maximum=LORA_SCALE_MAX,
+        v1_help=f"With `lora`: its weight, 0 (the base model, exactly) to {LORA_SCALE_MAX:g}.",
+    )
     priority: str = _option(
         DEFAULT_PRIORITY,
         "interactive, normal or bulk: within its tenant, the scheduler sends a higher priority's items first.",
@@ -202,6 +218,8 @@ class OptionArgs(TypedDict, total=False):
     best_of: int | None
     mode: str
     strength: float
+    lora: str | None
+    lora_scale: float
     priority: str
 
 
@@ -335,6 +353,8 @@ def _rule_problems(options: Options, bad: set[str]) -> Iterator[tuple[str, str]]
         for name in ("max_retire", "allow_retire"):
             if name not in bad and getattr(options, name) not in (None, False):
                 yield name, "applies to catalogue runs only (give catalogue, --catalogue on the command line)"
+    if options.lora is None and "lora_scale" not in bad and options.lora_scale != DEFAULTS.lora_scale:
+        yield "lora_scale", "applies with a LoRA only (give lora, --lora on the command line)"
 
 
 def option_problems(options: Options) -> list[tuple[str, str]]:

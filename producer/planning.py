@@ -79,20 +79,24 @@ def rows_of(request: SubmitRequest, limits: Limits, stats: Stats) -> Iterator[Ro
     return iter_catalogue(request.source, request.defaults, limits, stats=stats)
 
 
-def items_of(rows: Iterable[Row], seed: int, model: str) -> Iterator[NewItem]:
-    """Each row's variants with their seeds and content hashes (prompt filter not applied yet)."""
+def items_of(
+    rows: Iterable[Row], seed: int, model: str, lora: tuple[str, str, float] | None = None
+) -> Iterator[NewItem]:
+    """Each row's variants with their seeds and content hashes (prompt filter not applied yet); `lora`: the job's
+    brand LoRA (path, sha256, scale), in every item's params."""
     shapes: dict[tuple[Any, ...], tuple[GenerationParams, Callable[[str, str, int], str]]] = {}
     for row in rows:
         shape = (row.width, row.height, row.steps, row.guidance, row.mode, row.strength)
         found = shapes.get(shape)
         if found is None:
-            params = GenerationParams(row.width, row.height, row.steps, row.guidance, row.mode, row.strength)  # type: ignore[arg-type]
+            brand = dict(zip(("lora", "lora_sha256", "lora_scale"), lora or (), strict=False))
+            params = GenerationParams(row.width, row.height, row.steps, row.guidance, row.mode, row.strength, **brand)  # type: ignore[arg-type]
             found = shapes[shape] = (params, content_hasher(params, model))
         params, hasher = found
         for variant in range(row.images_per_item):
             item_seed = offset_seed(row.seed, variant) if row.seed is not None else derive_seed(seed, row.key, variant)
             digest = hasher(row.prompt, row.negative, item_seed)
-            if row.inputs is not None or row.mode != "text":
+            if row.inputs is not None or row.mode != "text" or lora is not None:
                 digest = with_inputs(digest, params, row.inputs)
             yield NewItem(row.key, variant, row.prompt, row.negative, params, item_seed, digest, None, row.inputs)
 
@@ -203,7 +207,9 @@ def preview_request(settings: Settings, ledger: Ledger | None, request: SubmitRe
             if request.catalogue
             else None
         )
-        for batch in batches(items_of(rows_of(request, limits, stats), request.seed, request.model), BATCH):
+        for batch in batches(
+            items_of(rows_of(request, limits, stats), request.seed, request.model, request.lora), BATCH
+        ):
             if changes is not None:
                 changes.add(session, batch)
             split = split_batch(session, request.tenant_id, batch, seen)

@@ -34,6 +34,7 @@ from producer.catalogue import (
     iter_rows,
     surrogate_problem,
 )
+from producer.lora import LoraProblem, check_lora
 from producer.options import Options as Options  # re-exported: the doors import it from here
 from producer.options import blocklists, option, option_problems, value_problem
 
@@ -64,6 +65,8 @@ class RequestDigest:
             del asked["priority"]
         if asked.get("mode") == "text" and asked.get("strength") == STRENGTH_DEFAULT:  # added by 0015: likewise
             del asked["mode"], asked["strength"]
+        if asked.get("lora") is None and asked.get("lora_scale") == 1.0:  # added with brand LoRAs: likewise
+            del asked["lora"], asked["lora_scale"]
         return cls(_canonical({"options": asked, "source": source, "notify": notify.as_json() if notify else None}))
 
     def running(self) -> hashlib._Hash:
@@ -110,6 +113,7 @@ class SubmitRequest:
     max_retire: float | None = None
     allow_retire: bool = False
     priority: str = "normal"  # interactive | normal | bulk (contract/fairshare.py): the order within the tenant
+    lora: tuple[str, str, float] | None = None  # a brand LoRA as checked (producer/lora.py): path, sha256, scale
 
     def __post_init__(self) -> None:
         if (self.source is None) == (self.rows is None):
@@ -210,6 +214,18 @@ def make_request(
         except ChecksError as exc:
             problems.append(("gate", str(exc)))
     width, height = parse_size(options.size) if "size" not in bad else (0, 0)
+    lora = None
+    if options.lora is not None and "lora" not in bad:
+        try:
+            found = check_lora(
+                options.lora,
+                input_roots,
+                lora_dir=str(settings.lora_dir.absolute()) if settings.lora_dir else None,
+                max_bytes=settings.lora_max_bytes,
+            )
+            lora = (found.path, found.sha256, options.lora_scale)
+        except LoraProblem as exc:
+            problems.append(("lora", str(exc)))
     if problems:
         lines = [problem_line(n, m, where=where, flags=flags) for n, m in problems]
         rows_too = not bad & {"template", "negative", "key", "delimiter", "encoding", "columns", "row_overrides"}
@@ -242,6 +258,7 @@ def make_request(
             max_retire=options.max_retire,
             allow_retire=options.allow_retire,
             priority=options.priority,
+            lora=lora,
         )
     except (UsageError, ValueError) as exc:  # what the declaration cannot check (no source, or rows and source)
         raise RequestProblems([f"{where}: {exc}"]) from None

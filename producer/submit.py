@@ -337,7 +337,9 @@ def submit_request(settings: Settings, ledger: Ledger, request: SubmitRequest) -
             catalogue = request.catalogue
             current = catalogue_runs.current_entries(session, request.tenant_id, catalogue) if catalogue else 0
             with _Writing(session, request.tenant_id, job.id, request.catalogue, screen) as writing:
-                for batch in batches(items_of(rows_of(request, limits, stats), request.seed, request.model), BATCH):
+                for batch in batches(
+                    items_of(rows_of(request, limits, stats), request.seed, request.model, request.lora), BATCH
+                ):
                     writing.plan(batch)
             changes = writing.changes
             if request.catalogue is not None:

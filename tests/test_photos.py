@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sqlite3
 import struct
 import time
 import zlib
@@ -475,3 +476,136 @@ def test_png_jpeg_and_webp_photos_are_read_and_hashed_as_stored(tmp_path: Path, 
     checked = check_input(path.name, [str(tmp_path)], max_bytes=10**6, max_pixels=10**6)
     assert (checked.path, checked.width, checked.height) == (str(path.resolve()), 70, 50)
     assert checked.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- brand LoRAs -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def loras(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two different tiny LoRAs, as `pixelmill model tiny-lora` writes them."""
+    from worker.engine.tiny import build_tiny_lora
+
+    base = tmp_path_factory.mktemp("loras")
+    return build_tiny_lora(base / "brand-a.safetensors", seed=1), build_tiny_lora(base / "brand-b.safetensors", seed=2)
+
+
+def test_lora_at_scale_0_is_the_base_model_exactly_and_at_scale_1_another_image(
+    tiny_model: Path, loras: tuple[Path, Path]
+) -> None:
+    from worker.engine.interface import Request
+    from worker.engine.lora import LoraChanged, file_sha256
+    from worker.engine.torch_engine import TorchEngine
+
+    engine = TorchEngine(str(tiny_model), device="cpu")
+
+    def make(lora: Path | None = None, scale: float = 1.0) -> bytes:
+        sha = file_sha256(str(lora)) if lora else None
+        request = Request(
+            ["a red mug"],
+            [""],
+            [7],
+            64,
+            64,
+            2,
+            5.0,
+            lora=str(lora) if lora else None,
+            lora_sha256=sha,
+            lora_scale=scale,
+        )
+        return engine.generate(request).images[0].tobytes()
+
+    base = make()
+    brand_a, brand_b = loras
+    assert make(brand_a, 0.0) == base
+    at_one = make(brand_a, 1.0)
+    assert at_one != base
+    assert make(brand_b, 1.0) not in (base, at_one)
+    assert make(brand_a, 0.5) not in (base, at_one)
+    assert make() == base  # adapters loaded but off (and the fused attention back): the base model's bytes
+    assert make(brand_a, 1.0) == at_one  # switching back reads nothing again
+    assert engine.loras.loads == 2
+    changed = Request(["a red mug"], [""], [7], 64, 64, 2, 5.0, lora=str(brand_b), lora_sha256="0" * 64)
+    with pytest.raises(LoraChanged, match="changed since it was checked at submit"):
+        engine.generate(changed)  # a file that is not the one checked at submit is never loaded
+    assert engine.loras.loads == 2
+
+
+def test_two_jobs_with_two_loras_on_one_worker_load_the_base_model_once(
+    installation: Env, tmp_path: Path, loras: tuple[Path, Path]
+) -> None:
+    env = installation
+    root: Path = env.root  # type: ignore[attr-defined]
+    catalogue = tmp_path / "brand.csv"
+    catalogue.write_text("sku,title,color\nL-1,mug,red\nL-2,box,blue\n")
+    jobs = []
+    for lora in loras:
+        (root / lora.name).write_bytes(lora.read_bytes())
+        args = ("--lora", lora.name, "--size", "64x64", "--steps", "2", "--json")
+        jobs.append(json.loads(env.cli_submit(catalogue, *args).stdout)["job"])
+    env.start_worker()
+    try:
+        for job in jobs:
+            assert env.wait_for(job, finished, timeout=120)["succeeded"] == 2
+        logs = env.worker_logs()
+        assert logs.count("base model loaded") == 1, logs[-4000:]
+        assert logs.count("lora loaded") == 2, logs[-4000:]
+        db = sqlite3.connect(f"file:{env.data_dir / 'pixelmill.db'}?mode=ro", uri=True)
+        try:  # another LoRA: another item identity
+            digests = [
+                {h for (h,) in db.execute("SELECT content_hash FROM items WHERE job_id = ?", (j,))} for j in jobs
+            ]
+        finally:
+            db.close()
+        assert len(digests[0]) == 2 and not digests[0] & digests[1]
+    finally:
+        for proc in env.workers:
+            env.kill(proc)
+        env.workers.clear()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--lora", "http://example.com/brand.safetensors"], "URL"),
+        (["--lora", "{outside}/brand.safetensors"], "not under PIXELMILL_LORA_DIR"),
+        (["--lora", "MUG-1.png"], "not a .safetensors file"),
+        (["--lora", "not-lora.safetensors"], "holds no LoRA weights"),
+        (["--lora", "nope.safetensors"], "does not exist"),
+        (["--lora-scale", "0.5"], "applies with a LoRA only"),
+        (["--lora", "brand-a.safetensors", "--lora-scale", "3"], "from 0 to 2"),
+    ],
+    ids=["url", "outside", "not-safetensors", "not-a-lora", "missing", "scale-without-lora", "scale-over-2"],
+)
+def test_a_bad_lora_exits_2_naming_it_and_writes_nothing(
+    installation: Env, tmp_path: Path, loras: tuple[Path, Path], args: list[str], words: str
+) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    env = installation
+    root: Path = env.root  # type: ignore[attr-defined]
+    (root / "brand-a.safetensors").write_bytes(loras[0].read_bytes())
+    (env.outside / "brand.safetensors").write_bytes(loras[0].read_bytes())  # type: ignore[attr-defined]
+    save_file({"unet.conv_in.weight": torch.zeros(2)}, str(root / "not-lora.safetensors"))
+    catalogue = tmp_path / "brand.csv"
+    catalogue.write_text("sku,title,color\nB-1,mug,red\n")
+    before = state(env)
+    result = env.cli_submit(catalogue, *[fill(a, env) for a in args], check=False)
+    assert result.returncode == 2, result.stderr
+    assert "lora" in result.stderr and words in result.stderr, result.stderr
+    assert state(env) == before
+
+
+def test_the_demos_product_photos_pass_the_submit_checks_with_their_alpha_as_mask(tmp_path: Path) -> None:
+    from pixelmill.cli.demo_photos import PRODUCTS, photo_rows
+    from producer.catalogue.inputs import check_input
+
+    rows = photo_rows(tmp_path)
+    assert [r["sku"] for r in rows] == [p[0] for p in PRODUCTS]
+    for row, (_, _, _, _, size) in zip(rows, PRODUCTS, strict=True):
+        checked = check_input(str(row["image"]), [str(tmp_path)], max_bytes=1 << 20, max_pixels=1 << 20)
+        assert checked.alpha and (checked.width, checked.height) == size
+        alpha = Image.open(str(row["image"])).getchannel("A")
+        product = alpha.histogram()[255]
+        assert 0.3 * size[0] * size[1] < product < 0.95 * size[0] * size[1], row  # a product, with background

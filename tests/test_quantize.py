@@ -176,3 +176,30 @@ def _tensorrt_imports() -> bool:
     from worker.engine.select import tensorrt_version
 
     return tensorrt_version() is not None
+
+
+def test_int8_onnx_of_the_inpainting_unet_matches_its_float_unet_within_bound(tmp_path: Path) -> None:
+    """The 9-channel inpainting UNet (background mode) through the same recipe: loaded as `engine build` loads it,
+    calibrated through the inpainting pipeline on product photos, exported with Q/DQ, run by onnxruntime against
+    the float32 UNet on fresh inputs whose mask channel is binary, as the pipeline feeds it."""
+    from worker.engine.tiny import build_tiny_inpaint_pipeline
+    from worker.engine.torch_engine import TorchEngine
+
+    model = build_tiny_inpaint_pipeline(tmp_path / "inpaint", seed=0)
+    pipe = TorchEngine._load(str(model), torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    reference = copy.deepcopy(pipe.unet)
+    quantise(pipe, PROMPTS[:4], steps=3, width=64, height=64, batch=4)
+    spec = UNetSpec.of(pipe.unet, 64, 64)
+    assert spec.latent_channels == 9
+    path = export_unet(pipe.unet, spec, tmp_path / "unet.onnx")
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(path)).graph.node}
+    inputs = spec.random_inputs(2, generator=torch.Generator().manual_seed(2024))
+    inputs["sample"][:, 4] = (inputs["sample"][:, 4] > 0).float()  # the mask channel: 0 kept, 1 repainted
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {k: v.numpy() for k, v in inputs.items()})[0]
+    with torch.no_grad():
+        want = reference(inputs["sample"], inputs["timestep"], inputs["encoder_hidden_states"]).sample.numpy()
+    err = rel_err(got, want)
+    assert err < INT8_BOUND, f"relative L2 error {err:.4f}"
+    assert err > 1e-3, "no quantisation error at all: the Q/DQ nodes are not doing anything"

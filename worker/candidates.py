@@ -28,6 +28,7 @@ from contract.params import GenerationParams
 from contract.transitions import ClaimedItem
 from worker import photos
 from worker.engine import Engine, Request
+from worker.engine.lora import LoraChanged
 
 log = logging.getLogger(__name__)
 
@@ -224,11 +225,18 @@ def generate_batch(
         strength=params.strength,
         images=[p.canvas for p in placed] if placed else None,
         masks=[p.inpaint_mask() for p in placed] if params.mode == "background" else None,
+        lora=params.lora,
+        lora_sha256=params.lora_sha256,
+        lora_scale=params.lora_scale if params.lora_scale is not None else 1.0,
     )
     try:
         result = engine.generate(request)
     except SoftTimeLimitExceeded:
         raise
+    except LoraChanged as exc:  # the job's LoRA is not the file checked at submit: no attempt can help
+        for item in items:
+            yield item, Failure(f"lora: {exc}", final=True)
+        return
     except Exception:
         if len(items) == 1:
             yield items[0], Failure("generation failed:\n" + traceback.format_exc(limit=5))

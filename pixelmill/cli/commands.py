@@ -105,6 +105,7 @@ SUBCOMMANDS: dict[typer.Typer, dict[str, Callable[..., Any]]] = {
     model_app: {
         "tiny": setup_commands.model_tiny,
         "tiny-inpaint": setup_commands.model_tiny_inpaint,
+        "tiny-lora": setup_commands.model_tiny_lora,
         "tiny-judges": setup_commands.model_tiny_judges,
     },
     engine_app: {"build": setup_commands.engine_build},

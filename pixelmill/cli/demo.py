@@ -22,6 +22,7 @@ from rich.console import Console
 from contract.broker import EmbeddedRedis
 from contract.settings import Settings
 from contract.settings import env_file as settings_env_file
+from pixelmill.cli import demo_photos
 from producer.options import Options
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "catalogue.csv"
@@ -69,6 +70,10 @@ def run_demo(
             env={**os.environ, **checks_env},
         )
     console.print(f"worker started (pid {worker.pid}, log {log_path})")
+
+    def alive() -> bool:
+        return worker.poll() is None
+
     try:
         options = Options(
             template=TEMPLATE, negative=NEGATIVE, size=size, steps=steps, key="sku", name="demo", model=str(model)
@@ -76,12 +81,28 @@ def run_demo(
         asked = make_request(settings, options, source=catalogue, tenant_id=DEFAULT_TENANT_ID)
         result = submit_request(settings, ledger, asked)
         console.print(f"job {result.job}: {result.items} items submitted, {result.skipped} already done")
-        left = timeout - (time.monotonic() - started)
-        final = progress(ledger, result.job, 0.5, left, lambda: worker.poll() is None, tenant_id=DEFAULT_TENANT_ID)
+        photo_job = _submit_photos(settings, ledger, options, console)
+        finals = [
+            progress(ledger, job, 0.5, timeout - (time.monotonic() - started), alive, tenant_id=DEFAULT_TENANT_ID)
+            for job in (result.job, photo_job)
+        ]
+        final, photos = finals
     finally:
         _stop(worker, console)
         if started_broker:
             broker.stop()
+    _summary(settings, console, final, f"{size}, {steps} steps")
+    sheet = demo_photos.write_photo_sheet(settings, ledger, DEFAULT_TENANT_ID, photos.job)
+    console.print(
+        f"product photos: job {photos.job}, {photos.succeeded} of {photos.total} in background mode; "
+        f"each photo beside its output in {sheet}"
+    )
+    console.print(f"took {time.monotonic() - started:.0f} s")
+    ok = all(f.finished and f.failed == 0 for f in (final, photos))
+    return 0 if ok else 1
+
+
+def _summary(settings: Settings, console: Console, final: Any, shape: str) -> None:
     images = settings.resolved_storage_url
     console.print(
         f"\n[bold]demo summary[/] job {final.job}: {final.total} items, "
@@ -89,13 +110,27 @@ def run_demo(
         f"{final.skipped} skipped as already done"
     )
     if final.images_per_s:
-        console.print(
-            f"throughput {final.images_per_s:.2f} images/s on this machine ({size}, {steps} steps, tiny model)"
-        )
+        console.print(f"throughput {final.images_per_s:.2f} images/s on this machine ({shape}, tiny model)")
     where = f"{images}/jobs/{final.job}/" if final.total else f"{images}/jobs/ (from earlier jobs)"
     console.print(f"images under {where} · ledger {settings.resolved_database_url}")
-    console.print(f"took {time.monotonic() - started:.0f} s")
-    return 0 if final.finished and final.failed == 0 else 1
+
+
+def _submit_photos(settings: Settings, ledger: Any, text: Options, console: Console) -> int:
+    """The demo's product photos in background mode, as their own small job; returns its id."""
+    from dataclasses import replace
+
+    from contract.tenants import DEFAULT_TENANT_ID
+    from producer.request import make_request
+    from producer.submit import submit_request
+
+    directory = settings.data_path / "demo-photos"
+    rows = demo_photos.photo_rows(directory)
+    roots = demo_photos.allow_photos(ledger, DEFAULT_TENANT_ID, directory, console)
+    options = replace(text, template=demo_photos.TEMPLATE, negative="", mode="background", name="demo-photos")
+    asked = make_request(settings, options, rows=rows, tenant_id=DEFAULT_TENANT_ID, input_roots=roots)
+    result = submit_request(settings, ledger, asked)
+    console.print(f"job {result.job}: {result.items} product photos submitted in background mode")
+    return result.job
 
 
 def _demo_checks(settings: Settings, console: Console) -> tuple[Settings, dict[str, str]]:

@@ -69,6 +69,17 @@ def model_tiny_inpaint(directory: PipelineDir, seed: WeightSeed = 0) -> None:
     out.print(f"tiny Stable Diffusion inpainting pipeline written to {path}")
 
 
+def model_tiny_lora(
+    file: Annotated[Path, typer.Argument(help="The .safetensors file to write.")], seed: WeightSeed = 0
+) -> None:
+    """Write a small random LoRA for the tiny models' attention layers (a brand LoRA for demos and tests)."""
+    from worker.engine.tiny import build_tiny_lora  # torch, peft
+
+    if file.is_dir() or file.suffix != ".safetensors":
+        raise typer.BadParameter(f"{file} must be a file name ending in .safetensors", param_hint="'FILE'")
+    out.print(f"tiny LoRA written to {build_tiny_lora(file, seed=seed)}")
+
+
 def model_tiny_judges(
     directory: Annotated[Path, typer.Argument(help="Where to write the models.")],
     seed: Annotated[int, typer.Option(help="Weight seed.")] = 0,

@@ -135,20 +135,54 @@ def calibration_loop(
     batch: int = 2,
     seed: int = 0,
 ) -> Callable[[torch.nn.Module], None]:
-    """A modelopt ``forward_loop``: runs ``pipe`` (which holds the UNet being calibrated) over the prompts."""
+    """A modelopt ``forward_loop``: runs ``pipe`` (which holds the UNet being calibrated) over the prompts; an
+    inpainting UNet (9 input channels) over product photos too (`calibration_photos`)."""
     if not prompts:
         raise ValueError("no calibration prompts")
 
     # What every batch shares, as `TorchEngine.generate` passes it; the latents are all calibration needs.
     common = dict(num_inference_steps=steps, guidance_scale=guidance, width=width, height=height, output_type="latent")
+    inpaint = pipe.unet.config.in_channels == 9  # an inpainting UNet sees a mask and a masked photo as well
+    if inpaint:  # the inpainting pipeline over the same modules (the UNet being calibrated), as background mode runs
+        from diffusers import AutoPipelineForInpainting
+
+        pipe = AutoPipelineForInpainting.from_pipe(pipe)
+        pipe.set_progress_bar_config(disable=True)
 
     def loop(_unet: torch.nn.Module) -> None:
         generator = torch.Generator("cpu").manual_seed(seed)
         for start in range(0, len(prompts), batch):
             chunk = list(prompts[start : start + batch])
-            pipe(prompt=chunk, negative_prompt=[""] * len(chunk), generator=generator, **common)
+            photos: dict[str, Any] = {}
+            if inpaint:
+                images, masks = calibration_photos(len(chunk), width, height, seed=seed + start)
+                photos = {"image": images, "mask_image": masks, "strength": 1.0}
+            pipe(prompt=chunk, negative_prompt=[""] * len(chunk), generator=generator, **common, **photos)
 
     return loop
+
+
+def calibration_photos(count: int, width: int, height: int, *, seed: int = 0) -> tuple[list[Any], list[Any]]:
+    """Product photos for calibrating an inpainting UNet, as background mode feeds it (worker/photos.py): a simple
+    product (an ellipse or a box in a random colour) centred on white, and the mask of what is repainted (white:
+    everything but the product)."""
+    import random
+
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    images, masks = [], []
+    for _ in range(count):
+        w, h = rng.randint(width // 4, width * 3 // 4), rng.randint(height // 4, height * 3 // 4)
+        box = ((width - w) // 2, (height - h) // 2, (width + w) // 2, (height + h) // 2)
+        image, mask = Image.new("RGB", (width, height), "white"), Image.new("L", (width, height), 255)
+        colour = tuple(rng.randrange(256) for _ in range(3))
+        draw = ImageDraw.Draw(image).ellipse if rng.random() < 0.5 else ImageDraw.Draw(image).rectangle
+        draw(box, fill=colour)
+        (ImageDraw.Draw(mask).ellipse if draw.__name__ == "ellipse" else ImageDraw.Draw(mask).rectangle)(box, fill=0)
+        images.append(image)
+        masks.append(mask)
+    return images, masks
 
 
 def quantise(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from contract.identity import SEED_LIMIT
+from contract.params import LORA_SCALE_MAX
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -37,6 +38,10 @@ class Request:
     strength: float | None = None
     images: list[PIL.Image.Image] | None = None
     masks: list[PIL.Image.Image] | None = None
+    # A brand LoRA (checked at submit, producer/lora.py): its file, the sha256 the file must still have, its scale.
+    lora: str | None = None
+    lora_sha256: str | None = None
+    lora_scale: float = 1.0
 
     def validate(self) -> None:
         """Raise ``ValueError`` if the request cannot be generated as one batch."""
@@ -61,6 +66,8 @@ class Request:
         guidance = self.guidance
         if not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or guidance < 0:
             raise ValueError(f"guidance must be finite and >= 0, got {self.guidance!r}")
+        if self.lora is not None and not (self.lora_sha256 and 0 <= self.lora_scale <= LORA_SCALE_MAX):
+            raise ValueError(f"a LoRA needs its sha256 and a scale from 0 to {LORA_SCALE_MAX:g}")
         if self.mode != "text":
             wanted = 2 if self.mode == "background" else 1
             given = [x for x in (self.images, self.masks if self.mode == "background" else None) if x is not None]

@@ -177,6 +177,45 @@ def build_tokenizer(num_merges: int = 400) -> CLIPTokenizer:
     return tokenizer
 
 
+UNET: dict[str, Any] = dict(  # the tiny UNet but for its input channels (4, or 9 for inpainting)
+    sample_size=32,  # latent side = image side / 2 with this VAE; 32 latents = the 64px default size
+    out_channels=4,
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    cross_attention_dim=32,
+    attention_head_dim=8,
+    norm_num_groups=32,
+)
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # every attention projection, as brand LoRAs train them
+
+
+def build_tiny_lora(out_file: Path, seed: int = 0, rank: int = 4) -> Path:
+    """A random rank-`rank` LoRA for the tiny UNet's attention layers (both the text and the inpainting UNet: they
+    differ only in their first convolution), made with peft and written with diffusers' ``save_lora_weights``, the
+    layout real LoRAs are loaded from. Its B matrices are random, not peft's zeros, so at scale 1 it changes the
+    image. Equal seeds give byte-identical files."""
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    out_file = Path(out_file)
+    if out_file.suffix != ".safetensors":
+        raise ValueError(f"a LoRA file ends in .safetensors, got {out_file.name!r}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(in_channels=4, **UNET)
+        config = LoraConfig(r=rank, lora_alpha=rank, target_modules=LORA_TARGETS, init_lora_weights=False)
+        unet.add_adapter(config)
+    layers = get_peft_model_state_dict(unet)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    kind: Any = StableDiffusionPipeline
+    kind.save_lora_weights(out_file.parent, unet_lora_layers=layers, weight_name=out_file.name)
+    return out_file
+
+
 def build_tiny_inpaint_pipeline(out_dir: Path, seed: int = 0) -> Path:
     """The tiny pipeline as an inpainting model: its UNet takes 9 input channels (4 noisy latents, 1 mask, 4
     latents of the masked photo), as SD inpainting checkpoints do, saved as a ``StableDiffusionInpaintPipeline``
@@ -206,19 +245,7 @@ def build_tiny_pipeline(out_dir: Path, seed: int = 0, *, inpaint: bool = False) 
     # The ignores below: mypy sees diffusers' top-level names as its untyped placeholder (dummy) classes.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(
-            # Latent side = image side / 2 with this VAE; 32 latents = the 64px default size.
-            sample_size=32,
-            in_channels=9 if inpaint else 4,
-            out_channels=4,
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            cross_attention_dim=32,
-            attention_head_dim=8,
-            norm_num_groups=32,
-        )
+        unet = UNet2DConditionModel(in_channels=9 if inpaint else 4, **UNET)
         vae = AutoencoderKL(
             sample_size=64,
             in_channels=3,

@@ -155,7 +155,8 @@ class TensorRTEngine:
 
     def generate(self, request: Request) -> Result:
         request.validate()
-        build = self._build_for(request) if request.mode == "text" else None  # photo rows: torch's pipelines
+        # Photo rows and LoRA jobs: torch's pipelines (a TensorRT engine has its weights built in).
+        build = self._build_for(request) if request.mode == "text" and request.lora is None else None
         if build is None:
             return self._generate_torch(request)
         return self._generate_trt(request, build)
