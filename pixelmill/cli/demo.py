@@ -82,6 +82,7 @@ def run_demo(
         result = submit_request(settings, ledger, asked)
         console.print(f"job {result.job}: {result.items} items submitted, {result.skipped} already done")
         photo_job = _submit_photos(settings, ledger, options, console)
+        _await_worker_row(settings, ledger, str(model), alive, deadline=started + timeout)
         finals = [
             progress(ledger, job, 0.5, timeout - (time.monotonic() - started), alive, tenant_id=DEFAULT_TENANT_ID)
             for job in (result.job, photo_job)
@@ -100,6 +101,21 @@ def run_demo(
     console.print(f"took {time.monotonic() - started:.0f} s")
     ok = all(f.finished and f.failed == 0 for f in (final, photos))
     return 0 if ok else 1
+
+
+def _await_worker_row(
+    settings: Settings, ledger: Any, model: str, alive: Callable[[], bool], *, deadline: float
+) -> None:
+    """Until the worker the demo started has written its `workers` row (its parent is up: a few seconds), the
+    progress lines would report the queue unserved and tell the user to start a worker the demo already started."""
+    from contract.schema import utcnow
+    from producer.status import no_worker_line
+
+    while alive() and time.monotonic() < deadline:
+        with ledger.session(readonly=True) as session:
+            if no_worker_line(session, model, since=utcnow(), stale_after=settings.worker_stale_after) is None:
+                return
+        time.sleep(0.2)
 
 
 def _summary(settings: Settings, console: Console, final: Any, shape: str) -> None:
