@@ -18,7 +18,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from producer.source_roots import allowed_source
+from producer.source_roots import LocalPathRefused, local_input
 
 HEADER_MAX = 64 * 1024 * 1024  # a safetensors JSON header larger than this is not a LoRA's
 
@@ -37,21 +37,18 @@ class CheckedLora:
 
 def _resolve(value: str, roots: Sequence[str], lora_dir: str | None) -> str:
     text = value.strip()
-    if "://" in text or text.lower().startswith(("http:", "https:", "s3:", "file:", "data:")):
-        raise LoraProblem(f"{text[:80]!r} is a URL; give a .safetensors file under PIXELMILL_LORA_DIR or an input root")
-    if "\x00" in text:
-        raise LoraProblem("contains a NUL byte")
-    allowed = [r for r in ([lora_dir] if lora_dir else []) + list(roots) if os.path.isabs(r)]
-    if not allowed:
+    try:
+        return local_input(text, [*([lora_dir] if lora_dir else []), *roots])
+    except LocalPathRefused as refused:
         raise LoraProblem(
-            "no LoRA may be used: an operator sets PIXELMILL_LORA_DIR or a tenant's input root "
-            "(`pixelmill tenants set NAME --source-root DIR`)"
-        )
-    path = text if os.path.isabs(text) else os.path.join(allowed[0], text)
-    found = allowed_source(path, allowed)
-    if found is None:
-        raise LoraProblem(f"{text[:200]!r} is not under PIXELMILL_LORA_DIR nor an input root of this tenant")
-    return found
+            {
+                "url": f"{text[:80]!r} is a URL; give a .safetensors file under PIXELMILL_LORA_DIR or an input root",
+                "nul": "contains a NUL byte",
+                "no root": "no LoRA may be used: an operator sets PIXELMILL_LORA_DIR or a tenant's input root "
+                "(`pixelmill tenants set NAME --source-root DIR`)",
+                "outside": f"{text[:200]!r} is not under PIXELMILL_LORA_DIR nor an input root of this tenant",
+            }[refused.why]
+        ) from None
 
 
 def _header_problem(data: bytes) -> str | None:

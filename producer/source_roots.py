@@ -11,7 +11,7 @@ A tenant with no roots may name no `source` at all; its requests send `rows`.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 REFUSED = "request: field 'source': not under a source root of this tenant"
@@ -60,3 +60,29 @@ def allowed_source(source: str, roots: Iterable[str]) -> str | None:
     if source.startswith("s3://"):
         return source if _s3_allowed(source, roots) else None
     return _local(source, roots)
+
+
+class LocalPathRefused(ValueError):
+    """Why `local_input` refused a path: `why` is "url", "nul", "no root" or "outside"; each caller words it."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+def local_input(value: str, roots: Sequence[str]) -> str:
+    """A request's path to a local file (a product photo, a mask, a LoRA), resolved and under one of the local
+    `roots`: absolute, or relative to the first of them. URLs of any scheme and NUL bytes are refused before any file
+    is touched; what is opened later is the resolved path that was checked."""
+    text = value.strip()
+    if "://" in text or text.lower().startswith(("http:", "https:", "s3:", "file:", "data:")):
+        raise LocalPathRefused("url")
+    if "\x00" in text:
+        raise LocalPathRefused("nul")
+    local = [root for root in roots if os.path.isabs(root)]
+    if not local:
+        raise LocalPathRefused("no root")
+    found = allowed_source(text if os.path.isabs(text) else os.path.join(local[0], text), local)
+    if found is None:
+        raise LocalPathRefused("outside")
+    return found

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from contract.params import MAX_SIDE, MIN_SIDE, MODES, STRENGTH_DEFAULT, ModeName
-from producer.source_roots import allowed_source
+from producer.source_roots import LocalPathRefused, local_input
 
 FORMATS = ("PNG", "JPEG", "WEBP")
 INPUT_COLUMNS = ("image", "mask", "mode", "strength")  # the per-row columns of photo rows
@@ -56,20 +56,18 @@ def placement(width: int, height: int) -> tuple[int, int, int, int]:
 
 def _resolve(value: str, roots: Sequence[str]) -> str:
     text = value.strip()
-    if "://" in text or text.lower().startswith(("http:", "https:", "s3:", "file:", "data:")):
-        raise InputProblem(f"{text[:80]!r} is a URL; give a path under the tenant's input root (URLs are never read)")
-    if "\x00" in text:
-        raise InputProblem("contains a NUL byte; give a path under the tenant's input root")
-    local = [r for r in roots if os.path.isabs(r)]
-    if not local:
+    try:
+        return local_input(text, roots)
+    except LocalPathRefused as refused:
         raise InputProblem(
-            "this tenant has no input root: an operator sets one with `pixelmill tenants set NAME --source-root DIR`"
-        )
-    path = text if os.path.isabs(text) else os.path.join(local[0], text)
-    found = allowed_source(path, local)
-    if found is None:
-        raise InputProblem(f"{text[:200]!r} is not under an input root of this tenant")
-    return found
+            {
+                "url": f"{text[:80]!r} is a URL; give a path under the tenant's input root (URLs are never read)",
+                "nul": "contains a NUL byte; give a path under the tenant's input root",
+                "no root": "this tenant has no input root: an operator sets one with "
+                "`pixelmill tenants set NAME --source-root DIR`",
+                "outside": f"{text[:200]!r} is not under an input root of this tenant",
+            }[refused.why]
+        ) from None
 
 
 def _read(path: str, cap: int) -> bytes:
