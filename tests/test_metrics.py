@@ -531,6 +531,7 @@ def tallied_job(ledger: Any, model: str, n: int, params: dict[str, Any] | None =
 @pytest.fixture(params=["sqlite", "postgresql"])
 def quiet_ledger(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Any, Any]]:
     """A ledger of each kind and its settings, no broker: what the scheduler's leader and a scrape read."""
+    from contract.broker import EmbeddedRedis
     from contract.ledger import Ledger, make_engine, upgrade
     from contract.settings import Settings
 
@@ -546,6 +547,7 @@ def quiet_ledger(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tup
     ledger = Ledger(settings)
     yield ledger, settings
     ledger.close()
+    EmbeddedRedis(settings.data_path).stop()  # a test's make_celery(settings) starts it: leave no server behind
 
 
 def leader_pass(ledger: Any, settings: Any) -> None:
