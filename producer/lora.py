@@ -29,10 +29,11 @@ class LoraProblem(ValueError):
 
 @dataclass(frozen=True)
 class CheckedLora:
-    """The LoRA as checked: the resolved path that was hashed and the sha256 of its bytes."""
+    """The LoRA as checked: the resolved path that was hashed, the sha256 of its bytes, and the job's scale."""
 
     path: str
     sha256: str
+    scale: float
 
 
 def _resolve(value: str, roots: Sequence[str], lora_dir: str | None) -> str:
@@ -66,7 +67,7 @@ def _header_problem(data: bytes) -> str | None:
     return None
 
 
-def check_lora(value: str, roots: Sequence[str], *, lora_dir: str | None, max_bytes: int) -> CheckedLora:
+def check_lora(value: str, scale: float, roots: Sequence[str], *, lora_dir: str | None, max_bytes: int) -> CheckedLora:
     """The LoRA at `value` (see the module's rules), or LoraProblem saying what is wrong."""
     path = _resolve(value, roots, lora_dir)
     if not path.endswith(".safetensors"):
@@ -83,4 +84,4 @@ def check_lora(value: str, roots: Sequence[str], *, lora_dir: str | None, max_by
         digest.update(head)
         while chunk := stream.read(1024 * 1024):
             digest.update(chunk)
-    return CheckedLora(path, digest.hexdigest())
+    return CheckedLora(path, digest.hexdigest(), scale)

@@ -6,7 +6,7 @@ this alone and writes nothing; the submit (`producer.submit`) writes what it pla
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from contract.settings import Settings
 from contract.transitions import NewItem
 from producer import catalogue_runs
 from producer.catalogue import Defaults, Limits, Row, Stats, iter_catalogue, iter_rows
+from producer.lora import CheckedLora
 from producer.request import SubmitRequest, limits_for
 from producer.screening import Screen
 
@@ -79,9 +80,7 @@ def rows_of(request: SubmitRequest, limits: Limits, stats: Stats) -> Iterator[Ro
     return iter_catalogue(request.source, request.defaults, limits, stats=stats)
 
 
-def items_of(
-    rows: Iterable[Row], seed: int, model: str, lora: tuple[str, str, float] | None = None
-) -> Iterator[NewItem]:
+def items_of(rows: Iterable[Row], seed: int, model: str, lora: CheckedLora | None = None) -> Iterator[NewItem]:
     """Each row's variants with their seeds and content hashes (prompt filter not applied yet); `lora`: the job's
     brand LoRA (path, sha256, scale), in every item's params."""
     shapes: dict[tuple[Any, ...], tuple[GenerationParams, Callable[[str, str, int], str]]] = {}
@@ -89,8 +88,9 @@ def items_of(
         shape = (row.width, row.height, row.steps, row.guidance, row.mode, row.strength)
         found = shapes.get(shape)
         if found is None:
-            brand = dict(zip(("lora", "lora_sha256", "lora_scale"), lora or (), strict=False))
-            params = GenerationParams(row.width, row.height, row.steps, row.guidance, row.mode, row.strength, **brand)  # type: ignore[arg-type]
+            params = GenerationParams(row.width, row.height, row.steps, row.guidance, row.mode, row.strength)  # type: ignore[arg-type]
+            if lora is not None:
+                params = replace(params, lora=lora.path, lora_sha256=lora.sha256, lora_scale=lora.scale)
             found = shapes[shape] = (params, content_hasher(params, model))
         params, hasher = found
         for variant in range(row.images_per_item):

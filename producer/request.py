@@ -34,7 +34,7 @@ from producer.catalogue import (
     iter_rows,
     surrogate_problem,
 )
-from producer.lora import LoraProblem, check_lora
+from producer.lora import CheckedLora, LoraProblem, check_lora
 from producer.options import Options as Options  # re-exported: the doors import it from here
 from producer.options import blocklists, option, option_problems, value_problem
 
@@ -113,7 +113,7 @@ class SubmitRequest:
     max_retire: float | None = None
     allow_retire: bool = False
     priority: str = "normal"  # interactive | normal | bulk (contract/fairshare.py): the order within the tenant
-    lora: tuple[str, str, float] | None = None  # a brand LoRA as checked (producer/lora.py): path, sha256, scale
+    lora: CheckedLora | None = None  # a brand LoRA as checked (producer/lora.py)
 
     def __post_init__(self) -> None:
         if (self.source is None) == (self.rows is None):
@@ -217,13 +217,13 @@ def make_request(
     lora = None
     if options.lora is not None and "lora" not in bad:
         try:
-            found = check_lora(
+            lora = check_lora(
                 options.lora,
+                options.lora_scale,
                 input_roots,
                 lora_dir=str(settings.lora_dir.absolute()) if settings.lora_dir else None,
                 max_bytes=settings.lora_max_bytes,
             )
-            lora = (found.path, found.sha256, options.lora_scale)
         except LoraProblem as exc:
             problems.append(("lora", str(exc)))
     if problems:

@@ -81,7 +81,7 @@ def run_demo(
         asked = make_request(settings, options, source=catalogue, tenant_id=DEFAULT_TENANT_ID)
         result = submit_request(settings, ledger, asked)
         console.print(f"job {result.job}: {result.items} items submitted, {result.skipped} already done")
-        photo_job = _submit_photos(settings, ledger, options, console)
+        photo_job = demo_photos.submit_photos(settings, ledger, options, console)
         _await_worker_row(settings, ledger, str(model), alive, deadline=started + timeout)
         finals = [
             progress(ledger, job, 0.5, timeout - (time.monotonic() - started), alive, tenant_id=DEFAULT_TENANT_ID)
@@ -129,24 +129,6 @@ def _summary(settings: Settings, console: Console, final: Any, shape: str) -> No
         console.print(f"throughput {final.images_per_s:.2f} images/s on this machine ({shape}, tiny model)")
     where = f"{images}/jobs/{final.job}/" if final.total else f"{images}/jobs/ (from earlier jobs)"
     console.print(f"images under {where} · ledger {settings.resolved_database_url}")
-
-
-def _submit_photos(settings: Settings, ledger: Any, text: Options, console: Console) -> int:
-    """The demo's product photos in background mode, as their own small job; returns its id."""
-    from dataclasses import replace
-
-    from contract.tenants import DEFAULT_TENANT_ID
-    from producer.request import make_request
-    from producer.submit import submit_request
-
-    directory = settings.data_path / "demo-photos"
-    rows = demo_photos.photo_rows(directory)
-    roots = demo_photos.allow_photos(ledger, DEFAULT_TENANT_ID, directory, console)
-    options = replace(text, template=demo_photos.TEMPLATE, negative="", mode="background", name="demo-photos")
-    asked = make_request(settings, options, rows=rows, tenant_id=DEFAULT_TENANT_ID, input_roots=roots)
-    result = submit_request(settings, ledger, asked)
-    console.print(f"job {result.job}: {result.items} product photos submitted in background mode")
-    return result.job
 
 
 def _demo_checks(settings: Settings, console: Console) -> tuple[Settings, dict[str, str]]:

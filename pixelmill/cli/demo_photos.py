@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 
 from contract.settings import Settings
+from producer.options import Options
 
 PRODUCTS = (  # sku, title, body colour, shape, photo size (sides not multiples of 8: the canvas rounds them up)
     ("PHOTO-MUG", "red ceramic mug", (200, 40, 40), "mug", (60, 52)),
@@ -70,6 +71,25 @@ def allow_photos(ledger: Any, tenant_id: int, directory: Path, console: Console)
             configure_tenant(session, tenant.name, source_roots=roots)
             console.print(f"input root {directory} added to tenant {tenant.name!r} (the demo's product photos)")
     return roots
+
+
+def submit_photos(settings: Settings, ledger: Any, text: Options, console: Console) -> int:
+    """The demo's product photos in background mode, as their own small job beside the text job `text` asked for;
+    returns its id."""
+    from dataclasses import replace
+
+    from contract.tenants import DEFAULT_TENANT_ID
+    from producer.request import make_request
+    from producer.submit import submit_request
+
+    directory = settings.data_path / "demo-photos"
+    rows = photo_rows(directory)
+    roots = allow_photos(ledger, DEFAULT_TENANT_ID, directory, console)
+    options = replace(text, template=TEMPLATE, negative="", mode="background", name="demo-photos")
+    asked = make_request(settings, options, rows=rows, tenant_id=DEFAULT_TENANT_ID, input_roots=roots)
+    result = submit_request(settings, ledger, asked)
+    console.print(f"job {result.job}: {result.items} product photos submitted in background mode")
+    return result.job
 
 
 def write_photo_sheet(settings: Settings, ledger: Any, tenant_id: int, job: int) -> Path:
