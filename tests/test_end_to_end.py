@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import signal
+import string
 import sys
 import time
 from pathlib import Path
@@ -247,8 +249,17 @@ def test_producer_does_not_import_the_gpu_stack() -> None:
 def test_batch_over_the_soft_time_limit_is_retried_then_failed(env: Env, tmp_path: Path) -> None:
     """Celery's soft time limit interrupts a real prefork child mid-batch; attempts bound the retries.
     (The limit is set by settings: workers refuse the `time_limit` control command, see worker/control.py.
-    The child loads its model and checks before taking tasks, so only generation counts against it.)"""
-    env.start_worker(PIXELMILL_MAX_ATTEMPTS="2", PIXELMILL_TASK_SOFT_TIME_LIMIT="1", PIXELMILL_TASK_TIME_LIMIT="25")
+    The child loads its model, checks and prompt floor before taking tasks, so only generation counts against it:
+    the floor here has 5,000 extra terms, whose index takes seconds to build, longer than the 1 s limit.)"""
+    floor = tmp_path / "extra-terms.txt"
+    rng = random.Random(5)
+    floor.write_text("\n".join("".join(rng.choices(string.ascii_lowercase, k=rng.randint(6, 12))) for _ in range(5000)))
+    env.start_worker(
+        PIXELMILL_MAX_ATTEMPTS="2",
+        PIXELMILL_TASK_SOFT_TIME_LIMIT="1",
+        PIXELMILL_TASK_TIME_LIMIT="25",
+        PIXELMILL_POLICY_PROMPT_LISTS=f"builtin,{floor}",
+    )
 
     catalogue = write_catalogue(tmp_path / "catalogue.csv", 2, start=100)
     job = env.submit(catalogue, "--steps", "200", "--size", "128x128")["job"]  # ≫ 1 s on any CPU
@@ -265,6 +276,7 @@ def test_batch_over_the_soft_time_limit_is_retried_then_failed(env: Env, tmp_pat
         assert "PIXELMILL_TASK_SOFT_TIME_LIMIT" in error or ("worker lost on attempt 2" in error and hard_stops), errors
     assert all(image is None for _, image in rows)
     assert not (env.data_dir / "images" / "jobs" / str(job)).exists()
+    assert "raised unexpected" not in env.worker_logs()  # the limit struck inside the chunk's handling only
 
 
 def test_dry_run_writes_nothing_and_watch_follows_a_job(env: Env, tmp_path: Path) -> None:

@@ -151,6 +151,7 @@ def _after_fork(**_: Any) -> None:
 
         if isinstance(exc, EngineUnavailable):  # the engine setting, not the model: recorded on every item
             log.exception("the requested engine cannot run here", extra={"model": model})
+            _build_context()
             _report(WorkerState("ready"))
             _preload_checks()
             return
@@ -164,8 +165,22 @@ def _after_fork(**_: Any) -> None:
         _report(WorkerState("failed", f"model {model!r}: {_load_failed}"))
         os.kill(os.getppid(), signal.SIGTERM)
         return
+    _build_context()
     _report(WorkerState("ready"))
     _preload_checks()
+
+
+def _build_context() -> None:
+    """The child's Context (ledger engine, storage client, policy, the prompt floor's index) now, not inside
+    the first task: building the floor from a large blocklist can take longer than a short
+    PIXELMILL_TASK_SOFT_TIME_LIMIT, whose exception would then escape the chunk's handling. A failure here is
+    logged and the first task tries again."""
+    if _node is None:
+        return
+    try:
+        context(_node)
+    except Exception:
+        log.exception("preparing the worker's context failed; the first task tries again", extra={"node": _node})
 
 
 def _report(state: WorkerState) -> None:
