@@ -163,9 +163,12 @@ class SubmitRequest:
 
 def limits_for(settings: Settings) -> Limits:
     """The reader's caps, for this store, from the settings their messages name (`catalogue.ENV`: each cap's
-    PIXELMILL_* variable, whose setting is its name without the prefix, in lower case)."""
+    PIXELMILL_* variable, whose setting is its name without the prefix, in lower case), and the reader of s3
+    inputs with the settings' S3 configuration."""
+    from contract.storage import S3Reader
+
     caps = {cap: getattr(settings, variable.removeprefix(ENV_PREFIX).lower()) for cap, variable in ENV.items()}
-    return Limits.for_storage(settings.resolved_storage_url, **caps)
+    return replace(Limits.for_storage(settings.resolved_storage_url, **caps), fetch=S3Reader(settings).read)
 
 
 class RequestProblems(ValueError):
@@ -224,6 +227,7 @@ def make_request(
                 input_roots,
                 lora_dir=str(settings.lora_dir.absolute()) if settings.lora_dir else None,
                 max_bytes=settings.lora_max_bytes,
+                settings=settings,
             )
         except LoraProblem as exc:
             problems.append(("lora", str(exc)))
