@@ -24,6 +24,9 @@ from conftest import Env, finished
 from contract.settings import get_settings
 from contract.storage import FetchError, S3Reader, S3Storage
 from pixelmill.cli import app
+from producer.sheet import thumbnail
+
+TILES = '<script id="tiles" type="application/json">'
 
 
 def put(env: Env, key: str, data: bytes) -> str:
@@ -62,8 +65,8 @@ def installation(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tes
     env.close()
 
 
-def submit(env: Env, monkeypatch: pytest.MonkeyPatch, catalogue: Path, *args: str, **variables: str) -> tuple[int, str]:
-    """`pixelmill submit` in this process (exit code, output), with the installation's environment."""
+def run(env: Env, monkeypatch: pytest.MonkeyPatch, args: list[str], **variables: str) -> tuple[int, str]:
+    """`pixelmill ARGS` in this process (exit code, output), with the installation's environment."""
     for key in [k for k in os.environ if k.startswith("PIXELMILL_")]:
         monkeypatch.delenv(key)
     for key, value in {**env.vars, **variables}.items():
@@ -71,10 +74,17 @@ def submit(env: Env, monkeypatch: pytest.MonkeyPatch, catalogue: Path, *args: st
             monkeypatch.setenv(key, value)
     get_settings.cache_clear()
     try:
-        result = CliRunner().invoke(app, ["submit", str(catalogue), "--key", "sku", "--template", "{title}", *args])
+        result = CliRunner().invoke(app, args)
     finally:
         get_settings.cache_clear()
     return result.exit_code, result.output
+
+
+def submit(env: Env, monkeypatch: pytest.MonkeyPatch, catalogue: Path, *args: str, **variables: str) -> tuple[int, str]:
+    """`pixelmill submit` in this process, with the installation's environment."""
+    return run(
+        env, monkeypatch, ["submit", str(catalogue), "--key", "sku", "--template", "{title}", *args], **variables
+    )
 
 
 BAD = [  # (id, image cell, lora, extra environment, field, words)
@@ -207,9 +217,11 @@ def test_the_worker_reads_s3_inputs_again_and_refuses_a_changed_object(installat
         remote.close()
 
 
-def test_a_background_job_with_s3_photos_keeps_every_product_pixel(installation: Env, tmp_path: Path) -> None:
+def test_a_background_job_with_s3_photos_keeps_every_product_pixel(
+    installation: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """Photos only on S3 (under the tenant's s3 root): the worker reads them from the store and the product
-    pixels of every output are the photo's, byte for byte."""
+    pixels of every output are the photo's, byte for byte; the contact sheet shows each photo beside its output."""
     env = installation
     drawn = tmp_path / "drawn"
     drawn.mkdir()
@@ -241,6 +253,14 @@ def test_a_background_job_with_s3_photos_keeps_every_product_pixel(installation:
             kept.paste(placed, (0, 0), mask)
             assert kept.tobytes() == inside.tobytes(), f"{key}: a product pixel changed"
             assert mask.histogram()[255] > 100, key  # the check compared a real product
+        sheet = tmp_path / "sheet.html"
+        code, said = run(env, monkeypatch, ["sheet", "--job", str(job), "-o", str(sheet)])
+        assert code == 0, said
+        page = sheet.read_text()
+        start = page.index(TILES) + len(TILES)
+        tiles = {t["k"]: t for t in json.loads(page[start : page.index("</script>", start)])}
+        for key, (name, _) in photos.items():
+            assert tiles[key]["src"] and tiles[key]["in"] == thumbnail((drawn / name).read_bytes()), key
     finally:
         for proc in env.workers:
             env.kill(proc)
