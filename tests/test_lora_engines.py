@@ -157,3 +157,23 @@ def test_a_lora_that_changes_the_text_encoder_is_not_fused_into_the_unet_alone(t
     save_file({"unet.a.lora_A.weight": torch.zeros(2), "text_encoder.b.lora_A.weight": torch.zeros(2)}, str(path))
     with pytest.raises(LoraUnfusable, match="changes more than the UNet"):
         fused_unet(None, str(path), file_sha256(str(path)), 1.0)
+
+
+def test_a_tensorrt_worker_runs_a_lora_job_only_on_a_build_with_that_lora_and_scale() -> None:
+    """The runtime's choice of build (TensorRT itself is not needed to make it): the base build for requests
+    without a LoRA or at scale 0, the branded one for its own LoRA and scale, none (torch) for any other."""
+    from worker.engine.interface import Request
+    from worker.engine.trt_runtime import TensorRTEngine
+
+    base = Manifest(key=replace(KEY, width=64, height=64), model="/m", components={})
+    branded = Manifest(key=replace(base.key, lora_sha256=LORA_SHA, lora_scale=1.0), model="/m", components={})
+    engine = TensorRTEngine.__new__(TensorRTEngine)  # no TensorRT here: only the choice, not the engines
+    engine.builds = [base, branded]
+
+    def chosen(sha: str | None, scale: float = 1.0) -> Manifest | None:
+        lora = {"lora": "/l/brand.safetensors", "lora_sha256": sha, "lora_scale": scale} if sha else {}
+        return engine._build_for(Request(["p"], [""], [1], 64, 64, 2, 5.0, **lora))  # type: ignore[arg-type]
+
+    assert chosen(None) is base and chosen(LORA_SHA, 0.0) is base
+    assert chosen(LORA_SHA, 1.0) is branded
+    assert chosen(LORA_SHA, 0.5) is None and chosen("ef" * 32) is None
