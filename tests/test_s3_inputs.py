@@ -87,33 +87,35 @@ def submit(env: Env, monkeypatch: pytest.MonkeyPatch, catalogue: Path, *args: st
     )
 
 
-BAD = [  # (id, image cell, lora, extra environment, field, words)
-    ("image-outside-prefix", "s3://{bucket}/out/MUG-1.png", None, {}, "image", "not under an input root"),
-    ("image-other-bucket", "s3://elsewhere/in/MUG-1.png", None, {}, "image", "not under an input root"),
-    ("image-dotdot", "s3://{bucket}/in/../out/MUG-1.png", None, {}, "image", "not under an input root"),
-    ("image-missing-key", "s3://{bucket}/in/nope.png", None, {}, "image", "does not exist"),
-    ("image-oversized", "{photo}", None, {"PIXELMILL_INPUT_MAX_BYTES": "100"}, "image", "PIXELMILL_INPUT_MAX_BYTES"),
-    ("lora-outside-prefix", "{photo}", "s3://{bucket}/out/brand.safetensors", {}, "lora", "not under"),
-    ("lora-missing-key", "{photo}", "s3://{bucket}/in/nope.safetensors", {}, "lora", "does not exist"),
+BAD = [  # (id, the image and mask cells, lora, extra environment, field, words)
+    ("image-outside-prefix", "s3://{bucket}/out/MUG-1.png,", None, {}, "image", "not under an input root"),
+    ("image-other-bucket", "s3://elsewhere/in/MUG-1.png,", None, {}, "image", "not under an input root"),
+    ("image-dotdot", "s3://{bucket}/in/../out/MUG-1.png,", None, {}, "image", "not under an input root"),
+    ("image-missing-key", "s3://{bucket}/in/nope.png,", None, {}, "image", "does not exist"),
+    ("image-oversized", "{photo},", None, {"PIXELMILL_INPUT_MAX_BYTES": "100"}, "image", "PIXELMILL_INPUT_MAX_BYTES"),
+    ("lora-outside-prefix", "{photo},", "s3://{bucket}/out/brand.safetensors", {}, "lora", "not under"),
+    ("lora-missing-key", "{photo},", "s3://{bucket}/in/nope.safetensors", {}, "lora", "does not exist"),
     (
         "lora-oversized",
-        "{photo}",
+        "{photo},",
         "s3://{bucket}/in/brand.safetensors:0.5",
         {"PIXELMILL_LORA_MAX_BYTES": "10"},
         "lora",
         "PIXELMILL_LORA_MAX_BYTES",
     ),
+    ("mask-outside-prefix", "{photo},s3://{bucket}/out/MUG-1.png", None, {}, "mask", "not under an input root"),
+    ("mask-missing-key", "{photo},s3://{bucket}/in/nope-mask.png", None, {}, "mask", "does not exist"),
 ]
 
 
 @pytest.mark.parametrize(
-    ("image", "lora", "variables", "field", "words"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
+    ("cells", "lora", "variables", "field", "words"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
 )
 def test_a_bad_s3_input_exits_2_naming_its_field_and_writes_nothing(
     installation: Env,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
-    image: str,
+    cells: str,
     lora: str | None,
     variables: dict[str, str],
     field: str,
@@ -125,7 +127,7 @@ def test_a_bad_s3_input_exits_2_naming_its_field_and_writes_nothing(
         return text.replace("{bucket}", env.bucket).replace("{photo}", env.photo)  # type: ignore[attr-defined]
 
     catalogue = tmp_path / "photos.csv"  # a good row first: the bad one (line 3) stops the whole job
-    catalogue.write_text(f"sku,title,image\nGOOD-1,mug,{env.photo}\nBAD-2,mug,{fill(image)}\n")  # type: ignore[attr-defined]
+    catalogue.write_text(f"sku,title,image,mask\nGOOD-1,mug,{env.photo},\nBAD-2,mug,{fill(cells)}\n")  # type: ignore[attr-defined]
     before, listed = state(env), entries(env)
     args = ["--mode", "background", "--catalogue", "s3photos", *(["--lora", fill(lora)] if lora else [])]
     code, output = submit(env, monkeypatch, catalogue, *args, **variables)
