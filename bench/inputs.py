@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = "studio photo of {title}, {color}"
@@ -81,7 +82,7 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def child(path: str, limits: dict[str, int]) -> None:
+def child(path: str, limits: dict[str, Any]) -> None:
     """Run one read in this process and print its figures as JSON."""
     from producer.catalogue import CatalogueError, Defaults, Limits, Stats, iter_catalogue
 

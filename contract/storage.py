@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import os
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlparse
 
 from contract.host_files import private_data_dir
@@ -204,6 +205,75 @@ class S3Storage:
             "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires
         )
         return url
+
+
+class FetchError(ValueError):
+    """Why an s3:// object could not be read: `why` is "missing", "too large" or "unreadable"; callers word it."""
+
+    def __init__(self, why: str, detail: str = "") -> None:
+        super().__init__(detail or why)
+        self.why, self.detail = why, detail
+
+
+class S3Reader:
+    """Reads s3://bucket/key objects with the configured PIXELMILL_S3_* settings, each bounded in size: the one
+    reader of a request's s3 locations (a v1 `source`, a photo row's `image`/`mask`, a `lora`) at submit, and of
+    inputs on the worker at run time. Whether a location may be read at all is the caller's rule
+    (producer/source_roots.py: under the tenant's s3 roots). The client is made on first use and kept."""
+
+    CHUNK = 1024 * 1024
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = S3Storage("reader", "", self.settings).client  # the client does not depend on a bucket
+        return self._client
+
+    def copy(self, location: str, stream: IO[bytes], max_bytes: int | None) -> int:
+        """Write the object at `location` to `stream`; its size. FetchError if it is missing, over `max_bytes`
+        (None: no bound; checked from the object's length before a byte is read, and again while reading) or
+        cannot be read."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, _, key = location.removeprefix("s3://").partition("/")
+        if not location.startswith("s3://") or not bucket or not key:
+            raise FetchError("unreadable", f"{location[:200]!r} is not s3://bucket/key")
+        try:
+            response = self.client.get_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 404 or error.get("Code") in ("NoSuchKey", "NoSuchBucket", "404"):
+                raise FetchError("missing") from None
+            raise FetchError("unreadable", str(error.get("Code") or exc)[:200]) from None
+        except BotoCoreError as exc:
+            raise FetchError("unreadable", str(exc)[:200]) from None
+        body = response["Body"]
+        try:
+            length = response.get("ContentLength")
+            if max_bytes is not None and isinstance(length, int) and length > max_bytes:
+                raise FetchError("too large")
+            total = 0
+            while chunk := body.read(self.CHUNK):
+                total += len(chunk)
+                if max_bytes is not None and total > max_bytes:
+                    raise FetchError("too large")
+                stream.write(chunk)
+        except (BotoCoreError, OSError) as exc:
+            raise FetchError("unreadable", str(exc)[:200]) from None
+        finally:
+            body.close()
+        return total
+
+    def read(self, location: str, max_bytes: int) -> bytes:
+        """The object's bytes (see `copy`)."""
+        buffer = io.BytesIO()
+        self.copy(location, buffer, max_bytes)
+        return buffer.getvalue()
 
 
 def create_or_get(storage: Storage, key: str, data: bytes, content_type: str) -> bytes:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
@@ -168,19 +169,24 @@ class Options:
     )
     lora: str | None = _option(
         None,
-        "Brand LoRA: a .safetensors file under PIXELMILL_LORA_DIR or the tenant's input root (a relative path is "
-        "looked up there); every item of the job is made with it.",
+        "Brand LoRA, PATH[:SCALE]: a .safetensors file under PIXELMILL_LORA_DIR or the tenant's input root (a "
+        "relative path is looked up there); every item of the job is made with it. A trailing :SCALE (a number "
+        f"from 0 to {LORA_SCALE_MAX:g}, e.g. brand.safetensors:0.8) is its weight, as --lora-scale.",
         v1="options",
         min_length=1,
         max_length=1000,
+        v1_help="Brand LoRA, PATH[:SCALE]: a .safetensors file under PIXELMILL_LORA_DIR or one of the tenant's "
+        "source roots, never a URL; every item of the job is made with it. A trailing :SCALE (a number from 0 to "
+        f"{LORA_SCALE_MAX:g}, e.g. brand.safetensors:0.8) is its weight, as `lora_scale`.",
     )
     lora_scale: float = _option(
         1.0,
-        f"With --lora: its weight, 0 (the base model, exactly) to {LORA_SCALE_MAX:g}.",
+        f"With --lora: its weight, 0 (the base model, exactly) to {LORA_SCALE_MAX:g}; or give it as --lora PATH:SCALE.",
         v1="options",
         minimum=0,
         maximum=LORA_SCALE_MAX,
-        v1_help=f"With `lora`: its weight, 0 (the base model, exactly) to {LORA_SCALE_MAX:g}.",
+        v1_help=f"With `lora`: its weight, 0 (the base model, exactly) to {LORA_SCALE_MAX:g}; or give it as "
+        "`lora` PATH:SCALE.",
     )
     priority: str = _option(
         DEFAULT_PRIORITY,
@@ -355,6 +361,49 @@ def _rule_problems(options: Options, bad: set[str]) -> Iterator[tuple[str, str]]
                 yield name, "applies to catalogue runs only (give catalogue, --catalogue on the command line)"
     if options.lora is None and "lora_scale" not in bad and options.lora_scale != DEFAULTS.lora_scale:
         yield "lora_scale", "applies with a LoRA only (give lora, --lora on the command line)"
+    yield from _lora_shorthand_problems(options, bad)
+
+
+# --- the LoRA shorthand, PATH[:SCALE] -------------------------------------------------------------------------
+
+# A trailing ':' and a plain decimal number (sign allowed, no exponent). A path may hold ':' itself: whatever else
+# follows the last ':' is part of the path, and a LoRA's path ends in .safetensors, so it never ends like this.
+_SCALE_SUFFIX = re.compile(r":(-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))$")
+
+
+def split_lora(value: str) -> tuple[str, float | None]:
+    """`lora` as PATH and SCALE: `brand.safetensors:0.8` -> ("brand.safetensors", 0.8); a value without a numeric
+    suffix after its last ':' (`brand.safetensors`, `s3://b/brand.safetensors`, `a:b.safetensors`) is all path,
+    (value, None). The scale is not range-checked here (`option_problems` does)."""
+    found = _SCALE_SUFFIX.search(value)
+    if found is None or not value[: found.start()].strip():
+        return value, None
+    return value[: found.start()], float(found.group(1))
+
+
+def lora_choice(options: Options) -> tuple[str | None, float]:
+    """The job's LoRA path and scale: the shorthand's scale when `lora` has one, else `lora_scale`."""
+    if options.lora is None:
+        return None, options.lora_scale
+    path, scale = split_lora(options.lora)
+    return path, options.lora_scale if scale is None else scale
+
+
+def _lora_shorthand_problems(options: Options, bad: set[str]) -> Iterator[tuple[str, str]]:
+    """A `:SCALE` suffix out of range (a problem of `lora`), or one that `lora_scale` contradicts (a problem of
+    `lora_scale`; at its default, 1, `lora_scale` counts as not given, so `--lora a.safetensors:0.5` alone is 0.5)."""
+    if options.lora is None or "lora" in bad:
+        return
+    _, scale = split_lora(options.lora)
+    if scale is None:
+        return
+    if not 0 <= scale <= LORA_SCALE_MAX:
+        yield "lora", f"its scale (after the last ':') must be a number from 0 to {LORA_SCALE_MAX:g}, got {scale:g}"
+    elif "lora_scale" not in bad and options.lora_scale not in (DEFAULTS.lora_scale, scale):
+        yield (
+            "lora_scale",
+            f"is {options.lora_scale:g} but lora gives the scale {scale:g} after its ':'; give the scale once",
+        )
 
 
 def option_problems(options: Options) -> list[tuple[str, str]]:

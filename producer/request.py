@@ -36,7 +36,7 @@ from producer.catalogue import (
 )
 from producer.lora import CheckedLora, LoraProblem, check_lora
 from producer.options import Options as Options  # re-exported: the doors import it from here
-from producer.options import blocklists, option, option_problems, value_problem
+from producer.options import blocklists, lora_choice, option, option_problems, value_problem
 
 REQUEST_ID_MAX = 200
 
@@ -163,9 +163,12 @@ class SubmitRequest:
 
 def limits_for(settings: Settings) -> Limits:
     """The reader's caps, for this store, from the settings their messages name (`catalogue.ENV`: each cap's
-    PIXELMILL_* variable, whose setting is its name without the prefix, in lower case)."""
+    PIXELMILL_* variable, whose setting is its name without the prefix, in lower case), and the reader of s3
+    inputs with the settings' S3 configuration."""
+    from contract.storage import S3Reader
+
     caps = {cap: getattr(settings, variable.removeprefix(ENV_PREFIX).lower()) for cap, variable in ENV.items()}
-    return Limits.for_storage(settings.resolved_storage_url, **caps)
+    return replace(Limits.for_storage(settings.resolved_storage_url, **caps), fetch=S3Reader(settings).read)
 
 
 class RequestProblems(ValueError):
@@ -215,14 +218,16 @@ def make_request(
             problems.append(("gate", str(exc)))
     width, height = parse_size(options.size) if "size" not in bad else (0, 0)
     lora = None
-    if options.lora is not None and "lora" not in bad:
+    lora_path, lora_scale = lora_choice(options)  # `lora` may be PATH:SCALE (producer/options.py split_lora)
+    if lora_path is not None and "lora" not in bad:
         try:
             lora = check_lora(
-                options.lora,
-                options.lora_scale,
+                lora_path,
+                lora_scale,
                 input_roots,
                 lora_dir=str(settings.lora_dir.absolute()) if settings.lora_dir else None,
                 max_bytes=settings.lora_max_bytes,
+                settings=settings,
             )
         except LoraProblem as exc:
             problems.append(("lora", str(exc)))
@@ -248,7 +253,7 @@ def make_request(
             request_id=options.request_id,
             tenant_id=tenant_id,
             digest=RequestDigest.of(
-                options,
+                replace(options, lora=lora_path, lora_scale=lora_scale),  # `a:0.5` is `a` at 0.5: one request
                 source=source_label if source_label is not None else None if source is None else str(source),
                 notify=notify,
             ),

@@ -207,9 +207,7 @@ def open_source(settings: Settings, source: str) -> Iterator[Path]:
             raise RequestProblems([f"request: field 'source': {source!r} is not a file the intake can read"])
         yield path
         return
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from contract.storage import S3Storage
+    from contract.storage import FetchError, S3Reader
 
     bucket, _, key = source.removeprefix("s3://").partition("/")
     if not bucket or not key:
@@ -217,9 +215,10 @@ def open_source(settings: Settings, source: str) -> Iterator[Path]:
     suffix = "".join(Path(key).suffixes[-2:])
     with tempfile.NamedTemporaryFile(suffix=suffix) as fh:
         try:
-            S3Storage(bucket, "", settings).client.download_fileobj(bucket, key, fh)
-        except (ClientError, BotoCoreError) as exc:
-            raise RequestProblems([f"request: field 'source': cannot read {source}: {exc}"]) from None
+            S3Reader(settings).copy(source, fh, None)  # the catalogue's own caps bound what is read of it
+        except FetchError as exc:
+            why = "does not exist" if exc.why == "missing" else exc.detail
+            raise RequestProblems([f"request: field 'source': cannot read {source}: {why}"]) from None
         fh.flush()
         yield Path(fh.name)
 

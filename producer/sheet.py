@@ -24,7 +24,7 @@ import html
 import io
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -80,8 +80,11 @@ def write_sheet(
     storage: Storage,
     link: bool = False,
     expires: int = 3600,
+    read_input: Callable[[str], bytes] | None = None,
 ) -> int:
-    """Write the sheet; returns the number of tiles. Two passes over the ledger: the summary, then tiles."""
+    """Write the sheet; returns the number of tiles. Two passes over the ledger: the summary, then tiles.
+    `read_input`: how a photo row's `s3://` photo is read for its thumbnail (contract/storage.py `S3Reader`, bounded);
+    None: such tiles show the output alone."""
     summary = Summary()
     for row in iter_manifest(session, tenant_id=tenant_id, job=job, catalogue=catalogue):
         summary.add(row)
@@ -93,7 +96,7 @@ def write_sheet(
         session, tenant_id=tenant_id, job=job, catalogue=catalogue, storage=storage, urls=link, expires=expires
     )
     for n, row in enumerate(rows):
-        stream.write(("," if n else "") + script_json(_tile(row, storage, link, low)))
+        stream.write(("," if n else "") + script_json(_tile(row, storage, link, low, read_input)))
     stream.write("]</script>\n")
     kind = "job" if catalogue is None else "catalogue"
     stream.write(
@@ -115,7 +118,9 @@ def script_json(value: Any) -> str:
     )
 
 
-def _tile(row: ManifestRow, storage: Storage, link: bool, low: dict[str, float]) -> dict[str, Any]:
+def _tile(
+    row: ManifestRow, storage: Storage, link: bool, low: dict[str, float], read_input: Callable[[str], bytes] | None
+) -> dict[str, Any]:
     src = None
     if row.object_key is not None:
         if link:
@@ -138,18 +143,23 @@ def _tile(row: ManifestRow, storage: Storage, link: bool, low: dict[str, float])
         "err": row.error,
         "low": lows,
         "p": (row.prompt or "")[:300],
-        "in": _input_thumbnail(row),
+        "in": _input_thumbnail(row, read_input),
     }
 
 
-def _input_thumbnail(row: ManifestRow) -> str | None:
+def _input_thumbnail(row: ManifestRow, read_input: Callable[[str], bytes] | None = None) -> str | None:
     """A photo row's photo as a thumbnail beside its output; only when the file still holds the bytes checked at
     submit (its sha256), so the sheet shows what the item was made from and never another file at that path."""
     if row.input is None or row.input_sha256 is None:
         return None
     try:
-        with open(row.input, "rb") as stream:
-            data = stream.read()
+        if row.input.startswith("s3://"):
+            if read_input is None:
+                return None
+            data = read_input(row.input)
+        else:
+            with open(row.input, "rb") as stream:
+                data = stream.read()
         if hashlib.sha256(data).hexdigest() != row.input_sha256:
             return None
         return thumbnail(data)

@@ -6,6 +6,9 @@ compared, so neither a link inside a root nor a `..` leads out of it; an S3 key 
 no `.`, `..` or empty segment (S3 keys are not paths, but some S3-compatible servers normalise them). Every
 refusal says the same words, whether or not the file exists, so a refusal tells nothing about the host.
 A tenant with no roots may name no `source` at all; its requests send `rows`.
+
+A request's inputs (photo rows' `image` and `mask`, a job's `lora`) follow the same rule (`input_location`): a
+local path under a local root, or an `s3://bucket/key` under one of the tenant's s3 roots, never another URL.
 """
 
 from __future__ import annotations
@@ -72,8 +75,9 @@ class LocalPathRefused(ValueError):
 
 def local_input(value: str, roots: Sequence[str]) -> str:
     """A request's path to a local file (a product photo, a mask, a LoRA), resolved and under one of the local
-    `roots`: absolute, or relative to the first of them. URLs of any scheme and NUL bytes are refused before any file
-    is touched; what is opened later is the resolved path that was checked."""
+    `roots`: absolute, or relative to the first of them (`input_location` takes s3 keys as well). URLs of any
+    scheme and NUL bytes are refused before any file is touched; what is opened later is the resolved path that
+    was checked."""
     text = value.strip()
     if "://" in text or text.lower().startswith(("http:", "https:", "s3:", "file:", "data:")):
         raise LocalPathRefused("url")
@@ -86,3 +90,17 @@ def local_input(value: str, roots: Sequence[str]) -> str:
     if found is None:
         raise LocalPathRefused("outside")
     return found
+
+
+def input_location(value: str, roots: Sequence[str]) -> str:
+    """A request's input (a product photo, a mask, a LoRA) as it is to be read: an `s3://bucket/key` under one of the
+    tenant's s3 `roots` (the rule of `source`, `allowed_source`), else a local path as `local_input` takes it.
+    Raises LocalPathRefused ("outside" for an s3 key under no s3 root, whatever the object holds)."""
+    text = value.strip()
+    if text.startswith("s3://"):
+        if "\x00" in text:
+            raise LocalPathRefused("nul")
+        if allowed_source(text, roots) is None:
+            raise LocalPathRefused("outside")
+        return text
+    return local_input(text, roots)

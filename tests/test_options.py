@@ -5,7 +5,9 @@ problem lines from every door (the CLI, `make_request`, `Client.submit`, the int
 from __future__ import annotations
 
 import inspect
+import json
 import os
+import struct
 import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -146,6 +148,12 @@ BAD: list[tuple[str, dict[str, Any], set[str]]] = [
     ("candidates", {"gate_attempts": 0, "best_of": 17}, {"gate_attempts", "best_of"}),
     ("catalogue-newline", {"catalogue": "a\nb"}, {"catalogue"}),
     ("gate", {"gate": "bogus"}, {"gate"}),
+    # The LoRA shorthand PATH[:SCALE] (producer/options.py split_lora); brand.safetensors is in PIXELMILL_LORA_DIR.
+    ("lora-scale-twice-disagrees", {"lora": "brand.safetensors:0.5", "lora_scale": 0.7}, {"lora_scale"}),
+    ("lora-suffix-over-2", {"lora": "brand.safetensors:3"}, {"lora"}),
+    ("lora-suffix-negative", {"lora": "brand.safetensors:-0.5"}, {"lora"}),
+    ("lora-suffix-not-a-number", {"lora": "brand.safetensors:x"}, {"lora"}),
+    ("lora-colon-path-missing", {"lora": "a:b.safetensors:0.5"}, {"lora"}),
     (
         "all-at-once",
         {"size": "65x64", "steps": 0, "delimiter": ";;", "name": "n" * 300},
@@ -189,9 +197,18 @@ def fields_of(lines: list[str]) -> set[str]:
     return found | ({"rows"} if any(line.startswith("<rows>:") for line in lines) else set())
 
 
+def write_lora(path: Path) -> Path:
+    """The smallest file the submit check takes for a LoRA: a safetensors header naming one `lora` tensor."""
+    header = json.dumps({"unet.x.lora_A.weight": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0\0\0\0")
+    return path
+
+
 @pytest.fixture(scope="module")
 def installation(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[Env]:
-    env = Env(tmp_path_factory.mktemp("options") / "data", tiny_model)
+    loras = tmp_path_factory.mktemp("loras")
+    write_lora(loras / "brand.safetensors")
+    env = Env(tmp_path_factory.mktemp("options") / "data", tiny_model, backend={"PIXELMILL_LORA_DIR": str(loras)})
     env.data_dir.mkdir()
     yield env
     env.close()
@@ -324,3 +341,106 @@ def test_the_rows_beside_a_bad_option_are_read_as_asked(installation: Env, tmp_p
             tenant_id=DEFAULT_TENANT_ID,
         )
     assert [p.split(": ", 1)[0] for p in refused.value.problems] == ["request", f"{path}:3"]
+
+
+# --- the LoRA shorthand, PATH[:SCALE] -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("brand.safetensors", ("brand.safetensors", None)),
+        ("brand.safetensors:0.8", ("brand.safetensors", 0.8)),
+        ("brand.safetensors:1", ("brand.safetensors", 1.0)),
+        ("brand.safetensors:.5", ("brand.safetensors", 0.5)),
+        ("brand.safetensors:3", ("brand.safetensors", 3.0)),  # a scale, out of range: refused, not read as a path
+        ("brand.safetensors:-1", ("brand.safetensors", -1.0)),
+        ("a:b.safetensors", ("a:b.safetensors", None)),  # a ':' inside the path
+        ("a:b.safetensors:2", ("a:b.safetensors", 2.0)),  # split at the last ':' only
+        ("brand.safetensors:1e-1", ("brand.safetensors:1e-1", None)),  # no exponents: all path
+        ("brand.safetensors:nan", ("brand.safetensors:nan", None)),
+        ("s3://bucket/brand.safetensors", ("s3://bucket/brand.safetensors", None)),
+        (":0.5", (":0.5", None)),  # no path before it: not a scale
+    ],
+)
+def test_the_lora_shorthand_splits_a_trailing_number_off_as_the_scale(
+    value: str, expected: tuple[str, float | None]
+) -> None:
+    from producer.options import split_lora
+
+    assert split_lora(value) == expected
+
+
+def test_the_lora_shorthand_is_the_same_request_as_the_two_options(installation: Env) -> None:
+    settings = installation.settings()
+    path = str(installation.settings().lora_dir / "brand.safetensors")  # type: ignore[operator]
+
+    def made(**values: Any) -> Any:
+        return make_request(settings, Options(**GOOD, **values), rows=ROWS, tenant_id=DEFAULT_TENANT_ID)
+
+    short = made(lora="brand.safetensors:0.5")
+    assert short.lora is not None and (short.lora.path, short.lora.scale) == (path, 0.5)
+    long = made(lora="brand.safetensors", lora_scale=0.5)
+    assert long.lora == short.lora and long.digest == short.digest  # one request, whichever spelling
+    assert made(lora="brand.safetensors:0.5", lora_scale=0.5).lora == short.lora  # agreeing: fine
+    assert made(lora="brand.safetensors:0").lora.scale == 0.0
+    plain = made(lora="brand.safetensors")
+    assert plain.lora is not None and plain.lora.scale == 1.0 and plain.digest != short.digest
+
+
+def test_the_lora_shorthand_reaches_the_items_through_every_door(
+    installation: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`lora: brand.safetensors:0.5` from the CLI, `Client.submit`, the intake queue and HTTP: the items carry the
+    resolved file and the scale 0.5."""
+    from sqlalchemy import select
+
+    from contract.schema import Item
+
+    env = installation
+    values = {**GOOD, "lora": "brand.safetensors:0.5"}
+
+    def rows(door: str) -> list[dict[str, Any]]:  # rows of their own: a repeat of another door's would be skipped
+        return [{"id": f"{door}-{i}", "title": "mug"} for i in (1, 2)]
+
+    def message(door: str) -> dict[str, Any]:
+        return {**v1_message(f"lora-short-{door}", values), "rows": rows(door)}
+
+    jobs: dict[str, int] = {}
+    with Client(env.settings()) as client:
+        jobs["client"] = client.submit(rows=rows("client"), **values).id
+    ledger = env.ledger()
+    try:
+        result = intake(env.settings(), ledger, message("intake"), tenant=DEFAULT_TENANT)
+    finally:
+        ledger.close()
+    assert result.status == "accepted" and result.job is not None, result.problems
+    jobs["intake"] = result.job
+    with TestClient(create_app(env.settings(), dispatch=False), base_url=LOOPBACK) as http:
+        answer = http.post("/v1/jobs", json=message("http"))
+    assert answer.status_code in (200, 201, 202), answer.text
+    jobs["http"] = answer.json()["job"]
+    path = tmp_path / "c.csv"
+    path.write_text("id,title\ncli-1,mug\ncli-2,cup\n")
+    for key in [k for k in os.environ if k.startswith("PIXELMILL_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.vars.items():
+        if key.startswith(("PIXELMILL_", "OMP_")):
+            monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    try:
+        cli = CliRunner().invoke(app, ["submit", str(path), *cli_args(values), "--json"])
+    finally:
+        get_settings.cache_clear()
+    assert cli.exit_code == 0, cli.output
+    jobs["cli"] = json.loads(cli.stdout)["job"]
+    expected = str(env.settings().lora_dir / "brand.safetensors")  # type: ignore[operator]
+    ledger = env.ledger()
+    try:
+        with ledger.session() as session:
+            for door, job in jobs.items():
+                params = session.scalars(select(Item.params).where(Item.job_id == job)).all()
+                assert len(params) == 2, door
+                assert {(p["lora"], p["lora_scale"]) for p in params} == {(expected, 0.5)}, door
+    finally:
+        ledger.close()

@@ -145,7 +145,7 @@ BAD: list[BadCase] = [
     ("http-url", "http://example.com/mug.png", "", "", BG, {}, "image", "URL"),
     ("https-url", "https://example.com/mug.png", "", "", BG, {}, "image", "URL"),
     ("file-url", "file:///etc/passwd", "", "", BG, {}, "image", "URL"),
-    ("s3-url", "s3://bucket/mug.png", "", "", BG, {}, "image", "URL"),
+    ("s3-no-s3-root", "s3://bucket/mug.png", "", "", BG, {}, "image", "not under an input root"),
     ("no-photo", "", "", "", BG, {}, "image", "needs a photo"),
     ("mask-wrong-size", "MUG-1.png", "mask-wrong.png", "", BG, {}, "mask", "same size"),
     ("mask-missing", "MUG-1.png", "nope-mask.png", "", BG, {}, "mask", "does not exist"),
@@ -442,7 +442,8 @@ def test_v1_rows_name_photos_under_their_own_tenants_roots_only(env: Env, tmp_pa
         refused = intake("bob", str(alice_root / "mug.png"), "bob-1")  # another tenant's photo
         assert len(refused) == 1 and "field 'image'" in refused[0] and "not under an input root" in refused[0]
         assert intake("alice", "http://example.com/mug.png", "alice-0")[0].endswith(
-            "is a URL; give a path under the tenant's input root (URLs are never read)"
+            "is a URL; give a path under the tenant's input root or an s3:// key under its s3 root (other URLs are "
+            "never read)"
         )
         assert intake("alice", "mug.png", "alice-1") == []  # relative: under alice's first root
         with ledger.session(readonly=True) as session:

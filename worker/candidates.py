@@ -28,7 +28,7 @@ from contract.params import GenerationParams
 from contract.transitions import ClaimedItem
 from worker import photos
 from worker.engine import Engine, Request
-from worker.engine.lora import LoraChanged
+from worker.engine.lora import LoraChanged, LoraUnfusable
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ def generate_batch(
         result = engine.generate(request)
     except SoftTimeLimitExceeded:
         raise
-    except LoraChanged as exc:  # the job's LoRA is not the file checked at submit: no attempt can help
+    except (LoraChanged, LoraUnfusable) as exc:  # not the file checked at submit, or unfusable: no attempt can help
         for item in items:
             yield item, Failure(f"lora: {exc}", final=True)
         return

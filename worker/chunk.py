@@ -40,6 +40,7 @@ from worker.candidates import Candidates, Failure, JobSpec, Judge, make_candidat
 from worker.engine import Engine, load_engine
 from worker.leases import renew_lease, within_lease
 from worker.model_guard import foreign_model
+from worker.remote_inputs import RemoteInputs
 from worker.store import store_item
 from worker.uploads import Uploads
 
@@ -59,8 +60,10 @@ class Context:
     judging: ThreadPoolExecutor = field(init=False)  # one thread: the judge's models run one batch at a time
     policy: Policy = field(init=False)
     prompt_floor: PromptFilter | None = field(init=False)
+    inputs: RemoteInputs = field(init=False)  # local copies of s3 photos, masks and LoRAs
 
     def __post_init__(self) -> None:
+        self.inputs = RemoteInputs(self.settings)
         self.uploads = Uploads(self.settings.upload_threads)
         self.judging = ThreadPoolExecutor(1, thread_name_prefix="pixelmill-judge")
         self.policy = Policy.from_settings(self.settings)
@@ -78,6 +81,7 @@ class Context:
     def close(self) -> None:
         self.uploads.close(timeout=self.settings.task_time_limit)
         self.judging.shutdown(wait=False, cancel_futures=True)
+        self.inputs.close()
         self.ledger.close()
 
 
@@ -123,14 +127,16 @@ def run_chunk(ctx: Context, chunk: Chunk, job: JobSpec | None = None) -> Future[
             if isinstance(models, Failure):  # claimed all the same: attempts bound the retries of a broken model
                 made: dict[int, Candidates | Failure] = {item.id: models for item in items}
             else:
-                made = make_candidates(  # 4
-                    models.engine,
-                    models.judge,
-                    ctx.judging,
-                    job.checks,
-                    items,
-                    soft_limit=ctx.settings.task_soft_time_limit,
-                )
+                with ctx.inputs.for_chunk(items) as (local, unread):  # s3 inputs read again, their sha256 checked
+                    made = make_candidates(  # 4
+                        models.engine,
+                        models.judge,
+                        ctx.judging,
+                        job.checks,
+                        local,
+                        soft_limit=ctx.settings.task_soft_time_limit,
+                    )
+                made.update(unread)
         except SoftTimeLimitExceeded:
             # The limit struck before generation began (a slow ledger, a long prompt check): the claimed items
             # are still ours and running, so they are recorded now rather than left for their lease to expire.

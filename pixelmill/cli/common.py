@@ -15,7 +15,10 @@ from rich.markup import escape
 from contract.settings import get_settings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from contract.ledger import Ledger
+    from contract.settings import Settings
     from contract.tenants import TenantInfo
 
 PLAIN_WIDTH = 10_000  # lines in a pipe or a file are never wrapped (a path stays one line)
@@ -163,3 +166,11 @@ def build_hint(model: str) -> str:
         f"; to try pixelmill without a model, build the tiny random-weight test model there: "
         f"pixelmill model tiny {shlex.quote(str(path))}"
     )
+
+
+def photo_reader(settings: Settings) -> Callable[[str], bytes]:
+    """How the sheet reads a photo row's s3:// photo: the submit's reader, at most PIXELMILL_INPUT_MAX_BYTES."""
+    from contract.storage import S3Reader
+
+    reader = S3Reader(settings)
+    return lambda location: reader.read(location, settings.input_max_bytes)

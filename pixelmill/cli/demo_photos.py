@@ -95,6 +95,7 @@ def submit_photos(settings: Settings, ledger: Any, text: Options, console: Conso
 def write_photo_sheet(settings: Settings, ledger: Any, tenant_id: int, job: int) -> Path:
     """The photo job's contact sheet: each product photo beside its output."""
     from contract.storage import open_storage
+    from pixelmill.cli.common import photo_reader
     from producer.sheet import write_sheet
 
     path = settings.data_path / "demo-photos-sheet.html"
@@ -106,5 +107,6 @@ def write_photo_sheet(settings: Settings, ledger: Any, tenant_id: int, job: int)
             tenant_id=tenant_id,
             job=job,
             storage=open_storage(settings),
+            read_input=photo_reader(settings),
         )
     return path

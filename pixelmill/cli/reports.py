@@ -18,7 +18,7 @@ from rich.table import Table
 
 from contract.settings import get_settings
 from contract.storage import open_storage
-from pixelmill.cli.common import caller_tenant, err, fail, out, read_ledger
+from pixelmill.cli.common import caller_tenant, err, fail, out, photo_reader, read_ledger
 
 # producer.manifest, producer.sheet, producer.drift and producer.catalogue_runs pull in SQLAlchemy: imported by
 # each command, so `pixelmill --help` starts without it.
@@ -176,6 +176,7 @@ def sheet(
                 storage=open_storage(settings),
                 link=link,
                 expires=expires or settings.s3_presign_expires,
+                read_input=photo_reader(settings),
             )
     except ManifestError as exc:
         fail(str(exc))

@@ -91,6 +91,22 @@ def model_tiny_judges(
         out.print(f"PIXELMILL_{setting.upper()}={path}", highlight=False, markup=False)
 
 
+def engine_lora(value: str | None) -> tuple[str, float] | None:
+    """`--lora PATH[:SCALE]` of `engine build`, read as `submit --lora` reads it (producer/options.py split_lora)."""
+    from contract.params import LORA_SCALE_MAX
+    from producer.options import split_lora
+
+    if value is None:
+        return None
+    path, scale = split_lora(value)
+    scale = 1.0 if scale is None else scale
+    if not 0 <= scale <= LORA_SCALE_MAX:
+        fail(f"--lora: its scale (after the last ':') must be a number from 0 to {LORA_SCALE_MAX:g}, got {scale:g}")
+    if not path.endswith(".safetensors") or not Path(path).is_file():
+        fail(f"--lora: {path[:200]!r} is not a .safetensors file here")
+    return str(Path(path).resolve()), scale
+
+
 def engine_build(
     model: Annotated[
         Optional[str], typer.Option(help="Diffusers model directory (default: PIXELMILL_MODEL, else the tiny model).")
@@ -110,6 +126,14 @@ def engine_build(
     guidance: Annotated[float, typer.Option(help="Guidance scale during calibration.")] = 7.5,
     quant_level: Annotated[float, typer.Option(help="INT8 linears: 1 none, 2 feed-forward, 2.5 + q/k/v, 3 all.")] = 2.5,
     alpha: Annotated[float, typer.Option(help="SmoothQuant alpha (NVIDIA: 1.0 SD1.5, 0.8 SDXL).")] = 1.0,
+    lora: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="PATH[:SCALE]",
+            help="A brand LoRA (.safetensors) fused into the UNet before calibration and export, at SCALE (0 to 2, "
+            "default 1): the engines serve jobs with exactly that LoRA and scale.",
+        ),
+    ] = None,
     onnx_only: Annotated[bool, typer.Option("--onnx-only", help="Stop after the ONNX export.")] = False,
     onnx_dir: Annotated[
         Optional[Path],
@@ -147,6 +171,7 @@ def engine_build(
             alpha=alpha,
             onnx_only=onnx_only,
             work_dir=onnx_dir,
+            lora=engine_lora(lora),
         )
     except TensorRTMissing as exc:
         fail(str(exc), 3)

@@ -78,7 +78,7 @@ def submit(
     priority: Annotated[str, typer.Option(help=HELP["priority"])] = DEFAULTS.priority,
     mode: Annotated[str, typer.Option(help=HELP["mode"])] = DEFAULTS.mode,
     strength: Annotated[float, typer.Option(help=HELP["strength"])] = DEFAULTS.strength,
-    lora: Annotated[Optional[str], typer.Option(help=HELP["lora"])] = DEFAULTS.lora,
+    lora: Annotated[Optional[str], typer.Option(help=HELP["lora"], metavar="PATH[:SCALE]")] = DEFAULTS.lora,
     lora_scale: Annotated[float, typer.Option(help=HELP["lora_scale"])] = DEFAULTS.lora_scale,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and preview; write nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,

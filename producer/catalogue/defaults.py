@@ -4,8 +4,8 @@ option is a UsageError before any row is read) and the caps on its input (`Limit
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from contract.params import MODES, STRENGTH_DEFAULT, parse_size
 from producer.catalogue.problems import UsageError
@@ -59,6 +59,9 @@ class Limits:
     quoted_lines: int = 10  # physical lines one quoted CSV cell may span before it is called a stray quote
     input_bytes: int = 30 * 1024 * 1024  # one photo or mask file (producer/catalogue/inputs.py)
     input_pixels: int = 4096 * 4096  # one photo or mask, from its header, before any pixel is decoded
+    # How an s3:// input is read, at most so many bytes (contract/storage.py `S3Reader.read` with the settings'
+    # S3 configuration, set by producer/request.py `limits_for`); None: s3 inputs are refused.
+    fetch: Callable[[str, int], bytes] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in (

@@ -2,7 +2,10 @@
 
 An input is a path under one of the submitting tenant's input roots (its `source_roots`, operator-set with
 `pixelmill tenants set NAME --source-root DIR`; the rule of producer/source_roots.py: symlinks and `..` resolved
-before the comparison), never a URL. A relative path is read under the tenant's first local root. The file is read
+before the comparison), or an `s3://bucket/key` under one of its s3 roots (`s3://bucket/prefix/`), never another URL.
+A relative path is read under the tenant's first local root; an s3 object with the PIXELMILL_S3_* settings
+(`Limits.fetch`, contract/storage.py `S3Reader`), and the worker reads it again from the store at run time, checking
+its sha256. The file is read
 once (at most `Limits.input_bytes`), hashed, and decoded from those bytes, so what is hashed is what was checked:
 PNG, JPEG or WebP only; the header's size is checked against `Limits.input_pixels` and the largest output side
 BEFORE any pixel is decoded (a 50,000 x 50,000 PNG is a few hundred bytes and gigabytes once decoded); then the
@@ -22,7 +25,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from contract.params import MAX_SIDE, MIN_SIDE, MODES, STRENGTH_DEFAULT, ModeName
-from producer.source_roots import LocalPathRefused, local_input
+from producer.source_roots import LocalPathRefused, input_location
+
+Fetch = Callable[[str, int], bytes]  # an s3:// location's bytes, at most so many (`Limits.fetch`)
 
 FORMATS = ("PNG", "JPEG", "WEBP")
 INPUT_COLUMNS = ("image", "mask", "mode", "strength")  # the per-row columns of photo rows
@@ -57,11 +62,12 @@ def placement(width: int, height: int) -> tuple[int, int, int, int]:
 def _resolve(value: str, roots: Sequence[str]) -> str:
     text = value.strip()
     try:
-        return local_input(text, roots)
+        return input_location(text, roots)
     except LocalPathRefused as refused:
         raise InputProblem(
             {
-                "url": f"{text[:80]!r} is a URL; give a path under the tenant's input root (URLs are never read)",
+                "url": f"{text[:80]!r} is a URL; give a path under the tenant's input root or an s3:// key under its "
+                "s3 root (other URLs are never read)",
                 "nul": "contains a NUL byte; give a path under the tenant's input root",
                 "no root": "this tenant has no input root: an operator sets one with "
                 "`pixelmill tenants set NAME --source-root DIR`",
@@ -70,7 +76,28 @@ def _resolve(value: str, roots: Sequence[str]) -> str:
         ) from None
 
 
-def _read(path: str, cap: int) -> bytes:
+def _fetch(location: str, cap: int, fetch: Fetch | None) -> bytes:
+    from contract.storage import FetchError
+
+    if fetch is None:
+        raise InputProblem(f"{location[:200]!r}: s3 inputs are not read here (no S3 settings); give a local path")
+    try:
+        data = fetch(location, cap)
+    except FetchError as exc:
+        raise InputProblem(
+            {
+                "missing": f"{location[:200]!r} does not exist",
+                "too large": f"is over {cap:,} bytes; shrink it or raise PIXELMILL_INPUT_MAX_BYTES",
+            }.get(exc.why, f"{location[:200]!r} cannot be read: {exc.detail}")
+        ) from None
+    if not data:
+        raise InputProblem("is empty, not an image")
+    return data
+
+
+def _read(path: str, cap: int, fetch: Fetch | None = None) -> bytes:
+    if path.startswith("s3://"):
+        return _fetch(path, cap, fetch)
     if not os.path.lexists(path):
         raise InputProblem(f"{path!r} does not exist")
     if not os.path.isfile(path):  # a directory, a FIFO (which would block the read), a device
@@ -87,12 +114,14 @@ def _read(path: str, cap: int) -> bytes:
     return data
 
 
-def check_input(value: str, roots: Sequence[str], *, max_bytes: int, max_pixels: int) -> Checked:
-    """The input at `value` (see the module's rules), or InputProblem saying what is wrong."""
+def check_input(
+    value: str, roots: Sequence[str], *, max_bytes: int, max_pixels: int, fetch: Fetch | None = None
+) -> Checked:
+    """The input at `value` (see the module's rules), or InputProblem saying what is wrong. `fetch` reads s3 inputs."""
     from PIL import Image
 
     path = _resolve(value, roots)
-    data = _read(path, max_bytes)
+    data = _read(path, max_bytes, fetch)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -167,6 +196,7 @@ def photo_row(
     mask: str | None,
     roots: Sequence[str],
     limits: tuple[int, int],
+    fetch: Fetch | None = None,
 ) -> tuple[PhotoRow | None, list[tuple[str, str]]]:
     """A row's photo fields, or the (field, message) problems found; text rows without photos give (None, [])."""
     problems: list[tuple[str, str]] = []
@@ -181,7 +211,7 @@ def photo_row(
         if value is None:
             continue
         try:
-            checked[field] = check_input(value, roots, max_bytes=limits[0], max_pixels=limits[1])
+            checked[field] = check_input(value, roots, max_bytes=limits[0], max_pixels=limits[1], fetch=fetch)
         except InputProblem as exc:
             problems.append((field, str(exc)))
     photo, shape = checked.get("image"), checked.get("mask")
@@ -210,8 +240,10 @@ class PhotoColumns:
         roots: Sequence[str],
         limits: tuple[int, int],
         columns: Mapping[str, tuple[str, int]],
+        fetch: Fetch | None = None,
     ) -> None:
         self.mode, self.strength, self.roots, self.limits, self.columns = mode, strength, tuple(roots), limits, columns
+        self.fetch = fetch
 
     @classmethod
     def of(
@@ -220,6 +252,7 @@ class PhotoColumns:
         mapped: Mapping[str, str | None],
         index: Mapping[str, int],
         limits: tuple[int, int],
+        fetch: Fetch | None = None,
     ) -> PhotoColumns | None:
         """None when no row can be a photo row (text mode and no `mode` column): the reader's fast path stays."""
         columns = {
@@ -229,7 +262,7 @@ class PhotoColumns:
         }
         if job[0] == "text" and "mode" not in columns:
             return None
-        return cls(job[0], job[1], job[2], limits, columns)
+        return cls(job[0], job[1], job[2], limits, columns, fetch)
 
     def _text(self, name: str, cells: Sequence[object]) -> tuple[str, str] | None:
         found = self.columns.get(name)
@@ -260,7 +293,7 @@ class PhotoColumns:
             return ok, None
         image, mask = self._text("image", cells), self._text("mask", cells)
         found, problems = photo_row(
-            mode, strength, image[1] if image else None, mask[1] if mask else None, self.roots, self.limits
+            mode, strength, image[1] if image else None, mask[1] if mask else None, self.roots, self.limits, self.fetch
         )
         names = {name: self.columns.get(name, (name, 0))[0] for name in ("image", "mask")}
         for name, message in problems:

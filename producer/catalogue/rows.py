@@ -186,6 +186,7 @@ class Validator:
             mapped,
             index,
             (limits.input_bytes, limits.input_pixels),
+            limits.fetch,
         )
         self.explained: dict[str, int] = {}  # override column -> the line whose problem says why it is reserved
         self.key_fast = min(MAX_KEY_LENGTH, limits.key_bytes // 3)  # ASCII keys this short always fit

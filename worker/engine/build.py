@@ -1,5 +1,9 @@
 """`pixelmill engine build`: calibrate -> ONNX export -> TensorRT build -> manifest in the engine cache.
 
+With a brand LoRA (`--lora PATH[:SCALE]`) the LoRA is fused into the UNet first (worker/engine/lora.py
+`fused_unet`), so calibration, the ONNX export and the INT8/FP8 engine all see the fused weights (Model Optimizer's
+order); the build's key holds the LoRA's sha256 and scale, and serves only requests with that LoRA at that scale.
+
 Each step runs where it can: calibration and export run on CPU too (that is what CI tests, on the tiny
 model); the TensorRT build needs TensorRT and a GPU, and without them the build stops after the export
 with :class:`~worker.engine.trt_build.TensorRTMissing`, leaving the ONNX files for a later build.
@@ -80,6 +84,19 @@ def export_all(
     return components
 
 
+def _fuse_lora(pipe: Any, lora: tuple[str, float] | None) -> tuple[str, float] | None:
+    """Fuse the LoRA (file, scale) into `pipe`'s UNet; its (sha256, scale), or None without one (or at scale 0:
+    the base model's build, exactly)."""
+    from .lora import file_sha256, fused_unet
+
+    if lora is None or lora[1] == 0:
+        return None
+    path, scale = lora
+    sha256 = file_sha256(path)
+    pipe.unet = fused_unet(pipe.unet, path, sha256, scale)
+    return sha256, float(scale)
+
+
 def build(
     model: str,
     *,
@@ -98,8 +115,9 @@ def build(
     onnx_only: bool = False,
     work_dir: Path | None = None,
     device: str | None = None,
+    lora: tuple[str, float] | None = None,
 ) -> BuildResult:
-    """Run every step that can run here; see the module docstring."""
+    """Run every step that can run here; see the module docstring. `lora`: (a LoRA file, its scale) to fuse."""
     from .interface import default_device
     from .select import gpu_arch, tensorrt_version
     from .torch_engine import TorchEngine
@@ -118,6 +136,7 @@ def build(
     pipe: Any = TorchEngine._load(model, dtype)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
+    fused = _fuse_lora(pipe, lora)  # before calibration and export: they see the fused weights
     if precision in ("int8", "fp8"):
         from .calibrate import quantise
 
@@ -135,7 +154,8 @@ def build(
         )
 
     fingerprint = model_fingerprint(model)
-    out = work_dir or cache.root / fingerprint[:16] / f"onnx-{precision}-{width}x{height}"
+    named = f"onnx-{precision}-{width}x{height}" + (f"-lora-{fused[0][:12]}-{fused[1]:g}" if fused else "")
+    out = work_dir or cache.root / fingerprint[:16] / named
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -153,6 +173,7 @@ def build(
                 "calibration_hash": calib,
                 "calibration_prompts": len(prompts),
                 "steps": steps,
+                "lora": {"file": lora[0], "sha256": fused[0], "scale": fused[1]} if lora and fused else None,
                 "components": components,
                 "versions": _versions(),
             },
@@ -171,7 +192,18 @@ def build(
         )
     import_tensorrt()
 
-    key = EngineKey(fingerprint, precision, width, height, batch_min, batch_max, arch, trt_version)
+    key = EngineKey(
+        fingerprint,
+        precision,
+        width,
+        height,
+        batch_min,
+        batch_max,
+        arch,
+        trt_version,
+        lora_sha256=fused[0] if fused else None,
+        lora_scale=fused[1] if fused else None,
+    )
     staging = cache.staging(key)
     spec = UNetSpec(**components["unet"]["spec"])
     # Classifier-free guidance doubles the UNet and text-encoder batch; guidance-free models use the batch as is.

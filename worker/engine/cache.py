@@ -72,13 +72,26 @@ class EngineKey:
     batch_max: int
     gpu: str  # compute capability, e.g. "sm90": TensorRT plans only run on the architecture that built them
     trt_version: str
+    # A brand LoRA fused into the UNet before calibration and export (worker/engine/lora.py `fused_unet`): its
+    # file's sha256 and its scale. None: the base model. A build serves only requests with exactly this LoRA.
+    lora_sha256: str | None = None
+    lora_scale: float | None = None
 
     def digest(self) -> str:
-        payload = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        fields = asdict(self)
+        if self.lora_sha256 is None:  # builds without a LoRA keep the digests (and directories) they had before
+            del fields["lora_sha256"], fields["lora_scale"]
+        payload = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
     def covers(self, width: int, height: int, batch: int) -> bool:
         return (width, height) == (self.width, self.height) and self.batch_min <= batch <= self.batch_max
+
+    def serves(self, width: int, height: int, batch: int, lora: tuple[str, float] | None) -> bool:
+        """Whether a request of this size and batch, with this LoRA (sha256, scale; None: none, or at scale 0)
+        runs on this build."""
+        built = None if self.lora_sha256 is None else (self.lora_sha256, float(self.lora_scale or 0.0))
+        return self.covers(width, height, batch) and built == (None if lora is None else (lora[0], float(lora[1])))
 
 
 @dataclass

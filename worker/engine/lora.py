@@ -6,6 +6,12 @@ sha256 (`load_lora_weights(path, adapter_name=...)`); each request then picks it
 their base layer's output untouched, so the image is byte for byte the base model's. At most `KEEP` adapters stay
 loaded; the least recently used one is deleted (`delete_adapters`), and loading it again reads only the LoRA.
 
+A quantised or compiled UNet (PIXELMILL_TORCH_QUANT, PIXELMILL_TORCH_COMPILE) has no layers peft can wrap, so there
+the LoRA is fused instead, as NVIDIA's Model Optimizer does before quantising: `FusedLoras` fuses it (diffusers'
+`fuse_lora(lora_scale=...)`) into a copy of the UNet kept unoptimised, then applies the engine's optimisations to that
+copy, and keeps the result per (LoRA sha256, scale) -- the engine's own base model being the rest of the key. The
+TensorRT build fuses the same way before calibration and export (`fused_unet`; worker/engine/build.py).
+
 Fused QKV projections (torch_engine.optimise) would bypass a LoRA on to_q/to_k/to_v, so a request with a LoRA runs
 the UNet with its original attention processors and one without gets the fused ones back: the same fused weights
 as before, so a no-LoRA image does not depend on which jobs ran on the worker before it.
@@ -14,12 +20,13 @@ as before, so a no-LoRA image does not depend on which jobs ran on the worker be
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import logging
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 from .interface import Request
@@ -112,3 +119,79 @@ class LoraSwitch:
         if self._fused_processors is None or self._plain_processors is None:
             return  # never fused (no UNet, or fusion not supported): nothing to switch
         self.pipe.unet.set_attn_processor(dict(self._fused_processors if fused else self._plain_processors))
+
+
+class LoraUnfusable(ValueError):
+    """A LoRA this engine cannot fuse (it changes more than the UNet); no attempt on this engine can help."""
+
+
+def _check_unet_only(path: str) -> None:
+    """A LoRA that also changes the text encoders cannot be fused into the UNet alone (its images would differ from
+    the peft path's): refused, with what to do."""
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as weights:
+        others = [k for k in weights.keys() if not k.startswith("unet.")]  # noqa: SIM118 (safe_open has no __iter__)
+    if others:
+        raise LoraUnfusable(
+            f"LoRA {path!r} changes more than the UNet ({others[0]!r}): a quantised, compiled or TensorRT engine fuses "
+            "UNet LoRAs only; run its jobs on a worker without PIXELMILL_TORCH_QUANT / PIXELMILL_TORCH_COMPILE"
+        )
+
+
+def fused_unet(unet: Any, path: str, sha256: str, scale: float) -> Any:
+    """A copy of `unet` with the LoRA at `path` fused in at `scale` (W + scale * BA, peft's layers unloaded again:
+    a plain UNet, ready to quantise, compile or export). `unet` itself is left as it was. Raises LoraChanged when
+    the file is not the one checked at submit, LoraUnfusable for a LoRA that changes more than the UNet."""
+    if file_sha256(path) != sha256:
+        raise LoraChanged(f"LoRA {path!r} changed since it was checked at submit (sha256 differs); submit again")
+    _check_unet_only(path)
+    fused = copy.deepcopy(unet)
+    with quiet_loading():
+        fused.load_lora_adapter(path, prefix="unet", adapter_name="fused")
+    fused.fuse_lora(lora_scale=float(scale), adapter_names=["fused"])
+    fused.unload_lora()
+    return fused
+
+
+class FusedLoras:
+    """Which UNet a pipeline with a quantised or compiled UNet runs with (see the module docstring): its own for
+    requests without a LoRA (or at scale 0), else the fused, optimised copy for the request's (sha256, scale),
+    built once and kept (`KEEP_FUSED` most recently used: each is a whole UNet). `pristine`: the UNet before any
+    optimisation; `optimise`: what the engine did to its own UNet, done to each fused copy. `pipes`: the
+    engine's pipelines sharing the UNet (the derived inpaint / img2img ones are added as they are made).
+    `loads` counts fused UNets built, each from its LoRA file (the tests read it)."""
+
+    KEEP_FUSED = 2
+
+    def __init__(
+        self, pipe: Any, pristine: Any, optimise: Callable[[Any], Any], *, model: str, pipes: MutableMapping[str, Any]
+    ) -> None:
+        self.pipe, self.pristine, self.optimise, self.model, self.pipes = pipe, pristine, optimise, model, pipes
+        self.base = pipe.unet
+        self.unets: OrderedDict[tuple[str, float], Any] = OrderedDict()
+        self.loads = 0
+
+    def unet_for(self, request: Request) -> Any:
+        if request.lora is None or request.lora_scale == 0:
+            return self.base
+        assert request.lora_sha256 is not None  # Request.validate
+        key = (request.lora_sha256, float(request.lora_scale))
+        if key not in self.unets:
+            started = time.perf_counter()
+            self.unets[key] = self.optimise(fused_unet(self.pristine, request.lora, *key))
+            self.loads += 1
+            while len(self.unets) > self.KEEP_FUSED:
+                self.unets.popitem(last=False)
+            seconds = round(time.perf_counter() - started, 3)
+            log.info(
+                "lora fused",
+                extra={"model": self.model, "lora": request.lora, "scale": key[1], "seconds": seconds},
+            )
+        self.unets.move_to_end(key)
+        return self.unets[key]
+
+    def apply(self, request: Request) -> None:
+        unet = self.unet_for(request)
+        for pipe in (self.pipe, *self.pipes.values()):
+            pipe.unet = unet

@@ -6,6 +6,7 @@ would initialise CUDA before fork.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -22,7 +23,7 @@ from diffusers import (
 )
 
 from .interface import Request, Result, default_device
-from .lora import LoraSwitch
+from .lora import FusedLoras, LoraSwitch
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -75,12 +76,20 @@ class TorchEngine:
         self.pipe.set_progress_bar_config(disable=True)
         # SD 1.x/2.x split cleanly into timed stages; others (e.g. SDXL) run as one call.
         self.split_stages = isinstance(self.pipe, StableDiffusionPipeline)
+        optimised = (compile or quant != "none") and getattr(self.pipe, "unet", None) is not None
+        # A quantised or compiled UNet takes a LoRA fused into a copy of it as loaded (worker/engine/lora.py): that
+        # copy is kept in host memory, one UNet's worth, only while such an engine lives.
+        pristine = copy.deepcopy(self.pipe.unet).to("cpu") if optimised else None
         options = optimise(self.pipe, cuda=cuda, compile=compile, quant=quant)
         self.engine_id = "+".join([f"torch-{precision}-{self.device.type}", *options])
-        blocked = (
-            "PIXELMILL_TORCH_QUANT / PIXELMILL_TORCH_COMPILE are set (unset them for LoRA jobs)" if options else None
-        )
-        self.loras = LoraSwitch(self.pipe, model=model, blocked=blocked)
+        self.loras: LoraSwitch | FusedLoras = LoraSwitch(self.pipe, model=model)
+        if pristine is not None:
+
+            def optimise_copy(unet: Any) -> Any:
+                unet = unet.to(self.device, self.dtype)
+                return optimise_unet(unet, cuda=cuda, compile=compile, quant=quant)[0]
+
+            self.loras = FusedLoras(self.pipe, pristine, optimise_copy, model=model, pipes=self._photo_pipes)
 
     @classmethod
     def from_settings(cls, model: str, settings: Settings, device: str | None = None) -> TorchEngine:
@@ -255,25 +264,36 @@ def optimise(pipe: Any, *, cuda: bool, compile: bool = False, quant: str = "none
     compilation (the compiled graph must see the quantised modules). Fusion changes float summation order
     only, so it is always on; it is not in the engine id.
     """
+    vae = getattr(pipe, "vae", None)
+    if cuda and vae is not None:
+        vae.to(memory_format=torch.channels_last)  # NHWC lets cuDNN pick its fastest half-precision kernels
     unet = getattr(pipe, "unet", None)
+    if unet is None:
+        return []
+    optimised, applied = optimise_unet(unet, cuda=cuda, compile=compile, quant=quant)
+    if optimised is not unet:
+        pipe.unet = optimised
+    return applied
+
+
+def optimise_unet(unet: Any, *, cuda: bool, compile: bool = False, quant: str = "none") -> tuple[Any, list[str]]:
+    """`optimise`'s UNet part (a LoRA's fused copy gets the same, worker/engine/lora.py): the UNet to run (compiled,
+    or `unet` changed in place) and the names of the optional speed-ups applied."""
     applied: list[str] = []
-    if unet is not None and hasattr(unet, "fuse_qkv_projections"):
+    if hasattr(unet, "fuse_qkv_projections"):
         unet.fuse_qkv_projections()
     if cuda:
-        # NHWC lets cuDNN pick its fastest half-precision convolution kernels.
-        for module in (unet, getattr(pipe, "vae", None)):
-            if module is not None:
-                module.to(memory_format=torch.channels_last)
-    if quant != "none" and unet is not None:
+        unet.to(memory_format=torch.channels_last)
+    if quant != "none":
         quantise_unet(unet, quant)
         applied.append(quant)
-    if compile and unet is not None:
+    if compile:
         # max-autotune-no-cudagraphs: the CUDA graphs of "max-autotune" would pin one batch size per graph
         # and keep their memory; fullgraph: fail loudly on a graph break instead of running half compiled.
         mode = "max-autotune-no-cudagraphs" if cuda else "default"
-        pipe.unet = torch.compile(unet, mode=mode, fullgraph=True)
+        unet = torch.compile(unet, mode=mode, fullgraph=True)
         applied.append("compile")
-    return applied
+    return unet, applied
 
 
 def quantise_unet(unet: torch.nn.Module, quant: str) -> None:

@@ -150,13 +150,18 @@ class TensorRTEngine:
         return self._modules[key]
 
     def _build_for(self, request: Request) -> Manifest | None:
+        """A build for this size and batch with the request's LoRA fused in (or none, for a request without one or
+        at scale 0): a TensorRT engine has its weights built in, so each (LoRA, scale) is a build of its own."""
         n = len(request.prompts)
-        return next((m for m in self.builds if m.key.covers(request.width, request.height, n)), None)
+        lora = None
+        if request.lora is not None and request.lora_scale != 0 and request.lora_sha256 is not None:
+            lora = (request.lora_sha256, request.lora_scale)
+        return next((m for m in self.builds if m.key.serves(request.width, request.height, n, lora)), None)
 
     def generate(self, request: Request) -> Result:
         request.validate()
-        # Photo rows and LoRA jobs: torch's pipelines (a TensorRT engine has its weights built in).
-        build = self._build_for(request) if request.mode == "text" and request.lora is None else None
+        # Photo rows, and LoRAs no build has fused in: torch's pipelines.
+        build = self._build_for(request) if request.mode == "text" else None
         if build is None:
             return self._generate_torch(request)
         return self._generate_trt(request, build)
