@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import typer
 from fastapi.testclient import TestClient
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from conftest import DEFAULT_TENANT, LOOPBACK, Env
 from contract.settings import get_settings
@@ -214,9 +214,8 @@ def installation(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> 
     env.close()
 
 
-def through_cli(env: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, values: dict[str, Any]) -> list[str]:
-    path = tmp_path / "c.csv"
-    path.write_text("id,title\nA-1,mug\nA-2,cup\n")
+def cli_submit(env: Env, monkeypatch: pytest.MonkeyPatch, csv: Path, args: list[str]) -> Result:
+    """`pixelmill submit CSV ARGS` in this process, with the installation's settings and no others."""
     for key in [k for k in os.environ if k.startswith("PIXELMILL_")]:
         monkeypatch.delenv(key)
     for key, value in env.vars.items():
@@ -224,9 +223,15 @@ def through_cli(env: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value
             monkeypatch.setenv(key, value)
     get_settings.cache_clear()
     try:
-        result = CliRunner().invoke(app, ["submit", str(path), *cli_args({**GOOD, **values})])
+        return CliRunner().invoke(app, ["submit", str(csv), *args])
     finally:
         get_settings.cache_clear()
+
+
+def through_cli(env: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, values: dict[str, Any]) -> list[str]:
+    path = tmp_path / "c.csv"
+    path.write_text("id,title\nA-1,mug\nA-2,cup\n")
+    result = cli_submit(env, monkeypatch, path, cli_args({**GOOD, **values}))
     assert result.exit_code == 2, result.output
     text = result.output.replace("error: ", "", 1).strip()
     first, _, rest = text.partition("\n")
@@ -422,16 +427,7 @@ def test_the_lora_shorthand_reaches_the_items_through_every_door(
     jobs["http"] = answer.json()["job"]
     path = tmp_path / "c.csv"
     path.write_text("id,title\ncli-1,mug\ncli-2,cup\n")
-    for key in [k for k in os.environ if k.startswith("PIXELMILL_")]:
-        monkeypatch.delenv(key)
-    for key, value in env.vars.items():
-        if key.startswith(("PIXELMILL_", "OMP_")):
-            monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    try:
-        cli = CliRunner().invoke(app, ["submit", str(path), *cli_args(values), "--json"])
-    finally:
-        get_settings.cache_clear()
+    cli = cli_submit(env, monkeypatch, path, [*cli_args(values), "--json"])
     assert cli.exit_code == 0, cli.output
     jobs["cli"] = json.loads(cli.stdout)["job"]
     expected = str(env.settings().lora_dir / "brand.safetensors")  # type: ignore[operator]

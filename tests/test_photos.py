@@ -14,7 +14,7 @@ import sqlite3
 import struct
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -249,6 +249,42 @@ def expected_product(photo: Image.Image, mask: Path | None) -> Image.Image:
     return photo.getchannel("A").point(lambda v: 255 if v >= 128 else 0)
 
 
+def kept_product(
+    key: str, photo: Image.Image, output: Image.Image, mask_file: Path | None
+) -> tuple[Image.Image, Image.Image]:
+    """Asserts the product's pixels in `output` (the photo centred on it) are the photo's, byte for byte; returns
+    the placed crop and the product mask it was compared under."""
+    left, top = (output.width - photo.width) // 2, (output.height - photo.height) // 2
+    placed = output.crop((left, top, left + photo.width, top + photo.height))
+    mask = expected_product(photo, mask_file)
+    inside, kept = Image.new("RGB", photo.size), Image.new("RGB", photo.size)
+    inside.paste(photo.convert("RGB"), (0, 0), mask)
+    kept.paste(placed, (0, 0), mask)
+    assert kept.tobytes() == inside.tobytes(), f"{key}: a product pixel changed"
+    assert mask.histogram()[255] > 100, key  # the check compared a real product
+    return placed, mask
+
+
+def background_job(env: Env, catalogue: Path, count: int, *, timeout: float) -> int:
+    """Submits `catalogue` in background mode at one step, starts a worker and waits until all `count` succeeded."""
+    args = ("--mode", "background", "--steps", "1", "--json")
+    job = int(json.loads(env.cli_submit(catalogue, *args, template="{title} on marble").stdout)["job"])
+    env.start_worker()
+    counts = env.wait_for(job, finished, timeout=timeout)
+    assert counts["succeeded"] == count, counts
+    return job
+
+
+def outputs(
+    env: Env, job: int, root: Path, photos: Mapping[str, tuple[str, str | None]]
+) -> Iterator[tuple[str, Image.Image, Image.Image, Path | None]]:
+    """Each product's key, photo, stored output and mask file."""
+    storage = env.storage()
+    for key, (name, mask_name) in photos.items():
+        output = Image.open(io.BytesIO(storage.get(f"jobs/{job}/{key}/0.png"))).convert("RGB")
+        yield key, Image.open(root / name), output, root / mask_name if mask_name else None
+
+
 @pytest.mark.parametrize("combo", ["embedded", "pg-redis-s3"])
 def test_background_mode_keeps_every_product_pixel_of_every_product(
     request: pytest.FixtureRequest, tmp_path: Path, tiny_model: Path, combo: str
@@ -266,25 +302,11 @@ def test_background_mode_keeps_every_product_pixel_of_every_product(
             "sku,title,image,mask,size\n"
             + "".join(f"{k},thing,{p},{m},{sizes.get(k, '')}\n" for k, (p, m) in photos.items())
         )
-        args = ("--mode", "background", "--steps", "1", "--json")
-        job = json.loads(env.cli_submit(catalogue, *args, template="{title} on marble").stdout)["job"]
-        env.start_worker()
-        counts = env.wait_for(job, finished, timeout=150)
-        assert counts["succeeded"] == len(photos), counts
-        storage = env.storage()
-        for key, (name, mask_name) in photos.items():
-            photo = Image.open(root / name)
-            output = Image.open(io.BytesIO(storage.get(f"jobs/{job}/{key}/0.png"))).convert("RGB")
+        job = background_job(env, catalogue, len(photos), timeout=150)
+        for key, photo, output, mask_file in outputs(env, job, root, photos):
             rounded = (max(64, -(-photo.width // 8) * 8), max(64, -(-photo.height // 8) * 8))
             assert output.size == (tuple(map(int, sizes[key].split("x"))) if key in sizes else rounded)
-            left, top = (output.width - photo.width) // 2, (output.height - photo.height) // 2
-            placed = output.crop((left, top, left + photo.width, top + photo.height))
-            mask = expected_product(photo, root / mask_name if mask_name else None)
-            inside, kept = Image.new("RGB", photo.size), Image.new("RGB", photo.size)
-            inside.paste(photo.convert("RGB"), (0, 0), mask)
-            kept.paste(placed, (0, 0), mask)
-            assert kept.tobytes() == inside.tobytes(), f"{key}: a product pixel changed"
-            assert mask.histogram()[255] > 100, key  # the check compared a real product
+            placed, mask = kept_product(key, photo, output, mask_file)
             background = ImageChops.invert(mask)  # generated, not copied: most of it differs from the photo
             differs = ImageChops.difference(placed, photo.convert("RGB")).convert("L").point(lambda v: 255 if v else 0)
             changed = ImageChops.multiply(differs, background).histogram()[255]

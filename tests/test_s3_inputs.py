@@ -5,7 +5,6 @@ the sha256 (worker/remote_inputs.py). Everything against the moto S3 server the 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Iterator
@@ -13,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 from test_bad_inputs import state
 from test_catalogue_files import entries
 from test_options import write_lora
-from test_photos import expected_product, many_products, product
+from test_photos import background_job, kept_product, many_products, outputs, product
 from typer.testing import CliRunner
 
-from conftest import Env, finished
+from conftest import Env
 from contract.settings import get_settings
 from contract.storage import FetchError, S3Reader, S3Storage
 from pixelmill.cli import app
@@ -237,24 +235,10 @@ def test_a_background_job_with_s3_photos_keeps_every_product_pixel(
         + "".join(f"{k},thing,{prefix}{p},{prefix + m if m else ''}\n" for k, (p, m) in photos.items())
     )
     env.vars |= {"PIXELMILL_IMAGE_CHECKER": "none", "PIXELMILL_POLICY_ALLOW_CHECKER_OFF": "true"}
-    args = ("--mode", "background", "--steps", "1", "--json")
-    job = json.loads(env.cli_submit(catalogue, *args, template="{title} on marble").stdout)["job"]
-    env.start_worker()
     try:
-        counts = env.wait_for(job, finished, timeout=120)
-        assert counts["succeeded"] == len(photos), counts
-        storage = env.storage()
-        for key, (name, mask_name) in photos.items():
-            photo = Image.open(drawn / name)
-            output = Image.open(io.BytesIO(storage.get(f"jobs/{job}/{key}/0.png"))).convert("RGB")
-            left, top = (output.width - photo.width) // 2, (output.height - photo.height) // 2
-            placed = output.crop((left, top, left + photo.width, top + photo.height))
-            mask = expected_product(photo, drawn / mask_name if mask_name else None)
-            inside, kept = Image.new("RGB", photo.size), Image.new("RGB", photo.size)
-            inside.paste(photo.convert("RGB"), (0, 0), mask)
-            kept.paste(placed, (0, 0), mask)
-            assert kept.tobytes() == inside.tobytes(), f"{key}: a product pixel changed"
-            assert mask.histogram()[255] > 100, key  # the check compared a real product
+        job = background_job(env, catalogue, len(photos), timeout=120)
+        for key, photo, output, mask_file in outputs(env, job, drawn, photos):
+            kept_product(key, photo, output, mask_file)
         sheet = tmp_path / "sheet.html"
         code, said = run(env, monkeypatch, ["sheet", "--job", str(job), "-o", str(sheet)])
         assert code == 0, said
