@@ -26,7 +26,13 @@ from pixelmill.cli import demo_photos
 from producer.options import Options
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "catalogue.csv"
+# The scene model trained in this repository (models/scenes64/README.md) and its catalogue of captions it never
+# trained on; without them (an installed package) the demo builds the random tiny model, as it always did.
+TRAINED = Path(__file__).resolve().parents[2] / "models" / "scenes64"
+SCENES = Path(__file__).resolve().parents[2] / "examples" / "scenes.csv"
 TEMPLATE = "studio photo of {title}, {color}, {material}, white background"
+SCENE_GUIDANCE = 2.0  # the scene model's colours are truest at low guidance (models/scenes64/README.md)
+SCENE_TEMPLATE = "{product} on {background}"  # examples/scenes.csv: "a green bowl" on "a teal striped background"
 NEGATIVE = "blurry, text, watermark"
 
 
@@ -45,17 +51,17 @@ def run_demo(
     from producer.request import make_request
     from producer.submit import submit_request
 
-    catalogue = catalogue or EXAMPLES
+    trained = trained_model()
+    catalogue = catalogue or (SCENES if trained else EXAMPLES)
     if not catalogue.exists():
         console.print(f"sample catalogue not found at {catalogue}; pass --catalogue")
         return 2
     started = time.monotonic()
-    model = settings.tiny_model_path
-    if not (model / "model_index.json").exists():
-        console.print(f"building the tiny model in {model} …")
-        subprocess.run([sys.executable, "-m", "pixelmill", "model", "tiny", str(model)], check=True)
+    model = _demo_model(settings, console, trained=trained)
 
-    settings, checks_env = _demo_checks(settings, console)
+    settings, checks_env = _demo_checks(settings, console, trained=trained)
+    if trained:  # the demo's worker serves the model the demo submits to, whatever PIXELMILL_MODEL says
+        checks_env = {**checks_env, "PIXELMILL_MODEL": str(model)}
     broker = EmbeddedRedis(settings.data_path)
     started_broker = settings.embedded_broker and not broker.is_running()
     ledger = Ledger(settings)
@@ -74,9 +80,17 @@ def run_demo(
     def alive() -> bool:
         return worker.poll() is None
 
+    scenes = catalogue == SCENES  # the scene model knows the scene words only: no negative prompt
     try:
         options = Options(
-            template=TEMPLATE, negative=NEGATIVE, size=size, steps=steps, key="sku", name="demo", model=str(model)
+            template=SCENE_TEMPLATE if scenes else TEMPLATE,
+            negative="" if scenes else NEGATIVE,
+            guidance=SCENE_GUIDANCE if scenes else Options.guidance,
+            size=size,
+            steps=steps,
+            key="sku",
+            name="demo",
+            model=str(model),
         )
         asked = make_request(settings, options, source=catalogue, tenant_id=DEFAULT_TENANT_ID)
         result = submit_request(settings, ledger, asked)
@@ -92,7 +106,7 @@ def run_demo(
         _stop(worker, console)
         if started_broker:
             broker.stop()
-    _summary(settings, console, final, f"{size}, {steps} steps")
+    _summary(settings, console, final, f"{size}, {steps} steps, {'trained scene' if trained else 'tiny'} model")
     sheet = demo_photos.write_photo_sheet(settings, ledger, DEFAULT_TENANT_ID, photos.job)
     console.print(
         f"product photos: job {photos.job}, {photos.succeeded} of {photos.total} in background mode; "
@@ -126,21 +140,44 @@ def _summary(settings: Settings, console: Console, final: Any, shape: str) -> No
         f"{final.skipped} skipped as already done"
     )
     if final.images_per_s:
-        console.print(f"throughput {final.images_per_s:.2f} images/s on this machine ({shape}, tiny model)")
+        console.print(f"throughput {final.images_per_s:.2f} images/s on this machine ({shape})")
     where = f"{images}/jobs/{final.job}/" if final.total else f"{images}/jobs/ (from earlier jobs)"
     console.print(f"images under {where} · ledger {settings.resolved_database_url}")
 
 
-def _demo_checks(settings: Settings, console: Console) -> tuple[Settings, dict[str, str]]:
+def _demo_model(settings: Settings, console: Console, *, trained: bool) -> Path:
+    """The model the demo draws with: the trained scene model when it is here, else the tiny one. The tiny one
+    is built either way: `pixelmill worker` serves it after the demo (the README's tour)."""
+    tiny = settings.tiny_model_path
+    if not (tiny / "model_index.json").exists():
+        console.print(f"building the tiny model in {tiny} …")
+        subprocess.run([sys.executable, "-m", "pixelmill", "model", "tiny", str(tiny)], check=True)
+    if not trained:
+        return tiny
+    console.print(f"model: the scene model trained in this repository ({TRAINED}, see its README.md)")
+    return TRAINED / "pipeline"
+
+
+def trained_model() -> bool:
+    """Whether the trained scene model is here (a source checkout) to run the demo on."""
+    return all(
+        (TRAINED / part).exists()
+        for part in ("pipeline/model_index.json", "scorer/config.json", "aesthetic.safetensors")
+    )
+
+
+def _demo_checks(settings: Settings, console: Console, *, trained: bool = False) -> tuple[Settings, dict[str, str]]:
     """Without a configured image checker, judge with the tiny random checker and scorers, built like the
-    tiny model: real code paths, meaningless scores. Returns the settings and the env for the worker."""
+    tiny model: real code paths, meaningless scores; with the trained scene model, its scorer gives the CLIP
+    score (it means something: does the picture show the prompt?). Returns the settings and the env for the
+    worker."""
     if settings.image_checker is not None:
         return settings, {}
     judges = settings.data_path / "models" / "tiny-judges"
     paths = {
         "image_checker": judges / "checker",
-        "clip_model": judges / "clip",
-        "aesthetic_head": judges / "aesthetic.safetensors",
+        "clip_model": TRAINED / "scorer" if trained else judges / "clip",
+        "aesthetic_head": TRAINED / "aesthetic.safetensors" if trained else judges / "aesthetic.safetensors",
     }
     if not all(path.exists() for path in paths.values()):
         console.print(f"building the tiny checker and scorers in {judges} …")

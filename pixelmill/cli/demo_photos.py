@@ -14,12 +14,13 @@ from contract.settings import Settings
 from producer.options import Options
 
 PRODUCTS = (  # sku, title, body colour, shape, photo size (sides not multiples of 8: the canvas rounds them up)
-    ("PHOTO-MUG", "red ceramic mug", (200, 40, 40), "mug", (60, 52)),
-    ("PHOTO-BOTTLE", "blue water bottle", (40, 90, 200), "bottle", (40, 76)),
-    ("PHOTO-BOX", "green gift box", (40, 150, 70), "box", (64, 60)),
-    ("PHOTO-BALL", "yellow beach ball", (225, 185, 30), "ball", (58, 58)),
+    ("PHOTO-MUG", "red mug", (200, 40, 40), "mug", (60, 52)),
+    ("PHOTO-BOTTLE", "blue bottle", (40, 90, 200), "bottle", (40, 76)),
+    ("PHOTO-BOX", "green box", (40, 150, 70), "box", (64, 60)),
+    ("PHOTO-BALL", "yellow ball", (225, 185, 30), "ball", (58, 58)),
 )
-TEMPLATE = "{title} on a marble table, soft window light"
+# In the trained scene model's words (models/scenes64), so that it draws the background it is asked for.
+TEMPLATE = "a {title} on a teal marble background"
 
 
 def draw_product(path: Path, colour: tuple[int, int, int], shape: str, size: tuple[int, int]) -> Path:

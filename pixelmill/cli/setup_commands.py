@@ -224,12 +224,15 @@ def broker_status() -> None:
 
 
 def demo(
-    catalogue: Annotated[Optional[Path], typer.Option(help="Catalogue (default: examples/catalogue.csv).")] = None,
-    size: Annotated[str, typer.Option(help="Image size.")] = "128x128",
+    catalogue: Annotated[
+        Optional[Path],
+        typer.Option(help="Catalogue (default: examples/scenes.csv, or catalogue.csv on the tiny model)."),
+    ] = None,
+    size: Annotated[str, typer.Option(help="Image size (the trained scene model's is 64x64).")] = "64x64",
     steps: Annotated[int, typer.Option(help="Denoising steps.")] = 10,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 540,
 ) -> None:
-    """From nothing: build the tiny model, start a worker, submit the sample catalogue, report, stop."""
+    """From nothing: the trained scene model (or the tiny one), a worker, the sample catalogue, a report, stop."""
     # Before anything starts (a bad option must not leave a worker or a broker behind), as `submit` checks them.
     for name, problem in option_problems(Options(size=size, steps=steps)):
         raise typer.BadParameter(problem, param_hint=f"'--{name}'")
