@@ -181,7 +181,12 @@ def _demo_checks(settings: Settings, console: Console, *, trained: bool = False)
     }
     if not all(path.exists() for path in paths.values()):
         console.print(f"building the tiny checker and scorers in {judges} …")
-        subprocess.run([sys.executable, "-m", "pixelmill", "model", "tiny-judges", str(judges)], check=True)
+        # Its own report names the tiny scorers it built; what the demo uses is said once, below.
+        subprocess.run(
+            [sys.executable, "-m", "pixelmill", "model", "tiny-judges", str(judges)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     values = {name: str(path) for name, path in paths.items()}
     variables = {f"PIXELMILL_{name.upper()}": value for name, value in values.items()}
     hand_over(variables, console)
