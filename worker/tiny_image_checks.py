@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from worker.engine.tiny import MAX_TOKENS, build_tokenizer
+from worker.engine.tiny import build_tokenizer, clip_config
 
 # Concept thresholds of the tiny checker: random 32-d concepts never reach a cosine this high, so it blocks
 # nothing unless a test lowers every threshold with PIXELMILL_SAFETY_SHIFT.
@@ -31,18 +31,15 @@ def build_tiny_judges(out_dir: Path, seed: int = 0) -> dict[str, Path]:
     out_dir = Path(out_dir)
     tokenizer = build_tokenizer()
     projection_dim = 32
-    layers = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
-    config = CLIPConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer),
-            max_position_embeddings=MAX_TOKENS,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            **layers,
-        ),
-        vision_config=dict(image_size=32, patch_size=8, **layers),
+    config = clip_config(
+        tokenizer,
+        image_size=32,
+        patch_size=8,
         projection_dim=projection_dim,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
     )
     processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     with torch.random.fork_rng(devices=[]):

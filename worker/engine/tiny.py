@@ -191,6 +191,27 @@ UNET: dict[str, Any] = dict(  # the tiny UNet but for its input channels (4, or 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # every attention projection, as brand LoRAs train them
 
 
+def clip_config(
+    tokenizer: CLIPTokenizer, *, image_size: int, patch_size: int, projection_dim: int, **layers: int
+) -> Any:
+    """A CLIPConfig for a small CLIP whose text tower fits `tokenizer` (its vocabulary and special tokens) and whose
+    two towers share `layers` (hidden_size, intermediate_size, num_hidden_layers, num_attention_heads)."""
+    from transformers import CLIPConfig
+
+    return CLIPConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            max_position_embeddings=MAX_TOKENS,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **layers,
+        ),
+        vision_config=dict(image_size=image_size, patch_size=patch_size, **layers),
+        projection_dim=projection_dim,
+    )
+
+
 def build_tiny_lora(out_file: Path, seed: int = 0, rank: int = 4) -> Path:
     """A random rank-`rank` LoRA for the tiny UNet's attention layers (both the text and the inpainting UNet: they
     differ only in their first convolution), made with peft and written with diffusers' ``save_lora_weights``, the

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from worker.engine.tiny import BOS, EOS, MAX_TOKENS, train_bpe
+from worker.engine.tiny import BOS, EOS, MAX_TOKENS, clip_config, train_bpe
 
 from . import measure, render
 
@@ -52,20 +52,17 @@ def build_tokenizer() -> CLIPTokenizer:
 
 
 def new_model(tokenizer: CLIPTokenizer) -> CLIPModel:
-    from transformers import CLIPConfig, CLIPModel
+    from transformers import CLIPModel
 
-    layers = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4)
-    config = CLIPConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer),
-            max_position_embeddings=MAX_TOKENS,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            **layers,
-        ),
-        vision_config=dict(image_size=render.SIZE, patch_size=16, **layers),
+    config = clip_config(
+        tokenizer,
+        image_size=render.SIZE,
+        patch_size=16,
         projection_dim=64,
+        hidden_size=64,
+        intermediate_size=256,
+        num_hidden_layers=3,
+        num_attention_heads=4,
     )
     model: CLIPModel = CLIPModel(config)
     return model
