@@ -72,14 +72,15 @@ class TorchEngine:
             log.info("base model loaded", extra={"model": model, "seconds": round(time.perf_counter() - started, 3)})
         self.pipe = pipe
         self._photo_pipes: dict[str, Any] = {}  # inpaint / img2img pipelines sharing `pipe`'s components
+        optimised = (compile or quant != "none") and getattr(self.pipe, "unet", None) is not None
+        # A quantised or compiled UNet takes a LoRA fused into a copy of it as loaded (worker/engine/lora.py): that
+        # copy is kept in host memory, one UNet's worth, only while such an engine lives. Copied before the move to
+        # the device, so the GPU never holds the UNet twice.
+        pristine = copy.deepcopy(self.pipe.unet).to("cpu") if optimised else None
         self.pipe.to(self.device, self.dtype)
         self.pipe.set_progress_bar_config(disable=True)
         # SD 1.x/2.x split cleanly into timed stages; others (e.g. SDXL) run as one call.
         self.split_stages = isinstance(self.pipe, StableDiffusionPipeline)
-        optimised = (compile or quant != "none") and getattr(self.pipe, "unet", None) is not None
-        # A quantised or compiled UNet takes a LoRA fused into a copy of it as loaded (worker/engine/lora.py): that
-        # copy is kept in host memory, one UNet's worth, only while such an engine lives.
-        pristine = copy.deepcopy(self.pipe.unet).to("cpu") if optimised else None
         options = optimise(self.pipe, cuda=cuda, compile=compile, quant=quant)
         self.engine_id = "+".join([f"torch-{precision}-{self.device.type}", *options])
         self.loras: LoraSwitch | FusedLoras = LoraSwitch(self.pipe, model=model)
