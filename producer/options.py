@@ -144,11 +144,7 @@ class Options:
         max_length=1000,
     )
     gate_attempts: int | None = _option(
-        None,
-        "Re-roll an image below the gate with the next seed, up to N candidates in all.",
-        v1="options",
-        minimum=1,
-        maximum=16,
+        None, "Re-roll below the gate with the next seed: N candidates at most.", v1="options", minimum=1, maximum=16
     )
     best_of: int | None = _option(
         None, "Make N candidates per item and keep the best.", v1="options", minimum=1, maximum=16

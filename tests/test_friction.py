@@ -59,22 +59,22 @@ def invoke(*args: str) -> Any:
 
 
 def status(**changes: Any) -> JobStatus:
-    values: dict[str, Any] = dict(
-        job=3,
-        name="nightly",
-        created="2026-12-07T02:00:00",
-        model="acme/sd15",
-        total=400,
-        pending=100,
-        queued=150,
-        running=28,
-        succeeded=118,
-        blocked=0,
-        failed=2,
-        skipped=0,
-        images_per_s=None,
-        eta_s=None,
-    )
+    values: dict[str, Any] = {
+        "job": 3,
+        "name": "nightly",
+        "created": "2026-12-07T02:00:00",
+        "model": "acme/sd15",
+        "total": 400,
+        "pending": 100,
+        "queued": 150,
+        "running": 28,
+        "succeeded": 118,
+        "blocked": 0,
+        "failed": 2,
+        "skipped": 0,
+        "images_per_s": None,
+        "eta_s": None,
+    }
     return JobStatus(**{**values, **changes})
 
 

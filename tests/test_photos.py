@@ -590,15 +590,14 @@ def test_two_jobs_with_two_loras_on_one_worker_load_the_base_model_once(
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        (["--lora", "http://example.com/brand.safetensors"], "URL"),
-        (["--lora", "{outside}/brand.safetensors"], "not under PIXELMILL_LORA_DIR"),
-        (["--lora", "MUG-1.png"], "not a .safetensors file"),
-        (["--lora", "not-lora.safetensors"], "holds no LoRA weights"),
-        (["--lora", "nope.safetensors"], "does not exist"),
-        (["--lora-scale", "0.5"], "applies with a LoRA only"),
-        (["--lora", "brand-a.safetensors", "--lora-scale", "3"], "from 0 to 2"),
+        pytest.param(["--lora", "http://example.com/brand.safetensors"], "URL", id="url"),
+        pytest.param(["--lora", "{outside}/brand.safetensors"], "not under PIXELMILL_LORA_DIR", id="outside"),
+        pytest.param(["--lora", "MUG-1.png"], "not a .safetensors file", id="not-safetensors"),
+        pytest.param(["--lora", "not-lora.safetensors"], "holds no LoRA weights", id="not-a-lora"),
+        pytest.param(["--lora", "nope.safetensors"], "does not exist", id="missing"),
+        pytest.param(["--lora-scale", "0.5"], "applies with a LoRA only", id="scale-without-lora"),
+        pytest.param(["--lora", "brand-a.safetensors", "--lora-scale", "3"], "from 0 to 2", id="scale-over-2"),
     ],
-    ids=["url", "outside", "not-safetensors", "not-a-lora", "missing", "scale-without-lora", "scale-over-2"],
 )
 def test_a_bad_lora_exits_2_naming_it_and_writes_nothing(
     installation: Env, tmp_path: Path, loras: tuple[Path, Path], args: list[str], words: str

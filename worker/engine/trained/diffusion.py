@@ -290,13 +290,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scorer", type=Path, help="the trained scorer (its text tower conditions the UNet)")
     parser.add_argument("out", type=Path)
-    parser.add_argument("--images", type=int, default=12000)
-    parser.add_argument("--vae-steps", type=int, default=1600)
-    parser.add_argument("--vae-minutes", type=float, default=10.0)
-    parser.add_argument("--unet-steps", type=int, default=3000)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--minutes", type=float, default=45.0, help="total wall time; the last checkpoint is kept")
-    parser.add_argument("--seed", type=int, default=0)
+    budget: list[tuple[str, type[int] | type[float], float, str]] = [  # what a run renders, trains and spends
+        ("--images", int, 12000, "scenes rendered for training"),
+        ("--vae-steps", int, 1600, "autoencoder optimiser steps"),
+        ("--vae-minutes", float, 10.0, "at most this long for the autoencoder"),
+        ("--unet-steps", int, 3000, "UNet optimiser steps"),
+        ("--batch", int, 32, "scenes per optimiser step"),
+        ("--minutes", float, 45.0, "total wall time; the last checkpoint is kept"),
+        ("--seed", int, 0, "seeds the scenes, the weights and the noise"),
+    ]
+    for flag, kind, default, text in budget:
+        parser.add_argument(flag, type=kind, default=kind(default), help=text)
     parser.add_argument("--cache", type=Path, help="an .npz to keep the rendered scenes in between runs")
     parser.add_argument("--vae-only", action="store_true", help="train the autoencoder (into OUT/vae) and stop")
     parser.add_argument("--threads", type=int, default=1, help="1: on a loaded machine, 2 threads were 15x slower")

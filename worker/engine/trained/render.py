@@ -141,6 +141,11 @@ def background(colour: str, texture: str, rng: np.random.Generator, size: int = 
     return np.clip(_shade(base, amount) + noise, 0, 255)
 
 
+def _at(cx: float, cy: float, s: float, *points: tuple[float, float]) -> list[tuple[float, float]]:
+    """Points given in units of the product's size `s` around its centre, in pixels."""
+    return [(cx + x * s, cy + y * s) for x, y in points]
+
+
 Draw = Callable[[ImageDraw.ImageDraw, float, float, float, tuple[int, ...], tuple[int, ...]], None]
 
 
@@ -156,30 +161,15 @@ def _bottle(
     d.rounded_rectangle(
         [cx - 0.32 * s, cy - 0.3 * s, cx + 0.32 * s, cy + 0.8 * s], 0.12 * s, fill=fill, outline=edge, width=3
     )
-    d.polygon(
-        [
-            (cx - 0.32 * s, cy - 0.25 * s),
-            (cx - 0.12 * s, cy - 0.6 * s),
-            (cx + 0.12 * s, cy - 0.6 * s),
-            (cx + 0.32 * s, cy - 0.25 * s),
-        ],
-        fill=fill,
-        outline=edge,
-    )
+    d.polygon(_at(cx, cy, s, (-0.32, -0.25), (-0.12, -0.6), (0.12, -0.6), (0.32, -0.25)), fill=fill, outline=edge)
     d.rectangle([cx - 0.12 * s, cy - 0.95 * s, cx + 0.12 * s, cy - 0.6 * s], fill=fill, outline=edge, width=3)
     d.rectangle([cx - 0.15 * s, cy - 1.05 * s, cx + 0.15 * s, cy - 0.88 * s], fill=edge)
 
 
 def _shoe(d: ImageDraw.ImageDraw, cx: float, cy: float, s: float, fill: tuple[int, ...], edge: tuple[int, ...]) -> None:
-    top = [
-        (cx - 0.8 * s, cy + 0.35 * s),
-        (cx - 0.8 * s, cy - 0.45 * s),
-        (cx - 0.35 * s, cy - 0.45 * s),
-        (cx - 0.2 * s, cy - 0.1 * s),
-        (cx + 0.55 * s, cy + 0.05 * s),
-        (cx + 0.85 * s, cy + 0.3 * s),
-        (cx + 0.85 * s, cy + 0.35 * s),
-    ]
+    top = _at(
+        cx, cy, s, (-0.8, 0.35), (-0.8, -0.45), (-0.35, -0.45), (-0.2, -0.1), (0.55, 0.05), (0.85, 0.3), (0.85, 0.35)
+    )
     d.polygon(top, fill=fill, outline=edge, width=3)
     d.rectangle([cx - 0.85 * s, cy + 0.35 * s, cx + 0.9 * s, cy + 0.5 * s], fill=edge)
 
@@ -187,42 +177,15 @@ def _shoe(d: ImageDraw.ImageDraw, cx: float, cy: float, s: float, fill: tuple[in
 def _lamp(d: ImageDraw.ImageDraw, cx: float, cy: float, s: float, fill: tuple[int, ...], edge: tuple[int, ...]) -> None:
     d.rectangle([cx - 0.06 * s, cy - 0.3 * s, cx + 0.06 * s, cy + 0.75 * s], fill=edge)
     d.ellipse([cx - 0.4 * s, cy + 0.65 * s, cx + 0.4 * s, cy + 0.9 * s], fill=fill, outline=edge, width=3)
-    d.polygon(
-        [
-            (cx - 0.3 * s, cy - 0.95 * s),
-            (cx + 0.3 * s, cy - 0.95 * s),
-            (cx + 0.6 * s, cy - 0.2 * s),
-            (cx - 0.6 * s, cy - 0.2 * s),
-        ],
-        fill=fill,
-        outline=edge,
-        width=3,
-    )
+    shade = _at(cx, cy, s, (-0.3, -0.95), (0.3, -0.95), (0.6, -0.2), (-0.6, -0.2))
+    d.polygon(shade, fill=fill, outline=edge, width=3)
 
 
 def _box(d: ImageDraw.ImageDraw, cx: float, cy: float, s: float, fill: tuple[int, ...], edge: tuple[int, ...]) -> None:
     light = tuple(min(255, int(c * 0.75 + 64)) for c in fill)
     dark = tuple(int(c * 0.7) for c in fill)
-    d.polygon(
-        [
-            (cx - 0.6 * s, cy - 0.3 * s),
-            (cx - 0.25 * s, cy - 0.65 * s),
-            (cx + 0.7 * s, cy - 0.65 * s),
-            (cx + 0.35 * s, cy - 0.3 * s),
-        ],
-        fill=light,
-        outline=edge,
-    )
-    d.polygon(
-        [
-            (cx + 0.35 * s, cy - 0.3 * s),
-            (cx + 0.7 * s, cy - 0.65 * s),
-            (cx + 0.7 * s, cy + 0.4 * s),
-            (cx + 0.35 * s, cy + 0.75 * s),
-        ],
-        fill=dark,
-        outline=edge,
-    )
+    d.polygon(_at(cx, cy, s, (-0.6, -0.3), (-0.25, -0.65), (0.7, -0.65), (0.35, -0.3)), fill=light, outline=edge)
+    d.polygon(_at(cx, cy, s, (0.35, -0.3), (0.7, -0.65), (0.7, 0.4), (0.35, 0.75)), fill=dark, outline=edge)
     d.rectangle([cx - 0.6 * s, cy - 0.3 * s, cx + 0.35 * s, cy + 0.75 * s], fill=fill, outline=edge, width=3)
 
 

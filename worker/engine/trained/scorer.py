@@ -163,9 +163,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path)
     parser.add_argument("--aesthetic", type=Path, help="only write the random aesthetic head here, and stop")
-    parser.add_argument("--images", type=int, default=16000)
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--images", type=int, default=16000, help="scenes rendered for training")
+    parser.add_argument("--steps", type=int, default=2000, help="optimiser steps")
+    parser.add_argument(
+        "--batch", type=int, default=128, help="image-caption pairs per step (the contrastive negatives)"
+    )
     parser.add_argument("--minutes", type=float, default=20.0, help="stop (and save) after this wall time")
     parser.add_argument("--threads", type=int, default=1, help="1: on a loaded machine, 2 threads were 15x slower")
     args = parser.parse_args()
