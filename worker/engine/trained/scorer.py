@@ -106,7 +106,10 @@ def held_out_rank_rate(model: CLIPModel, tokenizer: CLIPTokenizer, count: int = 
     return rate
 
 
-def train(out: Path, *, images: int, steps: int, batch: int, minutes: float, seed: int = 0) -> dict[str, Any]:
+def train(
+    out: Path, *, images: int, steps: int, batch: int, minutes: float, seed: int = 0, check: int = 300
+) -> dict[str, Any]:
+    """Train and save the scorer; `check`: held-out scenes for the top-1-of-5 rate logged at each save."""
     from transformers import CLIPImageProcessor, CLIPProcessor
 
     torch.manual_seed(seed)
@@ -136,7 +139,7 @@ def train(out: Path, *, images: int, steps: int, batch: int, minutes: float, see
         if step % 50 == 0:
             log.info("step %d loss %.3f (%.0f s)", step, loss.item(), time.monotonic() - started)
         if step % 400 == 0 or step == steps or over:
-            rate = held_out_rank_rate(model, tokenizer)
+            rate = held_out_rank_rate(model, tokenizer, count=check)
             log.info("step %d held-out top-1-of-5 %.3f", step, rate)
             model.save_pretrained(out)
             CLIPProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(out)
