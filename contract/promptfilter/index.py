@@ -19,9 +19,11 @@ from contract.promptfilter.lexicon import (
     Term,
     deletions,
     inflections,
+    nickname_stems,
     parse_line,
     read_source,
     sound_key,
+    sound_shape,
 )
 from contract.promptfilter.normalise import CJK, collapse, fold, leet_read, words_of
 
@@ -51,6 +53,8 @@ class Index:
         self._collapsed: dict[str, list[Term]] = {}  # the same with repeated letters collapsed
         self._fuzzy: dict[str, list[tuple[str, Term]]] = {}  # deletion neighbourhood of long words
         self._sounds: dict[str, list[tuple[str, Term]]] = {}  # sound keys of strong words of 5+ letters (`sound_key`)
+        self._shapes: dict[str, list[Term]] = {}  # `sound_shape`s of strong words (and plurals)
+        self._nicknames: dict[str, list[Term]] = {}  # the shapes pet forms of strong words are built on
         self._phrase_fuzzy: dict[str, list[str]] = {}  # the same for the words of phrases
         self._phrase_words: set[str] = set()
         self._inside = ahocorasick.Automaton()  # terms that may sit inside a word; allowed spans (no terms)
@@ -258,6 +262,8 @@ class Index:
         if not term.weak and len(key) >= 3 and key.isascii() and key.isalpha() and len(sound_key(key)) >= 3:
             for form in inflections(key, False) if key.endswith(("e", "y")) else (key,):
                 self._sounds.setdefault(sound_key(form), []).append((form, term))
+        if not term.weak and len(key) >= 3 and key.isascii() and key.isalpha():
+            self._index_shapes(key, term)
         if key.isascii() and key.isalpha() and (len(key) >= 6 if not term.weak else len(key) >= 7):
             for variant in {key} | deletions(key):
                 self._fuzzy.setdefault(variant, []).append((key, term))
@@ -266,6 +272,18 @@ class Index:
                 swapped = key[:i] + key[i + 1] + key[i] + key[i + 2 :]
                 if swapped != key:
                     self._word.setdefault(swapped, []).append(term)
+
+    def _index_shapes(self, key: str, term: Term) -> None:
+        """A strong word's `sound_shape` (and its plural's), and, from 4 letters, the shapes its pet forms are
+        built on (`nickname_stems`), when they hold two consonants: "nud" (nude), not "as"."""
+        shape = sound_shape(key)
+        if sum(c not in "aeiou" for c in shape) < 2:
+            return
+        for form in {key, key + "s", key + "es"} & inflections(key, False) | {key}:
+            self._shapes.setdefault(sound_shape(form), []).append(term)
+        if len(key) >= 4:
+            for stem in nickname_stems(shape):
+                self._nicknames.setdefault(stem, []).append(term)
 
     @classmethod
     def from_sources(cls, sources: Sequence[str]) -> Self:
