@@ -54,7 +54,8 @@ class Index:
         self._fuzzy: dict[str, list[tuple[str, Term]]] = {}  # deletion neighbourhood of long words
         self._sounds: dict[str, list[tuple[str, Term]]] = {}  # sound keys of strong words of 5+ letters (`sound_key`)
         self._shapes: dict[str, list[Term]] = {}  # `sound_shape`s of strong words (and plurals)
-        self._nicknames: dict[str, list[Term]] = {}  # the shapes pet forms of strong words are built on
+        # the shapes pet forms of strong words are built on → (the word's first two letters, the term)
+        self._nicknames: dict[str, list[tuple[str, Term]]] = {}
         self._phrase_fuzzy: dict[str, list[str]] = {}  # the same for the words of phrases
         self._phrase_words: set[str] = set()
         self._inside = ahocorasick.Automaton()  # terms that may sit inside a word; allowed spans (no terms)
@@ -62,6 +63,8 @@ class Index:
         self._phrases = ahocorasick.Automaton()  # multi-word terms and allowed phrases over " word word "
         self._nouns: set[str] = set()
         self._product_nouns: set[str] = set()  # `^noun` and `&noun`: what gives a `+` phrase its product sense
+        self._dishes: set[str] = set()  # `@noun`: dishes and food words that give a `!` word its menu sense
+        self._menu_words: set[str] = set()  # `!word`: mild words that name a dish's style ("slutty brownies")
         self._people: set[str] = set()  # forms of weak `person` and `minor` words
         self._colour_forms: set[str] = set()  # forms of `%` terms
         self._first_words: set[str] = set()  # the first word of each phrase (a quick "could a phrase start here")
@@ -107,10 +110,10 @@ class Index:
     def _read_line(self, category: str, line: str, listed: _Listed) -> None:
         """One list line: an `&noun`, an allowed phrase, or a term indexed by its word forms."""
         stripped = line.strip()
-        if category == ALLOW and stripped[:1] in ("&", "^"):
+        if category == ALLOW and stripped[:1] in ("&", "^", "@", "!"):
             noun = self._key(stripped[1:].split("#", 1)[0].strip())
-            nouns = self._nouns if stripped[0] == "&" else self._product_nouns
-            nouns.update((noun, noun + "s", noun + "es"))
+            nouns = {"&": self._nouns, "^": self._product_nouns, "@": self._dishes, "!": self._menu_words}[stripped[0]]
+            nouns.update((noun, noun + "s", noun + "es") if stripped[0] != "!" else (noun,))
             return
         product = category == ALLOW and stripped.startswith("+")
         term = parse_line(category, stripped[1:] if product else line)
@@ -275,7 +278,8 @@ class Index:
 
     def _index_shapes(self, key: str, term: Term) -> None:
         """A strong word's `sound_shape` (and its plural's), and, from 4 letters, the shapes its pet forms are
-        built on (`nickname_stems`), when they hold two consonants: "nud" (nude), not "as"."""
+        built on (`nickname_stems`) with its first two letters, when they hold two consonants: "nud" (nude), not
+        "as"."""
         shape = sound_shape(key)
         if sum(c not in "aeiou" for c in shape) < 2:
             return
@@ -283,7 +287,7 @@ class Index:
             self._shapes.setdefault(sound_shape(form), []).append(term)
         if len(key) >= 4:
             for stem in nickname_stems(shape):
-                self._nicknames.setdefault(stem, []).append(term)
+                self._nicknames.setdefault(stem, []).append((key[:2], term))
 
     @classmethod
     def from_sources(cls, sources: Sequence[str]) -> Self:

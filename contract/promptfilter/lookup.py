@@ -87,11 +87,13 @@ class Lookup(Index):
 
     def _shape_terms(self, word: str) -> list[Term]:
         """Strong terms a word sounds like by its vowels too (`sound_shape`: "nood", "kumm"), or a pet form of
-        ("nudie", "nakey": a `NICKNAME_ENDINGS` ending on a shape `nickname_stems` lists)."""
+        ("nudie", "nakey": a `NICKNAME_ENDINGS` ending on a shape `nickname_stems` lists, written with the
+        term's first two letters: "newsie" is no pet form of "nuas")."""
         found = list(self._shapes.get(sound_shape(word), ()))
         for ending in NICKNAME_ENDINGS:
             if word.endswith(ending) and len(word) - len(ending) >= 3:
-                found.extend(self._nicknames.get(sound_shape(word[: -len(ending)]), ()))
+                stem = sound_shape(word[: -len(ending)])
+                found.extend(term for start, term in self._nicknames.get(stem, ()) if word.startswith(start))
                 break
         return found
 
