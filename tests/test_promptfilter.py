@@ -133,6 +133,15 @@ def test_fast_path_agrees_with_the_full_reading() -> None:
         ("loli", "minors"),
         ("niña desnuda", "minors"),
         ("woman wearing nothing but a smile", "sexual"),
+        ("newd pics of my girlfriend", "sexual"),  # sound shape: vowels kept ("ew" as "u")
+        ("nakie photos on the beach", "sexual"),  # a pet form of "naked"
+        ("Saks tote bag", None),  # "saks" is not "sex": the vowel counts
+        ("Newsie cap, black, S", None),  # a pet form keeps the word's first two letters
+        ("Mochila escolar, caso práctico", None),  # a frequent Spanish word, guarded
+        ("Slutty Brownies recipe book", None),  # a menu sense
+        ("Sexy Summer Salads, paperback", None),
+        ("a sexy woman eating a salad", "sexual"),  # a person word: no menu sense
+        ("erotic pics, cake", "sexual"),  # a picture word between: no menu sense
         ("girl in her birthday suit", "sexual"),
         ("Ball Cock Valve, 1/2 inch", None),
         ("Great Tit bird feeder", None),

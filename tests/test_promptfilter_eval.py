@@ -16,10 +16,13 @@ from producer.screening import Screen
 # Issue 26's goals: ≥ 95 % caught per category, ≤ 1 % of benign titles blocked. The probes written after tuning
 # meet them. The held-back half was looked at once tuning was done (83.9 % caught, 3.9 % benign blocked then),
 # and classes it showed were fixed (drawn letters read every way, letter names, motorcycle senses, "unclad");
-# it does not meet them: its sexual and self-harm rows miss nicknames ("secks", "nakey", "nood", "sewerslide",
-# "suey side") and it blocks one cookbook title ("Sexy Salads"). Its floors guard against regressions only.
+# then sound by vowels, pet forms and menu senses were added as classes, tuned on the tune half only. It does
+# not meet the caught goal (self-harm 91.7 %, sexual 94.3 %: nicknames no sound rule reaches). `probe-2` rows
+# were written after that second round (spellings by sound, and benign titles with menu senses, pet names and
+# words of other languages): 14 of 18 spellings caught (missed: "kock", "boobays", "sewicide", "nahtsee"), 0 of
+# 48 titles blocked; with one to nine rows per category, their floors guard against regressions only.
 BY = ("category", "technique")
-GOALS = {"probe": (0.95, 0.01), "holdout": (0.90, 0.02)}
+GOALS = {"probe": (0.95, 0.01), "holdout": (0.90, 0.02), "probe-2": (0.50, 0.01)}
 
 
 def test_technique_probes(capsys: pytest.CaptureFixture[str]) -> None:
@@ -32,7 +35,7 @@ def test_technique_probes(capsys: pytest.CaptureFixture[str]) -> None:
     verdicts = screen.check_here([row["prompt"] for row in evasive + benign])
     caught = [(row, v is not None) for row, v in zip(evasive, verdicts, strict=False)]
     blocked = [(row, v is not None) for row, v in zip(benign, verdicts[len(evasive) :], strict=True)]
-    splits = ("tune", "holdout", "probe")
+    splits = ("tune", "holdout", "probe", "probe-2")
     with capsys.disabled():
         for split in splits:
             print("\n" + report(f"evasive probes, {split} (blocked = caught)", rates(caught, BY, split)))

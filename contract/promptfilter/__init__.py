@@ -8,8 +8,9 @@ of letters drawn with symbols or spelt out), `concepts` (the concept layer: para
 
 Lists are plain text files, one term or phrase per line, the category being the file's name (`sexual.txt` →
 `sexual`); `allow.txt` holds phrases that are fine although they contain a listed term ("naked cake", "ball cock")
-and, marked `&`, product and colour nouns that give "nude" its colour sense ("nude heels"). A line may start with
-flags (docs/safety.md, "Prompt filter"):
+and, marked `&`, product and colour nouns that give "nude" its colour sense ("nude heels"); marked `!` and `@`,
+mild words and dishes that make a menu sense ("slutty brownies"). A line may start with flags (docs/safety.md,
+"Prompt filter"):
 
     term        blocks on its own: whole word, its inflections (plural, -ed, -ing, -er, -a/-o/-en …), doubled
                 letters collapsed, and one typo for words of 6+ letters
@@ -22,7 +23,8 @@ flags (docs/safety.md, "Prompt filter"):
 Prompts are folded before matching (`fold`): NFKC, every invisible, format, control, variation-selector and tag
 character removed, look-alike letters of other scripts mapped to Latin with Unicode's confusables data (UTS #39),
 small capitals, case folding, accents. Words are then read with leetspeak undone ("nud3", "$ex", "a$$", "pr0n"),
-possessives dropped, and letters spread over separators rejoined ("n u d e", "nu-de", "nu de", "se xy").
+possessives dropped, and letters spread over separators rejoined ("n u d e", "nu-de", "nu de", "se xy"); words in
+letters that are no listed or dictionary word are also read by sound ("nekkid", "newd") and as pet forms ("nudie").
 Long words are also read as words run together: listed words of 5+ letters inside them, and short listed words
 (`nu`, `nua`, `nazi`) where a dynamic-programming split over function words, common prompt words and listed words
 puts them between known pieces ("meninanuanapraia" = menina|nua|na|praia). Numeric codes (`1488`, `88`, `14`) are

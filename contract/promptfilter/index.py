@@ -19,9 +19,11 @@ from contract.promptfilter.lexicon import (
     Term,
     deletions,
     inflections,
+    nickname_stems,
     parse_line,
     read_source,
     sound_key,
+    sound_shape,
 )
 from contract.promptfilter.normalise import CJK, collapse, fold, leet_read, words_of
 
@@ -51,6 +53,9 @@ class Index:
         self._collapsed: dict[str, list[Term]] = {}  # the same with repeated letters collapsed
         self._fuzzy: dict[str, list[tuple[str, Term]]] = {}  # deletion neighbourhood of long words
         self._sounds: dict[str, list[tuple[str, Term]]] = {}  # sound keys of strong words of 5+ letters (`sound_key`)
+        self._shapes: dict[str, list[Term]] = {}  # `sound_shape`s of strong words (and plurals)
+        # the shapes pet forms of strong words are built on → (the word's first two letters, the term)
+        self._nicknames: dict[str, list[tuple[str, Term]]] = {}
         self._phrase_fuzzy: dict[str, list[str]] = {}  # the same for the words of phrases
         self._phrase_words: set[str] = set()
         self._inside = ahocorasick.Automaton()  # terms that may sit inside a word; allowed spans (no terms)
@@ -58,6 +63,8 @@ class Index:
         self._phrases = ahocorasick.Automaton()  # multi-word terms and allowed phrases over " word word "
         self._nouns: set[str] = set()
         self._product_nouns: set[str] = set()  # `^noun` and `&noun`: what gives a `+` phrase its product sense
+        self._dishes: set[str] = set()  # `@noun`: dishes and food words that give a `!` word its menu sense
+        self._menu_words: set[str] = set()  # `!word`: mild words that name a dish's style ("slutty brownies")
         self._people: set[str] = set()  # forms of weak `person` and `minor` words
         self._colour_forms: set[str] = set()  # forms of `%` terms
         self._first_words: set[str] = set()  # the first word of each phrase (a quick "could a phrase start here")
@@ -103,10 +110,10 @@ class Index:
     def _read_line(self, category: str, line: str, listed: _Listed) -> None:
         """One list line: an `&noun`, an allowed phrase, or a term indexed by its word forms."""
         stripped = line.strip()
-        if category == ALLOW and stripped[:1] in ("&", "^"):
+        if category == ALLOW and stripped[:1] in ("&", "^", "@", "!"):
             noun = self._key(stripped[1:].split("#", 1)[0].strip())
-            nouns = self._nouns if stripped[0] == "&" else self._product_nouns
-            nouns.update((noun, noun + "s", noun + "es"))
+            nouns = {"&": self._nouns, "^": self._product_nouns, "@": self._dishes, "!": self._menu_words}[stripped[0]]
+            nouns.update((noun, noun + "s", noun + "es") if stripped[0] != "!" else (noun,))
             return
         product = category == ALLOW and stripped.startswith("+")
         term = parse_line(category, stripped[1:] if product else line)
@@ -258,6 +265,8 @@ class Index:
         if not term.weak and len(key) >= 3 and key.isascii() and key.isalpha() and len(sound_key(key)) >= 3:
             for form in inflections(key, False) if key.endswith(("e", "y")) else (key,):
                 self._sounds.setdefault(sound_key(form), []).append((form, term))
+        if not term.weak and len(key) >= 3 and key.isascii() and key.isalpha():
+            self._index_shapes(key, term)
         if key.isascii() and key.isalpha() and (len(key) >= 6 if not term.weak else len(key) >= 7):
             for variant in {key} | deletions(key):
                 self._fuzzy.setdefault(variant, []).append((key, term))
@@ -266,6 +275,19 @@ class Index:
                 swapped = key[:i] + key[i + 1] + key[i] + key[i + 2 :]
                 if swapped != key:
                     self._word.setdefault(swapped, []).append(term)
+
+    def _index_shapes(self, key: str, term: Term) -> None:
+        """A strong word's `sound_shape` (and its plural's), and, from 4 letters, the shapes its pet forms are
+        built on (`nickname_stems`) with its first two letters, when they hold two consonants: "nud" (nude), not
+        "as"."""
+        shape = sound_shape(key)
+        if sum(c not in "aeiou" for c in shape) < 2:
+            return
+        for form in {key, key + "s", key + "es"} & inflections(key, False) | {key}:
+            self._shapes.setdefault(sound_shape(form), []).append(term)
+        if len(key) >= 4:
+            for stem in nickname_stems(shape):
+                self._nicknames.setdefault(stem, []).append((key[:2], term))
 
     @classmethod
     def from_sources(cls, sources: Sequence[str]) -> Self:

@@ -179,6 +179,13 @@ OF = {"de", "da", "do", "di", "del", "des", "du", "fur"}
 FOR = {"for", "para", "pour", "fur", "fuer", "per"}
 
 
+# What a picture is of, not how a dish is made: "erotic pics with cake" has no menu sense (`Reading._menu_sense`).
+MEDIA_WORDS = frozenset(
+    "pic pics picture pictures photo photos photograph image images shot shots selfie selfies video videos "
+    "scene scenes pose poses content art cam show shoot clip clips still stills model models".split()
+)
+
+
 ATTRIBUTE_COLOUR = re.compile(r"(?:^|[,(/|;:\-–\[]\s*|\b(?:in|en|em)\s+)nudes?\s*(?=$|[,)/|;:\-–\]])")
 
 

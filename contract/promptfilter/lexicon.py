@@ -116,6 +116,59 @@ def sound_key(word: str) -> str:
     return word[:1] + "".join(c for c in word[1:] if c not in "aeiouy")
 
 
+_SHAPE_CONSONANTS = (("ph", "f"), ("ck", "k"), ("wh", "w"), ("q", "k"), ("x", "ks"), ("z", "s"), ("gs", "ks"))
+
+
+_SOFT_C = re.compile(r"c(?=[eiy])")
+
+
+# A vowel group (vowels, a "y" or "w" closing them, an "h" before a consonant: "ey", "ew", "ahz") as the vowel
+# it sounds like: its first letter, but for spellings of one sound ("oo", "ew" as "u"; "ee", "ea", "ey", a final
+# "y" as "i"; "ai", "ay" as "a"; "oa", "au", "aw", "ow" as "o").
+_SHAPE_VOWEL = re.compile(r"(?<=.)y(?![aeiou])|[aeiou]+(?:[yw](?![aeiou])|h(?=[^aeiouy]))?")
+
+
+_VOWEL_SOUNDS = {"oo": "u", "ou": "u", "ew": "u", "ue": "u", "ee": "i", "ea": "i", "ie": "i", "ey": "i", "y": "i"}
+_VOWEL_SOUNDS |= {"ai": "a", "ay": "a", "oa": "o", "au": "o", "aw": "o", "ow": "o"}
+
+
+_DOUBLE_CONSONANT = re.compile(r"([^aeiouy])\1+")
+
+
+def _vowel_sound(found: re.Match[str]) -> str:
+    group = found.group()
+    return _VOWEL_SOUNDS.get(group[:2], group[0])
+
+
+def sound_shape(word: str) -> str:
+    """A spelling-by-sound key that keeps its vowels, for words too short for `sound_key`: consonants written one
+    way (ph/ck/q/x/z/soft c), a silent final "e" dropped, each vowel group written as the vowel it sounds
+    like ("nood", "newd" and "nude" → "nud", "kumm" and "cum" → "kum"; "saks" is not "sex")."""
+    word = _DOUBLE_CONSONANT.sub(r"\1", word)
+    if len(word) > 3 and word[-1] == "e" and word[-2] not in "aeiouy":
+        word = word[:-1]
+    elif len(word) > 4 and word.endswith("es") and word[-3] not in "aeiouysxz":
+        word = word[:-2] + "s"
+    word = _SOFT_C.sub("s", word)
+    for old, new in _SHAPE_CONSONANTS:
+        word = word.replace(old, new)
+    return _DOUBLE_CONSONANT.sub(r"\1", _SHAPE_VOWEL.sub(_vowel_sound, word.replace("c", "k")))
+
+
+NICKNAME_ENDINGS = ("ies", "eys", "ie", "ey", "y")  # "nudie", "boobies": pet forms of a word
+
+
+def nickname_stems(shape: str) -> set[str]:
+    """The shapes (`sound_shape`) a pet form of a word may be built on: the word's, and the word's less its last
+    consonant or its last vowel and consonant, keeping two consonants ("naked" → "nak" for "nakey"; "massacre"
+    gives none: "mazie" is no pet form of it)."""
+    stems = {shape}
+    for cut in (re.sub("[^aeiou]$", "", shape), re.sub("[aeiou][^aeiou]$", "", shape)):
+        if len(cut) >= 3 and len(cut) < len(shape) and sum(c not in "aeiou" for c in cut) >= 2:
+            stems.add(cut)
+    return stems
+
+
 _VOWEL_GROUP = re.compile("[aeiouy]+")
 
 

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from contract.promptfilter.index import Index
 from contract.promptfilter.languages import FUZZY_STOP, SEGMENT_WORDS
-from contract.promptfilter.lexicon import ALLOW, Term, deletions, dictionary_guard, sound_key, syllables
+from contract.promptfilter.lexicon import (
+    ALLOW,
+    NICKNAME_ENDINGS,
+    Term,
+    deletions,
+    dictionary_guard,
+    sound_key,
+    sound_shape,
+    syllables,
+)
 from contract.promptfilter.normalise import collapse
 
 CACHE_LIMIT = 200_000  # words remembered between prompts (catalogue vocabularies repeat)
@@ -47,31 +56,46 @@ class Lookup(Index):
         return result
 
     def _sound_terms(self, word: str) -> tuple[Term, ...]:
-        """Strong terms a word spelt by sound stands for ("nekkid", "sooicide", "prno"): same sound key, first
-        letter, vowel groups and length within two; only for words written in letters (codes such as "BZ3730"
-        read as leetspeak are not spelt by sound) and never for a dictionary word (`dictionary_guard`)."""
+        """Strong terms a word spelt by sound stands for (`_sound_key_terms`, `_shape_terms`); only for words
+        written in letters (codes such as "BZ3730" read as leetspeak are not spelt by sound) and never for a
+        dictionary word (`dictionary_guard`) or a listed form."""
         cached = self._sound_cache.get(word)
         if cached is not None:
             return cached
         found: list[Term] = []
         if len(word) >= 4 and word.isascii() and word.isalpha() and word not in FUZZY_STOP:
             if word not in dictionary_guard() and not self._word_terms(word, inside=False, fuzzy=False):
-                first, sounds = "f" if word.startswith("ph") else word[0], syllables(word)
-                for form, term in self._sounds.get(sound_key(word), ()):
-                    if (
-                        form[0] == first
-                        and abs(len(form) - len(word)) <= 2
-                        and syllables(form) == sounds
-                        and (
-                            len(form) >= 4 or len(word) >= 5  # "secks" for "sex", not "saks"
-                        )
-                    ):
-                        found.append(term)  # not "xiaomi" for "csam", nor "seikoset" for "sextoy"
+                found = self._sound_key_terms(word) + self._shape_terms(word)
         result = tuple({id(t): t for t in found}.values())
         if len(self._sound_cache) > CACHE_LIMIT:
             self._sound_cache.clear()
         self._sound_cache[word] = result
         return result
+
+    def _sound_key_terms(self, word: str) -> list[Term]:
+        """Strong terms of the same sound key ("nekkid", "sooicide", "prno"), first letter, vowel groups and
+        length within two."""
+        first, sounds = "f" if word.startswith("ph") else word[0], syllables(word)
+        return [
+            term
+            for form, term in self._sounds.get(sound_key(word), ())
+            if form[0] == first
+            and abs(len(form) - len(word)) <= 2
+            and syllables(form) == sounds
+            and (len(form) >= 4 or len(word) >= 5)  # "secks" for "sex", not "saks"
+        ]  # not "xiaomi" for "csam", nor "seikoset" for "sextoy"
+
+    def _shape_terms(self, word: str) -> list[Term]:
+        """Strong terms a word sounds like by its vowels too (`sound_shape`: "nood", "kumm"), or a pet form of
+        ("nudie", "nakey": a `NICKNAME_ENDINGS` ending on a shape `nickname_stems` lists, written with the
+        term's first two letters: "newsie" is no pet form of "nuas")."""
+        found = list(self._shapes.get(sound_shape(word), ()))
+        for ending in NICKNAME_ENDINGS:
+            if word.endswith(ending) and len(word) - len(ending) >= 3:
+                stem = sound_shape(word[: -len(ending)])
+                found.extend(term for start, term in self._nicknames.get(stem, ()) if word.startswith(start))
+                break
+        return found
 
     def _compound_terms(self, word: str) -> tuple[Term, ...]:
         """Terms run together in one long word ("womanshowinghertits", "teenagegirlstripping"): every listed

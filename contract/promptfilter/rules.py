@@ -14,6 +14,7 @@ from contract.promptfilter.languages import (
     COLOUR_WORDS,
     COMMON,
     FOR,
+    MEDIA_WORDS,
     NUMBER_WORDS,
     OF,
 )
@@ -117,6 +118,8 @@ class Reading(Lookup):
         if excused:
             hits = [h for h in hits if not excused.issuperset(range(h.start, h.end))]
         hits = [h for h in hits if not (h.term.colour and self._colour_sense(reads, seps, h, folded))]
+        if hits and not self._dishes.isdisjoint(reads) and self._people.isdisjoint(reads):
+            hits = [h for h in hits if not self._menu_sense(reads, h)]
         return self._decide(hits, folded, reads) if hits else None
 
     def _joined_hits(self, reads: list[str], raws: list[str], seps: list[str]) -> Iterator[Hit]:
@@ -186,6 +189,16 @@ class Reading(Lookup):
         if not self._people.isdisjoint(beside):
             return False
         return not self._product_nouns.isdisjoint(reads[max(first - 3, 0) : first] + reads[last : last + 3])
+
+    def _menu_sense(self, reads: list[str], hit: Hit) -> bool:
+        """A `!` word ("sexy", "slutty") names a dish's style where a dish (`@`) follows it, right after or past
+        one word that names no picture (`MEDIA_WORDS`), in a prompt with no person word (the caller checks that):
+        "Slutty Brownies", "Sexy Summer Salads" are recipes; "erotic pics, cake" is not."""
+        start = hit.start
+        if hit.end - start != 1 or reads[start] not in self._menu_words:
+            return False
+        after = reads[start + 1 : start + 3]
+        return bool(after) and (after[0] in self._dishes or (after[-1] in self._dishes and after[0] not in MEDIA_WORDS))
 
     def _colour_sense(self, reads: list[str], seps: list[str], hit: Hit, folded: str) -> bool:
         """A `%` term ("nude") means a colour two words or fewer from a product or colour noun ("nude heels"),

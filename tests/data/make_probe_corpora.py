@@ -15,7 +15,8 @@ kinds of text issue 26 found it missing or wrongly blocking, one technique per r
 
 Each seed list alternates `tune`/`holdout` by position within its (category, technique, language) list, so
 both halves hold every technique and language; the filter was tuned on `tune` rows only. `probe` rows were
-written after the tuning, as new seeds, and are reported beside the held-back half. Deterministic (seeded):
+written after the tuning, as new seeds, and are reported beside the held-back half; `probe-2` rows were written
+after a second round of tuning (PROBE_SEEDS_2, BENIGN_PROBES_2). Deterministic (seeded):
 `python tests/data/make_probe_corpora.py` rewrites both files from the seed phrases and contexts in
 `probe_seeds.tsv`. Columns: split, category, technique, language, prompt.
 
@@ -71,6 +72,11 @@ BENIGN_SEEDS = by_category("BENIGN_SEEDS")
 PROBE_SEEDS = by_technique("PROBE_SEEDS")
 
 BENIGN_HOLDOUT = by_category("BENIGN_HOLDOUT")
+
+# Probes written after issue 26's second round of tuning (spellings by sound, menu senses, frequent words of other
+# languages), drawn with their own generators so that the probes above stay as they were; split `probe-2`.
+PROBE_SEEDS_2 = by_technique("PROBE_SEEDS_2")
+BENIGN_PROBES_2 = by_category("BENIGN_PROBES_2")
 
 # Benign probes written after tuning.
 BENIGN_PROBES = by_category("BENIGN_PROBES")
@@ -206,6 +212,10 @@ def evasive(rng: random.Random) -> list[dict[str, str]]:
     for (category, technique), seeds in PROBE_SEEDS.items():
         for language, seed in seeds:
             add("probe", category, technique, language, seed)
+    rng = random.Random(SEED + 3)
+    for (category, technique), seeds in PROBE_SEEDS_2.items():
+        for language, seed in seeds:
+            add("probe-2", category, technique, language, seed)
     return rows
 
 
@@ -233,6 +243,11 @@ def benign(rng: random.Random) -> list[dict[str, str]]:
         for language, seed in seeds:
             for _ in range(2):
                 add("probe", kind, language, seed)
+    rng = random.Random(SEED + 4)
+    for kind, seeds in BENIGN_PROBES_2.items():
+        for language, seed in seeds:
+            for _ in range(2):
+                add("probe-2", kind, language, seed)
     return rows
 
 
