@@ -416,3 +416,53 @@ def test_a_missing_model_directory_says_how_to_build_one(clean_env: Path, monkey
     assert "Traceback" not in result.output and not (clean_env / "data").exists()
     hub = invoke("submit", "shop.csv", "--key", "sku", "--template", "{title}", "--model", "no-such-model")
     assert hub.exit_code == 2 and "pixelmill model tiny" not in hub.output, hub.output  # not a path: no build hint
+
+
+# --- help and pipes ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("group", [[], ["tenants"], ["db"]], ids=["pixelmill", "tenants", "db"])
+def test_each_commands_summary_reads_as_one_sentence_in_the_help(
+    group: list[str], clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A docstring's own line breaks do not cut a command's summary in the group's help: at 400 columns every
+    summary is one line, its whole first paragraph."""
+    import inspect
+
+    import typer.main
+
+    monkeypatch.setenv("COLUMNS", "400")
+    result = invoke(*group, "--help")
+    assert result.exit_code == 0, result.output
+    command = typer.main.get_command(app)
+    for name in group:
+        command = command.commands[name]  # type: ignore[attr-defined]
+    lines = [" ".join(line.strip("│ ").split()) for line in result.output.splitlines()]
+    for name, sub in command.commands.items():  # type: ignore[attr-defined]
+        summary = " ".join(inspect.cleandoc(sub.help or "").split("\n\n")[0].split())
+        assert f"{name} {summary}" in lines, (name, summary)
+
+
+def test_a_reader_that_goes_away_is_not_reported_as_a_broker_error(clean_env: Path) -> None:
+    """`pixelmill submit ... --dry-run --json | head -c 600`: the pipe closes under the command; it stops as
+    `jobs | head` does (exit 1, no message), not with "cannot reach the broker: Broken pipe"."""
+    import os
+    import subprocess
+
+    (clean_env / "catalogue.csv").write_text("sku,prompt\nA1,a red mug\nA2,a green bottle\n")
+    read, write = os.pipe()
+    os.close(read)  # every write to the pipe now fails with EPIPE
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pixelmill", "submit", "catalogue.csv", "--key", "sku", "--dry-run", "--json"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            cwd=clean_env,
+            env={**os.environ, "PIXELMILL_DATA_DIR": str(clean_env / "data"), "PIXELMILL_IMAGE_CHECKER": "none"},
+        )
+    finally:
+        os.close(write)
+    assert proc.returncode == 1, proc.stderr
+    assert "error" not in proc.stderr.lower() and "broker" not in proc.stderr, proc.stderr

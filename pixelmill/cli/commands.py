@@ -64,7 +64,7 @@ def _main(
 
 def group(name: str, help: str) -> typer.Typer:  # noqa: A002 (typer's word)
     """A command group (`pixelmill db ...`), added to the app."""
-    sub = typer.Typer(help=help, no_args_is_help=True)
+    sub = typer.Typer(help=help, no_args_is_help=True, cls=errors.CommandGroup)
     app.add_typer(sub, name=name)
     return sub
 

@@ -93,13 +93,16 @@ def submit_photos(settings: Settings, ledger: Any, text: Options, console: Conso
     return result.job
 
 
+SHEET = "demo-photos-sheet.html"  # in PIXELMILL_DATA_DIR
+
+
 def write_photo_sheet(settings: Settings, ledger: Any, tenant_id: int, job: int) -> Path:
     """The photo job's contact sheet: each product photo beside its output."""
     from contract.storage import open_storage
     from pixelmill.cli.common import photo_reader
     from producer.sheet import write_sheet
 
-    path = settings.data_path / "demo-photos-sheet.html"
+    path = settings.data_path / SHEET
     with ledger.session(readonly=True) as session, open(path, "w", encoding="utf-8") as stream:
         write_sheet(
             session,

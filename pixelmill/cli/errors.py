@@ -10,6 +10,7 @@ warns about unknown `PIXELMILL_*` variables with a did-you-mean.
 from __future__ import annotations
 
 import difflib
+import inspect
 import io
 import os
 import traceback
@@ -156,7 +157,18 @@ def describe(exc: BaseException) -> str | None:
     return None
 
 
-class GuardedGroup(TyperGroup):
+class CommandGroup(TyperGroup):
+    """A group whose command list shows each command's first paragraph as one line of prose: typer's rich help
+    keeps the docstring's own line breaks there, which cut the summaries mid-sentence."""
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None and command.short_help is None and command.help:
+            command.short_help = " ".join(inspect.cleandoc(command.help).split("\n\n")[0].split())
+        return command
+
+
+class GuardedGroup(CommandGroup):
     """The top `pixelmill` group: known errors become exit 2 with a message (see module docstring)."""
 
     def invoke(self, ctx: Any) -> Any:  # typer's vendored click.Context
@@ -169,6 +181,8 @@ class GuardedGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except (ClickException, typer.Exit, typer.Abort):
+            raise
+        except BrokenPipeError:  # the reader went away (`| head`): click's main exits 1 without a word
             raise
         except Exception as exc:
             message = describe(exc)

@@ -21,6 +21,8 @@ from diffusers import (
     DiffusionPipeline,
     StableDiffusionPipeline,
 )
+from diffusers.utils import logging as diffusers_logging
+from transformers.utils import logging as transformers_logging
 
 from .interface import Request, Result, default_device
 from .lora import FusedLoras, LoraSwitch
@@ -32,6 +34,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+# Loading a pipeline draws diffusers' and transformers' progress bars ("Loading pipeline components", "Loading
+# weights") into every worker's log and terminal; the worker logs the load itself ("base model loaded").
+diffusers_logging.disable_progress_bar()
+transformers_logging.disable_progress_bar()
 
 
 class TorchEngine:
