@@ -150,6 +150,30 @@ def test_the_operator_gives_the_default_tenant_source_roots_and_clears_them(ledg
     get_settings.cache_clear()
 
 
+def test_a_tenants_fair_share_set_on_the_cli_reads_back_from_tenants_list(ledger: Ledger, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from contract.settings import get_settings
+    from pixelmill.cli import app
+
+    get_settings.cache_clear()
+    environ = {"PIXELMILL_DATA_DIR": str(tmp_path), "PIXELMILL_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}"}
+    runner = CliRunner()
+    try:
+        assert runner.invoke(app, ["tenants", "add", "acme"], env=environ).exit_code == 0
+        given = runner.invoke(app, ["tenants", "set", "acme", "--weight", "3", "--max-in-flight", "5000"], env=environ)
+        assert given.exit_code == 0, given.output
+        listed = runner.invoke(app, ["tenants", "list", "--json"], env=environ)
+        shares = {t["name"]: (t["weight"], t["max_in_flight"], t["paused"]) for t in json.loads(listed.stdout)}
+        assert shares == {"default": (1, None, False), "acme": (3, 5000, False)}
+        table = runner.invoke(app, ["tenants", "list"], env={**environ, "COLUMNS": "250"}).output
+        assert "≤ 5000" in table and "no limit" in table
+    finally:
+        get_settings.cache_clear()
+
+
 def test_a_rejection_that_made_no_job_is_listed_only_to_its_tenant(ledger: Ledger, tmp_path: Path) -> None:
     """`job.rejected` of a request that wrote nothing carries the tenant that sent it (migration 0012)."""
     import json

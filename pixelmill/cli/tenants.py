@@ -124,7 +124,7 @@ def set_(
 
 
 def list_(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False) -> None:
-    """Every tenant: created, revoked, live tokens, reply prefix, source roots and webhook hosts."""
+    """Every tenant: created, revoked, live tokens, reply prefix, source roots, webhook hosts and fair share."""
     from contract.tenants import list_tenants
 
     with open_ledger().session(readonly=True) as session:
@@ -141,13 +141,18 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON lis
                         "reply_prefix": t.reply_prefix,
                         "source_roots": list(t.source_roots),
                         "webhook_hosts": list(t.webhook_hosts),
+                        "weight": t.weight,
+                        "max_in_flight": t.max_in_flight,
+                        "paused": t.paused,
                     }
                     for t in found
                 ]
             )
         )
         return
-    table = Table("tenant", "created", "revoked", "tokens", "reply prefix", "source roots", "webhook hosts")
+    table = Table(
+        "tenant", "created", "revoked", "tokens", "reply prefix", "source roots", "webhook hosts", "weight", "in flight"
+    )
     table.box = box.SIMPLE_HEAD
     for t in found:
         table.add_row(
@@ -158,6 +163,8 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON lis
             escape(t.reply_prefix),
             escape(", ".join(t.source_roots)),
             escape(", ".join(t.webhook_hosts)),
+            str(t.weight) + (" (paused)" if t.paused else ""),
+            "no limit" if t.max_in_flight is None else f"≤ {t.max_in_flight}",
         )
     out.print(table)
 
