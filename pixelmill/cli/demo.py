@@ -107,15 +107,7 @@ def run_demo(
         if started_broker:
             broker.stop()
     _summary(settings, console, final, f"{size}, {steps} steps, {'trained scene' if trained else 'tiny'} model")
-    sheet = settings.data_path / demo_photos.SHEET
-    if photos.total == 0 and sheet.exists():  # a re-run: every photo was already done; keep the sheet that shows them
-        console.print(f"product photos: job {photos.job}, every photo already done; their outputs are in {sheet}")
-    else:
-        sheet = demo_photos.write_photo_sheet(settings, ledger, DEFAULT_TENANT_ID, photos.job)
-        console.print(
-            f"product photos: job {photos.job}, {photos.succeeded} of {photos.total} in background mode; "
-            f"each photo beside its output in {sheet}"
-        )
+    demo_photos.report(settings, ledger, photos, console)
     console.print(f"took {time.monotonic() - started:.0f} s")
     ok = all(f.finished and f.failed == 0 for f in (final, photos))
     return 0 if ok else 1

@@ -6,12 +6,15 @@ its output. Small on purpose: four items beside the 40 text items keep the demo 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from contract.settings import Settings
 from producer.options import Options
+
+if TYPE_CHECKING:
+    from producer.status import JobStatus
 
 PRODUCTS = (  # sku, title, body colour, shape, photo size (sides not multiples of 8: the canvas rounds them up)
     ("PHOTO-MUG", "red mug", (200, 40, 40), "mug", (60, 52)),
@@ -114,3 +117,19 @@ def write_photo_sheet(settings: Settings, ledger: Any, tenant_id: int, job: int)
             read_input=photo_reader(settings),
         )
     return path
+
+
+def report(settings: Settings, ledger: Any, photos: JobStatus, console: Console) -> None:
+    """The photo job's line in the demo's summary, and its contact sheet (kept as it is on a re-run in which
+    every photo was already done: the new job has none to show)."""
+    from contract.tenants import DEFAULT_TENANT_ID
+
+    sheet = settings.data_path / SHEET
+    if photos.total == 0 and sheet.exists():
+        console.print(f"product photos: job {photos.job}, every photo already done; their outputs are in {sheet}")
+        return
+    sheet = write_photo_sheet(settings, ledger, DEFAULT_TENANT_ID, photos.job)
+    console.print(
+        f"product photos: job {photos.job}, {photos.succeeded} of {photos.total} in background mode; "
+        f"each photo beside its output in {sheet}"
+    )
