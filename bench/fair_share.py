@@ -106,9 +106,9 @@ def _timed(scheduling: Any, scheduler: Any) -> dict[str, float]:
     wrap(scheduler, "sweep", "sweep")  # the counters' check: a holder's first pass, then once per reconcile interval
     send = scheduler._send
 
-    def counted(model: str, items: Any) -> int:
+    def counted(model: str, items: Any, *rest: Any) -> int:
         t0 = time.perf_counter()
-        sent = int(send(model, items))
+        sent = int(send(model, items, *rest))
         totals["mark"] += time.perf_counter() - t0
         totals["chunks"] += sent
         return sent

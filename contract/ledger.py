@@ -110,6 +110,11 @@ class Ledger:
         self.engine = make_engine(settings)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.readers = sessionmaker(self.engine.execution_options(**{_READONLY: True}), expire_on_commit=False)
+        self.autocommit = (
+            sessionmaker(self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False)
+            if self.engine.dialect.name == "postgresql"
+            else None
+        )
         if migrate:
             ensure_schema(self.engine, settings)
 
@@ -118,6 +123,19 @@ class Ledger:
         """A transaction: committed on success, rolled back on any error."""
         with (self.readers if readonly else self.sessions).begin() as session:
             yield session
+
+    @contextlib.contextmanager
+    def statements(self) -> Iterator[Session]:
+        """Statements that need no transaction around them (reads that are each consistent on their own, writes of
+        one statement): on PostgreSQL each commits by itself, which spares a BEGIN and a COMMIT round trip (the
+        scheduler's pass); on SQLite a read-only transaction (`statements_commit` says which)."""
+        with (self.autocommit or self.readers).begin() as session:
+            yield session
+
+    @property
+    def statements_commit(self) -> bool:
+        """Whether a write in `statements()` commits by itself (PostgreSQL), rather than being refused."""
+        return self.autocommit is not None
 
     def dispose_after_fork(self) -> None:
         # Connections inherited from the parent belong to the parent; never use them in the child.

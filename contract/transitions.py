@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 
 from contract import events, faults
 from contract.checks import Safety
-from contract.ledger import bound, bulk_insert, insert_ignore
+from contract.ledger import bound, bulk_insert, insert_ignore, one_of
 from contract.params import GenerationParams
 from contract.queue import QueuedItem
 from contract.schema import ACTIVE, Candidate, Image, ImageScore, Item, Job, OutcomeTally, State, detached, utcnow
@@ -306,8 +306,12 @@ def add_items(session: Session, job_id: int, items: Sequence[NewItem]) -> list[i
 def mark_queued(session: Session, item_ids: Collection[int], *, jobs: Collection[int] | None = None) -> None:
     """pending → queued, once the scheduler published a message carrying them (never moves an item that went on:
     a worker may have claimed it from `pending` already). With `jobs` (the items' jobs) the UPDATE finds them on
-    the `(job_id, state, id)` index: SQLite would otherwise walk every pending item of the state index."""
+    the `(job_id, state, id)` index: SQLite would otherwise walk every pending item of the state index. On
+    PostgreSQL one statement (`_mark_queued_pg`), atomic by itself: the scheduler runs it outside a transaction."""
     ids = list(item_ids)
+    if ids and session.get_bind().dialect.name == "postgresql":
+        _mark_queued_pg(session, ids)
+        return
     same_job = [Item.job_id.in_(list(jobs))] if jobs is not None else []
     moved: Counter[int] = Counter()
     for start in range(0, len(ids), _IN_BATCH):
@@ -320,6 +324,25 @@ def mark_queued(session: Session, item_ids: Collection[int], *, jobs: Collection
             )
         )
     _backlog(session, {job: -n for job, n in moved.items()})
+
+
+def _mark_queued_pg(session: Session, ids: list[int]) -> None:
+    """`mark_queued` on PostgreSQL: the items' UPDATE and their jobs' counters in one statement (a data-modifying
+    CTE), the ids as one array parameter: one round trip and one prepared plan, whatever the number of items."""
+    moved = (
+        update(Item)
+        .where(one_of(session, Item.id, ids), Item.state == State.pending)
+        .values(state=State.queued, queued_at=utcnow())
+        .returning(Item.job_id)
+        .cte("moved")
+    )
+    per_job = select(moved.c.job_id, func.count().label("n")).group_by(moved.c.job_id).subquery("per_job")
+    session.execute(
+        update(Job)
+        .where(Job.id == per_job.c.job_id)
+        .values(pending=Job.pending - per_job.c.n)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def claim(
