@@ -100,6 +100,7 @@ def _timed(scheduling: Any, scheduler: Any) -> dict[str, float]:
 
         setattr(owner, name, timed)
 
+    wrap(scheduling, "read_lease", "lease")  # the pass's first read: the lease, and whether tallies wait
     wrap(scheduling, "take_lease", "lease")
     wrap(scheduling, "_read_backlog", "read_backlog")
     wrap(scheduler, "_choose", "choose")

@@ -98,27 +98,47 @@ def holder_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+@dataclass(frozen=True)
+class LeaseSeen:
+    """What a pass's first read saw: the lease's holder and expiry (None: no lease row yet), and whether outcome
+    tallies wait to be counted."""
+
+    holder: str | None
+    expires: datetime | None
+    tallies: bool
+
+
+def read_lease(session: Session, *, name: str = LEASE) -> LeaseSeen:
+    """The lease and whether tallies wait, in one statement (one round trip of the pass fewer)."""
+    of_lease = SchedulerLease.name == name
+    holder, expires, tallies = session.execute(
+        select(
+            select(SchedulerLease.holder).where(of_lease).scalar_subquery(),
+            select(SchedulerLease.expires).where(of_lease).scalar_subquery(),
+            exists(select(OutcomeTally.id)),
+        )
+    ).one()
+    return LeaseSeen(holder, expires, bool(tallies))
+
+
 def take_lease(
-    ledger: Ledger, holder: str, seconds: float, *, name: str = LEASE, session: Session | None = None
+    ledger: Ledger, holder: str, seconds: float, *, name: str = LEASE, seen: LeaseSeen | None = None
 ) -> bool:
-    """True when `holder` holds the lease now (taken or renewed). A read first (in `session` when given: the
-    scheduler's pass reads the lease and its backlog in one transaction): a process that is not the holder while
-    the lease is valid writes nothing (on SQLite, it never takes the write lock)."""
+    """True when `holder` holds the lease now (taken or renewed). A read first (`seen`: the pass read it already):
+    a process that is not the holder while the lease is valid writes nothing (on SQLite, it never takes the write
+    lock)."""
     now = utcnow()
-    query = select(SchedulerLease.holder, SchedulerLease.expires).where(SchedulerLease.name == name)
-    if session is not None:
-        row = session.execute(query).first()
-    else:
+    if seen is None:
         with ledger.session(readonly=True) as reading:
-            row = reading.execute(query).first()
-    if row is not None:
-        if row.holder != holder and row.expires > now:
+            seen = read_lease(reading, name=name)
+    if seen.holder is not None and seen.expires is not None:
+        if seen.holder != holder and seen.expires > now:
             return False
-        if row.holder == holder and (row.expires - now).total_seconds() > seconds / 2:
+        if seen.holder == holder and (seen.expires - now).total_seconds() > seconds / 2:
             return True  # renewed recently enough: no write
     expires = now + timedelta(seconds=seconds)
     with ledger.session() as session:
-        if row is None:
+        if seen.holder is None:
             insert_ignore(session, SchedulerLease, [{"name": name, "holder": holder, "expires": expires}], ["name"])
         result = session.execute(
             update(SchedulerLease)
@@ -319,18 +339,16 @@ def _params(raw: str) -> GenerationParams:
     return GenerationParams.from_json(json.loads(raw))
 
 
-def count_tallies(ledger: Ledger, *, reading: Session | None = None) -> int:
+def count_tallies(ledger: Ledger, *, waiting: bool | None = None) -> int:
     """Move the outcome tallies (contract/schema.py `OutcomeTally`) into `pixelmill_items_total`: delete them and
-    count what was deleted, so two holders for a moment never count one twice. A read first (in `reading` when
-    given): while there is nothing to count (nearly always) nothing is written. Returns the items counted."""
-    probe = select(OutcomeTally.id).limit(1)
-    if reading is not None:
-        if reading.scalar(probe) is None:
-            return 0
-    else:
+    count what was deleted, so two holders for a moment never count one twice. A read first (`waiting`: the pass's
+    `read_lease` saw whether any wait): while there is nothing to count (nearly always) nothing is written. Returns
+    the items counted."""
+    if waiting is None:
         with ledger.session(readonly=True) as session:
-            if session.scalar(probe) is None:
-                return 0
+            waiting = session.scalar(select(OutcomeTally.id).limit(1)) is not None
+    if not waiting:
+        return 0
     with ledger.session() as session:
         taken = session.execute(
             delete(OutcomeTally).returning(OutcomeTally.job_id, OutcomeTally.outcome, OutcomeTally.n)
@@ -391,22 +409,24 @@ class Scheduler:
 
     def run_pass(self) -> Report:
         """Take or renew the lease; if held, sweep the counters when due, then top every model's window up with
-        fairly chosen chunks. Between sweeps the lease, the tallies' probe, the backlog and the chunks are read in
-        one transaction (each transaction costs round trips: the pool's ping, BEGIN, COMMIT)."""
+        fairly chosen chunks. Between sweeps one session (`Ledger.statements`) reads the lease (with whether
+        tallies wait), the backlog and the chunks, and on PostgreSQL also marks them: there each statement commits
+        by itself, sparing the BEGIN and COMMIT round trips (a pass is six round trips, the pool's ping included)."""
         with self.ledger.statements() as session:
-            if not take_lease(self.ledger, self.holder, lease_seconds(self.settings), session=session):
+            seen = read_lease(session)
+            if not take_lease(self.ledger, self.holder, lease_seconds(self.settings), seen=seen):
                 self.swept_at = None  # a holder sweeps at its first pass
                 return Report()
             if not self.sweep_due():
-                return self._dispatch(session, Report(leader=True))
+                return self._dispatch(session, Report(leader=True), seen.tallies)
         self.sweep()  # before the backlog's read: its snapshot (SQLite's) sees the recounted counters
         with self.ledger.statements() as session:
-            return self._dispatch(session, Report(leader=True, swept=True))
+            return self._dispatch(session, Report(leader=True, swept=True), seen.tallies)
 
-    def _dispatch(self, session: Session, report: Report) -> Report:
-        """Count the tallies, read the backlog, and fill each model's window."""
+    def _dispatch(self, session: Session, report: Report, tallies: bool) -> Report:
+        """Count the tallies if any wait, read the backlog, and fill each model's window."""
         try:
-            count_tallies(self.ledger, reading=session)
+            count_tallies(self.ledger, waiting=tallies)
         except Exception:  # counting must never stop dispatch; the tallies wait for the next pass
             log.exception("counting the ledger's outcome tallies failed; will try again")
         found = _read_backlog(session, self.settings)
