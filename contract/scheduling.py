@@ -32,6 +32,7 @@ Prometheus scrapes: each tally is deleted and counted in the same step, once, by
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -49,6 +50,8 @@ from typing import Any
 from sqlalchemy import (
     ARRAY,
     BigInteger,
+    CompoundSelect,
+    Select,
     String,
     Text,
     and_,
@@ -111,15 +114,78 @@ class LeaseSeen:
 
 def read_lease(session: Session, *, name: str = LEASE) -> LeaseSeen:
     """The lease and whether tallies wait, in one statement (one round trip of the pass fewer)."""
-    of_lease = SchedulerLease.name == name
-    holder, expires, tallies = session.execute(
-        select(
-            select(SchedulerLease.holder).where(of_lease).scalar_subquery(),
-            select(SchedulerLease.expires).where(of_lease).scalar_subquery(),
-            exists(select(OutcomeTally.id)),
-        )
-    ).one()
+    holder, expires, tallies = session.execute(_lease_read(name)).one()
     return LeaseSeen(holder, expires, bool(tallies))
+
+
+# The pass's statements are built once (functools.cache) and run with parameters: building a statement and its
+# cache key anew each pass was a third of the pass's Python.
+
+
+@functools.cache
+def _lease_read(name: str) -> Select[Any]:
+    of_lease = SchedulerLease.name == name
+    return select(
+        select(SchedulerLease.holder).where(of_lease).scalar_subquery(),
+        select(SchedulerLease.expires).where(of_lease).scalar_subquery(),
+        exists(select(OutcomeTally.id)),
+    )
+
+
+@functools.cache
+def _backlogged_jobs() -> Select[int, str, int, str, int, int, int | None]:
+    return (
+        select(Job.id, Job.model, Job.tenant_id, Job.priority, Job.pending, Tenant.weight, Tenant.max_in_flight)
+        .join(Tenant, Tenant.id == Job.tenant_id)
+        .where(Job.pending > 0, Job.paused.is_(False), Tenant.paused.is_(False))
+    )
+
+
+@functools.cache
+def _in_flight_and_live() -> CompoundSelect[Any]:
+    """Items queued or running per model, tenant and state, and (state `_LIVE`) live workers per model, whose
+    heartbeat is after the parameter `since`."""
+    in_flight = (
+        select(Job.model, Job.tenant_id, type_coerce(Item.state, String), func.count())
+        .select_from(Item)
+        .join(Job, Job.id == Item.job_id)
+        # Neither IN (...) nor a filter on the models: an expanding parameter re-renders the statement at every
+        # execution (about 1.5 ms of Python a pass); the live workers of other models are a few rows more.
+        .where(or_(Item.state == State.queued, Item.state == State.running))
+        .group_by(Job.model, Job.tenant_id, Item.state)
+    )
+    live_workers = (
+        select(Worker.model, null(), literal(_LIVE), func.count())
+        .where(Worker.last_seen > bindparam("since"), Worker.state != "failed")
+        .group_by(Worker.model)
+    )
+    return union_all(in_flight, live_workers)
+
+
+@functools.cache
+def _ready_items() -> Select[Any]:
+    """Each job's next ready pending items: one LATERAL index range per row of the array parameters `jobs`, `ns`
+    (how many) and `afters` (above which id); `now` for the back-off."""
+    wanted = (
+        func.unnest(
+            bindparam("jobs", type_=_BIGINTS), bindparam("ns", type_=_BIGINTS), bindparam("afters", type_=_BIGINTS)
+        )
+        .table_valued("job", "n", "above")
+        .render_derived(name="wanted")
+    )
+    ready = (
+        select(Item.id, Item.job_id, cast(Item.params, Text).label("params"))
+        .where(
+            Item.job_id == wanted.c.job,
+            Item.state == State.pending,
+            Item.id > wanted.c.above,
+            or_(Item.not_before.is_(None), Item.not_before <= bindparam("now")),
+        )
+        .order_by(Item.id)
+        .limit(wanted.c.n)
+        .lateral("ready")
+    )
+    return select(ready).select_from(wanted).join(ready, true())
 
 
 def take_lease(
@@ -221,32 +287,14 @@ def _read_backlog(session: Session, settings: Settings) -> _Backlogged | None:
     partial index `ix_jobs_backlog`, with their tenants' shares; live workers per model; items queued per model and
     in flight per tenant (both from the items' state index: bounded by the windows and the workers, not the
     backlog). Two statements, whatever the number of jobs or pending items."""
-    rows = session.execute(
-        select(Job.id, Job.model, Job.tenant_id, Job.priority, Job.pending, Tenant.weight, Tenant.max_in_flight)
-        .join(Tenant, Tenant.id == Job.tenant_id)
-        .where(Job.pending > 0, Job.paused.is_(False), Tenant.paused.is_(False))
-    ).all()
+    rows = session.execute(_backlogged_jobs()).all()
     if not rows:
         return None
     since = utcnow() - timedelta(seconds=settings.worker_stale_after)
-    in_flight = (
-        select(Job.model, Job.tenant_id, type_coerce(Item.state, String), func.count())
-        .select_from(Item)
-        .join(Job, Job.id == Item.job_id)
-        # Neither IN (...) nor a filter on the models: an expanding parameter re-renders the statement at every
-        # execution (about 1.5 ms of Python a pass); the live workers of other models are a few rows more.
-        .where(or_(Item.state == State.queued, Item.state == State.running))
-        .group_by(Job.model, Job.tenant_id, Item.state)
-    )
-    live_workers = (
-        select(Worker.model, null(), literal(_LIVE), func.count())
-        .where(Worker.last_seen > since, Worker.state != "failed")
-        .group_by(Worker.model)
-    )
     live: dict[str, int] = {}
     queued: Counter[str] = Counter()
     flying: Counter[int] = Counter()
-    counted: Sequence[Any] = session.execute(union_all(in_flight, live_workers)).all()  # one round trip
+    counted: Sequence[Any] = session.execute(_in_flight_and_live(), {"since": since}).all()  # one round trip
     for model, tenant, state, n in counted:
         if state == _LIVE:
             live[model] = int(n)
@@ -308,28 +356,13 @@ def _next_pending_pg(
     found: dict[int, list[tuple[int, str]]] = {job: [] for job in want}
     if not jobs:
         return found
-    wanted = (
-        func.unnest(
-            bindparam("jobs", jobs, type_=_BIGINTS),
-            bindparam("ns", [want[job] for job in jobs], type_=_BIGINTS),
-            bindparam("afters", [after.get(job, 0) for job in jobs], type_=_BIGINTS),
-        )
-        .table_valued("job", "n", "above")
-        .render_derived(name="wanted")
-    )
-    ready = (
-        select(Item.id, Item.job_id, cast(Item.params, Text).label("params"))
-        .where(
-            Item.job_id == wanted.c.job,
-            Item.state == State.pending,
-            Item.id > wanted.c.above,
-            or_(Item.not_before.is_(None), Item.not_before <= now),
-        )
-        .order_by(Item.id)
-        .limit(wanted.c.n)
-        .lateral("ready")
-    )
-    for item_id, job, params in session.execute(select(ready).select_from(wanted).join(ready, true())).all():
+    values = {
+        "jobs": jobs,
+        "ns": [want[job] for job in jobs],
+        "afters": [after.get(job, 0) for job in jobs],
+        "now": now,
+    }
+    for item_id, job, params in session.execute(_ready_items(), values).all():
         found[job].append((item_id, params))
     for rows in found.values():
         rows.sort(key=lambda row: row[0])

@@ -27,6 +27,7 @@ A holder is `<node name>:<pid>`: the process that claimed an item and holds its 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections import Counter
@@ -35,12 +36,28 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Row, Table, and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Row,
+    Table,
+    Update,
+    and_,
+    any_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from contract import events, faults
 from contract.checks import Safety
-from contract.ledger import bound, bulk_insert, insert_ignore, one_of
+from contract.ledger import bound, bulk_insert, insert_ignore
 from contract.params import GenerationParams
 from contract.queue import QueuedItem
 from contract.schema import ACTIVE, Candidate, Image, ImageScore, Item, Job, OutcomeTally, State, detached, utcnow
@@ -329,15 +346,21 @@ def mark_queued(session: Session, item_ids: Collection[int], *, jobs: Collection
 def _mark_queued_pg(session: Session, ids: list[int]) -> None:
     """`mark_queued` on PostgreSQL: the items' UPDATE and their jobs' counters in one statement (a data-modifying
     CTE), the ids as one array parameter: one round trip and one prepared plan, whatever the number of items."""
+    session.execute(_marking(), {"ids": ids, "now": utcnow()})
+
+
+@functools.cache
+def _marking() -> Update:
+    """`_mark_queued_pg`'s statement, built once (the scheduler runs it every pass): parameters `ids`, `now`."""
     moved = (
         update(Item)
-        .where(one_of(session, Item.id, ids), Item.state == State.pending)
-        .values(state=State.queued, queued_at=utcnow())
+        .where(Item.id == any_(bindparam("ids", type_=ARRAY(BigInteger))), Item.state == State.pending)
+        .values(state=State.queued, queued_at=bindparam("now"))
         .returning(Item.job_id)
         .cte("moved")
     )
     per_job = select(moved.c.job_id, func.count().label("n")).group_by(moved.c.job_id).subquery("per_job")
-    session.execute(
+    return (
         update(Job)
         .where(Job.id == per_job.c.job_id)
         .values(pending=Job.pending - per_job.c.n)
