@@ -226,6 +226,11 @@ def _array(values: Sequence[Any], element: type[String] | type[BigInteger]) -> A
     return bindparam(None, list(values), type_=_array_type(element))
 
 
+def ids_param(name: str) -> Any:
+    """A named PostgreSQL `bigint[]` parameter (`column = ANY(:name)`) for a statement built once."""
+    return bindparam(name, type_=_array_type(BigInteger))
+
+
 _ARRAY_TYPES: dict[str, Any] = {}
 
 

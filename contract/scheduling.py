@@ -48,8 +48,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    ARRAY,
-    BigInteger,
     CompoundSelect,
     Select,
     String,
@@ -73,7 +71,7 @@ from sqlalchemy.orm import Session
 
 from contract import metrics, transitions
 from contract.fairshare import FairShare, JobBacklog, TenantShare
-from contract.ledger import Ledger, insert_ignore
+from contract.ledger import Ledger, ids_param, insert_ignore
 from contract.params import GenerationParams
 from contract.queue import QueuedItem, publish_items
 from contract.schema import Item, Job, OutcomeTally, SchedulerLease, State, Tenant, Worker, utcnow
@@ -167,9 +165,7 @@ def _ready_items() -> Select[Any]:
     """Each job's next ready pending items: one LATERAL index range per row of the array parameters `jobs`, `ns`
     (how many) and `afters` (above which id); `now` for the back-off."""
     wanted = (
-        func.unnest(
-            bindparam("jobs", type_=_BIGINTS), bindparam("ns", type_=_BIGINTS), bindparam("afters", type_=_BIGINTS)
-        )
+        func.unnest(ids_param("jobs"), ids_param("ns"), ids_param("afters"))
         .table_valued("job", "n", "above")
         .render_derived(name="wanted")
     )
@@ -278,7 +274,6 @@ class _Backlogged:
 
 
 _LIVE = "live"  # in `_read_backlog`'s second statement: a row of live workers, not of items in a state
-_BIGINTS = ARRAY(BigInteger)  # one type object: a new one per statement costs SQLAlchemy cache-key work each time
 _ROUNDS = 4  # reads of one model's chunks in a pass: one unless the counters promised items the ledger lacks
 
 
