@@ -100,15 +100,16 @@ def _timed(scheduling: Any, scheduler: Any) -> dict[str, float]:
 
         setattr(owner, name, timed)
 
+    wrap(scheduling, "read_lease", "lease")  # the pass's first read: the lease, and whether tallies wait
     wrap(scheduling, "take_lease", "lease")
     wrap(scheduling, "_read_backlog", "read_backlog")
     wrap(scheduler, "_choose", "choose")
     wrap(scheduler, "sweep", "sweep")  # the counters' check: a holder's first pass, then once per reconcile interval
     send = scheduler._send
 
-    def counted(model: str, items: Any) -> int:
+    def counted(model: str, items: Any, *rest: Any) -> int:
         t0 = time.perf_counter()
-        sent = int(send(model, items))
+        sent = int(send(model, items, *rest))
         totals["mark"] += time.perf_counter() - t0
         totals["chunks"] += sent
         return sent

@@ -110,6 +110,11 @@ class Ledger:
         self.engine = make_engine(settings)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.readers = sessionmaker(self.engine.execution_options(**{_READONLY: True}), expire_on_commit=False)
+        self.autocommit = (
+            sessionmaker(self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False)
+            if self.engine.dialect.name == "postgresql"
+            else None
+        )
         if migrate:
             ensure_schema(self.engine, settings)
 
@@ -118,6 +123,19 @@ class Ledger:
         """A transaction: committed on success, rolled back on any error."""
         with (self.readers if readonly else self.sessions).begin() as session:
             yield session
+
+    @contextlib.contextmanager
+    def statements(self) -> Iterator[Session]:
+        """Statements that need no transaction around them (reads that are each consistent on their own, writes of
+        one statement): on PostgreSQL each commits by itself, which spares a BEGIN and a COMMIT round trip (the
+        scheduler's pass); on SQLite a read-only transaction (`statements_commit` says which)."""
+        with (self.autocommit or self.readers).begin() as session:
+            yield session
+
+    @property
+    def statements_commit(self) -> bool:
+        """Whether a write in `statements()` commits by itself (PostgreSQL), rather than being refused."""
+        return self.autocommit is not None
 
     def dispose_after_fork(self) -> None:
         # Connections inherited from the parent belong to the parent; never use them in the child.
@@ -205,9 +223,25 @@ def one_of(session: Session, column: Any, values: Sequence[Any]) -> ColumnElemen
 
 def _array(values: Sequence[Any], element: type[String] | type[BigInteger]) -> Any:
     """One PostgreSQL array parameter."""
-    from sqlalchemy.dialects.postgresql import ARRAY  # here: the dialect costs every command 30 ms to import
+    return bindparam(None, list(values), type_=_array_type(element))
 
-    return bindparam(None, list(values), type_=ARRAY(element))
+
+def ids_param(name: str) -> Any:
+    """A named PostgreSQL `bigint[]` parameter (`column = ANY(:name)`) for a statement built once."""
+    return bindparam(name, type_=_array_type(BigInteger))
+
+
+_ARRAY_TYPES: dict[str, Any] = {}
+
+
+def _array_type(element: type[String] | type[BigInteger]) -> Any:
+    """One type object per element type: a new one for every statement cost about 0.2 ms of SQLAlchemy's cache-key
+    work per execution (the scheduler's pass runs several)."""
+    if element.__name__ not in _ARRAY_TYPES:
+        from sqlalchemy.dialects.postgresql import ARRAY  # here: the dialect costs every command 30 ms to import
+
+        _ARRAY_TYPES[element.__name__] = ARRAY(element)
+    return _ARRAY_TYPES[element.__name__]
 
 
 # Bound parameters one SQLite statement may take (SQLITE_MAX_VARIABLE_NUMBER: 32766 since 3.32, 999 before).

@@ -32,6 +32,7 @@ Prometheus scrapes: each tally is deleted and counted in the same step, once, by
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -43,15 +44,34 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Text, and_, cast, delete, exists, func, or_, select, union_all, update
+from sqlalchemy import (
+    CompoundSelect,
+    Select,
+    String,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    true,
+    type_coerce,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from contract import metrics, transitions
 from contract.fairshare import FairShare, JobBacklog, TenantShare
-from contract.ledger import Ledger, insert_ignore
+from contract.ledger import Ledger, ids_param, insert_ignore
 from contract.params import GenerationParams
 from contract.queue import QueuedItem, publish_items
 from contract.schema import Item, Job, OutcomeTally, SchedulerLease, State, Tenant, Worker, utcnow
@@ -80,22 +100,108 @@ def holder_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def take_lease(ledger: Ledger, holder: str, seconds: float, *, name: str = LEASE) -> bool:
-    """True when `holder` holds the lease now (taken or renewed). A read first: a process that is not the
-    holder while the lease is valid writes nothing (on SQLite, it never takes the write lock)."""
+@dataclass(frozen=True)
+class LeaseSeen:
+    """What a pass's first read saw: the lease's holder and expiry (None: no lease row yet), and whether outcome
+    tallies wait to be counted."""
+
+    holder: str | None
+    expires: datetime | None
+    tallies: bool
+
+
+def read_lease(session: Session, *, name: str = LEASE) -> LeaseSeen:
+    """The lease and whether tallies wait, in one statement (one round trip of the pass fewer)."""
+    holder, expires, tallies = session.execute(_lease_read(name)).one()
+    return LeaseSeen(holder, expires, bool(tallies))
+
+
+# The pass's statements are built once (functools.cache) and run with parameters: building a statement and its
+# cache key anew each pass was a third of the pass's Python.
+
+
+@functools.cache
+def _lease_read(name: str) -> Select[Any]:
+    of_lease = SchedulerLease.name == name
+    return select(
+        select(SchedulerLease.holder).where(of_lease).scalar_subquery(),
+        select(SchedulerLease.expires).where(of_lease).scalar_subquery(),
+        exists(select(OutcomeTally.id)),
+    )
+
+
+@functools.cache
+def _backlogged_jobs() -> Select[int, str, int, str, int, int, int | None]:
+    return (
+        select(Job.id, Job.model, Job.tenant_id, Job.priority, Job.pending, Tenant.weight, Tenant.max_in_flight)
+        .join(Tenant, Tenant.id == Job.tenant_id)
+        .where(Job.pending > 0, Job.paused.is_(False), Tenant.paused.is_(False))
+    )
+
+
+@functools.cache
+def _in_flight_and_live() -> CompoundSelect[Any]:
+    """Items queued or running per model, tenant and state, and (state `_LIVE`) live workers per model, whose
+    heartbeat is after the parameter `since`."""
+    in_flight = (
+        select(Job.model, Job.tenant_id, type_coerce(Item.state, String), func.count())
+        .select_from(Item)
+        .join(Job, Job.id == Item.job_id)
+        # Neither IN (...) nor a filter on the models: an expanding parameter re-renders the statement at every
+        # execution (about 1.5 ms of Python a pass); the live workers of other models are a few rows more.
+        .where(or_(Item.state == State.queued, Item.state == State.running))
+        .group_by(Job.model, Job.tenant_id, Item.state)
+    )
+    live_workers = (
+        select(Worker.model, null(), literal(_LIVE), func.count())
+        .where(Worker.last_seen > bindparam("since"), Worker.state != "failed")
+        .group_by(Worker.model)
+    )
+    return union_all(in_flight, live_workers)
+
+
+@functools.cache
+def _ready_items() -> Select[Any]:
+    """Each job's next ready pending items: one LATERAL index range per row of the array parameters `jobs`, `ns`
+    (how many) and `afters` (above which id); `now` for the back-off."""
+    wanted = (
+        func.unnest(ids_param("jobs"), ids_param("ns"), ids_param("afters"))
+        .table_valued("job", "n", "above")
+        .render_derived(name="wanted")
+    )
+    ready = (
+        select(Item.id, Item.job_id, cast(Item.params, Text).label("params"))
+        .where(
+            Item.job_id == wanted.c.job,
+            Item.state == State.pending,
+            Item.id > wanted.c.above,
+            or_(Item.not_before.is_(None), Item.not_before <= bindparam("now")),
+        )
+        .order_by(Item.id)
+        .limit(wanted.c.n)
+        .lateral("ready")
+    )
+    return select(ready).select_from(wanted).join(ready, true())
+
+
+def take_lease(
+    ledger: Ledger, holder: str, seconds: float, *, name: str = LEASE, seen: LeaseSeen | None = None
+) -> bool:
+    """True when `holder` holds the lease now (taken or renewed). A read first (`seen`: the pass read it already):
+    a process that is not the holder while the lease is valid writes nothing (on SQLite, it never takes the write
+    lock)."""
     now = utcnow()
-    with ledger.session(readonly=True) as session:
-        row = session.execute(
-            select(SchedulerLease.holder, SchedulerLease.expires).where(SchedulerLease.name == name)
-        ).first()
-    if row is not None:
-        if row.holder != holder and row.expires > now:
+    if seen is None:
+        with ledger.session(readonly=True) as reading:
+            seen = read_lease(reading, name=name)
+    if seen.holder is not None and seen.expires is not None:
+        if seen.holder != holder and seen.expires > now:
             return False
-        if row.holder == holder and (row.expires - now).total_seconds() > seconds / 2:
+        if seen.holder == holder and (seen.expires - now).total_seconds() > seconds / 2:
             return True  # renewed recently enough: no write
     expires = now + timedelta(seconds=seconds)
     with ledger.session() as session:
-        if row is None:
+        if seen.holder is None:
             insert_ignore(session, SchedulerLease, [{"name": name, "holder": holder, "expires": expires}], ["name"])
         result = session.execute(
             update(SchedulerLease)
@@ -167,6 +273,7 @@ class _Backlogged:
     queued: dict[str, int]  # items queued per model
 
 
+_LIVE = "live"  # in `_read_backlog`'s second statement: a row of live workers, not of items in a state
 _ROUNDS = 4  # reads of one model's chunks in a pass: one unless the counters promised items the ledger lacks
 
 
@@ -174,32 +281,21 @@ def _read_backlog(session: Session, settings: Settings) -> _Backlogged | None:
     """Jobs whose `pending` counter is positive and that may run (neither they nor their tenant paused), from the
     partial index `ix_jobs_backlog`, with their tenants' shares; live workers per model; items queued per model and
     in flight per tenant (both from the items' state index: bounded by the windows and the workers, not the
-    backlog). Three statements, whatever the number of jobs or pending items."""
-    rows = session.execute(
-        select(Job.id, Job.model, Job.tenant_id, Job.priority, Job.pending, Tenant.weight, Tenant.max_in_flight)
-        .join(Tenant, Tenant.id == Job.tenant_id)
-        .where(Job.pending > 0, Job.paused.is_(False), Tenant.paused.is_(False))
-    ).all()
+    backlog). Two statements, whatever the number of jobs or pending items."""
+    rows = session.execute(_backlogged_jobs()).all()
     if not rows:
         return None
-    models = sorted({r.model for r in rows})
     since = utcnow() - timedelta(seconds=settings.worker_stale_after)
-    live = session.execute(
-        select(Worker.model, func.count())
-        .where(Worker.model.in_(models), Worker.last_seen > since, Worker.state != "failed")
-        .group_by(Worker.model)
-    ).all()
+    live: dict[str, int] = {}
     queued: Counter[str] = Counter()
     flying: Counter[int] = Counter()
-    for model, tenant, state, n in session.execute(
-        select(Job.model, Job.tenant_id, Item.state, func.count())
-        .select_from(Item)
-        .join(Job, Job.id == Item.job_id)
-        .where(Item.state.in_([State.queued, State.running]))
-        .group_by(Job.model, Job.tenant_id, Item.state)
-    ):
+    counted: Sequence[Any] = session.execute(_in_flight_and_live(), {"since": since}).all()  # one round trip
+    for model, tenant, state, n in counted:
+        if state == _LIVE:
+            live[model] = int(n)
+            continue
         flying[tenant] += n
-        if state == State.queued:
+        if state == State.queued.value:
             queued[model] += n
     tenants = {
         r.tenant_id: TenantShare(r.tenant_id, max(1, r.weight), flying[r.tenant_id], r.max_in_flight) for r in rows
@@ -208,7 +304,7 @@ def _read_backlog(session: Session, settings: Settings) -> _Backlogged | None:
         jobs=[(JobBacklog(r.id, r.tenant_id, r.priority), r.model) for r in rows],
         pending={r.id: int(r.pending) for r in rows},
         tenants=tenants,
-        live={m: int(n) for m, n in live},
+        live=live,
         queued=dict(queued),
     )
 
@@ -220,6 +316,8 @@ def _next_pending(
     one statement, a UNION ALL of one `(job_id, state, id)` index range per job (SQLite has no LATERAL). The params
     come as text: a chunk's items mostly share them, and decoding each row's JSON was most of a pass's Python."""
     now = utcnow()
+    if session.get_bind().dialect.name == "postgresql":
+        return _next_pending_pg(session, want, after, now)
     parts = [
         select(Item.id, Item.job_id, cast(Item.params, Text).label("params"))
         .where(
@@ -244,17 +342,42 @@ def _next_pending(
     return found
 
 
+def _next_pending_pg(
+    session: Session, want: Mapping[int, int], after: Mapping[int, int], now: datetime
+) -> dict[int, list[tuple[int, str]]]:
+    """`_next_pending` on PostgreSQL: one LATERAL index range per row of three array parameters (job, how many,
+    above which id), so the statement is the same for any number of jobs (prepared once, no SQL built per pass)."""
+    jobs = [job for job, n in want.items() if n > 0]
+    found: dict[int, list[tuple[int, str]]] = {job: [] for job in want}
+    if not jobs:
+        return found
+    values = {
+        "jobs": jobs,
+        "ns": [want[job] for job in jobs],
+        "afters": [after.get(job, 0) for job in jobs],
+        "now": now,
+    }
+    for item_id, job, params in session.execute(_ready_items(), values).all():
+        found[job].append((item_id, params))
+    for rows in found.values():
+        rows.sort(key=lambda row: row[0])
+    return found
+
+
 def _params(raw: str) -> GenerationParams:
     return GenerationParams.from_json(json.loads(raw))
 
 
-def count_tallies(ledger: Ledger) -> int:
+def count_tallies(ledger: Ledger, *, waiting: bool | None = None) -> int:
     """Move the outcome tallies (contract/schema.py `OutcomeTally`) into `pixelmill_items_total`: delete them and
-    count what was deleted, so two holders for a moment never count one twice. A read first: while there is nothing
-    to count (nearly always) nothing is written. Returns the items counted."""
-    with ledger.session(readonly=True) as session:
-        if session.scalar(select(OutcomeTally.id).limit(1)) is None:
-            return 0
+    count what was deleted, so two holders for a moment never count one twice. A read first (`waiting`: the pass's
+    `read_lease` saw whether any wait): while there is nothing to count (nearly always) nothing is written. Returns
+    the items counted."""
+    if waiting is None:
+        with ledger.session(readonly=True) as session:
+            waiting = session.scalar(select(OutcomeTally.id).limit(1)) is not None
+    if not waiting:
+        return 0
     with ledger.session() as session:
         taken = session.execute(
             delete(OutcomeTally).returning(OutcomeTally.job_id, OutcomeTally.outcome, OutcomeTally.n)
@@ -315,32 +438,40 @@ class Scheduler:
 
     def run_pass(self) -> Report:
         """Take or renew the lease; if held, sweep the counters when due, then top every model's window up with
-        fairly chosen chunks."""
-        if not take_lease(self.ledger, self.holder, lease_seconds(self.settings)):
-            self.swept_at = None  # a holder sweeps at its first pass
-            return Report()
-        report = Report(leader=True, swept=self.sweep_due())
-        if report.swept:
-            self.sweep()
+        fairly chosen chunks. Between sweeps one session (`Ledger.statements`) reads the lease (with whether
+        tallies wait), the backlog and the chunks, and on PostgreSQL also marks them: there each statement commits
+        by itself, sparing the BEGIN and COMMIT round trips (a pass is six round trips, the pool's ping included)."""
+        with self.ledger.statements() as session:
+            seen = read_lease(session)
+            if not take_lease(self.ledger, self.holder, lease_seconds(self.settings), seen=seen):
+                self.swept_at = None  # a holder sweeps at its first pass
+                return Report()
+            if not self.sweep_due():
+                return self._dispatch(session, Report(leader=True), seen.tallies)
+        self.sweep()  # before the backlog's read: its snapshot (SQLite's) sees the recounted counters
+        with self.ledger.statements() as session:
+            return self._dispatch(session, Report(leader=True, swept=True), seen.tallies)
+
+    def _dispatch(self, session: Session, report: Report, tallies: bool) -> Report:
+        """Count the tallies if any wait, read the backlog, and fill each model's window."""
         try:
-            count_tallies(self.ledger)
+            count_tallies(self.ledger, waiting=tallies)
         except Exception:  # counting must never stop dispatch; the tallies wait for the next pass
             log.exception("counting the ledger's outcome tallies failed; will try again")
-        with self.ledger.session(readonly=True) as session:
-            found = _read_backlog(session, self.settings)
-            if found is None:
-                return report
-            for model in sorted({m for _, m in found.jobs}):
-                size = self.chunk_size
-                room = self.window(found.live.get(model, 0)) - math.ceil(found.queued.get(model, 0) / size)
-                if room <= 0:
-                    continue
-                chosen = self._choose(session, model, found, room)
-                if chosen:
-                    sent = self._send(model, chosen)
-                    report.items += len(chosen)
-                    report.messages += sent
-                    report.by_model[model] = len(chosen)
+        found = _read_backlog(session, self.settings)
+        if found is None:
+            return report
+        for model in sorted({m for _, m in found.jobs}):
+            size = self.chunk_size
+            room = self.window(found.live.get(model, 0)) - math.ceil(found.queued.get(model, 0) / size)
+            if room <= 0:
+                continue
+            chosen = self._choose(session, model, found, room)
+            if chosen:
+                sent = self._send(model, chosen, session)
+                report.items += len(chosen)
+                report.messages += sent
+                report.by_model[model] = len(chosen)
         return report
 
     def sweep_due(self) -> bool:
@@ -402,13 +533,18 @@ class Scheduler:
                 break
         return chosen
 
-    def _send(self, model: str, items: Sequence[QueuedItem]) -> int:
+    def _send(self, model: str, items: Sequence[QueuedItem], session: Session) -> int:
         """Publish, then mark queued (pending items only): a crash in between leaves them pending, dispatched
-        again, and the duplicate message claims nothing."""
+        again, and the duplicate message claims nothing. On PostgreSQL the mark is one statement, committed by
+        itself in the pass's `statements()` session; on SQLite it is a transaction of its own."""
         settings = self.settings
         chunks = publish_items(self.app, items, model, settings.batch_size, settings.items_per_message)
-        with self.ledger.session() as session:
-            transitions.mark_queued(session, [q.item for q in items], jobs={q.job for q in items})
+        ids, jobs = [q.item for q in items], {q.job for q in items}
+        if self.ledger.statements_commit:
+            transitions.mark_queued(session, ids, jobs=jobs)
+        else:
+            with self.ledger.session() as writing:
+                transitions.mark_queued(writing, ids, jobs=jobs)
         return len(chunks)
 
     def release(self) -> None:

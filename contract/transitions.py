@@ -27,6 +27,7 @@ A holder is `<node name>:<pid>`: the process that claimed an item and holds its 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections import Counter
@@ -35,12 +36,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Row, Table, and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import Row, Table, Update, and_, any_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from contract import events, faults
 from contract.checks import Safety
-from contract.ledger import bound, bulk_insert, insert_ignore
+from contract.ledger import bound, bulk_insert, ids_param, insert_ignore
 from contract.params import GenerationParams
 from contract.queue import QueuedItem
 from contract.schema import ACTIVE, Candidate, Image, ImageScore, Item, Job, OutcomeTally, State, detached, utcnow
@@ -306,8 +307,12 @@ def add_items(session: Session, job_id: int, items: Sequence[NewItem]) -> list[i
 def mark_queued(session: Session, item_ids: Collection[int], *, jobs: Collection[int] | None = None) -> None:
     """pending → queued, once the scheduler published a message carrying them (never moves an item that went on:
     a worker may have claimed it from `pending` already). With `jobs` (the items' jobs) the UPDATE finds them on
-    the `(job_id, state, id)` index: SQLite would otherwise walk every pending item of the state index."""
+    the `(job_id, state, id)` index: SQLite would otherwise walk every pending item of the state index. On
+    PostgreSQL one statement (`_marking`), atomic by itself: the scheduler runs it outside a transaction."""
     ids = list(item_ids)
+    if ids and session.get_bind().dialect.name == "postgresql":
+        session.execute(_marking(), {"ids": ids, "now": utcnow()})
+        return
     same_job = [Item.job_id.in_(list(jobs))] if jobs is not None else []
     moved: Counter[int] = Counter()
     for start in range(0, len(ids), _IN_BATCH):
@@ -320,6 +325,27 @@ def mark_queued(session: Session, item_ids: Collection[int], *, jobs: Collection
             )
         )
     _backlog(session, {job: -n for job, n in moved.items()})
+
+
+@functools.cache
+def _marking() -> Update:
+    """`mark_queued` on PostgreSQL: the items' UPDATE and their jobs' counters in one statement (a data-modifying
+    CTE), the ids as one array parameter: one round trip and one prepared plan, whatever the number of items.
+    Built once (the scheduler runs it every pass); parameters `ids`, `now`."""
+    moved = (
+        update(Item)
+        .where(Item.id == any_(ids_param("ids")), Item.state == State.pending)
+        .values(state=State.queued, queued_at=bindparam("now"))
+        .returning(Item.job_id)
+        .cte("moved")
+    )
+    per_job = select(moved.c.job_id, func.count().label("n")).group_by(moved.c.job_id).subquery("per_job")
+    return (
+        update(Job)
+        .where(Job.id == per_job.c.job_id)
+        .values(pending=Job.pending - per_job.c.n)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def claim(

@@ -127,9 +127,16 @@ class Sent:
         return chunks
 
 
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    ledger = Ledger(Settings(data_dir=tmp_path))
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    """Both ledgers: on PostgreSQL the scheduler reads its chunks and marks them with statements of its own."""
+    url = None
+    if request.param == "postgresql":
+        test_servers = request.getfixturevalue("test_servers")
+        url = test_servers.get("postgres").create_database(test_servers.next_name("sched"))
+    ledger = Ledger(Settings(data_dir=tmp_path, database_url=url), migrate=url is None)
+    if url is not None:
+        upgrade(ledger.engine)
     yield ledger
     ledger.close()
 
