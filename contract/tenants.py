@@ -54,9 +54,7 @@ class TenantSummary:
     reply_prefix: str
     source_roots: tuple[str, ...]
     webhook_hosts: tuple[str, ...]
-    weight: int  # fair share (contract/fairshare.py)
-    max_in_flight: int | None  # None: no limit
-    paused: bool
+    share: TenantShareInfo
 
 
 def check_name(name: str) -> str:
@@ -286,9 +284,7 @@ def list_tenants(session: Session) -> list[TenantSummary]:
                 reply_prefix=info.reply_prefix,
                 source_roots=info.source_roots,
                 webhook_hosts=info.webhook_hosts,
-                weight=row.weight,
-                max_in_flight=row.max_in_flight,
-                paused=row.paused,
+                share=TenantShareInfo(row.name, row.weight, row.max_in_flight, row.paused),
             )
         )
     return summaries

@@ -22,6 +22,15 @@ CACHE_LIMIT = 200_000  # words remembered between prompts (catalogue vocabularie
 SEGMENT_MIN = 8  # words this long are also read as words run together (`_segment_terms`)
 
 
+def _remember(cache: dict[str, tuple[Term, ...]], word: str, found: list[Term]) -> tuple[Term, ...]:
+    """`found` without repeats, kept in `cache` for `word` (emptied when it grows past CACHE_LIMIT)."""
+    result = tuple({id(t): t for t in found}.values())
+    if len(cache) > CACHE_LIMIT:
+        cache.clear()
+    cache[word] = result
+    return result
+
+
 class Lookup(Index):
     """Word look-ups over the `Index`, cached: catalogue prompts reuse a small vocabulary."""
 
@@ -49,11 +58,7 @@ class Lookup(Index):
                     for key, term in self._fuzzy.get(variant, ()):
                         if key[0] == word[0] and edit_distance_at_most_one(key, word):
                             found.append(term)
-        result = tuple({id(t): t for t in found}.values())
-        if len(cache) > CACHE_LIMIT:
-            cache.clear()
-        cache[word] = result
-        return result
+        return _remember(cache, word, found)
 
     def _sound_terms(self, word: str) -> tuple[Term, ...]:
         """Strong terms a word spelt by sound stands for (`_sound_key_terms`, `_shape_terms`); only for words
@@ -66,11 +71,7 @@ class Lookup(Index):
         if len(word) >= 4 and word.isascii() and word.isalpha() and word not in FUZZY_STOP:
             if word not in dictionary_guard() and not self._word_terms(word, inside=False, fuzzy=False):
                 found = self._sound_key_terms(word) + self._shape_terms(word)
-        result = tuple({id(t): t for t in found}.values())
-        if len(self._sound_cache) > CACHE_LIMIT:
-            self._sound_cache.clear()
-        self._sound_cache[word] = result
-        return result
+        return _remember(self._sound_cache, word, found)
 
     def _sound_key_terms(self, word: str) -> list[Term]:
         """Strong terms of the same sound key ("nekkid", "sooicide", "prno"), first letter, vowel groups and
@@ -109,11 +110,7 @@ class Lookup(Index):
                 found.extend(terms)
         if len(word) >= SEGMENT_MIN:
             found.extend(self._segment_terms(word))
-        result = tuple({id(t): t for t in found}.values())
-        if len(self._compound_cache) > CACHE_LIMIT:
-            self._compound_cache.clear()
-        self._compound_cache[word] = result
-        return result
+        return _remember(self._compound_cache, word, found)
 
     def _segment_terms(self, word: str) -> list[Term]:
         """Short listed words (2–4 letters) in a word run together of function words, prompt words and listed

@@ -141,9 +141,9 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON lis
                         "reply_prefix": t.reply_prefix,
                         "source_roots": list(t.source_roots),
                         "webhook_hosts": list(t.webhook_hosts),
-                        "weight": t.weight,
-                        "max_in_flight": t.max_in_flight,
-                        "paused": t.paused,
+                        "weight": t.share.weight,
+                        "max_in_flight": t.share.max_in_flight,
+                        "paused": t.share.paused,
                     }
                     for t in found
                 ]
@@ -163,8 +163,8 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON lis
             escape(t.reply_prefix),
             escape(", ".join(t.source_roots)),
             escape(", ".join(t.webhook_hosts)),
-            str(t.weight) + (" (paused)" if t.paused else ""),
-            "no limit" if t.max_in_flight is None else f"≤ {t.max_in_flight}",
+            str(t.share.weight) + (" (paused)" if t.share.paused else ""),
+            "no limit" if t.share.max_in_flight is None else f"≤ {t.share.max_in_flight}",
         )
     out.print(table)
 
