@@ -218,6 +218,10 @@ class TenantShareInfo:
     paused: bool
 
 
+def _share(row: Tenant) -> TenantShareInfo:
+    return TenantShareInfo(row.name, row.weight, row.max_in_flight, row.paused)
+
+
 def configure_share(
     session: Session,
     name: str,
@@ -243,7 +247,7 @@ def configure_share(
     if paused is not None:
         row.paused = paused
     session.flush()
-    return TenantShareInfo(row.name, row.weight, row.max_in_flight, row.paused)
+    return _share(row)
 
 
 def rotate_token(session: Session, name: str, *, keep_old: bool = False) -> str:
@@ -284,7 +288,7 @@ def list_tenants(session: Session) -> list[TenantSummary]:
                 reply_prefix=info.reply_prefix,
                 source_roots=info.source_roots,
                 webhook_hosts=info.webhook_hosts,
-                share=TenantShareInfo(row.name, row.weight, row.max_in_flight, row.paused),
+                share=_share(row),
             )
         )
     return summaries
